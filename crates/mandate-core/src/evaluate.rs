@@ -1,0 +1,349 @@
+//! One decision: a validated call, mapped onto the schema, through both sets.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
+    EntityUid, PolicyId, Request, Response, RestrictedExpression,
+};
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::decision::{Decision, EvaluationProblem, Verdict};
+use crate::index::Scope;
+use crate::pack::PolicyPack;
+use crate::request::CallRequest;
+
+static AUTHORIZER: LazyLock<Authorizer> = LazyLock::new(Authorizer::new);
+
+/// Entity types and the one action of the schema, parsed once.
+pub(crate) struct Names {
+    pub agent: EntityTypeName,
+    pub server: EntityTypeName,
+    pub tool: EntityTypeName,
+    pub call_tool: EntityUid,
+}
+
+fn type_name(name: &str) -> EntityTypeName {
+    // INVARIANT: the names are literals that parse; checked by a unit test.
+    EntityTypeName::from_str(name).unwrap_or_else(|_| unreachable_name(name))
+}
+
+#[cold]
+fn unreachable_name(name: &str) -> EntityTypeName {
+    #[allow(clippy::panic)]
+    {
+        panic!("built-in entity type `{name}` does not parse")
+    }
+}
+
+pub(crate) static NAMES: LazyLock<Names> = LazyLock::new(|| Names {
+    agent: type_name("Mandate::Agent"),
+    server: type_name("Mandate::Server"),
+    tool: type_name("Mandate::Tool"),
+    call_tool: EntityUid::from_type_name_and_id(
+        type_name("Mandate::Action"),
+        EntityId::new("call_tool"),
+    ),
+});
+
+/// A call as Cedar sees it.
+pub(crate) struct CedarCall {
+    pub request: Request,
+    pub entities: Entities,
+    pub principal: EntityUid,
+    pub resource: EntityUid,
+    pub server: EntityUid,
+}
+
+fn string_set<'a>(items: impl IntoIterator<Item = &'a String>) -> RestrictedExpression {
+    RestrictedExpression::new_set(
+        items
+            .into_iter()
+            .map(|s| RestrictedExpression::new_string(s.clone())),
+    )
+}
+
+fn record(fields: Vec<(&str, RestrictedExpression)>) -> RestrictedExpression {
+    // INVARIANT: field names are distinct literals, so the record is valid.
+    RestrictedExpression::new_record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)))
+        .unwrap_or_else(|_| RestrictedExpression::new_bool(false))
+}
+
+/// Builds the Cedar request and entities for a validated call.
+pub(crate) fn cedar_call(call: &CallRequest, now: DateTime<Utc>) -> Result<CedarCall, String> {
+    let names = &*NAMES;
+    let principal =
+        EntityUid::from_type_name_and_id(names.agent.clone(), EntityId::new(&call.principal));
+    let server =
+        EntityUid::from_type_name_and_id(names.server.clone(), EntityId::new(&call.server));
+    let resource = EntityUid::from_type_name_and_id(
+        names.tool.clone(),
+        EntityId::new(format!("{}/{}", call.server, call.tool)),
+    );
+
+    let mut agent_attrs = HashMap::from([
+        (
+            "trust_domain".to_owned(),
+            RestrictedExpression::new_string(call.trust_domain.clone()),
+        ),
+        ("attributes".to_owned(), call.principal_attributes.clone()),
+    ]);
+    if let Some(person) = &call.on_behalf_of {
+        agent_attrs.insert(
+            "on_behalf_of".to_owned(),
+            RestrictedExpression::new_string(person.clone()),
+        );
+    }
+    let h = call.hints;
+    let tool_attrs = HashMap::from([
+        (
+            "name".to_owned(),
+            RestrictedExpression::new_string(call.tool.clone()),
+        ),
+        (
+            "server".to_owned(),
+            RestrictedExpression::new_string(call.server.clone()),
+        ),
+        (
+            "read_only".to_owned(),
+            RestrictedExpression::new_bool(h.read_only),
+        ),
+        (
+            "destructive".to_owned(),
+            RestrictedExpression::new_bool(h.destructive),
+        ),
+        (
+            "idempotent".to_owned(),
+            RestrictedExpression::new_bool(h.idempotent),
+        ),
+        (
+            "open_world".to_owned(),
+            RestrictedExpression::new_bool(h.open_world),
+        ),
+    ]);
+    let entities = Entities::from_entities(
+        [
+            Entity::new(principal.clone(), agent_attrs, Default::default())
+                .map_err(|e| e.to_string())?,
+            Entity::new(resource.clone(), tool_attrs, [server.clone()].into())
+                .map_err(|e| e.to_string())?,
+            Entity::new_no_attrs(server.clone(), Default::default()),
+        ],
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+
+    let task = &call.task;
+    let session = &call.session;
+    let context = Context::from_pairs([
+        (
+            "task".to_owned(),
+            record(vec![
+                ("id", RestrictedExpression::new_string(task.id.clone())),
+                (
+                    "intent",
+                    RestrictedExpression::new_string(task.intent.clone()),
+                ),
+                ("tools", string_set(&task.tools)),
+                ("labels", string_set(&task.labels)),
+                ("params", call.task_params.clone()),
+            ]),
+        ),
+        (
+            "session".to_owned(),
+            record(vec![
+                ("tools_called", string_set(&session.tools_called)),
+                ("labels", string_set(&session.labels)),
+                ("calls", RestrictedExpression::new_long(session.calls)),
+                ("denials", RestrictedExpression::new_long(session.denials)),
+                (
+                    "first_use",
+                    RestrictedExpression::new_bool(!session.tools_called.contains(&call.tool)),
+                ),
+            ]),
+        ),
+        ("arguments".to_owned(), call.arguments.clone()),
+        (
+            "time".to_owned(),
+            record(vec![(
+                "now",
+                RestrictedExpression::new_datetime(
+                    now.to_rfc3339_opts(SecondsFormat::Millis, true),
+                ),
+            )]),
+        ),
+        ("extra".to_owned(), call.extra.clone()),
+    ])
+    .map_err(|e| e.to_string())?;
+
+    let request = Request::new(
+        principal.clone(),
+        names.call_tool.clone(),
+        resource.clone(),
+        context,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(CedarCall {
+        request,
+        entities,
+        principal,
+        resource,
+        server,
+    })
+}
+
+impl PolicyPack {
+    /// Decides one call at time `now` (the call's own `time`, if set, wins:
+    /// only offline tools let callers set it).
+    ///
+    /// Never fails: a call that cannot be mapped, and any policy that errors,
+    /// make the decision a deny, with the problem in [`Verdict::errors`].
+    pub fn decide(&self, call: &CallRequest, now: DateTime<Utc>) -> Verdict {
+        let cedar = match cedar_call(call, call.time.unwrap_or(now)) {
+            Ok(c) => c,
+            Err(message) => {
+                return Verdict {
+                    decision: Decision::Deny,
+                    policies: Vec::new(),
+                    reasons: vec!["the request could not be mapped onto the schema; Mandate denies what it cannot evaluate".into()],
+                    errors: vec![EvaluationProblem { policy: String::new(), message }],
+                };
+            }
+        };
+        let server = [cedar.server.clone()];
+        let scope = Scope {
+            principal: &cedar.principal,
+            principal_ancestors: &[],
+            action: &NAMES.call_tool,
+            resource: &cedar.resource,
+            resource_ancestors: &server,
+        };
+
+        let base =
+            AUTHORIZER.is_authorized(&cedar.request, &self.base.slice(&scope), &cedar.entities);
+        if let Some(verdict) = self.failed(&base) {
+            return verdict;
+        }
+        let determining = sorted_reasons(&base);
+        if base.decision() == CedarDecision::Deny {
+            let reasons = if determining.is_empty() {
+                vec![format!(
+                    "no policy permits `{}` on `{}` for this task",
+                    call.tool, call.server
+                )]
+            } else {
+                determining
+                    .iter()
+                    .map(|id| self.reason(id, "forbidden by policy"))
+                    .collect()
+            };
+            return Verdict {
+                decision: Decision::Deny,
+                policies: ids(&determining),
+                reasons,
+                errors: Vec::new(),
+            };
+        }
+
+        let gate = AUTHORIZER.is_authorized(
+            &cedar.request,
+            &self.approval.slice(&scope),
+            &cedar.entities,
+        );
+        if let Some(verdict) = self.failed(&gate) {
+            return verdict;
+        }
+        let gates = sorted_reasons(&gate);
+        if gate.decision() == CedarDecision::Allow {
+            let reasons = gates.iter().map(|id| self.approval_reason(id)).collect();
+            return Verdict {
+                decision: Decision::ApprovalRequired,
+                policies: ids(&gates),
+                reasons,
+                errors: Vec::new(),
+            };
+        }
+        let reasons = determining
+            .iter()
+            .map(|id| self.reason(id, "permitted by policy"))
+            .collect();
+        Verdict {
+            decision: Decision::Allow,
+            policies: ids(&determining),
+            reasons,
+            errors: Vec::new(),
+        }
+    }
+
+    /// A deny verdict when any policy errored: Cedar skips an erroring policy,
+    /// which for a forbid would turn into an allow. Mandate does not.
+    fn failed(&self, response: &Response) -> Option<Verdict> {
+        let mut errors: Vec<EvaluationProblem> = response
+            .diagnostics()
+            .errors()
+            .map(|e| match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(e) => EvaluationProblem {
+                    policy: e.policy_id().to_string(),
+                    message: e.inner().to_string(),
+                },
+            })
+            .collect();
+        if errors.is_empty() {
+            return None;
+        }
+        errors.sort_by(|a, b| a.policy.cmp(&b.policy));
+        let reasons = errors
+            .iter()
+            .map(|e| {
+                format!(
+                    "policy `{}` could not be evaluated ({}); Mandate denies when any policy fails",
+                    e.policy, e.message
+                )
+            })
+            .collect();
+        Some(Verdict {
+            decision: Decision::Deny,
+            policies: errors.iter().map(|e| e.policy.clone()).collect(),
+            reasons,
+            errors,
+        })
+    }
+
+    fn reason(&self, id: &PolicyId, fallback: &str) -> String {
+        self.origins
+            .get(id)
+            .and_then(|o| o.reason.clone())
+            .unwrap_or_else(|| format!("{fallback} `{id}`"))
+    }
+
+    fn approval_reason(&self, id: &PolicyId) -> String {
+        self.reason(id, "approval required by policy")
+    }
+}
+
+fn sorted_reasons(response: &Response) -> Vec<PolicyId> {
+    let mut ids: Vec<PolicyId> = response.diagnostics().reason().cloned().collect();
+    ids.sort();
+    ids
+}
+
+fn ids(ids: &[PolicyId]) -> Vec<String> {
+    ids.iter().map(ToString::to_string).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_names_parse() {
+        assert_eq!(
+            NAMES.call_tool.to_string(),
+            r#"Mandate::Action::"call_tool""#
+        );
+        assert_eq!(NAMES.tool.to_string(), "Mandate::Tool");
+    }
+}

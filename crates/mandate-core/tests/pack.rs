@@ -1,0 +1,243 @@
+//! The core's public interface, used as a caller would.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use mandate_core::testing::TestSuite;
+use mandate_core::{CallRequest, Decision, DecisionRequest, PolicyPack, PolicySource, Severity};
+use serde_json::{Value, json};
+
+fn example_dir() -> &'static Path {
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/policies"
+    ))
+}
+
+fn example_pack() -> PolicyPack {
+    let dir = example_dir();
+    let mut sources = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cedar") {
+            sources.push(PolicySource::new(
+                path.display().to_string(),
+                std::fs::read_to_string(&path).unwrap(),
+            ));
+        }
+    }
+    let schema = std::fs::read_to_string(dir.join("schema.cedarschema")).unwrap();
+    PolicyPack::load(
+        &sources,
+        Some(&PolicySource::new("schema.cedarschema", schema)),
+    )
+    .unwrap()
+}
+
+fn call(v: Value) -> CallRequest {
+    CallRequest::try_from(serde_json::from_value::<DecisionRequest>(v).unwrap()).unwrap()
+}
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+        .unwrap()
+        .into()
+}
+
+#[test]
+fn example_pack_passes_its_own_tests() {
+    let pack = example_pack();
+    let text = std::fs::read_to_string(example_dir().join("tests/mailer.json")).unwrap();
+    let results = TestSuite::parse(&text).unwrap().run(&pack, now());
+    assert!(results.len() >= 10);
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| format!("{}: {}", r.name, r.message))
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+#[test]
+fn a_failing_test_case_is_reported_as_failed() {
+    let pack = example_pack();
+    let suite = TestSuite::parse(
+        r#"{"cases": [{"name": "wrong", "expect": "allow", "request": {
+            "principal": {"id": "a"}, "action": {"server": "s", "tool": "nope"}}}]}"#,
+    )
+    .unwrap();
+    let results = suite.run(&pack, now());
+    assert!(!results[0].passed);
+    assert_eq!(results[0].actual, Some(Decision::Deny));
+    assert!(
+        results[0].message.contains("expected allow, got deny"),
+        "{}",
+        results[0].message
+    );
+}
+
+fn load(policy: &str, schema: Option<&str>) -> Result<PolicyPack, mandate_core::LoadError> {
+    let schema = schema.map(|s| PolicySource::new("schema.cedarschema", s));
+    PolicyPack::load(&[PolicySource::new("p.cedar", policy)], schema.as_ref())
+}
+
+#[test]
+fn an_erroring_forbid_makes_a_deny_not_an_allow() {
+    // `to` is declared a String, but the request sends a number: Cedar raises
+    // an error in the forbid and skips it. Mandate must deny.
+    let pack = load(
+        r#"
+        @id("all") permit (principal, action, resource);
+        @id("no-external") forbid (principal, action, resource)
+        when { context.arguments has to && !(context.arguments.to like "*@example.com") };
+        "#,
+        Some("type Arguments = { to?: String };"),
+    )
+    .unwrap();
+    let mk = |to: Value| {
+        call(
+            json!({"principal": {"id": "a"}, "action": {"server": "mail", "tool": "send"}, "arguments": {"to": to}}),
+        )
+    };
+    assert_eq!(
+        pack.decide(&mk(json!("x@example.com")), now()).decision,
+        Decision::Allow
+    );
+    assert_eq!(
+        pack.decide(&mk(json!("x@evil.example")), now()).decision,
+        Decision::Deny
+    );
+    let verdict = pack.decide(&mk(json!(42)), now());
+    assert_eq!(verdict.decision, Decision::Deny);
+    assert_eq!(verdict.errors.len(), 1);
+    assert_eq!(verdict.errors[0].policy, "no-external");
+}
+
+#[test]
+fn an_erroring_approval_policy_denies() {
+    let pack = load(
+        r#"
+        @id("all") permit (principal, action, resource);
+        @id("gate") @approval("big")
+        permit (principal, action, resource) when { context.arguments has n && context.arguments.n + 1 > 10 };
+        "#,
+        Some("type Arguments = { n?: Long };"),
+    )
+    .unwrap();
+    let mk = |n: i64| {
+        call(
+            json!({"principal": {"id": "a"}, "action": {"server": "s", "tool": "t"}, "arguments": {"n": n}}),
+        )
+    };
+    assert_eq!(pack.decide(&mk(1), now()).decision, Decision::Allow);
+    assert_eq!(
+        pack.decide(&mk(100), now()).decision,
+        Decision::ApprovalRequired
+    );
+    let overflow = pack.decide(&mk(i64::MAX), now());
+    assert_eq!(overflow.decision, Decision::Deny);
+    assert_eq!(overflow.errors[0].policy, "gate");
+}
+
+#[test]
+fn invalid_policies_are_located() {
+    let err = load("permit (principal, action, resource);\n\npermit (principal, action, resource)\n  when { context.arguments.nope == 1 };", None)
+        .unwrap_err();
+    let errors: Vec<_> = err
+        .problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].file, "p.cedar");
+    assert_eq!(errors[0].line, Some(4), "{}", errors[0]);
+    assert_eq!(errors[0].policy.as_deref(), Some("p.cedar#2"));
+    assert!(errors[0].message.contains("nope"), "{}", errors[0].message);
+
+    let err = load("permit (principal, action, resource)\nwhen { true", None).unwrap_err();
+    assert_eq!(err.problems[0].file, "p.cedar");
+    assert_eq!(err.problems[0].line, Some(2), "{}", err.problems[0]);
+}
+
+#[test]
+fn approval_forbids_duplicates_and_empty_packs_are_rejected() {
+    let err = load(
+        r#"@approval("x") forbid (principal, action, resource);"#,
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("`@approval` marks a permit"),
+        "{err}"
+    );
+    let err = load(r#"@id("a") permit (principal, action, resource); @id("a") permit (principal, action, resource);"#, None)
+        .unwrap_err();
+    assert!(err.to_string().contains("duplicate policy id"), "{err}");
+    assert!(load("// nothing here\n", None).is_err());
+}
+
+#[test]
+fn a_sliced_pack_decides_like_the_whole_pack() {
+    // Policies scoped to many tools and agents; the index must evaluate only
+    // the ones that can apply and still give Cedar's answer.
+    let mut text = String::from("@id(\"base\") permit (principal, action, resource);\n");
+    for i in 0..500 {
+        text.push_str(&format!(
+            "@id(\"tool-{i}\") forbid (principal, action, resource == Mandate::Tool::\"srv/tool{i}\") when {{ context.arguments has n && context.arguments.n == {i} }};\n\
+             @id(\"agent-{i}\") forbid (principal == Mandate::Agent::\"agent{i}\", action, resource in Mandate::Server::\"locked\");\n\
+             @id(\"gate-{i}\") @approval(\"tool {i}\") permit (principal == Mandate::Agent::\"agent{i}\", action, resource);\n"
+        ));
+    }
+    let pack = load(&text, Some("type Arguments = { n?: Long };")).unwrap();
+    let mk = |agent: &str, server: &str, tool: &str, n: i64| {
+        call(
+            json!({"principal": {"id": agent}, "action": {"server": server, "tool": tool}, "arguments": {"n": n}}),
+        )
+    };
+    let d = |c| pack.decide(&c, now());
+    assert_eq!(d(mk("x", "srv", "tool7", 7)).policies, ["tool-7"]);
+    assert_eq!(d(mk("x", "srv", "tool7", 8)).decision, Decision::Allow);
+    assert_eq!(d(mk("agent3", "locked", "t", 0)).policies, ["agent-3"]);
+    assert_eq!(d(mk("agent3", "open", "t", 0)).policies, ["gate-3"]);
+    assert_eq!(
+        d(mk("agent3", "open", "t", 0)).decision,
+        Decision::ApprovalRequired
+    );
+    assert_eq!(
+        d(mk("agent9999", "locked", "t", 0)).decision,
+        Decision::Allow
+    );
+}
+
+#[test]
+fn explain_names_the_failing_condition() {
+    let pack = example_pack();
+    let c = call(json!({
+        "principal": {"id": "a"},
+        "action": {"server": "mail", "tool": "send_email", "annotations": {"destructiveHint": false}},
+        "arguments": {"to": "mallory@evil.example"},
+        "context": {"task": {"tools": ["send_email"], "params": {"allowed_recipients": ["carol@example.com"]}}}
+    }));
+    let explanation = pack.explain(&c, now());
+    assert_eq!(explanation.verdict.decision, Decision::Deny);
+    let recipient = explanation
+        .policies
+        .iter()
+        .find(|p| p.id == "recipient-allowed")
+        .unwrap();
+    assert!(recipient.satisfied && recipient.scope_matched);
+    let declared = explanation
+        .policies
+        .iter()
+        .find(|p| p.id == "undeclared-tool")
+        .unwrap();
+    assert!(!declared.satisfied);
+    assert_eq!(declared.conditions[0].kind, "unless");
+    assert!(
+        declared.conditions[0]
+            .text
+            .contains("context.task.tools.contains(resource.name)"),
+        "{}",
+        declared.conditions[0].text
+    );
+}
