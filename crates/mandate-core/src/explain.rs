@@ -103,18 +103,22 @@ impl PolicyPack {
             .map(|policy| {
                 let origin = self.origins.get(policy.id());
                 let est = policy.to_json().unwrap_or_default();
+                let field = |v: &'_ Value, key: &str| v.get(key).cloned().unwrap_or_default();
                 let scope_matched = check(
-                    &est["principal"],
-                    &est["action"],
-                    &est["resource"],
+                    &field(&est, "principal"),
+                    &field(&est, "action"),
+                    &field(&est, "resource"),
                     json!([]),
                 )
                 .unwrap_or(false);
                 let mut conditions = Vec::new();
                 if scope_matched {
-                    for condition in est["conditions"].as_array().into_iter().flatten() {
-                        let kind = condition["kind"].as_str().unwrap_or("when").to_owned();
-                        let body = &condition["body"];
+                    for condition in field(&est, "conditions").as_array().into_iter().flatten() {
+                        let kind = field(condition, "kind")
+                            .as_str()
+                            .unwrap_or("when")
+                            .to_owned();
+                        let body = &field(condition, "body");
                         let as_when = json!([{"kind": "when", "body": body}]);
                         let text = clause_text(body);
                         let outcome = match check(&open, &open, &open, as_when) {

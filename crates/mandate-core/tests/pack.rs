@@ -1,5 +1,8 @@
 //! The core's public interface, used as a caller would.
 
+// Helpers outside #[test] functions unwrap too: a failure is a test failure.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use std::path::Path;
 
 use chrono::{DateTime, Utc};

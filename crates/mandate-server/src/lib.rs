@@ -1,1 +1,87 @@
-//! placeholder
+//! Mandate's HTTP decision API.
+//!
+//! [`router`] assembles the axum application around an [`AppState`];
+//! [`serve`] binds it and runs until shutdown. Policies come from a
+//! directory ([`policy_dir`]) and are swapped atomically on change
+//! ([`reload`]); a failed reload keeps the pack in force.
+
+mod error;
+mod extract;
+pub mod metrics;
+mod openapi;
+pub mod policy_dir;
+pub mod reload;
+mod routes;
+mod state;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use error::{ApiError, ErrorBody};
+pub use openapi::api_doc;
+pub use state::{AppState, ReloadStatus};
+
+/// Settings the server needs once the binary has resolved its configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// How often the policy directory is checked for changes.
+    pub reload_interval: Duration,
+}
+
+/// The application: routes, then the layers every request passes.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/decide", post(routes::decide::decide))
+        .route("/v1/health", get(routes::health::health))
+        .route("/v1/openapi.json", get(routes::openapi_json))
+        .route("/metrics", get(routes::metrics))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        // Bodies over the limit are refused before they are buffered (413).
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        // A bug must not take the process down or leak a trace: answer 500,
+        // which every enforcement point treats as deny.
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .with_state(state)
+}
+
+/// Binds `config.listen` and serves until ctrl-c or SIGTERM.
+pub async fn serve(config: ServerConfig, state: AppState) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(address = %listener.local_addr()?, "mandate is listening");
+    let app = router(state, config.max_body_bytes);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,1 +1,30 @@
-fn main() {}
+//! The `mandate` command: parses arguments and dispatches to a subcommand.
+
+mod cli;
+mod commands;
+mod config;
+mod exit;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Serve(args) => commands::serve::run(args),
+        cli::Command::Check(args) => commands::check::run(args),
+        cli::Command::Policy(cli::PolicyCommand::Validate(args)) => {
+            commands::policy::validate(args)
+        }
+        cli::Command::Policy(cli::PolicyCommand::Test(args)) => commands::policy::test(args),
+        cli::Command::Policy(cli::PolicyCommand::Schema) => commands::policy::schema(),
+    };
+    match result {
+        Ok(code) => code.into(),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::Code::Failure.into()
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Prometheus metrics. Telemetry only: no request content ever goes here.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SetLabels {
+    set: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    error: &'static str,
+}
+
+/// The server's metrics registry.
+pub struct Metrics {
+    registry: Registry,
+    decisions: Family<DecisionLabels, Counter>,
+    latency: Histogram,
+    reloads: Family<ResultLabels, Counter>,
+    policies: Family<SetLabels, Gauge>,
+    rejected: Family<ErrorLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every Mandate metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("mandate");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register("decisions", "Decisions made, by outcome", decisions.clone());
+        // 10 us to ~80 ms: a decision should sit in the lowest buckets.
+        let latency = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+            0.00001, 2.0, 14,
+        ));
+        registry.register(
+            "decision_duration_seconds",
+            "Time to evaluate a decision request, from parsed body to response",
+            latency.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy directory reloads, by result",
+            reloads.clone(),
+        );
+        let policies = Family::<SetLabels, Gauge>::default();
+        registry.register(
+            "policies",
+            "Policies in force, by set (base, approval)",
+            policies.clone(),
+        );
+        let rejected = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "requests_rejected",
+            "Decision requests rejected as invalid, by error code",
+            rejected.clone(),
+        );
+        Self {
+            registry,
+            decisions,
+            latency,
+            reloads,
+            policies,
+            rejected,
+        }
+    }
+
+    /// Counts one decision and its evaluation time.
+    pub fn observe_decision(&self, decision: mandate_core::Decision, seconds: f64) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                decision: decision.as_str(),
+            })
+            .inc();
+        self.latency.observe(seconds);
+    }
+
+    /// Counts a request rejected before evaluation.
+    pub fn count_rejected(&self, code: &'static str) {
+        self.rejected
+            .get_or_create(&ErrorLabels { error: code })
+            .inc();
+    }
+
+    pub(crate) fn count_reload(&self, ok: bool) {
+        self.reloads
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    pub(crate) fn set_policy_counts(&self, (base, approval): (usize, usize)) {
+        let as_gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.policies
+            .get_or_create(&SetLabels { set: "base" })
+            .set(as_gauge(base));
+        self.policies
+            .get_or_create(&SetLabels { set: "approval" })
+            .set(as_gauge(approval));
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

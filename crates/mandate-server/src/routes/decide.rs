@@ -1,0 +1,63 @@
+//! `POST /v1/decide`: one tool call in, one decision out.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::Utc;
+use mandate_core::{CallRequest, DecisionRequest, DecisionResponse};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::ApiJson;
+use crate::state::AppState;
+
+/// Decide whether a tool call may proceed.
+///
+/// A deny is a normal answer (200). Any other status means no decision was
+/// made, and the caller must treat the call as denied.
+#[utoipa::path(post, path = "/v1/decide", tag = "decisions",
+    request_body = DecisionRequest,
+    responses(
+        (status = 200, description = "The decision", body = DecisionResponse),
+        (status = 400, description = "The body is not valid JSON", body = ErrorBody),
+        (status = 413, description = "The body is larger than `max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "The body is not sent as JSON", body = ErrorBody),
+        (status = 422, description = "The JSON is not a valid decision request", body = ErrorBody),
+    ))]
+pub(crate) async fn decide(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<DecisionRequest>,
+) -> Result<Json<DecisionResponse>, ApiError> {
+    let started = Instant::now();
+    if request.context.time.is_some() {
+        state.metrics().count_rejected("field_not_allowed");
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "field_not_allowed",
+            "`context.time` is set by the server's clock; remove it (only `mandate check` and policy tests take a time)",
+        ));
+    }
+    let call = CallRequest::try_from(request).map_err(|e| {
+        state.metrics().count_rejected("invalid_request");
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            e.to_string(),
+        )
+    })?;
+    let verdict = state.pack().decide(&call, Utc::now());
+    let response = DecisionResponse::new(Uuid::now_v7().to_string(), verdict);
+    state
+        .metrics()
+        .observe_decision(response.decision, started.elapsed().as_secs_f64());
+    tracing::debug!(
+        decision_id = %response.decision_id,
+        decision = %response.decision,
+        server = call.server(),
+        tool = call.tool(),
+        "decided"
+    );
+    Ok(Json(response))
+}

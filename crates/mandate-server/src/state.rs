@@ -1,0 +1,99 @@
+//! What every handler shares: the pack in force, reload status, metrics.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use mandate_core::{PolicyPack, PolicyProblem};
+use serde::Serialize;
+
+use crate::metrics::Metrics;
+
+/// How the last attempt to load the policy directory went.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ReloadStatus {
+    /// When the attempt was made.
+    pub at: DateTime<Utc>,
+    /// Whether the new pack is in force.
+    pub ok: bool,
+    /// Problems that rejected it (empty when `ok`).
+    #[schema(value_type = Vec<Object>)]
+    pub problems: Vec<PolicyProblem>,
+}
+
+/// Shared state; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pack: ArcSwap<PolicyPack>,
+    loaded_at: ArcSwap<DateTime<Utc>>,
+    policy_dir: PathBuf,
+    last_reload: Mutex<Option<ReloadStatus>>,
+    metrics: Metrics,
+}
+
+impl AppState {
+    /// State serving `pack`, loaded from `policy_dir` at `now`.
+    pub fn new(pack: PolicyPack, policy_dir: PathBuf, now: DateTime<Utc>) -> Self {
+        let metrics = Metrics::new();
+        metrics.set_policy_counts(pack.counts());
+        Self {
+            inner: Arc::new(Inner {
+                pack: ArcSwap::from_pointee(pack),
+                loaded_at: ArcSwap::from_pointee(now),
+                policy_dir,
+                last_reload: Mutex::new(None),
+                metrics,
+            }),
+        }
+    }
+
+    /// The pack in force; a decision keeps the one it started with.
+    pub fn pack(&self) -> Arc<PolicyPack> {
+        self.inner.pack.load_full()
+    }
+
+    /// When the pack in force was loaded.
+    pub fn loaded_at(&self) -> DateTime<Utc> {
+        **self.inner.loaded_at.load()
+    }
+
+    /// The directory policies are loaded from.
+    pub fn policy_dir(&self) -> &std::path::Path {
+        &self.inner.policy_dir
+    }
+
+    /// Puts a new pack in force, atomically for all later decisions.
+    pub fn swap_pack(&self, pack: PolicyPack, now: DateTime<Utc>) {
+        self.inner.metrics.set_policy_counts(pack.counts());
+        self.inner.pack.store(Arc::new(pack));
+        self.inner.loaded_at.store(Arc::new(now));
+        self.record_reload(ReloadStatus {
+            at: now,
+            ok: true,
+            problems: Vec::new(),
+        });
+    }
+
+    /// Records a reload attempt (a failed one leaves the pack in force).
+    pub fn record_reload(&self, status: ReloadStatus) {
+        self.inner.metrics.count_reload(status.ok);
+        if let Ok(mut last) = self.inner.last_reload.lock() {
+            *last = Some(status);
+        }
+    }
+
+    /// The last reload attempt, if any happened since start.
+    pub fn last_reload(&self) -> Option<ReloadStatus> {
+        self.inner.last_reload.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+}

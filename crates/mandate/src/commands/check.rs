@@ -1,0 +1,132 @@
+//! `mandate check`: one decision, offline.
+
+use std::io::Read as _;
+use std::path::Path;
+
+use chrono::Utc;
+use mandate_core::{
+    CallRequest, ConditionOutcome, Decision, DecisionRequest, DecisionResponse, PolicyPack,
+};
+use mandate_server::policy_dir::{self, PackSources};
+use serde_json::json;
+
+use crate::cli::CheckArgs;
+use crate::exit::Code;
+
+/// Loads the pack in `dir`, or the built-in example pack; prints problems and
+/// returns `Err(Code::Input)` when it does not load.
+pub fn load_pack(dir: Option<&Path>) -> Result<PolicyPack, Code> {
+    let sources = match dir {
+        Some(dir) => policy_dir::read(dir).map_err(|e| {
+            eprintln!("error: {e}");
+            Code::Input
+        })?,
+        None => PackSources::example(),
+    };
+    sources.load().map_err(|e| {
+        for p in &e.problems {
+            eprintln!("{p}");
+        }
+        eprintln!(
+            "error: the policy pack does not load; run `mandate policy validate` for details"
+        );
+        Code::Input
+    })
+}
+
+fn read_request(path: &Path) -> Result<String, String> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read stdin: {e}"))?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+    }
+}
+
+pub fn run(args: CheckArgs) -> anyhow::Result<Code> {
+    let pack = match load_pack(args.policies.as_deref()) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let call = match read_request(&args.request).and_then(|text| {
+        let request: DecisionRequest = serde_json::from_str(&text)
+            .map_err(|e| format!("`{}` is not a valid request: {e}", args.request.display()))?;
+        CallRequest::try_from(request).map_err(|e| format!("invalid request: {e}"))
+    }) {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(Code::Input);
+        }
+    };
+
+    let now = Utc::now();
+    let explanation = args.explain.then(|| pack.explain(&call, now));
+    let verdict = match &explanation {
+        Some(e) => e.verdict.clone(),
+        None => pack.decide(&call, now),
+    };
+    let response = DecisionResponse::new(uuid::Uuid::now_v7().to_string(), verdict);
+
+    if args.json {
+        let mut out = serde_json::to_value(&response)?;
+        if let (Some(e), Some(obj)) = (&explanation, out.as_object_mut()) {
+            obj.insert("explanation".into(), json!(e.policies));
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{}", response.decision);
+        for reason in &response.reasons {
+            println!("  reason: {reason}");
+        }
+        if !response.policies.is_empty() {
+            println!("  policies: {}", response.policies.join(", "));
+        }
+        for e in &response.errors {
+            println!("  error in `{}`: {}", e.policy, e.message);
+        }
+        if let Some(e) = &explanation {
+            println!();
+            for p in &e.policies {
+                let state = if p.satisfied {
+                    "applies"
+                } else if p.scope_matched {
+                    "does not apply"
+                } else {
+                    "out of scope"
+                };
+                println!(
+                    "{} {} `{}` ({}:{}): {state}",
+                    kind(p.kind),
+                    p.effect,
+                    p.id,
+                    p.file,
+                    p.line
+                );
+                for c in &p.conditions {
+                    let outcome = match &c.outcome {
+                        ConditionOutcome::Holds => "satisfied".to_owned(),
+                        ConditionOutcome::Fails => "NOT satisfied".to_owned(),
+                        ConditionOutcome::Error(m) => format!("ERROR: {m}"),
+                    };
+                    println!("    {} {{ {} }}  -> {outcome}", c.kind, c.text);
+                }
+            }
+        }
+    }
+    Ok(match response.decision {
+        Decision::Allow => Code::Ok,
+        Decision::Deny => Code::Deny,
+        Decision::ApprovalRequired => Code::ApprovalRequired,
+    })
+}
+
+fn kind(kind: mandate_core::PolicyKind) -> &'static str {
+    match kind {
+        mandate_core::PolicyKind::Base => "base",
+        mandate_core::PolicyKind::Approval => "approval",
+    }
+}

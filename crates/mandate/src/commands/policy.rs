@@ -1,0 +1,136 @@
+//! `mandate policy validate|test|schema`.
+
+use chrono::Utc;
+use mandate_core::Severity;
+use mandate_core::testing::{CaseResult, TestSuite};
+use mandate_server::policy_dir;
+use serde_json::json;
+
+use crate::cli::{TestArgs, ValidateArgs};
+use crate::exit::Code;
+
+pub fn validate(args: ValidateArgs) -> anyhow::Result<Code> {
+    let sources = match policy_dir::read(&args.dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Code::Input);
+        }
+    };
+    let (problems, summary) = match sources.load() {
+        Ok(pack) => {
+            let (base, approval) = pack.counts();
+            (
+                pack.warnings().to_vec(),
+                Some((base, approval, pack.version().to_owned())),
+            )
+        }
+        Err(e) => (e.problems, None),
+    };
+    let valid = summary.is_some();
+    if args.json {
+        let out = json!({
+            "valid": valid,
+            "problems": problems,
+            "policies": summary.as_ref().map(|(b, a, _)| json!({"base": b, "approval": a})),
+            "version": summary.as_ref().map(|(_, _, v)| v),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for p in &problems {
+            println!("{p}");
+        }
+        match &summary {
+            Some((base, approval, version)) => println!(
+                "ok: {base} base and {approval} approval policies valid in `{}` (version {})",
+                args.dir.display(),
+                version.get(..12).unwrap_or(version)
+            ),
+            None => println!(
+                "invalid: {} error(s) in `{}`",
+                problems
+                    .iter()
+                    .filter(|p| p.severity == Severity::Error)
+                    .count(),
+                args.dir.display()
+            ),
+        }
+    }
+    Ok(if valid { Code::Ok } else { Code::Failure })
+}
+
+pub fn test(args: TestArgs) -> anyhow::Result<Code> {
+    let pack = match crate::commands::check::load_pack(Some(&args.dir)) {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let files = match policy_dir::test_files(args.tests.as_deref().unwrap_or(&args.dir)) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Code::Input);
+        }
+    };
+    if files.is_empty() {
+        eprintln!(
+            "error: no test files (`*.json`) found; put them in `{}/tests`",
+            args.dir.display()
+        );
+        return Ok(Code::Input);
+    }
+    let now = Utc::now();
+    let mut report = Vec::new();
+    for file in &files {
+        let suite = std::fs::read_to_string(file)
+            .map_err(|e| e.to_string())
+            .and_then(|text| TestSuite::parse(&text).map_err(|e| e.to_string()));
+        match suite {
+            Ok(suite) => report.push((file.display().to_string(), suite.run(&pack, now))),
+            Err(e) => {
+                eprintln!("error: {}: {e}", file.display());
+                return Ok(Code::Input);
+            }
+        }
+    }
+    let results = || report.iter().flat_map(|(_, r)| r);
+    let passed = results().filter(|r| r.passed).count();
+    let failed = results().count() - passed;
+    if args.json {
+        let files: Vec<_> = report
+            .iter()
+            .map(|(file, cases)| json!({"file": file, "cases": cases}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"passed": passed, "failed": failed, "files": files})
+            )?
+        );
+    } else {
+        for (file, cases) in &report {
+            println!("{file}:");
+            for case in cases {
+                print_case(case, args.verbose);
+            }
+        }
+        println!("{}", "-".repeat(40));
+        println!("{passed} passed, {failed} failed");
+    }
+    Ok(if failed == 0 { Code::Ok } else { Code::Failure })
+}
+
+fn print_case(case: &CaseResult, verbose: bool) {
+    if case.passed {
+        if verbose {
+            println!("  PASS: {}", case.name);
+        }
+    } else {
+        println!("  FAIL: {}", case.name);
+        println!("        {}", case.message);
+    }
+}
+
+pub fn schema() -> anyhow::Result<Code> {
+    print!("{}", mandate_core::schema::BASE_SCHEMA);
+    Ok(Code::Ok)
+}

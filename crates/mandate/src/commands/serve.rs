@@ -1,0 +1,86 @@
+//! `mandate serve`: resolve settings, prepare the data directory, serve.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use mandate_server::{AppState, ServerConfig, policy_dir, reload};
+
+use crate::cli::{LogFormat, ServeArgs};
+use crate::config::Settings;
+use crate::exit::Code;
+
+pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
+    let settings = match Settings::resolve(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(Code::Input);
+        }
+    };
+    init_logging(settings.log_format);
+
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory `{}`",
+            settings.data_dir.display()
+        )
+    })?;
+    let dir = settings.policy_dir();
+    if settings.policies.is_none() {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create `{}`", dir.display()))?;
+        if policy_dir::seed_example(&dir)? {
+            tracing::info!(directory = %dir.display(), "wrote the example policy pack; edit it, or point --policies elsewhere");
+        }
+    }
+    let sources = policy_dir::read(&dir)?;
+    let pack = match sources.load() {
+        Ok(pack) => pack,
+        Err(e) => {
+            for p in &e.problems {
+                eprintln!("{p}");
+            }
+            eprintln!(
+                "error: the policy pack in `{}` does not load; fix it and start again",
+                dir.display()
+            );
+            return Ok(Code::Input);
+        }
+    };
+    for w in pack.warnings() {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(directory = %dir.display(), version = %pack.version(), policies = ?pack.counts(), "policies loaded");
+
+    let config = ServerConfig {
+        listen: settings.listen,
+        max_body_bytes: settings.max_body_bytes,
+        reload_interval: Duration::from_millis(settings.reload_interval_ms),
+    };
+    let state = AppState::new(pack, dir, Utc::now());
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        tokio::spawn(reload::watch(
+            state.clone(),
+            sources,
+            config.reload_interval,
+        ));
+        mandate_server::serve(config.clone(), state)
+            .await
+            .with_context(|| format!("cannot serve on {}", config.listen))
+    })?;
+    Ok(Code::Ok)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

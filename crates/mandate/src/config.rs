@@ -1,0 +1,71 @@
+//! `mandate serve` settings: defaults, config file, environment, flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{LogFormat, ServeArgs};
+
+/// Resolved settings for `mandate serve`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub policies: Option<PathBuf>,
+    pub max_body_bytes: usize,
+    pub reload_interval_ms: u64,
+    pub log_format: LogFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8181)),
+            data_dir: PathBuf::from("mandate-data"),
+            policies: None,
+            max_body_bytes: 1024 * 1024,
+            reload_interval_ms: 1000,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, then the config file, then `MANDATE_*`, then flags.
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = &args.config {
+            anyhow::ensure!(
+                path.is_file(),
+                "config file `{}` does not exist",
+                path.display()
+            );
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment
+            .merge(Env::prefixed("MANDATE_").ignore(&["config"]))
+            .merge(Serialized::defaults(args));
+        let settings: Settings = figment.extract().context("invalid configuration")?;
+        anyhow::ensure!(
+            settings.max_body_bytes > 0,
+            "`max_body_bytes` must be positive"
+        );
+        anyhow::ensure!(
+            settings.reload_interval_ms > 0,
+            "`reload_interval_ms` must be positive"
+        );
+        Ok(settings)
+    }
+
+    /// The policy directory: configured, or `DATA_DIR/policies`.
+    pub fn policy_dir(&self) -> PathBuf {
+        self.policies
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("policies"))
+    }
+}

@@ -1,0 +1,24 @@
+//! Exit codes, documented in `docs/cli.md` and `mandate --help`.
+
+use std::process::ExitCode;
+
+/// What `mandate` exits with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// Success; for `check`, the call is allowed.
+    Ok = 0,
+    /// The command ran and found failures (invalid policies, failed tests), or an unexpected error.
+    Failure = 1,
+    /// Usage or input error: bad flags, unreadable or malformed input, a pack that does not load.
+    Input = 2,
+    /// `check`: the call is denied.
+    Deny = 3,
+    /// `check`: the call needs a person's approval.
+    ApprovalRequired = 4,
+}
+
+impl From<Code> for ExitCode {
+    fn from(code: Code) -> Self {
+        ExitCode::from(code as u8)
+    }
+}
