@@ -18,7 +18,7 @@ command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk" >&2; ex
 cargo build --release --quiet -p mandate
 
 data=$(mktemp -d)
-port=${MANDATE_BENCH_PORT:-18480}
+port=${BENCH_PORT:-18480}
 RUST_LOG=warn target/release/mandate serve --listen "127.0.0.1:$port" --data-dir "$data" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$data"' EXIT

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::{LogFormat, ServeArgs};
 
+/// Settings that `MANDATE_<NAME>` environment variables can set.
+const ENV_KEYS: [&str; 6] = ["listen", "data_dir", "policies", "max_body_bytes", "reload_interval_ms", "log_format"];
+
 /// Resolved settings for `mandate serve`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,7 +51,8 @@ impl Settings {
             figment = figment.merge(Toml::file_exact(path));
         }
         figment = figment
-            .merge(Env::prefixed("MANDATE_").ignore(&["config"]))
+            // Only known names: other MANDATE_* variables belong to other tools.
+            .merge(Env::prefixed("MANDATE_").only(&ENV_KEYS))
             .merge(Serialized::defaults(args));
         let settings: Settings = figment.extract().context("invalid configuration")?;
         anyhow::ensure!(
