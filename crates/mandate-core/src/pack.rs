@@ -73,18 +73,20 @@ pub struct PolicyProblem {
 
 impl fmt::Display for PolicyProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-            if let Some(column) = self.column {
-                write!(f, ":{column}")?;
+        if !self.file.is_empty() {
+            write!(f, "{}", self.file)?;
+            if let Some(line) = self.line {
+                write!(f, ":{line}")?;
+                if let Some(column) = self.column {
+                    write!(f, ":{column}")?;
+                }
             }
+            f.write_str(": ")?;
         }
-        let level = match self.severity {
+        f.write_str(match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
-        };
-        write!(f, ": {level}")?;
+        })?;
         if let Some(policy) = &self.policy {
             write!(f, " in policy `{policy}`")?;
         }

@@ -40,7 +40,7 @@ pub enum Command {
 /// Precedence: flag, then environment, then config file, then default.
 #[derive(Debug, Args, Serialize)]
 pub struct ServeArgs {
-    /// TOML config file [env: MANDATE_CONFIG]
+    /// TOML config file
     #[arg(long, env = "MANDATE_CONFIG", value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,

@@ -11,7 +11,14 @@ use serde::{Deserialize, Serialize};
 use crate::cli::{LogFormat, ServeArgs};
 
 /// Settings that `MANDATE_<NAME>` environment variables can set.
-const ENV_KEYS: [&str; 6] = ["listen", "data_dir", "policies", "max_body_bytes", "reload_interval_ms", "log_format"];
+const ENV_KEYS: [&str; 6] = [
+    "listen",
+    "data_dir",
+    "policies",
+    "max_body_bytes",
+    "reload_interval_ms",
+    "log_format",
+];
 
 /// Resolved settings for `mandate serve`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::cli::CheckArgs;
 use crate::exit::Code;
+use crate::output::{emit, outln};
 
 /// Loads the pack in `dir`, or the built-in example pack; prints problems and
 /// returns `Err(Code::Input)` when it does not load.
@@ -71,25 +72,26 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Code> {
     };
     let response = DecisionResponse::new(uuid::Uuid::now_v7().to_string(), verdict);
 
+    let mut out = String::new();
     if args.json {
-        let mut out = serde_json::to_value(&response)?;
-        if let (Some(e), Some(obj)) = (&explanation, out.as_object_mut()) {
+        let mut value = serde_json::to_value(&response)?;
+        if let (Some(e), Some(obj)) = (&explanation, value.as_object_mut()) {
             obj.insert("explanation".into(), json!(e.policies));
         }
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!(out, "{}", serde_json::to_string_pretty(&value)?);
     } else {
-        println!("{}", response.decision);
+        outln!(out, "{}", response.decision);
         for reason in &response.reasons {
-            println!("  reason: {reason}");
+            outln!(out, "  reason: {reason}");
         }
         if !response.policies.is_empty() {
-            println!("  policies: {}", response.policies.join(", "));
+            outln!(out, "  policies: {}", response.policies.join(", "));
         }
         for e in &response.errors {
-            println!("  error in `{}`: {}", e.policy, e.message);
+            outln!(out, "  error in `{}`: {}", e.policy, e.message);
         }
         if let Some(e) = &explanation {
-            println!();
+            outln!(out);
             for p in &e.policies {
                 let state = if p.satisfied {
                     "applies"
@@ -98,7 +100,8 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Code> {
                 } else {
                     "out of scope"
                 };
-                println!(
+                outln!(
+                    out,
                     "{} {} `{}` ({}:{}): {state}",
                     kind(p.kind),
                     p.effect,
@@ -112,11 +115,12 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Code> {
                         ConditionOutcome::Fails => "NOT satisfied".to_owned(),
                         ConditionOutcome::Error(m) => format!("ERROR: {m}"),
                     };
-                    println!("    {} {{ {} }}  -> {outcome}", c.kind, c.text);
+                    outln!(out, "    {} {{ {} }}  -> {outcome}", c.kind, c.text);
                 }
             }
         }
     }
+    emit(&out)?;
     Ok(match response.decision {
         Decision::Allow => Code::Ok,
         Decision::Deny => Code::Deny,

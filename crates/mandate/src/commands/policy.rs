@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::cli::{TestArgs, ValidateArgs};
 use crate::exit::Code;
+use crate::output::{emit, outln};
 
 pub fn validate(args: ValidateArgs) -> anyhow::Result<Code> {
     let sources = match policy_dir::read(&args.dir) {
@@ -28,25 +29,28 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<Code> {
         Err(e) => (e.problems, None),
     };
     let valid = summary.is_some();
+    let mut out = String::new();
     if args.json {
-        let out = json!({
+        let value = json!({
             "valid": valid,
             "problems": problems,
             "policies": summary.as_ref().map(|(b, a, _)| json!({"base": b, "approval": a})),
             "version": summary.as_ref().map(|(_, _, v)| v),
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!(out, "{}", serde_json::to_string_pretty(&value)?);
     } else {
         for p in &problems {
-            println!("{p}");
+            outln!(out, "{p}");
         }
         match &summary {
-            Some((base, approval, version)) => println!(
+            Some((base, approval, version)) => outln!(
+                out,
                 "ok: {base} base and {approval} approval policies valid in `{}` (version {})",
                 args.dir.display(),
                 version.get(..12).unwrap_or(version)
             ),
-            None => println!(
+            None => outln!(
+                out,
                 "invalid: {} error(s) in `{}`",
                 problems
                     .iter()
@@ -56,6 +60,7 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<Code> {
             ),
         }
     }
+    emit(&out)?;
     Ok(if valid { Code::Ok } else { Code::Failure })
 }
 
@@ -95,12 +100,14 @@ pub fn test(args: TestArgs) -> anyhow::Result<Code> {
     let results = || report.iter().flat_map(|(_, r)| r);
     let passed = results().filter(|r| r.passed).count();
     let failed = results().count() - passed;
+    let mut out = String::new();
     if args.json {
         let files: Vec<_> = report
             .iter()
             .map(|(file, cases)| json!({"file": file, "cases": cases}))
             .collect();
-        println!(
+        outln!(
+            out,
             "{}",
             serde_json::to_string_pretty(
                 &json!({"passed": passed, "failed": failed, "files": files})
@@ -108,29 +115,30 @@ pub fn test(args: TestArgs) -> anyhow::Result<Code> {
         );
     } else {
         for (file, cases) in &report {
-            println!("{file}:");
+            outln!(out, "{file}:");
             for case in cases {
-                print_case(case, args.verbose);
+                print_case(&mut out, case, args.verbose);
             }
         }
-        println!("{}", "-".repeat(40));
-        println!("{passed} passed, {failed} failed");
+        outln!(out, "{}", "-".repeat(40));
+        outln!(out, "{passed} passed, {failed} failed");
     }
+    emit(&out)?;
     Ok(if failed == 0 { Code::Ok } else { Code::Failure })
 }
 
-fn print_case(case: &CaseResult, verbose: bool) {
+fn print_case(out: &mut String, case: &CaseResult, verbose: bool) {
     if case.passed {
         if verbose {
-            println!("  PASS: {}", case.name);
+            outln!(out, "  PASS: {}", case.name);
         }
     } else {
-        println!("  FAIL: {}", case.name);
-        println!("        {}", case.message);
+        outln!(out, "  FAIL: {}", case.name);
+        outln!(out, "        {}", case.message);
     }
 }
 
 pub fn schema() -> anyhow::Result<Code> {
-    print!("{}", mandate_core::schema::BASE_SCHEMA);
+    emit(mandate_core::schema::BASE_SCHEMA)?;
     Ok(Code::Ok)
 }
