@@ -4,9 +4,16 @@
 //! null means absent, integers are `Long`, other numbers are `decimal` when
 //! Cedar can hold them exactly enough (at most four fractional digits) and are
 //! rejected otherwise, rather than silently changed.
+//!
+//! Values are built directly (`cedar_policy_core::ast::Value`) rather than as
+//! restricted expressions that Cedar would evaluate again on every request:
+//! that evaluation cost more than the policies themselves.
 
-use cedar_policy::RestrictedExpression;
-use serde_json::{Map, Number, Value};
+use std::sync::LazyLock;
+
+use cedar_policy_core::ast::{ExtensionFunction, Name, PartialValue, Value};
+use cedar_policy_core::extensions::Extensions;
+use serde_json::{Map, Number};
 
 use crate::request::RequestError;
 
@@ -15,17 +22,17 @@ pub const MAX_DEPTH: usize = 32;
 
 /// Converts a JSON object into a Cedar record; `path` names it in errors.
 pub(crate) fn record(
-    map: &Map<String, Value>,
+    map: &Map<String, serde_json::Value>,
     path: &str,
-) -> Result<RestrictedExpression, RequestError> {
+) -> Result<Value, RequestError> {
     record_at(map, path, 1)
 }
 
 fn record_at(
-    map: &Map<String, Value>,
+    map: &Map<String, serde_json::Value>,
     path: &str,
     depth: usize,
-) -> Result<RestrictedExpression, RequestError> {
+) -> Result<Value, RequestError> {
     if depth > MAX_DEPTH {
         return Err(RequestError::TooDeep {
             path: path.to_owned(),
@@ -34,55 +41,52 @@ fn record_at(
     }
     let mut fields = Vec::with_capacity(map.len());
     for (key, value) in map {
-        let child = format!("{path}.{key}");
-        if let Some(v) = value_at(value, &child, depth + 1)? {
-            fields.push((key.clone(), v));
+        if let Some(v) = value_at(value, &|| format!("{path}.{key}"), depth + 1)? {
+            fields.push((key.as_str(), v));
         }
     }
-    RestrictedExpression::new_record(fields).map_err(|e| RequestError::Invalid {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })
+    Ok(Value::record(fields, None))
 }
 
 fn value_at(
-    value: &Value,
-    path: &str,
+    value: &serde_json::Value,
+    path: &dyn Fn() -> String,
     depth: usize,
-) -> Result<Option<RestrictedExpression>, RequestError> {
+) -> Result<Option<Value>, RequestError> {
+    use serde_json::Value as Json;
     if depth > MAX_DEPTH {
         return Err(RequestError::TooDeep {
-            path: path.to_owned(),
+            path: path(),
             max: MAX_DEPTH,
         });
     }
     Ok(Some(match value {
-        Value::Null => return Ok(None),
-        Value::Bool(b) => RestrictedExpression::new_bool(*b),
-        Value::String(s) => RestrictedExpression::new_string(s.clone()),
-        Value::Number(n) => number(n, path)?,
-        Value::Array(items) => {
+        Json::Null => return Ok(None),
+        Json::Bool(b) => Value::from(*b),
+        Json::String(s) => Value::from(s.as_str()),
+        Json::Number(n) => number(n, path)?,
+        Json::Array(items) => {
             let mut elements = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
-                if let Some(v) = value_at(item, &format!("{path}[{i}]"), depth + 1)? {
+                if let Some(v) = value_at(item, &|| format!("{}[{i}]", path()), depth + 1)? {
                     elements.push(v);
                 }
             }
-            RestrictedExpression::new_set(elements)
+            Value::set(elements, None)
         }
-        Value::Object(map) => record_at(map, path, depth)?,
+        Json::Object(map) => record_at(map, &path(), depth)?,
     }))
 }
 
 /// Largest magnitude a Cedar decimal holds (i64 with four fractional digits).
 const DECIMAL_LIMIT: f64 = 922_337_203_685_477.0;
 
-fn number(n: &Number, path: &str) -> Result<RestrictedExpression, RequestError> {
+fn number(n: &Number, path: &dyn Fn() -> String) -> Result<Value, RequestError> {
     if let Some(i) = n.as_i64() {
-        return Ok(RestrictedExpression::new_long(i));
+        return Ok(Value::from(i));
     }
     let unrepresentable = || RequestError::Number {
-        path: path.to_owned(),
+        path: path(),
         number: n.to_string(),
     };
     let f = n
@@ -100,7 +104,29 @@ fn number(n: &Number, path: &str) -> Result<RestrictedExpression, RequestError> 
     if fraction > 4 || text.contains(['e', 'E']) {
         return Err(unrepresentable());
     }
-    Ok(RestrictedExpression::new_decimal(text))
+    extension_value(&DECIMAL, &text).ok_or_else(unrepresentable)
+}
+
+/// Cedar's own constructor functions, looked up once.
+pub(crate) static DECIMAL: LazyLock<Option<&'static ExtensionFunction>> =
+    LazyLock::new(|| constructor("decimal"));
+pub(crate) static DATETIME: LazyLock<Option<&'static ExtensionFunction>> =
+    LazyLock::new(|| constructor("datetime"));
+
+fn constructor(name: &str) -> Option<&'static ExtensionFunction> {
+    let name: Name = name.parse().ok()?;
+    Extensions::all_available().func(&name).ok()
+}
+
+/// Calls an extension constructor (`decimal`, `datetime`) on a string.
+pub(crate) fn extension_value(
+    function: &Option<&'static ExtensionFunction>,
+    text: &str,
+) -> Option<Value> {
+    match function.as_ref()?.call(&[Value::from(text)]).ok()? {
+        PartialValue::Value(v) => Some(v),
+        PartialValue::Residual(_) => None,
+    }
 }
 
 #[cfg(test)]
@@ -108,16 +134,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn convert(v: Value) -> Result<RestrictedExpression, RequestError> {
-        match v {
-            Value::Object(m) => record(&m, "arguments"),
-            _ => unreachable!(),
-        }
+    fn convert(v: serde_json::Value) -> Result<Value, RequestError> {
+        record(v.as_object().unwrap(), "arguments")
     }
 
     #[test]
     fn decimals_with_up_to_four_digits_are_kept() {
-        assert!(convert(json!({"amount": 12.5, "rate": 0.1234, "n": 3})).is_ok());
+        let v = convert(json!({"amount": 12.5, "rate": 0.1234, "n": 3})).unwrap();
+        assert_eq!(
+            v.to_string(),
+            r#"{amount: decimal("12.5"), n: 3, rate: decimal("0.1234")}"#
+        );
     }
 
     #[test]
@@ -129,6 +156,12 @@ mod tests {
         );
         assert!(convert(json!({"big": 18446744073709551615u64})).is_err());
         assert!(convert(json!({"huge": 1e300})).is_err());
+    }
+
+    #[test]
+    fn nulls_are_absent_and_arrays_are_sets() {
+        let v = convert(json!({"gone": null, "to": ["a", null, "b"]})).unwrap();
+        assert_eq!(v.to_string(), r#"{to: ["a", "b"]}"#);
     }
 
     #[test]

@@ -1,15 +1,23 @@
 //! One decision: a validated call, mapped onto the schema, through both sets.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::LazyLock;
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, PolicyId, Request, Response, RestrictedExpression,
+    Authorizer, Decision as CedarDecision, Entities, EntityId, EntityTypeName, EntityUid, PolicyId,
+    Request, Response,
 };
-use chrono::{DateTime, SecondsFormat, Utc};
+use cedar_policy_core::ast::{
+    Context as CoreContext, Entity, EntityUIDEntry, PartialValue, Request as CoreRequest, Value,
+    ValueKind,
+};
+use cedar_policy_core::entities::{Entities as CoreEntities, NoEntitiesSchema, TCComputation};
+use cedar_policy_core::extensions::Extensions;
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 
+use crate::cedar_value::{DATETIME, extension_value};
 use crate::decision::{Decision, EvaluationProblem, Verdict};
 use crate::index::Scope;
 use crate::pack::PolicyPack;
@@ -57,21 +65,40 @@ pub(crate) struct CedarCall {
     pub server: EntityUid,
 }
 
-fn string_set<'a>(items: impl IntoIterator<Item = &'a String>) -> RestrictedExpression {
-    RestrictedExpression::new_set(
-        items
-            .into_iter()
-            .map(|s| RestrictedExpression::new_string(s.clone())),
-    )
+fn string_set<'a>(items: impl IntoIterator<Item = &'a String>) -> Value {
+    Value::set(items.into_iter().map(|s| Value::from(s.as_str())), None)
 }
 
-fn record(fields: Vec<(&str, RestrictedExpression)>) -> RestrictedExpression {
-    // INVARIANT: field names are distinct literals, so the record is valid.
-    RestrictedExpression::new_record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)))
-        .unwrap_or_else(|_| RestrictedExpression::new_bool(false))
+fn known(uid: &EntityUid) -> EntityUIDEntry {
+    EntityUIDEntry::known(uid.clone().into(), None)
+}
+
+thread_local! {
+    /// The last decision time and its Cedar value: parsing a datetime costs
+    /// more than a decision, and a busy server decides many times a millisecond.
+    static NOW: RefCell<Option<(DateTime<Utc>, Value)>> = const { RefCell::new(None) };
+}
+
+fn datetime(now: DateTime<Utc>) -> Result<Value, String> {
+    let now = now.trunc_subsecs(3);
+    NOW.with_borrow_mut(|cached| {
+        if let Some((at, value)) = cached.as_ref()
+            && *at == now
+        {
+            return Ok(value.clone());
+        }
+        let text = now.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let value = extension_value(&DATETIME, &text)
+            .ok_or_else(|| format!("cannot represent time `{text}`"))?;
+        *cached = Some((now, value.clone()));
+        Ok(value)
+    })
 }
 
 /// Builds the Cedar request and entities for a validated call.
+///
+/// Every value is built directly; nothing is parsed or evaluated here but the
+/// decision time (cached).
 pub(crate) fn cedar_call(call: &CallRequest, now: DateTime<Utc>) -> Result<CedarCall, String> {
     let names = &*NAMES;
     let principal =
@@ -83,112 +110,107 @@ pub(crate) fn cedar_call(call: &CallRequest, now: DateTime<Utc>) -> Result<Cedar
         EntityId::new(format!("{}/{}", call.server, call.tool)),
     );
 
-    let mut agent_attrs = HashMap::from([
+    let value = |v: Value| PartialValue::Value(v);
+    let mut agent_attrs = vec![
         (
-            "trust_domain".to_owned(),
-            RestrictedExpression::new_string(call.trust_domain.clone()),
+            "trust_domain".into(),
+            value(Value::from(call.trust_domain.as_str())),
         ),
-        ("attributes".to_owned(), call.principal_attributes.clone()),
-    ]);
+        (
+            "attributes".into(),
+            value(call.principal_attributes.clone()),
+        ),
+    ];
     if let Some(person) = &call.on_behalf_of {
-        agent_attrs.insert(
-            "on_behalf_of".to_owned(),
-            RestrictedExpression::new_string(person.clone()),
-        );
+        agent_attrs.push(("on_behalf_of".into(), value(Value::from(person.as_str()))));
     }
     let h = call.hints;
-    let tool_attrs = HashMap::from([
-        (
-            "name".to_owned(),
-            RestrictedExpression::new_string(call.tool.clone()),
+    let tool_attrs = [
+        ("name".into(), value(Value::from(call.tool.as_str()))),
+        ("server".into(), value(Value::from(call.server.as_str()))),
+        ("read_only".into(), value(Value::from(h.read_only))),
+        ("destructive".into(), value(Value::from(h.destructive))),
+        ("idempotent".into(), value(Value::from(h.idempotent))),
+        ("open_world".into(), value(Value::from(h.open_world))),
+    ];
+    let entities = [
+        Entity::new_with_attr_partial_value(
+            principal.clone().into(),
+            agent_attrs,
+            HashSet::new(),
+            HashSet::new(),
+            [],
         ),
-        (
-            "server".to_owned(),
-            RestrictedExpression::new_string(call.server.clone()),
+        Entity::new_with_attr_partial_value(
+            resource.clone().into(),
+            tool_attrs,
+            HashSet::new(),
+            HashSet::from([server.clone().into()]),
+            [],
         ),
-        (
-            "read_only".to_owned(),
-            RestrictedExpression::new_bool(h.read_only),
-        ),
-        (
-            "destructive".to_owned(),
-            RestrictedExpression::new_bool(h.destructive),
-        ),
-        (
-            "idempotent".to_owned(),
-            RestrictedExpression::new_bool(h.idempotent),
-        ),
-        (
-            "open_world".to_owned(),
-            RestrictedExpression::new_bool(h.open_world),
-        ),
-    ]);
-    let entities = Entities::from_entities(
-        [
-            Entity::new(principal.clone(), agent_attrs, Default::default())
-                .map_err(|e| e.to_string())?,
-            Entity::new(resource.clone(), tool_attrs, [server.clone()].into())
-                .map_err(|e| e.to_string())?,
-            Entity::new_no_attrs(server.clone(), Default::default()),
-        ],
-        None,
+        Entity::with_uid(server.clone().into()),
+    ];
+    // INVARIANT: the only edge is tool -> server, so the hierarchy is already
+    // transitively closed.
+    let entities = CoreEntities::from_entities(
+        entities,
+        None::<&NoEntitiesSchema>,
+        TCComputation::AssumeAlreadyComputed,
+        Extensions::all_available(),
     )
     .map_err(|e| e.to_string())?;
 
     let task = &call.task;
     let session = &call.session;
-    let context = Context::from_pairs([
-        (
-            "task".to_owned(),
-            record(vec![
-                ("id", RestrictedExpression::new_string(task.id.clone())),
-                (
-                    "intent",
-                    RestrictedExpression::new_string(task.intent.clone()),
+    let context = Value::record(
+        [
+            (
+                "task",
+                Value::record(
+                    [
+                        ("id", Value::from(task.id.as_str())),
+                        ("intent", Value::from(task.intent.as_str())),
+                        ("tools", string_set(&task.tools)),
+                        ("labels", string_set(&task.labels)),
+                        ("params", call.task_params.clone()),
+                    ],
+                    None,
                 ),
-                ("tools", string_set(&task.tools)),
-                ("labels", string_set(&task.labels)),
-                ("params", call.task_params.clone()),
-            ]),
-        ),
-        (
-            "session".to_owned(),
-            record(vec![
-                ("tools_called", string_set(&session.tools_called)),
-                ("labels", string_set(&session.labels)),
-                ("calls", RestrictedExpression::new_long(session.calls)),
-                ("denials", RestrictedExpression::new_long(session.denials)),
-                (
-                    "first_use",
-                    RestrictedExpression::new_bool(!session.tools_called.contains(&call.tool)),
+            ),
+            (
+                "session",
+                Value::record(
+                    [
+                        ("tools_called", string_set(&session.tools_called)),
+                        ("labels", string_set(&session.labels)),
+                        ("calls", Value::from(session.calls)),
+                        ("denials", Value::from(session.denials)),
+                        (
+                            "first_use",
+                            Value::from(!session.tools_called.contains(&call.tool)),
+                        ),
+                    ],
+                    None,
                 ),
-            ]),
-        ),
-        ("arguments".to_owned(), call.arguments.clone()),
-        (
-            "time".to_owned(),
-            record(vec![(
-                "now",
-                RestrictedExpression::new_datetime(
-                    now.to_rfc3339_opts(SecondsFormat::Millis, true),
-                ),
-            )]),
-        ),
-        ("extra".to_owned(), call.extra.clone()),
-    ])
-    .map_err(|e| e.to_string())?;
-
-    let request = Request::new(
-        principal.clone(),
-        names.call_tool.clone(),
-        resource.clone(),
-        context,
+            ),
+            ("arguments", call.arguments.clone()),
+            ("time", Value::record([("now", datetime(now)?)], None)),
+            ("extra", call.extra.clone()),
+        ],
         None,
-    )
-    .map_err(|e| e.to_string())?;
+    );
+    let ValueKind::Record(attrs) = context.value else {
+        return Err("the context is not a record".into());
+    };
+    let request = CoreRequest::new_unchecked(
+        known(&principal),
+        known(&names.call_tool),
+        known(&resource),
+        Some(CoreContext::Value(attrs)),
+    );
     Ok(CedarCall {
-        request,
-        entities,
+        request: request.into(),
+        entities: entities.into(),
         principal,
         resource,
         server,

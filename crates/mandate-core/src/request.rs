@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use cedar_policy::RestrictedExpression;
+use cedar_policy_core::ast::Value as CedarValue;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -200,15 +200,15 @@ pub struct CallRequest {
     pub(crate) principal: String,
     pub(crate) trust_domain: String,
     pub(crate) on_behalf_of: Option<String>,
-    pub(crate) principal_attributes: RestrictedExpression,
+    pub(crate) principal_attributes: CedarValue,
     pub(crate) server: String,
     pub(crate) tool: String,
     pub(crate) hints: Hints,
-    pub(crate) arguments: RestrictedExpression,
+    pub(crate) arguments: CedarValue,
     pub(crate) task: TaskInput,
-    pub(crate) task_params: RestrictedExpression,
+    pub(crate) task_params: CedarValue,
     pub(crate) session: Session,
-    pub(crate) extra: RestrictedExpression,
+    pub(crate) extra: CedarValue,
     pub(crate) time: Option<DateTime<Utc>>,
 }
 
