@@ -7,18 +7,21 @@ use std::sync::LazyLock;
 
 use cedar_policy::{
     Authorizer, Decision as CedarDecision, Entities, EntityId, EntityTypeName, EntityUid, PolicyId,
-    Request, Response,
+    Request, Response, Schema,
 };
 use cedar_policy_core::ast::{
     Context as CoreContext, Entity, EntityUIDEntry, PartialValue, Request as CoreRequest, Value,
     ValueKind,
 };
+use cedar_policy_core::entities::conformance::EntitySchemaConformanceChecker;
 use cedar_policy_core::entities::{Entities as CoreEntities, NoEntitiesSchema, TCComputation};
 use cedar_policy_core::extensions::Extensions;
+use cedar_policy_core::validator::CoreSchema;
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 
 use crate::cedar_value::{DATETIME, extension_value};
 use crate::decision::{Decision, EvaluationProblem, Verdict};
+use crate::declared::{DeclaredTypes, project};
 use crate::index::Scope;
 use crate::pack::PolicyPack;
 use crate::request::CallRequest;
@@ -55,6 +58,15 @@ pub(crate) static NAMES: LazyLock<Names> = LazyLock::new(|| Names {
         EntityId::new("call_tool"),
     ),
 });
+
+/// Why a call could not be put to Cedar. Either way the decision is a deny.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// The request's values do not have the types the pack's schema declares.
+    Schema(String),
+    /// The request could not be expressed in Cedar at all.
+    Mapping(String),
+}
 
 /// A call as Cedar sees it.
 pub(crate) struct CedarCall {
@@ -99,7 +111,16 @@ fn datetime(now: DateTime<Utc>) -> Result<Value, String> {
 ///
 /// Every value is built directly; nothing is parsed or evaluated here but the
 /// decision time (cached).
-pub(crate) fn cedar_call(call: &CallRequest, now: DateTime<Utc>) -> Result<CedarCall, String> {
+///
+/// The free parts of the request (agent attributes, arguments, task params,
+/// extra) are projected onto what the pack declares and type-checked against
+/// the pack's `schema` (see the `declared` module).
+pub(crate) fn cedar_call(
+    call: &CallRequest,
+    now: DateTime<Utc>,
+    schema: &Schema,
+    declared: &DeclaredTypes,
+) -> Result<CedarCall, CallError> {
     let names = &*NAMES;
     let principal =
         EntityUid::from_type_name_and_id(names.agent.clone(), EntityId::new(&call.principal));
@@ -118,7 +139,10 @@ pub(crate) fn cedar_call(call: &CallRequest, now: DateTime<Utc>) -> Result<Cedar
         ),
         (
             "attributes".into(),
-            value(call.principal_attributes.clone()),
+            value(project(
+                &call.principal_attributes,
+                &declared.agent_attributes,
+            )),
         ),
     ];
     if let Some(person) = &call.on_behalf_of {
@@ -133,14 +157,19 @@ pub(crate) fn cedar_call(call: &CallRequest, now: DateTime<Utc>) -> Result<Cedar
         ("idempotent".into(), value(Value::from(h.idempotent))),
         ("open_world".into(), value(Value::from(h.open_world))),
     ];
+    let agent = Entity::new_with_attr_partial_value(
+        principal.clone().into(),
+        agent_attrs,
+        HashSet::new(),
+        HashSet::new(),
+        [],
+    );
+    let core_schema = CoreSchema::new(schema.as_ref());
+    EntitySchemaConformanceChecker::new(&core_schema, Extensions::all_available())
+        .validate_entity(&agent)
+        .map_err(|e| CallError::Schema(e.to_string()))?;
     let entities = [
-        Entity::new_with_attr_partial_value(
-            principal.clone().into(),
-            agent_attrs,
-            HashSet::new(),
-            HashSet::new(),
-            [],
-        ),
+        agent,
         Entity::new_with_attr_partial_value(
             resource.clone().into(),
             tool_attrs,
@@ -158,7 +187,7 @@ pub(crate) fn cedar_call(call: &CallRequest, now: DateTime<Utc>) -> Result<Cedar
         TCComputation::AssumeAlreadyComputed,
         Extensions::all_available(),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| CallError::Mapping(e.to_string()))?;
 
     let task = &call.task;
     let session = &call.session;
@@ -172,7 +201,7 @@ pub(crate) fn cedar_call(call: &CallRequest, now: DateTime<Utc>) -> Result<Cedar
                         ("intent", Value::from(task.intent.as_str())),
                         ("tools", string_set(&task.tools)),
                         ("labels", string_set(&task.labels)),
-                        ("params", call.task_params.clone()),
+                        ("params", project(&call.task_params, &declared.task_params)),
                     ],
                     None,
                 ),
@@ -193,20 +222,27 @@ pub(crate) fn cedar_call(call: &CallRequest, now: DateTime<Utc>) -> Result<Cedar
                     None,
                 ),
             ),
-            ("arguments", call.arguments.clone()),
-            ("time", Value::record([("now", datetime(now)?)], None)),
-            ("extra", call.extra.clone()),
+            ("arguments", project(&call.arguments, &declared.arguments)),
+            (
+                "time",
+                Value::record([("now", datetime(now).map_err(CallError::Mapping)?)], None),
+            ),
+            ("extra", project(&call.extra, &declared.extra)),
         ],
         None,
     );
     let ValueKind::Record(attrs) = context.value else {
-        return Err("the context is not a record".into());
+        return Err(CallError::Mapping("the context is not a record".into()));
     };
+    let context = CoreContext::Value(attrs);
+    cedar_policy::Context::from(context.clone())
+        .validate(schema, &names.call_tool)
+        .map_err(|e| CallError::Schema(e.to_string()))?;
     let request = CoreRequest::new_unchecked(
         known(&principal),
         known(&names.call_tool),
         known(&resource),
-        Some(CoreContext::Value(attrs)),
+        Some(context),
     );
     Ok(CedarCall {
         request: request.into(),
@@ -224,14 +260,27 @@ impl PolicyPack {
     /// Never fails: a call that cannot be mapped, and any policy that errors,
     /// make the decision a deny, with the problem in [`Verdict::errors`].
     pub fn decide(&self, call: &CallRequest, now: DateTime<Utc>) -> Verdict {
-        let cedar = match cedar_call(call, call.time.unwrap_or(now)) {
+        let cedar = match cedar_call(call, call.time.unwrap_or(now), &self.schema, &self.declared) {
             Ok(c) => c,
-            Err(message) => {
+            Err(e) => {
+                let (reason, message) = match e {
+                    CallError::Schema(m) => (
+                        "the request's values do not have the types the policy pack's schema declares; Mandate denies what policies cannot see as declared",
+                        m,
+                    ),
+                    CallError::Mapping(m) => (
+                        "the request could not be expressed in Cedar; Mandate denies what it cannot evaluate",
+                        m,
+                    ),
+                };
                 return Verdict {
                     decision: Decision::Deny,
                     policies: Vec::new(),
-                    reasons: vec!["the request could not be mapped onto the schema; Mandate denies what it cannot evaluate".into()],
-                    errors: vec![EvaluationProblem { policy: String::new(), message }],
+                    reasons: vec![reason.to_owned()],
+                    errors: vec![EvaluationProblem {
+                        policy: String::new(),
+                        message,
+                    }],
                 };
             }
         };

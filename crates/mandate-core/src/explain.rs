@@ -74,7 +74,12 @@ impl PolicyPack {
     /// Decides `call` like [`PolicyPack::decide`] and reports on every policy.
     pub fn explain(&self, call: &CallRequest, now: DateTime<Utc>) -> Explanation {
         let verdict = self.decide(call, now);
-        let Ok(cedar) = cedar_call(call, call.time().unwrap_or(now)) else {
+        let Ok(cedar) = cedar_call(
+            call,
+            call.time().unwrap_or(now),
+            &self.schema,
+            &self.declared,
+        ) else {
             return Explanation {
                 verdict,
                 policies: Vec::new(),
@@ -82,13 +87,16 @@ impl PolicyPack {
         };
         let authorizer = Authorizer::new();
         // A permit made from parts of the policy: does it allow, or error?
-        let check = |principal: &Value, action: &Value, resource: &Value, conditions: Value| {
+        let check = |id: &PolicyId,
+                     principal: &Value,
+                     action: &Value,
+                     resource: &Value,
+                     conditions: Value| {
             let est = json!({
                 "effect": "permit", "principal": principal, "action": action, "resource": resource,
                 "conditions": conditions,
             });
-            let policy = Policy::from_json(Some(PolicyId::new("explain")), est)
-                .map_err(|e| e.to_string())?;
+            let policy = Policy::from_json(Some(id.clone()), est).map_err(|e| e.to_string())?;
             let set = PolicySet::from_policies([policy]).map_err(|e| e.to_string())?;
             let response = authorizer.is_authorized(&cedar.request, &set, &cedar.entities);
             match response.diagnostics().errors().next() {
@@ -105,6 +113,7 @@ impl PolicyPack {
                 let est = policy.to_json().unwrap_or_default();
                 let field = |v: &'_ Value, key: &str| v.get(key).cloned().unwrap_or_default();
                 let scope_matched = check(
+                    policy.id(),
                     &field(&est, "principal"),
                     &field(&est, "action"),
                     &field(&est, "resource"),
@@ -121,7 +130,7 @@ impl PolicyPack {
                         let body = &field(condition, "body");
                         let as_when = json!([{"kind": "when", "body": body}]);
                         let text = clause_text(body);
-                        let outcome = match check(&open, &open, &open, as_when) {
+                        let outcome = match check(policy.id(), &open, &open, &open, as_when) {
                             Err(e) => ConditionOutcome::Error(e),
                             Ok(value) if value == (kind == "when") => ConditionOutcome::Holds,
                             Ok(_) => ConditionOutcome::Fails,

@@ -41,6 +41,7 @@
 
 mod cedar_value;
 mod decision;
+mod declared;
 mod evaluate;
 mod explain;
 mod index;

@@ -12,6 +12,7 @@ use cedar_policy::{Effect, Policy, PolicyId, PolicySet, Schema, ValidationMode, 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::declared::DeclaredTypes;
 use crate::index::PolicyIndex;
 use crate::schema::{self, PACK_SCHEMA_FILE};
 
@@ -122,8 +123,10 @@ pub struct PolicyPack {
     pub(crate) all: Vec<Policy>,
     version: String,
     warnings: Vec<PolicyProblem>,
-    #[allow(dead_code)]
-    schema: Schema,
+    /// Base schema plus the pack's extension; requests are checked against it.
+    pub(crate) schema: Schema,
+    /// The declared types of the request's free data.
+    pub(crate) declared: DeclaredTypes,
 }
 
 /// Annotation that gives a policy its id.
@@ -287,6 +290,20 @@ impl PolicyPack {
             });
         }
 
+        let names = &*crate::evaluate::NAMES;
+        let Some(declared) = DeclaredTypes::from_schema(&composed, &names.call_tool, &names.agent)
+        else {
+            return Err(LoadError {
+                problems: vec![PolicyProblem {
+                    severity: Severity::Error,
+                    file: schema_name,
+                    line: None,
+                    column: None,
+                    policy: None,
+                    message: "the schema does not declare Mandate's request shape (`Mandate::Action::\"call_tool\"` context and `Mandate::Agent`)".into(),
+                }],
+            });
+        };
         let (approval, base): (Vec<Policy>, Vec<Policy>) = all.iter().cloned().partition(|p| {
             origins
                 .get(p.id())
@@ -300,6 +317,7 @@ impl PolicyPack {
             version: version_hash(policies, schema),
             warnings: problems,
             schema: composed,
+            declared,
         })
     }
 

@@ -18,7 +18,9 @@
 //!
 //! Each case's `request` is merged over `defaults` (JSON merge patch, RFC
 //! 7396) and must then be a complete decision request. `policies`, when
-//! given, must equal the determining policies exactly.
+//! given, must equal the determining policies exactly. A deny that comes from
+//! an evaluation error (or from a value that does not match the pack's
+//! schema) has no determining policies: write `"policies": []` to pin it.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -136,8 +138,10 @@ impl TestSuite {
                 problems.push(format!("expected policies {want:?}, got {policies:?}"));
             }
         }
-        for e in &errors {
-            problems.push(format!("policy `{}` errored: {}", e.policy, e.message));
+        if !problems.is_empty() {
+            for e in &errors {
+                problems.push(format!("evaluation error in `{}`: {}", e.policy, e.message));
+            }
         }
         CaseResult {
             name: case.name.clone(),

@@ -86,15 +86,41 @@ fn load(policy: &str, schema: Option<&str>) -> Result<PolicyPack, mandate_core::
 
 #[test]
 fn an_erroring_forbid_makes_a_deny_not_an_allow() {
-    // `to` is declared a String, but the request sends a number: Cedar raises
-    // an error in the forbid and skips it. Mandate must deny.
+    // `n + 1` overflows for the largest Long: Cedar raises an error in the
+    // forbid and skips it, which alone would allow. Mandate must deny.
     let pack = load(
         r#"
         @id("all") permit (principal, action, resource);
-        @id("no-external") forbid (principal, action, resource)
-        when { context.arguments has to && !(context.arguments.to like "*@example.com") };
+        @id("limit") forbid (principal, action, resource)
+        when { context.arguments has n && context.arguments.n + 1 > 100 };
         "#,
-        Some("type Arguments = { to?: String };"),
+        Some("type Arguments = { n?: Long };"),
+    )
+    .unwrap();
+    let mk = |n: i64| {
+        call(
+            json!({"principal": {"id": "a"}, "action": {"server": "s", "tool": "t"}, "arguments": {"n": n}}),
+        )
+    };
+    assert_eq!(pack.decide(&mk(5), now()).decision, Decision::Allow);
+    assert_eq!(pack.decide(&mk(500), now()).policies, ["limit"]);
+    let verdict = pack.decide(&mk(i64::MAX), now());
+    assert_eq!(verdict.decision, Decision::Deny);
+    assert_eq!(verdict.errors.len(), 1);
+    assert_eq!(verdict.errors[0].policy, "limit");
+}
+
+#[test]
+fn a_value_of_the_wrong_type_cannot_sidestep_a_forbid() {
+    // Cedar's `==` across types is false, not an error: without the schema
+    // check, a list holding the forbidden address would be allowed.
+    let pack = load(
+        r#"
+        @id("all") permit (principal, action, resource);
+        @id("no-mallory") forbid (principal, action, resource)
+        when { context.arguments has to && context.arguments.to == "mallory@evil.example" };
+        "#,
+        Some("type Arguments = { to?: String }; type AgentAttributes = { team?: String };"),
     )
     .unwrap();
     let mk = |to: Value| {
@@ -103,17 +129,45 @@ fn an_erroring_forbid_makes_a_deny_not_an_allow() {
         )
     };
     assert_eq!(
-        pack.decide(&mk(json!("x@example.com")), now()).decision,
+        pack.decide(&mk(json!("carol@example.com")), now()).decision,
         Decision::Allow
     );
     assert_eq!(
-        pack.decide(&mk(json!("x@evil.example")), now()).decision,
+        pack.decide(&mk(json!("mallory@evil.example")), now())
+            .policies,
+        ["no-mallory"]
+    );
+    for sneaky in [
+        json!(["mallory@evil.example"]),
+        json!({"addr": "mallory@evil.example"}),
+        json!(7),
+    ] {
+        let verdict = pack.decide(&mk(sneaky.clone()), now());
+        assert_eq!(verdict.decision, Decision::Deny, "{sneaky}");
+        assert!(verdict.policies.is_empty());
+        assert_eq!(verdict.errors.len(), 1, "{sneaky}");
+    }
+    // Principal attributes are checked the same way.
+    let agent = |team: Value| {
+        call(
+            json!({"principal": {"id": "a", "attributes": {"team": team}}, "action": {"server": "s", "tool": "t"}}),
+        )
+    };
+    assert_eq!(
+        pack.decide(&agent(json!("ops")), now()).decision,
+        Decision::Allow
+    );
+    assert_eq!(
+        pack.decide(&agent(json!(["ops"])), now()).decision,
         Decision::Deny
     );
-    let verdict = pack.decide(&mk(json!(42)), now());
-    assert_eq!(verdict.decision, Decision::Deny);
-    assert_eq!(verdict.errors.len(), 1);
-    assert_eq!(verdict.errors[0].policy, "no-external");
+    // Attributes the schema does not declare are invisible to policies and
+    // do not get in the way.
+    let extra = call(
+        json!({"principal": {"id": "a"}, "action": {"server": "s", "tool": "t"},
+        "arguments": {"to": "carol@example.com", "unknown": [1, "x"]}}),
+    );
+    assert_eq!(pack.decide(&extra, now()).decision, Decision::Allow);
 }
 
 #[test]

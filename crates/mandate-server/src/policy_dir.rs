@@ -77,7 +77,7 @@ impl PackSources {
 #[error("cannot read `{path}`: {source}")]
 pub struct ReadError {
     path: PathBuf,
-    #[source]
+    // Shown in the message, so not chained again as a source.
     source: io::Error,
 }
 
@@ -143,20 +143,25 @@ fn collect(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) -> Result<(), ReadErro
     Ok(())
 }
 
-/// Writes the example pack into `dir` unless it already holds a pack.
-/// Returns whether it wrote anything.
+/// Writes the example pack into `dir` unless it already holds policies.
+/// Never overwrites a file. Returns whether it wrote anything.
 pub fn seed_example(dir: &Path) -> Result<bool, ReadError> {
-    if dir.join("tools.cedar").exists() || has_policies(dir) {
+    if has_policies(dir) {
         return Ok(false);
     }
+    let mut wrote = false;
     for (name, text) in EXAMPLE_PACK {
         let path = dir.join(name);
+        if path.exists() {
+            continue;
+        }
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(read_error(parent))?;
         }
         std::fs::write(&path, text).map_err(read_error(&path))?;
+        wrote = true;
     }
-    Ok(true)
+    Ok(wrote)
 }
 
 fn has_policies(dir: &Path) -> bool {

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use mandate_core::{PolicyProblem, Severity};
 
 use crate::policy_dir::{self, PackSources};
 use crate::state::{AppState, ReloadStatus};
@@ -50,6 +51,21 @@ pub fn reload_once(state: &AppState, current: &PackSources) -> Option<PackSource
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the policy directory; keeping the policies in force");
+            // Report it once in /v1/health, not on every tick.
+            if state.last_reload().is_none_or(|last| last.ok) {
+                state.record_reload(ReloadStatus {
+                    at: Utc::now(),
+                    ok: false,
+                    problems: vec![PolicyProblem {
+                        severity: Severity::Error,
+                        file: dir.display().to_string(),
+                        line: None,
+                        column: None,
+                        policy: None,
+                        message: e.to_string(),
+                    }],
+                });
+            }
             return None;
         }
     };

@@ -20,7 +20,7 @@ pub(crate) async fn openapi_json() -> impl IntoResponse {
 
 /// `GET /metrics`: Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "meta",
-    responses((status = 200, description = "Prometheus metrics", content_type = "text/plain", body = String)))]
+    responses((status = 200, description = "Prometheus metrics", content_type = "application/openmetrics-text", body = String)))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(

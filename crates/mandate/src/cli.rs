@@ -122,7 +122,8 @@ pub struct TestArgs {
     /// Policy pack directory
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
-    /// Test file, or directory of test files [default: DIR/tests]
+    /// Test file, or directory of test files (`*.json`, searched recursively)
+    /// [default: DIR/tests, or DIR when it has no tests/ directory]
     #[arg(long, value_name = "PATH")]
     pub tests: Option<PathBuf>,
     /// Print the results as JSON

@@ -25,12 +25,14 @@ use crate::state::AppState;
         (status = 413, description = "The body is larger than `max_body_bytes`", body = ErrorBody),
         (status = 415, description = "The body is not sent as JSON", body = ErrorBody),
         (status = 422, description = "The JSON is not a valid decision request", body = ErrorBody),
+        (status = 500, description = "Mandate failed to decide: deny the call", body = ErrorBody),
     ))]
 pub(crate) async fn decide(
     State(state): State<AppState>,
-    ApiJson(request): ApiJson<DecisionRequest>,
+    body: Result<ApiJson<DecisionRequest>, ApiError>,
 ) -> Result<Json<DecisionResponse>, ApiError> {
     let started = Instant::now();
+    let ApiJson(request) = body.inspect_err(|e| state.metrics().count_rejected(e.code()))?;
     if request.context.time.is_some() {
         state.metrics().count_rejected("field_not_allowed");
         return Err(ApiError::new(

@@ -1,5 +1,6 @@
 //! `mandate serve`: resolve settings, prepare the data directory, serve.
 
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -34,7 +35,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
             tracing::info!(directory = %dir.display(), "wrote the example policy pack; edit it, or point --policies elsewhere");
         }
     }
-    let sources = policy_dir::read(&dir)?;
+    let sources = match policy_dir::read(&dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Code::Input);
+        }
+    };
     let pack = match sources.load() {
         Ok(pack) => pack,
         Err(e) => {
@@ -78,7 +85,8 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -1,0 +1,898 @@
+//! End-to-end tests of `mandate serve`: the real binary, over real HTTP.
+//!
+//! Each test starts its own server (port 0, own tempdir) through the harness
+//! in `util`, so the tests run in parallel and share nothing.
+
+// Tests assert by panicking, and index JSON freely.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod util;
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use util::{Launch, Reply, Server, copy_dir, example_pack, mailer, metric, send_email};
+
+/// Bounded wait for a policy change to take effect (reload interval: 100 ms).
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A valid policy that turns the example's allowed `read_inbox` into a deny.
+const BLOCK_READ_INBOX: &str = r#"// Switches one tool off.
+@id("no-read-inbox")
+@reason("read_inbox is switched off")
+forbid (principal, action == Mandate::Action::"call_tool", resource)
+when { resource.name == "read_inbox" };
+"#;
+
+/// A policy with a syntax error on line 3 (column 19).
+const BROKEN: &str = "// A policy with a syntax error on line 3.\n@id(\"broken\")\nforbid (principal action, resource);\n";
+
+fn destructive_delete() -> Value {
+    mailer(&json!({
+        "action": {
+            "tool": "delete_email",
+            "annotations": { "readOnlyHint": false, "destructiveHint": true }
+        },
+        "arguments": { "id": "msg-42" }
+    }))
+}
+
+fn undeclared_tool() -> Value {
+    mailer(&json!({ "action": { "tool": "export_contacts" } }))
+}
+
+fn after_untrusted_content() -> Value {
+    let mut request = send_email("carol@example.com");
+    util::merge(
+        &mut request,
+        &json!({ "context": { "session": { "history": [
+            { "server": "web", "tool": "fetch_url", "decision": "allow", "labels": ["untrusted"] }
+        ] } } }),
+    );
+    request
+}
+
+/// `request` serialized and padded with trailing whitespace (still valid
+/// JSON) to exactly `len` bytes.
+fn padded(request: &Value, len: usize) -> String {
+    let mut body = request.to_string();
+    assert!(body.len() <= len, "request is already {} bytes", body.len());
+    body.extend(std::iter::repeat_n(' ', len - body.len()));
+    body
+}
+
+/// Asserts a decision's outcome and determining policies, and the shape every
+/// decision has; returns its id.
+fn assert_decision(reply: &Reply, decision: &str, policies: &[&str]) -> uuid::Uuid {
+    let v = reply.decision();
+    assert_eq!(v["decision"], decision, "{v}");
+    assert_eq!(v["policies"], json!(policies), "{v}");
+    let reasons = v["reasons"].as_array().unwrap();
+    assert!(!reasons.is_empty(), "{v}");
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r.as_str().is_some_and(|r| !r.is_empty())),
+        "{v}"
+    );
+    assert_eq!(v["errors"], json!([]), "{v}");
+    let id = uuid::Uuid::parse_str(v["decision_id"].as_str().unwrap()).unwrap();
+    assert_eq!(id.get_version_num(), 7, "{v}");
+    id
+}
+
+/// A pack directory: a copy of the example pack in `root/name`.
+fn pack_copy(root: &Path, name: &str) -> std::path::PathBuf {
+    let dir = root.join(name);
+    copy_dir(&example_pack(), &dir);
+    dir
+}
+
+#[test]
+fn every_outcome_over_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Launch::serve(&tmp.path().join("data")).start();
+
+    let reply = server.decide(&mailer(&json!({})));
+    assert!(
+        reply
+            .content_type
+            .as_deref()
+            .is_some_and(|c| c.starts_with("application/json")),
+        "{reply:?}"
+    );
+    let ids = [
+        assert_decision(&reply, "allow", &["declared-tools"]),
+        assert_decision(
+            &server.decide(&mailer(&json!({}))),
+            "allow",
+            &["declared-tools"],
+        ),
+        assert_decision(
+            &server.decide(&send_email("carol@example.com")),
+            "allow",
+            &["declared-tools"],
+        ),
+        assert_decision(
+            &server.decide(&undeclared_tool()),
+            "deny",
+            &["undeclared-tool"],
+        ),
+        assert_decision(
+            &server.decide(&send_email("mallory@evil.example")),
+            "deny",
+            &["recipient-allowed"],
+        ),
+        assert_decision(
+            &server.decide(&destructive_delete()),
+            "approval_required",
+            &["destructive-needs-approval"],
+        ),
+        assert_decision(
+            &server.decide(&after_untrusted_content()),
+            "approval_required",
+            &["untrusted-content-step-up"],
+        ),
+    ];
+    let unique: HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "decision ids repeat: {ids:?}");
+}
+
+#[test]
+fn bad_input_is_a_4xx_error_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Launch::serve(&tmp.path().join("data")).start();
+    let before = server.health();
+    let json_ct = Some("application/json");
+
+    let mut nested_args = json!(1);
+    for _ in 0..40 {
+        nested_args = json!({ "a": nested_args });
+    }
+    let very_deep = {
+        let valid = mailer(&json!({})).to_string();
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        // Put the deep array in as the value of `arguments.a`.
+        let inner = valid.strip_suffix('}').unwrap();
+        format!("{inner},\"arguments\":{{\"a\":{deep}}}}}")
+    };
+    let over_default_limit = padded(&mailer(&json!({})), 1024 * 1024 + 1);
+
+    let json_cases: Vec<(&str, String, u16, &str)> = vec![
+        (
+            "malformed JSON",
+            r#"{"principal": {"id": "a"},"#.to_owned(),
+            400,
+            "invalid_json",
+        ),
+        ("empty body", String::new(), 400, "invalid_json"),
+        (
+            "wrong type of principal.id",
+            mailer(&json!({ "principal": { "id": 42 } })).to_string(),
+            422,
+            "invalid_request",
+        ),
+        (
+            "wrong type of context.task.tools",
+            mailer(&json!({ "context": { "task": { "tools": "read_inbox" } } })).to_string(),
+            422,
+            "invalid_request",
+        ),
+        (
+            "missing principal",
+            mailer(&json!({ "principal": null })).to_string(),
+            422,
+            "invalid_request",
+        ),
+        (
+            "missing action.tool",
+            mailer(&json!({ "action": { "tool": null } })).to_string(),
+            422,
+            "invalid_request",
+        ),
+        (
+            "unknown top-level field",
+            mailer(&json!({ "decision": "allow" })).to_string(),
+            422,
+            "invalid_request",
+        ),
+        (
+            "unknown field in context.task",
+            mailer(&json!({ "context": { "task": { "approved": true } } })).to_string(),
+            422,
+            "invalid_request",
+        ),
+        (
+            "empty principal id",
+            mailer(&json!({ "principal": { "id": "" } })).to_string(),
+            422,
+            "invalid_request",
+        ),
+        (
+            "slash in action.server",
+            mailer(&json!({ "action": { "server": "mail/evil" } })).to_string(),
+            422,
+            "invalid_request",
+        ),
+        (
+            "context.time set",
+            mailer(&json!({ "context": { "time": "2026-11-23T10:00:00Z" } })).to_string(),
+            422,
+            "field_not_allowed",
+        ),
+        (
+            "number Cedar cannot represent",
+            mailer(&json!({ "arguments": { "amount": 0.123456 } })).to_string(),
+            422,
+            "invalid_request",
+        ),
+        (
+            "arguments nested 40 levels",
+            mailer(&json!({ "arguments": { "a": nested_args } })).to_string(),
+            422,
+            "invalid_request",
+        ),
+        ("body nested 10000 levels", very_deep, 400, "invalid_json"),
+        (
+            "body over the default 1 MiB limit",
+            over_default_limit,
+            413,
+            "body_too_large",
+        ),
+    ];
+    for (name, body, status, code) in &json_cases {
+        let reply = server.decide_raw(body.clone(), json_ct);
+        assert!(
+            reply.status == *status,
+            "{name}: expected {status} {code}, got {} {}",
+            reply.status,
+            reply.body
+        );
+        reply.assert_error(*status, code);
+    }
+
+    // The messages say what to fix.
+    let number = server.decide(&mailer(&json!({ "arguments": { "amount": 0.123456 } })));
+    assert!(
+        number.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("arguments.amount"),
+        "{number:?}"
+    );
+    let deep = server.decide(&mailer(&json!({ "arguments": { "a": nested_args } })));
+    assert!(
+        deep.json()["message"].as_str().unwrap().contains("32"),
+        "{deep:?}"
+    );
+
+    let valid = mailer(&json!({})).to_string();
+    server
+        .decide_raw(valid.clone(), None)
+        .assert_error(415, "unsupported_media_type");
+    server
+        .decide_raw(valid.clone(), Some("text/plain"))
+        .assert_error(415, "unsupported_media_type");
+    server
+        .get("/v1/decide")
+        .assert_error(405, "method_not_allowed");
+    server
+        .request(Method::DELETE, "/v1/health")
+        .assert_error(405, "method_not_allowed");
+    server.get("/v1/nope").assert_error(404, "not_found");
+    server
+        .request(Method::POST, "/v2/decide")
+        .assert_error(404, "not_found");
+
+    // Nothing was decided, nothing changed, and the server still works.
+    let metrics = server.metrics();
+    assert!(
+        !metrics.contains("mandate_decisions_total{"),
+        "a bad request was decided:\n{metrics}"
+    );
+    let after = server.health();
+    assert_eq!(after["status"], "ok", "{after}");
+    assert_eq!(after["policies"], before["policies"]);
+    assert_eq!(after["last_reload"], Value::Null);
+    assert_decision(
+        &server.decide_raw(valid, json_ct),
+        "allow",
+        &["declared-tools"],
+    );
+    assert_decision(
+        &server.decide(&undeclared_tool()),
+        "deny",
+        &["undeclared-tool"],
+    );
+}
+
+#[test]
+fn max_body_bytes_flag_limits_the_body() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Launch::serve(&tmp.path().join("data"))
+        .args(["--max-body-bytes", "2048"])
+        .start();
+    let request = mailer(&json!({}));
+    server
+        .decide_raw(padded(&request, 4096), Some("application/json"))
+        .assert_error(413, "body_too_large");
+    assert_decision(
+        &server.decide_raw(padded(&request, 2048), Some("application/json")),
+        "allow",
+        &["declared-tools"],
+    );
+    assert_decision(&server.decide(&request), "allow", &["declared-tools"]);
+}
+
+#[test]
+fn metrics_count_decisions_and_rejections_without_request_content() {
+    const CANARY: &str = "canary-5f1d2c8e-do-not-export";
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Launch::serve(&tmp.path().join("data")).start();
+
+    let mut canary_mail = send_email("carol@example.com");
+    canary_mail["arguments"]["subject"] = json!(CANARY);
+    let allowed = [
+        mailer(&json!({})),
+        canary_mail,
+        mailer(&json!({ "context": { "task": { "labels": ["confidential"] } } })),
+    ];
+    for request in &allowed {
+        assert_eq!(server.decide(request).decision()["decision"], "allow");
+    }
+    let mut canary_deny = send_email("mallory@evil.example");
+    canary_deny["arguments"]["body"] = json!(CANARY);
+    for request in [undeclared_tool(), canary_deny] {
+        assert_eq!(server.decide(&request).decision()["decision"], "deny");
+    }
+    assert_eq!(
+        server.decide(&destructive_delete()).decision()["decision"],
+        "approval_required"
+    );
+    server
+        .decide(&mailer(
+            &json!({ "principal": { "id": "" }, "arguments": { "note": CANARY } }),
+        ))
+        .assert_error(422, "invalid_request");
+    server
+        .decide(&mailer(
+            &json!({ "context": { "time": "2026-11-23T10:00:00Z" } }),
+        ))
+        .assert_error(422, "field_not_allowed");
+
+    let text = server.metrics();
+    let value =
+        |series: &str| metric(&text, series).unwrap_or_else(|| panic!("no `{series}` in:\n{text}"));
+    assert_eq!(value(r#"mandate_decisions_total{decision="allow"}"#), 3.0);
+    assert_eq!(value(r#"mandate_decisions_total{decision="deny"}"#), 2.0);
+    assert_eq!(
+        value(r#"mandate_decisions_total{decision="approval_required"}"#),
+        1.0
+    );
+    assert_eq!(value("mandate_decision_duration_seconds_count"), 6.0);
+    assert_eq!(
+        value(r#"mandate_decision_duration_seconds_bucket{le="+Inf"}"#),
+        6.0
+    );
+    assert_eq!(
+        value(r#"mandate_requests_rejected_total{error="invalid_request"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"mandate_requests_rejected_total{error="field_not_allowed"}"#),
+        1.0
+    );
+    assert_eq!(value(r#"mandate_policies{set="base"}"#), 4.0);
+    assert_eq!(value(r#"mandate_policies{set="approval"}"#), 2.0);
+
+    assert!(
+        !text.contains(CANARY),
+        "metrics leak request content:\n{text}"
+    );
+    assert!(
+        !text.contains("mallory"),
+        "metrics leak request content:\n{text}"
+    );
+    let logs = server.log_lines();
+    assert!(
+        !logs.iter().any(|l| l.contains(CANARY)),
+        "logs leak request content:\n{}",
+        logs.join("\n")
+    );
+}
+
+#[test]
+fn policies_hot_reload_and_a_bad_edit_keeps_the_old_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pack = pack_copy(tmp.path(), "pack");
+    let server = Launch::serve(&tmp.path().join("data"))
+        .arg("--policies")
+        .arg(&pack)
+        .args(["--reload-interval-ms", "100"])
+        .start();
+    let read_inbox = mailer(&json!({}));
+    let carol = send_email("carol@example.com");
+    assert_decision(&server.decide(&read_inbox), "allow", &["declared-tools"]);
+    let initial = server.health();
+    assert_eq!(initial["status"], "ok");
+    assert_eq!(initial["last_reload"], Value::Null);
+
+    // A change that turns an allow into a deny takes effect without a restart.
+    util::write_atomic(&pack.join("block.cedar"), BLOCK_READ_INBOX);
+    let denied = util::poll_until(RELOAD_TIMEOUT, "the new policy to deny", || {
+        let v = server.decide(&read_inbox).decision();
+        if v["decision"] == "deny" {
+            Ok(v)
+        } else {
+            Err(v)
+        }
+    });
+    assert_eq!(denied["policies"], json!(["no-read-inbox"]));
+    assert_eq!(denied["reasons"], json!(["read_inbox is switched off"]));
+    let reloaded = server.health();
+    assert_eq!(reloaded["status"], "ok", "{reloaded}");
+    assert_eq!(reloaded["last_reload"]["ok"], true, "{reloaded}");
+    assert_eq!(reloaded["policies"]["base"], 5, "{reloaded}");
+    assert_ne!(
+        reloaded["policies"]["version"],
+        initial["policies"]["version"]
+    );
+
+    // An invalid file is rejected as a whole; the set in force stays.
+    let broken = pack.join("broken.cedar");
+    util::write_atomic(&broken, BROKEN);
+    let degraded = util::poll_until(RELOAD_TIMEOUT, "health to say degraded", || {
+        let h = server.health();
+        if h["status"] == "degraded" {
+            Ok(h)
+        } else {
+            Err(h)
+        }
+    });
+    assert_eq!(degraded["last_reload"]["ok"], false, "{degraded}");
+    assert_eq!(degraded["policies"], reloaded["policies"], "{degraded}");
+    let problems = degraded["last_reload"]["problems"].as_array().unwrap();
+    assert!(
+        problems.iter().any(|p| p["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("broken.cedar"))
+            && p["line"] == 3),
+        "no problem names broken.cedar line 3: {degraded}"
+    );
+    assert_health_matches_openapi(&server, &degraded);
+    assert_decision(&server.decide(&read_inbox), "deny", &["no-read-inbox"]);
+    assert_decision(&server.decide(&carol), "allow", &["declared-tools"]);
+    assert_decision(
+        &server.decide(&destructive_delete()),
+        "approval_required",
+        &["destructive-needs-approval"],
+    );
+    let logs = server.log_lines();
+    assert!(
+        logs.iter().any(|l| l.contains("broken.cedar:3")),
+        "the log does not name the file and line:\n{}",
+        logs.join("\n")
+    );
+
+    // Fixing the file puts the new set in force and clears the degradation.
+    util::write_atomic(
+        &broken,
+        "@id(\"fixed\")\n@reason(\"fixed\")\nforbid (principal, action, resource) when { resource.name == \"wipe_mailbox\" };\n",
+    );
+    let fixed = util::poll_until(RELOAD_TIMEOUT, "health to say ok again", || {
+        let h = server.health();
+        if h["status"] == "ok" { Ok(h) } else { Err(h) }
+    });
+    assert_eq!(fixed["last_reload"]["ok"], true, "{fixed}");
+    assert_eq!(fixed["last_reload"]["problems"], json!([]), "{fixed}");
+    assert_eq!(fixed["policies"]["base"], 6, "{fixed}");
+    assert_decision(&server.decide(&read_inbox), "deny", &["no-read-inbox"]);
+    assert_decision(&server.decide(&carol), "allow", &["declared-tools"]);
+
+    let text = server.metrics();
+    assert!(
+        metric(&text, r#"mandate_policy_reloads_total{result="ok"}"#) >= Some(2.0),
+        "{text}"
+    );
+    assert!(
+        metric(&text, r#"mandate_policy_reloads_total{result="error"}"#) >= Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, r#"mandate_policies{set="base"}"#),
+        Some(6.0),
+        "{text}"
+    );
+}
+
+#[test]
+fn startup_with_an_invalid_pack_exits_2_naming_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pack = pack_copy(tmp.path(), "pack");
+    std::fs::write(pack.join("broken.cedar"), BROKEN).unwrap();
+    let (status, stderr) = Launch::serve(&tmp.path().join("data"))
+        .arg("--policies")
+        .arg(&pack)
+        .run_to_exit();
+    assert_eq!(status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(stderr.contains("broken.cedar:3:"), "stderr:\n{stderr}");
+}
+
+/// What the config tests set: a pack copy with `read_inbox` blocked (so a
+/// decision shows which pack is in force) and a data directory.
+struct Custom {
+    tmp: tempfile::TempDir,
+    pack: std::path::PathBuf,
+    data: std::path::PathBuf,
+}
+
+impl Custom {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let pack = pack_copy(tmp.path(), "pack");
+        std::fs::write(pack.join("block.cedar"), BLOCK_READ_INBOX).unwrap();
+        let data = tmp.path().join("data");
+        Self { tmp, pack, data }
+    }
+
+    /// A config file with `lines` plus `log_format = "json"` (the harness reads JSON logs).
+    fn config(&self, lines: &[(&str, Value)]) -> std::path::PathBuf {
+        let mut text = String::from("log_format = \"json\"\n");
+        for (key, value) in lines {
+            // JSON strings and integers are valid TOML values.
+            text.push_str(&format!("{key} = {value}\n"));
+        }
+        let path = self.tmp.path().join("mandate.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn path_value(path: &Path) -> Value {
+        json!(path.to_str().unwrap())
+    }
+
+    /// The server runs this pack, this data dir, a 2048-byte body limit, and
+    /// does not listen on the default port.
+    fn assert_in_effect(&self, server: &Server) {
+        assert_ne!(server.addr().port(), 8181);
+        let health = server.health();
+        assert_eq!(
+            health["policies"]["directory"],
+            Self::path_value(&self.pack),
+            "{health}"
+        );
+        assert!(self.data.is_dir(), "the data directory was not created");
+        assert!(
+            !self.data.join("policies").exists(),
+            "the example pack was seeded although --policies is set"
+        );
+        let request = mailer(&json!({}));
+        assert_decision(&server.decide(&request), "deny", &["no-read-inbox"]);
+        assert_decision(
+            &server.decide_raw(padded(&request, 2000), Some("application/json")),
+            "deny",
+            &["no-read-inbox"],
+        );
+        server
+            .decide_raw(padded(&request, 4096), Some("application/json"))
+            .assert_error(413, "body_too_large");
+    }
+}
+
+#[test]
+fn config_file_sets_listen_body_limit_and_policies() {
+    let custom = Custom::new();
+    let config = custom.config(&[
+        ("listen", json!("127.0.0.1:0")),
+        ("max_body_bytes", json!(2048)),
+        ("policies", Custom::path_value(&custom.pack)),
+        ("data_dir", Custom::path_value(&custom.data)),
+    ]);
+    let server = Launch::bare().arg("--config").arg(&config).start();
+    custom.assert_in_effect(&server);
+}
+
+#[test]
+fn environment_sets_listen_data_dir_policies_and_body_limit() {
+    let custom = Custom::new();
+    let server = Launch::bare()
+        .env("MANDATE_LISTEN", "127.0.0.1:0")
+        .env("MANDATE_MAX_BODY_BYTES", "2048")
+        .env("MANDATE_POLICIES", &custom.pack)
+        .env("MANDATE_DATA_DIR", &custom.data)
+        .env("MANDATE_LOG_FORMAT", "json")
+        // Other tools' variables (here Kubernetes service links) are not settings.
+        .env("MANDATE_SERVICE_HOST", "10.0.0.1")
+        .env("MANDATE_PORT", "tcp://10.0.0.1:8181")
+        .start();
+    custom.assert_in_effect(&server);
+}
+
+#[test]
+fn flag_beats_env_beats_config_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("mandate.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\nlog_format = \"json\"\nmax_body_bytes = 1024\n",
+    )
+    .unwrap();
+    let request = mailer(&json!({}));
+    let small = request.to_string();
+    let medium = padded(&request, 1536);
+    let large = padded(&request, 4096);
+    let ct = Some("application/json");
+    let launch = || {
+        Launch::serve(&tmp.path().join("data"))
+            .arg("--config")
+            .arg(&config)
+    };
+
+    // File alone: 1024 (not the 1 MiB default).
+    let server = launch().start();
+    assert_eq!(
+        server.decide_raw(small.clone(), ct).decision()["decision"],
+        "allow"
+    );
+    server
+        .decide_raw(medium.clone(), ct)
+        .assert_error(413, "body_too_large");
+    drop(server);
+
+    // Environment over file: 8192.
+    let server = launch().env("MANDATE_MAX_BODY_BYTES", "8192").start();
+    assert_eq!(
+        server.decide_raw(large.clone(), ct).decision()["decision"],
+        "allow"
+    );
+    drop(server);
+
+    // Flag over environment and file: 2048.
+    let server = launch()
+        .env("MANDATE_MAX_BODY_BYTES", "8192")
+        .args(["--max-body-bytes", "2048"])
+        .start();
+    assert_eq!(
+        server.decide_raw(medium, ct).decision()["decision"],
+        "allow"
+    );
+    server
+        .decide_raw(large, ct)
+        .assert_error(413, "body_too_large");
+}
+
+#[test]
+fn unknown_config_key_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("mandate.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nmax_body_size = 2048\n").unwrap();
+    let (status, stderr) = Launch::serve(&tmp.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .run_to_exit();
+    assert_eq!(status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(stderr.contains("max_body_size"), "stderr:\n{stderr}");
+}
+
+#[test]
+fn first_start_creates_the_data_dir_and_seeds_the_example_pack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("nested").join("data");
+    let seeded = data.join("policies");
+    let server = Launch::serve(&data).start();
+    assert!(
+        server
+            .log_messages()
+            .iter()
+            .any(|m| m.starts_with("wrote the example policy pack")),
+        "{:?}",
+        server.log_lines()
+    );
+    let health = server.health();
+    assert_eq!(
+        health["policies"]["directory"],
+        json!(seeded.to_str().unwrap())
+    );
+    assert_eq!(health["policies"]["base"], 4);
+    assert_eq!(health["policies"]["approval"], 2);
+    for name in [
+        "schema.cedarschema",
+        "tools.cedar",
+        "data.cedar",
+        "recipients.cedar",
+        "approvals.cedar",
+        "tests/mailer.json",
+    ] {
+        let expected = std::fs::read_to_string(example_pack().join(name)).unwrap();
+        let actual = std::fs::read_to_string(seeded.join(name))
+            .unwrap_or_else(|e| panic!("{name} was not seeded: {e}"));
+        assert_eq!(actual, expected, "{name} differs from examples/policies");
+    }
+    drop(server);
+
+    // A second start keeps the operator's edits and seeds nothing.
+    std::fs::write(seeded.join("block.cedar"), BLOCK_READ_INBOX).unwrap();
+    let server = Launch::serve(&data).start();
+    assert!(
+        !server
+            .log_messages()
+            .iter()
+            .any(|m| m.starts_with("wrote the example policy pack")),
+        "{:?}",
+        server.log_lines()
+    );
+    assert_decision(
+        &server.decide(&mailer(&json!({}))),
+        "deny",
+        &["no-read-inbox"],
+    );
+}
+
+/// A validator for `schema` (a fragment of the OpenAPI document `doc`, such as
+/// `{"$ref": "#/components/schemas/Health"}`), with the document's components
+/// in scope. OpenAPI 3.1 schemas are JSON Schema draft 2020-12.
+fn openapi_validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "not OpenAPI 3.1: {}",
+        doc["openapi"]
+    );
+    assert!(schema.is_object(), "no schema: {schema}");
+    let root = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "allOf": [schema],
+        "components": doc["components"],
+    });
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&root)
+        .unwrap_or_else(|e| panic!("invalid schema {schema}: {e}"))
+}
+
+fn assert_valid(validator: &jsonschema::Validator, instance: &Value, what: &str) {
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| format!("{e} (at `{}`)", e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{what} does not match the OpenAPI document: {errors:?}\n{instance}"
+    );
+}
+
+fn response_schema<'a>(doc: &'a Value, path: &str, method: &str, status: &str) -> &'a Value {
+    &doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+}
+
+fn assert_health_matches_openapi(server: &Server, health: &Value) {
+    let doc = server.get("/v1/openapi.json").json();
+    let validator = openapi_validator(&doc, response_schema(&doc, "/v1/health", "get", "200"));
+    assert_valid(&validator, health, "the health body");
+}
+
+#[test]
+fn openapi_lists_the_served_routes_and_matches_real_bodies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Launch::serve(&tmp.path().join("data"))
+        .args(["--max-body-bytes", "4096"])
+        .start();
+    let reply = server.get("/v1/openapi.json");
+    assert_eq!(reply.status, 200);
+    let doc = reply.json();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+
+    // Exactly the routes the server serves, and it serves them all.
+    let listed: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| (path.clone(), method.clone()))
+        })
+        .collect();
+    let served: BTreeSet<(String, String)> = [
+        ("/v1/decide", "post"),
+        ("/v1/health", "get"),
+        ("/v1/openapi.json", "get"),
+        ("/metrics", "get"),
+    ]
+    .iter()
+    .map(|(p, m)| ((*p).to_owned(), (*m).to_owned()))
+    .collect();
+    assert_eq!(listed, served);
+    for (path, method) in &listed {
+        let reply = if method == "post" {
+            server.decide(&mailer(&json!({})))
+        } else {
+            server.get(path)
+        };
+        assert_eq!(reply.status, 200, "{method} {path}: {}", reply.body);
+        server
+            .request(Method::PUT, path)
+            .assert_error(405, "method_not_allowed");
+    }
+
+    // Real decisions match the 200 schema of /v1/decide.
+    let decision = openapi_validator(&doc, response_schema(&doc, "/v1/decide", "post", "200"));
+    assert!(
+        !decision.is_valid(&json!({ "decision": "maybe" })),
+        "the validator accepts anything"
+    );
+    let accepted = [
+        mailer(&json!({})),
+        undeclared_tool(),
+        destructive_delete(),
+        after_untrusted_content(),
+    ];
+    for request in &accepted {
+        let v = server.decide(request).decision();
+        assert_valid(&decision, &v, "a decision response");
+    }
+
+    // The requests the server accepted match the request body schema.
+    let body = &doc["paths"]["/v1/decide"]["post"]["requestBody"];
+    assert_eq!(body["required"], true);
+    let request_schema = openapi_validator(&doc, &body["content"]["application/json"]["schema"]);
+    for request in &accepted {
+        assert_valid(&request_schema, request, "an accepted request");
+    }
+    for rejected in [
+        mailer(&json!({ "principal": null })),
+        mailer(&json!({ "decision": "allow" })),
+        mailer(&json!({ "principal": { "id": 42 } })),
+    ] {
+        assert!(
+            !request_schema.is_valid(&rejected),
+            "schema accepts {rejected}"
+        );
+        server
+            .decide(&rejected)
+            .assert_error(422, "invalid_request");
+    }
+
+    // Real error bodies match the schema declared for their status.
+    let valid = mailer(&json!({})).to_string();
+    let errors = [
+        ("400", server.decide_raw("{", Some("application/json"))),
+        (
+            "413",
+            server.decide_raw(padded(&mailer(&json!({})), 8192), Some("application/json")),
+        ),
+        ("415", server.decide_raw(valid, None)),
+        (
+            "422",
+            server.decide(&mailer(&json!({ "principal": { "id": "" } }))),
+        ),
+    ];
+    for (status, reply) in &errors {
+        assert_eq!(reply.status.to_string(), *status, "{}", reply.body);
+        let validator =
+            openapi_validator(&doc, response_schema(&doc, "/v1/decide", "post", status));
+        assert_valid(&validator, &reply.json(), &format!("a {status} error body"));
+    }
+    let error_body = openapi_validator(&doc, &json!({ "$ref": "#/components/schemas/ErrorBody" }));
+    for reply in [server.get("/nope"), server.get("/v1/decide")] {
+        assert_valid(&error_body, &reply.json(), "a 404/405 error body");
+    }
+
+    // The health body matches its schema.
+    let health = server.health();
+    assert_health_matches_openapi(&server, &health);
+}
