@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use cedar_policy::{EntityTypeName, EntityUid, Schema};
-use cedar_policy_core::ast::{Value, ValueKind};
+use cedar_policy_core::ast::{Literal, Value, ValueKind};
 use cedar_policy_core::validator::types::Type;
 
 /// The declared types of the four open parts of a request.
@@ -54,25 +54,109 @@ impl DeclaredTypes {
     }
 }
 
-/// `value` with every record attribute the type does not declare removed.
-pub(crate) fn project(value: &Value, ty: &Type) -> Value {
+/// `value` with every record attribute the type does not declare removed,
+/// and the rest checked against the declared type. `path` names the value in
+/// the error, which says where and what was expected.
+pub(crate) fn project(value: &Value, ty: &Type, path: &str) -> Result<Value, String> {
+    let mismatch = |expected: &str| {
+        Err(format!(
+            "`{path}` must be {expected}, as the policy pack's schema declares, but is `{value}`"
+        ))
+    };
     match (&value.value, ty) {
-        (ValueKind::Record(fields), Type::Record { attrs, .. }) => Value::record(
-            fields.iter().filter_map(|(name, v)| {
-                attrs
-                    .get_attr(name)
-                    .map(|declared| (name.clone(), project(v, &declared.attr_type)))
-            }),
-            None,
-        ),
-        (
-            ValueKind::Set(set),
-            Type::Set {
-                element_type: Some(element),
-            },
-        ) if matches!(**element, Type::Record { .. }) => {
-            Value::set(set.iter().map(|v| project(v, element)), None)
+        (ValueKind::Record(fields), Type::Record { attrs, .. }) => {
+            let mut kept = Vec::with_capacity(fields.len());
+            for (name, v) in fields.iter() {
+                if let Some(declared) = attrs.get_attr(name) {
+                    kept.push((
+                        name.clone(),
+                        project(v, &declared.attr_type, &format!("{path}.{name}"))?,
+                    ));
+                }
+            }
+            for (name, declared) in attrs.iter() {
+                if declared.is_required && !fields.contains_key(name) {
+                    return Err(format!(
+                        "`{path}.{name}` is required by the policy pack's schema but missing"
+                    ));
+                }
+            }
+            Ok(Value::record(kept, None))
         }
-        _ => value.clone(),
+        (ValueKind::Set(set), Type::Set { element_type }) => match element_type.as_deref() {
+            None => Ok(value.clone()),
+            Some(element) => {
+                // Sets are unordered: name the element by its value, not a position.
+                let mut items = Vec::with_capacity(set.len());
+                let each = format!("{path}[*]");
+                for v in set.iter() {
+                    items.push(project(v, element, &each)?);
+                }
+                Ok(Value::set(items, None))
+            }
+        },
+        (ValueKind::Lit(Literal::Bool(_)), Type::Bool(_))
+        | (ValueKind::Lit(Literal::Long(_)), Type::Long)
+        | (ValueKind::Lit(Literal::String(_)), Type::String) => Ok(value.clone()),
+        (ValueKind::ExtensionValue(ext), Type::ExtensionType { name })
+            if &ext.typename() == name =>
+        {
+            Ok(value.clone())
+        }
+        (_, Type::Record { .. }) => mismatch("a record"),
+        (_, Type::Set { .. }) => mismatch("a set"),
+        (_, Type::Bool(_)) => mismatch("a boolean"),
+        (_, Type::Long) => mismatch("an integer"),
+        (_, Type::String) => mismatch("a string"),
+        (_, Type::ExtensionType { name }) => mismatch(&format!(
+            "a `{name}` (send it as a number or string Mandate converts)"
+        )),
+        (_, Type::Entity(_) | Type::Never) => {
+            mismatch("an entity reference, which request data cannot carry")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undeclared_attributes_are_dropped_and_declared_ones_checked() {
+        let schema = crate::schema::compose(Some(
+            "type Arguments = { to?: String, n?: Long, tags?: Set<String> };",
+        ))
+        .map_err(|e| e.message)
+        .unwrap();
+        let names = &*crate::evaluate::NAMES;
+        let declared = DeclaredTypes::from_schema(&schema, &names.call_tool, &names.agent).unwrap();
+        let record = |v: serde_json::Value| {
+            crate::cedar_value::record(v.as_object().unwrap(), "arguments").unwrap()
+        };
+
+        let kept = project(
+            &record(serde_json::json!({"to": "a", "body": "b", "tags": ["x"]})),
+            &declared.arguments,
+            "arguments",
+        );
+        assert_eq!(kept.unwrap().to_string(), r#"{tags: ["x"], to: "a"}"#);
+
+        let err = project(
+            &record(serde_json::json!({"tags": ["x", 1]})),
+            &declared.arguments,
+            "arguments",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "`arguments.tags[*]` must be a string, as the policy pack's schema declares, but is `1`"
+        );
+        let err = project(
+            &record(serde_json::json!({"n": "5"})),
+            &declared.arguments,
+            "arguments",
+        )
+        .unwrap_err();
+        assert!(err.starts_with("`arguments.n` must be an integer"), "{err}");
     }
 }

@@ -7,16 +7,15 @@ use std::sync::LazyLock;
 
 use cedar_policy::{
     Authorizer, Decision as CedarDecision, Entities, EntityId, EntityTypeName, EntityUid, PolicyId,
-    Request, Response, Schema,
+    Request, Response,
 };
 use cedar_policy_core::ast::{
     Context as CoreContext, Entity, EntityUIDEntry, PartialValue, Request as CoreRequest, Value,
     ValueKind,
 };
-use cedar_policy_core::entities::conformance::EntitySchemaConformanceChecker;
 use cedar_policy_core::entities::{Entities as CoreEntities, NoEntitiesSchema, TCComputation};
 use cedar_policy_core::extensions::Extensions;
-use cedar_policy_core::validator::CoreSchema;
+use cedar_policy_core::validator::types::Type;
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 
 use crate::cedar_value::{DATETIME, extension_value};
@@ -118,9 +117,22 @@ fn datetime(now: DateTime<Utc>) -> Result<Value, String> {
 pub(crate) fn cedar_call(
     call: &CallRequest,
     now: DateTime<Utc>,
-    schema: &Schema,
     declared: &DeclaredTypes,
 ) -> Result<CedarCall, CallError> {
+    let checked =
+        |value: &Value, ty: &Type, path: &str| project(value, ty, path).map_err(CallError::Schema);
+    let agent_attributes = checked(
+        &call.principal_attributes,
+        &declared.agent_attributes,
+        "principal.attributes",
+    )?;
+    let arguments = checked(&call.arguments, &declared.arguments, "arguments")?;
+    let task_params = checked(
+        &call.task_params,
+        &declared.task_params,
+        "context.task.params",
+    )?;
+    let extra = checked(&call.extra, &declared.extra, "context.extra")?;
     let names = &*NAMES;
     let principal =
         EntityUid::from_type_name_and_id(names.agent.clone(), EntityId::new(&call.principal));
@@ -137,13 +149,7 @@ pub(crate) fn cedar_call(
             "trust_domain".into(),
             value(Value::from(call.trust_domain.as_str())),
         ),
-        (
-            "attributes".into(),
-            value(project(
-                &call.principal_attributes,
-                &declared.agent_attributes,
-            )),
-        ),
+        ("attributes".into(), value(agent_attributes)),
     ];
     if let Some(person) = &call.on_behalf_of {
         agent_attrs.push(("on_behalf_of".into(), value(Value::from(person.as_str()))));
@@ -164,10 +170,6 @@ pub(crate) fn cedar_call(
         HashSet::new(),
         [],
     );
-    let core_schema = CoreSchema::new(schema.as_ref());
-    EntitySchemaConformanceChecker::new(&core_schema, Extensions::all_available())
-        .validate_entity(&agent)
-        .map_err(|e| CallError::Schema(e.to_string()))?;
     let entities = [
         agent,
         Entity::new_with_attr_partial_value(
@@ -201,7 +203,7 @@ pub(crate) fn cedar_call(
                         ("intent", Value::from(task.intent.as_str())),
                         ("tools", string_set(&task.tools)),
                         ("labels", string_set(&task.labels)),
-                        ("params", project(&call.task_params, &declared.task_params)),
+                        ("params", task_params),
                     ],
                     None,
                 ),
@@ -222,12 +224,12 @@ pub(crate) fn cedar_call(
                     None,
                 ),
             ),
-            ("arguments", project(&call.arguments, &declared.arguments)),
+            ("arguments", arguments),
             (
                 "time",
                 Value::record([("now", datetime(now).map_err(CallError::Mapping)?)], None),
             ),
-            ("extra", project(&call.extra, &declared.extra)),
+            ("extra", extra),
         ],
         None,
     );
@@ -235,9 +237,6 @@ pub(crate) fn cedar_call(
         return Err(CallError::Mapping("the context is not a record".into()));
     };
     let context = CoreContext::Value(attrs);
-    cedar_policy::Context::from(context.clone())
-        .validate(schema, &names.call_tool)
-        .map_err(|e| CallError::Schema(e.to_string()))?;
     let request = CoreRequest::new_unchecked(
         known(&principal),
         known(&names.call_tool),
@@ -260,7 +259,7 @@ impl PolicyPack {
     /// Never fails: a call that cannot be mapped, and any policy that errors,
     /// make the decision a deny, with the problem in [`Verdict::errors`].
     pub fn decide(&self, call: &CallRequest, now: DateTime<Utc>) -> Verdict {
-        let cedar = match cedar_call(call, call.time.unwrap_or(now), &self.schema, &self.declared) {
+        let cedar = match cedar_call(call, call.time.unwrap_or(now), &self.declared) {
             Ok(c) => c,
             Err(e) => {
                 let (reason, message) = match e {

@@ -74,12 +74,7 @@ impl PolicyPack {
     /// Decides `call` like [`PolicyPack::decide`] and reports on every policy.
     pub fn explain(&self, call: &CallRequest, now: DateTime<Utc>) -> Explanation {
         let verdict = self.decide(call, now);
-        let Ok(cedar) = cedar_call(
-            call,
-            call.time().unwrap_or(now),
-            &self.schema,
-            &self.declared,
-        ) else {
+        let Ok(cedar) = cedar_call(call, call.time().unwrap_or(now), &self.declared) else {
             return Explanation {
                 verdict,
                 policies: Vec::new(),

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use cedar_policy::{Effect, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use cedar_policy::{Effect, Policy, PolicyId, PolicySet, ValidationMode, Validator};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -123,8 +123,6 @@ pub struct PolicyPack {
     pub(crate) all: Vec<Policy>,
     version: String,
     warnings: Vec<PolicyProblem>,
-    /// Base schema plus the pack's extension; requests are checked against it.
-    pub(crate) schema: Schema,
     /// The declared types of the request's free data.
     pub(crate) declared: DeclaredTypes,
 }
@@ -316,7 +314,6 @@ impl PolicyPack {
             all,
             version: version_hash(policies, schema),
             warnings: problems,
-            schema: composed,
             declared,
         })
     }
