@@ -14,6 +14,13 @@ Exit codes:
   3  `check`: deny
   4  `check`: approval required";
 
+const SERVE_SETTINGS: &str = "\
+Every option can also be set in the TOML config file (`--config`, keys named like the
+options with `_`: listen, data_dir, policies, max_body_bytes, reload_interval_ms,
+log_format) and from MANDATE_<KEY> environment variables. Precedence: flag, then
+environment, then config file, then default. Any non-200 answer from /v1/decide
+means no decision was made: the caller must deny.";
+
 /// Runtime authorization for AI agents: decides every tool call as it is attempted,
 /// with Cedar policies and live task context.
 #[derive(Debug, Parser)]
@@ -26,6 +33,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the decision server (HTTP API, metrics, policy hot reload).
+    #[command(after_help = SERVE_SETTINGS)]
     Serve(ServeArgs),
     /// Decide one request offline, from a JSON file, and exit with the outcome.
     #[command(after_help = EXIT_CODES)]
