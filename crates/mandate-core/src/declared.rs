@@ -4,7 +4,7 @@
 //! Strict validation lets a policy read only declared attributes, so values
 //! the schema does not declare can never matter to a decision; they are
 //! dropped before evaluation. What remains is type-checked against the schema
-//! (by Cedar) before any policy runs: Cedar compares values of different types
+//! before any policy runs: Cedar compares values of different types
 //! as unequal rather than failing, so a mistyped value could otherwise slip
 //! past a forbid that tests it with `==`.
 
@@ -109,7 +109,7 @@ pub(crate) fn project(value: &Value, ty: &Type, path: &str) -> Result<Value, Str
         (_, Type::Long) => mismatch("an integer"),
         (_, Type::String) => mismatch("a string"),
         (_, Type::ExtensionType { name }) => mismatch(&format!(
-            "a `{name}` (send it as a number or string Mandate converts)"
+            "a `{name}`, which request data cannot carry (Mandate makes only `decimal` values, from JSON numbers)"
         )),
         (_, Type::Entity(_) | Type::Never) => {
             mismatch("an entity reference, which request data cannot carry")

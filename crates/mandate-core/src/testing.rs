@@ -18,9 +18,9 @@
 //!
 //! Each case's `request` is merged over `defaults` (JSON merge patch, RFC
 //! 7396) and must then be a complete decision request. `policies`, when
-//! given, must equal the determining policies exactly. A deny that comes from
-//! an evaluation error (or from a value that does not match the pack's
-//! schema) has no determining policies: write `"policies": []` to pin it.
+//! given, must equal the determining policies exactly. A deny from a policy
+//! that fails at run time names that policy; a deny because a value does not
+//! match the pack's schema names none: write `"policies": []` to pin it.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -140,7 +140,11 @@ impl TestSuite {
         }
         if !problems.is_empty() {
             for e in &errors {
-                problems.push(format!("evaluation error in `{}`: {}", e.policy, e.message));
+                problems.push(if e.policy.is_empty() {
+                    format!("error: {}", e.message)
+                } else {
+                    format!("evaluation error in `{}`: {}", e.policy, e.message)
+                });
             }
         }
         CaseResult {

@@ -298,3 +298,96 @@ fn explain_names_the_failing_condition() {
         declared.conditions[0].text
     );
 }
+
+#[test]
+fn test_cases_judge_denies_from_errors_by_their_policies() {
+    // A deny caused by an erroring policy, or by request data the schema does
+    // not allow, is a deny like any other: a case that expects it passes, and
+    // `policies` tells the two apart.
+    let pack = load(
+        r#"
+        @id("all") permit (principal, action, resource);
+        @id("limit") forbid (principal, action, resource)
+        when { context.arguments has n && context.arguments.n + 1 > 100 };
+        "#,
+        Some("type Arguments = { n?: Long };"),
+    )
+    .unwrap();
+    let suite = TestSuite::parse(&format!(
+        r#"{{
+            "defaults": {{"principal": {{"id": "a"}}, "action": {{"server": "s", "tool": "t"}}}},
+            "cases": [
+                {{"name": "overflow", "request": {{"arguments": {{"n": {max}}}}},
+                  "expect": "deny", "policies": ["limit"]}},
+                {{"name": "overflow, outcome only", "request": {{"arguments": {{"n": {max}}}}},
+                  "expect": "deny"}},
+                {{"name": "a string for a Long", "request": {{"arguments": {{"n": "5"}}}},
+                  "expect": "deny", "policies": []}},
+                {{"name": "overflow pinned to no policy", "request": {{"arguments": {{"n": {max}}}}},
+                  "expect": "deny", "policies": []}}
+            ]
+        }}"#,
+        max = i64::MAX
+    ))
+    .unwrap();
+    let results = suite.run(&pack, now());
+    let passed: Vec<bool> = results.iter().map(|r| r.passed).collect();
+    assert_eq!(passed, [true, true, true, false], "{results:#?}");
+    // A failing case lists the errors of its decision.
+    assert!(
+        results[3]
+            .message
+            .contains("expected policies [], got [\"limit\"]")
+            && results[3].message.contains("evaluation error in `limit`"),
+        "{}",
+        results[3].message
+    );
+}
+
+#[test]
+fn explain_names_the_erroring_policy() {
+    let pack = load(
+        r#"
+        @id("all") permit (principal, action, resource);
+        @id("limit") forbid (principal, action, resource)
+        when { context.arguments has n && context.arguments.n + 1 > 100 };
+        "#,
+        Some("type Arguments = { n?: Long };"),
+    )
+    .unwrap();
+    let c = call(json!({
+        "principal": {"id": "a"}, "action": {"server": "s", "tool": "t"},
+        "arguments": {"n": i64::MAX}
+    }));
+    let explanation = pack.explain(&c, now());
+    assert_eq!(explanation.verdict.policies, ["limit"]);
+    let limit = explanation
+        .policies
+        .iter()
+        .find(|p| p.id == "limit")
+        .unwrap();
+    let mandate_core::ConditionOutcome::Error(message) = &limit.conditions[0].outcome else {
+        panic!("{limit:?}");
+    };
+    assert!(message.contains("policy `limit`"), "{message}");
+
+    // Request data of the wrong type is denied before any policy runs, so
+    // there is nothing to explain.
+    let mistyped = call(json!({
+        "principal": {"id": "a"}, "action": {"server": "s", "tool": "t"},
+        "arguments": {"n": "5"}
+    }));
+    let explanation = pack.explain(&mistyped, now());
+    assert_eq!(explanation.verdict.decision, Decision::Deny);
+    assert!(explanation.verdict.policies.is_empty());
+    assert_eq!(explanation.verdict.errors.len(), 1);
+    assert_eq!(explanation.verdict.errors[0].policy, "");
+    assert!(
+        explanation.verdict.errors[0]
+            .message
+            .starts_with("`arguments.n` must be an integer"),
+        "{:?}",
+        explanation.verdict.errors
+    );
+    assert!(explanation.policies.is_empty());
+}

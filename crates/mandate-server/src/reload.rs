@@ -14,11 +14,16 @@ use crate::policy_dir::{self, PackSources};
 use crate::state::{AppState, ReloadStatus};
 
 /// Runs forever, reloading `state`'s policy directory when it changes.
-pub async fn watch(state: AppState, mut current: PackSources, interval: Duration) {
+pub async fn watch(state: AppState, current: PackSources, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut watcher = Watcher {
+        state,
+        current,
+        unreadable: false,
+    };
     loop {
         #[cfg(unix)]
         {
@@ -37,60 +42,71 @@ pub async fn watch(state: AppState, mut current: PackSources, interval: Duration
         }
         #[cfg(not(unix))]
         tick.tick().await;
-        if let Some(sources) = reload_once(&state, &current) {
-            current = sources;
-        }
+        watcher.reload();
     }
 }
 
-/// Reloads if the directory's texts differ from `current`; returns the new
-/// texts when they were read (whether or not they loaded).
-pub fn reload_once(state: &AppState, current: &PackSources) -> Option<PackSources> {
-    let dir = state.policy_dir().to_owned();
-    let sources = match policy_dir::read(&dir) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the policy directory; keeping the policies in force");
-            // Report it once in /v1/health, not on every tick.
-            if state.last_reload().is_none_or(|last| last.ok) {
-                state.record_reload(ReloadStatus {
+/// The policy directory as last seen.
+struct Watcher {
+    state: AppState,
+    /// The texts last read (in force, or rejected).
+    current: PackSources,
+    /// Whether the last read failed.
+    unreadable: bool,
+}
+
+impl Watcher {
+    /// Reloads when the directory's texts changed, or when it can be read
+    /// again after it could not (so that /v1/health recovers).
+    fn reload(&mut self) {
+        let dir = self.state.policy_dir().to_owned();
+        let sources = match policy_dir::read(&dir) {
+            Ok(s) => s,
+            Err(e) => {
+                // Reported once when it starts, not on every tick.
+                if !self.unreadable {
+                    tracing::warn!(error = %e, "cannot read the policy directory; keeping the policies in force");
+                    self.state.record_reload(ReloadStatus {
+                        at: Utc::now(),
+                        ok: false,
+                        problems: vec![PolicyProblem {
+                            severity: Severity::Error,
+                            file: dir.display().to_string(),
+                            line: None,
+                            column: None,
+                            policy: None,
+                            message: e.to_string(),
+                        }],
+                    });
+                }
+                self.unreadable = true;
+                return;
+            }
+        };
+        let was_unreadable = std::mem::take(&mut self.unreadable);
+        if sources == self.current && !was_unreadable {
+            return;
+        }
+        match sources.load() {
+            Ok(pack) => {
+                tracing::info!(version = %pack.version(), policies = ?pack.counts(), "policies reloaded");
+                for w in pack.warnings() {
+                    tracing::warn!("{w}");
+                }
+                self.state.swap_pack(pack, Utc::now());
+            }
+            Err(e) => {
+                for p in &e.problems {
+                    tracing::warn!("{p}");
+                }
+                tracing::warn!("policy reload rejected; keeping the policies in force");
+                self.state.record_reload(ReloadStatus {
                     at: Utc::now(),
                     ok: false,
-                    problems: vec![PolicyProblem {
-                        severity: Severity::Error,
-                        file: dir.display().to_string(),
-                        line: None,
-                        column: None,
-                        policy: None,
-                        message: e.to_string(),
-                    }],
+                    problems: e.problems,
                 });
             }
-            return None;
         }
-    };
-    if &sources == current {
-        return None;
+        self.current = sources;
     }
-    match sources.load() {
-        Ok(pack) => {
-            tracing::info!(version = %pack.version(), policies = ?pack.counts(), "policies reloaded");
-            for w in pack.warnings() {
-                tracing::warn!("{w}");
-            }
-            state.swap_pack(pack, Utc::now());
-        }
-        Err(e) => {
-            for p in &e.problems {
-                tracing::warn!("{p}");
-            }
-            tracing::warn!("policy reload rejected; keeping the policies in force");
-            state.record_reload(ReloadStatus {
-                at: Utc::now(),
-                ok: false,
-                problems: e.problems,
-            });
-        }
-    }
-    Some(sources)
 }

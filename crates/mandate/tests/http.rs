@@ -315,6 +315,33 @@ fn bad_input_is_a_4xx_error_and_changes_nothing() {
 }
 
 #[test]
+fn request_data_of_the_wrong_type_is_denied_before_any_policy_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Launch::serve(&tmp.path().join("data")).start();
+    // The example pack's schema declares `to?: String` and `cc?: Set<String>`.
+    let mut listed = send_email("carol@example.com");
+    listed["arguments"]["to"] = json!(["carol@example.com", "mallory@evil.example"]);
+    let mut cc_string = send_email("carol@example.com");
+    cc_string["arguments"]["cc"] = json!("mallory@evil.example");
+    for (request, path) in [(listed, "`arguments.to`"), (cc_string, "`arguments.cc`")] {
+        let v = server.decide(&request).decision();
+        assert_eq!(v["decision"], "deny", "{v}");
+        assert_eq!(v["policies"], json!([]), "{v}");
+        let errors = v["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 1, "{v}");
+        assert_eq!(errors[0]["policy"], "", "{v}");
+        assert!(
+            errors[0]["message"].as_str().unwrap().starts_with(path),
+            "{v}"
+        );
+    }
+    // Attributes the schema does not declare are dropped, not an error.
+    let mut extra = send_email("carol@example.com");
+    extra["arguments"]["priority"] = json!([1, "high"]);
+    assert_decision(&server.decide(&extra), "allow", &["declared-tools"]);
+}
+
+#[test]
 fn max_body_bytes_flag_limits_the_body() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Launch::serve(&tmp.path().join("data"))
@@ -335,8 +362,11 @@ fn max_body_bytes_flag_limits_the_body() {
 #[test]
 fn metrics_count_decisions_and_rejections_without_request_content() {
     const CANARY: &str = "canary-5f1d2c8e-do-not-export";
+    const BODY_LIMIT: usize = 4096;
     let tmp = tempfile::tempdir().unwrap();
-    let server = Launch::serve(&tmp.path().join("data")).start();
+    let server = Launch::serve(&tmp.path().join("data"))
+        .args(["--max-body-bytes", &BODY_LIMIT.to_string()])
+        .start();
 
     let mut canary_mail = send_email("carol@example.com");
     canary_mail["arguments"]["subject"] = json!(CANARY);
@@ -350,7 +380,10 @@ fn metrics_count_decisions_and_rejections_without_request_content() {
     }
     let mut canary_deny = send_email("mallory@evil.example");
     canary_deny["arguments"]["body"] = json!(CANARY);
-    for request in [undeclared_tool(), canary_deny] {
+    // `cc` must be a set: a type mismatch is a decision (deny), not a rejection.
+    let mut mistyped = send_email("carol@example.com");
+    mistyped["arguments"]["cc"] = json!(CANARY);
+    for request in [undeclared_tool(), canary_deny, mistyped] {
         assert_eq!(server.decide(&request).decision()["decision"], "deny");
     }
     assert_eq!(
@@ -367,29 +400,75 @@ fn metrics_count_decisions_and_rejections_without_request_content() {
             &json!({ "context": { "time": "2026-11-23T10:00:00Z" } }),
         ))
         .assert_error(422, "field_not_allowed");
+    // Bodies rejected before they parse as a request are counted too.
+    server
+        .decide_raw(
+            format!(r#"{{"principal": {{"id": "{CANARY}"}},"#),
+            Some("application/json"),
+        )
+        .assert_error(400, "invalid_json");
+    server
+        .decide_raw(
+            mailer(&json!({ "arguments": { "note": CANARY } })).to_string(),
+            Some("text/plain"),
+        )
+        .assert_error(415, "unsupported_media_type");
+    server
+        .decide_raw(mailer(&json!({})).to_string(), None)
+        .assert_error(415, "unsupported_media_type");
+    server
+        .decide_raw(
+            padded(
+                &mailer(&json!({ "arguments": { "note": CANARY } })),
+                2 * BODY_LIMIT,
+            ),
+            Some("application/json"),
+        )
+        .assert_error(413, "body_too_large");
+    server
+        .decide(&mailer(&json!({ CANARY: "unknown top-level field" })))
+        .assert_error(422, "invalid_request");
+    // Not a decision request: not counted.
+    server
+        .get("/v1/decide")
+        .assert_error(405, "method_not_allowed");
 
     let text = server.metrics();
     let value =
         |series: &str| metric(&text, series).unwrap_or_else(|| panic!("no `{series}` in:\n{text}"));
     assert_eq!(value(r#"mandate_decisions_total{decision="allow"}"#), 3.0);
-    assert_eq!(value(r#"mandate_decisions_total{decision="deny"}"#), 2.0);
+    assert_eq!(value(r#"mandate_decisions_total{decision="deny"}"#), 3.0);
     assert_eq!(
         value(r#"mandate_decisions_total{decision="approval_required"}"#),
         1.0
     );
-    assert_eq!(value("mandate_decision_duration_seconds_count"), 6.0);
+    assert_eq!(value("mandate_decision_duration_seconds_count"), 7.0);
     assert_eq!(
         value(r#"mandate_decision_duration_seconds_bucket{le="+Inf"}"#),
-        6.0
+        7.0
     );
-    assert_eq!(
-        value(r#"mandate_requests_rejected_total{error="invalid_request"}"#),
-        1.0
-    );
-    assert_eq!(
-        value(r#"mandate_requests_rejected_total{error="field_not_allowed"}"#),
-        1.0
-    );
+    // Every rejected decide request, by its error code: one empty principal id
+    // and one unknown field are `invalid_request`.
+    for (code, count) in [
+        ("invalid_request", 2.0),
+        ("field_not_allowed", 1.0),
+        ("invalid_json", 1.0),
+        ("unsupported_media_type", 2.0),
+        ("body_too_large", 1.0),
+    ] {
+        assert_eq!(
+            value(&format!(
+                r#"mandate_requests_rejected_total{{error="{code}"}}"#
+            )),
+            count,
+            "{code}"
+        );
+    }
+    let rejected: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("mandate_requests_rejected_total{"))
+        .collect();
+    assert_eq!(rejected.len(), 5, "unexpected rejection series:\n{text}");
     assert_eq!(value(r#"mandate_policies{set="base"}"#), 4.0);
     assert_eq!(value(r#"mandate_policies{set="approval"}"#), 2.0);
 
@@ -524,6 +603,114 @@ fn startup_with_an_invalid_pack_exits_2_naming_file_and_line() {
         .run_to_exit();
     assert_eq!(status.code(), Some(2), "stderr:\n{stderr}");
     assert!(stderr.contains("broken.cedar:3:"), "stderr:\n{stderr}");
+}
+
+#[test]
+fn startup_with_an_unreadable_policy_directory_exits_2_with_one_error_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-such-pack");
+    let (status, stderr) = Launch::serve(&tmp.path().join("data"))
+        .arg("--policies")
+        .arg(&missing)
+        .run_to_exit();
+    assert_eq!(status.code(), Some(2), "stderr:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "stderr:\n{stderr}");
+    assert!(
+        lines[0].starts_with("error: cannot read `") && lines[0].contains("no-such-pack"),
+        "stderr:\n{stderr}"
+    );
+}
+
+#[test]
+fn an_unreadable_policy_directory_on_reload_degrades_health_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pack = pack_copy(tmp.path(), "pack");
+    let server = Launch::serve(&tmp.path().join("data"))
+        .arg("--policies")
+        .arg(&pack)
+        .args(["--reload-interval-ms", "100"])
+        .start();
+    let away = tmp.path().join("pack.away");
+    std::fs::rename(&pack, &away).unwrap();
+    let degraded = util::poll_until(RELOAD_TIMEOUT, "health to say degraded", || {
+        let h = server.health();
+        if h["status"] == "degraded" {
+            Ok(h)
+        } else {
+            Err(h)
+        }
+    });
+    let problems = degraded["last_reload"]["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{degraded}");
+    assert_eq!(
+        problems[0]["file"],
+        json!(pack.to_str().unwrap()),
+        "{degraded}"
+    );
+    assert!(
+        problems[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot read"),
+        "{degraded}"
+    );
+    assert_health_matches_openapi(&server, &degraded);
+    // The pack in force still decides.
+    assert_decision(
+        &server.decide(&mailer(&json!({}))),
+        "allow",
+        &["declared-tools"],
+    );
+
+    // Recorded (and logged) once, not on every tick: after several more
+    // intervals the same report stands and one failed reload was counted.
+    std::thread::sleep(Duration::from_millis(800));
+    let warned = server
+        .log_messages()
+        .iter()
+        .filter(|m| m.starts_with("cannot read the policy directory"))
+        .count();
+    assert_eq!(warned, 1);
+    assert_eq!(server.health()["last_reload"], degraded["last_reload"]);
+    let text = server.metrics();
+    assert_eq!(
+        metric(&text, r#"mandate_policy_reloads_total{result="error"}"#),
+        Some(1.0),
+        "{text}"
+    );
+
+    // The same pack, readable again, clears the degradation without a change.
+    std::fs::rename(&away, &pack).unwrap();
+    util::poll_until(RELOAD_TIMEOUT, "health to recover", || {
+        let h = server.health();
+        if h["status"] == "ok" { Ok(h) } else { Err(h) }
+    });
+    assert_decision(
+        &server.decide(&mailer(&json!({}))),
+        "allow",
+        &["declared-tools"],
+    );
+
+    // Unreadable again after a success: reported again.
+    std::fs::rename(&pack, &away).unwrap();
+    util::poll_until(RELOAD_TIMEOUT, "health to say degraded again", || {
+        let h = server.health();
+        if h["status"] == "degraded" { Ok(h) } else { Err(h) }
+    });
+
+    // A readable, changed pack loads and clears it too.
+    std::fs::rename(&away, &pack).unwrap();
+    util::write_atomic(&pack.join("block.cedar"), BLOCK_READ_INBOX);
+    util::poll_until(RELOAD_TIMEOUT, "health to say ok again", || {
+        let h = server.health();
+        if h["status"] == "ok" { Ok(h) } else { Err(h) }
+    });
+    assert_decision(
+        &server.decide(&mailer(&json!({}))),
+        "deny",
+        &["no-read-inbox"],
+    );
 }
 
 /// What the config tests set: a pack copy with `read_inbox` blocked (so a
@@ -736,6 +923,53 @@ fn first_start_creates_the_data_dir_and_seeds_the_example_pack() {
     );
 }
 
+#[test]
+fn seeding_never_overwrites_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let seeded = data.join("policies");
+    // An operator's schema and tests are in place before any policy.
+    let schema = format!(
+        "// mine\n{}",
+        std::fs::read_to_string(example_pack().join("schema.cedarschema")).unwrap()
+    );
+    let tests = r#"{"cases": []}"#;
+    std::fs::create_dir_all(seeded.join("tests")).unwrap();
+    std::fs::write(seeded.join("schema.cedarschema"), &schema).unwrap();
+    std::fs::write(seeded.join("tests/mailer.json"), tests).unwrap();
+
+    let server = Launch::serve(&data).start();
+    assert!(
+        server
+            .log_messages()
+            .iter()
+            .any(|m| m.starts_with("wrote the example policy pack")),
+        "{:?}",
+        server.log_lines()
+    );
+    assert_eq!(
+        std::fs::read_to_string(seeded.join("schema.cedarschema")).unwrap(),
+        schema
+    );
+    assert_eq!(
+        std::fs::read_to_string(seeded.join("tests/mailer.json")).unwrap(),
+        tests
+    );
+    for name in [
+        "tools.cedar",
+        "data.cedar",
+        "recipients.cedar",
+        "approvals.cedar",
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(seeded.join(name)).unwrap(),
+            std::fs::read_to_string(example_pack().join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    assert_eq!(server.health()["policies"]["base"], 4);
+}
+
 /// A validator for `schema` (a fragment of the OpenAPI document `doc`, such as
 /// `{"$ref": "#/components/schemas/Health"}`), with the document's components
 /// in scope. OpenAPI 3.1 schemas are JSON Schema draft 2020-12.
@@ -891,6 +1125,29 @@ fn openapi_lists_the_served_routes_and_matches_real_bodies() {
     for reply in [server.get("/nope"), server.get("/v1/decide")] {
         assert_valid(&error_body, &reply.json(), "a 404/405 error body");
     }
+
+    // A 500 is declared too (a caller must deny on it), with an ErrorBody.
+    let internal = response_schema(&doc, "/v1/decide", "post", "500");
+    assert!(internal.is_object(), "no 500 for /v1/decide");
+    let internal = openapi_validator(&doc, internal);
+    let body = json!({
+        "error": "internal",
+        "message": "mandate failed to decide; treat this call as denied"
+    });
+    assert_valid(&internal, &body, "a 500 error body");
+
+    // /metrics is declared with the media type it is served with.
+    let declared: Vec<&String> = doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(declared, ["application/openmetrics-text"]);
+    let served = server.get("/metrics").content_type.unwrap();
+    assert!(
+        served.starts_with("application/openmetrics-text;"),
+        "{served}"
+    );
 
     // The health body matches its schema.
     let health = server.health();

@@ -88,7 +88,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Code> {
             outln!(out, "  policies: {}", response.policies.join(", "));
         }
         for e in &response.errors {
-            outln!(out, "  error in `{}`: {}", e.policy, e.message);
+            if e.policy.is_empty() {
+                outln!(out, "  error: {}", e.message);
+            } else {
+                outln!(out, "  error in `{}`: {}", e.policy, e.message);
+            }
         }
         if let Some(e) = &explanation {
             outln!(out);
