@@ -51,6 +51,11 @@ use mandate_core::testing::TestSuite;
 use mandate_core::{CallRequest, Decision, DecisionRequest, PolicyPack, PolicySource};
 use serde_json::{Value, json};
 
+// The same allocator as the shipped `mandate` binary, so the figures are the
+// ones users get (both Mandate and the raw Cedar floor run on it).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sizes of the grown packs.
 const POLICY_COUNTS: [usize; 4] = [10, 100, 1_000, 10_000];
 
