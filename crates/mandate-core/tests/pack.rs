@@ -391,3 +391,80 @@ fn explain_names_the_erroring_policy() {
     );
     assert!(explanation.policies.is_empty());
 }
+
+/// Every JSON path of the example requests, replaced by each value of the
+/// wrong kind: each result is either a clear request error or a verdict, and
+/// a mistyped value the pack declares never turns a deny into an allow.
+#[test]
+fn mutated_requests_never_panic_and_mistyped_declared_values_never_allow() {
+    fn paths(v: &Value, at: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => m
+                .iter()
+                .for_each(|(k, v)| paths(v, format!("{at}/{k}"), out)),
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| paths(v, format!("{at}/{i}"), out)),
+            _ => {}
+        }
+        out.push(at);
+    }
+    let mut deep = json!("bottom");
+    for _ in 0..40 {
+        deep = json!([deep]);
+    }
+    let replacements = [
+        json!(null),
+        json!(true),
+        json!(-1),
+        json!(1.5),
+        json!(0.123456),
+        json!(1e300),
+        json!(""),
+        json!("x"),
+        json!([]),
+        json!({}),
+        json!(["x", 2]),
+        deep,
+    ];
+    let pack = example_pack();
+    let dir = example_dir().join("../requests");
+    let mut decided = 0;
+    for file in [
+        "read-inbox.json",
+        "send-to-stranger.json",
+        "delete-email.json",
+    ] {
+        let original: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+        let mut all = Vec::new();
+        paths(&original, String::new(), &mut all);
+        for path in all.iter().filter(|p| !p.is_empty()) {
+            for replacement in &replacements {
+                let mut mutated = original.clone();
+                *mutated.pointer_mut(path).unwrap() = replacement.clone();
+                let Ok(request) = serde_json::from_value::<DecisionRequest>(mutated) else {
+                    continue;
+                };
+                let Ok(call) = CallRequest::try_from(request) else {
+                    continue;
+                };
+                let verdict = pack.decide(&call, now());
+                decided += 1;
+                // `to` is declared a String: anything else must not be allowed.
+                if path == "/arguments/to" && !replacement.is_string() && !replacement.is_null() {
+                    assert_ne!(
+                        verdict.decision,
+                        Decision::Allow,
+                        "{file} {path} = {replacement}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        decided > 100,
+        "only {decided} mutated requests reached a decision"
+    );
+}

@@ -696,7 +696,11 @@ fn an_unreadable_policy_directory_on_reload_degrades_health_once() {
     std::fs::rename(&pack, &away).unwrap();
     util::poll_until(RELOAD_TIMEOUT, "health to say degraded again", || {
         let h = server.health();
-        if h["status"] == "degraded" { Ok(h) } else { Err(h) }
+        if h["status"] == "degraded" {
+            Ok(h)
+        } else {
+            Err(h)
+        }
     });
 
     // A readable, changed pack loads and clears it too.
