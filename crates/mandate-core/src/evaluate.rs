@@ -67,6 +67,31 @@ pub(crate) enum CallError {
     Mapping(String),
 }
 
+impl CallError {
+    /// The deny a call that cannot be put to Cedar gets.
+    pub(crate) fn into_verdict(self) -> Verdict {
+        let (reason, message) = match self {
+            CallError::Schema(m) => (
+                "the request's values do not have the types the policy pack's schema declares; Mandate denies what policies cannot see as declared",
+                m,
+            ),
+            CallError::Mapping(m) => (
+                "the request could not be expressed in Cedar; Mandate denies what it cannot evaluate",
+                m,
+            ),
+        };
+        Verdict {
+            decision: Decision::Deny,
+            policies: Vec::new(),
+            reasons: vec![reason.to_owned()],
+            errors: vec![EvaluationProblem {
+                policy: String::new(),
+                message,
+            }],
+        }
+    }
+}
+
 /// A call as Cedar sees it.
 pub(crate) struct CedarCall {
     pub request: Request,
@@ -259,30 +284,14 @@ impl PolicyPack {
     /// Never fails: a call that cannot be mapped, and any policy that errors,
     /// make the decision a deny, with the problem in [`Verdict::errors`].
     pub fn decide(&self, call: &CallRequest, now: DateTime<Utc>) -> Verdict {
-        let cedar = match cedar_call(call, call.time.unwrap_or(now), &self.declared) {
-            Ok(c) => c,
-            Err(e) => {
-                let (reason, message) = match e {
-                    CallError::Schema(m) => (
-                        "the request's values do not have the types the policy pack's schema declares; Mandate denies what policies cannot see as declared",
-                        m,
-                    ),
-                    CallError::Mapping(m) => (
-                        "the request could not be expressed in Cedar; Mandate denies what it cannot evaluate",
-                        m,
-                    ),
-                };
-                return Verdict {
-                    decision: Decision::Deny,
-                    policies: Vec::new(),
-                    reasons: vec![reason.to_owned()],
-                    errors: vec![EvaluationProblem {
-                        policy: String::new(),
-                        message,
-                    }],
-                };
-            }
-        };
+        match cedar_call(call, call.time.unwrap_or(now), &self.declared) {
+            Ok(cedar) => self.verdict(call, &cedar),
+            Err(e) => e.into_verdict(),
+        }
+    }
+
+    /// Both policy sets on a call already put to Cedar.
+    pub(crate) fn verdict(&self, call: &CallRequest, cedar: &CedarCall) -> Verdict {
         let server = [cedar.server.clone()];
         let scope = Scope {
             principal: &cedar.principal,

@@ -73,13 +73,17 @@ const OPEN_SCOPE: &str = r#"{"op": "All"}"#;
 impl PolicyPack {
     /// Decides `call` like [`PolicyPack::decide`] and reports on every policy.
     pub fn explain(&self, call: &CallRequest, now: DateTime<Utc>) -> Explanation {
-        let verdict = self.decide(call, now);
-        let Ok(cedar) = cedar_call(call, call.time().unwrap_or(now), &self.declared) else {
-            return Explanation {
-                verdict,
-                policies: Vec::new(),
-            };
+        // One Cedar call serves the decision and every policy's report.
+        let cedar = match cedar_call(call, call.time().unwrap_or(now), &self.declared) {
+            Ok(cedar) => cedar,
+            Err(e) => {
+                return Explanation {
+                    verdict: e.into_verdict(),
+                    policies: Vec::new(),
+                };
+            }
         };
+        let verdict = self.verdict(call, &cedar);
         let authorizer = Authorizer::new();
         // A permit made from parts of the policy: does it allow, or error?
         let check = |id: &PolicyId,
