@@ -42,6 +42,18 @@ pub struct EvaluationProblem {
     pub message: String,
 }
 
+impl std::fmt::Display for EvaluationProblem {
+    /// `evaluation error in `ID`: message`, or `error: message` when no policy is to blame
+    /// (the request did not match the pack's schema).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.policy.is_empty() {
+            write!(f, "error: {}", self.message)
+        } else {
+            write!(f, "evaluation error in `{}`: {}", self.policy, self.message)
+        }
+    }
+}
+
 /// What the policy pack says about one call, before it is given an id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {

@@ -139,13 +139,7 @@ impl TestSuite {
             }
         }
         if !problems.is_empty() {
-            for e in &errors {
-                problems.push(if e.policy.is_empty() {
-                    format!("error: {}", e.message)
-                } else {
-                    format!("evaluation error in `{}`: {}", e.policy, e.message)
-                });
-            }
+            problems.extend(errors.iter().map(ToString::to_string));
         }
         CaseResult {
             name: case.name.clone(),

@@ -88,11 +88,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Code> {
             outln!(out, "  policies: {}", response.policies.join(", "));
         }
         for e in &response.errors {
-            if e.policy.is_empty() {
-                outln!(out, "  error: {}", e.message);
-            } else {
-                outln!(out, "  error in `{}`: {}", e.policy, e.message);
-            }
+            outln!(out, "  {e}");
         }
         if let Some(e) = &explanation {
             outln!(out);
