@@ -58,9 +58,16 @@ impl DeclaredTypes {
 /// and the rest checked against the declared type. `path` names the value in
 /// the error, which says where and what was expected.
 pub(crate) fn project(value: &Value, ty: &Type, path: &str) -> Result<Value, String> {
+    project_at(value, ty, &|| path.to_owned())
+}
+
+/// [`project`] with the path built only when there is an error to report
+/// (this runs on every decision).
+fn project_at(value: &Value, ty: &Type, path: &dyn Fn() -> String) -> Result<Value, String> {
     let mismatch = |expected: &str| {
         Err(format!(
-            "`{path}` must be {expected}, as the policy pack's schema declares, but is `{value}`"
+            "`{}` must be {expected}, as the policy pack's schema declares, but is `{value}`",
+            path()
         ))
     };
     match (&value.value, ty) {
@@ -68,16 +75,15 @@ pub(crate) fn project(value: &Value, ty: &Type, path: &str) -> Result<Value, Str
             let mut kept = Vec::with_capacity(fields.len());
             for (name, v) in fields.iter() {
                 if let Some(declared) = attrs.get_attr(name) {
-                    kept.push((
-                        name.clone(),
-                        project(v, &declared.attr_type, &format!("{path}.{name}"))?,
-                    ));
+                    let child = || format!("{}.{name}", path());
+                    kept.push((name.clone(), project_at(v, &declared.attr_type, &child)?));
                 }
             }
             for (name, declared) in attrs.iter() {
                 if declared.is_required && !fields.contains_key(name) {
                     return Err(format!(
-                        "`{path}.{name}` is required by the policy pack's schema but missing"
+                        "`{}.{name}` is required by the policy pack's schema but missing",
+                        path()
                     ));
                 }
             }
@@ -88,9 +94,9 @@ pub(crate) fn project(value: &Value, ty: &Type, path: &str) -> Result<Value, Str
             Some(element) => {
                 // Sets are unordered: name the element by its value, not a position.
                 let mut items = Vec::with_capacity(set.len());
-                let each = format!("{path}[*]");
+                let each = || format!("{}[*]", path());
                 for v in set.iter() {
-                    items.push(project(v, element, &each)?);
+                    items.push(project_at(v, element, &each)?);
                 }
                 Ok(Value::set(items, None))
             }
