@@ -1,0 +1,229 @@
+//! What a receipt says, and its canonical bytes.
+//!
+//! A receipt's identity is its canonical form: the receipt as JSON,
+//! canonicalised per RFC 8785 (JCS). Anyone can recompute it from the JSON
+//! alone, in any language, without this crate's types. The Merkle leaf is
+//! those bytes; the receipt signature covers them too.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Version of the receipt format written by this build.
+pub const RECEIPT_VERSION: u32 = 1;
+
+/// One decision (or, later, one approval resolution), as the log records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Receipt format version.
+    pub v: u32,
+    /// Position in the log (the Merkle leaf index), from 0.
+    pub index: u64,
+    /// What kind of event the receipt records (`decision`).
+    pub kind: String,
+    /// The decision's id, as returned to the caller.
+    pub decision_id: String,
+    /// When the decision was made (RFC 3339, UTC, microseconds).
+    pub time: String,
+    /// The agent that attempted the call.
+    pub principal: Principal,
+    /// Every hop from the task's root agent to this principal, root first.
+    /// Empty when the call was not made under a delegated task credential.
+    pub delegation: Vec<DelegationHop>,
+    /// The task the call belonged to, if the caller named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskRef>,
+    /// The tool call.
+    pub call: CallRef,
+    /// `sha256:` digest of the canonical JSON of the full arguments.
+    pub arguments_sha256: String,
+    /// The arguments as stored: redacted paths replaced by their digests.
+    /// Absent when arguments are stored only as a digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Value>,
+    /// `sha256:` digest of the canonical JSON of the whole request evaluated,
+    /// with the server's time filled in.
+    pub context_sha256: String,
+    /// Version hash of the policy pack in force.
+    pub policy_version: String,
+    /// Ids of the policies that determined the outcome.
+    pub policies: Vec<String>,
+    /// `allow`, `deny` or `approval_required`.
+    pub decision: String,
+    /// Reasons given for the outcome.
+    pub reasons: Vec<String>,
+    /// Policy evaluation errors (any makes the decision a deny).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// Who resolved an approval, when the receipt records one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+}
+
+/// The agent in a receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// Workload identity.
+    pub id: String,
+    /// The person the agent acted for, kept apart from the agent's identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+}
+
+/// One hop of a delegation chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DelegationHop {
+    /// The agent at this hop.
+    pub agent: String,
+    /// Depth from the task's root agent (0 for the root).
+    pub depth: u32,
+}
+
+/// The task in a receipt: its id and a digest of its intent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRef {
+    /// Task id.
+    pub id: String,
+    /// `sha256:` digest of the task's intent text.
+    pub intent_sha256: String,
+}
+
+/// The tool call in a receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRef {
+    /// Server offering the tool.
+    pub server: String,
+    /// Tool name.
+    pub tool: String,
+    /// The Cedar action evaluated.
+    pub action: String,
+}
+
+/// Why a receipt could not be encoded or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptError {
+    /// The receipt is not JSON that can be canonicalised.
+    #[error("receipt cannot be canonicalised: {0}")]
+    Canonical(#[from] serde_json::Error),
+    /// The receipt JSON carries no usable `index`.
+    #[error("receipt has no unsigned integer `index`")]
+    NoIndex,
+}
+
+/// A receipt as a log leaf: its canonical bytes and the log key's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Position in the log.
+    pub index: u64,
+    /// RFC 8785 canonical JSON of the receipt; the Merkle leaf data.
+    pub canonical: Vec<u8>,
+    /// Ed25519 signature over [`Entry::signed_message`].
+    pub signature: Vec<u8>,
+}
+
+/// Prefix of every receipt signature's message, so that a receipt signature
+/// can never pass for a signature of anything else (a checkpoint note, say).
+pub const RECEIPT_SIGNATURE_CONTEXT: &[u8] = b"mandate receipt v1\n";
+
+impl Entry {
+    /// The message a receipt signature covers: a fixed context string, then
+    /// the canonical bytes.
+    pub fn signed_message(canonical: &[u8]) -> Vec<u8> {
+        let mut message = Vec::with_capacity(RECEIPT_SIGNATURE_CONTEXT.len() + canonical.len());
+        message.extend_from_slice(RECEIPT_SIGNATURE_CONTEXT);
+        message.extend_from_slice(canonical);
+        message
+    }
+
+    /// The RFC 6962 leaf hash: SHA-256(0x00 || canonical bytes).
+    pub fn leaf_hash(&self) -> tlog_tiles::Hash {
+        tlog_tiles::record_hash(&self.canonical)
+    }
+}
+
+impl Receipt {
+    /// The receipt's canonical bytes (RFC 8785).
+    pub fn canonical(&self) -> Result<Vec<u8>, ReceiptError> {
+        Ok(serde_json_canonicalizer::to_vec(self)?)
+    }
+}
+
+/// Canonical bytes of any JSON value (RFC 8785); how a verifier recomputes a
+/// leaf from receipt JSON it did not write, whatever fields it holds.
+pub fn canonical_json(value: &Value) -> Result<Vec<u8>, ReceiptError> {
+    Ok(serde_json_canonicalizer::to_vec(value)?)
+}
+
+/// `sha256:<hex>` of the canonical JSON of `value`.
+pub fn digest_json<T: Serialize>(value: &T) -> Result<String, ReceiptError> {
+    let bytes = serde_json_canonicalizer::to_vec(value)?;
+    Ok(digest_bytes(&bytes))
+}
+
+/// `sha256:<hex>` of raw bytes.
+pub fn digest_bytes(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for byte in digest {
+        use std::fmt::Write;
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+/// Replaces each value at a redacted path of `arguments` with
+/// `{"redacted_sha256": "<digest of the value>"}`.
+///
+/// A path is a dot-separated list of object keys (`body`, `payment.card`).
+/// Paths that do not exist are ignored. The digest lets someone holding the
+/// original value prove it was the one used, without the receipt revealing it.
+pub fn redact(arguments: &mut Value, paths: &[Vec<String>]) -> Result<(), ReceiptError> {
+    for path in paths {
+        if let Some(value) = value_at(arguments, path) {
+            let digest = digest_json(value)?;
+            *value = serde_json::json!({ "redacted_sha256": digest });
+        }
+    }
+    Ok(())
+}
+
+fn value_at<'a>(root: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
+    path.iter()
+        .try_fold(root, |node, key| node.get_mut(key.as_str()))
+        .filter(|_| !path.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_form_sorts_keys_and_drops_whitespace() {
+        let value = json!({"b": 1, "a": {"d": [1, 2], "c": "x"}});
+        let bytes = canonical_json(&value).unwrap();
+        assert_eq!(bytes, br#"{"a":{"c":"x","d":[1,2]},"b":1}"#);
+    }
+
+    #[test]
+    fn redaction_replaces_the_value_with_its_digest() {
+        let mut args = json!({"to": "a@b.c", "body": "secret", "meta": {"card": "4111"}});
+        let paths = vec![
+            vec!["body".to_owned()],
+            vec!["meta".to_owned(), "card".to_owned()],
+            vec!["missing".to_owned(), "x".to_owned()],
+        ];
+        redact(&mut args, &paths).unwrap();
+        assert_eq!(args["to"], "a@b.c");
+        assert_eq!(
+            args["body"]["redacted_sha256"],
+            digest_json(&json!("secret")).unwrap()
+        );
+        assert!(!args.to_string().contains("secret"));
+        assert!(!args.to_string().contains("4111"));
+    }
+}
