@@ -136,9 +136,9 @@ impl Entry {
         message
     }
 
-    /// The RFC 6962 leaf hash: SHA-256(0x00 || canonical bytes).
+    /// The RFC 6962 leaf hash of this entry.
     pub fn leaf_hash(&self) -> tlog_tiles::Hash {
-        tlog_tiles::record_hash(&self.canonical)
+        leaf_hash(&self.canonical)
     }
 }
 
@@ -147,6 +147,11 @@ impl Receipt {
     pub fn canonical(&self) -> Result<Vec<u8>, ReceiptError> {
         Ok(serde_json_canonicalizer::to_vec(self)?)
     }
+}
+
+/// The RFC 6962 leaf hash of a receipt's canonical bytes: SHA-256(0x00 || bytes).
+pub fn leaf_hash(canonical: &[u8]) -> tlog_tiles::Hash {
+    tlog_tiles::record_hash(canonical)
 }
 
 /// Canonical bytes of any JSON value (RFC 8785); how a verifier recomputes a

@@ -1,1 +1,66 @@
-//! Mandate persistence.
+//! Mandate's persistence: the receipt ledger on embedded SQLite.
+//!
+//! [`Ledger`] is the gateway's handle: it appends receipts through one writer
+//! thread that commits them in groups (one transaction and one fsync for
+//! every receipt waiting at that moment), and answers only after the commit,
+//! so an acknowledged receipt is on disk. [`LedgerReader`] reads the same
+//! database, also while a gateway writes to it.
+//!
+//! PostgreSQL for several gateway instances is not here yet.
+
+mod ledger;
+mod reader;
+mod schema;
+mod writer;
+
+use std::path::PathBuf;
+
+pub use ledger::{Appended, Ledger, LedgerConfig, ReceiptProof};
+pub use reader::{ExportSummary, LedgerReader, StoredCheckpoint, StoredReceipt};
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("ledger database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Reading or writing a file failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// There is no ledger database at the path.
+    #[error("no ledger at {0} (it is created by `mandate serve` in its data directory)")]
+    Missing(PathBuf),
+    /// The stored log contradicts itself; Mandate will not serve it.
+    #[error("the ledger is corrupt: {0}")]
+    Corrupt(String),
+    /// The database is of a kind or version this build cannot use.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The ledger was started with another signing key.
+    #[error(
+        "the ledger was signed with key `{stored}`, but the configured key is `{configured}`; a log has one key: configure the original key or use a new data directory"
+    )]
+    KeyMismatch {
+        /// Verifier key recorded in the ledger.
+        stored: String,
+        /// Verifier key of the configured signing key.
+        configured: String,
+    },
+    /// An earlier write failed; no receipt is accepted until restart, which
+    /// recovers from what is on disk.
+    #[error("the ledger stopped accepting receipts after a write failed: {0}; restart Mandate")]
+    Failed(String),
+    /// The ledger was closed.
+    #[error("the ledger is closed")]
+    Closed,
+    /// A receipt could not be encoded.
+    #[error(transparent)]
+    Receipt(#[from] mandate_ledger::ReceiptError),
+    /// A checkpoint could not be signed or opened.
+    #[error(transparent)]
+    Checkpoint(#[from] mandate_ledger::CheckpointError),
+    /// A proof could not be made.
+    #[error(transparent)]
+    Proof(#[from] mandate_ledger::ProofError),
+}

@@ -1,0 +1,353 @@
+//! The gateway's handle on the ledger: open and recover, append, prove.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mandate_ledger::{
+    ConsistencyProof, Hash, InclusionProof, LogKey, LogVerifier, MerkleTree, Receipt,
+    SignedCheckpoint,
+};
+use rusqlite::{Connection, params};
+use tokio::sync::oneshot;
+
+use crate::reader::{LedgerReader, StoredReceipt, meta};
+use crate::writer::{Command, Writer, insert_checkpoint};
+use crate::{StoreError, schema};
+
+/// How the ledger writes.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// Longest time a committed receipt waits for a signed checkpoint.
+    /// Reading a receipt's proof or the checkpoint signs one at once.
+    pub checkpoint_interval: Duration,
+    /// Most receipts committed in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: Duration::from_secs(5),
+            max_batch: 1024,
+        }
+    }
+}
+
+/// A receipt that is durable.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Appended {
+    /// Its leaf index.
+    pub index: u64,
+    /// Its leaf hash.
+    pub leaf_hash: Hash,
+}
+
+/// A receipt with the proof that the newest checkpoint includes it.
+#[derive(Debug, Clone)]
+pub struct ReceiptProof {
+    /// The receipt as stored.
+    pub receipt: StoredReceipt,
+    /// Its inclusion proof against `checkpoint`.
+    pub proof: InclusionProof,
+    /// The checkpoint the proof is against.
+    pub checkpoint: SignedCheckpoint,
+}
+
+/// State the writer and the readers share.
+pub(crate) struct Shared {
+    pub(crate) tree: RwLock<MerkleTree>,
+    committed: AtomicU64,
+    latest: RwLock<SignedCheckpoint>,
+    failure: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Receipts committed to disk.
+    pub(crate) fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// The newest signed checkpoint.
+    pub(crate) fn latest(&self) -> SignedCheckpoint {
+        self.latest
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records a commit of `added` receipts (and a checkpoint signed with them).
+    pub(crate) fn advance(&self, added: u64, checkpoint: Option<SignedCheckpoint>) {
+        self.committed.fetch_add(added, Ordering::AcqRel);
+        if let Some(checkpoint) = checkpoint {
+            *self.latest.write().unwrap_or_else(PoisonError::into_inner) = checkpoint;
+        }
+    }
+
+    /// Why the ledger stopped accepting receipts, if it did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn fail(&self, why: String) {
+        let mut failure = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+        failure.get_or_insert(why);
+    }
+}
+
+/// The receipt ledger of one gateway. Cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    commands: Mutex<Option<Sender<Command>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    shared: Arc<Shared>,
+    reader: Mutex<LedgerReader>,
+    verifier: LogVerifier,
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger at `path`, signing with `key`.
+    ///
+    /// Recovery happens here: the tree is rebuilt from the stored leaves, the
+    /// newest checkpoint must verify with the key and match that tree, and a
+    /// checkpoint is signed for any receipt committed after it (a crash
+    /// between commit and checkpoint). Anything contradictory refuses to open.
+    pub fn open(path: &Path, key: LogKey, config: LedgerConfig) -> Result<Self, StoreError> {
+        let verifier = key.verifier();
+        let mut conn = Connection::open(path)?;
+        schema::configure_writer(&conn)?;
+        check_or_record_key(&mut conn, &key, &verifier)?;
+
+        let reader = LedgerReader::from_connection(Connection::open(path)?)?;
+        let tree = reader.tree()?;
+        let latest = match reader.latest_checkpoint()? {
+            Some(stored) => {
+                let opened = SignedCheckpoint::open(&verifier, &stored.checkpoint.note)
+                    .map_err(|e| StoreError::Corrupt(format!("newest checkpoint: {e}")))?;
+                if opened.size > tree.len() {
+                    return Err(StoreError::Corrupt(format!(
+                        "the newest checkpoint covers {} receipts but only {} are stored: receipts were removed",
+                        opened.size,
+                        tree.len()
+                    )));
+                }
+                if tree.root(opened.size)? != opened.root || opened != stored.checkpoint {
+                    return Err(StoreError::Corrupt(format!(
+                        "the stored receipts do not hash to the newest checkpoint's root at size {}",
+                        opened.size
+                    )));
+                }
+                Some(opened)
+            }
+            None => None,
+        };
+        let latest = match latest {
+            Some(c) if c.size == tree.len() => c,
+            behind => {
+                let checkpoint = SignedCheckpoint::sign(&key, tree.len(), tree.root(tree.len())?)?;
+                insert_checkpoint(&conn, &checkpoint)?;
+                if let Some(old) = behind {
+                    tracing::info!(
+                        from = old.size,
+                        to = checkpoint.size,
+                        "signed a checkpoint for receipts committed before the last stop"
+                    );
+                }
+                checkpoint
+            }
+        };
+
+        let shared = Arc::new(Shared {
+            committed: AtomicU64::new(tree.len()),
+            tree: RwLock::new(tree),
+            latest: RwLock::new(latest),
+            failure: Mutex::new(None),
+        });
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            conn,
+            key,
+            shared: Arc::clone(&shared),
+            checkpoint_interval: config.checkpoint_interval,
+            max_batch: config.max_batch.max(1),
+        };
+        let handle = std::thread::Builder::new()
+            .name("mandate-ledger".to_owned())
+            .spawn(move || writer.run(rx))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                commands: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(handle)),
+                shared,
+                reader: Mutex::new(reader),
+                verifier,
+            }),
+        })
+    }
+
+    /// The log's public key.
+    pub fn verifier(&self) -> &LogVerifier {
+        &self.inner.verifier
+    }
+
+    /// Receipts committed so far.
+    pub fn size(&self) -> u64 {
+        self.inner.shared.committed()
+    }
+
+    /// Why the ledger stopped accepting receipts, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.shared.failure()
+    }
+
+    /// The newest signed checkpoint (it may not cover the last few receipts).
+    pub fn latest_checkpoint(&self) -> SignedCheckpoint {
+        self.inner.shared.latest()
+    }
+
+    /// Appends `receipt` (its `index` is assigned by the ledger) and returns
+    /// once it is committed to disk.
+    pub async fn append(&self, receipt: Receipt) -> Result<Appended, StoreError> {
+        let (ack, answer) = oneshot::channel();
+        self.send(Command::Append(Box::new(receipt), ack))?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// A checkpoint covering every receipt committed before the call.
+    pub async fn checkpoint(&self) -> Result<SignedCheckpoint, StoreError> {
+        let latest = self.inner.shared.latest();
+        if latest.size >= self.size() {
+            return Ok(latest);
+        }
+        let (ack, answer) = oneshot::channel();
+        self.send(Command::Checkpoint(ack))?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The receipt of `decision_id` with its inclusion proof against a
+    /// checkpoint that covers it (signing one if needed).
+    pub async fn receipt(&self, decision_id: &str) -> Result<Option<ReceiptProof>, StoreError> {
+        let this = self.clone();
+        let id = decision_id.to_owned();
+        let stored = tokio::task::spawn_blocking(move || {
+            this.inner
+                .reader
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .receipt(&id)
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        let Some(receipt) = stored else {
+            return Ok(None);
+        };
+        let mut checkpoint = self.inner.shared.latest();
+        if checkpoint.size <= receipt.index {
+            checkpoint = self.checkpoint().await?;
+        }
+        let proof = self
+            .tree()
+            .prove_inclusion(receipt.index, checkpoint.size)?;
+        Ok(Some(ReceiptProof {
+            receipt,
+            proof,
+            checkpoint,
+        }))
+    }
+
+    /// Proof that the tree of size `from` is a prefix of the tree of size
+    /// `to`; both must be within the newest checkpoint.
+    pub fn consistency(&self, from: u64, to: u64) -> Result<ConsistencyProof, StoreError> {
+        let signed = self.inner.shared.latest().size;
+        if to > signed {
+            return Err(mandate_ledger::ProofError::BeyondTree {
+                size: to,
+                leaves: signed,
+            }
+            .into());
+        }
+        Ok(self.tree().prove_consistency(from, to)?)
+    }
+
+    /// Root of the tree of the first `size` receipts (within the newest checkpoint).
+    pub fn root(&self, size: u64) -> Result<Hash, StoreError> {
+        Ok(self.tree().root(size)?)
+    }
+
+    fn tree(&self) -> std::sync::RwLockReadGuard<'_, MerkleTree> {
+        self.inner
+            .shared
+            .tree
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn send(&self, command: Command) -> Result<(), StoreError> {
+        let commands = self
+            .inner
+            .commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match commands.as_ref() {
+            Some(tx) => tx.send(command).map_err(|_| StoreError::Closed),
+            None => Err(StoreError::Closed),
+        }
+    }
+
+    /// Signs a last checkpoint, stops the writer and waits for it. Appends
+    /// after this fail with [`StoreError::Closed`].
+    pub async fn close(&self) -> Result<SignedCheckpoint, StoreError> {
+        let (ack, answer) = oneshot::channel();
+        self.send(Command::Close(ack))?;
+        let result = answer.await.map_err(|_| StoreError::Closed)?;
+        self.inner
+            .commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let handle = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        result
+    }
+}
+
+/// A log has one key: record it on first open, refuse another later.
+fn check_or_record_key(
+    conn: &mut Connection,
+    key: &LogKey,
+    verifier: &LogVerifier,
+) -> Result<(), StoreError> {
+    match meta(conn, "verifier_key")? {
+        Some(stored) if stored == verifier.as_text() => Ok(()),
+        Some(stored) => Err(StoreError::KeyMismatch {
+            stored,
+            configured: verifier.as_text().to_owned(),
+        }),
+        None => {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO ledger_meta (key, value) VALUES ('origin', ?1), ('verifier_key', ?2)",
+                params![key.name(), verifier.as_text()],
+            )?;
+            tx.commit()?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Reading the ledger: receipts, checkpoints, the tree, exports.
+//!
+//! A [`LedgerReader`] is one SQLite connection. Under WAL it reads a
+//! consistent snapshot while the server keeps writing, so `mandate receipts
+//! export` and `prove` work against a running gateway.
+
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use mandate_ledger::export::EXPORT_FORMAT;
+use mandate_ledger::{ExportLine, Hash, MerkleTree, SignedCheckpoint};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde_json::value::RawValue;
+
+use crate::{StoreError, schema};
+
+/// A receipt as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReceipt {
+    /// Leaf index.
+    pub index: u64,
+    /// The decision's id.
+    pub decision_id: String,
+    /// Canonical JSON of the receipt.
+    pub body: String,
+    /// Ed25519 signature over the receipt.
+    pub signature: Vec<u8>,
+}
+
+/// A checkpoint as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredCheckpoint {
+    /// The signed checkpoint.
+    pub checkpoint: SignedCheckpoint,
+    /// When it was signed (RFC 3339).
+    pub created_at: String,
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct ExportSummary {
+    /// Receipt lines written.
+    pub receipts: u64,
+    /// Checkpoint lines written.
+    pub checkpoints: u64,
+}
+
+/// Read access to a ledger database.
+pub struct LedgerReader {
+    conn: Connection,
+}
+
+impl LedgerReader {
+    /// Opens the ledger at `path` read-only. The file must exist.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Missing(path.to_owned()));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        Self::from_connection(conn)
+    }
+
+    pub(crate) fn from_connection(conn: Connection) -> Result<Self, StoreError> {
+        schema::configure_reader(&conn)?;
+        Ok(Self { conn })
+    }
+
+    /// The verifier key the ledger was created with.
+    pub fn verifier_key(&self) -> Result<Option<String>, StoreError> {
+        meta(&self.conn, "verifier_key")
+    }
+
+    /// Number of receipts.
+    pub fn len(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM receipts", [], |row| row.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Whether the ledger holds no receipt.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The receipt of decision `decision_id`.
+    pub fn receipt(&self, decision_id: &str) -> Result<Option<StoredReceipt>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT idx, decision_id, body, signature FROM receipts WHERE decision_id = ?1",
+            )?
+            .query_row(params![decision_id], stored_receipt)
+            .optional()?)
+    }
+
+    /// The receipt at leaf `index`.
+    pub fn receipt_at(&self, index: u64) -> Result<Option<StoredReceipt>, StoreError> {
+        let index = i64::try_from(index).unwrap_or(i64::MAX);
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT idx, decision_id, body, signature FROM receipts WHERE idx = ?1",
+            )?
+            .query_row(params![index], stored_receipt)
+            .optional()?)
+    }
+
+    /// Every checkpoint, oldest first.
+    pub fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT size, root, note, created_at FROM checkpoints ORDER BY size")?;
+        let rows = stmt.query_map([], stored_checkpoint)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest checkpoint.
+    pub fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT size, root, note, created_at FROM checkpoints ORDER BY size DESC LIMIT 1",
+            )?
+            .query_row([], stored_checkpoint)
+            .optional()?)
+    }
+
+    /// Rebuilds the Merkle tree from the stored leaf hashes, checking that
+    /// indices run 0, 1, 2, … without gaps.
+    pub fn tree(&self) -> Result<MerkleTree, StoreError> {
+        let mut tree = MerkleTree::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT idx, leaf_hash FROM receipts ORDER BY idx")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let index: i64 = row.get(0)?;
+            let hash: Vec<u8> = row.get(1)?;
+            if u64::try_from(index).ok() != Some(tree.len()) {
+                return Err(StoreError::Corrupt(format!(
+                    "receipt index {index} follows {} receipts: the log has a gap",
+                    tree.len()
+                )));
+            }
+            let hash: [u8; 32] = hash.try_into().map_err(|_| {
+                StoreError::Corrupt(format!("leaf hash of receipt {index} is not 32 bytes"))
+            })?;
+            tree.push(Hash(hash));
+        }
+        Ok(tree)
+    }
+
+    /// Writes the whole ledger as JSON Lines ([`ExportLine`]) from one
+    /// consistent snapshot: a header, then receipts in log order, each
+    /// checkpoint right after the receipt that completes its tree.
+    /// `progress` is called with the number of receipts written so far.
+    pub fn export(
+        &self,
+        out: &mut dyn Write,
+        mut progress: impl FnMut(u64),
+    ) -> Result<ExportSummary, StoreError> {
+        // A read transaction pins one snapshot for the whole export.
+        let snapshot = self.conn.unchecked_transaction()?;
+        let mut summary = ExportSummary::default();
+        let header = ExportLine::Log {
+            format: EXPORT_FORMAT.to_owned(),
+            origin: meta(&snapshot, "origin")?.unwrap_or_default(),
+            verifier_key: meta(&snapshot, "verifier_key")?.unwrap_or_default(),
+        };
+        write_line(out, &header)?;
+
+        let checkpoints = self.checkpoints()?;
+        let mut pending = checkpoints.iter().peekable();
+        let mut emit_due = |out: &mut dyn Write, written: u64, summary: &mut ExportSummary| {
+            while let Some(c) = pending.next_if(|c| c.checkpoint.size <= written) {
+                write_line(
+                    out,
+                    &ExportLine::Checkpoint {
+                        size: c.checkpoint.size,
+                        note: c.checkpoint.note.clone(),
+                    },
+                )?;
+                summary.checkpoints += 1;
+            }
+            Ok::<(), StoreError>(())
+        };
+        emit_due(out, 0, &mut summary)?;
+
+        let mut stmt = snapshot
+            .prepare("SELECT idx, decision_id, body, signature FROM receipts ORDER BY idx")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let receipt = stored_receipt(row)?;
+            let raw = RawValue::from_string(receipt.body).map_err(|e| {
+                StoreError::Corrupt(format!("receipt {} is not valid JSON: {e}", receipt.index))
+            })?;
+            write_line(
+                out,
+                &ExportLine::Receipt {
+                    receipt: raw,
+                    signature: BASE64.encode(&receipt.signature),
+                },
+            )?;
+            summary.receipts += 1;
+            emit_due(out, summary.receipts, &mut summary)?;
+            if summary.receipts % 10_000 == 0 {
+                progress(summary.receipts);
+            }
+        }
+        progress(summary.receipts);
+        out.flush()?;
+        Ok(summary)
+    }
+}
+
+fn write_line(out: &mut dyn Write, line: &ExportLine) -> Result<(), StoreError> {
+    serde_json::to_writer(&mut *out, line).map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+pub(crate) fn meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM ledger_meta WHERE key = ?1")?
+        .query_row(params![key], |row| row.get(0))
+        .optional()?)
+}
+
+fn stored_receipt(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReceipt> {
+    let index: i64 = row.get(0)?;
+    Ok(StoredReceipt {
+        index: u64::try_from(index).unwrap_or(0),
+        decision_id: row.get(1)?,
+        body: row.get(2)?,
+        signature: row.get(3)?,
+    })
+}
+
+fn stored_checkpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCheckpoint> {
+    let size: i64 = row.get(0)?;
+    let root: Vec<u8> = row.get(1)?;
+    let root: [u8; 32] = root.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            1,
+            rusqlite::types::Type::Blob,
+            "checkpoint root is not 32 bytes".into(),
+        )
+    })?;
+    Ok(StoredCheckpoint {
+        checkpoint: SignedCheckpoint {
+            size: u64::try_from(size).unwrap_or(0),
+            root: Hash(root),
+            note: row.get(2)?,
+        },
+        created_at: row.get(3)?,
+    })
+}

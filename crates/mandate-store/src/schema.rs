@@ -1,0 +1,73 @@
+//! The ledger's tables and connection settings.
+
+use rusqlite::Connection;
+
+use crate::StoreError;
+
+/// Schema version stored in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const CREATE: &str = "
+CREATE TABLE IF NOT EXISTS ledger_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+
+-- One row per receipt; idx is the Merkle leaf index. The columns after
+-- `signature` copy fields of the body so that receipts can be searched.
+CREATE TABLE IF NOT EXISTS receipts (
+    idx         INTEGER PRIMARY KEY,
+    decision_id TEXT    NOT NULL UNIQUE,
+    leaf_hash   BLOB    NOT NULL,
+    body        TEXT    NOT NULL,
+    signature   BLOB    NOT NULL,
+    time        TEXT    NOT NULL,
+    principal   TEXT    NOT NULL,
+    task_id     TEXT,
+    tool        TEXT    NOT NULL,
+    decision    TEXT    NOT NULL
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size       INTEGER PRIMARY KEY,
+    root       BLOB    NOT NULL,
+    note       TEXT    NOT NULL,
+    created_at TEXT    NOT NULL
+) STRICT;
+";
+
+/// Settings for the writer connection: WAL, and a sync on every commit, so
+/// that a committed receipt survives power loss, not only a process crash.
+pub(crate) fn configure_writer(conn: &Connection) -> Result<(), StoreError> {
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unsupported(format!(
+            "the database refused WAL mode (journal_mode is `{mode}`)"
+        )));
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA busy_timeout = 5000;",
+    )?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Unsupported(format!(
+            "the ledger was written by a newer Mandate (schema {version}, this build knows {SCHEMA_VERSION})"
+        )));
+    }
+    conn.execute_batch(CREATE)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(())
+}
+
+/// Settings for a reader connection.
+pub(crate) fn configure_reader(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version != SCHEMA_VERSION {
+        return Err(StoreError::Unsupported(format!(
+            "no Mandate ledger of schema {SCHEMA_VERSION} here (found schema {version})"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! The ledger's single writer: group commit.
+//!
+//! Appends queue on a channel. The writer takes everything waiting, gives
+//! each receipt the next leaf index, signs it, and commits the whole group in
+//! one transaction (one fsync under `synchronous = FULL`). Only then does it
+//! answer, so a caller never hears of a receipt that is not on disk. Under
+//! load groups grow and the fsync cost is shared; with one caller a group is
+//! one receipt.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::{SecondsFormat, Utc};
+use mandate_ledger::{Hash, LogKey, Receipt, SignedCheckpoint};
+use rusqlite::{Connection, params};
+use tokio::sync::oneshot;
+
+use crate::StoreError;
+use crate::ledger::{Appended, Shared};
+
+/// A request to the writer.
+pub(crate) enum Command {
+    /// Append a receipt (its `index` is assigned here).
+    Append(Box<Receipt>, oneshot::Sender<Result<Appended, StoreError>>),
+    /// Sign a checkpoint covering every committed receipt, if the newest does not.
+    Checkpoint(oneshot::Sender<Result<SignedCheckpoint, StoreError>>),
+    /// Sign a last checkpoint and stop.
+    Close(oneshot::Sender<Result<SignedCheckpoint, StoreError>>),
+}
+
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
+    pub(crate) key: LogKey,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) checkpoint_interval: Duration,
+    pub(crate) max_batch: usize,
+}
+
+/// A receipt ready to insert.
+struct Prepared {
+    receipt: Box<Receipt>,
+    canonical: String,
+    signature: Vec<u8>,
+    leaf: Hash,
+    ack: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+impl Writer {
+    /// Runs until every sender is gone or `Close` arrives.
+    pub(crate) fn run(mut self, commands: Receiver<Command>) {
+        let mut last_checkpoint = Instant::now();
+        loop {
+            let wait = self
+                .checkpoint_interval
+                .saturating_sub(last_checkpoint.elapsed())
+                .max(Duration::from_millis(1));
+            let first = match commands.recv_timeout(wait) {
+                Ok(command) => Some(command),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.checkpoint_if_behind();
+                    return;
+                }
+            };
+            let mut batch: Vec<Command> = first.into_iter().collect();
+            while batch.len() < self.max_batch {
+                match commands.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+
+            let mut prepared = Vec::new();
+            let mut waiters = Vec::new();
+            let mut closing = None;
+            let base = self.shared.committed();
+            for command in batch {
+                match command {
+                    Command::Append(mut receipt, ack) => {
+                        if let Some(failure) = self.shared.failure() {
+                            let _ = ack.send(Err(StoreError::Failed(failure)));
+                            continue;
+                        }
+                        receipt.index = base + prepared.len() as u64;
+                        match self.prepare(receipt, ack) {
+                            Ok(p) => prepared.push(p),
+                            Err((ack, e)) => {
+                                let _ = ack.send(Err(e));
+                            }
+                        }
+                    }
+                    Command::Checkpoint(ack) => waiters.push(ack),
+                    Command::Close(ack) => closing = Some(ack),
+                }
+            }
+
+            let due = !waiters.is_empty()
+                || closing.is_some()
+                || last_checkpoint.elapsed() >= self.checkpoint_interval;
+            match self.commit(prepared, due) {
+                Ok(signed) => {
+                    if signed {
+                        last_checkpoint = Instant::now();
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "ledger write failed; refusing further receipts until restart");
+                    self.shared.fail(e.to_string());
+                }
+            }
+            let answer = || match self.shared.failure() {
+                Some(failure) => Err(StoreError::Failed(failure)),
+                None => Ok(self.shared.latest()),
+            };
+            for ack in waiters {
+                let _ = ack.send(answer());
+            }
+            if let Some(ack) = closing {
+                let _ = ack.send(answer());
+                return;
+            }
+        }
+    }
+
+    /// Canonical bytes, signature and leaf hash of one receipt.
+    #[allow(clippy::result_large_err)]
+    fn prepare(
+        &self,
+        receipt: Box<Receipt>,
+        ack: oneshot::Sender<Result<Appended, StoreError>>,
+    ) -> Result<Prepared, (oneshot::Sender<Result<Appended, StoreError>>, StoreError)> {
+        let canonical = match receipt.canonical() {
+            Ok(bytes) => bytes,
+            Err(e) => return Err((ack, e.into())),
+        };
+        let signature = self.key.sign_entry(&canonical);
+        let leaf = mandate_ledger::receipt::leaf_hash(&canonical);
+        // Canonical JSON is UTF-8 by construction.
+        let canonical = match String::from_utf8(canonical) {
+            Ok(text) => text,
+            Err(e) => return Err((ack, StoreError::Corrupt(e.to_string()))),
+        };
+        Ok(Prepared {
+            receipt,
+            canonical,
+            signature,
+            leaf,
+            ack,
+        })
+    }
+
+    /// Commits `prepared` (and a checkpoint when `checkpoint_due`) in one
+    /// transaction, then answers each append. Returns whether a checkpoint was signed.
+    fn commit(
+        &mut self,
+        prepared: Vec<Prepared>,
+        checkpoint_due: bool,
+    ) -> Result<bool, StoreError> {
+        let behind = self.shared.latest().size < self.shared.committed() + prepared.len() as u64;
+        if prepared.is_empty() && !(checkpoint_due && behind) {
+            return Ok(false);
+        }
+        let result = self.write(&prepared, checkpoint_due && behind);
+        match result {
+            Ok(checkpoint) => {
+                self.shared
+                    .advance(prepared.len() as u64, checkpoint.clone());
+                for p in prepared {
+                    let _ = p.ack.send(Ok(Appended {
+                        index: p.receipt.index,
+                        leaf_hash: p.leaf,
+                    }));
+                }
+                Ok(checkpoint.is_some())
+            }
+            Err(e) => {
+                for p in prepared {
+                    let _ = p.ack.send(Err(StoreError::Failed(e.to_string())));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn write(
+        &mut self,
+        prepared: &[Prepared],
+        sign_checkpoint: bool,
+    ) -> Result<Option<SignedCheckpoint>, StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO receipts (idx, decision_id, leaf_hash, body, signature, time, principal, task_id, tool, decision)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
+            for p in prepared {
+                let r = &p.receipt;
+                insert.execute(params![
+                    i64::try_from(r.index).unwrap_or(i64::MAX),
+                    r.decision_id,
+                    p.leaf.0.as_slice(),
+                    p.canonical,
+                    p.signature,
+                    r.time,
+                    r.principal.id,
+                    r.task.as_ref().map(|t| t.id.as_str()),
+                    format!("{}/{}", r.call.server, r.call.tool),
+                    r.decision,
+                ])?;
+            }
+        }
+        // Leaves go into the shared tree before the commit: readers only
+        // look at sizes up to what is committed, which these do not change.
+        let size = {
+            let mut tree = self
+                .shared
+                .tree
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            for p in prepared {
+                tree.push(p.leaf);
+            }
+            tree.len()
+        };
+        let checkpoint = if sign_checkpoint {
+            let root = self
+                .shared
+                .tree
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .root(size)?;
+            let signed = SignedCheckpoint::sign(&self.key, size, root)?;
+            insert_checkpoint(&tx, &signed)?;
+            Some(signed)
+        } else {
+            None
+        };
+        tx.commit()?;
+        Ok(checkpoint)
+    }
+
+    /// Signs a checkpoint if the newest one does not cover every receipt.
+    fn checkpoint_if_behind(&mut self) -> Result<bool, StoreError> {
+        self.commit(Vec::new(), true)
+    }
+}
+
+/// Stores a signed checkpoint.
+pub(crate) fn insert_checkpoint(
+    conn: &Connection,
+    checkpoint: &SignedCheckpoint,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO checkpoints (size, root, note, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        i64::try_from(checkpoint.size).unwrap_or(i64::MAX),
+        checkpoint.root.0.as_slice(),
+        checkpoint.note,
+        Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+    ])?;
+    Ok(())
+}

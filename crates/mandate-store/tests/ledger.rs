@@ -1,0 +1,220 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
+//! The SQLite ledger on a real database file: group commit, recovery,
+//! refusal of a contradictory log, export.
+
+use std::time::Duration;
+
+use mandate_ledger::receipt::{CallRef, Principal, RECEIPT_VERSION};
+use mandate_ledger::{LogKey, Receipt, SignedCheckpoint};
+use mandate_store::{Ledger, LedgerConfig, LedgerReader, StoreError};
+use rusqlite::Connection;
+
+fn receipt(n: usize) -> Receipt {
+    Receipt {
+        v: RECEIPT_VERSION,
+        index: 0,
+        kind: "decision".to_owned(),
+        decision_id: format!("decision-{n}"),
+        time: "2026-11-23T12:00:00.000000Z".to_owned(),
+        principal: Principal {
+            id: "spiffe://example.org/agent".to_owned(),
+            on_behalf_of: None,
+        },
+        delegation: Vec::new(),
+        task: None,
+        call: CallRef {
+            server: "mail".to_owned(),
+            tool: "send".to_owned(),
+            action: "call_tool".to_owned(),
+        },
+        arguments_sha256: "sha256:00".to_owned(),
+        arguments: None,
+        context_sha256: "sha256:00".to_owned(),
+        policy_version: "sha256:00".to_owned(),
+        policies: vec!["p".to_owned()],
+        decision: "allow".to_owned(),
+        reasons: Vec::new(),
+        errors: Vec::new(),
+        approver: None,
+    }
+}
+
+fn config() -> LedgerConfig {
+    LedgerConfig {
+        checkpoint_interval: Duration::from_secs(3600),
+        max_batch: 64,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_get_distinct_contiguous_indices_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let key = LogKey::generate("mandate.local/test").unwrap();
+    let ledger = Ledger::open(&path, key.clone(), config()).unwrap();
+    assert_eq!(
+        ledger.latest_checkpoint().size,
+        0,
+        "a new log starts with a size-0 checkpoint"
+    );
+
+    let mut tasks = Vec::new();
+    for n in 0..300 {
+        let ledger = ledger.clone();
+        tasks.push(tokio::spawn(async move { ledger.append(receipt(n)).await }));
+    }
+    let mut indices = Vec::new();
+    for task in tasks {
+        indices.push(task.await.unwrap().unwrap().index);
+    }
+    indices.sort_unstable();
+    assert_eq!(indices, (0..300).collect::<Vec<u64>>());
+    assert_eq!(ledger.size(), 300);
+
+    // Every acknowledged receipt is readable with a proof against a checkpoint.
+    let found = ledger.receipt("decision-17").await.unwrap().unwrap();
+    assert_eq!(found.checkpoint.size, 300);
+    let opened = SignedCheckpoint::open(ledger.verifier(), &found.checkpoint.note).unwrap();
+    found
+        .proof
+        .verify(
+            mandate_ledger::receipt::leaf_hash(found.receipt.body.as_bytes()),
+            opened.root,
+        )
+        .unwrap();
+    assert!(ledger.receipt("no-such-decision").await.unwrap().is_none());
+    let root_300 = ledger.root(300).unwrap();
+    ledger.close().await.unwrap();
+    assert!(matches!(
+        ledger.append(receipt(999)).await,
+        Err(StoreError::Closed)
+    ));
+    drop(ledger);
+
+    // Reopen: same tree, appends continue at 300.
+    let ledger = Ledger::open(&path, key, config()).unwrap();
+    assert_eq!(ledger.size(), 300);
+    assert_eq!(ledger.root(300).unwrap(), root_300);
+    let next = ledger.append(receipt(300)).await.unwrap();
+    assert_eq!(next.index, 300);
+    let checkpoint = ledger.checkpoint().await.unwrap();
+    assert_eq!(checkpoint.size, 301);
+    let consistency = ledger.consistency(300, 301).unwrap();
+    consistency
+        .verify(root_300, checkpoint.root)
+        .expect("the grown log extends the old one");
+}
+
+#[tokio::test]
+async fn another_key_cannot_continue_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let key = LogKey::generate("mandate.local/test").unwrap();
+    let ledger = Ledger::open(&path, key, config()).unwrap();
+    ledger.append(receipt(0)).await.unwrap();
+    ledger.close().await.unwrap();
+    drop(ledger);
+
+    let other = LogKey::generate("mandate.local/test").unwrap();
+    let err = Ledger::open(&path, other, config()).err().unwrap();
+    assert!(matches!(err, StoreError::KeyMismatch { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_log_with_a_removed_or_altered_leaf_refuses_to_open() {
+    for damage in [
+        "DELETE FROM receipts WHERE idx = 4",
+        "DELETE FROM receipts WHERE idx = 9",
+        "UPDATE receipts SET leaf_hash = zeroblob(32) WHERE idx = 3",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let key = LogKey::generate("mandate.local/test").unwrap();
+        let ledger = Ledger::open(&path, key.clone(), config()).unwrap();
+        for n in 0..10 {
+            ledger.append(receipt(n)).await.unwrap();
+        }
+        ledger.close().await.unwrap();
+        drop(ledger);
+
+        Connection::open(&path)
+            .unwrap()
+            .execute(damage, [])
+            .unwrap();
+        let err = Ledger::open(&path, key, config()).err().unwrap();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{damage}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn receipts_committed_after_the_last_checkpoint_get_one_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let key = LogKey::generate("mandate.local/test").unwrap();
+    let ledger = Ledger::open(&path, key.clone(), config()).unwrap();
+    for n in 0..5 {
+        ledger.append(receipt(n)).await.unwrap();
+    }
+    assert_eq!(ledger.latest_checkpoint().size, 0, "not due yet");
+    ledger.close().await.unwrap();
+    drop(ledger);
+    // As after a crash between a commit and the next checkpoint.
+    let removed = Connection::open(&path)
+        .unwrap()
+        .execute("DELETE FROM checkpoints WHERE size > 0", [])
+        .unwrap();
+    assert_eq!(removed, 1);
+
+    let ledger = Ledger::open(&path, key, config()).unwrap();
+    assert_eq!(ledger.latest_checkpoint().size, 5);
+}
+
+#[tokio::test]
+async fn export_writes_header_receipts_and_checkpoints_in_log_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let key = LogKey::generate("mandate.local/test").unwrap();
+    let ledger = Ledger::open(&path, key.clone(), config()).unwrap();
+    for n in 0..3 {
+        ledger.append(receipt(n)).await.unwrap();
+    }
+    ledger.checkpoint().await.unwrap();
+    ledger.append(receipt(3)).await.unwrap();
+    ledger.close().await.unwrap();
+
+    let reader = LedgerReader::open(&path).unwrap();
+    let mut out = Vec::new();
+    let summary = reader.export(&mut out, |_| {}).unwrap();
+    assert_eq!((summary.receipts, summary.checkpoints), (4, 3));
+    let kinds: Vec<String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            match v["type"].as_str().unwrap() {
+                "checkpoint" => format!("checkpoint:{}", v["size"]),
+                "receipt" => format!("receipt:{}", v["receipt"]["index"]),
+                other => other.to_owned(),
+            }
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "log",
+            "checkpoint:0",
+            "receipt:0",
+            "receipt:1",
+            "receipt:2",
+            "checkpoint:3",
+            "receipt:3",
+            "checkpoint:4"
+        ]
+    );
+}
