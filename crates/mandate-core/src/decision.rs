@@ -83,6 +83,10 @@ pub struct DecisionResponse {
     pub reasons: Vec<String>,
     /// Policies that failed to evaluate (any makes the decision a deny).
     pub errors: Vec<EvaluationProblem>,
+    /// Position of the decision's receipt in the receipt log; absent where
+    /// no receipt is written (offline evaluation with `mandate check`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt_index: Option<u64>,
 }
 
 impl DecisionResponse {
@@ -94,6 +98,7 @@ impl DecisionResponse {
             policies: verdict.policies,
             reasons: verdict.reasons,
             errors: verdict.errors,
+            receipt_index: None,
         }
     }
 }

@@ -59,6 +59,16 @@ impl LogKey {
         Self::parse(&skey)
     }
 
+    /// A new random key for a new log, named `<prefix>/<8 random hex digits>`
+    /// so that two logs started with default settings never share an origin.
+    pub fn generate_for_new_log(prefix: &str) -> Result<Self, KeyError> {
+        use rand_core::RngCore as _;
+        let mut tag = [0u8; 4];
+        rand_core::OsRng.fill_bytes(&mut tag);
+        let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+        Self::generate(&format!("{prefix}/{tag}"))
+    }
+
     /// Reads a signed-note signer key (surrounding whitespace is ignored).
     pub fn parse(text: &str) -> Result<Self, KeyError> {
         let text = text.trim();

@@ -10,6 +10,7 @@
 //! This crate does no I/O: storage lives in `mandate-store`. An auditor needs
 //! only this crate to check an exported log offline ([`verify`]).
 
+pub mod bundle;
 pub mod checkpoint;
 pub mod export;
 pub mod key;
@@ -18,6 +19,7 @@ pub mod proof;
 pub mod receipt;
 pub mod verify;
 
+pub use bundle::{BundleError, ReceiptBundle};
 pub use checkpoint::{CheckpointError, SignedCheckpoint};
 pub use export::ExportLine;
 pub use key::{KeyError, LogKey, LogVerifier};
@@ -28,3 +30,4 @@ pub use receipt::{
     digest_bytes, digest_json, redact,
 };
 pub use tlog_tiles::Hash;
+pub use verify::{Problem, Report, VerifiedCheckpoint, verify_export};

@@ -10,6 +10,7 @@ mod extract;
 pub mod metrics;
 mod openapi;
 pub mod policy_dir;
+pub mod receipts;
 pub mod reload;
 mod routes;
 mod state;
@@ -24,6 +25,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, ErrorBody};
 pub use openapi::api_doc;
+pub use receipts::ReceiptSettings;
 pub use state::{AppState, ReloadStatus};
 
 /// Settings the server needs once the binary has resolved its configuration.
@@ -42,6 +44,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/decide", post(routes::decide::decide))
         .route("/v1/health", get(routes::health::health))
+        .route("/v1/checkpoint", get(routes::ledger::checkpoint))
+        .route("/v1/receipts/{decision_id}", get(routes::ledger::receipt))
+        .route("/v1/proofs/consistency", get(routes::ledger::consistency))
         .route("/v1/openapi.json", get(routes::openapi_json))
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)

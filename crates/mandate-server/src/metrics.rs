@@ -36,6 +36,7 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     policies: Family<SetLabels, Gauge>,
     rejected: Family<ErrorLabels, Counter>,
+    receipt_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -77,8 +78,15 @@ impl Metrics {
             "Decision requests rejected as invalid, by error code",
             rejected.clone(),
         );
+        let receipt_failures = Counter::default();
+        registry.register(
+            "receipt_failures",
+            "Decisions answered 503 because their receipt could not be recorded",
+            receipt_failures.clone(),
+        );
         Self {
             registry,
+            receipt_failures,
             decisions,
             latency,
             reloads,
@@ -102,6 +110,11 @@ impl Metrics {
         self.rejected
             .get_or_create(&ErrorLabels { error: code })
             .inc();
+    }
+
+    /// Counts a decision whose receipt could not be recorded.
+    pub fn count_receipt_failure(&self) {
+        self.receipt_failures.inc();
     }
 
     pub(crate) fn count_reload(&self, ok: bool) {

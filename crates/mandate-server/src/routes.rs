@@ -2,6 +2,7 @@
 
 pub(crate) mod decide;
 pub(crate) mod health;
+pub(crate) mod ledger;
 
 use axum::Json;
 use axum::extract::State;

@@ -1,4 +1,5 @@
-//! What every handler shares: the pack in force, reload status, metrics.
+//! What every handler shares: the pack in force, reload status, the
+//! receipt ledger, metrics.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -6,9 +7,11 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use mandate_core::{PolicyPack, PolicyProblem};
+use mandate_store::Ledger;
 use serde::Serialize;
 
 use crate::metrics::Metrics;
+use crate::receipts::ReceiptSettings;
 
 /// How the last attempt to load the policy directory went.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -34,11 +37,20 @@ struct Inner {
     policy_dir: PathBuf,
     last_reload: Mutex<Option<ReloadStatus>>,
     metrics: Metrics,
+    ledger: Ledger,
+    receipts: ReceiptSettings,
 }
 
 impl AppState {
-    /// State serving `pack`, loaded from `policy_dir` at `now`.
-    pub fn new(pack: PolicyPack, policy_dir: PathBuf, now: DateTime<Utc>) -> Self {
+    /// State serving `pack`, loaded from `policy_dir` at `now`, recording
+    /// receipts in `ledger`.
+    pub fn new(
+        pack: PolicyPack,
+        policy_dir: PathBuf,
+        now: DateTime<Utc>,
+        ledger: Ledger,
+        receipts: ReceiptSettings,
+    ) -> Self {
         let metrics = Metrics::new();
         metrics.set_policy_counts(pack.counts());
         Self {
@@ -48,6 +60,8 @@ impl AppState {
                 policy_dir,
                 last_reload: Mutex::new(None),
                 metrics,
+                ledger,
+                receipts,
             }),
         }
     }
@@ -90,6 +104,16 @@ impl AppState {
     /// The last reload attempt, if any happened since start.
     pub fn last_reload(&self) -> Option<ReloadStatus> {
         self.inner.last_reload.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// The receipt ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.inner.ledger
+    }
+
+    /// What receipts keep of a request.
+    pub fn receipts(&self) -> &ReceiptSettings {
+        &self.inner.receipts
     }
 
     /// The server's metrics.

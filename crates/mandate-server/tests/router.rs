@@ -7,17 +7,32 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::Utc;
 use http_body_util::BodyExt;
+use mandate_ledger::{LogKey, ReceiptBundle};
 use mandate_server::policy_dir::PackSources;
-use mandate_server::{AppState, router};
+use mandate_server::{AppState, ReceiptSettings, router};
+use mandate_store::{Ledger, LedgerConfig};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-fn app(max_body_bytes: usize) -> axum::Router {
+/// The example pack with a fresh ledger; keep the directory alive with the app.
+fn state() -> (AppState, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = LogKey::generate("mandate.local/test").unwrap();
+    let ledger = Ledger::open(&dir.path().join("ledger.db"), key, LedgerConfig::default()).unwrap();
     let pack = PackSources::example().load().unwrap();
-    router(
-        AppState::new(pack, "<example>".into(), Utc::now()),
-        max_body_bytes,
-    )
+    let state = AppState::new(
+        pack,
+        "<example>".into(),
+        Utc::now(),
+        ledger,
+        ReceiptSettings::new(false, &["body".to_owned()]),
+    );
+    (state, dir)
+}
+
+fn app(max_body_bytes: usize) -> (axum::Router, tempfile::TempDir) {
+    let (state, dir) = state();
+    (router(state, max_body_bytes), dir)
 }
 
 async fn post(app: axum::Router, body: impl Into<Body>) -> (StatusCode, Value) {
@@ -41,7 +56,7 @@ fn read_inbox() -> Value {
 
 #[tokio::test]
 async fn decides_a_valid_request() {
-    let (status, body) = post(app(1 << 20), read_inbox().to_string()).await;
+    let (status, body) = post(app(1 << 20).0, read_inbox().to_string()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["decision"], "allow");
     assert_eq!(body["policies"], json!(["declared-tools"]));
@@ -51,7 +66,7 @@ async fn decides_a_valid_request() {
 async fn the_server_clock_is_not_the_callers_to_set() {
     let mut request = read_inbox();
     request["context"]["time"] = json!("2026-01-01T00:00:00Z");
-    let (status, body) = post(app(1 << 20), request.to_string()).await;
+    let (status, body) = post(app(1 << 20).0, request.to_string()).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"], "field_not_allowed");
 }
@@ -60,7 +75,7 @@ async fn the_server_clock_is_not_the_callers_to_set() {
 async fn bodies_over_the_limit_are_refused() {
     let mut request = read_inbox();
     request["arguments"] = json!({"blob": "x".repeat(4096)});
-    let (status, body) = post(app(1024), request.to_string()).await;
+    let (status, body) = post(app(1024).0, request.to_string()).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(body["error"], "body_too_large");
 }
@@ -69,7 +84,7 @@ async fn bodies_over_the_limit_are_refused() {
 async fn invalid_requests_name_the_field() {
     let mut request = read_inbox();
     request["action"]["server"] = json!("a/b");
-    let (status, body) = post(app(1 << 20), request.to_string()).await;
+    let (status, body) = post(app(1 << 20).0, request.to_string()).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"], "invalid_request");
     assert!(
@@ -81,6 +96,7 @@ async fn invalid_requests_name_the_field() {
 #[tokio::test]
 async fn unknown_routes_answer_in_the_api_error_format() {
     let response = app(1024)
+        .0
         .oneshot(Request::get("/v2/nope").body(Body::empty()).unwrap())
         .await
         .unwrap();
@@ -88,4 +104,58 @@ async fn unknown_routes_answer_in_the_api_error_format() {
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let body: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(body["error"], "not_found");
+}
+
+async fn get(app: axum::Router, uri: &str) -> (StatusCode, Value) {
+    let response = app
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn every_decision_has_a_receipt_that_verifies_with_the_log_key() {
+    let (state, _dir) = state();
+    let app = router(state.clone(), 1 << 20);
+    let mut request = read_inbox();
+    request["arguments"] = json!({"folder": "inbox", "body": "the secret text"});
+    let (status, decision) = post(app.clone(), request.to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(decision["receipt_index"], 0);
+    let id = decision["decision_id"].as_str().unwrap();
+
+    let (status, body) = get(app.clone(), &format!("/v1/receipts/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let bundle: ReceiptBundle = serde_json::from_value(body.clone()).unwrap();
+    let checkpoint = bundle.verify(state.ledger().verifier()).unwrap();
+    assert_eq!(checkpoint.size, 1);
+    let receipt = &body["receipt"];
+    assert_eq!(receipt["decision_id"], id);
+    assert_eq!(receipt["decision"], decision["decision"]);
+    assert_eq!(receipt["call"]["tool"], "read_inbox");
+    assert_eq!(receipt["arguments"]["folder"], "inbox");
+    // A redacted path is kept only as a digest.
+    assert!(receipt["arguments"]["body"]["redacted_sha256"].is_string());
+    assert!(!body.to_string().contains("the secret text"));
+
+    let (status, body) = get(app.clone(), "/v1/receipts/no-such-decision").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "receipt_not_found");
+}
+
+#[tokio::test]
+async fn a_decision_whose_receipt_cannot_be_recorded_is_refused() {
+    let (state, _dir) = state();
+    let app = router(state.clone(), 1 << 20);
+    state.ledger().close().await.unwrap();
+    let (status, body) = post(app, read_inbox().to_string()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"], "receipt_unavailable");
+    assert!(
+        body.get("decision").is_none(),
+        "no decision leaves without its receipt"
+    );
 }

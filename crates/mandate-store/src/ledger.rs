@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use mandate_ledger::{
     ConsistencyProof, Hash, InclusionProof, LogKey, LogVerifier, MerkleTree, Receipt,
-    SignedCheckpoint,
+    ReceiptBundle, SignedCheckpoint,
 };
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
@@ -55,6 +57,25 @@ pub struct ReceiptProof {
     pub proof: InclusionProof,
     /// The checkpoint the proof is against.
     pub checkpoint: SignedCheckpoint,
+}
+
+impl ReceiptProof {
+    /// The receipt with its proofs, as handed to a third party.
+    pub fn into_bundle(self, verifier: &LogVerifier) -> Result<ReceiptBundle, StoreError> {
+        let receipt = serde_json::value::RawValue::from_string(self.receipt.body).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "receipt {} is not valid JSON: {e}",
+                self.receipt.index
+            ))
+        })?;
+        Ok(ReceiptBundle {
+            receipt,
+            signature: BASE64.encode(&self.receipt.signature),
+            inclusion_proof: self.proof,
+            checkpoint: self.checkpoint.note,
+            verifier_key: verifier.as_text().to_owned(),
+        })
+    }
 }
 
 /// State the writer and the readers share.

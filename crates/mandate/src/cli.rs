@@ -8,8 +8,9 @@ use serde::Serialize;
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success; for `check`, allow
-  1  failures found (invalid policies, failed policy tests) or an unexpected error
+  0  success; for `check`, allow; for `receipts verify`, the log verifies
+  1  failures found (invalid policies, failed policy tests, a log that does not
+     verify) or an unexpected error
   2  usage or input error (bad flags, unreadable or malformed input, a pack that does not load)
   3  `check`: deny
   4  `check`: approval required";
@@ -17,7 +18,9 @@ Exit codes:
 const SERVE_SETTINGS: &str = "\
 Every option can also be set in the TOML config file (`--config`, keys named like the
 options with `_`: listen, data_dir, policies, max_body_bytes, reload_interval_ms,
-log_format) and from MANDATE_<KEY> environment variables. Precedence: flag, then
+log_format, signing_key_file, checkpoint_interval_ms, receipt_arguments,
+receipt_redact) and from MANDATE_<KEY> environment variables (a list as
+MANDATE_RECEIPT_REDACT='[body, payment.card]'). Precedence: flag, then
 environment, then config file, then default. Any non-200 answer from /v1/decide
 means no decision was made: the caller must deny.";
 
@@ -41,6 +44,127 @@ pub enum Command {
     /// Validate, test and inspect policy packs.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Export, verify and prove receipts of the decision log.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Receipts(ReceiptsCommand),
+    /// Show or generate the receipt signing key.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// The data directory, for commands that read a gateway's state.
+#[derive(Debug, Args)]
+pub struct DataDirArg {
+    /// The gateway's data directory
+    #[arg(
+        long,
+        env = "MANDATE_DATA_DIR",
+        value_name = "DIR",
+        default_value = "mandate-data"
+    )]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReceiptsCommand {
+    /// Write the whole receipt log (receipts and signed checkpoints) as JSON Lines.
+    /// Safe while the server runs: it reads one consistent snapshot.
+    Export(ExportArgs),
+    /// Check an exported log offline: every receipt signature, the Merkle tree,
+    /// every checkpoint signature and the consistency between checkpoints. Names
+    /// each receipt changed, removed, inserted or reordered. With `--proof`,
+    /// checks one receipt bundle from `prove` or GET /v1/receipts/{id} instead.
+    Verify(VerifyArgs),
+    /// Print one decision's receipt with its inclusion proof and the signed
+    /// checkpoint it is against (JSON), for a third party to check.
+    Prove(ProveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub data: DataDirArg,
+    /// Write to FILE instead of stdout
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Print the summary as JSON (on stderr when the log goes to stdout)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The export (JSON Lines from `receipts export`; `-` reads stdin), or with
+    /// `--proof` a receipt bundle
+    #[arg(value_name = "FILE")]
+    pub input: PathBuf,
+    /// The log's verifier key, as `mandate keys show` prints it
+    #[arg(
+        long,
+        value_name = "KEY",
+        conflicts_with = "key_file",
+        required_unless_present = "key_file"
+    )]
+    pub key: Option<String>,
+    /// File holding the log's verifier key
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// A signed checkpoint obtained earlier (GET /v1/checkpoint); the log must
+    /// contain and extend it. Catches a log cut short together with its last
+    /// checkpoints. Repeat for more.
+    #[arg(long = "checkpoint", value_name = "FILE")]
+    pub checkpoints: Vec<PathBuf>,
+    /// FILE is one receipt bundle (`receipts prove`, GET /v1/receipts/{id})
+    #[arg(long)]
+    pub proof: bool,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProveArgs {
+    /// The decision's id, as POST /v1/decide returned it
+    #[arg(value_name = "DECISION_ID")]
+    pub decision_id: String,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print the receipt log's verifier key (signed-note format) for auditors.
+    Show(KeysShowArgs),
+    /// Write a new signing key to a file (mode 0600), to configure with
+    /// `--signing-key-file`.
+    Generate(KeysGenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysShowArgs {
+    #[command(flatten)]
+    pub data: DataDirArg,
+    /// The signing key file, if the server is configured with one
+    /// [default: DATA_DIR/keys/ledger.key]
+    #[arg(long, env = "MANDATE_SIGNING_KEY_FILE", value_name = "FILE")]
+    pub signing_key_file: Option<PathBuf>,
+    /// Print as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysGenerateArgs {
+    /// Where to write the private key; never overwritten
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// The log's origin (the key's name), like `mandate.example.com/prod`
+    /// [default: mandate.local/<random>]
+    #[arg(long, value_name = "NAME")]
+    pub origin: Option<String>,
+    /// Print as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `mandate serve`. Each can also come from the config file
@@ -78,6 +202,37 @@ pub struct ServeArgs {
     #[arg(long, value_enum, value_name = "FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    /// Receipt signing key (signed-note private key) [default: DATA_DIR/keys/ledger.key,
+    /// generated on first start] [env: MANDATE_SIGNING_KEY_FILE]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key_file: Option<PathBuf>,
+    /// Longest wait before new receipts are covered by a signed checkpoint, in
+    /// milliseconds [default: 5000] [env: MANDATE_CHECKPOINT_INTERVAL_MS]
+    #[arg(long, value_name = "MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_interval_ms: Option<u64>,
+    /// What receipts keep of the arguments: a copy (with `--receipt-redact` paths
+    /// digested) or only a digest [default: copy] [env: MANDATE_RECEIPT_ARGUMENTS]
+    #[arg(long, value_enum, value_name = "WHAT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt_arguments: Option<ReceiptArguments>,
+    /// Argument path kept only as a digest in receipts, like `body` or `payment.card`;
+    /// repeat for more [env: MANDATE_RECEIPT_REDACT]
+    #[arg(long = "receipt-redact", value_name = "PATH")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub receipt_redact: Vec<String>,
+}
+
+/// What receipts keep of a call's arguments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceiptArguments {
+    /// A copy, with redacted paths replaced by their digests.
+    #[default]
+    Copy,
+    /// Only the digest of the arguments.
+    Digest,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]

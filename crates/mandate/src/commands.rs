@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
 pub mod check;
+pub mod keys;
 pub mod policy;
+pub mod receipts;
 pub mod serve;

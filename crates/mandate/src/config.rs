@@ -8,16 +8,20 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{LogFormat, ServeArgs};
+use crate::cli::{LogFormat, ReceiptArguments, ServeArgs};
 
 /// Settings that `MANDATE_<NAME>` environment variables can set.
-const ENV_KEYS: [&str; 6] = [
+const ENV_KEYS: [&str; 10] = [
     "listen",
     "data_dir",
     "policies",
     "max_body_bytes",
     "reload_interval_ms",
     "log_format",
+    "signing_key_file",
+    "checkpoint_interval_ms",
+    "receipt_arguments",
+    "receipt_redact",
 ];
 
 /// Resolved settings for `mandate serve`.
@@ -30,6 +34,10 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub reload_interval_ms: u64,
     pub log_format: LogFormat,
+    pub signing_key_file: Option<PathBuf>,
+    pub checkpoint_interval_ms: u64,
+    pub receipt_arguments: ReceiptArguments,
+    pub receipt_redact: Vec<String>,
 }
 
 impl Default for Settings {
@@ -41,6 +49,10 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             reload_interval_ms: 1000,
             log_format: LogFormat::Text,
+            signing_key_file: None,
+            checkpoint_interval_ms: 5000,
+            receipt_arguments: ReceiptArguments::Copy,
+            receipt_redact: Vec::new(),
         }
     }
 }
@@ -70,6 +82,19 @@ impl Settings {
             settings.reload_interval_ms > 0,
             "`reload_interval_ms` must be positive"
         );
+        anyhow::ensure!(
+            settings.checkpoint_interval_ms > 0,
+            "`checkpoint_interval_ms` must be positive"
+        );
+        if let Some(bad) = settings
+            .receipt_redact
+            .iter()
+            .find(|p| p.is_empty() || p.split('.').any(str::is_empty))
+        {
+            anyhow::bail!(
+                "`receipt_redact` path `{bad}` is not a dot-separated list of argument keys (like `body` or `payment.card`)"
+            );
+        }
         Ok(settings)
     }
 

@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod config;
 mod exit;
+mod ledger_files;
 mod output;
 
 use std::process::ExitCode;
@@ -25,6 +26,17 @@ fn main() -> ExitCode {
         }
         cli::Command::Policy(cli::PolicyCommand::Test(args)) => commands::policy::test(args),
         cli::Command::Policy(cli::PolicyCommand::Schema) => commands::policy::schema(),
+        cli::Command::Receipts(cli::ReceiptsCommand::Export(args)) => {
+            commands::receipts::export(args)
+        }
+        cli::Command::Receipts(cli::ReceiptsCommand::Verify(args)) => {
+            commands::receipts::verify(args)
+        }
+        cli::Command::Receipts(cli::ReceiptsCommand::Prove(args)) => {
+            commands::receipts::prove(args)
+        }
+        cli::Command::Keys(cli::KeysCommand::Show(args)) => commands::keys::show(args),
+        cli::Command::Keys(cli::KeysCommand::Generate(args)) => commands::keys::generate(args),
     };
     match result {
         Ok(code) => code.into(),

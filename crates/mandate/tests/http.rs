@@ -1047,6 +1047,9 @@ fn openapi_lists_the_served_routes_and_matches_real_bodies() {
         .collect();
     let served: BTreeSet<(String, String)> = [
         ("/v1/decide", "post"),
+        ("/v1/checkpoint", "get"),
+        ("/v1/receipts/{decision_id}", "get"),
+        ("/v1/proofs/consistency", "get"),
         ("/v1/health", "get"),
         ("/v1/openapi.json", "get"),
         ("/metrics", "get"),
@@ -1055,7 +1058,15 @@ fn openapi_lists_the_served_routes_and_matches_real_bodies() {
     .map(|(p, m)| ((*p).to_owned(), (*m).to_owned()))
     .collect();
     assert_eq!(listed, served);
+    let first = server.decide(&mailer(&json!({}))).json();
+    let decision_id = first["decision_id"].as_str().unwrap();
     for (path, method) in &listed {
+        let path = match path.as_str() {
+            "/v1/receipts/{decision_id}" => format!("/v1/receipts/{decision_id}"),
+            "/v1/proofs/consistency" => "/v1/proofs/consistency?from=0&to=1".to_owned(),
+            other => other.to_owned(),
+        };
+        let path = &path;
         let reply = if method == "post" {
             server.decide(&mailer(&json!({})))
         } else {

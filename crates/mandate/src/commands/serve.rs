@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::Utc;
-use mandate_server::{AppState, ServerConfig, policy_dir, reload};
+use mandate_server::{AppState, ReceiptSettings, ServerConfig, policy_dir, reload};
+use mandate_store::{Ledger, LedgerConfig};
 
-use crate::cli::{LogFormat, ServeArgs};
+use crate::cli::{LogFormat, ReceiptArguments, ServeArgs};
 use crate::config::Settings;
 use crate::exit::Code;
+use crate::ledger_files;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
     let settings = match Settings::resolve(&args) {
@@ -65,7 +67,32 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
         max_body_bytes: settings.max_body_bytes,
         reload_interval: Duration::from_millis(settings.reload_interval_ms),
     };
-    let state = AppState::new(pack, dir, Utc::now());
+    let key = ledger_files::load_or_generate_key(
+        &settings.data_dir,
+        settings.signing_key_file.as_deref(),
+    )?;
+    let ledger_path = ledger_files::ledger_path(&settings.data_dir);
+    ledger_files::create_ledger_file(&ledger_path)?;
+    let ledger = Ledger::open(
+        &ledger_path,
+        key,
+        LedgerConfig {
+            checkpoint_interval: Duration::from_millis(settings.checkpoint_interval_ms),
+            ..LedgerConfig::default()
+        },
+    )
+    .with_context(|| format!("cannot open the receipt ledger `{}`", ledger_path.display()))?;
+    tracing::info!(
+        path = %ledger_path.display(),
+        receipts = ledger.size(),
+        verifier_key = %ledger.verifier().as_text(),
+        "receipt ledger open"
+    );
+    let receipts = ReceiptSettings::new(
+        settings.receipt_arguments == ReceiptArguments::Digest,
+        &settings.receipt_redact,
+    );
+    let state = AppState::new(pack, dir, Utc::now(), ledger.clone(), receipts);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         tokio::spawn(reload::watch(
@@ -73,9 +100,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
             sources,
             config.reload_interval,
         ));
-        mandate_server::serve(config.clone(), state)
+        let served = mandate_server::serve(config.clone(), state)
             .await
-            .with_context(|| format!("cannot serve on {}", config.listen))
+            .with_context(|| format!("cannot serve on {}", config.listen));
+        // Sign a last checkpoint so that the log's head covers every receipt.
+        match ledger.close().await {
+            Ok(checkpoint) => tracing::info!(size = checkpoint.size, "receipt ledger closed"),
+            Err(e) => tracing::error!(error = %e, "receipt ledger did not close cleanly; it recovers on next start"),
+        }
+        served
     })?;
     Ok(Code::Ok)
 }

@@ -1,0 +1,103 @@
+//! From a decided request to the receipt the ledger stores.
+//!
+//! What a receipt keeps of the request is configuration: arguments are
+//! always digested; a copy is kept unless `receipt_arguments = "digest"`, and
+//! the paths in `receipt_redact` are replaced by their digests in that copy.
+//! Nothing here reaches logs or metrics.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use mandate_core::{DecisionRequest, Verdict};
+use mandate_ledger::receipt::{CallRef, Principal, RECEIPT_VERSION, TaskRef};
+use mandate_ledger::{Receipt, ReceiptError, digest_bytes, digest_json, redact};
+use serde_json::Value;
+
+/// The Cedar action every tool call is evaluated as.
+const CALL_TOOL: &str = "call_tool";
+
+/// What receipts keep of the arguments.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiptSettings {
+    /// Keep only the digest of the arguments, no copy.
+    pub digest_only: bool,
+    /// Argument paths (`body`, `payment.card`) kept only as digests in the copy.
+    pub redact: Vec<Vec<String>>,
+}
+
+impl ReceiptSettings {
+    /// Settings from the configured redaction paths (dot-separated keys).
+    pub fn new(digest_only: bool, redact: &[String]) -> Self {
+        Self {
+            digest_only,
+            redact: redact
+                .iter()
+                .map(|p| p.split('.').map(str::to_owned).collect())
+                .collect(),
+        }
+    }
+
+    /// The receipt for `request` with everything the request tells; the
+    /// decision's fields are filled by [`record_verdict`]. `request.context.time`
+    /// must hold the decision time, so that the context digest covers the
+    /// clock that was used.
+    pub fn draft(
+        &self,
+        request: &DecisionRequest,
+        time: DateTime<Utc>,
+    ) -> Result<Receipt, ReceiptError> {
+        let arguments_sha256 = digest_json(&request.arguments)?;
+        let arguments = if self.digest_only {
+            None
+        } else {
+            let mut copy = Value::Object(request.arguments.clone());
+            redact(&mut copy, &self.redact)?;
+            Some(copy)
+        };
+        let task = &request.context.task;
+        let task = (!task.id.is_empty() || !task.intent.is_empty()).then(|| TaskRef {
+            id: task.id.clone(),
+            intent_sha256: digest_bytes(task.intent.as_bytes()),
+        });
+        Ok(Receipt {
+            v: RECEIPT_VERSION,
+            index: 0,
+            kind: "decision".to_owned(),
+            decision_id: String::new(),
+            time: time.to_rfc3339_opts(SecondsFormat::Micros, true),
+            principal: Principal {
+                id: request.principal.id.clone(),
+                on_behalf_of: request.principal.on_behalf_of.clone(),
+            },
+            delegation: Vec::new(),
+            task,
+            call: CallRef {
+                server: request.action.server.clone(),
+                tool: request.action.tool.clone(),
+                action: CALL_TOOL.to_owned(),
+            },
+            arguments_sha256,
+            arguments,
+            context_sha256: digest_json(request)?,
+            policy_version: String::new(),
+            policies: Vec::new(),
+            decision: String::new(),
+            reasons: Vec::new(),
+            errors: Vec::new(),
+            approver: None,
+        })
+    }
+}
+
+/// Fills a draft receipt with the decision made.
+pub fn record_verdict(
+    receipt: &mut Receipt,
+    decision_id: &str,
+    verdict: &Verdict,
+    policy_version: &str,
+) {
+    receipt.decision_id = decision_id.to_owned();
+    receipt.policy_version = policy_version.to_owned();
+    receipt.policies = verdict.policies.clone();
+    receipt.decision = verdict.decision.as_str().to_owned();
+    receipt.reasons = verdict.reasons.clone();
+    receipt.errors = verdict.errors.iter().map(ToString::to_string).collect();
+}
