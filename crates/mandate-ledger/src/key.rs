@@ -72,7 +72,16 @@ impl LogKey {
     /// Reads a signed-note signer key (surrounding whitespace is ignored).
     pub fn parse(text: &str) -> Result<Self, KeyError> {
         let text = text.trim();
-        let signer = StandardSigner::new(text).map_err(|e| KeyError::Signer(e.to_string()))?;
+        let signer = StandardSigner::new(text).map_err(|e| {
+            KeyError::Signer(
+                match e {
+                    signed_note::SignerError::Alg => "not an Ed25519 key",
+                    signed_note::SignerError::Id => "the key id does not match the key",
+                    _ => "malformed",
+                }
+                .to_owned(),
+            )
+        })?;
         // StandardSigner has checked the layout and the key id; take the seed back out.
         let mut parts = text.splitn(5, '+');
         let (name, key64) = match (
@@ -158,7 +167,16 @@ impl LogVerifier {
     /// Reads a signed-note verifier key (surrounding whitespace is ignored).
     pub fn parse(text: &str) -> Result<Self, KeyError> {
         let text = text.trim();
-        let note = StandardVerifier::new(text).map_err(|e| KeyError::Verifier(e.to_string()))?;
+        let note = StandardVerifier::new(text).map_err(|e| {
+            KeyError::Verifier(
+                match e {
+                    signed_note::VerifierError::Alg => "not an Ed25519 key",
+                    signed_note::VerifierError::Id => "the key id does not match the key",
+                    _ => "malformed",
+                }
+                .to_owned(),
+            )
+        })?;
         let mut parts = text.splitn(3, '+');
         let (name, key64) = match (parts.next(), parts.next(), parts.next()) {
             (Some(name), Some(_), Some(key64)) => (name, key64),

@@ -296,10 +296,9 @@ impl std::fmt::Display for Problem {
                 f,
                 "receipt at line {line} (index {index}) is out of order: it comes first"
             ),
-            Self::BadCheckpoint { line, message } => write!(
-                f,
-                "checkpoint at line {line} is not signed by this log's key: {message}"
-            ),
+            Self::BadCheckpoint { line, message } => {
+                write!(f, "checkpoint at line {line} is rejected: {message}")
+            }
             Self::RootMismatch { line, size } => write!(
                 f,
                 "checkpoint at line {line} is signed, but its root is not the root of the export's first {size} receipts"

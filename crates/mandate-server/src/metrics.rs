@@ -37,6 +37,7 @@ pub struct Metrics {
     policies: Family<SetLabels, Gauge>,
     rejected: Family<ErrorLabels, Counter>,
     receipt_failures: Counter,
+    receipt_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -57,7 +58,7 @@ impl Metrics {
         ));
         registry.register(
             "decision_duration_seconds",
-            "Time to evaluate a decision request, from parsed body to response",
+            "Time to decide a request, from parsed body to response, including the durable receipt",
             latency.clone(),
         );
         let reloads = Family::<ResultLabels, Counter>::default();
@@ -84,9 +85,19 @@ impl Metrics {
             "Decisions answered 503 because their receipt could not be recorded",
             receipt_failures.clone(),
         );
+        // 50 us to ~400 ms: one fsync, shared by a group of receipts.
+        let receipt_latency = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.00005, 2.0, 14),
+        );
+        registry.register(
+            "receipt_append_duration_seconds",
+            "Time from handing a receipt to the ledger until it is committed to disk",
+            receipt_latency.clone(),
+        );
         Self {
             registry,
             receipt_failures,
+            receipt_latency,
             decisions,
             latency,
             reloads,
@@ -110,6 +121,11 @@ impl Metrics {
         self.rejected
             .get_or_create(&ErrorLabels { error: code })
             .inc();
+    }
+
+    /// Observes how long a receipt took to become durable.
+    pub fn observe_receipt_append(&self, seconds: f64) {
+        self.receipt_latency.observe(seconds);
     }
 
     /// Counts a decision whose receipt could not be recorded.

@@ -291,11 +291,7 @@ impl Ledger {
     pub fn consistency(&self, from: u64, to: u64) -> Result<ConsistencyProof, StoreError> {
         let signed = self.inner.shared.latest().size;
         if to > signed {
-            return Err(mandate_ledger::ProofError::BeyondTree {
-                size: to,
-                leaves: signed,
-            }
-            .into());
+            return Err(StoreError::BeyondCheckpoint { asked: to, signed });
         }
         Ok(self.tree().prove_consistency(from, to)?)
     }

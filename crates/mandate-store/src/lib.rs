@@ -51,6 +51,16 @@ pub enum StoreError {
     /// recovers from what is on disk.
     #[error("the ledger stopped accepting receipts after a write failed: {0}; restart Mandate")]
     Failed(String),
+    /// A tree size beyond the newest signed checkpoint was asked for.
+    #[error(
+        "tree size {asked} is beyond the newest signed checkpoint (size {signed}); GET /v1/checkpoint signs one covering every receipt"
+    )]
+    BeyondCheckpoint {
+        /// Size asked for.
+        asked: u64,
+        /// Size of the newest checkpoint.
+        signed: u64,
+    },
     /// The ledger was closed.
     #[error("the ledger is closed")]
     Closed,

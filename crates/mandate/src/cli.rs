@@ -112,7 +112,7 @@ pub struct VerifyArgs {
     /// A signed checkpoint obtained earlier (GET /v1/checkpoint); the log must
     /// contain and extend it. Catches a log cut short together with its last
     /// checkpoints. Repeat for more.
-    #[arg(long = "checkpoint", value_name = "FILE")]
+    #[arg(long = "checkpoint", value_name = "FILE", conflicts_with = "proof")]
     pub checkpoints: Vec<PathBuf>,
     /// FILE is one receipt bundle (`receipts prove`, GET /v1/receipts/{id})
     #[arg(long)]

@@ -29,6 +29,16 @@ pub fn load_or_generate_key(data_dir: &Path, configured: Option<&Path>) -> anyho
     if path.exists() {
         return read_key(&path);
     }
+    let ledger = ledger_path(data_dir);
+    if std::fs::metadata(&ledger).is_ok_and(|m| m.len() > 0) {
+        // A new key could not continue the existing log: say so instead of
+        // leaving a stray key behind.
+        anyhow::bail!(
+            "the receipt ledger `{}` exists but its signing key `{}` is missing; restore the key (or point --signing-key-file at it)",
+            ledger.display(),
+            path.display()
+        );
+    }
     let key = LogKey::generate_for_new_log(DEFAULT_ORIGIN_PREFIX)?;
     write_private(&path, key.to_private_text())?;
     tracing::info!(path = %path.display(), verifier_key = %key.verifier().as_text(), "generated the receipt signing key");

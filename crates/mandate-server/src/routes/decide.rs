@@ -71,6 +71,7 @@ pub(crate) async fn decide(
 
     // No answer leaves before its receipt is on disk: a caller never acts on
     // a decision the log could lose.
+    let appending = Instant::now();
     let appended = state.ledger().append(receipt).await.map_err(|e| {
         tracing::error!(error = %e, %decision_id, "receipt not recorded; answering 503");
         state.metrics().count_receipt_failure();
@@ -80,6 +81,9 @@ pub(crate) async fn decide(
             "the decision could not be recorded in the receipt ledger; treat this call as denied",
         )
     })?;
+    state
+        .metrics()
+        .observe_receipt_append(appending.elapsed().as_secs_f64());
     let mut response = DecisionResponse::new(decision_id, verdict);
     response.receipt_index = Some(appended.index);
     state

@@ -93,6 +93,7 @@ pub(crate) async fn receipt(
 
 /// Query of a consistency proof.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ConsistencyQuery {
     /// The older tree size.
     from: u64,

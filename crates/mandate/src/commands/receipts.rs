@@ -100,25 +100,34 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<Code> {
         for problem in &report.problems {
             outln!(out, "{problem}");
         }
-        let head = report
-            .checkpoint
-            .as_ref()
-            .map(|c| format!("checkpoint at size {}", c.size))
-            .unwrap_or_else(|| "no verified checkpoint".to_owned());
+        let counts = format!(
+            "{} {} and {} {}",
+            report.receipts,
+            plural(report.receipts, "receipt", "receipts"),
+            report.checkpoints,
+            plural(report.checkpoints, "checkpoint", "checkpoints"),
+        );
         if report.is_ok() {
-            outln!(
-                out,
-                "ok: {} receipts and {} checkpoints verify ({head})",
-                report.receipts,
-                report.checkpoints
-            );
+            let head = match &report.checkpoint {
+                Some(c) if c.size >= report.receipts => {
+                    format!("the newest checkpoint covers all {}", c.size)
+                }
+                Some(c) => format!(
+                    "the newest checkpoint covers {}; the {} after it are vouched for by their signatures only",
+                    c.size,
+                    report.receipts - c.size
+                ),
+                None => {
+                    "no checkpoint covers them; only their signatures vouch for them".to_owned()
+                }
+            };
+            outln!(out, "ok: {counts} verify ({head})");
         } else {
             outln!(
                 out,
-                "FAILED: {} problem(s) in {} receipts and {} checkpoints ({head})",
+                "FAILED: {} {} in {counts}",
                 report.problems.len(),
-                report.receipts,
-                report.checkpoints
+                plural(report.problems.len() as u64, "problem", "problems"),
             );
         }
     }
@@ -233,6 +242,10 @@ fn open_reader(data_dir: &Path) -> anyhow::Result<Option<LedgerReader>> {
         }
         Err(e) => Err(e).with_context(|| format!("cannot read `{}`", path.display())),
     }
+}
+
+fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 { one } else { many }
 }
 
 fn verifier_key(args: &VerifyArgs) -> anyhow::Result<LogVerifier> {

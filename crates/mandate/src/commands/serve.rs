@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::Utc;
 use mandate_server::{AppState, ReceiptSettings, ServerConfig, policy_dir, reload};
-use mandate_store::{Ledger, LedgerConfig};
+use mandate_store::{Ledger, LedgerConfig, StoreError};
 
 use crate::cli::{LogFormat, ReceiptArguments, ServeArgs};
 use crate::config::Settings;
@@ -67,21 +67,39 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
         max_body_bytes: settings.max_body_bytes,
         reload_interval: Duration::from_millis(settings.reload_interval_ms),
     };
-    let key = ledger_files::load_or_generate_key(
+    // A missing or wrong key is a configuration mistake (exit 2), like a bad flag.
+    let key = match ledger_files::load_or_generate_key(
         &settings.data_dir,
         settings.signing_key_file.as_deref(),
-    )?;
+    ) {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(Code::Input);
+        }
+    };
     let ledger_path = ledger_files::ledger_path(&settings.data_dir);
     ledger_files::create_ledger_file(&ledger_path)?;
-    let ledger = Ledger::open(
+    let ledger = match Ledger::open(
         &ledger_path,
         key,
         LedgerConfig {
             checkpoint_interval: Duration::from_millis(settings.checkpoint_interval_ms),
             ..LedgerConfig::default()
         },
-    )
-    .with_context(|| format!("cannot open the receipt ledger `{}`", ledger_path.display()))?;
+    ) {
+        Ok(ledger) => ledger,
+        Err(e @ StoreError::KeyMismatch { .. }) => {
+            eprintln!("error: {e}");
+            return Ok(Code::Input);
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot open the receipt ledger `{}`",
+                ledger_path.display()
+            )));
+        }
+    };
     tracing::info!(
         path = %ledger_path.display(),
         receipts = ledger.size(),
