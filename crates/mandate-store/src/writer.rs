@@ -157,6 +157,14 @@ impl Writer {
         prepared: Vec<Prepared>,
         checkpoint_due: bool,
     ) -> Result<bool, StoreError> {
+        // After a failed write the shared tree may hold leaves that never
+        // reached disk: write nothing more, above all no checkpoint over them.
+        if let Some(failure) = self.shared.failure() {
+            for p in prepared {
+                let _ = p.ack.send(Err(StoreError::Failed(failure.clone())));
+            }
+            return Ok(false);
+        }
         let behind = self.shared.latest().size < self.shared.committed() + prepared.len() as u64;
         if prepared.is_empty() && !(checkpoint_due && behind) {
             return Ok(false);
@@ -175,6 +183,9 @@ impl Writer {
                 Ok(checkpoint.is_some())
             }
             Err(e) => {
+                // Fail the ledger before anyone hears of the failure, so that
+                // no caller can see an error and then a working ledger.
+                self.shared.fail(e.to_string());
                 for p in prepared {
                     let _ = p.ack.send(Err(StoreError::Failed(e.to_string())));
                 }
@@ -212,7 +223,7 @@ impl Writer {
         }
         // Leaves go into the shared tree before the commit: readers only
         // look at sizes up to what is committed, which these do not change.
-        let size = {
+        {
             let mut tree = self
                 .shared
                 .tree
@@ -221,8 +232,10 @@ impl Writer {
             for p in prepared {
                 tree.push(p.leaf);
             }
-            tree.len()
-        };
+        }
+        // Sign over what this transaction commits, never over whatever else
+        // the tree may hold.
+        let size = self.shared.committed() + prepared.len() as u64;
         let checkpoint = if sign_checkpoint {
             let root = self
                 .shared

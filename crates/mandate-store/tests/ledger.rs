@@ -218,3 +218,76 @@ async fn export_writes_header_receipts_and_checkpoints_in_log_order() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failed_write_nothing_more_is_written_and_the_log_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let key = LogKey::generate("mandate.local/test").unwrap();
+    let ledger = Ledger::open(&path, key.clone(), config()).unwrap();
+    ledger.append(receipt(0)).await.unwrap();
+
+    // The commit that carries receipt 2 and a checkpoint over it fails after
+    // the receipt's leaf went into the in-memory tree (its checkpoint insert
+    // raises); afterwards a checkpoint over the receipts actually stored
+    // would not match the trigger's condition and could be written.
+    let blocker = Connection::open(&path).unwrap();
+    blocker
+        .execute_batch(
+            "CREATE TRIGGER fail_third BEFORE INSERT ON checkpoints
+             WHEN NEW.size = 3 AND (SELECT COUNT(*) FROM receipts) = 3
+             BEGIN SELECT RAISE(ABORT, 'injected write failure'); END;",
+        )
+        .unwrap();
+    // Hold the write lock so that the writer waits inside receipt 1's commit
+    // while receipt 2 and a checkpoint request queue up behind it: they then
+    // arrive in one group.
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let first = tokio::spawn({
+        let ledger = ledger.clone();
+        async move { ledger.append(receipt(1)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let third = tokio::spawn({
+        let ledger = ledger.clone();
+        async move { ledger.append(receipt(2)).await }
+    });
+    let head = tokio::spawn({
+        let ledger = ledger.clone();
+        async move { ledger.checkpoint().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    blocker.execute_batch("COMMIT").unwrap();
+
+    assert_eq!(first.await.unwrap().unwrap().index, 1);
+    assert!(matches!(third.await.unwrap(), Err(StoreError::Failed(_))));
+    assert!(matches!(head.await.unwrap(), Err(StoreError::Failed(_))));
+    assert!(ledger.failure().is_some());
+    // Nothing more is written: no receipt, and above all no checkpoint over
+    // the leaf that never reached the disk.
+    assert!(matches!(
+        ledger.checkpoint().await,
+        Err(StoreError::Failed(_))
+    ));
+    assert!(matches!(
+        ledger.append(receipt(3)).await,
+        Err(StoreError::Failed(_))
+    ));
+    let _ = ledger.close().await;
+    drop(ledger);
+
+    let newest: i64 = blocker
+        .query_row("SELECT MAX(size) FROM checkpoints", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        newest <= 2,
+        "a checkpoint covers a receipt never stored: {newest}"
+    );
+    blocker.execute_batch("DROP TRIGGER fail_third").unwrap();
+    drop(blocker);
+
+    // Restart recovers from what is on disk and goes on.
+    let ledger = Ledger::open(&path, key, config()).unwrap();
+    assert_eq!(ledger.size(), 2);
+    assert_eq!(ledger.append(receipt(2)).await.unwrap().index, 2);
+}

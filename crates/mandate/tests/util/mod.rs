@@ -344,6 +344,41 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// Kills the server with SIGKILL, as a crash or an OOM kill would (no
+    /// shutdown code runs), waits for it, and returns its whole stderr.
+    pub fn kill(mut self) -> String {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.logs.finish();
+        self.logs.text()
+    }
+
+    /// Stops the server gracefully (SIGTERM, as a service manager would),
+    /// waits for it to exit (bounded by [`STARTUP_TIMEOUT`]), and returns its
+    /// exit status and whole stderr. Runs `kill -TERM PID` (Unix).
+    pub fn terminate(mut self) -> (ExitStatus, String) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run `kill`: {e}"));
+        assert!(sent.success(), "`kill -TERM` failed: {sent:?}");
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "mandate did not exit within {STARTUP_TIMEOUT:?} of SIGTERM; stderr:\n{}",
+                    self.logs.text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.logs.finish();
+        (status, self.logs.text())
+    }
+
     /// Where the server listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
