@@ -17,7 +17,7 @@ use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
 use crate::reader::{LedgerReader, StoredReceipt, meta};
-use crate::writer::{Command, Writer, insert_checkpoint};
+use crate::writer::{Command, Prepared, Writer, insert_checkpoint};
 use crate::{StoreError, schema};
 
 /// How the ledger writes.
@@ -122,6 +122,12 @@ impl Shared {
     }
 }
 
+/// Hands out leaf indices in the order receipts reach the writer.
+struct Sequencer {
+    next: u64,
+    commands: Option<Sender<Command>>,
+}
+
 /// The receipt ledger of one gateway. Cheap to clone.
 #[derive(Clone)]
 pub struct Ledger {
@@ -129,7 +135,8 @@ pub struct Ledger {
 }
 
 struct Inner {
-    commands: Mutex<Option<Sender<Command>>>,
+    sequencer: Mutex<Sequencer>,
+    key: LogKey,
     writer: Mutex<Option<JoinHandle<()>>>,
     shared: Arc<Shared>,
     reader: Mutex<LedgerReader>,
@@ -188,6 +195,7 @@ impl Ledger {
             }
         };
 
+        let next = tree.len();
         let shared = Arc::new(Shared {
             committed: AtomicU64::new(tree.len()),
             tree: RwLock::new(tree),
@@ -197,7 +205,7 @@ impl Ledger {
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
             conn,
-            key,
+            key: key.clone(),
             shared: Arc::clone(&shared),
             checkpoint_interval: config.checkpoint_interval,
             max_batch: config.max_batch.max(1),
@@ -207,7 +215,11 @@ impl Ledger {
             .spawn(move || writer.run(rx))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                commands: Mutex::new(Some(tx)),
+                sequencer: Mutex::new(Sequencer {
+                    next,
+                    commands: Some(tx),
+                }),
+                key,
                 writer: Mutex::new(Some(handle)),
                 shared,
                 reader: Mutex::new(reader),
@@ -238,9 +250,31 @@ impl Ledger {
 
     /// Appends `receipt` (its `index` is assigned by the ledger) and returns
     /// once it is committed to disk.
-    pub async fn append(&self, receipt: Receipt) -> Result<Appended, StoreError> {
+    ///
+    /// The receipt is indexed, canonicalised and signed here, on the
+    /// caller's thread, under a lock that keeps indices in channel order:
+    /// the writer thread is left with the inserts and the fsync.
+    pub async fn append(&self, mut receipt: Receipt) -> Result<Appended, StoreError> {
         let (ack, answer) = oneshot::channel();
-        self.send(Command::Append(Box::new(receipt), ack))?;
+        {
+            let mut sequencer = self
+                .inner
+                .sequencer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(failure) = self.inner.shared.failure() {
+                return Err(StoreError::Failed(failure));
+            }
+            let Some(commands) = sequencer.commands.as_ref() else {
+                return Err(StoreError::Closed);
+            };
+            receipt.index = sequencer.next;
+            let prepared = Prepared::new(receipt, &self.inner.key, ack)?;
+            commands
+                .send(Command::Append(Box::new(prepared)))
+                .map_err(|_| StoreError::Closed)?;
+            sequencer.next += 1;
+        }
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -310,12 +344,12 @@ impl Ledger {
     }
 
     fn send(&self, command: Command) -> Result<(), StoreError> {
-        let commands = self
+        let sequencer = self
             .inner
-            .commands
+            .sequencer
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        match commands.as_ref() {
+        match sequencer.commands.as_ref() {
             Some(tx) => tx.send(command).map_err(|_| StoreError::Closed),
             None => Err(StoreError::Closed),
         }
@@ -328,9 +362,10 @@ impl Ledger {
         self.send(Command::Close(ack))?;
         let result = answer.await.map_err(|_| StoreError::Closed)?;
         self.inner
-            .commands
+            .sequencer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .commands
             .take();
         let handle = self
             .inner

@@ -1,9 +1,11 @@
 //! The ledger's single writer: group commit.
 //!
-//! Appends queue on a channel. The writer takes everything waiting, gives
-//! each receipt the next leaf index, signs it, and commits the whole group in
-//! one transaction (one fsync under `synchronous = FULL`). Only then does it
-//! answer, so a caller never hears of a receipt that is not on disk. Under
+//! Callers hand over receipts already indexed and signed
+//! ([`crate::ledger::Ledger::append`] does that under a short lock, so that
+//! the signing runs on the callers' threads, in parallel with this thread's
+//! fsync). The writer takes everything waiting and commits the whole group
+//! in one transaction (one fsync under `synchronous = FULL`). Only then does
+//! it answer, so a caller never hears of a receipt that is not on disk. Under
 //! load groups grow and the fsync cost is shared; with one caller a group is
 //! one receipt.
 
@@ -21,8 +23,8 @@ use crate::ledger::{Appended, Shared};
 
 /// A request to the writer.
 pub(crate) enum Command {
-    /// Append a receipt (its `index` is assigned here).
-    Append(Box<Receipt>, oneshot::Sender<Result<Appended, StoreError>>),
+    /// Append a receipt, indexed and signed in sequence.
+    Append(Box<Prepared>),
     /// Sign a checkpoint covering every committed receipt, if the newest does not.
     Checkpoint(oneshot::Sender<Result<SignedCheckpoint, StoreError>>),
     /// Sign a last checkpoint and stop.
@@ -37,13 +39,37 @@ pub(crate) struct Writer {
     pub(crate) max_batch: usize,
 }
 
-/// A receipt ready to insert.
-struct Prepared {
-    receipt: Box<Receipt>,
-    canonical: String,
-    signature: Vec<u8>,
-    leaf: Hash,
-    ack: oneshot::Sender<Result<Appended, StoreError>>,
+/// A receipt ready to insert: indexed, canonical, signed.
+pub(crate) struct Prepared {
+    pub(crate) receipt: Receipt,
+    pub(crate) canonical: String,
+    pub(crate) signature: Vec<u8>,
+    pub(crate) leaf: Hash,
+    pub(crate) ack: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+impl Prepared {
+    /// Canonical bytes, signature and leaf hash of `receipt`, whose `index`
+    /// is set.
+    pub(crate) fn new(
+        receipt: Receipt,
+        key: &LogKey,
+        ack: oneshot::Sender<Result<Appended, StoreError>>,
+    ) -> Result<Self, StoreError> {
+        let canonical = receipt.canonical()?;
+        let signature = key.sign_entry(&canonical);
+        let leaf = mandate_ledger::receipt::leaf_hash(&canonical);
+        // Canonical JSON is UTF-8 by construction.
+        let canonical =
+            String::from_utf8(canonical).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Self {
+            receipt,
+            canonical,
+            signature,
+            leaf,
+            ack,
+        })
+    }
 }
 
 impl Writer {
@@ -77,18 +103,17 @@ impl Writer {
             let base = self.shared.committed();
             for command in batch {
                 match command {
-                    Command::Append(mut receipt, ack) => {
-                        if let Some(failure) = self.shared.failure() {
-                            let _ = ack.send(Err(StoreError::Failed(failure)));
-                            continue;
+                    Command::Append(p) => {
+                        // The sequencer hands out indices in channel order;
+                        // anything else is a bug, and the log must not get a gap.
+                        if p.receipt.index != base + prepared.len() as u64 {
+                            self.shared.fail(format!(
+                                "receipt index {} arrived where {} was expected",
+                                p.receipt.index,
+                                base + prepared.len() as u64
+                            ));
                         }
-                        receipt.index = base + prepared.len() as u64;
-                        match self.prepare(receipt, ack) {
-                            Ok(p) => prepared.push(p),
-                            Err((ack, e)) => {
-                                let _ = ack.send(Err(e));
-                            }
-                        }
+                        prepared.push(*p);
                     }
                     Command::Checkpoint(ack) => waiters.push(ack),
                     Command::Close(ack) => closing = Some(ack),
@@ -121,33 +146,6 @@ impl Writer {
                 return;
             }
         }
-    }
-
-    /// Canonical bytes, signature and leaf hash of one receipt.
-    #[allow(clippy::result_large_err)]
-    fn prepare(
-        &self,
-        receipt: Box<Receipt>,
-        ack: oneshot::Sender<Result<Appended, StoreError>>,
-    ) -> Result<Prepared, (oneshot::Sender<Result<Appended, StoreError>>, StoreError)> {
-        let canonical = match receipt.canonical() {
-            Ok(bytes) => bytes,
-            Err(e) => return Err((ack, e.into())),
-        };
-        let signature = self.key.sign_entry(&canonical);
-        let leaf = mandate_ledger::receipt::leaf_hash(&canonical);
-        // Canonical JSON is UTF-8 by construction.
-        let canonical = match String::from_utf8(canonical) {
-            Ok(text) => text,
-            Err(e) => return Err((ack, StoreError::Corrupt(e.to_string()))),
-        };
-        Ok(Prepared {
-            receipt,
-            canonical,
-            signature,
-            leaf,
-            ack,
-        })
     }
 
     /// Commits `prepared` (and a checkpoint when `checkpoint_due`) in one
