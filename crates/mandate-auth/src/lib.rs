@@ -1,0 +1,18 @@
+//! Who is calling, and under which task: verified workload identity tokens
+//! ([`identity`]) and Biscuit task credentials ([`credential`]).
+//!
+//! Pure: keys and revocation lists are handed in; fetching a JWKS over the
+//! network or storing tasks happens at the edges (`mandate-server`,
+//! `mandate-store`).
+
+pub mod credential;
+pub mod identity;
+
+pub use credential::{
+    CredentialError, CredentialVerifier, DatalogLimits, Delegation, Hop, TaskAuthority,
+    TaskCredential, TaskGrant, VerificationCache, VerifiedCredential, Widening,
+};
+pub use identity::{
+    IdentityConfigError, IdentityError, IdentityVerifier, IssuerConfig, IssuerKind,
+    VerifiedIdentity, parse_jwks,
+};
