@@ -6,17 +6,26 @@
 //! so an acknowledged receipt is on disk. [`LedgerReader`] reads the same
 //! database, also while a gateway writes to it.
 //!
+//! [`TaskStore`] is the gateway's state database, a file of its own
+//! (`state.db`): tasks, the credentials issued under them, revocations, and
+//! each task's session history ([`tasks`]).
+//!
 //! PostgreSQL for several gateway instances is not here yet.
 
 mod ledger;
 mod reader;
 mod schema;
+pub mod tasks;
 mod writer;
 
 use std::path::PathBuf;
 
 pub use ledger::{Appended, Ledger, LedgerConfig, ReceiptProof};
 pub use reader::{ExportSummary, LedgerReader, StoredCheckpoint, StoredReceipt};
+pub use tasks::{
+    CallResult, CredentialRecord, END_REASON_ENDED, END_REASON_EXPIRED, HistoryEntry, Revocation,
+    TaskRecord, TaskStore,
+};
 
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -73,4 +82,32 @@ pub enum StoreError {
     /// A proof could not be made.
     #[error(transparent)]
     Proof(#[from] mandate_ledger::ProofError),
+    /// SQLite reported an error on the state database (tasks, credentials,
+    /// revocations, session history).
+    #[error("state database: {0}")]
+    State(rusqlite::Error),
+    /// The task, decision or credential asked for is not recorded.
+    #[error("no {kind} `{id}`")]
+    NotFound {
+        /// What was looked for: `task`, `decision`, …
+        kind: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The write contradicts what is recorded: the id exists already, or a
+    /// result was reported twice.
+    #[error("{0}")]
+    Conflict(String),
+    /// The task has ended: nothing more is issued under it.
+    #[error("task `{task_id}` has ended ({reason}): nothing more is issued under it")]
+    TaskEnded {
+        /// The task's id.
+        task_id: String,
+        /// Why it ended (`ended`, `expired`, …).
+        reason: String,
+    },
+    /// The record to write is inconsistent (a credential whose parent is not
+    /// in its task, a depth that does not follow its parent, …).
+    #[error("invalid record: {0}")]
+    Invalid(String),
 }

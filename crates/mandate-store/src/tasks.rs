@@ -1,0 +1,991 @@
+//! Tasks, their credentials, revocations and session history, on embedded
+//! SQLite.
+//!
+//! A [`TaskStore`] is the gateway's state database (`DATA_DIR/state.db`),
+//! a file of its own: the receipt ledger (`ledger.db`) is not touched. It
+//! keeps:
+//!
+//! * **tasks** ([`TaskRecord`]): what was granted when a task started, and
+//!   when and why it ended;
+//! * **credentials** ([`CredentialRecord`]): one row per credential issued
+//!   under a task (the root credential, then each delegation), in issue
+//!   order, each naming its parent, so the delegation tree can be shown;
+//! * **revocations** ([`Revocation`]): the revocation id of every credential
+//!   of every ended task, what `GET /v1/revocations` serves to offline
+//!   verifiers;
+//! * **history** ([`HistoryEntry`]): each task's decisions in the order they
+//!   were recorded, with what the call returned once an integration reports
+//!   it ([`CallResult`]).
+//!
+//! # Durability
+//!
+//! The database runs in WAL mode with `synchronous = FULL`, like the ledger:
+//! every write is one `BEGIN IMMEDIATE` transaction, and a method returns
+//! only after its commit is on disk. Ending a task revokes its credentials,
+//! so the end must be durable before anyone is told about it.
+//!
+//! `BEGIN IMMEDIATE` takes the write lock up front, so each write's checks
+//! (does the task exist, has it ended, is the parent credential in it) and
+//! its insert are atomic even with another connection on the same file.
+//!
+//! # Concurrency
+//!
+//! The API is synchronous (the server calls it from `spawn_blocking`). A
+//! `TaskStore` owns one connection behind a mutex: it is `Send + Sync`, and
+//! calls through one store run one at a time. Several stores (or processes)
+//! may open the same file; SQLite's locks and a busy timeout order them.
+//!
+//! # Times
+//!
+//! Times are stored as RFC 3339 text in UTC with nanoseconds
+//! (`2026-11-23T12:00:00.123456789Z`): fixed width, so text order is time
+//! order and `expires_at <= now` works in SQL, and a record reads back equal
+//! to what was written. Years outside 0000–9999 are refused.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, Params, Row, TransactionBehavior, params};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+
+/// `end_reason` of a task ended by a caller (`DELETE /v1/tasks/{id}`).
+pub const END_REASON_ENDED: &str = "ended";
+
+/// `end_reason` of a task ended because its TTL ran out.
+pub const END_REASON_EXPIRED: &str = "expired";
+
+/// `PRAGMA application_id` of a state database ("MNDS"). A database without
+/// it (for example the receipt ledger) is refused, not written to.
+const APPLICATION_ID: i32 = 0x4d4e_4453;
+
+/// Schema version stored in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const CREATE: &str = "
+-- One row per task. tools, labels: JSON arrays; params: JSON object.
+-- ended_at and end_reason are set together, once.
+CREATE TABLE tasks (
+    id                 TEXT    PRIMARY KEY,
+    agent              TEXT    NOT NULL,
+    on_behalf_of       TEXT,
+    intent             TEXT    NOT NULL,
+    tools              TEXT    NOT NULL,
+    labels             TEXT    NOT NULL,
+    params             TEXT    NOT NULL,
+    audience           TEXT    NOT NULL,
+    max_depth          INTEGER NOT NULL,
+    created_at         TEXT    NOT NULL,
+    expires_at         TEXT    NOT NULL,
+    ended_at           TEXT,
+    end_reason         TEXT,
+    root_revocation_id TEXT    NOT NULL UNIQUE,
+    CHECK ((ended_at IS NULL) = (end_reason IS NULL))
+) STRICT;
+
+-- What end_expired scans: open tasks by expiry.
+CREATE INDEX tasks_open_by_expiry ON tasks (expires_at) WHERE ended_at IS NULL;
+
+-- One row per credential issued, in issue order (seq). revocation_id is the
+-- hex id of the credential's last block; the root credential has no parent.
+CREATE TABLE credentials (
+    seq                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    revocation_id        TEXT    NOT NULL UNIQUE,
+    task_id              TEXT    NOT NULL REFERENCES tasks (id),
+    parent_revocation_id TEXT    REFERENCES credentials (revocation_id),
+    agent                TEXT    NOT NULL,
+    depth                INTEGER NOT NULL,
+    tools                TEXT    NOT NULL,
+    labels               TEXT    NOT NULL,
+    issued_at            TEXT    NOT NULL,
+    expires_at           TEXT    NOT NULL
+) STRICT;
+
+CREATE INDEX credentials_by_task ON credentials (task_id, seq);
+
+-- Revoked credentials, in the order they were revoked.
+CREATE TABLE revocations (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    revocation_id TEXT    NOT NULL UNIQUE REFERENCES credentials (revocation_id),
+    task_id       TEXT    NOT NULL REFERENCES tasks (id),
+    revoked_at    TEXT    NOT NULL
+) STRICT;
+
+-- Each task's decisions in the order they were recorded (seq), with the
+-- call's result once reported (result_labels: JSON array).
+CREATE TABLE history (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    decision_id   TEXT    NOT NULL UNIQUE,
+    task_id       TEXT    NOT NULL REFERENCES tasks (id),
+    agent         TEXT    NOT NULL,
+    server        TEXT    NOT NULL,
+    tool          TEXT    NOT NULL,
+    decision      TEXT    NOT NULL,
+    decided_at    TEXT    NOT NULL,
+    result_status TEXT,
+    result_labels TEXT,
+    result_at     TEXT,
+    CHECK ((result_status IS NULL) = (result_at IS NULL)),
+    CHECK ((result_status IS NULL) = (result_labels IS NULL))
+) STRICT;
+
+CREATE INDEX history_by_task ON history (task_id, seq);
+";
+
+/// A task as recorded when it started, with its end once it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The task's id.
+    pub id: String,
+    /// The root agent's verified identity.
+    pub agent: String,
+    /// The human the agent acts for, kept apart from the agent's identity.
+    pub on_behalf_of: Option<String>,
+    /// What the task is for, as the agent declared it.
+    pub intent: String,
+    /// Tools the task may call (`server/tool`).
+    pub tools: Vec<String>,
+    /// Data labels in the task's scope.
+    pub labels: Vec<String>,
+    /// Free parameters of the task (for example allowed recipients).
+    pub params: serde_json::Map<String, serde_json::Value>,
+    /// Who the task's credentials are for (RFC 8707 resource).
+    pub audience: String,
+    /// How many delegation hops may follow the root agent.
+    pub max_depth: u32,
+    /// When the task started.
+    pub created_at: DateTime<Utc>,
+    /// When the task's TTL runs out.
+    pub expires_at: DateTime<Utc>,
+    /// When the task ended; `None` while it is open.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Why it ended: [`END_REASON_ENDED`], [`END_REASON_EXPIRED`], or
+    /// another reason the gateway chose.
+    pub end_reason: Option<String>,
+    /// Revocation id of the root credential (its authority block).
+    pub root_revocation_id: String,
+}
+
+impl TaskRecord {
+    /// Whether the task has ended.
+    pub fn is_ended(&self) -> bool {
+        self.ended_at.is_some()
+    }
+}
+
+/// One credential issued under a task: the root credential or a delegation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialRecord {
+    /// The task it was issued under.
+    pub task_id: String,
+    /// Hex revocation id of the credential's last block (the block that
+    /// names this credential's holder).
+    pub revocation_id: String,
+    /// Revocation id of the credential it was delegated from; `None` for the
+    /// root credential.
+    pub parent_revocation_id: Option<String>,
+    /// The agent holding it.
+    pub agent: String,
+    /// Its depth: 0 for the root agent, parent's depth + 1 for a delegation.
+    pub depth: u32,
+    /// Its effective tools.
+    pub tools: Vec<String>,
+    /// Its effective data labels.
+    pub labels: Vec<String>,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+    /// When it expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A revoked credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// Hex revocation id of the credential's last block.
+    pub revocation_id: String,
+    /// The task it belonged to.
+    pub task_id: String,
+    /// When it was revoked (when its task ended).
+    pub revoked_at: DateTime<Utc>,
+}
+
+/// What a call returned, as an integration reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallResult {
+    /// `ok` or `error`.
+    pub status: String,
+    /// Labels of the data the call brought into the session (for example
+    /// `untrusted`, `confidential`).
+    pub labels: Vec<String>,
+    /// When the result was reported.
+    pub reported_at: DateTime<Utc>,
+}
+
+/// One decision in a task's session history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The decision's id (the receipt's `decision_id`).
+    pub decision_id: String,
+    /// The task it was made under.
+    pub task_id: String,
+    /// The agent that made the call (the credential's holder).
+    pub agent: String,
+    /// The tool's server.
+    pub server: String,
+    /// The tool.
+    pub tool: String,
+    /// `allow`, `deny` or `approval_required`.
+    pub decision: String,
+    /// When it was decided.
+    pub decided_at: DateTime<Utc>,
+    /// What the call returned, once reported.
+    pub result: Option<CallResult>,
+}
+
+/// The gateway's state database: tasks, credentials, revocations, history.
+#[derive(Debug)]
+pub struct TaskStore {
+    conn: Mutex<Connection>,
+}
+
+impl TaskStore {
+    /// Opens the state database at `path`, creating the file and its schema
+    /// if needed (the directory must exist).
+    ///
+    /// A database that is not a Mandate state database (for example the
+    /// receipt ledger), or one of a newer schema, is refused with
+    /// [`StoreError::Unsupported`] and left as it is.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(StoreError::State)?;
+        init(conn, path).map_err(relabel)
+    }
+
+    /// Records a new task with its root credential, in one transaction.
+    ///
+    /// Refused with [`StoreError::Conflict`] if the task id or the
+    /// credential's revocation id is recorded already, and with
+    /// [`StoreError::Invalid`] if the task is already ended or the root
+    /// credential does not belong to it (other task id, a parent, a depth
+    /// other than 0, another agent, a revocation id other than the task's
+    /// `root_revocation_id`).
+    pub fn create_task(
+        &self,
+        task: &TaskRecord,
+        root: &CredentialRecord,
+    ) -> Result<(), StoreError> {
+        if task.id.is_empty() {
+            return Err(StoreError::Invalid("a task needs an id".to_owned()));
+        }
+        if task.ended_at.is_some() || task.end_reason.is_some() {
+            return Err(StoreError::Invalid(format!(
+                "task `{}` cannot be created ended",
+                task.id
+            )));
+        }
+        let mismatch = if root.task_id != task.id {
+            Some(format!("belongs to task `{}`", root.task_id))
+        } else if root.parent_revocation_id.is_some() {
+            Some("has a parent".to_owned())
+        } else if root.depth != 0 {
+            Some(format!("has depth {}", root.depth))
+        } else if root.agent != task.agent {
+            Some(format!("is held by `{}`", root.agent))
+        } else if root.revocation_id != task.root_revocation_id {
+            Some(format!(
+                "has revocation id `{}`, the task names `{}`",
+                root.revocation_id, task.root_revocation_id
+            ))
+        } else {
+            None
+        };
+        if let Some(mismatch) = mismatch {
+            return Err(StoreError::Invalid(format!(
+                "the root credential of task `{}` {mismatch}",
+                task.id
+            )));
+        }
+        let row = TaskRow::new(task)?;
+        let credential = CredentialRow::new(root)?;
+        self.write(|conn| {
+            if exists(conn, "SELECT 1 FROM tasks WHERE id = ?1", &task.id)? {
+                return Err(StoreError::Conflict(format!(
+                    "task `{}` already exists",
+                    task.id
+                )));
+            }
+            // Before the task row, whose root_revocation_id is unique too.
+            credential.refuse_recorded(conn)?;
+            row.insert(conn)?;
+            credential.insert(conn)
+        })
+    }
+
+    /// The task `id`.
+    pub fn task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        self.read(|conn| {
+            query_one(
+                conn,
+                &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"),
+                params![id],
+                task_row,
+            )
+        })
+    }
+
+    /// Every credential issued under task `task_id`, in issue order (the root
+    /// credential first); empty for an unknown task.
+    pub fn credentials(&self, task_id: &str) -> Result<Vec<CredentialRecord>, StoreError> {
+        self.read(|conn| {
+            query_all(
+                conn,
+                &format!(
+                    "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE task_id = ?1 ORDER BY seq"
+                ),
+                params![task_id],
+                credential_row,
+            )
+        })
+    }
+
+    /// Records a credential delegated under an open task.
+    ///
+    /// Refused with [`StoreError::NotFound`] for an unknown task,
+    /// [`StoreError::TaskEnded`] if the task has ended,
+    /// [`StoreError::Invalid`] if the parent is missing or not a credential
+    /// of the task, the depth is not the parent's + 1 or exceeds the task's
+    /// `max_depth`, and [`StoreError::Conflict`] if the revocation id is
+    /// recorded already.
+    ///
+    /// Narrowing (tools, labels, expiry within the parent's) is what
+    /// `mandate-auth` enforces when it issues the credential; it is not
+    /// checked again here.
+    pub fn add_credential(&self, credential: &CredentialRecord) -> Result<(), StoreError> {
+        let row = CredentialRow::new(credential)?;
+        let Some(parent_id) = credential.parent_revocation_id.as_deref() else {
+            return Err(StoreError::Invalid(format!(
+                "credential `{}` has no parent: the root credential is recorded with its task",
+                credential.revocation_id
+            )));
+        };
+        self.write(|conn| {
+            let task: Option<(u32, Option<String>)> = conn
+                .query_row(
+                    "SELECT max_depth, end_reason FROM tasks WHERE id = ?1",
+                    params![credential.task_id],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()?;
+            let Some((max_depth, end_reason)) = task else {
+                return Err(StoreError::NotFound {
+                    kind: "task",
+                    id: credential.task_id.clone(),
+                });
+            };
+            if let Some(reason) = end_reason {
+                return Err(StoreError::TaskEnded {
+                    task_id: credential.task_id.clone(),
+                    reason,
+                });
+            }
+            let parent_depth: Option<u32> = conn
+                .query_row(
+                    "SELECT depth FROM credentials WHERE revocation_id = ?1 AND task_id = ?2",
+                    params![parent_id, credential.task_id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let Some(parent_depth) = parent_depth else {
+                return Err(StoreError::Invalid(format!(
+                    "parent credential `{parent_id}` is not a credential of task `{}`",
+                    credential.task_id
+                )));
+            };
+            if Some(credential.depth) != parent_depth.checked_add(1) {
+                return Err(StoreError::Invalid(format!(
+                    "credential `{}` has depth {}, its parent has depth {parent_depth}",
+                    credential.revocation_id, credential.depth
+                )));
+            }
+            if credential.depth > max_depth {
+                return Err(StoreError::Invalid(format!(
+                    "credential `{}` has depth {}, task `{}` allows {max_depth}",
+                    credential.revocation_id, credential.depth, credential.task_id
+                )));
+            }
+            row.insert(conn)
+        })
+    }
+
+    /// Ends task `id` at `at` for `reason` ([`END_REASON_ENDED`] when a
+    /// caller ends it) and revokes every credential issued under it. Returns
+    /// the revocation ids of all the task's credentials, in issue order.
+    ///
+    /// Idempotent: ending an ended task changes nothing (its `ended_at`,
+    /// reason and revocation times stay) and returns the same ids.
+    /// [`StoreError::NotFound`] for an unknown task.
+    pub fn end_task(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        if reason.is_empty() {
+            return Err(StoreError::Invalid(
+                "a task needs a reason to end".to_owned(),
+            ));
+        }
+        let at = time_text(&at)?;
+        self.write(|conn| end_in(conn, id, &at, reason))
+    }
+
+    /// Ends (reason [`END_REASON_EXPIRED`], at `now`) every open task whose
+    /// `expires_at` is not after `now`, in one transaction. Returns each
+    /// ended task's id with its revocation ids, earliest expiry first.
+    pub fn end_expired(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        let now = time_text(&now)?;
+        self.write(|conn| {
+            let expired = query_all(
+                conn,
+                "SELECT id FROM tasks WHERE ended_at IS NULL AND expires_at <= ?1
+                 ORDER BY expires_at, id",
+                params![now],
+                |row| Ok(row.get::<_, String>(0)?),
+            )?;
+            expired
+                .into_iter()
+                .map(|id| {
+                    let ids = end_in(conn, &id, &now, END_REASON_EXPIRED)?;
+                    Ok((id, ids))
+                })
+                .collect()
+        })
+    }
+
+    /// Every revoked credential, in the order revoked.
+    pub fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        self.read(|conn| {
+            query_all(
+                conn,
+                "SELECT revocation_id, task_id, revoked_at FROM revocations ORDER BY seq",
+                [],
+                |row| {
+                    Ok(Revocation {
+                        revocation_id: row.get(0)?,
+                        task_id: row.get(1)?,
+                        revoked_at: time_col(row, 2, "revoked_at")?,
+                    })
+                },
+            )
+        })
+    }
+
+    /// The revocation ids of every revoked credential.
+    pub fn revoked_ids(&self) -> Result<HashSet<String>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT revocation_id FROM revocations")?;
+            let ids = stmt.query_map([], |row| row.get(0))?;
+            Ok(ids.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Appends a decision to its task's history (with its result, if
+    /// `entry.result` is set).
+    ///
+    /// [`StoreError::NotFound`] for an unknown task, [`StoreError::Conflict`]
+    /// if the decision id is recorded already. A decision under an ended
+    /// task is recorded: a call decided just before the end may be recorded
+    /// just after it, and history is what happened. Refusing calls under an
+    /// ended task is the gateway's job (its revoked ids), before it decides.
+    pub fn record_decision(&self, entry: &HistoryEntry) -> Result<(), StoreError> {
+        let decided_at = time_text(&entry.decided_at)?;
+        let result = entry.result.as_ref().map(ResultRow::new).transpose()?;
+        self.write(|conn| {
+            if !exists(conn, "SELECT 1 FROM tasks WHERE id = ?1", &entry.task_id)? {
+                return Err(StoreError::NotFound {
+                    kind: "task",
+                    id: entry.task_id.clone(),
+                });
+            }
+            if exists(
+                conn,
+                "SELECT 1 FROM history WHERE decision_id = ?1",
+                &entry.decision_id,
+            )? {
+                return Err(StoreError::Conflict(format!(
+                    "decision `{}` is already recorded",
+                    entry.decision_id
+                )));
+            }
+            conn.prepare_cached(
+                "INSERT INTO history (decision_id, task_id, agent, server, tool, decision,
+                     decided_at, result_status, result_labels, result_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                entry.decision_id,
+                entry.task_id,
+                entry.agent,
+                entry.server,
+                entry.tool,
+                entry.decision,
+                decided_at,
+                result.as_ref().map(|r| r.status),
+                result.as_ref().map(|r| r.labels.as_str()),
+                result.as_ref().map(|r| r.reported_at.as_str()),
+            ])?;
+            Ok(())
+        })
+    }
+
+    /// Records what the call of decision `decision_id` returned, and returns
+    /// the history entry with it.
+    ///
+    /// [`StoreError::NotFound`] if no decision `decision_id` is recorded (a
+    /// decision made without a task has no history), and
+    /// [`StoreError::Conflict`] if its result was reported already: a
+    /// result is reported once. A result is accepted after the task ended,
+    /// since a call allowed before the end may finish after it. Which
+    /// decisions may take a result (a denied call did not run) is the
+    /// gateway's choice; see [`decision`](Self::decision).
+    pub fn record_result(
+        &self,
+        decision_id: &str,
+        result: CallResult,
+    ) -> Result<HistoryEntry, StoreError> {
+        let row = ResultRow::new(&result)?;
+        let entry = self.write(|conn| {
+            let Some(entry) = history_entry(conn, decision_id)? else {
+                return Err(StoreError::NotFound {
+                    kind: "decision",
+                    id: decision_id.to_owned(),
+                });
+            };
+            if entry.result.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "the result of decision `{decision_id}` was already reported"
+                )));
+            }
+            conn.prepare_cached(
+                "UPDATE history SET result_status = ?2, result_labels = ?3, result_at = ?4
+                 WHERE decision_id = ?1",
+            )?
+            .execute(params![
+                decision_id,
+                row.status,
+                row.labels,
+                row.reported_at
+            ])?;
+            Ok(entry)
+        })?;
+        Ok(HistoryEntry {
+            result: Some(result),
+            ..entry
+        })
+    }
+
+    /// The history entry of decision `decision_id`.
+    pub fn decision(&self, decision_id: &str) -> Result<Option<HistoryEntry>, StoreError> {
+        self.read(|conn| history_entry(conn, decision_id))
+    }
+
+    /// Task `task_id`'s decisions in the order they were recorded; empty
+    /// for an unknown task.
+    pub fn history(&self, task_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.read(|conn| {
+            query_all(
+                conn,
+                &format!("SELECT {HISTORY_COLUMNS} FROM history WHERE task_id = ?1 ORDER BY seq"),
+                params![task_id],
+                history_row,
+            )
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic under the lock drops its transaction, which rolls back:
+        // the connection is still sound.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction and commits (durably)
+    /// if it succeeds; rolls back otherwise.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.lock();
+        let run = || {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        };
+        run().map_err(relabel)
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        f(&self.lock()).map_err(relabel)
+    }
+}
+
+/// SQLite errors from here are the state database's, not the ledger's.
+fn relabel(e: StoreError) -> StoreError {
+    match e {
+        StoreError::Sqlite(e) => StoreError::State(e),
+        other => other,
+    }
+}
+
+/// Connection settings and schema: WAL, a sync on every commit, foreign
+/// keys, and the tables on first open.
+fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
+    conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unsupported(format!(
+            "the state database {} refused WAL mode (journal_mode is `{mode}`)",
+            path.display()
+        )));
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;",
+    )?;
+    // Immediate: two processes opening a new file do not both create it.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let application_id: i32 = tx.query_row("PRAGMA application_id", [], |row| row.get(0))?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let objects: i64 = tx.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |row| row.get(0))?;
+    if application_id == 0 && objects == 0 {
+        tx.execute_batch(CREATE)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    } else if application_id != APPLICATION_ID {
+        return Err(StoreError::Unsupported(format!(
+            "{} is not a Mandate state database (tasks live in state.db, receipts in ledger.db)",
+            path.display()
+        )));
+    } else if version != SCHEMA_VERSION {
+        return Err(StoreError::Unsupported(format!(
+            "the state database {} has schema {version}; this build knows schema {SCHEMA_VERSION}",
+            path.display()
+        )));
+    }
+    tx.commit()?;
+    Ok(TaskStore {
+        conn: Mutex::new(conn),
+    })
+}
+
+/// Ends task `id` (if open) and returns its credentials' revocation ids.
+fn end_in(conn: &Connection, id: &str, at: &str, reason: &str) -> Result<Vec<String>, StoreError> {
+    let ended: Option<Option<String>> = conn
+        .query_row(
+            "SELECT ended_at FROM tasks WHERE id = ?1",
+            params![id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let Some(ended) = ended else {
+        return Err(StoreError::NotFound {
+            kind: "task",
+            id: id.to_owned(),
+        });
+    };
+    if ended.is_none() {
+        conn.prepare_cached("UPDATE tasks SET ended_at = ?2, end_reason = ?3 WHERE id = ?1")?
+            .execute(params![id, at, reason])?;
+        conn.prepare_cached(
+            "INSERT INTO revocations (revocation_id, task_id, revoked_at)
+             SELECT revocation_id, task_id, ?2 FROM credentials WHERE task_id = ?1 ORDER BY seq",
+        )?
+        .execute(params![id, at])?;
+    }
+    query_all(
+        conn,
+        "SELECT revocation_id FROM credentials WHERE task_id = ?1 ORDER BY seq",
+        params![id],
+        |row| Ok(row.get::<_, String>(0)?),
+    )
+}
+
+fn exists(conn: &Connection, sql: &str, id: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_row(params![id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    read: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(read(row)?);
+    }
+    Ok(out)
+}
+
+fn query_one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    read: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    rows.next()?.map(read).transpose()
+}
+
+fn history_entry(conn: &Connection, decision_id: &str) -> Result<Option<HistoryEntry>, StoreError> {
+    query_one(
+        conn,
+        &format!("SELECT {HISTORY_COLUMNS} FROM history WHERE decision_id = ?1"),
+        params![decision_id],
+        history_row,
+    )
+}
+
+// Writing: records checked and encoded before the transaction starts.
+
+/// A time as stored: RFC 3339, UTC, nanoseconds, fixed width.
+fn time_text(time: &DateTime<Utc>) -> Result<String, StoreError> {
+    if !(0..=9999).contains(&time.year()) {
+        return Err(StoreError::Invalid(format!(
+            "time {time} is outside the years 0000-9999"
+        )));
+    }
+    Ok(time.to_rfc3339_opts(SecondsFormat::Nanos, true))
+}
+
+fn json_text<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Invalid(format!("{what} cannot be encoded: {e}")))
+}
+
+struct TaskRow<'a> {
+    task: &'a TaskRecord,
+    tools: String,
+    labels: String,
+    params: String,
+    created_at: String,
+    expires_at: String,
+}
+
+impl<'a> TaskRow<'a> {
+    fn new(task: &'a TaskRecord) -> Result<Self, StoreError> {
+        Ok(Self {
+            task,
+            tools: json_text(&task.tools, "tools")?,
+            labels: json_text(&task.labels, "labels")?,
+            params: json_text(&task.params, "params")?,
+            created_at: time_text(&task.created_at)?,
+            expires_at: time_text(&task.expires_at)?,
+        })
+    }
+
+    fn insert(&self, conn: &Connection) -> Result<(), StoreError> {
+        let t = self.task;
+        conn.prepare_cached(
+            "INSERT INTO tasks (id, agent, on_behalf_of, intent, tools, labels, params, audience,
+                 max_depth, created_at, expires_at, root_revocation_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?
+        .execute(params![
+            t.id,
+            t.agent,
+            t.on_behalf_of,
+            t.intent,
+            self.tools,
+            self.labels,
+            self.params,
+            t.audience,
+            t.max_depth,
+            self.created_at,
+            self.expires_at,
+            t.root_revocation_id,
+        ])?;
+        Ok(())
+    }
+}
+
+struct CredentialRow<'a> {
+    credential: &'a CredentialRecord,
+    tools: String,
+    labels: String,
+    issued_at: String,
+    expires_at: String,
+}
+
+impl<'a> CredentialRow<'a> {
+    fn new(credential: &'a CredentialRecord) -> Result<Self, StoreError> {
+        if credential.revocation_id.is_empty() {
+            return Err(StoreError::Invalid(
+                "a credential needs a revocation id".to_owned(),
+            ));
+        }
+        Ok(Self {
+            credential,
+            tools: json_text(&credential.tools, "tools")?,
+            labels: json_text(&credential.labels, "labels")?,
+            issued_at: time_text(&credential.issued_at)?,
+            expires_at: time_text(&credential.expires_at)?,
+        })
+    }
+
+    /// [`StoreError::Conflict`] if the revocation id is recorded already.
+    fn refuse_recorded(&self, conn: &Connection) -> Result<(), StoreError> {
+        let id = &self.credential.revocation_id;
+        if exists(
+            conn,
+            "SELECT 1 FROM credentials WHERE revocation_id = ?1",
+            id,
+        )? {
+            return Err(StoreError::Conflict(format!(
+                "credential `{id}` is already recorded"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Inserts the credential; [`StoreError::Conflict`] if its revocation
+    /// id is recorded already.
+    fn insert(&self, conn: &Connection) -> Result<(), StoreError> {
+        self.refuse_recorded(conn)?;
+        let c = self.credential;
+        conn.prepare_cached(
+            "INSERT INTO credentials (revocation_id, task_id, parent_revocation_id, agent, depth,
+                 tools, labels, issued_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            c.revocation_id,
+            c.task_id,
+            c.parent_revocation_id,
+            c.agent,
+            c.depth,
+            self.tools,
+            self.labels,
+            self.issued_at,
+            self.expires_at,
+        ])?;
+        Ok(())
+    }
+}
+
+struct ResultRow<'a> {
+    status: &'a str,
+    labels: String,
+    reported_at: String,
+}
+
+impl<'a> ResultRow<'a> {
+    fn new(result: &'a CallResult) -> Result<Self, StoreError> {
+        Ok(Self {
+            status: &result.status,
+            labels: json_text(&result.labels, "result labels")?,
+            reported_at: time_text(&result.reported_at)?,
+        })
+    }
+}
+
+// Reading: columns in the order the row readers expect them.
+
+const TASK_COLUMNS: &str = "id, agent, on_behalf_of, intent, tools, labels, params, audience, \
+     max_depth, created_at, expires_at, ended_at, end_reason, root_revocation_id";
+
+const CREDENTIAL_COLUMNS: &str = "task_id, revocation_id, parent_revocation_id, agent, depth, \
+     tools, labels, issued_at, expires_at";
+
+const HISTORY_COLUMNS: &str = "decision_id, task_id, agent, server, tool, decision, decided_at, \
+     result_status, result_labels, result_at";
+
+fn task_row(row: &Row<'_>) -> Result<TaskRecord, StoreError> {
+    Ok(TaskRecord {
+        id: row.get(0)?,
+        agent: row.get(1)?,
+        on_behalf_of: row.get(2)?,
+        intent: row.get(3)?,
+        tools: json_col(row, 4, "tools")?,
+        labels: json_col(row, 5, "labels")?,
+        params: json_col(row, 6, "params")?,
+        audience: row.get(7)?,
+        max_depth: row.get(8)?,
+        created_at: time_col(row, 9, "created_at")?,
+        expires_at: time_col(row, 10, "expires_at")?,
+        ended_at: row
+            .get::<_, Option<String>>(11)?
+            .map(|t| parse_time(&t, "ended_at"))
+            .transpose()?,
+        end_reason: row.get(12)?,
+        root_revocation_id: row.get(13)?,
+    })
+}
+
+fn credential_row(row: &Row<'_>) -> Result<CredentialRecord, StoreError> {
+    Ok(CredentialRecord {
+        task_id: row.get(0)?,
+        revocation_id: row.get(1)?,
+        parent_revocation_id: row.get(2)?,
+        agent: row.get(3)?,
+        depth: row.get(4)?,
+        tools: json_col(row, 5, "tools")?,
+        labels: json_col(row, 6, "labels")?,
+        issued_at: time_col(row, 7, "issued_at")?,
+        expires_at: time_col(row, 8, "expires_at")?,
+    })
+}
+
+fn history_row(row: &Row<'_>) -> Result<HistoryEntry, StoreError> {
+    let status: Option<String> = row.get(7)?;
+    let result = match status {
+        Some(status) => Some(CallResult {
+            status,
+            labels: json_col(row, 8, "result labels")?,
+            reported_at: time_col(row, 9, "result_at")?,
+        }),
+        None => None,
+    };
+    Ok(HistoryEntry {
+        decision_id: row.get(0)?,
+        task_id: row.get(1)?,
+        agent: row.get(2)?,
+        server: row.get(3)?,
+        tool: row.get(4)?,
+        decision: row.get(5)?,
+        decided_at: time_col(row, 6, "decided_at")?,
+        result,
+    })
+}
+
+fn parse_time(text: &str, what: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("{what} `{text}` is not an RFC 3339 time: {e}")))
+}
+
+fn time_col(row: &Row<'_>, idx: usize, what: &str) -> Result<DateTime<Utc>, StoreError> {
+    parse_time(&row.get::<_, String>(idx)?, what)
+}
+
+fn json_col<T: DeserializeOwned>(row: &Row<'_>, idx: usize, what: &str) -> Result<T, StoreError> {
+    let text: String = row.get(idx)?;
+    serde_json::from_str(&text)
+        .map_err(|e| StoreError::Corrupt(format!("stored {what} `{text}` are not valid: {e}")))
+}

@@ -1,0 +1,609 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
+//! The state database on a real file: tasks with their credentials,
+//! revocation on end (durable, idempotent, by TTL), session history with
+//! results, reopen, and two connections writing at once.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use mandate_store::{
+    CallResult, CredentialRecord, END_REASON_ENDED, END_REASON_EXPIRED, HistoryEntry, StoreError,
+    TaskRecord, TaskStore,
+};
+use rusqlite::Connection;
+
+/// A fixed time with nanoseconds, so round trips check full precision.
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap() + Duration::nanoseconds(123_456_789)
+}
+
+fn task(id: &str, expires_at: DateTime<Utc>) -> (TaskRecord, CredentialRecord) {
+    let root_id = format!("{id}-root");
+    let mut params = serde_json::Map::new();
+    params.insert(
+        "recipients".to_owned(),
+        serde_json::json!(["ops@example.org"]),
+    );
+    let task = TaskRecord {
+        id: id.to_owned(),
+        agent: "spiffe://example.org/planner".to_owned(),
+        on_behalf_of: Some("alice@example.org".to_owned()),
+        intent: "summarise the incident and mail ops".to_owned(),
+        tools: vec!["mail/send".to_owned(), "tickets/read".to_owned()],
+        labels: vec!["internal".to_owned()],
+        params,
+        audience: "https://mandate.example.org".to_owned(),
+        max_depth: 2,
+        created_at: t0(),
+        expires_at,
+        ended_at: None,
+        end_reason: None,
+        root_revocation_id: root_id.clone(),
+    };
+    let root = CredentialRecord {
+        task_id: id.to_owned(),
+        revocation_id: root_id,
+        parent_revocation_id: None,
+        agent: task.agent.clone(),
+        depth: 0,
+        tools: task.tools.clone(),
+        labels: task.labels.clone(),
+        issued_at: t0(),
+        expires_at,
+    };
+    (task, root)
+}
+
+fn delegation(task_id: &str, id: &str, parent: &str, depth: u32) -> CredentialRecord {
+    CredentialRecord {
+        task_id: task_id.to_owned(),
+        revocation_id: id.to_owned(),
+        parent_revocation_id: Some(parent.to_owned()),
+        agent: format!("spiffe://example.org/{id}"),
+        depth,
+        tools: vec!["tickets/read".to_owned()],
+        labels: vec!["internal".to_owned()],
+        issued_at: t0() + Duration::seconds(i64::from(depth)),
+        expires_at: t0() + Duration::minutes(5),
+    }
+}
+
+fn decision(task_id: &str, id: &str, tool: &str, n: i64) -> HistoryEntry {
+    HistoryEntry {
+        decision_id: id.to_owned(),
+        task_id: task_id.to_owned(),
+        agent: "spiffe://example.org/planner".to_owned(),
+        server: "tickets".to_owned(),
+        tool: tool.to_owned(),
+        decision: "allow".to_owned(),
+        decided_at: t0() + Duration::milliseconds(n),
+        result: None,
+    }
+}
+
+fn result(status: &str, labels: &[&str]) -> CallResult {
+    CallResult {
+        status: status.to_owned(),
+        labels: labels.iter().map(|l| (*l).to_owned()).collect(),
+        reported_at: t0() + Duration::seconds(1),
+    }
+}
+
+/// A store with task `id` (root credential `id-root`) expiring in an hour.
+fn started(path: &Path, id: &str) -> (TaskStore, TaskRecord, CredentialRecord) {
+    let store = TaskStore::open(path).unwrap();
+    let (task, root) = task(id, t0() + Duration::hours(1));
+    store.create_task(&task, &root).unwrap();
+    (store, task, root)
+}
+
+#[test]
+fn a_task_round_trips_with_its_root_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let (store, task, root) = started(&path, "t1");
+
+    let stored = store.task("t1").unwrap().unwrap();
+    assert_eq!(stored, task, "every field, times to the nanosecond");
+    assert!(!stored.is_ended());
+    assert_eq!(store.credentials("t1").unwrap(), vec![root.clone()]);
+    assert!(store.task("t2").unwrap().is_none());
+    assert!(store.credentials("t2").unwrap().is_empty());
+
+    // The same id again is a conflict, and changes nothing.
+    let mut again = task.clone();
+    again.intent = "something else".to_owned();
+    let err = store.create_task(&again, &root).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(store.task("t1").unwrap().unwrap().intent, task.intent);
+
+    // A root credential that does not belong to its task is refused whole:
+    // no task row is left behind either.
+    let (t3, root3) = self::task("t3", t0() + Duration::hours(1));
+    for bad in [
+        CredentialRecord {
+            depth: 1,
+            ..root3.clone()
+        },
+        CredentialRecord {
+            parent_revocation_id: Some("t1-root".to_owned()),
+            ..root3.clone()
+        },
+        CredentialRecord {
+            task_id: "t1".to_owned(),
+            ..root3.clone()
+        },
+        CredentialRecord {
+            revocation_id: "other".to_owned(),
+            ..root3.clone()
+        },
+    ] {
+        let err = store.create_task(&t3, &bad).unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    }
+    // A new task whose root revocation id is already recorded: refused in
+    // the transaction, the task row rolled back.
+    let reused = TaskRecord {
+        root_revocation_id: "t1-root".to_owned(),
+        ..t3.clone()
+    };
+    let reused_root = CredentialRecord {
+        revocation_id: "t1-root".to_owned(),
+        ..root3.clone()
+    };
+    let err = store.create_task(&reused, &reused_root).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(store.task("t3").unwrap().is_none(), "rolled back");
+    store.create_task(&t3, &root3).unwrap();
+}
+
+#[test]
+fn delegations_are_recorded_in_issue_order_under_their_parents() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let (store, _, root) = started(&path, "t1");
+    let (other, other_root) = task("t2", t0() + Duration::hours(1));
+    store.create_task(&other, &other_root).unwrap();
+
+    // root ─┬─ a ── b
+    //       └─ c
+    let a = delegation("t1", "a", "t1-root", 1);
+    let b = delegation("t1", "b", "a", 2);
+    let c = delegation("t1", "c", "t1-root", 1);
+    for credential in [&a, &b, &c] {
+        store.add_credential(credential).unwrap();
+    }
+    let tree = store.credentials("t1").unwrap();
+    assert_eq!(tree, vec![root, a.clone(), b.clone(), c]);
+    assert_eq!(
+        store.credentials("t2").unwrap(),
+        vec![other_root],
+        "another task's tree is its own"
+    );
+
+    // A parent from another task, an unknown parent, no parent, a depth
+    // that does not follow the parent, or one past max_depth (2): refused.
+    for bad in [
+        delegation("t1", "x", "t2-root", 1),
+        delegation("t1", "x", "nowhere", 1),
+        CredentialRecord {
+            parent_revocation_id: None,
+            ..delegation("t1", "x", "a", 2)
+        },
+        delegation("t1", "x", "a", 1),
+        delegation("t1", "x", "b", 3),
+    ] {
+        let err = store.add_credential(&bad).unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    }
+    let err = store
+        .add_credential(&delegation("t1", "b", "a", 2))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    let err = store
+        .add_credential(&delegation("t9", "x", "t1-root", 1))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound { kind: "task", ref id } if id == "t9"),
+        "{err}"
+    );
+    assert_eq!(store.credentials("t1").unwrap().len(), 4, "nothing added");
+}
+
+#[test]
+fn no_credential_is_added_to_an_ended_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let (store, _, root) = started(&path, "t1");
+    store
+        .add_credential(&delegation("t1", "a", "t1-root", 1))
+        .unwrap();
+    store
+        .end_task("t1", t0() + Duration::minutes(1), END_REASON_ENDED)
+        .unwrap();
+
+    let err = store
+        .add_credential(&delegation("t1", "b", "t1-root", 1))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::TaskEnded { ref task_id, ref reason } if task_id == "t1" && reason == "ended"
+        ),
+        "{err}"
+    );
+    let ids: Vec<String> = store
+        .credentials("t1")
+        .unwrap()
+        .into_iter()
+        .map(|c| c.revocation_id)
+        .collect();
+    assert_eq!(ids, vec![root.revocation_id, "a".to_owned()]);
+}
+
+#[test]
+fn ending_revokes_every_credential_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let (store, _, _) = started(&path, "t1");
+    let (open, open_root) = task("t2", t0() + Duration::hours(1));
+    store.create_task(&open, &open_root).unwrap();
+    store
+        .add_credential(&delegation("t1", "a", "t1-root", 1))
+        .unwrap();
+    store
+        .add_credential(&delegation("t1", "b", "a", 2))
+        .unwrap();
+
+    let ended_at = t0() + Duration::minutes(2);
+    let ids = store.end_task("t1", ended_at, END_REASON_ENDED).unwrap();
+    assert_eq!(ids, vec!["t1-root", "a", "b"], "every id, issue order");
+    drop(store);
+
+    // After a reopen (as after a restart) the end and the revocations hold.
+    let store = TaskStore::open(&path).unwrap();
+    let revoked = store.revoked_ids().unwrap();
+    for id in &ids {
+        assert!(revoked.contains(id), "{id} revoked after reopen");
+    }
+    assert!(
+        !revoked.contains("t2-root"),
+        "an open task's credential is not revoked"
+    );
+    let revocations = store.revocations().unwrap();
+    assert_eq!(revocations.len(), 3);
+    assert!(
+        revocations
+            .iter()
+            .all(|r| r.task_id == "t1" && r.revoked_at == ended_at)
+    );
+    let task = store.task("t1").unwrap().unwrap();
+    assert_eq!(task.ended_at, Some(ended_at));
+    assert_eq!(task.end_reason.as_deref(), Some(END_REASON_ENDED));
+    assert!(!store.task("t2").unwrap().unwrap().is_ended());
+}
+
+#[test]
+fn ending_twice_changes_nothing_and_returns_the_same_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let (store, _, _) = started(&path, "t1");
+    store
+        .add_credential(&delegation("t1", "a", "t1-root", 1))
+        .unwrap();
+    let first_at = t0() + Duration::minutes(1);
+    let first = store.end_task("t1", first_at, END_REASON_ENDED).unwrap();
+    let revocations = store.revocations().unwrap();
+
+    let second = store
+        .end_task("t1", first_at + Duration::minutes(5), "context changed")
+        .unwrap();
+    assert_eq!(second, first);
+    let task = store.task("t1").unwrap().unwrap();
+    assert_eq!(task.ended_at, Some(first_at), "ended_at unchanged");
+    assert_eq!(task.end_reason.as_deref(), Some(END_REASON_ENDED));
+    assert_eq!(store.revocations().unwrap(), revocations, "no new rows");
+
+    let err = store
+        .end_task("nope", first_at, END_REASON_ENDED)
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound { kind: "task", .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn end_expired_ends_only_open_tasks_whose_ttl_ran_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = TaskStore::open(&path).unwrap();
+    let now = t0() + Duration::hours(1);
+    for (id, expires_at) in [
+        ("past", now - Duration::minutes(10)),
+        ("exactly-now", now),
+        ("future", now + Duration::nanoseconds(1)),
+        ("ended-by-caller", now - Duration::minutes(20)),
+    ] {
+        let (task, root) = task(id, expires_at);
+        store.create_task(&task, &root).unwrap();
+    }
+    store
+        .add_credential(&delegation("past", "past-sub", "past-root", 1))
+        .unwrap();
+    let caller_end = now - Duration::minutes(30);
+    store
+        .end_task("ended-by-caller", caller_end, END_REASON_ENDED)
+        .unwrap();
+
+    let ended = store.end_expired(now).unwrap();
+    assert_eq!(
+        ended,
+        vec![
+            (
+                "past".to_owned(),
+                vec!["past-root".to_owned(), "past-sub".to_owned()]
+            ),
+            (
+                "exactly-now".to_owned(),
+                vec!["exactly-now-root".to_owned()]
+            ),
+        ],
+        "earliest expiry first; ended tasks are not ended again"
+    );
+    for id in ["past", "exactly-now"] {
+        let task = store.task(id).unwrap().unwrap();
+        assert_eq!(task.ended_at, Some(now));
+        assert_eq!(task.end_reason.as_deref(), Some(END_REASON_EXPIRED));
+    }
+    assert!(!store.task("future").unwrap().unwrap().is_ended());
+    let by_caller = store.task("ended-by-caller").unwrap().unwrap();
+    assert_eq!(by_caller.ended_at, Some(caller_end));
+    assert_eq!(by_caller.end_reason.as_deref(), Some(END_REASON_ENDED));
+    let revoked = store.revoked_ids().unwrap();
+    assert!(revoked.contains("past-sub") && revoked.contains("exactly-now-root"));
+    assert!(!revoked.contains("future-root"));
+
+    assert!(store.end_expired(now).unwrap().is_empty(), "nothing twice");
+    let later = store.end_expired(now + Duration::seconds(1)).unwrap();
+    assert_eq!(
+        later,
+        vec![("future".to_owned(), vec!["future-root".to_owned()])]
+    );
+}
+
+#[test]
+fn history_keeps_decision_order_and_takes_one_result_per_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let (store, _, _) = started(&path, "t1");
+    let (other, other_root) = task("t2", t0() + Duration::hours(1));
+    store.create_task(&other, &other_root).unwrap();
+
+    // Interleaved with another task's decisions; recorded order is kept
+    // even where decided_at is not increasing.
+    store
+        .record_decision(&decision("t1", "d1", "read", 5))
+        .unwrap();
+    store
+        .record_decision(&decision("t2", "x1", "read", 6))
+        .unwrap();
+    store
+        .record_decision(&decision("t1", "d2", "search", 4))
+        .unwrap();
+    let with_result = HistoryEntry {
+        result: Some(result("ok", &[])),
+        ..decision("t1", "d3", "read", 7)
+    };
+    store.record_decision(&with_result).unwrap();
+    let order: Vec<String> = store
+        .history("t1")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.decision_id)
+        .collect();
+    assert_eq!(order, vec!["d1", "d2", "d3"]);
+    assert_eq!(store.history("t2").unwrap().len(), 1);
+    assert!(store.history("t9").unwrap().is_empty());
+
+    // A result is recorded once, against a known decision.
+    let reported = store
+        .record_result("d2", result("ok", &["untrusted"]))
+        .unwrap();
+    assert_eq!(reported.decision_id, "d2");
+    assert_eq!(reported.result, Some(result("ok", &["untrusted"])));
+    assert_eq!(store.decision("d2").unwrap(), Some(reported.clone()));
+    assert_eq!(store.history("t1").unwrap()[1], reported);
+    let err = store.record_result("d2", result("error", &[])).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    let err = store.record_result("d3", result("ok", &[])).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(
+        store.decision("d2").unwrap().unwrap().result,
+        Some(result("ok", &["untrusted"])),
+        "the first report stands"
+    );
+    let err = store
+        .record_result("d-none", result("ok", &[]))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound { kind: "decision", ref id } if id == "d-none"),
+        "{err}"
+    );
+
+    // A decision id is recorded once, under a known task.
+    let err = store
+        .record_decision(&decision("t1", "d1", "read", 8))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    let err = store
+        .record_decision(&decision("t9", "d9", "read", 8))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound { kind: "task", .. }),
+        "{err}"
+    );
+
+    // A call allowed before the end may finish after it: its result is
+    // still recorded.
+    store
+        .end_task("t1", t0() + Duration::minutes(1), END_REASON_ENDED)
+        .unwrap();
+    let late = store
+        .record_result("d1", result("error", &["confidential"]))
+        .unwrap();
+    assert_eq!(late.result.unwrap().labels, vec!["confidential"]);
+}
+
+#[test]
+fn a_reopened_store_has_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let (store, _, _) = started(&path, "t1");
+    let (t2, root2) = task("t2", t0() + Duration::hours(2));
+    store.create_task(&t2, &root2).unwrap();
+    store
+        .add_credential(&delegation("t1", "a", "t1-root", 1))
+        .unwrap();
+    store
+        .record_decision(&decision("t1", "d1", "read", 1))
+        .unwrap();
+    store
+        .record_decision(&decision("t2", "d2", "read", 2))
+        .unwrap();
+    store
+        .record_result("d1", result("ok", &["untrusted"]))
+        .unwrap();
+    store
+        .end_task("t2", t0() + Duration::minutes(3), END_REASON_ENDED)
+        .unwrap();
+
+    let snapshot = |store: &TaskStore| {
+        (
+            ["t1", "t2"].map(|id| {
+                (
+                    store.task(id).unwrap(),
+                    store.credentials(id).unwrap(),
+                    store.history(id).unwrap(),
+                )
+            }),
+            store.revocations().unwrap(),
+            store.revoked_ids().unwrap(),
+        )
+    };
+    let before = snapshot(&store);
+    drop(store);
+    let store = TaskStore::open(&path).unwrap();
+    assert_eq!(snapshot(&store), before);
+
+    // The reopened store keeps working where the first one stopped.
+    store
+        .record_decision(&decision("t1", "d3", "read", 3))
+        .unwrap();
+    assert_eq!(store.history("t1").unwrap().len(), 2);
+}
+
+#[test]
+fn two_connections_writing_at_once_lose_nothing() {
+    const TASKS: usize = 20;
+    const DECISIONS: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let first = Arc::new(TaskStore::open(&path).unwrap());
+    let second = Arc::new(TaskStore::open(&path).unwrap());
+
+    // Two stores (two connections) and a second thread on the first store.
+    let writers = [
+        ("a", Arc::clone(&first)),
+        ("b", Arc::clone(&second)),
+        ("c", Arc::clone(&first)),
+    ];
+    let handles: Vec<_> = writers
+        .into_iter()
+        .map(|(name, store)| {
+            std::thread::spawn(move || {
+                for n in 0..TASKS {
+                    let id = format!("{name}-{n}");
+                    let (task, root) = task(&id, t0() + Duration::hours(1));
+                    store.create_task(&task, &root).unwrap();
+                    for d in 0..DECISIONS {
+                        store
+                            .record_decision(&decision(&id, &format!("{id}-d{d}"), "read", 0))
+                            .unwrap();
+                    }
+                    if n % 2 == 0 {
+                        store.end_task(&id, t0(), END_REASON_ENDED).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    drop((first, second));
+
+    let store = TaskStore::open(&path).unwrap();
+    for name in ["a", "b", "c"] {
+        for n in 0..TASKS {
+            let id = format!("{name}-{n}");
+            assert!(store.task(&id).unwrap().is_some(), "{id}");
+            let order: Vec<String> = store
+                .history(&id)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.decision_id)
+                .collect();
+            let expected: Vec<String> = (0..DECISIONS).map(|d| format!("{id}-d{d}")).collect();
+            assert_eq!(order, expected, "{id}");
+        }
+    }
+    assert_eq!(store.revoked_ids().unwrap().len(), 3 * TASKS / 2);
+    let conn = Connection::open(&path).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let dangling: i64 = conn
+        .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(dangling, 0, "no dangling reference");
+}
+
+#[test]
+fn another_database_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // Something else (the receipt ledger, say) in the file: not written to.
+    let other = dir.path().join("ledger.db");
+    Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE receipts (idx INTEGER PRIMARY KEY); PRAGMA user_version = 1;")
+        .unwrap();
+    let err = TaskStore::open(&other).unwrap_err();
+    assert!(matches!(err, StoreError::Unsupported(_)), "{err}");
+    let tables: i64 = Connection::open(&other)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(tables, 1, "no table added");
+
+    // A state database of a newer schema.
+    let newer = dir.path().join("state.db");
+    drop(TaskStore::open(&newer).unwrap());
+    Connection::open(&newer)
+        .unwrap()
+        .execute_batch("PRAGMA user_version = 99;")
+        .unwrap();
+    let err = TaskStore::open(&newer).unwrap_err();
+    assert!(matches!(err, StoreError::Unsupported(_)), "{err}");
+}
