@@ -199,6 +199,13 @@ fn cedar_inputs(request: &DecisionRequest, now: DateTime<Utc>) -> (Request, Enti
     }
     let hints = &action.annotations;
     let read_only = hints.read_only_hint.unwrap_or(false);
+    let destructive = hints.destructive_hint.unwrap_or(!read_only);
+    let class_of = |read_only: bool, destructive: bool| match (read_only, destructive) {
+        (true, _) => "read",
+        (false, true) => "destructive",
+        (false, false) => "write",
+    };
+    let action_class = class_of(read_only, destructive);
     let tool_id = format!("{}/{}", action.server, action.tool);
     let entities = json!([
         {
@@ -212,9 +219,10 @@ fn cedar_inputs(request: &DecisionRequest, now: DateTime<Utc>) -> (Request, Enti
                 "name": action.tool,
                 "server": action.server,
                 "read_only": read_only,
-                "destructive": hints.destructive_hint.unwrap_or(!read_only),
+                "destructive": destructive,
                 "idempotent": hints.idempotent_hint.unwrap_or(false),
                 "open_world": hints.open_world_hint.unwrap_or(true),
+                "action_class": action_class,
             },
             "parents": [{"type": "Mandate::Server", "id": action.server}],
         },
@@ -227,18 +235,43 @@ fn cedar_inputs(request: &DecisionRequest, now: DateTime<Utc>) -> (Request, Enti
 
     let mut tools_called = BTreeSet::new();
     let mut labels: BTreeSet<&String> = context.session.labels.iter().collect();
+    let mut acknowledged = BTreeSet::new();
+    let mut classes = BTreeSet::new();
     let mut denials = 0;
+    let mut uses_of_this_tool = 0;
     for entry in &context.session.history {
-        labels.extend(&entry.labels);
         match entry.decision {
             Decision::Allow => {
+                acknowledged.clone_from(&labels);
                 tools_called.insert(&entry.tool);
+                if entry.tool == action.tool
+                    && (entry.server.is_empty() || entry.server == action.server)
+                {
+                    uses_of_this_tool += 1;
+                }
+                if let Some(a) = &entry.annotations {
+                    let read_only = a.read_only_hint.unwrap_or(false);
+                    classes.insert(class_of(
+                        read_only,
+                        a.destructive_hint.unwrap_or(!read_only),
+                    ));
+                }
             }
             Decision::Deny => denials += 1,
             Decision::ApprovalRequired => {}
         }
+        labels.extend(&entry.labels);
     }
+    let new_labels: BTreeSet<_> = labels.difference(&acknowledged).collect();
     let task = &context.task;
+    let chain: Vec<Value> = if task.chain.is_empty() {
+        vec![json!({"agent": principal.id, "depth": 0})]
+    } else {
+        task.chain
+            .iter()
+            .map(|hop| json!({"agent": hop.agent, "depth": hop.depth}))
+            .collect()
+    };
     let cedar_context = json!({
         "task": {
             "id": task.id,
@@ -246,13 +279,21 @@ fn cedar_inputs(request: &DecisionRequest, now: DateTime<Utc>) -> (Request, Enti
             "tools": task.tools,
             "labels": task.labels,
             "params": task.params,
+            "chain_agents": chain.iter().map(|hop| &hop["agent"]).collect::<Vec<_>>(),
+            "depth": chain.len() - 1,
+            "root_agent": chain[0]["agent"],
+            "chain": chain,
         },
         "session": {
             "tools_called": tools_called,
             "labels": labels,
+            "new_labels": new_labels,
+            "action_classes": classes,
             "calls": context.session.history.len(),
             "denials": denials,
-            "first_use": !tools_called.contains(&action.tool),
+            "uses_of_this_tool": uses_of_this_tool,
+            "first_use_of_tool": uses_of_this_tool == 0,
+            "first_use_of_action_class": !classes.contains(action_class),
         },
         "arguments": arguments,
         "time": {"now": {"__extn": {

@@ -187,6 +187,10 @@ pub(crate) fn cedar_call(
         ("destructive".into(), value(Value::from(h.destructive))),
         ("idempotent".into(), value(Value::from(h.idempotent))),
         ("open_world".into(), value(Value::from(h.open_world))),
+        (
+            "action_class".into(),
+            value(Value::from(h.action_class().as_str())),
+        ),
     ];
     let agent = Entity::new_with_attr_partial_value(
         principal.clone().into(),
@@ -218,6 +222,22 @@ pub(crate) fn cedar_call(
 
     let task = &call.task;
     let session = &call.session;
+    let class = h.action_class();
+    // INVARIANT: validation leaves a chain of at least one hop (the principal).
+    let root_agent = call.chain.first().map_or("", |hop| hop.agent.as_str());
+    let depth = call.chain.last().map_or(0, |hop| hop.depth);
+    let chain = Value::set(
+        call.chain.iter().map(|hop| {
+            Value::record(
+                [
+                    ("agent", Value::from(hop.agent.as_str())),
+                    ("depth", Value::from(i64::from(hop.depth))),
+                ],
+                None,
+            )
+        }),
+        None,
+    );
     let context = Value::record(
         [
             (
@@ -229,6 +249,13 @@ pub(crate) fn cedar_call(
                         ("tools", string_set(&task.tools)),
                         ("labels", string_set(&task.labels)),
                         ("params", task_params),
+                        ("chain", chain),
+                        (
+                            "chain_agents",
+                            string_set(call.chain.iter().map(|hop| &hop.agent)),
+                        ),
+                        ("depth", Value::from(i64::from(depth))),
+                        ("root_agent", Value::from(root_agent)),
                     ],
                     None,
                 ),
@@ -239,11 +266,27 @@ pub(crate) fn cedar_call(
                     [
                         ("tools_called", string_set(&session.tools_called)),
                         ("labels", string_set(&session.labels)),
+                        ("new_labels", string_set(&session.new_labels)),
+                        (
+                            "action_classes",
+                            Value::set(
+                                session
+                                    .action_classes
+                                    .iter()
+                                    .map(|c| Value::from(c.as_str())),
+                                None,
+                            ),
+                        ),
                         ("calls", Value::from(session.calls)),
                         ("denials", Value::from(session.denials)),
+                        ("uses_of_this_tool", Value::from(session.uses_of_this_tool)),
                         (
-                            "first_use",
-                            Value::from(!session.tools_called.contains(&call.tool)),
+                            "first_use_of_tool",
+                            Value::from(session.uses_of_this_tool == 0),
+                        ),
+                        (
+                            "first_use_of_action_class",
+                            Value::from(!session.action_classes.contains(&class)),
                         ),
                     ],
                     None,

@@ -54,6 +54,6 @@ pub use decision::{Decision, DecisionResponse, EvaluationProblem, Verdict};
 pub use explain::{ConditionOutcome, ConditionReport, Explanation, PolicyReport};
 pub use pack::{LoadError, PolicyKind, PolicyPack, PolicyProblem, PolicySource, Severity};
 pub use request::{
-    CallRequest, ContextInput, DecisionRequest, HistoryEntry, PrincipalInput, RequestError,
-    SessionInput, TaskInput, ToolAnnotations, ToolCall,
+    CallRequest, ContextInput, DecisionRequest, HistoryEntry, HopInput, PrincipalInput,
+    RequestError, SessionInput, TaskInput, ToolAnnotations, ToolCall,
 };

@@ -124,6 +124,22 @@ pub struct TaskInput {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub params: Map<String, Value>,
+    /// The delegation chain of the task credential the call was made under,
+    /// root first: depths `0, 1, 2, …`, and the last hop is the principal.
+    /// Empty when the call was not made under a delegated credential.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<HopInput>,
+}
+
+/// One hop of a delegation chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct HopInput {
+    /// The agent at this hop (a workload identity, like `principal.id`).
+    pub agent: String,
+    /// Depth from the task's root agent: 0 for the root.
+    pub depth: u32,
 }
 
 /// Session history: earlier calls of the task and the data labels that entered it.
@@ -154,6 +170,11 @@ pub struct HistoryEntry {
     /// Labels of the data its result brought into the session.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// The MCP annotations the earlier call was decided with, from which its
+    /// action class (`read`, `write`, `destructive`) is derived. Without
+    /// them the entry has no known action class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<ToolAnnotations>,
 }
 
 /// Why a decision request was rejected before evaluation.
@@ -207,6 +228,7 @@ pub struct CallRequest {
     pub(crate) arguments: CedarValue,
     pub(crate) task: TaskInput,
     pub(crate) task_params: CedarValue,
+    pub(crate) chain: Vec<HopInput>,
     pub(crate) session: Session,
     pub(crate) extra: CedarValue,
     pub(crate) time: Option<DateTime<Utc>>,
@@ -234,13 +256,116 @@ impl From<&ToolAnnotations> for Hints {
     }
 }
 
+impl Hints {
+    /// The class of action the hints describe. MCP gives `destructiveHint`
+    /// meaning only for tools that are not read-only, so read-only wins.
+    pub(crate) fn action_class(self) -> ActionClass {
+        if self.read_only {
+            ActionClass::Read
+        } else if self.destructive {
+            ActionClass::Destructive
+        } else {
+            ActionClass::Write
+        }
+    }
+}
+
+/// What kind of change a call makes, derived from its MCP hints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum ActionClass {
+    /// `readOnlyHint`: the tool does not change its environment.
+    Read,
+    /// Not read-only and not destructive: the tool adds or changes things.
+    Write,
+    /// Not read-only and destructive (the MCP default).
+    Destructive,
+}
+
+impl ActionClass {
+    /// The name policies see (`resource.action_class`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ActionClass::Read => "read",
+            ActionClass::Write => "write",
+            ActionClass::Destructive => "destructive",
+        }
+    }
+}
+
 /// Session history condensed into what policies read.
+///
+/// A *use* is an earlier call whose decision was `allow`: only those ran.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Session {
+    /// Tool names (without server) of earlier uses.
     pub tools_called: BTreeSet<String>,
+    /// Labels of data that entered the session.
     pub labels: BTreeSet<String>,
+    /// Labels that entered the session after the last use: no call has been
+    /// allowed since they arrived.
+    pub new_labels: BTreeSet<String>,
+    /// Action classes of earlier uses whose annotations are known.
+    pub action_classes: BTreeSet<ActionClass>,
+    /// Earlier decisions, and how many of them were denials.
     pub calls: i64,
     pub denials: i64,
+    /// Earlier uses of this call's tool (same server, or a history entry
+    /// without a server, and same tool name).
+    pub uses_of_this_tool: i64,
+}
+
+impl Session {
+    /// Condenses `session` for a call of `tool` on `server`.
+    ///
+    /// Linear in the size of the history: it comes from the caller.
+    fn condense(session: SessionInput, server: &str, tool: &str) -> Self {
+        let mut condensed = Session::default();
+        // Labels without a history entry came in at an unknown time: they
+        // count as having entered before the first history entry.
+        condensed.labels.extend(session.labels);
+        // The labels of an entry's result enter after the call was decided,
+        // so the labels present at the last use are those from before it.
+        let last_use = session
+            .history
+            .iter()
+            .rposition(|entry| entry.decision == Decision::Allow);
+        let mut recent = BTreeSet::new();
+        for (i, entry) in session.history.into_iter().enumerate() {
+            condensed.calls += 1;
+            match entry.decision {
+                Decision::Allow => {
+                    if entry.tool == tool && (entry.server.is_empty() || entry.server == server) {
+                        condensed.uses_of_this_tool += 1;
+                    }
+                    if let Some(annotations) = &entry.annotations {
+                        condensed
+                            .action_classes
+                            .insert(Hints::from(annotations).action_class());
+                    }
+                    condensed.tools_called.insert(entry.tool);
+                }
+                Decision::Deny => condensed.denials += 1,
+                Decision::ApprovalRequired => {}
+            }
+            if last_use.is_some_and(|last| i >= last) {
+                recent.extend(entry.labels);
+            } else {
+                condensed.labels.extend(entry.labels);
+            }
+        }
+        if last_use.is_none() {
+            // No use yet: every label is new, those sent without history too.
+            condensed.new_labels.clone_from(&condensed.labels);
+        } else {
+            condensed.new_labels = recent
+                .iter()
+                .filter(|label| !condensed.labels.contains(*label))
+                .cloned()
+                .collect();
+            condensed.labels.append(&mut recent);
+        }
+        condensed
+    }
 }
 
 impl CallRequest {
@@ -272,16 +397,54 @@ fn name(field: &'static str, value: &str) -> Result<(), RequestError> {
     if value.is_empty() {
         return Err(RequestError::Empty { field });
     }
+    name_rules(value).map_err(|message| RequestError::Invalid {
+        path: field.to_owned(),
+        message,
+    })
+}
+
+/// What a non-empty name must satisfy besides not being empty.
+fn name_rules(value: &str) -> Result<(), String> {
     if value.len() > MAX_NAME {
-        return Err(RequestError::Invalid {
-            path: field.to_owned(),
-            message: format!("longer than {MAX_NAME} bytes"),
-        });
+        return Err(format!("longer than {MAX_NAME} bytes"));
     }
     if value.chars().any(char::is_control) {
+        return Err("contains control characters".into());
+    }
+    Ok(())
+}
+
+/// Checks a delegation chain: root first, depths `0, 1, 2, …`, every agent a
+/// valid name, and the last hop the principal itself.
+fn check_chain(chain: &[HopInput], principal: &str) -> Result<(), RequestError> {
+    for (i, hop) in chain.iter().enumerate() {
+        let invalid = |field: &str, message: String| RequestError::Invalid {
+            path: format!("context.task.chain[{i}].{field}"),
+            message,
+        };
+        if hop.agent.is_empty() {
+            return Err(invalid("agent", "must not be empty".into()));
+        }
+        name_rules(&hop.agent).map_err(|m| invalid("agent", m))?;
+        if usize::try_from(hop.depth).ok() != Some(i) {
+            return Err(invalid(
+                "depth",
+                format!(
+                    "is {}, expected {i} (hops are listed root first, with depths 0, 1, 2, …)",
+                    hop.depth
+                ),
+            ));
+        }
+    }
+    if let Some(last) = chain.last()
+        && last.agent != principal
+    {
         return Err(RequestError::Invalid {
-            path: field.to_owned(),
-            message: "contains control characters".into(),
+            path: "context.task.chain".into(),
+            message: format!(
+                "the last hop is `{}`, but the chain must end at the principal `{principal}`",
+                last.agent
+            ),
         });
     }
     Ok(())
@@ -317,24 +480,21 @@ impl TryFrom<DecisionRequest> for CallRequest {
             });
         }
         let ContextInput {
-            task,
+            mut task,
             session,
             time,
             extra,
         } = context;
-        let mut condensed = Session::default();
-        condensed.labels.extend(session.labels);
-        for entry in session.history {
-            condensed.calls += 1;
-            condensed.labels.extend(entry.labels);
-            match entry.decision {
-                Decision::Allow => {
-                    condensed.tools_called.insert(entry.tool);
-                }
-                Decision::Deny => condensed.denials += 1,
-                Decision::ApprovalRequired => {}
-            }
+        check_chain(&task.chain, &principal.id)?;
+        let mut chain = std::mem::take(&mut task.chain);
+        if chain.is_empty() {
+            // Not delegated: the principal is the root of its own chain.
+            chain.push(HopInput {
+                agent: principal.id.clone(),
+                depth: 0,
+            });
         }
+        let session = Session::condense(session, &action.server, &action.tool);
         Ok(CallRequest {
             trust_domain: trust_domain(&principal.id),
             principal_attributes: cedar_value::record(
@@ -349,7 +509,8 @@ impl TryFrom<DecisionRequest> for CallRequest {
             arguments: cedar_value::record(&arguments, "arguments")?,
             task_params: cedar_value::record(&task.params, "context.task.params")?,
             task,
-            session: condensed,
+            chain,
+            session,
             extra: cedar_value::record(&extra, "context.extra")?,
             time,
         })
@@ -427,5 +588,164 @@ mod tests {
             call.session.labels.iter().collect::<Vec<_>>(),
             ["confidential", "untrusted"]
         );
+        // The untrusted label came with the last allowed call's result, and
+        // the denied call after it did not run: it is still new. The
+        // session-level label counts as older than the allowed call.
+        assert_eq!(
+            call.session.new_labels.iter().collect::<Vec<_>>(),
+            ["untrusted"]
+        );
+        assert_eq!(call.session.uses_of_this_tool, 0);
+        assert!(call.session.action_classes.is_empty());
+    }
+
+    fn session_for(server: &str, tool: &str, history: Value) -> Session {
+        parse(json!({
+            "principal": {"id": "a"},
+            "action": {"server": server, "tool": tool},
+            "context": {"session": {"history": history}}
+        }))
+        .unwrap()
+        .session
+    }
+
+    #[test]
+    fn uses_of_a_tool_count_allowed_calls_of_the_same_server_and_name() {
+        let history = json!([
+            {"server": "mail", "tool": "send", "decision": "allow"},
+            {"server": "mail", "tool": "send", "decision": "deny"},
+            {"server": "mail", "tool": "send", "decision": "approval_required"},
+            {"server": "other", "tool": "send", "decision": "allow"},
+            {"tool": "send", "decision": "allow"},
+        ]);
+        assert_eq!(
+            session_for("mail", "send", history.clone()).uses_of_this_tool,
+            2
+        );
+        assert_eq!(
+            session_for("other", "send", history.clone()).uses_of_this_tool,
+            2
+        );
+        assert_eq!(
+            session_for("third", "send", history.clone()).uses_of_this_tool,
+            1
+        );
+        assert_eq!(session_for("mail", "read", history).uses_of_this_tool, 0);
+    }
+
+    #[test]
+    fn labels_stay_new_until_a_call_is_allowed_after_them() {
+        let new = |history: Value| {
+            let session = session_for("s", "t", history);
+            session.new_labels.into_iter().collect::<Vec<_>>()
+        };
+        let fetched = json!({"tool": "fetch", "decision": "allow", "labels": ["untrusted"]});
+        assert_eq!(new(json!([fetched])), ["untrusted"]);
+        let denied = json!({"tool": "send", "decision": "deny"});
+        let waiting = json!({"tool": "send", "decision": "approval_required"});
+        assert_eq!(new(json!([fetched, denied, waiting])), ["untrusted"]);
+        let allowed = json!({"tool": "read", "decision": "allow", "labels": ["confidential"]});
+        assert_eq!(new(json!([fetched, allowed])), ["confidential"]);
+        assert!(new(json!([fetched, allowed, allowed])).is_empty());
+    }
+
+    #[test]
+    fn action_classes_come_from_the_annotations_of_allowed_calls() {
+        let session = session_for(
+            "s",
+            "t",
+            json!([
+                {"tool": "a", "decision": "allow", "annotations": {"readOnlyHint": true}},
+                {"tool": "b", "decision": "allow", "annotations": {"destructiveHint": false}},
+                {"tool": "c", "decision": "deny", "annotations": {}},
+                {"tool": "d", "decision": "allow"},
+            ]),
+        );
+        assert_eq!(
+            session.action_classes.into_iter().collect::<Vec<_>>(),
+            [ActionClass::Read, ActionClass::Write]
+        );
+        let class = |a: Value| {
+            Hints::from(&serde_json::from_value::<ToolAnnotations>(a).unwrap()).action_class()
+        };
+        assert_eq!(class(json!({})), ActionClass::Destructive);
+        assert_eq!(
+            class(json!({"readOnlyHint": true, "destructiveHint": true})),
+            ActionClass::Read
+        );
+    }
+
+    #[test]
+    fn without_a_chain_the_principal_is_the_root() {
+        let call = parse(json!({"principal": {"id": "a"}, "action": {"server": "s", "tool": "t"}}))
+            .unwrap();
+        assert_eq!(
+            call.chain,
+            [HopInput {
+                agent: "a".into(),
+                depth: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn chains_are_checked() {
+        let with_chain = |principal: &str, chain: Value| {
+            parse(json!({
+                "principal": {"id": principal},
+                "action": {"server": "s", "tool": "t"},
+                "context": {"task": {"chain": chain}}
+            }))
+        };
+        let call = with_chain(
+            "b",
+            json!([{"agent": "a", "depth": 0}, {"agent": "b", "depth": 1}]),
+        )
+        .unwrap();
+        assert_eq!(call.chain.len(), 2);
+
+        let err = with_chain(
+            "b",
+            json!([{"agent": "b", "depth": 1}, {"agent": "a", "depth": 0}]),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("`context.task.chain[0].depth`: is 1, expected 0"),
+            "{err}"
+        );
+        let err = with_chain(
+            "b",
+            json!([{"agent": "a", "depth": 0}, {"agent": "b", "depth": 2}]),
+        )
+        .unwrap_err();
+        assert!(err.starts_with("`context.task.chain[1].depth`"), "{err}");
+        let err = with_chain(
+            "b",
+            json!([{"agent": "", "depth": 0}, {"agent": "b", "depth": 1}]),
+        )
+        .unwrap_err();
+        assert_eq!(err, "`context.task.chain[0].agent`: must not be empty");
+        let err = with_chain(
+            "b",
+            json!([{"agent": "a\n", "depth": 0}, {"agent": "b", "depth": 1}]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "`context.task.chain[0].agent`: contains control characters"
+        );
+        let err = with_chain(
+            "c",
+            json!([{"agent": "a", "depth": 0}, {"agent": "b", "depth": 1}]),
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("`context.task.chain`: the last hop is `b`"),
+            "{err}"
+        );
+        let err = with_chain("a", json!([{"agent": "a", "depth": -1}])).unwrap_err();
+        assert!(err.contains("expected u32"), "{err}");
+        let err = with_chain("a", json!([{"agent": "a", "depth": 0, "extra": 1}])).unwrap_err();
+        assert!(err.contains("unknown field `extra`"), "{err}");
     }
 }

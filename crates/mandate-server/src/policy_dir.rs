@@ -176,7 +176,7 @@ mod tests {
     #[test]
     fn example_pack_loads() {
         let pack = PackSources::example().load().unwrap();
-        assert_eq!(pack.counts(), (4, 2));
+        assert_eq!(pack.counts(), (4, 3));
     }
 
     #[test]
@@ -187,7 +187,7 @@ mod tests {
         let sources = read(dir.path()).unwrap();
         assert_eq!(sources.policies.len(), 4);
         assert!(sources.schema.is_some());
-        assert_eq!(sources.load().unwrap().counts(), (4, 2));
+        assert_eq!(sources.load().unwrap().counts(), (4, 3));
         assert_eq!(test_files(dir.path()).unwrap().len(), 1);
     }
 }

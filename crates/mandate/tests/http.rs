@@ -470,7 +470,7 @@ fn metrics_count_decisions_and_rejections_without_request_content() {
         .collect();
     assert_eq!(rejected.len(), 5, "unexpected rejection series:\n{text}");
     assert_eq!(value(r#"mandate_policies{set="base"}"#), 4.0);
-    assert_eq!(value(r#"mandate_policies{set="approval"}"#), 2.0);
+    assert_eq!(value(r#"mandate_policies{set="approval"}"#), 3.0);
 
     assert!(
         !text.contains(CANARY),
@@ -893,7 +893,7 @@ fn first_start_creates_the_data_dir_and_seeds_the_example_pack() {
         json!(seeded.to_str().unwrap())
     );
     assert_eq!(health["policies"]["base"], 4);
-    assert_eq!(health["policies"]["approval"], 2);
+    assert_eq!(health["policies"]["approval"], 3);
     for name in [
         "schema.cedarschema",
         "tools.cedar",
