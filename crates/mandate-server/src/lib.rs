@@ -3,8 +3,10 @@
 //! [`router`] assembles the axum application around an [`AppState`];
 //! [`serve`] binds it and runs until shutdown. Policies come from a
 //! directory ([`policy_dir`]) and are swapped atomically on change
-//! ([`reload`]); a failed reload keeps the pack in force.
+//! ([`reload`]); a failed reload keeps the pack in force. Tasks, the agents'
+//! identities and their task credentials are in [`tasks`].
 
+mod auth;
 mod error;
 mod extract;
 pub mod metrics;
@@ -14,6 +16,7 @@ pub mod receipts;
 pub mod reload;
 mod routes;
 mod state;
+pub mod tasks;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,6 +30,7 @@ pub use error::{ApiError, ErrorBody};
 pub use openapi::api_doc;
 pub use receipts::ReceiptSettings;
 pub use state::{AppState, ReloadStatus};
+pub use tasks::{TaskSettings, Tasks, TasksError};
 
 /// Settings the server needs once the binary has resolved its configuration.
 #[derive(Debug, Clone)]
@@ -41,8 +45,25 @@ pub struct ServerConfig {
 
 /// The application: routes, then the layers every request passes.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/v1/decide", post(routes::decide::decide))
+        .route("/v1/tasks", post(routes::tasks::start))
+        .route(
+            "/v1/tasks/{id}",
+            get(routes::tasks::show).delete(routes::tasks::end),
+        )
+        .route("/v1/tasks/{id}/delegate", post(routes::tasks::delegate))
+        .route("/v1/revocations", get(routes::tasks::revocations))
+        .route(
+            tasks::METADATA_PATH,
+            get(routes::well_known::protected_resource),
+        );
+    // RFC 9728 §3.1: a resource with a path has its metadata under that path.
+    let metadata_path = state.tasks().metadata_path();
+    if metadata_path != tasks::METADATA_PATH {
+        router = router.route(metadata_path, get(routes::well_known::protected_resource));
+    }
+    router
         .route("/v1/health", get(routes::health::health))
         .route("/v1/checkpoint", get(routes::ledger::checkpoint))
         .route("/v1/receipts/{decision_id}", get(routes::ledger::receipt))

@@ -1,6 +1,7 @@
 //! The OpenAPI document, generated from the handlers and wire types.
 
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorBody;
 use crate::routes;
@@ -14,6 +15,12 @@ use crate::routes;
     ),
     paths(
         routes::decide::decide,
+        routes::tasks::start,
+        routes::tasks::show,
+        routes::tasks::delegate,
+        routes::tasks::end,
+        routes::tasks::revocations,
+        routes::well_known::protected_resource,
         routes::ledger::checkpoint,
         routes::ledger::receipt,
         routes::ledger::consistency,
@@ -22,13 +29,35 @@ use crate::routes;
         routes::metrics
     ),
     components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
     tags(
         (name = "decisions", description = "Decide tool calls"),
+        (name = "tasks", description = "Tasks, their credentials and delegations, and the revocation list"),
         (name = "receipts", description = "The signed, tamper-evident log of every decision"),
         (name = "meta", description = "Health, metrics and this document")
     )
 )]
 struct ApiDoc;
+
+/// Declares the `bearer` security scheme the task endpoints use.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An agent's identity token (JWT from a configured issuer) or a task credential (Biscuit), as each endpoint says",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The OpenAPI 3 document of the HTTP API.
 pub fn api_doc() -> utoipa::openapi::OpenApi {

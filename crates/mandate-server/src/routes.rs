@@ -3,6 +3,8 @@
 pub(crate) mod decide;
 pub(crate) mod health;
 pub(crate) mod ledger;
+pub(crate) mod tasks;
+pub(crate) mod well_known;
 
 use axum::Json;
 use axum::extract::State;

@@ -1,5 +1,5 @@
 //! What every handler shares: the pack in force, reload status, the
-//! receipt ledger, metrics.
+//! receipt ledger, metrics, and tasks with their identities and credentials.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::metrics::Metrics;
 use crate::receipts::ReceiptSettings;
+use crate::tasks::Tasks;
 
 /// How the last attempt to load the policy directory went.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -39,17 +40,19 @@ struct Inner {
     metrics: Metrics,
     ledger: Ledger,
     receipts: ReceiptSettings,
+    tasks: Tasks,
 }
 
 impl AppState {
     /// State serving `pack`, loaded from `policy_dir` at `now`, recording
-    /// receipts in `ledger`.
+    /// receipts in `ledger`, with `tasks` for the task endpoints.
     pub fn new(
         pack: PolicyPack,
         policy_dir: PathBuf,
         now: DateTime<Utc>,
         ledger: Ledger,
         receipts: ReceiptSettings,
+        tasks: Tasks,
     ) -> Self {
         let metrics = Metrics::new();
         metrics.set_policy_counts(pack.counts());
@@ -62,6 +65,7 @@ impl AppState {
                 metrics,
                 ledger,
                 receipts,
+                tasks,
             }),
         }
     }
@@ -114,6 +118,12 @@ impl AppState {
     /// What receipts keep of a request.
     pub fn receipts(&self) -> &ReceiptSettings {
         &self.inner.receipts
+    }
+
+    /// Identity issuers, task credentials, the state database and the
+    /// revoked credential ids.
+    pub fn tasks(&self) -> &Tasks {
+        &self.inner.tasks
     }
 
     /// The server's metrics.

@@ -3,14 +3,18 @@
 // A failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::Utc;
 use http_body_util::BodyExt;
+use mandate_auth::TaskAuthority;
 use mandate_ledger::{LogKey, ReceiptBundle};
 use mandate_server::policy_dir::PackSources;
-use mandate_server::{AppState, ReceiptSettings, router};
-use mandate_store::{Ledger, LedgerConfig};
+use mandate_server::{AppState, ReceiptSettings, TaskSettings, Tasks, router};
+use mandate_store::{Ledger, LedgerConfig, TaskStore};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -20,12 +24,25 @@ fn state() -> (AppState, tempfile::TempDir) {
     let key = LogKey::generate("mandate.local/test").unwrap();
     let ledger = Ledger::open(&dir.path().join("ledger.db"), key, LedgerConfig::default()).unwrap();
     let pack = PackSources::example().load().unwrap();
+    let store = TaskStore::open(&dir.path().join("state.db")).unwrap();
+    let tasks = Tasks::new(
+        Vec::new(),
+        TaskAuthority::generate(),
+        Arc::new(store),
+        TaskSettings {
+            audience: "mandate".to_owned(),
+            resource: "http://mandate.test".to_owned(),
+            max_ttl: Duration::from_secs(3600),
+        },
+    )
+    .unwrap();
     let state = AppState::new(
         pack,
         "<example>".into(),
         Utc::now(),
         ledger,
         ReceiptSettings::new(false, &["body".to_owned()]),
+        tasks,
     );
     (state, dir)
 }

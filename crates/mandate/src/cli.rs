@@ -19,10 +19,25 @@ const SERVE_SETTINGS: &str = "\
 Every option can also be set in the TOML config file (`--config`, keys named like the
 options with `_`: listen, data_dir, policies, max_body_bytes, reload_interval_ms,
 log_format, signing_key_file, checkpoint_interval_ms, receipt_arguments,
-receipt_redact) and from MANDATE_<KEY> environment variables (a list as
+receipt_redact, audience, resource, task_max_ttl_seconds, task_signing_key_file)
+and from MANDATE_<KEY> environment variables (a list as
 MANDATE_RECEIPT_REDACT='[body, payment.card]'). Precedence: flag, then
 environment, then config file, then default. Any non-200 answer from /v1/decide
-means no decision was made: the caller must deny.";
+means no decision was made: the caller must deny.
+
+Identity issuers (whose agents may start tasks) have no flag: set them in the config
+file, one table each:
+
+  [[issuers]]
+  issuer = \"https://idp.example.com\"          # the tokens' iss (OIDC)
+  jwks_file = \"/etc/mandate/idp-jwks.json\"    # the issuer's keys, read at start
+  audiences = [\"https://mandate.example.com\"] # optional [default: the resource]
+  on_behalf_of_claim = \"obo\"                  # optional: names the human
+
+For a SPIFFE trust domain: kind = \"spiffe\", trust_domain = \"example.org\" and its
+JWT bundle as jwks_file. Or in the environment, as a list of tables:
+MANDATE_ISSUERS='[{issuer = \"https://idp.example.com\", jwks_file = \"jwks.json\"}]'.
+Without any, the task endpoints answer 401 (decisions work as before).";
 
 /// Runtime authorization for AI agents: decides every tool call as it is attempted,
 /// with Cedar policies and live task context.
@@ -35,7 +50,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the decision server (HTTP API, metrics, policy hot reload).
+    /// Run the decision server (HTTP API, tasks, metrics, policy hot reload).
     #[command(after_help = SERVE_SETTINGS)]
     Serve(ServeArgs),
     /// Decide one request offline, from a JSON file, and exit with the outcome.
@@ -222,6 +237,27 @@ pub struct ServeArgs {
     #[arg(long = "receipt-redact", value_name = "PATH")]
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub receipt_redact: Vec<String>,
+    /// Audience of the task credentials Mandate mints and accepts [default: mandate]
+    /// [env: MANDATE_AUDIENCE]
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// This server's resource identifier (RFC 8707/9728), the URL agents reach it at,
+    /// and the default audience of identity tokens [default: http://LISTEN]
+    /// [env: MANDATE_RESOURCE]
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// Longest lifetime a task may be started with, in seconds [default: 3600]
+    /// [env: MANDATE_TASK_MAX_TTL_SECONDS]
+    #[arg(long, value_name = "SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_max_ttl_seconds: Option<u64>,
+    /// Key that signs task credentials (hex Ed25519 private key) [default:
+    /// DATA_DIR/keys/tasks.key, generated on first start] [env: MANDATE_TASK_SIGNING_KEY_FILE]
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_signing_key_file: Option<PathBuf>,
 }
 
 /// What receipts keep of a call's arguments.

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::cli::{LogFormat, ReceiptArguments, ServeArgs};
 
 /// Settings that `MANDATE_<NAME>` environment variables can set.
-const ENV_KEYS: [&str; 10] = [
+const ENV_KEYS: [&str; 15] = [
     "listen",
     "data_dir",
     "policies",
@@ -22,6 +22,11 @@ const ENV_KEYS: [&str; 10] = [
     "checkpoint_interval_ms",
     "receipt_arguments",
     "receipt_redact",
+    "issuers",
+    "audience",
+    "resource",
+    "task_max_ttl_seconds",
+    "task_signing_key_file",
 ];
 
 /// Resolved settings for `mandate serve`.
@@ -38,6 +43,58 @@ pub struct Settings {
     pub checkpoint_interval_ms: u64,
     pub receipt_arguments: ReceiptArguments,
     pub receipt_redact: Vec<String>,
+    /// Trusted issuers of agents' identity tokens; none: no task can start.
+    pub issuers: Vec<IssuerSettings>,
+    /// Audience of the task credentials Mandate mints.
+    pub audience: String,
+    /// This server's resource identifier; `http://<listen>` when unset.
+    pub resource: Option<String>,
+    pub task_max_ttl_seconds: u64,
+    pub task_signing_key_file: Option<PathBuf>,
+}
+
+/// One trusted issuer of identity tokens (`[[issuers]]` in the config file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerSettings {
+    /// `oidc` (default) or `spiffe`.
+    #[serde(default)]
+    pub kind: IssuerKind,
+    /// The tokens' `iss`: required for OIDC, optional for SPIFFE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The SPIFFE trust domain (`kind = "spiffe"` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_domain: Option<String>,
+    /// Accepted `aud` values; empty: the server's `resource`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// The issuer's JWKS (for SPIFFE, the trust domain's JWT bundle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<PathBuf>,
+    /// Not supported yet: refused with a message saying what to do instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// The claim naming the human the agent acts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of_claim: Option<String>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat` (default 30, at most 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leeway_seconds: Option<u64>,
+    /// Longest token lifetime (`exp - iat`) accepted; unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_token_lifetime_seconds: Option<u64>,
+}
+
+/// What kind of tokens an issuer hands out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IssuerKind {
+    /// OIDC (or plain OAuth) JWTs, selected by their `iss`.
+    #[default]
+    Oidc,
+    /// SPIFFE JWT-SVIDs, selected by the trust domain of their `sub`.
+    Spiffe,
 }
 
 impl Default for Settings {
@@ -53,6 +110,11 @@ impl Default for Settings {
             checkpoint_interval_ms: 5000,
             receipt_arguments: ReceiptArguments::Copy,
             receipt_redact: Vec::new(),
+            issuers: Vec::new(),
+            audience: "mandate".to_owned(),
+            resource: None,
+            task_max_ttl_seconds: 3600,
+            task_signing_key_file: None,
         }
     }
 }
@@ -95,7 +157,27 @@ impl Settings {
                 "`receipt_redact` path `{bad}` is not a dot-separated list of argument keys (like `body` or `payment.card`)"
             );
         }
+        anyhow::ensure!(
+            settings.task_max_ttl_seconds > 0,
+            "`task_max_ttl_seconds` must be positive"
+        );
+        anyhow::ensure!(
+            !settings.audience.trim().is_empty(),
+            "`audience` (of the task credentials Mandate mints) must not be empty"
+        );
+        for (i, issuer) in settings.issuers.iter().enumerate() {
+            issuer
+                .check()
+                .with_context(|| format!("invalid `issuers` entry {}", i + 1))?;
+        }
         Ok(settings)
+    }
+
+    /// This server's resource identifier: configured, or `http://<listen>`.
+    pub fn resource(&self) -> String {
+        self.resource
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
     }
 
     /// The policy directory: configured, or `DATA_DIR/policies`.
@@ -103,5 +185,37 @@ impl Settings {
         self.policies
             .clone()
             .unwrap_or_else(|| self.data_dir.join("policies"))
+    }
+}
+
+impl IssuerSettings {
+    /// The fields an issuer of its kind needs, and none it cannot use.
+    fn check(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.jwks_url {
+            anyhow::bail!(
+                "`jwks_url` (`{url}`) is not supported yet: download the JWKS to a file and set `jwks_file` (keys are read at start)"
+            );
+        }
+        anyhow::ensure!(
+            self.jwks_file.is_some(),
+            "`jwks_file` is required: the issuer's JWKS (for SPIFFE, the trust domain's JWT bundle)"
+        );
+        match self.kind {
+            IssuerKind::Oidc => {
+                anyhow::ensure!(
+                    self.issuer.as_deref().is_some_and(|i| !i.is_empty()),
+                    "an OIDC issuer needs `issuer` (the tokens' `iss`)"
+                );
+                anyhow::ensure!(
+                    self.trust_domain.is_none(),
+                    "`trust_domain` is for `kind = \"spiffe\"` issuers"
+                );
+            }
+            IssuerKind::Spiffe => anyhow::ensure!(
+                self.trust_domain.is_some(),
+                "a SPIFFE issuer needs `trust_domain` (like `example.org`)"
+            ),
+        }
+        Ok(())
     }
 }

@@ -6,6 +6,7 @@ mod config;
 mod exit;
 mod ledger_files;
 mod output;
+mod task_files;
 
 use std::process::ExitCode;
 

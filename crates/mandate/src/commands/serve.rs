@@ -1,17 +1,24 @@
 //! `mandate serve`: resolve settings, prepare the data directory, serve.
 
 use std::io::IsTerminal as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::Utc;
-use mandate_server::{AppState, ReceiptSettings, ServerConfig, policy_dir, reload};
-use mandate_store::{Ledger, LedgerConfig, StoreError};
+use mandate_server::{
+    AppState, ReceiptSettings, ServerConfig, TaskSettings, Tasks, TasksError, policy_dir, reload,
+};
+use mandate_store::{Ledger, LedgerConfig, StoreError, TaskStore};
 
 use crate::cli::{LogFormat, ReceiptArguments, ServeArgs};
 use crate::config::Settings;
 use crate::exit::Code;
 use crate::ledger_files;
+use crate::task_files;
+
+/// How often tasks whose TTL ran out are ended and their credentials revoked.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(2);
 
 pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
     let settings = match Settings::resolve(&args) {
@@ -62,6 +69,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
     }
     tracing::info!(directory = %dir.display(), version = %pack.version(), policies = ?pack.counts(), "policies loaded");
 
+    let tasks = match open_tasks(&settings)? {
+        Ok(tasks) => tasks,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(Code::Input);
+        }
+    };
+
     let config = ServerConfig {
         listen: settings.listen,
         max_body_bytes: settings.max_body_bytes,
@@ -110,13 +125,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
         settings.receipt_arguments == ReceiptArguments::Digest,
         &settings.receipt_redact,
     );
-    let state = AppState::new(pack, dir, Utc::now(), ledger.clone(), receipts);
+    let state = AppState::new(pack, dir, Utc::now(), ledger.clone(), receipts, tasks);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         tokio::spawn(reload::watch(
             state.clone(),
             sources,
             config.reload_interval,
+        ));
+        tokio::spawn(mandate_server::tasks::expire_tasks(
+            state.clone(),
+            EXPIRY_SWEEP,
         ));
         let served = mandate_server::serve(config.clone(), state)
             .await
@@ -129,6 +148,65 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
         served
     })?;
     Ok(Code::Ok)
+}
+
+/// Identity issuers, the task signing key and the state database. The inner
+/// error is a configuration mistake (exit 2): an issuer or its JWKS, the key
+/// file, the resource identifier. The outer one is the state database failing
+/// to open (exit 1).
+fn open_tasks(settings: &Settings) -> anyhow::Result<anyhow::Result<Tasks>> {
+    let issuers = match task_files::issuers(settings) {
+        Ok(issuers) => issuers,
+        Err(e) => return Ok(Err(e)),
+    };
+    let task_settings = TaskSettings {
+        audience: settings.audience.clone(),
+        resource: settings.resource(),
+        max_ttl: Duration::from_secs(settings.task_max_ttl_seconds),
+    };
+    // Before any file is created: a mistake leaves the data directory as it was.
+    if let Err(e) = Tasks::check_config(&issuers, &task_settings) {
+        return Ok(Err(e.into()));
+    }
+    let authority = match task_files::load_or_generate_key(
+        &settings.data_dir,
+        settings.task_signing_key_file.as_deref(),
+    ) {
+        Ok(authority) => authority,
+        Err(e) => return Ok(Err(e)),
+    };
+    let path = task_files::state_path(&settings.data_dir);
+    ledger_files::create_ledger_file(&path)?;
+    let store = TaskStore::open(&path)
+        .with_context(|| format!("cannot open the state database `{}`", path.display()))?;
+    let tasks = match Tasks::new(issuers, authority, Arc::new(store), task_settings) {
+        Ok(tasks) => tasks,
+        Err(TasksError::Store(e)) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot read the state database `{}`",
+                path.display()
+            )));
+        }
+        Err(e) => return Ok(Err(e.into())),
+    };
+    for warning in tasks.identity_warnings() {
+        tracing::warn!("{warning}");
+    }
+    if tasks.has_issuers() {
+        tracing::info!(
+            issuers = settings.issuers.len(),
+            resource = %tasks.resource(),
+            audience = %tasks.audience(),
+            public_key = %tasks.public_key(),
+            "tasks ready"
+        );
+    } else {
+        tracing::info!(
+            public_key = %tasks.public_key(),
+            "no identity issuer is configured: the task endpoints answer 401 (set `issuers` to start tasks)"
+        );
+    }
+    Ok(Ok(tasks))
 }
 
 fn init_logging(format: LogFormat) {

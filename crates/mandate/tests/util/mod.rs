@@ -285,9 +285,17 @@ pub struct Reply {
     pub status: u16,
     pub content_type: Option<String>,
     pub body: String,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Reply {
+    /// A response header as text, if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
     /// The body as JSON; panics with the body if it is not.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body)
@@ -413,12 +421,49 @@ impl Server {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let headers = response.headers().clone();
         let body = response.text().unwrap();
         Reply {
             status,
             content_type,
             body,
+            headers,
         }
+    }
+
+    /// Any method on any path, without a body, with one header.
+    pub fn send_with_header(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        (name, value): (&str, &str),
+    ) -> Reply {
+        self.send(
+            self.client
+                .request(method, self.url(path))
+                .header(name, value),
+        )
+    }
+
+    /// Any method on any path, with `Authorization: Bearer TOKEN` if a
+    /// token is given and a JSON body if one is given.
+    pub fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string());
+        }
+        self.send(request)
     }
 
     /// `POST /v1/decide` with a raw body and, if given, a content type.

@@ -1,0 +1,192 @@
+//! Bearer tokens, and the answers that refuse them: RFC 6750 challenges
+//! pointing at the RFC 9728 protected resource metadata.
+//!
+//! * No token (or another scheme): `401`, `WWW-Authenticate: Bearer
+//!   resource_metadata="…"` without an error (RFC 6750 §3.1).
+//! * A token that does not verify: `401`, `error="invalid_token"` with the
+//!   reason as `error_description`.
+//! * A valid token that does not allow the request: `403`,
+//!   `error="insufficient_scope"`.
+//! * More than one `Authorization` header: `400`, `error="invalid_request"`.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use mandate_auth::{CredentialError, IdentityError};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::tasks::Tasks;
+
+/// The longest `error_description` sent; the body carries the whole message.
+const MAX_DESCRIPTION: usize = 200;
+
+/// The token of an `Authorization: Bearer` header. Extracting it refuses
+/// the request (401) when no identity issuer is configured, so every task
+/// endpoint fails closed without one.
+pub(crate) struct Bearer(pub String);
+
+impl Bearer {
+    /// Whether the token is a JWT (three dot-separated parts) rather than a
+    /// task credential (Biscuit base64url, which has no dots).
+    pub(crate) fn is_jwt(&self) -> bool {
+        self.0.contains('.')
+    }
+}
+
+impl FromRequestParts<AppState> for Bearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let tasks = state.tasks();
+        if !tasks.has_issuers() {
+            return Err(invalid_token(
+                tasks,
+                "no_identity_issuer",
+                "no identity issuer is configured on this server, so no agent can authenticate: configure `issuers` (see docs/configuration.md)",
+            ));
+        }
+        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+        let value = match (values.next(), values.next()) {
+            (None, _) => {
+                return Err(missing_token(
+                    tasks,
+                    "send `Authorization: Bearer <token>`: an identity token (JWT) or a task credential",
+                ));
+            }
+            (Some(value), None) => value,
+            (Some(_), Some(_)) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "send exactly one `Authorization` header",
+                )
+                .with_challenge(challenge(
+                    tasks,
+                    Some(("invalid_request", "more than one Authorization header")),
+                )));
+            }
+        };
+        let value = value.to_str().unwrap_or_default().trim();
+        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(missing_token(
+                tasks,
+                "only bearer tokens are accepted: send `Authorization: Bearer <token>`",
+            ));
+        }
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(invalid_token(
+                tasks,
+                "invalid_token",
+                "the bearer token is empty",
+            ));
+        }
+        Ok(Self(token.to_owned()))
+    }
+}
+
+/// `401`: no token was presented.
+pub(crate) fn missing_token(tasks: &Tasks, message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "missing_token", message)
+        .with_challenge(challenge(tasks, None))
+}
+
+/// `401 invalid_token`, with `code` in the body.
+pub(crate) fn invalid_token(tasks: &Tasks, code: &'static str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+        .with_challenge(challenge(tasks, Some(("invalid_token", message))))
+}
+
+/// `403 insufficient_scope`: the token is valid but does not allow this.
+pub(crate) fn insufficient_scope(tasks: &Tasks, message: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", message)
+        .with_challenge(challenge(tasks, Some(("insufficient_scope", message))))
+}
+
+/// An identity token (JWT) that does not verify: `401 invalid_token`.
+pub(crate) fn identity_refused(tasks: &Tasks, error: &IdentityError) -> ApiError {
+    invalid_token(
+        tasks,
+        "invalid_token",
+        &format!("the identity token is refused: {error}"),
+    )
+}
+
+/// A task credential that does not verify (`401 invalid_token`), or a
+/// delegation it does not allow (`403 insufficient_scope`).
+pub(crate) fn credential_refused(tasks: &Tasks, error: &CredentialError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        CredentialError::Widening(_) | CredentialError::TooDeep { .. } => {
+            insufficient_scope(tasks, &message)
+        }
+        CredentialError::InvalidRequest(_) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+        }
+        CredentialError::InvalidKey(_) | CredentialError::Internal(_) => {
+            tracing::error!(error = %error, "task credential could not be handled");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "mandate failed to handle the task credential; see the server log",
+            )
+        }
+        CredentialError::Malformed(_)
+        | CredentialError::BadSignature
+        | CredentialError::Expired { .. }
+        | CredentialError::WrongAudience { .. }
+        | CredentialError::Revoked
+        | CredentialError::UntrustedBlock { .. }
+        | CredentialError::CheckFailed(_)
+        | CredentialError::LimitExceeded(_) => invalid_token(tasks, "invalid_token", &message),
+    }
+}
+
+/// A `WWW-Authenticate: Bearer` challenge naming the resource metadata, and
+/// an RFC 6750 error with its description if there is one.
+fn challenge(tasks: &Tasks, error: Option<(&str, &str)>) -> String {
+    let mut challenge = format!("Bearer resource_metadata=\"{}\"", tasks.metadata_url());
+    if let Some((code, description)) = error {
+        challenge.push_str(&format!(
+            ", error=\"{code}\", error_description=\"{}\"",
+            error_description(description)
+        ));
+    }
+    challenge
+}
+
+/// `message` as RFC 6750 allows an `error_description`: printable ASCII
+/// without `"` and `\`, shortened to [`MAX_DESCRIPTION`] characters.
+fn error_description(message: &str) -> String {
+    let mut out: String = message
+        .chars()
+        .take(MAX_DESCRIPTION)
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect();
+    if message.chars().count() > MAX_DESCRIPTION {
+        out.push_str("...");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_description;
+
+    #[test]
+    fn descriptions_are_safe_in_a_quoted_string() {
+        assert_eq!(
+            error_description("a \"quoted\" `x` \\ é\n"),
+            "a 'quoted' `x` / ??"
+        );
+        let long = "x".repeat(300);
+        assert_eq!(error_description(&long).len(), 203);
+    }
+}

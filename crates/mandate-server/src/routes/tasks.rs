@@ -1,0 +1,880 @@
+//! Tasks: start one for an authenticated agent, show it with its delegation
+//! tree, delegate it to a sub-agent, end it; and the revocation list that
+//! offline verifiers fetch.
+//!
+//! Who may do what:
+//!
+//! | Request | Bearer token |
+//! | --- | --- |
+//! | `POST /v1/tasks` | the agent's identity token (JWT); its subject becomes the task's root agent |
+//! | `GET /v1/tasks/{id}` | a credential of this task (any hop), or the root agent's identity token |
+//! | `POST /v1/tasks/{id}/delegate` | the delegating agent's credential of this task |
+//! | `DELETE /v1/tasks/{id}` | the task's root credential (depth 0), or the root agent's identity token |
+//! | `GET /v1/revocations` | none |
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderName, StatusCode, header};
+use chrono::{DateTime, TimeDelta, Utc};
+use mandate_auth::{Delegation, TaskGrant, VerifiedCredential, VerifiedIdentity};
+use mandate_store::{CredentialRecord, END_REASON_EXPIRED, HistoryEntry, StoreError, TaskRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::auth::{
+    Bearer, credential_refused, identity_refused, insufficient_scope, invalid_token,
+};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::ApiJson;
+use crate::state::AppState;
+use crate::tasks::{MAX_DELEGATION_DEPTH, Tasks};
+
+/// Longest intent, in bytes.
+const MAX_INTENT_BYTES: usize = 4096;
+
+/// Longest agent, tool or label name, in bytes.
+const MAX_NAME_BYTES: usize = 1024;
+
+/// Most tools, or labels, in one request.
+const MAX_ITEMS: usize = 256;
+
+/// A task to start.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartTask {
+    /// What the task is for, in words. Not empty; at most 4096 bytes.
+    pub intent: String,
+    /// Tools the task may call, as `server/tool`. At least one.
+    pub tools: Vec<String>,
+    /// Labels of the data in the task's scope, such as `confidential`.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Free parameters of the task, such as `allowed_recipients`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub params: Map<String, Value>,
+    /// The task's lifetime in seconds: from 1 to the server's
+    /// `task_max_ttl_seconds`.
+    pub ttl_seconds: u64,
+    /// How many delegation hops may follow the root agent: 0 (the default:
+    /// no delegation) to 16.
+    #[serde(default)]
+    pub max_depth: u32,
+}
+
+/// A started task and its root credential.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskStarted {
+    /// The task's id (a UUIDv7).
+    pub task_id: String,
+    /// The root agent's task credential: a Biscuit token, base64url.
+    /// Present it as `Authorization: Bearer <credential>`.
+    pub credential: String,
+    /// When the task and its credential expire (whole seconds).
+    pub expires_at: DateTime<Utc>,
+    /// The credential's revocation id (hex), as `GET /v1/revocations` lists
+    /// it once the task ends.
+    pub revocation_id: String,
+}
+
+/// A narrower credential to issue for a sub-agent.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DelegateTask {
+    /// The sub-agent's identity, such as its SPIFFE ID.
+    pub agent: String,
+    /// Tools the sub-agent may call: a non-empty subset of the delegating
+    /// credential's tools.
+    pub tools: Vec<String>,
+    /// Data labels kept: a subset of the delegating credential's labels.
+    /// Absent: all of them.
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+    /// The sub-agent credential's lifetime in seconds; it may not outlive
+    /// the delegating credential. Absent: until the delegating credential
+    /// expires.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A credential issued for a sub-agent.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Delegated {
+    /// The sub-agent's task credential (Biscuit, base64url).
+    pub credential: String,
+    /// When it expires (whole seconds).
+    pub expires_at: DateTime<Utc>,
+    /// Its revocation id: the id of its last block (hex).
+    pub revocation_id: String,
+    /// Its depth: 1 for a sub-agent of the root agent, and so on.
+    pub depth: u32,
+}
+
+/// A task, its delegation tree and its history.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskView {
+    /// The task's id.
+    pub id: String,
+    /// The root agent: the subject of the identity token that started it.
+    pub agent: String,
+    /// The human the root agent acts for, if its token named one.
+    pub on_behalf_of: Option<String>,
+    /// What the task is for.
+    pub intent: String,
+    /// Tools the task may call.
+    pub tools: Vec<String>,
+    /// Data labels in the task's scope.
+    pub labels: Vec<String>,
+    /// The task's free parameters.
+    #[schema(value_type = Object)]
+    pub params: Map<String, Value>,
+    /// The audience of the task's credentials.
+    pub audience: String,
+    /// How many delegation hops may follow the root agent.
+    pub max_depth: u32,
+    /// When the task started.
+    pub created_at: DateTime<Utc>,
+    /// When its TTL runs out.
+    pub expires_at: DateTime<Utc>,
+    /// `open`, `ended` (a caller ended it) or `expired` (its TTL ran out).
+    pub state: String,
+    /// When it ended, if it has.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Why it ended: `ended` or `expired`.
+    pub end_reason: Option<String>,
+    /// Every credential issued under the task, in issue order, the root
+    /// credential first; each names its parent: the delegation tree.
+    pub credentials: Vec<CredentialView>,
+    /// The task's decisions, in the order they were recorded.
+    pub history: Vec<HistoryView>,
+}
+
+/// One credential of a task's delegation tree.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CredentialView {
+    /// Its revocation id (hex).
+    pub revocation_id: String,
+    /// The revocation id of the credential it was delegated from; `null` for
+    /// the root credential.
+    pub parent_revocation_id: Option<String>,
+    /// The agent holding it.
+    pub agent: String,
+    /// 0 for the root agent, the parent's depth + 1 for a delegation.
+    pub depth: u32,
+    /// Its effective tools.
+    pub tools: Vec<String>,
+    /// Its effective data labels.
+    pub labels: Vec<String>,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+    /// When it expires.
+    pub expires_at: DateTime<Utc>,
+    /// Whether it is revoked (its task ended).
+    pub revoked: bool,
+}
+
+/// One decision of a task's history.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HistoryView {
+    /// The decision's id.
+    pub decision_id: String,
+    /// The agent that made the call.
+    pub agent: String,
+    /// The tool's server.
+    pub server: String,
+    /// The tool.
+    pub tool: String,
+    /// `allow`, `deny` or `approval_required`.
+    pub decision: String,
+    /// When it was decided.
+    pub decided_at: DateTime<Utc>,
+    /// What the call returned, once reported.
+    pub result: Option<ResultView>,
+}
+
+/// What a call returned.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResultView {
+    /// `ok` or `error`.
+    pub status: String,
+    /// Labels of the data the call brought into the session.
+    pub labels: Vec<String>,
+    /// When it was reported.
+    pub reported_at: DateTime<Utc>,
+}
+
+/// An ended task and the credentials revoked with it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskEnded {
+    /// The task's id.
+    pub task_id: String,
+    /// When it ended (the first time, if it had ended already).
+    pub ended_at: DateTime<Utc>,
+    /// Why: `ended`, or `expired` if its TTL had run out first.
+    pub end_reason: String,
+    /// The revocation ids of every credential of the task, in issue order.
+    pub revoked: Vec<String>,
+}
+
+/// The revocation list.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RevocationList {
+    /// Every revoked credential, in the order revoked.
+    pub revocations: Vec<RevocationView>,
+}
+
+/// One revoked credential.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RevocationView {
+    /// The revocation id (hex) of the credential's last block. A Biscuit
+    /// verifier refuses any token with a revoked id among its blocks' ids.
+    pub revocation_id: String,
+    /// The task it belonged to.
+    pub task_id: String,
+    /// When it was revoked.
+    pub revoked_at: DateTime<Utc>,
+}
+
+/// Start a task for the authenticated agent and issue its root credential.
+///
+/// The bearer token is the agent's workload identity token (a JWT from a
+/// configured issuer). Its subject becomes the task's root agent; the human
+/// it acts for (the issuer's `on_behalf_of` claim) is kept apart.
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks",
+    request_body = StartTask,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The task started", body = TaskStarted,
+            headers(("location" = String, description = "`/v1/tasks/{task_id}`"))),
+        (status = 400, description = "The body is not valid JSON, or more than one `Authorization` header", body = ErrorBody),
+        (status = 401, description = "No identity token, an identity token that does not verify, or no identity issuer configured", body = ErrorBody,
+            headers(("www-authenticate" = String, description = "RFC 6750 challenge naming the resource metadata"))),
+        (status = 413, description = "The body is larger than `max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "The body is not sent as JSON", body = ErrorBody),
+        (status = 422, description = "The JSON is not a valid task", body = ErrorBody),
+        (status = 503, description = "The state database cannot record the task", body = ErrorBody),
+    ))]
+pub(crate) async fn start(
+    State(state): State<AppState>,
+    bearer: Bearer,
+    body: Result<ApiJson<StartTask>, ApiError>,
+) -> Result<(StatusCode, [(HeaderName, String); 1], Json<TaskStarted>), ApiError> {
+    let tasks = state.tasks();
+    let now = Utc::now();
+    let agent = agent_identity(tasks, &bearer, now)?;
+    let ApiJson(request) = body?;
+
+    non_empty_text("intent", &request.intent, MAX_INTENT_BYTES)?;
+    let tools = tool_names("tools", &request.tools)?;
+    let labels = label_names("labels", &request.labels)?;
+    if request.max_depth > MAX_DELEGATION_DEPTH {
+        return Err(invalid(format!(
+            "`max_depth` {} is deeper than the {MAX_DELEGATION_DEPTH} hops allowed",
+            request.max_depth
+        )));
+    }
+    let expires_at = task_expiry(tasks, now, request.ttl_seconds)?;
+
+    let task_id = Uuid::now_v7().to_string();
+    let grant = TaskGrant {
+        task_id: task_id.clone(),
+        agent: agent.subject.clone(),
+        on_behalf_of: agent.on_behalf_of.clone(),
+        tools,
+        labels,
+        expires_at,
+        max_depth: request.max_depth,
+        audience: tasks.audience().to_owned(),
+    };
+    let credential = tasks
+        .authority()
+        .mint(&grant)
+        .map_err(|e| credential_refused(tasks, &e))?;
+    let revocation_id = last_id(&credential.revocation_ids)?;
+    let task = TaskRecord {
+        id: task_id.clone(),
+        agent: grant.agent.clone(),
+        on_behalf_of: grant.on_behalf_of.clone(),
+        intent: request.intent,
+        tools: grant.tools.iter().cloned().collect(),
+        labels: grant.labels.iter().cloned().collect(),
+        params: request.params,
+        audience: grant.audience.clone(),
+        max_depth: grant.max_depth,
+        created_at: now,
+        expires_at: credential.expires_at,
+        ended_at: None,
+        end_reason: None,
+        root_revocation_id: revocation_id.clone(),
+    };
+    let root = CredentialRecord {
+        task_id: task_id.clone(),
+        revocation_id: revocation_id.clone(),
+        parent_revocation_id: None,
+        agent: grant.agent.clone(),
+        depth: 0,
+        tools: task.tools.clone(),
+        labels: task.labels.clone(),
+        issued_at: now,
+        expires_at: credential.expires_at,
+    };
+    tasks
+        .store(move |store| store.create_task(&task, &root))
+        .await
+        .map_err(|e| store_failed(tasks, e))?;
+
+    tracing::info!(%task_id, agent = %grant.agent, expires_at = %credential.expires_at, "task started");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v1/tasks/{task_id}"))],
+        Json(TaskStarted {
+            task_id,
+            credential: credential.token,
+            expires_at: credential.expires_at,
+            revocation_id,
+        }),
+    ))
+}
+
+/// Show a task with its delegation tree and history.
+///
+/// The bearer token is a credential of this task (any hop), or the identity
+/// token of the task's root agent (which also shows an ended task).
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = "The task's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The task", body = TaskView),
+        (status = 401, description = "No token, or a token that does not verify (expired, revoked, forged, another audience)", body = ErrorBody,
+            headers(("www-authenticate" = String, description = "RFC 6750 challenge"))),
+        (status = 403, description = "The credential is for another task, or the identity is not the task's root agent", body = ErrorBody),
+        (status = 404, description = "No such task (identity tokens only)", body = ErrorBody),
+        (status = 503, description = "The state database cannot be read", body = ErrorBody),
+    ))]
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    bearer: Bearer,
+) -> Result<Json<TaskView>, ApiError> {
+    let tasks = state.tasks();
+    let now = Utc::now();
+    let caller = caller(tasks, &bearer, &id, now)?;
+    let task_id = id.clone();
+    let (task, credentials, history) = tasks
+        .store(move |store| {
+            Ok((
+                store.task(&task_id)?,
+                store.credentials(&task_id)?,
+                store.history(&task_id)?,
+            ))
+        })
+        .await
+        .map_err(|e| store_failed(tasks, e))?;
+    let task = task.ok_or_else(|| task_not_found(&id))?;
+    caller.authorize(tasks, &task)?;
+    Ok(Json(TaskView::new(tasks, task, credentials, history, now)))
+}
+
+/// Issue a narrower credential of this task for a sub-agent.
+///
+/// The bearer token is the delegating agent's credential of this task. The
+/// new credential can only narrow it: a subset of its tools and labels, a
+/// lifetime within its own, one hop deeper, within the task's `max_depth`.
+#[utoipa::path(post, path = "/v1/tasks/{id}/delegate", tag = "tasks",
+    params(("id" = String, Path, description = "The task's id")),
+    request_body = DelegateTask,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The sub-agent's credential", body = Delegated),
+        (status = 400, description = "The body is not valid JSON", body = ErrorBody),
+        (status = 401, description = "No credential, or one that does not verify (expired, revoked, forged, another audience), or the task ended", body = ErrorBody,
+            headers(("www-authenticate" = String, description = "RFC 6750 challenge"))),
+        (status = 403, description = "`insufficient_scope`: the delegation would widen the credential (tools, labels, lifetime) or go deeper than `max_depth`, or the credential is for another task", body = ErrorBody,
+            headers(("www-authenticate" = String, description = "RFC 6750 challenge"))),
+        (status = 413, description = "The body is larger than `max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "The body is not sent as JSON", body = ErrorBody),
+        (status = 422, description = "The JSON is not a valid delegation", body = ErrorBody),
+        (status = 503, description = "The state database cannot record the credential", body = ErrorBody),
+    ))]
+pub(crate) async fn delegate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    bearer: Bearer,
+    body: Result<ApiJson<DelegateTask>, ApiError>,
+) -> Result<(StatusCode, Json<Delegated>), ApiError> {
+    let tasks = state.tasks();
+    let now = Utc::now();
+    let Caller::Credential(parent) = caller(tasks, &bearer, &id, now)? else {
+        return Err(invalid_token(
+            tasks,
+            "invalid_token",
+            "delegating needs the delegating agent's task credential, not an identity token",
+        ));
+    };
+    let ApiJson(request) = body?;
+
+    name("agent", &request.agent)?;
+    let tools = tool_names("tools", &request.tools)?;
+    let labels = request
+        .labels
+        .as_deref()
+        .map(|labels| label_names("labels", labels))
+        .transpose()?;
+    let expires_at = match request.ttl_seconds {
+        None => parent.expires_at,
+        Some(ttl) => delegation_expiry(tasks, &parent, now, ttl)?,
+    };
+    let delegation = Delegation {
+        agent: request.agent,
+        tools,
+        labels,
+        expires_at,
+    };
+    let issued = tasks
+        .authority()
+        .delegate(&bearer.0, &delegation, now)
+        .map_err(|e| credential_refused(tasks, &e))?;
+
+    let depth = u32::try_from(parent.chain.len()).map_err(|_| internal("chain too long"))?;
+    let revocation_id = last_id(&issued.revocation_ids)?;
+    let record = CredentialRecord {
+        task_id: id.clone(),
+        revocation_id: revocation_id.clone(),
+        parent_revocation_id: Some(last_id(&parent.revocation_ids)?),
+        agent: delegation.agent.clone(),
+        depth,
+        tools: delegation.tools.iter().cloned().collect(),
+        labels: delegation
+            .labels
+            .as_ref()
+            .unwrap_or(&parent.labels)
+            .iter()
+            .cloned()
+            .collect(),
+        issued_at: now,
+        expires_at: issued.expires_at,
+    };
+    // If the task ended since the credential was verified, the store refuses
+    // the record (task_ended) and the new credential is never handed out.
+    tasks
+        .store(move |store| store.add_credential(&record))
+        .await
+        .map_err(|e| store_failed(tasks, e))?;
+
+    tracing::info!(task_id = %id, agent = %delegation.agent, depth, "credential delegated");
+    Ok((
+        StatusCode::CREATED,
+        Json(Delegated {
+            credential: issued.token,
+            expires_at: issued.expires_at,
+            revocation_id,
+            depth,
+        }),
+    ))
+}
+
+/// End a task and revoke every credential issued under it.
+///
+/// The bearer token is the task's root credential (depth 0) or the identity
+/// token of its root agent; a sub-agent cannot end the task. The revoked
+/// credentials are refused from the moment this answers. Ending an ended
+/// task with the root agent's identity token answers the same again.
+#[utoipa::path(delete, path = "/v1/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = "The task's id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The task ended; its credentials are revoked", body = TaskEnded),
+        (status = 401, description = "No token, or a token that does not verify (expired, revoked, forged, another audience)", body = ErrorBody,
+            headers(("www-authenticate" = String, description = "RFC 6750 challenge"))),
+        (status = 403, description = "`insufficient_scope`: a sub-agent's credential, a credential of another task, or an identity that is not the task's root agent", body = ErrorBody,
+            headers(("www-authenticate" = String, description = "RFC 6750 challenge"))),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 503, description = "The state database cannot record the end", body = ErrorBody),
+    ))]
+pub(crate) async fn end(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    bearer: Bearer,
+) -> Result<Json<TaskEnded>, ApiError> {
+    let tasks = state.tasks();
+    let now = Utc::now();
+    let caller = caller(tasks, &bearer, &id, now)?;
+    match &caller {
+        Caller::Credential(credential) => {
+            if let Some(holder) = credential.holder().filter(|hop| hop.depth > 0) {
+                return Err(insufficient_scope(
+                    tasks,
+                    &format!(
+                        "only the task's root credential or its root agent can end the task; this credential is held by `{}` at depth {}",
+                        holder.agent, holder.depth
+                    ),
+                ));
+            }
+        }
+        Caller::Agent(_) => {
+            let task_id = id.clone();
+            let task = tasks
+                .store(move |store| store.task(&task_id))
+                .await
+                .map_err(|e| store_failed(tasks, e))?
+                .ok_or_else(|| task_not_found(&id))?;
+            caller.authorize(tasks, &task)?;
+        }
+    }
+
+    let (task, revoked) = tasks
+        .end(&id, now)
+        .await
+        .map_err(|e| store_failed(tasks, e))?;
+    tracing::info!(task_id = %id, credentials = revoked.len(), "task ended; its credentials are revoked");
+    Ok(Json(TaskEnded {
+        task_id: task.id,
+        ended_at: task.ended_at.unwrap_or(now),
+        end_reason: task.end_reason.unwrap_or_default(),
+        revoked,
+    }))
+}
+
+/// The revocation list, for verifiers that check task credentials offline.
+///
+/// Every credential of every ended task, in the order revoked. A Biscuit
+/// verifier refuses a token any of whose blocks' revocation ids is listed.
+/// No authentication: revocation ids identify signatures, they grant
+/// nothing.
+#[utoipa::path(get, path = "/v1/revocations", tag = "tasks",
+    responses(
+        (status = 200, description = "The revocation list", body = RevocationList),
+        (status = 503, description = "The state database cannot be read", body = ErrorBody),
+    ))]
+pub(crate) async fn revocations(
+    State(state): State<AppState>,
+) -> Result<Json<RevocationList>, ApiError> {
+    let tasks = state.tasks();
+    let revocations = tasks
+        .store(|store| store.revocations())
+        .await
+        .map_err(|e| store_failed(tasks, e))?;
+    Ok(Json(RevocationList {
+        revocations: revocations
+            .into_iter()
+            .map(|r| RevocationView {
+                revocation_id: r.revocation_id,
+                task_id: r.task_id,
+                revoked_at: r.revoked_at,
+            })
+            .collect(),
+    }))
+}
+
+/// Who presents a request about a task.
+enum Caller {
+    /// A verified credential of the task named in the path.
+    Credential(Arc<VerifiedCredential>),
+    /// The subject of a verified identity token, to compare with the task's
+    /// root agent.
+    Agent(String),
+}
+
+impl Caller {
+    /// An identity may see (or end) only the tasks it started; a credential
+    /// was matched with the task already.
+    fn authorize(&self, tasks: &Tasks, task: &TaskRecord) -> Result<(), ApiError> {
+        match self {
+            Caller::Credential(_) => Ok(()),
+            Caller::Agent(subject) if *subject == task.agent => Ok(()),
+            Caller::Agent(subject) => Err(insufficient_scope(
+                tasks,
+                &format!("`{subject}` is not the root agent of task `{}`", task.id),
+            )),
+        }
+    }
+}
+
+/// Verifies the bearer token for task `id`: a JWT as an agent identity, or
+/// a task credential, which must be of this task.
+fn caller(
+    tasks: &Tasks,
+    bearer: &Bearer,
+    id: &str,
+    now: DateTime<Utc>,
+) -> Result<Caller, ApiError> {
+    if bearer.is_jwt() {
+        return agent_identity(tasks, bearer, now).map(|identity| Caller::Agent(identity.subject));
+    }
+    let credential = tasks
+        .verify_credential(&bearer.0, now)
+        .map_err(|e| credential_refused(tasks, &e))?;
+    if credential.task_id != id {
+        return Err(insufficient_scope(
+            tasks,
+            &format!(
+                "the credential is for task `{}`, not for task `{id}`",
+                credential.task_id
+            ),
+        ));
+    }
+    Ok(Caller::Credential(credential))
+}
+
+/// Verifies the bearer token as an agent's identity token.
+fn agent_identity(
+    tasks: &Tasks,
+    bearer: &Bearer,
+    now: DateTime<Utc>,
+) -> Result<VerifiedIdentity, ApiError> {
+    let identity = tasks
+        .verify_identity(&bearer.0, now)
+        .map_err(|e| identity_refused(tasks, &e))?;
+    let unusable = |what: &str| {
+        invalid_token(
+            tasks,
+            "invalid_token",
+            &format!(
+                "the identity token's {what} cannot name an agent (empty, longer than {MAX_NAME_BYTES} bytes, or with control characters)"
+            ),
+        )
+    };
+    if !is_name(&identity.subject) {
+        return Err(unusable("subject"));
+    }
+    if identity
+        .on_behalf_of
+        .as_deref()
+        .is_some_and(|h| !is_name(h))
+    {
+        return Err(unusable("on-behalf-of claim"));
+    }
+    Ok(identity)
+}
+
+/// The end of a new task's lifetime: `now` plus `ttl_seconds`, within the
+/// server's maximum.
+fn task_expiry(
+    tasks: &Tasks,
+    now: DateTime<Utc>,
+    ttl_seconds: u64,
+) -> Result<DateTime<Utc>, ApiError> {
+    let max = tasks.max_ttl().as_secs();
+    if ttl_seconds == 0 {
+        return Err(invalid("`ttl_seconds` must be at least 1"));
+    }
+    if ttl_seconds > max {
+        return Err(invalid(format!(
+            "`ttl_seconds` {ttl_seconds} is longer than this server allows (`task_max_ttl_seconds` = {max})"
+        )));
+    }
+    after(now, ttl_seconds).ok_or_else(|| invalid("`ttl_seconds` is out of range"))
+}
+
+/// The end of a delegated credential's lifetime: `now` plus `ttl_seconds`,
+/// which may not outlive the delegating credential.
+fn delegation_expiry(
+    tasks: &Tasks,
+    parent: &VerifiedCredential,
+    now: DateTime<Utc>,
+    ttl_seconds: u64,
+) -> Result<DateTime<Utc>, ApiError> {
+    if ttl_seconds == 0 {
+        return Err(invalid("`ttl_seconds` must be at least 1"));
+    }
+    // Anything past the server's maximum outlives every credential; it is
+    // refused as a widening without computing a date out of range.
+    match after(now, ttl_seconds).filter(|_| ttl_seconds <= tasks.max_ttl().as_secs()) {
+        Some(at) => Ok(at),
+        None => Err(insufficient_scope(
+            tasks,
+            &format!(
+                "a delegation can only narrow a credential; this one would widen it: a lifetime of {ttl_seconds} s outlives the delegating credential, which expires at {}",
+                parent.expires_at
+            ),
+        )),
+    }
+}
+
+fn after(now: DateTime<Utc>, seconds: u64) -> Option<DateTime<Utc>> {
+    let seconds = i64::try_from(seconds).ok()?;
+    now.checked_add_signed(TimeDelta::try_seconds(seconds)?)
+}
+
+impl TaskView {
+    fn new(
+        tasks: &Tasks,
+        task: TaskRecord,
+        credentials: Vec<CredentialRecord>,
+        history: Vec<HistoryEntry>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let state = match (&task.end_reason, task.expires_at <= now) {
+            (Some(reason), _) if reason == END_REASON_EXPIRED => "expired",
+            (Some(_), _) => "ended",
+            (None, true) => "expired",
+            (None, false) => "open",
+        };
+        Self {
+            state: state.to_owned(),
+            credentials: credentials
+                .into_iter()
+                .map(|c| CredentialView {
+                    revoked: tasks.is_revoked(std::slice::from_ref(&c.revocation_id)),
+                    revocation_id: c.revocation_id,
+                    parent_revocation_id: c.parent_revocation_id,
+                    agent: c.agent,
+                    depth: c.depth,
+                    tools: c.tools,
+                    labels: c.labels,
+                    issued_at: c.issued_at,
+                    expires_at: c.expires_at,
+                })
+                .collect(),
+            history: history
+                .into_iter()
+                .map(|h| HistoryView {
+                    decision_id: h.decision_id,
+                    agent: h.agent,
+                    server: h.server,
+                    tool: h.tool,
+                    decision: h.decision,
+                    decided_at: h.decided_at,
+                    result: h.result.map(|r| ResultView {
+                        status: r.status,
+                        labels: r.labels,
+                        reported_at: r.reported_at,
+                    }),
+                })
+                .collect(),
+            id: task.id,
+            agent: task.agent,
+            on_behalf_of: task.on_behalf_of,
+            intent: task.intent,
+            tools: task.tools,
+            labels: task.labels,
+            params: task.params,
+            audience: task.audience,
+            max_depth: task.max_depth,
+            created_at: task.created_at,
+            expires_at: task.expires_at,
+            ended_at: task.ended_at,
+            end_reason: task.end_reason,
+        }
+    }
+}
+
+/// What a store failure means for the caller.
+fn store_failed(tasks: &Tasks, error: StoreError) -> ApiError {
+    match error {
+        StoreError::NotFound { kind: "task", id } => task_not_found(&id),
+        e @ StoreError::TaskEnded { .. } => invalid_token(tasks, "task_ended", &e.to_string()),
+        e @ (StoreError::Invalid(_) | StoreError::Conflict(_)) => {
+            tracing::error!(error = %e, "the state database refused a task record");
+            internal("the task could not be recorded")
+        }
+        e => {
+            tracing::error!(error = %e, "state database unavailable");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state_unavailable",
+                "the state database cannot answer now; see the server log",
+            )
+        }
+    }
+}
+
+fn task_not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "task_not_found",
+        format!("no task `{id}`"),
+    )
+}
+
+fn internal(what: &str) -> ApiError {
+    tracing::error!("{what}");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "mandate failed to handle the task; see the server log",
+    )
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+}
+
+/// The last of a credential's revocation ids: the one naming its holder.
+fn last_id(ids: &[String]) -> Result<String, ApiError> {
+    ids.last()
+        .cloned()
+        .ok_or_else(|| internal("a credential without revocation ids"))
+}
+
+fn non_empty_text(field: &str, value: &str, max_bytes: usize) -> Result<(), ApiError> {
+    if value.trim().is_empty() {
+        return Err(invalid(format!("`{field}` must not be empty")));
+    }
+    if value.len() > max_bytes {
+        return Err(invalid(format!(
+            "`{field}` is longer than {max_bytes} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn is_name(value: &str) -> bool {
+    !value.trim().is_empty()
+        && value.len() <= MAX_NAME_BYTES
+        && !value.chars().any(char::is_control)
+}
+
+/// An agent, tool or label name: not empty, at most 1024 bytes, no control
+/// characters.
+fn name(field: &str, value: &str) -> Result<(), ApiError> {
+    if is_name(value) {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "`{field}` must be a non-empty name of at most {MAX_NAME_BYTES} bytes without control characters"
+    )))
+}
+
+/// A non-empty list of tools, each `server/tool`.
+fn tool_names(field: &str, tools: &[String]) -> Result<BTreeSet<String>, ApiError> {
+    if tools.is_empty() {
+        return Err(invalid(format!(
+            "`{field}` must name at least one tool, as `server/tool`"
+        )));
+    }
+    if tools.len() > MAX_ITEMS {
+        return Err(invalid(format!(
+            "`{field}` names more than {MAX_ITEMS} tools"
+        )));
+    }
+    for (i, tool) in tools.iter().enumerate() {
+        let field = format!("{field}[{i}]");
+        name(&field, tool)?;
+        if !tool
+            .split_once('/')
+            .is_some_and(|(server, tool)| !server.is_empty() && !tool.is_empty())
+        {
+            return Err(invalid(format!(
+                "`{field}` is `{tool}`: name tools as `server/tool`"
+            )));
+        }
+    }
+    Ok(tools.iter().cloned().collect())
+}
+
+fn label_names(field: &str, labels: &[String]) -> Result<BTreeSet<String>, ApiError> {
+    if labels.len() > MAX_ITEMS {
+        return Err(invalid(format!(
+            "`{field}` holds more than {MAX_ITEMS} labels"
+        )));
+    }
+    for (i, label) in labels.iter().enumerate() {
+        name(&format!("{field}[{i}]"), label)?;
+    }
+    Ok(labels.iter().cloned().collect())
+}

@@ -1,0 +1,374 @@
+//! Tasks and who may act under them: the trusted identity issuers, the task
+//! authority that mints credentials, the verified-credential cache, the
+//! state database and the set of revoked credential ids.
+//!
+//! [`Tasks`] is the part of [`AppState`](crate::AppState) the task endpoints
+//! use, and what `POST /v1/decide` can use to accept a task credential
+//! ([`Tasks::verify_credential`]). Revocation is checked on every call from
+//! an in-memory set, loaded from the state database at start and updated
+//! whenever a task ends (by a caller, or by [`expire_tasks`] when its TTL
+//! runs out) before anyone is told about the end.
+
+use std::collections::HashSet;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mandate_auth::{
+    CredentialError, CredentialVerifier, IdentityConfigError, IdentityError, IdentityVerifier,
+    IssuerConfig, TaskAuthority, VerificationCache, VerifiedCredential, VerifiedIdentity,
+};
+use mandate_store::{END_REASON_ENDED, StoreError, TaskRecord, TaskStore};
+
+use crate::state::AppState;
+
+/// The path of the RFC 9728 protected resource metadata, before the
+/// resource's own path.
+pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// The deepest delegation a task may allow (`max_depth`). Each hop adds a
+/// block of a few hundred bytes to the credential.
+pub const MAX_DELEGATION_DEPTH: u32 = 16;
+
+/// What the task endpoints need from the configuration.
+#[derive(Debug, Clone)]
+pub struct TaskSettings {
+    /// Audience of the task credentials Mandate mints and accepts.
+    pub audience: String,
+    /// This server's resource identifier (RFC 8707, RFC 9728), an absolute
+    /// `http` or `https` URL without query or fragment.
+    pub resource: String,
+    /// The longest lifetime a task may be started with.
+    pub max_ttl: Duration,
+}
+
+/// Why the task part of the state could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TasksError {
+    /// An identity issuer is misconfigured.
+    #[error(transparent)]
+    Identity(#[from] IdentityConfigError),
+    /// The state database could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The resource identifier is not an absolute URL Mandate can serve
+    /// metadata for.
+    #[error(
+        "`resource` `{0}` must be an absolute http:// or https:// URL with a host and without query or fragment"
+    )]
+    Resource(String),
+    /// A setting is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Identity issuers, the task authority, credential verification, the state
+/// database and the revoked ids. Shared by every handler through
+/// [`AppState::tasks`](crate::AppState::tasks).
+pub struct Tasks {
+    identity: IdentityVerifier,
+    issuer_count: usize,
+    authorization_servers: Vec<String>,
+    authority: TaskAuthority,
+    verifier: CredentialVerifier,
+    cache: VerificationCache,
+    store: Arc<TaskStore>,
+    revoked: RwLock<HashSet<String>>,
+    resource: String,
+    metadata_url: String,
+    metadata_path: String,
+    max_ttl: Duration,
+}
+
+impl std::fmt::Debug for Tasks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tasks")
+            .field("issuers", &self.issuer_count)
+            .field("authority", &self.authority)
+            .field("audience", &self.verifier.audience())
+            .field("resource", &self.resource)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tasks {
+    /// Validates the issuers and the resource identifier, and loads the
+    /// revoked ids from `store`. No issuers is allowed: every task endpoint
+    /// then answers 401 (fail closed).
+    pub fn new(
+        issuers: Vec<IssuerConfig>,
+        authority: TaskAuthority,
+        store: Arc<TaskStore>,
+        settings: TaskSettings,
+    ) -> Result<Self, TasksError> {
+        let (metadata_url, metadata_path) = check_settings(&settings)?;
+        let issuer_count = issuers.len();
+        let authorization_servers = issuers
+            .iter()
+            .filter(|i| !i.issuer.is_empty())
+            .map(|i| i.issuer.clone())
+            .collect();
+        let identity = IdentityVerifier::new(issuers)?;
+        let verifier = authority.verifier(settings.audience);
+        let revoked = store.revoked_ids()?;
+        Ok(Self {
+            identity,
+            issuer_count,
+            authorization_servers,
+            authority,
+            verifier,
+            cache: VerificationCache::default(),
+            store,
+            revoked: RwLock::new(revoked),
+            resource: settings.resource,
+            metadata_url,
+            metadata_path,
+            max_ttl: settings.max_ttl,
+        })
+    }
+
+    /// Checks the issuers and the settings as [`new`](Self::new) does,
+    /// without a key or a store: for a caller that creates those only for a
+    /// configuration that is valid.
+    pub fn check_config(
+        issuers: &[IssuerConfig],
+        settings: &TaskSettings,
+    ) -> Result<(), TasksError> {
+        check_settings(settings)?;
+        IdentityVerifier::new(issuers.to_vec())?;
+        Ok(())
+    }
+
+    /// Whether any identity issuer is configured. Without one, no task can
+    /// be started or used.
+    pub fn has_issuers(&self) -> bool {
+        self.issuer_count > 0
+    }
+
+    /// Keys the identity verifier skipped, for the operator's log.
+    pub fn identity_warnings(&self) -> &[String] {
+        self.identity.warnings()
+    }
+
+    /// Verifies an agent's workload identity token (JWT) at `now`.
+    pub fn verify_identity(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<VerifiedIdentity, IdentityError> {
+        self.identity.verify(token, now)
+    }
+
+    /// Verifies a task credential at `now`: from the cache when it was
+    /// verified before, and against the revoked ids on every call.
+    pub fn verify_credential(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<VerifiedCredential>, CredentialError> {
+        self.cache
+            .get_or_verify(&self.verifier, token, now, |ids| self.is_revoked(ids))
+    }
+
+    /// Whether any of `ids` is revoked.
+    pub fn is_revoked(&self, ids: &[String]) -> bool {
+        let revoked = self.revoked.read().unwrap_or_else(PoisonError::into_inner);
+        ids.iter().any(|id| revoked.contains(id))
+    }
+
+    /// Adds `ids` to the revoked set, effective for every later call.
+    pub fn revoke<'a>(&self, ids: impl IntoIterator<Item = &'a String>) {
+        let mut revoked = self.revoked.write().unwrap_or_else(PoisonError::into_inner);
+        revoked.extend(ids.into_iter().cloned());
+    }
+
+    /// The authority that mints and delegates task credentials.
+    pub fn authority(&self) -> &TaskAuthority {
+        &self.authority
+    }
+
+    /// The audience of the task credentials Mandate mints.
+    pub fn audience(&self) -> &str {
+        self.verifier.audience()
+    }
+
+    /// The authority's public key as `ed25519/<hex>`, which verifies every
+    /// task credential offline.
+    pub fn public_key(&self) -> String {
+        format!("ed25519/{}", self.authority.public_key_hex())
+    }
+
+    /// This server's resource identifier.
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// The issuers of the configured identity tokens, as RFC 9728
+    /// `authorization_servers` (SPIFFE trust domains without an `issuer` are
+    /// not listed).
+    pub fn authorization_servers(&self) -> &[String] {
+        &self.authorization_servers
+    }
+
+    /// The URL of the protected resource metadata (RFC 9728 §3.1).
+    pub fn metadata_url(&self) -> &str {
+        &self.metadata_url
+    }
+
+    /// The path this server serves the metadata at, besides
+    /// [`METADATA_PATH`] (the same, when the resource has no path).
+    pub fn metadata_path(&self) -> &str {
+        &self.metadata_path
+    }
+
+    /// The longest lifetime a task may be started with.
+    pub fn max_ttl(&self) -> Duration {
+        self.max_ttl
+    }
+
+    /// Runs `f` on the state database in a blocking thread.
+    pub async fn store<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&TaskStore) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(result) => result,
+            // A panic in the store call panics the handler (answered 500).
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(StoreError::Io(std::io::Error::other(e.to_string()))),
+        }
+    }
+
+    /// Ends task `id` at `now` (a caller's end) and revokes every credential
+    /// issued under it, in the state database and then in memory. Returns
+    /// the task as ended and the revoked ids. Ending an ended task changes
+    /// nothing and returns the same.
+    pub async fn end(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(TaskRecord, Vec<String>), StoreError> {
+        let id = id.to_owned();
+        let (task, ids) = self
+            .store(move |store| {
+                let ids = store.end_task(&id, now, END_REASON_ENDED)?;
+                let task = store.task(&id)?.ok_or_else(|| StoreError::NotFound {
+                    kind: "task",
+                    id: id.clone(),
+                })?;
+                Ok((task, ids))
+            })
+            .await?;
+        self.revoke(&ids);
+        Ok((task, ids))
+    }
+
+    /// Ends every task whose TTL has run out at `now` and revokes its
+    /// credentials; returns how many tasks ended.
+    pub async fn end_expired(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let ended = self.store(move |store| store.end_expired(now)).await?;
+        for (task_id, ids) in &ended {
+            self.revoke(ids);
+            tracing::info!(%task_id, credentials = ids.len(), "task expired; its credentials are revoked");
+        }
+        self.cache.purge_expired(now);
+        Ok(ended.len())
+    }
+}
+
+/// Ends expired tasks every `interval`, until the process stops.
+pub async fn expire_tasks(state: AppState, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = state.tasks().end_expired(Utc::now()).await {
+            tracing::warn!(error = %e, "could not end expired tasks; retrying");
+        }
+    }
+}
+
+/// Checks the settings; returns the metadata URL and path.
+fn check_settings(settings: &TaskSettings) -> Result<(String, String), TasksError> {
+    let location = metadata_location(&settings.resource)
+        .ok_or_else(|| TasksError::Resource(settings.resource.clone()))?;
+    if settings.audience.trim().is_empty() {
+        return Err(TasksError::Invalid(
+            "`audience` (of task credentials) must not be empty".to_owned(),
+        ));
+    }
+    if settings.max_ttl.is_zero() {
+        return Err(TasksError::Invalid(
+            "`task_max_ttl_seconds` must be positive".to_owned(),
+        ));
+    }
+    Ok(location)
+}
+
+/// Where the protected resource metadata of `resource` lives (RFC 9728
+/// §3.1: the well-known path goes between the host and the resource's
+/// path): its URL, and the path this server answers on.
+fn metadata_location(resource: &str) -> Option<(String, String)> {
+    let (scheme, rest) = resource.split_once("://")?;
+    if !matches!(scheme, "http" | "https") || resource.contains(['?', '#']) {
+        return None;
+    }
+    if resource
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return None;
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    if authority.is_empty() {
+        return None;
+    }
+    let path = format!("{METADATA_PATH}{}", path.trim_end_matches('/'));
+    Some((format!("{scheme}://{authority}{path}"), path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_goes_between_host_and_path() {
+        assert_eq!(
+            metadata_location("https://mandate.example.com"),
+            Some((
+                "https://mandate.example.com/.well-known/oauth-protected-resource".to_owned(),
+                METADATA_PATH.to_owned()
+            ))
+        );
+        assert_eq!(
+            metadata_location("http://127.0.0.1:8181/"),
+            Some((
+                "http://127.0.0.1:8181/.well-known/oauth-protected-resource".to_owned(),
+                METADATA_PATH.to_owned()
+            ))
+        );
+        assert_eq!(
+            metadata_location("https://gw.example.com/mandate"),
+            Some((
+                "https://gw.example.com/.well-known/oauth-protected-resource/mandate".to_owned(),
+                "/.well-known/oauth-protected-resource/mandate".to_owned()
+            ))
+        );
+        for bad in [
+            "mandate",
+            "ftp://x",
+            "https://",
+            "https:///path",
+            "https://x/?q",
+            "https://x#f",
+            "https://x y",
+        ] {
+            assert_eq!(metadata_location(bad), None, "{bad}");
+        }
+    }
+}
