@@ -82,6 +82,14 @@ pub struct ToolAnnotations {
     pub open_world_hint: Option<bool>,
 }
 
+impl ToolAnnotations {
+    /// Whether the tool reaches an open world of external entities:
+    /// `openWorldHint`, true unless the tool says otherwise (the MCP default).
+    pub fn open_world(&self) -> bool {
+        self.open_world_hint.unwrap_or(true)
+    }
+}
+
 /// The task and session around the call.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -131,6 +139,18 @@ pub struct TaskInput {
     pub chain: Vec<HopInput>,
 }
 
+impl TaskInput {
+    /// Whether nothing is set: no id, intent, tools, labels, params or chain.
+    pub fn is_empty(&self) -> bool {
+        self.id.is_empty()
+            && self.intent.is_empty()
+            && self.tools.is_empty()
+            && self.labels.is_empty()
+            && self.params.is_empty()
+            && self.chain.is_empty()
+    }
+}
+
 /// One hop of a delegation chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -153,6 +173,13 @@ pub struct SessionInput {
     /// Labels of data that entered the session, such as `untrusted`.
     #[serde(default)]
     pub labels: Vec<String>,
+}
+
+impl SessionInput {
+    /// Whether nothing is set: no history and no labels.
+    pub fn is_empty(&self) -> bool {
+        self.history.is_empty() && self.labels.is_empty()
+    }
 }
 
 /// One earlier call in the session.
@@ -251,7 +278,7 @@ impl From<&ToolAnnotations> for Hints {
             // MCP: destructiveHint defaults to true and means nothing for read-only tools.
             destructive: a.destructive_hint.unwrap_or(!read_only),
             idempotent: a.idempotent_hint.unwrap_or(false),
-            open_world: a.open_world_hint.unwrap_or(true),
+            open_world: a.open_world(),
         }
     }
 }

@@ -27,8 +27,9 @@ pub struct Receipt {
     pub time: String,
     /// The agent that attempted the call.
     pub principal: Principal,
-    /// Every hop from the task's root agent to this principal, root first.
-    /// Empty when the call was not made under a delegated task credential.
+    /// Every hop from the task's root agent to this principal, root first,
+    /// from the task credential the call was made under. Empty when the
+    /// call was not made under a task credential.
     pub delegation: Vec<DelegationHop>,
     /// The task the call belonged to, if the caller named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

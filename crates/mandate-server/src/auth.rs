@@ -9,9 +9,9 @@
 //!   `error="insufficient_scope"`.
 //! * More than one `Authorization` header: `400`, `error="invalid_request"`.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use mandate_auth::{CredentialError, IdentityError};
 
 use crate::error::ApiError;
@@ -24,6 +24,10 @@ const MAX_DESCRIPTION: usize = 200;
 /// The token of an `Authorization: Bearer` header. Extracting it refuses
 /// the request (401) when no identity issuer is configured, so every task
 /// endpoint fails closed without one.
+///
+/// As `Option<Bearer>`, a request without an `Authorization` header gives
+/// `None` (whether or not issuers are configured); a header that is there
+/// is checked as above.
 pub(crate) struct Bearer(pub String);
 
 impl Bearer {
@@ -32,28 +36,13 @@ impl Bearer {
     pub(crate) fn is_jwt(&self) -> bool {
         self.0.contains('.')
     }
-}
 
-impl FromRequestParts<AppState> for Bearer {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let tasks = state.tasks();
-        if !tasks.has_issuers() {
-            return Err(invalid_token(
-                tasks,
-                "no_identity_issuer",
-                "no identity issuer is configured on this server, so no agent can authenticate: configure `issuers` (see docs/configuration.md)",
-            ));
-        }
-        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+    /// The bearer token of `headers`; `None` without an `Authorization`
+    /// header.
+    fn from_headers(headers: &HeaderMap, tasks: &Tasks) -> Result<Option<Self>, ApiError> {
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
         let value = match (values.next(), values.next()) {
-            (None, _) => {
-                return Err(missing_token(
-                    tasks,
-                    "send `Authorization: Bearer <token>`: an identity token (JWT) or a task credential",
-                ));
-            }
+            (None, _) => return Ok(None),
             (Some(value), None) => value,
             (Some(_), Some(_)) => {
                 return Err(ApiError::new(
@@ -83,7 +72,50 @@ impl FromRequestParts<AppState> for Bearer {
                 "the bearer token is empty",
             ));
         }
-        Ok(Self(token.to_owned()))
+        Ok(Some(Self(token.to_owned())))
+    }
+}
+
+/// 401 unless an identity issuer is configured.
+fn require_issuers(tasks: &Tasks) -> Result<(), ApiError> {
+    if tasks.has_issuers() {
+        return Ok(());
+    }
+    Err(invalid_token(
+        tasks,
+        "no_identity_issuer",
+        "no identity issuer is configured on this server, so no agent can authenticate: configure `issuers` (see docs/configuration.md)",
+    ))
+}
+
+impl FromRequestParts<AppState> for Bearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let tasks = state.tasks();
+        require_issuers(tasks)?;
+        Self::from_headers(&parts.headers, tasks)?.ok_or_else(|| {
+            missing_token(
+                tasks,
+                "send `Authorization: Bearer <token>`: an identity token (JWT) or a task credential",
+            )
+        })
+    }
+}
+
+impl OptionalFromRequestParts<AppState> for Bearer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, ApiError> {
+        let tasks = state.tasks();
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            return Ok(None);
+        }
+        require_issuers(tasks)?;
+        Self::from_headers(&parts.headers, tasks)
     }
 }
 

@@ -47,6 +47,7 @@ pub struct ServerConfig {
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let mut router = Router::new()
         .route("/v1/decide", post(routes::decide::decide))
+        .route("/v1/decisions/{id}/result", post(routes::results::report))
         .route("/v1/tasks", post(routes::tasks::start))
         .route(
             "/v1/tasks/{id}",

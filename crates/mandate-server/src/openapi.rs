@@ -15,6 +15,7 @@ use crate::routes;
     ),
     paths(
         routes::decide::decide,
+        routes::results::report,
         routes::tasks::start,
         routes::tasks::show,
         routes::tasks::delegate,
@@ -31,7 +32,7 @@ use crate::routes;
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
     tags(
-        (name = "decisions", description = "Decide tool calls"),
+        (name = "decisions", description = "Decide tool calls, and report what allowed calls returned"),
         (name = "tasks", description = "Tasks, their credentials and delegations, and the revocation list"),
         (name = "receipts", description = "The signed, tamper-evident log of every decision"),
         (name = "meta", description = "Health, metrics and this document")

@@ -6,8 +6,9 @@
 //! Nothing here reaches logs or metrics.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use mandate_auth::Hop;
 use mandate_core::{DecisionRequest, Verdict};
-use mandate_ledger::receipt::{CallRef, Principal, RECEIPT_VERSION, TaskRef};
+use mandate_ledger::receipt::{CallRef, DelegationHop, Principal, RECEIPT_VERSION, TaskRef};
 use mandate_ledger::{Receipt, ReceiptError, digest_bytes, digest_json, redact};
 use serde_json::Value;
 
@@ -100,4 +101,17 @@ pub fn record_verdict(
     receipt.decision = verdict.decision.as_str().to_owned();
     receipt.reasons = verdict.reasons.clone();
     receipt.errors = verdict.errors.iter().map(ToString::to_string).collect();
+}
+
+/// Records the delegation chain of the task credential the call was made
+/// under, root first. Only a verified credential's chain goes here: a chain
+/// a caller writes into its request is evaluated, not vouched for.
+pub fn record_delegation(receipt: &mut Receipt, chain: &[Hop]) {
+    receipt.delegation = chain
+        .iter()
+        .map(|hop| DelegationHop {
+            agent: hop.agent.clone(),
+            depth: hop.depth,
+        })
+        .collect();
 }

@@ -3,6 +3,7 @@
 pub(crate) mod decide;
 pub(crate) mod health;
 pub(crate) mod ledger;
+pub(crate) mod results;
 pub(crate) mod tasks;
 pub(crate) mod well_known;
 

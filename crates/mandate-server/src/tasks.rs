@@ -3,11 +3,11 @@
 //! state database and the set of revoked credential ids.
 //!
 //! [`Tasks`] is the part of [`AppState`](crate::AppState) the task endpoints
-//! use, and what `POST /v1/decide` can use to accept a task credential
-//! ([`Tasks::verify_credential`]). Revocation is checked on every call from
-//! an in-memory set, loaded from the state database at start and updated
-//! whenever a task ends (by a caller, or by [`expire_tasks`] when its TTL
-//! runs out) before anyone is told about the end.
+//! use, and what `POST /v1/decide` and result reports use to accept a task
+//! credential ([`Tasks::verify_credential`]). Revocation is checked on every
+//! call from an in-memory set, loaded from the state database at start and
+//! updated whenever a task ends (by a caller, or by [`expire_tasks`] when its
+//! TTL runs out) before anyone is told about the end.
 
 use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};

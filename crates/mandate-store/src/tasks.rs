@@ -14,8 +14,8 @@
 //!   of every ended task, what `GET /v1/revocations` serves to offline
 //!   verifiers;
 //! * **history** ([`HistoryEntry`]): each task's decisions in the order they
-//!   were recorded, with what the call returned once an integration reports
-//!   it ([`CallResult`]).
+//!   were recorded, with the MCP annotations each call was decided with and
+//!   what the call returned once an integration reports it ([`CallResult`]).
 //!
 //! # Durability
 //!
@@ -63,8 +63,9 @@ pub const END_REASON_EXPIRED: &str = "expired";
 /// it (for example the receipt ledger) is refused, not written to.
 const APPLICATION_ID: i32 = 0x4d4e_4453;
 
-/// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// Schema version stored in `PRAGMA user_version`. Version 1 had no
+/// `history.annotations`; [`init`] adds it.
+const SCHEMA_VERSION: i64 = 2;
 
 const CREATE: &str = "
 -- One row per task. tools, labels: JSON arrays; params: JSON object.
@@ -116,7 +117,8 @@ CREATE TABLE revocations (
 ) STRICT;
 
 -- Each task's decisions in the order they were recorded (seq), with the
--- call's result once reported (result_labels: JSON array).
+-- call's result once reported (result_labels: JSON array). annotations: the
+-- MCP tool annotations the call was decided with (JSON object), if known.
 CREATE TABLE history (
     seq           INTEGER PRIMARY KEY AUTOINCREMENT,
     decision_id   TEXT    NOT NULL UNIQUE,
@@ -129,6 +131,7 @@ CREATE TABLE history (
     result_status TEXT,
     result_labels TEXT,
     result_at     TEXT,
+    annotations   TEXT,
     CHECK ((result_status IS NULL) = (result_at IS NULL)),
     CHECK ((result_status IS NULL) = (result_labels IS NULL))
 ) STRICT;
@@ -244,6 +247,11 @@ pub struct HistoryEntry {
     pub decided_at: DateTime<Utc>,
     /// What the call returned, once reported.
     pub result: Option<CallResult>,
+    /// The MCP tool annotations the call was decided with (`readOnlyHint`,
+    /// `openWorldHint`, …), as a JSON object; `None` if unknown. Later
+    /// decisions derive the call's action class from them, and whether its
+    /// result is open-world content.
+    pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The gateway's state database: tasks, credentials, revocations, history.
@@ -506,6 +514,11 @@ impl TaskStore {
     pub fn record_decision(&self, entry: &HistoryEntry) -> Result<(), StoreError> {
         let decided_at = time_text(&entry.decided_at)?;
         let result = entry.result.as_ref().map(ResultRow::new).transpose()?;
+        let annotations = entry
+            .annotations
+            .as_ref()
+            .map(|a| json_text(a, "annotations"))
+            .transpose()?;
         self.write(|conn| {
             if !exists(conn, "SELECT 1 FROM tasks WHERE id = ?1", &entry.task_id)? {
                 return Err(StoreError::NotFound {
@@ -525,8 +538,8 @@ impl TaskStore {
             }
             conn.prepare_cached(
                 "INSERT INTO history (decision_id, task_id, agent, server, tool, decision,
-                     decided_at, result_status, result_labels, result_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     decided_at, result_status, result_labels, result_at, annotations)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
                 entry.decision_id,
@@ -539,6 +552,7 @@ impl TaskStore {
                 result.as_ref().map(|r| r.status),
                 result.as_ref().map(|r| r.labels.as_str()),
                 result.as_ref().map(|r| r.reported_at.as_str()),
+                annotations,
             ])?;
             Ok(())
         })
@@ -675,6 +689,11 @@ fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
             "{} is not a Mandate state database (tasks live in state.db, receipts in ledger.db)",
             path.display()
         )));
+    } else if version == 1 {
+        // Schema 1 lacked the annotations of history entries; its entries
+        // keep none (unknown), as they were recorded without them.
+        tx.execute_batch("ALTER TABLE history ADD COLUMN annotations TEXT;")?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     } else if version != SCHEMA_VERSION {
         return Err(StoreError::Unsupported(format!(
             "the state database {} has schema {version}; this build knows schema {SCHEMA_VERSION}",
@@ -914,7 +933,7 @@ const CREDENTIAL_COLUMNS: &str = "task_id, revocation_id, parent_revocation_id, 
      tools, labels, issued_at, expires_at";
 
 const HISTORY_COLUMNS: &str = "decision_id, task_id, agent, server, tool, decision, decided_at, \
-     result_status, result_labels, result_at";
+     result_status, result_labels, result_at, annotations";
 
 fn task_row(row: &Row<'_>) -> Result<TaskRecord, StoreError> {
     Ok(TaskRecord {
@@ -971,6 +990,14 @@ fn history_row(row: &Row<'_>) -> Result<HistoryEntry, StoreError> {
         decision: row.get(5)?,
         decided_at: time_col(row, 6, "decided_at")?,
         result,
+        annotations: row
+            .get::<_, Option<String>>(10)?
+            .map(|text| {
+                serde_json::from_str(&text).map_err(|e| {
+                    StoreError::Corrupt(format!("stored annotations `{text}` are not valid: {e}"))
+                })
+            })
+            .transpose()?,
     })
 }
 

@@ -85,6 +85,15 @@ fn decision(task_id: &str, id: &str, tool: &str, n: i64) -> HistoryEntry {
         decision: "allow".to_owned(),
         decided_at: t0() + Duration::milliseconds(n),
         result: None,
+        annotations: None,
+    }
+}
+
+/// MCP annotations as a JSON object.
+fn annotations(value: serde_json::Value) -> Option<serde_json::Map<String, serde_json::Value>> {
+    match value {
+        serde_json::Value::Object(map) => Some(map),
+        other => panic!("not an object: {other}"),
     }
 }
 
@@ -400,6 +409,7 @@ fn history_keeps_decision_order_and_takes_one_result_per_decision() {
         .unwrap();
     let with_result = HistoryEntry {
         result: Some(result("ok", &[])),
+        annotations: annotations(serde_json::json!({"readOnlyHint": true})),
         ..decision("t1", "d3", "read", 7)
     };
     store.record_decision(&with_result).unwrap();
@@ -410,6 +420,8 @@ fn history_keeps_decision_order_and_takes_one_result_per_decision() {
         .map(|e| e.decision_id)
         .collect();
     assert_eq!(order, vec!["d1", "d2", "d3"]);
+    assert_eq!(store.history("t1").unwrap()[2], with_result);
+    assert_eq!(store.history("t1").unwrap()[0].annotations, None);
     assert_eq!(store.history("t2").unwrap().len(), 1);
     assert!(store.history("t9").unwrap().is_empty());
 
@@ -606,4 +618,36 @@ fn another_database_is_refused_and_left_alone() {
         .unwrap();
     let err = TaskStore::open(&newer).unwrap_err();
     assert!(matches!(err, StoreError::Unsupported(_)), "{err}");
+}
+
+#[test]
+fn a_schema_1_database_gains_history_annotations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let (store, _, _) = started(&path, "t1");
+    store
+        .record_decision(&decision("t1", "d1", "read", 1))
+        .unwrap();
+    drop(store);
+    // What schema 1 was: the same tables without history.annotations.
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("ALTER TABLE history DROP COLUMN annotations; PRAGMA user_version = 1;")
+        .unwrap();
+
+    let store = TaskStore::open(&path).unwrap();
+    let history = store.history("t1").unwrap();
+    assert_eq!(history, vec![decision("t1", "d1", "read", 1)]);
+    let annotated = HistoryEntry {
+        annotations: annotations(serde_json::json!({"openWorldHint": false})),
+        ..decision("t1", "d2", "read", 2)
+    };
+    store.record_decision(&annotated).unwrap();
+    assert_eq!(store.decision("d2").unwrap(), Some(annotated));
+    drop(store);
+    let version: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
 }

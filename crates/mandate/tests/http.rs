@@ -1047,6 +1047,7 @@ fn openapi_lists_the_served_routes_and_matches_real_bodies() {
         .collect();
     let served: BTreeSet<(String, String)> = [
         ("/v1/decide", "post"),
+        ("/v1/decisions/{id}/result", "post"),
         ("/v1/tasks", "post"),
         ("/v1/tasks/{id}", "get"),
         ("/v1/tasks/{id}", "delete"),
@@ -1081,7 +1082,7 @@ fn openapi_lists_the_served_routes_and_matches_real_bodies() {
                 path,
             ),
         };
-        if path.starts_with("/v1/tasks") {
+        if path.starts_with("/v1/tasks") || path.starts_with("/v1/decisions") {
             // No identity issuer is configured here: every task endpoint
             // fails closed (tests/tasks.rs covers them with issuers).
             reply.assert_error(401, "no_identity_issuer");

@@ -14,131 +14,26 @@
 mod util;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use biscuit_auth::builder::{fact, int, string};
 use biscuit_auth::{Biscuit, BlockBuilder};
 use chrono::{DateTime, Utc};
-use ed25519_dalek::pkcs8::EncodePrivateKey as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use mandate_auth::{CredentialVerifier, TaskAuthority, TaskGrant, VerifiedCredential};
-use rand_core::OsRng;
+use mandate_auth::{TaskAuthority, TaskGrant, VerifiedCredential};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tempfile::TempDir;
-use util::{Launch, Reply, Server, poll_until};
-
-const ISSUER: &str = "https://idp.test";
-const RESOURCE: &str = "https://mandate.test";
-const METADATA: &str = "https://mandate.test/.well-known/oauth-protected-resource";
-const AUDIENCE: &str = "mandate";
-const ROOT_AGENT: &str = "spiffe://example.org/agent/planner";
-const SUB_AGENT: &str = "spiffe://example.org/agent/mailer";
-const SUB_SUB_AGENT: &str = "spiffe://example.org/agent/reader";
-const HUMAN: &str = "alice@example.com";
-
-/// Seconds since the epoch, `offset` from now.
-fn epoch(offset: i64) -> i64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    i64::try_from(now.as_secs()).unwrap() + offset
-}
-
-/// The identity provider: an Ed25519 key that signs agents' JWTs.
-struct Idp {
-    key: ed25519_dalek::SigningKey,
-    kid: &'static str,
-}
-
-impl Idp {
-    fn new(kid: &'static str) -> Self {
-        Self {
-            key: ed25519_dalek::SigningKey::generate(&mut OsRng),
-            kid,
-        }
-    }
-
-    fn jwks(&self) -> Value {
-        json!({ "keys": [{
-            "kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": self.kid,
-            "x": URL_SAFE_NO_PAD.encode(self.key.verifying_key().to_bytes()),
-        }]})
-    }
-
-    fn encoding_key(&self) -> EncodingKey {
-        EncodingKey::from_ed_der(self.key.to_pkcs8_der().unwrap().as_bytes())
-    }
-
-    fn sign(&self, claims: &Value) -> String {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.to_owned());
-        jsonwebtoken::encode(&header, claims, &self.encoding_key()).unwrap()
-    }
-
-    /// A valid identity token of `sub`, acting for alice.
-    fn token(&self, sub: &str) -> String {
-        self.sign(&claims(sub))
-    }
-}
-
-/// The claims of a valid identity token of `sub`.
-fn claims(sub: &str) -> Value {
-    json!({
-        "iss": ISSUER, "sub": sub, "aud": RESOURCE,
-        "iat": epoch(-5), "exp": epoch(300), "obo": HUMAN, "team": "support",
-    })
-}
-
-/// A running gateway that trusts `idp`, with its data directory.
-struct Gateway {
-    server: Server,
-    data: PathBuf,
-    dir: TempDir,
-    idp: Idp,
-}
-
-/// The config file: one OIDC issuer (audiences left to the default, the
-/// resource), the resource, and the lines of `extra`.
-fn write_config(dir: &Path, idp: &Idp, extra: &str) -> PathBuf {
-    let jwks = dir.join("idp-jwks.json");
-    std::fs::write(&jwks, idp.jwks().to_string()).unwrap();
-    let config = dir.join("mandate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "resource = \"{RESOURCE}\"\n{extra}\n\n[[issuers]]\nissuer = \"{ISSUER}\"\njwks_file = {jwks:?}\non_behalf_of_claim = \"obo\"\n",
-        ),
-    )
-    .unwrap();
-    config
-}
-
-fn gateway() -> Gateway {
-    gateway_with("")
-}
-
-fn gateway_with(extra: &str) -> Gateway {
-    let dir = tempfile::tempdir().unwrap();
-    let idp = Idp::new("idp-1");
-    let config = write_config(dir.path(), &idp, extra);
-    let data = dir.path().join("data");
-    let server = Launch::serve(&data).arg("--config").arg(&config).start();
-    Gateway {
-        server,
-        data,
-        dir,
-        idp,
-    }
-}
+use util::tasks::{
+    AUDIENCE, Gateway, HUMAN, ISSUER, Idp, METADATA, RESOURCE, ROOT_AGENT, SUB_AGENT,
+    SUB_SUB_AGENT, assert_insufficient_scope, assert_invalid_token, claims, epoch, gateway,
+    gateway_with, text,
+};
+use util::{Launch, poll_until};
 
 impl Gateway {
-    fn start(&self, token: &str, body: &Value) -> Reply {
-        self.server
-            .call(Method::POST, "/v1/tasks", Some(token), Some(body))
-    }
-
     /// Starts `task()` for the root agent; returns the 201 body.
     fn start_task(&self, patch: &Value) -> Value {
         let mut body = task();
@@ -146,70 +41,6 @@ impl Gateway {
         let reply = self.start(&self.idp.token(ROOT_AGENT), &body);
         assert_eq!(reply.status, 201, "{}", reply.body);
         reply.json()
-    }
-
-    fn show(&self, id: &str, token: &str) -> Reply {
-        self.server
-            .call(Method::GET, &format!("/v1/tasks/{id}"), Some(token), None)
-    }
-
-    fn delegate(&self, id: &str, credential: &str, body: &Value) -> Reply {
-        self.server.call(
-            Method::POST,
-            &format!("/v1/tasks/{id}/delegate"),
-            Some(credential),
-            Some(body),
-        )
-    }
-
-    fn end(&self, id: &str, token: &str) -> Reply {
-        self.server.call(
-            Method::DELETE,
-            &format!("/v1/tasks/{id}"),
-            Some(token),
-            None,
-        )
-    }
-
-    fn metadata(&self) -> Value {
-        let reply = self.server.get("/.well-known/oauth-protected-resource");
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        reply.json()
-    }
-
-    /// A verifier built from the public key the server publishes.
-    fn verifier(&self) -> CredentialVerifier {
-        let meta = self.metadata();
-        let key = meta["mandate_task_credentials"]["public_key"]
-            .as_str()
-            .unwrap();
-        CredentialVerifier::from_public_key_hex(key, AUDIENCE).unwrap()
-    }
-
-    /// The task signing key the server generated, as an attacker who stole
-    /// it would hold it (for tests that need Mandate-signed tokens).
-    fn authority(&self) -> TaskAuthority {
-        let hex = std::fs::read_to_string(self.data.join("keys").join("tasks.key")).unwrap();
-        TaskAuthority::from_private_key_hex(&hex).unwrap()
-    }
-
-    /// Rows of `table` in the state database, read beside the server.
-    fn rows(&self, table: &str) -> i64 {
-        let conn = rusqlite::Connection::open_with_flags(
-            self.data.join("state.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
-        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
-            row.get(0)
-        })
-        .unwrap()
-    }
-
-    fn revocations(&self) -> Vec<Value> {
-        let reply = self.server.get("/v1/revocations");
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        reply.json()["revocations"].as_array().unwrap().clone()
     }
 }
 
@@ -226,55 +57,17 @@ fn task() -> Value {
     })
 }
 
+/// The root agent's call of `mail/delete_email` (a tool the forged
+/// credentials below grant), as sent under a credential.
+fn delete_email() -> Value {
+    json!({
+        "principal": { "id": ROOT_AGENT },
+        "action": { "server": "mail", "tool": "delete_email" }
+    })
+}
+
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
-}
-
-fn text<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key]
-        .as_str()
-        .unwrap_or_else(|| panic!("no `{key}` in {v}"))
-}
-
-/// Asserts a 401/403 with its body code and a `WWW-Authenticate` challenge
-/// naming the resource metadata, the RFC 6750 `error` and a description
-/// containing `reason`.
-fn assert_refused(reply: &Reply, status: u16, code: &str, error: &str, reason: &str) {
-    reply.assert_error(status, code);
-    let challenge = reply
-        .header("www-authenticate")
-        .unwrap_or_else(|| panic!("no WWW-Authenticate on {status}: {}", reply.body));
-    let prefix =
-        format!("Bearer resource_metadata=\"{METADATA}\", error=\"{error}\", error_description=\"");
-    assert!(challenge.starts_with(&prefix), "{challenge}");
-    let description = challenge
-        .strip_prefix(&prefix)
-        .unwrap()
-        .strip_suffix('"')
-        .unwrap();
-    assert!(
-        description.contains(reason),
-        "`{reason}` not in the description: {challenge}"
-    );
-    assert!(
-        text(&reply.json(), "message").contains(reason),
-        "`{reason}` not in the message: {}",
-        reply.body
-    );
-}
-
-fn assert_invalid_token(reply: &Reply, reason: &str) {
-    assert_refused(reply, 401, "invalid_token", "invalid_token", reason);
-}
-
-fn assert_insufficient_scope(reply: &Reply, reason: &str) {
-    assert_refused(
-        reply,
-        403,
-        "insufficient_scope",
-        "insufficient_scope",
-        reason,
-    );
 }
 
 fn time(v: &Value) -> DateTime<Utc> {
@@ -854,6 +647,15 @@ fn forged_resigned_extended_or_misdirected_credentials_are_refused() {
             reason,
         );
         assert_invalid_token(&gw.end(id, token), reason);
+        assert_invalid_token(&gw.decide(token, &delete_email()), reason);
+        assert_invalid_token(
+            &gw.report(
+                "01a2088f-0000-7000-8000-000000000000",
+                token,
+                &json!({ "status": "ok" }),
+            ),
+            reason,
+        );
     }
 
     // A genuine credential presented for a different task.
@@ -872,8 +674,11 @@ fn forged_resigned_extended_or_misdirected_credentials_are_refused() {
         );
     }
 
-    // No trace: both tasks open, one credential each, nothing revoked.
+    // No trace: both tasks open, one credential each, nothing revoked, no
+    // decision.
     assert_eq!(gw.rows("credentials"), 2);
+    assert_eq!(gw.rows("history"), 0);
+    assert_eq!(gw.server.health()["receipts"]["size"], 0);
     assert!(gw.revocations().is_empty());
     assert_eq!(gw.show(id, root).json()["state"], "open");
     assert_eq!(
@@ -900,7 +705,12 @@ fn an_expired_credential_is_refused_and_its_task_ends_on_its_own() {
         ),
         "task credential expired at",
     );
+    assert_invalid_token(
+        &gw.decide(root, &delete_email()),
+        "task credential expired at",
+    );
     assert_eq!(gw.rows("credentials"), 1);
+    assert_eq!(gw.rows("history"), 0);
 
     // The server ends the task and revokes its credential within seconds.
     let listed = poll_until(
@@ -1032,6 +842,11 @@ fn task_bodies_match_the_openapi_document() {
         doc["paths"]["/v1/tasks"]["post"]["security"],
         json!([{ "bearer": [] }])
     );
+    // A task credential is optional for a decision.
+    assert_eq!(
+        doc["paths"]["/v1/decide"]["post"]["security"],
+        json!([{}, { "bearer": [] }])
+    );
 
     let started = gw.start(&gw.idp.token(ROOT_AGENT), &task());
     let started_body = started.json();
@@ -1042,13 +857,27 @@ fn task_bodies_match_the_openapi_document() {
         root,
         &json!({ "agent": SUB_AGENT, "tools": ["mail/read_inbox"] }),
     );
+    let call = json!({
+        "principal": { "id": ROOT_AGENT },
+        "action": { "server": "mail", "tool": "read_inbox", "annotations": { "readOnlyHint": true } }
+    });
+    let decided = gw.decide(root, &call);
+    let decision_id = text(&decided.json(), "decision_id").to_owned();
+    let refused_decision = gw.decide("AAAA", &call);
+    let reported = gw.report(&decision_id, root, &json!({ "status": "ok" }));
+    let reported_again = gw.report(&decision_id, root, &json!({ "status": "ok" }));
     let shown = gw.show(id, root);
+    assert_eq!(shown.json()["history"].as_array().unwrap().len(), 1);
     let forbidden = gw.end(id, text(&delegated.json(), "credential"));
     let unauthorized = gw.show(id, "AAAA");
     let ended = gw.end(id, root);
     for (path, method, reply) in [
         ("/v1/tasks", "post", &started),
         ("/v1/tasks/{id}/delegate", "post", &delegated),
+        ("/v1/decide", "post", &decided),
+        ("/v1/decide", "post", &refused_decision),
+        ("/v1/decisions/{id}/result", "post", &reported),
+        ("/v1/decisions/{id}/result", "post", &reported_again),
         ("/v1/tasks/{id}", "get", &shown),
         ("/v1/tasks/{id}", "get", &unauthorized),
         ("/v1/tasks/{id}", "delete", &forbidden),

@@ -192,8 +192,31 @@ pub struct HistoryView {
     pub decision: String,
     /// When it was decided.
     pub decided_at: DateTime<Utc>,
+    /// The MCP tool annotations the call was decided with: the hints it
+    /// sent (`readOnlyHint`, `openWorldHint`, …); `null` if unknown.
+    #[schema(value_type = Option<Object>)]
+    pub annotations: Option<Map<String, Value>>,
     /// What the call returned, once reported.
     pub result: Option<ResultView>,
+}
+
+impl From<HistoryEntry> for HistoryView {
+    fn from(entry: HistoryEntry) -> Self {
+        Self {
+            decision_id: entry.decision_id,
+            agent: entry.agent,
+            server: entry.server,
+            tool: entry.tool,
+            decision: entry.decision,
+            decided_at: entry.decided_at,
+            annotations: entry.annotations,
+            result: entry.result.map(|r| ResultView {
+                status: r.status,
+                labels: r.labels,
+                reported_at: r.reported_at,
+            }),
+        }
+    }
 }
 
 /// What a call returned.
@@ -730,22 +753,7 @@ impl TaskView {
                     expires_at: c.expires_at,
                 })
                 .collect(),
-            history: history
-                .into_iter()
-                .map(|h| HistoryView {
-                    decision_id: h.decision_id,
-                    agent: h.agent,
-                    server: h.server,
-                    tool: h.tool,
-                    decision: h.decision,
-                    decided_at: h.decided_at,
-                    result: h.result.map(|r| ResultView {
-                        status: r.status,
-                        labels: r.labels,
-                        reported_at: r.reported_at,
-                    }),
-                })
-                .collect(),
+            history: history.into_iter().map(HistoryView::from).collect(),
             id: task.id,
             agent: task.agent,
             on_behalf_of: task.on_behalf_of,
@@ -764,7 +772,7 @@ impl TaskView {
 }
 
 /// What a store failure means for the caller.
-fn store_failed(tasks: &Tasks, error: StoreError) -> ApiError {
+pub(crate) fn store_failed(tasks: &Tasks, error: StoreError) -> ApiError {
     match error {
         StoreError::NotFound { kind: "task", id } => task_not_found(&id),
         e @ StoreError::TaskEnded { .. } => invalid_token(tasks, "task_ended", &e.to_string()),
@@ -867,7 +875,8 @@ fn tool_names(field: &str, tools: &[String]) -> Result<BTreeSet<String>, ApiErro
     Ok(tools.iter().cloned().collect())
 }
 
-fn label_names(field: &str, labels: &[String]) -> Result<BTreeSet<String>, ApiError> {
+/// A list of labels, each a name.
+pub(crate) fn label_names(field: &str, labels: &[String]) -> Result<BTreeSet<String>, ApiError> {
     if labels.len() > MAX_ITEMS {
         return Err(invalid(format!(
             "`{field}` holds more than {MAX_ITEMS} labels"

@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+pub mod tasks;
+
 /// How long a server may take to start listening (or a failing start to exit).
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
