@@ -10,10 +10,20 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success; for `check`, allow; for `receipts verify`, the log verifies
   1  failures found (invalid policies, failed policy tests, a log that does not
-     verify) or an unexpected error
-  2  usage or input error (bad flags, unreadable or malformed input, a pack that does not load)
+     verify), for `task`, the server refused (401/403/404/409), or an unexpected error
+  2  usage or input error (bad flags, unreadable or malformed input, a pack that does not
+     load; for `task`, a server that cannot be reached)
   3  `check`: deny
   4  `check`: approval required";
+
+const TASK_EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the server refused (401, 403, 404, 409: printed as `error: CODE: message`) or an
+     unexpected error (any other answer, 5xx included)
+  2  usage or input error: bad flags, a --param value that is not JSON, no token or an
+     unreadable --token-file, a bad --server URL, a server that cannot be reached, or a
+     request the server rejected as malformed (400, 413, 415, 422)";
 
 const SERVE_SETTINGS: &str = "\
 Every option can also be set in the TOML config file (`--config`, keys named like the
@@ -65,6 +75,120 @@ pub enum Command {
     /// Show or generate the receipt signing key.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Start, delegate, show and end tasks on a running server (HTTP client).
+    #[command(subcommand, after_help = TASK_EXIT_CODES)]
+    Task(TaskCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Start a task (POST /v1/tasks) with the agent's identity token (a JWT) and
+    /// print its root credential.
+    #[command(after_help = TASK_EXIT_CODES)]
+    Start(TaskStartArgs),
+    /// Issue a narrower credential of a task for a sub-agent
+    /// (POST /v1/tasks/{id}/delegate), with the delegating agent's credential.
+    #[command(after_help = TASK_EXIT_CODES)]
+    Delegate(TaskDelegateArgs),
+    /// End a task and revoke all its credentials (DELETE /v1/tasks/{id}), with its
+    /// root credential or the root agent's identity token.
+    #[command(after_help = TASK_EXIT_CODES)]
+    End(TaskIdArgs),
+    /// Show a task, its delegation tree and its history (GET /v1/tasks/{id}), with
+    /// a credential of the task or the root agent's identity token.
+    #[command(after_help = TASK_EXIT_CODES)]
+    Show(TaskIdArgs),
+}
+
+/// Where the server is and how to authenticate to it.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The Mandate server's base URL (plain HTTP)
+    #[arg(
+        long,
+        env = "MANDATE_SERVER",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8181"
+    )]
+    pub server: String,
+    /// The bearer token: an identity token (JWT) or a task credential
+    #[arg(
+        long,
+        env = "MANDATE_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Read the bearer token from FILE (surrounding whitespace is ignored); wins
+    /// over --token and MANDATE_TOKEN
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Print the server's JSON answer
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskStartArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// What the task is for, in words
+    #[arg(long, value_name = "TEXT")]
+    pub intent: String,
+    /// A tool the task may call, as `server/tool`; repeat for more
+    #[arg(long = "tool", value_name = "SERVER/TOOL", required = true)]
+    pub tools: Vec<String>,
+    /// A label of the data in the task's scope; repeat for more
+    #[arg(long = "label", value_name = "LABEL")]
+    pub labels: Vec<String>,
+    /// A task parameter, its value as JSON (`recipients='["a@example.com"]'`,
+    /// `note='"text"'`); repeat for more
+    #[arg(long = "param", value_name = "KEY=JSON")]
+    pub params: Vec<String>,
+    /// The task's lifetime in seconds (at most the server's task_max_ttl_seconds)
+    #[arg(long, value_name = "SECONDS")]
+    pub ttl: u64,
+    /// How many delegation hops may follow the root agent [server default: 0]
+    #[arg(long, value_name = "N")]
+    pub max_depth: Option<u32>,
+    /// Print only the credential
+    #[arg(long, conflicts_with = "json")]
+    pub credential_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskDelegateArgs {
+    /// The task's id
+    #[arg(value_name = "TASK_ID")]
+    pub task_id: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The sub-agent's identity, such as its SPIFFE ID
+    #[arg(long, value_name = "ID")]
+    pub agent: String,
+    /// A tool the sub-agent may call (a subset of the delegating credential's); repeat
+    #[arg(long = "tool", value_name = "SERVER/TOOL", required = true)]
+    pub tools: Vec<String>,
+    /// A data label kept (a subset of the delegating credential's); repeat
+    /// [default: all of them]
+    #[arg(long = "label", value_name = "LABEL")]
+    pub labels: Vec<String>,
+    /// The sub-agent credential's lifetime in seconds [default: until the
+    /// delegating credential expires]
+    #[arg(long, value_name = "SECONDS")]
+    pub ttl: Option<u64>,
+    /// Print only the credential
+    #[arg(long, conflicts_with = "json")]
+    pub credential_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskIdArgs {
+    /// The task's id
+    #[arg(value_name = "TASK_ID")]
+    pub task_id: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// The data directory, for commands that read a gateway's state.

@@ -5,3 +5,4 @@ pub mod keys;
 pub mod policy;
 pub mod receipts;
 pub mod serve;
+pub mod task;

@@ -7,9 +7,11 @@ use std::process::ExitCode;
 pub enum Code {
     /// Success; for `check`, the call is allowed.
     Ok = 0,
-    /// The command ran and found failures (invalid policies, failed tests), or an unexpected error.
+    /// The command ran and found failures (invalid policies, failed tests), the server
+    /// refused a `task` request, or an unexpected error.
     Failure = 1,
-    /// Usage or input error: bad flags, unreadable or malformed input, a pack that does not load.
+    /// Usage or input error: bad flags, unreadable or malformed input, a pack that does not
+    /// load, a server that `task` cannot reach.
     Input = 2,
     /// `check`: the call is denied.
     Deny = 3,

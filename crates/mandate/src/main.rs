@@ -38,6 +38,10 @@ fn main() -> ExitCode {
         }
         cli::Command::Keys(cli::KeysCommand::Show(args)) => commands::keys::show(args),
         cli::Command::Keys(cli::KeysCommand::Generate(args)) => commands::keys::generate(args),
+        cli::Command::Task(cli::TaskCommand::Start(args)) => commands::task::start(args),
+        cli::Command::Task(cli::TaskCommand::Delegate(args)) => commands::task::delegate(args),
+        cli::Command::Task(cli::TaskCommand::End(args)) => commands::task::end(args),
+        cli::Command::Task(cli::TaskCommand::Show(args)) => commands::task::show(args),
     };
     match result {
         Ok(code) => code.into(),
