@@ -38,20 +38,35 @@ pub fn start(args: TaskStartArgs) -> anyhow::Result<Code> {
         Ok(answer) => answer,
         Err(code) => return Ok(code),
     };
+    let heading = [format!("task        {}", str_of(&answer, "task_id"))];
+    print_credential(&answer, args.server.json, args.credential_only, &heading)?;
+    Ok(Code::Ok)
+}
+
+/// Prints a credential the server minted: its JSON answer, the token alone,
+/// or a summary (`heading` first) whose last line is the token.
+fn print_credential(
+    answer: &Value,
+    json: bool,
+    credential_only: bool,
+    heading: &[String],
+) -> anyhow::Result<()> {
     let mut out = String::new();
-    if args.server.json {
-        outln!(out, "{}", serde_json::to_string_pretty(&answer)?);
-    } else if args.credential_only {
-        outln!(out, "{}", str_of(&answer, "credential"));
+    if json {
+        outln!(out, "{}", serde_json::to_string_pretty(answer)?);
+    } else if credential_only {
+        outln!(out, "{}", str_of(answer, "credential"));
     } else {
-        outln!(out, "task        {}", str_of(&answer, "task_id"));
-        outln!(out, "expires at  {}", str_of(&answer, "expires_at"));
-        outln!(out, "revocation  {}", str_of(&answer, "revocation_id"));
+        for line in heading {
+            outln!(out, "{line}");
+        }
+        outln!(out, "expires at  {}", str_of(answer, "expires_at"));
+        outln!(out, "revocation  {}", str_of(answer, "revocation_id"));
         outln!(out, "credential:");
-        outln!(out, "{}", str_of(&answer, "credential"));
+        outln!(out, "{}", str_of(answer, "credential"));
     }
     emit(&out)?;
-    Ok(Code::Ok)
+    Ok(())
 }
 
 pub fn delegate(args: TaskDelegateArgs) -> anyhow::Result<Code> {
@@ -69,25 +84,15 @@ pub fn delegate(args: TaskDelegateArgs) -> anyhow::Result<Code> {
         Ok(answer) => answer,
         Err(code) => return Ok(code),
     };
-    let mut out = String::new();
-    if args.server.json {
-        outln!(out, "{}", serde_json::to_string_pretty(&answer)?);
-    } else if args.credential_only {
-        outln!(out, "{}", str_of(&answer, "credential"));
-    } else {
-        outln!(out, "task        {}", args.task_id);
-        outln!(
-            out,
+    let heading = [
+        format!("task        {}", args.task_id),
+        format!(
             "agent       {} (depth {})",
             args.agent,
             answer.get("depth").unwrap_or(&Value::Null)
-        );
-        outln!(out, "expires at  {}", str_of(&answer, "expires_at"));
-        outln!(out, "revocation  {}", str_of(&answer, "revocation_id"));
-        outln!(out, "credential:");
-        outln!(out, "{}", str_of(&answer, "credential"));
-    }
-    emit(&out)?;
+        ),
+    ];
+    print_credential(&answer, args.server.json, args.credential_only, &heading)?;
     Ok(Code::Ok)
 }
 
