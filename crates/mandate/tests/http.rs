@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use util::{Launch, Reply, Server, copy_dir, example_pack, mailer, metric, send_email};
+use util::{
+    Launch, Reply, Server, copy_dir, example_pack, mailer, metric, openapi_validator, send_email,
+};
 
 /// Bounded wait for a policy change to take effect (reload interval: 100 ms).
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -972,29 +974,6 @@ fn seeding_never_overwrites_a_file() {
         );
     }
     assert_eq!(server.health()["policies"]["base"], 4);
-}
-
-/// A validator for `schema` (a fragment of the OpenAPI document `doc`, such as
-/// `{"$ref": "#/components/schemas/Health"}`), with the document's components
-/// in scope. OpenAPI 3.1 schemas are JSON Schema draft 2020-12.
-fn openapi_validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
-    assert!(
-        doc["openapi"]
-            .as_str()
-            .is_some_and(|v| v.starts_with("3.1")),
-        "not OpenAPI 3.1: {}",
-        doc["openapi"]
-    );
-    assert!(schema.is_object(), "no schema: {schema}");
-    let root = json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "allOf": [schema],
-        "components": doc["components"],
-    });
-    jsonschema::draft202012::options()
-        .should_validate_formats(true)
-        .build(&root)
-        .unwrap_or_else(|e| panic!("invalid schema {schema}: {e}"))
 }
 
 fn assert_valid(validator: &jsonschema::Validator, instance: &Value, what: &str) {

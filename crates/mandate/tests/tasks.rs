@@ -31,7 +31,7 @@ use util::tasks::{
     SUB_SUB_AGENT, assert_insufficient_scope, assert_invalid_token, claims, epoch, gateway,
     gateway_with, text,
 };
-use util::{Launch, poll_until};
+use util::{Launch, openapi_validator, poll_until};
 
 impl Gateway {
     /// Starts `task()` for the root agent; returns the 201 body.
@@ -903,20 +903,6 @@ fn task_bodies_match_the_openapi_document() {
             reply.body
         );
     }
-}
-
-/// A validator for `schema`, a fragment of the OpenAPI 3.1 document `doc`.
-fn openapi_validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
-    assert!(schema.is_object(), "no schema: {schema}");
-    let root = json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "allOf": [schema],
-        "components": doc["components"],
-    });
-    jsonschema::draft202012::options()
-        .should_validate_formats(true)
-        .build(&root)
-        .unwrap_or_else(|e| panic!("invalid schema {schema}: {e}"))
 }
 
 #[test]

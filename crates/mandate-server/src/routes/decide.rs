@@ -106,23 +106,12 @@ pub(crate) async fn decide(
     // context digest covers exactly what was evaluated.
     let now = Utc::now();
     request.context.time = Some(now);
-    let draft = state.receipts().draft(&request, now).map_err(|e| {
-        state.metrics().count_rejected("invalid_request");
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            e.to_string(),
-        )
-    })?;
+    let draft = state
+        .receipts()
+        .draft(&request, now)
+        .map_err(|e| invalid_request(&state, e))?;
     let annotations = request.action.annotations.clone();
-    let call = CallRequest::try_from(request).map_err(|e| {
-        state.metrics().count_rejected("invalid_request");
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            e.to_string(),
-        )
-    })?;
+    let call = CallRequest::try_from(request).map_err(|e| invalid_request(&state, e))?;
     let pack = state.pack();
     let tool = format!("{}/{}", call.server(), call.tool());
     let verdict = match &credential {
@@ -387,6 +376,16 @@ fn outside_scope(tool: &str) -> Verdict {
         )],
         errors: Vec::new(),
     }
+}
+
+/// A request that passed parsing but cannot be evaluated: 422, counted.
+fn invalid_request(state: &AppState, error: impl std::fmt::Display) -> ApiError {
+    state.metrics().count_rejected("invalid_request");
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+        error.to_string(),
+    )
 }
 
 #[cfg(test)]

@@ -573,3 +573,29 @@ pub fn send_email(to: &str) -> Value {
         "arguments": { "to": to, "subject": "Your order", "body": "It shipped." }
     }))
 }
+
+/// A validator for `schema` (a fragment of the OpenAPI document `doc`, such as
+/// `{"$ref": "#/components/schemas/Health"}`), with the document's components
+/// in scope. OpenAPI 3.1 schemas are JSON Schema draft 2020-12.
+pub fn openapi_validator(
+    doc: &serde_json::Value,
+    schema: &serde_json::Value,
+) -> jsonschema::Validator {
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "not OpenAPI 3.1: {}",
+        doc["openapi"]
+    );
+    assert!(schema.is_object(), "no schema: {schema}");
+    let root = serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "allOf": [schema],
+        "components": doc["components"],
+    });
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&root)
+        .unwrap_or_else(|e| panic!("invalid schema {schema}: {e}"))
+}
