@@ -10,7 +10,12 @@
 //!
 //! Pure: the caller loads the JWKS (file or URL) and passes it in, and passes
 //! the current time to every call. Nothing here reads a clock, a file or the
-//! network.
+//! network. To follow key rotations, the caller builds a new verifier with
+//! the new sets ([`IssuerConfig::with_keys`]); an issuer whose keys are not
+//! fetched yet is configured [`with_keys_pending`](IssuerConfig::with_keys_pending)
+//! and refuses every token ([`IdentityError::KeysUnavailable`]), and
+//! [`IdentityVerifier::issuer_index`] tells which issuer's keys a token with
+//! an unknown `kid` needs.
 //!
 //! # What is checked, in order
 //!
@@ -144,6 +149,10 @@ pub struct IssuerConfig {
     /// The longest lifetime (`exp - iat`) accepted. When set, tokens must carry
     /// `iat`. `None` by default.
     pub max_lifetime: Option<Duration>,
+    /// The keys are still to be fetched (a JWKS URL not reached yet): `keys`
+    /// is ignored, and every token of this issuer is refused with
+    /// [`IdentityError::KeysUnavailable`]. `false` by default.
+    pub keys_pending: bool,
 }
 
 impl IssuerConfig {
@@ -158,6 +167,7 @@ impl IssuerConfig {
             on_behalf_of_claim: None,
             leeway: DEFAULT_LEEWAY,
             max_lifetime: None,
+            keys_pending: false,
         }
     }
 
@@ -174,6 +184,7 @@ impl IssuerConfig {
             on_behalf_of_claim: None,
             leeway: DEFAULT_LEEWAY,
             max_lifetime: None,
+            keys_pending: false,
         }
     }
 
@@ -202,6 +213,24 @@ impl IssuerConfig {
     #[must_use]
     pub fn with_max_lifetime(mut self, max_lifetime: Duration) -> Self {
         self.max_lifetime = Some(max_lifetime);
+        self
+    }
+
+    /// The same, with these keys (and no longer pending).
+    #[must_use]
+    pub fn with_keys(mut self, keys: JwkSet) -> Self {
+        self.keys = keys;
+        self.keys_pending = false;
+        self
+    }
+
+    /// The same, without keys until they are fetched: every token of this
+    /// issuer is refused ([`IdentityError::KeysUnavailable`]), never accepted
+    /// on an empty key set.
+    #[must_use]
+    pub fn with_keys_pending(mut self) -> Self {
+        self.keys = JwkSet { keys: Vec::new() };
+        self.keys_pending = true;
         self
     }
 
@@ -333,6 +362,13 @@ pub enum IdentityError {
     /// A SPIFFE issuer's token whose `sub` is not a workload's SPIFFE ID.
     #[error("the subject is not a valid SPIFFE ID of a workload")]
     InvalidSpiffeId,
+    /// The issuer's keys have not been fetched yet (its JWKS URL could not
+    /// be read since the server started): no token of it is accepted.
+    #[error("the keys of issuer `{issuer}` are not available yet (its JWKS could not be fetched)")]
+    KeysUnavailable {
+        /// The issuer.
+        issuer: String,
+    },
 }
 
 impl IdentityError {
@@ -340,7 +376,7 @@ impl IdentityError {
     /// `alg_not_allowed`, `unknown_issuer`, `wrong_issuer`, `unknown_key`,
     /// `bad_signature`, `wrong_audience`, `missing_claim`, `expired`,
     /// `not_yet_valid`, `lifetime_too_long`, `wrong_trust_domain`,
-    /// `invalid_spiffe_id`.
+    /// `invalid_spiffe_id`, `keys_unavailable`.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Malformed { .. } => "malformed",
@@ -357,6 +393,7 @@ impl IdentityError {
             Self::LifetimeTooLong { .. } => "lifetime_too_long",
             Self::WrongTrustDomain { .. } => "wrong_trust_domain",
             Self::InvalidSpiffeId => "invalid_spiffe_id",
+            Self::KeysUnavailable { .. } => "keys_unavailable",
         }
     }
 
@@ -474,6 +511,8 @@ pub struct IdentityVerifier {
 /// An issuer, validated and with its keys decoded.
 #[derive(Debug, Clone)]
 struct Issuer {
+    /// How messages name it.
+    label: String,
     /// The required `iss`; empty for a SPIFFE issuer without one.
     issuer: String,
     audiences: Vec<String>,
@@ -535,6 +574,20 @@ impl IdentityVerifier {
     /// Keys skipped while loading, one line each, for the operator's log.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// The position, in the configuration given to [`new`](Self::new), of
+    /// the issuer whose keys would verify `token` (chosen as
+    /// [`verify`](Self::verify) does, from the unverified payload); `None`
+    /// if no issuer would. For a caller that refreshes that issuer's keys
+    /// when a token names a key it does not know.
+    pub fn issuer_index(&self, token: &str) -> Option<usize> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return None;
+        }
+        let payload = json_segment(token.split('.').nth(1)?, "payload").ok()?;
+        let issuer = self.route(&payload).ok()?;
+        self.issuers.iter().position(|i| std::ptr::eq(i, issuer))
     }
 
     /// Verifies `token` at time `now` (see the module documentation for every
@@ -702,7 +755,12 @@ impl Issuer {
 
         let spiffe = trust_domain.is_some();
         let mut keys: Vec<VerifyKey> = Vec::new();
-        for jwk in &config.keys.keys {
+        let jwks: &[Jwk] = if config.keys_pending {
+            &[]
+        } else {
+            &config.keys.keys
+        };
+        for jwk in jwks {
             match compile_key(&label, spiffe, jwk)? {
                 Compiled::Key(key) => {
                     if let Some(kid) = &key.kid
@@ -721,11 +779,12 @@ impl Issuer {
                 )),
             }
         }
-        if keys.is_empty() {
+        if keys.is_empty() && !config.keys_pending {
             return Err(IdentityConfigError::NoUsableKeys(label));
         }
 
         Ok(Self {
+            label,
             issuer: config.issuer,
             audiences: config.audiences,
             trust_domain,
@@ -738,6 +797,12 @@ impl Issuer {
 
     /// The key named by `kid`, or the only key of a one-key set without kid.
     fn key(&self, kid: Option<&str>) -> Result<&VerifyKey, IdentityError> {
+        // INVARIANT: only an issuer whose keys are pending has none.
+        if self.keys.is_empty() {
+            return Err(IdentityError::KeysUnavailable {
+                issuer: sanitize(&self.label),
+            });
+        }
         if let Some(kid) = kid
             && let Some(key) = self.keys.iter().find(|k| k.kid.as_deref() == Some(kid))
         {
@@ -1229,4 +1294,124 @@ fn sanitize(value: &str) -> String {
         out.push_str("...");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+    use serde_json::json;
+
+    const ISSUER: &str = "https://idp.example.com";
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_900_000_000, 0).unwrap()
+    }
+
+    /// An Ed25519 key with `kid`, its JWKS and a token of it.
+    struct Key {
+        seed: [u8; 32],
+        kid: &'static str,
+    }
+
+    impl Key {
+        fn jwks(&self) -> JwkSet {
+            let public = ed25519_dalek::SigningKey::from_bytes(&self.seed).verifying_key();
+            parse_jwks(
+                &json!({ "keys": [{
+                    "kty": "OKP", "crv": "Ed25519", "kid": self.kid,
+                    "x": URL_SAFE_NO_PAD.encode(public.to_bytes()),
+                }]})
+                .to_string(),
+            )
+            .unwrap()
+        }
+
+        fn token(&self) -> String {
+            // PKCS#8 v1 wrapping of an Ed25519 seed (RFC 8410).
+            let mut der = vec![
+                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+                0x04, 0x20,
+            ];
+            der.extend_from_slice(&self.seed);
+            let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+            header.kid = Some(self.kid.to_owned());
+            let claims = json!({
+                "iss": ISSUER, "sub": "agent-1", "aud": "mandate",
+                "exp": now().timestamp() + 60,
+            });
+            jsonwebtoken::encode(
+                &header,
+                &claims,
+                &jsonwebtoken::EncodingKey::from_ed_der(&der),
+            )
+            .unwrap()
+        }
+    }
+
+    fn issuer(keys: JwkSet) -> IssuerConfig {
+        IssuerConfig::oidc(ISSUER, vec!["mandate".to_owned()], keys)
+    }
+
+    #[test]
+    fn pending_keys_refuse_every_token_until_keys_arrive() {
+        let old = Key {
+            seed: [1; 32],
+            kid: "old",
+        };
+        let new = Key {
+            seed: [2; 32],
+            kid: "new",
+        };
+        let pending = IdentityVerifier::new(vec![issuer(old.jwks()).with_keys_pending()]).unwrap();
+        let error = pending.verify(&old.token(), now()).unwrap_err();
+        assert_eq!(error.reason(), "keys_unavailable");
+        assert!(error.to_string().contains(ISSUER), "{error}");
+        assert_eq!(pending.issuer_index(&old.token()), Some(0));
+
+        // An empty key set is still refused unless pending.
+        let empty = JwkSet { keys: Vec::new() };
+        assert!(matches!(
+            IdentityVerifier::new(vec![issuer(empty.clone())]),
+            Err(IdentityConfigError::NoUsableKeys(_))
+        ));
+        let pending = issuer(empty).with_keys_pending();
+        assert!(pending.keys.keys.is_empty());
+
+        // With the keys: the old key verifies, the new kid is unknown.
+        let fetched = IdentityVerifier::new(vec![pending.clone().with_keys(old.jwks())]).unwrap();
+        assert_eq!(
+            fetched.verify(&old.token(), now()).unwrap().subject,
+            "agent-1"
+        );
+        let error = fetched.verify(&new.token(), now()).unwrap_err();
+        assert_eq!(error.reason(), "unknown_key");
+        assert_eq!(fetched.issuer_index(&new.token()), Some(0));
+
+        // Rotated: the new key verifies, the old one no longer.
+        let rotated = IdentityVerifier::new(vec![pending.with_keys(new.jwks())]).unwrap();
+        assert!(rotated.verify(&new.token(), now()).is_ok());
+        assert_eq!(
+            rotated.verify(&old.token(), now()).unwrap_err().reason(),
+            "unknown_key"
+        );
+    }
+
+    #[test]
+    fn issuer_index_follows_the_configuration_order() {
+        let key = Key {
+            seed: [3; 32],
+            kid: "k",
+        };
+        let other = IssuerConfig::oidc(
+            "https://other.example",
+            vec!["mandate".to_owned()],
+            key.jwks(),
+        );
+        let verifier = IdentityVerifier::new(vec![other, issuer(key.jwks())]).unwrap();
+        assert_eq!(verifier.issuer_index(&key.token()), Some(1));
+        assert_eq!(verifier.issuer_index("not a token"), None);
+        assert_eq!(verifier.issuer_index("a.b.c"), None);
+    }
 }

@@ -1,16 +1,22 @@
 //! Who is calling, and under which task: verified workload identity tokens
-//! ([`identity`]) and Biscuit task credentials ([`credential`]).
+//! ([`identity`]), Biscuit task credentials ([`credential`]), and the JWTs
+//! Mandate mints for downstream tools in exchange for them ([`exchange`]).
 //!
 //! Pure: keys and revocation lists are handed in; fetching a JWKS over the
 //! network or storing tasks happens at the edges (`mandate-server`,
 //! `mandate-store`).
 
 pub mod credential;
+pub mod exchange;
 pub mod identity;
 
 pub use credential::{
     CredentialError, CredentialVerifier, DatalogLimits, Delegation, Hop, TaskAuthority,
     TaskCredential, TaskGrant, VerificationCache, VerifiedCredential, Widening,
+};
+pub use exchange::{
+    AccessTokenClaims, Actor, DecidedCall, Downstream, ExchangeConfigError, ExchangeError,
+    ExchangeRequest, IssuedToken, PublicJwk, TokenExchange, TokenSigner,
 };
 pub use identity::{
     IdentityConfigError, IdentityError, IdentityVerifier, IssuerConfig, IssuerKind,

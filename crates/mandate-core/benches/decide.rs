@@ -184,6 +184,7 @@ fn cedar_inputs(request: &DecisionRequest, now: DateTime<Utc>) -> (Request, Enti
         action,
         arguments,
         context,
+        ..
     } = request;
     let trust_domain = principal
         .id

@@ -87,6 +87,17 @@ pub struct DecisionResponse {
     /// no receipt is written (offline evaluation with `mandate check`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt_index: Option<u64>,
+    /// For `approval_required`: the approval opened for this call (wait on
+    /// `GET /v1/approvals/{id}`, then submit the request again with it).
+    /// For an `allow` released by an approval: the approval that released it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+    /// For `approval_required`: when the approval expires unanswered (a deny).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// For an `allow` released by an approval: who approved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
 }
 
 impl DecisionResponse {
@@ -99,6 +110,9 @@ impl DecisionResponse {
             reasons: verdict.reasons,
             errors: verdict.errors,
             receipt_index: None,
+            approval_id: None,
+            approval_expires_at: None,
+            approver: None,
         }
     }
 }

@@ -39,6 +39,7 @@
 //! assert_eq!(verdict.decision, Decision::Allow);
 //! ```
 
+pub mod approval;
 mod cedar_value;
 mod decision;
 mod declared;
@@ -50,6 +51,9 @@ mod request;
 pub mod schema;
 pub mod testing;
 
+pub use approval::{
+    Approval, ApprovalError, ApprovalStatus, MAX_APPROVAL_TTL, ReleaseError, Requester, Resolution,
+};
 pub use decision::{Decision, DecisionResponse, EvaluationProblem, Verdict};
 pub use explain::{ConditionOutcome, ConditionReport, Explanation, PolicyReport};
 pub use pack::{LoadError, PolicyKind, PolicyPack, PolicyProblem, PolicySource, Severity};

@@ -111,6 +111,8 @@ pub(crate) struct Origin {
     pub kind: PolicyKind,
     /// `@approval` text for the gate, `@reason` text for the base set.
     pub reason: Option<String>,
+    /// `@approval_expires` of a gate: how long a person has to answer.
+    pub approval_ttl: Option<std::time::Duration>,
 }
 
 /// A validated, indexed policy pack, ready to decide.
@@ -131,6 +133,8 @@ pub struct PolicyPack {
 const ID_ANNOTATION: &str = "id";
 /// Annotation that puts a permit in the approval gate; its value is the reason.
 pub(crate) const APPROVAL_ANNOTATION: &str = "approval";
+/// Annotation of a gate: how long its approvals wait for a person (`15m`).
+pub(crate) const APPROVAL_EXPIRES_ANNOTATION: &str = "approval_expires";
 /// Annotation with the human-readable reason of a base policy.
 pub(crate) const REASON_ANNOTATION: &str = "reason";
 
@@ -213,6 +217,30 @@ impl PolicyPack {
                         "`@approval` marks a permit that asks for a person's approval; a forbid cannot carry it (write a plain forbid to deny)".into(),
                     ));
                 }
+                let approval_ttl = match policy.annotation(APPROVAL_EXPIRES_ANNOTATION) {
+                    None => None,
+                    Some(_) if kind != PolicyKind::Approval => {
+                        problems.push(problem(
+                            "`@approval_expires` belongs on an `@approval` permit (it sets how long that approval waits)".into(),
+                        ));
+                        None
+                    }
+                    Some(text) => match humantime::parse_duration(text.trim()) {
+                        Ok(ttl) if ttl > crate::approval::MAX_APPROVAL_TTL => {
+                            problems.push(problem(format!(
+                                "`@approval_expires(\"{text}\")` is longer than a week, the longest an approval may wait"
+                            )));
+                            None
+                        }
+                        Ok(ttl) if !ttl.is_zero() => Some(ttl),
+                        _ => {
+                            problems.push(problem(format!(
+                                "`@approval_expires(\"{text}\")` is not a duration; write e.g. \"90s\", \"15m\" or \"1h\""
+                            )));
+                            None
+                        }
+                    },
+                };
                 if let Some(earlier) = origins.get(&id) {
                     problems.push(problem(format!(
                         "duplicate policy id (also used at {}:{}); give each policy a unique `@id`",
@@ -233,6 +261,7 @@ impl PolicyPack {
                         line: line.unwrap_or(1),
                         kind,
                         reason,
+                        approval_ttl,
                     },
                 );
                 texts.insert(id.clone(), source_index);
@@ -326,6 +355,16 @@ impl PolicyPack {
     /// Warnings found while loading (the pack loaded despite them).
     pub fn warnings(&self) -> &[PolicyProblem] {
         &self.warnings
+    }
+
+    /// How long an approval asked for by the gates `policies` waits: the
+    /// shortest `@approval_expires` among them, or `None` when none sets one.
+    pub fn approval_ttl<S: AsRef<str>>(&self, policies: &[S]) -> Option<std::time::Duration> {
+        policies
+            .iter()
+            .filter_map(|id| self.origins.get(&PolicyId::new(id.as_ref())))
+            .filter_map(|origin| origin.approval_ttl)
+            .min()
     }
 
     /// Number of policies in the base set and in the approval gate.

@@ -31,6 +31,11 @@ pub struct DecisionRequest {
     /// The task and session the call belongs to.
     #[serde(default)]
     pub context: ContextInput,
+    /// The approval this call was waiting for: with an approved approval for
+    /// exactly this request, an `approval_required` outcome becomes `allow`
+    /// (once). It never turns a deny into an allow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
 }
 
 /// The agent's identity and attributes.
@@ -493,6 +498,7 @@ impl TryFrom<DecisionRequest> for CallRequest {
             action,
             arguments,
             context,
+            approval_id: _,
         } = request;
         name("principal.id", &principal.id)?;
         if let Some(person) = &principal.on_behalf_of {

@@ -468,3 +468,52 @@ fn mutated_requests_never_panic_and_mistyped_declared_values_never_allow() {
         "only {decided} mutated requests reached a decision"
     );
 }
+
+#[test]
+fn an_approval_gate_can_set_how_long_its_approvals_wait() {
+    let pack = load(
+        r#"
+        @id("base")
+        permit (principal, action, resource);
+        @id("slow") @approval("big payments") @approval_expires("15m")
+        permit (principal, action, resource);
+        @id("fast") @approval("urgent") @approval_expires("90s")
+        permit (principal, action, resource);
+        @id("default") @approval("anything")
+        permit (principal, action, resource);
+        "#,
+        None,
+    )
+    .unwrap();
+    let ttl = |ids: &[&str]| pack.approval_ttl(ids).map(|d| d.as_secs());
+    assert_eq!(ttl(&["slow"]), Some(900));
+    // The shortest of the gates that asked wins.
+    assert_eq!(ttl(&["slow", "fast", "default"]), Some(90));
+    assert_eq!(ttl(&["default"]), None);
+    assert_eq!(ttl(&["base", "unknown"]), None);
+
+    for (policy, message) in [
+        (
+            r#"@approval("x") @approval_expires("soon") permit (principal, action, resource);"#,
+            "is not a duration",
+        ),
+        (
+            r#"@approval("x") @approval_expires("0s") permit (principal, action, resource);"#,
+            "is not a duration",
+        ),
+        (
+            r#"@approval_expires("5m") permit (principal, action, resource);"#,
+            "belongs on an `@approval` permit",
+        ),
+        (
+            r#"@approval("x") @approval_expires("8days") permit (principal, action, resource);"#,
+            "longer than a week",
+        ),
+    ] {
+        let problems = load(policy, None).unwrap_err().problems;
+        assert!(
+            problems.iter().any(|p| p.message.contains(message)),
+            "{policy}: {problems:?}"
+        );
+    }
+}

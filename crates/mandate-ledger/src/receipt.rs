@@ -19,7 +19,9 @@ pub struct Receipt {
     pub v: u32,
     /// Position in the log (the Merkle leaf index), from 0.
     pub index: u64,
-    /// What kind of event the receipt records (`decision`).
+    /// What kind of event the receipt records: `decision`, or `approval`
+    /// for the resolution of an approval (its `decision` is then
+    /// `approved`, `denied` or `expired`).
     pub kind: String,
     /// The decision's id, as returned to the caller.
     pub decision_id: String,
@@ -59,6 +61,19 @@ pub struct Receipt {
     /// Who resolved an approval, when the receipt records one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approver: Option<String>,
+    /// The approval a receipt of kind `approval` resolves, or the one that
+    /// released a call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRef>,
+}
+
+/// The approval in a receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRef {
+    /// The approval's id (also the `decision_id` of its resolution's receipt).
+    pub id: String,
+    /// The decision that asked for the approval.
+    pub requested_by: String,
 }
 
 /// The agent in a receipt.

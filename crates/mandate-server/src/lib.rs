@@ -6,9 +6,11 @@
 //! ([`reload`]); a failed reload keeps the pack in force. Tasks, the agents'
 //! identities and their task credentials are in [`tasks`].
 
+pub mod approvals;
 mod auth;
 mod error;
 mod extract;
+pub mod jwks;
 pub mod metrics;
 mod openapi;
 pub mod policy_dir;
@@ -26,6 +28,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
+pub use approvals::{ApprovalSettings, Approvals, ApproverToken, Webhook};
 pub use error::{ApiError, ErrorBody};
 pub use openapi::api_doc;
 pub use receipts::ReceiptSettings;
@@ -48,13 +51,27 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let mut router = Router::new()
         .route("/v1/decide", post(routes::decide::decide))
         .route("/v1/decisions/{id}/result", post(routes::results::report))
-        .route("/v1/tasks", post(routes::tasks::start))
+        .route(
+            "/v1/tasks",
+            post(routes::tasks::start).get(routes::approvals::tasks),
+        )
         .route(
             "/v1/tasks/{id}",
             get(routes::tasks::show).delete(routes::tasks::end),
         )
         .route("/v1/tasks/{id}/delegate", post(routes::tasks::delegate))
         .route("/v1/revocations", get(routes::tasks::revocations))
+        .route(tasks::TOKEN_PATH, post(routes::token::token))
+        .route(tasks::JWKS_PATH, get(routes::well_known::jwks))
+        .route("/v1/approvals", get(routes::approvals::list))
+        .route("/v1/approvals/{id}", get(routes::approvals::show))
+        .route(
+            "/v1/approvals/{id}/approve",
+            post(routes::approvals::approve),
+        )
+        .route("/v1/approvals/{id}/deny", post(routes::approvals::deny))
+        .route("/v1/approvers/me", get(routes::approvals::me))
+        .route("/v1/receipts", get(routes::approvals::receipts))
         .route(
             tasks::METADATA_PATH,
             get(routes::well_known::protected_resource),
@@ -71,6 +88,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/proofs/consistency", get(routes::ledger::consistency))
         .route("/v1/openapi.json", get(routes::openapi_json))
         .route("/metrics", get(routes::metrics))
+        // The web console: static files; its data comes from the API above.
+        .route("/ui", get(routes::console::index))
+        .route("/ui/", get(routes::console::index))
+        .route("/ui/console.js", get(routes::console::script))
+        .route("/ui/console.css", get(routes::console::stylesheet))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         // Bodies over the limit are refused before they are buffered (413).

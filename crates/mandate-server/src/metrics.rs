@@ -19,6 +19,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApprovalLabels {
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SetLabels {
     set: &'static str,
 }
@@ -38,6 +43,7 @@ pub struct Metrics {
     rejected: Family<ErrorLabels, Counter>,
     receipt_failures: Counter,
     receipt_latency: Histogram,
+    approvals: Family<ApprovalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -94,8 +100,15 @@ impl Metrics {
             "Time from handing a receipt to the ledger until it is committed to disk",
             receipt_latency.clone(),
         );
+        let approvals = Family::<ApprovalLabels, Counter>::default();
+        registry.register(
+            "approvals",
+            "Approval events: opened, approved, denied, expired, released",
+            approvals.clone(),
+        );
         Self {
             registry,
+            approvals,
             receipt_failures,
             receipt_latency,
             decisions,
@@ -126,6 +139,14 @@ impl Metrics {
     /// Observes how long a receipt took to become durable.
     pub fn observe_receipt_append(&self, seconds: f64) {
         self.receipt_latency.observe(seconds);
+    }
+
+    /// Counts an approval event (`opened`, `approved`, `denied`, `expired`,
+    /// `released`).
+    pub fn count_approval(&self, event: &'static str) {
+        self.approvals
+            .get_or_create(&ApprovalLabels { event })
+            .inc();
     }
 
     /// Counts a decision whose receipt could not be recorded.

@@ -21,7 +21,16 @@ use crate::routes;
         routes::tasks::delegate,
         routes::tasks::end,
         routes::tasks::revocations,
+        routes::approvals::list,
+        routes::approvals::show,
+        routes::approvals::approve,
+        routes::approvals::deny,
+        routes::approvals::me,
+        routes::approvals::receipts,
+        routes::approvals::tasks,
         routes::well_known::protected_resource,
+        routes::well_known::jwks,
+        routes::token::token,
         routes::ledger::checkpoint,
         routes::ledger::receipt,
         routes::ledger::consistency,
@@ -34,6 +43,7 @@ use crate::routes;
     tags(
         (name = "decisions", description = "Decide tool calls, and report what allowed calls returned"),
         (name = "tasks", description = "Tasks, their credentials and delegations, and the revocation list"),
+        (name = "approvals", description = "Calls waiting for a person: the queue, approve and deny, and the agent's long poll"),
         (name = "receipts", description = "The signed, tamper-evident log of every decision"),
         (name = "meta", description = "Health, metrics and this document")
     )
@@ -53,6 +63,17 @@ impl Modify for BearerAuth {
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
                         "An agent's identity token (JWT from a configured issuer) or a task credential (Biscuit), as each endpoint says",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "approver",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An approver token configured in `[[approvers]]` (by its SHA-256); never an agent's token",
                     ))
                     .build(),
             ),

@@ -84,6 +84,7 @@ impl ReceiptSettings {
             reasons: Vec::new(),
             errors: Vec::new(),
             approver: None,
+            approval: None,
         })
     }
 }

@@ -1,10 +1,13 @@
 //! Handlers, one module per resource.
 
+pub(crate) mod approvals;
+pub(crate) mod console;
 pub(crate) mod decide;
 pub(crate) mod health;
 pub(crate) mod ledger;
 pub(crate) mod results;
 pub(crate) mod tasks;
+pub(crate) mod token;
 pub(crate) mod well_known;
 
 use axum::Json;

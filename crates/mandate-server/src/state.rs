@@ -10,6 +10,7 @@ use mandate_core::{PolicyPack, PolicyProblem};
 use mandate_store::Ledger;
 use serde::Serialize;
 
+use crate::approvals::Approvals;
 use crate::metrics::Metrics;
 use crate::receipts::ReceiptSettings;
 use crate::tasks::Tasks;
@@ -41,11 +42,13 @@ struct Inner {
     ledger: Ledger,
     receipts: ReceiptSettings,
     tasks: Tasks,
+    approvals: Approvals,
 }
 
 impl AppState {
     /// State serving `pack`, loaded from `policy_dir` at `now`, recording
-    /// receipts in `ledger`, with `tasks` for the task endpoints.
+    /// receipts in `ledger`, with `tasks` for the task endpoints and
+    /// `approvals` for calls that need a person.
     pub fn new(
         pack: PolicyPack,
         policy_dir: PathBuf,
@@ -53,6 +56,7 @@ impl AppState {
         ledger: Ledger,
         receipts: ReceiptSettings,
         tasks: Tasks,
+        approvals: Approvals,
     ) -> Self {
         let metrics = Metrics::new();
         metrics.set_policy_counts(pack.counts());
@@ -66,6 +70,7 @@ impl AppState {
                 ledger,
                 receipts,
                 tasks,
+                approvals,
             }),
         }
     }
@@ -124,6 +129,11 @@ impl AppState {
     /// revoked credential ids.
     pub fn tasks(&self) -> &Tasks {
         &self.inner.tasks
+    }
+
+    /// Approvers, the approval lock and change notifications.
+    pub fn approvals(&self) -> &Approvals {
+        &self.inner.approvals
     }
 
     /// The server's metrics.

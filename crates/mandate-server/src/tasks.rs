@@ -8,6 +8,10 @@
 //! call from an in-memory set, loaded from the state database at start and
 //! updated whenever a task ends (by a caller, or by [`expire_tasks`] when its
 //! TTL runs out) before anyone is told about the end.
+//!
+//! The issuers' keys are kept fresh by [`jwks`](crate::jwks); the JWTs
+//! minted for downstream tools in exchange for a credential (`POST
+//! /v1/token`) by the [`TokenExchange`] here.
 
 use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -15,12 +19,20 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mandate_auth::{
-    CredentialError, CredentialVerifier, IdentityConfigError, IdentityError, IdentityVerifier,
-    IssuerConfig, TaskAuthority, VerificationCache, VerifiedCredential, VerifiedIdentity,
+    CredentialError, CredentialVerifier, Downstream, ExchangeConfigError, IdentityConfigError,
+    IdentityError, IdentityVerifier, IssuerConfig, TaskAuthority, TokenExchange, TokenSigner,
+    VerificationCache, VerifiedCredential, VerifiedIdentity,
 };
 use mandate_store::{END_REASON_ENDED, StoreError, TaskRecord, TaskStore};
 
+use crate::jwks::{IssuerKeys, KeySource};
 use crate::state::AppState;
+
+/// Where the token endpoint (RFC 8693) is, below the resource.
+pub const TOKEN_PATH: &str = "/v1/token";
+
+/// Where the JWKS of the tokens Mandate mints is served.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// The path of the RFC 9728 protected resource metadata, before the
 /// resource's own path.
@@ -60,14 +72,17 @@ pub enum TasksError {
     /// A setting is out of range.
     #[error("{0}")]
     Invalid(String),
+    /// The token exchange (downstream resources) is misconfigured.
+    #[error(transparent)]
+    Exchange(#[from] ExchangeConfigError),
 }
 
 /// Identity issuers, the task authority, credential verification, the state
 /// database and the revoked ids. Shared by every handler through
 /// [`AppState::tasks`](crate::AppState::tasks).
 pub struct Tasks {
-    identity: IdentityVerifier,
-    issuer_count: usize,
+    identity: IssuerKeys,
+    exchange: TokenExchange,
     authorization_servers: Vec<String>,
     authority: TaskAuthority,
     verifier: CredentialVerifier,
@@ -83,7 +98,7 @@ pub struct Tasks {
 impl std::fmt::Debug for Tasks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tasks")
-            .field("issuers", &self.issuer_count)
+            .field("issuers", &self.identity.len())
             .field("authority", &self.authority)
             .field("audience", &self.verifier.audience())
             .field("resource", &self.resource)
@@ -102,18 +117,22 @@ impl Tasks {
         settings: TaskSettings,
     ) -> Result<Self, TasksError> {
         let (metadata_url, metadata_path) = check_settings(&settings)?;
-        let issuer_count = issuers.len();
         let authorization_servers = issuers
             .iter()
             .filter(|i| !i.issuer.is_empty())
             .map(|i| i.issuer.clone())
             .collect();
-        let identity = IdentityVerifier::new(issuers)?;
+        let identity = IssuerKeys::fixed(issuers)?;
+        let exchange = TokenExchange::new(
+            settings.resource.clone(),
+            TokenSigner::derive(&authority)?,
+            Vec::new(),
+        )?;
         let verifier = authority.verifier(settings.audience);
         let revoked = store.revoked_ids()?;
         Ok(Self {
             identity,
-            issuer_count,
+            exchange,
             authorization_servers,
             authority,
             verifier,
@@ -139,24 +158,70 @@ impl Tasks {
         Ok(())
     }
 
+    /// The same, with the issuers' keys read from `sources` (one per issuer,
+    /// in the order given to [`new`](Self::new), with its refresh
+    /// interval) and kept fresh by [`jwks::refresh_keys`](crate::jwks::refresh_keys).
+    /// An issuer whose source is a URL is given with its keys pending
+    /// ([`IssuerConfig::with_keys_pending`]).
+    pub fn with_key_sources(
+        mut self,
+        sources: Vec<(KeySource, Duration)>,
+    ) -> Result<Self, TasksError> {
+        self.identity = IssuerKeys::with_sources(self.identity.configs().to_vec(), sources)?;
+        Ok(self)
+    }
+
+    /// The same, minting tokens for these downstream resources (`POST
+    /// /v1/token`). None by default: every exchange is `invalid_target`.
+    pub fn with_downstream(mut self, downstream: Vec<Downstream>) -> Result<Self, TasksError> {
+        self.exchange = TokenExchange::new(
+            self.resource.clone(),
+            TokenSigner::derive(&self.authority)?,
+            downstream,
+        )?;
+        Ok(self)
+    }
+
     /// Whether any identity issuer is configured. Without one, no task can
     /// be started or used.
     pub fn has_issuers(&self) -> bool {
-        self.issuer_count > 0
+        !self.identity.is_empty()
     }
 
     /// Keys the identity verifier skipped, for the operator's log.
-    pub fn identity_warnings(&self) -> &[String] {
+    pub fn identity_warnings(&self) -> Vec<String> {
         self.identity.warnings()
     }
 
-    /// Verifies an agent's workload identity token (JWT) at `now`.
-    pub fn verify_identity(
+    /// The issuers' keys, and their refresh.
+    pub fn issuer_keys(&self) -> &IssuerKeys {
+        &self.identity
+    }
+
+    /// Verifies an agent's workload identity token (JWT) at `now`. A token
+    /// naming a key its issuer's set does not hold makes the set be read
+    /// again first (rate-limited; see [`jwks`](crate::jwks)).
+    pub async fn verify_identity(
         &self,
         token: &str,
         now: DateTime<Utc>,
     ) -> Result<VerifiedIdentity, IdentityError> {
-        self.identity.verify(token, now)
+        self.identity.verify(token, now).await
+    }
+
+    /// The downstream resources and the key that signs their tokens.
+    pub fn exchange(&self) -> &TokenExchange {
+        &self.exchange
+    }
+
+    /// The URL of the token endpoint.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}{TOKEN_PATH}", self.resource.trim_end_matches('/'))
+    }
+
+    /// The URL of the JWKS of the tokens Mandate mints.
+    pub fn jwks_uri(&self) -> String {
+        format!("{}{JWKS_PATH}", self.resource.trim_end_matches('/'))
     }
 
     /// Verifies a task credential at `now`: from the cache when it was

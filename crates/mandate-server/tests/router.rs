@@ -43,6 +43,7 @@ fn state() -> (AppState, tempfile::TempDir) {
         ledger,
         ReceiptSettings::new(false, &["body".to_owned()]),
         tasks,
+        mandate_server::Approvals::new(mandate_server::ApprovalSettings::default()).unwrap(),
     );
     (state, dir)
 }

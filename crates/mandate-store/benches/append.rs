@@ -66,6 +66,7 @@ fn receipt(n: u64) -> Receipt {
         reasons: vec!["the tool is declared for the task".to_owned()],
         errors: Vec::new(),
         approver: None,
+        approval: None,
     }
 }
 

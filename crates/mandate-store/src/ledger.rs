@@ -16,7 +16,7 @@ use mandate_ledger::{
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
-use crate::reader::{LedgerReader, StoredReceipt, meta};
+use crate::reader::{LedgerReader, ReceiptQuery, StoredReceipt, meta};
 use crate::writer::{Command, Prepared, Writer, insert_checkpoint};
 use crate::{StoreError, schema};
 
@@ -289,6 +289,21 @@ impl Ledger {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// The receipt of `decision_id` as stored, without a proof.
+    pub async fn stored(&self, decision_id: &str) -> Result<Option<StoredReceipt>, StoreError> {
+        let this = self.clone();
+        let id = decision_id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            this.inner
+                .reader
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .receipt(&id)
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+    }
+
     /// The receipt of `decision_id` with its inclusion proof against a
     /// checkpoint that covers it (signing one if needed).
     pub async fn receipt(&self, decision_id: &str) -> Result<Option<ReceiptProof>, StoreError> {
@@ -318,6 +333,44 @@ impl Ledger {
             proof,
             checkpoint,
         }))
+    }
+
+    /// Receipts matching `query`, newest first, each with its inclusion
+    /// proof against the newest checkpoint when that checkpoint covers it
+    /// (`None` for receipts newer than the checkpoint; the next one will).
+    pub async fn search(
+        &self,
+        query: ReceiptQuery,
+    ) -> Result<Vec<(StoredReceipt, Option<ReceiptProof>)>, StoreError> {
+        let this = self.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            this.inner
+                .reader
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .search(&query)
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        let checkpoint = self.inner.shared.latest();
+        let tree = self.tree();
+        found
+            .into_iter()
+            .map(|receipt| {
+                if receipt.index >= checkpoint.size {
+                    return Ok((receipt, None));
+                }
+                let proof = tree.prove_inclusion(receipt.index, checkpoint.size)?;
+                Ok((
+                    receipt.clone(),
+                    Some(ReceiptProof {
+                        receipt,
+                        proof,
+                        checkpoint: checkpoint.clone(),
+                    }),
+                ))
+            })
+            .collect()
     }
 
     /// Proof that the tree of size `from` is a prefix of the tree of size

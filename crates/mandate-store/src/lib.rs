@@ -12,6 +12,8 @@
 //!
 //! PostgreSQL for several gateway instances is not here yet.
 
+pub mod approvals;
+mod exchanges;
 mod ledger;
 mod reader;
 mod schema;
@@ -20,8 +22,10 @@ mod writer;
 
 use std::path::PathBuf;
 
+pub use approvals::ApprovalRecord;
+pub use exchanges::ExchangeRecord;
 pub use ledger::{Appended, Ledger, LedgerConfig, ReceiptProof};
-pub use reader::{ExportSummary, LedgerReader, StoredCheckpoint, StoredReceipt};
+pub use reader::{ExportSummary, LedgerReader, ReceiptQuery, StoredCheckpoint, StoredReceipt};
 pub use tasks::{
     CallResult, CredentialRecord, END_REASON_ENDED, END_REASON_EXPIRED, HistoryEntry, Revocation,
     TaskRecord, TaskStore,

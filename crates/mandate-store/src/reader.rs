@@ -16,6 +16,26 @@ use serde_json::value::RawValue;
 
 use crate::{StoreError, schema};
 
+/// What [`LedgerReader::search`] looks for; `None` matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceiptQuery {
+    /// Task id.
+    pub task: Option<String>,
+    /// The principal's id.
+    pub agent: Option<String>,
+    /// The tool, as `server/tool`, or a bare tool name matching it on any
+    /// server (a server name never holds `/`).
+    pub tool: Option<String>,
+    /// The outcome (`allow`, `deny`, `approval_required`, `approved`, …).
+    pub decision: Option<String>,
+    /// The receipt kind (`decision`, `approval`).
+    pub kind: Option<String>,
+    /// Only receipts with an index below this one (for paging).
+    pub before: Option<u64>,
+    /// At most this many.
+    pub limit: usize,
+}
+
 /// A receipt as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredReceipt {
@@ -97,6 +117,38 @@ impl LedgerReader {
             )?
             .query_row(params![decision_id], stored_receipt)
             .optional()?)
+    }
+
+    /// Receipts matching `query`, newest first.
+    pub fn search(&self, query: &ReceiptQuery) -> Result<Vec<StoredReceipt>, StoreError> {
+        // Every filter is optional: `?n IS NULL OR column = ?n` keeps one
+        // prepared statement for all combinations.
+        let before = query.before.map(|b| i64::try_from(b).unwrap_or(i64::MAX));
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT idx, decision_id, body, signature FROM receipts
+             WHERE (?1 IS NULL OR task_id = ?1)
+               AND (?2 IS NULL OR principal = ?2)
+               AND (?3 IS NULL OR tool = ?3
+                    OR (instr(?3, '/') = 0 AND substr(tool, instr(tool, '/') + 1) = ?3))
+               AND (?4 IS NULL OR decision = ?4)
+               AND (?5 IS NULL OR json_extract(body, '$.kind') = ?5)
+               AND (?6 IS NULL OR idx < ?6)
+             ORDER BY idx DESC LIMIT ?7",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                query.task,
+                query.agent,
+                query.tool,
+                query.decision,
+                query.kind,
+                before,
+                limit
+            ],
+            stored_receipt,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The receipt at leaf `index`.

@@ -64,8 +64,9 @@ pub const END_REASON_EXPIRED: &str = "expired";
 const APPLICATION_ID: i32 = 0x4d4e_4453;
 
 /// Schema version stored in `PRAGMA user_version`. Version 1 had no
-/// `history.annotations`; [`init`] adds it.
-const SCHEMA_VERSION: i64 = 2;
+/// `history.annotations`, version 2 no `approvals`, version 3 no
+/// `history.credential` and `token_exchanges`; [`init`] adds them.
+const SCHEMA_VERSION: i64 = 4;
 
 const CREATE: &str = "
 -- One row per task. tools, labels: JSON arrays; params: JSON object.
@@ -344,6 +345,23 @@ impl TaskStore {
         })
     }
 
+    /// Tasks, newest first, at most `limit`; only open ones (not ended)
+    /// when `open_only`.
+    pub fn list_tasks(&self, open_only: bool, limit: usize) -> Result<Vec<TaskRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            query_all(
+                conn,
+                &format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE (?1 = 0 OR ended_at IS NULL)
+                     ORDER BY created_at DESC, id DESC LIMIT ?2"
+                ),
+                params![i64::from(open_only), limit],
+                task_row,
+            )
+        })
+    }
+
     /// Every credential issued under task `task_id`, in issue order (the root
     /// credential first); empty for an unknown task.
     pub fn credentials(&self, task_id: &str) -> Result<Vec<CredentialRecord>, StoreError> {
@@ -512,6 +530,18 @@ impl TaskStore {
     /// just after it, and history is what happened. Refusing calls under an
     /// ended task is the gateway's job (its revoked ids), before it decides.
     pub fn record_decision(&self, entry: &HistoryEntry) -> Result<(), StoreError> {
+        self.record_decision_under(entry, None)
+    }
+
+    /// [`record_decision`](Self::record_decision), recording also the
+    /// credential the decision was made under (the hex revocation id of its
+    /// last block), which a token exchange checks
+    /// ([`decided_call`](Self::decided_call)).
+    pub fn record_decision_under(
+        &self,
+        entry: &HistoryEntry,
+        credential: Option<&str>,
+    ) -> Result<(), StoreError> {
         let decided_at = time_text(&entry.decided_at)?;
         let result = entry.result.as_ref().map(ResultRow::new).transpose()?;
         let annotations = entry
@@ -538,8 +568,8 @@ impl TaskStore {
             }
             conn.prepare_cached(
                 "INSERT INTO history (decision_id, task_id, agent, server, tool, decision,
-                     decided_at, result_status, result_labels, result_at, annotations)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     decided_at, result_status, result_labels, result_at, annotations, credential)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 entry.decision_id,
@@ -553,6 +583,7 @@ impl TaskStore {
                 result.as_ref().map(|r| r.labels.as_str()),
                 result.as_ref().map(|r| r.reported_at.as_str()),
                 annotations,
+                credential,
             ])?;
             Ok(())
         })
@@ -630,7 +661,7 @@ impl TaskStore {
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction and commits (durably)
     /// if it succeeds; rolls back otherwise.
-    fn write<T>(
+    pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -644,7 +675,7 @@ impl TaskStore {
         run().map_err(relabel)
     }
 
-    fn read<T>(
+    pub(crate) fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -682,6 +713,8 @@ fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
     let objects: i64 = tx.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |row| row.get(0))?;
     if application_id == 0 && objects == 0 {
         tx.execute_batch(CREATE)?;
+        tx.execute_batch(crate::approvals::CREATE_APPROVALS)?;
+        crate::exchanges::migrate_to_4(&tx)?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     } else if application_id != APPLICATION_ID {
@@ -689,10 +722,18 @@ fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
             "{} is not a Mandate state database (tasks live in state.db, receipts in ledger.db)",
             path.display()
         )));
-    } else if version == 1 {
+    } else if (1..=3).contains(&version) {
         // Schema 1 lacked the annotations of history entries; its entries
         // keep none (unknown), as they were recorded without them.
-        tx.execute_batch("ALTER TABLE history ADD COLUMN annotations TEXT;")?;
+        if version == 1 {
+            tx.execute_batch("ALTER TABLE history ADD COLUMN annotations TEXT;")?;
+        }
+        // Schema 2 had no approvals.
+        if version <= 2 {
+            crate::approvals::migrate_to_3(&tx)?;
+        }
+        // Schema 3 had no decisions' credentials and no token exchanges.
+        crate::exchanges::migrate_to_4(&tx)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     } else if version != SCHEMA_VERSION {
         return Err(StoreError::Unsupported(format!(
@@ -746,7 +787,7 @@ fn exists(conn: &Connection, sql: &str, id: &str) -> Result<bool, StoreError> {
         .is_some())
 }
 
-fn query_all<T>(
+pub(crate) fn query_all<T>(
     conn: &Connection,
     sql: &str,
     params: impl Params,
@@ -772,7 +813,10 @@ fn query_one<T>(
     rows.next()?.map(read).transpose()
 }
 
-fn history_entry(conn: &Connection, decision_id: &str) -> Result<Option<HistoryEntry>, StoreError> {
+pub(crate) fn history_entry(
+    conn: &Connection,
+    decision_id: &str,
+) -> Result<Option<HistoryEntry>, StoreError> {
     query_one(
         conn,
         &format!("SELECT {HISTORY_COLUMNS} FROM history WHERE decision_id = ?1"),
@@ -784,7 +828,7 @@ fn history_entry(conn: &Connection, decision_id: &str) -> Result<Option<HistoryE
 // Writing: records checked and encoded before the transaction starts.
 
 /// A time as stored: RFC 3339, UTC, nanoseconds, fixed width.
-fn time_text(time: &DateTime<Utc>) -> Result<String, StoreError> {
+pub(crate) fn time_text(time: &DateTime<Utc>) -> Result<String, StoreError> {
     if !(0..=9999).contains(&time.year()) {
         return Err(StoreError::Invalid(format!(
             "time {time} is outside the years 0000-9999"
@@ -793,7 +837,10 @@ fn time_text(time: &DateTime<Utc>) -> Result<String, StoreError> {
     Ok(time.to_rfc3339_opts(SecondsFormat::Nanos, true))
 }
 
-fn json_text<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<String, StoreError> {
+pub(crate) fn json_text<T: Serialize + ?Sized>(
+    value: &T,
+    what: &str,
+) -> Result<String, StoreError> {
     serde_json::to_string(value)
         .map_err(|e| StoreError::Invalid(format!("{what} cannot be encoded: {e}")))
 }
@@ -1001,17 +1048,21 @@ fn history_row(row: &Row<'_>) -> Result<HistoryEntry, StoreError> {
     })
 }
 
-fn parse_time(text: &str, what: &str) -> Result<DateTime<Utc>, StoreError> {
+pub(crate) fn parse_time(text: &str, what: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| StoreError::Corrupt(format!("{what} `{text}` is not an RFC 3339 time: {e}")))
 }
 
-fn time_col(row: &Row<'_>, idx: usize, what: &str) -> Result<DateTime<Utc>, StoreError> {
+pub(crate) fn time_col(row: &Row<'_>, idx: usize, what: &str) -> Result<DateTime<Utc>, StoreError> {
     parse_time(&row.get::<_, String>(idx)?, what)
 }
 
-fn json_col<T: DeserializeOwned>(row: &Row<'_>, idx: usize, what: &str) -> Result<T, StoreError> {
+pub(crate) fn json_col<T: DeserializeOwned>(
+    row: &Row<'_>,
+    idx: usize,
+    what: &str,
+) -> Result<T, StoreError> {
     let text: String = row.get(idx)?;
     serde_json::from_str(&text)
         .map_err(|e| StoreError::Corrupt(format!("stored {what} `{text}` are not valid: {e}")))

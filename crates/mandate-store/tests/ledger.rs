@@ -42,6 +42,7 @@ fn receipt(n: usize) -> Receipt {
         reasons: Vec::new(),
         errors: Vec::new(),
         approver: None,
+        approval: None,
     }
 }
 

@@ -629,10 +629,15 @@ fn a_schema_1_database_gains_history_annotations() {
         .record_decision(&decision("t1", "d1", "read", 1))
         .unwrap();
     drop(store);
-    // What schema 1 was: the same tables without history.annotations.
+    // What schema 1 was: the same tables without history.annotations, and
+    // without what later schemas added.
     Connection::open(&path)
         .unwrap()
-        .execute_batch("ALTER TABLE history DROP COLUMN annotations; PRAGMA user_version = 1;")
+        .execute_batch(
+            "DROP TABLE token_exchanges; DROP TABLE approvals;
+             ALTER TABLE history DROP COLUMN credential;
+             ALTER TABLE history DROP COLUMN annotations; PRAGMA user_version = 1;",
+        )
         .unwrap();
 
     let store = TaskStore::open(&path).unwrap();
@@ -649,5 +654,5 @@ fn a_schema_1_database_gains_history_annotations() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 4);
 }

@@ -10,9 +10,10 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success; for `check`, allow; for `receipts verify`, the log verifies
   1  failures found (invalid policies, failed policy tests, a log that does not
-     verify), for `task`, the server refused (401/403/404/409), or an unexpected error
+     verify), for `task` and `approvals`, the server refused (401/403/404/409), or an
+     unexpected error
   2  usage or input error (bad flags, unreadable or malformed input, a pack that does not
-     load; for `task`, a server that cannot be reached)
+     load; for `task` and `approvals`, a server that cannot be reached)
   3  `check`: deny
   4  `check`: approval required";
 
@@ -29,7 +30,9 @@ const SERVE_SETTINGS: &str = "\
 Every option can also be set in the TOML config file (`--config`, keys named like the
 options with `_`: listen, data_dir, policies, max_body_bytes, reload_interval_ms,
 log_format, signing_key_file, checkpoint_interval_ms, receipt_arguments,
-receipt_redact, audience, resource, task_max_ttl_seconds, task_signing_key_file)
+receipt_redact, audience, resource, task_max_ttl_seconds, task_signing_key_file,
+approval_ttl_seconds, allow_self_approval, approval_webhook_url, approval_webhook_secret,
+max_pending_approvals_per_agent)
 and from MANDATE_<KEY> environment variables (a list as
 MANDATE_RECEIPT_REDACT='[body, payment.card]'). Precedence: flag, then
 environment, then config file, then default. Any non-200 answer from /v1/decide
@@ -40,14 +43,32 @@ file, one table each:
 
   [[issuers]]
   issuer = \"https://idp.example.com\"          # the tokens' iss (OIDC)
-  jwks_file = \"/etc/mandate/idp-jwks.json\"    # the issuer's keys, read at start
+  jwks_file = \"/etc/mandate/idp-jwks.json\"    # the issuer's keys, or jwks_url = \"https://…\"
   audiences = [\"https://mandate.example.com\"] # optional [default: the resource]
   on_behalf_of_claim = \"obo\"                  # optional: names the human
 
 For a SPIFFE trust domain: kind = \"spiffe\", trust_domain = \"example.org\" and its
 JWT bundle as jwks_file. Or in the environment, as a list of tables:
 MANDATE_ISSUERS='[{issuer = \"https://idp.example.com\", jwks_file = \"jwks.json\"}]'.
-Without any, the task endpoints answer 401 (decisions work as before).";
+Without any, the task endpoints answer 401 (decisions work as before). Keys are
+read again every jwks_refresh_seconds (default 300) and on an unknown kid.
+
+Downstream tools that only take JWTs get one per allowed call from POST /v1/token
+(RFC 8693), if configured, one table each (or MANDATE_DOWNSTREAM='[{…}]'):
+
+  [[downstream]]
+  resource = \"https://tools.example.com/mail\"  # the tokens' aud, named exactly
+  tools = [\"mail/send_email\"]                  # the tools it serves
+  ttl_seconds = 60                             # optional [default: 60, at most 3600]
+
+Approvers (people who answer calls that need approval) are tables too; each names
+the SHA-256 of its token, which `mandate approvals token --name NAME` prints:
+
+  [[approvers]]
+  name = \"bob@example.com\"
+  token_sha256 = \"2119bb2c…\"
+
+Without any, calls that need approval expire into a deny (docs/approvals.md).";
 
 /// Runtime authorization for AI agents: decides every tool call as it is attempted,
 /// with Cedar policies and live task context.
@@ -78,6 +99,14 @@ pub enum Command {
     /// Start, delegate, show and end tasks on a running server (HTTP client).
     #[command(subcommand, after_help = TASK_EXIT_CODES)]
     Task(TaskCommand),
+    /// List, show, approve and deny calls waiting for a person, on a running
+    /// server (HTTP client); make approver tokens.
+    #[command(subcommand, after_help = TASK_EXIT_CODES)]
+    Approvals(ApprovalsCommand),
+    /// Put Mandate in front of MCP servers: every tools/call is decided by a running
+    /// Mandate server before it reaches the MCP server (docs/mcp.md).
+    #[command(subcommand)]
+    Mcp(McpCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +127,100 @@ pub enum TaskCommand {
     /// a credential of the task or the root agent's identity token.
     #[command(after_help = TASK_EXIT_CODES)]
     Show(TaskIdArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// List approvals, newest first (GET /v1/approvals): by default the pending queue.
+    #[command(after_help = TASK_EXIT_CODES)]
+    List(ApprovalsListArgs),
+    /// Show one approval: what was asked, by whom, and its status
+    /// (GET /v1/approvals/{id}).
+    #[command(after_help = TASK_EXIT_CODES)]
+    Show(ApprovalShowArgs),
+    /// Approve a pending approval, with a reason (POST /v1/approvals/{id}/approve).
+    #[command(after_help = TASK_EXIT_CODES)]
+    Approve(ApprovalResolveArgs),
+    /// Deny a pending approval, with a reason (POST /v1/approvals/{id}/deny).
+    #[command(after_help = TASK_EXIT_CODES)]
+    Deny(ApprovalResolveArgs),
+    /// Make a new random approver token and print it with the `[[approvers]]`
+    /// entry (its SHA-256) for the server's config file. Talks to no server.
+    Token(ApprovalTokenArgs),
+}
+
+/// Where the server is and the approver token to present.
+#[derive(Debug, Args)]
+pub struct ApproverArgs {
+    /// The Mandate server's base URL (plain HTTP)
+    #[arg(
+        long,
+        env = "MANDATE_SERVER",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8181"
+    )]
+    pub server: String,
+    /// The approver token (see `mandate approvals token`)
+    #[arg(
+        long,
+        env = "MANDATE_APPROVER_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Read the approver token from FILE (surrounding whitespace is ignored);
+    /// wins over --token and MANDATE_APPROVER_TOKEN
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Print the server's JSON answer
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApprovalsListArgs {
+    #[command(flatten)]
+    pub server: ApproverArgs,
+    /// Which approvals: pending, approved, denied, expired, used or all
+    #[arg(long, value_name = "STATUS", default_value = "pending")]
+    pub status: String,
+    /// At most this many
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub limit: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ApprovalShowArgs {
+    /// The approval's id
+    #[arg(value_name = "APPROVAL_ID")]
+    pub approval_id: String,
+    #[command(flatten)]
+    pub server: ApproverArgs,
+    /// While it is pending, wait up to this long for an answer (`30s`, at most `60s`)
+    #[arg(long, value_name = "DURATION")]
+    pub wait: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApprovalResolveArgs {
+    /// The approval's id
+    #[arg(value_name = "APPROVAL_ID")]
+    pub approval_id: String,
+    #[command(flatten)]
+    pub server: ApproverArgs,
+    /// Why; it goes into the receipt and back to the agent
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ApprovalTokenArgs {
+    /// The approver's name, as receipts will show it (such as an email address)
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Print the token and its digest as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where the server is and how to authenticate to it.
@@ -455,4 +578,109 @@ pub struct TestArgs {
     /// List passing cases too
     #[arg(short, long)]
     pub verbose: bool,
+}
+
+const MCP_NOTES: &str = "\
+Every tools/call is decided by the Mandate server at --gateway (POST /v1/decide).
+Allowed calls go to the MCP server and their results are recorded; denied calls
+never reach it and are answered with an MCP tool error (isError: true) naming the
+reason and the decision id. If no decision can be had (server down, non-200
+answer, timeout), the call is denied. Everything else is relayed unchanged.
+
+Principal: with a task credential (MANDATE_TASK_CREDENTIAL or --credential-file),
+decisions are made under its task and principal.id is the credential's holder
+(or --agent, which must then be the holder). Without one, --agent is required and
+the decisions carry the [task] context of --config and the session history the
+gateway keeps. See docs/mcp.md.";
+
+#[derive(Debug, Subcommand)]
+pub enum McpCommand {
+    /// Wrap a stdio MCP server: be an MCP server on stdin/stdout, run the real
+    /// server (the command after `--`) as a child, relay everything and decide
+    /// every tools/call.
+    #[command(after_help = MCP_NOTES)]
+    Wrap(McpWrapArgs),
+    /// Front MCP servers that speak streamable HTTP: each `--upstream NAME=URL`
+    /// is served at /NAME/mcp (and at /mcp when there is one), every tools/call
+    /// decided.
+    #[command(after_help = MCP_NOTES)]
+    Proxy(McpProxyArgs),
+}
+
+/// How the MCP gateway asks for decisions.
+#[derive(Debug, Args)]
+pub struct McpGatewayArgs {
+    /// The Mandate server that decides (plain HTTP)
+    #[arg(
+        long,
+        env = "MANDATE_GATEWAY",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8181"
+    )]
+    pub gateway: String,
+    /// The agent's identity (principal.id). Required without a task credential;
+    /// with one, it must be the credential's holder [default: the holder]
+    #[arg(long, env = "MANDATE_AGENT", value_name = "ID")]
+    pub agent: Option<String>,
+    /// A task credential (prefer the environment variable or --credential-file:
+    /// command lines are visible to other users)
+    #[arg(
+        long,
+        env = "MANDATE_TASK_CREDENTIAL",
+        value_name = "CREDENTIAL",
+        hide_env_values = true
+    )]
+    pub credential: Option<String>,
+    /// Read the task credential from FILE (surrounding whitespace is ignored);
+    /// wins over --credential and MANDATE_TASK_CREDENTIAL
+    #[arg(long, value_name = "FILE")]
+    pub credential_file: Option<PathBuf>,
+    /// The gateway's TOML config: annotation overrides ([tools."NAME"]),
+    /// hide_denied_tools, approval_wait_seconds, on_behalf_of, [task] (docs/mcp.md)
+    #[arg(long, env = "MANDATE_MCP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// How long a call that needs a person's approval is held before it is
+    /// denied: seconds, or a number with s, m or h [default: 60s, or
+    /// approval_wait_seconds from --config]
+    #[arg(long, env = "MANDATE_APPROVAL_WAIT", value_name = "DURATION")]
+    pub approval_wait: Option<String>,
+    /// Hide from tools/list the tools the task can never call (the credential
+    /// does not grant them, or [task] tools does not name them); also settable
+    /// as hide_denied_tools in --config
+    #[arg(long)]
+    pub hide_denied_tools: bool,
+    /// The largest message relayed, in bytes [default: 4 MiB]
+    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct McpWrapArgs {
+    #[command(flatten)]
+    pub gateway: McpGatewayArgs,
+    /// The MCP server's name in decisions (action.server) [default: the name the
+    /// server gives in its initialize answer; set it: a server chooses its own]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The MCP server to run: its program and arguments, after `--`
+    #[arg(
+        last = true,
+        required = true,
+        value_name = "COMMAND",
+        num_args = 1..
+    )]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct McpProxyArgs {
+    #[command(flatten)]
+    pub gateway: McpGatewayArgs,
+    /// Address to listen on (port 0: any free port, printed on stderr)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8282")]
+    pub listen: SocketAddr,
+    /// An MCP server to front, as NAME=URL (its streamable HTTP endpoint); NAME
+    /// is its path (/NAME/mcp) and its server name in decisions; repeat for more
+    #[arg(long, value_name = "NAME=URL", required = true)]
+    pub upstream: Vec<String>,
 }

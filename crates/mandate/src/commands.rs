@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
+pub mod approvals;
 pub mod check;
 pub mod keys;
+pub mod mcp;
 pub mod policy;
 pub mod receipts;
 pub mod serve;

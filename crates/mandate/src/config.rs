@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::cli::{LogFormat, ReceiptArguments, ServeArgs};
 
 /// Settings that `MANDATE_<NAME>` environment variables can set.
-const ENV_KEYS: [&str; 15] = [
+const ENV_KEYS: &[&str] = &[
     "listen",
     "data_dir",
     "policies",
@@ -27,6 +27,12 @@ const ENV_KEYS: [&str; 15] = [
     "resource",
     "task_max_ttl_seconds",
     "task_signing_key_file",
+    "approvers",
+    "approval_ttl_seconds",
+    "allow_self_approval",
+    "approval_webhook_url",
+    "approval_webhook_secret",
+    "downstream",
 ];
 
 /// Resolved settings for `mandate serve`.
@@ -51,6 +57,60 @@ pub struct Settings {
     pub resource: Option<String>,
     pub task_max_ttl_seconds: u64,
     pub task_signing_key_file: Option<PathBuf>,
+    /// Who may approve calls that need a person; none: nobody can approve,
+    /// so every approval expires (a deny).
+    pub approvers: Vec<ApproverSettings>,
+    /// How long an approval waits when its gate sets no `@approval_expires`.
+    pub approval_ttl_seconds: u64,
+    /// Whether the person a task acts for may approve its requests.
+    pub allow_self_approval: bool,
+    /// Where new pending approvals are POSTed.
+    pub approval_webhook_url: Option<String>,
+    /// The webhook's HMAC key (prefer `MANDATE_APPROVAL_WEBHOOK_SECRET`).
+    pub approval_webhook_secret: Option<String>,
+    /// How many approvals one agent may have waiting at once.
+    pub max_pending_approvals_per_agent: u64,
+    /// Downstream resources that take Mandate-minted JWTs (`POST /v1/token`).
+    pub downstream: Vec<DownstreamSettings>,
+}
+
+/// One downstream resource that takes Mandate-minted JWTs (`[[downstream]]`
+/// in the config file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownstreamSettings {
+    /// Its resource identifier (RFC 8707): the tokens' `aud`.
+    pub resource: String,
+    /// The tools it serves, `server/tool`.
+    pub tools: Vec<String>,
+    /// Lifetime of its tokens, in seconds (default 60, at most 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+}
+
+impl DownstreamSettings {
+    /// The resource, checked.
+    pub fn to_downstream(&self) -> anyhow::Result<mandate_auth::Downstream> {
+        let ttl = self.ttl_seconds.map_or(
+            mandate_auth::exchange::DEFAULT_DOWNSTREAM_TTL,
+            std::time::Duration::from_secs,
+        );
+        Ok(mandate_auth::Downstream::new(
+            self.resource.clone(),
+            self.tools.iter().cloned(),
+            ttl,
+        )?)
+    }
+}
+
+/// One approver (`[[approvers]]` in the config file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproverSettings {
+    /// Who the approver is; receipts name them so.
+    pub name: String,
+    /// SHA-256 (hex) of their token (`mandate approvals token` makes one).
+    pub token_sha256: String,
 }
 
 /// One trusted issuer of identity tokens (`[[issuers]]` in the config file).
@@ -72,9 +132,13 @@ pub struct IssuerSettings {
     /// The issuer's JWKS (for SPIFFE, the trust domain's JWT bundle).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_file: Option<PathBuf>,
-    /// Not supported yet: refused with a message saying what to do instead.
+    /// The issuer's JWKS URL (`https://`, or `http://` to a loopback
+    /// address), instead of `jwks_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_url: Option<String>,
+    /// How often the JWKS is read again, in seconds (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_refresh_seconds: Option<u64>,
     /// The claim naming the human the agent acts for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_behalf_of_claim: Option<String>,
@@ -115,6 +179,13 @@ impl Default for Settings {
             resource: None,
             task_max_ttl_seconds: 3600,
             task_signing_key_file: None,
+            approvers: Vec::new(),
+            approval_ttl_seconds: 300,
+            allow_self_approval: false,
+            approval_webhook_url: None,
+            approval_webhook_secret: None,
+            max_pending_approvals_per_agent: 20,
+            downstream: Vec::new(),
         }
     }
 }
@@ -133,7 +204,7 @@ impl Settings {
         }
         figment = figment
             // Only known names: other MANDATE_* variables belong to other tools.
-            .merge(Env::prefixed("MANDATE_").only(&ENV_KEYS))
+            .merge(Env::prefixed("MANDATE_").only(ENV_KEYS))
             .merge(Serialized::defaults(args));
         let settings: Settings = figment.extract().context("invalid configuration")?;
         anyhow::ensure!(
@@ -165,10 +236,51 @@ impl Settings {
             !settings.audience.trim().is_empty(),
             "`audience` (of the task credentials Mandate mints) must not be empty"
         );
+        anyhow::ensure!(
+            settings.approval_ttl_seconds > 0
+                && settings.approval_ttl_seconds <= mandate_core::MAX_APPROVAL_TTL.as_secs(),
+            "`approval_ttl_seconds` must be between 1 and {} (a week)",
+            mandate_core::MAX_APPROVAL_TTL.as_secs()
+        );
+        anyhow::ensure!(
+            settings.max_pending_approvals_per_agent > 0,
+            "`max_pending_approvals_per_agent` must be positive"
+        );
+        match (
+            &settings.approval_webhook_url,
+            settings.approval_webhook_secret.as_deref(),
+        ) {
+            (Some(url), secret) => {
+                anyhow::ensure!(
+                    url.starts_with("http://") || url.starts_with("https://"),
+                    "`approval_webhook_url` (`{url}`) must be an http:// or https:// URL"
+                );
+                anyhow::ensure!(
+                    secret.is_some_and(|s| s.len() >= 16),
+                    "`approval_webhook_url` needs `approval_webhook_secret` (at least 16 characters; set MANDATE_APPROVAL_WEBHOOK_SECRET) to sign notifications"
+                );
+            }
+            (None, Some(_)) => {
+                anyhow::bail!("`approval_webhook_secret` is set but `approval_webhook_url` is not")
+            }
+            (None, None) => {}
+        }
         for (i, issuer) in settings.issuers.iter().enumerate() {
             issuer
                 .check()
                 .with_context(|| format!("invalid `issuers` entry {}", i + 1))?;
+        }
+        let mut resources = std::collections::BTreeSet::new();
+        for (i, downstream) in settings.downstream.iter().enumerate() {
+            downstream
+                .to_downstream()
+                .with_context(|| format!("invalid `downstream` entry {}", i + 1))?;
+            anyhow::ensure!(
+                resources.insert(&downstream.resource),
+                "invalid `downstream` entry {}: resource `{}` is configured twice",
+                i + 1,
+                downstream.resource
+            );
         }
         Ok(settings)
     }
@@ -191,14 +303,22 @@ impl Settings {
 impl IssuerSettings {
     /// The fields an issuer of its kind needs, and none it cannot use.
     fn check(&self) -> anyhow::Result<()> {
-        if let Some(url) = &self.jwks_url {
-            anyhow::bail!(
-                "`jwks_url` (`{url}`) is not supported yet: download the JWKS to a file and set `jwks_file` (keys are read at start)"
-            );
+        match (&self.jwks_file, &self.jwks_url) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "set `jwks_file` or `jwks_url`, not both: the issuer's keys come from one place"
+            ),
+            (None, None) => anyhow::bail!(
+                "`jwks_file` or `jwks_url` is required: the issuer's JWKS (for SPIFFE, the trust domain's JWT bundle)"
+            ),
+            (None, Some(url)) => {
+                mandate_server::jwks::KeySource::url(url).map_err(anyhow::Error::msg)?;
+            }
+            (Some(_), None) => {}
         }
         anyhow::ensure!(
-            self.jwks_file.is_some(),
-            "`jwks_file` is required: the issuer's JWKS (for SPIFFE, the trust domain's JWT bundle)"
+            self.jwks_refresh_seconds
+                .is_none_or(|s| (1..=86_400).contains(&s)),
+            "`jwks_refresh_seconds` must be from 1 to 86400"
         );
         match self.kind {
             IssuerKind::Oidc => {

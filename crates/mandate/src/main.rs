@@ -1,6 +1,7 @@
 //! The `mandate` command: parses arguments and dispatches to a subcommand.
 
 mod cli;
+mod client;
 mod commands;
 mod config;
 mod exit;
@@ -42,6 +43,23 @@ fn main() -> ExitCode {
         cli::Command::Task(cli::TaskCommand::Delegate(args)) => commands::task::delegate(args),
         cli::Command::Task(cli::TaskCommand::End(args)) => commands::task::end(args),
         cli::Command::Task(cli::TaskCommand::Show(args)) => commands::task::show(args),
+        cli::Command::Approvals(cli::ApprovalsCommand::List(args)) => {
+            commands::approvals::list(args)
+        }
+        cli::Command::Approvals(cli::ApprovalsCommand::Show(args)) => {
+            commands::approvals::show(args)
+        }
+        cli::Command::Approvals(cli::ApprovalsCommand::Approve(args)) => {
+            commands::approvals::resolve(args, "approve")
+        }
+        cli::Command::Approvals(cli::ApprovalsCommand::Deny(args)) => {
+            commands::approvals::resolve(args, "deny")
+        }
+        cli::Command::Approvals(cli::ApprovalsCommand::Token(args)) => {
+            commands::approvals::token(args)
+        }
+        cli::Command::Mcp(cli::McpCommand::Wrap(args)) => commands::mcp::wrap(args),
+        cli::Command::Mcp(cli::McpCommand::Proxy(args)) => commands::mcp::proxy(args),
     };
     match result {
         Ok(code) => code.into(),

@@ -25,3 +25,39 @@ pub fn emit(text: &str) -> std::io::Result<()> {
         other => other,
     }
 }
+
+/// Writes human-readable `text` that carries values from agents (intents,
+/// arguments, reasons): control characters other than line feeds, and the
+/// bidirectional overrides, are shown escaped (`\u{1b}`), so that no value
+/// can move the cursor, recolour the terminal or reorder what a person
+/// reads before approving.
+pub fn emit_text(text: &str) -> std::io::Result<()> {
+    emit(&escape_controls(text))
+}
+
+fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if (c.is_control() && c != '\n') || bidi {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn controls_and_bidi_overrides_are_escaped() {
+        assert_eq!(
+            escape_controls("ok\x1b[1A\r\tline\nnext \u{202e}txt"),
+            "ok\\u{1b}[1A\\u{d}\\u{9}line\nnext \\u{202e}txt"
+        );
+        assert_eq!(escape_controls("plain text\n"), "plain text\n");
+    }
+}

@@ -1,11 +1,14 @@
 //! Where the task state and the task authority's key live, and the identity
-//! issuers' keys, read at start.
+//! issuers' keys: JWKS files read at start, JWKS URLs fetched by the server
+//! (`mandate_server::jwks`), both refreshed while it runs.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use mandate_auth::identity::JwkSet;
 use mandate_auth::{IssuerConfig, TaskAuthority, parse_jwks};
+use mandate_server::jwks::{DEFAULT_REFRESH, KeySource};
 
 use crate::config::{IssuerKind, Settings};
 use crate::ledger_files::write_private;
@@ -56,7 +59,28 @@ fn read_key(path: &Path) -> anyhow::Result<TaskAuthority> {
     })
 }
 
-/// The configured identity issuers, with their JWKS files read.
+/// Where each configured issuer's keys come from, and how often they are
+/// read again (in the order of [`issuers`]).
+pub fn key_sources(settings: &Settings) -> Vec<(KeySource, Duration)> {
+    settings
+        .issuers
+        .iter()
+        .map(|issuer| {
+            let source = match (&issuer.jwks_url, &issuer.jwks_file) {
+                (Some(url), _) => KeySource::Url(url.clone()),
+                (None, Some(path)) => KeySource::File(path.clone()),
+                (None, None) => KeySource::File(PathBuf::new()),
+            };
+            let refresh = issuer
+                .jwks_refresh_seconds
+                .map_or(DEFAULT_REFRESH, Duration::from_secs);
+            (source, refresh)
+        })
+        .collect()
+}
+
+/// The configured identity issuers, with their JWKS files read; an issuer
+/// with a `jwks_url` has its keys pending (the server fetches them).
 pub fn issuers(settings: &Settings) -> anyhow::Result<Vec<IssuerConfig>> {
     let resource = settings.resource();
     settings
@@ -65,18 +89,22 @@ pub fn issuers(settings: &Settings) -> anyhow::Result<Vec<IssuerConfig>> {
         .enumerate()
         .map(|(i, issuer)| {
             let entry = i + 1;
-            let path = issuer
-                .jwks_file
-                .as_deref()
-                .with_context(|| format!("`issuers` entry {entry} has no `jwks_file`"))?;
-            let text = std::fs::read_to_string(path).with_context(|| {
-                format!(
-                    "`issuers` entry {entry}: cannot read the JWKS `{}`",
-                    path.display()
-                )
-            })?;
-            let keys = parse_jwks(&text)
-                .with_context(|| format!("`issuers` entry {entry}: `{}`", path.display()))?;
+            let keys = match (&issuer.jwks_file, &issuer.jwks_url) {
+                (Some(path), _) => {
+                    let text = std::fs::read_to_string(path).with_context(|| {
+                        format!(
+                            "`issuers` entry {entry}: cannot read the JWKS `{}`",
+                            path.display()
+                        )
+                    })?;
+                    parse_jwks(&text)
+                        .with_context(|| format!("`issuers` entry {entry}: `{}`", path.display()))?
+                }
+                (None, Some(_)) => JwkSet { keys: Vec::new() },
+                (None, None) => {
+                    anyhow::bail!("`issuers` entry {entry} has no `jwks_file` or `jwks_url`")
+                }
+            };
             let audiences = if issuer.audiences.is_empty() {
                 vec![resource.clone()]
             } else {
@@ -106,6 +134,9 @@ pub fn issuers(settings: &Settings) -> anyhow::Result<Vec<IssuerConfig>> {
             }
             if let Some(max) = issuer.max_token_lifetime_seconds {
                 config = config.with_max_lifetime(Duration::from_secs(max));
+            }
+            if issuer.jwks_url.is_some() {
+                config = config.with_keys_pending();
             }
             Ok(config)
         })

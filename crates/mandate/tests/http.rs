@@ -1032,6 +1032,15 @@ fn openapi_lists_the_served_routes_and_matches_real_bodies() {
         ("/v1/tasks/{id}", "delete"),
         ("/v1/tasks/{id}/delegate", "post"),
         ("/v1/revocations", "get"),
+        ("/v1/tasks", "get"),
+        ("/v1/approvals", "get"),
+        ("/v1/approvals/{id}", "get"),
+        ("/v1/approvals/{id}/approve", "post"),
+        ("/v1/approvals/{id}/deny", "post"),
+        ("/v1/approvers/me", "get"),
+        ("/v1/receipts", "get"),
+        ("/v1/token", "post"),
+        ("/.well-known/jwks.json", "get"),
         ("/.well-known/oauth-protected-resource", "get"),
         ("/v1/checkpoint", "get"),
         ("/v1/receipts/{decision_id}", "get"),
@@ -1061,10 +1070,24 @@ fn openapi_lists_the_served_routes_and_matches_real_bodies() {
                 path,
             ),
         };
-        if path.starts_with("/v1/tasks") || path.starts_with("/v1/decisions") {
+        if path == "/v1/approvals/some-task" && method == "get" {
+            // Anyone may ask an approval's status by its id.
+            reply.assert_error(404, "not_found");
+        } else if path.starts_with("/v1/approv")
+            || path == "/v1/receipts"
+            || (path == "/v1/tasks" && method == "get")
+        {
+            // No approver is configured here: the approver's endpoints fail
+            // closed (tests/approvals.rs covers them with approvers).
+            reply.assert_error(401, "no_approvers");
+        } else if path.starts_with("/v1/tasks") || path.starts_with("/v1/decisions") {
             // No identity issuer is configured here: every task endpoint
             // fails closed (tests/tasks.rs covers them with issuers).
             reply.assert_error(401, "no_identity_issuer");
+        } else if path == "/v1/token" {
+            // An OAuth token request without its form (tests/token_exchange.rs).
+            assert_eq!(reply.status, 400, "{method} {path}: {}", reply.body);
+            assert_eq!(reply.json()["error"], "invalid_request", "{}", reply.body);
         } else {
             assert_eq!(reply.status, 200, "{method} {path}: {}", reply.body);
         }

@@ -18,7 +18,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -344,6 +344,7 @@ fn client_loop(
     requests: Arc<Vec<(String, &'static str)>>,
     first: usize,
     stop: Arc<AtomicBool>,
+    acks: Arc<AtomicUsize>,
 ) -> (Vec<Acked>, Vec<String>) {
     let client = http_client();
     let mut acked = Vec::new();
@@ -385,6 +386,7 @@ fn client_loop(
                 .unwrap_or_else(|| panic!("no receipt_index: {v}")),
             tool: request["action"]["tool"].as_str().unwrap().to_owned(),
         });
+        acks.fetch_add(1, Ordering::Relaxed);
     }
     (acked, unexpected)
 }
@@ -434,7 +436,10 @@ fn acknowledged_decisions_survive_sigkill_and_the_log_stays_one_history() {
     let start = |round: usize| {
         // Half the rounds also sign checkpoints on a short timer, so that
         // kills land between receipts and checkpoints in both ways.
-        let launch = Launch::serve(&data);
+        // Every call here that needs approval opens one: lift the cap on
+        // pending approvals per agent so that they stay approval_required.
+        let launch =
+            Launch::serve(&data).env("MANDATE_MAX_PENDING_APPROVALS_PER_AGENT", "1000000000");
         if round % 2 == 1 {
             launch.args(["--checkpoint-interval-ms", "50"]).start()
         } else {
@@ -468,14 +473,16 @@ fn acknowledged_decisions_survive_sigkill_and_the_log_stays_one_history() {
         handed_out.push(first);
 
         let stop = Arc::new(AtomicBool::new(false));
+        let acks = Arc::new(AtomicUsize::new(0));
         let clients: Vec<JoinHandle<(Vec<Acked>, Vec<String>)>> = (0..CLIENTS)
             .map(|t| {
-                let (url, requests, stop) = (
+                let (url, requests, stop, acks) = (
                     server.url("/v1/decide"),
                     Arc::clone(&requests),
                     Arc::clone(&stop),
+                    Arc::clone(&acks),
                 );
-                std::thread::spawn(move || client_loop(url, requests, t, stop))
+                std::thread::spawn(move || client_loop(url, requests, t, stop, acks))
             })
             .collect();
         let poller = {
@@ -483,7 +490,18 @@ fn acknowledged_decisions_survive_sigkill_and_the_log_stays_one_history() {
             std::thread::spawn(move || checkpoint_loop(url, v, stop))
         };
 
+        // Kill under load: after a random while, once decisions are being
+        // acknowledged (on a loaded machine the first ones can take longer
+        // than the while).
         std::thread::sleep(Duration::from_millis(rng.between(150, 300)));
+        util::poll_until(
+            Duration::from_secs(20),
+            "a first acknowledged decision",
+            || match acks.load(Ordering::Relaxed) {
+                0 => Err(0),
+                n => Ok(n),
+            },
+        );
         let log = server.kill();
         stop.store(true, Ordering::Relaxed);
 

@@ -790,11 +790,17 @@ fn the_protected_resource_metadata_describes_the_server() {
             "authorization_servers": [ISSUER],
             "bearer_methods_supported": ["header"],
             "resource_name": "Mandate",
+            "jwks_uri": format!("{RESOURCE}/.well-known/jwks.json"),
             "mandate_task_credentials": {
                 "format": "biscuit-v3",
                 "public_key": format!("ed25519/{}", gw.authority().public_key_hex()),
                 "audience": AUDIENCE,
                 "revocation_list": format!("{RESOURCE}/v1/revocations"),
+            },
+            "mandate_token_exchange": {
+                "token_endpoint": format!("{RESOURCE}/v1/token"),
+                "issuer": RESOURCE,
+                "subject_token_type": "urn:mandate:token-type:task-credential",
             }
         })
     );
@@ -1006,12 +1012,12 @@ fn identity_configuration_mistakes_stop_the_server() {
     std::fs::write(&bad_key, "not hex\n").unwrap();
     for (config, message) in [
         (
-            format!("[[issuers]]\nissuer = \"{ISSUER}\"\njwks_url = \"https://idp.test/jwks\"\n"),
-            "`jwks_url` (`https://idp.test/jwks`) is not supported yet",
+            format!("[[issuers]]\nissuer = \"{ISSUER}\"\njwks_url = \"http://idp.test/jwks\"\n"),
+            "`http://idp.test/jwks` must be an https:// URL",
         ),
         (
             format!("[[issuers]]\nissuer = \"{ISSUER}\"\n"),
-            "`jwks_file` is required",
+            "`jwks_file` or `jwks_url` is required",
         ),
         (
             format!("[[issuers]]\njwks_file = {jwks:?}\n"),

@@ -195,5 +195,6 @@ pub fn receipt(index: u64, decision: &str) -> Receipt {
         reasons: vec!["customers may be emailed their invoices".to_owned()],
         errors: Vec::new(),
         approver: None,
+        approval: None,
     }
 }

@@ -31,6 +31,7 @@ use mandate_store::HistoryEntry as RecordedEntry;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::approvals::{self, Asker, Gate};
 use crate::auth::{Bearer, credential_refused, insufficient_scope, invalid_token};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
@@ -106,15 +107,17 @@ pub(crate) async fn decide(
     // context digest covers exactly what was evaluated.
     let now = Utc::now();
     request.context.time = Some(now);
+    let approval_id = request.approval_id.take();
     let draft = state
         .receipts()
         .draft(&request, now)
         .map_err(|e| invalid_request(&state, e))?;
     let annotations = request.action.annotations.clone();
+    let asker = Asker::of(&request);
     let call = CallRequest::try_from(request).map_err(|e| invalid_request(&state, e))?;
     let pack = state.pack();
     let tool = format!("{}/{}", call.server(), call.tool());
-    let verdict = match &credential {
+    let mut verdict = match &credential {
         // The credential is the hard limit, whatever the policies say: they
         // see bare tool names, and a pack may permit more than was granted.
         Some(credential) if !credential.allows_tool(&tool) => outside_scope(&tool),
@@ -122,23 +125,48 @@ pub(crate) async fn decide(
     };
     let decision_id = Uuid::now_v7().to_string();
     let mut receipt = draft;
-    record_verdict(&mut receipt, &decision_id, &verdict, pack.version());
     if let Some(credential) = &credential {
         record_delegation(&mut receipt, &credential.chain);
     }
+    // An approval can only turn `approval_required` into `allow` (or into a
+    // deny when it does not cover this request); it never touches a deny.
+    let gate = approvals::gate(
+        &state,
+        approval_id,
+        &mut verdict,
+        &receipt,
+        &decision_id,
+        now,
+    )
+    .await
+    .inspect_err(rejected)?;
+    record_verdict(&mut receipt, &decision_id, &verdict, pack.version());
+    receipt.approval = gate.approval_ref(&decision_id);
+    if let Gate::Released(approval) = &gate {
+        receipt.approver.clone_from(&approval.resolved_by);
+    }
+    let opening = matches!(gate, Gate::Open { .. }).then(|| receipt.clone());
 
     // No answer leaves before its receipt is on disk: a caller never acts on
     // a decision the log could lose.
     let appending = Instant::now();
-    let appended = state.ledger().append(receipt).await.map_err(|e| {
-        tracing::error!(error = %e, %decision_id, "receipt not recorded; answering 503");
-        state.metrics().count_receipt_failure();
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "receipt_unavailable",
-            "the decision could not be recorded in the receipt ledger; treat this call as denied",
-        )
-    })?;
+    let appended = match state.ledger().append(receipt).await {
+        Ok(appended) => appended,
+        Err(e) => {
+            tracing::error!(error = %e, %decision_id, "receipt not recorded; answering 503");
+            state.metrics().count_receipt_failure();
+            // The call is not released after all: the approval may release
+            // it on a later try.
+            if let Gate::Released(approval) = &gate {
+                approvals::unrelease(&state, approval).await;
+            }
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "receipt_unavailable",
+                "the decision could not be recorded in the receipt ledger; treat this call as denied",
+            ));
+        }
+    };
     state
         .metrics()
         .observe_receipt_append(appending.elapsed().as_secs_f64());
@@ -147,6 +175,7 @@ pub(crate) async fn decide(
     // task are made on: a call the history would not show could be followed
     // by one that policies would have stepped up.
     if let Some(credential) = &credential {
+        let made_under = credential.revocation_ids.last().cloned();
         let entry = RecordedEntry {
             decision_id: decision_id.clone(),
             task_id: credential.task_id.clone(),
@@ -163,7 +192,9 @@ pub(crate) async fn decide(
         };
         state
             .tasks()
-            .store(move |store| store.record_decision(&entry))
+            // With the credential it was made under, which a token exchange
+            // of this decision must present (POST /v1/token).
+            .store(move |store| store.record_decision_under(&entry, made_under.as_deref()))
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, %decision_id, "decision not recorded in its task's history; answering 503");
@@ -175,8 +206,59 @@ pub(crate) async fn decide(
             })?;
     }
 
+    // The approval is stored before the answer names it, so that the
+    // agent can wait on it at once.
     let mut response = DecisionResponse::new(decision_id, verdict);
     response.receipt_index = Some(appended.index);
+    match gate {
+        Gate::Open { id, binding, ttl } => {
+            let Some(mut asked) = opening else {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the approval's receipt went missing; treat this call as denied",
+                ));
+            };
+            asked.index = appended.index;
+            let verdict = Verdict {
+                decision: response.decision,
+                policies: response.policies.clone(),
+                reasons: response.reasons.clone(),
+                errors: Vec::new(),
+            };
+            let record = approvals::open(id, &asked, binding, asker, &verdict, now, ttl)
+                .map_err(|e| invalid_request(&state, e))?;
+            response.approval_id = Some(record.approval.id.clone());
+            response.approval_expires_at = Some(record.approval.expires_at);
+            let to_store = record.clone();
+            state
+                .tasks()
+                .store(move |store| store.create_approval(&to_store))
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, decision_id = %response.decision_id, "approval not stored; answering 503");
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "state_unavailable",
+                        "the approval could not be stored; treat this call as denied",
+                    )
+                })?;
+            state.metrics().count_approval("opened");
+            state.approvals().announce(&record, now);
+            state.approvals().changed();
+        }
+        Gate::Waiting(approval) => {
+            response.approval_id = Some(approval.id);
+            response.approval_expires_at = Some(approval.expires_at);
+        }
+        Gate::Released(approval) => {
+            response.approval_id = Some(approval.id);
+            response.approver = approval.resolved_by;
+            state.metrics().count_approval("released");
+            state.approvals().changed();
+        }
+        Gate::Pass | Gate::Refused(_) => {}
+    }
     state
         .metrics()
         .observe_decision(response.decision, started.elapsed().as_secs_f64());

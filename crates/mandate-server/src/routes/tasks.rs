@@ -288,7 +288,7 @@ pub(crate) async fn start(
 ) -> Result<(StatusCode, [(HeaderName, String); 1], Json<TaskStarted>), ApiError> {
     let tasks = state.tasks();
     let now = Utc::now();
-    let agent = agent_identity(tasks, &bearer, now)?;
+    let agent = agent_identity(tasks, &bearer, now).await?;
     let ApiJson(request) = body?;
 
     non_empty_text("intent", &request.intent, MAX_INTENT_BYTES)?;
@@ -365,8 +365,9 @@ pub(crate) async fn start(
 
 /// Show a task with its delegation tree and history.
 ///
-/// The bearer token is a credential of this task (any hop), or the identity
-/// token of the task's root agent (which also shows an ended task).
+/// The bearer token is a credential of this task (any hop), the identity
+/// token of the task's root agent (which also shows an ended task), or an
+/// approver token.
 #[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks",
     params(("id" = String, Path, description = "The task's id")),
     security(("bearer" = [])),
@@ -385,7 +386,10 @@ pub(crate) async fn show(
 ) -> Result<Json<TaskView>, ApiError> {
     let tasks = state.tasks();
     let now = Utc::now();
-    let caller = caller(tasks, &bearer, &id, now)?;
+    let caller = match state.approvals().approver(&bearer.0) {
+        Some(name) => Caller::Approver(name.to_owned()),
+        None => caller(tasks, &bearer, &id, now).await?,
+    };
     let task_id = id.clone();
     let (task, credentials, history) = tasks
         .store(move |store| {
@@ -431,7 +435,7 @@ pub(crate) async fn delegate(
 ) -> Result<(StatusCode, Json<Delegated>), ApiError> {
     let tasks = state.tasks();
     let now = Utc::now();
-    let Caller::Credential(parent) = caller(tasks, &bearer, &id, now)? else {
+    let Caller::Credential(parent) = caller(tasks, &bearer, &id, now).await? else {
         return Err(invalid_token(
             tasks,
             "invalid_token",
@@ -502,8 +506,9 @@ pub(crate) async fn delegate(
 
 /// End a task and revoke every credential issued under it.
 ///
-/// The bearer token is the task's root credential (depth 0) or the identity
-/// token of its root agent; a sub-agent cannot end the task. The revoked
+/// The bearer token is the task's root credential (depth 0), the identity
+/// token of its root agent, or an approver token; a sub-agent cannot end
+/// the task. The revoked
 /// credentials are refused from the moment this answers. Ending an ended
 /// task with the root agent's identity token answers the same again.
 #[utoipa::path(delete, path = "/v1/tasks/{id}", tag = "tasks",
@@ -525,7 +530,10 @@ pub(crate) async fn end(
 ) -> Result<Json<TaskEnded>, ApiError> {
     let tasks = state.tasks();
     let now = Utc::now();
-    let caller = caller(tasks, &bearer, &id, now)?;
+    let caller = match state.approvals().approver(&bearer.0) {
+        Some(name) => Caller::Approver(name.to_owned()),
+        None => caller(tasks, &bearer, &id, now).await?,
+    };
     match &caller {
         Caller::Credential(credential) => {
             if let Some(holder) = credential.holder().filter(|hop| hop.depth > 0) {
@@ -537,6 +545,9 @@ pub(crate) async fn end(
                     ),
                 ));
             }
+        }
+        Caller::Approver(name) => {
+            tracing::info!(task_id = %id, approver = %name, "an approver ends the task");
         }
         Caller::Agent(_) => {
             let task_id = id.clone();
@@ -600,6 +611,8 @@ enum Caller {
     /// The subject of a verified identity token, to compare with the task's
     /// root agent.
     Agent(String),
+    /// An approver (a person, from `[[approvers]]`): sees and ends any task.
+    Approver(String),
 }
 
 impl Caller {
@@ -607,7 +620,7 @@ impl Caller {
     /// was matched with the task already.
     fn authorize(&self, tasks: &Tasks, task: &TaskRecord) -> Result<(), ApiError> {
         match self {
-            Caller::Credential(_) => Ok(()),
+            Caller::Credential(_) | Caller::Approver(_) => Ok(()),
             Caller::Agent(subject) if *subject == task.agent => Ok(()),
             Caller::Agent(subject) => Err(insufficient_scope(
                 tasks,
@@ -619,14 +632,16 @@ impl Caller {
 
 /// Verifies the bearer token for task `id`: a JWT as an agent identity, or
 /// a task credential, which must be of this task.
-fn caller(
+async fn caller(
     tasks: &Tasks,
     bearer: &Bearer,
     id: &str,
     now: DateTime<Utc>,
 ) -> Result<Caller, ApiError> {
     if bearer.is_jwt() {
-        return agent_identity(tasks, bearer, now).map(|identity| Caller::Agent(identity.subject));
+        return agent_identity(tasks, bearer, now)
+            .await
+            .map(|identity| Caller::Agent(identity.subject));
     }
     let credential = tasks
         .verify_credential(&bearer.0, now)
@@ -644,13 +659,14 @@ fn caller(
 }
 
 /// Verifies the bearer token as an agent's identity token.
-fn agent_identity(
+async fn agent_identity(
     tasks: &Tasks,
     bearer: &Bearer,
     now: DateTime<Utc>,
 ) -> Result<VerifiedIdentity, ApiError> {
     let identity = tasks
         .verify_identity(&bearer.0, now)
+        .await
         .map_err(|e| identity_refused(tasks, &e))?;
     let unusable = |what: &str| {
         invalid_token(
@@ -724,7 +740,7 @@ fn after(now: DateTime<Utc>, seconds: u64) -> Option<DateTime<Utc>> {
 }
 
 impl TaskView {
-    fn new(
+    pub(crate) fn new(
         tasks: &Tasks,
         task: TaskRecord,
         credentials: Vec<CredentialRecord>,

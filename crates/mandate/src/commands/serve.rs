@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::Utc;
 use mandate_server::{
-    AppState, ReceiptSettings, ServerConfig, TaskSettings, Tasks, TasksError, policy_dir, reload,
+    AppState, ApprovalSettings, Approvals, ApproverToken, ReceiptSettings, ServerConfig,
+    TaskSettings, Tasks, TasksError, Webhook, policy_dir, reload,
 };
 use mandate_store::{Ledger, LedgerConfig, StoreError, TaskStore};
 
@@ -19,6 +20,10 @@ use crate::task_files;
 
 /// How often tasks whose TTL ran out are ended and their credentials revoked.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(2);
+
+/// How often unanswered approvals past their expiry are expired (each gets
+/// its receipt). Waiting agents see `expired` at the expiry itself.
+const APPROVAL_SWEEP: Duration = Duration::from_secs(1);
 
 pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
     let settings = match Settings::resolve(&args) {
@@ -125,9 +130,28 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
         settings.receipt_arguments == ReceiptArguments::Digest,
         &settings.receipt_redact,
     );
-    let state = AppState::new(pack, dir, Utc::now(), ledger.clone(), receipts, tasks);
+    let approvals = match approval_settings(&settings) {
+        Ok(approvals) => approvals,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(Code::Input);
+        }
+    };
+    let state = AppState::new(
+        pack,
+        dir,
+        Utc::now(),
+        ledger.clone(),
+        receipts,
+        tasks,
+        approvals,
+    );
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
+        // Issuers' keys from URLs, before the first request; an unreachable
+        // one is tried again in the background, its tokens refused meanwhile.
+        state.tasks().issuer_keys().fetch_pending().await;
+        tokio::spawn(mandate_server::jwks::refresh_keys(state.clone()));
         tokio::spawn(reload::watch(
             state.clone(),
             sources,
@@ -136,6 +160,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
         tokio::spawn(mandate_server::tasks::expire_tasks(
             state.clone(),
             EXPIRY_SWEEP,
+        ));
+        tokio::spawn(mandate_server::approvals::expire_approvals(
+            state.clone(),
+            APPROVAL_SWEEP,
         ));
         let served = mandate_server::serve(config.clone(), state)
             .await
@@ -148,6 +176,37 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
         served
     })?;
     Ok(Code::Ok)
+}
+
+/// Approvers, approval lifetime and the webhook, checked.
+fn approval_settings(settings: &Settings) -> anyhow::Result<Approvals> {
+    let approvers = settings
+        .approvers
+        .iter()
+        .map(|a| ApproverToken::new(&a.name, &a.token_sha256))
+        .collect::<Result<Vec<_>, _>>()?;
+    if approvers.is_empty() {
+        tracing::warn!(
+            "no approvers configured: calls that need approval will expire (deny); see docs/approvals.md"
+        );
+    }
+    let webhook = match (
+        &settings.approval_webhook_url,
+        &settings.approval_webhook_secret,
+    ) {
+        (Some(url), Some(secret)) => Some(Webhook {
+            url: url.clone(),
+            secret: secret.as_bytes().to_vec(),
+        }),
+        _ => None,
+    };
+    Ok(Approvals::new(ApprovalSettings {
+        default_ttl: Duration::from_secs(settings.approval_ttl_seconds),
+        allow_self_approval: settings.allow_self_approval,
+        approvers,
+        webhook,
+        max_pending_per_agent: settings.max_pending_approvals_per_agent,
+    })?)
 }
 
 /// Identity issuers, the task signing key and the state database. The inner
@@ -189,6 +248,21 @@ fn open_tasks(settings: &Settings) -> anyhow::Result<anyhow::Result<Tasks>> {
         }
         Err(e) => return Ok(Err(e.into())),
     };
+    // Issuers' keys refreshed from their files or URLs; tokens minted for
+    // the downstream resources. Both were checked with the settings.
+    let downstream = settings
+        .downstream
+        .iter()
+        .map(crate::config::DownstreamSettings::to_downstream)
+        .collect::<anyhow::Result<Vec<_>>>();
+    let tasks = match downstream.and_then(|downstream| {
+        Ok(tasks
+            .with_key_sources(task_files::key_sources(settings))?
+            .with_downstream(downstream)?)
+    }) {
+        Ok(tasks) => tasks,
+        Err(e) => return Ok(Err(e)),
+    };
     for warning in tasks.identity_warnings() {
         tracing::warn!("{warning}");
     }
@@ -198,6 +272,8 @@ fn open_tasks(settings: &Settings) -> anyhow::Result<anyhow::Result<Tasks>> {
             resource = %tasks.resource(),
             audience = %tasks.audience(),
             public_key = %tasks.public_key(),
+            downstream = tasks.exchange().resources().count(),
+            token_key = %tasks.exchange().signer().kid(),
             "tasks ready"
         );
     } else {

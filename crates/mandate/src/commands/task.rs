@@ -2,22 +2,19 @@
 //! endpoints of a running server (docs/http-api.md, "Tasks and credentials").
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use reqwest::Method;
-use reqwest::blocking::Client;
 use serde_json::{Map, Value, json};
 
 use crate::cli::{ServerArgs, TaskDelegateArgs, TaskIdArgs, TaskStartArgs};
+use crate::client::{Answer, str_of, strings};
 use crate::exit::Code;
-use crate::output::{emit, outln};
+use crate::output::{emit, emit_text, outln};
 
-/// How long one request may take, connecting included.
-const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The outcome of a command before it is printed: a JSON answer, or the exit
-/// code of a failure already reported on stderr.
-type Answer = Result<Value, Code>;
+/// One request to the server named by `args`.
+fn request(args: &ServerArgs, method: Method, path: &[&str], body: Option<&Value>) -> Answer {
+    crate::client::request(&args.into(), method, path, &[], body)
+}
 
 pub fn start(args: TaskStartArgs) -> anyhow::Result<Code> {
     let params = match parse_params(&args.params) {
@@ -129,14 +126,13 @@ pub fn show(args: TaskIdArgs) -> anyhow::Result<Code> {
         Ok(answer) => answer,
         Err(code) => return Ok(code),
     };
-    let out = if args.server.json {
+    if args.server.json {
         let mut out = serde_json::to_string_pretty(&answer)?;
         out.push('\n');
-        out
+        emit(&out)?;
     } else {
-        describe(&answer)
-    };
-    emit(&out)?;
+        emit_text(&describe(&answer))?;
+    }
     Ok(Code::Ok)
 }
 
@@ -253,25 +249,6 @@ fn display_list(items: &[String]) -> String {
     }
 }
 
-/// The string at `key`, or "" (the server's answers always have them).
-fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or_default()
-}
-
-/// The strings of the array at `key`.
-fn strings(v: &Value, key: &str) -> Vec<String> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn input_error(message: &str) -> anyhow::Result<Code> {
     eprintln!("error: {message}");
     Ok(Code::Input)
@@ -297,127 +274,4 @@ fn parse_params(params: &[String]) -> Result<Map<String, Value>, String> {
         }
     }
     Ok(map)
-}
-
-/// The bearer token: `--token-file`, else `--token` or MANDATE_TOKEN.
-fn token(args: &ServerArgs) -> Result<String, String> {
-    let token = match &args.token_file {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the token file `{}`: {e}", path.display()))?
-            .trim()
-            .to_owned(),
-        None => args.token.as_deref().unwrap_or_default().trim().to_owned(),
-    };
-    if token.is_empty() {
-        return Err(match &args.token_file {
-            Some(path) => format!("the token file `{}` is empty", path.display()),
-            None => "no token: pass --token or --token-file, or set MANDATE_TOKEN".to_owned(),
-        });
-    }
-    Ok(token)
-}
-
-/// Sends one request to the server and returns its JSON answer. Failures are
-/// reported on stderr and come back as the exit code.
-fn request(args: &ServerArgs, method: Method, path: &[&str], body: Option<&Value>) -> Answer {
-    let report = |code: Code, message: &str| {
-        eprintln!("error: {message}");
-        code
-    };
-    let token = token(args).map_err(|m| report(Code::Input, &m))?;
-    let mut url = reqwest::Url::parse(&args.server)
-        .map_err(|e| report(Code::Input, &format!("--server `{}`: {e}", args.server)))?;
-    match url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(report(
-                Code::Input,
-                &format!(
-                    "--server `{}`: this build of mandate speaks plain HTTP only (no TLS); reach the server over http://",
-                    args.server
-                ),
-            ));
-        }
-        other => {
-            return Err(report(
-                Code::Input,
-                &format!(
-                    "--server `{}`: unsupported scheme `{other}`; expected http://",
-                    args.server
-                ),
-            ));
-        }
-    }
-    {
-        let Ok(mut segments) = url.path_segments_mut() else {
-            return Err(report(
-                Code::Input,
-                &format!("--server `{}` cannot be a base URL", args.server),
-            ));
-        };
-        segments.pop_if_empty().extend(path);
-    }
-    let client = Client::builder()
-        .timeout(TIMEOUT)
-        .build()
-        .map_err(|e| report(Code::Failure, &format!("cannot build the HTTP client: {e}")))?;
-    let mut request = client
-        .request(method, url.clone())
-        .bearer_auth(token)
-        .header(reqwest::header::ACCEPT, "application/json");
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    let response = request.send().map_err(|e| {
-        report(
-            Code::Input,
-            &format!(
-                "cannot reach the Mandate server at {}: {}",
-                args.server,
-                error_chain(&e)
-            ),
-        )
-    })?;
-    let status = response.status();
-    let text = response.text().map_err(|e| {
-        report(
-            Code::Failure,
-            &format!("reading the answer of {url}: {}", error_chain(&e)),
-        )
-    })?;
-    let value: Option<Value> = serde_json::from_str(&text).ok();
-    if status.is_success() {
-        return value.ok_or_else(|| {
-            report(
-                Code::Failure,
-                &format!("{url} answered {status} with a body that is not JSON"),
-            )
-        });
-    }
-    let code = match status.as_u16() {
-        400 | 413 | 415 | 422 => Code::Input,
-        _ => Code::Failure,
-    };
-    let error = value.as_ref().and_then(|v| {
-        Some((
-            v.get("error")?.as_str()?.to_owned(),
-            v.get("message")?.as_str()?.to_owned(),
-        ))
-    });
-    Err(match error {
-        Some((error, message)) => report(code, &format!("{error}: {message}")),
-        None => report(code, &format!("{url} answered {status}: {}", text.trim())),
-    })
-}
-
-/// An error with its sources, as `outer: inner: …`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+pub mod mcp;
 pub mod tasks;
 
 /// How long a server may take to start listening (or a failing start to exit).
@@ -480,6 +481,25 @@ impl Server {
     /// `POST /v1/decide` with a JSON body.
     pub fn decide(&self, request: &Value) -> Reply {
         self.decide_raw(request.to_string(), Some("application/json"))
+    }
+
+    /// `POST PATH` with a raw body, a content type if given, and extra
+    /// headers.
+    pub fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<Vec<u8>>,
+        content_type: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = self.client.post(self.url(path)).body(body.into());
+        if let Some(ct) = content_type {
+            request = request.header(reqwest::header::CONTENT_TYPE, ct);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request)
     }
 
     /// Any method on any path, without a body.

@@ -1,0 +1,156 @@
+//! What an upstream says about its tools: their annotations, learned from
+//! the `tools/list` results that pass through the gateway (or that the
+//! gateway asks for itself when a call names a tool it has not seen), and
+//! the filtering of those results for `hide_denied_tools`.
+
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
+
+use serde_json::Value;
+
+use crate::pep::Pep;
+
+/// One upstream's tools, by name: the `annotations` object each was listed
+/// with (`None` when the tool was listed without one).
+#[derive(Debug, Default)]
+pub struct Catalog {
+    inner: RwLock<Known>,
+}
+
+#[derive(Debug, Default)]
+struct Known {
+    tools: HashMap<String, Option<Value>>,
+    /// Whether a complete listing (every page) was read since the last
+    /// `notifications/tools/list_changed`.
+    complete: bool,
+}
+
+/// What the catalog knows of one tool.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// Listed, with these annotations (if any).
+    Listed(Option<Value>),
+    /// Not listed, and a complete listing was read: the upstream does not
+    /// list it.
+    Unlisted,
+    /// Not known yet: ask the upstream.
+    Unknown,
+}
+
+impl Catalog {
+    /// Learns the tools of one `tools/list` result; `complete` when the
+    /// result is a whole listing (the first page without a `nextCursor`), or
+    /// the last page of one the gateway read itself.
+    pub fn learn(&self, result: &Value, complete: bool) {
+        let Some(tools) = result.get("tools").and_then(Value::as_array) else {
+            return;
+        };
+        let mut known = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        for tool in tools {
+            if let Some(name) = tool.get("name").and_then(Value::as_str) {
+                known
+                    .tools
+                    .insert(name.to_owned(), tool.get("annotations").cloned());
+            }
+        }
+        if complete {
+            known.complete = true;
+        }
+    }
+
+    /// Forgets completeness: the upstream said its tools changed. Known
+    /// annotations stay until a listing replaces them.
+    pub fn invalidate(&self) {
+        self.inner
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .complete = false;
+    }
+
+    /// What is known of `tool`.
+    pub fn lookup(&self, tool: &str) -> Lookup {
+        let known = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        match known.tools.get(tool) {
+            Some(annotations) => Lookup::Listed(annotations.clone()),
+            None if known.complete => Lookup::Unlisted,
+            None => Lookup::Unknown,
+        }
+    }
+}
+
+/// Removes from a `tools/list` result the tools the task may never call
+/// (see [`Pep::may_call`]), renaming the kept ones with `rename`. Returns
+/// whether anything changed.
+pub fn filter_tools(
+    pep: &Pep,
+    server: &str,
+    result: &mut Value,
+    rename: impl Fn(&str) -> Option<String>,
+) -> bool {
+    let hide = pep.config().hide_denied_tools;
+    let Some(tools) = result.get_mut("tools").and_then(Value::as_array_mut) else {
+        return false;
+    };
+    let before = tools.len();
+    if hide {
+        tools.retain(|tool| {
+            tool.get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|name| pep.may_call(server, name))
+        });
+    }
+    let mut renamed = false;
+    for tool in tools.iter_mut() {
+        let new = tool.get("name").and_then(Value::as_str).and_then(&rename);
+        if let (Some(new), Some(object)) = (new, tool.as_object_mut()) {
+            object.insert("name".to_owned(), Value::String(new));
+            renamed = true;
+        }
+    }
+    renamed || tools.len() != before
+}
+
+/// Whether a `tools/list` request asked for a later page.
+pub fn is_first_page(request: &Value) -> bool {
+    request
+        .get("params")
+        .and_then(|p| p.get("cursor"))
+        .is_none_or(Value::is_null)
+}
+
+/// Whether a `tools/list` result has more pages.
+pub fn has_more(result: &Value) -> bool {
+    result.get("nextCursor").is_some_and(|c| !c.is_null())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn learns_and_forgets() {
+        let catalog = Catalog::default();
+        assert_eq!(catalog.lookup("a"), Lookup::Unknown);
+        catalog.learn(
+            &json!({"tools": [{"name": "a", "annotations": {"readOnlyHint": true}}, {"name": "b"}]}),
+            true,
+        );
+        assert_eq!(
+            catalog.lookup("a"),
+            Lookup::Listed(Some(json!({"readOnlyHint": true})))
+        );
+        assert_eq!(catalog.lookup("b"), Lookup::Listed(None));
+        assert_eq!(catalog.lookup("c"), Lookup::Unlisted);
+        catalog.invalidate();
+        assert_eq!(catalog.lookup("c"), Lookup::Unknown);
+    }
+
+    #[test]
+    fn pages() {
+        assert!(is_first_page(&json!({"params": {}})));
+        assert!(!is_first_page(&json!({"params": {"cursor": "x"}})));
+        assert!(has_more(&json!({"nextCursor": "x"})));
+        assert!(!has_more(&json!({"tools": []})));
+    }
+}

@@ -1,0 +1,186 @@
+//! The gateway's configuration file (TOML): tool annotation overrides,
+//! tools/list filtering, the approval wait, and the task context sent when
+//! the gateway decides as a configured agent (without a task credential).
+//!
+//! ```toml
+//! hide_denied_tools = true
+//! approval_wait_seconds = 60
+//!
+//! [tools."write_file"]          # any upstream's `write_file`
+//! destructive = true
+//!
+//! [tools."fs/read_text_file"]   # only upstream `fs`'s (wins over the above)
+//! read_only = true
+//! open_world = false
+//!
+//! [task]                        # agent mode only: sent as `context.task`
+//! intent = "tidy the notes folder"
+//! tools = ["read_text_file", "list_directory"]
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// What went wrong reading the configuration file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read the MCP gateway config `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("invalid MCP gateway config `{path}`: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The configuration file's contents.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Hide from `tools/list` the tools the task can never call (see
+    /// [`crate::Pep::may_call`]).
+    #[serde(default)]
+    pub hide_denied_tools: bool,
+    /// How long a call waiting for an approval is held, in seconds.
+    #[serde(default)]
+    pub approval_wait_seconds: Option<u64>,
+    /// The person the agent acts for (agent mode: `principal.on_behalf_of`).
+    #[serde(default)]
+    pub on_behalf_of: Option<String>,
+    /// Annotation overrides, by tool name (`tool` or `server/tool`).
+    #[serde(default)]
+    pub tools: BTreeMap<String, AnnotationOverride>,
+    /// The task context sent with every decision in agent mode.
+    #[serde(default)]
+    pub task: Option<TaskContext>,
+}
+
+/// Annotations that replace what an upstream says about a tool: servers can
+/// lie, and these are the operator's word. Unset fields keep the upstream's.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnotationOverride {
+    /// `readOnlyHint`.
+    pub read_only: Option<bool>,
+    /// `destructiveHint`.
+    pub destructive: Option<bool>,
+    /// `idempotentHint`.
+    pub idempotent: Option<bool>,
+    /// `openWorldHint`.
+    pub open_world: Option<bool>,
+}
+
+impl AnnotationOverride {
+    /// Writes the set fields over `annotations` (MCP hint names).
+    pub fn apply(&self, annotations: &mut Map<String, Value>) {
+        for (key, value) in [
+            ("readOnlyHint", self.read_only),
+            ("destructiveHint", self.destructive),
+            ("idempotentHint", self.idempotent),
+            ("openWorldHint", self.open_world),
+        ] {
+            if let Some(value) = value {
+                annotations.insert(key.to_owned(), Value::Bool(value));
+            }
+        }
+    }
+}
+
+/// The task context of agent mode, sent as `context.task` (see the
+/// `POST /v1/decide` request in docs/http-api.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskContext {
+    /// `context.task.id`.
+    pub id: Option<String>,
+    /// `context.task.intent`.
+    pub intent: Option<String>,
+    /// `context.task.tools`: bare tool names. Also what `hide_denied_tools`
+    /// keeps in agent mode.
+    pub tools: Option<Vec<String>>,
+    /// `context.task.labels`.
+    pub labels: Option<Vec<String>>,
+    /// `context.task.params`.
+    pub params: Option<Map<String, Value>>,
+}
+
+impl GatewayConfig {
+    /// Reads and checks the file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses the TOML text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// The override for `tool` of `server`: `server/tool` wins over `tool`.
+    pub fn override_for(&self, server: &str, tool: &str) -> Option<&AnnotationOverride> {
+        self.tools
+            .get(&format!("{server}/{tool}"))
+            .or_else(|| self.tools.get(tool))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let config = GatewayConfig::parse(
+            r#"
+hide_denied_tools = true
+approval_wait_seconds = 5
+[tools."write_file"]
+destructive = true
+[tools."fs/write_file"]
+read_only = false
+[task]
+intent = "x"
+tools = ["read_file"]
+params = { allowed = ["a"] }
+"#,
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        assert!(config.hide_denied_tools);
+        assert_eq!(config.approval_wait_seconds, Some(5));
+        let fs = config.override_for("fs", "write_file").map(|o| o.read_only);
+        assert_eq!(fs, Some(Some(false)));
+        let other = config
+            .override_for("git", "write_file")
+            .map(|o| o.destructive);
+        assert_eq!(other, Some(Some(true)));
+        let mut annotations = Map::new();
+        annotations.insert("destructiveHint".into(), Value::Bool(false));
+        config.tools["write_file"].apply(&mut annotations);
+        assert_eq!(annotations["destructiveHint"], Value::Bool(true));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let error = GatewayConfig::parse("[tools.x]\ndestructiv = true\n").err();
+        assert!(error.is_some_and(|e| e.contains("destructiv")));
+    }
+}

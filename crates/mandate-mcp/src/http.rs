@@ -1,0 +1,770 @@
+//! The streamable HTTP proxy: fronts MCP servers that speak streamable HTTP,
+//! relaying every request and stream and deciding each `tools/call` first.
+//!
+//! Each upstream `NAME=URL` is served at `/NAME/mcp`; with exactly one
+//! upstream it is also served at `/mcp`. The proxy is transparent to the
+//! protocol's HTTP layer: `POST`, `GET` (the server's SSE stream) and
+//! `DELETE` go to the upstream with the client's headers (`Mcp-Session-Id`,
+//! `MCP-Protocol-Version`, `Accept`, `Authorization`, `Last-Event-ID`…), and
+//! the upstream's status, headers and body come back, SSE streams passed
+//! through as they arrive. Sessions are the upstream's: the proxy keys its
+//! own per-session state (agent-mode history) by the `Mcp-Session-Id` the
+//! upstream issued.
+//!
+//! Intercepted, as in the stdio wrapper: `tools/call` requests (decided;
+//! a denied call is answered by the proxy and never reaches the upstream),
+//! `tools/list` results (annotations learned, hidden tools removed) and the
+//! results of allowed calls (recorded), in JSON answers and in SSE streams
+//! alike. A JSON-RPC batch (an array, allowed by protocol version 2025-03-26
+//! only) is refused with a JSON-RPC error: its calls could not be decided
+//! one by one without rewriting the batch.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::serve::ListenerExt as _;
+use futures_util::StreamExt as _;
+use rmcp::model::ErrorCode;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::catalog::{self, Catalog, Lookup};
+use crate::jsonrpc::{self, IdKey, Message};
+use crate::pep::{Allowed, Gate, Pep, Session};
+
+/// The session header of streamable HTTP.
+const SESSION_HEADER: &str = "mcp-session-id";
+/// How long the proxy waits for its own `tools/list`.
+const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One upstream MCP server.
+#[derive(Debug, Clone)]
+pub struct UpstreamSpec {
+    /// Its name: the path prefix and `action.server` in decisions.
+    pub name: String,
+    /// Its streamable HTTP endpoint, such as `http://127.0.0.1:3001/mcp`.
+    pub url: String,
+}
+
+/// The proxy's settings.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// The upstreams.
+    pub upstreams: Vec<UpstreamSpec>,
+    /// The bound on one request body (and on a JSON answer the proxy reads).
+    pub max_message_bytes: usize,
+}
+
+/// Why the proxy cannot run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// An upstream is named twice, or its name cannot be a path segment or
+    /// a server name.
+    #[error(
+        "invalid upstream `{0}`: names must be unique, non-empty, and made of letters, digits, `-`, `_` and `.`"
+    )]
+    Upstream(String),
+    /// The HTTP client cannot be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// Serving failed.
+    #[error("MCP proxy: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+struct Upstream {
+    spec: UpstreamSpec,
+    catalog: Catalog,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+struct Proxy {
+    pep: Arc<Pep>,
+    http: reqwest::Client,
+    upstreams: HashMap<String, Arc<Upstream>>,
+    single: Option<String>,
+    max: usize,
+}
+
+/// The proxy's router, for serving or for tests.
+pub fn router(pep: Arc<Pep>, options: ProxyOptions) -> Result<Router, ProxyError> {
+    let mut upstreams = HashMap::new();
+    for spec in &options.upstreams {
+        let valid = !spec.name.is_empty()
+            && spec
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid || upstreams.contains_key(&spec.name) {
+            return Err(ProxyError::Upstream(spec.name.clone()));
+        }
+        upstreams.insert(
+            spec.name.clone(),
+            Arc::new(Upstream {
+                spec: spec.clone(),
+                catalog: Catalog::default(),
+                sessions: Mutex::default(),
+            }),
+        );
+    }
+    let single = match options.upstreams.as_slice() {
+        [only] => Some(only.name.clone()),
+        _ => None,
+    };
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .build()?;
+    let proxy = Arc::new(Proxy {
+        pep,
+        http,
+        upstreams,
+        single,
+        max: options.max_message_bytes,
+    });
+    Ok(Router::new()
+        .route("/mcp", any(single_upstream))
+        .route("/{name}/mcp", any(named_upstream))
+        .with_state(proxy))
+}
+
+/// Serves the proxy on `listener` until the task is dropped.
+pub async fn serve(
+    pep: Arc<Pep>,
+    options: ProxyOptions,
+    listener: TcpListener,
+) -> Result<(), ProxyError> {
+    let app = router(pep, options)?;
+    // Small answers must not wait for the client's delayed ACK (Nagle).
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn single_upstream(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+    match proxy.single.clone() {
+        Some(name) => proxy.relay(&name, request).await,
+        None => plain(
+            StatusCode::NOT_FOUND,
+            "this proxy fronts several MCP servers: use /NAME/mcp",
+        ),
+    }
+}
+
+async fn named_upstream(
+    State(proxy): State<Arc<Proxy>>,
+    Path(name): Path<String>,
+    request: Request,
+) -> Response {
+    proxy.relay(&name, request).await
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (status, text).into_response()
+}
+
+/// A JSON-RPC message as an HTTP answer.
+fn rpc(status: StatusCode, message: Value) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        message.to_string(),
+    )
+        .into_response()
+}
+
+/// Headers that belong to one connection, not to the message.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host"
+            | "content-length"
+            | "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+    )
+}
+
+/// What to do with the answer to a forwarded request.
+enum Watch {
+    /// Nothing: pass it through.
+    None,
+    /// A `tools/list`: learn and filter.
+    List { id: Value, first_page: bool },
+    /// An allowed `tools/call`: record its outcome.
+    Call { id: Value, allowed: Allowed },
+}
+
+impl Proxy {
+    async fn relay(self: &Arc<Self>, name: &str, request: Request) -> Response {
+        let Some(upstream) = self.upstreams.get(name).cloned() else {
+            return plain(StatusCode::NOT_FOUND, "no such MCP server on this proxy");
+        };
+        let (parts, body) = request.into_parts();
+        let session_id = parts
+            .headers
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if parts.method == Method::DELETE
+            && let Some(id) = &session_id
+        {
+            upstream
+                .sessions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(id);
+        }
+        if parts.method != Method::POST {
+            let upstream_request = self.forward(&upstream, &parts.method, &parts.headers, None);
+            return self
+                .pass(upstream_request, &upstream, session_id, Watch::None)
+                .await;
+        }
+
+        let bytes = match axum::body::to_bytes(body, self.max).await {
+            Ok(b) => b,
+            Err(_) => {
+                return rpc(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    jsonrpc::error(
+                        None,
+                        ErrorCode::INVALID_REQUEST,
+                        format!("the request body is larger than {} bytes", self.max),
+                    ),
+                );
+            }
+        };
+        let message: Value = match serde_json::from_slice(&bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                return rpc(
+                    StatusCode::BAD_REQUEST,
+                    jsonrpc::error(
+                        None,
+                        ErrorCode::PARSE_ERROR,
+                        format!("the body is not valid JSON: {e}"),
+                    ),
+                );
+            }
+        };
+        let (watch, body) = match jsonrpc::classify(&message) {
+            Message::Invalid { id, reason } => {
+                return rpc(
+                    StatusCode::BAD_REQUEST,
+                    jsonrpc::error(id.as_ref(), ErrorCode::INVALID_REQUEST, reason),
+                );
+            }
+            Message::Request { id, method } if method == jsonrpc::TOOLS_CALL => {
+                let call = match jsonrpc::tool_call(&message) {
+                    Ok(call) => call,
+                    Err(reason) => {
+                        return rpc(
+                            StatusCode::OK,
+                            jsonrpc::error(Some(&id), ErrorCode::INVALID_PARAMS, reason),
+                        );
+                    }
+                };
+                let session = upstream.session(session_id.as_deref());
+                let known = self
+                    .annotations(&upstream, &parts.headers, &call.name)
+                    .await;
+                let annotations = self.pep.annotations(name, &call.name, known.as_ref());
+                match self
+                    .pep
+                    .decide(&session, name, &call.name, annotations, call.arguments)
+                    .await
+                {
+                    Gate::Deny(text) => {
+                        return rpc(
+                            StatusCode::OK,
+                            jsonrpc::result(&id, jsonrpc::tool_error(text)),
+                        );
+                    }
+                    // What was checked is what goes upstream.
+                    Gate::Allow(allowed) => (
+                        Watch::Call { id, allowed },
+                        Bytes::from(message.to_string()),
+                    ),
+                }
+            }
+            Message::Request { id, method } if method == jsonrpc::TOOLS_LIST => (
+                Watch::List {
+                    id,
+                    first_page: catalog::is_first_page(&message),
+                },
+                bytes,
+            ),
+            Message::Notification { method } => {
+                if method == "notifications/tools/list_changed" {
+                    upstream.catalog.invalidate();
+                }
+                (Watch::None, bytes)
+            }
+            _ => (Watch::None, bytes),
+        };
+        let upstream_request = self.forward(&upstream, &parts.method, &parts.headers, Some(body));
+        self.pass(upstream_request, &upstream, session_id, watch)
+            .await
+    }
+
+    /// The request to the upstream: the client's method, headers (less the
+    /// connection's own) and body.
+    fn forward(
+        &self,
+        upstream: &Upstream,
+        method: &Method,
+        headers: &HeaderMap,
+        body: Option<Bytes>,
+    ) -> reqwest::RequestBuilder {
+        let mut request = self.http.request(method.clone(), &upstream.spec.url);
+        for (name, value) in headers {
+            if !hop_by_hop(name) {
+                request = request.header(name, value);
+            }
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        request
+    }
+
+    /// Sends the request upstream and passes the answer back, watching it
+    /// for the response `watch` names.
+    async fn pass(
+        self: &Arc<Self>,
+        request: reqwest::RequestBuilder,
+        upstream: &Arc<Upstream>,
+        session_id: Option<String>,
+        watch: Watch,
+    ) -> Response {
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(upstream = %upstream.spec.name, error = %e, "the MCP server cannot be reached");
+                let id = match &watch {
+                    Watch::List { id, .. } | Watch::Call { id, .. } => Some(id.clone()),
+                    Watch::None => None,
+                };
+                return rpc(
+                    StatusCode::BAD_GATEWAY,
+                    jsonrpc::error(
+                        id.as_ref(),
+                        ErrorCode::INTERNAL_ERROR,
+                        format!("the MCP server `{}` cannot be reached", upstream.spec.name),
+                    ),
+                );
+            }
+        };
+        let status = response.status();
+        let mut headers = HeaderMap::new();
+        for (name, value) in response.headers() {
+            if !hop_by_hop(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        // The session the upstream issued (on `initialize`) or the client's.
+        let session_id = response
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or(session_id);
+        let session = upstream.session(session_id.as_deref());
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+
+        if matches!(watch, Watch::None) {
+            let mut answer = Response::new(Body::from_stream(response.bytes_stream()));
+            *answer.status_mut() = status;
+            *answer.headers_mut() = headers;
+            return answer;
+        }
+        let watcher = Watcher {
+            proxy: self.clone(),
+            upstream: upstream.clone(),
+            session,
+            watch: Some(watch),
+        };
+        let body = if content_type.starts_with("text/event-stream") {
+            watcher.sse(response)
+        } else {
+            match watcher.json(response).await {
+                Ok(bytes) => Body::from(bytes),
+                Err(reason) => {
+                    return rpc(
+                        StatusCode::BAD_GATEWAY,
+                        jsonrpc::error(None, ErrorCode::INTERNAL_ERROR, reason),
+                    );
+                }
+            }
+        };
+        let mut answer = Response::new(body);
+        *answer.status_mut() = status;
+        *answer.headers_mut() = headers;
+        answer
+    }
+
+    /// The annotations `tool` was listed with; lists the upstream's tools
+    /// (in the client's session) if it has not been seen.
+    async fn annotations(
+        &self,
+        upstream: &Upstream,
+        headers: &HeaderMap,
+        tool: &str,
+    ) -> Option<Value> {
+        match upstream.catalog.lookup(tool) {
+            Lookup::Listed(annotations) => return annotations,
+            Lookup::Unlisted => return None,
+            Lookup::Unknown => {}
+        }
+        let mut cursor: Option<Value> = None;
+        for page in 0..32 {
+            let id = format!("mandate-list-{}-{page}", uuid::Uuid::new_v4());
+            let params = match &cursor {
+                Some(c) => json!({"cursor": c}),
+                None => json!({}),
+            };
+            let body = json!({"jsonrpc": "2.0", "id": id, "method": jsonrpc::TOOLS_LIST, "params": params});
+            let request = self
+                .forward(
+                    upstream,
+                    &Method::POST,
+                    headers,
+                    Some(Bytes::from(body.to_string())),
+                )
+                .timeout(LIST_TIMEOUT);
+            let Some(result) = ask(request, &Value::String(id), self.max).await else {
+                break;
+            };
+            let more = catalog::has_more(&result);
+            upstream.catalog.learn(&result, !more);
+            if !more {
+                break;
+            }
+            cursor = result.get("nextCursor").cloned();
+        }
+        match upstream.catalog.lookup(tool) {
+            Lookup::Listed(annotations) => annotations,
+            _ => None,
+        }
+    }
+}
+
+impl Upstream {
+    /// The proxy's state for a session (a fresh one without a session id).
+    fn session(&self, id: Option<&str>) -> Arc<Session> {
+        let Some(id) = id else {
+            return Arc::new(Session::default());
+        };
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id.to_owned())
+            .or_default()
+            .clone()
+    }
+}
+
+/// Sends a request of the proxy's own and reads the result of `id`, from a
+/// JSON answer or an SSE stream.
+async fn ask(request: reqwest::RequestBuilder, id: &Value, max: usize) -> Option<Value> {
+    let response = request.send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let sse = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/event-stream"));
+    if !sse {
+        let bytes = response.bytes().await.ok()?;
+        let message: Value = serde_json::from_slice(&bytes).ok()?;
+        return message.get("result").cloned();
+    }
+    let mut events = SseSplitter::default();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.ok()?;
+        for event in events.push(&chunk) {
+            if let Some(message) = event.message()
+                && message.get("id") == Some(id)
+            {
+                return message.get("result").cloned();
+            }
+        }
+        if events.buffered() > max {
+            return None;
+        }
+    }
+    None
+}
+
+/// Watches one answer for the response to a watched request.
+struct Watcher {
+    proxy: Arc<Proxy>,
+    upstream: Arc<Upstream>,
+    session: Arc<Session>,
+    watch: Option<Watch>,
+}
+
+impl Watcher {
+    /// Applies the watch to a response message, if it is the one watched;
+    /// returns the message to pass on when it changed.
+    async fn on_message(&mut self, message: &mut Value) -> bool {
+        let id = match &self.watch {
+            Some(Watch::List { id, .. } | Watch::Call { id, .. }) => id,
+            _ => return false,
+        };
+        if !matches!(jsonrpc::classify(message), Message::Response { id: ref got } if IdKey::of(got) == IdKey::of(id))
+        {
+            return false;
+        }
+        match self.watch.take() {
+            Some(Watch::List { first_page, .. }) => match message.get_mut("result") {
+                Some(result) => {
+                    self.upstream
+                        .catalog
+                        .learn(result, first_page && !catalog::has_more(result));
+                    catalog::filter_tools(&self.proxy.pep, &self.upstream.spec.name, result, |_| {
+                        None
+                    })
+                }
+                None => false,
+            },
+            Some(Watch::Call { allowed, .. }) => {
+                let failed = jsonrpc::call_failed(message);
+                let hold = self.proxy.pep.hold_reports(&self.session).await;
+                let pep = self.proxy.pep.clone();
+                let session = self.session.clone();
+                tokio::spawn(async move {
+                    pep.record_result(&session, hold, allowed, failed).await;
+                });
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// A JSON answer: read whole (bounded), watched, passed on.
+    async fn json(mut self, response: reqwest::Response) -> Result<Bytes, String> {
+        let mut bytes = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| format!("the MCP server's answer was cut off: {e}"))?;
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > self.proxy.max {
+                return Err(format!(
+                    "the MCP server's answer is larger than {} bytes",
+                    self.proxy.max
+                ));
+            }
+        }
+        let Ok(mut message) = serde_json::from_slice::<Value>(&bytes) else {
+            return Ok(Bytes::from(bytes));
+        };
+        if self.on_message(&mut message).await {
+            return Ok(Bytes::from(message.to_string()));
+        }
+        Ok(Bytes::from(bytes))
+    }
+
+    /// An SSE stream: passed on event by event as it arrives; the watched
+    /// response's event is rewritten when it changed.
+    fn sse(mut self, response: reqwest::Response) -> Body {
+        let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+        tokio::spawn(async move {
+            let mut stream = response.bytes_stream();
+            let mut events = SseSplitter::default();
+            while let Some(chunk) = stream.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.send(Err(std::io::Error::other(e))).await;
+                        return;
+                    }
+                };
+                for event in events.push(&chunk) {
+                    let out = match event.message() {
+                        Some(mut message) if self.watch.is_some() => {
+                            if self.on_message(&mut message).await {
+                                event.with_data(&message.to_string())
+                            } else {
+                                event.raw
+                            }
+                        }
+                        _ => event.raw,
+                    };
+                    if tx.send(Ok(out)).await.is_err() {
+                        return; // the client went away
+                    }
+                }
+                if events.buffered() > self.proxy.max {
+                    tracing::warn!(
+                        "an SSE event from the MCP server is over the size bound; stream closed"
+                    );
+                    return;
+                }
+            }
+            let rest = events.rest();
+            if !rest.is_empty() {
+                let _ = tx.send(Ok(rest)).await;
+            }
+        });
+        Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+    }
+}
+
+/// Splits an SSE byte stream into events (blocks ended by a blank line),
+/// keeping each event's bytes as they came.
+#[derive(Debug, Default)]
+struct SseSplitter {
+    buffer: Vec<u8>,
+}
+
+/// One SSE event.
+#[derive(Debug)]
+struct SseEvent {
+    /// The event's bytes, blank line included.
+    raw: Bytes,
+}
+
+impl SseSplitter {
+    fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
+        self.buffer.extend_from_slice(chunk);
+        let mut events = Vec::new();
+        while let Some(end) = event_end(&self.buffer) {
+            let raw: Vec<u8> = self.buffer.drain(..end).collect();
+            events.push(SseEvent {
+                raw: Bytes::from(raw),
+            });
+        }
+        events
+    }
+
+    fn buffered(&self) -> usize {
+        self.buffer.len()
+    }
+
+    fn rest(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(&mut self.buffer))
+    }
+}
+
+/// The end (exclusive) of the first complete event in `buffer`: after the
+/// first blank line (`\n\n`, `\r\n\r\n` or `\r\r`).
+fn event_end(buffer: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < buffer.len() {
+        let rest = buffer.get(i..)?;
+        if rest.starts_with(b"\r\n\r\n") {
+            return Some(i + 4);
+        }
+        if rest.starts_with(b"\n\n") || rest.starts_with(b"\r\r") {
+            return Some(i + 2);
+        }
+        i += 1;
+    }
+    None
+}
+
+impl SseEvent {
+    /// The event's data lines, joined with newlines as SSE defines.
+    fn data(&self) -> Option<String> {
+        let text = std::str::from_utf8(&self.raw).ok()?;
+        let mut data: Option<String> = None;
+        for line in text.split(['\n', '\r']) {
+            if let Some(value) = line.strip_prefix("data:") {
+                let value = value.strip_prefix(' ').unwrap_or(value);
+                match &mut data {
+                    Some(d) => {
+                        d.push('\n');
+                        d.push_str(value);
+                    }
+                    None => data = Some(value.to_owned()),
+                }
+            }
+        }
+        data
+    }
+
+    /// The event's JSON-RPC message, if its data is one.
+    fn message(&self) -> Option<Value> {
+        serde_json::from_str(&self.data()?).ok()
+    }
+
+    /// The same event (its `id:`, `event:` and `retry:` lines) with other
+    /// data.
+    fn with_data(&self, data: &str) -> Bytes {
+        let text = String::from_utf8_lossy(&self.raw);
+        let mut out = String::new();
+        for line in text.split(['\n', '\r']) {
+            if line.is_empty() || line.starts_with("data:") {
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        for line in data.split('\n') {
+            out.push_str("data: ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push('\n');
+        Bytes::from(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_events_and_rewrites_data() {
+        let mut splitter = SseSplitter::default();
+        let mut events = splitter.push(b"id: 1\nevent: message\ndata: {\"a\":");
+        assert!(events.is_empty());
+        events.extend(splitter.push(b"1}\n\n: comment\r\n\r\ndata: x"));
+        assert_eq!(events.len(), 2);
+        let first = &events[0];
+        assert_eq!(first.message(), Some(json!({"a": 1})));
+        let rewritten = first.with_data("{\"b\":2}");
+        assert_eq!(
+            &rewritten[..],
+            b"id: 1\nevent: message\ndata: {\"b\":2}\n\n"
+        );
+        assert_eq!(events[1].data(), None);
+        assert_eq!(&splitter.rest()[..], b"data: x");
+    }
+}

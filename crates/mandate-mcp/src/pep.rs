@@ -1,0 +1,606 @@
+//! The policy enforcement point: asks a running Mandate server for the
+//! decision of each tool call (`POST /v1/decide`), waits for approvals,
+//! and reports what allowed calls returned.
+//!
+//! The gateway holds no policy and no ledger: the server decides and records
+//! the receipt before it answers. Whatever keeps the gateway from getting a
+//! decision (the server down, a non-200 answer, a timeout, an answer it
+//! cannot read) is a deny: fail closed, with the reason in the tool error.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::RwLock;
+
+use crate::config::GatewayConfig;
+use crate::credential::TaskCredential;
+
+/// The default wait for an approval.
+pub const DEFAULT_APPROVAL_WAIT: Duration = Duration::from_secs(60);
+/// The longest single long-poll of `GET /v1/approvals/{id}`.
+const APPROVAL_POLL: Duration = Duration::from_secs(30);
+/// How long one decision request may take.
+const DECIDE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The label the result of an open-world tool carries.
+const UNTRUSTED: &str = "untrusted";
+
+/// Who the calls are made as.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// A configured agent identity: decisions carry the task context of the
+    /// configuration and the session history the gateway keeps itself.
+    Agent {
+        /// `principal.id`.
+        id: String,
+    },
+    /// A task credential: the server fills the task and the session from it
+    /// and from the task's history; `principal.id` is its holder (or the
+    /// agent given explicitly, which the server checks is the holder).
+    Credential {
+        /// The credential.
+        credential: TaskCredential,
+        /// `principal.id`.
+        id: String,
+    },
+}
+
+impl Principal {
+    /// The principal's id, as sent in `principal.id`.
+    pub fn id(&self) -> &str {
+        match self {
+            Principal::Agent { id } | Principal::Credential { id, .. } => id,
+        }
+    }
+}
+
+/// The enforcement point's settings.
+#[derive(Debug, Clone)]
+pub struct PepSettings {
+    /// The Mandate server's base URL, such as `http://127.0.0.1:8181`.
+    pub gateway: String,
+    /// Who the calls are made as.
+    pub principal: Principal,
+    /// The configuration file's contents.
+    pub config: GatewayConfig,
+    /// How long a call waiting for an approval is held before it is denied.
+    pub approval_wait: Duration,
+}
+
+/// A call the server allowed: the only thing that lets a call go upstream.
+#[derive(Debug, Clone)]
+pub struct Allowed {
+    /// The decision's id (its receipt's key).
+    pub decision_id: String,
+    server: String,
+    tool: String,
+    annotations: Map<String, Value>,
+}
+
+/// The answer for one call.
+#[derive(Debug)]
+pub enum Gate {
+    /// Forward the call.
+    Allow(Allowed),
+    /// Do not forward it; answer the client with this tool error text.
+    Deny(String),
+}
+
+/// The enforcement point, shared by every session of a gateway.
+#[derive(Debug)]
+pub struct Pep {
+    http: reqwest::Client,
+    base: String,
+    settings: PepSettings,
+}
+
+/// One client session's state: the history the gateway keeps in agent mode,
+/// and the results still being reported in credential mode.
+#[derive(Debug, Default)]
+pub struct Session {
+    history: Mutex<History>,
+    /// Held for writing while a result is being reported: the next decision
+    /// waits for it, so that it sees the labels the result brought in.
+    reports: Arc<RwLock<()>>,
+}
+
+#[derive(Debug, Default)]
+struct History {
+    entries: Vec<Value>,
+    labels: BTreeSet<String>,
+}
+
+/// The decision API's answer (the fields the gateway reads).
+#[derive(Debug, Deserialize)]
+struct DecideAnswer {
+    decision: Option<String>,
+    /// The approvals contract names the field `outcome`; accept both.
+    outcome: Option<String>,
+    decision_id: String,
+    #[serde(default)]
+    policies: Vec<String>,
+    #[serde(default)]
+    reasons: Vec<String>,
+    #[serde(default)]
+    errors: Vec<Value>,
+    approval_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApprovalAnswer {
+    status: String,
+    reason: Option<String>,
+    resolved_by: Option<String>,
+}
+
+impl Pep {
+    /// An enforcement point asking the server at `settings.gateway`.
+    pub fn new(settings: PepSettings) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(50))
+            .build()?;
+        let base = settings.gateway.trim_end_matches('/').to_owned();
+        Ok(Self {
+            http,
+            base,
+            settings,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.settings.config
+    }
+
+    /// Whether the task may ever call `tool` of `server`: in credential mode,
+    /// whether the credential grants `server/tool`; in agent mode, whether
+    /// the configured `[task] tools` name it (every tool when none are
+    /// configured). Policies may still deny a call of a tool kept here, by
+    /// its arguments or the session; `hide_denied_tools` hides only the
+    /// tools no call of which can be allowed.
+    pub fn may_call(&self, server: &str, tool: &str) -> bool {
+        match &self.settings.principal {
+            Principal::Credential { credential, .. } => {
+                credential.tools.contains(&format!("{server}/{tool}"))
+            }
+            Principal::Agent { .. } => self
+                .settings
+                .config
+                .task
+                .as_ref()
+                .and_then(|t| t.tools.as_ref())
+                .is_none_or(|tools| tools.iter().any(|t| t == tool)),
+        }
+    }
+
+    /// The annotations a call is decided with: the upstream's hints (only
+    /// the four booleans MCP defines; anything else is dropped, and a
+    /// missing hint takes the MCP default on the server), with the
+    /// configuration's overrides on top.
+    pub fn annotations(
+        &self,
+        server: &str,
+        tool: &str,
+        upstream: Option<&Value>,
+    ) -> Map<String, Value> {
+        let mut annotations = Map::new();
+        if let Some(Value::Object(given)) = upstream {
+            for key in [
+                "readOnlyHint",
+                "destructiveHint",
+                "idempotentHint",
+                "openWorldHint",
+            ] {
+                if let Some(Value::Bool(b)) = given.get(key) {
+                    annotations.insert(key.to_owned(), Value::Bool(*b));
+                }
+            }
+        }
+        if let Some(o) = self.settings.config.override_for(server, tool) {
+            o.apply(&mut annotations);
+        }
+        annotations
+    }
+
+    /// Decides one call: asks the server, waits for an approval when one is
+    /// required, and fails closed on any trouble.
+    pub async fn decide(
+        &self,
+        session: &Session,
+        server: &str,
+        tool: &str,
+        annotations: Map<String, Value>,
+        arguments: Map<String, Value>,
+    ) -> Gate {
+        // A result still being reported must be in the task's history before
+        // the next call is decided.
+        drop(session.reports.read().await);
+        let body = self.decide_body(session, server, tool, &annotations, arguments);
+        let answer = match self.ask(&body).await {
+            Ok(answer) => answer,
+            Err(reason) => return Gate::Deny(could_not_decide(tool, &reason)),
+        };
+        let gate = self.gate(&body, answer, tool).await;
+        if matches!(self.settings.principal, Principal::Agent { .. }) {
+            let decision = match &gate {
+                GateOf::Allow(_) => "allow",
+                GateOf::Deny(_) => "deny",
+            };
+            // Allowed calls join the history when their result is known.
+            if decision != "allow" {
+                session.record(server, tool, decision, &annotations, Vec::new());
+            }
+        }
+        match gate {
+            GateOf::Allow(decision_id) => Gate::Allow(Allowed {
+                decision_id,
+                server: server.to_owned(),
+                tool: tool.to_owned(),
+                annotations,
+            }),
+            GateOf::Deny(text) => Gate::Deny(text),
+        }
+    }
+
+    /// Turns an answer into allow (the decision id) or deny, waiting for an
+    /// approval when one is required.
+    async fn gate(&self, body: &Value, answer: DecideAnswer, tool: &str) -> GateOf<String> {
+        match answer.outcome() {
+            "allow" => GateOf::Allow(answer.decision_id),
+            "approval_required" => self.await_approval(body, answer, tool).await,
+            "deny" => GateOf::Deny(denied(tool, &answer)),
+            other => GateOf::Deny(could_not_decide(
+                tool,
+                &format!("the server answered an unknown decision `{other}`"),
+            )),
+        }
+    }
+
+    fn decide_body(
+        &self,
+        session: &Session,
+        server: &str,
+        tool: &str,
+        annotations: &Map<String, Value>,
+        arguments: Map<String, Value>,
+    ) -> Value {
+        let mut principal = Map::new();
+        principal.insert("id".to_owned(), json!(self.settings.principal.id()));
+        if let Some(person) = &self.settings.config.on_behalf_of {
+            principal.insert("on_behalf_of".to_owned(), json!(person));
+        }
+        let mut body = Map::new();
+        body.insert("principal".to_owned(), Value::Object(principal));
+        body.insert(
+            "action".to_owned(),
+            json!({"server": server, "tool": tool, "annotations": annotations}),
+        );
+        body.insert("arguments".to_owned(), Value::Object(arguments));
+        if matches!(self.settings.principal, Principal::Agent { .. }) {
+            let mut context = Map::new();
+            if let Some(task) = &self.settings.config.task {
+                let mut t = Map::new();
+                let fields = [
+                    ("id", task.id.as_ref().map(|v| json!(v))),
+                    ("intent", task.intent.as_ref().map(|v| json!(v))),
+                    ("tools", task.tools.as_ref().map(|v| json!(v))),
+                    ("labels", task.labels.as_ref().map(|v| json!(v))),
+                    ("params", task.params.as_ref().map(|v| json!(v))),
+                ];
+                for (key, value) in fields {
+                    if let Some(value) = value {
+                        t.insert(key.to_owned(), value);
+                    }
+                }
+                context.insert("task".to_owned(), Value::Object(t));
+            }
+            let history = session
+                .history
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            context.insert(
+                "session".to_owned(),
+                json!({"history": history.entries, "labels": history.labels}),
+            );
+            body.insert("context".to_owned(), Value::Object(context));
+        }
+        Value::Object(body)
+    }
+
+    fn bearer(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.settings.principal {
+            Principal::Credential { credential, .. } => request.bearer_auth(credential.token()),
+            Principal::Agent { .. } => request,
+        }
+    }
+
+    /// One `POST /v1/decide`; any answer but a readable `200` is an error.
+    async fn ask(&self, body: &Value) -> Result<DecideAnswer, String> {
+        let request = self
+            .http
+            .post(format!("{}/v1/decide", self.base))
+            .timeout(DECIDE_TIMEOUT)
+            .json(body);
+        let response = self.bearer(request).send().await.map_err(|e| {
+            format!(
+                "the Mandate server at {} cannot be reached ({})",
+                self.base,
+                error_chain(&e)
+            )
+        })?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| {
+            format!(
+                "the Mandate server's answer was cut off ({})",
+                error_chain(&e)
+            )
+        })?;
+        if status != StatusCode::OK {
+            return Err(refused(status, &bytes));
+        }
+        let answer: DecideAnswer = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the Mandate server's answer cannot be read ({e})"))?;
+        if answer.decision.is_none() && answer.outcome.is_none() {
+            return Err("the Mandate server's answer has no decision".to_owned());
+        }
+        Ok(answer)
+    }
+
+    /// Holds a call until a person approves or denies it, or the wait ends;
+    /// an approved call is decided again with the approval's id.
+    async fn await_approval(
+        &self,
+        body: &Value,
+        answer: DecideAnswer,
+        tool: &str,
+    ) -> GateOf<String> {
+        let Some(approval_id) = answer.approval_id.clone() else {
+            return GateOf::Deny(format!(
+                "Mandate requires a person's approval for `{tool}` ({}), but the server holds no approval request for it; the call is denied. Decision {}.",
+                reasons(&answer),
+                answer.decision_id
+            ));
+        };
+        let wait = self.settings.approval_wait;
+        let deadline = Instant::now() + wait;
+        let held = |why: String| {
+            GateOf::Deny(format!(
+                "Mandate held `{tool}` for a person's approval ({}) and {why}; the call is denied. Decision {}, approval {approval_id}.",
+                reasons(&answer),
+                answer.decision_id
+            ))
+        };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return held(format!("no one answered within {}s", wait.as_secs()));
+            }
+            let poll = left.min(APPROVAL_POLL).as_secs().max(1);
+            let request = self
+                .http
+                .get(format!("{}/v1/approvals/{approval_id}", self.base))
+                .query(&[("wait", format!("{poll}s"))])
+                .timeout(Duration::from_secs(poll + 10));
+            // The status is public; a task credential here would be taken
+            // for an approver's token and refused.
+            let status = match request.send().await {
+                Ok(r) if r.status() == StatusCode::OK => match r.json::<ApprovalAnswer>().await {
+                    Ok(a) => a,
+                    Err(e) => return held(format!("the approval's state cannot be read ({e})")),
+                },
+                Ok(r) => {
+                    let status = r.status();
+                    let bytes = r.bytes().await.unwrap_or_default();
+                    return held(format!(
+                        "the approval's state cannot be read ({})",
+                        refused(status, &bytes)
+                    ));
+                }
+                Err(e) => {
+                    return held(format!(
+                        "the approval's state cannot be read (the Mandate server at {} cannot be reached: {})",
+                        self.base,
+                        error_chain(&e)
+                    ));
+                }
+            };
+            match status.status.as_str() {
+                "pending" => continue,
+                "approved" => break,
+                "denied" => {
+                    let by = status
+                        .resolved_by
+                        .map(|b| format!(" by `{b}`"))
+                        .unwrap_or_default();
+                    let why = status.reason.map(|r| format!(": {r}")).unwrap_or_default();
+                    return held(format!("it was denied{by}{why}"));
+                }
+                other => return held(format!("the approval is `{other}`")),
+            }
+        }
+        // Approved: the same request again, bound to the approval.
+        let mut again = body.clone();
+        if let Some(object) = again.as_object_mut() {
+            object.insert("approval_id".to_owned(), json!(approval_id));
+        }
+        match self.ask(&again).await {
+            Ok(answer) if answer.outcome() == "allow" => GateOf::Allow(answer.decision_id),
+            Ok(answer) => GateOf::Deny(denied(tool, &answer)),
+            Err(reason) => GateOf::Deny(could_not_decide(tool, &reason)),
+        }
+    }
+
+    /// Records what an allowed call returned: in credential mode, reported
+    /// to the server (`POST /v1/decisions/{id}/result`), which labels an
+    /// open-world tool's result `untrusted`; in agent mode, into the
+    /// session's own history, with the same rule. The next decision of the
+    /// session waits until this is done.
+    pub async fn record_result(
+        &self,
+        session: &Session,
+        hold: ReportHold,
+        allowed: Allowed,
+        failed: bool,
+    ) {
+        let open_world = allowed
+            .annotations
+            .get("openWorldHint")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        match &self.settings.principal {
+            Principal::Agent { .. } => {
+                let labels = if open_world && !failed {
+                    vec![UNTRUSTED.to_owned()]
+                } else {
+                    Vec::new()
+                };
+                session.record(
+                    &allowed.server,
+                    &allowed.tool,
+                    "allow",
+                    &allowed.annotations,
+                    labels,
+                );
+            }
+            Principal::Credential { credential, .. } => {
+                let request = self
+                    .http
+                    .post(format!(
+                        "{}/v1/decisions/{}/result",
+                        self.base, allowed.decision_id
+                    ))
+                    .timeout(DECIDE_TIMEOUT)
+                    .bearer_auth(credential.token())
+                    .json(&json!({"status": if failed { "error" } else { "ok" }}));
+                match request.send().await {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => {
+                        tracing::warn!(decision_id = %allowed.decision_id, status = %r.status(), "the call's result was not recorded")
+                    }
+                    Err(e) => {
+                        tracing::warn!(decision_id = %allowed.decision_id, error = %error_chain(&e), "the call's result was not recorded")
+                    }
+                }
+            }
+        }
+        drop(hold);
+    }
+
+    /// Takes the session's report lock for a result about to be reported:
+    /// call before the result is passed on to the client, so that no later
+    /// decision can overtake the report.
+    pub async fn hold_reports(&self, session: &Session) -> ReportHold {
+        ReportHold(session.reports.clone().write_owned().await)
+    }
+}
+
+impl Session {
+    fn record(
+        &self,
+        server: &str,
+        tool: &str,
+        decision: &str,
+        annotations: &Map<String, Value>,
+        labels: Vec<String>,
+    ) {
+        let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        history.labels.extend(labels.iter().cloned());
+        history.entries.push(json!({
+            "server": server,
+            "tool": tool,
+            "decision": decision,
+            "labels": labels,
+            "annotations": annotations,
+        }));
+    }
+
+    /// Labels of data that entered the session (agent mode).
+    pub fn labels(&self) -> Vec<String> {
+        let history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        history.labels.iter().cloned().collect()
+    }
+}
+
+/// Keeps the next decision of a session waiting while a result is being
+/// recorded ([`Pep::hold_reports`]).
+#[derive(Debug)]
+pub struct ReportHold(#[allow(dead_code)] tokio::sync::OwnedRwLockWriteGuard<()>);
+
+/// The allow-or-deny shape, generic over what an allow carries.
+enum GateOf<T> {
+    Allow(T),
+    Deny(String),
+}
+
+impl DecideAnswer {
+    fn outcome(&self) -> &str {
+        self.decision
+            .as_deref()
+            .or(self.outcome.as_deref())
+            .unwrap_or("")
+    }
+}
+
+fn reasons(answer: &DecideAnswer) -> String {
+    let mut reasons = answer.reasons.join("; ");
+    if reasons.is_empty() {
+        reasons = "no reason given".to_owned();
+    }
+    for error in &answer.errors {
+        if let Some(message) = error.get("message").and_then(Value::as_str) {
+            reasons.push_str("; ");
+            reasons.push_str(message);
+        }
+    }
+    reasons
+}
+
+/// The tool error text of a deny.
+fn denied(tool: &str, answer: &DecideAnswer) -> String {
+    let policies = if answer.policies.is_empty() {
+        String::new()
+    } else {
+        format!(" (policies: {})", answer.policies.join(", "))
+    };
+    format!(
+        "Mandate denied `{tool}`: {}{policies}. Decision {}.",
+        reasons(answer),
+        answer.decision_id
+    )
+}
+
+/// The tool error text when no decision could be had.
+fn could_not_decide(tool: &str, reason: &str) -> String {
+    format!("Mandate could not decide `{tool}`, so the call is denied: {reason}.")
+}
+
+/// A non-200 answer, with the server's error code and message when it sent
+/// them.
+fn refused(status: StatusCode, body: &[u8]) -> String {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    match parsed
+        .as_ref()
+        .and_then(|v| Some((v.get("error")?.as_str()?, v.get("message")?.as_str()?)))
+    {
+        Some((code, message)) => {
+            format!("the Mandate server answered {status} `{code}`: {message}")
+        }
+        None => format!("the Mandate server answered {status}"),
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}

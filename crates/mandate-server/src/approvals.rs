@@ -1,0 +1,892 @@
+//! Approvals at the gateway: who the approvers are, opening an approval for
+//! an `approval_required` decision, resolving it, releasing the approved
+//! call, expiring the unanswered, and telling a webhook about new ones.
+//!
+//! The state machine is [`mandate_core::Approval`]; the rows are in the
+//! state database ([`mandate_store::approvals`]). Every resolution and
+//! release runs under one lock (approvals are rare, and this makes "check,
+//! write the receipt, store the change" one step in this process), and
+//! each store change is a compare-and-swap on the status as well.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use mandate_core::{Approval, ApprovalStatus, DecisionRequest, Requester, Verdict};
+use mandate_ledger::Receipt;
+use mandate_ledger::receipt::ApprovalRef;
+use mandate_store::ApprovalRecord;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, MutexGuard, watch};
+
+use crate::state::AppState;
+
+/// Policy id of a deny given because an approval did not release the call.
+pub const APPROVAL_POLICY: &str = "mandate:approval";
+
+/// How long a `?wait=` may hold a request.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// Prefix of approver tokens minted by `mandate approvals token`, so that a
+/// leaked one is recognisable.
+pub const APPROVER_TOKEN_PREFIX: &str = "mnd_apr_";
+
+/// An approver, as configured: a name and the SHA-256 of their token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApproverToken {
+    /// Who the approver is (for example an email address); it is what
+    /// receipts name.
+    pub name: String,
+    digest: [u8; 32],
+}
+
+impl ApproverToken {
+    /// An approver named `name` whose token digests to `token_sha256` (64
+    /// hex digits).
+    pub fn new(name: &str, token_sha256: &str) -> Result<Self, ApprovalsError> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(ApprovalsError::Invalid(
+                "an `[[approvers]]` entry has an empty `name`".into(),
+            ));
+        }
+        // Approvers are people; a workload identity never approves.
+        if name.to_ascii_lowercase().starts_with("spiffe://") {
+            return Err(ApprovalsError::Invalid(format!(
+                "approver `{name}` is a SPIFFE ID, an agent's identity; approvers are people (name them by email or user name)"
+            )));
+        }
+        let digest = decode_hex32(token_sha256.trim()).ok_or_else(|| {
+            ApprovalsError::Invalid(format!(
+                "approver `{name}`: `token_sha256` must be 64 hex digits (the SHA-256 of the token); `mandate approvals token` prints one"
+            ))
+        })?;
+        Ok(Self {
+            name: name.to_owned(),
+            digest,
+        })
+    }
+}
+
+/// Where new pending approvals are announced.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// The URL POSTed to.
+    pub url: String,
+    /// The HMAC-SHA256 key of `X-Mandate-Signature`.
+    pub secret: Vec<u8>,
+}
+
+/// Approval settings, as configured.
+#[derive(Debug, Clone)]
+pub struct ApprovalSettings {
+    /// How long an approval waits when its gate sets no `@approval_expires`.
+    pub default_ttl: Duration,
+    /// Whether the person a task acts for may approve its requests.
+    pub allow_self_approval: bool,
+    /// Who may approve.
+    pub approvers: Vec<ApproverToken>,
+    /// Where to announce new approvals.
+    pub webhook: Option<Webhook>,
+    /// How many approvals one agent may have pending at once; beyond it a
+    /// call that needs approval is denied, so that no agent floods the
+    /// people who answer.
+    pub max_pending_per_agent: u64,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        Self {
+            default_ttl: Duration::from_secs(300),
+            allow_self_approval: false,
+            approvers: Vec::new(),
+            webhook: None,
+            max_pending_per_agent: 20,
+        }
+    }
+}
+
+/// How many `?wait=` long polls may be held at once; beyond it a request
+/// is answered at once, as without `wait`.
+pub const MAX_WAITERS: usize = 1024;
+
+/// A setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalsError {
+    /// What is wrong and how to fix it.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The approvals part of the gateway's state.
+pub struct Approvals {
+    settings: ApprovalSettings,
+    /// Bumped on every change, for long polls and the console.
+    changes: watch::Sender<u64>,
+    /// Held while an approval is resolved, released or expired.
+    lock: Mutex<()>,
+    /// Permits for long polls.
+    waiters: std::sync::Arc<tokio::sync::Semaphore>,
+    http: reqwest::Client,
+}
+
+impl Approvals {
+    /// Approvals with `settings`.
+    pub fn new(settings: ApprovalSettings) -> Result<Self, ApprovalsError> {
+        if settings.default_ttl.is_zero() || settings.default_ttl > mandate_core::MAX_APPROVAL_TTL {
+            return Err(ApprovalsError::Invalid(
+                "`approval_ttl_seconds` must be between 1 second and a week".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for approver in &settings.approvers {
+            if !names.insert(&approver.name) {
+                return Err(ApprovalsError::Invalid(format!(
+                    "approver `{}` is configured twice",
+                    approver.name
+                )));
+            }
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ApprovalsError::Invalid(format!("webhook client: {e}")))?;
+        Ok(Self {
+            settings,
+            changes: watch::channel(0).0,
+            lock: Mutex::new(()),
+            waiters: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_WAITERS)),
+            http,
+        })
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &ApprovalSettings {
+        &self.settings
+    }
+
+    /// The approver whose token is `token`, if any. Tokens are compared by
+    /// their SHA-256: the configuration never holds a token itself, and a
+    /// digest comparison leaks nothing usable about the token.
+    pub fn approver(&self, token: &str) -> Option<&str> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.settings
+            .approvers
+            .iter()
+            .find(|a| a.digest == digest)
+            .map(|a| a.name.as_str())
+    }
+
+    /// Whether any approver is configured.
+    pub fn has_approvers(&self) -> bool {
+        !self.settings.approvers.is_empty()
+    }
+
+    /// How long an approval asked for by a gate with `gate_ttl` waits.
+    pub fn ttl(&self, gate_ttl: Option<Duration>) -> Duration {
+        gate_ttl.unwrap_or(self.settings.default_ttl)
+    }
+
+    /// A receiver that sees a new value after every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Tells waiters that something changed.
+    pub fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A permit to hold a long poll, if fewer than [`MAX_WAITERS`] are held.
+    pub fn waiter(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        std::sync::Arc::clone(&self.waiters)
+            .try_acquire_owned()
+            .ok()
+    }
+
+    /// The lock every resolution, release and expiry holds.
+    pub async fn lock(&self) -> MutexGuard<'_, ()> {
+        self.lock.lock().await
+    }
+
+    /// Announces a new pending approval to the webhook, if one is set, in
+    /// the background. Delivery is best effort: three tries, and a failure
+    /// is logged, never fatal.
+    pub fn announce(&self, record: &ApprovalRecord, now: DateTime<Utc>) {
+        let Some(webhook) = self.settings.webhook.clone() else {
+            return;
+        };
+        let body = json!({
+            "type": "approval.pending",
+            "approval": ApprovalView::detail(record, now),
+        });
+        let Ok(body) = serde_json::to_vec(&body) else {
+            return;
+        };
+        let http = self.http.clone();
+        let id = record.approval.id.clone();
+        tokio::spawn(async move {
+            for attempt in 1..=3u32 {
+                let timestamp = Utc::now().timestamp().to_string();
+                let signature = sign_webhook(&webhook.secret, &timestamp, &body);
+                let sent = http
+                    .post(&webhook.url)
+                    .header("content-type", "application/json")
+                    .header("x-mandate-timestamp", &timestamp)
+                    .header("x-mandate-signature", signature)
+                    .body(body.clone())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => return,
+                    Ok(r) => {
+                        tracing::warn!(approval_id = %id, status = %r.status(), attempt, "approval webhook refused the notification");
+                    }
+                    Err(e) => {
+                        tracing::warn!(approval_id = %id, error = %e, attempt, "approval webhook unreachable");
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+            }
+        });
+    }
+}
+
+/// `v1=<hex HMAC-SHA256 of "<timestamp>.<body>">`, the webhook signature.
+pub fn sign_webhook(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
+    // HMAC takes keys of any length, so this cannot fail.
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable_hmac());
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1={}", hex(&mac.finalize().into_bytes()))
+}
+
+#[allow(clippy::panic)]
+fn unreachable_hmac() -> Hmac<Sha256> {
+    panic!("HMAC-SHA256 accepts keys of every length")
+}
+
+/// A new random approver token and the hex SHA-256 to configure for it.
+pub fn new_approver_token() -> (String, String) {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    getrandom(&mut bytes);
+    let token = format!(
+        "{APPROVER_TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    let digest = hex(&Sha256::digest(token.as_bytes()));
+    (token, digest)
+}
+
+fn getrandom(bytes: &mut [u8]) {
+    use rand_core::{OsRng, RngCore};
+    OsRng.fill_bytes(bytes);
+}
+
+/// What an approval is bound to: the digest of who asked (agent, person),
+/// under which task and delegation chain (a verified credential's; empty
+/// without one, so a call without the credential never releases an
+/// approval given under it), for which tool and with which arguments, taken
+/// from the request's receipt draft.
+pub fn request_binding(receipt: &Receipt) -> Result<String, mandate_ledger::ReceiptError> {
+    mandate_ledger::digest_json(&json!({
+        "agent": receipt.principal.id,
+        "on_behalf_of": receipt.principal.on_behalf_of,
+        "task": receipt.task.as_ref().map(|t| &t.id),
+        "delegation": receipt.delegation,
+        "server": receipt.call.server,
+        "tool": receipt.call.tool,
+        "arguments_sha256": receipt.arguments_sha256,
+    }))
+}
+
+/// Who asked, as an approval records it: the requester (for the
+/// self-approval rules) and the task's intent (for the approver).
+pub(crate) struct Asker {
+    requester: Requester,
+    intent: Option<String>,
+}
+
+impl Asker {
+    /// The asker of `request` (with its task filled in from a credential).
+    /// A chain a caller writes into a request without a credential is kept
+    /// too: it only adds names that may not approve.
+    pub(crate) fn of(request: &DecisionRequest) -> Self {
+        let task = &request.context.task;
+        Self {
+            requester: Requester {
+                agent: request.principal.id.clone(),
+                chain: task.chain.iter().map(|hop| hop.agent.clone()).collect(),
+                on_behalf_of: request.principal.on_behalf_of.clone(),
+            },
+            intent: (!task.intent.is_empty()).then(|| task.intent.clone()),
+        }
+    }
+}
+
+/// The approval for an `approval_required` decision, and what an approver
+/// is shown of it. `receipt` is the decision's receipt (with its index).
+pub(crate) fn open(
+    id: String,
+    receipt: &Receipt,
+    binding: String,
+    asker: Asker,
+    verdict: &Verdict,
+    now: DateTime<Utc>,
+    ttl: Duration,
+) -> Result<ApprovalRecord, mandate_ledger::ReceiptError> {
+    let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+    let Asker { requester, intent } = asker;
+    let summary = json!({
+        // Under a task credential the agent, its person and its chain were
+        // verified; without one they are what the caller wrote.
+        "verified": !receipt.delegation.is_empty(),
+        "agent": requester.agent,
+        "on_behalf_of": requester.on_behalf_of,
+        "chain": receipt.delegation,
+        "task": receipt.task.as_ref().map(|t| json!({"id": t.id, "intent": intent})),
+        "server": receipt.call.server,
+        "tool": receipt.call.tool,
+        // As the receipt keeps them: redacted paths are digests, and with
+        // `receipt_arguments = "digest"` there is only the digest.
+        "arguments": receipt.arguments,
+        "arguments_sha256": receipt.arguments_sha256,
+        "policies": verdict.policies,
+        "reasons": verdict.reasons,
+    });
+    let approval = Approval::new(
+        id,
+        receipt.decision_id.clone(),
+        binding,
+        requester,
+        now,
+        ttl,
+    );
+    Ok(ApprovalRecord {
+        approval,
+        task_id: receipt.task.as_ref().map(|t| t.id.clone()),
+        summary,
+        receipt: serde_json::to_value(receipt).map_err(mandate_ledger::ReceiptError::from)?,
+    })
+}
+
+/// The receipt of an approval's resolution (approved, denied or expired),
+/// from the receipt of the decision that asked.
+pub fn resolution_receipt(
+    record: &ApprovalRecord,
+    now: DateTime<Utc>,
+) -> Result<Receipt, serde_json::Error> {
+    let mut receipt: Receipt = serde_json::from_value(record.receipt.clone())?;
+    let approval = &record.approval;
+    receipt.kind = "approval".to_owned();
+    receipt.decision_id = approval.id.clone();
+    receipt.time = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    receipt.decision = approval.status.as_str().to_owned();
+    receipt.reasons = match (&approval.status, &approval.reason) {
+        (ApprovalStatus::Expired, _) => vec![format!(
+            "nobody answered before {}; the request is denied",
+            approval
+                .expires_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )],
+        (_, Some(reason)) => vec![reason.clone()],
+        (_, None) => Vec::new(),
+    };
+    receipt.errors = Vec::new();
+    receipt.approver = approval.resolved_by.clone();
+    receipt.approval = Some(ApprovalRef {
+        id: approval.id.clone(),
+        requested_by: approval.decision_id.clone(),
+    });
+    Ok(receipt)
+}
+
+/// An approval as the API shows it. Anyone holding its id sees the status
+/// fields; an approver also sees what was asked (`summary`, …).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ApprovalView {
+    /// The approval's id.
+    pub id: String,
+    /// Its status now: `pending`, `approved`, `denied`, `expired` or `used`
+    /// (a pending approval past its expiry shows `expired`).
+    #[schema(value_type = String, example = "pending")]
+    pub status: ApprovalStatus,
+    /// The decision that asked for it.
+    pub decision_id: String,
+    /// When it was raised.
+    pub created_at: DateTime<Utc>,
+    /// When it expires unanswered.
+    pub expires_at: DateTime<Utc>,
+    /// When it was resolved.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// Who approved or denied it.
+    pub resolved_by: Option<String>,
+    /// Their reason.
+    pub reason: Option<String>,
+    /// Approvers only: the decision that released the approved call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_by: Option<String>,
+    /// Approvers only: the task the request was made under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// Approvers only: what was asked (agent, person, delegation chain,
+    /// task, tool, arguments as receipts keep them, policies and reasons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub summary: Option<Value>,
+    /// Approvers only: digest of what the approval is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_sha256: Option<String>,
+}
+
+impl ApprovalView {
+    /// The status fields of `approval` at `now`.
+    pub fn status(approval: &Approval, now: DateTime<Utc>) -> Self {
+        Self {
+            id: approval.id.clone(),
+            status: approval.status_at(now),
+            decision_id: approval.decision_id.clone(),
+            created_at: approval.created_at,
+            expires_at: approval.expires_at,
+            resolved_at: approval.resolved_at,
+            resolved_by: approval.resolved_by.clone(),
+            reason: approval.reason.clone(),
+            released_by: None,
+            task_id: None,
+            summary: None,
+            request_sha256: None,
+        }
+    }
+
+    /// Everything an approver sees of `record` at `now`.
+    pub fn detail(record: &ApprovalRecord, now: DateTime<Utc>) -> Self {
+        Self {
+            released_by: record.approval.released_by.clone(),
+            task_id: record.task_id.clone(),
+            summary: Some(record.summary.clone()),
+            request_sha256: Some(record.approval.request_sha256.clone()),
+            ..Self::status(&record.approval, now)
+        }
+    }
+}
+
+/// What the approval gate made of one decision.
+pub(crate) enum Gate {
+    /// Not an approval matter: the outcome is not `approval_required`.
+    Pass,
+    /// A new approval, opened once the decision's receipt is durable.
+    Open {
+        /// Its id.
+        id: String,
+        /// What it is bound to.
+        binding: String,
+        /// How long it waits.
+        ttl: Duration,
+    },
+    /// The request waits on an approval that is still pending.
+    Waiting(Approval),
+    /// An approval released the call (it is stored as used already).
+    Released(Approval),
+    /// The approval named does not release the call; the outcome is a deny.
+    Refused(Option<Approval>),
+}
+
+impl Gate {
+    /// The approval a receipt names for this gate.
+    pub(crate) fn approval_ref(&self, decision_id: &str) -> Option<ApprovalRef> {
+        match self {
+            Gate::Pass | Gate::Refused(None) => None,
+            Gate::Open { id, .. } => Some(ApprovalRef {
+                id: id.clone(),
+                requested_by: decision_id.to_owned(),
+            }),
+            Gate::Waiting(a) | Gate::Released(a) | Gate::Refused(Some(a)) => Some(ApprovalRef {
+                id: a.id.clone(),
+                requested_by: a.decision_id.clone(),
+            }),
+        }
+    }
+}
+
+/// Passes a decision through the approval gate. Only an `approval_required`
+/// verdict is touched: without `approval_id` it opens an approval; with one
+/// that approved exactly this request, the verdict becomes `allow` and the
+/// approval is used up; with one that does not, the verdict becomes a deny
+/// ([`APPROVAL_POLICY`]). `draft` is the decision's receipt before the
+/// verdict is recorded in it.
+pub(crate) async fn gate(
+    state: &AppState,
+    approval_id: Option<String>,
+    verdict: &mut Verdict,
+    draft: &Receipt,
+    decision_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Gate, crate::ApiError> {
+    use mandate_core::{Decision, ReleaseError};
+
+    if verdict.decision != Decision::ApprovalRequired {
+        return Ok(Gate::Pass);
+    }
+    let binding = request_binding(draft).map_err(|e| {
+        crate::ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            e.to_string(),
+        )
+    })?;
+    let refuse = |verdict: &mut Verdict, reason: String| {
+        *verdict = Verdict {
+            decision: Decision::Deny,
+            policies: vec![APPROVAL_POLICY.to_owned()],
+            reasons: vec![reason],
+            errors: Vec::new(),
+        };
+    };
+    let Some(approval_id) = approval_id else {
+        return open_new(state, verdict, binding, &draft.principal.id, now, refuse).await;
+    };
+    let tasks = state.tasks();
+    let guard = state.approvals().lock().await;
+    let key = approval_id.clone();
+    let stored = tasks
+        .store(move |store| store.approval(&key))
+        .await
+        .map_err(|e| crate::routes::tasks::store_failed(tasks, e))?;
+    let Some(record) = stored else {
+        refuse(verdict, format!("there is no approval `{approval_id}`"));
+        return Ok(Gate::Refused(None));
+    };
+    let approved_gates: Vec<String> = record
+        .summary
+        .get("policies")
+        .and_then(|p| serde_json::from_value(p.clone()).ok())
+        .unwrap_or_default();
+    let approval = record.approval;
+    match approval.release(&binding, decision_id, now) {
+        // A gate the person was not asked about asks now (the session may
+        // have changed since): a new approval, the old one stays unused.
+        Ok(_) if !verdict.policies.iter().all(|p| approved_gates.contains(p)) => {
+            drop(guard);
+            open_new(state, verdict, binding, &draft.principal.id, now, refuse).await
+        }
+        Ok(used) => {
+            let to_store = used.clone();
+            let stored = tasks
+                .store(move |store| store.update_approval(ApprovalStatus::Approved, &to_store))
+                .await
+                .map_err(|e| crate::routes::tasks::store_failed(tasks, e))?;
+            if !stored {
+                refuse(verdict, "the approval was used by another call".to_owned());
+                return Ok(Gate::Refused(Some(approval)));
+            }
+            let mut reasons = vec![format!(
+                "approved by {}: {}",
+                used.resolved_by.as_deref().unwrap_or_default(),
+                used.reason.as_deref().unwrap_or_default()
+            )];
+            reasons.append(&mut verdict.reasons);
+            *verdict = Verdict {
+                decision: Decision::Allow,
+                policies: std::mem::take(&mut verdict.policies),
+                reasons,
+                errors: Vec::new(),
+            };
+            Ok(Gate::Released(used))
+        }
+        Err(ReleaseError::Pending) => Ok(Gate::Waiting(approval)),
+        Err(e) => {
+            refuse(verdict, e.to_string());
+            Ok(Gate::Refused(Some(approval)))
+        }
+    }
+}
+
+/// A new approval for `verdict`, unless `agent` has too many pending
+/// already (then the verdict becomes a deny).
+async fn open_new(
+    state: &AppState,
+    verdict: &mut Verdict,
+    binding: String,
+    agent: &str,
+    now: DateTime<Utc>,
+    refuse: impl Fn(&mut Verdict, String),
+) -> Result<Gate, crate::ApiError> {
+    let limit = state.approvals().settings().max_pending_per_agent;
+    let tasks = state.tasks();
+    let who = agent.to_owned();
+    let pending = tasks
+        .store(move |store| store.pending_approvals_of(&who, now))
+        .await
+        .map_err(|e| crate::routes::tasks::store_failed(tasks, e))?;
+    if pending >= limit {
+        refuse(
+            verdict,
+            format!(
+                "`{agent}` already has {pending} approvals waiting for a person (at most {limit}, `max_pending_approvals_per_agent`); wait for them to be answered"
+            ),
+        );
+        return Ok(Gate::Refused(None));
+    }
+    let ttl = state
+        .approvals()
+        .ttl(state.pack().approval_ttl(&verdict.policies));
+    Ok(Gate::Open {
+        id: uuid::Uuid::now_v7().to_string(),
+        binding,
+        ttl,
+    })
+}
+
+/// Puts a released approval back to `approved` when the released call's
+/// receipt could not be written (the call was answered 503, not run).
+pub(crate) async fn unrelease(state: &AppState, used: &Approval) {
+    let approved = Approval {
+        status: ApprovalStatus::Approved,
+        released_by: None,
+        ..used.clone()
+    };
+    let _guard = state.approvals().lock().await;
+    let restored = state
+        .tasks()
+        .store(move |store| store.update_approval(ApprovalStatus::Used, &approved))
+        .await;
+    if !matches!(restored, Ok(true)) {
+        tracing::error!(approval_id = %used.id, "a released approval could not be put back after its call was refused; it stays used");
+    }
+}
+
+/// Expires unanswered approvals every `interval`, until the process stops:
+/// each gets the receipt of its expiry, then its new status.
+pub async fn expire_approvals(state: AppState, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = expire_due(&state, Utc::now()).await {
+            tracing::warn!(error = %e, "could not expire approvals; retrying");
+        }
+    }
+}
+
+/// How many due approvals one sweep expires; the rest wait for the next.
+const SWEEP_BATCH: usize = 100;
+
+/// Expires the approvals due at `now`; returns how many. One that fails is
+/// logged and left for the next sweep; the others go on.
+pub async fn expire_due(state: &AppState, now: DateTime<Utc>) -> Result<usize, String> {
+    let due = state
+        .tasks()
+        .store(move |store| store.due_approvals(now, SWEEP_BATCH))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut expired = 0;
+    for record in due {
+        let id = record.approval.id.clone();
+        // One approval at a time under the lock, re-read under it: it may
+        // have been resolved meanwhile, and approvers need not wait for a
+        // whole batch.
+        let _guard = state.approvals().lock().await;
+        let key = id.clone();
+        let current = match state.tasks().store(move |store| store.approval(&key)).await {
+            Ok(Some(current)) => current,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(approval_id = %id, error = %e, "cannot read a due approval; retrying at the next sweep");
+                continue;
+            }
+        };
+        let Some(next) = current.approval.expire(now) else {
+            continue;
+        };
+        match record_resolution(state, current, next, now).await {
+            Ok(Recorded::Stored(_)) => {
+                state.metrics().count_approval("expired");
+                expired += 1;
+            }
+            Ok(Recorded::AlreadyLogged(_)) => expired += 1,
+            Err(e) => {
+                tracing::warn!(approval_id = %id, error = %e, "cannot expire an approval; retrying at the next sweep");
+            }
+        }
+    }
+    if expired > 0 {
+        state.approvals().changed();
+    }
+    Ok(expired)
+}
+
+/// What [`record_resolution`] did.
+pub(crate) enum Recorded {
+    /// The resolution's receipt is written and the new status stored.
+    Stored(ApprovalRecord),
+    /// An earlier attempt had written the receipt but not the status: the
+    /// status now follows that receipt, and the new resolution was dropped.
+    AlreadyLogged(ApprovalRecord),
+}
+
+/// Why a resolution was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RecordError {
+    /// The receipt could not be written or read: nothing changed.
+    #[error("receipt ledger: {0}")]
+    Ledger(String),
+    /// The receipt is written; the status is not.
+    #[error("state database: {0}")]
+    State(String),
+    /// The stored status was no longer pending.
+    #[error("the approval changed while it was being resolved")]
+    Changed,
+}
+
+/// Records the resolution of `current` (pending, read under the approvals
+/// lock, which the caller holds) into `next`: its receipt first, then its
+/// status. The log is the truth: a receipt for this approval left by an
+/// attempt whose status write failed is adopted instead of writing another
+/// (the receipt id is the approval id, and ids are unique).
+pub(crate) async fn record_resolution(
+    state: &AppState,
+    current: ApprovalRecord,
+    next: Approval,
+    now: DateTime<Utc>,
+) -> Result<Recorded, RecordError> {
+    let logged = state
+        .ledger()
+        .stored(&current.approval.id)
+        .await
+        .map_err(|e| RecordError::Ledger(e.to_string()))?;
+    let (record, recorded) = match logged {
+        Some(logged) => {
+            let approval = resolved_by_receipt(&current.approval, &logged.body)
+                .map_err(RecordError::Ledger)?;
+            let record = ApprovalRecord {
+                approval,
+                ..current
+            };
+            (record.clone(), Recorded::AlreadyLogged(record))
+        }
+        None => {
+            let record = ApprovalRecord {
+                approval: next,
+                ..current
+            };
+            let receipt =
+                resolution_receipt(&record, now).map_err(|e| RecordError::Ledger(e.to_string()))?;
+            state
+                .ledger()
+                .append(receipt)
+                .await
+                .map_err(|e| RecordError::Ledger(e.to_string()))?;
+            (record.clone(), Recorded::Stored(record))
+        }
+    };
+    let approval = record.approval;
+    let stored = state
+        .tasks()
+        .store(move |store| store.update_approval(ApprovalStatus::Pending, &approval))
+        .await
+        .map_err(|e| RecordError::State(e.to_string()))?;
+    if stored {
+        Ok(recorded)
+    } else {
+        Err(RecordError::Changed)
+    }
+}
+
+/// `approval` as the resolution receipt `body` says it was resolved.
+fn resolved_by_receipt(approval: &Approval, body: &str) -> Result<Approval, String> {
+    let receipt: Receipt = serde_json::from_str(body).map_err(|e| {
+        format!(
+            "the receipt of approval `{}` is unreadable: {e}",
+            approval.id
+        )
+    })?;
+    let status = ApprovalStatus::parse(&receipt.decision)
+        .filter(|s| s.is_resolved() && *s != ApprovalStatus::Used)
+        .ok_or_else(|| {
+            format!(
+                "receipt `{}` is not an approval's resolution (decision `{}`)",
+                approval.id, receipt.decision
+            )
+        })?;
+    let resolved_at = DateTime::parse_from_rfc3339(&receipt.time)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("receipt `{}` has a bad time: {e}", approval.id))?;
+    Ok(Approval {
+        status,
+        resolved_at: Some(resolved_at),
+        resolved_by: receipt.approver,
+        reason: (status != ApprovalStatus::Expired)
+            .then(|| receipt.reasons.into_iter().next())
+            .flatten(),
+        ..approval.clone()
+    })
+}
+
+fn decode_hex32(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        let pair = text.get(2 * i..2 * i + 2)?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_by_digest() {
+        let (token, digest) = new_approver_token();
+        assert!(token.starts_with(APPROVER_TOKEN_PREFIX));
+        let approvals = Approvals::new(ApprovalSettings {
+            approvers: vec![ApproverToken::new("alice", &digest).unwrap()],
+            ..ApprovalSettings::default()
+        })
+        .unwrap();
+        assert_eq!(approvals.approver(&token), Some("alice"));
+        assert_eq!(approvals.approver(&format!("{token}x")), None);
+        assert_eq!(approvals.approver(&digest), None);
+    }
+
+    #[test]
+    fn bad_digests_and_duplicates_are_refused() {
+        assert!(ApproverToken::new("alice", "abc").is_err());
+        assert!(ApproverToken::new("", &"0".repeat(64)).is_err());
+        let a = ApproverToken::new("alice", &"0".repeat(64)).unwrap();
+        assert!(
+            Approvals::new(ApprovalSettings {
+                approvers: vec![a.clone(), a],
+                ..ApprovalSettings::default()
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn webhook_signature_is_hmac_sha256_of_timestamp_and_body() {
+        // Expected value from Python's hmac module, an independent HMAC.
+        let signature = sign_webhook(b"Jefe", "1795435200", br#"{"type":"approval.pending"}"#);
+        assert_eq!(
+            signature,
+            "v1=909de60f3b69afc95efe364759ca136a2782eaa42e858e1910ad0f56e25b744b"
+        );
+    }
+}

@@ -1,0 +1,607 @@
+//! Approvals for people: the queue, one approval (with a long poll for the
+//! agent waiting on it), approve and deny; and the approver's views of
+//! receipts and tasks that the console is built on.
+//!
+//! | Request | Who |
+//! |---|---|
+//! | `GET /v1/approvals` | approver |
+//! | `GET /v1/approvals/{id}` | anyone with the id (status); approver (all) |
+//! | `POST /v1/approvals/{id}/approve`, `/deny` | approver |
+//! | `GET /v1/approvers/me` | approver |
+//! | `GET /v1/receipts` | approver |
+//! | `GET /v1/tasks` | approver |
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use chrono::Utc;
+use mandate_core::{ApprovalError, ApprovalStatus, Resolution};
+use mandate_store::{ApprovalRecord, ReceiptQuery};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::approvals::{ApprovalView, MAX_WAIT, RecordError, Recorded, record_resolution};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::ApiJson;
+use crate::routes::tasks::{TaskView, store_failed};
+use crate::state::AppState;
+
+/// The most items a list answers with.
+const MAX_LIMIT: usize = 500;
+
+/// An authenticated approver: the name their token is configured under.
+pub(crate) struct Approver(pub String);
+
+impl FromRequestParts<AppState> for Approver {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if !state.approvals().has_approvers() {
+            return Err(unauthorized(
+                "no_approvers",
+                "no approver is configured on this server: add `[[approvers]]` (see docs/approvals.md)",
+            ));
+        }
+        let token = bearer_token(&parts.headers)?.ok_or_else(|| {
+            unauthorized(
+                "missing_token",
+                "send `Authorization: Bearer <approver token>`",
+            )
+        })?;
+        state
+            .approvals()
+            .approver(&token)
+            .map(|name| Self(name.to_owned()))
+            .ok_or_else(|| {
+                unauthorized(
+                    "invalid_token",
+                    "not an approver token (agents' task credentials and identity tokens never approve); check the token",
+                )
+            })
+    }
+}
+
+impl OptionalFromRequestParts<AppState> for Approver {
+    type Rejection = ApiError;
+
+    /// `None` unless the request carries a valid approver token: the
+    /// status of an approval is shown to anyone holding its id, including
+    /// an agent presenting its own credential.
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, ApiError> {
+        let token = bearer_token(&parts.headers)?;
+        Ok(token.and_then(|t| state.approvals().approver(&t).map(|n| Self(n.to_owned()))))
+    }
+}
+
+fn bearer_token(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = match (values.next(), values.next()) {
+        (None, _) => return Ok(None),
+        (Some(value), None) => value,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "send exactly one `Authorization` header",
+            ));
+        }
+    };
+    let value = value.to_str().unwrap_or_default().trim();
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(Some(token.trim().to_owned()))
+        }
+        _ => Err(unauthorized(
+            "missing_token",
+            "only bearer tokens are accepted: send `Authorization: Bearer <approver token>`",
+        )),
+    }
+}
+
+fn unauthorized(code: &'static str, message: &str) -> ApiError {
+    let challenge = if code == "invalid_token" {
+        r#"Bearer realm="mandate-approvers", error="invalid_token""#
+    } else {
+        r#"Bearer realm="mandate-approvers""#
+    };
+    ApiError::new(StatusCode::UNAUTHORIZED, code, message).with_challenge(challenge)
+}
+
+/// Approvals, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApprovalList {
+    /// The approvals.
+    pub items: Vec<ApprovalView>,
+}
+
+/// Filters of `GET /v1/approvals`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ApprovalFilter {
+    /// `pending` (default), `approved`, `denied`, `expired`, `used` or `all`.
+    status: Option<String>,
+    /// At most this many (default 100, at most 500).
+    limit: Option<usize>,
+}
+
+/// List approvals, newest first: by default the pending queue.
+#[utoipa::path(get, path = "/v1/approvals", tag = "approvals",
+    params(ApprovalFilter),
+    security(("approver" = [])),
+    responses(
+        (status = 200, description = "The approvals", body = ApprovalList),
+        (status = 401, description = "No approver token, or not one", body = ErrorBody),
+        (status = 422, description = "An unknown status", body = ErrorBody),
+        (status = 503, description = "The state database cannot be read", body = ErrorBody),
+    ))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    _approver: Approver,
+    Query(filter): Query<ApprovalFilter>,
+) -> Result<Json<ApprovalList>, ApiError> {
+    let status = match filter.status.as_deref().unwrap_or("pending") {
+        "all" => None,
+        s => Some(ApprovalStatus::parse(s).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                format!(
+                    "unknown status `{s}`; use pending, approved, denied, expired, used or all"
+                ),
+            )
+        })?),
+    };
+    let limit = filter.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
+    let now = Utc::now();
+    let tasks = state.tasks();
+    let records = tasks
+        .store(move |store| store.approvals(status, now, limit))
+        .await
+        .map_err(|e| store_failed(tasks, e))?;
+    let items = records
+        .iter()
+        .map(|r| ApprovalView::detail(r, now))
+        .collect();
+    Ok(Json(ApprovalList { items }))
+}
+
+/// `?wait=` of `GET /v1/approvals/{id}`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct Wait {
+    /// Hold the answer while the approval is pending, up to this long
+    /// (`30s`, at most `60s`).
+    wait: Option<String>,
+}
+
+/// Show one approval; with `?wait=30s`, answer when it stops being pending
+/// or the wait is over.
+///
+/// Without an approver token only the status fields are shown: the agent
+/// waiting on its approval polls here with the id it was given.
+#[utoipa::path(get, path = "/v1/approvals/{id}", tag = "approvals",
+    params(("id" = String, Path, description = "The approval's id"), Wait),
+    security((), ("approver" = [])),
+    responses(
+        (status = 200, description = "The approval", body = ApprovalView),
+        (status = 404, description = "No such approval", body = ErrorBody),
+        (status = 422, description = "`wait` is not a duration", body = ErrorBody),
+        (status = 503, description = "The state database cannot be read", body = ErrorBody),
+    ))]
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    approver: Option<Approver>,
+    Query(wait): Query<Wait>,
+) -> Result<Json<ApprovalView>, ApiError> {
+    let wait = match wait.wait.as_deref() {
+        None => Duration::ZERO,
+        Some(text) => humantime::parse_duration(text.trim())
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_request",
+                    format!("`wait={text}` is not a duration; write e.g. `wait=30s`"),
+                )
+            })?
+            .min(MAX_WAIT),
+    };
+    // Long polls are capped; past the cap the answer comes at once.
+    let permit = if wait.is_zero() {
+        None
+    } else {
+        state.approvals().waiter()
+    };
+    let wait = if permit.is_some() {
+        wait
+    } else {
+        Duration::ZERO
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    // Subscribe before reading, so that no change between the read and the
+    // wait is missed.
+    let mut changes = state.approvals().subscribe();
+    loop {
+        let record = load(&state, &id).await?;
+        let now = Utc::now();
+        let status = record.approval.status_at(now);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if status != ApprovalStatus::Pending || left.is_zero() {
+            return Ok(Json(match approver {
+                Some(_) => ApprovalView::detail(&record, now),
+                None => ApprovalView::status(&record.approval, now),
+            }));
+        }
+        // Wake at a change, at the deadline, or at the expiry (which needs
+        // no change to be stored to show).
+        let to_expiry = (record.approval.expires_at - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        let _ = tokio::time::timeout(left.min(to_expiry), changes.changed()).await;
+    }
+}
+
+/// Approve or deny: the reason given with it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveApproval {
+    /// Why; it goes into the receipt and to the agent. Required.
+    pub reason: String,
+}
+
+/// Approve a pending approval.
+#[utoipa::path(post, path = "/v1/approvals/{id}/approve", tag = "approvals",
+    params(("id" = String, Path, description = "The approval's id")),
+    request_body = ResolveApproval,
+    security(("approver" = [])),
+    responses(
+        (status = 200, description = "The approval, approved", body = ApprovalView),
+        (status = 401, description = "No approver token, or not one", body = ErrorBody),
+        (status = 403, description = "`self_approval`: the approver is an agent of the request, or (unless allowed) the person its task acts for", body = ErrorBody),
+        (status = 404, description = "No such approval", body = ErrorBody),
+        (status = 409, description = "It is no longer pending (resolved, expired or used)", body = ErrorBody),
+        (status = 422, description = "No reason given", body = ErrorBody),
+        (status = 503, description = "The resolution could not be recorded; nothing changed", body = ErrorBody),
+    ))]
+pub(crate) async fn approve(
+    state: State<AppState>,
+    id: Path<String>,
+    approver: Approver,
+    body: Result<ApiJson<ResolveApproval>, ApiError>,
+) -> Result<Json<ApprovalView>, ApiError> {
+    resolve(state, id, approver, body?.0, Resolution::Approve).await
+}
+
+/// Deny a pending approval.
+#[utoipa::path(post, path = "/v1/approvals/{id}/deny", tag = "approvals",
+    params(("id" = String, Path, description = "The approval's id")),
+    request_body = ResolveApproval,
+    security(("approver" = [])),
+    responses(
+        (status = 200, description = "The approval, denied", body = ApprovalView),
+        (status = 401, description = "No approver token, or not one", body = ErrorBody),
+        (status = 403, description = "`self_approval`: the approver is an agent of the request, or (unless allowed) the person its task acts for", body = ErrorBody),
+        (status = 404, description = "No such approval", body = ErrorBody),
+        (status = 409, description = "It is no longer pending (resolved, expired or used)", body = ErrorBody),
+        (status = 422, description = "No reason given", body = ErrorBody),
+        (status = 503, description = "The resolution could not be recorded; nothing changed", body = ErrorBody),
+    ))]
+pub(crate) async fn deny(
+    state: State<AppState>,
+    id: Path<String>,
+    approver: Approver,
+    body: Result<ApiJson<ResolveApproval>, ApiError>,
+) -> Result<Json<ApprovalView>, ApiError> {
+    resolve(state, id, approver, body?.0, Resolution::Deny).await
+}
+
+/// Checks, records (receipt first, then the new status) and announces a
+/// resolution, all under the approvals lock.
+async fn resolve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Approver(approver): Approver,
+    body: ResolveApproval,
+    resolution: Resolution,
+) -> Result<Json<ApprovalView>, ApiError> {
+    let approvals = state.approvals();
+    let _guard = approvals.lock().await;
+    let record = load(&state, &id).await?;
+    let now = Utc::now();
+    let resolved = record
+        .approval
+        .resolve(
+            &approver,
+            resolution,
+            &body.reason,
+            now,
+            approvals.settings().allow_self_approval,
+        )
+        .map_err(|e| refused(&e))?;
+    let record = match record_resolution(&state, record, resolved, now).await {
+        Ok(Recorded::Stored(record)) => record,
+        Ok(Recorded::AlreadyLogged(record)) => {
+            approvals.changed();
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_pending",
+                format!(
+                    "the approval is already {} (the receipt log records it); reload it",
+                    record.approval.status
+                ),
+            ));
+        }
+        Err(RecordError::Ledger(e)) => {
+            tracing::error!(error = %e, approval_id = %id, "approval receipt not recorded");
+            state.metrics().count_receipt_failure();
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "receipt_unavailable",
+                "the resolution could not be recorded in the receipt ledger; nothing changed, try again",
+            ));
+        }
+        Err(RecordError::State(e)) => {
+            tracing::error!(error = %e, approval_id = %id, "approval receipt written, status not stored");
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state_unavailable",
+                "the resolution is in the receipt log but its status could not be stored; send it again to apply it",
+            ));
+        }
+        Err(RecordError::Changed) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_pending",
+                "the approval changed while it was being resolved; reload it",
+            ));
+        }
+    };
+    state.metrics().count_approval(match resolution {
+        Resolution::Approve => "approved",
+        Resolution::Deny => "denied",
+    });
+    approvals.changed();
+    tracing::info!(approval_id = %id, approver = %approver, status = %record.approval.status, "approval resolved");
+    Ok(Json(ApprovalView::detail(&record, now)))
+}
+
+fn refused(e: &ApprovalError) -> ApiError {
+    let (status, code) = match e {
+        ApprovalError::NotPending(_) | ApprovalError::Expired(_) => {
+            (StatusCode::CONFLICT, "not_pending")
+        }
+        ApprovalError::AgentApprover(_) | ApprovalError::SelfApproval(_) => {
+            (StatusCode::FORBIDDEN, "self_approval")
+        }
+        ApprovalError::ReasonRequired => (StatusCode::UNPROCESSABLE_ENTITY, "reason_required"),
+    };
+    ApiError::new(status, code, e.to_string())
+}
+
+async fn load(state: &AppState, id: &str) -> Result<ApprovalRecord, ApiError> {
+    let tasks = state.tasks();
+    let key = id.to_owned();
+    tasks
+        .store(move |store| store.approval(&key))
+        .await
+        .map_err(|e| store_failed(tasks, e))?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no approval `{id}`"),
+            )
+        })
+}
+
+/// Who an approver token belongs to.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WhoAmI {
+    /// The approver's configured name.
+    pub name: String,
+    /// Always `approver`.
+    pub role: &'static str,
+}
+
+/// Who the approver token belongs to (the console's sign-in check).
+#[utoipa::path(get, path = "/v1/approvers/me", tag = "approvals",
+    security(("approver" = [])),
+    responses(
+        (status = 200, description = "The approver", body = WhoAmI),
+        (status = 401, description = "No approver token, or not one", body = ErrorBody),
+    ))]
+pub(crate) async fn me(Approver(name): Approver) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        name,
+        role: "approver",
+    })
+}
+
+/// Filters of `GET /v1/receipts`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ReceiptFilter {
+    /// Task id.
+    task: Option<String>,
+    /// The agent (principal id).
+    agent: Option<String>,
+    /// The tool: `server/tool`, or a bare name for that tool on any server.
+    tool: Option<String>,
+    /// The outcome: `allow`, `deny`, `approval_required`, or for approval
+    /// receipts `approved`, `denied`, `expired`.
+    decision: Option<String>,
+    /// `decision` or `approval`.
+    kind: Option<String>,
+    /// Only receipts with a lower index (the next page).
+    before: Option<u64>,
+    /// At most this many (default 50, at most 500).
+    limit: Option<usize>,
+}
+
+/// One receipt found, with the status of its inclusion proof.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FoundReceipt {
+    /// Its position in the log.
+    pub index: u64,
+    /// The receipt.
+    #[schema(value_type = Object)]
+    pub receipt: Value,
+    /// Whether the newest checkpoint provably includes it.
+    pub proof: ProofStatus,
+}
+
+/// Inclusion proof status of a receipt.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProofStatus {
+    /// `verified` (the receipt's signature and its inclusion proof check
+    /// out against the newest signed checkpoint), `pending` (newer than the
+    /// newest checkpoint) or `failed`.
+    pub status: &'static str,
+    /// Size of the checkpoint it was checked against.
+    pub checkpoint_size: Option<u64>,
+}
+
+/// Receipts found.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReceiptList {
+    /// Newest first.
+    pub items: Vec<FoundReceipt>,
+}
+
+/// Search receipts, newest first.
+#[utoipa::path(get, path = "/v1/receipts", tag = "receipts",
+    params(ReceiptFilter),
+    security(("approver" = [])),
+    responses(
+        (status = 200, description = "The receipts", body = ReceiptList),
+        (status = 401, description = "No approver token, or not one", body = ErrorBody),
+        (status = 503, description = "The ledger cannot be read", body = ErrorBody),
+    ))]
+pub(crate) async fn receipts(
+    State(state): State<AppState>,
+    _approver: Approver,
+    Query(filter): Query<ReceiptFilter>,
+) -> Result<Json<ReceiptList>, ApiError> {
+    let blank = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+    let query = ReceiptQuery {
+        task: blank(filter.task),
+        agent: blank(filter.agent),
+        tool: blank(filter.tool),
+        decision: blank(filter.decision),
+        kind: blank(filter.kind),
+        before: filter.before,
+        limit: filter.limit.unwrap_or(50).clamp(1, MAX_LIMIT),
+    };
+    let found = state.ledger().search(query).await.map_err(|e| {
+        tracing::error!(error = %e, "receipt search failed");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ledger_unavailable",
+            "the receipt ledger cannot be read; try again",
+        )
+    })?;
+    let verifier = state.ledger().verifier();
+    let items = found
+        .into_iter()
+        .map(|(stored, proof)| {
+            let receipt = serde_json::from_str(&stored.body).unwrap_or(Value::Null);
+            let proof = match proof {
+                None => ProofStatus {
+                    status: "pending",
+                    checkpoint_size: None,
+                },
+                Some(proof) => {
+                    let size = proof.checkpoint.size;
+                    let verified = proof
+                        .into_bundle(verifier)
+                        .is_ok_and(|bundle| bundle.verify(verifier).is_ok());
+                    ProofStatus {
+                        status: if verified { "verified" } else { "failed" },
+                        checkpoint_size: Some(size),
+                    }
+                }
+            };
+            FoundReceipt {
+                index: stored.index,
+                receipt,
+                proof,
+            }
+        })
+        .collect();
+    Ok(Json(ReceiptList { items }))
+}
+
+/// Filters of `GET /v1/tasks`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct TaskFilter {
+    /// `active` (default: tasks not ended) or `all`.
+    status: Option<String>,
+    /// At most this many (default 100, at most 500).
+    limit: Option<usize>,
+}
+
+/// Tasks, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TaskList {
+    /// The tasks, each with its delegation tree and history.
+    pub items: Vec<TaskView>,
+}
+
+/// List tasks with their delegation trees, newest first.
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks",
+    params(TaskFilter),
+    security(("approver" = [])),
+    responses(
+        (status = 200, description = "The tasks", body = TaskList),
+        (status = 401, description = "No approver token, or not one", body = ErrorBody),
+        (status = 422, description = "An unknown status", body = ErrorBody),
+        (status = 503, description = "The state database cannot be read", body = ErrorBody),
+    ))]
+pub(crate) async fn tasks(
+    State(state): State<AppState>,
+    _approver: Approver,
+    Query(filter): Query<TaskFilter>,
+) -> Result<Json<TaskList>, ApiError> {
+    let open_only = match filter.status.as_deref().unwrap_or("active") {
+        "active" => true,
+        "all" => false,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                format!("unknown status `{other}`; use active or all"),
+            ));
+        }
+    };
+    let limit = filter.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
+    let tasks = state.tasks();
+    let found = tasks
+        .store(move |store| {
+            store
+                .list_tasks(open_only, limit)?
+                .into_iter()
+                .map(|task| {
+                    let credentials = store.credentials(&task.id)?;
+                    let history = store.history(&task.id)?;
+                    Ok((task, credentials, history))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| store_failed(tasks, e))?;
+    let now = Utc::now();
+    let items = found
+        .into_iter()
+        .map(|(task, credentials, history)| TaskView::new(tasks, task, credentials, history, now))
+        .collect();
+    Ok(Json(TaskList { items }))
+}

@@ -1,0 +1,238 @@
+//! Approvals in the state database: each pending request for a person's
+//! approval, how it was resolved, and which call it released.
+//!
+//! The transitions themselves are decided by [`mandate_core::Approval`];
+//! this module stores them. Every change is a compare-and-swap on the
+//! status ([`TaskStore::update_approval`]), so two approvers answering at
+//! once, or an approval released twice at once, change it only once.
+
+use chrono::{DateTime, Utc};
+use mandate_core::{Approval, ApprovalStatus, Requester};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::StoreError;
+use crate::tasks::{TaskStore, json_col, json_text, query_all, time_col, time_text};
+
+/// The approvals table (schema 3).
+pub(crate) const CREATE_APPROVALS: &str = "
+-- One row per approval. requester: JSON (agent, chain, on_behalf_of);
+-- summary: what an approver is shown (JSON); receipt: the receipt of the
+-- request that asked, the template of the resolution's receipt (JSON).
+CREATE TABLE approvals (
+    id             TEXT PRIMARY KEY,
+    decision_id    TEXT NOT NULL UNIQUE,
+    request_sha256 TEXT NOT NULL,
+    requester      TEXT NOT NULL,
+    agent          TEXT NOT NULL,
+    task_id        TEXT,
+    status         TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'expired', 'used')),
+    created_at     TEXT NOT NULL,
+    expires_at     TEXT NOT NULL,
+    resolved_at    TEXT,
+    resolved_by    TEXT,
+    reason         TEXT,
+    released_by    TEXT,
+    summary        TEXT NOT NULL,
+    receipt        TEXT NOT NULL
+) STRICT;
+
+-- What the expiry sweep scans, and the queue; pending ones per agent.
+CREATE INDEX approvals_pending ON approvals (expires_at) WHERE status = 'pending';
+CREATE INDEX approvals_pending_by_agent ON approvals (agent) WHERE status = 'pending';
+CREATE INDEX approvals_by_time ON approvals (created_at);
+";
+
+const COLUMNS: &str = "id, decision_id, request_sha256, requester, task_id, status, created_at, \
+     expires_at, resolved_at, resolved_by, reason, released_by, summary, receipt";
+
+/// An approval with what the gateway keeps beside its state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// The state machine's view.
+    pub approval: Approval,
+    /// The task the request was made under, if any.
+    pub task_id: Option<String>,
+    /// What an approver is shown: tool, arguments (as receipts keep them),
+    /// agent and chain, task intent, policies and reasons.
+    pub summary: Value,
+    /// The receipt of the decision that asked (a template for the receipt
+    /// of the resolution).
+    pub receipt: Value,
+}
+
+impl TaskStore {
+    /// Stores a new approval.
+    pub fn create_approval(&self, record: &ApprovalRecord) -> Result<(), StoreError> {
+        let a = &record.approval;
+        let row = (
+            json_text(&a.requester, "requester")?,
+            time_text(&a.created_at)?,
+            time_text(&a.expires_at)?,
+            json_text(&record.summary, "summary")?,
+            json_text(&record.receipt, "receipt")?,
+        );
+        self.write(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO approvals (id, decision_id, request_sha256, requester, task_id, status,
+                     created_at, expires_at, summary, receipt, agent)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                a.id,
+                a.decision_id,
+                a.request_sha256,
+                row.0,
+                record.task_id,
+                a.status.as_str(),
+                row.1,
+                row.2,
+                row.3,
+                row.4,
+                a.requester.agent,
+            ])?;
+            Ok(())
+        })
+    }
+
+    /// Approval `id`, if there is one.
+    pub fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached(&format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"))?
+                .query_row(params![id], |row| Ok(approval_row(row)))
+                .optional()?
+                .transpose()
+        })
+    }
+
+    /// Approvals, newest first, at most `limit`; only those whose status at
+    /// `now` is `status` when given. A pending approval past its expiry is
+    /// `expired` at `now`, whether or not the expiry sweep stored it yet.
+    pub fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let now = time_text(&now)?;
+        let status = status.map_or("all", ApprovalStatus::as_str);
+        self.read(|conn| {
+            query_all(
+                conn,
+                &format!(
+                    "SELECT {COLUMNS} FROM approvals
+                     WHERE ?3 = 'all'
+                        OR (?3 = 'pending' AND status = 'pending' AND expires_at > ?1)
+                        OR (?3 = 'expired' AND (status = 'expired'
+                                                OR (status = 'pending' AND expires_at <= ?1)))
+                        OR (?3 NOT IN ('pending', 'expired') AND status = ?3)
+                     ORDER BY created_at DESC, id DESC LIMIT ?2"
+                ),
+                params![now, limit, status],
+                approval_row,
+            )
+        })
+    }
+
+    /// How many approvals of `agent` are pending (not yet expired) at `now`.
+    pub fn pending_approvals_of(&self, agent: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let now = time_text(&now)?;
+        self.read(|conn| {
+            let n: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM approvals
+                     WHERE agent = ?1 AND status = 'pending' AND expires_at > ?2",
+                )?
+                .query_row(params![agent, now], |row| row.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    /// Pending approvals whose expiry is at or before `now`, soonest
+    /// first, at most `limit`.
+    pub fn due_approvals(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let now = time_text(&now)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            query_all(
+                conn,
+                &format!(
+                    "SELECT {COLUMNS} FROM approvals WHERE status = 'pending' AND expires_at <= ?1
+                     ORDER BY expires_at LIMIT ?2"
+                ),
+                params![now, limit],
+                approval_row,
+            )
+        })
+    }
+
+    /// Stores `approval`'s new state if the stored status is still `from`;
+    /// returns whether it was stored. A `false` means someone else changed
+    /// it first, and nothing was written.
+    pub fn update_approval(
+        &self,
+        from: ApprovalStatus,
+        approval: &Approval,
+    ) -> Result<bool, StoreError> {
+        let resolved_at = approval.resolved_at.as_ref().map(time_text).transpose()?;
+        self.write(|conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE approvals SET status = ?3, resolved_at = ?4, resolved_by = ?5,
+                         reason = ?6, released_by = ?7
+                     WHERE id = ?1 AND status = ?2",
+                )?
+                .execute(params![
+                    approval.id,
+                    from.as_str(),
+                    approval.status.as_str(),
+                    resolved_at,
+                    approval.resolved_by,
+                    approval.reason,
+                    approval.released_by,
+                ])?;
+            Ok(changed == 1)
+        })
+    }
+}
+
+fn approval_row(row: &Row<'_>) -> Result<ApprovalRecord, StoreError> {
+    let status: String = row.get(5)?;
+    let status = ApprovalStatus::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("approval status `{status}` is unknown")))?;
+    let requester: Requester = json_col(row, 3, "approval requester")?;
+    let resolved_at = row
+        .get::<_, Option<String>>(8)?
+        .map(|t| crate::tasks::parse_time(&t, "approval resolved_at"))
+        .transpose()?;
+    Ok(ApprovalRecord {
+        approval: Approval {
+            id: row.get(0)?,
+            decision_id: row.get(1)?,
+            request_sha256: row.get(2)?,
+            requester,
+            status,
+            created_at: time_col(row, 6, "approval created_at")?,
+            expires_at: time_col(row, 7, "approval expires_at")?,
+            resolved_at,
+            resolved_by: row.get(9)?,
+            reason: row.get(10)?,
+            released_by: row.get(11)?,
+        },
+        task_id: row.get(4)?,
+        summary: json_col(row, 12, "approval summary")?,
+        receipt: json_col(row, 13, "approval receipt")?,
+    })
+}
+
+/// Creates the approvals table in a schema-2 database.
+pub(crate) fn migrate_to_3(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(CREATE_APPROVALS)?;
+    Ok(())
+}

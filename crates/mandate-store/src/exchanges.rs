@@ -1,0 +1,183 @@
+//! Token exchanges: which decision was exchanged for a downstream token, by
+//! which credential, for which resource; each decision at most once.
+//!
+//! A decision made under a task credential records the credential it was
+//! made under (`history.credential`, the hex revocation id of the
+//! credential's last block; `NULL` for decisions recorded before schema 4).
+//! `POST /v1/token` checks that the decision named by an exchange was made
+//! under the credential presented ([`TaskStore::decided_call`]), then records
+//! the exchange ([`TaskStore::record_exchange`]): the `PRIMARY KEY` on the
+//! decision id, checked in the same `BEGIN IMMEDIATE` transaction, is what
+//! makes a decision usable once.
+
+use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
+
+use chrono::{DateTime, Utc};
+
+use crate::StoreError;
+use crate::tasks::{HistoryEntry, TaskStore, json_text, query_all, time_text};
+
+/// Schema 4: the credential of each decision (`history.credential`, added
+/// by [`migrate_to_4`]: the hex revocation id of its last block, `NULL` for
+/// decisions recorded before schema 4), and the exchanges.
+const CREATE_EXCHANGES: &str = "
+-- One row per decision exchanged for a downstream token (RFC 8693): a
+-- decision is exchanged at most once. scope: JSON array of tools.
+CREATE TABLE IF NOT EXISTS token_exchanges (
+    decision_id  TEXT PRIMARY KEY REFERENCES history (decision_id),
+    task_id      TEXT NOT NULL REFERENCES tasks (id),
+    credential   TEXT NOT NULL,
+    resource     TEXT NOT NULL,
+    token_id     TEXT NOT NULL UNIQUE,
+    scope        TEXT NOT NULL,
+    exchanged_at TEXT NOT NULL,
+    expires_at   TEXT NOT NULL
+) STRICT;
+";
+
+/// Adds schema 4 to a schema 3 database (new or migrated), in the caller's
+/// transaction. Idempotent: what exists already is kept.
+pub(crate) fn migrate_to_4(conn: &Connection) -> Result<(), StoreError> {
+    let has_credential = !query_all(
+        conn,
+        "SELECT 1 FROM pragma_table_info('history') WHERE name = 'credential'",
+        [],
+        |_| Ok(()),
+    )?
+    .is_empty();
+    if !has_credential {
+        conn.execute_batch("ALTER TABLE history ADD COLUMN credential TEXT;")?;
+    }
+    conn.execute_batch(CREATE_EXCHANGES)?;
+    Ok(())
+}
+
+/// One exchange of a decision for a downstream token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangeRecord {
+    /// The decision exchanged.
+    pub decision_id: String,
+    /// Its task.
+    pub task_id: String,
+    /// The revocation id of the credential presented.
+    pub credential: String,
+    /// The downstream resource the token is for.
+    pub resource: String,
+    /// The token's `jti`.
+    pub token_id: String,
+    /// The tools in the token's scope.
+    pub scope: Vec<String>,
+    /// When the token was minted.
+    pub exchanged_at: DateTime<Utc>,
+    /// When it expires.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl TaskStore {
+    /// The history entry of decision `decision_id` with the revocation id of
+    /// the credential it was made under (`None` if not recorded).
+    pub fn decided_call(
+        &self,
+        decision_id: &str,
+    ) -> Result<Option<(HistoryEntry, Option<String>)>, StoreError> {
+        self.read(|conn| {
+            let Some(entry) = crate::tasks::history_entry(conn, decision_id)? else {
+                return Ok(None);
+            };
+            let credential: Option<String> = conn
+                .prepare_cached("SELECT credential FROM history WHERE decision_id = ?1")?
+                .query_row(params![decision_id], |row| row.get(0))?;
+            Ok(Some((entry, credential)))
+        })
+    }
+
+    /// Records the exchange of `record.decision_id`, once.
+    ///
+    /// [`StoreError::NotFound`] (kind `decision`) if the decision is not in
+    /// its task's history, [`StoreError::TaskEnded`] if the task has ended
+    /// (its credentials are revoked), [`StoreError::Conflict`] if the
+    /// decision was exchanged already. Durable before it returns.
+    pub fn record_exchange(&self, record: &ExchangeRecord) -> Result<(), StoreError> {
+        let scope = json_text(&record.scope, "scope")?;
+        let exchanged_at = time_text(&record.exchanged_at)?;
+        let expires_at = time_text(&record.expires_at)?;
+        self.write(|conn| {
+            let task = query_all(
+                conn,
+                "SELECT tasks.end_reason FROM history JOIN tasks ON tasks.id = history.task_id
+                 WHERE history.decision_id = ?1 AND history.task_id = ?2",
+                params![record.decision_id, record.task_id],
+                |row| Ok(row.get::<_, Option<String>>(0)?),
+            )?;
+            let Some(end_reason) = task.into_iter().next() else {
+                return Err(StoreError::NotFound {
+                    kind: "decision",
+                    id: record.decision_id.clone(),
+                });
+            };
+            if let Some(reason) = end_reason {
+                return Err(StoreError::TaskEnded {
+                    task_id: record.task_id.clone(),
+                    reason,
+                });
+            }
+            let used = query_all(
+                conn,
+                "SELECT 1 FROM token_exchanges WHERE decision_id = ?1",
+                params![record.decision_id],
+                |_| Ok(()),
+            )?;
+            if !used.is_empty() {
+                return Err(StoreError::Conflict(format!(
+                    "decision `{}` was exchanged for a token already",
+                    record.decision_id
+                )));
+            }
+            conn.prepare_cached(
+                "INSERT INTO token_exchanges (decision_id, task_id, credential, resource,
+                     token_id, scope, exchanged_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                record.decision_id,
+                record.task_id,
+                record.credential,
+                record.resource,
+                record.token_id,
+                scope,
+                exchanged_at,
+                expires_at,
+            ])?;
+            Ok(())
+        })
+    }
+
+    /// Task `task_id`'s exchanges, in the order they were recorded.
+    pub fn exchanges(&self, task_id: &str) -> Result<Vec<ExchangeRecord>, StoreError> {
+        self.read(|conn| {
+            query_all(
+                conn,
+                "SELECT decision_id, task_id, credential, resource, token_id, scope,
+                     exchanged_at, expires_at
+                 FROM token_exchanges WHERE task_id = ?1 ORDER BY rowid",
+                params![task_id],
+                |row| {
+                    let scope: String = row.get(5)?;
+                    Ok(ExchangeRecord {
+                        decision_id: row.get(0)?,
+                        task_id: row.get(1)?,
+                        credential: row.get(2)?,
+                        resource: row.get(3)?,
+                        token_id: row.get(4)?,
+                        scope: serde_json::from_str(&scope).map_err(|e| {
+                            StoreError::Corrupt(format!("stored scope `{scope}` is not valid: {e}"))
+                        })?,
+                        exchanged_at: crate::tasks::time_col(row, 6, "exchanged_at")?,
+                        expires_at: crate::tasks::time_col(row, 7, "expires_at")?,
+                    })
+                },
+            )
+        })
+    }
+}

@@ -1,0 +1,176 @@
+//! `mandate mcp wrap|proxy`: the MCP gateway (crate `mandate-mcp`), started
+//! from the command line. This module only turns flags into settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use mandate_mcp::http::{ProxyOptions, UpstreamSpec};
+use mandate_mcp::pep::DEFAULT_APPROVAL_WAIT;
+use mandate_mcp::stdio::WrapOptions;
+use mandate_mcp::{GatewayConfig, Pep, PepSettings, Principal, TaskCredential};
+
+use crate::cli::{McpGatewayArgs, McpProxyArgs, McpWrapArgs};
+use crate::exit::Code;
+
+pub fn wrap(args: McpWrapArgs) -> anyhow::Result<Code> {
+    init_logging();
+    let pep = match enforcement_point(&args.gateway) {
+        Ok(pep) => pep,
+        Err(e) => return input_error(&e),
+    };
+    let mut command = args.command.into_iter();
+    let Some(program) = command.next() else {
+        bail!("no MCP server command after `--`");
+    };
+    let options = WrapOptions {
+        program,
+        args: command.collect(),
+        name: args.name,
+        max_message_bytes: args.gateway.max_message_bytes,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let status = runtime.block_on(mandate_mcp::stdio::wrap(
+        Arc::new(pep),
+        options,
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+    ));
+    // The stdin reader blocks a thread that cannot be interrupted: do not
+    // wait for it.
+    runtime.shutdown_background();
+    let status = status?;
+    Ok(if status.success() {
+        Code::Ok
+    } else {
+        Code::Failure
+    })
+}
+
+pub fn proxy(args: McpProxyArgs) -> anyhow::Result<Code> {
+    init_logging();
+    let pep = match enforcement_point(&args.gateway) {
+        Ok(pep) => pep,
+        Err(e) => return input_error(&e),
+    };
+    let mut upstreams = Vec::new();
+    for spec in &args.upstream {
+        let Some((name, url)) = spec.split_once('=') else {
+            return input_error(&anyhow::anyhow!(
+                "`--upstream {spec}`: write NAME=URL, such as fs=http://127.0.0.1:3001/mcp"
+            ));
+        };
+        upstreams.push(UpstreamSpec {
+            name: name.to_owned(),
+            url: url.to_owned(),
+        });
+    }
+    let options = ProxyOptions {
+        upstreams,
+        max_message_bytes: args.gateway.max_message_bytes,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let address = listener.local_addr()?;
+        tracing::info!(%address, "mandate mcp proxy is listening");
+        eprintln!("mandate mcp proxy listening on http://{address}");
+        mandate_mcp::http::serve(Arc::new(pep), options, listener).await?;
+        anyhow::Ok(Code::Ok)
+    })
+}
+
+/// The enforcement point the flags describe.
+fn enforcement_point(args: &McpGatewayArgs) -> anyhow::Result<Pep> {
+    let mut config = match &args.config {
+        Some(path) => GatewayConfig::load(path)?,
+        None => GatewayConfig::default(),
+    };
+    if args.hide_denied_tools {
+        config.hide_denied_tools = true;
+    }
+    let approval_wait = match (&args.approval_wait, config.approval_wait_seconds) {
+        (Some(text), _) => parse_duration(text)?,
+        (None, Some(seconds)) => Duration::from_secs(seconds),
+        (None, None) => DEFAULT_APPROVAL_WAIT,
+    };
+    let credential = match (&args.credential_file, &args.credential) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the task credential `{}`", path.display()))?;
+            Some(text)
+        }
+        (None, Some(text)) => Some(text.clone()),
+        (None, None) => None,
+    };
+    let principal = match (credential, &args.agent) {
+        (Some(token), agent) => {
+            let credential = TaskCredential::read(&token)?;
+            let id = agent.clone().unwrap_or_else(|| credential.holder.clone());
+            Principal::Credential { credential, id }
+        }
+        (None, Some(agent)) => Principal::Agent { id: agent.clone() },
+        (None, None) => bail!(
+            "no principal: give the agent's identity (--agent or MANDATE_AGENT) or a task credential (MANDATE_TASK_CREDENTIAL or --credential-file)"
+        ),
+    };
+    let pep = Pep::new(PepSettings {
+        gateway: args.gateway.clone(),
+        principal,
+        config,
+        approval_wait,
+    })
+    .context("cannot build the HTTP client")?;
+    Ok(pep)
+}
+
+/// `90`, `90s`, `2m`, `1h`.
+fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("`{text}` is not a duration (write 90, 90s, 2m or 1h)"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        _ => bail!("`{text}` is not a duration (write 90, 90s, 2m or 1h)"),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+fn input_error(error: &anyhow::Error) -> anyhow::Result<Code> {
+    eprintln!("error: {error:#}");
+    Ok(Code::Input)
+}
+
+/// Logs go to stderr (stdout is the MCP stream in `wrap`); `RUST_LOG`
+/// filters them [default: warn].
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").ok(), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2m").ok(), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h").ok(), Some(Duration::from_secs(3600)));
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+}

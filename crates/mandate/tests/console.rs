@@ -1,0 +1,203 @@
+//! The web console, tested in a real browser: this test starts a real
+//! `mandate serve` (an approver, approval gates from
+//! `tests/data/console-pack`, an identity provider and an open task with one
+//! delegation), then runs `node --test tests/ui/console.test.mjs`, which
+//! drives Debian's chromium with playwright-core: the agent's side with
+//! fetch, the approver's in the console.
+//!
+//! It needs `/usr/bin/chromium`, `node` and `tests/ui/node_modules`; without
+//! them it fails (never skips) and says to run the README's set-up command.
+//! With `MANDATE_SCREENSHOT_DIR` set (an absolute path, or one relative to
+//! the repository), the browser test saves the screenshots the docs show.
+
+// Tests assert by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod util;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use util::Launch;
+use util::tasks::{Gateway, Idp, ROOT_AGENT, SUB_AGENT, text, write_config};
+
+/// The approver's token; the server knows only its SHA-256 digest.
+const APPROVER_TOKEN: &str = "mandate-console-test-approver-token-3f9c1a7e52b04d68";
+const APPROVER_TOKEN_SHA256: &str =
+    "772aa034e2e0435c9cfb699788279a98ab49a92a6fee0faed42c3e205cabac30";
+const APPROVER: &str = "reviewer@example.com";
+
+/// The browser tests' own timeouts are shorter; this only stops a hang.
+const NODE_TIMEOUT: Duration = Duration::from_secs(300);
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const SETUP: &str = "run the set-up command from the README (it installs chromium and runs `npm ci --prefix tests/ui`)";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Fails with what is missing and how to get it.
+fn require_browser_tools(repo: &Path) {
+    let mut missing = Vec::new();
+    if !Path::new(CHROMIUM).exists() {
+        missing.push(format!("{CHROMIUM} is missing"));
+    }
+    let modules = repo.join("tests/ui/node_modules/playwright-core");
+    if !modules.exists() {
+        missing.push(format!("{} is missing", modules.display()));
+    }
+    match Command::new("node").arg("--version").output() {
+        Ok(out) if out.status.success() => {
+            let version = String::from_utf8_lossy(&out.stdout);
+            let major: u32 = version
+                .trim()
+                .trim_start_matches('v')
+                .split('.')
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(0);
+            if major < 20 {
+                missing.push(format!(
+                    "node 20 or newer is needed, found {}",
+                    version.trim()
+                ));
+            }
+        }
+        _ => missing.push("`node` is not on the PATH".to_owned()),
+    }
+    assert!(
+        missing.is_empty(),
+        "cannot run the console's browser tests: {}. To fix: {SETUP}.",
+        missing.join("; ")
+    );
+}
+
+/// Approvers, a short checkpoint interval (so that the explorer shows
+/// verified proofs within the test) and a generous approval lifetime
+/// (the expiry test's gate sets its own, 4 s).
+fn config_lines() -> String {
+    format!(
+        "checkpoint_interval_ms = 250\napproval_ttl_seconds = 300\n\n\
+             [[approvers]]\nname = \"{APPROVER}\"\ntoken_sha256 = \"{APPROVER_TOKEN_SHA256}\"\n"
+    )
+}
+
+fn gateway() -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = Idp::new("idp-console");
+    let config = write_config(dir.path(), &idp, &config_lines());
+    let data = dir.path().join("data");
+    let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/console-pack");
+    let server = Launch::serve(&data)
+        .arg("--config")
+        .arg(&config)
+        .arg("--policies")
+        .arg(&pack)
+        .start();
+    Gateway {
+        server,
+        data,
+        dir,
+        idp,
+    }
+}
+
+/// Starts a task for the planner and delegates part of it to the mailer;
+/// returns the task id and its root credential.
+fn open_task(gw: &Gateway) -> (String, String) {
+    let reply = gw.start(
+        &gw.idp.token(ROOT_AGENT),
+        &json!({
+            "intent": "reconcile the supplier ledger",
+            "tools": ["billing/read_invoice", "billing/pay_invoice"],
+            "labels": ["finance"],
+            "ttl_seconds": 900,
+            "max_depth": 1
+        }),
+    );
+    assert_eq!(reply.status, 201, "start a task: {}", reply.body);
+    let started = reply.json();
+    let task_id = text(&started, "task_id").to_owned();
+    let credential = text(&started, "credential").to_owned();
+    let reply = gw.delegate(
+        &task_id,
+        &credential,
+        &json!({ "agent": SUB_AGENT, "tools": ["billing/read_invoice"], "ttl_seconds": 600 }),
+    );
+    assert_eq!(reply.status, 201, "delegate: {}", reply.body);
+    (task_id, credential)
+}
+
+/// Runs `node --test FILE` with `envs`, bounded by [`NODE_TIMEOUT`];
+/// returns whether it passed and everything it printed.
+fn run_node(repo: &Path, file: &Path, envs: &[(&str, String)]) -> (bool, String) {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = Command::new("node");
+    cmd.arg("--test")
+        .arg("--test-reporter=spec")
+        .arg(file)
+        .current_dir(repo)
+        .stdin(Stdio::null())
+        .stdout(File::create(out.path()).unwrap())
+        .stderr(File::create(out.path().with_extension("err")).unwrap());
+    for (key, value) in envs {
+        cmd.env(key, value);
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run node ({e}); {SETUP}"));
+    let deadline = Instant::now() + NODE_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stdout = std::fs::read_to_string(out.path()).unwrap_or_default();
+    let stderr = std::fs::read_to_string(out.path().with_extension("err")).unwrap_or_default();
+    let _ = std::fs::remove_file(out.path().with_extension("err"));
+    let mut output = format!("{stdout}{stderr}");
+    if status.is_none() {
+        output.push_str(&format!("\n(killed after {NODE_TIMEOUT:?})"));
+    }
+    (status.is_some_and(|s| s.success()), output)
+}
+
+#[test]
+fn the_console_in_a_real_browser() {
+    let repo = repo();
+    require_browser_tools(&repo);
+    let gw = gateway();
+    let (task_id, credential) = open_task(&gw);
+
+    let (passed, output) = run_node(
+        &repo,
+        &repo.join("tests/ui/console.test.mjs"),
+        &[
+            ("MANDATE_URL", gw.server.url("")),
+            ("MANDATE_APPROVER_TOKEN", APPROVER_TOKEN.to_owned()),
+            ("MANDATE_APPROVER_NAME", APPROVER.to_owned()),
+            ("MANDATE_TASK_ID", task_id),
+            ("MANDATE_TASK_CREDENTIAL", credential),
+        ],
+    );
+    println!("{output}");
+    assert!(
+        passed,
+        "the console's browser tests failed:\n{output}\n--- server log ---\n{}",
+        gw.server.log_lines().join("\n")
+    );
+}

@@ -1,0 +1,396 @@
+//! `mandate mcp wrap` against real peers: the official Python and TypeScript
+//! SDK clients, in front of the reference servers `server-filesystem` and
+//! `server-everything`, with a real `mandate serve` deciding
+//! (`tests/mcp/policies`). Set-up: `.ci/run` (npm ci, pip install).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod util;
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use util::mcp::{
+    AGENT, Sdk, check_everything, decision_id, everything_server, filesystem_server, history,
+    mandate, require_peers, run_stdio, start_task, steps, wrap_command,
+};
+
+/// Under a task credential, on the filesystem server: an allowed read returns
+/// the file, a denied write never reaches the server (the file is untouched)
+/// and its tool error names the decision, both have receipts, an open-world
+/// result (by the config's override) taints the session, and a tool the
+/// credential does not grant is denied.
+#[test]
+fn filesystem_under_a_task_credential() {
+    require_peers();
+    let gateway = mandate();
+    for sdk in Sdk::BOTH {
+        let files = tempfile::tempdir().unwrap();
+        let root = files.path().canonicalize().unwrap();
+        std::fs::write(root.join("notes.txt"), "hello notes\n").unwrap();
+        std::fs::write(root.join("protected.txt"), "keep me\n").unwrap();
+        let task = start_task(
+            &gateway,
+            &["fs/read_text_file", "fs/write_file", "fs/list_directory"],
+        );
+        let credential_file = files.path().join("credential");
+        std::fs::write(&credential_file, &task.credential).unwrap();
+        let config = files.path().join("mcp.toml");
+        std::fs::write(&config, "[tools.\"list_directory\"]\nopen_world = true\n").unwrap();
+        let path = |name: &str| root.join(name).display().to_string();
+        let plan = json!([
+            {"op": "call", "tool": "read_text_file", "arguments": {"path": path("notes.txt")}},
+            {"op": "call", "tool": "write_file", "arguments": {"path": path("protected.txt"), "content": "pwned"}},
+            {"op": "call", "tool": "write_file", "arguments": {"path": path("new.txt"), "content": "written"}},
+            {"op": "call", "tool": "list_directory", "arguments": {"path": root.display().to_string()}},
+            {"op": "call", "tool": "write_file", "arguments": {"path": path("late.txt"), "content": "too late"}},
+            {"op": "call", "tool": "get_file_info", "arguments": {"path": path("notes.txt")}},
+        ]);
+        let command = wrap_command(
+            &gateway,
+            &[
+                "--name",
+                "fs",
+                "--credential-file",
+                credential_file.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+            ],
+            &filesystem_server(&root),
+        );
+        let out = run_stdio(sdk, &plan, &command);
+        let s = steps(&out);
+        assert_eq!(out["server"], "secure-filesystem-server", "{sdk:?}: {out}");
+
+        // Allowed: the server's real answer.
+        assert_eq!(s[0]["isError"], false, "{sdk:?}: {out}");
+        assert_eq!(s[0]["text"], "hello notes\n", "{sdk:?}: {out}");
+        // Denied by policy: never reached the server.
+        assert_eq!(s[1]["isError"], true, "{sdk:?}: {out}");
+        let text = s[1]["text"].as_str().unwrap();
+        assert!(text.contains("protected-files"), "{sdk:?}: {text}");
+        assert_eq!(
+            std::fs::read_to_string(root.join("protected.txt")).unwrap(),
+            "keep me\n"
+        );
+        let denied = decision_id(text);
+        let receipt = gateway.receipt(&denied);
+        assert_eq!(receipt["decision"], "deny");
+        assert_eq!(receipt["call"]["tool"], "write_file");
+        assert_eq!(receipt["call"]["server"], "fs");
+        // An allowed write happened.
+        assert_eq!(s[2]["isError"], false, "{sdk:?}: {out}");
+        assert_eq!(
+            std::fs::read_to_string(root.join("new.txt")).unwrap(),
+            "written"
+        );
+        // The listing is open-world by the override: its result is untrusted,
+        // and the next write is denied for it.
+        assert_eq!(s[3]["isError"], false, "{sdk:?}: {out}");
+        assert!(s[3]["text"].as_str().unwrap().contains("notes.txt"));
+        assert_eq!(s[4]["isError"], true, "{sdk:?}: {out}");
+        assert!(
+            s[4]["text"]
+                .as_str()
+                .unwrap()
+                .contains("untrusted-no-writes"),
+            "{sdk:?}: {out}"
+        );
+        assert!(!root.join("late.txt").exists());
+        // A tool the credential does not grant.
+        assert_eq!(s[5]["isError"], true, "{sdk:?}: {out}");
+        assert!(
+            s[5]["text"]
+                .as_str()
+                .unwrap()
+                .contains("mandate:credential-scope"),
+            "{sdk:?}: {out}"
+        );
+
+        // The task's history has the allowed calls with their results, and
+        // each decision has a receipt.
+        let reads = history(&gateway, &task, "read_text_file");
+        assert_eq!(reads.len(), 1, "{reads:?}");
+        assert_eq!(reads[0]["decision"], "allow");
+        assert_eq!(reads[0]["result"]["status"], "ok", "{reads:?}");
+        let allowed = gateway.receipt(reads[0]["decision_id"].as_str().unwrap());
+        assert_eq!(allowed["decision"], "allow");
+        assert_eq!(allowed["principal"]["id"], AGENT, "{allowed}");
+        let listings = history(&gateway, &task, "list_directory");
+        assert_eq!(
+            listings[0]["result"]["labels"],
+            json!(["untrusted"]),
+            "{listings:?}"
+        );
+        let writes = history(&gateway, &task, "write_file");
+        let decisions: Vec<&Value> = writes.iter().map(|w| &w["decision"]).collect();
+        assert_eq!(decisions, ["deny", "allow", "deny"], "{writes:?}");
+    }
+}
+
+/// As a configured agent (no credential), on the everything server: the
+/// whole protocol passes (progress, sampling from the server to the client,
+/// resources, prompts), `hide_denied_tools` keeps only the task's tools, and
+/// a tool outside them is denied with its decision id.
+#[test]
+fn everything_server_as_a_configured_agent() {
+    require_peers();
+    let gateway = mandate();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcp.toml");
+    std::fs::write(
+        &config,
+        "hide_denied_tools = true\n[task]\nintent = \"demo\"\ntools = [\"echo\", \"trigger-long-running-operation\", \"trigger-sampling-request\"]\n",
+    )
+    .unwrap();
+    let plan = json!([
+        {"op": "list_tools"},
+        {"op": "call", "tool": "echo", "arguments": {"message": "hi"}},
+        {"op": "call", "tool": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 3}, "progress": true},
+        {"op": "call", "tool": "trigger-sampling-request", "arguments": {"prompt": "x"}},
+        {"op": "call", "tool": "get-env", "arguments": {}},
+        {"op": "list_resources"},
+        {"op": "read_resource", "uri": "demo://resource/static/document/features.md"},
+        {"op": "list_prompts"},
+        {"op": "get_prompt", "name": "simple-prompt"},
+    ]);
+    for sdk in Sdk::BOTH {
+        let command = wrap_command(
+            &gateway,
+            &["--agent", AGENT, "--config", config.to_str().unwrap()],
+            &everything_server(),
+        );
+        let out = run_stdio(sdk, &plan, &command);
+        check_everything(sdk, &gateway, &out, "mcp-servers-everything");
+    }
+}
+
+/// A wrapper driven line by line, as a hostile client would.
+struct RawWrapper {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl RawWrapper {
+    fn start(command: &[String]) -> Self {
+        let mut child = Command::new(&command[0])
+            .args(&command[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.stdin.write_all(line.as_bytes()).unwrap();
+        self.stdin.write_all(b"\n").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next message whose id is `id`, skipping notifications.
+    fn answer(&self, id: &Value) -> Value {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|e| panic!("no answer with id {id}: {e}"));
+            let message: Value = serde_json::from_str(&line).unwrap();
+            if &message["id"] == id {
+                return message;
+            }
+        }
+    }
+}
+
+impl Drop for RawWrapper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Malformed and hostile client messages get JSON-RPC errors (with their id
+/// when they have one, `null` otherwise), nothing crashes or hangs, and a
+/// `tools/call` with bad params never reaches the server.
+#[test]
+fn hostile_client_messages_get_json_rpc_errors() {
+    require_peers();
+    let gateway = mandate();
+    let files = tempfile::tempdir().unwrap();
+    let root = files.path().canonicalize().unwrap();
+    std::fs::write(root.join("protected.txt"), "keep me\n").unwrap();
+    let command = wrap_command(
+        &gateway,
+        &["--agent", AGENT, "--max-message-bytes", "4096"],
+        &filesystem_server(&root),
+    );
+    let mut wrapper = RawWrapper::start(&command);
+    wrapper.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}).to_string());
+    assert!(wrapper.answer(&json!(1))["result"]["serverInfo"].is_object());
+    wrapper.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+
+    wrapper.send("this is not json");
+    let e = wrapper.answer(&Value::Null);
+    assert_eq!(e["error"]["code"], -32700, "{e}");
+
+    wrapper.send(r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":7}}"#);
+    assert_eq!(wrapper.answer(&json!(2))["error"]["code"], -32602);
+
+    wrapper.send(r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"write_file","arguments":["x"]}}"#);
+    assert_eq!(wrapper.answer(&json!(3))["error"]["code"], -32602);
+
+    wrapper.send(r#"{"jsonrpc":"1.0","id":4,"method":"tools/list"}"#);
+    assert_eq!(wrapper.answer(&json!(4))["error"]["code"], -32600);
+
+    wrapper.send("[]");
+    assert_eq!(wrapper.answer(&Value::Null)["error"]["code"], -32600);
+
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{{"name":"write_file","arguments":{{"path":"{}","content":"{}"}}}}}}"#,
+        root.join("protected.txt").display(),
+        "x".repeat(8000)
+    );
+    wrapper.send(&big);
+    assert_eq!(wrapper.answer(&Value::Null)["error"]["code"], -32600);
+
+    // A response to a request nobody sent is dropped, not relayed.
+    wrapper.send(r#"{"jsonrpc":"2.0","id":"nobody-asked","result":{}}"#);
+    // Duplicate keys: the checked (last) name is the one that would be sent;
+    // the call is decided (denied: no task tools configured) and answered.
+    wrapper.send(&format!(
+        r#"{{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{{"name":"read_text_file","name":"write_file","arguments":{{"path":"{}","content":"pwned"}}}}}}"#,
+        root.join("protected.txt").display()
+    ));
+    let answer = wrapper.answer(&json!(6));
+    assert!(
+        answer["error"].is_object() || answer["result"]["isError"] == true,
+        "{answer}"
+    );
+
+    // Still alive and relaying.
+    wrapper.send(r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#);
+    assert_eq!(wrapper.answer(&json!(7))["result"], json!({}));
+    assert_eq!(
+        std::fs::read_to_string(root.join("protected.txt")).unwrap(),
+        "keep me\n"
+    );
+}
+
+/// With the Mandate server unreachable, every call is denied (fail closed),
+/// and the tool error says why.
+#[test]
+fn no_decision_means_deny() {
+    require_peers();
+    let files = tempfile::tempdir().unwrap();
+    let root = files.path().canonicalize().unwrap();
+    std::fs::write(root.join("notes.txt"), "hello\n").unwrap();
+    let mut command = vec![
+        env!("CARGO_BIN_EXE_mandate").to_owned(),
+        "mcp".to_owned(),
+        "wrap".to_owned(),
+        "--gateway".to_owned(),
+        format!("http://127.0.0.1:{}", util::mcp::free_port()),
+        "--agent".to_owned(),
+        AGENT.to_owned(),
+        "--".to_owned(),
+    ];
+    command.extend(filesystem_server(&root));
+    let plan = json!([
+        {"op": "call", "tool": "write_file", "arguments": {"path": root.join("notes.txt").display().to_string(), "content": "pwned"}},
+    ]);
+    for sdk in Sdk::BOTH {
+        let out = run_stdio(sdk, &plan, &command);
+        let step = &steps(&out)[0];
+        assert_eq!(step["isError"], true, "{out}");
+        assert!(
+            step["text"]
+                .as_str()
+                .unwrap()
+                .contains("could not decide `write_file`, so the call is denied"),
+            "{out}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("notes.txt")).unwrap(),
+            "hello\n"
+        );
+    }
+}
+
+/// An approval gate holds the call until a person answers: approved, the
+/// call runs (the file is moved); denied, it never reaches the server. The
+/// approver answers through the approvals API while the SDK client waits.
+#[test]
+fn approvals_release_or_stop_a_waiting_call() {
+    require_peers();
+    let approver_token = "approver-token-for-the-mcp-tests";
+    let gateway = util::mcp::mandate_with_approver("bob@example.com", approver_token);
+    let files = tempfile::tempdir().unwrap();
+    let root = files.path().canonicalize().unwrap();
+    let config = files.path().join("mcp.toml");
+    std::fs::write(
+        &config,
+        "[task]\nintent = \"tidy\"\ntools = [\"move_file\"]\n",
+    )
+    .unwrap();
+    for (sdk, verdict) in [(Sdk::Python, "approve"), (Sdk::Node, "deny")] {
+        let from = root.join(format!("{verdict}-from.txt"));
+        let to = root.join(format!("{verdict}-to.txt"));
+        std::fs::write(&from, "move me\n").unwrap();
+        let plan = json!([
+            {"op": "call", "tool": "move_file", "arguments": {
+                "source": from.display().to_string(), "destination": to.display().to_string()}},
+        ]);
+        let command = wrap_command(
+            &gateway,
+            &[
+                "--agent",
+                AGENT,
+                "--config",
+                config.to_str().unwrap(),
+                "--approval-wait",
+                "60s",
+            ],
+            &filesystem_server(&root),
+        );
+        let client = std::thread::spawn(move || run_stdio(sdk, &plan, &command));
+        let approval = util::mcp::pending_approval(&gateway, approver_token);
+        util::mcp::resolve_approval(&gateway, approver_token, &approval, verdict);
+        let out = client.join().unwrap();
+        let step = &steps(&out)[0];
+        if verdict == "approve" {
+            assert_eq!(step["isError"], false, "{out}");
+            assert!(to.exists() && !from.exists(), "{out}");
+        } else {
+            assert_eq!(step["isError"], true, "{out}");
+            let text = step["text"].as_str().unwrap();
+            assert!(text.contains("denied"), "{text}");
+            assert!(text.contains(&approval), "{text}");
+            assert!(from.exists() && !to.exists(), "{out}");
+        }
+    }
+}

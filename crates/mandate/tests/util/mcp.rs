@@ -1,0 +1,421 @@
+//! Harness for the MCP gateway tests: real MCP peers from the registries
+//! (the official Python and TypeScript SDK clients, the reference servers
+//! `server-everything` and `server-filesystem`), installed by `.ci/run`
+//! (`npm ci --prefix tests/mcp`, `pip install -r tests/mcp/requirements.txt`).
+//! A missing package fails the test with the set-up command; nothing skips.
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::tasks::{Gateway, gateway_with};
+
+/// How long one SDK client run may take.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The agent of the tests.
+pub const AGENT: &str = "spiffe://example.org/agent/files";
+
+/// `tests/mcp` at the repository root.
+pub fn peers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/mcp")
+}
+
+const SETUP: &str = "the MCP test peers are not installed: run `npm ci --prefix tests/mcp` and \
+`python3 -m pip install -r tests/mcp/requirements.txt` from the repository root (`.ci/run` does both)";
+
+/// Panics (fails the test) unless the npm and pip packages are installed.
+pub fn require_peers() {
+    let modules = peers_dir().join("node_modules/@modelcontextprotocol");
+    for package in ["sdk", "server-everything", "server-filesystem"] {
+        assert!(
+            modules.join(package).join("package.json").is_file(),
+            "{SETUP} (missing @modelcontextprotocol/{package})"
+        );
+    }
+    let python = Command::new(python())
+        .args(["-c", "import mcp"])
+        .output()
+        .unwrap_or_else(|e| panic!("{SETUP} (cannot run `{}`: {e})", python()));
+    assert!(
+        python.status.success(),
+        "{SETUP} (python cannot import `mcp`: {})",
+        String::from_utf8_lossy(&python.stderr)
+    );
+}
+
+/// The Python interpreter: `MANDATE_TEST_PYTHON` or `python3`.
+pub fn python() -> String {
+    std::env::var("MANDATE_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
+
+/// The command that runs the filesystem server on `root`.
+pub fn filesystem_server(root: &Path) -> Vec<String> {
+    vec![
+        "node".to_owned(),
+        peers_dir()
+            .join("node_modules/@modelcontextprotocol/server-filesystem/dist/index.js")
+            .display()
+            .to_string(),
+        root.display().to_string(),
+    ]
+}
+
+/// The command that runs the everything server over stdio.
+pub fn everything_server() -> Vec<String> {
+    vec![
+        "node".to_owned(),
+        everything_js().display().to_string(),
+        "stdio".to_owned(),
+    ]
+}
+
+fn everything_js() -> PathBuf {
+    peers_dir().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+}
+
+/// A Mandate server deciding with the MCP test pack (`tests/mcp/policies`),
+/// with an identity issuer so that tasks can be started.
+pub fn mandate() -> Gateway {
+    let pack = peers_dir().join("policies");
+    let pack = pack.canonicalize().unwrap();
+    gateway_with(&format!("policies = {:?}", pack.display().to_string()))
+}
+
+/// A started task: its id and root credential.
+pub struct Task {
+    pub id: String,
+    pub credential: String,
+}
+
+/// Starts a task of [`AGENT`] with `tools` (`server/tool`).
+pub fn start_task(gateway: &Gateway, tools: &[&str]) -> Task {
+    let reply = gateway.start(
+        &gateway.idp.token(AGENT),
+        &json!({"intent": "tidy the notes folder", "tools": tools, "ttl_seconds": 600}),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let answer = reply.json();
+    Task {
+        id: answer["task_id"].as_str().unwrap().to_owned(),
+        credential: answer["credential"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// `mandate mcp wrap` with `args`, then `-- server…`.
+pub fn wrap_command(gateway: &Gateway, args: &[&str], server: &[String]) -> Vec<String> {
+    let mut command = vec![
+        env!("CARGO_BIN_EXE_mandate").to_owned(),
+        "mcp".to_owned(),
+        "wrap".to_owned(),
+        "--gateway".to_owned(),
+        format!("http://{}", gateway.server.addr()),
+    ];
+    command.extend(args.iter().map(|a| (*a).to_owned()));
+    command.push("--".to_owned());
+    command.extend(server.iter().cloned());
+    command
+}
+
+/// Which SDK client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sdk {
+    /// `mcp` on PyPI.
+    Python,
+    /// `@modelcontextprotocol/sdk` on npm.
+    Node,
+}
+
+impl Sdk {
+    pub const BOTH: [Sdk; 2] = [Sdk::Python, Sdk::Node];
+}
+
+/// Runs the SDK client on `plan` against a stdio server command.
+pub fn run_stdio(sdk: Sdk, plan: &Value, command: &[String]) -> Value {
+    let mut args = vec![plan.to_string(), "stdio".to_owned()];
+    args.extend(command.iter().cloned());
+    run_client(sdk, &args)
+}
+
+/// Runs the SDK client on `plan` against a streamable HTTP endpoint.
+pub fn run_http(sdk: Sdk, plan: &Value, url: &str) -> Value {
+    run_client(sdk, &[plan.to_string(), "http".to_owned(), url.to_owned()])
+}
+
+fn run_client(sdk: Sdk, args: &[String]) -> Value {
+    let (program, script) = match sdk {
+        Sdk::Python => (python(), "client.py"),
+        Sdk::Node => ("node".to_owned(), "client.mjs"),
+    };
+    let mut child = Command::new(&program)
+        .arg(peers_dir().join(script))
+        .args(args)
+        .current_dir(peers_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{SETUP} (cannot run `{program}`: {e})"));
+    let (stdout, stderr) = wait_output(&mut child, CLIENT_TIMEOUT, &format!("the {sdk:?} client"));
+    let line = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!("the {sdk:?} client printed no result ({e}); stdout:\n{stdout}\nstderr:\n{stderr}")
+    })
+}
+
+/// Waits (bounded) for a child to exit and returns its stdout and stderr.
+pub fn wait_output(child: &mut Child, timeout: Duration, what: &str) -> (String, String) {
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} did not finish within {timeout:?}; stderr:\n{}",
+                err.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    assert!(
+        status.success(),
+        "{what} failed ({status}); stdout:\n{out}\nstderr:\n{err}"
+    );
+    (out, err)
+}
+
+/// The step records of a client run.
+pub fn steps(out: &Value) -> &Vec<Value> {
+    out["steps"].as_array().unwrap()
+}
+
+/// The decision id a tool error names ("Decision <id>.").
+pub fn decision_id(text: &str) -> String {
+    let at = text
+        .find("Decision ")
+        .unwrap_or_else(|| panic!("no decision id in: {text}"));
+    text[at + "Decision ".len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || *c == '-')
+        .collect()
+}
+
+/// The entries of `tool` in the task's history, oldest first.
+pub fn history(gateway: &Gateway, task: &Task, tool: &str) -> Vec<Value> {
+    let reply = gateway.show(&task.id, &task.credential);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.json()["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["tool"] == tool)
+        .cloned()
+        .collect()
+}
+
+/// A free port on 127.0.0.1 (released before use: a small race).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed on drop.
+pub struct Running {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The everything server over streamable HTTP on a free port.
+pub fn everything_http() -> Running {
+    let port = free_port();
+    let child = Command::new("node")
+        .arg(everything_js())
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{SETUP} (cannot run node: {e})"));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the everything server did not listen on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Running { child, addr }
+}
+
+/// `mandate mcp proxy` with `args` on a free port; waits until it listens.
+pub fn proxy(gateway: &Gateway, args: &[&str]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args(["mcp", "proxy", "--listen", "127.0.0.1:0", "--gateway"])
+        .arg(format!("http://{}", gateway.server.addr()))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let addr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("mandate mcp proxy did not start: {e}"));
+        if let Some(addr) = line.strip_prefix("mandate mcp proxy listening on http://") {
+            break addr.trim().parse().unwrap();
+        }
+    };
+    // Keep draining stderr so that the proxy never blocks on it.
+    std::thread::spawn(move || for _ in rx {});
+    Running { child, addr }
+}
+
+/// What the everything plan must show, whatever the transport.
+pub fn check_everything(sdk: Sdk, gateway: &Gateway, out: &Value, server: &str) {
+    let s = steps(out);
+    for step in s {
+        assert!(step.get("exception").is_none(), "{sdk:?}: {out}");
+    }
+    assert_eq!(
+        s[0]["tools"],
+        json!([
+            "echo",
+            "trigger-long-running-operation",
+            "trigger-sampling-request"
+        ]),
+        "{sdk:?}: {out}"
+    );
+    assert_eq!(s[1]["text"], "Echo: hi", "{sdk:?}: {out}");
+    assert_eq!(s[2]["isError"], false, "{sdk:?}: {out}");
+    // The server sends progress 1, 2, 3 and then its result, in that order,
+    // and the gateway relays them in order. The TypeScript SDK handles a
+    // progress notification a microtask after reading it but a response at
+    // once, so when the last progress and the result arrive in one read it
+    // drops that progress (as it would on a direct connection): the steps
+    // seen are 1, 2 and maybe 3, in order.
+    let progress: Vec<f64> = s[2]["progress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect();
+    assert!(
+        progress == [1.0, 2.0, 3.0] || progress == [1.0, 2.0],
+        "{sdk:?}: progress {progress:?}: {out}"
+    );
+    let sampled = s[3]["text"].as_str().unwrap();
+    assert!(sampled.contains("sampled by the"), "{sdk:?}: {out}");
+    assert_eq!(s[4]["isError"], true, "{sdk:?}: {out}");
+    let text = s[4]["text"].as_str().unwrap();
+    let receipt = gateway.receipt(&decision_id(text));
+    assert_eq!(receipt["decision"], "deny");
+    assert_eq!(receipt["call"]["server"], server, "{receipt}");
+    assert!(
+        !s[5]["uris"].as_array().unwrap().is_empty(),
+        "{sdk:?}: {out}"
+    );
+    assert_eq!(s[6]["contents"], 1, "{sdk:?}: {out}");
+    assert!(
+        !s[7]["prompts"].as_array().unwrap().is_empty(),
+        "{sdk:?}: {out}"
+    );
+    assert!(s[8]["messages"].as_u64().unwrap() >= 1, "{sdk:?}: {out}");
+}
+
+/// A Mandate server with the MCP test pack and one approver, `name`, whose
+/// token is `token`.
+pub fn mandate_with_approver(name: &str, token: &str) -> Gateway {
+    let pack = peers_dir().join("policies").canonicalize().unwrap();
+    let digest = Command::new(python())
+        .args([
+            "-c",
+            "import hashlib,sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest())",
+            token,
+        ])
+        .output()
+        .unwrap();
+    let digest = String::from_utf8(digest.stdout).unwrap();
+    gateway_with(&format!(
+        "policies = {:?}\n\n[[approvers]]\nname = {name:?}\ntoken_sha256 = {:?}\n",
+        pack.display().to_string(),
+        digest.trim()
+    ))
+}
+
+/// Waits for the one pending approval and returns its id.
+pub fn pending_approval(gateway: &Gateway, approver_token: &str) -> String {
+    super::poll_until(Duration::from_secs(60), "a pending approval", || {
+        let reply = gateway.server.call(
+            reqwest::Method::GET,
+            "/v1/approvals?status=pending",
+            Some(approver_token),
+            None,
+        );
+        if reply.status != 200 {
+            return Err(reply.body);
+        }
+        let body = reply.json();
+        let list = body
+            .as_array()
+            .or_else(|| body["items"].as_array())
+            .cloned()
+            .unwrap_or_default();
+        list.first()
+            .and_then(|a| a["id"].as_str().map(str::to_owned))
+            .ok_or(reply.body)
+    })
+}
+
+/// Approves or denies an approval (`verdict`: `approve` or `deny`).
+pub fn resolve_approval(gateway: &Gateway, approver_token: &str, id: &str, verdict: &str) {
+    let reply = gateway.server.call(
+        reqwest::Method::POST,
+        &format!("/v1/approvals/{id}/{verdict}"),
+        Some(approver_token),
+        Some(&json!({"reason": "checked by the MCP gateway test"})),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
