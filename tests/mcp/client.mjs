@@ -8,7 +8,10 @@
 // Besides the steps of client.py it knows {"op": "raw", "message": {...}}
 // (HTTP only): POSTs one message as it is, in the client's session, and
 // records the HTTP status and the JSON-RPC answer, to check how the gateway
-// answers malformed or hostile messages.
+// answers malformed or hostile messages; and {"op": "terminate"} (HTTP
+// only): ends the session with DELETE, then records the HTTP status of a
+// ping sent with the old session id. A step that fails records
+// "exception" and, for a JSON-RPC error answer, its "code".
 
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
@@ -51,6 +54,9 @@ for (const step of plan) {
       case "list_tools": {
         const result = await client.listTools();
         record.tools = result.tools.map((t) => t.name);
+        record.annotations = Object.fromEntries(
+          result.tools.filter((t) => t.annotations).map((t) => [t.name, t.annotations]),
+        );
         break;
       }
       case "call": {
@@ -103,11 +109,30 @@ for (const step of plan) {
         }
         break;
       }
+      case "terminate": {
+        // Ends the session (DELETE), then POSTs a ping with the old session
+        // id: the server must no longer know it.
+        const old = transport.sessionId;
+        await transport.terminateSession();
+        const response = await fetch(rest[0], {
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            accept: "application/json, text/event-stream",
+            "mcp-session-id": old,
+          },
+          body: JSON.stringify({ jsonrpc: "2.0", id: "after-delete", method: "ping" }),
+        });
+        record.status = response.status;
+        await response.text();
+        break;
+      }
       default:
         throw new Error(`unknown op ${step.op}`);
     }
   } catch (e) {
     record.exception = `${e?.name}: ${e?.message}`;
+    if (typeof e?.code === "number") record.code = e.code;
   }
   out.steps.push(record);
 }

@@ -13,6 +13,10 @@ Steps:
     {"op": "list_resources"} / {"op": "read_resource", "uri": URI}
     {"op": "list_prompts"} / {"op": "get_prompt", "name": NAME, "arguments": {...}}
 
+A step that fails records "exception" and, for a JSON-RPC error answer,
+its "code" and "message". "list_tools" also records each tool's
+annotations, by tool name.
+
 The client answers sampling requests from the server (through the gateway)
 with a fixed message, so that sampling is exercised in both directions.
 """
@@ -59,6 +63,11 @@ async def run_plan(session, plan):
             if op == "list_tools":
                 result = await session.list_tools()
                 record["tools"] = [t.name for t in result.tools]
+                record["annotations"] = {
+                    t.name: t.annotations.model_dump(by_alias=True, exclude_none=True)
+                    for t in result.tools
+                    if t.annotations is not None
+                }
             elif op == "call":
                 progress = []
 
@@ -92,6 +101,10 @@ async def run_plan(session, plan):
                 raise ValueError(f"unknown op {op}")
         except Exception as e:  # the outcome is what the test asserts
             record["exception"] = f"{type(e).__name__}: {e}"
+            error = getattr(e, "error", None)  # McpError: the JSON-RPC error
+            if getattr(error, "code", None) is not None:
+                record["code"] = error.code
+                record["message"] = error.message
         out["steps"].append(record)
     return out
 

@@ -2,7 +2,9 @@
 //! relaying every request and stream and deciding each `tools/call` first.
 //!
 //! Each upstream `NAME=URL` is served at `/NAME/mcp`; with exactly one
-//! upstream it is also served at `/mcp`. The proxy is transparent to the
+//! upstream it is also served at `/mcp`. With several, `/mcp` is the merged
+//! endpoint (`http/merged.rs`): one MCP server with the tools of every upstream,
+//! named `NAME__tool`. On `/NAME/mcp` the proxy is transparent to the
 //! protocol's HTTP layer: `POST`, `GET` (the server's SSE stream) and
 //! `DELETE` go to the upstream with the client's headers (`Mcp-Session-Id`,
 //! `MCP-Protocol-Version`, `Accept`, `Authorization`, `Last-Event-ID`…), and
@@ -38,8 +40,10 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::catalog::{self, Catalog, Lookup};
-use crate::jsonrpc::{self, IdKey, Message};
+use crate::jsonrpc::{self, IdKey, Message, ToolCall};
 use crate::pep::{Allowed, Gate, Pep, Session};
+
+mod merged;
 
 /// The session header of streamable HTTP.
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -74,6 +78,12 @@ pub enum ProxyError {
         "invalid upstream `{0}`: names must be unique, non-empty, and made of letters, digits, `-`, `_` and `.`"
     )]
     Upstream(String),
+    /// With several upstreams, a name that would make the merged endpoint's
+    /// tool names (`NAME__tool`) ambiguous.
+    #[error(
+        "invalid upstream `{0}`: with several upstreams, tools are named NAME__tool on /mcp, so a name must not contain `__` nor end with `_`"
+    )]
+    Separator(String),
     /// The HTTP client cannot be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
@@ -92,22 +102,42 @@ struct Proxy {
     pep: Arc<Pep>,
     http: reqwest::Client,
     upstreams: HashMap<String, Arc<Upstream>>,
+    /// The upstreams' names, in the order given.
+    order: Vec<String>,
     single: Option<String>,
+    /// The sessions of the merged endpoint, by the id the proxy issued.
+    merged: Mutex<HashMap<String, Arc<merged::Merged>>>,
     max: usize,
 }
 
-/// The proxy's router, for serving or for tests.
-pub fn router(pep: Arc<Pep>, options: ProxyOptions) -> Result<Router, ProxyError> {
-    let mut upstreams = HashMap::new();
-    for spec in &options.upstreams {
+/// Checks the upstreams' names: unique, non-empty, made of letters,
+/// digits, `-`, `_` and `.`; with several upstreams, without `__` and not
+/// ending with `_` (the merged endpoint names tools `NAME__tool`).
+pub fn check_upstreams(upstreams: &[UpstreamSpec]) -> Result<(), ProxyError> {
+    let mut seen = std::collections::HashSet::new();
+    for spec in upstreams {
         let valid = !spec.name.is_empty()
             && spec
                 .name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid || upstreams.contains_key(&spec.name) {
+        if !valid || !seen.insert(spec.name.as_str()) {
             return Err(ProxyError::Upstream(spec.name.clone()));
         }
+        if upstreams.len() > 1
+            && (spec.name.contains(merged::SEPARATOR) || spec.name.ends_with('_'))
+        {
+            return Err(ProxyError::Separator(spec.name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// The proxy's router, for serving or for tests.
+pub fn router(pep: Arc<Pep>, options: ProxyOptions) -> Result<Router, ProxyError> {
+    check_upstreams(&options.upstreams)?;
+    let mut upstreams = HashMap::new();
+    for spec in &options.upstreams {
         upstreams.insert(
             spec.name.clone(),
             Arc::new(Upstream {
@@ -129,7 +159,9 @@ pub fn router(pep: Arc<Pep>, options: ProxyOptions) -> Result<Router, ProxyError
         pep,
         http,
         upstreams,
+        order: options.upstreams.iter().map(|u| u.name.clone()).collect(),
         single,
+        merged: Mutex::default(),
         max: options.max_message_bytes,
     });
     Ok(Router::new()
@@ -162,10 +194,7 @@ pub async fn serve(
 async fn single_upstream(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     match proxy.single.clone() {
         Some(name) => proxy.relay(&name, request).await,
-        None => plain(
-            StatusCode::NOT_FOUND,
-            "this proxy fronts several MCP servers: use /NAME/mcp",
-        ),
+        None => proxy.merged(request).await,
     }
 }
 
@@ -248,31 +277,9 @@ impl Proxy {
                 .await;
         }
 
-        let bytes = match axum::body::to_bytes(body, self.max).await {
-            Ok(b) => b,
-            Err(_) => {
-                return rpc(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    jsonrpc::error(
-                        None,
-                        ErrorCode::INVALID_REQUEST,
-                        format!("the request body is larger than {} bytes", self.max),
-                    ),
-                );
-            }
-        };
-        let message: Value = match serde_json::from_slice(&bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                return rpc(
-                    StatusCode::BAD_REQUEST,
-                    jsonrpc::error(
-                        None,
-                        ErrorCode::PARSE_ERROR,
-                        format!("the body is not valid JSON: {e}"),
-                    ),
-                );
-            }
+        let (bytes, message) = match self.read_body(body).await {
+            Ok(read) => read,
+            Err(answer) => return answer,
         };
         let (watch, body) = match jsonrpc::classify(&message) {
             Message::Invalid { id, reason } => {
@@ -292,15 +299,7 @@ impl Proxy {
                     }
                 };
                 let session = upstream.session(session_id.as_deref());
-                let known = self
-                    .annotations(&upstream, &parts.headers, &call.name)
-                    .await;
-                let annotations = self.pep.annotations(name, &call.name, known.as_ref());
-                match self
-                    .pep
-                    .decide(&session, name, &call.name, annotations, call.arguments)
-                    .await
-                {
+                match self.gate(&upstream, &session, &parts.headers, call).await {
                     Gate::Deny(text) => {
                         return rpc(
                             StatusCode::OK,
@@ -332,6 +331,32 @@ impl Proxy {
         let upstream_request = self.forward(&upstream, &parts.method, &parts.headers, Some(body));
         self.pass(upstream_request, &upstream, session_id, watch)
             .await
+    }
+
+    /// A client's request body, bounded and parsed; the error answer when it
+    /// is too large (413) or not JSON (400).
+    async fn read_body(&self, body: Body) -> Result<(Bytes, Value), Response> {
+        let Ok(bytes) = axum::body::to_bytes(body, self.max).await else {
+            return Err(rpc(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                jsonrpc::error(
+                    None,
+                    ErrorCode::INVALID_REQUEST,
+                    format!("the request body is larger than {} bytes", self.max),
+                ),
+            ));
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(message) => Ok((bytes, message)),
+            Err(e) => Err(rpc(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::error(
+                    None,
+                    ErrorCode::PARSE_ERROR,
+                    format!("the body is not valid JSON: {e}"),
+                ),
+            )),
+        }
     }
 
     /// The request to the upstream: the client's method, headers (less the
@@ -435,6 +460,36 @@ impl Proxy {
         answer
     }
 
+    /// Decides one checked `tools/call` of `upstream`'s tool `call.name`,
+    /// with the annotations it was listed with (listing the upstream's tools
+    /// with `headers` if it has not been seen) and the configuration's
+    /// overrides.
+    async fn gate(
+        &self,
+        upstream: &Upstream,
+        session: &Session,
+        headers: &HeaderMap,
+        call: ToolCall,
+    ) -> Gate {
+        let name = &upstream.spec.name;
+        let known = self.annotations(upstream, headers, &call.name).await;
+        let annotations = self.pep.annotations(name, &call.name, known.as_ref());
+        self.pep
+            .decide(session, name, &call.name, annotations, call.arguments)
+            .await
+    }
+
+    /// Records the outcome of an allowed call; the session's next decision
+    /// waits for it. Call before the answer is passed on.
+    async fn record(&self, session: &Arc<Session>, allowed: Allowed, failed: bool) {
+        let hold = self.pep.hold_reports(session).await;
+        let pep = self.pep.clone();
+        let session = session.clone();
+        tokio::spawn(async move {
+            pep.record_result(&session, hold, allowed, failed).await;
+        });
+    }
+
     /// The annotations `tool` was listed with; lists the upstream's tools
     /// (in the client's session) if it has not been seen.
     async fn annotations(
@@ -482,6 +537,21 @@ impl Proxy {
 }
 
 impl Upstream {
+    /// Reads one `tools/list` result of this upstream: learns its tools
+    /// (`complete` when it is a whole listing), removes those the task may
+    /// never call and renames the others with `rename`. Returns whether the
+    /// result changed.
+    fn listed(
+        &self,
+        pep: &Pep,
+        result: &mut Value,
+        complete: bool,
+        rename: impl Fn(&str) -> Option<String>,
+    ) -> bool {
+        self.catalog.learn(result, complete);
+        catalog::filter_tools(pep, &self.spec.name, result, rename)
+    }
+
     /// The proxy's state for a session (a fresh one without a session id).
     fn session(&self, id: Option<&str>) -> Arc<Session> {
         let Some(id) = id else {
@@ -500,35 +570,66 @@ impl Upstream {
 /// JSON answer or an SSE stream.
 async fn ask(request: reqwest::RequestBuilder, id: &Value, max: usize) -> Option<Value> {
     let response = request.send().await.ok()?;
-    if !response.status().is_success() {
-        return None;
+    let message = read_answer(response, id, max, |_| {}).await.ok()?;
+    message.get("result").cloned()
+}
+
+/// Reads the response to the request `id` from an upstream's answer: a JSON
+/// body, or the first message with that id on an SSE stream (the rest of
+/// the stream is dropped). Requests the server sends on the stream are
+/// handed to `on_request`; other messages (progress…) are dropped.
+async fn read_answer(
+    response: reqwest::Response,
+    id: &Value,
+    max: usize,
+    mut on_request: impl FnMut(Value),
+) -> Result<Value, String> {
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("it answered HTTP {status}"));
     }
     let sse = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("text/event-stream"));
+        .is_some_and(|t| t.to_ascii_lowercase().starts_with("text/event-stream"));
+    let mut stream = response.bytes_stream();
     if !sse {
-        let bytes = response.bytes().await.ok()?;
-        let message: Value = serde_json::from_slice(&bytes).ok()?;
-        return message.get("result").cloned();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| format!("its answer was cut off: {e}"))?;
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > max {
+                return Err(format!("its answer is larger than {max} bytes"));
+            }
+        }
+        let message: Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("its answer is not JSON: {e}"))?;
+        return match jsonrpc::classify(&message) {
+            Message::Response { id: got } if IdKey::of(&got) == IdKey::of(id) => Ok(message),
+            _ => Err("its answer is not the response to the request".to_owned()),
+        };
     }
     let mut events = SseSplitter::default();
-    let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.ok()?;
+        let chunk = chunk.map_err(|e| format!("its stream was cut off: {e}"))?;
         for event in events.push(&chunk) {
-            if let Some(message) = event.message()
-                && message.get("id") == Some(id)
-            {
-                return message.get("result").cloned();
+            let Some(message) = event.message() else {
+                continue;
+            };
+            match jsonrpc::classify(&message) {
+                Message::Response { id: got } if IdKey::of(&got) == IdKey::of(id) => {
+                    return Ok(message);
+                }
+                Message::Request { .. } => on_request(message),
+                _ => {}
             }
         }
         if events.buffered() > max {
-            return None;
+            return Err(format!("an event of its stream is larger than {max} bytes"));
         }
     }
-    None
+    Err("its stream ended without the response".to_owned())
 }
 
 /// Watches one answer for the response to a watched request.
@@ -554,23 +655,15 @@ impl Watcher {
         match self.watch.take() {
             Some(Watch::List { first_page, .. }) => match message.get_mut("result") {
                 Some(result) => {
+                    let complete = first_page && !catalog::has_more(result);
                     self.upstream
-                        .catalog
-                        .learn(result, first_page && !catalog::has_more(result));
-                    catalog::filter_tools(&self.proxy.pep, &self.upstream.spec.name, result, |_| {
-                        None
-                    })
+                        .listed(&self.proxy.pep, result, complete, |_| None)
                 }
                 None => false,
             },
             Some(Watch::Call { allowed, .. }) => {
                 let failed = jsonrpc::call_failed(message);
-                let hold = self.proxy.pep.hold_reports(&self.session).await;
-                let pep = self.proxy.pep.clone();
-                let session = self.session.clone();
-                tokio::spawn(async move {
-                    pep.record_result(&session, hold, allowed, failed).await;
-                });
+                self.proxy.record(&self.session, allowed, failed).await;
                 false
             }
             _ => false,
@@ -749,6 +842,33 @@ impl SseEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_names_are_checked() {
+        let specs = |names: &[&str]| -> Vec<UpstreamSpec> {
+            names
+                .iter()
+                .map(|n| UpstreamSpec {
+                    name: (*n).to_owned(),
+                    url: "http://127.0.0.1:1/mcp".to_owned(),
+                })
+                .collect()
+        };
+        assert!(check_upstreams(&specs(&["a__b"])).is_ok());
+        assert!(check_upstreams(&specs(&["a", "b-c.d_e"])).is_ok());
+        for bad in [&["a", "a"][..], &["a", ""], &["a", "b/c"]] {
+            assert!(matches!(
+                check_upstreams(&specs(bad)),
+                Err(ProxyError::Upstream(_))
+            ));
+        }
+        for bad in [&["a", "b__c"][..], &["a", "b_"]] {
+            assert!(matches!(
+                check_upstreams(&specs(bad)),
+                Err(ProxyError::Separator(_))
+            ));
+        }
+    }
 
     #[test]
     fn splits_events_and_rewrites_data() {

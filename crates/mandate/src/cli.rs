@@ -601,8 +601,9 @@ pub enum McpCommand {
     #[command(after_help = MCP_NOTES)]
     Wrap(McpWrapArgs),
     /// Front MCP servers that speak streamable HTTP: each `--upstream NAME=URL`
-    /// is served at /NAME/mcp (and at /mcp when there is one), every tools/call
-    /// decided.
+    /// is served at /NAME/mcp; /mcp is the only upstream, or with several, one
+    /// merged MCP server with the tools of all, named NAME__tool. Every
+    /// tools/call decided.
     #[command(after_help = MCP_NOTES)]
     Proxy(McpProxyArgs),
 }
@@ -680,7 +681,9 @@ pub struct McpProxyArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8282")]
     pub listen: SocketAddr,
     /// An MCP server to front, as NAME=URL (its streamable HTTP endpoint); NAME
-    /// is its path (/NAME/mcp) and its server name in decisions; repeat for more
+    /// is its path (/NAME/mcp), its server name in decisions and, with several
+    /// upstreams, its tools' prefix on /mcp (NAME__tool: NAME must not contain
+    /// `__` nor end with `_`); repeat for more
     #[arg(long, value_name = "NAME=URL", required = true)]
     pub upstream: Vec<String>,
 }

@@ -32,6 +32,7 @@ const ENV_KEYS: &[&str] = &[
     "allow_self_approval",
     "approval_webhook_url",
     "approval_webhook_secret",
+    "max_pending_approvals_per_agent",
     "downstream",
 ];
 

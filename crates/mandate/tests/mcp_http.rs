@@ -14,7 +14,7 @@ mod util;
 
 use serde_json::{Value, json};
 use util::mcp::{
-    AGENT, Sdk, check_everything, decision_id, everything_http, history, mandate, proxy,
+    AGENT, Running, Sdk, check_everything, decision_id, everything_http, history, mandate, proxy,
     require_peers, run_http, start_task, steps,
 };
 
@@ -191,4 +191,205 @@ fn annotations_are_learned_without_a_client_listing() {
     let s = steps(&out);
     assert_eq!(s[0]["text"], "Echo: one", "{out}");
     assert_eq!(s[1]["text"], "Echo: two", "{out}");
+}
+
+/// Two everything servers behind one proxy, `a` and `b`.
+fn two_upstreams(gateway: &util::tasks::Gateway, args: &[&str]) -> (Running, Running, Running) {
+    let a = everything_http();
+    let b = everything_http();
+    let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    all.extend([
+        "--upstream".to_owned(),
+        format!("a=http://{}/mcp", a.addr),
+        "--upstream".to_owned(),
+        format!("b=http://{}/mcp", b.addr),
+    ]);
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let proxy = proxy(gateway, &all);
+    (a, b, proxy)
+}
+
+/// With two upstreams, `/mcp` is one MCP server with the tools of both,
+/// named `NAME__tool`: a call is decided as on `/NAME/mcp` (server `a`, tool
+/// `echo`) and answered by that upstream; a denied call gets the tool error
+/// and its receipt; an unknown prefix and `resources/list` are JSON-RPC
+/// errors; the session ends with `DELETE`.
+#[test]
+fn merged_endpoint_namespaces_tools_per_upstream() {
+    require_peers();
+    let gateway = mandate();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcp.toml");
+    std::fs::write(
+        &config,
+        "hide_denied_tools = true\n[task]\nintent = \"demo\"\ntools = [\"echo\"]\n",
+    )
+    .unwrap();
+    let (_a, _b, proxy) = two_upstreams(
+        &gateway,
+        &["--agent", AGENT, "--config", config.to_str().unwrap()],
+    );
+    let url = format!("http://{}/mcp", proxy.addr);
+    let plan = json!([
+        {"op": "list_tools"},
+        {"op": "call", "tool": "a__echo", "arguments": {"message": "from a"}},
+        {"op": "call", "tool": "b__echo", "arguments": {"message": "from b"}},
+        {"op": "call", "tool": "a__get-env", "arguments": {}},
+        {"op": "call", "tool": "c__echo", "arguments": {"message": "nowhere"}},
+        {"op": "call", "tool": "echo", "arguments": {"message": "no prefix"}},
+        {"op": "list_resources"},
+    ]);
+    for sdk in Sdk::BOTH {
+        let out = run_http(sdk, &plan, &url);
+        assert_eq!(out["server"], "mandate-mcp-proxy", "{sdk:?}: {out}");
+        let s = steps(&out);
+        assert_eq!(
+            s[0]["tools"],
+            json!(["a__echo", "b__echo"]),
+            "{sdk:?}: {out}"
+        );
+        // The upstream's annotations are kept.
+        assert_eq!(
+            s[0]["annotations"]["a__echo"]["readOnlyHint"], true,
+            "{sdk:?}: {out}"
+        );
+        assert_eq!(s[1]["isError"], false, "{sdk:?}: {out}");
+        assert_eq!(s[1]["text"], "Echo: from a", "{sdk:?}: {out}");
+        assert_eq!(s[2]["text"], "Echo: from b", "{sdk:?}: {out}");
+        assert_eq!(s[3]["isError"], true, "{sdk:?}: {out}");
+        let text = s[3]["text"].as_str().unwrap();
+        assert!(text.contains("Mandate denied `get-env`"), "{text}");
+        let receipt = gateway.receipt(&decision_id(text));
+        assert_eq!(receipt["decision"], "deny", "{receipt}");
+        assert_eq!(receipt["call"]["server"], "a", "{receipt}");
+        for unknown in [&s[4], &s[5]] {
+            assert_eq!(unknown["code"], -32602, "{sdk:?}: {out}");
+            let message = unknown["exception"].as_str().unwrap();
+            assert!(message.contains("servers are a, b"), "{message}");
+        }
+        assert_eq!(s[6]["code"], -32601, "{sdk:?}: {out}");
+        assert!(
+            s[6]["exception"].as_str().unwrap().contains("/NAME/mcp"),
+            "{sdk:?}: {out}"
+        );
+    }
+    // Without a session, and after it ended.
+    let plan = json!([
+        {"op": "raw", "message": {"jsonrpc": "2.0", "id": 1, "method": "ping"}},
+        {"op": "terminate"},
+    ]);
+    let out = run_http(Sdk::Node, &plan, &url);
+    let s = steps(&out);
+    assert_eq!(s[0]["answer"]["result"], json!({}), "{out}");
+    assert_eq!(s[1]["status"], 404, "{out}");
+}
+
+/// Under a task credential, through `/mcp`: allowed calls reach the right
+/// upstream, are decided with `action.server` = the upstream's name, and
+/// their results are recorded in the task's history; a tool the credential
+/// grants on one upstream only is denied on the other.
+#[test]
+fn merged_endpoint_under_a_task_credential() {
+    require_peers();
+    let gateway = mandate();
+    let dir = tempfile::tempdir().unwrap();
+    let task = start_task(&gateway, &["a/echo", "b/get-sum"]);
+    let credential_file = dir.path().join("credential");
+    std::fs::write(&credential_file, &task.credential).unwrap();
+    let (_a, _b, proxy) = two_upstreams(
+        &gateway,
+        &[
+            "--credential-file",
+            credential_file.to_str().unwrap(),
+            "--hide-denied-tools",
+        ],
+    );
+    let plan = json!([
+        {"op": "list_tools"},
+        {"op": "call", "tool": "a__echo", "arguments": {"message": "merged"}},
+        {"op": "call", "tool": "b__get-sum", "arguments": {"a": 1, "b": 2}},
+        {"op": "call", "tool": "b__echo", "arguments": {"message": "not granted"}},
+    ]);
+    let out = run_http(Sdk::Python, &plan, &format!("http://{}/mcp", proxy.addr));
+    let s = steps(&out);
+    assert_eq!(s[0]["tools"], json!(["a__echo", "b__get-sum"]), "{out}");
+    assert_eq!(s[1]["text"], "Echo: merged", "{out}");
+    assert_eq!(s[2]["isError"], false, "{out}");
+    assert!(s[2]["text"].as_str().unwrap().contains('3'), "{out}");
+    assert_eq!(s[3]["isError"], true, "{out}");
+    let text = s[3]["text"].as_str().unwrap();
+    assert!(text.contains("mandate:credential-scope"), "{text}");
+    let receipt = gateway.receipt(&decision_id(text));
+    assert_eq!(receipt["call"]["server"], "b", "{receipt}");
+    let echoes = history(&gateway, &task, "echo");
+    let allowed: Vec<&Value> = echoes.iter().filter(|e| e["decision"] == "allow").collect();
+    assert_eq!(allowed.len(), 1, "{echoes:?}");
+    assert_eq!(allowed[0]["result"]["status"], "ok", "{echoes:?}");
+    let receipt = gateway.receipt(allowed[0]["decision_id"].as_str().unwrap());
+    assert_eq!(receipt["call"]["server"], "a", "{receipt}");
+    let sums = history(&gateway, &task, "get-sum");
+    assert_eq!(sums.len(), 1, "{sums:?}");
+    assert_eq!(sums[0]["result"]["status"], "ok", "{sums:?}");
+}
+
+/// Malformed and hostile requests on `/mcp` get the same answers as on the
+/// per-upstream endpoints, and the session keeps working.
+#[test]
+fn merged_endpoint_hostile_requests() {
+    require_peers();
+    let gateway = mandate();
+    let (_a, _b, proxy) =
+        two_upstreams(&gateway, &["--agent", AGENT, "--max-message-bytes", "4096"]);
+    let plan = json!([
+        {"op": "raw", "message": "this is not json"},
+        {"op": "raw", "message": {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": 7}}},
+        {"op": "raw", "message": {"jsonrpc": "1.0", "id": 3, "method": "tools/list"}},
+        {"op": "raw", "message": [{"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "a__echo"}}]},
+        {"op": "raw", "message": {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "a__echo", "arguments": {"message": "x".repeat(8000)}}}},
+        {"op": "raw", "message": {"jsonrpc": "2.0", "id": 6, "method": "prompts/list"}},
+        {"op": "call", "tool": "a__echo", "arguments": {"message": "still here"}},
+    ]);
+    let out = run_http(Sdk::Node, &plan, &format!("http://{}/mcp", proxy.addr));
+    let s = steps(&out);
+    assert_eq!(s[0]["status"], 400, "{out}");
+    assert_eq!(s[0]["answer"]["error"]["code"], -32700, "{out}");
+    assert_eq!(s[1]["answer"]["error"]["code"], -32602, "{out}");
+    assert_eq!(s[1]["answer"]["id"], 2, "{out}");
+    assert_eq!(s[2]["answer"]["error"]["code"], -32600, "{out}");
+    assert_eq!(s[2]["answer"]["id"], 3, "{out}");
+    assert_eq!(s[3]["answer"]["error"]["code"], -32600, "{out}");
+    assert_eq!(s[4]["status"], 413, "{out}");
+    assert_eq!(s[4]["answer"]["error"]["code"], -32600, "{out}");
+    assert_eq!(s[5]["answer"]["error"]["code"], -32601, "{out}");
+    assert_eq!(s[5]["answer"]["id"], 6, "{out}");
+    // No task tools configured: the call is decided, and denied.
+    assert_eq!(s[6]["isError"], true, "{out}");
+    assert!(
+        s[6]["text"].as_str().unwrap().contains("Decision "),
+        "{out}"
+    );
+}
+
+/// An upstream name that would make merged tool names ambiguous is refused
+/// at start.
+#[test]
+fn merged_endpoint_refuses_ambiguous_names() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args([
+            "mcp",
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--agent",
+            AGENT,
+            "--upstream",
+            "a__b=http://127.0.0.1:1/mcp",
+            "--upstream",
+            "c=http://127.0.0.1:1/mcp",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("must not contain `__`"), "{stderr}");
 }

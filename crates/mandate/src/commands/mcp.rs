@@ -65,6 +65,9 @@ pub fn proxy(args: McpProxyArgs) -> anyhow::Result<Code> {
             url: url.to_owned(),
         });
     }
+    if let Err(e) = mandate_mcp::http::check_upstreams(&upstreams) {
+        return input_error(&e.into());
+    }
     let options = ProxyOptions {
         upstreams,
         max_message_bytes: args.gateway.max_message_bytes,

@@ -1,0 +1,530 @@
+//! The merged endpoint: with several upstreams, `/mcp` is one MCP server
+//! whose tools are those of every upstream, named `NAME__tool`.
+//!
+//! Unlike the per-upstream endpoints, this one is not a relay: the proxy is
+//! the client's MCP server. `initialize` opens one session with every
+//! upstream (each issues its own `Mcp-Session-Id`) and gives the client a
+//! session id of the proxy's own (random) that maps to them; `tools/list` is
+//! the union of the upstreams' listings, renamed and filtered as on
+//! `/NAME/mcp`; `tools/call` of `NAME__tool` is decided exactly as a call of
+//! `tool` on `/NAME/mcp` and, allowed, sent to that upstream's session under
+//! its own name. Answers are JSON (no SSE stream from the proxy): progress
+//! notifications and requests an upstream sends while it works are dropped
+//! (requests are answered with an error). Resources, prompts, completion
+//! and logging are per server: the client is told to use `/NAME/mcp`.
+
+use std::sync::{Arc, PoisonError};
+
+use axum::body::Bytes;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
+use rmcp::model::ErrorCode;
+use serde_json::{Value, json};
+
+use super::{LIST_TIMEOUT, Proxy, SESSION_HEADER, Upstream, read_answer, rpc};
+use crate::catalog;
+use crate::jsonrpc::{self, Message};
+use crate::pep::{Gate, Session};
+
+/// Between an upstream's name and its tool's name on the merged endpoint.
+pub(super) const SEPARATOR: &str = "__";
+/// The protocol version header of streamable HTTP.
+const VERSION_HEADER: &str = "mcp-protocol-version";
+/// The version asked of upstreams when the client names none.
+const DEFAULT_VERSION: &str = "2025-06-18";
+/// How many pages of one upstream's tools the merged listing reads.
+const MAX_PAGES: usize = 32;
+
+/// One client session of the merged endpoint.
+pub(super) struct Merged {
+    /// The session's decision state, shared by the calls of every upstream:
+    /// in agent mode, one history for the whole client session.
+    session: Arc<Session>,
+    /// The upstreams' sessions, in the order the upstreams were given.
+    links: Vec<Link>,
+}
+
+/// The proxy's session with one upstream, for one client session.
+struct Link {
+    upstream: Arc<Upstream>,
+    /// The `Mcp-Session-Id` the upstream issued, if it issued one.
+    session_id: Option<String>,
+    /// The protocol version the upstream answered.
+    version: String,
+}
+
+impl Link {
+    /// The headers of a request of this session.
+    fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&self.version) {
+            headers.insert(VERSION_HEADER, v);
+        }
+        if let Some(id) = &self.session_id
+            && let Ok(v) = HeaderValue::from_str(id)
+        {
+            headers.insert(SESSION_HEADER, v);
+        }
+        headers
+    }
+}
+
+/// A JSON-RPC answer with status 200.
+fn ok(message: Value) -> Response {
+    rpc(StatusCode::OK, message)
+}
+
+impl Proxy {
+    /// `/mcp` with several upstreams.
+    pub(super) async fn merged(self: &Arc<Self>, request: Request) -> Response {
+        let (parts, body) = request.into_parts();
+        let session_id = parts
+            .headers
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if parts.method == Method::DELETE {
+            let Some(id) = session_id else {
+                return (StatusCode::BAD_REQUEST, "no Mcp-Session-Id").into_response();
+            };
+            let gone = self
+                .merged
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+            return match gone {
+                Some(merged) => {
+                    self.close(&merged.links).await;
+                    StatusCode::OK.into_response()
+                }
+                None => (StatusCode::NOT_FOUND, "no such session").into_response(),
+            };
+        }
+        if parts.method != Method::POST {
+            // No stream of the proxy's own: nothing is ever sent unasked.
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [(header::ALLOW, HeaderValue::from_static("POST, DELETE"))],
+            )
+                .into_response();
+        }
+        let (_, message) = match self.read_body(body).await {
+            Ok(read) => read,
+            Err(answer) => return answer,
+        };
+        let (id, method) = match jsonrpc::classify(&message) {
+            Message::Invalid { id, reason } => {
+                return rpc(
+                    StatusCode::BAD_REQUEST,
+                    jsonrpc::error(id.as_ref(), ErrorCode::INVALID_REQUEST, reason),
+                );
+            }
+            Message::Request { id, method } => (id, method),
+            Message::Notification { method } => {
+                if method == "notifications/initialized"
+                    && let Some(merged) = self.find(session_id.as_deref())
+                {
+                    self.notify_initialized(&merged).await;
+                }
+                return StatusCode::ACCEPTED.into_response();
+            }
+            // The proxy sends the client no requests: nothing to answer.
+            Message::Response { .. } => return StatusCode::ACCEPTED.into_response(),
+        };
+        if method == "initialize" {
+            return self.initialize(&id, &message).await;
+        }
+        let Some(merged) = self.find(session_id.as_deref()) else {
+            let (status, reason) = match session_id {
+                None => (
+                    StatusCode::BAD_REQUEST,
+                    "no Mcp-Session-Id: send `initialize` first",
+                ),
+                Some(_) => (
+                    StatusCode::NOT_FOUND,
+                    "no such session (it ended): send `initialize` again",
+                ),
+            };
+            return rpc(
+                status,
+                jsonrpc::error(Some(&id), ErrorCode::INVALID_REQUEST, reason),
+            );
+        };
+        match method.as_str() {
+            "ping" => ok(jsonrpc::result(&id, json!({}))),
+            jsonrpc::TOOLS_LIST => self.list(&id, &merged).await,
+            jsonrpc::TOOLS_CALL => self.call(&id, &message, &merged).await,
+            other => ok(jsonrpc::error(
+                Some(&id),
+                ErrorCode::METHOD_NOT_FOUND,
+                format!(
+                    "`{other}` is not served by the merged endpoint /mcp, which serves tools only: use /NAME/mcp for one server's resources, prompts, completion and logging (servers: {})",
+                    self.order.join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// The session `id` names, if it is open.
+    fn find(&self, id: Option<&str>) -> Option<Arc<Merged>> {
+        self.merged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id?)
+            .cloned()
+    }
+
+    /// Opens a session with every upstream, then one with the client.
+    async fn initialize(&self, id: &Value, message: &Value) -> Response {
+        let params = message.get("params");
+        let version = params
+            .and_then(|p| p.get("protocolVersion"))
+            .and_then(Value::as_str)
+            .unwrap_or(DEFAULT_VERSION)
+            .to_owned();
+        let client_info = params
+            .and_then(|p| p.get("clientInfo"))
+            .cloned()
+            .unwrap_or_else(
+                || json!({"name": "mandate-mcp-proxy", "version": env!("CARGO_PKG_VERSION")}),
+            );
+        let opened = futures_util::future::join_all(self.order.iter().map(|name| {
+            let upstream = self.upstreams.get(name).cloned();
+            self.open(upstream, &version, &client_info)
+        }))
+        .await;
+        let mut links = Vec::new();
+        let mut failures = Vec::new();
+        for (name, link) in self.order.iter().zip(opened) {
+            match link {
+                Ok(link) => links.push(link),
+                Err(reason) => failures.push(format!("`{name}`: {reason}")),
+            }
+        }
+        if !failures.is_empty() {
+            self.close(&links).await;
+            return ok(jsonrpc::error(
+                Some(id),
+                ErrorCode::INTERNAL_ERROR,
+                format!(
+                    "the MCP servers behind /mcp could not all be initialized ({})",
+                    failures.join("; ")
+                ),
+            ));
+        }
+        // The client's version when every upstream took it; else the
+        // oldest an upstream answered (versions are dates).
+        let agreed = if links.iter().all(|l| l.version == version) {
+            version
+        } else {
+            links
+                .iter()
+                .map(|l| l.version.clone())
+                .min()
+                .unwrap_or(version)
+        };
+        let session_id = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        self.merged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                session_id.clone(),
+                Arc::new(Merged {
+                    session: Arc::new(Session::default()),
+                    links,
+                }),
+            );
+        let result = json!({
+            "protocolVersion": agreed,
+            "capabilities": {"tools": {"listChanged": false}},
+            "serverInfo": {"name": "mandate-mcp-proxy", "version": env!("CARGO_PKG_VERSION")},
+            "instructions": format!(
+                "Tools of the MCP servers {}, named SERVER{SEPARATOR}tool. Every call is authorized by Mandate.",
+                self.order.join(", ")
+            ),
+        });
+        let mut answer = ok(jsonrpc::result(id, result));
+        if let Ok(v) = HeaderValue::from_str(&session_id) {
+            answer.headers_mut().insert(SESSION_HEADER, v);
+        }
+        answer
+    }
+
+    /// Initializes one upstream.
+    async fn open(
+        &self,
+        upstream: Option<Arc<Upstream>>,
+        version: &str,
+        client_info: &Value,
+    ) -> Result<Link, String> {
+        let upstream = upstream.ok_or("unknown upstream")?;
+        let id = Value::String(format!("mandate-init-{}", uuid::Uuid::new_v4()));
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "method": "initialize",
+            "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": client_info},
+        });
+        let mut link = Link {
+            upstream,
+            session_id: None,
+            version: version.to_owned(),
+        };
+        let response = self
+            .forward(
+                &link.upstream,
+                &Method::POST,
+                &link.headers(),
+                Some(Bytes::from(body.to_string())),
+            )
+            .timeout(LIST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("it cannot be reached ({e})"))?;
+        link.session_id = response
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let answer = read_answer(response, &id, self.max, |_| {}).await?;
+        let Some(result) = answer.get("result") else {
+            return Err(format!(
+                "it refused: {}",
+                answer.get("error").unwrap_or(&Value::Null)
+            ));
+        };
+        if let Some(v) = result.get("protocolVersion").and_then(Value::as_str) {
+            v.clone_into(&mut link.version);
+        }
+        Ok(link)
+    }
+
+    /// Sends `notifications/initialized` to every upstream of a session.
+    async fn notify_initialized(&self, merged: &Merged) {
+        let body = json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
+        futures_util::future::join_all(merged.links.iter().map(|link| {
+            let request = self
+                .forward(
+                    &link.upstream,
+                    &Method::POST,
+                    &link.headers(),
+                    Some(Bytes::from(body.clone())),
+                )
+                .timeout(LIST_TIMEOUT)
+                .send();
+            async move {
+                match request.await {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => tracing::warn!(upstream = %link.upstream.spec.name, status = %r.status(), "the MCP server refused notifications/initialized"),
+                    Err(e) => tracing::warn!(upstream = %link.upstream.spec.name, error = %e, "the MCP server cannot be reached"),
+                }
+            }
+        }))
+        .await;
+    }
+
+    /// Ends the upstreams' sessions (`DELETE`).
+    async fn close(&self, links: &[Link]) {
+        futures_util::future::join_all(links.iter().filter(|l| l.session_id.is_some()).map(
+            |link| {
+                let request = self
+                    .forward(&link.upstream, &Method::DELETE, &link.headers(), None)
+                    .timeout(LIST_TIMEOUT)
+                    .send();
+                async move {
+                    if let Err(e) = request.await {
+                        tracing::debug!(upstream = %link.upstream.spec.name, error = %e, "cannot end the MCP server's session");
+                    }
+                }
+            },
+        ))
+        .await;
+    }
+
+    /// Every upstream's tools, renamed `NAME__tool`, hidden ones removed.
+    async fn list(&self, id: &Value, merged: &Merged) -> Response {
+        let listings =
+            futures_util::future::join_all(merged.links.iter().map(|link| self.list_one(link)))
+                .await;
+        let mut tools = Vec::new();
+        for (link, listing) in merged.links.iter().zip(listings) {
+            match listing {
+                Ok(mut some) => tools.append(&mut some),
+                Err(reason) => {
+                    return ok(jsonrpc::error(
+                        Some(id),
+                        ErrorCode::INTERNAL_ERROR,
+                        format!(
+                            "the tools of the MCP server `{}` cannot be listed: {reason}",
+                            link.upstream.spec.name
+                        ),
+                    ));
+                }
+            }
+        }
+        ok(jsonrpc::result(id, json!({"tools": tools})))
+    }
+
+    /// One upstream's whole listing, learned, filtered and renamed.
+    async fn list_one(&self, link: &Link) -> Result<Vec<Value>, String> {
+        let upstream = &link.upstream;
+        let prefix = format!("{}{SEPARATOR}", upstream.spec.name);
+        let mut tools = Vec::new();
+        let mut cursor: Option<Value> = None;
+        for page in 0..MAX_PAGES {
+            let id = Value::String(format!("mandate-list-{}-{page}", uuid::Uuid::new_v4()));
+            let params = match &cursor {
+                Some(c) => json!({"cursor": c}),
+                None => json!({}),
+            };
+            let body = json!({"jsonrpc": "2.0", "id": id, "method": jsonrpc::TOOLS_LIST, "params": params});
+            let response = self
+                .forward(
+                    upstream,
+                    &Method::POST,
+                    &link.headers(),
+                    Some(Bytes::from(body.to_string())),
+                )
+                .timeout(LIST_TIMEOUT)
+                .send()
+                .await
+                .map_err(|e| format!("it cannot be reached ({e})"))?;
+            let answer = read_answer(response, &id, self.max, |_| {}).await?;
+            let Some(mut result) = answer.get("result").cloned() else {
+                return Err(format!(
+                    "it answered {}",
+                    answer.get("error").unwrap_or(&Value::Null)
+                ));
+            };
+            let more = catalog::has_more(&result);
+            upstream.listed(&self.pep, &mut result, !more, |name| {
+                Some(format!("{prefix}{name}"))
+            });
+            if let Some(Value::Array(page_tools)) = result.get_mut("tools") {
+                tools.append(page_tools);
+            }
+            if !more {
+                break;
+            }
+            cursor = result.get("nextCursor").cloned();
+        }
+        Ok(tools)
+    }
+
+    /// A `tools/call` of `NAME__tool`: decided as a call of `tool` on
+    /// `/NAME/mcp`, and, allowed, sent to that upstream's session.
+    async fn call(&self, id: &Value, message: &Value, merged: &Merged) -> Response {
+        let mut call = match jsonrpc::tool_call(message) {
+            Ok(call) => call,
+            Err(reason) => {
+                return ok(jsonrpc::error(Some(id), ErrorCode::INVALID_PARAMS, reason));
+            }
+        };
+        let target = call.name.split_once(SEPARATOR).and_then(|(server, tool)| {
+            let link = merged
+                .links
+                .iter()
+                .find(|l| l.upstream.spec.name == server)?;
+            Some((link, tool.to_owned()))
+        });
+        let Some((link, tool)) = target.filter(|(_, tool)| !tool.is_empty()) else {
+            return ok(jsonrpc::error(
+                Some(id),
+                ErrorCode::INVALID_PARAMS,
+                format!(
+                    "unknown tool `{}`: tools on /mcp are named SERVER{SEPARATOR}tool, and the servers are {}",
+                    call.name,
+                    self.order.join(", ")
+                ),
+            ));
+        };
+        call.name = tool;
+        // What was checked is what goes upstream, under the tool's own name.
+        let mut forwarded = message.clone();
+        if let Some(params) = forwarded.get_mut("params").and_then(Value::as_object_mut) {
+            params.insert("name".to_owned(), Value::String(call.name.clone()));
+        }
+        let allowed = match self
+            .gate(&link.upstream, &merged.session, &link.headers(), call)
+            .await
+        {
+            Gate::Deny(text) => return ok(jsonrpc::result(id, jsonrpc::tool_error(text))),
+            Gate::Allow(allowed) => allowed,
+        };
+        let name = link.upstream.spec.name.clone();
+        let answer = match self
+            .forward(
+                &link.upstream,
+                &Method::POST,
+                &link.headers(),
+                Some(Bytes::from(forwarded.to_string())),
+            )
+            .send()
+            .await
+        {
+            Ok(response) => {
+                read_answer(response, id, self.max, |request| {
+                    self.refuse(link, &request);
+                })
+                .await
+            }
+            Err(e) => Err(format!("it cannot be reached ({e})")),
+        };
+        let answer = answer.unwrap_or_else(|reason| {
+            tracing::warn!(upstream = %name, %reason, "no answer from the MCP server");
+            jsonrpc::error(
+                Some(id),
+                ErrorCode::INTERNAL_ERROR,
+                format!("no answer from the MCP server `{name}`: {reason}"),
+            )
+        });
+        self.record(&merged.session, allowed, jsonrpc::call_failed(&answer))
+            .await;
+        ok(answer)
+    }
+
+    /// Answers a request an upstream sent while working on a call: `ping`
+    /// with an empty result, anything else (sampling, elicitation, roots)
+    /// with an error, since the merged endpoint has no stream to the client.
+    fn refuse(&self, link: &Link, request: &Value) {
+        let Some(id) = request.get("id") else {
+            return;
+        };
+        let answer = if request.get("method").and_then(Value::as_str) == Some("ping") {
+            jsonrpc::result(id, json!({}))
+        } else {
+            jsonrpc::error(
+                Some(id),
+                ErrorCode::METHOD_NOT_FOUND,
+                "requests from the server are not relayed by Mandate's merged endpoint /mcp; connect the client to /NAME/mcp",
+            )
+        };
+        let request = self
+            .forward(
+                &link.upstream,
+                &Method::POST,
+                &link.headers(),
+                Some(Bytes::from(answer.to_string())),
+            )
+            .timeout(LIST_TIMEOUT);
+        let name = link.upstream.spec.name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = request.send().await {
+                tracing::debug!(upstream = %name, error = %e, "cannot answer the MCP server's request");
+            }
+        });
+    }
+}
