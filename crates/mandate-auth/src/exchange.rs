@@ -399,9 +399,9 @@ pub enum ExchangeError {
     /// `scope` is not a space-separated list of tool names.
     #[error("`scope` {0}")]
     MalformedScope(&'static str),
-    /// `scope` names tools outside the credential or the resource.
+    /// `scope` names tools other than the one the decision allowed.
     #[error(
-        "`scope` may only narrow: not granted by both the credential and the resource: {}",
+        "`scope` may name only the tool of the decided call; not decided: {} (decide each call, then exchange for it)",
         .0.join(", ")
     )]
     ScopeWidening(Vec<String>),
@@ -570,18 +570,21 @@ impl TokenExchange {
             None => BTreeSet::from([decision.tool.clone()]),
             Some(raw) => parse_scope(raw)?,
         };
-        let outside: Vec<String> = scope
-            .iter()
-            .filter(|tool| !credential.allows_tool(tool) || !downstream.tools.contains(*tool))
-            .cloned()
-            .collect();
-        if !outside.is_empty() {
-            return Err(ExchangeError::ScopeWidening(outside));
-        }
         if !scope.contains(&decision.tool) {
             return Err(ExchangeError::ScopeWithoutDecidedTool(
                 decision.tool.clone(),
             ));
+        }
+        // Only the tool that was decided: a token for another tool would
+        // let the downstream run a call no policy saw, even one the
+        // credential and the resource both allow.
+        let outside: Vec<String> = scope
+            .iter()
+            .filter(|tool| **tool != decision.tool)
+            .cloned()
+            .collect();
+        if !outside.is_empty() {
+            return Err(ExchangeError::ScopeWidening(outside));
         }
 
         let issued_at = now.timestamp();
@@ -916,10 +919,18 @@ mod tests {
     fn scope_narrows_only() {
         let sub = credential(1, true);
         let call = decision(&sub, "mail/send_email");
-        // Within the credential and the resource: kept, sorted.
-        let token = run(&sub, &call, MAIL, Some("mail/send_email mail/read_inbox")).unwrap();
-        assert_eq!(token.scope, ["mail/read_inbox", "mail/send_email"]);
-        assert_eq!(token.claims.scope, "mail/read_inbox mail/send_email");
+        // The decided tool alone.
+        let token = run(&sub, &call, MAIL, Some("mail/send_email")).unwrap();
+        assert_eq!(token.scope, ["mail/send_email"]);
+        assert_eq!(token.claims.scope, "mail/send_email");
+        // Another tool that the credential and the resource both allow was
+        // not decided: no token covers it.
+        assert_eq!(
+            run(&sub, &call, MAIL, Some("mail/send_email mail/read_inbox")),
+            Err(ExchangeError::ScopeWidening(vec![
+                "mail/read_inbox".to_owned()
+            ]))
+        );
 
         // The resource serves mail/delete, the credential does not hold it.
         assert_eq!(

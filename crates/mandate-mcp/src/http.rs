@@ -346,7 +346,7 @@ impl Proxy {
                 ),
             ));
         };
-        match serde_json::from_slice(&bytes) {
+        match jsonrpc::parse_client(&bytes) {
             Ok(message) => Ok((bytes, message)),
             Err(e) => Err(rpc(
                 StatusCode::BAD_REQUEST,

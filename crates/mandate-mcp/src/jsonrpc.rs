@@ -64,6 +64,89 @@ pub enum Message {
     },
 }
 
+/// Parses one message from a client, refusing duplicate object keys
+/// anywhere in it. Peers' JSON parsers disagree on which of two duplicates
+/// wins (serde keeps the last, others the first), and messages that are
+/// not intercepted are forwarded as they came: with a duplicate `method`, a
+/// message seen here as `ping` could run upstream as `tools/call`.
+pub fn parse_client(bytes: &[u8]) -> Result<Value, String> {
+    use serde::de::DeserializeSeed as _;
+    let message: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    unique::Unique
+        .deserialize(&mut deserializer)
+        .map_err(|e| e.to_string())?;
+    Ok(message)
+}
+
+/// A visitor that walks a JSON document and fails on a repeated key.
+mod unique {
+    use std::collections::HashSet;
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    pub(super) struct Unique;
+
+    impl<'de> DeserializeSeed<'de> for Unique {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Unique {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Unique)?.is_some() {}
+            Ok(())
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key.clone()) {
+                    return Err(de::Error::custom(format!(
+                        "duplicate key `{key}`: send each key once"
+                    )));
+                }
+                map.next_value_seed(Unique)?;
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Classifies a parsed message.
 pub fn classify(message: &Value) -> Message {
     let Some(object) = message.as_object() else {
@@ -90,6 +173,16 @@ pub fn classify(message: &Value) -> Message {
             id,
             method: method.clone(),
         },
+        // A request without an id is a notification to JSON-RPC, and many
+        // servers run its method all the same (they only send no answer):
+        // a `tools/call` sent that way would run undecided. MCP's
+        // notifications are all `notifications/*`; nothing else passes.
+        (Some(Value::String(method)), None) if !method.starts_with("notifications/") => {
+            Message::Invalid {
+                id: None,
+                reason: "a message without an `id` must be a `notifications/*` notification; a request needs an id",
+            }
+        }
         (Some(Value::String(method)), None) => Message::Notification {
             method: method.clone(),
         },
@@ -186,6 +279,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        assert!(parse_client(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).is_ok());
+        for text in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}}"#,
+            r#"{"a":[{"x":1},{"y":2,"y":3}]}"#,
+        ] {
+            let e = parse_client(text.as_bytes()).unwrap_err();
+            assert!(e.contains("duplicate key"), "{text}: {e}");
+        }
+        // The same key in sibling objects is fine.
+        assert!(parse_client(br#"{"a":{"k":1},"b":{"k":2},"c":[{"k":3},{"k":4}]}"#).is_ok());
+        assert!(parse_client(b"not json").is_err());
+    }
+
+    #[test]
     fn classifies_every_kind() {
         let request = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call"});
         assert!(
@@ -193,6 +302,12 @@ mod tests {
         );
         let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
         assert!(matches!(classify(&note), Message::Notification { .. }));
+        // A call without an id is no notification: it would run undecided.
+        let sneaky = json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "rm"}});
+        assert!(matches!(
+            classify(&sneaky),
+            Message::Invalid { id: None, .. }
+        ));
         let response = json!({"jsonrpc": "2.0", "id": "a", "result": {}});
         assert!(matches!(classify(&response), Message::Response { .. }));
         let both = json!({"jsonrpc": "2.0", "id": "a", "result": {}, "error": {}});

@@ -278,7 +278,7 @@ impl Relay {
         if line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        let message: Value = match serde_json::from_slice(&line) {
+        let message: Value = match jsonrpc::parse_client(&line) {
             Ok(m) => m,
             Err(e) => {
                 return self.answer(jsonrpc::error(
@@ -289,6 +289,13 @@ impl Relay {
             }
         };
         match jsonrpc::classify(&message) {
+            // A notification gets no answer, not even an error.
+            Message::Invalid { id: None, reason } if message.get("method").is_some() => {
+                tracing::warn!(
+                    reason,
+                    "the MCP client sent a notification that is not one; dropped"
+                );
+            }
             Message::Invalid { id, reason } => {
                 self.answer(jsonrpc::error(
                     id.as_ref(),
@@ -298,8 +305,14 @@ impl Relay {
             }
             Message::Request { id, method } => {
                 let key = IdKey::of(&id);
-                if lock(&self.pending).contains_key(&key) || lock(&self.deciding).contains_key(&key)
-                {
+                // Both maps under the `pending` lock (taken first, as where
+                // a decided call moves from one to the other), so that an id
+                // in transit is never missed.
+                let in_progress = {
+                    let pending = lock(&self.pending);
+                    pending.contains_key(&key) || lock(&self.deciding).contains_key(&key)
+                };
+                if in_progress {
                     return self.answer(jsonrpc::error(
                         Some(&id),
                         ErrorCode::INVALID_REQUEST,
@@ -324,6 +337,9 @@ impl Relay {
                 }
             }
             Message::Notification { method } => {
+                // Under the `pending` lock: a call being moved from deciding
+                // to the server is queued before this cancellation is.
+                let _pending = lock(&self.pending);
                 if method == jsonrpc::CANCELLED
                     && let Some(request) = jsonrpc::cancelled_request(&message)
                     && let Some(cancelled) = lock(&self.deciding).get_mut(&IdKey::of(request))
@@ -371,6 +387,10 @@ impl Relay {
                     call.arguments,
                 )
                 .await;
+            // From deciding to pending, and onto the server's queue, in one
+            // step under the `pending` lock: no duplicate id or cancellation
+            // slips in between.
+            let mut pending = lock(&relay.pending);
             let cancelled = lock(&relay.deciding).remove(&key).unwrap_or(true);
             if cancelled {
                 tracing::debug!(id = %id, "tools/call cancelled while it was being decided; dropped");
@@ -378,13 +398,16 @@ impl Relay {
             }
             match gate {
                 Gate::Allow(allowed) => {
-                    lock(&relay.pending).insert(key, Pending::ToolsCall(allowed));
+                    pending.insert(key, Pending::ToolsCall(allowed));
                     // What was checked is what goes upstream: the parsed
                     // message, not the bytes (no duplicate keys that another
                     // parser could read differently).
                     let _ = relay.to_server.send(message.to_string().into_bytes());
                 }
-                Gate::Deny(text) => relay.answer(jsonrpc::result(&id, jsonrpc::tool_error(text))),
+                Gate::Deny(text) => {
+                    drop(pending);
+                    relay.answer(jsonrpc::result(&id, jsonrpc::tool_error(text)));
+                }
             }
         });
     }

@@ -280,17 +280,34 @@ fn hostile_client_messages_get_json_rpc_errors() {
 
     // A response to a request nobody sent is dropped, not relayed.
     wrapper.send(r#"{"jsonrpc":"2.0","id":"nobody-asked","result":{}}"#);
-    // Duplicate keys: the checked (last) name is the one that would be sent;
-    // the call is decided (denied: no task tools configured) and answered.
+    // Duplicate keys are refused outright: parsers disagree on which one
+    // wins, so the gateway could decide one message and the server run
+    // another (here: seen as `ping`, run as `tools/call` by a first-wins
+    // parser).
     wrapper.send(&format!(
         r#"{{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{{"name":"read_text_file","name":"write_file","arguments":{{"path":"{}","content":"pwned"}}}}}}"#,
         root.join("protected.txt").display()
     ));
-    let answer = wrapper.answer(&json!(6));
+    let answer = wrapper.answer(&Value::Null);
+    assert_eq!(answer["error"]["code"], -32700, "{answer}");
     assert!(
-        answer["error"].is_object() || answer["result"]["isError"] == true,
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate key"),
         "{answer}"
     );
+    wrapper.send(&format!(
+        r#"{{"jsonrpc":"2.0","id":8,"method":"tools/call","method":"ping","params":{{"name":"write_file","arguments":{{"path":"{}","content":"pwned"}}}}}}"#,
+        root.join("protected.txt").display()
+    ));
+    assert_eq!(wrapper.answer(&Value::Null)["error"]["code"], -32700);
+    // A `tools/call` without an id (a notification to JSON-RPC, which some
+    // servers run without answering) is dropped, never relayed undecided.
+    wrapper.send(&format!(
+        r#"{{"jsonrpc":"2.0","method":"tools/call","params":{{"name":"write_file","arguments":{{"path":"{}","content":"pwned"}}}}}}"#,
+        root.join("protected.txt").display()
+    ));
 
     // Still alive and relaying.
     wrapper.send(r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#);

@@ -241,7 +241,7 @@ fn a_sub_agent_exchanges_its_credential_for_a_narrowed_jwt() {
     let request = with(
         form(sub_credential, MAIL, decision_id),
         "scope",
-        Some("mail/send_email mail/read_inbox"),
+        Some("mail/send_email"),
     );
     let request = with(request, "requested_token_type", Some(JWT_TYPE));
     let before = Utc::now().timestamp();
@@ -251,7 +251,7 @@ fn a_sub_agent_exchanges_its_credential_for_a_narrowed_jwt() {
     let answer = reply.json();
     assert_eq!(answer["issued_token_type"], JWT_TYPE);
     assert_eq!(answer["token_type"], "Bearer");
-    assert_eq!(answer["scope"], "mail/read_inbox mail/send_email");
+    assert_eq!(answer["scope"], "mail/send_email");
     let expires_in = answer["expires_in"].as_u64().unwrap();
     assert!((58..=60).contains(&expires_in), "{expires_in}");
 
@@ -267,7 +267,7 @@ fn a_sub_agent_exchanges_its_credential_for_a_narrowed_jwt() {
         json!({ "sub": SUB_AGENT, "act": { "sub": ROOT_AGENT } })
     );
     assert_eq!(claims["client_id"], SUB_AGENT);
-    assert_eq!(claims["scope"], "mail/read_inbox mail/send_email");
+    assert_eq!(claims["scope"], "mail/send_email");
     assert_eq!(claims["task_id"], task_id.as_str());
     assert_eq!(claims["decision_id"], decision_id);
     let (iat, nbf, exp) = (
@@ -558,9 +558,23 @@ fn every_refusal_has_its_error_and_mints_nothing() {
         "is older than 1 s",
     );
 
-    // The scope: wider than the credential (the resource serves
-    // mail/delete_email, the sub-agent does not hold it), or without the
-    // decided tool, or malformed.
+    // The scope: wider than the decided call (another tool the credential
+    // and the resource both allow was not decided), wider than the
+    // credential (the resource serves mail/delete_email, the sub-agent does
+    // not hold it), without the decided tool, or malformed.
+    refused(
+        exchange(
+            &gw,
+            &with(
+                valid.clone(),
+                "scope",
+                Some("mail/send_email mail/read_inbox"),
+            ),
+        ),
+        400,
+        "invalid_scope",
+        "mail/read_inbox",
+    );
     refused(
         exchange(
             &gw,
