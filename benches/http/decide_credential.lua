@@ -18,14 +18,4 @@ request = function()
   return wrk.format(nil, nil, nil, bodies[i])
 end
 
-local errors = 0
-response = function(status, headers, body)
-  if status ~= 200 then errors = errors + 1 end
-end
-
-done = function(summary, latency, requests)
-  io.write(string.format("SUMMARY requests=%d rps=%.0f p50_us=%d p90_us=%d p99_us=%d max_us=%d non2xx=%d socket_errors=%d\n",
-    summary.requests, summary.requests / (summary.duration / 1e6),
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-    (summary.errors.status or 0), summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
-end
+dofile("benches/http/summary.lua")
