@@ -1,6 +1,6 @@
 -- wrk script: POST /v1/decide under a task credential (MANDATE_CREDENTIAL),
 -- rotating through two allowed calls and a denied one of the task started by
--- benches/http_credential_load.sh, and counting non-200s.
+-- benches/http_credential_load.sh (summary.lua counts non-200s).
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("MANDATE_CREDENTIAL")
