@@ -31,9 +31,13 @@
 //! # Concurrency
 //!
 //! The API is synchronous (the server calls it from `spawn_blocking`). A
-//! `TaskStore` owns one connection behind a mutex: it is `Send + Sync`, and
-//! calls through one store run one at a time. Several stores (or processes)
-//! may open the same file; SQLite's locks and a busy timeout order them.
+//! `TaskStore` owns two connections, each behind a mutex: writes run one at
+//! a time on one, reads one at a time on the other. In WAL mode a reader
+//! sees every committed write and never waits for a writer's commit (and
+//! its fsync), so decisions reading a task's history are not held up by
+//! others recording theirs. It is `Send + Sync`. Several stores (or
+//! processes) may open the same file; SQLite's locks and a busy timeout
+//! order them.
 //!
 //! # Times
 //!
@@ -47,7 +51,9 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
-use rusqlite::{Connection, OptionalExtension, Params, Row, TransactionBehavior, params};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, Params, Row, TransactionBehavior, params,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -259,6 +265,8 @@ pub struct HistoryEntry {
 #[derive(Debug)]
 pub struct TaskStore {
     conn: Mutex<Connection>,
+    /// Read-only; see "Concurrency" above.
+    reader: Mutex<Connection>,
 }
 
 impl TaskStore {
@@ -679,7 +687,7 @@ impl TaskStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        f(&self.lock()).map_err(relabel)
+        f(&self.reader.lock().unwrap_or_else(PoisonError::into_inner)).map_err(relabel)
     }
 }
 
@@ -742,8 +750,14 @@ fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
         )));
     }
     tx.commit()?;
+    let reader = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    reader.execute_batch("PRAGMA busy_timeout = 5000;")?;
     Ok(TaskStore {
         conn: Mutex::new(conn),
+        reader: Mutex::new(reader),
     })
 }
 
