@@ -40,40 +40,61 @@ impl Bearer {
     /// The bearer token of `headers`; `None` without an `Authorization`
     /// header.
     fn from_headers(headers: &HeaderMap, tasks: &Tasks) -> Result<Option<Self>, ApiError> {
-        let mut values = headers.get_all(header::AUTHORIZATION).iter();
-        let value = match (values.next(), values.next()) {
-            (None, _) => return Ok(None),
-            (Some(value), None) => value,
-            (Some(_), Some(_)) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "send exactly one `Authorization` header",
-                )
-                .with_challenge(challenge(
-                    tasks,
-                    Some(("invalid_request", "more than one Authorization header")),
-                )));
-            }
-        };
-        let value = value.to_str().unwrap_or_default().trim();
-        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(missing_token(
+        match bearer_of(headers) {
+            Ok(token) => Ok(token.map(Self)),
+            Err(BearerProblem::Several) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "send exactly one `Authorization` header",
+            )
+            .with_challenge(challenge(
+                tasks,
+                Some(("invalid_request", "more than one Authorization header")),
+            ))),
+            Err(BearerProblem::OtherScheme) => Err(missing_token(
                 tasks,
                 "only bearer tokens are accepted: send `Authorization: Bearer <token>`",
-            ));
-        }
-        let token = token.trim();
-        if token.is_empty() {
-            return Err(invalid_token(
+            )),
+            Err(BearerProblem::Empty) => Err(invalid_token(
                 tasks,
                 "invalid_token",
                 "the bearer token is empty",
-            ));
+            )),
         }
-        Ok(Some(Self(token.to_owned())))
     }
+}
+
+/// Why an `Authorization` header gives no bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BearerProblem {
+    /// More than one `Authorization` header.
+    Several,
+    /// A scheme other than `Bearer`.
+    OtherScheme,
+    /// `Bearer` with nothing after it.
+    Empty,
+}
+
+/// The bearer token of `headers` (trimmed), `None` without an
+/// `Authorization` header. Each caller answers the problems in its own
+/// terms (agents' endpoints with RFC 6750 challenges naming the resource).
+pub(crate) fn bearer_of(headers: &HeaderMap) -> Result<Option<String>, BearerProblem> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = match (values.next(), values.next()) {
+        (None, _) => return Ok(None),
+        (Some(value), None) => value,
+        (Some(_), Some(_)) => return Err(BearerProblem::Several),
+    };
+    let value = value.to_str().unwrap_or_default().trim();
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(BearerProblem::OtherScheme);
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(BearerProblem::Empty);
+    }
+    Ok(Some(token.to_owned()))
 }
 
 /// 401 unless an identity issuer is configured.

@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{FromRequestParts, OptionalFromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use mandate_core::{ApprovalError, ApprovalStatus, Resolution};
 use mandate_store::{ApprovalRecord, ReceiptQuery};
@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::approvals::{ApprovalView, MAX_WAIT, RecordError, Recorded, record_resolution};
+use crate::auth::{BearerProblem, bearer_of};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
 use crate::routes::tasks::{TaskView, store_failed};
@@ -80,30 +81,17 @@ impl OptionalFromRequestParts<AppState> for Approver {
 }
 
 fn bearer_token(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let value = match (values.next(), values.next()) {
-        (None, _) => return Ok(None),
-        (Some(value), None) => value,
-        (Some(_), Some(_)) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "send exactly one `Authorization` header",
-            ));
-        }
-    };
-    let value = value.to_str().unwrap_or_default().trim();
-    match value.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            Ok(Some(token.trim().to_owned()))
-        }
-        _ => Err(unauthorized(
+    bearer_of(headers).map_err(|problem| match problem {
+        BearerProblem::Several => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "send exactly one `Authorization` header",
+        ),
+        BearerProblem::OtherScheme | BearerProblem::Empty => unauthorized(
             "missing_token",
             "only bearer tokens are accepted: send `Authorization: Bearer <approver token>`",
-        )),
-    }
+        ),
+    })
 }
 
 fn unauthorized(code: &'static str, message: &str) -> ApiError {
