@@ -101,8 +101,13 @@ pub(crate) struct CedarCall {
     pub server: EntityUid,
 }
 
-fn string_set<'a>(items: impl IntoIterator<Item = &'a String>) -> Value {
-    Value::set(items.into_iter().map(|s| Value::from(s.as_str())), None)
+fn string_set<'a, S: AsRef<str> + 'a>(items: impl IntoIterator<Item = S>) -> Value {
+    Value::set(items.into_iter().map(|s| Value::from(s.as_ref())), None)
+}
+
+/// A count as a Cedar long; counts past `i64::MAX` stay at the maximum.
+fn long(count: u64) -> Value {
+    Value::from(i64::try_from(count).unwrap_or(i64::MAX))
 }
 
 fn known(uid: &EntityUid) -> EntityUIDEntry {
@@ -222,6 +227,7 @@ pub(crate) fn cedar_call(
 
     let task = &call.task;
     let session = &call.session;
+    let summary = &session.summary;
     let class = h.action_class();
     // INVARIANT: validation leaves a chain of at least one hop (the principal).
     let root_agent = call.chain.first().map_or("", |hop| hop.agent.as_str());
@@ -264,29 +270,29 @@ pub(crate) fn cedar_call(
                 "session",
                 Value::record(
                     [
-                        ("tools_called", string_set(&session.tools_called)),
-                        ("labels", string_set(&session.labels)),
-                        ("new_labels", string_set(&session.new_labels)),
+                        ("tools_called", string_set(summary.tools_called())),
+                        ("labels", string_set(&summary.labels)),
+                        ("new_labels", string_set(&summary.new_labels)),
                         (
                             "action_classes",
                             Value::set(
-                                session
+                                summary
                                     .action_classes
                                     .iter()
                                     .map(|c| Value::from(c.as_str())),
                                 None,
                             ),
                         ),
-                        ("calls", Value::from(session.calls)),
-                        ("denials", Value::from(session.denials)),
-                        ("uses_of_this_tool", Value::from(session.uses_of_this_tool)),
+                        ("calls", long(summary.calls)),
+                        ("denials", long(summary.denials)),
+                        ("uses_of_this_tool", long(session.uses_of_this_tool)),
                         (
                             "first_use_of_tool",
                             Value::from(session.uses_of_this_tool == 0),
                         ),
                         (
                             "first_use_of_action_class",
-                            Value::from(!session.action_classes.contains(&class)),
+                            Value::from(!summary.action_classes.contains(&class)),
                         ),
                     ],
                     None,

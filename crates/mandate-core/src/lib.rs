@@ -49,6 +49,7 @@ mod index;
 mod pack;
 mod request;
 pub mod schema;
+mod session;
 pub mod testing;
 
 pub use approval::{
@@ -58,6 +59,7 @@ pub use decision::{Decision, DecisionResponse, EvaluationProblem, Verdict};
 pub use explain::{ConditionOutcome, ConditionReport, Explanation, PolicyReport};
 pub use pack::{LoadError, PolicyKind, PolicyPack, PolicyProblem, PolicySource, Severity};
 pub use request::{
-    CallRequest, ContextInput, DecisionRequest, HistoryEntry, HopInput, PrincipalInput,
-    RequestError, SessionInput, TaskInput, ToolAnnotations, ToolCall,
+    ActionClass, CallRequest, ContextInput, DecisionRequest, HistoryEntry, HopInput,
+    PrincipalInput, RequestError, SessionInput, TaskInput, ToolAnnotations, ToolCall,
 };
+pub use session::SessionSummary;

@@ -5,8 +5,6 @@
 //! JSON already turned into Cedar values, so the decision path cannot fail on
 //! input any more.
 
-use std::collections::BTreeSet;
-
 use cedar_policy_core::ast::Value as CedarValue;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -14,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::cedar_value;
 use crate::decision::Decision;
+use crate::session::SessionSummary;
 
 /// A request for a decision on one tool call.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,23 +166,30 @@ pub struct HopInput {
     pub depth: u32,
 }
 
-/// Session history: earlier calls of the task and the data labels that entered it.
+/// Session history: earlier calls of the task and the data labels that
+/// entered it, either entry by entry (`history`, `labels`) or already
+/// condensed (`summary`), not both.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SessionInput {
     /// Earlier calls, oldest first.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
     /// Labels of data that entered the session, such as `untrusted`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
+    /// The session condensed, as a caller keeping its own session (or the
+    /// server, for a task) keeps it: its size does not grow with the
+    /// number of calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<SessionSummary>,
 }
 
 impl SessionInput {
-    /// Whether nothing is set: no history and no labels.
+    /// Whether nothing is set: no history, no labels and no summary.
     pub fn is_empty(&self) -> bool {
-        self.history.is_empty() && self.labels.is_empty()
+        self.history.is_empty() && self.labels.is_empty() && self.summary.is_none()
     }
 }
 
@@ -303,8 +309,10 @@ impl Hints {
 }
 
 /// What kind of change a call makes, derived from its MCP hints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum ActionClass {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ActionClass {
     /// `readOnlyHint`: the tool does not change its environment.
     Read,
     /// Not read-only and not destructive: the tool adds or changes things.
@@ -315,7 +323,7 @@ pub(crate) enum ActionClass {
 
 impl ActionClass {
     /// The name policies see (`resource.action_class`).
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             ActionClass::Read => "read",
             ActionClass::Write => "write",
@@ -324,79 +332,24 @@ impl ActionClass {
     }
 }
 
-/// Session history condensed into what policies read.
-///
-/// A *use* is an earlier call whose decision was `allow`: only those ran.
+/// The session as one call sees it: the summary, and how often this
+/// call's tool was used.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Session {
-    /// Tool names (without server) of earlier uses.
-    pub tools_called: BTreeSet<String>,
-    /// Labels of data that entered the session.
-    pub labels: BTreeSet<String>,
-    /// Labels that entered the session after the last use: no call has been
-    /// allowed since they arrived.
-    pub new_labels: BTreeSet<String>,
-    /// Action classes of earlier uses whose annotations are known.
-    pub action_classes: BTreeSet<ActionClass>,
-    /// Earlier decisions, and how many of them were denials.
-    pub calls: i64,
-    pub denials: i64,
-    /// Earlier uses of this call's tool (same server, or a history entry
-    /// without a server, and same tool name).
-    pub uses_of_this_tool: i64,
+    pub summary: SessionSummary,
+    pub uses_of_this_tool: u64,
 }
 
 impl Session {
-    /// Condenses `session` for a call of `tool` on `server`.
-    ///
-    /// Linear in the size of the history: it comes from the caller.
-    fn condense(session: SessionInput, server: &str, tool: &str) -> Self {
-        let mut condensed = Session::default();
-        // Labels without a history entry came in at an unknown time: they
-        // count as having entered before the first history entry.
-        condensed.labels.extend(session.labels);
-        // The labels of an entry's result enter after the call was decided,
-        // so the labels present at the last use are those from before it.
-        let last_use = session
-            .history
-            .iter()
-            .rposition(|entry| entry.decision == Decision::Allow);
-        let mut recent = BTreeSet::new();
-        for (i, entry) in session.history.into_iter().enumerate() {
-            condensed.calls += 1;
-            match entry.decision {
-                Decision::Allow => {
-                    if entry.tool == tool && (entry.server.is_empty() || entry.server == server) {
-                        condensed.uses_of_this_tool += 1;
-                    }
-                    if let Some(annotations) = &entry.annotations {
-                        condensed
-                            .action_classes
-                            .insert(Hints::from(annotations).action_class());
-                    }
-                    condensed.tools_called.insert(entry.tool);
-                }
-                Decision::Deny => condensed.denials += 1,
-                Decision::ApprovalRequired => {}
-            }
-            if last_use.is_some_and(|last| i >= last) {
-                recent.extend(entry.labels);
-            } else {
-                condensed.labels.extend(entry.labels);
-            }
+    /// The session of `session` for a call of `tool` on `server`. A history
+    /// is folded into a summary, linear in its length: it comes from the
+    /// caller.
+    fn for_call(session: SessionInput, server: &str, tool: &str) -> Self {
+        let summary = SessionSummary::from(session);
+        Session {
+            uses_of_this_tool: summary.uses_of(server, tool),
+            summary,
         }
-        if last_use.is_none() {
-            // No use yet: every label is new, those sent without history too.
-            condensed.new_labels.clone_from(&condensed.labels);
-        } else {
-            condensed.new_labels = recent
-                .iter()
-                .filter(|label| !condensed.labels.contains(*label))
-                .cloned()
-                .collect();
-            condensed.labels.append(&mut recent);
-        }
-        condensed
     }
 }
 
@@ -527,7 +480,13 @@ impl TryFrom<DecisionRequest> for CallRequest {
                 depth: 0,
             });
         }
-        let session = Session::condense(session, &action.server, &action.tool);
+        if session.summary.is_some() && !(session.history.is_empty() && session.labels.is_empty()) {
+            return Err(RequestError::Invalid {
+                path: "context.session".into(),
+                message: "send either `history` and `labels`, or `summary`, not both".into(),
+            });
+        }
+        let session = Session::for_call(session, &action.server, &action.tool);
         Ok(CallRequest {
             trust_domain: trust_domain(&principal.id),
             principal_attributes: cedar_value::record(
@@ -611,25 +570,49 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(call.trust_domain, "example.org");
-        assert_eq!(call.session.calls, 2);
-        assert_eq!(call.session.denials, 1);
+        assert_eq!(call.session.summary.calls, 2);
+        assert_eq!(call.session.summary.denials, 1);
         assert_eq!(
-            call.session.tools_called.iter().collect::<Vec<_>>(),
+            call.session
+                .summary
+                .tools_called()
+                .into_iter()
+                .collect::<Vec<_>>(),
             ["fetch"]
         );
         assert_eq!(
-            call.session.labels.iter().collect::<Vec<_>>(),
+            call.session.summary.labels.iter().collect::<Vec<_>>(),
             ["confidential", "untrusted"]
         );
         // The untrusted label came with the last allowed call's result, and
         // the denied call after it did not run: it is still new. The
         // session-level label counts as older than the allowed call.
         assert_eq!(
-            call.session.new_labels.iter().collect::<Vec<_>>(),
+            call.session.summary.new_labels.iter().collect::<Vec<_>>(),
             ["untrusted"]
         );
         assert_eq!(call.session.uses_of_this_tool, 0);
-        assert!(call.session.action_classes.is_empty());
+        assert!(call.session.summary.action_classes.is_empty());
+    }
+
+    #[test]
+    fn a_summary_and_a_history_are_not_sent_together() {
+        let err = parse(json!({
+            "principal": {"id": "a"}, "action": {"server": "s", "tool": "t"},
+            "context": {"session": {"labels": ["untrusted"], "summary": {"calls": 1}}}
+        }))
+        .unwrap_err();
+        assert!(
+            err.contains("either `history` and `labels`, or `summary`"),
+            "{err}"
+        );
+        let call = parse(json!({
+            "principal": {"id": "a"}, "action": {"server": "s", "tool": "t"},
+            "context": {"session": {"summary": {"calls": 4, "uses": {"s": {"t": 3}, "": {"t": 1}}}}}
+        }))
+        .unwrap();
+        assert_eq!(call.session.summary.calls, 4);
+        assert_eq!(call.session.uses_of_this_tool, 4);
     }
 
     fn session_for(server: &str, tool: &str, history: Value) -> Session {
@@ -670,7 +653,7 @@ mod tests {
     fn labels_stay_new_until_a_call_is_allowed_after_them() {
         let new = |history: Value| {
             let session = session_for("s", "t", history);
-            session.new_labels.into_iter().collect::<Vec<_>>()
+            session.summary.new_labels.into_iter().collect::<Vec<_>>()
         };
         let fetched = json!({"tool": "fetch", "decision": "allow", "labels": ["untrusted"]});
         assert_eq!(new(json!([fetched])), ["untrusted"]);
@@ -695,7 +678,11 @@ mod tests {
             ]),
         );
         assert_eq!(
-            session.action_classes.into_iter().collect::<Vec<_>>(),
+            session
+                .summary
+                .action_classes
+                .into_iter()
+                .collect::<Vec<_>>(),
             [ActionClass::Read, ActionClass::Write]
         );
         let class = |a: Value| {

@@ -7,10 +7,10 @@
 //! decision (the server down, a non-200 answer, a timeout, an answer it
 //! cannot read) is a deny: fail closed, with the reason in the tool error.
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use mandate_core::{Decision, SessionSummary, ToolAnnotations};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -107,10 +107,14 @@ pub struct Session {
     reports: Arc<RwLock<()>>,
 }
 
+/// Agent mode's session, condensed as the server condenses a task's: the
+/// decision request carries the summary, whose size does not grow with the
+/// number of calls.
 #[derive(Debug, Default)]
 struct History {
-    entries: Vec<Value>,
-    labels: BTreeSet<String>,
+    summary: SessionSummary,
+    /// Position of the next call recorded.
+    next: u64,
 }
 
 /// The decision API's answer (the fields the gateway reads).
@@ -227,13 +231,9 @@ impl Pep {
         };
         let gate = self.gate(&body, answer, tool).await;
         if matches!(self.settings.principal, Principal::Agent { .. }) {
-            let decision = match &gate {
-                GateOf::Allow(_) => "allow",
-                GateOf::Deny(_) => "deny",
-            };
             // Allowed calls join the history when their result is known.
-            if decision != "allow" {
-                session.record(server, tool, decision, &annotations, Vec::new());
+            if let GateOf::Deny(_) = &gate {
+                session.record(server, tool, Decision::Deny, &annotations, Vec::new());
             }
         }
         match gate {
@@ -303,10 +303,7 @@ impl Pep {
                 .history
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            context.insert(
-                "session".to_owned(),
-                json!({"history": history.entries, "labels": history.labels}),
-            );
+            context.insert("session".to_owned(), json!({"summary": history.summary}));
             body.insert("context".to_owned(), Value::Object(context));
         }
         Value::Object(body)
@@ -462,7 +459,7 @@ impl Pep {
                 session.record(
                     &allowed.server,
                     &allowed.tool,
-                    "allow",
+                    Decision::Allow,
                     &allowed.annotations,
                     labels,
                 );
@@ -504,25 +501,21 @@ impl Session {
         &self,
         server: &str,
         tool: &str,
-        decision: &str,
+        decision: Decision,
         annotations: &Map<String, Value>,
         labels: Vec<String>,
     ) {
+        // Annotations come from the upstream's tools/list or the config;
+        // ones that do not read as MCP annotations count as unknown.
+        let annotations =
+            serde_json::from_value::<ToolAnnotations>(Value::Object(annotations.clone())).ok();
         let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
-        history.labels.extend(labels.iter().cloned());
-        history.entries.push(json!({
-            "server": server,
-            "tool": tool,
-            "decision": decision,
-            "labels": labels,
-            "annotations": annotations,
-        }));
-    }
-
-    /// Labels of data that entered the session (agent mode).
-    pub fn labels(&self) -> Vec<String> {
-        let history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
-        history.labels.iter().cloned().collect()
+        let position = history.next;
+        history.next += 1;
+        history
+            .summary
+            .record_call(position, server, tool, decision, annotations.as_ref());
+        history.summary.record_labels(position, labels);
     }
 }
 

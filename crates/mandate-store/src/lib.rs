@@ -17,6 +17,7 @@ mod exchanges;
 mod ledger;
 mod reader;
 mod schema;
+mod sessions;
 pub mod tasks;
 mod writer;
 

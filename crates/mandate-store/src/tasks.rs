@@ -15,7 +15,10 @@
 //!   verifiers;
 //! * **history** ([`HistoryEntry`]): each task's decisions in the order they
 //!   were recorded, with the MCP annotations each call was decided with and
-//!   what the call returned once an integration reports it ([`CallResult`]).
+//!   what the call returned once an integration reports it ([`CallResult`]);
+//! * **sessions** ([`SessionSummary`](mandate_core::SessionSummary)): each
+//!   task's history condensed into what policies read, folded forward in
+//!   the transaction that records a decision or a result (`sessions.rs`).
 //!
 //! # Durability
 //!
@@ -71,8 +74,9 @@ const APPLICATION_ID: i32 = 0x4d4e_4453;
 
 /// Schema version stored in `PRAGMA user_version`. Version 1 had no
 /// `history.annotations`, version 2 no `approvals`, version 3 no
-/// `history.credential` and `token_exchanges`; [`init`] adds them.
-const SCHEMA_VERSION: i64 = 4;
+/// `history.credential` and `token_exchanges`, version 4 no `sessions`;
+/// [`init`] adds them.
+const SCHEMA_VERSION: i64 = 5;
 
 const CREATE: &str = "
 -- One row per task. tools, labels: JSON arrays; params: JSON object.
@@ -593,7 +597,7 @@ impl TaskStore {
                 annotations,
                 credential,
             ])?;
-            Ok(())
+            crate::sessions::fold_decision(conn, conn.last_insert_rowid(), entry)
         })
     }
 
@@ -635,6 +639,10 @@ impl TaskStore {
                 row.labels,
                 row.reported_at
             ])?;
+            let seq: i64 = conn
+                .prepare_cached("SELECT seq FROM history WHERE decision_id = ?1")?
+                .query_row(params![decision_id], |row| row.get(0))?;
+            crate::sessions::fold_result(conn, &entry.task_id, seq, &result.labels)?;
             Ok(entry)
         })?;
         Ok(HistoryEntry {
@@ -723,6 +731,7 @@ fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
         tx.execute_batch(CREATE)?;
         tx.execute_batch(crate::approvals::CREATE_APPROVALS)?;
         crate::exchanges::migrate_to_4(&tx)?;
+        crate::sessions::migrate_to_5(&tx)?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     } else if application_id != APPLICATION_ID {
@@ -730,7 +739,7 @@ fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
             "{} is not a Mandate state database (tasks live in state.db, receipts in ledger.db)",
             path.display()
         )));
-    } else if (1..=3).contains(&version) {
+    } else if (1..=4).contains(&version) {
         // Schema 1 lacked the annotations of history entries; its entries
         // keep none (unknown), as they were recorded without them.
         if version == 1 {
@@ -742,6 +751,8 @@ fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
         }
         // Schema 3 had no decisions' credentials and no token exchanges.
         crate::exchanges::migrate_to_4(&tx)?;
+        // Schema 4 had no session summaries: they are folded from history.
+        crate::sessions::migrate_to_5(&tx)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     } else if version != SCHEMA_VERSION {
         return Err(StoreError::Unsupported(format!(

@@ -7,12 +7,14 @@
 )]
 //! The state database on a real file: tasks with their credentials,
 //! revocation on end (durable, idempotent, by TTL), session history with
-//! results, reopen, and two connections writing at once.
+//! results and its summary, reopen, migrations, and two connections
+//! writing at once.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use mandate_core::{SessionInput, SessionSummary};
 use mandate_store::{
     CallResult, CredentialRecord, END_REASON_ENDED, END_REASON_EXPIRED, HistoryEntry, StoreError,
     TaskRecord, TaskStore,
@@ -634,7 +636,7 @@ fn a_schema_1_database_gains_history_annotations() {
     Connection::open(&path)
         .unwrap()
         .execute_batch(
-            "DROP TABLE token_exchanges; DROP TABLE approvals;
+            "DROP TABLE sessions; DROP TABLE token_exchanges; DROP TABLE approvals;
              ALTER TABLE history DROP COLUMN credential;
              ALTER TABLE history DROP COLUMN annotations; PRAGMA user_version = 1;",
         )
@@ -654,5 +656,144 @@ fn a_schema_1_database_gains_history_annotations() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
+}
+
+/// Task `task_id`'s history replayed from the start, as decisions were made
+/// before summaries were kept: each result's labels at its own call.
+fn replayed(store: &TaskStore, task_id: &str) -> SessionSummary {
+    let history = store
+        .history(task_id)
+        .unwrap()
+        .into_iter()
+        .map(|entry| mandate_core::HistoryEntry {
+            server: entry.server,
+            tool: entry.tool,
+            decision: serde_json::from_value(serde_json::Value::String(entry.decision)).unwrap(),
+            labels: entry.result.map(|r| r.labels).unwrap_or_default(),
+            annotations: entry
+                .annotations
+                .map(|a| serde_json::from_value(serde_json::Value::Object(a)).unwrap()),
+        })
+        .collect();
+    let mut summary = SessionSummary::from(SessionInput {
+        history,
+        ..SessionInput::default()
+    });
+    summary.last_use = None;
+    summary
+}
+
+/// The stored summary without its position bookkeeping (history seq, which
+/// a replay numbers from 0).
+fn summary_of(store: &TaskStore, task_id: &str) -> SessionSummary {
+    let mut summary = store.session(task_id).unwrap();
+    summary.last_use = None;
+    summary
+}
+
+#[test]
+fn the_session_summary_follows_history_and_late_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let (store, _, _) = started(&path, "t1");
+    let (other, other_root) = task("t2", t0() + Duration::hours(1));
+    store.create_task(&other, &other_root).unwrap();
+    assert_eq!(store.session("t1").unwrap(), SessionSummary::default());
+
+    let fetch = HistoryEntry {
+        annotations: annotations(serde_json::json!({"readOnlyHint": true})),
+        ..decision("t1", "d1", "fetch", 1)
+    };
+    store.record_decision(&fetch).unwrap();
+    store
+        .record_decision(&decision("t2", "x1", "fetch", 2))
+        .unwrap();
+    store
+        .record_decision(&HistoryEntry {
+            decision: "deny".to_owned(),
+            ..decision("t1", "d2", "delete", 3)
+        })
+        .unwrap();
+    store
+        .record_decision(&decision("t1", "d3", "send", 4))
+        .unwrap();
+    // fetch's result arrives after send was allowed: send ran with it in
+    // the session, so it is in the session but not new.
+    store
+        .record_result("d1", result("ok", &["untrusted"]))
+        .unwrap();
+    let summary = store.session("t1").unwrap();
+    assert_eq!((summary.calls, summary.denials), (3, 1));
+    assert_eq!(summary.uses_of("tickets", "fetch"), 1);
+    assert_eq!(summary.uses_of("tickets", "delete"), 0);
+    assert!(summary.labels.contains("untrusted"));
+    assert!(summary.new_labels.is_empty());
+    assert_eq!(summary_of(&store, "t1"), replayed(&store, "t1"));
+
+    // send's own result is new until the next use.
+    store
+        .record_result("d3", result("ok", &["confidential"]))
+        .unwrap();
+    assert_eq!(
+        store.session("t1").unwrap().new_labels,
+        ["confidential".to_owned()].into()
+    );
+    assert_eq!(summary_of(&store, "t1"), replayed(&store, "t1"));
+    store
+        .record_decision(&decision("t1", "d4", "send", 5))
+        .unwrap();
+    let summary = store.session("t1").unwrap();
+    assert!(summary.new_labels.is_empty());
+    assert_eq!(summary.uses_of("tickets", "send"), 2);
+    assert_eq!(summary_of(&store, "t1"), replayed(&store, "t1"));
+
+    // The other task's session is its own; a refused write folds nothing.
+    assert_eq!(store.session("t2").unwrap().calls, 1);
+    let before = store.session("t1").unwrap();
+    store
+        .record_decision(&decision("t1", "d4", "send", 6))
+        .unwrap_err();
+    store.record_result("d4", result("ok", &[])).unwrap();
+    store
+        .record_result("d4", result("ok", &["untrusted"]))
+        .unwrap_err();
+    assert_eq!(store.session("t1").unwrap(), before);
+    assert_eq!(
+        store.session("t1").unwrap().action_classes.len(),
+        1,
+        "read, from fetch's annotations"
+    );
+}
+
+#[test]
+fn a_schema_4_database_gains_session_summaries_folded_from_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let (store, _, _) = started(&path, "t1");
+    let (other, other_root) = task("t2", t0() + Duration::hours(1));
+    store.create_task(&other, &other_root).unwrap();
+    for (task, id, tool, n) in [
+        ("t1", "d1", "fetch", 1),
+        ("t2", "x1", "read", 2),
+        ("t1", "d2", "send", 3),
+    ] {
+        store.record_decision(&decision(task, id, tool, n)).unwrap();
+    }
+    store
+        .record_result("d1", result("ok", &["untrusted"]))
+        .unwrap();
+    let expected = (store.session("t1").unwrap(), store.session("t2").unwrap());
+    drop(store);
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP TABLE sessions; PRAGMA user_version = 4;")
+        .unwrap();
+
+    let store = TaskStore::open(&path).unwrap();
+    assert_eq!(
+        (store.session("t1").unwrap(), store.session("t2").unwrap()),
+        expected
+    );
+    assert_eq!(summary_of(&store, "t1"), replayed(&store, "t1"));
 }

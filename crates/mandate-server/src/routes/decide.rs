@@ -8,7 +8,8 @@
 //!    ids on every call), and the principal must be its holder;
 //! 2. Mandate fills `context.task` from the task record and the credential
 //!    (its effective tools, its delegation chain) and `context.session` from
-//!    the task's history; the request may not set them;
+//!    the task's session summary, kept with its history (one row, however
+//!    long the task); the request may not set them;
 //! 3. a tool the credential does not grant is denied before any policy runs
 //!    (policy id [`CREDENTIAL_SCOPE`]);
 //! 4. the receipt names the task and the delegation chain, and the decision
@@ -24,8 +25,8 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use mandate_auth::{CredentialError, VerifiedCredential};
 use mandate_core::{
-    CallRequest, Decision, DecisionRequest, DecisionResponse, HistoryEntry, HopInput, SessionInput,
-    TaskInput, ToolAnnotations, Verdict,
+    CallRequest, Decision, DecisionRequest, DecisionResponse, HopInput, SessionInput, TaskInput,
+    Verdict,
 };
 use mandate_store::HistoryEntry as RecordedEntry;
 use serde_json::Value;
@@ -361,8 +362,8 @@ async fn fill_from_task(
     }
 
     let task_id = credential.task_id.clone();
-    let (task, history) = tasks
-        .store(move |store| Ok((store.task(&task_id)?, store.history(&task_id)?)))
+    let (task, session) = tasks
+        .store(move |store| Ok((store.task(&task_id)?, store.session(&task_id)?)))
         .await
         .map_err(|e| store_failed(tasks, e))?;
     let Some(task) = task else {
@@ -401,19 +402,8 @@ async fn fill_from_task(
             .collect(),
     };
     request.context.session = SessionInput {
-        history: history
-            .into_iter()
-            .map(session_entry)
-            .collect::<Result<_, _>>()
-            .map_err(|e| {
-                tracing::error!(task_id = %credential.task_id, error = %e, "the task's history cannot be read");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "mandate failed to read the task's history; treat this call as denied",
-                )
-            })?,
-        labels: Vec::new(),
+        summary: Some(session),
+        ..SessionInput::default()
     };
     Ok(())
 }
@@ -427,25 +417,6 @@ fn bare_tools(tools: &BTreeSet<String>) -> Vec<String> {
         .map(|tool| tool.split_once('/').map_or(tool.as_str(), |(_, name)| name))
         .collect();
     bare.into_iter().map(str::to_owned).collect()
-}
-
-/// A recorded decision as an earlier call of the session: its decision, the
-/// labels its reported result brought in, and its annotations.
-fn session_entry(entry: RecordedEntry) -> Result<HistoryEntry, String> {
-    let decision: Decision = serde_json::from_value(Value::String(entry.decision))
-        .map_err(|e| format!("decision `{}`: {e}", entry.decision_id))?;
-    let annotations = entry
-        .annotations
-        .map(|a| serde_json::from_value::<ToolAnnotations>(Value::Object(a)))
-        .transpose()
-        .map_err(|e| format!("annotations of decision `{}`: {e}", entry.decision_id))?;
-    Ok(HistoryEntry {
-        server: entry.server,
-        tool: entry.tool,
-        decision,
-        labels: entry.result.map(|r| r.labels).unwrap_or_default(),
-        annotations,
-    })
 }
 
 /// The deny of a call whose tool the credential does not grant.

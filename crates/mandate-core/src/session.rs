@@ -1,0 +1,243 @@
+//! A session's earlier calls, condensed into what policies read.
+//!
+//! Policies never see a session's history entry by entry: they see counts,
+//! the tools and action classes used, and the data labels that came in
+//! ([`SessionSummary`]). A summary is built one call and one result at a
+//! time, so whoever keeps a session can keep its summary up to date as it
+//! goes instead of replaying the history on every decision:
+//!
+//! * the server keeps one per task, updated in the same transaction as the
+//!   task's history, so a decision under a task credential reads one row
+//!   however long the task has run;
+//! * a caller keeping its own session (the MCP gateway without a task
+//!   credential) may send its summary instead of its history;
+//! * a history sent in a request is folded into a summary before it is
+//!   evaluated, so every path gives policies the same facts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::decision::Decision;
+use crate::request::{ActionClass, Hints, SessionInput, ToolAnnotations};
+
+/// What policies know of a session's earlier calls (`context.session`).
+///
+/// A *use* is an earlier call whose decision was `allow`: only those ran.
+/// Positions order the calls of the session: each call is recorded at a
+/// position greater than the one before it, and the labels its result
+/// brought in are recorded at the same position, whenever they arrive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SessionSummary {
+    /// Earlier decisions, whatever their outcome.
+    #[serde(default)]
+    pub calls: u64,
+    /// How many of them were denials.
+    #[serde(default)]
+    pub denials: u64,
+    /// Uses per server, then per tool name. Uses recorded without a server
+    /// are under `""` and count for a tool of that name on every server.
+    #[serde(default)]
+    pub uses: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Action classes of the uses whose annotations were known.
+    #[serde(default)]
+    pub action_classes: BTreeSet<ActionClass>,
+    /// Labels of all data that entered the session.
+    #[serde(default)]
+    pub labels: BTreeSet<String>,
+    /// The labels among `labels` that entered after the latest use and not
+    /// before it: no call has been allowed since they arrived.
+    #[serde(default)]
+    pub new_labels: BTreeSet<String>,
+    /// Position of the latest use, which decides whether labels arriving
+    /// late (a result reported after a later call) are new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_use: Option<u64>,
+}
+
+impl SessionSummary {
+    /// Records a call decided at `position` (after every call recorded so
+    /// far). An allowed call is a use: every label so far stops being new.
+    pub fn record_call(
+        &mut self,
+        position: u64,
+        server: &str,
+        tool: &str,
+        decision: Decision,
+        annotations: Option<&ToolAnnotations>,
+    ) {
+        self.calls = self.calls.saturating_add(1);
+        match decision {
+            Decision::Allow => {
+                let count = self
+                    .uses
+                    .entry(server.to_owned())
+                    .or_default()
+                    .entry(tool.to_owned())
+                    .or_default();
+                *count = count.saturating_add(1);
+                if let Some(annotations) = annotations {
+                    self.action_classes
+                        .insert(Hints::from(annotations).action_class());
+                }
+                self.new_labels.clear();
+                self.last_use = Some(position);
+            }
+            Decision::Deny => self.denials = self.denials.saturating_add(1),
+            Decision::ApprovalRequired => {}
+        }
+    }
+
+    /// Records labels that the result of the call at `position` brought in.
+    /// They are new unless a call was allowed after that call (it ran with
+    /// them in the session) or they were in the session already.
+    pub fn record_labels<I>(&mut self, position: u64, labels: I)
+    where
+        I: IntoIterator<Item = String>,
+    {
+        let after_last_use = self.last_use.is_none_or(|last| position >= last);
+        for label in labels {
+            if after_last_use {
+                if !self.labels.contains(&label) {
+                    self.new_labels.insert(label.clone());
+                }
+            } else {
+                self.new_labels.remove(&label);
+            }
+            self.labels.insert(label);
+        }
+    }
+
+    /// Earlier uses of `tool` on `server` (or recorded without a server).
+    pub fn uses_of(&self, server: &str, tool: &str) -> u64 {
+        let count = |server: &str| {
+            self.uses
+                .get(server)
+                .and_then(|tools| tools.get(tool))
+                .copied()
+                .unwrap_or(0)
+        };
+        if server.is_empty() {
+            count("")
+        } else {
+            count(server).saturating_add(count(""))
+        }
+    }
+
+    /// Names (without server) of the tools used.
+    pub fn tools_called(&self) -> BTreeSet<&str> {
+        self.uses
+            .values()
+            .flat_map(|tools| tools.keys().map(String::as_str))
+            .collect()
+    }
+}
+
+impl From<SessionInput> for SessionSummary {
+    /// Folds a history sent by a caller, oldest entry first. Labels sent
+    /// without an entry came in at an unknown time: they count as having
+    /// entered before the first entry.
+    fn from(session: SessionInput) -> Self {
+        if let Some(summary) = session.summary {
+            return summary;
+        }
+        let mut summary = SessionSummary::default();
+        summary.record_labels(0, session.labels);
+        for (position, entry) in (0u64..).zip(session.history) {
+            summary.record_call(
+                position,
+                &entry.server,
+                &entry.tool,
+                entry.decision,
+                entry.annotations.as_ref(),
+            );
+            summary.record_labels(position, entry.labels);
+        }
+        summary
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(set: &BTreeSet<String>) -> Vec<&str> {
+        set.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn a_late_result_of_an_earlier_call_is_not_new() {
+        let mut summary = SessionSummary::default();
+        summary.record_call(1, "web", "fetch", Decision::Allow, None);
+        summary.record_call(2, "mail", "read", Decision::Allow, None);
+        // fetch's result is reported after read was allowed: read ran with
+        // it in the session, so it is not new.
+        summary.record_labels(1, ["untrusted".to_owned()]);
+        assert_eq!(labels(&summary.labels), ["untrusted"]);
+        assert!(summary.new_labels.is_empty());
+        // read's own result is.
+        summary.record_labels(2, ["confidential".to_owned()]);
+        assert_eq!(labels(&summary.new_labels), ["confidential"]);
+    }
+
+    #[test]
+    fn a_label_seen_before_the_last_use_stops_being_new() {
+        let mut summary = SessionSummary::default();
+        summary.record_call(1, "s", "a", Decision::Allow, None);
+        summary.record_call(2, "s", "b", Decision::Allow, None);
+        summary.record_labels(2, ["untrusted".to_owned()]);
+        assert_eq!(labels(&summary.new_labels), ["untrusted"]);
+        summary.record_labels(1, ["untrusted".to_owned()]);
+        assert!(summary.new_labels.is_empty());
+        // A label already in the session is not new when it comes again.
+        summary.record_labels(2, ["untrusted".to_owned()]);
+        assert!(summary.new_labels.is_empty());
+    }
+
+    #[test]
+    fn denied_and_waiting_calls_are_counted_but_are_no_uses() {
+        let mut summary = SessionSummary::default();
+        summary.record_labels(0, ["untrusted".to_owned()]);
+        summary.record_call(0, "s", "a", Decision::Deny, None);
+        summary.record_call(1, "s", "a", Decision::ApprovalRequired, None);
+        assert_eq!((summary.calls, summary.denials), (2, 1));
+        assert_eq!(summary.uses_of("s", "a"), 0);
+        assert_eq!(labels(&summary.new_labels), ["untrusted"]);
+        assert_eq!(summary.last_use, None);
+    }
+
+    #[test]
+    fn a_summary_sent_by_the_caller_is_taken_as_is() {
+        let sent: SessionSummary = serde_json::from_value(serde_json::json!({
+            "calls": 3, "uses": {"mail": {"send": 2}}, "labels": ["untrusted"],
+            "action_classes": ["write"]
+        }))
+        .unwrap();
+        let folded = SessionSummary::from(SessionInput {
+            summary: Some(sent.clone()),
+            ..SessionInput::default()
+        });
+        assert_eq!(folded, sent);
+        assert_eq!(folded.uses_of("mail", "send"), 2);
+        assert_eq!(folded.tools_called(), BTreeSet::from(["send"]));
+    }
+
+    #[test]
+    fn it_reads_back_what_it_wrote() {
+        let mut summary = SessionSummary::default();
+        let annotations = ToolAnnotations {
+            read_only_hint: Some(true),
+            ..ToolAnnotations::default()
+        };
+        summary.record_call(7, "web", "fetch", Decision::Allow, Some(&annotations));
+        summary.record_labels(7, ["untrusted".to_owned()]);
+        let text = serde_json::to_string(&summary).unwrap();
+        assert_eq!(
+            serde_json::from_str::<SessionSummary>(&text).unwrap(),
+            summary
+        );
+        assert!(text.contains(r#""action_classes":["read"]"#), "{text}");
+    }
+}

@@ -1,0 +1,174 @@
+//! Each task's session, condensed ([`SessionSummary`]) and kept up to date
+//! with its history.
+//!
+//! A decision under a task credential is made on the task's session: how
+//! often each tool was used, the action classes used, the labels that came
+//! in. Replaying the task's history for that would make every decision
+//! slower than the one before it, so the summary is folded forward in the
+//! same transaction that records a decision or a result, and a decision
+//! reads one row. The history stays the record of what happened; a summary
+//! can always be rebuilt from it (schema 5 does, for tasks recorded
+//! before it).
+
+use mandate_core::{Decision, SessionSummary, ToolAnnotations};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::StoreError;
+use crate::tasks::{HistoryEntry, TaskStore, json_text, query_all};
+
+/// Schema 5: one summary per task that has history. A task without a row
+/// has an empty session.
+const CREATE_SESSIONS: &str = "
+-- Each task's session condensed (mandate_core::SessionSummary as JSON),
+-- folded forward with every history row and result; positions are
+-- history.seq.
+CREATE TABLE IF NOT EXISTS sessions (
+    task_id TEXT PRIMARY KEY REFERENCES tasks (id),
+    summary TEXT NOT NULL
+) STRICT;
+";
+
+/// Adds schema 5 to a schema 4 database (new or migrated), in the caller's
+/// transaction: the table, and the summary of every task with history,
+/// folded from it. Idempotent.
+pub(crate) fn migrate_to_5(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(CREATE_SESSIONS)?;
+    let rows = query_all(
+        conn,
+        "SELECT h.task_id, h.seq, h.server, h.tool, h.decision, h.annotations, h.result_labels
+         FROM history h LEFT JOIN sessions s ON s.task_id = h.task_id
+         WHERE s.task_id IS NULL ORDER BY h.task_id, h.seq",
+        [],
+        |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, Option<String>>(5)?,
+                row.get::<_, Option<String>>(6)?,
+            ))
+        },
+    )?;
+    let mut current: Option<(String, SessionSummary)> = None;
+    for (task_id, seq, server, tool, decision, annotations, labels) in rows {
+        if current.as_ref().is_none_or(|(id, _)| *id != task_id) {
+            if let Some((id, summary)) = current.take() {
+                store(conn, &id, &summary)?;
+            }
+            current = Some((task_id.clone(), SessionSummary::default()));
+        }
+        let Some((_, summary)) = current.as_mut() else {
+            continue;
+        };
+        let annotations = annotations
+            .map(|text| parse::<ToolAnnotations>(&text, "annotations"))
+            .transpose()?;
+        let position = position(seq)?;
+        summary.record_call(
+            position,
+            &server,
+            &tool,
+            decision_of(&decision)?,
+            annotations.as_ref(),
+        );
+        if let Some(labels) = labels {
+            summary.record_labels(position, parse::<Vec<String>>(&labels, "result labels")?);
+        }
+    }
+    if let Some((id, summary)) = current {
+        store(conn, &id, &summary)?;
+    }
+    Ok(())
+}
+
+impl TaskStore {
+    /// Task `task_id`'s session, condensed: empty for a task without
+    /// history (or an unknown task).
+    pub fn session(&self, task_id: &str) -> Result<SessionSummary, StoreError> {
+        self.read(|conn| load(conn, task_id))
+    }
+}
+
+/// Folds the decision just recorded as history row `seq` (and its result,
+/// if it came with one) into its task's summary, in the caller's
+/// transaction.
+pub(crate) fn fold_decision(
+    conn: &Connection,
+    seq: i64,
+    entry: &HistoryEntry,
+) -> Result<(), StoreError> {
+    let annotations = entry
+        .annotations
+        .as_ref()
+        .map(|map| {
+            serde_json::from_value::<ToolAnnotations>(serde_json::Value::Object(map.clone()))
+                .map_err(|e| StoreError::Invalid(format!("annotations: {e}")))
+        })
+        .transpose()?;
+    let position = position(seq)?;
+    let mut summary = load(conn, &entry.task_id)?;
+    summary.record_call(
+        position,
+        &entry.server,
+        &entry.tool,
+        decision_of(&entry.decision)?,
+        annotations.as_ref(),
+    );
+    if let Some(result) = &entry.result {
+        summary.record_labels(position, result.labels.iter().cloned());
+    }
+    store(conn, &entry.task_id, &summary)
+}
+
+/// Folds the labels of the result reported for history row `seq` into task
+/// `task_id`'s summary, in the caller's transaction.
+pub(crate) fn fold_result(
+    conn: &Connection,
+    task_id: &str,
+    seq: i64,
+    labels: &[String],
+) -> Result<(), StoreError> {
+    if labels.is_empty() {
+        return Ok(());
+    }
+    let mut summary = load(conn, task_id)?;
+    summary.record_labels(position(seq)?, labels.iter().cloned());
+    store(conn, task_id, &summary)
+}
+
+fn load(conn: &Connection, task_id: &str) -> Result<SessionSummary, StoreError> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT summary FROM sessions WHERE task_id = ?1")?
+        .query_row(params![task_id], |row| row.get(0))
+        .optional()?;
+    text.map_or_else(
+        || Ok(SessionSummary::default()),
+        |text| parse(&text, "session summary"),
+    )
+}
+
+fn store(conn: &Connection, task_id: &str, summary: &SessionSummary) -> Result<(), StoreError> {
+    let text = json_text(summary, "session summary")?;
+    conn.prepare_cached(
+        "INSERT INTO sessions (task_id, summary) VALUES (?1, ?2)
+         ON CONFLICT (task_id) DO UPDATE SET summary = excluded.summary",
+    )?
+    .execute(params![task_id, text])?;
+    Ok(())
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("stored {what} `{text}` are not valid: {e}")))
+}
+
+fn decision_of(text: &str) -> Result<Decision, StoreError> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| StoreError::Invalid(format!("`{text}` is not a decision")))
+}
+
+fn position(seq: i64) -> Result<u64, StoreError> {
+    u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("history seq {seq} is negative")))
+}
