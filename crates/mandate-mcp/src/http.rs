@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -44,6 +44,10 @@ use crate::jsonrpc::{self, IdKey, Message, ToolCall};
 use crate::pep::{Allowed, Gate, Pep, Session};
 
 mod merged;
+mod sessions;
+
+pub use sessions::DEFAULT_SESSION_IDLE;
+use sessions::SessionTable;
 
 /// The session header of streamable HTTP.
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -66,6 +70,9 @@ pub struct ProxyOptions {
     pub upstreams: Vec<UpstreamSpec>,
     /// The bound on one request body (and on a JSON answer the proxy reads).
     pub max_message_bytes: usize,
+    /// How long a client session may stay idle before the proxy ends it
+    /// ([`DEFAULT_SESSION_IDLE`]).
+    pub session_idle: Duration,
 }
 
 /// Why the proxy cannot run.
@@ -95,7 +102,12 @@ pub enum ProxyError {
 struct Upstream {
     spec: UpstreamSpec,
     catalog: Catalog,
-    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// The sessions this upstream issued through the proxy.
+    sessions: SessionTable<Arc<Session>>,
+    /// Calls without a session id (a stateless upstream issues none): they
+    /// are all the configured agent's, so they share one session rather
+    /// than each starting from an empty history.
+    stateless: Arc<Session>,
 }
 
 struct Proxy {
@@ -106,7 +118,7 @@ struct Proxy {
     order: Vec<String>,
     single: Option<String>,
     /// The sessions of the merged endpoint, by the id the proxy issued.
-    merged: Mutex<HashMap<String, Arc<merged::Merged>>>,
+    merged: SessionTable<Arc<merged::Merged>>,
     max: usize,
 }
 
@@ -143,7 +155,8 @@ pub fn router(pep: Arc<Pep>, options: ProxyOptions) -> Result<Router, ProxyError
             Arc::new(Upstream {
                 spec: spec.clone(),
                 catalog: Catalog::default(),
-                sessions: Mutex::default(),
+                sessions: SessionTable::new(options.session_idle),
+                stateless: Arc::default(),
             }),
         );
     }
@@ -161,7 +174,7 @@ pub fn router(pep: Arc<Pep>, options: ProxyOptions) -> Result<Router, ProxyError
         upstreams,
         order: options.upstreams.iter().map(|u| u.name.clone()).collect(),
         single,
-        merged: Mutex::default(),
+        merged: SessionTable::new(options.session_idle),
         max: options.max_message_bytes,
     });
     Ok(Router::new()
@@ -261,14 +274,29 @@ impl Proxy {
             .get(SESSION_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        drop(upstream.sessions.sweep());
+        let session = match &session_id {
+            None => upstream.stateless.clone(),
+            Some(id) => match upstream.sessions.get(id) {
+                Some(session) => session,
+                // Not issued through this proxy, ended, or idle too long:
+                // the client must initialize again (MCP: 404).
+                None => {
+                    return rpc(
+                        StatusCode::NOT_FOUND,
+                        jsonrpc::error(
+                            None,
+                            ErrorCode::INVALID_REQUEST,
+                            "no such session (it ended, was idle too long, or was opened before the proxy restarted): send `initialize` again without Mcp-Session-Id",
+                        ),
+                    );
+                }
+            },
+        };
         if parts.method == Method::DELETE
             && let Some(id) = &session_id
         {
-            upstream
-                .sessions
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(id);
+            upstream.sessions.remove(id);
         }
         if parts.method != Method::POST {
             let upstream_request = self.forward(&upstream, &parts.method, &parts.headers, None);
@@ -298,7 +326,6 @@ impl Proxy {
                         );
                     }
                 };
-                let session = upstream.session(session_id.as_deref());
                 match self.gate(&upstream, &session, &parts.headers, call).await {
                     Gate::Deny(text) => {
                         return rpc(
@@ -414,14 +441,17 @@ impl Proxy {
                 headers.append(name.clone(), value.clone());
             }
         }
-        // The session the upstream issued (on `initialize`) or the client's.
-        let session_id = response
+        // The session the upstream issued (on `initialize`), or the
+        // client's, or (no id at all) the stateless one.
+        let issued = response
             .headers()
             .get(SESSION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or(session_id);
-        let session = upstream.session(session_id.as_deref());
+            .and_then(|v| v.to_str().ok());
+        let session = match (issued, session_id) {
+            (Some(id), _) if status.is_success() => upstream.sessions.issued(id, Arc::default),
+            (_, Some(id)) => upstream.sessions.get(&id).unwrap_or_default(),
+            (_, None) => upstream.stateless.clone(),
+        };
         let content_type = response
             .headers()
             .get(header::CONTENT_TYPE)
@@ -550,19 +580,6 @@ impl Upstream {
     ) -> bool {
         self.catalog.learn(result, complete);
         catalog::filter_tools(pep, &self.spec.name, result, rename)
-    }
-
-    /// The proxy's state for a session (a fresh one without a session id).
-    fn session(&self, id: Option<&str>) -> Arc<Session> {
-        let Some(id) = id else {
-            return Arc::new(Session::default());
-        };
-        self.sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(id.to_owned())
-            .or_default()
-            .clone()
     }
 }
 

@@ -686,4 +686,9 @@ pub struct McpProxyArgs {
     /// `__` nor end with `_`); repeat for more
     #[arg(long, value_name = "NAME=URL", required = true)]
     pub upstream: Vec<String>,
+    /// End a client session after it has been idle this long (seconds, or a
+    /// number with s, m or h); its next request gets 404 and the client must
+    /// initialize again [default: 1h]
+    #[arg(long, env = "MANDATE_MCP_SESSION_IDLE", value_name = "DURATION")]
+    pub session_idle: Option<String>,
 }

@@ -15,7 +15,7 @@ mod util;
 use serde_json::{Value, json};
 use util::mcp::{
     AGENT, Running, Sdk, check_everything, decision_id, everything_http, history, mandate, proxy,
-    require_peers, run_http, start_task, steps,
+    require_peers, run_http, start_task, stateless_http, steps,
 };
 
 const EVERYTHING_PLAN: &str = r#"[
@@ -392,4 +392,125 @@ fn merged_endpoint_refuses_ambiguous_names() {
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("must not contain `__`"), "{stderr}");
+}
+
+/// A stateless upstream issues no session id, so every request stands
+/// alone: in agent mode the proxy decides all of them on one session, the
+/// configured agent's. Untrusted content fetched in one request stops a
+/// write in the next, and in another client's too; the write never reaches
+/// the server.
+#[test]
+fn a_stateless_upstreams_calls_share_the_agents_session() {
+    require_peers();
+    let gateway = mandate();
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.txt");
+    let upstream = stateless_http(&notes);
+    let config = dir.path().join("mcp.toml");
+    std::fs::write(
+        &config,
+        "[task]\nintent = \"notes\"\ntools = [\"fetch_page\", \"write_note\"]\n",
+    )
+    .unwrap();
+    let proxy = proxy(
+        &gateway,
+        &[
+            "--agent",
+            AGENT,
+            "--config",
+            config.to_str().unwrap(),
+            "--upstream",
+            &format!("notes=http://{}/mcp", upstream.addr),
+        ],
+    );
+    let url = format!("http://{}/mcp", proxy.addr);
+    let plan = json!([
+        {"op": "call", "tool": "write_note", "arguments": {"text": "before"}},
+        {"op": "call", "tool": "fetch_page", "arguments": {"url": "https://example.org"}},
+        {"op": "call", "tool": "write_note", "arguments": {"text": "after"}},
+    ]);
+    let out = run_http(Sdk::Python, &plan, &url);
+    let s = steps(&out);
+    assert_eq!(s[0]["text"], "noted", "{out}");
+    assert!(
+        s[1]["text"].as_str().unwrap().starts_with("contents of"),
+        "{out}"
+    );
+    assert_eq!(s[2]["isError"], true, "{out}");
+    let text = s[2]["text"].as_str().unwrap();
+    assert!(text.contains("untrusted-no-writes"), "{text}");
+    assert_eq!(gateway.receipt(&decision_id(text))["decision"], "deny");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "before\n");
+
+    let out = run_http(
+        Sdk::Node,
+        &json!([{"op": "call", "tool": "write_note", "arguments": {"text": "other client"}}]),
+        &url,
+    );
+    assert_eq!(steps(&out)[0]["isError"], true, "{out}");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "before\n");
+}
+
+/// One POST to the proxy: its status, the `Mcp-Session-Id` it answered,
+/// and its body.
+fn post(url: &str, session: Option<&str>, message: &Value) -> (u16, Option<String>, String) {
+    let client = reqwest::blocking::Client::new();
+    let mut request = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(message.to_string());
+    if let Some(id) = session {
+        request = request.header("mcp-session-id", id);
+    }
+    let response = request.send().unwrap();
+    let status = response.status().as_u16();
+    let issued = response
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, issued, response.text().unwrap())
+}
+
+/// The proxy serves only the session ids it saw issued: a made-up one gets
+/// 404 (the MCP answer that makes a client initialize again) without
+/// reaching the upstream, and so does a session idle for longer than
+/// `--session-idle`. A session in use stays open.
+#[test]
+fn unknown_and_idle_sessions_get_404() {
+    require_peers();
+    let gateway = mandate();
+    let upstream = everything_http();
+    let proxy = proxy(
+        &gateway,
+        &[
+            "--agent",
+            AGENT,
+            "--session-idle",
+            "2s",
+            "--upstream",
+            &format!("ev=http://{}/mcp", upstream.addr),
+        ],
+    );
+    let url = format!("http://{}/mcp", proxy.addr);
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let (status, _, body) = post(&url, Some("made-up"), &list);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("send `initialize` again"), "{body}");
+
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "0"}}});
+    let (status, issued, body) = post(&url, None, &initialize);
+    assert_eq!(status, 200, "{body}");
+    let id = issued.expect("the upstream issues a session id");
+    for _ in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        let (status, _, body) = post(&url, Some(&id), &list);
+        assert_eq!(status, 200, "in use, the session stays open: {body}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    let (status, _, body) = post(&url, Some(&id), &list);
+    assert_eq!(status, 404, "idle for longer than 2s: {body}");
 }

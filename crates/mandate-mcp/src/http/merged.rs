@@ -13,7 +13,7 @@
 //! (requests are answered with an error). Resources, prompts, completion
 //! and logging are per server: the client is told to use `/NAME/mcp`.
 
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::Request;
@@ -86,6 +86,11 @@ fn ok(message: Value) -> Response {
 impl Proxy {
     /// `/mcp` with several upstreams.
     pub(super) async fn merged(self: &Arc<Self>, request: Request) -> Response {
+        // Sessions idle too long end here as if the client had ended them.
+        for idle in self.merged.sweep() {
+            let proxy = self.clone();
+            tokio::spawn(async move { proxy.close(&idle.links).await });
+        }
         let (parts, body) = request.into_parts();
         let session_id = parts
             .headers
@@ -96,11 +101,7 @@ impl Proxy {
             let Some(id) = session_id else {
                 return (StatusCode::BAD_REQUEST, "no Mcp-Session-Id").into_response();
             };
-            let gone = self
-                .merged
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&id);
+            let gone = self.merged.remove(&id);
             return match gone {
                 Some(merged) => {
                     self.close(&merged.links).await;
@@ -176,11 +177,7 @@ impl Proxy {
 
     /// The session `id` names, if it is open.
     fn find(&self, id: Option<&str>) -> Option<Arc<Merged>> {
-        self.merged
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id?)
-            .cloned()
+        self.merged.get(id?)
     }
 
     /// Opens a session with every upstream, then one with the client.
@@ -237,16 +234,12 @@ impl Proxy {
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
-        self.merged
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(
-                session_id.clone(),
-                Arc::new(Merged {
-                    session: Arc::new(Session::default()),
-                    links,
-                }),
-            );
+        self.merged.issued(&session_id, || {
+            Arc::new(Merged {
+                session: Arc::new(Session::default()),
+                links,
+            })
+        });
         let result = json!({
             "protocolVersion": agreed,
             "capabilities": {"tools": {"listChanged": false}},

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use mandate_mcp::http::{ProxyOptions, UpstreamSpec};
+use mandate_mcp::http::{DEFAULT_SESSION_IDLE, ProxyOptions, UpstreamSpec};
 use mandate_mcp::pep::DEFAULT_APPROVAL_WAIT;
 use mandate_mcp::stdio::WrapOptions;
 use mandate_mcp::{GatewayConfig, Pep, PepSettings, Principal, TaskCredential};
@@ -68,9 +68,16 @@ pub fn proxy(args: McpProxyArgs) -> anyhow::Result<Code> {
     if let Err(e) = mandate_mcp::http::check_upstreams(&upstreams) {
         return input_error(&e.into());
     }
+    let session_idle = match args.session_idle.as_deref().map(parse_duration) {
+        None => DEFAULT_SESSION_IDLE,
+        Some(Ok(idle)) if !idle.is_zero() => idle,
+        Some(Ok(_)) => return input_error(&anyhow::anyhow!("--session-idle must be more than 0")),
+        Some(Err(e)) => return input_error(&e),
+    };
     let options = ProxyOptions {
         upstreams,
         max_message_bytes: args.gateway.max_message_bytes,
+        session_idle,
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {

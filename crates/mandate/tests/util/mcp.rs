@@ -268,13 +268,31 @@ pub fn everything_http() -> Running {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{SETUP} (cannot run node: {e})"));
+    listening(child, port, "the everything server")
+}
+
+/// `tests/mcp/stateless_server.py` (Python SDK, stateless streamable HTTP)
+/// on a free port, appending the notes it is asked to write to `notes`.
+pub fn stateless_http(notes: &Path) -> Running {
+    let port = free_port();
+    let child = Command::new(python())
+        .arg(peers_dir().join("stateless_server.py"))
+        .arg(port.to_string())
+        .arg(notes)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{SETUP} (cannot run `{}`: {e})", python()));
+    listening(child, port, "the stateless server")
+}
+
+/// Waits (bounded) until `child` listens on `port`.
+fn listening(child: Child, port: u16, what: &str) -> Running {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the everything server did not listen on {addr}"
-        );
+        assert!(Instant::now() < deadline, "{what} did not listen on {addr}");
         std::thread::sleep(Duration::from_millis(50));
     }
     Running { child, addr }
