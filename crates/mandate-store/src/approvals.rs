@@ -73,7 +73,9 @@ impl TaskStore {
             json_text(&record.summary, "summary")?,
             json_text(&record.receipt, "receipt")?,
         );
-        self.write(|conn| {
+        let record = record.clone();
+        self.write(move |conn| {
+            let a = &record.approval;
             conn.prepare_cached(
                 "INSERT INTO approvals (id, decision_id, request_sha256, requester, task_id, status,
                      created_at, expires_at, summary, receipt, agent)
@@ -181,7 +183,8 @@ impl TaskStore {
         approval: &Approval,
     ) -> Result<bool, StoreError> {
         let resolved_at = approval.resolved_at.as_ref().map(time_text).transpose()?;
-        self.write(|conn| {
+        let approval = approval.clone();
+        self.write(move |conn| {
             let changed = conn
                 .prepare_cached(
                     "UPDATE approvals SET status = ?3, resolved_at = ?4, resolved_by = ?5,

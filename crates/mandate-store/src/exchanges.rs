@@ -102,7 +102,8 @@ impl TaskStore {
         let scope = json_text(&record.scope, "scope")?;
         let exchanged_at = time_text(&record.exchanged_at)?;
         let expires_at = time_text(&record.expires_at)?;
-        self.write(|conn| {
+        let record = record.clone();
+        self.write(move |conn| {
             let task = query_all(
                 conn,
                 "SELECT tasks.end_reason FROM history JOIN tasks ON tasks.id = history.task_id

@@ -18,6 +18,7 @@ mod ledger;
 mod reader;
 mod schema;
 mod sessions;
+mod state_writer;
 pub mod tasks;
 mod writer;
 
@@ -115,4 +116,8 @@ pub enum StoreError {
     /// in its task, a depth that does not follow its parent, …).
     #[error("invalid record: {0}")]
     Invalid(String),
+    /// A write to the state database was not committed (the disk failed,
+    /// or the writer stopped): nothing of it is stored.
+    #[error("state database: the write was not committed: {0}")]
+    Commit(String),
 }

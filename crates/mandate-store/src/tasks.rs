@@ -23,9 +23,11 @@
 //! # Durability
 //!
 //! The database runs in WAL mode with `synchronous = FULL`, like the ledger:
-//! every write is one `BEGIN IMMEDIATE` transaction, and a method returns
-//! only after its commit is on disk. Ending a task revokes its credentials,
-//! so the end must be durable before anyone is told about it.
+//! every write runs in a `BEGIN IMMEDIATE` transaction (in a savepoint of
+//! its own, as one of a group committed together, like the ledger's
+//! receipts), and a method returns only after the commit is on disk. Ending
+//! a task revokes its credentials, so the end must be durable before anyone
+//! is told about it.
 //!
 //! `BEGIN IMMEDIATE` takes the write lock up front, so each write's checks
 //! (does the task exist, has it ended, is the parent credential in it) and
@@ -34,11 +36,12 @@
 //! # Concurrency
 //!
 //! The API is synchronous (the server calls it from `spawn_blocking`). A
-//! `TaskStore` owns two connections, each behind a mutex: writes run one at
-//! a time on one, reads one at a time on the other. In WAL mode a reader
-//! sees every committed write and never waits for a writer's commit (and
-//! its fsync), so decisions reading a task's history are not held up by
-//! others recording theirs. It is `Send + Sync`. Several stores (or
+//! `TaskStore` owns two connections: writes go to a writer thread that owns
+//! one and commits whatever waits in one transaction (`state_writer.rs`);
+//! reads run one at a time on the other, behind a mutex. In WAL mode a
+//! reader sees every committed write and never waits for a writer's commit
+//! (and its fsync), so decisions reading a task's session are not held up
+//! by others recording theirs. It is `Send + Sync`. Several stores (or
 //! processes) may open the same file; SQLite's locks and a busy timeout
 //! order them.
 //!
@@ -51,7 +54,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use rusqlite::{
@@ -61,6 +64,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
+use crate::state_writer::StateWriter;
 
 /// `end_reason` of a task ended by a caller (`DELETE /v1/tasks/{id}`).
 pub const END_REASON_ENDED: &str = "ended";
@@ -268,7 +272,8 @@ pub struct HistoryEntry {
 /// The gateway's state database: tasks, credentials, revocations, history.
 #[derive(Debug)]
 pub struct TaskStore {
-    conn: Mutex<Connection>,
+    /// Every write goes through it (group commit, `state_writer.rs`).
+    writer: StateWriter,
     /// Read-only; see "Concurrency" above.
     reader: Mutex<Connection>,
 }
@@ -329,9 +334,10 @@ impl TaskStore {
                 task.id
             )));
         }
-        let row = TaskRow::new(task)?;
-        let credential = CredentialRow::new(root)?;
-        self.write(|conn| {
+        let (task, root) = (task.clone(), root.clone());
+        self.write(move |conn| {
+            let row = TaskRow::new(&task)?;
+            let credential = CredentialRow::new(&root)?;
             if exists(conn, "SELECT 1 FROM tasks WHERE id = ?1", &task.id)? {
                 return Err(StoreError::Conflict(format!(
                     "task `{}` already exists",
@@ -402,14 +408,15 @@ impl TaskStore {
     /// `mandate-auth` enforces when it issues the credential; it is not
     /// checked again here.
     pub fn add_credential(&self, credential: &CredentialRecord) -> Result<(), StoreError> {
-        let row = CredentialRow::new(credential)?;
-        let Some(parent_id) = credential.parent_revocation_id.as_deref() else {
+        let Some(parent_id) = credential.parent_revocation_id.clone() else {
             return Err(StoreError::Invalid(format!(
                 "credential `{}` has no parent: the root credential is recorded with its task",
                 credential.revocation_id
             )));
         };
-        self.write(|conn| {
+        let credential = credential.clone();
+        self.write(move |conn| {
+            let row = CredentialRow::new(&credential)?;
             let task: Option<(u32, Option<String>)> = conn
                 .query_row(
                     "SELECT max_depth, end_reason FROM tasks WHERE id = ?1",
@@ -476,8 +483,8 @@ impl TaskStore {
                 "a task needs a reason to end".to_owned(),
             ));
         }
-        let at = time_text(&at)?;
-        self.write(|conn| end_in(conn, id, &at, reason))
+        let (id, at, reason) = (id.to_owned(), time_text(&at)?, reason.to_owned());
+        self.write(move |conn| end_in(conn, &id, &at, &reason))
     }
 
     /// Ends (reason [`END_REASON_EXPIRED`], at `now`) every open task whose
@@ -488,7 +495,7 @@ impl TaskStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
         let now = time_text(&now)?;
-        self.write(|conn| {
+        self.write(move |conn| {
             let expired = query_all(
                 conn,
                 "SELECT id FROM tasks WHERE ended_at IS NULL AND expires_at <= ?1
@@ -555,13 +562,14 @@ impl TaskStore {
         credential: Option<&str>,
     ) -> Result<(), StoreError> {
         let decided_at = time_text(&entry.decided_at)?;
-        let result = entry.result.as_ref().map(ResultRow::new).transpose()?;
         let annotations = entry
             .annotations
             .as_ref()
             .map(|a| json_text(a, "annotations"))
             .transpose()?;
-        self.write(|conn| {
+        let (entry, credential) = (entry.clone(), credential.map(str::to_owned));
+        self.write(move |conn| {
+            let result = entry.result.as_ref().map(ResultRow::new).transpose()?;
             if !exists(conn, "SELECT 1 FROM tasks WHERE id = ?1", &entry.task_id)? {
                 return Err(StoreError::NotFound {
                     kind: "task",
@@ -597,7 +605,7 @@ impl TaskStore {
                 annotations,
                 credential,
             ])?;
-            crate::sessions::fold_decision(conn, conn.last_insert_rowid(), entry)
+            crate::sessions::fold_decision(conn, conn.last_insert_rowid(), &entry)
         })
     }
 
@@ -616,8 +624,11 @@ impl TaskStore {
         decision_id: &str,
         result: CallResult,
     ) -> Result<HistoryEntry, StoreError> {
-        let row = ResultRow::new(&result)?;
-        let entry = self.write(|conn| {
+        let decision_id = decision_id.to_owned();
+        let reported = result.clone();
+        let entry = self.write(move |conn| {
+            let row = ResultRow::new(&reported)?;
+            let decision_id = decision_id.as_str();
             let Some(entry) = history_entry(conn, decision_id)? else {
                 return Err(StoreError::NotFound {
                     kind: "decision",
@@ -642,7 +653,7 @@ impl TaskStore {
             let seq: i64 = conn
                 .prepare_cached("SELECT seq FROM history WHERE decision_id = ?1")?
                 .query_row(params![decision_id], |row| row.get(0))?;
-            crate::sessions::fold_result(conn, &entry.task_id, seq, &result.labels)?;
+            crate::sessions::fold_result(conn, &entry.task_id, seq, &reported.labels)?;
             Ok(entry)
         })?;
         Ok(HistoryEntry {
@@ -669,26 +680,15 @@ impl TaskStore {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A panic under the lock drops its transaction, which rolls back:
-        // the connection is still sound.
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction and commits (durably)
-    /// if it succeeds; rolls back otherwise.
-    pub(crate) fn write<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let mut conn = self.lock();
-        let run = || {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = f(&tx)?;
-            tx.commit()?;
-            Ok(value)
-        };
-        run().map_err(relabel)
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction (shared with the other
+    /// writes waiting: group commit) and returns once it is committed
+    /// durably; if `f` fails, its changes are rolled back.
+    pub(crate) fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writer.write(f).map_err(relabel)
     }
 
     pub(crate) fn read<T>(
@@ -767,7 +767,7 @@ fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
     )?;
     reader.execute_batch("PRAGMA busy_timeout = 5000;")?;
     Ok(TaskStore {
-        conn: Mutex::new(conn),
+        writer: StateWriter::start(conn)?,
         reader: Mutex::new(reader),
     })
 }

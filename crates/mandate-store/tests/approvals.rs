@@ -183,7 +183,7 @@ fn a_schema_2_database_gains_approvals() {
     Connection::open(&path)
         .unwrap()
         .execute_batch(
-            "DROP TABLE approvals; DROP TABLE token_exchanges;
+            "DROP TABLE sessions; DROP TABLE approvals; DROP TABLE token_exchanges;
              ALTER TABLE history DROP COLUMN credential; PRAGMA user_version = 2;",
         )
         .unwrap();

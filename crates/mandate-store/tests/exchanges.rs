@@ -147,8 +147,8 @@ fn a_schema_3_database_gains_credentials_and_exchanges() {
     Connection::open(&path)
         .unwrap()
         .execute_batch(
-            "DROP TABLE token_exchanges; ALTER TABLE history DROP COLUMN credential;
-             PRAGMA user_version = 3;",
+            "DROP TABLE sessions; DROP TABLE token_exchanges;
+             ALTER TABLE history DROP COLUMN credential; PRAGMA user_version = 3;",
         )
         .unwrap();
 
@@ -164,7 +164,7 @@ fn a_schema_3_database_gains_credentials_and_exchanges() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     // Opening again changes nothing.
     let store = TaskStore::open(&path).unwrap();
     assert_eq!(store.exchanges("t1").unwrap().len(), 1);
