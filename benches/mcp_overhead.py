@@ -11,16 +11,33 @@ with a real `mandate serve` deciding every call through the gateway
 JSON-RPC over pipes and `http.client` (no SDK), one call at a time, so the
 difference between the two columns is what the gateway adds: the
 decision request and its durable receipt, the relay, and (HTTP) one more
-hop. Prints p50/p99 per setup.
+hop. Prints p50/p99 per mode and setup.
+
+Two modes (`--mode`, default `both`), each with a `mandate serve` and a data
+directory of its own:
+
+* agent: the gateway is a configured agent (`--agent` and a `[task]` in its
+  config) and sends the task and its own session history with every decision;
+* credential: the gateway presents a task credential (`--credential-file`).
+  `mandate serve` trusts a throwaway identity provider (as in
+  benches/http_credential_load.sh), the agent's identity token starts a task
+  declaring `ev/echo` (`POST /v1/tasks`), and the server reads the task and
+  its history itself; each allowed call's result is then reported
+  (`POST /v1/decisions/{id}/result`). Wrap and proxy each get a fresh task, so
+  each measurement starts with an empty history; afterwards the task's
+  history must hold one allowed `ev/echo` decision per call. Needs PyJWT and
+  cryptography (`pip install pyjwt cryptography`).
 
     cargo build --release -p mandate
     npm ci --prefix tests/mcp
-    python3 benches/mcp_overhead.py [--calls 200] [--mandate target/release/mandate]
+    python3 benches/mcp_overhead.py [--calls 200] [--mode agent|credential|both]
+        [--mandate target/release/mandate]
 
 Only loopback addresses are used; every loop is bounded.
 """
 
 import argparse
+import base64
 import http.client
 import json
 import os
@@ -36,6 +53,13 @@ EVERYTHING = os.path.join(
     ROOT, "tests/mcp/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
 )
 POLICIES = os.path.join(ROOT, "tests/mcp/policies")
+# The server's name in every decision: the proxy's upstream and wrap's --name
+# (otherwise the server's own `mcp-servers-everything`), so a task credential
+# names the tool `ev/echo` on both transports.
+SERVER = "ev"
+WARMUP = 20
+ISSUER = "https://idp.bench"
+PLANNER = "spiffe://example.org/agent/planner"
 INIT = {
     "protocolVersion": "2025-06-18",
     "capabilities": {},
@@ -136,66 +160,207 @@ class Http:
         self.c.close()
 
 
+def echoed(answer):
+    # A denied call is a tool result too (isError, Mandate's reason), so the
+    # tool's own text is what shows the call was allowed and ran.
+    assert answer["result"]["content"][0]["text"] == "Echo: hello", answer
+
+
 def measure(client, calls):
     assert "result" in client.call("initialize", INIT)
     client.notify("notifications/initialized")
     args = {"name": "echo", "arguments": {"message": "hello"}}
-    for _ in range(20):  # warm up (connections, the tool catalog)
-        client.call("tools/call", args)
+    for _ in range(WARMUP):  # warm up (connections, the tool catalog)
+        echoed(client.call("tools/call", args))
     samples = []
     for _ in range(calls):
         t = time.perf_counter()
         answer = client.call("tools/call", args)
         samples.append(time.perf_counter() - t)
-        assert answer["result"]["content"][0]["text"] == "Echo: hello", answer
+        echoed(answer)
     client.close()
     return percentiles(samples)
+
+
+def jwt_libraries():
+    # Imported here: agent mode runs without them.
+    try:
+        import jwt
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    except ImportError:
+        raise SystemExit("credential mode needs PyJWT and cryptography: pip install pyjwt cryptography")
+    return jwt, serialization, Ed25519PrivateKey
+
+
+def identity_provider(work, resource):
+    """A throwaway identity provider, as in benches/http_credential_load.sh:
+    an Ed25519 key, its JWKS file, and an identity token for the agent that
+    starts the tasks. Returns (jwks path, token)."""
+    jwt, serialization, Ed25519PrivateKey = jwt_libraries()
+    key = Ed25519PrivateKey.generate()
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    jwks = os.path.join(work, "jwks.json")
+    with open(jwks, "w") as f:
+        json.dump({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "bench",
+                             "alg": "EdDSA", "use": "sig"}]}, f)
+    now = int(time.time())
+    # `aud` is the server's resource, by default http:// and its `listen`.
+    token = jwt.encode({"iss": ISSUER, "sub": PLANNER, "aud": resource, "iat": now,
+                        "exp": now + 3600}, key, algorithm="EdDSA", headers={"kid": "bench"})
+    return jwks, token
+
+
+def start_serve(mandate, work, port, jwks):
+    """`mandate serve` on its own data directory, with the bench's policies;
+    trusting the identity provider when there is one (credential mode)."""
+    config = os.path.join(work, "mandate.toml")
+    with open(config, "w") as f:
+        f.write(f'listen = "127.0.0.1:{port}"\n'
+                f'data_dir = {json.dumps(os.path.join(work, "data"))}\n'
+                f'policies = {json.dumps(POLICIES)}\n')
+        # Tables come after every top-level key.
+        if jwks:
+            f.write(f'\n[[issuers]]\nissuer = "{ISSUER}"\njwks_file = {json.dumps(jwks)}\n')
+    p = subprocess.Popen([mandate, "serve", "--config", config], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"})
+    wait_port(port)
+    return p
+
+
+def request(port, method, path, token, body=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+    c.request(method, path, json.dumps(body) if body is not None else None, headers)
+    r = c.getresponse()
+    answer = r.status, r.read().decode()
+    c.close()
+    return answer
+
+
+def start_task(port, token):
+    """A fresh task, so a measurement starts with an empty history. Returns
+    (task id, credential)."""
+    status, body = request(port, "POST", "/v1/tasks", token, {
+        "intent": "measure the MCP gateway's overhead",
+        # The policies allow a tool the task declares (`declared-tools`);
+        # the server gives them the credential's tools as bare names.
+        "tools": [f"{SERVER}/echo"],
+        "ttl_seconds": 3600,
+    })
+    if status != 201:
+        raise SystemExit(f"cannot start a task: POST /v1/tasks answered {status}: {body}")
+    task = json.loads(body)
+    return task["task_id"], task["credential"]
+
+
+def check_history(port, token, task_id, calls):
+    """Under a credential, the echo text alone does not show that the calls
+    were decided in the task: its history must hold each of them, allowed."""
+    status, body = request(port, "GET", f"/v1/tasks/{task_id}", token)
+    if status != 200:
+        raise SystemExit(f"cannot read task {task_id}: GET answered {status}: {body}")
+    history = json.loads(body)["history"]
+    seen = [(h["server"], h["tool"], h["decision"]) for h in history]
+    expected = [(SERVER, "echo", "allow")] * (WARMUP + calls)
+    if seen != expected:
+        raise SystemExit(f"task {task_id}: expected {len(expected)} allowed {SERVER}/echo "
+                         f"decisions, history has {len(seen)}: {sorted(set(seen))}")
+
+
+class Agent:
+    """The gateway as a configured agent: the task comes from its config."""
+
+    def __init__(self, work, gport):
+        self.config = os.path.join(work, "mcp.toml")
+        with open(self.config, "w") as f:
+            f.write('[task]\nintent = "bench"\ntools = ["echo"]\n')
+        self.gport = gport
+
+    def gate(self):
+        return ["--gateway", f"http://127.0.0.1:{self.gport}", "--agent", "spiffe://bench/agent",
+                "--config", self.config]
+
+    def check(self, calls):
+        pass
+
+
+class Credential:
+    """The gateway under a task credential, a fresh task for each gate."""
+
+    def __init__(self, work, gport, token):
+        self.work, self.gport, self.token = work, gport, token
+        self.task_id = None
+
+    def gate(self):
+        self.task_id, credential = start_task(self.gport, self.token)
+        # In a file, not on the command line (visible to every process).
+        path = os.path.join(self.work, f"{self.task_id}.credential")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(credential)
+        return ["--gateway", f"http://127.0.0.1:{self.gport}", "--credential-file", path]
+
+    def check(self, calls):
+        check_history(self.gport, self.token, self.task_id, calls)
+
+
+def run_mode(mode, a, procs):
+    """Both transports in one mode, against a `mandate serve` of its own."""
+    work = tempfile.mkdtemp(prefix=f"mcp-overhead-{mode}-")
+    gport = free_port()
+    if mode == "credential":
+        jwks, token = identity_provider(work, f"http://127.0.0.1:{gport}")
+        procs.append(start_serve(a.mandate, work, gport, jwks))
+        principal = Credential(work, gport, token)
+    else:
+        procs.append(start_serve(a.mandate, work, gport, None))
+        principal = Agent(work, gport)
+
+    rows = []
+    direct = measure(Stdio(["node", EVERYTHING, "stdio"]), a.calls)
+    wrap = [a.mandate, "mcp", "wrap", *principal.gate(), "--name", SERVER, "--", "node", EVERYTHING, "stdio"]
+    wrapped = measure(Stdio(wrap), a.calls)
+    principal.check(a.calls)
+    rows.append((mode, "stdio", direct, wrapped))
+
+    eport = free_port()
+    procs.append(subprocess.Popen(["node", EVERYTHING, "streamableHttp"],
+                                  env={**os.environ, "PORT": str(eport)},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    wait_port(eport)
+    pport = free_port()
+    procs.append(subprocess.Popen(
+        [a.mandate, "mcp", "proxy", "--listen", f"127.0.0.1:{pport}", *principal.gate(),
+         "--upstream", f"{SERVER}=http://127.0.0.1:{eport}/mcp"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    wait_port(pport)
+    direct = measure(Http(eport, "/mcp"), a.calls)
+    proxied = measure(Http(pport, "/mcp"), a.calls)
+    principal.check(a.calls)
+    rows.append((mode, "streamable HTTP", direct, proxied))
+    return rows
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=200)
+    ap.add_argument("--mode", choices=["agent", "credential", "both"], default="both")
     ap.add_argument("--mandate", default=os.path.join(ROOT, "target/release/mandate"))
     a = ap.parse_args()
+    modes = ["agent", "credential"] if a.mode == "both" else [a.mode]
+    if "credential" in modes:
+        jwt_libraries()  # before anything is measured
     procs = []
     try:
-        data = tempfile.mkdtemp()
-        gport = free_port()
-        procs.append(subprocess.Popen(
-            [a.mandate, "serve", "--listen", f"127.0.0.1:{gport}", "--data-dir", data,
-             "--policies", POLICIES],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"}))
-        wait_port(gport)
-        config = os.path.join(data, "mcp.toml")
-        with open(config, "w") as f:
-            f.write('[task]\nintent = "bench"\ntools = ["echo"]\n')
-        gate = ["--gateway", f"http://127.0.0.1:{gport}", "--agent", "spiffe://bench/agent",
-                "--config", config]
-
         rows = []
-        direct = measure(Stdio(["node", EVERYTHING, "stdio"]), a.calls)
-        wrapped = measure(Stdio([a.mandate, "mcp", "wrap", *gate, "--", "node", EVERYTHING, "stdio"]), a.calls)
-        rows.append(("stdio", direct, wrapped))
-
-        eport = free_port()
-        procs.append(subprocess.Popen(["node", EVERYTHING, "streamableHttp"],
-                                      env={**os.environ, "PORT": str(eport)},
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_port(eport)
-        pport = free_port()
-        procs.append(subprocess.Popen(
-            [a.mandate, "mcp", "proxy", "--listen", f"127.0.0.1:{pport}", *gate,
-             "--upstream", f"ev=http://127.0.0.1:{eport}/mcp"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_port(pport)
-        direct = measure(Http(eport, "/mcp"), a.calls)
-        proxied = measure(Http(pport, "/mcp"), a.calls)
-        rows.append(("streamable HTTP", direct, proxied))
-
+        for mode in modes:
+            rows += run_mode(mode, a, procs)
         print(f"tools/call round trip, {a.calls} sequential calls (ms)")
-        print(f"{'transport':<16} {'direct p50':>10} {'p99':>7} {'gateway p50':>12} {'p99':>7} {'added p50':>10} {'p99':>7}")
-        for name, (d50, d99), (g50, g99) in rows:
-            print(f"{name:<16} {d50:>10.3f} {d99:>7.3f} {g50:>12.3f} {g99:>7.3f} {g50 - d50:>10.3f} {g99 - d99:>7.3f}")
+        print(f"{'mode':<10} {'transport':<16} {'direct p50':>10} {'p99':>7} {'gateway p50':>12} {'p99':>7} {'added p50':>10} {'p99':>7}")
+        for mode, name, (d50, d99), (g50, g99) in rows:
+            print(f"{mode:<10} {name:<16} {d50:>10.3f} {d99:>7.3f} {g50:>12.3f} {g99:>7.3f} {g50 - d50:>10.3f} {g99 - d99:>7.3f}")
     finally:
         for p in procs:
             p.kill()
