@@ -8,7 +8,9 @@ Tools:
 
 * fetch_page: read-only and open-world (its output is untrusted content);
 * write_note: closed-world, not read-only: appends its text to NOTES_FILE,
-  so a test can see whether a call reached the server.
+  so a test can see whether a call reached the server;
+* publish_note: the same, under another name (the tests' policies ask a
+  person to approve it).
 """
 
 import sys
@@ -32,6 +34,12 @@ def write_note(text: str) -> str:
     with open(notes, "a") as f:
         f.write(text + "\n")
     return "noted"
+
+
+@server.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=False))
+def publish_note(text: str) -> str:
+    """Publish a note (appends it to the notes file)."""
+    return write_note(text)
 
 
 server.run("streamable-http", port=port, stateless_http=True, json_response=True)

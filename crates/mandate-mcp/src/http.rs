@@ -326,7 +326,16 @@ impl Proxy {
                         );
                     }
                 };
-                match self.gate(&upstream, &session, &parts.headers, call).await {
+                let deciding = Deciding::start(&session, IdKey::of(&id));
+                let gate = self.gate(&upstream, &session, &parts.headers, call).await;
+                if deciding.finish() {
+                    // Cancelled while it was decided: it never goes
+                    // upstream, and (MCP) a cancelled request is not
+                    // answered: the stream ends empty.
+                    tracing::debug!(id = %id, "tools/call cancelled while it was being decided; dropped");
+                    return cancelled();
+                }
+                match gate {
                     Gate::Deny(text) => {
                         return rpc(
                             StatusCode::OK,
@@ -350,6 +359,14 @@ impl Proxy {
             Message::Notification { method } => {
                 if method == "notifications/tools/list_changed" {
                     upstream.catalog.invalidate();
+                }
+                // The upstream never saw a call still being decided: the
+                // cancellation is the proxy's to act on.
+                if method == jsonrpc::CANCELLED
+                    && let Some(request) = jsonrpc::cancelled_request(&message)
+                    && session.cancel_deciding(&IdKey::of(request))
+                {
+                    return StatusCode::ACCEPTED.into_response();
                 }
                 (Watch::None, bytes)
             }
@@ -853,6 +870,49 @@ impl SseEvent {
         }
         out.push('\n');
         Bytes::from(out)
+    }
+}
+
+/// The answer to a call cancelled while it was decided: MCP answers no
+/// cancelled request, so the stream ends with nothing on it.
+fn cancelled() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        Body::empty(),
+    )
+        .into_response()
+}
+
+/// A call being decided in a session; ends its decision when finished or,
+/// if the client goes away mid-decision, when dropped.
+struct Deciding<'a> {
+    session: &'a Session,
+    id: Option<IdKey>,
+}
+
+impl<'a> Deciding<'a> {
+    fn start(session: &'a Session, id: IdKey) -> Self {
+        session.start_deciding(id.clone());
+        Self {
+            session,
+            id: Some(id),
+        }
+    }
+
+    /// Ends the decision; whether the call was cancelled meanwhile.
+    fn finish(mut self) -> bool {
+        self.id
+            .take()
+            .is_none_or(|id| self.session.finish_deciding(&id))
+    }
+}
+
+impl Drop for Deciding<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.session.finish_deciding(&id);
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! decision (the server down, a non-200 answer, a timeout, an answer it
 //! cannot read) is a deny: fail closed, with the reason in the tool error.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use tokio::sync::RwLock;
 
 use crate::config::GatewayConfig;
 use crate::credential::TaskCredential;
+use crate::jsonrpc::IdKey;
 
 /// The default wait for an approval.
 pub const DEFAULT_APPROVAL_WAIT: Duration = Duration::from_secs(60);
@@ -98,10 +100,14 @@ pub struct Pep {
 }
 
 /// One client session's state: the history the gateway keeps in agent mode,
-/// and the results still being reported in credential mode.
+/// the results still being reported in credential mode, and the calls
+/// being decided.
 #[derive(Debug, Default)]
 pub struct Session {
     history: Mutex<History>,
+    /// `tools/call` requests being decided, by id: whether each was
+    /// cancelled meanwhile (then it never goes upstream).
+    deciding: Mutex<HashMap<IdKey, bool>>,
     /// Held for writing while a result is being reported: the next decision
     /// waits for it, so that it sees the labels the result brought in.
     reports: Arc<RwLock<()>>,
@@ -516,6 +522,40 @@ impl Session {
             .summary
             .record_call(position, server, tool, decision, annotations.as_ref());
         history.summary.record_labels(position, labels);
+    }
+
+    /// Whether call `id` is being decided.
+    pub fn is_deciding(&self, id: &IdKey) -> bool {
+        self.deciding_calls().contains_key(id)
+    }
+
+    /// Notes that call `id` is being decided.
+    pub fn start_deciding(&self, id: IdKey) {
+        self.deciding_calls().insert(id, false);
+    }
+
+    /// Cancels call `id` if it is still being decided; returns whether it
+    /// was (the upstream never saw it, so the cancellation is the gateway's
+    /// to act on, not to pass on).
+    pub fn cancel_deciding(&self, id: &IdKey) -> bool {
+        match self.deciding_calls().get_mut(id) {
+            Some(cancelled) => {
+                *cancelled = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends the decision of call `id`; returns whether the call was
+    /// cancelled meanwhile (or was not being decided), so that it must not
+    /// go upstream.
+    pub fn finish_deciding(&self, id: &IdKey) -> bool {
+        self.deciding_calls().remove(id).unwrap_or(true)
+    }
+
+    fn deciding_calls(&self) -> std::sync::MutexGuard<'_, HashMap<IdKey, bool>> {
+        self.deciding.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

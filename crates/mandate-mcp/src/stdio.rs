@@ -94,8 +94,6 @@ struct Relay {
     catalog: Catalog,
     /// Client requests forwarded upstream.
     pending: Mutex<HashMap<IdKey, Pending>>,
-    /// `tools/call` requests being decided: whether each was cancelled.
-    deciding: Mutex<HashMap<IdKey, bool>>,
     /// Requests the server sent the client, awaiting the client's answer.
     server_pending: Mutex<HashSet<IdKey>>,
     /// The gateway's own requests to the server.
@@ -150,7 +148,6 @@ where
         name: Mutex::new(options.name.clone().map(|n| server_name(&n))),
         catalog: Catalog::default(),
         pending: Mutex::default(),
-        deciding: Mutex::default(),
         server_pending: Mutex::default(),
         internal: Mutex::default(),
         internal_prefix: format!("mandate-{}-", uuid::Uuid::new_v4()),
@@ -310,7 +307,7 @@ impl Relay {
                 // in transit is never missed.
                 let in_progress = {
                     let pending = lock(&self.pending);
-                    pending.contains_key(&key) || lock(&self.deciding).contains_key(&key)
+                    pending.contains_key(&key) || self.session.is_deciding(&key)
                 };
                 if in_progress {
                     return self.answer(jsonrpc::error(
@@ -342,10 +339,10 @@ impl Relay {
                 let _pending = lock(&self.pending);
                 if method == jsonrpc::CANCELLED
                     && let Some(request) = jsonrpc::cancelled_request(&message)
-                    && let Some(cancelled) = lock(&self.deciding).get_mut(&IdKey::of(request))
+                    && self.session.cancel_deciding(&IdKey::of(request))
                 {
-                    // The server never saw the call: drop it, and this too.
-                    *cancelled = true;
+                    // The server never saw the call: it is dropped, and
+                    // this too.
                     return;
                 }
                 let _ = self.to_server.send(line);
@@ -369,7 +366,7 @@ impl Relay {
                 return self.answer(jsonrpc::error(Some(&id), ErrorCode::INVALID_PARAMS, reason));
             }
         };
-        lock(&self.deciding).insert(key.clone(), false);
+        self.session.start_deciding(key.clone());
         let relay = self.clone();
         tokio::spawn(async move {
             let server = relay.server();
@@ -391,8 +388,7 @@ impl Relay {
             // step under the `pending` lock: no duplicate id or cancellation
             // slips in between.
             let mut pending = lock(&relay.pending);
-            let cancelled = lock(&relay.deciding).remove(&key).unwrap_or(true);
-            if cancelled {
+            if relay.session.finish_deciding(&key) {
                 tracing::debug!(id = %id, "tools/call cancelled while it was being decided; dropped");
                 return;
             }

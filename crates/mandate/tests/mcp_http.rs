@@ -14,8 +14,9 @@ mod util;
 
 use serde_json::{Value, json};
 use util::mcp::{
-    AGENT, Running, Sdk, check_everything, decision_id, everything_http, history, mandate, proxy,
-    require_peers, run_http, start_task, stateless_http, steps,
+    AGENT, Running, Sdk, check_everything, decision_id, everything_http, history, mandate,
+    mandate_with_approver, pending_approval, proxy, require_peers, resolve_approval, run_http,
+    start_task, stateless_http, steps,
 };
 
 const EVERYTHING_PLAN: &str = r#"[
@@ -513,4 +514,68 @@ fn unknown_and_idle_sessions_get_404() {
     std::thread::sleep(std::time::Duration::from_millis(3500));
     let (status, _, body) = post(&url, Some(&id), &list);
     assert_eq!(status, 404, "idle for longer than 2s: {body}");
+}
+
+/// A call cancelled while it is being decided (here: while it waits for a
+/// person's approval) never reaches the upstream, even when the approval
+/// comes: the cancellation is the proxy's to act on, since the upstream
+/// never saw the call, and the cancelled request gets no answer.
+#[test]
+fn a_call_cancelled_while_it_is_decided_never_runs() {
+    require_peers();
+    let token = "approver-token-for-the-cancellation-test";
+    let gateway = mandate_with_approver("alice@example.org", token);
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.txt");
+    let upstream = stateless_http(&notes);
+    let config = dir.path().join("mcp.toml");
+    std::fs::write(
+        &config,
+        "[task]\nintent = \"notes\"\ntools = [\"publish_note\"]\n",
+    )
+    .unwrap();
+    let proxy = proxy(
+        &gateway,
+        &[
+            "--agent",
+            AGENT,
+            "--config",
+            config.to_str().unwrap(),
+            "--approval-wait",
+            "60s",
+            "--upstream",
+            &format!("notes=http://{}/mcp", upstream.addr),
+        ],
+    );
+    let url = format!("http://{}/mcp", proxy.addr);
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "publish_note", "arguments": {"text": "cancelled"}}});
+    let waiting = {
+        let url = url.clone();
+        std::thread::spawn(move || post(&url, None, &call))
+    };
+    let approval = pending_approval(&gateway, token);
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 7, "reason": "the user changed their mind"}});
+    let (status, _, body) = post(&url, None, &cancel);
+    assert_eq!(status, 202, "{body}");
+    resolve_approval(&gateway, token, &approval, "approve");
+    let (status, _, body) = waiting.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "", "a cancelled request is not answered");
+    assert!(!notes.exists(), "the cancelled call reached the server");
+
+    // The same call, not cancelled, runs once approved.
+    let call = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+        "params": {"name": "publish_note", "arguments": {"text": "kept"}}});
+    let waiting = {
+        let url = url.clone();
+        std::thread::spawn(move || post(&url, None, &call))
+    };
+    let approval = pending_approval(&gateway, token);
+    resolve_approval(&gateway, token, &approval, "approve");
+    let (status, _, body) = waiting.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("noted"), "{body}");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "kept\n");
 }

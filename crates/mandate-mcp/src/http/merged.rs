@@ -22,9 +22,9 @@ use axum::response::{IntoResponse as _, Response};
 use rmcp::model::ErrorCode;
 use serde_json::{Value, json};
 
-use super::{LIST_TIMEOUT, Proxy, SESSION_HEADER, Upstream, read_answer, rpc};
+use super::{Deciding, LIST_TIMEOUT, Proxy, SESSION_HEADER, Upstream, cancelled, read_answer, rpc};
 use crate::catalog;
-use crate::jsonrpc::{self, Message};
+use crate::jsonrpc::{self, IdKey, Message};
 use crate::pep::{Gate, Session};
 
 /// Between an upstream's name and its tool's name on the merged endpoint.
@@ -131,10 +131,19 @@ impl Proxy {
             }
             Message::Request { id, method } => (id, method),
             Message::Notification { method } => {
-                if method == "notifications/initialized"
-                    && let Some(merged) = self.find(session_id.as_deref())
-                {
-                    self.notify_initialized(&merged).await;
+                let merged = self.find(session_id.as_deref());
+                match (method.as_str(), merged) {
+                    ("notifications/initialized", Some(merged)) => {
+                        self.notify_initialized(&merged).await;
+                    }
+                    // A call still being decided never goes upstream; a
+                    // call already sent runs to its end (not passed on).
+                    (jsonrpc::CANCELLED, Some(merged)) => {
+                        if let Some(request) = jsonrpc::cancelled_request(&message) {
+                            merged.session.cancel_deciding(&IdKey::of(request));
+                        }
+                    }
+                    _ => {}
                 }
                 return StatusCode::ACCEPTED.into_response();
             }
@@ -450,10 +459,15 @@ impl Proxy {
         if let Some(params) = forwarded.get_mut("params").and_then(Value::as_object_mut) {
             params.insert("name".to_owned(), Value::String(call.name.clone()));
         }
-        let allowed = match self
+        let deciding = Deciding::start(&merged.session, IdKey::of(id));
+        let gate = self
             .gate(&link.upstream, &merged.session, &link.headers(), call)
-            .await
-        {
+            .await;
+        if deciding.finish() {
+            tracing::debug!(id = %id, "tools/call cancelled while it was being decided; dropped");
+            return cancelled();
+        }
+        let allowed = match gate {
             Gate::Deny(text) => return ok(jsonrpc::result(id, jsonrpc::tool_error(text))),
             Gate::Allow(allowed) => allowed,
         };
