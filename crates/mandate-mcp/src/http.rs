@@ -38,6 +38,7 @@ use rmcp::model::ErrorCode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, Catalog, Lookup};
 use crate::jsonrpc::{self, IdKey, Message, ToolCall};
@@ -326,15 +327,14 @@ impl Proxy {
                         );
                     }
                 };
-                let deciding = Deciding::start(&session, IdKey::of(&id));
-                let gate = self.gate(&upstream, &session, &parts.headers, call).await;
-                if deciding.finish() {
+                let decision = self.gate(&upstream, &session, &parts.headers, call);
+                let Some(gate) = unless_cancelled(&session, IdKey::of(&id), decision).await else {
                     // Cancelled while it was decided: it never goes
                     // upstream, and (MCP) a cancelled request is not
                     // answered: the stream ends empty.
                     tracing::debug!(id = %id, "tools/call cancelled while it was being decided; dropped");
                     return cancelled();
-                }
+                };
                 match gate {
                     Gate::Deny(text) => {
                         return rpc(
@@ -884,19 +884,34 @@ fn cancelled() -> Response {
         .into_response()
 }
 
+/// Decides call `id` of a session, unless the client cancels it meanwhile
+/// (`None`): the cancellation ends the decision at once, approval wait
+/// included, and the call never goes upstream.
+async fn unless_cancelled<T>(
+    session: &Session,
+    id: IdKey,
+    decision: impl Future<Output = T>,
+) -> Option<T> {
+    let deciding = Deciding::start(session, id);
+    let outcome = deciding.cancellation.run_until_cancelled(decision).await;
+    if deciding.finish() { None } else { outcome }
+}
+
 /// A call being decided in a session; ends its decision when finished or,
 /// if the client goes away mid-decision, when dropped.
 struct Deciding<'a> {
     session: &'a Session,
     id: Option<IdKey>,
+    cancellation: CancellationToken,
 }
 
 impl<'a> Deciding<'a> {
     fn start(session: &'a Session, id: IdKey) -> Self {
-        session.start_deciding(id.clone());
+        let cancellation = session.start_deciding(id.clone());
         Self {
             session,
             id: Some(id),
+            cancellation,
         }
     }
 

@@ -16,6 +16,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::RwLock;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
 use crate::credential::TaskCredential;
@@ -105,9 +106,10 @@ pub struct Pep {
 #[derive(Debug, Default)]
 pub struct Session {
     history: Mutex<History>,
-    /// `tools/call` requests being decided, by id: whether each was
-    /// cancelled meanwhile (then it never goes upstream).
-    deciding: Mutex<HashMap<IdKey, bool>>,
+    /// `tools/call` requests being decided, by id, each with the token its
+    /// cancellation fires: a cancelled call never goes upstream, and stops
+    /// waiting (for an approval, say) at once.
+    deciding: Mutex<HashMap<IdKey, CancellationToken>>,
     /// Held for writing while a result is being reported: the next decision
     /// waits for it, so that it sees the labels the result brought in.
     reports: Arc<RwLock<()>>,
@@ -529,18 +531,21 @@ impl Session {
         self.deciding_calls().contains_key(id)
     }
 
-    /// Notes that call `id` is being decided.
-    pub fn start_deciding(&self, id: IdKey) {
-        self.deciding_calls().insert(id, false);
+    /// Notes that call `id` is being decided; the token is cancelled when
+    /// the client cancels the call, so that the decision stops waiting.
+    pub fn start_deciding(&self, id: IdKey) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.deciding_calls().insert(id, token.clone());
+        token
     }
 
     /// Cancels call `id` if it is still being decided; returns whether it
     /// was (the upstream never saw it, so the cancellation is the gateway's
     /// to act on, not to pass on).
     pub fn cancel_deciding(&self, id: &IdKey) -> bool {
-        match self.deciding_calls().get_mut(id) {
-            Some(cancelled) => {
-                *cancelled = true;
+        match self.deciding_calls().get(id) {
+            Some(token) => {
+                token.cancel();
                 true
             }
             None => false,
@@ -551,10 +556,12 @@ impl Session {
     /// cancelled meanwhile (or was not being decided), so that it must not
     /// go upstream.
     pub fn finish_deciding(&self, id: &IdKey) -> bool {
-        self.deciding_calls().remove(id).unwrap_or(true)
+        self.deciding_calls()
+            .remove(id)
+            .is_none_or(|token| token.is_cancelled())
     }
 
-    fn deciding_calls(&self) -> std::sync::MutexGuard<'_, HashMap<IdKey, bool>> {
+    fn deciding_calls(&self) -> std::sync::MutexGuard<'_, HashMap<IdKey, CancellationToken>> {
         self.deciding.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -366,32 +366,38 @@ impl Relay {
                 return self.answer(jsonrpc::error(Some(&id), ErrorCode::INVALID_PARAMS, reason));
             }
         };
-        self.session.start_deciding(key.clone());
+        let cancellation = self.session.start_deciding(key.clone());
         let relay = self.clone();
         tokio::spawn(async move {
-            let server = relay.server();
-            let upstream = relay.annotations(&call.name).await;
-            let annotations = relay
-                .pep
-                .annotations(&server, &call.name, upstream.as_ref());
-            let gate = relay
-                .pep
-                .decide(
-                    &relay.session,
-                    &server,
-                    &call.name,
-                    annotations,
-                    call.arguments,
-                )
-                .await;
+            let decision = async {
+                let server = relay.server();
+                let upstream = relay.annotations(&call.name).await;
+                let annotations = relay
+                    .pep
+                    .annotations(&server, &call.name, upstream.as_ref());
+                relay
+                    .pep
+                    .decide(
+                        &relay.session,
+                        &server,
+                        &call.name,
+                        annotations,
+                        call.arguments,
+                    )
+                    .await
+            };
+            // A cancellation ends the decision at once, approval wait
+            // included: the client has stopped waiting for the answer.
+            let gate = cancellation.run_until_cancelled(decision).await;
             // From deciding to pending, and onto the server's queue, in one
             // step under the `pending` lock: no duplicate id or cancellation
             // slips in between.
             let mut pending = lock(&relay.pending);
-            if relay.session.finish_deciding(&key) {
+            let cancelled = relay.session.finish_deciding(&key);
+            let Some(gate) = gate.filter(|_| !cancelled) else {
                 tracing::debug!(id = %id, "tools/call cancelled while it was being decided; dropped");
                 return;
-            }
+            };
             match gate {
                 Gate::Allow(allowed) => {
                     pending.insert(key, Pending::ToolsCall(allowed));

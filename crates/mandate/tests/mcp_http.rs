@@ -517,9 +517,10 @@ fn unknown_and_idle_sessions_get_404() {
 }
 
 /// A call cancelled while it is being decided (here: while it waits for a
-/// person's approval) never reaches the upstream, even when the approval
-/// comes: the cancellation is the proxy's to act on, since the upstream
-/// never saw the call, and the cancelled request gets no answer.
+/// person's approval) stops waiting at once and never reaches the upstream,
+/// even when the approval comes later: the cancellation is the proxy's to
+/// act on, since the upstream never saw the call, and the cancelled request
+/// gets no answer.
 #[test]
 fn a_call_cancelled_while_it_is_decided_never_runs() {
     require_peers();
@@ -559,10 +560,12 @@ fn a_call_cancelled_while_it_is_decided_never_runs() {
         "params": {"requestId": 7, "reason": "the user changed their mind"}});
     let (status, _, body) = post(&url, None, &cancel);
     assert_eq!(status, 202, "{body}");
-    resolve_approval(&gateway, token, &approval, "approve");
+    // The approval is still pending: had the call kept waiting, the wait
+    // would have ended in a denial, and the stream would carry it.
     let (status, _, body) = waiting.join().unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, "", "a cancelled request is not answered");
+    resolve_approval(&gateway, token, &approval, "approve");
     assert!(!notes.exists(), "the cancelled call reached the server");
 
     // The same call, not cancelled, runs once approved.
@@ -577,5 +580,9 @@ fn a_call_cancelled_while_it_is_decided_never_runs() {
     let (status, _, body) = waiting.join().unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("noted"), "{body}");
-    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "kept\n");
+    assert_eq!(
+        std::fs::read_to_string(&notes).unwrap(),
+        "kept\n",
+        "only the call not cancelled ran"
+    );
 }

@@ -411,3 +411,82 @@ fn approvals_release_or_stop_a_waiting_call() {
         }
     }
 }
+
+/// A call cancelled while it waits for a person's approval stops waiting at
+/// once (its id is free again well before the 60 s wait would end) and
+/// never reaches the server, even once approved; it gets no answer. The
+/// same call, not cancelled, runs once approved.
+#[test]
+fn a_call_cancelled_while_it_waits_for_approval_never_runs() {
+    require_peers();
+    let approver_token = "approver-token-for-the-stdio-cancellation-test";
+    let gateway = util::mcp::mandate_with_approver("carol@example.com", approver_token);
+    let files = tempfile::tempdir().unwrap();
+    let root = files.path().canonicalize().unwrap();
+    let config = files.path().join("mcp.toml");
+    std::fs::write(
+        &config,
+        "[task]\nintent = \"tidy\"\ntools = [\"move_file\"]\n",
+    )
+    .unwrap();
+    for name in ["cancelled", "kept"] {
+        std::fs::write(root.join(format!("{name}-from.txt")), "move me\n").unwrap();
+    }
+    let command = wrap_command(
+        &gateway,
+        &[
+            "--agent",
+            AGENT,
+            "--config",
+            config.to_str().unwrap(),
+            "--approval-wait",
+            "60s",
+        ],
+        &filesystem_server(&root),
+    );
+    let mut wrapper = RawWrapper::start(&command);
+    wrapper.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}).to_string());
+    assert!(wrapper.answer(&json!(1))["result"]["serverInfo"].is_object());
+    wrapper.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    let move_file = |id: u64, name: &str| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+            "name": "move_file", "arguments": {
+                "source": root.join(format!("{name}-from.txt")).display().to_string(),
+                "destination": root.join(format!("{name}-to.txt")).display().to_string()}}})
+        .to_string()
+    };
+
+    wrapper.send(&move_file(5, "cancelled"));
+    let approval = util::mcp::pending_approval(&gateway, approver_token);
+    wrapper.send(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":5,"reason":"changed my mind"}}"#);
+    // While call 5 is decided its id is taken ("already in progress"); once
+    // the cancellation has ended the wait, a `ping` with the same id is
+    // answered. Nothing else with id 5 may come: a cancelled request gets
+    // no answer.
+    util::poll_until(Duration::from_secs(20), "id 5 to be free", || {
+        wrapper.send(r#"{"jsonrpc":"2.0","id":5,"method":"ping"}"#);
+        let answer = wrapper.answer(&json!(5));
+        if answer["result"] == json!({}) {
+            return Ok(());
+        }
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("already in progress"), "{answer}");
+        Err(answer)
+    });
+    util::mcp::resolve_approval(&gateway, approver_token, &approval, "approve");
+
+    wrapper.send(&move_file(6, "kept"));
+    let approval = util::mcp::pending_approval(&gateway, approver_token);
+    util::mcp::resolve_approval(&gateway, approver_token, &approval, "approve");
+    let answer = wrapper.answer(&json!(6));
+    let text = answer["result"]["content"][0]["text"].as_str();
+    assert!(
+        text.is_some_and(|t| t.contains("Successfully moved")),
+        "{answer}"
+    );
+    assert!(root.join("kept-to.txt").exists(), "{answer}");
+    assert!(
+        root.join("cancelled-from.txt").exists() && !root.join("cancelled-to.txt").exists(),
+        "the cancelled call reached the server"
+    );
+}

@@ -22,7 +22,9 @@ use axum::response::{IntoResponse as _, Response};
 use rmcp::model::ErrorCode;
 use serde_json::{Value, json};
 
-use super::{Deciding, LIST_TIMEOUT, Proxy, SESSION_HEADER, Upstream, cancelled, read_answer, rpc};
+use super::{
+    LIST_TIMEOUT, Proxy, SESSION_HEADER, Upstream, cancelled, read_answer, rpc, unless_cancelled,
+};
 use crate::catalog;
 use crate::jsonrpc::{self, IdKey, Message};
 use crate::pep::{Gate, Session};
@@ -459,14 +461,12 @@ impl Proxy {
         if let Some(params) = forwarded.get_mut("params").and_then(Value::as_object_mut) {
             params.insert("name".to_owned(), Value::String(call.name.clone()));
         }
-        let deciding = Deciding::start(&merged.session, IdKey::of(id));
-        let gate = self
-            .gate(&link.upstream, &merged.session, &link.headers(), call)
-            .await;
-        if deciding.finish() {
+        let headers = link.headers();
+        let decision = self.gate(&link.upstream, &merged.session, &headers, call);
+        let Some(gate) = unless_cancelled(&merged.session, IdKey::of(id), decision).await else {
             tracing::debug!(id = %id, "tools/call cancelled while it was being decided; dropped");
             return cancelled();
-        }
+        };
         let allowed = match gate {
             Gate::Deny(text) => return ok(jsonrpc::result(id, jsonrpc::tool_error(text))),
             Gate::Allow(allowed) => allowed,
