@@ -469,12 +469,7 @@ impl Proxy {
             (_, Some(id)) => upstream.sessions.get(&id).unwrap_or_default(),
             (_, None) => upstream.stateless.clone(),
         };
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let sse = is_sse(&response);
 
         if matches!(watch, Watch::None) {
             let mut answer = Response::new(Body::from_stream(response.bytes_stream()));
@@ -487,8 +482,9 @@ impl Proxy {
             upstream: upstream.clone(),
             session,
             watch: Some(watch),
+            merged: None,
         };
-        let body = if content_type.starts_with("text/event-stream") {
+        let body = if sse {
             watcher.sse(response)
         } else {
             match watcher.json(response).await {
@@ -622,11 +618,7 @@ async fn read_answer(
     if !status.is_success() {
         return Err(format!("it answered HTTP {status}"));
     }
-    let sse = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.to_ascii_lowercase().starts_with("text/event-stream"));
+    let sse = is_sse(&response);
     let mut stream = response.bytes_stream();
     if !sse {
         let mut bytes = Vec::new();
@@ -666,12 +658,28 @@ async fn read_answer(
     Err("its stream ended without the response".to_owned())
 }
 
+/// Whether an upstream's answer is an SSE stream.
+fn is_sse(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.to_ascii_lowercase().starts_with("text/event-stream"))
+}
+
 /// Watches one answer for the response to a watched request.
 struct Watcher {
     proxy: Arc<Proxy>,
     upstream: Arc<Upstream>,
     session: Arc<Session>,
     watch: Option<Watch>,
+    /// Set on the merged endpoint, which is the client's server, not a
+    /// relay: the headers of the proxy's own session with the upstream.
+    /// Requests the upstream sends are answered there (not passed on),
+    /// events lose the upstream's ids (the client cannot resume a stream
+    /// there), and a stream that ends without the response ends with an
+    /// error answer of the proxy's own.
+    merged: Option<HeaderMap>,
 }
 
 impl Watcher {
@@ -734,43 +742,110 @@ impl Watcher {
         tokio::spawn(async move {
             let mut stream = response.bytes_stream();
             let mut events = SseSplitter::default();
-            while let Some(chunk) = stream.next().await {
-                let chunk = match chunk {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = tx.send(Err(std::io::Error::other(e))).await;
-                        return;
+            // Why the stream ended early, if it did, and whether it broke
+            // (then the client sees the error) or was closed by the proxy.
+            let early: Option<(String, Option<std::io::Error>)> = loop {
+                let chunk = match stream.next().await {
+                    Some(Ok(chunk)) => chunk,
+                    Some(Err(e)) => {
+                        break Some((
+                            format!("its stream was cut off: {e}"),
+                            Some(std::io::Error::other(e)),
+                        ));
                     }
+                    None => break None,
                 };
                 for event in events.push(&chunk) {
-                    let out = match event.message() {
-                        Some(mut message) if self.watch.is_some() => {
-                            if self.on_message(&mut message).await {
-                                event.with_data(&message.to_string())
-                            } else {
-                                event.raw
-                            }
-                        }
-                        _ => event.raw,
+                    let Some(out) = self.pass_event(event).await else {
+                        continue;
                     };
                     if tx.send(Ok(out)).await.is_err() {
                         return; // the client went away
+                    }
+                    if self.merged.is_some() && self.watch.is_none() {
+                        return; // the response is out: the proxy's stream ends
                     }
                 }
                 if events.buffered() > self.proxy.max {
                     tracing::warn!(
                         "an SSE event from the MCP server is over the size bound; stream closed"
                     );
-                    return;
+                    let why = format!(
+                        "an event of its stream is larger than {} bytes",
+                        self.proxy.max
+                    );
+                    break Some((why, None));
                 }
+            };
+            if self.merged.is_some() {
+                let why = early.map_or_else(
+                    || "its stream ended without the response".to_owned(),
+                    |(why, _)| why,
+                );
+                if let Some(answer) = self.unanswered(&why).await {
+                    let _ = tx.send(Ok(sse_message(&answer))).await;
+                }
+                return;
             }
-            let rest = events.rest();
-            if !rest.is_empty() {
-                let _ = tx.send(Ok(rest)).await;
+            match early {
+                None => {
+                    let rest = events.rest();
+                    if !rest.is_empty() {
+                        let _ = tx.send(Ok(rest)).await;
+                    }
+                }
+                Some((_, Some(broken))) => {
+                    let _ = tx.send(Err(broken)).await;
+                }
+                Some((_, None)) => {}
             }
         });
         Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
     }
+
+    /// What of one event goes on to the client, if anything.
+    async fn pass_event(&mut self, event: SseEvent) -> Option<Bytes> {
+        let Some(mut message) = event.message() else {
+            // Comments and keep-alives: the merged endpoint's stream is
+            // the proxy's own.
+            return self.merged.is_none().then_some(event.raw);
+        };
+        if let Some(headers) = &self.merged
+            && matches!(jsonrpc::classify(&message), Message::Request { .. })
+        {
+            self.proxy.refuse(&self.upstream, headers, &message);
+            return None;
+        }
+        let changed = self.watch.is_some() && self.on_message(&mut message).await;
+        Some(match (&self.merged, changed) {
+            (Some(_), _) => sse_message(&message),
+            (None, true) => event.with_data(&message.to_string()),
+            (None, false) => event.raw,
+        })
+    }
+
+    /// The merged endpoint's answer when the upstream's stream ended
+    /// without the watched call's response: the call is recorded as
+    /// failed, and the client gets an error rather than a stream that ends
+    /// unanswered.
+    async fn unanswered(&mut self, why: &str) -> Option<Value> {
+        let Some(Watch::Call { id, allowed }) = self.watch.take() else {
+            return None;
+        };
+        let name = &self.upstream.spec.name;
+        tracing::warn!(upstream = %name, reason = %why, "no answer from the MCP server");
+        self.proxy.record(&self.session, allowed, true).await;
+        Some(jsonrpc::error(
+            Some(&id),
+            ErrorCode::INTERNAL_ERROR,
+            format!("no answer from the MCP server `{name}`: {why}"),
+        ))
+    }
+}
+
+/// One JSON-RPC message as an SSE event of the proxy's own.
+fn sse_message(message: &Value) -> Bytes {
+    Bytes::from(format!("event: message\ndata: {message}\n\n"))
 }
 
 /// Splits an SSE byte stream into events (blocks ended by a blank line),

@@ -212,9 +212,10 @@ fn two_upstreams(gateway: &util::tasks::Gateway, args: &[&str]) -> (Running, Run
 
 /// With two upstreams, `/mcp` is one MCP server with the tools of both,
 /// named `NAME__tool`: a call is decided as on `/NAME/mcp` (server `a`, tool
-/// `echo`) and answered by that upstream; a denied call gets the tool error
-/// and its receipt; an unknown prefix and `resources/list` are JSON-RPC
-/// errors; the session ends with `DELETE`.
+/// `echo`) and answered by that upstream (a long call's progress streamed
+/// back); a denied call gets the tool error and its receipt; an unknown
+/// prefix and `resources/list` are JSON-RPC errors; the session ends with
+/// `DELETE`.
 #[test]
 fn merged_endpoint_namespaces_tools_per_upstream() {
     require_peers();
@@ -223,7 +224,7 @@ fn merged_endpoint_namespaces_tools_per_upstream() {
     let config = dir.path().join("mcp.toml");
     std::fs::write(
         &config,
-        "hide_denied_tools = true\n[task]\nintent = \"demo\"\ntools = [\"echo\"]\n",
+        "hide_denied_tools = true\n[task]\nintent = \"demo\"\ntools = [\"echo\", \"trigger-long-running-operation\"]\n",
     )
     .unwrap();
     let (_a, _b, proxy) = two_upstreams(
@@ -239,6 +240,7 @@ fn merged_endpoint_namespaces_tools_per_upstream() {
         {"op": "call", "tool": "c__echo", "arguments": {"message": "nowhere"}},
         {"op": "call", "tool": "echo", "arguments": {"message": "no prefix"}},
         {"op": "list_resources"},
+        {"op": "call", "tool": "b__trigger-long-running-operation", "arguments": {"duration": 1, "steps": 3}, "progress": true},
     ]);
     for sdk in Sdk::BOTH {
         let out = run_http(sdk, &plan, &url);
@@ -246,7 +248,12 @@ fn merged_endpoint_namespaces_tools_per_upstream() {
         let s = steps(&out);
         assert_eq!(
             s[0]["tools"],
-            json!(["a__echo", "b__echo"]),
+            json!([
+                "a__echo",
+                "a__trigger-long-running-operation",
+                "b__echo",
+                "b__trigger-long-running-operation"
+            ]),
             "{sdk:?}: {out}"
         );
         // The upstream's annotations are kept.
@@ -272,6 +279,19 @@ fn merged_endpoint_namespaces_tools_per_upstream() {
         assert!(
             s[6]["exception"].as_str().unwrap().contains("/NAME/mcp"),
             "{sdk:?}: {out}"
+        );
+        // The upstream's progress passes on the proxy's own stream, in
+        // order, then the result (see `check_everything` on the last step).
+        assert_eq!(s[7]["isError"], false, "{sdk:?}: {out}");
+        let progress: Vec<f64> = s[7]["progress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap())
+            .collect();
+        assert!(
+            progress == [1.0, 2.0, 3.0] || progress == [1.0, 2.0],
+            "{sdk:?}: progress {progress:?}: {out}"
         );
     }
     // Without a session, and after it ended.

@@ -8,9 +8,12 @@
 //! the union of the upstreams' listings, renamed and filtered as on
 //! `/NAME/mcp`; `tools/call` of `NAME__tool` is decided exactly as a call of
 //! `tool` on `/NAME/mcp` and, allowed, sent to that upstream's session under
-//! its own name. Answers are JSON (no SSE stream from the proxy): progress
-//! notifications and requests an upstream sends while it works are dropped
-//! (requests are answered with an error). Resources, prompts, completion
+//! its own name. A call's answer is an SSE stream of the proxy's own when
+//! the upstream streams it and the client accepts one: progress and other
+//! notifications pass; requests an upstream sends while it works (sampling,
+//! elicitation, roots) are answered with an error and not passed on, since
+//! their ids are the upstream's and the client could not answer them to
+//! the right one. Other answers are JSON. Resources, prompts, completion
 //! and logging are per server: the client is told to use `/NAME/mcp`.
 
 use std::sync::Arc;
@@ -23,7 +26,8 @@ use rmcp::model::ErrorCode;
 use serde_json::{Value, json};
 
 use super::{
-    LIST_TIMEOUT, Proxy, SESSION_HEADER, Upstream, cancelled, read_answer, rpc, unless_cancelled,
+    LIST_TIMEOUT, Proxy, SESSION_HEADER, Upstream, Watch, Watcher, cancelled, is_sse, read_answer,
+    rpc, unless_cancelled,
 };
 use crate::catalog;
 use crate::jsonrpc::{self, IdKey, Message};
@@ -174,7 +178,10 @@ impl Proxy {
         match method.as_str() {
             "ping" => ok(jsonrpc::result(&id, json!({}))),
             jsonrpc::TOOLS_LIST => self.list(&id, &merged).await,
-            jsonrpc::TOOLS_CALL => self.call(&id, &message, &merged).await,
+            jsonrpc::TOOLS_CALL => {
+                self.call(&id, &message, &merged, accepts_sse(&parts.headers))
+                    .await
+            }
             other => ok(jsonrpc::error(
                 Some(&id),
                 ErrorCode::METHOD_NOT_FOUND,
@@ -430,7 +437,18 @@ impl Proxy {
 
     /// A `tools/call` of `NAME__tool`: decided as a call of `tool` on
     /// `/NAME/mcp`, and, allowed, sent to that upstream's session.
-    async fn call(&self, id: &Value, message: &Value, merged: &Merged) -> Response {
+    /// A `tools/call` of `NAME__tool`: decided as a call of `tool` on
+    /// `/NAME/mcp`, and, allowed, sent to that upstream's session. When the
+    /// upstream answers with an SSE stream and the client accepts one, the
+    /// stream is passed on (progress and other notifications included) as
+    /// a stream of the proxy's own; otherwise the answer is JSON.
+    async fn call(
+        self: &Arc<Self>,
+        id: &Value,
+        message: &Value,
+        merged: &Merged,
+        sse: bool,
+    ) -> Response {
         let mut call = match jsonrpc::tool_call(message) {
             Ok(call) => call,
             Err(reason) => {
@@ -472,19 +490,41 @@ impl Proxy {
             Gate::Allow(allowed) => allowed,
         };
         let name = link.upstream.spec.name.clone();
-        let answer = match self
+        let headers = link.headers();
+        let sent = self
             .forward(
                 &link.upstream,
                 &Method::POST,
-                &link.headers(),
+                &headers,
                 Some(Bytes::from(forwarded.to_string())),
             )
             .send()
-            .await
-        {
+            .await;
+        let answer = match sent {
+            Ok(response) if sse && response.status().is_success() && is_sse(&response) => {
+                let watcher = Watcher {
+                    proxy: self.clone(),
+                    upstream: link.upstream.clone(),
+                    session: merged.session.clone(),
+                    watch: Some(Watch::Call {
+                        id: id.clone(),
+                        allowed,
+                    }),
+                    merged: Some(headers),
+                };
+                return (
+                    StatusCode::OK,
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/event-stream"),
+                    )],
+                    watcher.sse(response),
+                )
+                    .into_response();
+            }
             Ok(response) => {
                 read_answer(response, id, self.max, |request| {
-                    self.refuse(link, &request);
+                    self.refuse(&link.upstream, &headers, &request);
                 })
                 .await
             }
@@ -505,8 +545,10 @@ impl Proxy {
 
     /// Answers a request an upstream sent while working on a call: `ping`
     /// with an empty result, anything else (sampling, elicitation, roots)
-    /// with an error, since the merged endpoint has no stream to the client.
-    fn refuse(&self, link: &Link, request: &Value) {
+    /// with an error, since the merged endpoint relays nothing from the
+    /// upstreams to the client but their answers and notifications.
+    /// `headers` are those of the proxy's session with `upstream`.
+    pub(super) fn refuse(&self, upstream: &Arc<Upstream>, headers: &HeaderMap, request: &Value) {
         let Some(id) = request.get("id") else {
             return;
         };
@@ -521,17 +563,31 @@ impl Proxy {
         };
         let request = self
             .forward(
-                &link.upstream,
+                upstream,
                 &Method::POST,
-                &link.headers(),
+                headers,
                 Some(Bytes::from(answer.to_string())),
             )
             .timeout(LIST_TIMEOUT);
-        let name = link.upstream.spec.name.clone();
+        let name = upstream.spec.name.clone();
         tokio::spawn(async move {
             if let Err(e) = request.send().await {
                 tracing::debug!(upstream = %name, error = %e, "cannot answer the MCP server's request");
             }
         });
     }
+}
+
+/// Whether the client takes an SSE stream as the answer to its POST.
+fn accepts_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.trim()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
 }
