@@ -714,6 +714,14 @@ impl Watcher {
 
     /// A JSON answer: read whole (bounded), watched, passed on.
     async fn json(mut self, response: reqwest::Response) -> Result<Bytes, String> {
+        let answer = self.read_json(response).await;
+        // Not the call's response, or none: nothing it returned reached
+        // the client (a POST's answer never comes on another stream).
+        self.settle(true).await;
+        answer
+    }
+
+    async fn read_json(&mut self, response: reqwest::Response) -> Result<Bytes, String> {
         let mut bytes = Vec::new();
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
@@ -740,67 +748,90 @@ impl Watcher {
     fn sse(mut self, response: reqwest::Response) -> Body {
         let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
         tokio::spawn(async move {
-            let mut stream = response.bytes_stream();
-            let mut events = SseSplitter::default();
-            // Why the stream ended early, if it did, and whether it broke
-            // (then the client sees the error) or was closed by the proxy.
-            let early: Option<(String, Option<std::io::Error>)> = loop {
-                let chunk = match stream.next().await {
-                    Some(Ok(chunk)) => chunk,
-                    Some(Err(e)) => {
-                        break Some((
-                            format!("its stream was cut off: {e}"),
-                            Some(std::io::Error::other(e)),
-                        ));
-                    }
-                    None => break None,
-                };
-                for event in events.push(&chunk) {
-                    let Some(out) = self.pass_event(event).await else {
-                        continue;
-                    };
-                    if tx.send(Ok(out)).await.is_err() {
-                        return; // the client went away
-                    }
-                    if self.merged.is_some() && self.watch.is_none() {
-                        return; // the response is out: the proxy's stream ends
-                    }
-                }
-                if events.buffered() > self.proxy.max {
-                    tracing::warn!(
-                        "an SSE event from the MCP server is over the size bound; stream closed"
-                    );
-                    let why = format!(
-                        "an event of its stream is larger than {} bytes",
-                        self.proxy.max
-                    );
-                    break Some((why, None));
-                }
-            };
-            if self.merged.is_some() {
-                let why = early.map_or_else(
-                    || "its stream ended without the response".to_owned(),
-                    |(why, _)| why,
-                );
-                if let Some(answer) = self.unanswered(&why).await {
-                    let _ = tx.send(Ok(sse_message(&answer))).await;
-                }
-                return;
-            }
-            match early {
-                None => {
-                    let rest = events.rest();
-                    if !rest.is_empty() {
-                        let _ = tx.send(Ok(rest)).await;
-                    }
-                }
-                Some((_, Some(broken))) => {
-                    let _ = tx.send(Err(broken)).await;
-                }
-                Some((_, None)) => {}
-            }
+            self.pass_events(response, tx).await;
+            // The stream ended (or the client left) before the call's
+            // response: it may still reach the client on a resumed `GET`
+            // stream, which the proxy does not watch, so the session counts
+            // it as a call that returned (an open-world one labels the
+            // session `untrusted`) rather than miss what may have entered.
+            self.settle(false).await;
         });
         Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+    }
+
+    /// Passes the events of an SSE answer on to `tx` as they arrive.
+    async fn pass_events(
+        &mut self,
+        response: reqwest::Response,
+        tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    ) {
+        let mut stream = response.bytes_stream();
+        let mut events = SseSplitter::default();
+        // Why the stream ended early, if it did, and whether it broke
+        // (then the client sees the error) or was closed by the proxy.
+        let early: Option<(String, Option<std::io::Error>)> = loop {
+            let chunk = match stream.next().await {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => {
+                    break Some((
+                        format!("its stream was cut off: {e}"),
+                        Some(std::io::Error::other(e)),
+                    ));
+                }
+                None => break None,
+            };
+            for event in events.push(&chunk) {
+                let Some(out) = self.pass_event(event).await else {
+                    continue;
+                };
+                if tx.send(Ok(out)).await.is_err() {
+                    return; // the client went away
+                }
+                if self.merged.is_some() && self.watch.is_none() {
+                    return; // the response is out: the proxy's stream ends
+                }
+            }
+            if events.buffered() > self.proxy.max {
+                tracing::warn!(
+                    "an SSE event from the MCP server is over the size bound; stream closed"
+                );
+                let why = format!(
+                    "an event of its stream is larger than {} bytes",
+                    self.proxy.max
+                );
+                break Some((why, None));
+            }
+        };
+        if self.merged.is_some() {
+            let why = early.map_or_else(
+                || "its stream ended without the response".to_owned(),
+                |(why, _)| why,
+            );
+            if let Some(answer) = self.unanswered(&why).await {
+                let _ = tx.send(Ok(sse_message(&answer))).await;
+            }
+            return;
+        }
+        match early {
+            None => {
+                let rest = events.rest();
+                if !rest.is_empty() {
+                    let _ = tx.send(Ok(rest)).await;
+                }
+            }
+            Some((_, Some(broken))) => {
+                let _ = tx.send(Err(broken)).await;
+            }
+            Some((_, None)) => {}
+        }
+    }
+
+    /// Records the watched call, if its response was not seen, as `failed`
+    /// (nothing it returned reached the client) or not.
+    async fn settle(&mut self, failed: bool) {
+        if let Some(Watch::Call { allowed, .. }) = self.watch.take() {
+            self.proxy.record(&self.session, allowed, failed).await;
+        }
     }
 
     /// What of one event goes on to the client, if anything.
@@ -829,12 +860,13 @@ impl Watcher {
     /// failed, and the client gets an error rather than a stream that ends
     /// unanswered.
     async fn unanswered(&mut self, why: &str) -> Option<Value> {
-        let Some(Watch::Call { id, allowed }) = self.watch.take() else {
-            return None;
+        let id = match &self.watch {
+            Some(Watch::Call { id, .. }) => id.clone(),
+            _ => return None,
         };
-        let name = &self.upstream.spec.name;
+        let name = self.upstream.spec.name.clone();
         tracing::warn!(upstream = %name, reason = %why, "no answer from the MCP server");
-        self.proxy.record(&self.session, allowed, true).await;
+        self.settle(true).await;
         Some(jsonrpc::error(
             Some(&id),
             ErrorCode::INTERNAL_ERROR,

@@ -12,6 +12,9 @@
 
 mod util;
 
+use std::io::{Read as _, Write as _};
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use util::mcp::{
     AGENT, Running, Sdk, check_everything, decision_id, everything_http, history, mandate,
@@ -604,5 +607,94 @@ fn a_call_cancelled_while_it_is_decided_never_runs() {
         std::fs::read_to_string(&notes).unwrap(),
         "kept\n",
         "only the call not cancelled ran"
+    );
+}
+
+/// A client that leaves while an allowed call's SSE answer is still coming
+/// may yet get its result on a resumed `GET` stream, which the proxy does
+/// not watch: the call counts as one that returned, so an open-world result
+/// labels the session `untrusted` (here: a later write is then denied by
+/// `untrusted-no-writes`) rather than slip past the session's history.
+#[test]
+fn a_call_whose_stream_the_client_left_still_labels_the_session() {
+    require_peers();
+    let gateway = mandate();
+    let upstream = everything_http();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcp.toml");
+    std::fs::write(
+        &config,
+        concat!(
+            "[task]\nintent = \"demo\"\ntools = [\"echo\", \"trigger-long-running-operation\"]\n",
+            // The long call reads the web; echo writes (for this test).
+            "[tools.\"trigger-long-running-operation\"]\nopen_world = true\n",
+            "[tools.\"echo\"]\nread_only = false\n",
+        ),
+    )
+    .unwrap();
+    let proxy = proxy(
+        &gateway,
+        &[
+            "--agent",
+            AGENT,
+            "--config",
+            config.to_str().unwrap(),
+            "--upstream",
+            &format!("everything=http://{}/mcp", upstream.addr),
+        ],
+    );
+    let url = format!("http://{}/mcp", proxy.addr);
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "0"}}});
+    let (status, issued, body) = post(&url, None, &initialize);
+    assert_eq!(status, 200, "{body}");
+    let session = issued.expect("the upstream issues a session id");
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(post(&url, Some(&session), &initialized).0, 202);
+    let echo = |id: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"message": "write"}}})
+    };
+    let (_, _, body) = post(&url, Some(&session), &echo(2));
+    assert!(body.contains("Echo: write"), "allowed before: {body}");
+
+    // The long call, by hand: read until its first progress event, then
+    // hang up.
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": "trigger-long-running-operation",
+        "arguments": {"duration": 2, "steps": 4},
+        "_meta": {"progressToken": "p"}}})
+    .to_string();
+    let mut socket = std::net::TcpStream::connect(proxy.addr).unwrap();
+    write!(
+        socket,
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nmcp-protocol-version: 2025-06-18\r\nmcp-session-id: {session}\r\ncontent-length: {}\r\n\r\n{call}",
+        proxy.addr,
+        call.len()
+    )
+    .unwrap();
+    let mut seen = String::new();
+    let mut buffer = [0u8; 4096];
+    while !seen.contains("notifications/progress") {
+        let n = socket.read(&mut buffer).unwrap();
+        assert!(n > 0, "the stream ended before any progress: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+    drop(socket);
+
+    let mut next = 4;
+    util::poll_until(
+        Duration::from_secs(20),
+        "the session to be untrusted",
+        || {
+            let (_, _, body) = post(&url, Some(&session), &echo(next));
+            next += 1;
+            if body.contains("untrusted-no-writes") {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        },
     );
 }
