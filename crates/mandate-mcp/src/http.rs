@@ -483,6 +483,7 @@ impl Proxy {
             session,
             watch: Some(watch),
             merged: None,
+            passed: false,
         };
         let body = if sse {
             watcher.sse(response)
@@ -680,6 +681,11 @@ struct Watcher {
     /// there), and a stream that ends without the response ends with an
     /// error answer of the proxy's own.
     merged: Option<HeaderMap>,
+    /// Whether anything from the upstream reached the client before the
+    /// watched response: progress and log messages are text the upstream
+    /// wrote, so a call that sent any counts as one that returned (an
+    /// open-world one labels the session), even if it then failed.
+    passed: bool,
 }
 
 impl Watcher {
@@ -704,7 +710,7 @@ impl Watcher {
                 None => false,
             },
             Some(Watch::Call { allowed, .. }) => {
-                let failed = jsonrpc::call_failed(message);
+                let failed = jsonrpc::call_failed(message) && !self.passed;
                 self.proxy.record(&self.session, allowed, failed).await;
                 false
             }
@@ -715,9 +721,10 @@ impl Watcher {
     /// A JSON answer: read whole (bounded), watched, passed on.
     async fn json(mut self, response: reqwest::Response) -> Result<Bytes, String> {
         let answer = self.read_json(response).await;
-        // Not the call's response, or none: nothing it returned reached
-        // the client (a POST's answer never comes on another stream).
-        self.settle(true).await;
+        // Not the call's response: an error means nothing was passed on (a
+        // POST's answer never comes on another stream); a body passed on as
+        // it came may still carry what the upstream wrote.
+        self.settle(answer.is_err()).await;
         answer
     }
 
@@ -748,13 +755,16 @@ impl Watcher {
     fn sse(mut self, response: reqwest::Response) -> Body {
         let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
         tokio::spawn(async move {
-            self.pass_events(response, tx).await;
+            self.pass_events(response, &tx).await;
             // The stream ended (or the client left) before the call's
             // response: it may still reach the client on a resumed `GET`
             // stream, which the proxy does not watch, so the session counts
             // it as a call that returned (an open-world one labels the
             // session `untrusted`) rather than miss what may have entered.
+            // Recorded before the client sees the stream end, as a
+            // response is.
             self.settle(false).await;
+            drop(tx);
         });
         Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
     }
@@ -763,7 +773,7 @@ impl Watcher {
     async fn pass_events(
         &mut self,
         response: reqwest::Response,
-        tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+        tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
     ) {
         let mut stream = response.bytes_stream();
         let mut events = SseSplitter::default();
@@ -837,17 +847,36 @@ impl Watcher {
     /// What of one event goes on to the client, if anything.
     async fn pass_event(&mut self, event: SseEvent) -> Option<Bytes> {
         let Some(mut message) = event.message() else {
-            // Comments and keep-alives: the merged endpoint's stream is
-            // the proxy's own.
-            return self.merged.is_none().then_some(event.raw);
+            // Comments, keep-alives, priming events: on the merged
+            // endpoint's own stream, a bare comment keeps the connection
+            // alive without the upstream's event id.
+            return Some(match self.merged {
+                Some(_) => Bytes::from_static(b":\n\n"),
+                None => event.raw,
+            });
         };
+        let watching = self.watch.is_some();
+        let changed = watching && self.on_message(&mut message).await;
+        let response = watching && self.watch.is_none();
         if let Some(headers) = &self.merged
-            && matches!(jsonrpc::classify(&message), Message::Request { .. })
+            && !response
         {
-            self.proxy.refuse(&self.upstream, headers, &message);
-            return None;
+            // The merged endpoint passes a call's progress and log
+            // messages; requests are answered here, anything else (other
+            // notifications, stray responses) is the upstream's business.
+            match jsonrpc::classify(&message) {
+                Message::Request { .. } => {
+                    self.proxy.refuse(&self.upstream, headers, &message);
+                    return None;
+                }
+                Message::Notification { method }
+                    if MERGED_NOTIFICATIONS.contains(&method.as_str()) => {}
+                _ => return None,
+            }
         }
-        let changed = self.watch.is_some() && self.on_message(&mut message).await;
+        if !response {
+            self.passed = true;
+        }
         Some(match (&self.merged, changed) {
             (Some(_), _) => sse_message(&message),
             (None, true) => event.with_data(&message.to_string()),
@@ -866,7 +895,7 @@ impl Watcher {
         };
         let name = self.upstream.spec.name.clone();
         tracing::warn!(upstream = %name, reason = %why, "no answer from the MCP server");
-        self.settle(true).await;
+        self.settle(!self.passed).await;
         Some(jsonrpc::error(
             Some(&id),
             ErrorCode::INTERNAL_ERROR,
@@ -874,6 +903,9 @@ impl Watcher {
         ))
     }
 }
+
+/// The notifications of a call the merged endpoint passes to its client.
+const MERGED_NOTIFICATIONS: [&str; 2] = ["notifications/progress", "notifications/message"];
 
 /// One JSON-RPC message as an SSE event of the proxy's own.
 fn sse_message(message: &Value) -> Bytes {

@@ -284,7 +284,9 @@ fn merged_endpoint_namespaces_tools_per_upstream() {
             "{sdk:?}: {out}"
         );
         // The upstream's progress passes on the proxy's own stream, in
-        // order, then the result (see `check_everything` on the last step).
+        // order, then the result. The TypeScript SDK may miss the last
+        // progress when it arrives in one read with the result (see
+        // `check_everything`).
         assert_eq!(s[7]["isError"], false, "{sdk:?}: {out}");
         let progress: Vec<f64> = s[7]["progress"]
             .as_array()
@@ -293,7 +295,7 @@ fn merged_endpoint_namespaces_tools_per_upstream() {
             .map(|p| p.as_f64().unwrap())
             .collect();
         assert!(
-            progress == [1.0, 2.0, 3.0] || progress == [1.0, 2.0],
+            progress == [1.0, 2.0, 3.0] || (sdk == Sdk::Node && progress == [1.0, 2.0]),
             "{sdk:?}: progress {progress:?}: {out}"
         );
     }
@@ -574,18 +576,21 @@ fn a_call_cancelled_while_it_is_decided_never_runs() {
     let url = format!("http://{}/mcp", proxy.addr);
     let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
         "params": {"name": "publish_note", "arguments": {"text": "cancelled"}}});
-    let waiting = {
+    let (done, waiting) = std::sync::mpsc::channel();
+    {
         let url = url.clone();
-        std::thread::spawn(move || post(&url, None, &call))
-    };
+        std::thread::spawn(move || done.send(post(&url, None, &call)));
+    }
     let approval = pending_approval(&gateway, token);
     let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
         "params": {"requestId": 7, "reason": "the user changed their mind"}});
     let (status, _, body) = post(&url, None, &cancel);
     assert_eq!(status, 202, "{body}");
-    // The approval is still pending: had the call kept waiting, the wait
-    // would have ended in a denial, and the stream would carry it.
-    let (status, _, body) = waiting.join().unwrap();
+    // The approval is still pending and the wait is 60 s: only the
+    // cancellation can end the request within 20 s.
+    let (status, _, body) = waiting
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the cancelled call stopped waiting for its approval");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, "", "a cancelled request is not answered");
     resolve_approval(&gateway, token, &approval, "approve");

@@ -436,12 +436,10 @@ impl Proxy {
     }
 
     /// A `tools/call` of `NAME__tool`: decided as a call of `tool` on
-    /// `/NAME/mcp`, and, allowed, sent to that upstream's session.
-    /// A `tools/call` of `NAME__tool`: decided as a call of `tool` on
     /// `/NAME/mcp`, and, allowed, sent to that upstream's session. When the
     /// upstream answers with an SSE stream and the client accepts one, the
-    /// stream is passed on (progress and other notifications included) as
-    /// a stream of the proxy's own; otherwise the answer is JSON.
+    /// call's progress and log messages are passed on as they come, on a
+    /// stream of the proxy's own; otherwise the answer is JSON.
     async fn call(
         self: &Arc<Self>,
         id: &Value,
@@ -511,6 +509,7 @@ impl Proxy {
                         allowed,
                     }),
                     merged: Some(headers),
+                    passed: false,
                 };
                 return (
                     StatusCode::OK,
