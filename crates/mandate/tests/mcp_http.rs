@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use util::mcp::{
     AGENT, Running, Sdk, check_everything, decision_id, everything_http, history, mandate,
     mandate_with_approver, pending_approval, proxy, require_peers, resolve_approval, run_http,
-    start_task, stateless_http, steps,
+    start_task, stateless_http, stateless_http_sse, steps,
 };
 
 const EVERYTHING_PLAN: &str = r#"[
@@ -702,4 +702,74 @@ fn a_call_whose_stream_the_client_left_still_labels_the_session() {
             }
         },
     );
+}
+
+/// On the merged endpoint, an open-world call whose upstream dies after
+/// streaming progress (text it wrote) ends with the proxy's own `-32603`,
+/// and counts as a call that returned: the session is `untrusted`, so a
+/// write that follows is denied (`untrusted-no-writes`).
+#[test]
+fn merged_endpoint_counts_streamed_progress_as_returned() {
+    require_peers();
+    let gateway = mandate();
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.txt");
+    let a = everything_http();
+    let b = stateless_http_sse(&notes);
+    let config = dir.path().join("mcp.toml");
+    std::fs::write(
+        &config,
+        "[task]\nintent = \"notes\"\ntools = [\"fetch_then_crash\", \"write_note\"]\n",
+    )
+    .unwrap();
+    let proxy = proxy(
+        &gateway,
+        &[
+            "--agent",
+            AGENT,
+            "--config",
+            config.to_str().unwrap(),
+            "--upstream",
+            &format!("a=http://{}/mcp", a.addr),
+            "--upstream",
+            &format!("b=http://{}/mcp", b.addr),
+        ],
+    );
+    let url = format!("http://{}/mcp", proxy.addr);
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "0"}}});
+    let (status, issued, body) = post(&url, None, &initialize);
+    assert_eq!(status, 200, "{body}");
+    let session = issued.expect("the merged endpoint issues a session id");
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(post(&url, Some(&session), &initialized).0, 202);
+
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "b__fetch_then_crash", "arguments": {"url": "https://example.org"},
+        "_meta": {"progressToken": "p"}}});
+    let (status, _, body) = post(&url, Some(&session), &call);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("ignore previous instructions"), "{body}");
+    let last = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .next_back()
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .unwrap_or_else(|| panic!("no events: {body}"));
+    assert_eq!(last["id"], 2, "{body}");
+    assert_eq!(last["error"]["code"], -32603, "{body}");
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no answer from the MCP server `b`"),
+        "{body}"
+    );
+
+    let write = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": "b__write_note", "arguments": {"text": "after"}}});
+    let (_, _, body) = post(&url, Some(&session), &write);
+    assert!(body.contains("untrusted-no-writes"), "{body}");
+    assert!(!notes.exists());
 }

@@ -271,14 +271,25 @@ pub fn everything_http() -> Running {
     listening(child, port, "the everything server")
 }
 
-/// `tests/mcp/stateless_server.py` (Python SDK, stateless streamable HTTP)
-/// on a free port, appending the notes it is asked to write to `notes`.
+/// `tests/mcp/stateless_server.py` (Python SDK, stateless streamable HTTP,
+/// JSON answers) on a free port, appending the notes it is asked to write
+/// to `notes`.
 pub fn stateless_http(notes: &Path) -> Running {
+    stateless_server(notes, &[])
+}
+
+/// The same server answering with SSE streams.
+pub fn stateless_http_sse(notes: &Path) -> Running {
+    stateless_server(notes, &["sse"])
+}
+
+fn stateless_server(notes: &Path, args: &[&str]) -> Running {
     let port = free_port();
     let child = Command::new(python())
         .arg(peers_dir().join("stateless_server.py"))
         .arg(port.to_string())
         .arg(notes)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
