@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use util::mcp::{
-    AGENT, Running, Sdk, check_everything, decision_id, everything_http, history, mandate,
-    mandate_with_approver, pending_approval, proxy, require_peers, resolve_approval, run_http,
-    start_task, stateless_http, stateless_http_sse, steps,
+    AGENT, Running, Sdk, check_everything, check_progress, decision_id, everything_http, history,
+    mandate, mandate_with_approver, pending_approval, proxy, require_peers, resolve_approval,
+    run_http, start_task, stateless_http, stateless_http_sse, steps,
 };
 
 const EVERYTHING_PLAN: &str = r#"[
@@ -284,20 +284,8 @@ fn merged_endpoint_namespaces_tools_per_upstream() {
             "{sdk:?}: {out}"
         );
         // The upstream's progress passes on the proxy's own stream, in
-        // order, then the result. The TypeScript SDK may miss the last
-        // progress when it arrives in one read with the result (see
-        // `check_everything`).
-        assert_eq!(s[7]["isError"], false, "{sdk:?}: {out}");
-        let progress: Vec<f64> = s[7]["progress"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p.as_f64().unwrap())
-            .collect();
-        assert!(
-            progress == [1.0, 2.0, 3.0] || (sdk == Sdk::Node && progress == [1.0, 2.0]),
-            "{sdk:?}: progress {progress:?}: {out}"
-        );
+        // order, then the result.
+        check_progress(sdk, &s[7], &out);
     }
     // Without a session, and after it ended.
     let plan = json!([
@@ -499,6 +487,21 @@ fn post(url: &str, session: Option<&str>, message: &Value) -> (u16, Option<Strin
     (status, issued, response.text().unwrap())
 }
 
+/// Opens an MCP session at `url` by hand (`initialize`, then
+/// `notifications/initialized`) and returns the `Mcp-Session-Id` issued.
+fn open_session(url: &str) -> String {
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "0"}}});
+    let (status, issued, body) = post(url, None, &initialize);
+    assert_eq!(status, 200, "{body}");
+    let session = issued.unwrap_or_else(|| panic!("no Mcp-Session-Id was issued: {body}"));
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let (status, _, body) = post(url, Some(&session), &initialized);
+    assert_eq!(status, 202, "{body}");
+    session
+}
+
 /// The proxy serves only the session ids it saw issued: a made-up one gets
 /// 404 (the MCP answer that makes a client initialize again) without
 /// reaching the upstream, and so does a session idle for longer than
@@ -525,12 +528,7 @@ fn unknown_and_idle_sessions_get_404() {
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("send `initialize` again"), "{body}");
 
-    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {},
-        "clientInfo": {"name": "test", "version": "0"}}});
-    let (status, issued, body) = post(&url, None, &initialize);
-    assert_eq!(status, 200, "{body}");
-    let id = issued.expect("the upstream issues a session id");
+    let id = open_session(&url);
     for _ in 0..3 {
         std::thread::sleep(std::time::Duration::from_millis(800));
         let (status, _, body) = post(&url, Some(&id), &list);
@@ -649,14 +647,7 @@ fn a_call_whose_stream_the_client_left_still_labels_the_session() {
         ],
     );
     let url = format!("http://{}/mcp", proxy.addr);
-    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {},
-        "clientInfo": {"name": "test", "version": "0"}}});
-    let (status, issued, body) = post(&url, None, &initialize);
-    assert_eq!(status, 200, "{body}");
-    let session = issued.expect("the upstream issues a session id");
-    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    assert_eq!(post(&url, Some(&session), &initialized).0, 202);
+    let session = open_session(&url);
     let echo = |id: u64| {
         json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
             "params": {"name": "echo", "arguments": {"message": "write"}}})
@@ -736,14 +727,7 @@ fn merged_endpoint_counts_streamed_progress_as_returned() {
         ],
     );
     let url = format!("http://{}/mcp", proxy.addr);
-    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {},
-        "clientInfo": {"name": "test", "version": "0"}}});
-    let (status, issued, body) = post(&url, None, &initialize);
-    assert_eq!(status, 200, "{body}");
-    let session = issued.expect("the merged endpoint issues a session id");
-    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    assert_eq!(post(&url, Some(&session), &initialized).0, 202);
+    let session = open_session(&url);
 
     let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
         "name": "b__fetch_then_crash", "arguments": {"url": "https://example.org"},

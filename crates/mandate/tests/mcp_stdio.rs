@@ -13,6 +13,7 @@
 mod util;
 
 use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -206,6 +207,14 @@ impl RawWrapper {
         }
     }
 
+    /// `initialize` (id 1), answered by the server, then
+    /// `notifications/initialized`.
+    fn initialize(&mut self) {
+        self.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}).to_string());
+        assert!(self.answer(&json!(1))["result"]["serverInfo"].is_object());
+        self.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    }
+
     fn send(&mut self, line: &str) {
         self.stdin.write_all(line.as_bytes()).unwrap();
         self.stdin.write_all(b"\n").unwrap();
@@ -250,9 +259,7 @@ fn hostile_client_messages_get_json_rpc_errors() {
         &filesystem_server(&root),
     );
     let mut wrapper = RawWrapper::start(&command);
-    wrapper.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}).to_string());
-    assert!(wrapper.answer(&json!(1))["result"]["serverInfo"].is_object());
-    wrapper.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    wrapper.initialize();
 
     wrapper.send("this is not json");
     let e = wrapper.answer(&Value::Null);
@@ -358,6 +365,31 @@ fn no_decision_means_deny() {
     }
 }
 
+/// `mandate mcp wrap` as a configured agent whose task is to tidy files
+/// (`move_file`, which the test pack gates on a person's approval, waited
+/// for up to 60 s) in front of the filesystem server on `root`; its config
+/// goes in `dir`.
+fn tidy_with_approvals(gateway: &util::tasks::Gateway, dir: &Path, root: &Path) -> Vec<String> {
+    let config = dir.join("mcp.toml");
+    std::fs::write(
+        &config,
+        "[task]\nintent = \"tidy\"\ntools = [\"move_file\"]\n",
+    )
+    .unwrap();
+    wrap_command(
+        gateway,
+        &[
+            "--agent",
+            AGENT,
+            "--config",
+            config.to_str().unwrap(),
+            "--approval-wait",
+            "60s",
+        ],
+        &filesystem_server(root),
+    )
+}
+
 /// An approval gate holds the call until a person answers: approved, the
 /// call runs (the file is moved); denied, it never reaches the server. The
 /// approver answers through the approvals API while the SDK client waits.
@@ -368,12 +400,7 @@ fn approvals_release_or_stop_a_waiting_call() {
     let gateway = util::mcp::mandate_with_approver("bob@example.com", approver_token);
     let files = tempfile::tempdir().unwrap();
     let root = files.path().canonicalize().unwrap();
-    let config = files.path().join("mcp.toml");
-    std::fs::write(
-        &config,
-        "[task]\nintent = \"tidy\"\ntools = [\"move_file\"]\n",
-    )
-    .unwrap();
+    let command = tidy_with_approvals(&gateway, files.path(), &root);
     for (sdk, verdict) in [(Sdk::Python, "approve"), (Sdk::Node, "deny")] {
         let from = root.join(format!("{verdict}-from.txt"));
         let to = root.join(format!("{verdict}-to.txt"));
@@ -382,18 +409,7 @@ fn approvals_release_or_stop_a_waiting_call() {
             {"op": "call", "tool": "move_file", "arguments": {
                 "source": from.display().to_string(), "destination": to.display().to_string()}},
         ]);
-        let command = wrap_command(
-            &gateway,
-            &[
-                "--agent",
-                AGENT,
-                "--config",
-                config.to_str().unwrap(),
-                "--approval-wait",
-                "60s",
-            ],
-            &filesystem_server(&root),
-        );
+        let command = command.clone();
         let client = std::thread::spawn(move || run_stdio(sdk, &plan, &command));
         let approval = util::mcp::pending_approval(&gateway, approver_token);
         util::mcp::resolve_approval(&gateway, approver_token, &approval, verdict);
@@ -423,31 +439,11 @@ fn a_call_cancelled_while_it_waits_for_approval_never_runs() {
     let gateway = util::mcp::mandate_with_approver("carol@example.com", approver_token);
     let files = tempfile::tempdir().unwrap();
     let root = files.path().canonicalize().unwrap();
-    let config = files.path().join("mcp.toml");
-    std::fs::write(
-        &config,
-        "[task]\nintent = \"tidy\"\ntools = [\"move_file\"]\n",
-    )
-    .unwrap();
     for name in ["cancelled", "kept"] {
         std::fs::write(root.join(format!("{name}-from.txt")), "move me\n").unwrap();
     }
-    let command = wrap_command(
-        &gateway,
-        &[
-            "--agent",
-            AGENT,
-            "--config",
-            config.to_str().unwrap(),
-            "--approval-wait",
-            "60s",
-        ],
-        &filesystem_server(&root),
-    );
-    let mut wrapper = RawWrapper::start(&command);
-    wrapper.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}).to_string());
-    assert!(wrapper.answer(&json!(1))["result"]["serverInfo"].is_object());
-    wrapper.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+    let mut wrapper = RawWrapper::start(&tidy_with_approvals(&gateway, files.path(), &root));
+    wrapper.initialize();
     let move_file = |id: u64, name: &str| {
         json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
             "name": "move_file", "arguments": {
