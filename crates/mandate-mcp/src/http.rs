@@ -886,7 +886,8 @@ impl Watcher {
 
     /// The merged endpoint's answer when the upstream's stream ended
     /// without the watched call's response: the call is recorded as
-    /// failed, and the client gets an error rather than a stream that ends
+    /// failed unless something of the upstream's already reached the
+    /// client, and the client gets an error rather than a stream that ends
     /// unanswered.
     async fn unanswered(&mut self, why: &str) -> Option<Value> {
         let id = match &self.watch {

@@ -9,11 +9,11 @@
 //! `/NAME/mcp`; `tools/call` of `NAME__tool` is decided exactly as a call of
 //! `tool` on `/NAME/mcp` and, allowed, sent to that upstream's session under
 //! its own name. A call's answer is an SSE stream of the proxy's own when
-//! the upstream streams it and the client accepts one: progress and other
-//! notifications pass; requests an upstream sends while it works (sampling,
-//! elicitation, roots) are answered with an error and not passed on, since
-//! their ids are the upstream's and the client could not answer them to
-//! the right one. Other answers are JSON. Resources, prompts, completion
+//! the upstream streams it and the client accepts one: progress and log
+//! messages pass, other notifications do not; requests an upstream sends
+//! while it works (sampling, elicitation, roots) are answered with an error
+//! and not passed on, since their ids are the upstream's and the client
+//! could not answer them to the right one. Other answers are JSON. Resources, prompts, completion
 //! and logging are per server: the client is told to use `/NAME/mcp`.
 
 use std::sync::Arc;
