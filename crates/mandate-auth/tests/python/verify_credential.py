@@ -74,6 +74,14 @@ def main() -> int:
     )
     for label in args.label:
         builder.add_code("label({label});", {"label": label})
+    # biscuit's default time limit (1 ms) is below a busy machine's scheduling
+    # jitter, so a valid token could be refused for being slow to check. Use
+    # the limits Mandate's own verifier uses (DatalogLimits::default()).
+    limits = builder.limits()
+    limits.max_facts = 10_000
+    limits.max_iterations = 100
+    limits.max_time = datetime.timedelta(milliseconds=50)
+    builder.set_limits(limits)
 
     try:
         authorizer = builder.build(biscuit)
