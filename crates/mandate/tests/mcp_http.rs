@@ -757,3 +757,69 @@ fn merged_endpoint_counts_streamed_progress_as_returned() {
     assert!(body.contains("untrusted-no-writes"), "{body}");
     assert!(!notes.exists());
 }
+
+/// The same on the relay path (`/NAME/mcp`), where the upstream's stream is
+/// passed through as it is: the progress (text the upstream wrote) reaches
+/// the client, the stream ends with no answer, and the call still counts as
+/// one that returned, so the write that follows is denied and never runs.
+#[test]
+fn relayed_stream_that_ends_without_an_answer_labels_the_session() {
+    require_peers();
+    let gateway = mandate();
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.txt");
+    let upstream = stateless_http_sse(&notes);
+    let config = dir.path().join("mcp.toml");
+    std::fs::write(
+        &config,
+        "[task]\nintent = \"notes\"\ntools = [\"fetch_then_crash\", \"write_note\"]\n",
+    )
+    .unwrap();
+    let proxy = proxy(
+        &gateway,
+        &[
+            "--agent",
+            AGENT,
+            "--config",
+            config.to_str().unwrap(),
+            "--upstream",
+            &format!("notes=http://{}/mcp", upstream.addr),
+        ],
+    );
+    // A stateless upstream issues no session: its calls share the agent's.
+    let url = format!("http://{}/notes/mcp", proxy.addr);
+
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "fetch_then_crash", "arguments": {"url": "https://example.org"},
+        "_meta": {"progressToken": "p"}}});
+    // The upstream's stream breaks off, and so does the relayed one: keep
+    // what arrived before the break.
+    let mut response = reqwest::blocking::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(call.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Ok(n @ 1..) = response.read(&mut buffer) {
+        received.extend_from_slice(&buffer[..n]);
+    }
+    let body = String::from_utf8_lossy(&received);
+    assert!(body.contains("ignore previous instructions"), "{body}");
+    let answered = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .any(|m| m["id"] == 2);
+    assert!(!answered, "the upstream died before answering: {body}");
+
+    let write = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+        "name": "write_note", "arguments": {"text": "after"}}});
+    let (_, _, body) = post(&url, None, &write);
+    assert!(body.contains("untrusted-no-writes"), "{body}");
+    assert!(!notes.exists());
+}
