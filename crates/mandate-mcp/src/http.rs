@@ -675,12 +675,13 @@ struct Watcher {
     session: Arc<Session>,
     watch: Option<Watch>,
     /// Set on the merged endpoint, which is the client's server, not a
-    /// relay: the headers of the proxy's own session with the upstream.
-    /// Requests the upstream sends are answered there (not passed on),
-    /// events lose the upstream's ids (the client cannot resume a stream
-    /// there), and a stream that ends without the response ends with an
-    /// error answer of the proxy's own.
-    merged: Option<HeaderMap>,
+    /// relay: the proxy's own session with the upstream and the call in
+    /// progress. Requests the upstream sends are answered there (not passed
+    /// on), events lose the upstream's ids (the client cannot resume a
+    /// stream there), a stream that ends without the response ends with an
+    /// error answer of the proxy's own, and one the client cancels just
+    /// ends.
+    merged: Option<merged::MergedCall>,
     /// Whether anything from the upstream reached the client before the
     /// watched response: progress and log messages are text the upstream
     /// wrote, so a call that sent any counts as one that returned (an
@@ -779,8 +780,20 @@ impl Watcher {
         let mut events = SseSplitter::default();
         // Why the stream ended early, if it did, and whether it broke
         // (then the client sees the error) or was closed by the proxy.
+        let cancelled = self
+            .merged
+            .as_ref()
+            .map(|call| call.sent.cancelled.clone())
+            .unwrap_or_default();
         let early: Option<(String, Option<std::io::Error>)> = loop {
-            let chunk = match stream.next().await {
+            let Some(next) = cancelled.run_until_cancelled(stream.next()).await else {
+                // The client cancelled the call (merged endpoint): MCP
+                // answers no cancelled request, so the stream just ends;
+                // the call returned if anything of it reached the client.
+                self.settle(!self.passed).await;
+                return;
+            };
+            let chunk = match next {
                 Some(Ok(chunk)) => chunk,
                 Some(Err(e)) => {
                     break Some((
@@ -858,7 +871,7 @@ impl Watcher {
         let watching = self.watch.is_some();
         let changed = watching && self.on_message(&mut message).await;
         let response = watching && self.watch.is_none();
-        if let Some(headers) = &self.merged
+        if let Some(call) = &self.merged
             && !response
         {
             // The merged endpoint passes a call's progress and log
@@ -866,7 +879,7 @@ impl Watcher {
             // notifications, stray responses) is the upstream's business.
             match jsonrpc::classify(&message) {
                 Message::Request { .. } => {
-                    self.proxy.refuse(&self.upstream, headers, &message);
+                    self.proxy.refuse(&self.upstream, &call.headers, &message);
                     return None;
                 }
                 Message::Notification { method }

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use util::mcp::{
     AGENT, Running, Sdk, check_everything, check_progress, decision_id, everything_http, history,
     mandate, mandate_with_approver, pending_approval, proxy, require_peers, resolve_approval,
-    run_http, start_task, stateless_http, stateless_http_sse, steps,
+    run_http, start_task, stateful_http_sse, stateless_http, stateless_http_sse, steps,
 };
 
 const EVERYTHING_PLAN: &str = r#"[
@@ -822,4 +822,95 @@ fn relayed_stream_that_ends_without_an_answer_labels_the_session() {
     let (_, _, body) = post(&url, None, &write);
     assert!(body.contains("untrusted-no-writes"), "{body}");
     assert!(!notes.exists());
+}
+
+/// On the merged endpoint, a client's cancellation of a call already sent
+/// goes on to the call's upstream (the server's handler is cancelled: it
+/// notes so) and ends the call's stream without an answer, as MCP has it.
+/// While the call runs, its id cannot be used again.
+#[test]
+fn merged_endpoint_passes_cancellations_of_sent_calls_on() {
+    require_peers();
+    let gateway = mandate();
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.txt");
+    let a = everything_http();
+    let b = stateful_http_sse(&notes);
+    let config = dir.path().join("mcp.toml");
+    std::fs::write(
+        &config,
+        "[task]\nintent = \"notes\"\ntools = [\"wait_for_cancel\"]\n",
+    )
+    .unwrap();
+    let proxy = proxy(
+        &gateway,
+        &[
+            "--agent",
+            AGENT,
+            "--config",
+            config.to_str().unwrap(),
+            "--upstream",
+            &format!("a=http://{}/mcp", a.addr),
+            "--upstream",
+            &format!("b=http://{}/mcp", b.addr),
+        ],
+    );
+    let url = format!("http://{}/mcp", proxy.addr);
+    let session = open_session(&url);
+
+    // The call, by hand: read until its progress shows it runs upstream.
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "b__wait_for_cancel", "arguments": {}, "_meta": {"progressToken": "p"}}})
+    .to_string();
+    let mut socket = std::net::TcpStream::connect(proxy.addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        socket,
+        "POST /mcp HTTP/1.1\r\nHost: {}\r\nconnection: close\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nmcp-protocol-version: 2025-06-18\r\nmcp-session-id: {session}\r\ncontent-length: {}\r\n\r\n{call}",
+        proxy.addr,
+        call.len()
+    )
+    .unwrap();
+    let mut seen = String::new();
+    let mut buffer = [0u8; 4096];
+    while !seen.contains("notifications/progress") {
+        let n = socket.read(&mut buffer).unwrap();
+        assert!(n > 0, "the stream ended before any progress: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+
+    // Its id is taken while it runs.
+    let again = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "b__wait_for_cancel", "arguments": {}}});
+    let (_, _, body) = post(&url, Some(&session), &again);
+    let again: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(again["error"]["code"], -32600, "{again}");
+
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": 2, "reason": "the user changed their mind"}});
+    let (status, _, body) = post(&url, Some(&session), &cancel);
+    assert_eq!(status, 202, "{body}");
+
+    // The stream ends (the proxy closes the connection) with no answer.
+    loop {
+        match socket.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buffer[..n])),
+            Err(e) => panic!("the cancelled call's stream did not end ({e}): {seen}"),
+        }
+    }
+    assert!(
+        !seen.contains(r#""id":2"#),
+        "a cancelled call is not answered: {seen}"
+    );
+    util::poll_until(
+        Duration::from_secs(20),
+        "the server to see the cancellation",
+        || match std::fs::read_to_string(&notes) {
+            Ok(text) if text.contains("cancelled") => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
 }

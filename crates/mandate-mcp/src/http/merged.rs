@@ -13,10 +13,14 @@
 //! messages pass, other notifications do not; requests an upstream sends
 //! while it works (sampling, elicitation, roots) are answered with an error
 //! and not passed on, since their ids are the upstream's and the client
-//! could not answer them to the right one. Other answers are JSON. Resources, prompts, completion
-//! and logging are per server: the client is told to use `/NAME/mcp`.
+//! could not answer them to the right one. Other answers are JSON. A
+//! cancellation of a call being decided stops it here; of a call already
+//! sent, it goes on to that call's upstream and ends the call's answer.
+//! Resources, prompts, completion and logging are per server: the client is
+//! told to use `/NAME/mcp`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::Bytes;
 use axum::extract::Request;
@@ -24,6 +28,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
 use rmcp::model::ErrorCode;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use super::{
     LIST_TIMEOUT, Proxy, SESSION_HEADER, Upstream, Watch, Watcher, cancelled, is_sse, read_answer,
@@ -49,6 +54,63 @@ pub(super) struct Merged {
     session: Arc<Session>,
     /// The upstreams' sessions, in the order the upstreams were given.
     links: Vec<Link>,
+    /// The calls sent to an upstream and not yet answered.
+    sent: Arc<SentCalls>,
+}
+
+/// A session's calls sent upstream and not yet answered, by the client's
+/// request id: where a cancellation of one goes (which link), and the token
+/// that ends its answer.
+#[derive(Default)]
+struct SentCalls(Mutex<HashMap<IdKey, (usize, CancellationToken)>>);
+
+impl SentCalls {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IdKey, (usize, CancellationToken)>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Notes call `id` as sent on link `link`; `None` if a call of that id
+    /// is still in progress (a client must not reuse one).
+    fn start(self: &Arc<Self>, id: IdKey, link: usize) -> Option<SentCall> {
+        let cancelled = CancellationToken::new();
+        let mut calls = self.lock();
+        if calls.contains_key(&id) {
+            return None;
+        }
+        calls.insert(id.clone(), (link, cancelled.clone()));
+        Some(SentCall {
+            calls: self.clone(),
+            id,
+            cancelled,
+        })
+    }
+
+    /// The link and token of call `id`, if it is in progress.
+    fn get(&self, id: &IdKey) -> Option<(usize, CancellationToken)> {
+        self.lock().get(id).cloned()
+    }
+}
+
+/// A call sent upstream, until its answer ends (dropped).
+pub(super) struct SentCall {
+    calls: Arc<SentCalls>,
+    id: IdKey,
+    /// Fired when the client cancels the call.
+    pub(super) cancelled: CancellationToken,
+}
+
+impl Drop for SentCall {
+    fn drop(&mut self) {
+        self.calls.lock().remove(&self.id);
+    }
+}
+
+/// What the watcher of a merged endpoint call's SSE answer holds.
+pub(super) struct MergedCall {
+    /// The headers of the proxy's session with the call's upstream.
+    pub(super) headers: HeaderMap,
+    /// The call, in progress while the answer is read.
+    pub(super) sent: SentCall,
 }
 
 /// The proxy's session with one upstream, for one client session.
@@ -143,10 +205,13 @@ impl Proxy {
                         self.notify_initialized(&merged).await;
                     }
                     // A call still being decided never goes upstream; a
-                    // call already sent runs to its end (not passed on).
+                    // call already sent is cancelled upstream too.
                     (jsonrpc::CANCELLED, Some(merged)) => {
                         if let Some(request) = jsonrpc::cancelled_request(&message) {
-                            merged.session.cancel_deciding(&IdKey::of(request));
+                            let id = IdKey::of(request);
+                            if !merged.session.cancel_deciding(&id) {
+                                self.cancel_sent(&merged, &id, &message).await;
+                            }
                         }
                     }
                     _ => {}
@@ -256,6 +321,7 @@ impl Proxy {
             Arc::new(Merged {
                 session: Arc::new(Session::default()),
                 links,
+                sent: Arc::default(),
             })
         });
         let result = json!({
@@ -345,6 +411,39 @@ impl Proxy {
             }
         }))
         .await;
+    }
+
+    /// Passes a client's cancellation of call `id`, sent to an upstream and
+    /// not yet answered, on to that upstream, then ends the call's answer:
+    /// MCP answers no cancelled request. A cancellation of a call no longer
+    /// in progress (answered, or never sent) is dropped, as MCP allows.
+    async fn cancel_sent(&self, merged: &Merged, id: &IdKey, message: &Value) {
+        let Some((index, cancelled)) = merged.sent.get(id) else {
+            return;
+        };
+        let Some(link) = merged.links.get(index) else {
+            return;
+        };
+        let sent = self
+            .forward(
+                &link.upstream,
+                &Method::POST,
+                &link.headers(),
+                Some(Bytes::from(message.to_string())),
+            )
+            .timeout(LIST_TIMEOUT)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => {
+                tracing::warn!(upstream = %link.upstream.spec.name, status = %r.status(), "the MCP server refused a cancellation");
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %link.upstream.spec.name, error = %e, "the MCP server cannot be reached");
+            }
+        }
+        cancelled.cancel();
     }
 
     /// Ends the upstreams' sessions (`DELETE`).
@@ -454,13 +553,13 @@ impl Proxy {
             }
         };
         let target = call.name.split_once(SEPARATOR).and_then(|(server, tool)| {
-            let link = merged
+            let index = merged
                 .links
                 .iter()
-                .find(|l| l.upstream.spec.name == server)?;
-            Some((link, tool.to_owned()))
+                .position(|l| l.upstream.spec.name == server)?;
+            Some((index, tool.to_owned()))
         });
-        let Some((link, tool)) = target.filter(|(_, tool)| !tool.is_empty()) else {
+        let Some((index, tool)) = target.filter(|(_, tool)| !tool.is_empty()) else {
             return ok(jsonrpc::error(
                 Some(id),
                 ErrorCode::INVALID_PARAMS,
@@ -471,12 +570,28 @@ impl Proxy {
                 ),
             ));
         };
+        let Some(link) = merged.links.get(index) else {
+            return ok(jsonrpc::error(
+                Some(id),
+                ErrorCode::INTERNAL_ERROR,
+                "the session lost its upstream",
+            ));
+        };
         call.name = tool;
         // What was checked is what goes upstream, under the tool's own name.
         let mut forwarded = message.clone();
         if let Some(params) = forwarded.get_mut("params").and_then(Value::as_object_mut) {
             params.insert("name".to_owned(), Value::String(call.name.clone()));
         }
+        // In progress from here: a cancellation that comes after the
+        // decision still finds the call.
+        let Some(in_progress) = merged.sent.start(IdKey::of(id), index) else {
+            return ok(jsonrpc::error(
+                Some(id),
+                ErrorCode::INVALID_REQUEST,
+                format!("request id {id} is already in use by a call in progress"),
+            ));
+        };
         let headers = link.headers();
         let decision = self.gate(&link.upstream, &merged.session, &headers, call);
         let Some(gate) = unless_cancelled(&merged.session, IdKey::of(id), decision).await else {
@@ -487,6 +602,11 @@ impl Proxy {
             Gate::Deny(text) => return ok(jsonrpc::result(id, jsonrpc::tool_error(text))),
             Gate::Allow(allowed) => allowed,
         };
+        if in_progress.cancelled.is_cancelled() {
+            // Cancelled between the decision and now: nothing ran.
+            self.record(&merged.session, allowed, true).await;
+            return cancelled();
+        }
         let name = link.upstream.spec.name.clone();
         let headers = link.headers();
         let sent = self
@@ -508,7 +628,10 @@ impl Proxy {
                         id: id.clone(),
                         allowed,
                     }),
-                    merged: Some(headers),
+                    merged: Some(MergedCall {
+                        headers,
+                        sent: in_progress,
+                    }),
                     passed: false,
                 };
                 return (
@@ -522,10 +645,18 @@ impl Proxy {
                     .into_response();
             }
             Ok(response) => {
-                read_answer(response, id, self.max, |request| {
+                let read = read_answer(response, id, self.max, |request| {
                     self.refuse(&link.upstream, &headers, &request);
-                })
-                .await
+                });
+                match in_progress.cancelled.run_until_cancelled(read).await {
+                    Some(answer) => answer,
+                    None => {
+                        // Cancelled by the client: nothing of the upstream's
+                        // reached it.
+                        self.record(&merged.session, allowed, true).await;
+                        return cancelled();
+                    }
+                }
             }
             Err(e) => Err(format!("it cannot be reached ({e})")),
         };

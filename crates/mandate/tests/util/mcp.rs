@@ -271,22 +271,27 @@ pub fn everything_http() -> Running {
     listening(child, port, "the everything server")
 }
 
-/// `tests/mcp/stateless_server.py` (Python SDK, stateless streamable HTTP,
+/// `tests/mcp/notes_server.py` (Python SDK, stateless streamable HTTP,
 /// JSON answers) on a free port, appending the notes it is asked to write
 /// to `notes`.
 pub fn stateless_http(notes: &Path) -> Running {
-    stateless_server(notes, &[])
+    notes_server(notes, &[])
 }
 
 /// The same server answering with SSE streams.
 pub fn stateless_http_sse(notes: &Path) -> Running {
-    stateless_server(notes, &["sse"])
+    notes_server(notes, &["sse"])
 }
 
-fn stateless_server(notes: &Path, args: &[&str]) -> Running {
+/// The same server with sessions, answering with SSE streams.
+pub fn stateful_http_sse(notes: &Path) -> Running {
+    notes_server(notes, &["sse", "stateful"])
+}
+
+fn notes_server(notes: &Path, args: &[&str]) -> Running {
     let port = free_port();
     let child = Command::new(python())
-        .arg(peers_dir().join("stateless_server.py"))
+        .arg(peers_dir().join("notes_server.py"))
         .arg(port.to_string())
         .arg(notes)
         .args(args)
@@ -295,7 +300,7 @@ fn stateless_server(notes: &Path, args: &[&str]) -> Running {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{SETUP} (cannot run `{}`: {e})", python()));
-    listening(child, port, "the stateless server")
+    listening(child, port, "the notes server")
 }
 
 /// Waits (bounded) until `child` listens on `port`.

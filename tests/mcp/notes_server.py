@@ -1,10 +1,11 @@
-"""A stateless streamable HTTP MCP server on the official Python SDK (`mcp`
-on PyPI), for the Mandate MCP proxy tests: it issues no Mcp-Session-Id, so
-every request stands alone, as many deployed servers run.
+"""A streamable HTTP MCP server on the official Python SDK (`mcp` on PyPI),
+for the Mandate MCP proxy tests. By default it is stateless: it issues no
+Mcp-Session-Id, so every request stands alone, as many deployed servers run.
 
-    python3 stateless_server.py PORT NOTES_FILE [sse]
+    python3 notes_server.py PORT NOTES_FILE [sse] [stateful]
 
-Answers are JSON, or SSE streams with `sse`.
+Answers are JSON, or SSE streams with `sse`. With `stateful` it issues
+sessions, so a `notifications/cancelled` reaches the call it names.
 
 Tools:
 
@@ -15,7 +16,9 @@ Tools:
   person to approve it);
 * fetch_then_crash: open-world; reports progress whose message carries
   text from the "page", then the server process dies before it answers
-  (only useful with `sse`, where the progress reaches the client).
+  (only useful with `sse`, where the progress reaches the client);
+* wait_for_cancel: reports progress, then waits; appends "cancelled" to
+  NOTES_FILE when the client cancels it (only useful with `stateful`).
 """
 
 import asyncio
@@ -26,8 +29,9 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import ToolAnnotations
 
 port, notes = int(sys.argv[1]), sys.argv[2]
-sse = sys.argv[3:] == ["sse"]
-server = MCPServer("stateless-notes")
+flags = set(sys.argv[3:])
+sse, stateful = "sse" in flags, "stateful" in flags
+server = MCPServer("notes")
 
 
 @server.tool(annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=True))
@@ -58,4 +62,16 @@ async def fetch_then_crash(url: str, ctx: Context) -> str:
     os._exit(1)
 
 
-server.run("streamable-http", port=port, stateless_http=True, json_response=not sse)
+@server.tool(annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False))
+async def wait_for_cancel(ctx: Context) -> str:
+    """Wait (up to a minute) for the client to cancel the call."""
+    await ctx.report_progress(1, 2, "waiting")
+    try:
+        await asyncio.sleep(60)
+    except BaseException:  # the SDK cancels the handler's scope
+        write_note("cancelled")
+        raise
+    return "not cancelled"
+
+
+server.run("streamable-http", port=port, stateless_http=not stateful, json_response=not sse)
