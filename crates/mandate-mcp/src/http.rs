@@ -780,13 +780,13 @@ impl Watcher {
         let mut events = SseSplitter::default();
         // Why the stream ended early, if it did, and whether it broke
         // (then the client sees the error) or was closed by the proxy.
-        let cancelled = self
+        let cancellation = self
             .merged
             .as_ref()
-            .map(|call| call.sent.cancelled.clone())
+            .map(|merged| merged.call.cancelled().clone())
             .unwrap_or_default();
         let early: Option<(String, Option<std::io::Error>)> = loop {
-            let Some(next) = cancelled.run_until_cancelled(stream.next()).await else {
+            let Some(next) = cancellation.run_until_cancelled(stream.next()).await else {
                 // The client cancelled the call (merged endpoint): MCP
                 // answers no cancelled request, so the stream just ends;
                 // the call returned if anything of it reached the client.
@@ -1026,8 +1026,8 @@ impl SseEvent {
     }
 }
 
-/// The answer to a call cancelled while it was decided: MCP answers no
-/// cancelled request, so the stream ends with nothing on it.
+/// The answer to a call the client cancelled before its answer began: MCP
+/// answers no cancelled request, so the stream ends with nothing on it.
 fn cancelled() -> Response {
     (
         StatusCode::OK,

@@ -839,7 +839,7 @@ fn merged_endpoint_passes_cancellations_of_sent_calls_on() {
     let config = dir.path().join("mcp.toml");
     std::fs::write(
         &config,
-        "[task]\nintent = \"notes\"\ntools = [\"wait_for_cancel\"]\n",
+        "[task]\nintent = \"notes\"\ntools = [\"wait_for_cancel\", \"echo\"]\n",
     )
     .unwrap();
     let proxy = proxy(
@@ -905,6 +905,12 @@ fn merged_endpoint_passes_cancellations_of_sent_calls_on() {
         !seen.contains(r#""id":2"#),
         "a cancelled call is not answered: {seen}"
     );
+    // The call is over: its id is free again, and the session decides on
+    // (the cancelled call's outcome was recorded).
+    let echo = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "a__echo", "arguments": {"message": "after"}}});
+    let (_, _, body) = post(&url, Some(&session), &echo);
+    assert!(body.contains("Echo: after"), "{body}");
     util::poll_until(
         Duration::from_secs(20),
         "the server to see the cancellation",

@@ -20,6 +20,7 @@
 //! told to use `/NAME/mcp`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::Bytes;
@@ -54,52 +55,83 @@ pub(super) struct Merged {
     session: Arc<Session>,
     /// The upstreams' sessions, in the order the upstreams were given.
     links: Vec<Link>,
-    /// The calls sent to an upstream and not yet answered.
-    sent: Arc<SentCalls>,
+    /// Its `tools/call`s in progress.
+    calls: Arc<CallsInProgress>,
 }
 
-/// A session's calls sent upstream and not yet answered, by the client's
-/// request id: where a cancellation of one goes (which link), and the token
-/// that ends its answer.
+/// A session's `tools/call`s in progress (being decided, or sent and not
+/// yet answered), by the client's request id: what a cancellation of one
+/// stops, and which upstream it goes on to.
 #[derive(Default)]
-struct SentCalls(Mutex<HashMap<IdKey, (usize, CancellationToken)>>);
+struct CallsInProgress(Mutex<HashMap<IdKey, Arc<CallState>>>);
 
-impl SentCalls {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IdKey, (usize, CancellationToken)>> {
+struct CallState {
+    /// The index of the call's upstream link.
+    link: usize,
+    /// Fired when the client cancels the call.
+    cancelled: CancellationToken,
+    /// Set before the call is sent upstream: from then on a cancellation
+    /// goes on to the upstream too.
+    sent: AtomicBool,
+}
+
+impl CallsInProgress {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IdKey, Arc<CallState>>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Notes call `id` as sent on link `link`; `None` if a call of that id
-    /// is still in progress (a client must not reuse one).
-    fn start(self: &Arc<Self>, id: IdKey, link: usize) -> Option<SentCall> {
-        let cancelled = CancellationToken::new();
+    /// Notes call `id`, for link `link`, as in progress; `None` if a call
+    /// of that id already is (a client must not reuse one).
+    fn start(self: &Arc<Self>, id: IdKey, link: usize) -> Option<CallInProgress> {
+        let state = Arc::new(CallState {
+            link,
+            cancelled: CancellationToken::new(),
+            sent: AtomicBool::new(false),
+        });
         let mut calls = self.lock();
         if calls.contains_key(&id) {
             return None;
         }
-        calls.insert(id.clone(), (link, cancelled.clone()));
-        Some(SentCall {
+        calls.insert(id.clone(), state.clone());
+        Some(CallInProgress {
             calls: self.clone(),
             id,
-            cancelled,
+            state,
         })
     }
 
-    /// The link and token of call `id`, if it is in progress.
-    fn get(&self, id: &IdKey) -> Option<(usize, CancellationToken)> {
-        self.lock().get(id).cloned()
+    /// Cancels call `id`, if it is in progress; the link of its upstream if
+    /// the call may have been sent there.
+    fn cancel(&self, id: &IdKey) -> Option<usize> {
+        let state = self.lock().get(id).cloned()?;
+        state.cancelled.cancel();
+        state.sent.load(Ordering::SeqCst).then_some(state.link)
     }
 }
 
-/// A call sent upstream, until its answer ends (dropped).
-pub(super) struct SentCall {
-    calls: Arc<SentCalls>,
+/// A `tools/call` in progress, until its answer ends (dropped).
+pub(super) struct CallInProgress {
+    calls: Arc<CallsInProgress>,
     id: IdKey,
-    /// Fired when the client cancels the call.
-    pub(super) cancelled: CancellationToken,
+    state: Arc<CallState>,
 }
 
-impl Drop for SentCall {
+impl CallInProgress {
+    /// Fired when the client cancels the call.
+    pub(super) fn cancelled(&self) -> &CancellationToken {
+        &self.state.cancelled
+    }
+
+    /// Notes that the call is about to be sent upstream; `false` if the
+    /// client cancelled it already. Either this sees the cancellation or
+    /// the cancellation sees the call sent (and goes on upstream).
+    fn sending(&self) -> bool {
+        self.state.sent.store(true, Ordering::SeqCst);
+        !self.state.cancelled.is_cancelled()
+    }
+}
+
+impl Drop for CallInProgress {
     fn drop(&mut self) {
         self.calls.lock().remove(&self.id);
     }
@@ -109,8 +141,8 @@ impl Drop for SentCall {
 pub(super) struct MergedCall {
     /// The headers of the proxy's session with the call's upstream.
     pub(super) headers: HeaderMap,
-    /// The call, in progress while the answer is read.
-    pub(super) sent: SentCall,
+    /// The call, in progress while its answer is read.
+    pub(super) call: CallInProgress,
 }
 
 /// The proxy's session with one upstream, for one client session.
@@ -205,12 +237,15 @@ impl Proxy {
                         self.notify_initialized(&merged).await;
                     }
                     // A call still being decided never goes upstream; a
-                    // call already sent is cancelled upstream too.
+                    // call already sent is cancelled upstream too, and its
+                    // answer ends here at once.
                     (jsonrpc::CANCELLED, Some(merged)) => {
                         if let Some(request) = jsonrpc::cancelled_request(&message) {
                             let id = IdKey::of(request);
-                            if !merged.session.cancel_deciding(&id) {
-                                self.cancel_sent(&merged, &id, &message).await;
+                            merged.session.cancel_deciding(&id);
+                            let sent = merged.calls.cancel(&id);
+                            if let Some(link) = sent.and_then(|i| merged.links.get(i)) {
+                                tokio::spawn(self.notify(link, &message));
                             }
                         }
                     }
@@ -321,7 +356,7 @@ impl Proxy {
             Arc::new(Merged {
                 session: Arc::new(Session::default()),
                 links,
-                sent: Arc::default(),
+                calls: Arc::default(),
             })
         });
         let result = json!({
@@ -391,40 +426,15 @@ impl Proxy {
 
     /// Sends `notifications/initialized` to every upstream of a session.
     async fn notify_initialized(&self, merged: &Merged) {
-        let body = json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
-        futures_util::future::join_all(merged.links.iter().map(|link| {
-            let request = self
-                .forward(
-                    &link.upstream,
-                    &Method::POST,
-                    &link.headers(),
-                    Some(Bytes::from(body.clone())),
-                )
-                .timeout(LIST_TIMEOUT)
-                .send();
-            async move {
-                match request.await {
-                    Ok(r) if r.status().is_success() => {}
-                    Ok(r) => tracing::warn!(upstream = %link.upstream.spec.name, status = %r.status(), "the MCP server refused notifications/initialized"),
-                    Err(e) => tracing::warn!(upstream = %link.upstream.spec.name, error = %e, "the MCP server cannot be reached"),
-                }
-            }
-        }))
-        .await;
+        let message = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+        futures_util::future::join_all(merged.links.iter().map(|link| self.notify(link, &message)))
+            .await;
     }
 
-    /// Passes a client's cancellation of call `id`, sent to an upstream and
-    /// not yet answered, on to that upstream, then ends the call's answer:
-    /// MCP answers no cancelled request. A cancellation of a call no longer
-    /// in progress (answered, or never sent) is dropped, as MCP allows.
-    async fn cancel_sent(&self, merged: &Merged, id: &IdKey, message: &Value) {
-        let Some((index, cancelled)) = merged.sent.get(id) else {
-            return;
-        };
-        let Some(link) = merged.links.get(index) else {
-            return;
-        };
-        let sent = self
+    /// Sends a notification to the proxy's session with one upstream; a
+    /// failure is logged (a notification has no answer to give).
+    fn notify(&self, link: &Link, message: &Value) -> impl Future<Output = ()> + Send + 'static {
+        let request = self
             .forward(
                 &link.upstream,
                 &Method::POST,
@@ -432,18 +442,24 @@ impl Proxy {
                 Some(Bytes::from(message.to_string())),
             )
             .timeout(LIST_TIMEOUT)
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => {
-                tracing::warn!(upstream = %link.upstream.spec.name, status = %r.status(), "the MCP server refused a cancellation");
-            }
-            Err(e) => {
-                tracing::warn!(upstream = %link.upstream.spec.name, error = %e, "the MCP server cannot be reached");
+            .send();
+        let name = link.upstream.spec.name.clone();
+        let method = message
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        async move {
+            match request.await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => {
+                    tracing::warn!(upstream = %name, %method, status = %r.status(), "the MCP server refused a notification");
+                }
+                Err(e) => {
+                    tracing::warn!(upstream = %name, %method, error = %e, "the MCP server cannot be reached");
+                }
             }
         }
-        cancelled.cancel();
     }
 
     /// Ends the upstreams' sessions (`DELETE`).
@@ -553,13 +569,14 @@ impl Proxy {
             }
         };
         let target = call.name.split_once(SEPARATOR).and_then(|(server, tool)| {
-            let index = merged
+            let (index, link) = merged
                 .links
                 .iter()
-                .position(|l| l.upstream.spec.name == server)?;
-            Some((index, tool.to_owned()))
+                .enumerate()
+                .find(|(_, l)| l.upstream.spec.name == server)?;
+            Some((index, link, tool.to_owned()))
         });
-        let Some((index, tool)) = target.filter(|(_, tool)| !tool.is_empty()) else {
+        let Some((index, link, tool)) = target.filter(|(_, _, tool)| !tool.is_empty()) else {
             return ok(jsonrpc::error(
                 Some(id),
                 ErrorCode::INVALID_PARAMS,
@@ -570,13 +587,6 @@ impl Proxy {
                 ),
             ));
         };
-        let Some(link) = merged.links.get(index) else {
-            return ok(jsonrpc::error(
-                Some(id),
-                ErrorCode::INTERNAL_ERROR,
-                "the session lost its upstream",
-            ));
-        };
         call.name = tool;
         // What was checked is what goes upstream, under the tool's own name.
         let mut forwarded = message.clone();
@@ -585,7 +595,7 @@ impl Proxy {
         }
         // In progress from here: a cancellation that comes after the
         // decision still finds the call.
-        let Some(in_progress) = merged.sent.start(IdKey::of(id), index) else {
+        let Some(in_progress) = merged.calls.start(IdKey::of(id), index) else {
             return ok(jsonrpc::error(
                 Some(id),
                 ErrorCode::INVALID_REQUEST,
@@ -602,22 +612,26 @@ impl Proxy {
             Gate::Deny(text) => return ok(jsonrpc::result(id, jsonrpc::tool_error(text))),
             Gate::Allow(allowed) => allowed,
         };
-        if in_progress.cancelled.is_cancelled() {
+        if !in_progress.sending() {
             // Cancelled between the decision and now: nothing ran.
             self.record(&merged.session, allowed, true).await;
             return cancelled();
         }
         let name = link.upstream.spec.name.clone();
-        let headers = link.headers();
-        let sent = self
+        let send = self
             .forward(
                 &link.upstream,
                 &Method::POST,
                 &headers,
                 Some(Bytes::from(forwarded.to_string())),
             )
-            .send()
-            .await;
+            .send();
+        let Some(sent) = in_progress.cancelled().run_until_cancelled(send).await else {
+            // Cancelled before the upstream answered: nothing of it reached
+            // the client.
+            self.record(&merged.session, allowed, true).await;
+            return cancelled();
+        };
         let answer = match sent {
             Ok(response) if sse && response.status().is_success() && is_sse(&response) => {
                 let watcher = Watcher {
@@ -630,7 +644,7 @@ impl Proxy {
                     }),
                     merged: Some(MergedCall {
                         headers,
-                        sent: in_progress,
+                        call: in_progress,
                     }),
                     passed: false,
                 };
@@ -648,7 +662,7 @@ impl Proxy {
                 let read = read_answer(response, id, self.max, |request| {
                     self.refuse(&link.upstream, &headers, &request);
                 });
-                match in_progress.cancelled.run_until_cancelled(read).await {
+                match in_progress.cancelled().run_until_cancelled(read).await {
                     Some(answer) => answer,
                     None => {
                         // Cancelled by the client: nothing of the upstream's
