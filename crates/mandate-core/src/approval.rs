@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! pending ──approve──► approved ──release──► used
-//!    │ └──deny──► denied
+//!    │ ├──deny──► denied
+//!    │ └──withdraw (the requester)──► withdrawn
 //!    └──(expires_at passes)──► expired
 //! ```
 //!
@@ -13,6 +14,8 @@
 //!
 //! * only a pending approval is resolved, and only before it expires; no
 //!   answer in time is `expired`, which is a deny;
+//! * the requester may withdraw a pending approval (its call was
+//!   abandoned): `withdrawn` is a deny too, so it can only take away;
 //! * approvers are people: the requesting agent, any agent in its
 //!   delegation chain, and (unless allowed) the person the task acts for
 //!   cannot approve;
@@ -42,6 +45,8 @@ pub enum ApprovalStatus {
     Expired,
     /// Approved and released; it releases nothing more.
     Used,
+    /// The requester withdrew it before anyone answered: a deny.
+    Withdrawn,
 }
 
 impl ApprovalStatus {
@@ -53,6 +58,7 @@ impl ApprovalStatus {
             Self::Denied => "denied",
             Self::Expired => "expired",
             Self::Used => "used",
+            Self::Withdrawn => "withdrawn",
         }
     }
 
@@ -64,6 +70,7 @@ impl ApprovalStatus {
             "denied" => Self::Denied,
             "expired" => Self::Expired,
             "used" => Self::Used,
+            "withdrawn" => Self::Withdrawn,
             _ => return None,
         })
     }
@@ -182,6 +189,9 @@ pub enum ReleaseError {
     /// Nobody answered in time.
     #[error("the approval expired before anyone answered")]
     Expired,
+    /// The requester withdrew it.
+    #[error("the approval was withdrawn by its requester before anyone answered")]
+    Withdrawn,
     /// It already released a call.
     #[error("the approval was already used by decision {0}; an approval releases one call")]
     Used(String),
@@ -284,6 +294,30 @@ impl Approval {
         })
     }
 
+    /// The approval after its requester withdraws it at `now`, saying
+    /// `reason`: the call that asked was abandoned (cancelled by the client,
+    /// say), so nobody need answer. Only a pending approval is withdrawn;
+    /// it is then a deny. Who may withdraw is the caller's to check.
+    pub fn withdraw(&self, reason: &str, now: DateTime<Utc>) -> Result<Self, ApprovalError> {
+        match self.status_at(now) {
+            ApprovalStatus::Pending => {}
+            ApprovalStatus::Expired => return Err(ApprovalError::Expired(self.expires_at)),
+            other => return Err(ApprovalError::NotPending(other)),
+        }
+        let reason = reason.trim();
+        Ok(Self {
+            status: ApprovalStatus::Withdrawn,
+            resolved_at: Some(now),
+            resolved_by: None,
+            reason: Some(if reason.is_empty() {
+                "withdrawn by the requester".to_owned()
+            } else {
+                reason.to_owned()
+            }),
+            ..self.clone()
+        })
+    }
+
     /// The approval after it releases the call `decision_id`, whose request
     /// digest is `request_sha256`. An approved call must be released within
     /// the approval's lifetime (`expires_at - created_at`) from the approval.
@@ -300,6 +334,7 @@ impl Approval {
         match self.status_at(now) {
             ApprovalStatus::Pending => return Err(ReleaseError::Pending),
             ApprovalStatus::Expired => return Err(ReleaseError::Expired),
+            ApprovalStatus::Withdrawn => return Err(ReleaseError::Withdrawn),
             ApprovalStatus::Denied => {
                 return Err(ReleaseError::Denied {
                     by: self.resolved_by.clone().unwrap_or_default(),
@@ -391,6 +426,42 @@ mod tests {
         assert_eq!(
             a.release("sha256:aa", "d2", t(301)),
             Err(ReleaseError::Expired)
+        );
+    }
+
+    #[test]
+    fn a_withdrawn_approval_denies_and_cannot_be_resolved() {
+        let withdrawn = pending().withdraw("  ", t(10)).unwrap();
+        assert_eq!(withdrawn.status, ApprovalStatus::Withdrawn);
+        assert_eq!(withdrawn.resolved_at, Some(t(10)));
+        assert_eq!(withdrawn.resolved_by, None);
+        assert_eq!(
+            withdrawn.reason.as_deref(),
+            Some("withdrawn by the requester")
+        );
+        assert_eq!(
+            withdrawn.resolve("bob", Resolution::Approve, "ok", t(11), false),
+            Err(ApprovalError::NotPending(ApprovalStatus::Withdrawn))
+        );
+        assert_eq!(
+            withdrawn.release("sha256:aa", "d2", t(11)),
+            Err(ReleaseError::Withdrawn)
+        );
+        assert_eq!(
+            withdrawn.withdraw("again", t(12)),
+            Err(ApprovalError::NotPending(ApprovalStatus::Withdrawn))
+        );
+        // Only a pending one: not once approved, nor once expired.
+        let approved = pending()
+            .resolve("bob", Resolution::Approve, "ok", t(10), false)
+            .unwrap();
+        assert_eq!(
+            approved.withdraw("cancelled", t(11)),
+            Err(ApprovalError::NotPending(ApprovalStatus::Approved))
+        );
+        assert_eq!(
+            pending().withdraw("cancelled", t(300)),
+            Err(ApprovalError::Expired(t(300)))
         );
     }
 

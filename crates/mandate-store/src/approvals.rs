@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::StoreError;
 use crate::tasks::{TaskStore, json_col, json_text, query_all, time_col, time_text};
 
-/// The approvals table (schema 3).
+/// The approvals table (schema 3; schema 6 added `withdrawn`).
 pub(crate) const CREATE_APPROVALS: &str = "
 -- One row per approval. requester: JSON (agent, chain, on_behalf_of);
 -- summary: what an approver is shown (JSON); receipt: the receipt of the
@@ -27,7 +27,7 @@ CREATE TABLE approvals (
     requester      TEXT NOT NULL,
     agent          TEXT NOT NULL,
     task_id        TEXT,
-    status         TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'expired', 'used')),
+    status         TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'expired', 'used', 'withdrawn')),
     created_at     TEXT NOT NULL,
     expires_at     TEXT NOT NULL,
     resolved_at    TEXT,
@@ -237,5 +237,29 @@ fn approval_row(row: &Row<'_>) -> Result<ApprovalRecord, StoreError> {
 /// Creates the approvals table in a schema-2 database.
 pub(crate) fn migrate_to_3(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(CREATE_APPROVALS)?;
+    Ok(())
+}
+
+/// Schema 6: `withdrawn` joins the statuses an approval may have. SQLite
+/// cannot change a CHECK constraint in place, so the table is rebuilt
+/// (within the caller's transaction) and its rows copied as they are.
+pub(crate) fn migrate_to_6(conn: &Connection) -> Result<(), StoreError> {
+    let check: String = conn.query_row(
+        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'approvals'",
+        [],
+        |row| row.get(0),
+    )?;
+    if check.contains("'withdrawn'") {
+        return Ok(()); // created by this schema already
+    }
+    conn.execute_batch(&format!(
+        "ALTER TABLE approvals RENAME TO approvals_5;
+         DROP INDEX approvals_pending;
+         DROP INDEX approvals_pending_by_agent;
+         DROP INDEX approvals_by_time;
+         {CREATE_APPROVALS}
+         INSERT INTO approvals ({COLUMNS}, agent) SELECT {COLUMNS}, agent FROM approvals_5;
+         DROP TABLE approvals_5;"
+    ))?;
     Ok(())
 }

@@ -78,9 +78,9 @@ const APPLICATION_ID: i32 = 0x4d4e_4453;
 
 /// Schema version stored in `PRAGMA user_version`. Version 1 had no
 /// `history.annotations`, version 2 no `approvals`, version 3 no
-/// `history.credential` and `token_exchanges`, version 4 no `sessions`;
-/// [`init`] adds them.
-const SCHEMA_VERSION: i64 = 5;
+/// `history.credential` and `token_exchanges`, version 4 no `sessions`,
+/// version 5 no `withdrawn` approvals; [`init`] adds them.
+const SCHEMA_VERSION: i64 = 6;
 
 const CREATE: &str = "
 -- One row per task. tools, labels: JSON arrays; params: JSON object.
@@ -739,7 +739,7 @@ fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
             "{} is not a Mandate state database (tasks live in state.db, receipts in ledger.db)",
             path.display()
         )));
-    } else if (1..=4).contains(&version) {
+    } else if (1..=5).contains(&version) {
         // Schema 1 lacked the annotations of history entries; its entries
         // keep none (unknown), as they were recorded without them.
         if version == 1 {
@@ -752,7 +752,11 @@ fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
         // Schema 3 had no decisions' credentials and no token exchanges.
         crate::exchanges::migrate_to_4(&tx)?;
         // Schema 4 had no session summaries: they are folded from history.
-        crate::sessions::migrate_to_5(&tx)?;
+        if version <= 4 {
+            crate::sessions::migrate_to_5(&tx)?;
+        }
+        // Schema 5's approvals could not be withdrawn.
+        crate::approvals::migrate_to_6(&tx)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     } else if version != SCHEMA_VERSION {
         return Err(StoreError::Unsupported(format!(

@@ -1,6 +1,6 @@
 //! Approvals in the state database: round trip, the queue's order, the
-//! expiry scan, compare-and-swap updates, and the upgrade of a schema-2
-//! database.
+//! expiry scan, compare-and-swap updates, and the upgrades of schema-2 and
+//! schema-5 databases.
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
@@ -190,4 +190,71 @@ fn a_schema_2_database_gains_approvals() {
     let store = TaskStore::open(&path).unwrap();
     store.create_approval(&record("a1", 0, 300)).unwrap();
     assert!(store.approval("a1").unwrap().is_some());
+}
+
+#[test]
+fn a_schema_5_database_keeps_its_approvals_and_can_withdraw_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = TaskStore::open(&path).unwrap();
+    let a1 = record("a1", 0, 300);
+    store.create_approval(&a1).unwrap();
+    drop(store);
+    // What schema 5 was: the same approvals table, without `withdrawn`
+    // among the statuses its CHECK allows.
+    let conn = Connection::open(&path).unwrap();
+    let table: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'approvals'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let schema_5 = table.replace(", 'withdrawn'", "");
+    assert_ne!(schema_5, table);
+    conn.execute_batch(&format!(
+        "ALTER TABLE approvals RENAME TO newer;
+         DROP INDEX approvals_pending; DROP INDEX approvals_pending_by_agent;
+         DROP INDEX approvals_by_time;
+         {schema_5};
+         INSERT INTO approvals SELECT * FROM newer; DROP TABLE newer;
+         CREATE INDEX approvals_pending ON approvals (expires_at) WHERE status = 'pending';
+         CREATE INDEX approvals_pending_by_agent ON approvals (agent) WHERE status = 'pending';
+         CREATE INDEX approvals_by_time ON approvals (created_at);
+         PRAGMA user_version = 5;"
+    ))
+    .unwrap();
+    assert!(
+        conn.execute("UPDATE approvals SET status = 'withdrawn'", [])
+            .is_err(),
+        "schema 5 refuses the status"
+    );
+    drop(conn);
+
+    let store = TaskStore::open(&path).unwrap();
+    assert_eq!(store.approval("a1").unwrap(), Some(a1.clone()));
+    let withdrawn = a1
+        .approval
+        .withdraw("the call was cancelled", t(10))
+        .unwrap();
+    assert!(
+        store
+            .update_approval(ApprovalStatus::Pending, &withdrawn)
+            .unwrap()
+    );
+    let stored = store.approval("a1").unwrap().unwrap().approval;
+    assert_eq!(stored, withdrawn);
+    assert_eq!(stored.status, ApprovalStatus::Withdrawn);
+    // No longer in the pending queue.
+    assert!(
+        store
+            .approvals(Some(ApprovalStatus::Pending), t(11), 10)
+            .unwrap()
+            .is_empty()
+    );
+    let version: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 6);
 }
