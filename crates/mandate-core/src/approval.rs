@@ -153,7 +153,7 @@ pub struct Approval {
 /// Why a transition was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ApprovalError {
-    /// It was already approved, denied, expired or used.
+    /// It was already approved, denied, expired, used or withdrawn.
     #[error("the approval is already {0}; only a pending approval can be resolved")]
     NotPending(ApprovalStatus),
     /// No one answered before `expires_at`.

@@ -412,7 +412,8 @@ pub fn resolution_receipt(
 pub struct ApprovalView {
     /// The approval's id.
     pub id: String,
-    /// Its status now: `pending`, `approved`, `denied`, `expired` or `used`
+    /// Its status now: `pending`, `approved`, `denied`, `expired`, `used` or
+    /// `withdrawn`
     /// (a pending approval past its expiry shows `expired`).
     #[schema(value_type = String, example = "pending")]
     pub status: ApprovalStatus,

@@ -70,6 +70,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             post(routes::approvals::approve),
         )
         .route("/v1/approvals/{id}/deny", post(routes::approvals::deny))
+        .route(
+            "/v1/approvals/{id}/withdraw",
+            post(routes::approvals::withdraw),
+        )
         .route("/v1/approvers/me", get(routes::approvals::me))
         .route("/v1/receipts", get(routes::approvals::receipts))
         .route(

@@ -25,6 +25,7 @@ use crate::routes;
         routes::approvals::show,
         routes::approvals::approve,
         routes::approvals::deny,
+        routes::approvals::withdraw,
         routes::approvals::me,
         routes::approvals::receipts,
         routes::approvals::tasks,

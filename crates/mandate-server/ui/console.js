@@ -246,8 +246,8 @@ function receiptTool(r) {
 
 /**
  * What a receipt records as its outcome: `allow`, `deny` or
- * `approval_required` for a decision; `approved`, `denied` or `expired` for
- * the resolution of an approval (kind `approval`).
+ * `approval_required` for a decision; `approved`, `denied`, `expired` or
+ * `withdrawn` for the resolution of an approval (kind `approval`).
  */
 function outcomeOf(r) {
   return r.decision ?? '';
@@ -255,7 +255,7 @@ function outcomeOf(r) {
 
 const OUTCOME_TONE = {
   allow: 'ok', approved: 'ok', used: 'ok', verified: 'ok', open: 'ok',
-  deny: 'bad', denied: 'bad', expired: 'bad', failed: 'bad',
+  deny: 'bad', denied: 'bad', expired: 'bad', withdrawn: 'bad', failed: 'bad',
   approval_required: 'wait', pending: 'wait',
 };
 
@@ -636,12 +636,19 @@ async function resolveApproval(id, action, { form, textarea, error, buttons }) {
     refreshNow();
   } catch (e) {
     if (e.status === 409) {
-      showError(error, 'This request is no longer pending: someone else answered it, or it expired.');
+      showError(error, 'This request is no longer pending: someone else answered it, it expired, or the agent withdrew it.');
     } else if (e.status !== 401) {
       showError(error, `Not recorded: ${e.message}.`);
     }
     setBusy(form, buttons, false);
   }
+}
+
+/** Who resolved an approval no approver answered: nobody, or its agent. */
+function resolvedByNobody(status) {
+  if (status === 'expired') return el('span', { class: 'muted', text: 'nobody' });
+  if (status === 'withdrawn') return el('span', { class: 'muted', text: 'the agent (withdrawn)' });
+  return '';
 }
 
 async function refreshResolved() {
@@ -654,7 +661,7 @@ async function refreshResolved() {
     el('td', {}, badge(a.status)),
     el('td', {}, code(toolName(a))),
     el('td', { class: 'cell-agent' }, a.summary?.agent ?? ''),
-    el('td', {}, a.resolved_by ?? (a.status === 'expired' ? el('span', { class: 'muted', text: 'nobody' }) : '')),
+    el('td', {}, a.resolved_by ?? resolvedByNobody(a.status)),
     el('td', { class: 'cell-reason' }, a.reason ?? '')));
   body.replaceChildren(...rows);
   table.hidden = rows.length === 0;
@@ -716,7 +723,7 @@ function feedRow(item) {
     el('td', {}, code(receiptTool(r))),
     el('td', { class: 'cell-agent' }, r.principal?.id ?? ''),
     el('td', { class: 'cell-policies' }, r.kind === 'approval'
-      ? `by ${approverOf(r) ?? 'nobody (expired)'}`
+      ? `by ${approverOf(r) ?? (outcomeOf(r) === 'withdrawn' ? 'the agent (withdrawn)' : 'nobody (expired)')}`
       : (r.policies ?? []).join(', ')),
     el('td', { class: 'cell-actions' }, open));
 }

@@ -181,7 +181,7 @@ pub struct ApproverArgs {
 pub struct ApprovalsListArgs {
     #[command(flatten)]
     pub server: ApproverArgs,
-    /// Which approvals: pending, approved, denied, expired, used or all
+    /// Which approvals: pending, approved, denied, expired, used, withdrawn or all
     #[arg(long, value_name = "STATUS", default_value = "pending")]
     pub status: String,
     /// At most this many

@@ -3,7 +3,8 @@
 //! `mail/delete_email`): an approval releases exactly one call with exactly
 //! the approved arguments, no answer before expiry is a deny, agents and
 //! the person the task acts for cannot approve, a deny's reason reaches the
-//! agent and the receipt, the webhook is signed, and the CLI drives it all.
+//! agent and the receipt, the webhook is signed, the requester may withdraw
+//! a request it gave up on, and the CLI drives it all.
 
 #![allow(
     clippy::unwrap_used,
@@ -447,6 +448,147 @@ fn a_deny_with_a_reason_reaches_the_agent_and_the_receipt() {
         },
     );
     assert!(proved[0]["proof"]["checkpoint_size"].as_u64().unwrap() > 0);
+}
+
+/// The requester withdraws an approval nobody answered yet (its call was
+/// cancelled): it leaves the queue, nobody can resolve it any more, the call
+/// sent again is denied, and the receipt log records the withdrawal.
+#[test]
+fn a_requester_withdraws_an_approval_nobody_answered() {
+    let gw = gateway("");
+    let request = delete_email("msg-9");
+    let (_, id) = gw.ask(&request);
+    let withdraw = |id: &str, body: &Value| {
+        gw.server.call(
+            reqwest::Method::POST,
+            &format!("/v1/approvals/{id}/withdraw"),
+            None,
+            Some(body),
+        )
+    };
+    withdraw(&id, &json!({"reason": 7})).assert_error(422, "invalid_request");
+    withdraw("no-such-approval", &json!({})).assert_error(404, "not_found");
+    assert_eq!(gw.approval(&id, None, "0s")["status"], "pending");
+
+    let reply = withdraw(&id, &json!({"reason": "the user cancelled the call"}));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let withdrawn = reply.json();
+    assert_eq!(withdrawn["status"], "withdrawn");
+    assert_eq!(withdrawn["reason"], "the user cancelled the call");
+    assert_eq!(withdrawn["resolved_by"], Value::Null);
+
+    let queue = gw.server.call(
+        reqwest::Method::GET,
+        "/v1/approvals?status=pending",
+        Some(BOB_TOKEN),
+        None,
+    );
+    assert_eq!(queue.json()["items"], json!([]));
+    let listed = gw.server.call(
+        reqwest::Method::GET,
+        "/v1/approvals?status=withdrawn",
+        Some(BOB_TOKEN),
+        None,
+    );
+    assert_eq!(listed.json()["items"][0]["id"], id.as_str());
+    withdraw(&id, &json!({})).assert_error(409, "not_pending");
+    gw.resolve(&id, "approve", Some(BOB_TOKEN), "too late")
+        .assert_error(409, "not_pending");
+
+    let answer = gw.server.decide(&with_approval(&request, &id)).json();
+    assert_eq!(answer["decision"], "deny", "{answer}");
+    assert!(
+        answer["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("withdrawn by its requester"),
+        "{answer}"
+    );
+    let receipt = gw.receipt(&id);
+    assert_eq!(receipt["kind"], "approval");
+    assert_eq!(receipt["decision"], "withdrawn");
+    assert_eq!(receipt["reasons"], json!(["the user cancelled the call"]));
+    assert_eq!(receipt["approver"], Value::Null);
+    assert_eq!(
+        metric(
+            &gw.server.metrics(),
+            r#"mandate_approvals_total{event="withdrawn"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+/// An approval asked for under a task credential is withdrawn only with a
+/// credential of the same task held by the agent that asked.
+#[test]
+fn under_a_task_credential_only_the_requester_withdraws() {
+    use util::tasks::{ROOT_AGENT, SUB_AGENT, gateway_with, text};
+    let gw = gateway_with("");
+    let started = gw
+        .start(
+            &gw.idp.token(ROOT_AGENT),
+            &json!({"intent": "tidy the inbox", "tools": ["mail/read_inbox"],
+                "ttl_seconds": 600, "max_depth": 1}),
+        )
+        .json();
+    let task_id = text(&started, "task_id").to_owned();
+    let root = text(&started, "credential").to_owned();
+    let sub = text(
+        &gw.delegate(
+            &task_id,
+            &root,
+            &json!({ "agent": SUB_AGENT, "tools": ["mail/read_inbox"] }),
+        )
+        .json(),
+        "credential",
+    )
+    .to_owned();
+    let other = gw
+        .start(
+            &gw.idp.token(ROOT_AGENT),
+            &json!({"intent": "another", "tools": ["mail/read_inbox"], "ttl_seconds": 600}),
+        )
+        .json();
+    let other = text(&other, "credential").to_owned();
+    // The sub-agent's first use of a tool in the task steps up to a person.
+    let read = json!({
+        "principal": { "id": SUB_AGENT },
+        "action": {
+            "server": "mail", "tool": "read_inbox",
+            "annotations": { "readOnlyHint": true, "openWorldHint": false }
+        },
+        "arguments": { "folder": "inbox" }
+    });
+    let asked = gw.decide(&sub, &read).json();
+    assert_eq!(asked["decision"], "approval_required", "{asked}");
+    let id = asked["approval_id"].as_str().unwrap().to_owned();
+    let withdraw = |token: Option<&str>| {
+        gw.server.call(
+            reqwest::Method::POST,
+            &format!("/v1/approvals/{id}/withdraw"),
+            token,
+            Some(&json!({})),
+        )
+    };
+
+    withdraw(None).assert_error(401, "missing_token");
+    withdraw(Some("not-a-credential")).assert_error(401, "invalid_token");
+    // The task's root agent did not ask; another task's credential is not
+    // this task's.
+    withdraw(Some(&root)).assert_error(403, "insufficient_scope");
+    withdraw(Some(&other)).assert_error(403, "insufficient_scope");
+    assert_eq!(
+        gw.server.get(&format!("/v1/approvals/{id}")).json()["status"],
+        "pending"
+    );
+    let reply = withdraw(Some(&sub));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["status"], "withdrawn");
+    assert_eq!(
+        reply.json()["reason"],
+        "withdrawn by the requester",
+        "the default reason"
+    );
 }
 
 #[test]

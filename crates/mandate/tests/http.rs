@@ -1037,6 +1037,7 @@ fn openapi_lists_the_served_routes_and_matches_real_bodies() {
         ("/v1/approvals/{id}", "get"),
         ("/v1/approvals/{id}/approve", "post"),
         ("/v1/approvals/{id}/deny", "post"),
+        ("/v1/approvals/{id}/withdraw", "post"),
         ("/v1/approvers/me", "get"),
         ("/v1/receipts", "get"),
         ("/v1/token", "post"),
@@ -1073,6 +1074,9 @@ fn openapi_lists_the_served_routes_and_matches_real_bodies() {
         if path == "/v1/approvals/some-task" && method == "get" {
             // Anyone may ask an approval's status by its id.
             reply.assert_error(404, "not_found");
+        } else if path == "/v1/approvals/some-task/withdraw" {
+            // The requester's, not an approver's: the body comes first.
+            reply.assert_error(415, "unsupported_media_type");
         } else if path.starts_with("/v1/approv")
             || path == "/v1/receipts"
             || (path == "/v1/tasks" && method == "get")

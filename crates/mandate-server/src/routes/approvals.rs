@@ -1,12 +1,14 @@
 //! Approvals for people: the queue, one approval (with a long poll for the
-//! agent waiting on it), approve and deny; and the approver's views of
-//! receipts and tasks that the console is built on.
+//! agent waiting on it), approve and deny, withdraw (for the requester);
+//! and the approver's views of receipts and tasks that the console is built
+//! on.
 //!
 //! | Request | Who |
 //! |---|---|
 //! | `GET /v1/approvals` | approver |
 //! | `GET /v1/approvals/{id}` | anyone with the id (status); approver (all) |
 //! | `POST /v1/approvals/{id}/approve`, `/deny` | approver |
+//! | `POST /v1/approvals/{id}/withdraw` | the requester |
 //! | `GET /v1/approvers/me` | approver |
 //! | `GET /v1/receipts` | approver |
 //! | `GET /v1/tasks` | approver |
@@ -18,13 +20,13 @@ use axum::extract::{FromRequestParts, OptionalFromRequestParts, Path, Query, Sta
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
-use mandate_core::{ApprovalError, ApprovalStatus, Resolution};
+use mandate_core::{Approval, ApprovalError, ApprovalStatus, Resolution};
 use mandate_store::{ApprovalRecord, ReceiptQuery};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::approvals::{ApprovalView, MAX_WAIT, RecordError, Recorded, record_resolution};
-use crate::auth::{BearerProblem, bearer_of};
+use crate::auth::{Bearer, BearerProblem, bearer_of, credential_refused, insufficient_scope};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
 use crate::routes::tasks::{TaskView, store_failed};
@@ -114,7 +116,8 @@ pub struct ApprovalList {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ApprovalFilter {
-    /// `pending` (default), `approved`, `denied`, `expired`, `used` or `all`.
+    /// `pending` (default), `approved`, `denied`, `expired`, `used`,
+    /// `withdrawn` or `all`.
     status: Option<String>,
     /// At most this many (default 100, at most 500).
     limit: Option<usize>,
@@ -142,7 +145,7 @@ pub(crate) async fn list(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_request",
                 format!(
-                    "unknown status `{s}`; use pending, approved, denied, expired, used or all"
+                    "unknown status `{s}`; use pending, approved, denied, expired, used, withdrawn or all"
                 ),
             )
         })?),
@@ -255,7 +258,7 @@ pub struct ResolveApproval {
         (status = 401, description = "No approver token, or not one", body = ErrorBody),
         (status = 403, description = "`self_approval`: the approver is an agent of the request, or (unless allowed) the person its task acts for", body = ErrorBody),
         (status = 404, description = "No such approval", body = ErrorBody),
-        (status = 409, description = "It is no longer pending (resolved, expired or used)", body = ErrorBody),
+        (status = 409, description = "It is no longer pending (resolved, expired, used or withdrawn)", body = ErrorBody),
         (status = 422, description = "No reason given", body = ErrorBody),
         (status = 503, description = "The resolution could not be recorded; nothing changed", body = ErrorBody),
     ))]
@@ -278,7 +281,7 @@ pub(crate) async fn approve(
         (status = 401, description = "No approver token, or not one", body = ErrorBody),
         (status = 403, description = "`self_approval`: the approver is an agent of the request, or (unless allowed) the person its task acts for", body = ErrorBody),
         (status = 404, description = "No such approval", body = ErrorBody),
-        (status = 409, description = "It is no longer pending (resolved, expired or used)", body = ErrorBody),
+        (status = 409, description = "It is no longer pending (resolved, expired, used or withdrawn)", body = ErrorBody),
         (status = 422, description = "No reason given", body = ErrorBody),
         (status = 503, description = "The resolution could not be recorded; nothing changed", body = ErrorBody),
     ))]
@@ -314,7 +317,113 @@ async fn resolve(
             approvals.settings().allow_self_approval,
         )
         .map_err(|e| refused(&e))?;
-    let record = match record_resolution(&state, record, resolved, now).await {
+    let record = record_change(&state, record, resolved, now).await?;
+    tracing::info!(approval_id = %id, approver = %approver, status = %record.approval.status, "approval resolved");
+    Ok(Json(ApprovalView::detail(&record, now)))
+}
+
+/// Withdraw: the reason, if the requester gives one.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawApproval {
+    /// Why the request is withdrawn (the call was cancelled, say); it goes
+    /// into the receipt. Default: `withdrawn by the requester`.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Withdraw a pending approval: the requester no longer wants the call (its
+/// client cancelled it, say), so nobody need answer. The approval becomes
+/// `withdrawn`, which denies like `denied`, and its receipt is recorded.
+///
+/// An approval asked for under a task credential is withdrawn only with a
+/// credential of that task held by the same agent (`Authorization: Bearer`);
+/// one asked for without a credential names an agent nobody verified, so
+/// holding its id is enough, as for its status. Withdrawing can only take
+/// away: it never lets a call run.
+#[utoipa::path(post, path = "/v1/approvals/{id}/withdraw", tag = "approvals",
+    params(("id" = String, Path, description = "The approval's id")),
+    request_body = WithdrawApproval,
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The approval, withdrawn (status fields only)", body = ApprovalView),
+        (status = 401, description = "An approval asked for under a credential, and no credential, or one that does not verify", body = ErrorBody,
+            headers(("www-authenticate" = String, description = "RFC 6750 challenge"))),
+        (status = 403, description = "`insufficient_scope`: a credential of another task or another agent", body = ErrorBody,
+            headers(("www-authenticate" = String, description = "RFC 6750 challenge"))),
+        (status = 404, description = "No such approval", body = ErrorBody),
+        (status = 409, description = "It is no longer pending (resolved, expired, used or withdrawn)", body = ErrorBody),
+        (status = 503, description = "The withdrawal could not be recorded; nothing changed", body = ErrorBody),
+    ))]
+pub(crate) async fn withdraw(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    bearer: Option<Bearer>,
+    body: Result<ApiJson<WithdrawApproval>, ApiError>,
+) -> Result<Json<ApprovalView>, ApiError> {
+    let body = body?.0;
+    let approvals = state.approvals();
+    let _guard = approvals.lock().await;
+    let record = load(&state, &id).await?;
+    let now = Utc::now();
+    requester_only(&state, &record, bearer.as_ref(), now)?;
+    let withdrawn = record
+        .approval
+        .withdraw(body.reason.as_deref().unwrap_or_default(), now)
+        .map_err(|e| refused(&e))?;
+    let record = record_change(&state, record, withdrawn, now).await?;
+    tracing::info!(approval_id = %id, agent = %record.approval.requester.agent, "approval withdrawn by its requester");
+    Ok(Json(ApprovalView::status(&record.approval, now)))
+}
+
+/// Refuses anyone but the requester of an approval asked for under a task
+/// credential: the caller must present a credential of the same task held
+/// by the same agent. An approval asked for without one is anyone's with
+/// its id.
+fn requester_only(
+    state: &AppState,
+    record: &ApprovalRecord,
+    bearer: Option<&Bearer>,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let requester = &record.approval.requester;
+    if requester.chain.is_empty() {
+        return Ok(());
+    }
+    let tasks = state.tasks();
+    let bearer = bearer.ok_or_else(|| {
+        crate::auth::missing_token(
+            tasks,
+            "this approval was asked for under a task credential: send it as `Authorization: Bearer <credential>` to withdraw it",
+        )
+    })?;
+    let credential = tasks
+        .verify_credential(&bearer.0, now)
+        .map_err(|e| credential_refused(tasks, &e))?;
+    let holder = credential.chain.last().map(|hop| hop.agent.as_str());
+    if record.task_id.as_deref() != Some(credential.task_id.as_str())
+        || holder != Some(requester.agent.as_str())
+    {
+        return Err(insufficient_scope(
+            tasks,
+            "only the agent that asked, under a credential of the same task, can withdraw this approval",
+        ));
+    }
+    Ok(())
+}
+
+/// Records a change of a pending approval (receipt first, then the new
+/// status; the caller holds the approvals lock), counts it and wakes those
+/// waiting on it.
+async fn record_change(
+    state: &AppState,
+    record: ApprovalRecord,
+    next: Approval,
+    now: chrono::DateTime<Utc>,
+) -> Result<ApprovalRecord, ApiError> {
+    let approvals = state.approvals();
+    let id = record.approval.id.clone();
+    let record = match record_resolution(state, record, next, now).await {
         Ok(Recorded::Stored(record)) => record,
         Ok(Recorded::AlreadyLogged(record)) => {
             approvals.changed();
@@ -352,13 +461,11 @@ async fn resolve(
             ));
         }
     };
-    state.metrics().count_approval(match resolution {
-        Resolution::Approve => "approved",
-        Resolution::Deny => "denied",
-    });
+    state
+        .metrics()
+        .count_approval(record.approval.status.as_str());
     approvals.changed();
-    tracing::info!(approval_id = %id, approver = %approver, status = %record.approval.status, "approval resolved");
-    Ok(Json(ApprovalView::detail(&record, now)))
+    Ok(record)
 }
 
 fn refused(e: &ApprovalError) -> ApiError {
