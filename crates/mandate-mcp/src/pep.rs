@@ -100,6 +100,28 @@ pub struct Pep {
     settings: PepSettings,
 }
 
+/// An approval a call waits on. Unless the server answered it, it is
+/// withdrawn when the wait ends, however it ends: the gateway gave up, the
+/// server could not be read, or the call was cancelled (its decision
+/// dropped mid-wait). So nobody answers a request nobody waits for, and it
+/// no longer counts against the agent's pending approvals.
+struct Waiting<'a> {
+    pep: &'a Pep,
+    approval_id: &'a str,
+    /// Why it would be withdrawn now.
+    why: &'static str,
+    /// The server gave it a status other than `pending`.
+    answered: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.pep.withdraw(self.approval_id, self.why);
+        }
+    }
+}
+
 /// One client session's state: the history the gateway keeps in agent mode,
 /// the results still being reported in credential mode, and the calls
 /// being decided.
@@ -373,6 +395,13 @@ impl Pep {
         };
         let wait = self.settings.approval_wait;
         let deadline = Instant::now() + wait;
+        // Withdrawn on the server unless it is answered while we wait.
+        let mut waiting = Waiting {
+            pep: self,
+            approval_id: &approval_id,
+            why: "the MCP client cancelled the call",
+            answered: false,
+        };
         let held = |why: String| {
             GateOf::Deny(format!(
                 "Mandate held `{tool}` for a person's approval ({}) and {why}; the call is denied. Decision {}, approval {approval_id}.",
@@ -383,6 +412,7 @@ impl Pep {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                waiting.why = "nobody answered within the MCP gateway's approval wait";
                 return held(format!("no one answered within {}s", wait.as_secs()));
             }
             let poll = left.min(APPROVAL_POLL).as_secs().max(1);
@@ -393,6 +423,7 @@ impl Pep {
                 .timeout(Duration::from_secs(poll + 10));
             // The status is public; a task credential here would be taken
             // for an approver's token and refused.
+            waiting.why = "the MCP gateway cannot read the approval's state";
             let status = match request.send().await {
                 Ok(r) if r.status() == StatusCode::OK => match r.json::<ApprovalAnswer>().await {
                     Ok(a) => a,
@@ -414,6 +445,10 @@ impl Pep {
                     ));
                 }
             };
+            waiting.why = "the MCP client cancelled the call";
+            if status.status != "pending" {
+                waiting.answered = true;
+            }
             match status.status.as_str() {
                 "pending" => continue,
                 "approved" => break,
@@ -438,6 +473,38 @@ impl Pep {
             Ok(answer) => GateOf::Deny(denied(tool, &answer)),
             Err(reason) => GateOf::Deny(could_not_decide(tool, &reason)),
         }
+    }
+
+    /// Withdraws approval `id` on the server (`POST
+    /// /v1/approvals/{id}/withdraw`) in the background: best effort, as
+    /// the call it was for is denied here whatever the answer.
+    fn withdraw(&self, id: &str, why: &'static str) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let request = self
+            .bearer(
+                self.http
+                    .post(format!("{}/v1/approvals/{id}/withdraw", self.base))
+                    .timeout(DECIDE_TIMEOUT),
+            )
+            .json(&json!({ "reason": why }));
+        let id = id.to_owned();
+        runtime.spawn(async move {
+            match request.send().await {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(approval_id = %id, reason = why, "approval withdrawn");
+                }
+                // Answered meanwhile (409), or the server is away: nothing
+                // waits on it here either way.
+                Ok(r) => {
+                    tracing::debug!(approval_id = %id, status = %r.status(), "approval not withdrawn");
+                }
+                Err(e) => {
+                    tracing::warn!(approval_id = %id, error = %error_chain(&e), "approval not withdrawn: the Mandate server cannot be reached");
+                }
+            }
+        });
     }
 
     /// Records what an allowed call returned: in credential mode, reported

@@ -540,10 +540,10 @@ fn unknown_and_idle_sessions_get_404() {
 }
 
 /// A call cancelled while it is being decided (here: while it waits for a
-/// person's approval) stops waiting at once and never reaches the upstream,
-/// even when the approval comes later: the cancellation is the proxy's to
-/// act on, since the upstream never saw the call, and the cancelled request
-/// gets no answer.
+/// person's approval) stops waiting at once and never reaches the upstream:
+/// the cancellation is the proxy's to act on, since the upstream never saw
+/// the call. The cancelled request gets no answer, and its approval is
+/// withdrawn.
 #[test]
 fn a_call_cancelled_while_it_is_decided_never_runs() {
     require_peers();
@@ -591,7 +591,7 @@ fn a_call_cancelled_while_it_is_decided_never_runs() {
         .expect("the cancelled call stopped waiting for its approval");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, "", "a cancelled request is not answered");
-    resolve_approval(&gateway, token, &approval, "approve");
+    util::mcp::assert_withdrawn(&gateway, token, &approval);
     assert!(!notes.exists(), "the cancelled call reached the server");
 
     // The same call, not cancelled, runs once approved.

@@ -367,9 +367,14 @@ fn no_decision_means_deny() {
 
 /// `mandate mcp wrap` as a configured agent whose task is to tidy files
 /// (`move_file`, which the test pack gates on a person's approval, waited
-/// for up to 60 s) in front of the filesystem server on `root`; its config
-/// goes in `dir`.
-fn tidy_with_approvals(gateway: &util::tasks::Gateway, dir: &Path, root: &Path) -> Vec<String> {
+/// for up to `wait`) in front of the filesystem server on `root`; its
+/// config goes in `dir`.
+fn tidy_with_approvals(
+    gateway: &util::tasks::Gateway,
+    dir: &Path,
+    root: &Path,
+    wait: &str,
+) -> Vec<String> {
     let config = dir.join("mcp.toml");
     std::fs::write(
         &config,
@@ -384,7 +389,7 @@ fn tidy_with_approvals(gateway: &util::tasks::Gateway, dir: &Path, root: &Path) 
             "--config",
             config.to_str().unwrap(),
             "--approval-wait",
-            "60s",
+            wait,
         ],
         &filesystem_server(root),
     )
@@ -400,7 +405,7 @@ fn approvals_release_or_stop_a_waiting_call() {
     let gateway = util::mcp::mandate_with_approver("bob@example.com", approver_token);
     let files = tempfile::tempdir().unwrap();
     let root = files.path().canonicalize().unwrap();
-    let command = tidy_with_approvals(&gateway, files.path(), &root);
+    let command = tidy_with_approvals(&gateway, files.path(), &root, "60s");
     for (sdk, verdict) in [(Sdk::Python, "approve"), (Sdk::Node, "deny")] {
         let from = root.join(format!("{verdict}-from.txt"));
         let to = root.join(format!("{verdict}-to.txt"));
@@ -429,9 +434,10 @@ fn approvals_release_or_stop_a_waiting_call() {
 }
 
 /// A call cancelled while it waits for a person's approval stops waiting at
-/// once (its id is free again well before the 60 s wait would end) and
-/// never reaches the server, even once approved; it gets no answer. The
-/// same call, not cancelled, runs once approved.
+/// once (its id is free again well before the 60 s wait would end), never
+/// reaches the server and gets no answer; its approval is withdrawn, so no
+/// approver can answer it any more. The same call, not cancelled, runs once
+/// approved.
 #[test]
 fn a_call_cancelled_while_it_waits_for_approval_never_runs() {
     require_peers();
@@ -442,7 +448,7 @@ fn a_call_cancelled_while_it_waits_for_approval_never_runs() {
     for name in ["cancelled", "kept"] {
         std::fs::write(root.join(format!("{name}-from.txt")), "move me\n").unwrap();
     }
-    let mut wrapper = RawWrapper::start(&tidy_with_approvals(&gateway, files.path(), &root));
+    let mut wrapper = RawWrapper::start(&tidy_with_approvals(&gateway, files.path(), &root, "60s"));
     wrapper.initialize();
     let move_file = |id: u64, name: &str| {
         json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
@@ -469,7 +475,8 @@ fn a_call_cancelled_while_it_waits_for_approval_never_runs() {
         assert!(message.contains("already in progress"), "{answer}");
         Err(answer)
     });
-    util::mcp::resolve_approval(&gateway, approver_token, &approval, "approve");
+    // Nobody waits for its approval any more: the gateway withdrew it.
+    util::mcp::assert_withdrawn(&gateway, approver_token, &approval);
 
     wrapper.send(&move_file(6, "kept"));
     let approval = util::mcp::pending_approval(&gateway, approver_token);
@@ -485,4 +492,46 @@ fn a_call_cancelled_while_it_waits_for_approval_never_runs() {
         root.join("cancelled-from.txt").exists() && !root.join("cancelled-to.txt").exists(),
         "the cancelled call reached the server"
     );
+}
+
+/// When nobody answers within `--approval-wait`, the call is denied with a
+/// tool error that names the approval, and the gateway withdraws the
+/// approval, saying why: nobody waits for it any more.
+#[test]
+fn an_approval_nobody_answers_in_time_is_withdrawn() {
+    require_peers();
+    let approver_token = "approver-token-for-the-stdio-wait-test";
+    let gateway = util::mcp::mandate_with_approver("dave@example.com", approver_token);
+    let files = tempfile::tempdir().unwrap();
+    let root = files.path().canonicalize().unwrap();
+    std::fs::write(root.join("from.txt"), "move me\n").unwrap();
+    let mut wrapper = RawWrapper::start(&tidy_with_approvals(&gateway, files.path(), &root, "1s"));
+    wrapper.initialize();
+    wrapper.send(
+        &json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+            "name": "move_file", "arguments": {
+                "source": root.join("from.txt").display().to_string(),
+                "destination": root.join("to.txt").display().to_string()}}})
+        .to_string(),
+    );
+    let answer = wrapper.answer(&json!(5));
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    let text = answer["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("no one answered within 1s"), "{text}");
+    let approval = text
+        .rsplit("approval ")
+        .next()
+        .unwrap()
+        .trim_end_matches('.')
+        .to_owned();
+    util::mcp::assert_withdrawn(&gateway, approver_token, &approval);
+    let status = gateway
+        .server
+        .get(&format!("/v1/approvals/{approval}"))
+        .json();
+    assert_eq!(
+        status["reason"], "nobody answered within the MCP gateway's approval wait",
+        "{status}"
+    );
+    assert!(!root.join("to.txt").exists());
 }

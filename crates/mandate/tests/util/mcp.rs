@@ -448,6 +448,33 @@ pub fn pending_approval(gateway: &Gateway, approver_token: &str) -> String {
     })
 }
 
+/// Waits until the gateway has withdrawn approval `id` (its call was
+/// cancelled), then checks that no approver can answer it any more.
+pub fn assert_withdrawn(gateway: &Gateway, approver_token: &str, id: &str) {
+    super::poll_until(
+        Duration::from_secs(20),
+        "the approval to be withdrawn",
+        || {
+            let status =
+                gateway.server.get(&format!("/v1/approvals/{id}")).json()["status"].clone();
+            if status == "withdrawn" {
+                Ok(())
+            } else {
+                Err(status)
+            }
+        },
+    );
+    gateway
+        .server
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/approvals/{id}/approve"),
+            Some(approver_token),
+            Some(&json!({"reason": "too late"})),
+        )
+        .assert_error(409, "not_pending");
+}
+
 /// Approves or denies an approval (`verdict`: `approve` or `deny`).
 pub fn resolve_approval(gateway: &Gateway, approver_token: &str, id: &str, verdict: &str) {
     let reply = gateway.server.call(
