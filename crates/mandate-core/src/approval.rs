@@ -140,7 +140,7 @@ pub struct Approval {
     pub created_at: DateTime<Utc>,
     /// When a pending approval turns into `expired`.
     pub expires_at: DateTime<Utc>,
-    /// When it was approved, denied or found expired.
+    /// When it was approved, denied, withdrawn or found expired.
     pub resolved_at: Option<DateTime<Utc>>,
     /// The approver, for approved, denied and used approvals.
     pub resolved_by: Option<String>,

@@ -21,7 +21,7 @@ pub struct Receipt {
     pub index: u64,
     /// What kind of event the receipt records: `decision`, or `approval`
     /// for the resolution of an approval (its `decision` is then
-    /// `approved`, `denied` or `expired`).
+    /// `approved`, `denied`, `expired` or `withdrawn`).
     pub kind: String,
     /// The decision's id, as returned to the caller.
     pub decision_id: String,

@@ -423,29 +423,28 @@ impl Pep {
                 .timeout(Duration::from_secs(poll + 10));
             // The status is public; a task credential here would be taken
             // for an approver's token and refused.
-            waiting.why = "the MCP gateway cannot read the approval's state";
-            let status = match request.send().await {
-                Ok(r) if r.status() == StatusCode::OK => match r.json::<ApprovalAnswer>().await {
-                    Ok(a) => a,
-                    Err(e) => return held(format!("the approval's state cannot be read ({e})")),
-                },
+            let read = match request.send().await {
+                Ok(r) if r.status() == StatusCode::OK => {
+                    r.json::<ApprovalAnswer>().await.map_err(|e| e.to_string())
+                }
                 Ok(r) => {
                     let status = r.status();
                     let bytes = r.bytes().await.unwrap_or_default();
-                    return held(format!(
-                        "the approval's state cannot be read ({})",
-                        refused(status, &bytes)
-                    ));
+                    Err(refused(status, &bytes))
                 }
+                Err(e) => Err(format!(
+                    "the Mandate server at {} cannot be reached: {}",
+                    self.base,
+                    error_chain(&e)
+                )),
+            };
+            let status = match read {
+                Ok(status) => status,
                 Err(e) => {
-                    return held(format!(
-                        "the approval's state cannot be read (the Mandate server at {} cannot be reached: {})",
-                        self.base,
-                        error_chain(&e)
-                    ));
+                    waiting.why = "the MCP gateway cannot read the approval's state";
+                    return held(format!("the approval's state cannot be read ({e})"));
                 }
             };
-            waiting.why = "the MCP client cancelled the call";
             if status.status != "pending" {
                 waiting.answered = true;
             }

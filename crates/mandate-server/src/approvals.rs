@@ -375,7 +375,8 @@ pub(crate) fn open(
     })
 }
 
-/// The receipt of an approval's resolution (approved, denied or expired),
+/// The receipt of an approval's resolution (approved, denied, expired or
+/// withdrawn),
 /// from the receipt of the decision that asked.
 pub fn resolution_receipt(
     record: &ApprovalRecord,
@@ -621,14 +622,14 @@ async fn open_new(
     let tasks = state.tasks();
     let who = agent.to_owned();
     let pending = tasks
-        .store(move |store| store.pending_approvals_of(&who, now))
+        .store(move |store| store.open_approvals_of(&who, now))
         .await
         .map_err(|e| crate::routes::tasks::store_failed(tasks, e))?;
     if pending >= limit {
         refuse(
             verdict,
             format!(
-                "`{agent}` already has {pending} approvals waiting for a person (at most {limit}, `max_pending_approvals_per_agent`); wait for them to be answered"
+                "`{agent}` already has {pending} approvals waiting for a person or withdrawn before their expiry (at most {limit}, `max_pending_approvals_per_agent`); wait for them to be answered or to expire"
             ),
         );
         return Ok(Gate::Refused(None));

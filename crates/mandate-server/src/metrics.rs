@@ -103,7 +103,7 @@ impl Metrics {
         let approvals = Family::<ApprovalLabels, Counter>::default();
         registry.register(
             "approvals",
-            "Approval events: opened, approved, denied, expired, released",
+            "Approval events: opened, approved, denied, expired, withdrawn, released",
             approvals.clone(),
         );
         Self {
@@ -142,7 +142,7 @@ impl Metrics {
     }
 
     /// Counts an approval event (`opened`, `approved`, `denied`, `expired`,
-    /// `released`).
+    /// `withdrawn`, `released`).
     pub fn count_approval(&self, event: &'static str) {
         self.approvals
             .get_or_create(&ApprovalLabels { event })

@@ -38,9 +38,11 @@ CREATE TABLE approvals (
     receipt        TEXT NOT NULL
 ) STRICT;
 
--- What the expiry sweep scans, and the queue; pending ones per agent.
+-- What the expiry sweep scans, and the queue; those that count against an
+-- agent's limit (pending, or withdrawn before their expiry).
 CREATE INDEX approvals_pending ON approvals (expires_at) WHERE status = 'pending';
-CREATE INDEX approvals_pending_by_agent ON approvals (agent) WHERE status = 'pending';
+CREATE INDEX approvals_open_by_agent ON approvals (agent, expires_at)
+    WHERE status IN ('pending', 'withdrawn');
 CREATE INDEX approvals_by_time ON approvals (created_at);
 ";
 
@@ -138,14 +140,16 @@ impl TaskStore {
         })
     }
 
-    /// How many approvals of `agent` are pending (not yet expired) at `now`.
-    pub fn pending_approvals_of(&self, agent: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    /// How many approvals of `agent` count against its limit at `now`: the
+    /// pending ones, and the withdrawn ones until they would have expired
+    /// (else asking and withdrawing in a loop would flood the reviewers).
+    pub fn open_approvals_of(&self, agent: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let now = time_text(&now)?;
         self.read(|conn| {
             let n: i64 = conn
                 .prepare_cached(
                     "SELECT COUNT(*) FROM approvals
-                     WHERE agent = ?1 AND status = 'pending' AND expires_at > ?2",
+                     WHERE agent = ?1 AND status IN ('pending', 'withdrawn') AND expires_at > ?2",
                 )?
                 .query_row(params![agent, now], |row| row.get(0))?;
             Ok(u64::try_from(n).unwrap_or(0))

@@ -123,12 +123,9 @@ fn pending_approvals_are_counted_per_agent_until_they_expire() {
     let store = TaskStore::open(&dir.path().join("state.db")).unwrap();
     store.create_approval(&record("a1", 0, 10)).unwrap();
     store.create_approval(&record("a2", 0, 100)).unwrap();
-    assert_eq!(store.pending_approvals_of("agent/mailer", t(5)).unwrap(), 2);
-    assert_eq!(
-        store.pending_approvals_of("agent/mailer", t(10)).unwrap(),
-        1
-    );
-    assert_eq!(store.pending_approvals_of("agent/other", t(5)).unwrap(), 0);
+    assert_eq!(store.open_approvals_of("agent/mailer", t(5)).unwrap(), 2);
+    assert_eq!(store.open_approvals_of("agent/mailer", t(10)).unwrap(), 1);
+    assert_eq!(store.open_approvals_of("agent/other", t(5)).unwrap(), 0);
 }
 
 #[test]
@@ -214,7 +211,7 @@ fn a_schema_5_database_keeps_its_approvals_and_can_withdraw_them() {
     assert_ne!(schema_5, table);
     conn.execute_batch(&format!(
         "ALTER TABLE approvals RENAME TO newer;
-         DROP INDEX approvals_pending; DROP INDEX approvals_pending_by_agent;
+         DROP INDEX approvals_pending; DROP INDEX approvals_open_by_agent;
          DROP INDEX approvals_by_time;
          {schema_5};
          INSERT INTO approvals SELECT * FROM newer; DROP TABLE newer;
@@ -257,4 +254,26 @@ fn a_schema_5_database_keeps_its_approvals_and_can_withdraw_them() {
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
     assert_eq!(version, 6);
+    let indexes: Vec<String> = {
+        let conn = Connection::open(&path).unwrap();
+        let mut statement = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'approvals' AND sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        statement
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(
+        indexes,
+        [
+            "approvals_by_time",
+            "approvals_open_by_agent",
+            "approvals_pending"
+        ]
+    );
+    // A withdrawn approval counts against its agent until its expiry.
+    assert_eq!(store.open_approvals_of("agent/mailer", t(11)).unwrap(), 1);
+    assert_eq!(store.open_approvals_of("agent/mailer", t(300)).unwrap(), 0);
 }

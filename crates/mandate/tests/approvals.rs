@@ -455,7 +455,7 @@ fn a_deny_with_a_reason_reaches_the_agent_and_the_receipt() {
 /// sent again is denied, and the receipt log records the withdrawal.
 #[test]
 fn a_requester_withdraws_an_approval_nobody_answered() {
-    let gw = gateway("");
+    let gw = gateway("max_pending_approvals_per_agent = 1");
     let request = delete_email("msg-9");
     let (_, id) = gw.ask(&request);
     let withdraw = |id: &str, body: &Value| {
@@ -516,10 +516,22 @@ fn a_requester_withdraws_an_approval_nobody_answered() {
         ),
         Some(1.0)
     );
+    // It still counts against the agent's limit (1 here) until it would
+    // have expired: asking and withdrawing cannot flood the reviewers.
+    let next = gw.server.decide(&delete_email("msg-10")).json();
+    assert_eq!(next["decision"], "deny", "{next}");
+    assert!(
+        next["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("withdrawn before their expiry"),
+        "{next}"
+    );
 }
 
-/// An approval asked for under a task credential is withdrawn only with a
-/// credential of the same task held by the agent that asked.
+/// An approval asked for under a task credential is withdrawn only with the
+/// credential it was asked under: not the task's root, not another task's,
+/// not another credential under the requester's name.
 #[test]
 fn under_a_task_credential_only_the_requester_withdraws() {
     use util::tasks::{ROOT_AGENT, SUB_AGENT, gateway_with, text};
@@ -571,7 +583,18 @@ fn under_a_task_credential_only_the_requester_withdraws() {
         )
     };
 
+    // The same agent's name on another credential of the task (the root
+    // can delegate under any name) is not the credential that asked.
+    let namesake = gw.delegate(
+        &task_id,
+        &root,
+        &json!({ "agent": SUB_AGENT, "tools": ["mail/read_inbox"] }),
+    );
+    assert_eq!(namesake.status, 201, "{}", namesake.body);
+    let namesake = text(&namesake.json(), "credential").to_owned();
+
     withdraw(None).assert_error(401, "missing_token");
+    withdraw(Some(&namesake)).assert_error(403, "insufficient_scope");
     withdraw(Some("not-a-credential")).assert_error(401, "invalid_token");
     // The task's root agent did not ask; another task's credential is not
     // this task's.

@@ -591,7 +591,12 @@ fn a_call_cancelled_while_it_is_decided_never_runs() {
         .expect("the cancelled call stopped waiting for its approval");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, "", "a cancelled request is not answered");
-    util::mcp::assert_withdrawn(&gateway, token, &approval);
+    util::mcp::assert_withdrawn(
+        &gateway,
+        token,
+        &approval,
+        "the MCP client cancelled the call",
+    );
     assert!(!notes.exists(), "the cancelled call reached the server");
 
     // The same call, not cancelled, runs once approved.

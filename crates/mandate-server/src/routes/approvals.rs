@@ -362,11 +362,14 @@ pub(crate) async fn withdraw(
     body: Result<ApiJson<WithdrawApproval>, ApiError>,
 ) -> Result<Json<ApprovalView>, ApiError> {
     let body = body?.0;
+    // Who may withdraw is checked before the lock: verifying a credential
+    // costs a signature check and a read, which approvals need not wait for.
+    let asked = load(&state, &id).await?;
+    requester_only(&state, &asked, bearer.as_ref()).await?;
     let approvals = state.approvals();
     let _guard = approvals.lock().await;
     let record = load(&state, &id).await?;
     let now = Utc::now();
-    requester_only(&state, &record, bearer.as_ref(), now)?;
     let withdrawn = record
         .approval
         .withdraw(body.reason.as_deref().unwrap_or_default(), now)
@@ -377,36 +380,44 @@ pub(crate) async fn withdraw(
 }
 
 /// Refuses anyone but the requester of an approval asked for under a task
-/// credential: the caller must present a credential of the same task held
-/// by the same agent. An approval asked for without one is anyone's with
-/// its id.
-fn requester_only(
+/// credential: the caller must present the very credential the call was
+/// decided under (the decision records its revocation id), so neither
+/// another agent of the task nor another credential named like the
+/// requester withdraws it. An approval asked for without a credential
+/// names an agent nobody verified: holding its id is enough.
+async fn requester_only(
     state: &AppState,
     record: &ApprovalRecord,
     bearer: Option<&Bearer>,
-    now: chrono::DateTime<Utc>,
 ) -> Result<(), ApiError> {
-    let requester = &record.approval.requester;
-    if requester.chain.is_empty() {
+    let verified = record
+        .receipt
+        .get("delegation")
+        .and_then(Value::as_array)
+        .is_some_and(|chain| !chain.is_empty());
+    if !verified {
         return Ok(());
     }
     let tasks = state.tasks();
     let bearer = bearer.ok_or_else(|| {
         crate::auth::missing_token(
             tasks,
-            "this approval was asked for under a task credential: send it as `Authorization: Bearer <credential>` to withdraw it",
+            "this approval was asked for under a task credential: send that credential as `Authorization: Bearer <credential>` to withdraw it",
         )
     })?;
     let credential = tasks
-        .verify_credential(&bearer.0, now)
+        .verify_credential(&bearer.0, Utc::now())
         .map_err(|e| credential_refused(tasks, &e))?;
-    let holder = credential.chain.last().map(|hop| hop.agent.as_str());
-    if record.task_id.as_deref() != Some(credential.task_id.as_str())
-        || holder != Some(requester.agent.as_str())
-    {
+    let decision_id = record.approval.decision_id.clone();
+    let decided = tasks
+        .store(move |store| store.decided_call(&decision_id))
+        .await
+        .map_err(|e| store_failed(tasks, e))?;
+    let made_under = decided.and_then(|(_, credential)| credential);
+    if made_under.is_none() || made_under.as_ref() != credential.revocation_ids.last() {
         return Err(insufficient_scope(
             tasks,
-            "only the agent that asked, under a credential of the same task, can withdraw this approval",
+            "only the credential the call was asked under can withdraw this approval",
         ));
     }
     Ok(())
@@ -531,7 +542,7 @@ pub(crate) struct ReceiptFilter {
     /// The tool: `server/tool`, or a bare name for that tool on any server.
     tool: Option<String>,
     /// The outcome: `allow`, `deny`, `approval_required`, or for approval
-    /// receipts `approved`, `denied`, `expired`.
+    /// receipts `approved`, `denied`, `expired`, `withdrawn`.
     decision: Option<String>,
     /// `decision` or `approval`.
     kind: Option<String>,

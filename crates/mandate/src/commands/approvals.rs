@@ -75,7 +75,7 @@ pub fn list(args: ApprovalsListArgs) -> anyhow::Result<Code> {
             };
             outln!(
                 out,
-                "{}  {:<8}  {}/{}  {}  {when}",
+                "{}  {:<9}  {}/{}  {}  {when}",
                 str_of(item, "id"),
                 str_of(item, "status"),
                 str_of(summary, "server"),

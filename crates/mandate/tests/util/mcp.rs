@@ -448,22 +448,22 @@ pub fn pending_approval(gateway: &Gateway, approver_token: &str) -> String {
     })
 }
 
-/// Waits until the gateway has withdrawn approval `id` (its call was
-/// cancelled), then checks that no approver can answer it any more.
-pub fn assert_withdrawn(gateway: &Gateway, approver_token: &str, id: &str) {
-    super::poll_until(
+/// Waits until the gateway has withdrawn approval `id`, saying `why`, then
+/// checks that no approver can answer it any more.
+pub fn assert_withdrawn(gateway: &Gateway, approver_token: &str, id: &str, why: &str) {
+    let withdrawn = super::poll_until(
         Duration::from_secs(20),
         "the approval to be withdrawn",
         || {
-            let status =
-                gateway.server.get(&format!("/v1/approvals/{id}")).json()["status"].clone();
-            if status == "withdrawn" {
-                Ok(())
+            let status = gateway.server.get(&format!("/v1/approvals/{id}")).json();
+            if status["status"] == "withdrawn" {
+                Ok(status)
             } else {
                 Err(status)
             }
         },
     );
+    assert_eq!(withdrawn["reason"], why, "{withdrawn}");
     gateway
         .server
         .call(
