@@ -1176,8 +1176,27 @@ fn an_approval_covers_only_the_gates_the_person_saw_and_agents_cannot_flood_the_
     );
 }
 
+/// A resolution whose receipt was written but whose status was not (a
+/// failed state write) is adopted from the log when the approval is
+/// answered again: no second receipt, and the first answer stands. For an
+/// approver's approval and for the requester's withdrawal alike.
 #[test]
 fn a_resolution_in_the_log_but_not_in_the_state_is_adopted_not_written_twice() {
+    adopted_from_the_log(
+        ("approve", Some(BOB_TOKEN), "fine"),
+        json!({"status": "approved", "resolved_by": BOB, "reason": "fine"}),
+    );
+    adopted_from_the_log(
+        ("withdraw", None, "gave up"),
+        json!({"status": "withdrawn", "resolved_by": null, "reason": "gave up"}),
+    );
+}
+
+/// Resolves a new approval with `(verb, token, reason)`, loses its status
+/// write, and checks that a later deny adopts the logged resolution,
+/// whose status fields are `expected`.
+fn adopted_from_the_log(first: (&str, Option<&str>, &str), expected: Value) {
+    let (verb, token, reason) = first;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = config(dir.path(), "");
@@ -1194,9 +1213,9 @@ fn a_resolution_in_the_log_but_not_in_the_state_is_adopted_not_written_twice() {
     let id = answer["approval_id"].as_str().unwrap().to_owned();
     let reply = server.call(
         reqwest::Method::POST,
-        &format!("/v1/approvals/{id}/approve"),
-        Some(BOB_TOKEN),
-        Some(&json!({ "reason": "fine" })),
+        &format!("/v1/approvals/{id}/{verb}"),
+        token,
+        Some(&json!({ "reason": reason })),
     );
     assert_eq!(reply.status, 200, "{}", reply.body);
     server.terminate();
@@ -1218,7 +1237,8 @@ fn a_resolution_in_the_log_but_not_in_the_state_is_adopted_not_written_twice() {
         Some(&json!({ "reason": "changed my mind" })),
     );
     reply.assert_error(409, "not_pending");
-    assert!(reply.body.contains("already approved"), "{}", reply.body);
+    let already = format!("already {}", expected["status"].as_str().unwrap());
+    assert!(reply.body.contains(&already), "{}", reply.body);
     let view = server
         .call(
             reqwest::Method::GET,
@@ -1227,9 +1247,9 @@ fn a_resolution_in_the_log_but_not_in_the_state_is_adopted_not_written_twice() {
             None,
         )
         .json();
-    assert_eq!(view["status"], "approved");
-    assert_eq!(view["resolved_by"], BOB);
-    assert_eq!(view["reason"], "fine");
+    for field in ["status", "resolved_by", "reason"] {
+        assert_eq!(view[field], expected[field], "{field}: {view}");
+    }
     // The ledger took no second receipt for the approval and still works.
     let health = server.health();
     assert_eq!(health["status"], "ok", "{health}");
