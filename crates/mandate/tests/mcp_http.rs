@@ -662,27 +662,16 @@ fn a_call_whose_stream_the_client_left_still_labels_the_session() {
 
     // The long call, by hand: read until its first progress event, then
     // hang up.
-    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
-        "name": "trigger-long-running-operation",
-        "arguments": {"duration": 2, "steps": 4},
-        "_meta": {"progressToken": "p"}}})
-    .to_string();
-    let mut socket = std::net::TcpStream::connect(proxy.addr).unwrap();
-    write!(
-        socket,
-        "POST /mcp HTTP/1.1\r\nHost: {}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nmcp-protocol-version: 2025-06-18\r\nmcp-session-id: {session}\r\ncontent-length: {}\r\n\r\n{call}",
+    let call = CallStream::open(
         proxy.addr,
-        call.len()
-    )
-    .unwrap();
-    let mut seen = String::new();
-    let mut buffer = [0u8; 4096];
-    while !seen.contains("notifications/progress") {
-        let n = socket.read(&mut buffer).unwrap();
-        assert!(n > 0, "the stream ended before any progress: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
-    }
-    drop(socket);
+        "/mcp",
+        &session,
+        &json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {
+            "name": "trigger-long-running-operation",
+            "arguments": {"duration": 2, "steps": 4},
+            "_meta": {"progressToken": "p"}}}),
+    );
+    drop(call);
 
     let mut next = 4;
     util::poll_until(
@@ -864,27 +853,16 @@ fn merged_endpoint_passes_cancellations_of_sent_calls_on() {
     let session = open_session(&url);
 
     // The call, by hand: read until its progress shows it runs upstream.
-    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
-        "name": "b__wait_for_cancel", "arguments": {}, "_meta": {"progressToken": "p"}}})
-    .to_string();
-    let mut socket = std::net::TcpStream::connect(proxy.addr).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        socket,
-        "POST /mcp HTTP/1.1\r\nHost: {}\r\nconnection: close\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nmcp-protocol-version: 2025-06-18\r\nmcp-session-id: {session}\r\ncontent-length: {}\r\n\r\n{call}",
-        proxy.addr,
-        call.len()
-    )
-    .unwrap();
-    let mut seen = String::new();
-    let mut buffer = [0u8; 4096];
-    while !seen.contains("notifications/progress") {
-        let n = socket.read(&mut buffer).unwrap();
-        assert!(n > 0, "the stream ended before any progress: {seen}");
-        seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
-    }
+    let wait = |id: u64| {
+        CallStream::open(
+            proxy.addr,
+            "/mcp",
+            &session,
+            &json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+                "name": "b__wait_for_cancel", "arguments": {}, "_meta": {"progressToken": "p"}}}),
+        )
+    };
+    let mut call = wait(2);
 
     // Its id is taken while it runs.
     let again = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
@@ -899,13 +877,7 @@ fn merged_endpoint_passes_cancellations_of_sent_calls_on() {
     assert_eq!(status, 202, "{body}");
 
     // The stream ends (the proxy closes the connection) with no answer.
-    loop {
-        match socket.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buffer[..n])),
-            Err(e) => panic!("the cancelled call's stream did not end ({e}): {seen}"),
-        }
-    }
+    let seen = call.rest();
     assert!(
         !seen.contains(r#""id":2"#),
         "a cancelled call is not answered: {seen}"
@@ -924,4 +896,76 @@ fn merged_endpoint_passes_cancellations_of_sent_calls_on() {
             other => Err(format!("{other:?}")),
         },
     );
+
+    // Ending the session ends its calls in progress the same way.
+    let mut call = wait(3);
+    let ended = reqwest::blocking::Client::new()
+        .delete(&url)
+        .header("mcp-session-id", &session)
+        .send()
+        .unwrap();
+    assert_eq!(ended.status(), 200);
+    let seen = call.rest();
+    assert!(
+        !seen.contains(r#""id":3"#),
+        "a call of an ended session is not answered: {seen}"
+    );
+}
+
+/// A call's answer read by hand off the socket, as it arrives.
+struct CallStream {
+    socket: std::net::TcpStream,
+    seen: String,
+}
+
+impl CallStream {
+    /// Posts `message` to `path` in `session` (`Connection: close`, so the
+    /// stream's end closes the socket), and reads until the call's first
+    /// progress event.
+    fn open(addr: std::net::SocketAddr, path: &str, session: &str, message: &Value) -> Self {
+        let body = message.to_string();
+        let mut socket = std::net::TcpStream::connect(addr).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            socket,
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nmcp-protocol-version: 2025-06-18\r\nmcp-session-id: {session}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut stream = Self {
+            socket,
+            seen: String::new(),
+        };
+        while !stream.seen.contains("notifications/progress") {
+            assert!(
+                stream.read(),
+                "the stream ended before any progress: {}",
+                stream.seen
+            );
+        }
+        stream
+    }
+
+    /// Reads what comes next; `false` at the end of the stream.
+    fn read(&mut self) -> bool {
+        let mut buffer = [0u8; 4096];
+        match self.socket.read(&mut buffer) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.seen.push_str(&String::from_utf8_lossy(
+                    buffer.get(..n).unwrap_or_default(),
+                ));
+                true
+            }
+            Err(e) => panic!("the call's stream did not end ({e}): {}", self.seen),
+        }
+    }
+
+    /// Everything, once the stream has ended.
+    fn rest(&mut self) -> String {
+        while self.read() {}
+        self.seen.clone()
+    }
 }

@@ -100,6 +100,13 @@ impl CallsInProgress {
         })
     }
 
+    /// Cancels every call in progress (the session ends).
+    fn cancel_all(&self) {
+        for state in self.lock().values() {
+            state.cancelled.cancel();
+        }
+    }
+
     /// Cancels call `id`, if it is in progress; the link of its upstream if
     /// the call may have been sent there.
     fn cancel(&self, id: &IdKey) -> Option<usize> {
@@ -189,7 +196,7 @@ impl Proxy {
         // Sessions idle too long end here as if the client had ended them.
         for idle in self.merged.sweep() {
             let proxy = self.clone();
-            tokio::spawn(async move { proxy.close(&idle.links).await });
+            tokio::spawn(async move { proxy.end(&idle).await });
         }
         let (parts, body) = request.into_parts();
         let session_id = parts
@@ -204,7 +211,7 @@ impl Proxy {
             let gone = self.merged.remove(&id);
             return match gone {
                 Some(merged) => {
-                    self.close(&merged.links).await;
+                    self.end(&merged).await;
                     StatusCode::OK.into_response()
                 }
                 None => (StatusCode::NOT_FOUND, "no such session").into_response(),
@@ -462,6 +469,13 @@ impl Proxy {
         }
     }
 
+    /// Ends a client session: its calls in progress (their answers end,
+    /// those still decided never go upstream), then its upstream sessions.
+    async fn end(&self, merged: &Merged) {
+        merged.calls.cancel_all();
+        self.close(&merged.links).await;
+    }
+
     /// Ends the upstreams' sessions (`DELETE`).
     async fn close(&self, links: &[Link]) {
         futures_util::future::join_all(links.iter().filter(|l| l.session_id.is_some()).map(
@@ -604,7 +618,11 @@ impl Proxy {
         };
         let headers = link.headers();
         let decision = self.gate(&link.upstream, &merged.session, &headers, call);
-        let Some(gate) = unless_cancelled(&merged.session, IdKey::of(id), decision).await else {
+        let decided = unless_cancelled(&merged.session, IdKey::of(id), decision);
+        // The call's own token ends the decision too: the session may end
+        // while a call waits for an approval.
+        let decided = in_progress.cancelled().run_until_cancelled(decided).await;
+        let Some(gate) = decided.flatten() else {
             tracing::debug!(id = %id, "tools/call cancelled while it was being decided; dropped");
             return cancelled();
         };
