@@ -13,12 +13,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use mandate_core::{Approval, ApprovalStatus, DecisionRequest, Requester, Verdict};
+use mandate_auth::{TokenDigest, new_token};
 use mandate_ledger::Receipt;
 use mandate_ledger::receipt::ApprovalRef;
 use mandate_store::ApprovalRecord;
 use serde::Serialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use tokio::sync::{Mutex, MutexGuard, watch};
 
 use crate::state::AppState;
@@ -39,7 +40,7 @@ pub struct ApproverToken {
     /// Who the approver is (for example an email address); it is what
     /// receipts name.
     pub name: String,
-    digest: [u8; 32],
+    digest: TokenDigest,
 }
 
 impl ApproverToken {
@@ -58,7 +59,7 @@ impl ApproverToken {
                 "approver `{name}` is a SPIFFE ID, an agent's identity; approvers are people (name them by email or user name)"
             )));
         }
-        let digest = decode_hex32(token_sha256.trim()).ok_or_else(|| {
+        let digest = TokenDigest::parse_hex(token_sha256).ok_or_else(|| {
             ApprovalsError::Invalid(format!(
                 "approver `{name}`: `token_sha256` must be 64 hex digits (the SHA-256 of the token); `mandate approvals token` prints one"
             ))
@@ -171,7 +172,7 @@ impl Approvals {
     /// their SHA-256: the configuration never holds a token itself, and a
     /// digest comparison leaks nothing usable about the token.
     pub fn approver(&self, token: &str) -> Option<&str> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let digest = TokenDigest::of(token);
         self.settings
             .approvers
             .iter()
@@ -272,20 +273,8 @@ fn unreachable_hmac() -> Hmac<Sha256> {
 
 /// A new random approver token and the hex SHA-256 to configure for it.
 pub fn new_approver_token() -> (String, String) {
-    use base64::Engine;
-    let mut bytes = [0u8; 32];
-    getrandom(&mut bytes);
-    let token = format!(
-        "{APPROVER_TOKEN_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    );
-    let digest = hex(&Sha256::digest(token.as_bytes()));
-    (token, digest)
-}
-
-fn getrandom(bytes: &mut [u8]) {
-    use rand_core::{OsRng, RngCore};
-    OsRng.fill_bytes(bytes);
+    let (token, digest) = new_token(APPROVER_TOKEN_PREFIX);
+    (token, digest.to_hex())
 }
 
 /// What an approval is bound to: the digest of who asked (agent, person),
@@ -827,18 +816,6 @@ fn resolved_by_receipt(approval: &Approval, body: &str) -> Result<Approval, Stri
             .flatten(),
         ..approval.clone()
     })
-}
-
-fn decode_hex32(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        let pair = text.get(2 * i..2 * i + 2)?;
-        *byte = u8::from_str_radix(pair, 16).ok()?;
-    }
-    Some(out)
 }
 
 fn hex(bytes: &[u8]) -> String {
