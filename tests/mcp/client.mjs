@@ -38,7 +38,10 @@ let transport;
 if (mode === "stdio") {
   transport = new StdioClientTransport({ command: rest[0], args: rest.slice(1), stderr: "inherit" });
 } else if (mode === "http") {
-  transport = new StreamableHTTPClientTransport(new URL(rest[0]));
+  // MCP_TEST_HEADERS (a JSON object): headers for every request, as a
+  // deployment sets a proxy token.
+  const headers = JSON.parse(process.env.MCP_TEST_HEADERS ?? "{}");
+  transport = new StreamableHTTPClientTransport(new URL(rest[0]), { requestInit: { headers } });
 } else {
   throw new Error(`unknown mode ${mode}`);
 }

@@ -4,6 +4,9 @@ a JSON plan, for the Mandate MCP gateway tests.
     python3 client.py PLAN_JSON stdio COMMAND [ARGS...]
     python3 client.py PLAN_JSON http URL
 
+Over HTTP, MCP_TEST_HEADERS (a JSON object) adds headers to every request,
+as a deployment sets a proxy token.
+
 The plan is a list of steps; each step's outcome is printed as one JSON
 object on stdout when the plan is done ({"server": ..., "steps": [...]}).
 Steps:
@@ -22,12 +25,15 @@ with a fixed message, so that sampling is exercised in both directions.
 """
 
 import asyncio
+import contextlib
 import json
+import os
 import sys
 
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 SAMPLED = "sampled by the python test client"
 
@@ -118,10 +124,14 @@ async def main():
             async with ClientSession(read, write, sampling_callback=sampling) as session:
                 out = await run_plan(session, plan)
     elif mode == "http":
-        async with streamable_http_client(sys.argv[3]) as streams:
+        headers = json.loads(os.environ.get("MCP_TEST_HEADERS", "{}"))
+        async with contextlib.AsyncExitStack() as stack:
+            # The SDK's own client (its timeouts), with the extra headers.
+            http = await stack.enter_async_context(create_mcp_http_client(headers=headers))
+            streams = await stack.enter_async_context(streamable_http_client(sys.argv[3], http_client=http))
             read, write = streams[0], streams[1]
-            async with ClientSession(read, write, sampling_callback=sampling) as session:
-                out = await run_plan(session, plan)
+            session = await stack.enter_async_context(ClientSession(read, write, sampling_callback=sampling))
+            out = await run_plan(session, plan)
     else:
         raise SystemExit(f"unknown mode {mode}")
     print(json.dumps(out), flush=True)

@@ -21,8 +21,8 @@ pub use exchange::{
     AccessTokenClaims, Actor, DecidedCall, Downstream, ExchangeConfigError, ExchangeError,
     ExchangeRequest, IssuedToken, PublicJwk, TokenExchange, TokenSigner,
 };
-pub use static_token::{TokenDigest, new_token};
 pub use identity::{
     IdentityConfigError, IdentityError, IdentityVerifier, IssuerConfig, IssuerKind,
     VerifiedIdentity, parse_jwks,
 };
+pub use static_token::{TokenDigest, new_token};

@@ -1,10 +1,15 @@
 //! The gateway's configuration file (TOML): tool annotation overrides,
-//! tools/list filtering, the approval wait, and the task context sent when
-//! the gateway decides as a configured agent (without a task credential).
+//! tools/list filtering, the approval wait, the task context sent when the
+//! gateway decides as a configured agent (without a task credential), and
+//! the clients the HTTP proxy accepts.
 //!
 //! ```toml
 //! hide_denied_tools = true
 //! approval_wait_seconds = 60
+//!
+//! [[clients]]                   # proxy only: who may connect
+//! name = "research-agent"
+//! token_sha256 = "…"            # `mandate mcp client-token` prints one
 //!
 //! [tools."write_file"]          # any upstream's `write_file`
 //! destructive = true
@@ -21,6 +26,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use mandate_auth::TokenDigest;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -66,6 +72,20 @@ pub struct GatewayConfig {
     /// The task context sent with every decision in agent mode.
     #[serde(default)]
     pub task: Option<TaskContext>,
+    /// The clients the HTTP proxy accepts; none: any client.
+    #[serde(default)]
+    pub clients: Vec<ClientToken>,
+}
+
+/// A client of the HTTP proxy: a name (for the logs) and the SHA-256 of the
+/// token it presents as `Proxy-Authorization: Bearer <token>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientToken {
+    /// Who the client is.
+    pub name: String,
+    /// The SHA-256 of its token, 64 hex digits.
+    pub token_sha256: TokenDigest,
 }
 
 /// Annotations that replace what an upstream says about a tool: servers can
@@ -132,7 +152,29 @@ impl GatewayConfig {
 
     /// Parses the TOML text.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+        let config: Self = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        let mut seen = std::collections::HashSet::new();
+        for client in &config.clients {
+            if client.name.trim().is_empty() {
+                return Err("a `[[clients]]` entry has an empty `name`".to_owned());
+            }
+            if !seen.insert(client.token_sha256) {
+                return Err(format!(
+                    "client `{}` has the same `token_sha256` as another: give each client its own token",
+                    client.name
+                ));
+            }
+        }
+        Ok(config)
+    }
+
+    /// The client whose token is `token`, if one is configured with it.
+    pub fn client(&self, token: &str) -> Option<&str> {
+        let digest = TokenDigest::of(token);
+        self.clients
+            .iter()
+            .find(|c| c.token_sha256 == digest)
+            .map(|c| c.name.as_str())
     }
 
     /// The override for `tool` of `server`: `server/tool` wins over `tool`.
@@ -176,6 +218,25 @@ params = { allowed = ["a"] }
         annotations.insert("destructiveHint".into(), Value::Bool(false));
         config.tools["write_file"].apply(&mut annotations);
         assert_eq!(annotations["destructiveHint"], Value::Bool(true));
+    }
+
+    #[test]
+    fn clients_are_known_by_their_tokens_digest() {
+        let (token, digest) = mandate_auth::new_token("t_");
+        let config = GatewayConfig::parse(&format!(
+            "[[clients]]\nname = \"agent-a\"\ntoken_sha256 = \"{}\"\n",
+            digest.to_hex()
+        ))
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(config.client(&token), Some("agent-a"));
+        assert_eq!(config.client(&digest.to_hex()), None);
+        let twice = format!(
+            "[[clients]]\nname = \"a\"\ntoken_sha256 = \"{0}\"\n[[clients]]\nname = \"b\"\ntoken_sha256 = \"{0}\"\n",
+            digest.to_hex()
+        );
+        assert!(GatewayConfig::parse(&twice).is_err_and(|e| e.contains("same `token_sha256`")));
+        let bad = GatewayConfig::parse("[[clients]]\nname = \"a\"\ntoken_sha256 = \"abc\"\n");
+        assert!(bad.is_err_and(|e| e.contains("64 hex digits")));
     }
 
     #[test]

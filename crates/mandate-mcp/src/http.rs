@@ -44,6 +44,7 @@ use crate::catalog::{self, Catalog, Lookup};
 use crate::jsonrpc::{self, IdKey, Message, ToolCall};
 use crate::pep::{Allowed, Gate, Pep, Session};
 
+mod clients;
 mod merged;
 mod sessions;
 
@@ -181,6 +182,10 @@ pub fn router(pep: Arc<Pep>, options: ProxyOptions) -> Result<Router, ProxyError
     Ok(Router::new()
         .route("/mcp", any(single_upstream))
         .route("/{name}/mcp", any(named_upstream))
+        .layer(axum::middleware::from_fn_with_state(
+            proxy.clone(),
+            clients::require_client,
+        ))
         .with_state(proxy))
 }
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use mandate_core::{Approval, ApprovalStatus, DecisionRequest, Requester, Verdict};
 use mandate_auth::{TokenDigest, new_token};
+use mandate_core::{Approval, ApprovalStatus, DecisionRequest, Requester, Verdict};
 use mandate_ledger::Receipt;
 use mandate_ledger::receipt::ApprovalRef;
 use mandate_store::ApprovalRecord;

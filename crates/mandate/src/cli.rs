@@ -606,6 +606,20 @@ pub enum McpCommand {
     /// tools/call decided.
     #[command(after_help = MCP_NOTES)]
     Proxy(McpProxyArgs),
+    /// Make a token for a client of `mandate mcp proxy`: prints it once, and the
+    /// [[clients]] entry (its SHA-256) for the proxy's --config file. Talks to
+    /// no server.
+    ClientToken(McpClientTokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct McpClientTokenArgs {
+    /// The client's name, as the proxy's logs will show it
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Print the token and its digest as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How the MCP gateway asks for decisions.

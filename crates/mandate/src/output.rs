@@ -48,6 +48,36 @@ fn escape_controls(text: &str) -> String {
     out
 }
 
+/// Prints a new static token and the config entry for it: as JSON, or as
+/// TOML comments and the `[[section]]` entry to paste into `config`.
+pub fn print_new_token(
+    section: &str,
+    config: &str,
+    name: &str,
+    token: &str,
+    token_sha256: &str,
+    json: bool,
+) -> std::io::Result<()> {
+    let mut out = String::new();
+    if json {
+        let answer =
+            serde_json::json!({ "name": name, "token": token, "token_sha256": token_sha256 });
+        outln!(out, "{:#}", answer);
+    } else {
+        outln!(
+            out,
+            "# Give this token to {name}; it is shown once and not stored:"
+        );
+        outln!(out, "#   {token}");
+        outln!(out, "# and add this entry to {config}:");
+        outln!(out, "[[{section}]]");
+        // JSON's string escaping is valid TOML.
+        outln!(out, "name = {}", serde_json::Value::String(name.to_owned()));
+        outln!(out, "token_sha256 = \"{token_sha256}\"");
+    }
+    emit(&out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::escape_controls;

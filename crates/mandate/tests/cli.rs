@@ -1121,6 +1121,38 @@ fn help_works_for_every_command() {
     let out = run(&["--version"]);
     assert_code(&out, OK);
     assert!(out.stdout.starts_with("mandate "), "{}", out.stdout);
+
+    // Every command and subcommand `--help` lists, down the tree.
+    let mut pending = vec![Vec::<String>::new()];
+    let mut seen = 0;
+    while let Some(path) = pending.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let out = run(&args);
+        assert_code(&out, OK);
+        assert!(out.stdout.contains("Usage:"), "{args:?}:\n{}", out.stdout);
+        seen += 1;
+        for sub in subcommands(&out.stdout) {
+            let mut next = path.clone();
+            next.push(sub);
+            pending.push(next);
+        }
+    }
+    assert!(seen > 20, "only {seen} commands found");
+}
+
+/// The subcommands a `--help` lists under `Commands:` (not `help`).
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|line| *line != "Commands:")
+        .skip(1)
+        .take_while(|line| !line.is_empty())
+        // A command's line starts with two spaces; wrapped text with more.
+        .filter(|line| line.starts_with("  ") && !line.starts_with("   "))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]

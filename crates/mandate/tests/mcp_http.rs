@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 use util::mcp::{
     AGENT, Running, Sdk, check_everything, check_progress, decision_id, everything_http, history,
     mandate, mandate_with_approver, pending_approval, proxy, require_peers, resolve_approval,
-    run_http, start_task, stateful_http_sse, stateless_http, stateless_http_sse, steps,
+    run_http, run_http_with, start_task, stateful_http_sse, stateless_http, stateless_http_sse,
+    steps,
 };
 
 const EVERYTHING_PLAN: &str = r#"[
@@ -967,5 +968,105 @@ impl CallStream {
     fn rest(&mut self) -> String {
         while self.read() {}
         self.seen.clone()
+    }
+}
+
+/// With `[[clients]]` in its config (as `mandate mcp client-token` prints
+/// it), the proxy serves configured clients only: a request without
+/// `Proxy-Authorization: Bearer <token>`, or with a token no client has,
+/// gets `407` and reaches nothing. Both SDK clients sending a configured
+/// token work as before, relayed and merged.
+#[test]
+fn only_configured_clients_are_served() {
+    require_peers();
+    let gateway = mandate();
+    let a = everything_http();
+    let b = everything_http();
+    // The client's token and its `[[clients]]` entry, as an operator makes
+    // them.
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args(["mcp", "client-token", "--name", "test-agent"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let entry = String::from_utf8(made.stdout).unwrap();
+    let token = entry
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim_start_matches('#')
+        .trim()
+        .to_owned();
+    assert!(token.starts_with("mnd_mcp_"), "{entry}");
+    let token = token.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcp.toml");
+    std::fs::write(
+        &config,
+        format!("{entry}[task]\nintent = \"demo\"\ntools = [\"echo\"]\n"),
+    )
+    .unwrap();
+    let proxy = proxy(
+        &gateway,
+        &[
+            "--agent",
+            AGENT,
+            "--config",
+            config.to_str().unwrap(),
+            "--upstream",
+            &format!("a=http://{}/mcp", a.addr),
+            "--upstream",
+            &format!("b=http://{}/mcp", b.addr),
+        ],
+    );
+
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "0"}}});
+    // Each request also carries the token as `Authorization`: that header
+    // is the upstream's, and does not count.
+    for (path, presented, why) in [
+        ("/mcp", None, "no `Proxy-Authorization"),
+        ("/a/mcp", None, "no `Proxy-Authorization"),
+        (
+            "/mcp",
+            Some("Bearer mnd_mcp_not-a-client"),
+            "not a configured client's token",
+        ),
+        // The token alone, without the scheme.
+        ("/a/mcp", Some(token), "no `Proxy-Authorization"),
+    ] {
+        let mut request = reqwest::blocking::Client::new()
+            .post(format!("http://{}{path}", proxy.addr))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", format!("Bearer {token}"))
+            .body(initialize.to_string());
+        if let Some(value) = presented {
+            request = request.header("proxy-authorization", value);
+        }
+        let response = request.send().unwrap();
+        assert_eq!(response.status(), 407, "{path} {presented:?}");
+        assert_eq!(
+            response.headers()["proxy-authenticate"],
+            r#"Bearer realm="mandate-mcp-proxy""#
+        );
+        assert!(response.headers().get("mcp-session-id").is_none());
+        let body: Value = response.json().unwrap();
+        assert_eq!(body["error"]["code"], -32600, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(why), "{path} {presented:?}: {message}");
+    }
+
+    let headers = json!({"Proxy-Authorization": format!("Bearer {token}")});
+    for (sdk, path, tool) in [
+        (Sdk::Python, "/a/mcp", "echo"),
+        (Sdk::Node, "/mcp", "a__echo"),
+    ] {
+        let plan = json!([{"op": "call", "tool": tool, "arguments": {"message": "hi"}}]);
+        let url = format!("http://{}{path}", proxy.addr);
+        let out = run_http_with(sdk, &plan, &url, &headers);
+        let text = steps(&out)[0]["text"].as_str().unwrap_or_default();
+        assert!(text.contains("Echo: hi"), "{sdk:?}: {out}");
     }
 }

@@ -13,7 +13,7 @@ use crate::cli::{
 };
 use crate::client::{Answer, Remote, str_of, strings};
 use crate::exit::Code;
-use crate::output::{emit, emit_text, outln};
+use crate::output::{emit, emit_text, outln, print_new_token};
 
 impl<'a> From<&'a ApproverArgs> for Remote<'a> {
     fn from(args: &'a ApproverArgs) -> Self {
@@ -135,28 +135,15 @@ pub fn token(args: ApprovalTokenArgs) -> anyhow::Result<Code> {
         return Ok(Code::Input);
     }
     let (token, digest) = mandate_server::approvals::new_approver_token();
-    let mut out = String::new();
-    if args.json {
-        let answer = json!({ "name": name, "token": token, "token_sha256": digest });
-        outln!(out, "{}", serde_json::to_string_pretty(&answer)?);
-    } else {
-        outln!(
-            out,
-            "# Give this token to {name}; it is shown once and not stored:"
-        );
-        outln!(out, "#   {token}");
-        outln!(out, "# and add this entry to the server's config file:");
-        outln!(out, "[[approvers]]");
-        outln!(out, "name = {}", toml_string(name));
-        outln!(out, "token_sha256 = \"{digest}\"");
-    }
-    emit(&out)?;
+    print_new_token(
+        "approvers",
+        "the server's config file",
+        name,
+        &token,
+        &digest,
+        args.json,
+    )?;
     Ok(Code::Ok)
-}
-
-/// `text` as a TOML basic string (JSON's escaping is valid TOML).
-fn toml_string(text: &str) -> String {
-    Value::String(text.to_owned()).to_string()
 }
 
 /// An approval, as JSON or in a few lines.

@@ -10,7 +10,7 @@ use mandate_mcp::pep::DEFAULT_APPROVAL_WAIT;
 use mandate_mcp::stdio::WrapOptions;
 use mandate_mcp::{GatewayConfig, Pep, PepSettings, Principal, TaskCredential};
 
-use crate::cli::{McpGatewayArgs, McpProxyArgs, McpWrapArgs};
+use crate::cli::{McpClientTokenArgs, McpGatewayArgs, McpProxyArgs, McpWrapArgs};
 use crate::exit::Code;
 
 pub fn wrap(args: McpWrapArgs) -> anyhow::Result<Code> {
@@ -19,6 +19,11 @@ pub fn wrap(args: McpWrapArgs) -> anyhow::Result<Code> {
         Ok(pep) => pep,
         Err(e) => return input_error(&e),
     };
+    if !pep.config().clients.is_empty() {
+        tracing::warn!(
+            "`[[clients]]` in the config file applies to `mandate mcp proxy` only: the stdio wrapper's client is the process that started it"
+        );
+    }
     let mut command = args.command.into_iter();
     let Some(program) = command.next() else {
         bail!("no MCP server command after `--`");
@@ -86,10 +91,35 @@ pub fn proxy(args: McpProxyArgs) -> anyhow::Result<Code> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr()?;
         tracing::info!(%address, "mandate mcp proxy is listening");
+        if !address.ip().is_loopback() && pep.config().clients.is_empty() {
+            tracing::warn!(%address, "no `[[clients]]` in the config file: any client that reaches this address can call the tools; add clients (`mandate mcp client-token`) or listen on loopback");
+        }
         eprintln!("mandate mcp proxy listening on http://{address}");
         mandate_mcp::http::serve(Arc::new(pep), options, listener).await?;
         anyhow::Ok(Code::Ok)
     })
+}
+
+/// Prefix of proxy client tokens, so that a leaked one is recognisable.
+const CLIENT_TOKEN_PREFIX: &str = "mnd_mcp_";
+
+/// `mandate mcp client-token`: a new token for a proxy client.
+pub fn client_token(args: McpClientTokenArgs) -> anyhow::Result<Code> {
+    let name = args.name.trim();
+    if name.is_empty() {
+        eprintln!("error: --name must not be empty");
+        return Ok(Code::Input);
+    }
+    let (token, digest) = mandate_auth::new_token(CLIENT_TOKEN_PREFIX);
+    crate::output::print_new_token(
+        "clients",
+        "the MCP proxy's --config file",
+        name,
+        &token,
+        &digest.to_hex(),
+        args.json,
+    )?;
+    Ok(Code::Ok)
 }
 
 /// The enforcement point the flags describe.

@@ -139,15 +139,24 @@ impl Sdk {
 pub fn run_stdio(sdk: Sdk, plan: &Value, command: &[String]) -> Value {
     let mut args = vec![plan.to_string(), "stdio".to_owned()];
     args.extend(command.iter().cloned());
-    run_client(sdk, &args)
+    run_client(sdk, &args, &json!({}))
 }
 
 /// Runs the SDK client on `plan` against a streamable HTTP endpoint.
 pub fn run_http(sdk: Sdk, plan: &Value, url: &str) -> Value {
-    run_client(sdk, &[plan.to_string(), "http".to_owned(), url.to_owned()])
+    run_http_with(sdk, plan, url, &json!({}))
 }
 
-fn run_client(sdk: Sdk, args: &[String]) -> Value {
+/// The same, adding `headers` (a JSON object) to every request.
+pub fn run_http_with(sdk: Sdk, plan: &Value, url: &str, headers: &Value) -> Value {
+    run_client(
+        sdk,
+        &[plan.to_string(), "http".to_owned(), url.to_owned()],
+        headers,
+    )
+}
+
+fn run_client(sdk: Sdk, args: &[String], headers: &Value) -> Value {
     let (program, script) = match sdk {
         Sdk::Python => (python(), "client.py"),
         Sdk::Node => ("node".to_owned(), "client.mjs"),
@@ -155,6 +164,7 @@ fn run_client(sdk: Sdk, args: &[String]) -> Value {
     let mut child = Command::new(&program)
         .arg(peers_dir().join(script))
         .args(args)
+        .env("MCP_TEST_HEADERS", headers.to_string())
         .current_dir(peers_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
