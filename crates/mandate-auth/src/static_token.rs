@@ -22,7 +22,8 @@ impl TokenDigest {
     /// Parses 64 hex digits (surrounding whitespace ignored).
     pub fn parse_hex(text: &str) -> Option<Self> {
         let text = text.trim();
-        if text.len() != 64 {
+        // from_str_radix alone would take a sign ("+f").
+        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let mut out = [0u8; 32];
@@ -102,6 +103,7 @@ mod tests {
         assert!(TokenDigest::parse_hex("abc").is_none());
         assert!(TokenDigest::parse_hex(&"g".repeat(64)).is_none());
         assert!(TokenDigest::parse_hex(&"0".repeat(65)).is_none());
+        assert!(TokenDigest::parse_hex(&"+f".repeat(32)).is_none());
         assert!(TokenDigest::parse_hex(&format!(" {} ", "A".repeat(64))).is_some());
         let parsed: Result<TokenDigest, _> = serde_json::from_str("\"abc\"");
         assert!(parsed.is_err());

@@ -280,7 +280,7 @@ impl Proxy {
             .get(SESSION_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        drop(upstream.sessions.sweep());
+        drop(upstream.sessions.sweep(|_| false));
         let session = match &session_id {
             None => upstream.stateless.clone(),
             Some(id) => match upstream.sessions.get(id) {

@@ -1,27 +1,27 @@
 //! Who may use the proxy: with `[[clients]]` configured, every request must
 //! carry `Proxy-Authorization: Bearer <token>` with a configured client's
-//! token, or it is answered `407` and goes nowhere. Without `[[clients]]`
+//! token, or it is answered `403` and goes nowhere. Without `[[clients]]`
 //! any client is served (bind the proxy to loopback then).
 //!
 //! `Proxy-Authorization` rather than `Authorization`: the latter is the
 //! upstream's (the proxy passes it on, for servers with their own OAuth),
 //! while the former is, by HTTP's own rules, the credential of the proxy in
-//! between and is never forwarded.
+//! between and is never forwarded. `403` rather than `407`: fetch (the
+//! TypeScript SDK's transport) turns a `407` into a bare network error, so
+//! the client would never see why; and not `401`, which tells an MCP client
+//! to start OAuth discovery.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use rmcp::model::ErrorCode;
 
 use super::{Proxy, rpc};
 use crate::jsonrpc;
-
-/// The challenge of a `407`.
-const CHALLENGE: &str = r#"Bearer realm="mandate-mcp-proxy""#;
 
 /// Lets a request through only from a configured client, when any is.
 pub(super) async fn require_client(
@@ -38,12 +38,7 @@ pub(super) async fn require_client(
         .get_all(header::PROXY_AUTHORIZATION)
         .iter();
     let token = match (presented.next(), presented.next()) {
-        (Some(value), None) => value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty()),
+        (Some(value), None) => value.to_str().ok().and_then(bearer),
         _ => None,
     };
     if let Some(name) = token.and_then(|t| config.client(t)) {
@@ -60,9 +55,10 @@ pub(super) async fn require_client(
     } else {
         "no `Proxy-Authorization: Bearer <token>`"
     };
-    tracing::warn!(%peer, reason = why, "request refused: unknown client");
-    let mut answer = rpc(
-        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+    // Debug, not warn: anyone who reaches the port could fill the log.
+    tracing::debug!(%peer, reason = why, "request refused: unknown client");
+    rpc(
+        StatusCode::FORBIDDEN,
         jsonrpc::error(
             None,
             ErrorCode::INVALID_REQUEST,
@@ -70,10 +66,27 @@ pub(super) async fn require_client(
                 "this MCP proxy serves configured clients only ({why}): send `Proxy-Authorization: Bearer <client token>` (`mandate mcp client-token` makes one)"
             ),
         ),
-    );
-    answer.headers_mut().insert(
-        header::PROXY_AUTHENTICATE,
-        HeaderValue::from_static(CHALLENGE),
-    );
-    answer
+    )
+}
+
+/// The token of a `Bearer` credential (the scheme in any case, RFC 9110).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn the_scheme_is_bearer_in_any_case() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("BEARER abc"), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("abc"), None);
+    }
 }

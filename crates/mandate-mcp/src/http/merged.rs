@@ -63,7 +63,14 @@ pub(super) struct Merged {
 /// yet answered), by the client's request id: what a cancellation of one
 /// stops, and which upstream it goes on to.
 #[derive(Default)]
-struct CallsInProgress(Mutex<HashMap<IdKey, Arc<CallState>>>);
+struct CallsInProgress(Mutex<Calls>);
+
+#[derive(Default)]
+struct Calls {
+    by_id: HashMap<IdKey, Arc<CallState>>,
+    /// The session ended: no call starts any more.
+    closed: bool,
+}
 
 struct CallState {
     /// The index of the call's upstream link.
@@ -76,33 +83,45 @@ struct CallState {
 }
 
 impl CallsInProgress {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IdKey, Arc<CallState>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Calls> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Notes call `id`, for link `link`, as in progress; `None` if a call
-    /// of that id already is (a client must not reuse one).
-    fn start(self: &Arc<Self>, id: IdKey, link: usize) -> Option<CallInProgress> {
+    /// Notes call `id`, for link `link`, as in progress; why not if a call
+    /// of that id already is (a client must not reuse one) or the session
+    /// ended.
+    fn start(self: &Arc<Self>, id: IdKey, link: usize) -> Result<CallInProgress, &'static str> {
         let state = Arc::new(CallState {
             link,
             cancelled: CancellationToken::new(),
             sent: AtomicBool::new(false),
         });
         let mut calls = self.lock();
-        if calls.contains_key(&id) {
-            return None;
+        if calls.closed {
+            return Err("the session ended: send `initialize` again");
         }
-        calls.insert(id.clone(), state.clone());
-        Some(CallInProgress {
+        if calls.by_id.contains_key(&id) {
+            return Err("the request id is already in use by a call in progress");
+        }
+        calls.by_id.insert(id.clone(), state.clone());
+        Ok(CallInProgress {
             calls: self.clone(),
             id,
             state,
         })
     }
 
-    /// Cancels every call in progress (the session ends).
+    /// Whether any call is in progress.
+    fn any(&self) -> bool {
+        !self.lock().by_id.is_empty()
+    }
+
+    /// Cancels every call in progress, and any that would start (the
+    /// session ends).
     fn cancel_all(&self) {
-        for state in self.lock().values() {
+        let mut calls = self.lock();
+        calls.closed = true;
+        for state in calls.by_id.values() {
             state.cancelled.cancel();
         }
     }
@@ -110,7 +129,7 @@ impl CallsInProgress {
     /// Cancels call `id`, if it is in progress; the link of its upstream if
     /// the call may have been sent there.
     fn cancel(&self, id: &IdKey) -> Option<usize> {
-        let state = self.lock().get(id).cloned()?;
+        let state = self.lock().by_id.get(id).cloned()?;
         state.cancelled.cancel();
         state.sent.load(Ordering::SeqCst).then_some(state.link)
     }
@@ -140,7 +159,7 @@ impl CallInProgress {
 
 impl Drop for CallInProgress {
     fn drop(&mut self) {
-        self.calls.lock().remove(&self.id);
+        self.calls.lock().by_id.remove(&self.id);
     }
 }
 
@@ -193,8 +212,10 @@ fn ok(message: Value) -> Response {
 impl Proxy {
     /// `/mcp` with several upstreams.
     pub(super) async fn merged(self: &Arc<Self>, request: Request) -> Response {
-        // Sessions idle too long end here as if the client had ended them.
-        for idle in self.merged.sweep() {
+        // Sessions idle too long end here as if the client had ended them;
+        // one with a call in progress (a long tool, an approval wait) is
+        // not idle.
+        for idle in self.merged.sweep(|merged| merged.calls.any()) {
             let proxy = self.clone();
             tokio::spawn(async move { proxy.end(&idle).await });
         }
@@ -609,12 +630,15 @@ impl Proxy {
         }
         // In progress from here: a cancellation that comes after the
         // decision still finds the call.
-        let Some(in_progress) = merged.calls.start(IdKey::of(id), index) else {
-            return ok(jsonrpc::error(
-                Some(id),
-                ErrorCode::INVALID_REQUEST,
-                format!("request id {id} is already in use by a call in progress"),
-            ));
+        let in_progress = match merged.calls.start(IdKey::of(id), index) {
+            Ok(call) => call,
+            Err(why) => {
+                return ok(jsonrpc::error(
+                    Some(id),
+                    ErrorCode::INVALID_REQUEST,
+                    format!("request id {id} cannot run: {why}"),
+                ));
+            }
         };
         let headers = link.headers();
         let decision = self.gate(&link.upstream, &merged.session, &headers, call);

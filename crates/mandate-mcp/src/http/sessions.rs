@@ -70,9 +70,10 @@ impl<T: Clone> SessionTable<T> {
     }
 
     /// Ends the sessions idle for longer than the table's bound and returns
-    /// them. Cheap when called often: it looks at most once a minute (or
-    /// once per bound, when that is shorter).
-    pub(super) fn sweep(&self) -> Vec<T> {
+    /// them; a session `busy` says is still at work (a call in progress)
+    /// counts as used instead. Cheap when called often: it looks at most
+    /// once a minute (or once per bound, when that is shorter).
+    pub(super) fn sweep(&self, busy: impl Fn(&T) -> bool) -> Vec<T> {
         let now = Instant::now();
         let mut inner = self.lock();
         if now.duration_since(inner.swept) < self.idle.min(Duration::from_secs(60)) {
@@ -80,12 +81,17 @@ impl<T: Clone> SessionTable<T> {
         }
         inner.swept = now;
         let idle = self.idle;
-        let expired: Vec<String> = inner
-            .by_id
-            .iter()
-            .filter(|(_, entry)| now.duration_since(entry.seen) > idle)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let mut expired = Vec::new();
+        for (id, entry) in &mut inner.by_id {
+            if now.duration_since(entry.seen) <= idle {
+                continue;
+            }
+            if busy(&entry.value) {
+                entry.seen = now;
+            } else {
+                expired.push(id.clone());
+            }
+        }
         expired
             .iter()
             .filter_map(|id| inner.by_id.remove(id).map(|entry| entry.value))
@@ -111,10 +117,17 @@ mod tests {
         assert_eq!(table.get("a"), Some(1));
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(table.issued("b", || 3), 3);
-        assert_eq!(table.sweep(), vec![1]);
+        assert_eq!(table.sweep(|_| false), vec![1]);
         assert_eq!(table.get("a"), None);
         assert_eq!(table.get("b"), Some(3));
-        assert_eq!(table.sweep(), Vec::<i32>::new(), "not due again yet");
+        assert_eq!(
+            table.sweep(|_| false),
+            Vec::<i32>::new(),
+            "not due again yet"
+        );
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(table.sweep(|&n| n == 3), Vec::<i32>::new(), "busy: kept");
+        assert_eq!(table.get("b"), Some(3));
         assert_eq!(table.remove("b"), Some(3));
         assert_eq!(table.get("b"), None);
     }
