@@ -46,22 +46,12 @@ fn everything_server_through_the_proxy() {
     let gateway = mandate();
     let upstream = everything_http();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("mcp.toml");
-    std::fs::write(
-        &config,
-        "hide_denied_tools = true\n[task]\nintent = \"demo\"\ntools = [\"echo\", \"trigger-long-running-operation\", \"trigger-sampling-request\"]\n",
-    )
-    .unwrap();
-    let proxy = proxy(
+    let proxy = agent_proxy(
         &gateway,
-        &[
-            "--agent",
-            AGENT,
-            "--config",
-            config.to_str().unwrap(),
-            "--upstream",
-            &format!("everything=http://{}/mcp", upstream.addr),
-        ],
+        dir.path(),
+        "hide_denied_tools = true\n[task]\nintent = \"demo\"\ntools = [\"echo\", \"trigger-long-running-operation\", \"trigger-sampling-request\"]\n",
+        &[],
+        &[("everything", &upstream)],
     );
     let plan: Value = serde_json::from_str(EVERYTHING_PLAN).unwrap();
     for (sdk, path) in [(Sdk::Python, "/mcp"), (Sdk::Node, "/everything/mcp")] {
@@ -175,18 +165,12 @@ fn annotations_are_learned_without_a_client_listing() {
     let gateway = mandate();
     let upstream = everything_http();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("mcp.toml");
-    std::fs::write(&config, "[task]\nintent = \"demo\"\ntools = [\"echo\"]\n").unwrap();
-    let proxy = proxy(
+    let proxy = agent_proxy(
         &gateway,
-        &[
-            "--agent",
-            AGENT,
-            "--config",
-            config.to_str().unwrap(),
-            "--upstream",
-            &format!("ev=http://{}/mcp", upstream.addr),
-        ],
+        dir.path(),
+        "[task]\nintent = \"demo\"\ntools = [\"echo\"]\n",
+        &[],
+        &[("ev", &upstream)],
     );
     let plan = json!([
         {"op": "call", "tool": "echo", "arguments": {"message": "one"}},
@@ -421,22 +405,12 @@ fn a_stateless_upstreams_calls_share_the_agents_session() {
     let dir = tempfile::tempdir().unwrap();
     let notes = dir.path().join("notes.txt");
     let upstream = stateless_http(&notes);
-    let config = dir.path().join("mcp.toml");
-    std::fs::write(
-        &config,
-        "[task]\nintent = \"notes\"\ntools = [\"fetch_page\", \"write_note\"]\n",
-    )
-    .unwrap();
-    let proxy = proxy(
+    let proxy = agent_proxy(
         &gateway,
-        &[
-            "--agent",
-            AGENT,
-            "--config",
-            config.to_str().unwrap(),
-            "--upstream",
-            &format!("notes=http://{}/mcp", upstream.addr),
-        ],
+        dir.path(),
+        "[task]\nintent = \"notes\"\ntools = [\"fetch_page\", \"write_note\"]\n",
+        &[],
+        &[("notes", &upstream)],
     );
     let url = format!("http://{}/mcp", proxy.addr);
     let plan = json!([
@@ -553,24 +527,12 @@ fn a_call_cancelled_while_it_is_decided_never_runs() {
     let dir = tempfile::tempdir().unwrap();
     let notes = dir.path().join("notes.txt");
     let upstream = stateless_http(&notes);
-    let config = dir.path().join("mcp.toml");
-    std::fs::write(
-        &config,
-        "[task]\nintent = \"notes\"\ntools = [\"publish_note\"]\n",
-    )
-    .unwrap();
-    let proxy = proxy(
+    let proxy = agent_proxy(
         &gateway,
-        &[
-            "--agent",
-            AGENT,
-            "--config",
-            config.to_str().unwrap(),
-            "--approval-wait",
-            "60s",
-            "--upstream",
-            &format!("notes=http://{}/mcp", upstream.addr),
-        ],
+        dir.path(),
+        "[task]\nintent = \"notes\"\ntools = [\"publish_note\"]\n",
+        &["--approval-wait", "60s"],
+        &[("notes", &upstream)],
     );
     let url = format!("http://{}/mcp", proxy.addr);
     let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
@@ -630,27 +592,17 @@ fn a_call_whose_stream_the_client_left_still_labels_the_session() {
     let gateway = mandate();
     let upstream = everything_http();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("mcp.toml");
-    std::fs::write(
-        &config,
+    let proxy = agent_proxy(
+        &gateway,
+        dir.path(),
         concat!(
             "[task]\nintent = \"demo\"\ntools = [\"echo\", \"trigger-long-running-operation\"]\n",
             // The long call reads the web; echo writes (for this test).
             "[tools.\"trigger-long-running-operation\"]\nopen_world = true\n",
             "[tools.\"echo\"]\nread_only = false\n",
         ),
-    )
-    .unwrap();
-    let proxy = proxy(
-        &gateway,
-        &[
-            "--agent",
-            AGENT,
-            "--config",
-            config.to_str().unwrap(),
-            "--upstream",
-            &format!("everything=http://{}/mcp", upstream.addr),
-        ],
+        &[],
+        &[("everything", &upstream)],
     );
     let url = format!("http://{}/mcp", proxy.addr);
     let session = open_session(&url);
@@ -702,24 +654,12 @@ fn merged_endpoint_counts_streamed_progress_as_returned() {
     let notes = dir.path().join("notes.txt");
     let a = everything_http();
     let b = stateless_http_sse(&notes);
-    let config = dir.path().join("mcp.toml");
-    std::fs::write(
-        &config,
-        "[task]\nintent = \"notes\"\ntools = [\"fetch_then_crash\", \"write_note\"]\n",
-    )
-    .unwrap();
-    let proxy = proxy(
+    let proxy = agent_proxy(
         &gateway,
-        &[
-            "--agent",
-            AGENT,
-            "--config",
-            config.to_str().unwrap(),
-            "--upstream",
-            &format!("a=http://{}/mcp", a.addr),
-            "--upstream",
-            &format!("b=http://{}/mcp", b.addr),
-        ],
+        dir.path(),
+        "[task]\nintent = \"notes\"\ntools = [\"fetch_then_crash\", \"write_note\"]\n",
+        &[],
+        &[("a", &a), ("b", &b)],
     );
     let url = format!("http://{}/mcp", proxy.addr);
     let session = open_session(&url);
@@ -764,22 +704,12 @@ fn relayed_stream_that_ends_without_an_answer_labels_the_session() {
     let dir = tempfile::tempdir().unwrap();
     let notes = dir.path().join("notes.txt");
     let upstream = stateless_http_sse(&notes);
-    let config = dir.path().join("mcp.toml");
-    std::fs::write(
-        &config,
-        "[task]\nintent = \"notes\"\ntools = [\"fetch_then_crash\", \"write_note\"]\n",
-    )
-    .unwrap();
-    let proxy = proxy(
+    let proxy = agent_proxy(
         &gateway,
-        &[
-            "--agent",
-            AGENT,
-            "--config",
-            config.to_str().unwrap(),
-            "--upstream",
-            &format!("notes=http://{}/mcp", upstream.addr),
-        ],
+        dir.path(),
+        "[task]\nintent = \"notes\"\ntools = [\"fetch_then_crash\", \"write_note\"]\n",
+        &[],
+        &[("notes", &upstream)],
     );
     // A stateless upstream issues no session: its calls share the agent's.
     let url = format!("http://{}/notes/mcp", proxy.addr);
@@ -831,24 +761,12 @@ fn merged_endpoint_passes_cancellations_of_sent_calls_on() {
     let notes = dir.path().join("notes.txt");
     let a = everything_http();
     let b = stateful_http_sse(&notes);
-    let config = dir.path().join("mcp.toml");
-    std::fs::write(
-        &config,
-        "[task]\nintent = \"notes\"\ntools = [\"wait_for_cancel\", \"echo\"]\n",
-    )
-    .unwrap();
-    let proxy = proxy(
+    let proxy = agent_proxy(
         &gateway,
-        &[
-            "--agent",
-            AGENT,
-            "--config",
-            config.to_str().unwrap(),
-            "--upstream",
-            &format!("a=http://{}/mcp", a.addr),
-            "--upstream",
-            &format!("b=http://{}/mcp", b.addr),
-        ],
+        dir.path(),
+        "[task]\nintent = \"notes\"\ntools = [\"wait_for_cancel\", \"echo\"]\n",
+        &[],
+        &[("a", &a), ("b", &b)],
     );
     let url = format!("http://{}/mcp", proxy.addr);
     let session = open_session(&url);
@@ -1000,24 +918,12 @@ fn only_configured_clients_are_served() {
     assert!(token.starts_with("mnd_mcp_"), "{entry}");
     let token = token.as_str();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("mcp.toml");
-    std::fs::write(
-        &config,
-        format!("{entry}[task]\nintent = \"demo\"\ntools = [\"echo\"]\n"),
-    )
-    .unwrap();
-    let proxy = proxy(
+    let proxy = agent_proxy(
         &gateway,
-        &[
-            "--agent",
-            AGENT,
-            "--config",
-            config.to_str().unwrap(),
-            "--upstream",
-            &format!("a=http://{}/mcp", a.addr),
-            "--upstream",
-            &format!("b=http://{}/mcp", b.addr),
-        ],
+        dir.path(),
+        &format!("{entry}[task]\nintent = \"demo\"\ntools = [\"echo\"]\n"),
+        &[],
+        &[("a", &a), ("b", &b)],
     );
 
     let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -1065,4 +971,31 @@ fn only_configured_clients_are_served() {
         let text = steps(&out)[0]["text"].as_str().unwrap_or_default();
         assert!(text.contains("Echo: hi"), "{sdk:?}: {out}");
     }
+}
+
+/// `mandate mcp proxy` as the test agent, with `config` (TOML) as its config
+/// file (written to `dir`) and `extra` flags, in front of `upstreams`
+/// (`NAME`, server).
+fn agent_proxy(
+    gateway: &util::tasks::Gateway,
+    dir: &std::path::Path,
+    config: &str,
+    extra: &[&str],
+    upstreams: &[(&str, &Running)],
+) -> Running {
+    let path = dir.join("mcp.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut args = vec![
+        "--agent".to_owned(),
+        AGENT.to_owned(),
+        "--config".to_owned(),
+        path.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|&flag| flag.to_owned()));
+    for (name, upstream) in upstreams {
+        args.push("--upstream".to_owned());
+        args.push(format!("{name}=http://{}/mcp", upstream.addr));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    proxy(gateway, &args)
 }
