@@ -529,39 +529,39 @@ fn a_requester_withdraws_an_approval_nobody_answered() {
     );
 }
 
-/// An approval asked for under a task credential is withdrawn only with the
-/// credential it was asked under: not the task's root, not another task's,
-/// not another credential under the requester's name.
-#[test]
-fn under_a_task_credential_only_the_requester_withdraws() {
-    use util::tasks::{ROOT_AGENT, SUB_AGENT, gateway_with, text};
-    let gw = gateway_with("");
-    let started = gw
-        .start(
-            &gw.idp.token(ROOT_AGENT),
-            &json!({"intent": "tidy the inbox", "tools": ["mail/read_inbox"],
-                "ttl_seconds": 600, "max_depth": 1}),
-        )
-        .json();
+/// A task of the root agent with a sub-agent whose first read of the inbox
+/// steps up to a person: the task, both credentials, the read request and
+/// the approval it opened.
+struct SubAgentAsks {
+    task_id: String,
+    root: String,
+    sub: String,
+    read: Value,
+    approval_id: String,
+}
+
+fn sub_agent_asks(gw: &util::tasks::Gateway) -> SubAgentAsks {
+    use util::tasks::{ROOT_AGENT, SUB_AGENT, text};
+    let started = gw.start(
+        &gw.idp.token(ROOT_AGENT),
+        &json!({
+            "intent": "tidy the inbox",
+            "tools": ["mail/read_inbox"],
+            "ttl_seconds": 600,
+            "max_depth": 1
+        }),
+    );
+    assert_eq!(started.status, 201, "{}", started.body);
+    let started = started.json();
     let task_id = text(&started, "task_id").to_owned();
     let root = text(&started, "credential").to_owned();
-    let sub = text(
-        &gw.delegate(
-            &task_id,
-            &root,
-            &json!({ "agent": SUB_AGENT, "tools": ["mail/read_inbox"] }),
-        )
-        .json(),
-        "credential",
-    )
-    .to_owned();
-    let other = gw
-        .start(
-            &gw.idp.token(ROOT_AGENT),
-            &json!({"intent": "another", "tools": ["mail/read_inbox"], "ttl_seconds": 600}),
-        )
-        .json();
-    let other = text(&other, "credential").to_owned();
+    let delegated = gw.delegate(
+        &task_id,
+        &root,
+        &json!({ "agent": SUB_AGENT, "tools": ["mail/read_inbox"] }),
+    );
+    assert_eq!(delegated.status, 201, "{}", delegated.body);
+    let sub = text(&delegated.json(), "credential").to_owned();
     // The sub-agent's first use of a tool in the task steps up to a person.
     let read = json!({
         "principal": { "id": SUB_AGENT },
@@ -573,7 +573,38 @@ fn under_a_task_credential_only_the_requester_withdraws() {
     });
     let asked = gw.decide(&sub, &read).json();
     assert_eq!(asked["decision"], "approval_required", "{asked}");
-    let id = asked["approval_id"].as_str().unwrap().to_owned();
+    assert_eq!(asked["policies"], json!(["sub-agent-new-tool-step-up"]));
+    let approval_id = asked["approval_id"].as_str().unwrap().to_owned();
+    SubAgentAsks {
+        task_id,
+        root,
+        sub,
+        read,
+        approval_id,
+    }
+}
+
+/// An approval asked for under a task credential is withdrawn only with the
+/// credential it was asked under: not the task's root, not another task's,
+/// not another credential under the requester's name.
+#[test]
+fn under_a_task_credential_only_the_requester_withdraws() {
+    use util::tasks::{ROOT_AGENT, SUB_AGENT, gateway_with, text};
+    let gw = gateway_with("");
+    let SubAgentAsks {
+        task_id,
+        root,
+        approval_id: id,
+        sub,
+        ..
+    } = sub_agent_asks(&gw);
+    let other = gw
+        .start(
+            &gw.idp.token(ROOT_AGENT),
+            &json!({"intent": "another", "tools": ["mail/read_inbox"], "ttl_seconds": 600}),
+        )
+        .json();
+    let other = text(&other, "credential").to_owned();
     let withdraw = |token: Option<&str>| {
         gw.server.call(
             reqwest::Method::POST,
@@ -973,45 +1004,19 @@ fn the_cli_lists_shows_approves_and_denies() {
 
 #[test]
 fn under_a_task_credential_an_approval_binds_the_credential_and_an_approver_can_end_the_task() {
-    use util::tasks::{HUMAN, ROOT_AGENT, SUB_AGENT, gateway_with, text};
+    use util::tasks::{HUMAN, ROOT_AGENT, SUB_AGENT, gateway_with};
     let extra = format!(
         "[[approvers]]\nname = \"{BOB}\"\ntoken_sha256 = \"{}\"\n",
         sha256_hex(BOB_TOKEN)
     );
     let gw = gateway_with(&extra);
-    let started = gw.start(
-        &gw.idp.token(ROOT_AGENT),
-        &json!({
-            "intent": "tidy the inbox",
-            "tools": ["mail/read_inbox"],
-            "ttl_seconds": 600,
-            "max_depth": 1
-        }),
-    );
-    assert_eq!(started.status, 201, "{}", started.body);
-    let started = started.json();
-    let task_id = text(&started, "task_id").to_owned();
-    let delegated = gw.delegate(
-        &task_id,
-        text(&started, "credential"),
-        &json!({ "agent": SUB_AGENT, "tools": ["mail/read_inbox"] }),
-    );
-    assert_eq!(delegated.status, 201, "{}", delegated.body);
-    let sub = text(&delegated.json(), "credential").to_owned();
-
-    // The sub-agent's first use of a tool in the task steps up to a person.
-    let read = json!({
-        "principal": { "id": SUB_AGENT },
-        "action": {
-            "server": "mail", "tool": "read_inbox",
-            "annotations": { "readOnlyHint": true, "openWorldHint": false }
-        },
-        "arguments": { "folder": "inbox" }
-    });
-    let asked = gw.decide(&sub, &read).json();
-    assert_eq!(asked["decision"], "approval_required", "{asked}");
-    assert_eq!(asked["policies"], json!(["sub-agent-new-tool-step-up"]));
-    let id = asked["approval_id"].as_str().unwrap().to_owned();
+    let SubAgentAsks {
+        task_id,
+        sub,
+        read,
+        approval_id: id,
+        ..
+    } = sub_agent_asks(&gw);
 
     let resolve = |token: &str, reason: &str| {
         gw.server.call(
