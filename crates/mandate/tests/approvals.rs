@@ -985,13 +985,7 @@ fn the_cli_lists_shows_approves_and_denies() {
     let (code, toml, _) = mandate(&["approvals", "token", "--name", "carol@example.com"], None);
     assert_eq!(code, 0);
     std::fs::write(&path, &toml).unwrap();
-    let token = toml
-        .lines()
-        .nth(1)
-        .unwrap()
-        .trim_start_matches('#')
-        .trim()
-        .to_owned();
+    let token = util::printed_token(&toml);
     let server = Launch::serve(&dir.path().join("data"))
         .arg("--config")
         .arg(&path)

@@ -908,13 +908,7 @@ fn only_configured_clients_are_served() {
         .unwrap();
     assert!(made.status.success(), "{made:?}");
     let entry = String::from_utf8(made.stdout).unwrap();
-    let token = entry
-        .lines()
-        .nth(1)
-        .unwrap()
-        .trim_start_matches('#')
-        .trim()
-        .to_owned();
+    let token = util::printed_token(&entry);
     assert!(token.starts_with("mnd_mcp_"), "{entry}");
     let token = token.as_str();
     let dir = tempfile::tempdir().unwrap();

@@ -65,6 +65,17 @@ pub fn write_atomic(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// The token that `approvals token` or `mcp client-token` printed (TOML
+/// output: the token is the commented second line).
+pub fn printed_token(toml: &str) -> String {
+    toml.lines()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no token in: {toml}"))
+        .trim_start_matches('#')
+        .trim()
+        .to_owned()
+}
+
 /// Calls `probe` until it returns `Some`, or panics after `timeout` with `what`
 /// and the last value seen.
 pub fn poll_until<T, L: std::fmt::Debug>(
