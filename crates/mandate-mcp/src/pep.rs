@@ -103,8 +103,7 @@ pub struct Pep {
 /// An approval a call waits on. Unless the server answered it, it is
 /// withdrawn when the wait ends, however it ends: the gateway gave up, the
 /// server could not be read, or the call was cancelled (its decision
-/// dropped mid-wait). So nobody answers a request nobody waits for, and it
-/// no longer counts against the agent's pending approvals.
+/// dropped mid-wait). So nobody answers a request nobody waits for.
 struct Waiting<'a> {
     pep: &'a Pep,
     approval_id: &'a str,
