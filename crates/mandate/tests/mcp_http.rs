@@ -521,37 +521,65 @@ fn unknown_and_idle_sessions_get_404() {
 /// withdrawn.
 #[test]
 fn a_call_cancelled_while_it_is_decided_never_runs() {
+    cancelled_while_decided(false);
+}
+
+/// The same on the merged endpoint, where the call's own token ends the
+/// decision.
+#[test]
+fn merged_endpoint_call_cancelled_while_it_is_decided_never_runs() {
+    cancelled_while_decided(true);
+}
+
+fn cancelled_while_decided(merged: bool) {
     require_peers();
     let token = "approver-token-for-the-cancellation-test";
     let gateway = mandate_with_approver("alice@example.org", token);
     let dir = tempfile::tempdir().unwrap();
     let notes = dir.path().join("notes.txt");
     let upstream = stateless_http(&notes);
+    let other = everything_http();
+    let mut upstreams = vec![("notes", &upstream)];
+    if merged {
+        upstreams.push(("other", &other));
+    }
     let proxy = agent_proxy(
         &gateway,
         dir.path(),
         "[task]\nintent = \"notes\"\ntools = [\"publish_note\"]\n",
         &["--approval-wait", "60s"],
-        &[("notes", &upstream)],
+        &upstreams,
     );
     let url = format!("http://{}/mcp", proxy.addr);
-    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-        "params": {"name": "publish_note", "arguments": {"text": "cancelled"}}});
-    let (done, waiting) = std::sync::mpsc::channel();
-    {
-        let url = url.clone();
-        std::thread::spawn(move || done.send(post(&url, None, &call)));
-    }
+    let session = merged.then(|| open_session(&url));
+    let tool = if merged {
+        "notes__publish_note"
+    } else {
+        "publish_note"
+    };
+    let publish = |id: u64, text: &str| {
+        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": tool, "arguments": {"text": text}}});
+        let (url, session) = (url.clone(), session.clone());
+        std::thread::spawn(move || post(&url, session.as_deref(), &call))
+    };
+    let waiting = publish(7, "cancelled");
     let approval = pending_approval(&gateway, token);
     let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
         "params": {"requestId": 7, "reason": "the user changed their mind"}});
-    let (status, _, body) = post(&url, None, &cancel);
+    let (status, _, body) = post(&url, session.as_deref(), &cancel);
     assert_eq!(status, 202, "{body}");
     // The approval is still pending and the wait is 60 s: only the
     // cancellation can end the request within 20 s.
-    let (status, _, body) = waiting
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the cancelled call stopped waiting for its approval");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !waiting.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cancelled call did not stop waiting for its approval"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, _, body) = waiting.join().unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, "", "a cancelled request is not answered");
     util::mcp::assert_withdrawn(
@@ -563,12 +591,7 @@ fn a_call_cancelled_while_it_is_decided_never_runs() {
     assert!(!notes.exists(), "the cancelled call reached the server");
 
     // The same call, not cancelled, runs once approved.
-    let call = json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
-        "params": {"name": "publish_note", "arguments": {"text": "kept"}}});
-    let waiting = {
-        let url = url.clone();
-        std::thread::spawn(move || post(&url, None, &call))
-    };
+    let waiting = publish(8, "kept");
     let approval = pending_approval(&gateway, token);
     resolve_approval(&gateway, token, &approval, "approve");
     let (status, _, body) = waiting.join().unwrap();

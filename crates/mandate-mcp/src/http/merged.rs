@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     LIST_TIMEOUT, Proxy, SESSION_HEADER, Upstream, Watch, Watcher, cancelled, is_sse, read_answer,
-    rpc, unless_cancelled,
+    rpc,
 };
 use crate::catalog;
 use crate::jsonrpc::{self, IdKey, Message};
@@ -269,9 +269,7 @@ impl Proxy {
                     // answer ends here at once.
                     (jsonrpc::CANCELLED, Some(merged)) => {
                         if let Some(request) = jsonrpc::cancelled_request(&message) {
-                            let id = IdKey::of(request);
-                            merged.session.cancel_deciding(&id);
-                            let sent = merged.calls.cancel(&id);
+                            let sent = merged.calls.cancel(&IdKey::of(request));
                             if let Some(link) = sent.and_then(|i| merged.links.get(i)) {
                                 tokio::spawn(self.notify(link, &message));
                             }
@@ -642,11 +640,9 @@ impl Proxy {
         };
         let headers = link.headers();
         let decision = self.gate(&link.upstream, &merged.session, &headers, call);
-        let decided = unless_cancelled(&merged.session, IdKey::of(id), decision);
-        // The call's own token ends the decision too: the session may end
-        // while a call waits for an approval.
-        let decided = in_progress.cancelled().run_until_cancelled(decided).await;
-        let Some(gate) = decided.flatten() else {
+        // The call's token ends the decision, approval wait included, when
+        // the client cancels the call or its session ends.
+        let Some(gate) = in_progress.cancelled().run_until_cancelled(decision).await else {
             tracing::debug!(id = %id, "tools/call cancelled while it was being decided; dropped");
             return cancelled();
         };
