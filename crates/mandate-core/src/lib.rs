@@ -62,4 +62,4 @@ pub use request::{
     ActionClass, CallRequest, ContextInput, DecisionRequest, HistoryEntry, HopInput,
     PrincipalInput, RequestError, SessionInput, TaskInput, ToolAnnotations, ToolCall,
 };
-pub use session::SessionSummary;
+pub use session::{SessionId, SessionSummary, UNTRUSTED};

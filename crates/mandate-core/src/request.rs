@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::cedar_value;
 use crate::decision::Decision;
-use crate::session::SessionSummary;
+use crate::session::{SessionId, SessionSummary};
 
 /// A request for a decision on one tool call.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,12 +184,23 @@ pub struct SessionInput {
     /// number of calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<SessionSummary>,
+    /// A session the server keeps for the principal (`POST /v1/decide`
+    /// without a task credential): the server fills `summary` from it and
+    /// records the decision into it, so that every gateway of the agent
+    /// shares one session. Not to be sent with `history`, `labels` or
+    /// `summary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub id: Option<SessionId>,
 }
 
 impl SessionInput {
     /// Whether nothing is set: no history, no labels and no summary.
     pub fn is_empty(&self) -> bool {
-        self.history.is_empty() && self.labels.is_empty() && self.summary.is_none()
+        self.history.is_empty()
+            && self.labels.is_empty()
+            && self.summary.is_none()
+            && self.id.is_none()
     }
 }
 
@@ -484,6 +495,14 @@ impl TryFrom<DecisionRequest> for CallRequest {
             return Err(RequestError::Invalid {
                 path: "context.session".into(),
                 message: "send either `history` and `labels`, or `summary`, not both".into(),
+            });
+        }
+        if session.id.is_some() && !(session.history.is_empty() && session.labels.is_empty()) {
+            return Err(RequestError::Invalid {
+                path: "context.session".into(),
+                message:
+                    "`id` names a session the server keeps: send no `history` or `labels` with it"
+                        .into(),
             });
         }
         let session = Session::for_call(session, &action.server, &action.tool);

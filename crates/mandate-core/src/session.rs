@@ -135,6 +135,92 @@ impl SessionSummary {
     }
 }
 
+/// The label of content from a tool that reaches the open world.
+pub const UNTRUSTED: &str = "untrusted";
+
+impl SessionSummary {
+    /// Records a decision in a session Mandate keeps itself (a task's, or
+    /// an agent's named session): the call, as [`record_call`]
+    /// (Self::record_call) does, and, for an allowed call of a tool whose
+    /// output is untrusted (one that reaches the open world, the MCP
+    /// default when the annotations are unknown), the label
+    /// [`UNTRUSTED`] at once.
+    ///
+    /// Tainting as the call is allowed, not when its result is reported,
+    /// is what makes the taint impossible to lose: whatever the call
+    /// returns (a result, an error carrying the page's text, progress, a
+    /// stream cut short) reaches the agent after this is recorded, and a
+    /// result that is never reported taints all the same.
+    pub fn record_decision(
+        &mut self,
+        position: u64,
+        server: &str,
+        tool: &str,
+        decision: Decision,
+        annotations: Option<&ToolAnnotations>,
+    ) {
+        self.record_call(position, server, tool, decision, annotations);
+        if decision == Decision::Allow && annotations.is_none_or(ToolAnnotations::open_world) {
+            self.record_labels(position, [UNTRUSTED.to_owned()]);
+        }
+    }
+}
+
+/// The name of a session Mandate keeps for an agent that decides without a
+/// task credential (`context.session.id`): 1 to 128 ASCII letters, digits
+/// and `. _ - : @ / +`.
+///
+/// The session is the agent's: the same id under another principal is
+/// another session.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SessionId(String);
+
+/// Longest session id accepted.
+const MAX_SESSION_ID: usize = 128;
+
+impl SessionId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SessionId {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "._-:@/+".contains(c);
+        if value.is_empty() || value.len() > MAX_SESSION_ID || !value.chars().all(allowed) {
+            return Err(format!(
+                "session id `{}` must be 1 to {MAX_SESSION_ID} ASCII letters, digits and `. _ - : @ / +`",
+                value.escape_debug()
+            ));
+        }
+        Ok(SessionId(value))
+    }
+}
+
+impl std::str::FromStr for SessionId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::try_from(s.to_owned())
+    }
+}
+
+impl From<SessionId> for String {
+    fn from(id: SessionId) -> Self {
+        id.0
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl From<SessionInput> for SessionSummary {
     /// Folds a history sent by a caller, oldest entry first. Labels sent
     /// without an entry came in at an unknown time: they count as having
@@ -165,6 +251,52 @@ mod tests {
 
     fn labels(set: &BTreeSet<String>) -> Vec<&str> {
         set.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn an_allowed_open_world_call_taints_the_session_as_it_is_allowed() {
+        let closed = ToolAnnotations {
+            read_only_hint: Some(true),
+            open_world_hint: Some(false),
+            ..ToolAnnotations::default()
+        };
+        let open = ToolAnnotations {
+            open_world_hint: Some(true),
+            ..closed.clone()
+        };
+        let mut summary = SessionSummary::default();
+        summary.record_decision(1, "fs", "read", Decision::Allow, Some(&closed));
+        assert!(summary.labels.is_empty());
+        // Denied or waiting calls did not run: nothing came in.
+        summary.record_decision(2, "web", "fetch", Decision::Deny, Some(&open));
+        summary.record_decision(3, "web", "fetch", Decision::ApprovalRequired, None);
+        assert!(summary.labels.is_empty());
+        summary.record_decision(4, "web", "fetch", Decision::Allow, Some(&open));
+        assert_eq!(labels(&summary.labels), ["untrusted"]);
+        assert_eq!(labels(&summary.new_labels), ["untrusted"]);
+        // Unknown annotations take the MCP default: open world.
+        let mut unknown = SessionSummary::default();
+        unknown.record_decision(1, "x", "y", Decision::Allow, None);
+        assert_eq!(labels(&unknown.new_labels), ["untrusted"]);
+    }
+
+    #[test]
+    fn session_ids_have_a_grammar() {
+        for good in ["research-1", "spiffe://x/a", "0190a1b2-c3d4", "a.b_c:d@e+f"] {
+            assert!(good.parse::<SessionId>().is_ok(), "{good}");
+        }
+        let long = "a".repeat(129);
+        for bad in [
+            "",
+            " x",
+            "x y",
+            "wip\u{435}",
+            "a\u{200b}b",
+            "tab\t",
+            long.as_str(),
+        ] {
+            assert!(bad.parse::<SessionId>().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

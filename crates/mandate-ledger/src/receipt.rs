@@ -36,6 +36,12 @@ pub struct Receipt {
     /// The task the call belonged to, if the caller named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskRef>,
+    /// The session Mandate kept for the agent (`context.session.id`) that
+    /// the decision was made in and recorded into; with `principal.id`, it
+    /// names the session. Absent under a task credential, whose session is
+    /// the task's, and when the caller sent its own session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
     /// The tool call.
     pub call: CallRef,
     /// `sha256:` digest of the canonical JSON of the full arguments.

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use mandate_auth::TokenDigest;
+use mandate_core::SessionId;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -72,9 +73,33 @@ pub struct GatewayConfig {
     /// The task context sent with every decision in agent mode.
     #[serde(default)]
     pub task: Option<TaskContext>,
+    /// Agent mode: the agent's session on the Mandate server
+    /// (`context.session.id`); `None`: the `[task]` id.
+    #[serde(default)]
+    pub session: Option<SessionId>,
     /// The clients the HTTP proxy accepts; none: any client.
     #[serde(default)]
     pub clients: Vec<ClientToken>,
+    /// `wrap` only: stdio servers to run behind one endpoint, their tools
+    /// named `NAME__tool` (instead of one server after `--`).
+    #[serde(default)]
+    pub servers: Vec<StdioServer>,
+}
+
+/// A stdio MCP server that `mandate mcp wrap` runs (`[[servers]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdioServer {
+    /// Its name in decisions (`action.server`) and its tools' prefix.
+    pub name: String,
+    /// The program.
+    pub command: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Variables added to its environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 /// A client of the HTTP proxy: a name (for the logs) and the SHA-256 of the
@@ -153,6 +178,26 @@ impl GatewayConfig {
     /// Parses the TOML text.
     pub fn parse(text: &str) -> Result<Self, String> {
         let config: Self = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        let mut names = std::collections::HashSet::new();
+        for server in &config.servers {
+            if !crate::merge::valid_server_name(&server.name)
+                || !crate::merge::prefixable(&server.name)
+            {
+                return Err(format!(
+                    "`[[servers]]` name `{}` must be ASCII letters, digits, `-`, `_` and `.`, without `__` and not ending with `_` (its tools are named NAME__tool)",
+                    server.name.escape_debug()
+                ));
+            }
+            if !names.insert(server.name.as_str()) {
+                return Err(format!("two `[[servers]]` are named `{}`", server.name));
+            }
+            if server.command.trim().is_empty() {
+                return Err(format!(
+                    "`[[servers]]` `{}` has an empty `command`",
+                    server.name
+                ));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for client in &config.clients {
             if client.name.trim().is_empty() {
@@ -237,6 +282,33 @@ params = { allowed = ["a"] }
         assert!(GatewayConfig::parse(&twice).is_err_and(|e| e.contains("same `token_sha256`")));
         let bad = GatewayConfig::parse("[[clients]]\nname = \"a\"\ntoken_sha256 = \"abc\"\n");
         assert!(bad.is_err_and(|e| e.contains("64 hex digits")));
+    }
+
+    #[test]
+    fn servers_are_named_so_that_their_tools_have_one_reading() {
+        let config = GatewayConfig::parse(
+            r#"
+session = "research-1"
+[[servers]]
+name = "web"
+command = "python3"
+args = ["-m", "mcp_server_fetch"]
+[[servers]]
+name = "fs"
+command = "npx"
+env = { NODE_OPTIONS = "--no-warnings" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.servers.len(), 2);
+        assert_eq!(config.session.unwrap().as_str(), "research-1");
+        for bad in ["a__b", "fs_", "a/b", ""] {
+            let text = format!("[[servers]]\nname = \"{bad}\"\ncommand = \"x\"\n");
+            assert!(GatewayConfig::parse(&text).is_err(), "{bad}");
+        }
+        let twice = "[[servers]]\nname = \"a\"\ncommand = \"x\"\n[[servers]]\nname = \"a\"\ncommand = \"y\"\n";
+        assert!(GatewayConfig::parse(twice).is_err());
+        assert!(GatewayConfig::parse("session = \"a b\"").is_err());
     }
 
     #[test]

@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, Catalog, Lookup};
 use crate::jsonrpc::{self, IdKey, Message, ToolCall};
+use crate::merge;
 use crate::pep::{Allowed, Gate, Pep, Session};
 
 mod clients;
@@ -130,17 +131,10 @@ struct Proxy {
 pub fn check_upstreams(upstreams: &[UpstreamSpec]) -> Result<(), ProxyError> {
     let mut seen = std::collections::HashSet::new();
     for spec in upstreams {
-        let valid = !spec.name.is_empty()
-            && spec
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid || !seen.insert(spec.name.as_str()) {
+        if !merge::valid_server_name(&spec.name) || !seen.insert(spec.name.as_str()) {
             return Err(ProxyError::Upstream(spec.name.clone()));
         }
-        if upstreams.len() > 1
-            && (spec.name.contains(merged::SEPARATOR) || spec.name.ends_with('_'))
-        {
+        if upstreams.len() > 1 && !merge::prefixable(&spec.name) {
             return Err(ProxyError::Separator(spec.name.clone()));
         }
     }
@@ -306,9 +300,7 @@ impl Proxy {
         }
         if parts.method != Method::POST {
             let upstream_request = self.forward(&upstream, &parts.method, &parts.headers, None);
-            return self
-                .pass(upstream_request, &upstream, session_id, Watch::None)
-                .await;
+            return self.pass(upstream_request, &upstream, Watch::None).await;
         }
 
         let (bytes, message) = match self.read_body(body).await {
@@ -332,7 +324,8 @@ impl Proxy {
                         );
                     }
                 };
-                let decision = self.gate(&upstream, &session, &parts.headers, call);
+                let shown = call.name.clone();
+                let decision = self.gate(&upstream, &parts.headers, call, &shown);
                 let Some(gate) = unless_cancelled(&session, IdKey::of(&id), decision).await else {
                     // Cancelled while it was decided: it never goes
                     // upstream, and (MCP) a cancelled request is not
@@ -378,8 +371,7 @@ impl Proxy {
             _ => (Watch::None, bytes),
         };
         let upstream_request = self.forward(&upstream, &parts.method, &parts.headers, Some(body));
-        self.pass(upstream_request, &upstream, session_id, watch)
-            .await
+        self.pass(upstream_request, &upstream, watch).await
     }
 
     /// A client's request body, bounded and parsed; the error answer when it
@@ -435,7 +427,6 @@ impl Proxy {
         self: &Arc<Self>,
         request: reqwest::RequestBuilder,
         upstream: &Arc<Upstream>,
-        session_id: Option<String>,
         watch: Watch,
     ) -> Response {
         let response = match request.send().await {
@@ -463,17 +454,15 @@ impl Proxy {
                 headers.append(name.clone(), value.clone());
             }
         }
-        // The session the upstream issued (on `initialize`), or the
-        // client's, or (no id at all) the stateless one.
+        // A session the upstream issued (on `initialize`) is one the proxy
+        // serves from now on.
         let issued = response
             .headers()
             .get(SESSION_HEADER)
             .and_then(|v| v.to_str().ok());
-        let session = match (issued, session_id) {
-            (Some(id), _) if status.is_success() => upstream.sessions.issued(id, Arc::default),
-            (_, Some(id)) => upstream.sessions.get(&id).unwrap_or_default(),
-            (_, None) => upstream.stateless.clone(),
-        };
+        if let Some(id) = issued.filter(|_| status.is_success()) {
+            upstream.sessions.issued(id, Arc::default);
+        }
         let sse = is_sse(&response);
 
         if matches!(watch, Watch::None) {
@@ -485,7 +474,6 @@ impl Proxy {
         let watcher = Watcher {
             proxy: self.clone(),
             upstream: upstream.clone(),
-            session,
             watch: Some(watch),
             merged: None,
             passed: false,
@@ -512,31 +500,25 @@ impl Proxy {
     /// Decides one checked `tools/call` of `upstream`'s tool `call.name`,
     /// with the annotations it was listed with (listing the upstream's tools
     /// with `headers` if it has not been seen) and the configuration's
-    /// overrides.
+    /// overrides; a deny names the tool `shown`, as the client called it.
     async fn gate(
         &self,
         upstream: &Upstream,
-        session: &Session,
         headers: &HeaderMap,
         call: ToolCall,
+        shown: &str,
     ) -> Gate {
         let name = &upstream.spec.name;
         let known = self.annotations(upstream, headers, &call.name).await;
         let annotations = self.pep.annotations(name, &call.name, known.as_ref());
         self.pep
-            .decide(session, name, &call.name, annotations, call.arguments)
+            .decide(name, &call.name, shown, annotations, call.arguments)
             .await
     }
 
-    /// Records the outcome of an allowed call; the session's next decision
-    /// waits for it. Call before the answer is passed on.
-    async fn record(&self, session: &Arc<Session>, allowed: Allowed, failed: bool) {
-        let hold = self.pep.hold_reports(session).await;
-        let pep = self.pep.clone();
-        let session = session.clone();
-        tokio::spawn(async move {
-            pep.record_result(&session, hold, allowed, failed).await;
-        });
+    /// Reports the outcome of an allowed call ([`Pep::record_result`]).
+    fn record(&self, allowed: Allowed, failed: bool) {
+        self.pep.record_result(allowed, failed);
     }
 
     /// The annotations `tool` was listed with; lists the upstream's tools
@@ -677,7 +659,6 @@ fn is_sse(response: &reqwest::Response) -> bool {
 struct Watcher {
     proxy: Arc<Proxy>,
     upstream: Arc<Upstream>,
-    session: Arc<Session>,
     watch: Option<Watch>,
     /// Set on the merged endpoint, which is the client's server, not a
     /// relay: the proxy's own session with the upstream and the call in
@@ -717,7 +698,7 @@ impl Watcher {
             },
             Some(Watch::Call { allowed, .. }) => {
                 let failed = jsonrpc::call_failed(message) && !self.passed;
-                self.proxy.record(&self.session, allowed, failed).await;
+                self.proxy.record(allowed, failed);
                 false
             }
             _ => false,
@@ -858,7 +839,7 @@ impl Watcher {
     /// (nothing it returned reached the client) or not.
     async fn settle(&mut self, failed: bool) {
         if let Some(Watch::Call { allowed, .. }) = self.watch.take() {
-            self.proxy.record(&self.session, allowed, failed).await;
+            self.proxy.record(allowed, failed);
         }
     }
 

@@ -5,6 +5,9 @@
 //!
 //! * [`stdio::wrap`]: the stdio wrapper (`mandate mcp wrap -- CMD ARGS…`),
 //!   an MCP server to its client that runs the real server as a child.
+//! * [`stdio::wrap_servers`]: several stdio servers behind one stdio
+//!   endpoint (`mandate mcp wrap` with `[[servers]]` in its config), their
+//!   tools named `NAME__tool` ([`merge`]).
 //! * [`http::serve`]: the streamable HTTP proxy (`mandate mcp proxy`), in
 //!   front of one or more MCP servers reached over streamable HTTP.
 //! * [`Pep`]: asking for decisions, waiting for approvals, recording
@@ -20,9 +23,10 @@ pub mod credential;
 pub mod frame;
 pub mod http;
 pub mod jsonrpc;
+pub mod merge;
 pub mod pep;
 pub mod stdio;
 
-pub use config::{ConfigError, GatewayConfig};
+pub use config::{ConfigError, GatewayConfig, StdioServer};
 pub use credential::TaskCredential;
 pub use pep::{Pep, PepSettings, Principal};

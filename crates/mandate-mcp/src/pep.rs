@@ -8,14 +8,13 @@
 //! cannot read) is a deny: fail closed, with the reason in the tool error.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use mandate_core::{Decision, SessionSummary, ToolAnnotations};
+use mandate_core::SessionId;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
@@ -28,17 +27,18 @@ pub const DEFAULT_APPROVAL_WAIT: Duration = Duration::from_secs(60);
 const APPROVAL_POLL: Duration = Duration::from_secs(30);
 /// How long one decision request may take.
 const DECIDE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The label the result of an open-world tool carries.
-const UNTRUSTED: &str = "untrusted";
 
 /// Who the calls are made as.
 #[derive(Debug, Clone)]
 pub enum Principal {
     /// A configured agent identity: decisions carry the task context of the
-    /// configuration and the session history the gateway keeps itself.
+    /// configuration and name the agent's session, which the Mandate server
+    /// keeps (shared by every gateway of the agent naming it).
     Agent {
         /// `principal.id`.
         id: String,
+        /// `context.session.id`.
+        session: SessionId,
     },
     /// A task credential: the server fills the task and the session from it
     /// and from the task's history; `principal.id` is its holder (or the
@@ -55,7 +55,7 @@ impl Principal {
     /// The principal's id, as sent in `principal.id`.
     pub fn id(&self) -> &str {
         match self {
-            Principal::Agent { id } | Principal::Credential { id, .. } => id,
+            Principal::Agent { id, .. } | Principal::Credential { id, .. } => id,
         }
     }
 }
@@ -78,9 +78,6 @@ pub struct PepSettings {
 pub struct Allowed {
     /// The decision's id (its receipt's key).
     pub decision_id: String,
-    server: String,
-    tool: String,
-    annotations: Map<String, Value>,
 }
 
 /// The answer for one call.
@@ -121,29 +118,17 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// One client session's state: the history the gateway keeps in agent mode,
-/// the results still being reported in credential mode, and the calls
-/// being decided.
+/// One client session's state: the results still being reported in
+/// credential mode, and the calls being decided. The session policies see
+/// is not here: the Mandate server keeps it (the task's, or the agent's
+/// named session), so that every gateway of the agent, and a gateway
+/// restarted, decide on the same one.
 #[derive(Debug, Default)]
 pub struct Session {
-    history: Mutex<History>,
     /// `tools/call` requests being decided, by id, each with the token its
     /// cancellation fires: a cancelled call never goes upstream, and stops
     /// waiting (for an approval, say) at once.
     deciding: Mutex<HashMap<IdKey, CancellationToken>>,
-    /// Held for writing while a result is being reported: the next decision
-    /// waits for it, so that it sees the labels the result brought in.
-    reports: Arc<RwLock<()>>,
-}
-
-/// Agent mode's session, condensed as the server condenses a task's: the
-/// decision request carries the summary, whose size does not grow with the
-/// number of calls.
-#[derive(Debug, Default)]
-struct History {
-    summary: SessionSummary,
-    /// Position of the next call recorded.
-    next: u64,
 }
 
 /// The decision API's answer (the fields the gateway reads).
@@ -240,38 +225,25 @@ impl Pep {
         annotations
     }
 
-    /// Decides one call: asks the server, waits for an approval when one is
-    /// required, and fails closed on any trouble.
+    /// Decides one call of `tool` on `server`: asks the server, waits for an
+    /// approval when one is required, and fails closed on any trouble.
+    /// `shown` is the tool's name as the client called it (`fs__write_file`
+    /// behind a merged endpoint), which a deny's text names.
     pub async fn decide(
         &self,
-        session: &Session,
         server: &str,
         tool: &str,
+        shown: &str,
         annotations: Map<String, Value>,
         arguments: Map<String, Value>,
     ) -> Gate {
-        // A result still being reported must be in the task's history before
-        // the next call is decided.
-        drop(session.reports.read().await);
-        let body = self.decide_body(session, server, tool, &annotations, arguments);
+        let body = self.decide_body(server, tool, &annotations, arguments);
         let answer = match self.ask(&body).await {
             Ok(answer) => answer,
-            Err(reason) => return Gate::Deny(could_not_decide(tool, &reason)),
+            Err(reason) => return Gate::Deny(could_not_decide(shown, &reason)),
         };
-        let gate = self.gate(&body, answer, tool).await;
-        if matches!(self.settings.principal, Principal::Agent { .. }) {
-            // Allowed calls join the history when their result is known.
-            if let GateOf::Deny(_) = &gate {
-                session.record(server, tool, Decision::Deny, &annotations, Vec::new());
-            }
-        }
-        match gate {
-            GateOf::Allow(decision_id) => Gate::Allow(Allowed {
-                decision_id,
-                server: server.to_owned(),
-                tool: tool.to_owned(),
-                annotations,
-            }),
+        match self.gate(&body, answer, shown).await {
+            GateOf::Allow(decision_id) => Gate::Allow(Allowed { decision_id }),
             GateOf::Deny(text) => Gate::Deny(text),
         }
     }
@@ -292,7 +264,6 @@ impl Pep {
 
     fn decide_body(
         &self,
-        session: &Session,
         server: &str,
         tool: &str,
         annotations: &Map<String, Value>,
@@ -310,7 +281,7 @@ impl Pep {
             json!({"server": server, "tool": tool, "annotations": annotations}),
         );
         body.insert("arguments".to_owned(), Value::Object(arguments));
-        if matches!(self.settings.principal, Principal::Agent { .. }) {
+        if let Principal::Agent { session, .. } = &self.settings.principal {
             let mut context = Map::new();
             if let Some(task) = &self.settings.config.task {
                 let mut t = Map::new();
@@ -328,11 +299,7 @@ impl Pep {
                 }
                 context.insert("task".to_owned(), Value::Object(t));
             }
-            let history = session
-                .history
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            context.insert("session".to_owned(), json!({"summary": history.summary}));
+            context.insert("session".to_owned(), json!({ "id": session }));
             body.insert("context".to_owned(), Value::Object(context));
         }
         Value::Object(body)
@@ -505,92 +472,45 @@ impl Pep {
         });
     }
 
-    /// Records what an allowed call returned: in credential mode, reported
-    /// to the server (`POST /v1/decisions/{id}/result`), which labels an
-    /// open-world tool's result `untrusted`; in agent mode, into the
-    /// session's own history, with the same rule. The next decision of the
-    /// session waits until this is done.
-    pub async fn record_result(
-        &self,
-        session: &Session,
-        hold: ReportHold,
-        allowed: Allowed,
-        failed: bool,
-    ) {
-        let open_world = allowed
-            .annotations
-            .get("openWorldHint")
-            .and_then(Value::as_bool)
-            .unwrap_or(true);
-        match &self.settings.principal {
-            Principal::Agent { .. } => {
-                let labels = if open_world && !failed {
-                    vec![UNTRUSTED.to_owned()]
-                } else {
-                    Vec::new()
-                };
-                session.record(
-                    &allowed.server,
-                    &allowed.tool,
-                    Decision::Allow,
-                    &allowed.annotations,
-                    labels,
-                );
-            }
-            Principal::Credential { credential, .. } => {
-                let request = self
-                    .http
-                    .post(format!(
-                        "{}/v1/decisions/{}/result",
-                        self.base, allowed.decision_id
-                    ))
-                    .timeout(DECIDE_TIMEOUT)
-                    .bearer_auth(credential.token())
-                    .json(&json!({"status": if failed { "error" } else { "ok" }}));
-                match request.send().await {
-                    Ok(r) if r.status().is_success() => {}
-                    Ok(r) => {
-                        tracing::warn!(decision_id = %allowed.decision_id, status = %r.status(), "the call's result was not recorded")
-                    }
-                    Err(e) => {
-                        tracing::warn!(decision_id = %allowed.decision_id, error = %error_chain(&e), "the call's result was not recorded")
-                    }
+    /// Reports what an allowed call returned, in the background. Under a
+    /// task credential the status goes into the task's history (`POST
+    /// /v1/decisions/{id}/result`); an agent's session has no per-call
+    /// results. Nothing waits for it: the labels a result brings were
+    /// recorded when the call was allowed (the server taints the session
+    /// at once for a tool whose output is untrusted), so no report can
+    /// arrive too late for the next decision.
+    pub fn record_result(&self, allowed: Allowed, failed: bool) {
+        let Principal::Credential { credential, .. } = &self.settings.principal else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let request = self
+            .http
+            .post(format!(
+                "{}/v1/decisions/{}/result",
+                self.base, allowed.decision_id
+            ))
+            .timeout(DECIDE_TIMEOUT)
+            .bearer_auth(credential.token())
+            .json(&json!({"status": if failed { "error" } else { "ok" }}));
+        let decision_id = allowed.decision_id;
+        runtime.spawn(async move {
+            match request.send().await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => {
+                    tracing::warn!(%decision_id, status = %r.status(), "the call's result was not recorded");
+                }
+                Err(e) => {
+                    tracing::warn!(%decision_id, error = %error_chain(&e), "the call's result was not recorded");
                 }
             }
-        }
-        drop(hold);
-    }
-
-    /// Takes the session's report lock for a result about to be reported:
-    /// call before the result is passed on to the client, so that no later
-    /// decision can overtake the report.
-    pub async fn hold_reports(&self, session: &Session) -> ReportHold {
-        ReportHold(session.reports.clone().write_owned().await)
+        });
     }
 }
 
 impl Session {
-    fn record(
-        &self,
-        server: &str,
-        tool: &str,
-        decision: Decision,
-        annotations: &Map<String, Value>,
-        labels: Vec<String>,
-    ) {
-        // Annotations come from the upstream's tools/list or the config;
-        // ones that do not read as MCP annotations count as unknown.
-        let annotations =
-            serde_json::from_value::<ToolAnnotations>(Value::Object(annotations.clone())).ok();
-        let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
-        let position = history.next;
-        history.next += 1;
-        history
-            .summary
-            .record_call(position, server, tool, decision, annotations.as_ref());
-        history.summary.record_labels(position, labels);
-    }
-
     /// Whether call `id` is being decided.
     pub fn is_deciding(&self, id: &IdKey) -> bool {
         self.deciding_calls().contains_key(id)
@@ -630,11 +550,6 @@ impl Session {
         self.deciding.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
-
-/// Keeps the next decision of a session waiting while a result is being
-/// recorded ([`Pep::hold_reports`]).
-#[derive(Debug)]
-pub struct ReportHold(#[allow(dead_code)] tokio::sync::OwnedRwLockWriteGuard<()>);
 
 /// The allow-or-deny shape, generic over what an allow carries.
 enum GateOf<T> {

@@ -36,6 +36,10 @@ use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 
+mod merged;
+
+pub use merged::wrap_servers;
+
 use crate::catalog::{self, Catalog, Lookup};
 use crate::frame::{Frame, read_frame, write_frame};
 use crate::jsonrpc::{self, IdKey, Message};
@@ -54,11 +58,17 @@ pub struct WrapOptions {
     pub program: OsString,
     /// Its arguments.
     pub args: Vec<OsString>,
+    /// Variables added to the server's environment.
+    pub env: std::collections::BTreeMap<String, String>,
     /// The server's name in decisions (`action.server`); `None`: the name
     /// the server gives in its `initialize` answer.
     pub name: Option<String>,
     /// The bound on one message, either way.
     pub max_message_bytes: usize,
+    /// What the client's names of this server's tools start with (`fs__`
+    /// behind a merged endpoint; empty when the client sees the server's
+    /// own names): a deny's text names the tool as the client called it.
+    pub tool_prefix: String,
 }
 
 /// Why the wrapper stopped with an error.
@@ -100,6 +110,7 @@ struct Relay {
     internal: Mutex<HashMap<IdKey, oneshot::Sender<Value>>>,
     internal_prefix: String,
     next_internal: AtomicU64,
+    tool_prefix: String,
     to_client: mpsc::UnboundedSender<Vec<u8>>,
     to_server: mpsc::UnboundedSender<Vec<u8>>,
     max: usize,
@@ -125,6 +136,7 @@ where
 {
     let mut child = Command::new(&options.program)
         .args(&options.args)
+        .envs(&options.env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -152,6 +164,7 @@ where
         internal: Mutex::default(),
         internal_prefix: format!("mandate-{}-", uuid::Uuid::new_v4()),
         next_internal: AtomicU64::new(0),
+        tool_prefix: options.tool_prefix.clone(),
         to_client,
         to_server,
         max: options.max_message_bytes,
@@ -375,15 +388,10 @@ impl Relay {
                 let annotations = relay
                     .pep
                     .annotations(&server, &call.name, upstream.as_ref());
+                let shown = format!("{}{}", relay.tool_prefix, call.name);
                 relay
                     .pep
-                    .decide(
-                        &relay.session,
-                        &server,
-                        &call.name,
-                        annotations,
-                        call.arguments,
-                    )
+                    .decide(&server, &call.name, &shown, annotations, call.arguments)
                     .await
             };
             // A cancellation ends the decision at once, approval wait
@@ -538,17 +546,8 @@ impl Relay {
             }
             Some(Pending::ToolsCall(allowed)) => {
                 let failed = jsonrpc::call_failed(&message);
-                // Hold the next decision until this result is recorded, then
-                // pass the result on at once.
-                let hold = self.pep.hold_reports(&self.session).await;
                 let _ = self.to_client.send(line);
-                let relay = self.clone();
-                tokio::spawn(async move {
-                    relay
-                        .pep
-                        .record_result(&relay.session, hold, allowed, failed)
-                        .await;
-                });
+                self.pep.record_result(allowed, failed);
             }
         }
     }

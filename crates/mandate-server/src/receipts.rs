@@ -70,6 +70,7 @@ impl ReceiptSettings {
             },
             delegation: Vec::new(),
             task,
+            session: request.context.session.id.as_ref().map(|id| id.to_string()),
             call: CallRef {
                 server: request.action.server.clone(),
                 tool: request.action.tool.clone(),

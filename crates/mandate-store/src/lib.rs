@@ -17,7 +17,7 @@ mod exchanges;
 mod ledger;
 mod reader;
 mod schema;
-mod sessions;
+pub mod sessions;
 mod state_writer;
 pub mod tasks;
 mod writer;
@@ -28,6 +28,7 @@ pub use approvals::ApprovalRecord;
 pub use exchanges::ExchangeRecord;
 pub use ledger::{Appended, Ledger, LedgerConfig, ReceiptProof};
 pub use reader::{ExportSummary, LedgerReader, ReceiptQuery, StoredCheckpoint, StoredReceipt};
+pub use sessions::SessionDecision;
 pub use tasks::{
     CallResult, CredentialRecord, END_REASON_ENDED, END_REASON_EXPIRED, HistoryEntry, Revocation,
     TaskRecord, TaskStore,

@@ -10,11 +10,12 @@
 //! can always be rebuilt from it (schema 5 does, for tasks recorded
 //! before it).
 
-use mandate_core::{Decision, SessionSummary, ToolAnnotations};
+use chrono::{DateTime, Utc};
+use mandate_core::{Decision, SessionId, SessionSummary, ToolAnnotations};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::StoreError;
-use crate::tasks::{HistoryEntry, TaskStore, json_text, query_all};
+use crate::tasks::{HistoryEntry, TaskStore, json_text, query_all, time_text};
 
 /// Schema 5: one summary per task that has history. A task without a row
 /// has an empty session.
@@ -66,7 +67,7 @@ pub(crate) fn migrate_to_5(conn: &Connection) -> Result<(), StoreError> {
             .map(|text| parse::<ToolAnnotations>(&text, "annotations"))
             .transpose()?;
         let position = position(seq)?;
-        summary.record_call(
+        summary.record_decision(
             position,
             &server,
             &tool,
@@ -83,12 +84,104 @@ pub(crate) fn migrate_to_5(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Schema 7: the sessions Mandate keeps for agents that decide without a
+/// task credential, by agent and session id.
+const CREATE_AGENT_SESSIONS: &str = "
+-- An agent's named session (context.session.id), condensed
+-- (mandate_core::SessionSummary as JSON). Positions are summary.calls.
+CREATE TABLE IF NOT EXISTS agent_sessions (
+    agent      TEXT NOT NULL,
+    session    TEXT NOT NULL,
+    summary    TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (agent, session)
+) STRICT;
+";
+
+/// Adds schema 7 (agents' sessions) in the caller's transaction.
+/// Idempotent.
+pub(crate) fn migrate_to_7(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(CREATE_AGENT_SESSIONS)?;
+    Ok(())
+}
+
+/// A decision made in an agent's session, to record into it.
+#[derive(Debug, Clone)]
+pub struct SessionDecision {
+    /// The agent (`principal.id`).
+    pub agent: String,
+    /// The session's id.
+    pub session: SessionId,
+    /// The tool's server.
+    pub server: String,
+    /// The tool.
+    pub tool: String,
+    /// What was decided.
+    pub decision: Decision,
+    /// The annotations the call was decided with (`None`: unknown).
+    pub annotations: Option<ToolAnnotations>,
+    /// When.
+    pub decided_at: DateTime<Utc>,
+}
+
 impl TaskStore {
     /// Task `task_id`'s session, condensed: empty for a task without
     /// history (or an unknown task).
     pub fn session(&self, task_id: &str) -> Result<SessionSummary, StoreError> {
         self.read(|conn| load(conn, task_id))
     }
+
+    /// Agent `agent`'s session `session`, condensed: empty for a session
+    /// nothing was decided in yet.
+    pub fn agent_session(
+        &self,
+        agent: &str,
+        session: &SessionId,
+    ) -> Result<SessionSummary, StoreError> {
+        self.read(|conn| load_agent(conn, agent, session.as_str()))
+    }
+
+    /// Records a decision into its agent's session (creating the session),
+    /// committed durably before it returns: an allowed call of an open-world
+    /// tool taints the session here ([`SessionSummary::record_decision`]).
+    /// The summary is folded in the writer's transaction, so decisions of
+    /// the session made concurrently (by several gateways) all count.
+    pub fn record_session_decision(&self, decided: SessionDecision) -> Result<(), StoreError> {
+        let at = time_text(&decided.decided_at)?;
+        self.write(move |conn| {
+            let session = decided.session.as_str();
+            let mut summary = load_agent(conn, &decided.agent, session)?;
+            let position = summary.calls.saturating_add(1);
+            summary.record_decision(
+                position,
+                &decided.server,
+                &decided.tool,
+                decided.decision,
+                decided.annotations.as_ref(),
+            );
+            let text = json_text(&summary, "session summary")?;
+            conn.prepare_cached(
+                "INSERT INTO agent_sessions (agent, session, summary, started_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4)
+                 ON CONFLICT (agent, session)
+                 DO UPDATE SET summary = excluded.summary, updated_at = excluded.updated_at",
+            )?
+            .execute(params![decided.agent, session, text, at])?;
+            Ok(())
+        })
+    }
+}
+
+fn load_agent(conn: &Connection, agent: &str, session: &str) -> Result<SessionSummary, StoreError> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT summary FROM agent_sessions WHERE agent = ?1 AND session = ?2")?
+        .query_row(params![agent, session], |row| row.get(0))
+        .optional()?;
+    text.map_or_else(
+        || Ok(SessionSummary::default()),
+        |text| parse(&text, "session summary"),
+    )
 }
 
 /// Folds the decision just recorded as history row `seq` (and its result,
@@ -109,7 +202,7 @@ pub(crate) fn fold_decision(
         .transpose()?;
     let position = position(seq)?;
     let mut summary = load(conn, &entry.task_id)?;
-    summary.record_call(
+    summary.record_decision(
         position,
         &entry.server,
         &entry.tool,

@@ -79,8 +79,9 @@ const APPLICATION_ID: i32 = 0x4d4e_4453;
 /// Schema version stored in `PRAGMA user_version`. Version 1 had no
 /// `history.annotations`, version 2 no `approvals`, version 3 no
 /// `history.credential` and `token_exchanges`, version 4 no `sessions`,
-/// version 5 no `withdrawn` approvals; [`init`] adds them.
-const SCHEMA_VERSION: i64 = 6;
+/// version 5 no `withdrawn` approvals, version 6 no `agent_sessions`;
+/// [`init`] adds them.
+const SCHEMA_VERSION: i64 = 7;
 
 const CREATE: &str = "
 -- One row per task. tools, labels: JSON arrays; params: JSON object.
@@ -732,6 +733,7 @@ fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
         tx.execute_batch(crate::approvals::CREATE_APPROVALS)?;
         crate::exchanges::migrate_to_4(&tx)?;
         crate::sessions::migrate_to_5(&tx)?;
+        crate::sessions::migrate_to_7(&tx)?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     } else if application_id != APPLICATION_ID {
@@ -739,7 +741,7 @@ fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
             "{} is not a Mandate state database (tasks live in state.db, receipts in ledger.db)",
             path.display()
         )));
-    } else if (1..=5).contains(&version) {
+    } else if (1..=6).contains(&version) {
         // Schema 1 lacked the annotations of history entries; its entries
         // keep none (unknown), as they were recorded without them.
         if version == 1 {
@@ -757,6 +759,8 @@ fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
         }
         // Schema 5's approvals could not be withdrawn.
         crate::approvals::migrate_to_6(&tx)?;
+        // Schema 6 kept no agents' sessions (the MCP gateway did).
+        crate::sessions::migrate_to_7(&tx)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     } else if version != SCHEMA_VERSION {
         return Err(StoreError::Unsupported(format!(

@@ -28,6 +28,7 @@ fn receipt(n: usize) -> Receipt {
         },
         delegation: Vec::new(),
         task: None,
+        session: None,
         call: CallRef {
             server: "mail".to_owned(),
             tool: "send".to_owned(),

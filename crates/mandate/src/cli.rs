@@ -637,6 +637,12 @@ pub struct McpGatewayArgs {
     /// with one, it must be the credential's holder [default: the holder]
     #[arg(long, env = "MANDATE_AGENT", value_name = "ID")]
     pub agent: Option<String>,
+    /// Without a task credential: the agent's session, kept by the Mandate
+    /// server and shared by every gateway of the agent naming it (1 to 128
+    /// letters, digits and . _ - : @ / +) [default: session from --config,
+    /// else the [task] id, else `default`]
+    #[arg(long, env = "MANDATE_SESSION", value_name = "ID")]
+    pub session: Option<String>,
     /// A task credential (prefer the environment variable or --credential-file:
     /// command lines are visible to other users)
     #[arg(
@@ -651,7 +657,8 @@ pub struct McpGatewayArgs {
     #[arg(long, value_name = "FILE")]
     pub credential_file: Option<PathBuf>,
     /// The gateway's TOML config: annotation overrides ([tools."NAME"]),
-    /// hide_denied_tools, approval_wait_seconds, on_behalf_of, [task] (docs/mcp.md)
+    /// hide_denied_tools, approval_wait_seconds, on_behalf_of, session, [task],
+    /// [[servers]] (docs/mcp.md)
     #[arg(long, env = "MANDATE_MCP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// How long a call that needs a person's approval is held before it is
@@ -677,13 +684,10 @@ pub struct McpWrapArgs {
     /// server gives in its initialize answer; set it: a server chooses its own]
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-    /// The MCP server to run: its program and arguments, after `--`
-    #[arg(
-        last = true,
-        required = true,
-        value_name = "COMMAND",
-        num_args = 1..
-    )]
+    /// The MCP server to run: its program and arguments, after `--`; without
+    /// it, the [[servers]] of --config run behind one endpoint, their tools
+    /// named NAME__tool
+    #[arg(last = true, value_name = "COMMAND", num_args = 1..)]
     pub command: Vec<std::ffi::OsString>,
 }
 

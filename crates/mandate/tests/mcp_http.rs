@@ -45,16 +45,24 @@ fn everything_server_through_the_proxy() {
     require_peers();
     let gateway = mandate();
     let upstream = everything_http();
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = agent_proxy(
-        &gateway,
-        dir.path(),
-        "hide_denied_tools = true\n[task]\nintent = \"demo\"\ntools = [\"echo\", \"trigger-long-running-operation\", \"trigger-sampling-request\"]\n",
-        &[],
-        &[("everything", &upstream)],
-    );
     let plan: Value = serde_json::from_str(EVERYTHING_PLAN).unwrap();
-    for (sdk, path) in [(Sdk::Python, "/mcp"), (Sdk::Node, "/everything/mcp")] {
+    // One agent run each: the agent's session is the server's, so a second
+    // run on the same session would start after the first one's open-world
+    // result.
+    for (sdk, path, session) in [
+        (Sdk::Python, "/mcp", "run-1"),
+        (Sdk::Node, "/everything/mcp", "run-2"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let proxy = agent_proxy(
+            &gateway,
+            dir.path(),
+            &format!(
+                "hide_denied_tools = true\nsession = \"{session}\"\n[task]\nintent = \"demo\"\ntools = [\"echo\", \"trigger-long-running-operation\", \"trigger-sampling-request\"]\n"
+            ),
+            &[],
+            &[("everything", &upstream)],
+        );
         let out = run_http(sdk, &plan, &format!("http://{}{path}", proxy.addr));
         check_everything(sdk, &gateway, &out, "everything");
     }
@@ -254,10 +262,12 @@ fn merged_endpoint_namespaces_tools_per_upstream() {
         assert_eq!(s[2]["text"], "Echo: from b", "{sdk:?}: {out}");
         assert_eq!(s[3]["isError"], true, "{sdk:?}: {out}");
         let text = s[3]["text"].as_str().unwrap();
-        assert!(text.contains("Mandate denied `get-env`"), "{text}");
+        // Named as the client called it; decided as `get-env` on `a`.
+        assert!(text.contains("Mandate denied `a__get-env`"), "{text}");
         let receipt = gateway.receipt(&decision_id(text));
         assert_eq!(receipt["decision"], "deny", "{receipt}");
         assert_eq!(receipt["call"]["server"], "a", "{receipt}");
+        assert_eq!(receipt["call"]["tool"], "get-env", "{receipt}");
         for unknown in [&s[4], &s[5]] {
             assert_eq!(unknown["code"], -32602, "{sdk:?}: {out}");
             let message = unknown["exception"].as_str().unwrap();

@@ -163,10 +163,19 @@ fn everything_server_as_a_configured_agent() {
         {"op": "list_prompts"},
         {"op": "get_prompt", "name": "simple-prompt"},
     ]);
-    for sdk in Sdk::BOTH {
+    // One agent run (session) each: the second would otherwise start after
+    // the first one's open-world result.
+    for (sdk, session) in [(Sdk::Python, "run-1"), (Sdk::Node, "run-2")] {
         let command = wrap_command(
             &gateway,
-            &["--agent", AGENT, "--config", config.to_str().unwrap()],
+            &[
+                "--agent",
+                AGENT,
+                "--session",
+                session,
+                "--config",
+                config.to_str().unwrap(),
+            ],
             &everything_server(),
         );
         let out = run_stdio(sdk, &plan, &command);

@@ -180,6 +180,7 @@ pub fn receipt(index: u64, decision: &str) -> Receipt {
             id: format!("task_{index}"),
             intent_sha256: digest_json(&"send this month's invoices").unwrap(),
         }),
+        session: None,
         call: CallRef {
             server: "mail".to_owned(),
             tool: "send_email".to_owned(),

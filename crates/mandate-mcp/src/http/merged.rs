@@ -37,10 +37,9 @@ use super::{
 };
 use crate::catalog;
 use crate::jsonrpc::{self, IdKey, Message};
-use crate::pep::{Gate, Session};
+use crate::merge::{self, SEPARATOR};
+use crate::pep::Gate;
 
-/// Between an upstream's name and its tool's name on the merged endpoint.
-pub(super) const SEPARATOR: &str = "__";
 /// The protocol version header of streamable HTTP.
 const VERSION_HEADER: &str = "mcp-protocol-version";
 /// The version asked of upstreams when the client names none.
@@ -50,9 +49,6 @@ const MAX_PAGES: usize = 32;
 
 /// One client session of the merged endpoint.
 pub(super) struct Merged {
-    /// The session's decision state, shared by the calls of every upstream:
-    /// in agent mode, one history for the whole client session.
-    session: Arc<Session>,
     /// The upstreams' sessions, in the order the upstreams were given.
     links: Vec<Link>,
     /// Its `tools/call`s in progress.
@@ -362,17 +358,7 @@ impl Proxy {
                 ),
             ));
         }
-        // The client's version when every upstream took it; else the
-        // oldest an upstream answered (versions are dates).
-        let agreed = if links.iter().all(|l| l.version == version) {
-            version
-        } else {
-            links
-                .iter()
-                .map(|l| l.version.clone())
-                .min()
-                .unwrap_or(version)
-        };
+        let agreed = merge::agreed_version(&version, links.iter().map(|l| l.version.as_str()));
         let session_id = format!(
             "{}{}",
             uuid::Uuid::new_v4().simple(),
@@ -380,7 +366,6 @@ impl Proxy {
         );
         self.merged.issued(&session_id, || {
             Arc::new(Merged {
-                session: Arc::new(Session::default()),
                 links,
                 calls: Arc::default(),
             })
@@ -540,7 +525,7 @@ impl Proxy {
     /// One upstream's whole listing, learned, filtered and renamed.
     async fn list_one(&self, link: &Link) -> Result<Vec<Value>, String> {
         let upstream = &link.upstream;
-        let prefix = format!("{}{SEPARATOR}", upstream.spec.name);
+        let prefix = merge::prefix(&upstream.spec.name);
         let mut tools = Vec::new();
         let mut cursor: Option<Value> = None;
         for page in 0..MAX_PAGES {
@@ -601,15 +586,17 @@ impl Proxy {
                 return ok(jsonrpc::error(Some(id), ErrorCode::INVALID_PARAMS, reason));
             }
         };
-        let target = call.name.split_once(SEPARATOR).and_then(|(server, tool)| {
-            let (index, link) = merged
-                .links
-                .iter()
-                .enumerate()
-                .find(|(_, l)| l.upstream.spec.name == server)?;
-            Some((index, link, tool.to_owned()))
-        });
-        let Some((index, link, tool)) = target.filter(|(_, _, tool)| !tool.is_empty()) else {
+        let target = merge::split(&call.name, self.order.iter().map(String::as_str)).and_then(
+            |(server, tool)| {
+                let (index, link) = merged
+                    .links
+                    .iter()
+                    .enumerate()
+                    .find(|(_, l)| l.upstream.spec.name == server)?;
+                Some((index, link, tool.to_owned()))
+            },
+        );
+        let Some((index, link, tool)) = target else {
             return ok(jsonrpc::error(
                 Some(id),
                 ErrorCode::INVALID_PARAMS,
@@ -620,7 +607,7 @@ impl Proxy {
                 ),
             ));
         };
-        call.name = tool;
+        let shown = std::mem::replace(&mut call.name, tool);
         // What was checked is what goes upstream, under the tool's own name.
         let mut forwarded = message.clone();
         if let Some(params) = forwarded.get_mut("params").and_then(Value::as_object_mut) {
@@ -639,7 +626,7 @@ impl Proxy {
             }
         };
         let headers = link.headers();
-        let decision = self.gate(&link.upstream, &merged.session, &headers, call);
+        let decision = self.gate(&link.upstream, &headers, call, &shown);
         // The call's token ends the decision, approval wait included, when
         // the client cancels the call or its session ends.
         let Some(gate) = in_progress.cancelled().run_until_cancelled(decision).await else {
@@ -652,7 +639,7 @@ impl Proxy {
         };
         if !in_progress.sending() {
             // Cancelled between the decision and now: nothing ran.
-            self.record(&merged.session, allowed, true).await;
+            self.record(allowed, true);
             return cancelled();
         }
         let name = link.upstream.spec.name.clone();
@@ -667,7 +654,7 @@ impl Proxy {
         let Some(sent) = in_progress.cancelled().run_until_cancelled(send).await else {
             // Cancelled before the upstream answered: nothing of it reached
             // the client.
-            self.record(&merged.session, allowed, true).await;
+            self.record(allowed, true);
             return cancelled();
         };
         let answer = match sent {
@@ -675,7 +662,6 @@ impl Proxy {
                 let watcher = Watcher {
                     proxy: self.clone(),
                     upstream: link.upstream.clone(),
-                    session: merged.session.clone(),
                     watch: Some(Watch::Call {
                         id: id.clone(),
                         allowed,
@@ -705,7 +691,7 @@ impl Proxy {
                     None => {
                         // Cancelled by the client: nothing of the upstream's
                         // reached it.
-                        self.record(&merged.session, allowed, true).await;
+                        self.record(allowed, true);
                         return cancelled();
                     }
                 }
@@ -720,8 +706,7 @@ impl Proxy {
                 format!("no answer from the MCP server `{name}`: {reason}"),
             )
         });
-        self.record(&merged.session, allowed, jsonrpc::call_failed(&answer))
-            .await;
+        self.record(allowed, jsonrpc::call_failed(&answer));
         ok(answer)
     }
 

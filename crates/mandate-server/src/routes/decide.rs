@@ -25,10 +25,10 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use mandate_auth::{CredentialError, VerifiedCredential};
 use mandate_core::{
-    CallRequest, Decision, DecisionRequest, DecisionResponse, HopInput, SessionInput, TaskInput,
-    Verdict,
+    CallRequest, Decision, DecisionRequest, DecisionResponse, HopInput, SessionId, SessionInput,
+    TaskInput, Verdict,
 };
-use mandate_store::HistoryEntry as RecordedEntry;
+use mandate_store::{HistoryEntry as RecordedEntry, SessionDecision};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -99,11 +99,17 @@ pub(crate) async fn decide(
             "`context.time` is set by the server's clock; remove it (only `mandate check` and policy tests take a time)",
         ));
     }
-    if let Some(credential) = &credential {
-        fill_from_task(state.tasks(), credential, &mut request)
+    let agent_session = match &credential {
+        Some(credential) => {
+            fill_from_task(state.tasks(), credential, &mut request)
+                .await
+                .inspect_err(rejected)?;
+            None
+        }
+        None => fill_from_agent_session(state.tasks(), &mut request)
             .await
-            .inspect_err(rejected)?;
-    }
+            .inspect_err(rejected)?,
+    };
     // The server's clock goes into the request, so that the receipt's
     // context digest covers exactly what was evaluated.
     let now = Utc::now();
@@ -203,6 +209,33 @@ pub(crate) async fn decide(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "state_unavailable",
                     "the decision could not be recorded in the task's history; treat this call as denied",
+                )
+            })?;
+    }
+
+    // Likewise for an agent's session: every gateway of the agent decides
+    // on it, and an allowed open-world call taints it here, before the
+    // answer releases the call.
+    if let Some(session) = agent_session {
+        let decided = SessionDecision {
+            agent: call.principal().to_owned(),
+            session,
+            server: call.server().to_owned(),
+            tool: call.tool().to_owned(),
+            decision: verdict.decision,
+            annotations: Some(annotations.clone()),
+            decided_at: now,
+        };
+        state
+            .tasks()
+            .store(move |store| store.record_session_decision(decided))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, %decision_id, "decision not recorded in the agent's session; answering 503");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "state_unavailable",
+                    "the decision could not be recorded in the agent's session; treat this call as denied",
                 )
             })?;
     }
@@ -406,6 +439,34 @@ async fn fill_from_task(
         ..SessionInput::default()
     };
     Ok(())
+}
+
+/// For a request naming a session the server keeps (`context.session.id`),
+/// fills `context.session.summary` from the principal's session of that
+/// id, and returns the id: the decision is recorded into it. A request
+/// naming one may not send its own session.
+async fn fill_from_agent_session(
+    tasks: &Tasks,
+    request: &mut DecisionRequest,
+) -> Result<Option<SessionId>, ApiError> {
+    let session = &request.context.session;
+    let Some(id) = session.id.clone() else {
+        return Ok(None);
+    };
+    if session.summary.is_some() || !session.history.is_empty() || !session.labels.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "field_not_allowed",
+            "`context.session.id` names a session the server keeps and fills: send no `history`, `labels` or `summary` with it",
+        ));
+    }
+    let (agent, key) = (request.principal.id.clone(), id.clone());
+    let summary = tasks
+        .store(move |store| store.agent_session(&agent, &key))
+        .await
+        .map_err(|e| store_failed(tasks, e))?;
+    request.context.session.summary = Some(summary);
+    Ok(Some(id))
 }
 
 /// The credential's tools (`server/tool`) as policies see them: bare tool

@@ -1,10 +1,12 @@
 //! `mandate mcp wrap|proxy`: the MCP gateway (crate `mandate-mcp`), started
 //! from the command line. This module only turns flags into settings.
 
+use std::io::IsTerminal as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use mandate_core::SessionId;
 use mandate_mcp::http::{DEFAULT_SESSION_IDLE, ProxyOptions, UpstreamSpec};
 use mandate_mcp::pep::DEFAULT_APPROVAL_WAIT;
 use mandate_mcp::stdio::WrapOptions;
@@ -24,15 +26,49 @@ pub fn wrap(args: McpWrapArgs) -> anyhow::Result<Code> {
             "`[[clients]]` in the config file applies to `mandate mcp proxy` only: the stdio wrapper's client is the process that started it"
         );
     }
+    let max_message_bytes = args.gateway.max_message_bytes;
+    let servers = &pep.config().servers;
+    if !servers.is_empty() {
+        if !args.command.is_empty() || args.name.is_some() {
+            return input_error(&anyhow::anyhow!(
+                "the config names `[[servers]]`: run them without a command after `--` and without --name, or remove `[[servers]]`"
+            ));
+        }
+        let options = servers
+            .iter()
+            .map(|server| WrapOptions {
+                program: server.command.clone().into(),
+                args: server.args.iter().map(Into::into).collect(),
+                env: server.env.clone(),
+                name: Some(server.name.clone()),
+                max_message_bytes,
+                tool_prefix: String::new(),
+            })
+            .collect();
+        let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+        let done = runtime.block_on(mandate_mcp::stdio::wrap_servers(
+            Arc::new(pep),
+            options,
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+        ));
+        runtime.shutdown_background();
+        done?;
+        return Ok(Code::Ok);
+    }
     let mut command = args.command.into_iter();
     let Some(program) = command.next() else {
-        bail!("no MCP server command after `--`");
+        return input_error(&anyhow::anyhow!(
+            "no MCP server to run: give its command after `--`, or `[[servers]]` in --config"
+        ));
     };
     let options = WrapOptions {
         program,
         args: command.collect(),
+        env: std::collections::BTreeMap::new(),
         name: args.name,
-        max_message_bytes: args.gateway.max_message_bytes,
+        max_message_bytes,
+        tool_prefix: String::new(),
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let status = runtime.block_on(mandate_mcp::stdio::wrap(
@@ -151,7 +187,10 @@ fn enforcement_point(args: &McpGatewayArgs) -> anyhow::Result<Pep> {
             let id = agent.clone().unwrap_or_else(|| credential.holder.clone());
             Principal::Credential { credential, id }
         }
-        (None, Some(agent)) => Principal::Agent { id: agent.clone() },
+        (None, Some(agent)) => Principal::Agent {
+            id: agent.clone(),
+            session: agent_session(args, &config)?,
+        },
         (None, None) => bail!(
             "no principal: give the agent's identity (--agent or MANDATE_AGENT) or a task credential (MANDATE_TASK_CREDENTIAL or --credential-file)"
         ),
@@ -164,6 +203,25 @@ fn enforcement_point(args: &McpGatewayArgs) -> anyhow::Result<Pep> {
     })
     .context("cannot build the HTTP client")?;
     Ok(pep)
+}
+
+/// The agent's session without a task credential: `--session`, else
+/// `session` in the config, else the `[task]` id, else `default`.
+fn agent_session(args: &McpGatewayArgs, config: &GatewayConfig) -> anyhow::Result<SessionId> {
+    if let Some(text) = &args.session {
+        return text
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--session: {e}"));
+    }
+    if let Some(session) = &config.session {
+        return Ok(session.clone());
+    }
+    match config.task.as_ref().and_then(|task| task.id.as_deref()) {
+        Some(id) => id.parse().map_err(|e: String| {
+            anyhow::anyhow!("the [task] id names the agent's session, but {e}: set `session` in the config or --session")
+        }),
+        None => Ok("default".parse().map_err(|e: String| anyhow::anyhow!(e))?),
+    }
 }
 
 /// `90`, `90s`, `2m`, `1h`.
@@ -195,9 +253,11 @@ fn input_error(error: &anyhow::Error) -> anyhow::Result<Code> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colour only on a terminal: a redirected log stays plain text.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
