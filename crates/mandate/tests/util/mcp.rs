@@ -49,6 +49,20 @@ pub fn require_peers() {
     );
 }
 
+/// [`require_peers`], and the reference fetch server (`mcp-server-fetch`).
+pub fn require_fetch_server() {
+    require_peers();
+    let python = Command::new(python())
+        .args(["-c", "import mcp_server_fetch"])
+        .output()
+        .unwrap_or_else(|e| panic!("{SETUP} (cannot run `{}`: {e})", python()));
+    assert!(
+        python.status.success(),
+        "{SETUP} (python cannot import `mcp_server_fetch`: {})",
+        String::from_utf8_lossy(&python.stderr)
+    );
+}
+
 /// The Python interpreter: `MANDATE_TEST_PYTHON` or `python3`.
 pub fn python() -> String {
     std::env::var("MANDATE_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
@@ -82,8 +96,12 @@ fn everything_js() -> PathBuf {
 /// A Mandate server deciding with the MCP test pack (`tests/mcp/policies`),
 /// with an identity issuer so that tasks can be started.
 pub fn mandate() -> Gateway {
-    let pack = peers_dir().join("policies");
-    let pack = pack.canonicalize().unwrap();
+    mandate_with_pack("policies")
+}
+
+/// The same with another pack of `tests/mcp` (such as `policies-taint`).
+pub fn mandate_with_pack(pack: &str) -> Gateway {
+    let pack = peers_dir().join(pack).canonicalize().unwrap();
     gateway_with(&format!("policies = {:?}", pack.display().to_string()))
 }
 
@@ -142,6 +160,21 @@ pub fn run_stdio(sdk: Sdk, plan: &Value, command: &[String]) -> Value {
     run_client(sdk, &args, &json!({}))
 }
 
+/// Runs the Python SDK client on a `sessions` plan (`tests/mcp/client.py`):
+/// an agent that opens, uses and closes several named MCP sessions itself,
+/// within `timeout`. The client's stderr (where the stdio servers' own
+/// stderr goes: the gateway's complaints) is added as `"stderr"`.
+pub fn run_sessions(plan: &Value, timeout: Duration) -> Value {
+    let (mut out, stderr) = run_client_logged(
+        Sdk::Python,
+        &[plan.to_string(), "sessions".to_owned()],
+        &json!({}),
+        timeout,
+    );
+    out["stderr"] = Value::String(stderr);
+    out
+}
+
 /// Runs the SDK client on `plan` against a streamable HTTP endpoint.
 pub fn run_http(sdk: Sdk, plan: &Value, url: &str) -> Value {
     run_http_with(sdk, plan, url, &json!({}))
@@ -157,6 +190,16 @@ pub fn run_http_with(sdk: Sdk, plan: &Value, url: &str, headers: &Value) -> Valu
 }
 
 fn run_client(sdk: Sdk, args: &[String], headers: &Value) -> Value {
+    run_client_logged(sdk, args, headers, CLIENT_TIMEOUT).0
+}
+
+/// The client's result and its stderr.
+fn run_client_logged(
+    sdk: Sdk,
+    args: &[String],
+    headers: &Value,
+    timeout: Duration,
+) -> (Value, String) {
     let (program, script) = match sdk {
         Sdk::Python => (python(), "client.py"),
         Sdk::Node => ("node".to_owned(), "client.mjs"),
@@ -171,11 +214,12 @@ fn run_client(sdk: Sdk, args: &[String], headers: &Value) -> Value {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{SETUP} (cannot run `{program}`: {e})"));
-    let (stdout, stderr) = wait_output(&mut child, CLIENT_TIMEOUT, &format!("the {sdk:?} client"));
+    let (stdout, stderr) = wait_output(&mut child, timeout, &format!("the {sdk:?} client"));
     let line = stdout.lines().last().unwrap_or("");
-    serde_json::from_str(line).unwrap_or_else(|e| {
+    let out = serde_json::from_str(line).unwrap_or_else(|e| {
         panic!("the {sdk:?} client printed no result ({e}); stdout:\n{stdout}\nstderr:\n{stderr}")
-    })
+    });
+    (out, stderr)
 }
 
 /// Waits (bounded) for a child to exit and returns its stdout and stderr.
@@ -311,6 +355,33 @@ fn notes_server(notes: &Path, args: &[&str]) -> Running {
         .spawn()
         .unwrap_or_else(|e| panic!("{SETUP} (cannot run `{}`: {e})", python()));
     listening(child, port, "the notes server")
+}
+
+/// The command that runs the reference fetch server (`mcp-server-fetch`)
+/// over stdio, allowed to fetch loopback addresses.
+pub fn fetch_server() -> Vec<String> {
+    vec![
+        python(),
+        "-m".to_owned(),
+        "mcp_server_fetch".to_owned(),
+        "--allow-private-ips".to_owned(),
+    ]
+}
+
+/// The reference fetch server over streamable HTTP (`tests/mcp/fetch_http.py`,
+/// sessions and SSE answers) on a free port, allowed to fetch loopback
+/// addresses.
+pub fn fetch_http() -> Running {
+    let port = free_port();
+    let child = Command::new(python())
+        .arg(peers_dir().join("fetch_http.py"))
+        .arg(port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{SETUP} (cannot run `{}`: {e})", python()));
+    listening(child, port, "the fetch server")
 }
 
 /// Waits (bounded) until `child` listens on `port`.

@@ -30,6 +30,7 @@ use tempfile::TempDir;
 
 pub mod mcp;
 pub mod tasks;
+pub mod web;
 
 /// How long a server may take to start listening (or a failing start to exit).
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
