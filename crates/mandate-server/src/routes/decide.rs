@@ -1,7 +1,9 @@
 //! `POST /v1/decide`: one tool call in, one decision out.
 //!
 //! Without an `Authorization` header the request carries its own task and
-//! session context. With `Authorization: Bearer <task credential>` the call
+//! session context, or names a session the server keeps for the agent
+//! (`context.session.id`): the summary is filled from it and the decision
+//! recorded into it before the answer, as for a task. With `Authorization: Bearer <task credential>` the call
 //! is decided under that task:
 //!
 //! 1. the credential is verified (from the cache, and against the revoked
@@ -69,9 +71,9 @@ pub const CREDENTIAL_SCOPE: &str = "mandate:credential-scope";
             headers(("www-authenticate" = String, description = "RFC 6750 challenge"))),
         (status = 413, description = "The body is larger than `max_body_bytes`", body = ErrorBody),
         (status = 415, description = "The body is not sent as JSON", body = ErrorBody),
-        (status = 422, description = "The JSON is not a valid decision request, or it sets a field the server fills (`context.time`; `context.task` and `context.session` under a credential)", body = ErrorBody),
+        (status = 422, description = "The JSON is not a valid decision request, or it sets a field the server fills (`context.time`; `context.task` and `context.session` under a credential; `context.session.id` with a session of the caller's own)", body = ErrorBody),
         (status = 500, description = "Mandate failed to decide: deny the call", body = ErrorBody),
-        (status = 503, description = "The decision could not be recorded in the receipt ledger, or the task's state could not be read or its history written: deny the call", body = ErrorBody),
+        (status = 503, description = "The decision could not be recorded in the receipt ledger, or the task's state (or the agent's session) could not be read or written: deny the call", body = ErrorBody),
     ))]
 pub(crate) async fn decide(
     State(state): State<AppState>,
