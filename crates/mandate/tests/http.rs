@@ -1190,3 +1190,80 @@ fn openapi_lists_the_served_routes_and_matches_real_bodies() {
     let health = server.health();
     assert_health_matches_openapi(&server, &health);
 }
+
+/// A fetch of a web page as the mail assistant, in the session the server
+/// keeps (`context.session.id`).
+fn in_session(mut request: Value, session: &str) -> Value {
+    util::merge(
+        &mut request,
+        &json!({ "context": { "session": { "id": session } } }),
+    );
+    request
+}
+
+fn web_fetch() -> Value {
+    mailer(&json!({
+        "action": {
+            "server": "web",
+            "tool": "fetch_url",
+            "annotations": { "readOnlyHint": true, "openWorldHint": true }
+        },
+        "arguments": { "url": "https://example.org/page" }
+    }))
+}
+
+/// Decisions naming `context.session.id` share the agent's session on the
+/// server: an allowed open-world fetch labels it `untrusted` at once (no
+/// result is ever reported), so the next mail, sent as another request
+/// (another gateway), waits for a person; the receipts name the session.
+/// Another session of the agent, and the same id under another agent, stay
+/// clean; a request naming a session may not bring its own.
+#[test]
+fn an_agents_session_is_kept_by_the_server_and_tainted_as_a_fetch_is_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Launch::serve(&tmp.path().join("data")).start();
+
+    let mail = in_session(send_email("carol@example.com"), "run-1");
+    assert_eq!(server.decide(&mail).decision()["decision"], "allow");
+    let fetched = server.decide(&in_session(web_fetch(), "run-1")).decision();
+    assert_eq!(fetched["decision"], "allow", "{fetched}");
+    let receipt = server
+        .get(&format!(
+            "/v1/receipts/{}",
+            fetched["decision_id"].as_str().unwrap()
+        ))
+        .json();
+    assert_eq!(receipt["receipt"]["session"], "run-1", "{receipt}");
+
+    let stepped = server.decide(&mail).decision();
+    assert_eq!(stepped["decision"], "approval_required", "{stepped}");
+    assert_eq!(stepped["policies"], json!(["untrusted-content-step-up"]));
+
+    // The same agent's other session, and another agent's `run-1`.
+    let other_run = in_session(send_email("carol@example.com"), "run-2");
+    assert_eq!(server.decide(&other_run).decision()["decision"], "allow");
+    let mut other_agent = mail.clone();
+    other_agent["principal"]["id"] = json!("spiffe://example.org/agent/other");
+    assert_eq!(server.decide(&other_agent).decision()["decision"], "allow");
+    // Without a session id the request's own (empty) session is used, and
+    // its receipt names none.
+    let own = server.decide(&send_email("carol@example.com")).decision();
+    assert_eq!(own["decision"], "allow");
+    let receipt = server
+        .get(&format!(
+            "/v1/receipts/{}",
+            own["decision_id"].as_str().unwrap()
+        ))
+        .json();
+    assert!(receipt["receipt"].get("session").is_none(), "{receipt}");
+
+    let mut both = mail.clone();
+    both["context"]["session"]["labels"] = json!([]);
+    both["context"]["session"]["summary"] = json!({});
+    server.decide(&both).assert_error(422, "field_not_allowed");
+    for bad in ["", "a b", "run\u{2011}1", "x".repeat(129).as_str()] {
+        server
+            .decide(&in_session(send_email("carol@example.com"), bad))
+            .assert_error(422, "invalid_request");
+    }
+}
