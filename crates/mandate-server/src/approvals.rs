@@ -711,6 +711,65 @@ pub async fn expire_due(state: &AppState, now: DateTime<Utc>) -> Result<usize, S
     Ok(expired)
 }
 
+/// Why the approvals of an ended task leave the queue.
+pub const TASK_ENDED: &str = "the task ended: its calls can no longer run";
+
+/// Withdraws every pending approval asked under task `task_id`, which has
+/// just ended (its credentials are revoked, so no approval could release
+/// its call any more): each gets a resolution receipt (`withdrawn`, with the
+/// reason [`TASK_ENDED`]) and leaves the queue, so that no reviewer answers
+/// a request that can no longer run. Returns how many; one that fails is
+/// logged and left to expire.
+pub(crate) async fn withdraw_for_ended_task(
+    state: &AppState,
+    task_id: &str,
+    now: DateTime<Utc>,
+) -> usize {
+    let key = task_id.to_owned();
+    let pending = match state
+        .tasks()
+        .store(move |store| store.pending_approvals_of_task(&key, usize::MAX))
+        .await
+    {
+        Ok(pending) => pending,
+        Err(e) => {
+            tracing::warn!(%task_id, error = %e, "cannot read the ended task's approvals; they stay until they expire");
+            return 0;
+        }
+    };
+    let mut withdrawn = 0;
+    for record in pending {
+        let id = record.approval.id.clone();
+        // Under the lock, re-read: an approver may have answered meanwhile.
+        let _guard = state.approvals().lock().await;
+        let key = id.clone();
+        let current = match state.tasks().store(move |store| store.approval(&key)).await {
+            Ok(Some(current)) => current,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(approval_id = %id, error = %e, "cannot read an ended task's approval");
+                continue;
+            }
+        };
+        let Ok(next) = current.approval.withdraw(TASK_ENDED, now) else {
+            continue;
+        };
+        match record_resolution(state, current, next, now).await {
+            Ok(_) => {
+                state.metrics().count_approval("withdrawn");
+                withdrawn += 1;
+            }
+            Err(e) => {
+                tracing::warn!(approval_id = %id, error = %e, "cannot withdraw an ended task's approval; it stays until it expires");
+            }
+        }
+    }
+    if withdrawn > 0 {
+        state.approvals().changed();
+    }
+    withdrawn
+}
+
 /// What [`record_resolution`] did.
 pub(crate) enum Recorded {
     /// The resolution's receipt is written and the new status stored.

@@ -644,10 +644,13 @@ async function resolveApproval(id, action, { form, textarea, error, buttons }) {
   }
 }
 
-/** Who resolved an approval no approver answered: nobody, or its agent. */
+/**
+ * Who resolved an approval no approver answered: nobody, or no one but a
+ * withdrawal (by its agent, or because its task ended: the reason says which).
+ */
 function resolvedByNobody(status) {
   if (status === 'expired') return el('span', { class: 'muted', text: 'nobody' });
-  if (status === 'withdrawn') return el('span', { class: 'muted', text: 'the agent (withdrawn)' });
+  if (status === 'withdrawn') return el('span', { class: 'muted', text: 'withdrawn (see reason)' });
   return '';
 }
 
@@ -723,7 +726,7 @@ function feedRow(item) {
     el('td', {}, code(receiptTool(r))),
     el('td', { class: 'cell-agent' }, r.principal?.id ?? ''),
     el('td', { class: 'cell-policies' }, r.kind === 'approval'
-      ? `by ${approverOf(r) ?? (outcomeOf(r) === 'withdrawn' ? 'the agent (withdrawn)' : 'nobody (expired)')}`
+      ? `by ${approverOf(r) ?? (outcomeOf(r) === 'withdrawn' ? `nobody (withdrawn: ${(r.reasons ?? []).join('; ')})` : 'nobody (expired)')}`
       : (r.policies ?? []).join(', ')),
     el('td', { class: 'cell-actions' }, open));
 }

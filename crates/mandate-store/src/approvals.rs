@@ -156,6 +156,27 @@ impl TaskStore {
         })
     }
 
+    /// The pending approvals asked under task `task_id`, oldest first, at
+    /// most `limit`.
+    pub fn pending_approvals_of_task(
+        &self,
+        task_id: &str,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            query_all(
+                conn,
+                &format!(
+                    "SELECT {COLUMNS} FROM approvals WHERE status = 'pending' AND task_id = ?1
+                     ORDER BY created_at LIMIT ?2"
+                ),
+                params![task_id, limit],
+                approval_row,
+            )
+        })
+    }
+
     /// Pending approvals whose expiry is at or before `now`, soonest
     /// first, at most `limit`.
     pub fn due_approvals(

@@ -1255,3 +1255,71 @@ fn adopted_from_the_log(first: (&str, Option<&str>, &str), expected: Value) {
     let next = server.decide(&delete_email("msg-31"));
     assert_eq!(next.status, 200, "{}", next.body);
 }
+
+/// Ending a task withdraws its pending approvals: they leave the queue with
+/// a receipt saying the task ended, and an approver can no longer approve
+/// them.
+#[test]
+fn ending_a_task_withdraws_its_pending_approvals() {
+    use util::tasks::gateway_with;
+    let extra = format!(
+        "[[approvers]]\nname = \"{BOB}\"\ntoken_sha256 = \"{}\"\n",
+        sha256_hex(BOB_TOKEN)
+    );
+    let gw = gateway_with(&extra);
+    let SubAgentAsks {
+        task_id,
+        approval_id: id,
+        ..
+    } = sub_agent_asks(&gw);
+    let pending = |gw: &util::tasks::Gateway| {
+        gw.server
+            .call(
+                reqwest::Method::GET,
+                "/v1/approvals?status=pending",
+                Some(BOB_TOKEN),
+                None,
+            )
+            .json()["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(pending(&gw), 1);
+
+    let ended = gw.server.call(
+        reqwest::Method::DELETE,
+        &format!("/v1/tasks/{task_id}"),
+        Some(BOB_TOKEN),
+        None,
+    );
+    assert_eq!(ended.status, 200, "{}", ended.body);
+    assert_eq!(pending(&gw), 0);
+    let detail = gw
+        .server
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/approvals/{id}"),
+            Some(BOB_TOKEN),
+            None,
+        )
+        .json();
+    assert_eq!(detail["status"], "withdrawn", "{detail}");
+    assert!(
+        detail["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the task ended"),
+        "{detail}"
+    );
+    let approve = gw.server.call(
+        reqwest::Method::POST,
+        &format!("/v1/approvals/{id}/approve"),
+        Some(BOB_TOKEN),
+        Some(&json!({ "reason": "fine" })),
+    );
+    approve.assert_error(409, "not_pending");
+    let receipt = gw.receipt(&id);
+    assert_eq!(receipt["kind"], "approval");
+    assert_eq!(receipt["decision"], "withdrawn");
+}

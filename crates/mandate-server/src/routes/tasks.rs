@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::approvals;
 use crate::auth::{
     Bearer, credential_refused, identity_refused, insufficient_scope, invalid_token,
 };
@@ -506,6 +507,10 @@ pub(crate) async fn delegate(
 
 /// End a task and revoke every credential issued under it.
 ///
+/// Its pending approvals are withdrawn (each with a receipt whose reason
+/// says the task ended), so that nobody answers a call that can no longer
+/// run.
+///
 /// The bearer token is the task's root credential (depth 0), the identity
 /// token of its root agent, or an approver token; a sub-agent cannot end
 /// the task. The revoked
@@ -565,6 +570,12 @@ pub(crate) async fn end(
         .await
         .map_err(|e| store_failed(tasks, e))?;
     tracing::info!(task_id = %id, credentials = revoked.len(), "task ended; its credentials are revoked");
+    // Its pending approvals could release nothing any more: out of the
+    // queue, each with a receipt saying why.
+    let withdrawn = approvals::withdraw_for_ended_task(&state, &id, now).await;
+    if withdrawn > 0 {
+        tracing::info!(task_id = %id, approvals = withdrawn, "the ended task's pending approvals are withdrawn");
+    }
     Ok(Json(TaskEnded {
         task_id: task.id,
         ended_at: task.ended_at.unwrap_or(now),
