@@ -545,10 +545,11 @@ impl TaskStore {
     /// `entry.result` is set).
     ///
     /// [`StoreError::NotFound`] for an unknown task, [`StoreError::Conflict`]
-    /// if the decision id is recorded already. A decision under an ended
-    /// task is recorded: a call decided just before the end may be recorded
-    /// just after it, and history is what happened. Refusing calls under an
-    /// ended task is the gateway's job (its revoked ids), before it decides.
+    /// if the decision id is recorded already, [`StoreError::TaskEnded`] if
+    /// the task has ended. The end and the history are written by one
+    /// writer, so a decision is recorded either before the end (and the end
+    /// is stamped no earlier than it) or not at all: once the end of a task
+    /// is acknowledged, no decision under it can be given.
     pub fn record_decision(&self, entry: &HistoryEntry) -> Result<(), StoreError> {
         self.record_decision_under(entry, None)
     }
@@ -571,11 +572,24 @@ impl TaskStore {
         let (entry, credential) = (entry.clone(), credential.map(str::to_owned));
         self.write(move |conn| {
             let result = entry.result.as_ref().map(ResultRow::new).transpose()?;
-            if !exists(conn, "SELECT 1 FROM tasks WHERE id = ?1", &entry.task_id)? {
-                return Err(StoreError::NotFound {
-                    kind: "task",
-                    id: entry.task_id.clone(),
-                });
+            let end: Option<Option<String>> = conn
+                .prepare_cached("SELECT end_reason FROM tasks WHERE id = ?1")?
+                .query_row(params![entry.task_id], |row| row.get(0))
+                .optional()?;
+            match end {
+                None => {
+                    return Err(StoreError::NotFound {
+                        kind: "task",
+                        id: entry.task_id.clone(),
+                    });
+                }
+                Some(Some(reason)) => {
+                    return Err(StoreError::TaskEnded {
+                        task_id: entry.task_id.clone(),
+                        reason,
+                    });
+                }
+                Some(None) => {}
             }
             if exists(
                 conn,
@@ -796,6 +810,15 @@ fn end_in(conn: &Connection, id: &str, at: &str, reason: &str) -> Result<Vec<Str
         });
     };
     if ended.is_none() {
+        // No decision recorded before the end is later than it: a decision
+        // made (clocked) after the caller's end but written before it
+        // moves the end to its own time. Times are fixed-width RFC 3339.
+        let latest: Option<String> = conn
+            .prepare_cached("SELECT MAX(decided_at) FROM history WHERE task_id = ?1")?
+            .query_row(params![id], |row| row.get(0))?;
+        let at = latest
+            .filter(|l| l.as_str() > at)
+            .unwrap_or_else(|| at.to_owned());
         conn.prepare_cached("UPDATE tasks SET ended_at = ?2, end_reason = ?3 WHERE id = ?1")?
             .execute(params![id, at, reason])?;
         conn.prepare_cached(

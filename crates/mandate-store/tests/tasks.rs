@@ -302,6 +302,26 @@ fn ending_revokes_every_credential_durably() {
 }
 
 #[test]
+fn no_decision_is_recorded_after_the_end_and_the_end_is_not_before_any() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = started(&dir.path().join("state.db"), "t1");
+    // Clocked after the caller's end, written before it.
+    store
+        .record_decision(&decision("t1", "d1", "read", 5_000))
+        .unwrap();
+    store
+        .end_task("t1", t0() + Duration::seconds(1), END_REASON_ENDED)
+        .unwrap();
+    let ended_at = store.task("t1").unwrap().unwrap().ended_at.unwrap();
+    assert_eq!(ended_at, t0() + Duration::milliseconds(5_000));
+    let refused = store
+        .record_decision(&decision("t1", "d2", "read", 6_000))
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::TaskEnded { .. }), "{refused}");
+    assert_eq!(store.history("t1").unwrap().len(), 1);
+}
+
+#[test]
 fn ending_twice_changes_nothing_and_returns_the_same_ids() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");

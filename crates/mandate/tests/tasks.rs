@@ -13,7 +13,7 @@
 
 mod util;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -1066,6 +1066,101 @@ fn identity_configuration_mistakes_stop_the_server() {
         assert!(
             stderr.contains(message),
             "{config}\nwanted `{message}` in:\n{stderr}"
+        );
+    }
+}
+
+/// Deciders racing the end of their task: every call answered `allow` was
+/// decided no later than the task's end and is in its history, and once
+/// the end is acknowledged every decider is refused. The invariant holds
+/// in every interleaving; the deciders are let in before the end so that
+/// the race is exercised.
+#[test]
+fn nothing_is_allowed_under_a_task_after_its_end_is_acknowledged() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let gw = gateway();
+    let started = gw.start_task(&json!({}));
+    let credential = text(&started, "credential").to_owned();
+    let task_id = text(&started, "task_id").to_owned();
+    let read = json!({
+        "principal": { "id": ROOT_AGENT },
+        "action": {
+            "server": "mail",
+            "tool": "read_inbox",
+            "annotations": { "readOnlyHint": true, "openWorldHint": false }
+        }
+    });
+    let answered = AtomicUsize::new(0);
+    let decide_url = gw.server.url("/v1/decide");
+    let (allowed, ended_at) = std::thread::scope(|scope| {
+        let deciders: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    // A client of its own per decider: four connections.
+                    let client = reqwest::blocking::Client::new();
+                    let mut allowed = Vec::new();
+                    loop {
+                        let reply = client
+                            .post(&decide_url)
+                            .bearer_auth(&credential)
+                            .json(&read)
+                            .send()
+                            .unwrap();
+                        let status = reply.status().as_u16();
+                        let decision: Value = reply.json().unwrap();
+                        if status != 200 {
+                            assert_eq!(status, 401, "{decision}");
+                            assert_eq!(decision["error"], "invalid_token", "{decision}");
+                            return allowed;
+                        }
+                        assert_eq!(decision["decision"], "allow", "{decision}");
+                        allowed.push(text(&decision, "decision_id").to_owned());
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        poll_until(Duration::from_secs(30), "20 allowed decisions", || {
+            let n = answered.load(Ordering::SeqCst);
+            if n >= 20 { Ok(()) } else { Err(n) }
+        });
+        let ended = gw.server.call(
+            Method::DELETE,
+            &format!("/v1/tasks/{task_id}"),
+            Some(&credential),
+            None,
+        );
+        assert_eq!(ended.status, 200, "{}", ended.body);
+        let ended_at = time(&ended.json()["ended_at"]);
+        let allowed: Vec<String> = deciders
+            .into_iter()
+            .flat_map(|d| d.join().unwrap())
+            .collect();
+        (allowed, ended_at)
+    });
+    assert!(allowed.len() >= 20);
+    let view = gw
+        .server
+        .call(
+            Method::GET,
+            &format!("/v1/tasks/{task_id}"),
+            Some(&gw.idp.token(ROOT_AGENT)),
+            None,
+        )
+        .json();
+    let recorded: HashSet<&str> = view["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["decision_id"].as_str().unwrap())
+        .collect();
+    for id in &allowed {
+        assert!(recorded.contains(id.as_str()), "{id} is not in the history");
+        let receipt = gw.receipt(id);
+        assert!(
+            time(&receipt["time"]) <= ended_at,
+            "{id} was decided at {} after the end at {ended_at}",
+            receipt["time"]
         );
     }
 }

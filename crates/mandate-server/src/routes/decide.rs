@@ -30,7 +30,7 @@ use mandate_core::{
     CallRequest, Decision, DecisionRequest, DecisionResponse, HopInput, SessionId, SessionInput,
     TaskInput, Verdict,
 };
-use mandate_store::{HistoryEntry as RecordedEntry, SessionDecision};
+use mandate_store::{HistoryEntry as RecordedEntry, SessionDecision, StoreError};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -206,6 +206,16 @@ pub(crate) async fn decide(
             .store(move |store| store.record_decision_under(&entry, made_under.as_deref()))
             .await
             .map_err(|e| {
+                // The task ended while this was being decided: its end is
+                // acknowledged, so nothing is given under it any more.
+                if let StoreError::TaskEnded { .. } = e {
+                    tracing::info!(%decision_id, "the task ended while the call was decided; refused");
+                    return invalid_token(
+                        state.tasks(),
+                        "invalid_token",
+                        &format!("{}: {e}", CredentialError::Revoked),
+                    );
+                }
                 tracing::error!(error = %e, %decision_id, "decision not recorded in its task's history; answering 503");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
