@@ -18,12 +18,12 @@ use cedar_policy_core::extensions::Extensions;
 use cedar_policy_core::validator::types::Type;
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 
-use crate::cedar_value::{DATETIME, extension_value};
+use crate::cedar_value::{self, DATETIME, extension_value};
 use crate::decision::{Decision, EvaluationProblem, Verdict};
 use crate::declared::{DeclaredTypes, project};
 use crate::index::Scope;
 use crate::pack::PolicyPack;
-use crate::request::CallRequest;
+use crate::request::{CallRequest, RequestError};
 
 static AUTHORIZER: LazyLock<Authorizer> = LazyLock::new(Authorizer::new);
 
@@ -327,6 +327,22 @@ pub(crate) fn cedar_call(
 }
 
 impl PolicyPack {
+    /// Checks a task's free parameters as every decision under the task
+    /// will see them (`context.task.params`): representable in Cedar and of
+    /// the types this pack's schema declares. Task params that fail here
+    /// would have every decision of the task refused, so a task is checked
+    /// when it starts; `path` names the params in errors.
+    pub fn check_task_params(
+        &self,
+        params: &serde_json::Map<String, serde_json::Value>,
+        path: &str,
+    ) -> Result<(), RequestError> {
+        let value = cedar_value::record(params, path)?;
+        project(&value, &self.declared.task_params, path)
+            .map(|_| ())
+            .map_err(|message| RequestError::Undeclared { message })
+    }
+
     /// Decides one call at time `now` (the call's own `time`, if set, wins:
     /// only offline tools let callers set it).
     ///

@@ -252,6 +252,12 @@ pub enum RequestError {
         /// The limit.
         max: usize,
     },
+    /// A value does not have the type the policy pack's schema declares.
+    #[error("{message}")]
+    Undeclared {
+        /// What is wrong, with the path.
+        message: String,
+    },
     /// A number Cedar cannot represent faithfully.
     #[error(
         "number `{number}` at `{path}` cannot be represented in Cedar (integers must fit in 64 bits; other numbers may have at most 4 fractional digits)"

@@ -522,7 +522,19 @@ fn bad_identity_tokens_are_refused_with_the_reason_and_start_nothing() {
 fn invalid_tasks_are_refused_and_start_nothing() {
     let gw = gateway_with("task_max_ttl_seconds = 900");
     let token = gw.idp.token(ROOT_AGENT);
+    let mut deep = json!(1);
+    for _ in 0..100 {
+        deep = json!({ "a": deep });
+    }
     for (patch, message) in [
+        // Params every decision of the task would refuse: refused at start,
+        // naming the parameter.
+        (json!({ "params": { "deep": deep } }), "`params.deep"),
+        (json!({ "params": { "rate": 0.00001 } }), "`params.rate`"),
+        (
+            json!({ "params": { "allowed_recipients": "carol@example.com" } }),
+            "`params.allowed_recipients` must be",
+        ),
         (json!({ "intent": "  " }), "`intent` must not be empty"),
         (
             json!({ "tools": [] }),

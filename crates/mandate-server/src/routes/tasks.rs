@@ -279,7 +279,7 @@ pub struct RevocationView {
             headers(("www-authenticate" = String, description = "RFC 6750 challenge naming the resource metadata"))),
         (status = 413, description = "The body is larger than `max_body_bytes`", body = ErrorBody),
         (status = 415, description = "The body is not sent as JSON", body = ErrorBody),
-        (status = 422, description = "The JSON is not a valid task", body = ErrorBody),
+        (status = 422, description = "The JSON is not a valid task, or its `params` are not what the policy pack's schema declares (or cannot be represented in Cedar)", body = ErrorBody),
         (status = 503, description = "The state database cannot record the task", body = ErrorBody),
     ))]
 pub(crate) async fn start(
@@ -302,6 +302,13 @@ pub(crate) async fn start(
         )));
     }
     let expires_at = task_expiry(tasks, now, request.ttl_seconds)?;
+    // Every decision of the task will carry its params: params no decision
+    // could evaluate are refused now, naming the parameter, not at each
+    // call (where they would blame a field the caller may not set).
+    state
+        .pack()
+        .check_task_params(&request.params, "params")
+        .map_err(|e| invalid(e.to_string()))?;
 
     let task_id = Uuid::now_v7().to_string();
     let grant = TaskGrant {
