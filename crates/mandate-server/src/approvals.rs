@@ -539,7 +539,7 @@ pub(crate) async fn gate(
         };
     };
     let Some(approval_id) = approval_id else {
-        return open_new(state, verdict, binding, &draft.principal.id, now, refuse).await;
+        return open_new(state, verdict, binding, draft, now, refuse).await;
     };
     let tasks = state.tasks();
     let guard = state.approvals().lock().await;
@@ -563,7 +563,7 @@ pub(crate) async fn gate(
         // have changed since): a new approval, the old one stays unused.
         Ok(_) if !verdict.policies.iter().all(|p| approved_gates.contains(p)) => {
             drop(guard);
-            open_new(state, verdict, binding, &draft.principal.id, now, refuse).await
+            open_new(state, verdict, binding, draft, now, refuse).await
         }
         Ok(used) => {
             let to_store = used.clone();
@@ -597,28 +597,60 @@ pub(crate) async fn gate(
     }
 }
 
-/// A new approval for `verdict`, unless `agent` has too many pending
-/// already (then the verdict becomes a deny).
+/// Whose pending approvals count against `max_pending_approvals_per_agent`.
+enum Asking<'a> {
+    /// A call under a task credential: the task's, which no other caller
+    /// can add to (a verified identity, not a name in a body).
+    Task(&'a str),
+    /// A call without one: the agent the request names.
+    Agent(&'a str),
+}
+
+impl<'a> Asking<'a> {
+    fn of(draft: &'a Receipt) -> Self {
+        // Only a verified credential's chain is in the receipt.
+        match &draft.task {
+            Some(task) if !draft.delegation.is_empty() => Asking::Task(&task.id),
+            _ => Asking::Agent(&draft.principal.id),
+        }
+    }
+}
+
+/// A new approval for `verdict`, unless the asker (the task, or the agent
+/// without one) has too many pending already (then the verdict becomes a
+/// deny).
 async fn open_new(
     state: &AppState,
     verdict: &mut Verdict,
     binding: String,
-    agent: &str,
+    draft: &Receipt,
     now: DateTime<Utc>,
     refuse: impl Fn(&mut Verdict, String),
 ) -> Result<Gate, crate::ApiError> {
     let limit = state.approvals().settings().max_pending_per_agent;
     let tasks = state.tasks();
-    let who = agent.to_owned();
-    let pending = tasks
-        .store(move |store| store.open_approvals_of(&who, now))
-        .await
-        .map_err(|e| crate::routes::tasks::store_failed(tasks, e))?;
+    let (pending, who) = match Asking::of(draft) {
+        Asking::Task(task_id) => {
+            let key = task_id.to_owned();
+            let pending = tasks
+                .store(move |store| store.open_approvals_of_task(&key, now))
+                .await;
+            (pending, format!("task `{task_id}`"))
+        }
+        Asking::Agent(agent) => {
+            let key = agent.to_owned();
+            let pending = tasks
+                .store(move |store| store.open_approvals_of(&key, now))
+                .await;
+            (pending, format!("`{agent}`"))
+        }
+    };
+    let pending = pending.map_err(|e| crate::routes::tasks::store_failed(tasks, e))?;
     if pending >= limit {
         refuse(
             verdict,
             format!(
-                "`{agent}` already has {pending} approvals waiting for a person or withdrawn before their expiry (at most {limit}, `max_pending_approvals_per_agent`); wait for them to be answered or to expire"
+                "{who} already has {pending} approvals waiting for a person or withdrawn before their expiry (at most {limit}, `max_pending_approvals_per_agent`); wait for them to be answered or to expire"
             ),
         );
         return Ok(Gate::Refused(None));

@@ -177,6 +177,26 @@ impl TaskStore {
         })
     }
 
+    /// How many approvals asked under task `task_id` count against the
+    /// limit at `now`, as [`open_approvals_of`](Self::open_approvals_of)
+    /// counts an agent's.
+    pub fn open_approvals_of_task(
+        &self,
+        task_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let now = time_text(&now)?;
+        self.read(|conn| {
+            let n: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM approvals
+                     WHERE task_id = ?1 AND status IN ('pending', 'withdrawn') AND expires_at > ?2",
+                )?
+                .query_row(params![task_id, now], |row| row.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
     /// Pending approvals whose expiry is at or before `now`, soonest
     /// first, at most `limit`.
     pub fn due_approvals(
@@ -262,6 +282,16 @@ fn approval_row(row: &Row<'_>) -> Result<ApprovalRecord, StoreError> {
 /// Creates the approvals table in a schema-2 database.
 pub(crate) fn migrate_to_3(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(CREATE_APPROVALS)?;
+    Ok(())
+}
+
+/// Schema 7: what a task's approvals are counted by (calls under a task
+/// credential count against their task's limit). Idempotent.
+pub(crate) fn migrate_to_7(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS approvals_open_by_task ON approvals (task_id, expires_at)
+             WHERE status IN ('pending', 'withdrawn');",
+    )?;
     Ok(())
 }
 

@@ -748,6 +748,7 @@ fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
         crate::exchanges::migrate_to_4(&tx)?;
         crate::sessions::migrate_to_5(&tx)?;
         crate::sessions::migrate_to_7(&tx)?;
+        crate::approvals::migrate_to_7(&tx)?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     } else if application_id != APPLICATION_ID {
@@ -773,8 +774,10 @@ fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
         }
         // Schema 5's approvals could not be withdrawn.
         crate::approvals::migrate_to_6(&tx)?;
-        // Schema 6 kept no agents' sessions (the MCP gateway did).
+        // Schema 6 kept no agents' sessions (the MCP gateway did), and
+        // counted approvals by agent only.
         crate::sessions::migrate_to_7(&tx)?;
+        crate::approvals::migrate_to_7(&tx)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     } else if version != SCHEMA_VERSION {
         return Err(StoreError::Unsupported(format!(

@@ -270,6 +270,7 @@ fn a_schema_5_database_keeps_its_approvals_and_can_withdraw_them() {
         [
             "approvals_by_time",
             "approvals_open_by_agent",
+            "approvals_open_by_task",
             "approvals_pending"
         ]
     );

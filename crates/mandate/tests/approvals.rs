@@ -1323,3 +1323,24 @@ fn ending_a_task_withdraws_its_pending_approvals() {
     assert_eq!(receipt["kind"], "approval");
     assert_eq!(receipt["decision"], "withdrawn");
 }
+
+/// Whoever reaches the port cannot fill a task's approval queue by writing
+/// its agent's name into requests without a credential: calls under a task
+/// credential count against their task, not against a name in a body.
+#[test]
+fn a_claimed_name_cannot_fill_a_tasks_approval_queue() {
+    use util::tasks::{SUB_AGENT, gateway_with};
+    let gw = gateway_with("max_pending_approvals_per_agent = 1");
+    // Someone without a credential asks in the sub-agent's name first.
+    let mut squatter = delete_email("msg-1");
+    squatter["principal"]["id"] = json!(SUB_AGENT);
+    let squatted = gw.server.decide(&squatter).json();
+    assert_eq!(squatted["decision"], "approval_required", "{squatted}");
+    let mut second = delete_email("msg-2");
+    second["principal"]["id"] = json!(SUB_AGENT);
+    let refused = gw.server.decide(&second).json();
+    assert_eq!(refused["decision"], "deny", "{refused}");
+    // The sub-agent's own call, under its task's credential, still asks.
+    let SubAgentAsks { approval_id, .. } = sub_agent_asks(&gw);
+    assert!(!approval_id.is_empty());
+}
