@@ -39,6 +39,10 @@ pub enum Principal {
         id: String,
         /// `context.session.id`.
         session: SessionId,
+        /// The gateway's own token as a caller of the decision API
+        /// (`[[callers]]` on the server), which a server beyond loopback
+        /// requires for decisions without a task credential.
+        caller_token: Option<String>,
     },
     /// A task credential: the server fills the task and the session from it
     /// and from the task's history; `principal.id` is its holder (or the
@@ -305,10 +309,23 @@ impl Pep {
         Value::Object(body)
     }
 
+    /// The task credential, for the calls made under it.
     fn bearer(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.settings.principal {
             Principal::Credential { credential, .. } => request.bearer_auth(credential.token()),
             Principal::Agent { .. } => request,
+        }
+    }
+
+    /// What authenticates a decision request: the task credential, or the
+    /// gateway's caller token in agent mode.
+    fn decide_auth(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.settings.principal {
+            Principal::Agent {
+                caller_token: Some(token),
+                ..
+            } => request.bearer_auth(token),
+            _ => self.bearer(request),
         }
     }
 
@@ -319,7 +336,7 @@ impl Pep {
             .post(format!("{}/v1/decide", self.base))
             .timeout(DECIDE_TIMEOUT)
             .json(body);
-        let response = self.bearer(request).send().await.map_err(|e| {
+        let response = self.decide_auth(request).send().await.map_err(|e| {
             format!(
                 "the Mandate server at {} cannot be reached ({})",
                 self.base,

@@ -8,6 +8,7 @@
 
 pub mod approvals;
 mod auth;
+pub mod callers;
 mod error;
 mod extract;
 pub mod jwks;
@@ -29,6 +30,7 @@ use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use approvals::{ApprovalSettings, Approvals, ApproverToken, Webhook};
+pub use callers::{CALLER_TOKEN_PREFIX, Callers, CallersError, DecideAccess};
 pub use error::{ApiError, ErrorBody};
 pub use openapi::api_doc;
 pub use receipts::ReceiptSettings;

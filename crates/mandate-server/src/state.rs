@@ -11,6 +11,7 @@ use mandate_store::Ledger;
 use serde::Serialize;
 
 use crate::approvals::Approvals;
+use crate::callers::Callers;
 use crate::metrics::Metrics;
 use crate::receipts::ReceiptSettings;
 use crate::tasks::Tasks;
@@ -43,6 +44,7 @@ struct Inner {
     receipts: ReceiptSettings,
     tasks: Tasks,
     approvals: Approvals,
+    callers: Callers,
 }
 
 impl AppState {
@@ -71,8 +73,27 @@ impl AppState {
                 receipts,
                 tasks,
                 approvals,
+                callers: Callers::default(),
             }),
         }
+    }
+
+    /// The state with `callers` deciding who may ask for decisions without
+    /// a task credential (by default anyone: a server on loopback). Call
+    /// before the state is shared.
+    #[must_use]
+    pub fn with_callers(mut self, callers: Callers) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.callers = callers,
+            // Shared already: keep what is set rather than half-apply.
+            None => tracing::error!("callers set on a state already shared; ignored"),
+        }
+        self
+    }
+
+    /// Who may ask for decisions without a task credential.
+    pub fn callers(&self) -> &Callers {
+        &self.inner.callers
     }
 
     /// The pack in force; a decision keeps the one it started with.

@@ -107,6 +107,27 @@ pub enum Command {
     /// Mandate server before it reaches the MCP server (docs/mcp.md).
     #[command(subcommand)]
     Mcp(McpCommand),
+    /// Make tokens for the enforcement points that may ask for decisions without
+    /// a task credential (`[[callers]]`; required beyond loopback by default).
+    #[command(subcommand)]
+    Callers(CallersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CallersCommand {
+    /// Make a caller's token: prints it once, and the [[callers]] entry (its
+    /// SHA-256) for `mandate serve`'s config file. Talks to no server.
+    Token(CallersTokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CallersTokenArgs {
+    /// The caller's name, as the server's logs will show it
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Print the token and its digest as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -643,6 +664,19 @@ pub struct McpGatewayArgs {
     /// else the [task] id, else `default`]
     #[arg(long, env = "MANDATE_SESSION", value_name = "ID")]
     pub session: Option<String>,
+    /// Without a task credential: this gateway's caller token (`mandate callers
+    /// token`), which a Mandate server beyond loopback requires for decisions
+    /// without a credential (prefer the variable or --caller-token-file)
+    #[arg(
+        long,
+        env = "MANDATE_CALLER_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub caller_token: Option<String>,
+    /// Read the caller token from FILE; wins over --caller-token
+    #[arg(long, value_name = "FILE")]
+    pub caller_token_file: Option<PathBuf>,
     /// A task credential (prefer the environment variable or --credential-file:
     /// command lines are visible to other users)
     #[arg(

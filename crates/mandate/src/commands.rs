@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod approvals;
+pub mod callers;
 pub mod check;
 pub mod keys;
 pub mod mcp;

@@ -34,6 +34,8 @@ const ENV_KEYS: &[&str] = &[
     "approval_webhook_secret",
     "max_pending_approvals_per_agent",
     "downstream",
+    "decide_access",
+    "callers",
 ];
 
 /// Resolved settings for `mandate serve`.
@@ -73,6 +75,32 @@ pub struct Settings {
     pub max_pending_approvals_per_agent: u64,
     /// Downstream resources that take Mandate-minted JWTs (`POST /v1/token`).
     pub downstream: Vec<DownstreamSettings>,
+    /// Who may ask for decisions without a task credential: `anyone` or
+    /// `callers`; unset: `anyone` on a loopback address, else `callers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decide_access: Option<DecideAccessSetting>,
+    /// The enforcement points that may decide without a task credential.
+    pub callers: Vec<CallerSettings>,
+}
+
+/// `decide_access` in the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecideAccessSetting {
+    /// Anyone who reaches the address.
+    Anyone,
+    /// Only `[[callers]]`.
+    Callers,
+}
+
+/// One caller of the decision API (`[[callers]]` in the config file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerSettings {
+    /// Who the caller is (the logs name it).
+    pub name: String,
+    /// SHA-256 (hex) of its token (`mandate callers token` makes one).
+    pub token_sha256: String,
 }
 
 /// One downstream resource that takes Mandate-minted JWTs (`[[downstream]]`
@@ -187,6 +215,8 @@ impl Default for Settings {
             approval_webhook_secret: None,
             max_pending_approvals_per_agent: 20,
             downstream: Vec::new(),
+            decide_access: None,
+            callers: Vec::new(),
         }
     }
 }

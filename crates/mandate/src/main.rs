@@ -61,6 +61,7 @@ fn main() -> ExitCode {
         cli::Command::Mcp(cli::McpCommand::Wrap(args)) => commands::mcp::wrap(args),
         cli::Command::Mcp(cli::McpCommand::Proxy(args)) => commands::mcp::proxy(args),
         cli::Command::Mcp(cli::McpCommand::ClientToken(args)) => commands::mcp::client_token(args),
+        cli::Command::Callers(cli::CallersCommand::Token(args)) => commands::callers::token(args),
     };
     match result {
         Ok(code) => code.into(),

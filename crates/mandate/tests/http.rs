@@ -1267,3 +1267,80 @@ fn an_agents_session_is_kept_by_the_server_and_tainted_as_a_fetch_is_allowed() {
             .assert_error(422, "invalid_request");
     }
 }
+
+/// `mandate callers token` as JSON: (name, token, digest).
+fn new_caller(name: &str) -> (String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args(["callers", "token", "--name", name, "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let made: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(made["token"].as_str().unwrap().starts_with("mnd_caller_"));
+    (
+        made["token"].as_str().unwrap().to_owned(),
+        made["token_sha256"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Beyond loopback, by default, a decision without a task credential needs
+/// a configured caller's token: without one it is `401 caller_required`
+/// and decides nothing; the start-up log says so.
+#[test]
+fn beyond_loopback_decisions_without_a_credential_need_a_caller() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Launch::bare()
+        .args([
+            "--listen",
+            "0.0.0.0:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(tmp.path().join("data"))
+        .start();
+    let refused = server.decide(&mailer(&json!({})));
+    refused.assert_error(401, "caller_required");
+    assert!(refused.header("www-authenticate").is_some());
+    assert_eq!(
+        server.health()["receipts"]["size"],
+        0,
+        "nothing was decided"
+    );
+    assert!(
+        server
+            .log_messages()
+            .iter()
+            .any(|m| m.contains("only configured callers")),
+        "{:?}",
+        server.log_messages()
+    );
+}
+
+/// With `decide_access = "callers"`, a configured caller's token lets an
+/// enforcement point decide without a task credential; no token, or an
+/// unknown one, is refused.
+#[test]
+fn a_configured_caller_decides_without_a_credential() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (token, digest) = new_caller("desktop-gateway");
+    let config = tmp.path().join("mandate.toml");
+    std::fs::write(
+        &config,
+        format!("decide_access = \"callers\"\n[[callers]]\nname = \"desktop-gateway\"\ntoken_sha256 = \"{digest}\"\n"),
+    )
+    .unwrap();
+    let server = Launch::serve(&tmp.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .start();
+    let request = mailer(&json!({}));
+    server.decide(&request).assert_error(401, "caller_required");
+    let call = |token: &str| server.call(Method::POST, "/v1/decide", Some(token), Some(&request));
+    let allowed = call(&token);
+    assert_eq!(allowed.status, 200, "{}", allowed.body);
+    assert_eq!(allowed.json()["decision"], "allow");
+    // Any other token is taken for a task credential, which this server
+    // (no identity issuer) cannot have issued.
+    call("mnd_caller_not-a-caller").assert_error(401, "no_identity_issuer");
+}

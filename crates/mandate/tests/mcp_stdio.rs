@@ -546,3 +546,62 @@ fn an_approval_nobody_answers_in_time_is_withdrawn() {
     );
     assert!(!root.join("to.txt").exists());
 }
+
+/// Against a server that decides without a task credential only for
+/// configured callers, the wrapper in agent mode presents its caller token
+/// (`--caller-token-file`) and its calls are decided; without the token
+/// every call is denied, fail closed, naming `caller_required`.
+#[test]
+fn an_agent_mode_wrap_presents_its_caller_token() {
+    require_peers();
+    let made = Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args(["callers", "token", "--name", "desktop", "--json"])
+        .output()
+        .unwrap();
+    let made: Value = serde_json::from_slice(&made.stdout).unwrap();
+    let pack = util::mcp::peers_dir()
+        .join("policies")
+        .canonicalize()
+        .unwrap();
+    let gateway = util::tasks::gateway_with(&format!(
+        "policies = {:?}\ndecide_access = \"callers\"\n\n[[callers]]\nname = \"desktop\"\ntoken_sha256 = {:?}\n",
+        pack.display().to_string(),
+        made["token_sha256"].as_str().unwrap()
+    ));
+    let files = tempfile::tempdir().unwrap();
+    let root = files.path().canonicalize().unwrap();
+    std::fs::write(root.join("notes.txt"), "hello notes\n").unwrap();
+    let token_file = files.path().join("caller.token");
+    std::fs::write(&token_file, made["token"].as_str().unwrap()).unwrap();
+    let config = files.path().join("mcp.toml");
+    std::fs::write(&config, "[task]\ntools = [\"read_text_file\"]\n").unwrap();
+    let plan = json!([
+        {"op": "call", "tool": "read_text_file", "arguments": {"path": root.join("notes.txt").display().to_string()}},
+    ]);
+    let args = ["--agent", AGENT, "--config", config.to_str().unwrap()];
+    let mut with_token = args.to_vec();
+    with_token.extend(["--caller-token-file", token_file.to_str().unwrap()]);
+    let out = run_stdio(
+        Sdk::Python,
+        &plan,
+        &wrap_command(&gateway, &with_token, &filesystem_server(&root)),
+    );
+    let step = &steps(&out)[0];
+    assert_eq!(step["isError"], false, "{out}");
+    assert!(
+        step["text"].as_str().unwrap().contains("hello notes"),
+        "{out}"
+    );
+
+    let out = run_stdio(
+        Sdk::Python,
+        &plan,
+        &wrap_command(&gateway, &args, &filesystem_server(&root)),
+    );
+    let step = &steps(&out)[0];
+    assert_eq!(step["isError"], true, "{out}");
+    assert!(
+        step["text"].as_str().unwrap().contains("caller_required"),
+        "{out}"
+    );
+}

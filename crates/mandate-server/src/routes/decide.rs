@@ -36,6 +36,7 @@ use uuid::Uuid;
 
 use crate::approvals::{self, Asker, Gate};
 use crate::auth::{Bearer, credential_refused, insufficient_scope, invalid_token};
+use crate::callers::DecideAccess;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
 use crate::receipts::{record_delegation, record_verdict};
@@ -65,7 +66,7 @@ pub const CREDENTIAL_SCOPE: &str = "mandate:credential-scope";
     responses(
         (status = 200, description = "The decision", body = DecisionResponse),
         (status = 400, description = "The body is not valid JSON, or more than one `Authorization` header", body = ErrorBody),
-        (status = 401, description = "A task credential that does not verify (expired, revoked, forged, another audience), of a task that ended, or an identity token instead of a credential", body = ErrorBody,
+        (status = 401, description = "A task credential that does not verify (expired, revoked, forged, another audience), of a task that ended, or an identity token instead of a credential; or `caller_required`: no credential and no caller's token where the server requires one (beyond loopback by default)", body = ErrorBody,
             headers(("www-authenticate" = String, description = "RFC 6750 challenge"))),
         (status = 403, description = "`insufficient_scope`: the principal (or `on_behalf_of`) is not the credential's holder (or the task's person)", body = ErrorBody,
             headers(("www-authenticate" = String, description = "RFC 6750 challenge"))),
@@ -86,12 +87,30 @@ pub(crate) async fn decide(
             state.metrics().count_rejected(e.code());
         }
     };
-    // The credential is checked before the body: a refused token gets its
-    // 401 whatever the body says.
-    let credential = match bearer.inspect_err(rejected)? {
-        Some(bearer) => Some(task_credential(state.tasks(), &bearer).inspect_err(rejected)?),
-        None => None,
+    // The token is checked before the body: a refused token gets its 401
+    // whatever the body says. A configured caller's token authenticates an
+    // enforcement point deciding without a task credential; any other is
+    // a task credential.
+    let (credential, caller) = match bearer.inspect_err(rejected)? {
+        Some(bearer) => match state.callers().caller(&bearer.0) {
+            Some(caller) => (None, Some(caller)),
+            None => (
+                Some(task_credential(state.tasks(), &bearer).inspect_err(rejected)?),
+                None,
+            ),
+        },
+        None => (None, None),
     };
+    if credential.is_none() && caller.is_none() && state.callers().access() == DecideAccess::Callers
+    {
+        let refused = invalid_token(
+            state.tasks(),
+            "caller_required",
+            "this server decides without a task credential only for configured callers: present a task credential, or a caller's token (`[[callers]]`, `mandate callers token`) as `Authorization: Bearer`",
+        );
+        rejected(&refused);
+        return Err(refused);
+    }
     let ApiJson(mut request) = body.inspect_err(rejected)?;
     if request.context.time.is_some() {
         state.metrics().count_rejected("field_not_allowed");

@@ -190,6 +190,7 @@ fn enforcement_point(args: &McpGatewayArgs) -> anyhow::Result<Pep> {
         (None, Some(agent)) => Principal::Agent {
             id: agent.clone(),
             session: agent_session(args, &config)?,
+            caller_token: caller_token(args)?,
         },
         (None, None) => bail!(
             "no principal: give the agent's identity (--agent or MANDATE_AGENT) or a task credential (MANDATE_TASK_CREDENTIAL or --credential-file)"
@@ -203,6 +204,22 @@ fn enforcement_point(args: &McpGatewayArgs) -> anyhow::Result<Pep> {
     })
     .context("cannot build the HTTP client")?;
     Ok(pep)
+}
+
+/// The gateway's caller token: `--caller-token-file`, else
+/// `--caller-token` (`MANDATE_CALLER_TOKEN`).
+fn caller_token(args: &McpGatewayArgs) -> anyhow::Result<Option<String>> {
+    let token = match (&args.caller_token_file, &args.caller_token) {
+        (Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the caller token `{}`", path.display()))?,
+        (None, Some(token)) => token.clone(),
+        (None, None) => return Ok(None),
+    };
+    let token = token.trim().to_owned();
+    if token.is_empty() {
+        bail!("the caller token is empty");
+    }
+    Ok(Some(token))
 }
 
 /// The agent's session without a task credential: `--session`, else

@@ -7,13 +7,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::Utc;
 use mandate_server::{
-    AppState, ApprovalSettings, Approvals, ApproverToken, ReceiptSettings, ServerConfig,
-    TaskSettings, Tasks, TasksError, Webhook, policy_dir, reload,
+    AppState, ApprovalSettings, Approvals, ApproverToken, Callers, DecideAccess, ReceiptSettings,
+    ServerConfig, TaskSettings, Tasks, TasksError, Webhook, policy_dir, reload,
 };
 use mandate_store::{Ledger, LedgerConfig, StoreError, TaskStore};
 
 use crate::cli::{LogFormat, ReceiptArguments, ServeArgs};
-use crate::config::Settings;
+use crate::config::{DecideAccessSetting, Settings};
 use crate::exit::Code;
 use crate::ledger_files;
 use crate::task_files;
@@ -137,6 +137,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
             return Ok(Code::Input);
         }
     };
+    let callers = match decision_callers(&settings) {
+        Ok(callers) => callers,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(Code::Input);
+        }
+    };
     let state = AppState::new(
         pack,
         dir,
@@ -145,7 +152,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
         receipts,
         tasks,
         approvals,
-    );
+    )
+    .with_callers(callers);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         // Issuers' keys from URLs, before the first request; an unreachable
@@ -296,4 +304,38 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Who may ask for decisions without a task credential, said in the log
+/// at start: beyond loopback, by default, only configured callers.
+fn decision_callers(settings: &Settings) -> anyhow::Result<Callers> {
+    let access = match settings.decide_access {
+        Some(DecideAccessSetting::Anyone) => DecideAccess::Anyone,
+        Some(DecideAccessSetting::Callers) => DecideAccess::Callers,
+        None => DecideAccess::default_for(settings.listen),
+    };
+    let callers = Callers::new(
+        access,
+        settings
+            .callers
+            .iter()
+            .map(|c| (c.name.clone(), c.token_sha256.clone())),
+    )?;
+    match access {
+        DecideAccess::Anyone if !settings.listen.ip().is_loopback() => tracing::warn!(
+            listen = %settings.listen,
+            "decide_access = \"anyone\" beyond loopback: whoever reaches this address can ask for decisions in any agent's name without a task credential"
+        ),
+        DecideAccess::Anyone => tracing::info!(
+            "decisions without a task credential: anyone who reaches the loopback address"
+        ),
+        DecideAccess::Callers if callers.is_empty() => tracing::warn!(
+            "decisions without a task credential: only configured callers, and none is configured, so only task credentials decide; add [[callers]] (`mandate callers token`)"
+        ),
+        DecideAccess::Callers => tracing::info!(
+            callers = callers.len(),
+            "decisions without a task credential: only configured callers"
+        ),
+    }
+    Ok(callers)
 }
