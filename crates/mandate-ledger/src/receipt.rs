@@ -50,6 +50,12 @@ pub struct Receipt {
     /// Absent when arguments are stored only as a digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Value>,
+    /// Set when the copy of the arguments was left out for its size: the
+    /// bytes of its canonical JSON, over the server's
+    /// `receipt_max_argument_bytes`. `arguments_sha256` still covers the
+    /// full arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments_omitted_bytes: Option<u64>,
     /// `sha256:` digest of the canonical JSON of the whole request evaluated,
     /// with the server's time filled in.
     pub context_sha256: String,

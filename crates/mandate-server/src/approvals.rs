@@ -344,6 +344,7 @@ pub(crate) fn open(
         // As the receipt keeps them: redacted paths are digests, and with
         // `receipt_arguments = "digest"` there is only the digest.
         "arguments": receipt.arguments,
+        "arguments_omitted_bytes": receipt.arguments_omitted_bytes,
         "arguments_sha256": receipt.arguments_sha256,
         "policies": verdict.policies,
         "reasons": verdict.reasons,

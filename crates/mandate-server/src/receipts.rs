@@ -9,23 +9,42 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use mandate_auth::Hop;
 use mandate_core::{DecisionRequest, Verdict};
 use mandate_ledger::receipt::{CallRef, DelegationHop, Principal, RECEIPT_VERSION, TaskRef};
-use mandate_ledger::{Receipt, ReceiptError, digest_bytes, digest_json, redact};
+use mandate_ledger::{Receipt, ReceiptError, canonical_json, digest_bytes, digest_json, redact};
 use serde_json::Value;
 
 /// The Cedar action every tool call is evaluated as.
 const CALL_TOOL: &str = "call_tool";
 
+/// The default bound on the copy of a call's arguments a receipt keeps.
+pub const DEFAULT_MAX_ARGUMENT_BYTES: usize = 64 * 1024;
+
 /// What receipts keep of the arguments.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ReceiptSettings {
     /// Keep only the digest of the arguments, no copy.
     pub digest_only: bool,
     /// Argument paths (`body`, `payment.card`) kept only as digests in the copy.
     pub redact: Vec<Vec<String>>,
+    /// The largest copy kept (canonical JSON bytes, after redaction); a
+    /// larger one is left out and only its size and digest are kept, so
+    /// that no request can make a receipt (and an approval, which keeps
+    /// the receipt) as large as its body.
+    pub max_argument_bytes: usize,
+}
+
+impl Default for ReceiptSettings {
+    fn default() -> Self {
+        Self {
+            digest_only: false,
+            redact: Vec::new(),
+            max_argument_bytes: DEFAULT_MAX_ARGUMENT_BYTES,
+        }
+    }
 }
 
 impl ReceiptSettings {
-    /// Settings from the configured redaction paths (dot-separated keys).
+    /// Settings from the configured redaction paths (dot-separated keys),
+    /// with the default bound on the copy.
     pub fn new(digest_only: bool, redact: &[String]) -> Self {
         Self {
             digest_only,
@@ -33,7 +52,15 @@ impl ReceiptSettings {
                 .iter()
                 .map(|p| p.split('.').map(str::to_owned).collect())
                 .collect(),
+            max_argument_bytes: DEFAULT_MAX_ARGUMENT_BYTES,
         }
+    }
+
+    /// The same, keeping copies of at most `bytes`.
+    #[must_use]
+    pub fn with_max_argument_bytes(mut self, bytes: usize) -> Self {
+        self.max_argument_bytes = bytes;
+        self
     }
 
     /// The receipt for `request` with everything the request tells; the
@@ -46,12 +73,17 @@ impl ReceiptSettings {
         time: DateTime<Utc>,
     ) -> Result<Receipt, ReceiptError> {
         let arguments_sha256 = digest_json(&request.arguments)?;
-        let arguments = if self.digest_only {
-            None
+        let (arguments, arguments_omitted_bytes) = if self.digest_only {
+            (None, None)
         } else {
             let mut copy = Value::Object(request.arguments.clone());
             redact(&mut copy, &self.redact)?;
-            Some(copy)
+            let size = canonical_json(&copy)?.len();
+            if size > self.max_argument_bytes {
+                (None, Some(u64::try_from(size).unwrap_or(u64::MAX)))
+            } else {
+                (Some(copy), None)
+            }
         };
         let task = &request.context.task;
         let task = (!task.id.is_empty() || !task.intent.is_empty()).then(|| TaskRef {
@@ -78,6 +110,7 @@ impl ReceiptSettings {
             },
             arguments_sha256,
             arguments,
+            arguments_omitted_bytes,
             context_sha256: digest_json(request)?,
             policy_version: String::new(),
             policies: Vec::new(),

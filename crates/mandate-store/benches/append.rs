@@ -48,6 +48,7 @@ fn receipt(n: u64) -> Receipt {
                 "sha256:56b37c706193239da1e23552419e1a195f926f50ee452d5d1c3a85bf7fd2047c".to_owned(),
         }),
         session: None,
+        arguments_omitted_bytes: None,
         call: CallRef {
             server: "mail".to_owned(),
             tool: "send_email".to_owned(),

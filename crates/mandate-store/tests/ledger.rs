@@ -29,6 +29,7 @@ fn receipt(n: usize) -> Receipt {
         delegation: Vec::new(),
         task: None,
         session: None,
+        arguments_omitted_bytes: None,
         call: CallRef {
             server: "mail".to_owned(),
             tool: "send".to_owned(),

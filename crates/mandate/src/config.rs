@@ -22,6 +22,7 @@ const ENV_KEYS: &[&str] = &[
     "checkpoint_interval_ms",
     "receipt_arguments",
     "receipt_redact",
+    "receipt_max_argument_bytes",
     "issuers",
     "audience",
     "resource",
@@ -52,6 +53,9 @@ pub struct Settings {
     pub checkpoint_interval_ms: u64,
     pub receipt_arguments: ReceiptArguments,
     pub receipt_redact: Vec<String>,
+    /// The largest copy of a call's arguments a receipt keeps (canonical
+    /// JSON bytes); a larger one is left out, its digest and size kept.
+    pub receipt_max_argument_bytes: usize,
     /// Trusted issuers of agents' identity tokens; none: no task can start.
     pub issuers: Vec<IssuerSettings>,
     /// Audience of the task credentials Mandate mints.
@@ -203,6 +207,7 @@ impl Default for Settings {
             checkpoint_interval_ms: 5000,
             receipt_arguments: ReceiptArguments::Copy,
             receipt_redact: Vec::new(),
+            receipt_max_argument_bytes: mandate_server::receipts::DEFAULT_MAX_ARGUMENT_BYTES,
             issuers: Vec::new(),
             audience: "mandate".to_owned(),
             resource: None,

@@ -1344,3 +1344,60 @@ fn a_configured_caller_decides_without_a_credential() {
     // (no identity issuer) cannot have issued.
     call("mnd_caller_not-a-caller").assert_error(401, "no_identity_issuer");
 }
+
+/// The sizes of the files in `dir` (not recursive), added up.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// A receipt keeps a copy of the arguments only up to
+/// `receipt_max_argument_bytes`: beyond it, the digest and the size. So
+/// twenty decisions with arguments near the body limit cost the disk a
+/// small fraction of what they sent.
+#[test]
+fn large_arguments_are_kept_as_a_digest_and_a_size_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = Launch::serve(&data).start();
+    let before = dir_bytes(&data);
+    let big = "x".repeat(900 * 1024);
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let request = mailer(&json!({ "arguments": { "n": n, "blob": big } }));
+        let decided = server.decide(&request).decision();
+        assert_eq!(decided["decision"], "allow", "{decided}");
+        ids.push(decided["decision_id"].as_str().unwrap().to_owned());
+    }
+    let receipt = server.get(&format!("/v1/receipts/{}", ids[0])).json()["receipt"].clone();
+    assert!(receipt.get("arguments").is_none(), "{receipt}");
+    assert!(receipt["arguments_omitted_bytes"].as_u64().unwrap() > 900 * 1024);
+    assert!(
+        receipt["arguments_sha256"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    let grown = dir_bytes(&data) - before;
+    assert!(
+        grown < 2 * 1024 * 1024,
+        "20 decisions of 900 KiB arguments grew the data directory by {grown} bytes"
+    );
+    // A small copy is kept as it was.
+    let small = server
+        .decide(&mailer(&json!({ "arguments": { "a": 1 } })))
+        .decision();
+    let receipt = server
+        .get(&format!(
+            "/v1/receipts/{}",
+            small["decision_id"].as_str().unwrap()
+        ))
+        .json()["receipt"]
+        .clone();
+    assert_eq!(receipt["arguments"], json!({ "a": 1 }));
+    assert!(receipt.get("arguments_omitted_bytes").is_none());
+}

@@ -181,6 +181,7 @@ pub fn receipt(index: u64, decision: &str) -> Receipt {
             intent_sha256: digest_json(&"send this month's invoices").unwrap(),
         }),
         session: None,
+        arguments_omitted_bytes: None,
         call: CallRef {
             server: "mail".to_owned(),
             tool: "send_email".to_owned(),

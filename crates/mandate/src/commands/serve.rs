@@ -129,7 +129,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
     let receipts = ReceiptSettings::new(
         settings.receipt_arguments == ReceiptArguments::Digest,
         &settings.receipt_redact,
-    );
+    )
+    .with_max_argument_bytes(settings.receipt_max_argument_bytes);
     let approvals = match approval_settings(&settings) {
         Ok(approvals) => approvals,
         Err(e) => {
