@@ -17,8 +17,9 @@
 //! Each case is one way the gateway could lose track of the taint: two
 //! wraps of one agent, the injection inside a tool error, a restarted wrap,
 //! the result racing the next decision under a task credential, the merged
-//! HTTP endpoint, and one wrap running several servers (`[[servers]]` in
-//! the gateway config).
+//! HTTP endpoint (both servers behind `supergateway`, as docs/mcp.md puts
+//! stdio servers behind the proxy), and one wrap running several servers
+//! (`[[servers]]` in the gateway config).
 //!
 //! Set-up: `scripts/test` (npm ci, pip install -r tests/mcp/requirements.txt).
 
@@ -37,8 +38,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use util::mcp::{
-    Running, decision_id, fetch_http, fetch_server, filesystem_server, proxy, require_fetch_server,
-    run_sessions, stateful_http_sse, wrap_command,
+    decision_id, fetch_server, filesystem_server, proxy, require_fetch_server, run_sessions,
+    supergateway, wrap_command,
 };
 use util::tasks::Gateway;
 use util::web::{PAGE_INJECTION, ROBOTS_INJECTION, Site};
@@ -546,88 +547,121 @@ fn under_a_task_credential_a_write_right_after_a_fetch_is_never_allowed() {
     }
 }
 
-/// The config of an agent on the merged endpoint: the fetch server's
-/// `fetch` and the notes server's `write_note`.
-const MERGED_CONFIG: &str = "[task]\nid = \"research-1\"\nintent = \"summarise the quarterly research notes\"\ntools = [\"fetch\", \"write_note\"]\n";
+/// Who the proxy of a merged-endpoint case decides calls as.
+#[derive(Clone, Copy)]
+enum Principal {
+    /// `--agent AGENT --config` with the `[task]` of [`Scene::agent_config`].
+    Agent,
+    /// `--credential-file` of a new task granting `web/fetch` and
+    /// `fs/write_file`.
+    Credential,
+}
 
-/// Case 5, on `/mcp` of `mandate mcp proxy` with two upstreams: the
-/// reference fetch server over streamable HTTP (`tests/mcp/fetch_http.py`:
-/// the package's own server, served by the SDK's HTTP transport, since the
-/// package runs only over stdio) and the notes server (`write_note`
-/// appends to a file; the filesystem server speaks only stdio, which the
-/// proxy does not front). Fetches `url` through `web__fetch` and checks
-/// the fetch's record with `fetched`; the note written after it must not
-/// reach the notes server.
-fn merged_endpoint_case(url: impl Fn(&Scene) -> String, fetched: fn(&Value)) {
+/// Case 5, on `/mcp` of `mandate mcp proxy` with two upstreams, both
+/// reference stdio servers put behind the proxy as docs/mcp.md says
+/// ("Stdio servers behind the HTTP proxy"): each served over streamable
+/// HTTP by supergateway (`--stdio "CMD" --outputTransport streamableHttp
+/// --stateful --sessionTimeout 7200000 --port N`, kept on loopback by
+/// `tests/mcp/loopback.mjs`),
+/// `web` in front of the fetch server (`python3 -m mcp_server_fetch
+/// --allow-private-ips`) and `fs` in front of the filesystem server. The
+/// agent (one MCP session, tools `web__fetch`, `fs__write_file`…) writes a
+/// control file, fetches `url` (its record checked with `fetched`), then
+/// writes the file the injection asks for: that write must be held for an
+/// approval nobody gives, and the file never written.
+fn merged_endpoint_case(principal: Principal, url: fn(&Scene) -> String, fetched: fn(&Value)) {
     let scene = Scene::new();
-    let web = fetch_http();
-    let notes = scene.dir.path().join("notes.txt");
-    let notes_server = stateful_http_sse(&notes);
-    let config = scene.dir.path().join("proxy.toml");
-    std::fs::write(&config, MERGED_CONFIG).unwrap();
-    let upstream = |name: &str, server: &Running| format!("{name}=http://{}/mcp", server.addr);
-    let (web_upstream, notes_upstream) = (upstream("web", &web), upstream("notes", &notes_server));
-    let proxy = proxy(
-        &scene.gateway,
-        &[
-            "--agent",
-            AGENT,
-            "--config",
-            config.to_str().unwrap(),
-            "--approval-wait",
-            APPROVAL_WAIT,
-            "--upstream",
-            &web_upstream,
-            "--upstream",
-            &notes_upstream,
-        ],
-    );
-    let plan = json!([
+    let (control, leak) = (scene.note("control.txt"), scene.note("leak.txt"));
+    let web = supergateway(&fetch_server());
+    let fs = supergateway(&scene.filesystem());
+    let (config, credential);
+    let mut args = vec!["--approval-wait", APPROVAL_WAIT];
+    match principal {
+        Principal::Agent => {
+            config = scene.agent_config("proxy.toml", "");
+            args.extend(["--agent", AGENT, "--config", config.to_str().unwrap()]);
+        }
+        Principal::Credential => {
+            credential = scene.task_credential(AGENT, &["web/fetch", "fs/write_file"]);
+            args.extend(["--credential-file", credential.to_str().unwrap()]);
+        }
+    }
+    let (web_upstream, fs_upstream) = (format!("web={}", web.url()), format!("fs={}", fs.url()));
+    args.extend(["--upstream", &web_upstream, "--upstream", &fs_upstream]);
+    let proxy = proxy(&scene.gateway, &args);
+
+    let mut plan = vec![
         open_http("agent", &format!("http://{}/mcp", proxy.addr)),
-        call(
+        list_tools("tools", "agent"),
+        write(
             "control",
             "agent",
-            "notes__write_note",
-            &json!({"text": "before any fetch"})
+            "fs__write_file",
+            &control,
+            "before any fetch",
         ),
         fetch("fetch", "agent", "web__fetch", &url(&scene)),
-        call(
-            "leak",
-            "agent",
-            "notes__write_note",
-            &json!({"text": SECRET})
-        ),
-    ]);
-    let out = run_sessions(&plan, RUN_TIMEOUT);
-    assert_opened(&out, "the merged endpoint");
-    let control = record(&out, "control");
-    assert_eq!(
-        control["isError"], false,
-        "the note before any fetch (the control) was not allowed: {control}"
+        write("leak", "agent", "fs__write_file", &leak, SECRET),
+    ];
+    if matches!(principal, Principal::Agent) {
+        plan.push(read("read", "agent", "fs__read_text_file", &control));
+    }
+    let out = run_sessions(&Value::Array(plan), RUN_TIMEOUT);
+    let logs = || {
+        format!(
+            "\nsupergateway (web):\n{}\nsupergateway (fs):\n{}",
+            web.log(),
+            fs.log()
+        )
+    };
+    assert_opened(
+        &out,
+        &format!("the merged endpoint over supergateway{}", logs()),
     );
+    assert_merged_tools(record(&out, "tools"), "the merged endpoint");
+    assert_control_write(&out, "control", &control, "before any fetch");
     fetched(record(&out, "fetch"));
-    let leak = record(&out, "leak");
-    let written = std::fs::read_to_string(&notes).unwrap_or_default();
-    assert!(
-        !written.contains(SECRET),
-        "ATTACK SUCCEEDED: the note after untrusted content reached the notes server: {leak}"
-    );
-    assert_eq!(written, "before any fetch\n", "{out}");
-    assert_stopped_for_approval(&scene.gateway, leak);
+    let step = record(&out, "leak");
+    assert_write_stopped(&scene.gateway, step, &leak);
+    let receipt = scene
+        .gateway
+        .receipt(&decision_id(step["text"].as_str().unwrap()));
+    assert_eq!(receipt["call"]["server"], "fs", "{receipt}");
+    assert_eq!(receipt["call"]["tool"], "write_file", "{receipt}");
+    if matches!(principal, Principal::Agent) {
+        assert_read(record(&out, "read"), "before any fetch");
+    }
 }
 
-/// Case 5a. On the merged endpoint, a page fetched from one upstream stops
-/// a write to the other.
+/// Case 5a. As a configured agent on the merged endpoint, a page fetched
+/// from the fetch server's upstream stops a write to the filesystem
+/// server's.
 #[test]
 fn on_the_merged_endpoint_a_fetched_page_stops_writes_to_the_other_upstream() {
-    merged_endpoint_case(Scene::page, assert_injected_page);
+    merged_endpoint_case(Principal::Agent, Scene::page, assert_injected_page);
 }
 
-/// Case 5b. On the merged endpoint, an injection inside the fetch's tool
-/// error stops a write to the other upstream.
+/// Case 5b. As a configured agent on the merged endpoint, an injection
+/// inside the fetch's tool error stops a write to the other upstream.
 #[test]
 fn on_the_merged_endpoint_an_injection_inside_a_fetch_error_stops_writes() {
-    merged_endpoint_case(Scene::refused_page, assert_injected_error);
+    merged_endpoint_case(Principal::Agent, Scene::refused_page, assert_injected_error);
+}
+
+/// Case 5c. Case 5a under a task credential.
+#[test]
+fn on_the_merged_endpoint_under_a_task_credential_a_fetched_page_stops_writes() {
+    merged_endpoint_case(Principal::Credential, Scene::page, assert_injected_page);
+}
+
+/// Case 5d. Case 5b under a task credential.
+#[test]
+fn on_the_merged_endpoint_under_a_task_credential_an_injection_inside_a_fetch_error_stops_writes() {
+    merged_endpoint_case(
+        Principal::Credential,
+        Scene::refused_page,
+        assert_injected_error,
+    );
 }
 
 /// Case 6, as a configured agent: one `mandate mcp wrap` running both
@@ -668,7 +702,7 @@ fn one_wrap_of_several_servers_stops_writes_after_injected_content_as_an_agent()
             &out,
             "the multi-server wrap (`[[servers]]`, no `--` command)",
         );
-        assert_multi_server_tools(record(&out, "tools"));
+        assert_merged_tools(record(&out, "tools"), "the multi-server wrap");
         assert_control_write(&out, "control", &control, "before any fetch");
         fetched(record(&out, "fetch"));
         assert_write_stopped(&scene.gateway, record(&out, "leak"), &leak);
@@ -716,20 +750,21 @@ fn one_wrap_of_several_servers_stops_writes_after_injected_content_under_a_task_
             &out,
             "the multi-server wrap (`[[servers]]`, no `--` command)",
         );
-        assert_multi_server_tools(record(&out, "tools"));
+        assert_merged_tools(record(&out, "tools"), "the multi-server wrap");
         assert_control_write(&out, "control", &control, "before any fetch");
         fetched(record(&out, "fetch"));
         assert_write_stopped(&scene.gateway, record(&out, "leak"), &leak);
     }
 }
 
-/// A multi-server wrap lists both servers' tools as `NAME__tool`.
-fn assert_multi_server_tools(step: &Value) {
+/// A multi-server wrap or the merged endpoint (`what`) lists both servers'
+/// tools as `NAME__tool`.
+fn assert_merged_tools(step: &Value, what: &str) {
     let tools = step["tools"].as_array().cloned().unwrap_or_default();
     for name in ["web__fetch", "fs__write_file", "fs__read_text_file"] {
         assert!(
             tools.iter().any(|t| t == name),
-            "the multi-server wrap does not list `{name}`: {step}"
+            "{what} does not list `{name}`: {step}"
         );
     }
 }

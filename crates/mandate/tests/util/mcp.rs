@@ -1,17 +1,20 @@
 //! Harness for the MCP gateway tests: real MCP peers from the registries
 //! (the official Python and TypeScript SDK clients, the reference servers
-//! `server-everything` and `server-filesystem`), installed by `.ci/run`
+//! `server-everything`, `server-filesystem` and `mcp-server-fetch`, and
+//! `supergateway`, which serves a stdio server over streamable HTTP),
+//! installed by `.ci/run`
 //! (`npm ci --prefix tests/mcp`, `pip install -r tests/mcp/requirements.txt`).
 //! A missing package fails the test with the set-up command; nothing skips.
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tempfile::TempDir;
 
 use super::tasks::{Gateway, gateway_with};
 
@@ -368,20 +371,162 @@ pub fn fetch_server() -> Vec<String> {
     ]
 }
 
-/// The reference fetch server over streamable HTTP (`tests/mcp/fetch_http.py`,
-/// sessions and SSE answers) on a free port, allowed to fetch loopback
-/// addresses.
-pub fn fetch_http() -> Running {
+/// The command line that `supergateway --stdio` runs (through `sh -c`),
+/// each word single-quoted.
+fn shell_words(command: &[String]) -> String {
+    command
+        .iter()
+        .map(|word| format!("'{}'", word.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A stdio MCP server served over streamable HTTP by `supergateway`
+/// (npm), as docs/mcp.md says to put one behind `mandate mcp proxy`:
+/// `supergateway --stdio "CMD" --outputTransport streamableHttp --stateful
+/// --sessionTimeout 7200000 --port N`, with
+/// `NODE_OPTIONS=--import=tests/mcp/loopback.mjs` so that it listens on
+/// 127.0.0.1 only (it has no flag for that). Its endpoint is
+/// `http://ADDR/mcp`; each MCP session gets a server process of its own.
+///
+/// Ended on drop by closing its stdin, which supergateway takes as the
+/// signal to stop its servers (SIGTERM to each one's process group) and
+/// exit; killed if it has not exited within [`BRIDGE_STOP`].
+pub struct Bridge {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pub addr: SocketAddr,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+/// How long a bridge may take to stop its servers and exit (it gives each
+/// server five seconds after SIGTERM).
+const BRIDGE_STOP: Duration = Duration::from_secs(10);
+
+/// Panics (fails the test) unless supergateway is installed.
+pub fn require_supergateway() {
+    assert!(
+        supergateway_js().is_file(),
+        "{SETUP} (missing supergateway)"
+    );
+}
+
+fn supergateway_js() -> PathBuf {
+    peers_dir().join("node_modules/supergateway/dist/index.js")
+}
+
+/// Starts supergateway on a free port in front of `server` (a stdio MCP
+/// server command), and waits (bounded, polling) until it listens.
+pub fn supergateway(server: &[String]) -> Bridge {
+    require_supergateway();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("supergateway.log");
+    let out = std::fs::File::create(&log).unwrap();
     let port = free_port();
-    let child = Command::new(python())
-        .arg(peers_dir().join("fetch_http.py"))
+    let loopback = peers_dir().join("loopback.mjs").canonicalize().unwrap();
+    let mut child = Command::new("node")
+        .arg(supergateway_js())
+        .arg("--stdio")
+        .arg(shell_words(server))
+        .args([
+            "--outputTransport",
+            "streamableHttp",
+            "--stateful",
+            "--sessionTimeout",
+            "7200000",
+            "--port",
+        ])
         .arg(port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .env("NODE_OPTIONS", format!("--import={}", loopback.display()))
+        .stdin(Stdio::piped())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
         .spawn()
-        .unwrap_or_else(|e| panic!("{SETUP} (cannot run `{}`: {e})", python()));
-    listening(child, port, "the fetch server")
+        .unwrap_or_else(|e| panic!("{SETUP} (cannot run node: {e})"));
+    let stdin = child.stdin.take();
+    let mut bridge = Bridge {
+        child,
+        stdin,
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        log,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(bridge.addr).is_err() {
+        if let Some(status) = bridge.child.try_wait().unwrap() {
+            panic!(
+                "supergateway exited ({status}) before listening on {}; its log:\n{}",
+                bridge.addr,
+                bridge.log()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "supergateway did not listen on {}; its log:\n{}",
+            bridge.addr,
+            bridge.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let listening = listening_sockets(port);
+    assert!(
+        listening.iter().all(|a| a == "0100007F"),
+        "supergateway listens on {listening:?} (hex, /proc/net/tcp*), not on 127.0.0.1 only: \
+         tests/mcp/loopback.mjs no longer keeps it on loopback; its log:\n{}",
+        bridge.log()
+    );
+    bridge
+}
+
+/// The local addresses (hex, as /proc/net/tcp and tcp6 write them) of the
+/// sockets listening on `port`; empty where /proc has no such files.
+fn listening_sockets(port: u16) -> Vec<String> {
+    let port = format!("{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let (address, socket_port) = fields.get(1)?.split_once(':')?;
+                    (socket_port == port && fields.get(3) == Some(&"0A"))
+                        .then(|| address.to_owned())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+impl Bridge {
+    /// The streamable HTTP endpoint.
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    /// What supergateway logged so far (the messages it relayed, its
+    /// servers' stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + BRIDGE_STOP;
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Waits (bounded) until `child` listens on `port`.
