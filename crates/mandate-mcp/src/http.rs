@@ -670,8 +670,9 @@ struct Watcher {
     merged: Option<merged::MergedCall>,
     /// Whether anything from the upstream reached the client before the
     /// watched response: progress and log messages are text the upstream
-    /// wrote, so a call that sent any counts as one that returned (an
-    /// open-world one labels the session), even if it then failed.
+    /// wrote, so a call that sent any is reported as one that returned,
+    /// even if it then failed. (Taint does not depend on it: the server
+    /// labelled the session when it allowed an open-world call.)
     passed: bool,
 }
 
