@@ -53,7 +53,8 @@ mod session;
 pub mod testing;
 
 pub use approval::{
-    Approval, ApprovalError, ApprovalStatus, MAX_APPROVAL_TTL, ReleaseError, Requester, Resolution,
+    Approval, ApprovalError, ApprovalStatus, MAX_APPROVAL_TTL, MAX_REASON_BYTES, ReleaseError,
+    Requester, Resolution,
 };
 pub use decision::{Decision, DecisionResponse, EvaluationProblem, Verdict};
 pub use explain::{ConditionOutcome, ConditionReport, Explanation, PolicyReport};

@@ -45,11 +45,7 @@ fn rejection_error(rejection: JsonRejection) -> ApiError {
             "unsupported_media_type",
             "send the body as JSON with `Content-Type: application/json`",
         ),
-        _ if status == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            "the body is larger than the configured limit (`max_body_bytes`); send a smaller request",
-        ),
+        _ if status == StatusCode::PAYLOAD_TOO_LARGE => crate::body_limit::too_large(),
         _ => ApiError::new(
             status,
             "bad_body",

@@ -8,6 +8,7 @@
 
 pub mod approvals;
 mod auth;
+mod body_limit;
 mod error;
 mod extract;
 pub mod jwks;
@@ -24,7 +25,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -101,6 +102,14 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         // Bodies over the limit are refused before they are buffered (413).
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // A body declared over the limit is refused before it is asked for,
+        // so `Expect: 100-continue` gets its 413 instead of `100 Continue`.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            move |State(state): State<AppState>, request, next| {
+                body_limit::refuse_declared_oversize(state, max_body_bytes, request, next)
+            },
+        ))
         // A bug must not take the process down or leak a trace: answer 500,
         // which every enforcement point treats as deny.
         .layer(CatchPanicLayer::custom(error::panic_response))

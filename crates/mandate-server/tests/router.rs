@@ -3,50 +3,16 @@
 // A failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use chrono::Utc;
 use http_body_util::BodyExt;
-use mandate_auth::TaskAuthority;
-use mandate_ledger::{LogKey, ReceiptBundle};
-use mandate_server::policy_dir::PackSources;
-use mandate_server::{AppState, ReceiptSettings, TaskSettings, Tasks, router};
-use mandate_store::{Ledger, LedgerConfig, TaskStore};
+use mandate_ledger::ReceiptBundle;
+use mandate_server::router;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-/// The example pack with a fresh ledger; keep the directory alive with the app.
-fn state() -> (AppState, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let key = LogKey::generate("mandate.local/test").unwrap();
-    let ledger = Ledger::open(&dir.path().join("ledger.db"), key, LedgerConfig::default()).unwrap();
-    let pack = PackSources::example().load().unwrap();
-    let store = TaskStore::open(&dir.path().join("state.db")).unwrap();
-    let tasks = Tasks::new(
-        Vec::new(),
-        TaskAuthority::generate(),
-        Arc::new(store),
-        TaskSettings {
-            audience: "mandate".to_owned(),
-            resource: "http://mandate.test".to_owned(),
-            max_ttl: Duration::from_secs(3600),
-        },
-    )
-    .unwrap();
-    let state = AppState::new(
-        pack,
-        "<example>".into(),
-        Utc::now(),
-        ledger,
-        ReceiptSettings::new(false, &["body".to_owned()]),
-        tasks,
-        mandate_server::Approvals::new(mandate_server::ApprovalSettings::default()).unwrap(),
-    );
-    (state, dir)
-}
+mod common;
+use common::state;
 
 fn app(max_body_bytes: usize) -> (axum::Router, tempfile::TempDir) {
     let (state, dir) = state();

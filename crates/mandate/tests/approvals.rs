@@ -380,6 +380,14 @@ fn agents_and_the_person_the_task_acts_for_cannot_approve() {
     // A reason is required.
     gw.resolve(&id, "approve", Some(BOB_TOKEN), "  ")
         .assert_error(422, "reason_required");
+    // A reason is a sentence, not a document: it is kept forever.
+    let reply = gw.resolve(&id, "deny", Some(BOB_TOKEN), &"x".repeat(900 * 1024));
+    reply.assert_error(422, "reason_too_long");
+    assert!(
+        reply.body.contains("`reason`") && reply.body.contains("4096"),
+        "{}",
+        reply.body
+    );
     // None of it changed anything.
     assert_eq!(gw.approval(&id, None, "0s")["status"], "pending");
     assert!(gw.search("kind=approval").is_empty());
@@ -467,6 +475,7 @@ fn a_requester_withdraws_an_approval_nobody_answered() {
         )
     };
     withdraw(&id, &json!({"reason": 7})).assert_error(422, "invalid_request");
+    withdraw(&id, &json!({"reason": "x".repeat(4097)})).assert_error(422, "reason_too_long");
     withdraw("no-such-approval", &json!({})).assert_error(404, "not_found");
     assert_eq!(gw.approval(&id, None, "0s")["status"], "pending");
 

@@ -259,7 +259,7 @@ pub struct ResolveApproval {
         (status = 403, description = "`self_approval`: the approver is an agent of the request, or (unless allowed) the person its task acts for", body = ErrorBody),
         (status = 404, description = "No such approval", body = ErrorBody),
         (status = 409, description = "It is no longer pending (resolved, expired, used or withdrawn)", body = ErrorBody),
-        (status = 422, description = "No reason given", body = ErrorBody),
+        (status = 422, description = "`reason_required`: no reason given; `reason_too_long`: a reason over 4096 bytes; `invalid_request`: a body with other fields", body = ErrorBody),
         (status = 503, description = "The resolution could not be recorded; nothing changed", body = ErrorBody),
     ))]
 pub(crate) async fn approve(
@@ -282,7 +282,7 @@ pub(crate) async fn approve(
         (status = 403, description = "`self_approval`: the approver is an agent of the request, or (unless allowed) the person its task acts for", body = ErrorBody),
         (status = 404, description = "No such approval", body = ErrorBody),
         (status = 409, description = "It is no longer pending (resolved, expired, used or withdrawn)", body = ErrorBody),
-        (status = 422, description = "No reason given", body = ErrorBody),
+        (status = 422, description = "`reason_required`: no reason given; `reason_too_long`: a reason over 4096 bytes; `invalid_request`: a body with other fields", body = ErrorBody),
         (status = 503, description = "The resolution could not be recorded; nothing changed", body = ErrorBody),
     ))]
 pub(crate) async fn deny(
@@ -353,6 +353,7 @@ pub struct WithdrawApproval {
             headers(("www-authenticate" = String, description = "RFC 6750 challenge"))),
         (status = 404, description = "No such approval", body = ErrorBody),
         (status = 409, description = "It is no longer pending (resolved, expired, used or withdrawn)", body = ErrorBody),
+        (status = 422, description = "`reason_too_long`: a reason over 4096 bytes; `invalid_request`: a body with other fields", body = ErrorBody),
         (status = 503, description = "The withdrawal could not be recorded; nothing changed", body = ErrorBody),
     ))]
 pub(crate) async fn withdraw(
@@ -488,6 +489,7 @@ fn refused(e: &ApprovalError) -> ApiError {
             (StatusCode::FORBIDDEN, "self_approval")
         }
         ApprovalError::ReasonRequired => (StatusCode::UNPROCESSABLE_ENTITY, "reason_required"),
+        ApprovalError::ReasonTooLong => (StatusCode::UNPROCESSABLE_ENTITY, "reason_too_long"),
     };
     ApiError::new(status, code, e.to_string())
 }
