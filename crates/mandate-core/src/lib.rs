@@ -46,6 +46,7 @@ mod declared;
 mod evaluate;
 mod explain;
 mod index;
+pub mod json;
 mod pack;
 mod request;
 pub mod schema;

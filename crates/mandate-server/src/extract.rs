@@ -1,13 +1,20 @@
 //! A JSON body extractor whose rejections speak the API's error format.
+//!
+//! Bodies are read strictly ([`mandate_core::json`]): a name twice in one
+//! object, at any depth, is refused (`400 invalid_json`), because the
+//! caller's parser and Mandate's could each take another of the two values.
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
+use mandate_core::json::{self, ParseError};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// Like `axum::Json`, but a bad body becomes an [`ApiError`] that says what to fix.
+/// Like `axum::Json`, but strict (see the module documentation), and a bad
+/// body becomes an [`ApiError`] that says what to fix.
 pub(crate) struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -18,38 +25,76 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(rejection_error(rejection)),
+        if !json_content_type(req.headers()) {
+            return Err(unsupported_media_type());
         }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(bytes_rejection)?;
+        parse(&bytes).map(Self)
     }
 }
 
-fn rejection_error(rejection: JsonRejection) -> ApiError {
-    let detail = std::error::Error::source(&rejection)
-        .map_or_else(|| rejection.body_text(), ToString::to_string);
-    let status = rejection.status();
-    match rejection {
-        JsonRejection::JsonDataError(_) => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            format!("the body is JSON but not a valid request: {detail}"),
-        ),
-        JsonRejection::JsonSyntaxError(_) => ApiError::new(
+/// The body as `T`: JSON without duplicate names.
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value = json::from_slice(bytes).map_err(|e| match e {
+        ParseError::DuplicateKey(e) => ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
-            format!("the body is not valid JSON: {detail}"),
+            format!("the body is not valid JSON for Mandate: {e}: send each key once"),
         ),
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as JSON with `Content-Type: application/json`",
+        e => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON: {e}"),
         ),
-        _ if status == StatusCode::PAYLOAD_TOO_LARGE => crate::body_limit::too_large(),
-        _ => ApiError::new(
-            status,
-            "bad_body",
-            format!("the body could not be read: {detail}"),
-        ),
+    })?;
+    json::from_value(value).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            format!("the body is JSON but not a valid request: {e}"),
+        )
+    })
+}
+
+/// `application/json`, or any `application/*+json`, as `axum::Json` takes.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(content_type) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence
+        .strip_prefix("application/")
+        .is_some_and(|subtype| subtype == "json" || subtype.ends_with("+json"))
+}
+
+fn unsupported_media_type() -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "send the body as JSON with `Content-Type: application/json`",
+    )
+}
+
+fn bytes_rejection(rejection: BytesRejection) -> ApiError {
+    let status = rejection.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return crate::body_limit::too_large();
     }
+    let detail = std::error::Error::source(&rejection)
+        .map_or_else(|| rejection.body_text(), ToString::to_string);
+    ApiError::new(
+        status,
+        "bad_body",
+        format!("the body could not be read: {detail}"),
+    )
 }

@@ -65,6 +65,53 @@ async fn bodies_over_the_limit_are_refused() {
 }
 
 #[tokio::test]
+async fn duplicate_keys_are_refused_at_any_depth() {
+    // serde would decide on the last `to`; a tool whose parser keeps the
+    // first would send to mallory.
+    let body = r#"{"principal":{"id":"spiffe://example.org/agent/mailer"},
+        "action":{"server":"mail","tool":"send_email"},
+        "arguments":{"to":"mallory@evil.example","to":"carol@example.com"},
+        "context":{"task":{"tools":["send_email"],"params":{"allowed_recipients":["carol@example.com"]}}}}"#;
+    let (status, body) = post(app(1 << 20).0, body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_json");
+    assert_eq!(
+        body["message"],
+        "the body is not valid JSON for Mandate: duplicate key `to` in `arguments`: send each key once"
+    );
+    for (text, at) in [
+        (
+            r#"{"principal":{"id":"a"},"action":{"server":"s","tool":"t"},"action":{"server":"s","tool":"u"}}"#,
+            "duplicate key `action` in the top-level object",
+        ),
+        (
+            r#"{"principal":{"id":"a","id":"b"},"action":{"server":"s","tool":"t"}}"#,
+            "duplicate key `id` in `principal`",
+        ),
+        (
+            r#"{"principal":{"id":"a"},"action":{"server":"s","tool":"t"},"context":{"session":{"history":[{"tool":"x","decision":"allow","decision":"deny"}]}}}"#,
+            "duplicate key `decision` in `context.session.history[0]`",
+        ),
+    ] {
+        let (status, body) = post(app(1 << 20).0, text).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        assert!(body["message"].as_str().unwrap().contains(at), "{body}");
+    }
+    // Every JSON body of the API is read the same way.
+    let request = Request::post("/v1/approvals/some-id/withdraw")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            r#"{"reason":"cancelled","reason":"approved by bob"}"#,
+        ))
+        .unwrap();
+    let response = app(1 << 20).0.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["error"], "invalid_json", "{body}");
+}
+
+#[tokio::test]
 async fn invalid_requests_name_the_field() {
     let mut request = read_inbox();
     request["action"]["server"] = json!("a/b");
