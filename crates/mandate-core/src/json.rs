@@ -1,5 +1,6 @@
 //! JSON read strictly, for everything Mandate reads from a caller or an
-//! auditor: each name at most once per object.
+//! auditor: each name at most once per object, and a struct only from an
+//! object.
 //!
 //! RFC 8259 leaves duplicate names to the parser, and parsers disagree:
 //! serde keeps the last, others keep the first. Where one party checks a
@@ -8,11 +9,19 @@
 //! duplicate lets each see a different value, so [`from_slice`] refuses
 //! them at any depth. RFC 8785 (the canonical form receipts are signed in)
 //! requires unique names too.
+//!
+//! serde's derived structs also accept a JSON array, read field by field in
+//! declaration order. Nobody writes requests that way on purpose, and
+//! positional fields silently change meaning when a field is added, so
+//! [`from_value`] builds structs from objects only.
 
 use std::cell::Cell;
 use std::fmt;
 
-use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Unexpected,
+    Visitor,
+};
 use serde_json::{Map, Number, Value};
 
 /// Why a JSON text was refused by [`from_slice`].
@@ -174,15 +183,168 @@ impl<'de> Visitor<'de> for UniqueSeed<'_> {
 #[error("{0}")]
 pub struct ShapeError(serde_path_to_error::Error<serde_json::Error>);
 
-/// Builds `T` from `value` as `serde_json::from_value` does; the error names
-/// the path of the value that does not fit.
+/// Builds `T` from `value` as `serde_json::from_value` does, except that a
+/// struct (at any depth) must be a JSON object, never an array read
+/// positionally. The error names the path of the value that does not fit.
 pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ShapeError> {
-    serde_path_to_error::deserialize(value).map_err(ShapeError)
+    serde_path_to_error::deserialize(Strict(value)).map_err(ShapeError)
+}
+
+/// A [`Value`] as a deserializer whose structs come from objects only.
+struct Strict(Value);
+
+/// What a JSON value is, for type errors.
+fn unexpected(value: &Value) -> Unexpected<'_> {
+    match value {
+        Value::Null => Unexpected::Unit,
+        Value::Bool(b) => Unexpected::Bool(*b),
+        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => Unexpected::Unsigned(u),
+            (_, Some(i), _) => Unexpected::Signed(i),
+            (_, _, f) => Unexpected::Float(f.unwrap_or_default()),
+        },
+        Value::String(s) => Unexpected::Str(s),
+        Value::Array(_) => Unexpected::Seq,
+        Value::Object(_) => Unexpected::Map,
+    }
+}
+
+impl<'de> de::Deserializer<'de> for Strict {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            Value::Array(items) => {
+                let length = items.len();
+                let mut seq = StrictSeq(items.into_iter());
+                let value = visitor.visit_seq(&mut seq)?;
+                if seq.0.len() == 0 {
+                    Ok(value)
+                } else {
+                    Err(de::Error::invalid_length(length, &"fewer elements"))
+                }
+            }
+            Value::Object(object) => visitor.visit_map(StrictMap {
+                entries: object.into_iter(),
+                value: None,
+            }),
+            other => other.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            Value::Object(object) => visitor.visit_map(StrictMap {
+                entries: object.into_iter(),
+                value: None,
+            }),
+            other => Err(de::Error::invalid_type(
+                unexpected(&other),
+                &"a JSON object with named fields",
+            )),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            Value::Null => visitor.visit_none(),
+            other => visitor.visit_some(Strict(other)),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        // The API's enums are names (`"allow"`, `"ok"`); serde_json's own
+        // handling of them is the strict one already.
+        self.0.deserialize_enum(name, variants, visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map identifier
+        ignored_any
+    }
+}
+
+struct StrictSeq(std::vec::IntoIter<Value>);
+
+impl<'de> SeqAccess<'de> for StrictSeq {
+    type Error = serde_json::Error;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Self::Error> {
+        self.0
+            .next()
+            .map(|item| seed.deserialize(Strict(item)))
+            .transpose()
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
+struct StrictMap {
+    entries: serde_json::map::IntoIter,
+    value: Option<Value>,
+}
+
+impl<'de> MapAccess<'de> for StrictMap {
+    type Error = serde_json::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        let Some((key, value)) = self.entries.next() else {
+            return Ok(None);
+        };
+        self.value = Some(value);
+        seed.deserialize(IntoDeserializer::<serde_json::Error>::into_deserializer(
+            key,
+        ))
+        .map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        let value = self
+            .value
+            .take()
+            .ok_or_else(|| <serde_json::Error as de::Error>::custom("a value was read twice"))?;
+        seed.deserialize(Strict(value))
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.entries.len())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
 
     #[test]
     fn duplicate_keys_are_refused_at_any_depth() {
@@ -223,5 +385,57 @@ mod tests {
         let strict = from_slice(text.as_bytes()).unwrap();
         let loose: Value = serde_json::from_str(text).unwrap();
         assert_eq!(strict, loose);
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Outer {
+        inner: Inner,
+        #[serde(default)]
+        list: Vec<Inner>,
+        #[serde(default)]
+        free: Map<String, Value>,
+        maybe: Option<Inner>,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Inner {
+        name: String,
+    }
+
+    #[test]
+    fn structs_come_from_objects_only() {
+        let ok: Outer = from_value(serde_json::json!({
+            "inner": {"name": "a"}, "list": [{"name": "b"}], "free": {"x": [1, {"y": 2}]},
+            "maybe": null,
+        }))
+        .unwrap();
+        assert_eq!(ok.list, vec![Inner { name: "b".into() }]);
+        assert_eq!(ok.free["x"], serde_json::json!([1, {"y": 2}]));
+        // serde_json itself would read these arrays field by field.
+        for (value, message) in [
+            (
+                serde_json::json!([{"name": "a"}]),
+                "invalid type: sequence, expected a JSON object with named fields",
+            ),
+            (
+                serde_json::json!({"inner": ["a"]}),
+                "inner: invalid type: sequence, expected a JSON object with named fields",
+            ),
+            (
+                serde_json::json!({"inner": {"name": "a"}, "list": [["b"]]}),
+                "list[0]: invalid type: sequence, expected a JSON object with named fields",
+            ),
+            (
+                serde_json::json!({"inner": {"name": "a"}, "maybe": ["c"]}),
+                "maybe: invalid type: sequence, expected a JSON object with named fields",
+            ),
+        ] {
+            let err = from_value::<Outer>(value).unwrap_err();
+            assert_eq!(err.to_string(), message);
+        }
+        let err =
+            from_value::<Outer>(serde_json::json!({"inner": {"name": "a"}, "x": 1})).unwrap_err();
+        assert!(err.to_string().starts_with("x: unknown field `x`"), "{err}");
     }
 }

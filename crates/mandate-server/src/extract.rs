@@ -2,7 +2,9 @@
 //!
 //! Bodies are read strictly ([`mandate_core::json`]): a name twice in one
 //! object, at any depth, is refused (`400 invalid_json`), because the
-//! caller's parser and Mandate's could each take another of the two values.
+//! caller's parser and Mandate's could each take another of the two values;
+//! and a body or a field that should be an object must be one (`422
+//! invalid_request`), never an array read field by field.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -35,7 +37,8 @@ where
     }
 }
 
-/// The body as `T`: JSON without duplicate names.
+/// The body as `T`: JSON without duplicate names, an object at the top,
+/// structs from objects only.
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value = json::from_slice(bytes).map_err(|e| match e {
         ParseError::DuplicateKey(e) => ApiError::new(
@@ -49,6 +52,14 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             format!("the body is not valid JSON: {e}"),
         ),
     })?;
+    // serde would read an array as the struct's fields in order.
+    if !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "the body must be a JSON object with the request's fields by name, not an array or a single value",
+        ));
+    }
     json::from_value(value).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

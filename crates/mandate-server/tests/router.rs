@@ -112,6 +112,54 @@ async fn duplicate_keys_are_refused_at_any_depth() {
 }
 
 #[tokio::test]
+async fn requests_are_objects_not_positional_arrays() {
+    let positional = json!([
+        {"id": "spiffe://example.org/agent/mailer"},
+        {"server": "mail", "tool": "read_inbox", "annotations": {"readOnlyHint": true, "openWorldHint": false}},
+        {},
+        {"task": {"tools": ["read_inbox"]}}
+    ]);
+    let (status, body) = post(app(1 << 20).0, positional.to_string()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"], "invalid_request");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("must be a JSON object"),
+        "{body}"
+    );
+    // Nested structs too: `principal` as `["id"]`, a history entry as
+    // `[tool, decision]`.
+    for (field, value) in [
+        ("principal", json!(["spiffe://example.org/agent/mailer"])),
+        ("context", json!([{"tools": ["read_inbox"]}])),
+    ] {
+        let mut request = read_inbox();
+        request[field] = value;
+        let (status, body) = post(app(1 << 20).0, request.to_string()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(
+            body["message"],
+            format!(
+                "the body is JSON but not a valid request: {field}: invalid type: sequence, expected a JSON object with named fields"
+            )
+        );
+    }
+    let mut request = read_inbox();
+    request["context"]["session"] = json!({"history": [["read_inbox", "allow"]]});
+    let (status, body) = post(app(1 << 20).0, request.to_string()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("context.session.history[0]: invalid type: sequence"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn invalid_requests_name_the_field() {
     let mut request = read_inbox();
     request["action"]["server"] = json!("a/b");
