@@ -177,6 +177,60 @@ impl<'de> Visitor<'de> for UniqueSeed<'_> {
     }
 }
 
+/// The largest integer magnitude JSON numbers carry exactly everywhere:
+/// 2^53 − 1. RFC 8785 (the canonical form receipts and their digests are
+/// made in) writes numbers as IEEE 754 doubles, and so do JavaScript and
+/// many other readers; beyond this, two integers share one double.
+pub const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
+
+/// An integer beyond [`MAX_EXACT_INTEGER`]: the path of the number and the
+/// number as sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{path}`: the integer {number} is beyond ±{MAX_EXACT_INTEGER} (2^53 − 1), the largest that receipts (RFC 8785 JSON) record exactly; send it as a string"
+)]
+pub struct InexactNumberError {
+    path: String,
+    number: String,
+}
+
+impl InexactNumberError {
+    /// Where the number is, such as `arguments.amount` or `a[2]`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+/// Refuses an integer, at any depth, whose magnitude is beyond
+/// [`MAX_EXACT_INTEGER`]. Numbers with a fraction or an exponent were read
+/// as doubles already, so they are what the canonical form writes.
+pub fn check_exact_numbers(value: &Value) -> Result<(), InexactNumberError> {
+    check_numbers_at(value, &Path::Root)
+}
+
+fn check_numbers_at(value: &Value, at: &Path<'_>) -> Result<(), InexactNumberError> {
+    match value {
+        Value::Number(n) => {
+            let magnitude = n.as_u64().or_else(|| n.as_i64().map(i64::unsigned_abs));
+            if magnitude.is_some_and(|m| m > MAX_EXACT_INTEGER) {
+                return Err(InexactNumberError {
+                    path: at.to_string(),
+                    number: n.to_string(),
+                });
+            }
+            Ok(())
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| check_numbers_at(item, &Path::Index(at, i))),
+        Value::Object(object) => object
+            .iter()
+            .try_for_each(|(key, item)| check_numbers_at(item, &Path::Key(at, key))),
+        Value::Null | Value::Bool(_) | Value::String(_) => Ok(()),
+    }
+}
+
 /// Why [`from_value`] could not build the type: the path of the value and
 /// what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -385,6 +439,28 @@ mod tests {
         let strict = from_slice(text.as_bytes()).unwrap();
         let loose: Value = serde_json::from_str(text).unwrap();
         assert_eq!(strict, loose);
+    }
+
+    #[test]
+    fn integers_beyond_two_to_the_53_are_refused_with_their_path() {
+        let ok = serde_json::json!({"a": [9007199254740991u64, -9007199254740991i64, 1.5e300]});
+        assert!(check_exact_numbers(&ok).is_ok());
+        for (value, path) in [
+            (serde_json::json!({"n": 9007199254740993u64}), "n"),
+            (
+                serde_json::json!({"a": {"b": [0, -9007199254740993i64]}}),
+                "a.b[1]",
+            ),
+            (serde_json::json!({"x": u64::MAX}), "x"),
+        ] {
+            assert_eq!(check_exact_numbers(&value).unwrap_err().path(), path);
+        }
+        assert_eq!(
+            check_exact_numbers(&serde_json::json!({"n": 9007199254740993u64}))
+                .unwrap_err()
+                .to_string(),
+            "`n`: the integer 9007199254740993 is beyond ±9007199254740991 (2^53 − 1), the largest that receipts (RFC 8785 JSON) record exactly; send it as a string"
+        );
     }
 
     #[derive(Debug, Deserialize, PartialEq)]

@@ -60,6 +60,15 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "the body must be a JSON object with the request's fields by name, not an array or a single value",
         ));
     }
+    // A receipt must record what was evaluated, and its canonical form
+    // (RFC 8785) writes numbers as doubles.
+    json::check_exact_numbers(&value).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            e.to_string(),
+        )
+    })?;
     json::from_value(value).map_err(|e| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -160,6 +160,38 @@ async fn requests_are_objects_not_positional_arrays() {
 }
 
 #[tokio::test]
+async fn integers_a_receipt_cannot_record_exactly_are_refused_with_their_path() {
+    // The receipt's canonical JSON (RFC 8785) would record 2^53 + 1 as 2^53.
+    let mut request = read_inbox();
+    request["arguments"] = json!({"message": {"ids": [1, 9_007_199_254_740_993_u64]}});
+    let (status, body) = post(app(1 << 20).0, request.to_string()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"], "invalid_request");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("`arguments.message.ids[1]`: the integer 9007199254740993 is beyond"),
+        "{body}"
+    );
+    // The largest exact integer is decided, and recorded as sent.
+    request["arguments"] = json!({"n": 9_007_199_254_740_991_u64});
+    let (state, _dir) = state();
+    let (status, body) = post(router(state.clone(), 1 << 20), request.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, receipt) = get(
+        router(state, 1 << 20),
+        &format!("/v1/receipts/{}", body["decision_id"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(
+        receipt["receipt"]["arguments"]["n"],
+        json!(9_007_199_254_740_991_u64),
+        "{receipt}"
+    );
+}
+
+#[tokio::test]
 async fn invalid_requests_name_the_field() {
     let mut request = read_inbox();
     request["action"]["server"] = json!("a/b");
