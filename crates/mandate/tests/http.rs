@@ -1190,3 +1190,24 @@ fn openapi_lists_the_served_routes_and_matches_real_bodies() {
     let health = server.health();
     assert_health_matches_openapi(&server, &health);
 }
+
+#[test]
+fn a_second_server_on_a_data_directory_in_use_refuses_to_start_and_names_the_holder() {
+    let data = tempfile::tempdir().unwrap();
+    let first = Launch::serve(data.path()).start();
+    let (status, stderr) = Launch::serve(data.path()).run_to_exit();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pid {}", first.pid())) && stderr.contains("mandate.lock"),
+        "{stderr}"
+    );
+    // The refused start changed nothing for the one that runs.
+    assert_eq!(first.get("/v1/health").status, 200);
+    assert_eq!(first.decide(&send_email("carol@example.com")).status, 200);
+
+    // A crash leaves the file but not the lock: the next start proceeds.
+    first.kill();
+    let second = Launch::serve(data.path()).start();
+    let receipt = second.decide(&send_email("carol@example.com")).json();
+    assert_eq!(receipt["receipt_index"], 1, "{receipt}");
+}

@@ -14,6 +14,7 @@ use mandate_store::{Ledger, LedgerConfig, StoreError, TaskStore};
 
 use crate::cli::{LogFormat, ReceiptArguments, ServeArgs};
 use crate::config::Settings;
+use crate::data_lock;
 use crate::exit::Code;
 use crate::ledger_files;
 use crate::task_files;
@@ -41,6 +42,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
             settings.data_dir.display()
         )
     })?;
+    // Held until `run` returns: the whole life of the server. Taken before
+    // anything in the directory is touched.
+    let _data_dir_lock = match data_lock::acquire(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot lock the data directory `{}`",
+            settings.data_dir.display()
+        )
+    })? {
+        Ok(lock) => lock,
+        Err(in_use) => {
+            eprintln!("error: {in_use}");
+            return Ok(Code::Failure);
+        }
+    };
     let dir = settings.policy_dir();
     if settings.policies.is_none() {
         std::fs::create_dir_all(&dir)
