@@ -110,6 +110,16 @@ fn bytes_rejection(rejection: BytesRejection) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         return crate::body_limit::too_large();
     }
+    if crate::connections::is_body_timeout(&rejection) {
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "{}; send the body at once after the headers",
+                FirstCause(&rejection)
+            ),
+        );
+    }
     let detail = std::error::Error::source(&rejection)
         .map_or_else(|| rejection.body_text(), ToString::to_string);
     ApiError::new(
@@ -117,4 +127,17 @@ fn bytes_rejection(rejection: BytesRejection) -> ApiError {
         "bad_body",
         format!("the body could not be read: {detail}"),
     )
+}
+
+/// The innermost error's message: the body's own words, not the wrappers'.
+struct FirstCause<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for FirstCause<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut error = self.0;
+        while let Some(source) = error.source() {
+            error = source;
+        }
+        write!(f, "{error}")
+    }
 }

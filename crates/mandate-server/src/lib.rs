@@ -1,7 +1,8 @@
 //! Mandate's HTTP decision API.
 //!
 //! [`router`] assembles the axum application around an [`AppState`];
-//! [`serve`] binds it and runs until shutdown. Policies come from a
+//! [`serve`] binds it and runs until shutdown, with time limits and a cap
+//! on connections ([`connections`]). Policies come from a
 //! directory ([`policy_dir`]) and are swapped atomically on change
 //! ([`reload`]); a failed reload keeps the pack in force. Tasks, the agents'
 //! identities and their task credentials are in [`tasks`].
@@ -9,6 +10,7 @@
 pub mod approvals;
 mod auth;
 mod body_limit;
+pub mod connections;
 mod error;
 mod extract;
 pub mod jwks;
@@ -30,6 +32,7 @@ use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use approvals::{ApprovalSettings, Approvals, ApproverToken, Webhook};
+pub use connections::ConnectionLimits;
 pub use error::{ApiError, ErrorBody};
 pub use openapi::api_doc;
 pub use receipts::ReceiptSettings;
@@ -45,6 +48,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How often the policy directory is checked for changes.
     pub reload_interval: Duration,
+    /// Timeouts and the cap on connections served at once.
+    pub limits: ConnectionLimits,
 }
 
 /// The application: routes, then the layers every request passes.
@@ -116,14 +121,13 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
-/// Binds `config.listen` and serves until ctrl-c or SIGTERM.
+/// Binds `config.listen` and serves, within `config.limits`, until ctrl-c
+/// or SIGTERM.
 pub async fn serve(config: ServerConfig, state: AppState) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "mandate is listening");
     let app = router(state, config.max_body_bytes);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+    connections::serve(listener, app, config.limits, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use mandate_server::ConnectionLimits;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -16,16 +17,77 @@ mod common;
 
 /// Bound on every wait here: generous for a loaded CI machine, and a hang
 /// fails the test instead of the suite.
-const PATIENCE: Duration = Duration::from_secs(20);
+const PATIENCE: Duration = Duration::from_secs(30);
 
-/// Serves the example-pack router on an ephemeral loopback port.
+/// Serves the example-pack router on an ephemeral loopback port, as
+/// `mandate serve` does.
 async fn serve(max_body_bytes: usize) -> (SocketAddr, tempfile::TempDir) {
+    serve_with(max_body_bytes, ConnectionLimits::default()).await
+}
+
+async fn serve_with(
+    max_body_bytes: usize,
+    limits: ConnectionLimits,
+) -> (SocketAddr, tempfile::TempDir) {
     let (state, dir) = common::state();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let app = mandate_server::router(state, max_body_bytes);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(mandate_server::connections::serve(
+        listener,
+        app,
+        limits,
+        std::future::pending(),
+    ));
     (address, dir)
+}
+
+/// Short timeouts, so that the tests wait seconds, not minutes.
+fn short(max_connections: usize) -> ConnectionLimits {
+    ConnectionLimits {
+        header_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(120),
+        max_connections,
+    }
+}
+
+/// Opens `n` connections that send the start of a request and stop.
+async fn half_sent(address: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut streams = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"GET /v1/health HTTP/1.1\r\nhost: mandate\r\nx-slow: ")
+            .await
+            .unwrap();
+        streams.push(stream);
+    }
+    streams
+}
+
+/// Whether the server closes `stream` (after an error answer, if any)
+/// by `deadline`.
+async fn closed_by_server(stream: &mut TcpStream, deadline: tokio::time::Instant) -> bool {
+    let mut chunk = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// `GET /v1/health` on a fresh connection: the status line.
+async fn health(address: SocketAddr) -> String {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"GET /v1/health HTTP/1.1\r\nhost: mandate\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut stream).await;
+    head.lines().next().unwrap_or_default().to_owned()
 }
 
 /// Reads one response: its head (status line and headers) and its body, by
@@ -93,4 +155,65 @@ async fn a_body_declared_over_the_limit_gets_413_instead_of_100_continue() {
         .unwrap();
     let (head, _) = read_response(&mut stream).await;
     assert!(head.starts_with("HTTP/1.1 100 "), "{head}");
+}
+
+#[tokio::test]
+async fn health_answers_through_a_flood_of_half_sent_requests_which_are_closed() {
+    // Well under the default cap: health is served at once.
+    let (address, _dir) = serve(1 << 20).await;
+    let mut flood = half_sent(address, 300).await;
+    assert_eq!(health(address).await, "HTTP/1.1 200 OK");
+
+    // Over a small cap: the flood waits in the backlog, each half-sent
+    // request is dropped after the header timeout, and health gets its
+    // turn; nothing stays open.
+    let (address, _dir) = serve_with(1 << 20, short(50)).await;
+    flood.extend(half_sent(address, 200).await);
+    assert_eq!(
+        tokio::time::timeout(PATIENCE, health(address))
+            .await
+            .unwrap(),
+        "HTTP/1.1 200 OK"
+    );
+    let mut open = 0;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    for stream in flood.iter_mut().skip(300) {
+        if !closed_by_server(stream, deadline).await {
+            open += 1;
+        }
+    }
+    assert_eq!(open, 0, "half-sent connections still open");
+}
+
+#[tokio::test]
+async fn headers_bodies_and_idle_keep_alive_are_timed() {
+    let (address, _dir) = serve_with(1 << 20, short(16)).await;
+
+    // Headers that never end: the connection is closed.
+    let mut slow = half_sent(address, 1).await.remove(0);
+    assert!(closed_by_server(&mut slow, tokio::time::Instant::now() + PATIENCE).await);
+
+    // A body that stops short: 408 in the API's error format.
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(
+            b"POST /v1/decide HTTP/1.1\r\nhost: mandate\r\ncontent-type: application/json\r\n\
+              content-length: 100\r\n\r\n{\"principal\":",
+        )
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 408 "), "{head}");
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"], "body_timeout", "{body}");
+
+    // A keep-alive connection that sends nothing after its answer.
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"GET /v1/health HTTP/1.1\r\nhost: mandate\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(closed_by_server(&mut stream, tokio::time::Instant::now() + PATIENCE).await);
 }

@@ -1211,3 +1211,28 @@ fn a_second_server_on_a_data_directory_in_use_refuses_to_start_and_names_the_hol
     let receipt = second.decide(&send_email("carol@example.com")).json();
     assert_eq!(receipt["receipt_index"], 1, "{receipt}");
 }
+
+#[test]
+fn connection_limits_come_from_the_environment_and_bad_ones_stop_the_start() {
+    let data = tempfile::tempdir().unwrap();
+    let (status, stderr) = Launch::serve(data.path())
+        .env("MANDATE_IDLE_TIMEOUT_MS", "1000")
+        .run_to_exit();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`idle_timeout_ms` must be more than 60000"),
+        "{stderr}"
+    );
+    let (status, stderr) = Launch::serve(data.path())
+        .env("MANDATE_MAX_CONNECTIONS", "0")
+        .run_to_exit();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+
+    let server = Launch::serve(data.path())
+        .env("MANDATE_MAX_CONNECTIONS", "4")
+        .env("MANDATE_HEADER_TIMEOUT_MS", "2000")
+        .env("MANDATE_BODY_TIMEOUT_MS", "2000")
+        .start();
+    assert_eq!(server.get("/v1/health").status, 200);
+    assert_eq!(server.decide(&send_email("carol@example.com")).status, 200);
+}

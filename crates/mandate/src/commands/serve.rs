@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::Utc;
 use mandate_server::{
-    AppState, ApprovalSettings, Approvals, ApproverToken, ReceiptSettings, ServerConfig,
-    TaskSettings, Tasks, TasksError, Webhook, policy_dir, reload,
+    AppState, ApprovalSettings, Approvals, ApproverToken, ConnectionLimits, ReceiptSettings,
+    ServerConfig, TaskSettings, Tasks, TasksError, Webhook, policy_dir, reload,
 };
 use mandate_store::{Ledger, LedgerConfig, StoreError, TaskStore};
 
@@ -101,6 +101,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
         listen: settings.listen,
         max_body_bytes: settings.max_body_bytes,
         reload_interval: Duration::from_millis(settings.reload_interval_ms),
+        limits: ConnectionLimits {
+            header_timeout: Duration::from_millis(settings.header_timeout_ms),
+            body_timeout: Duration::from_millis(settings.body_timeout_ms),
+            idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
+            max_connections: settings.max_connections,
+        },
     };
     // A missing or wrong key is a configuration mistake (exit 2), like a bad flag.
     let key = match ledger_files::load_or_generate_key(
