@@ -137,6 +137,9 @@ async fn serve_connection(
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        // Above Mandate's own limit (`head_limits`), which answers in JSON;
+        // hyper's bare 431 is left for heads far beyond it.
+        .max_headers(4 * crate::head_limits::MAX_HEADERS)
         .serve_connection(io, service)
         .with_upgrades();
     let mut connection = std::pin::pin!(connection);

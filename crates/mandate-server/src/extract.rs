@@ -37,6 +37,61 @@ where
     }
 }
 
+/// Like [`ApiJson`], for bodies whose every field is optional: no body at
+/// all (and no `Content-Type`) is `T::default()`. `POST
+/// /v1/approvals/{id}/withdraw` needs nothing, and approve or deny without
+/// a body should hear that a reason is required, not that JSON is.
+pub(crate) struct ApiJsonOrEmpty<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJsonOrEmpty<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = json_content_type(req.headers());
+        let typed = req.headers().contains_key(header::CONTENT_TYPE);
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(bytes_rejection)?;
+        if bytes.is_empty() && (json || !typed) {
+            return Ok(Self(T::default()));
+        }
+        if !json {
+            return Err(unsupported_media_type());
+        }
+        parse(&bytes).map(Self)
+    }
+}
+
+/// A query string as `T`; a bad one becomes `400 invalid_query` in the
+/// API's error format instead of axum's plain-text rejection.
+pub(crate) struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("the query string is not valid: {}", FirstCause(&rejection)),
+            )),
+        }
+    }
+}
+
 /// The body as `T`: JSON without duplicate names, an object at the top,
 /// structs from objects only.
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

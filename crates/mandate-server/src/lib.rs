@@ -12,7 +12,9 @@ mod auth;
 mod body_limit;
 pub mod connections;
 mod error;
+mod error_bodies;
 mod extract;
+mod head_limits;
 pub mod jwks;
 pub mod metrics;
 mod openapi;
@@ -115,6 +117,12 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 body_limit::refuse_declared_oversize(state, max_body_bytes, request, next)
             },
         ))
+        // A request line or headers over Mandate's limits: 414 or 431 that
+        // say which, before anything else looks at the request.
+        .layer(axum::middleware::from_fn(head_limits::refuse_large_heads))
+        // Whatever answered an error without the API's body (an axum
+        // extractor's plain-text rejection, say) gets it here.
+        .layer(axum::middleware::map_response(error_bodies::json_errors))
         // A bug must not take the process down or leak a trace: answer 500,
         // which every enforcement point treats as deny.
         .layer(CatchPanicLayer::custom(error::panic_response))

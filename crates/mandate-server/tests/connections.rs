@@ -217,3 +217,49 @@ async fn headers_bodies_and_idle_keep_alive_are_timed() {
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
     assert!(closed_by_server(&mut stream, tokio::time::Instant::now() + PATIENCE).await);
 }
+
+#[tokio::test]
+async fn oversized_heads_and_bad_queries_answer_in_the_api_error_format() {
+    let (address, _dir) = serve(1 << 20).await;
+    let ask = |head: String| async move {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let (head, body) = read_response(&mut stream).await;
+        let body: Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {head}{}", String::from_utf8_lossy(&body)));
+        (head, body)
+    };
+    let long_uri = format!(
+        "GET /v1/health?{} HTTP/1.1\r\nhost: mandate\r\n\r\n",
+        "a".repeat(10 * 1024)
+    );
+    let (head, body) = ask(long_uri).await;
+    assert!(head.starts_with("HTTP/1.1 414 "), "{head}");
+    assert_eq!(body["error"], "uri_too_long", "{body}");
+
+    let many: String = (0..80).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let (head, body) = ask(format!(
+        "GET /v1/health HTTP/1.1\r\nhost: mandate\r\n{many}\r\n"
+    ))
+    .await;
+    assert!(head.starts_with("HTTP/1.1 431 "), "{head}");
+    assert_eq!(body["error"], "headers_too_large", "{body}");
+
+    let big = format!("x-big: {}\r\n", "b".repeat(40 * 1024));
+    let (head, body) = ask(format!(
+        "GET /v1/health HTTP/1.1\r\nhost: mandate\r\n{big}\r\n"
+    ))
+    .await;
+    assert!(head.starts_with("HTTP/1.1 431 "), "{head}");
+    assert_eq!(body["error"], "headers_too_large", "{body}");
+
+    // An extractor's plain-text rejection (a path that is not UTF-8).
+    let (head, body) =
+        ask("GET /v1/approvals/%FF%FE HTTP/1.1\r\nhost: mandate\r\n\r\n".to_owned()).await;
+    assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+    assert_eq!(body["error"], "bad_request", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("UTF-8"),
+        "{body}"
+    );
+}
