@@ -30,6 +30,11 @@ use thiserror::Error;
 /// are refused where they are configured.
 pub const MAX_APPROVAL_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
+/// The longest reason an approver or a requester may give, in bytes. A
+/// reason is stored with the approval, shown in the console and written
+/// into the receipt log forever; a sentence or a paragraph is what it is for.
+pub const MAX_REASON_BYTES: usize = 4096;
+
 /// Where an approval is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -170,6 +175,9 @@ pub enum ApprovalError {
     /// No reason given.
     #[error("a reason is required to approve or deny")]
     ReasonRequired,
+    /// The reason is longer than [`MAX_REASON_BYTES`].
+    #[error("`reason` must be at most {MAX_REASON_BYTES} bytes; say why in fewer words")]
+    ReasonTooLong,
 }
 
 /// Why an approval does not release a call.
@@ -285,6 +293,9 @@ impl Approval {
         if reason.is_empty() {
             return Err(ApprovalError::ReasonRequired);
         }
+        if reason.len() > MAX_REASON_BYTES {
+            return Err(ApprovalError::ReasonTooLong);
+        }
         Ok(Self {
             status: resolution.status(),
             resolved_at: Some(now),
@@ -305,6 +316,9 @@ impl Approval {
             other => return Err(ApprovalError::NotPending(other)),
         }
         let reason = reason.trim();
+        if reason.len() > MAX_REASON_BYTES {
+            return Err(ApprovalError::ReasonTooLong);
+        }
         Ok(Self {
             status: ApprovalStatus::Withdrawn,
             resolved_at: Some(now),
@@ -516,6 +530,26 @@ mod tests {
                 reason: "wrong recipient".into()
             })
         );
+    }
+
+    #[test]
+    fn reasons_are_bounded() {
+        let long = "x".repeat(MAX_REASON_BYTES + 1);
+        assert_eq!(
+            pending().resolve("bob", Resolution::Approve, &long, t(1), false),
+            Err(ApprovalError::ReasonTooLong)
+        );
+        assert_eq!(
+            pending().withdraw(&long, t(1)),
+            Err(ApprovalError::ReasonTooLong)
+        );
+        let fits = "x".repeat(MAX_REASON_BYTES);
+        assert!(
+            pending()
+                .resolve("bob", Resolution::Approve, &fits, t(1), false)
+                .is_ok()
+        );
+        assert!(pending().withdraw(&fits, t(1)).is_ok());
     }
 
     #[test]

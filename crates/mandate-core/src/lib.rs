@@ -46,6 +46,7 @@ mod declared;
 mod evaluate;
 mod explain;
 mod index;
+pub mod json;
 mod pack;
 mod request;
 pub mod schema;
@@ -53,7 +54,8 @@ mod session;
 pub mod testing;
 
 pub use approval::{
-    Approval, ApprovalError, ApprovalStatus, MAX_APPROVAL_TTL, ReleaseError, Requester, Resolution,
+    Approval, ApprovalError, ApprovalStatus, MAX_APPROVAL_TTL, MAX_REASON_BYTES, ReleaseError,
+    Requester, Resolution,
 };
 pub use decision::{Decision, DecisionResponse, EvaluationProblem, Verdict};
 pub use explain::{ConditionOutcome, ConditionReport, Explanation, PolicyReport};

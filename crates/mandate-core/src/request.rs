@@ -395,6 +395,23 @@ impl CallRequest {
 /// Longest identity, server or tool name accepted.
 const MAX_NAME: usize = 1024;
 
+/// The longest task intent, in bytes: the same bound `POST /v1/tasks` puts
+/// on a task's intent. An approval shows the intent to its approver and
+/// keeps it, so it must stay a sentence, not a document.
+const MAX_INTENT: usize = 4096;
+
+/// Free text that is kept (a task's id and intent): any characters, but
+/// bounded, so that a request cannot make Mandate store megabytes of it.
+fn bounded_text(field: &str, value: &str, max: usize) -> Result<(), RequestError> {
+    if value.len() > max {
+        return Err(RequestError::Invalid {
+            path: field.to_owned(),
+            message: format!("must be at most {max} bytes, but is {}", value.len()),
+        });
+    }
+    Ok(())
+}
+
 fn name(field: &'static str, value: &str) -> Result<(), RequestError> {
     if value.is_empty() {
         return Err(RequestError::Empty { field });
@@ -488,6 +505,8 @@ impl TryFrom<DecisionRequest> for CallRequest {
             time,
             extra,
         } = context;
+        bounded_text("context.task.id", &task.id, MAX_NAME)?;
+        bounded_text("context.task.intent", &task.intent, MAX_INTENT)?;
         check_chain(&task.chain, &principal.id)?;
         let mut chain = std::mem::take(&mut task.chain);
         if chain.is_empty() {
@@ -567,6 +586,27 @@ mod tests {
         let err = parse(json!({"principal": {"id": "a"}, "action": {"server": "s", "tool": "t"}, "decision": "allow"}))
             .unwrap_err();
         assert!(err.contains("unknown field `decision`"), "{err}");
+    }
+
+    #[test]
+    fn a_task_intent_or_id_is_bounded() {
+        let request = |task: Value| json!({"principal": {"id": "a"}, "action": {"server": "s", "tool": "t"}, "context": {"task": task}});
+        assert!(
+            parse(request(
+                json!({"id": "t".repeat(1024), "intent": "i".repeat(4096)})
+            ))
+            .is_ok()
+        );
+        let err = parse(request(json!({"intent": "i".repeat(4097)}))).unwrap_err();
+        assert_eq!(
+            err,
+            "`context.task.intent`: must be at most 4096 bytes, but is 4097"
+        );
+        let err = parse(request(json!({"id": "t".repeat(1025)}))).unwrap_err();
+        assert!(
+            err.starts_with("`context.task.id`: must be at most 1024 bytes"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use mandate_core::json;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -35,6 +36,9 @@ pub enum BundleError {
     /// The receipt is not valid JSON.
     #[error("the receipt is not valid JSON: {0}")]
     Receipt(#[from] ReceiptError),
+    /// The receipt has the same name twice in an object.
+    #[error("the receipt is not valid RFC 8785 input: {0}")]
+    DuplicateKey(json::DuplicateKeyError),
     /// The receipt's signature is not the log key's.
     #[error("the receipt's signature does not verify: the receipt was changed or forged")]
     Signature,
@@ -69,6 +73,13 @@ impl ReceiptBundle {
     pub fn verify(&self, verifier: &LogVerifier) -> Result<SignedCheckpoint, BundleError> {
         let value: serde_json::Value = serde_json::from_str(self.receipt.get())
             .map_err(|e| BundleError::Receipt(ReceiptError::Canonical(e)))?;
+        // Unique names, as RFC 8785 requires: with a duplicate, the value a
+        // reader shows could be another than the one that was signed.
+        if let Err(json::ParseError::DuplicateKey(e)) =
+            json::from_slice(self.receipt.get().as_bytes())
+        {
+            return Err(BundleError::DuplicateKey(e));
+        }
         let canonical = canonical_json(&value)?;
         let signature = BASE64
             .decode(&self.signature)

@@ -49,6 +49,7 @@ use std::io::BufRead;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use mandate_core::json::{self, ParseError};
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -393,6 +394,20 @@ pub fn verify_export<R: BufRead>(
         };
         if text.is_empty() {
             continue;
+        }
+        // RFC 8785 input has each name once per object, and readers disagree
+        // on which of two values counts: a receipt with an extra
+        // `"decision":"allow"` before its signed `"deny"` would verify (serde
+        // keeps the last) and read as an allow elsewhere. The line is
+        // refused; it is still read below, so that indices and roots are
+        // judged as for any other line.
+        if let Err(ParseError::DuplicateKey(e)) = json::from_slice(text.as_bytes()) {
+            problems.push(Problem::Malformed {
+                line,
+                message: format!(
+                    "{e}: a name may appear once per object (RFC 8785), or readers disagree on its value"
+                ),
+            });
         }
         let parsed = serde_json::from_str::<ExportLine>(text);
         let was_first = std::mem::replace(&mut first, false);

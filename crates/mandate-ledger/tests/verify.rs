@@ -289,6 +289,28 @@ fn swapped_receipts_are_reported_as_reordered_once() {
 }
 
 #[test]
+fn a_receipt_with_a_duplicate_name_is_refused_though_its_signature_verifies() {
+    let log = Log::with_key(LogKey::generate(ORIGIN).unwrap(), 8, 4, "deny");
+    let mut lines = log.lines.clone();
+    let line = log.receipt_line(5);
+    // serde keeps the last of two names, so the signature still verifies
+    // over the genuine deny; a reader that keeps the first sees an allow.
+    let forged =
+        lines[line - 1].replacen("\"decision\":", "\"decision\":\"allow\",\"decision\":", 1);
+    assert_ne!(forged, lines[line - 1]);
+    lines[line - 1] = forged;
+    let report = verify(&log, &lines, &[]);
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert_eq!(
+        report.problems[0].to_string(),
+        format!(
+            "line {line} is not a valid export line: duplicate key `decision` in `receipt`: a name may appear once per object (RFC 8785), or readers disagree on its value"
+        )
+    );
+    assert!(!report.is_ok());
+}
+
+#[test]
 fn a_duplicated_receipt_is_reported_as_inserted() {
     let log = log();
     // A copy of receipt 3 after receipt 9 (line 13).

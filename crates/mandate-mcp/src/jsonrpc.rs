@@ -70,81 +70,11 @@ pub enum Message {
 /// not intercepted are forwarded as they came: with a duplicate `method`, a
 /// message seen here as `ping` could run upstream as `tools/call`.
 pub fn parse_client(bytes: &[u8]) -> Result<Value, String> {
-    use serde::de::DeserializeSeed as _;
-    let message: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    unique::Unique
-        .deserialize(&mut deserializer)
-        .map_err(|e| e.to_string())?;
-    Ok(message)
-}
-
-/// A visitor that walks a JSON document and fails on a repeated key.
-mod unique {
-    use std::collections::HashSet;
-    use std::fmt;
-
-    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-
-    pub(super) struct Unique;
-
-    impl<'de> DeserializeSeed<'de> for Unique {
-        type Value = ();
-
-        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-            deserializer.deserialize_any(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Unique {
-        type Value = ();
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a JSON value")
-        }
-
-        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-            Ok(())
-        }
-
-        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-            Ok(())
-        }
-
-        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-            Ok(())
-        }
-
-        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-            Ok(())
-        }
-
-        fn visit_str<E>(self, _: &str) -> Result<(), E> {
-            Ok(())
-        }
-
-        fn visit_unit<E>(self) -> Result<(), E> {
-            Ok(())
-        }
-
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            while seq.next_element_seed(Unique)?.is_some() {}
-            Ok(())
-        }
-
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            let mut seen = HashSet::new();
-            while let Some(key) = map.next_key::<String>()? {
-                if !seen.insert(key.clone()) {
-                    return Err(de::Error::custom(format!(
-                        "duplicate key `{key}`: send each key once"
-                    )));
-                }
-                map.next_value_seed(Unique)?;
-            }
-            Ok(())
-        }
-    }
+    use mandate_core::json::{ParseError, from_slice};
+    from_slice(bytes).map_err(|e| match e {
+        ParseError::DuplicateKey(e) => format!("{e}: send each key once"),
+        e => e.to_string(),
+    })
 }
 
 /// Classifies a parsed message.

@@ -1,16 +1,21 @@
 //! Mandate's HTTP decision API.
 //!
 //! [`router`] assembles the axum application around an [`AppState`];
-//! [`serve`] binds it and runs until shutdown. Policies come from a
+//! [`serve`] binds it and runs until shutdown, with time limits and a cap
+//! on connections ([`connections`]). Policies come from a
 //! directory ([`policy_dir`]) and are swapped atomically on change
 //! ([`reload`]); a failed reload keeps the pack in force. Tasks, the agents'
 //! identities and their task credentials are in [`tasks`].
 
 pub mod approvals;
 mod auth;
+mod body_limit;
 pub mod callers;
+pub mod connections;
 mod error;
+mod error_bodies;
 mod extract;
+mod head_limits;
 pub mod jwks;
 pub mod metrics;
 mod openapi;
@@ -25,12 +30,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use approvals::{ApprovalSettings, Approvals, ApproverToken, Webhook};
 pub use callers::{CALLER_TOKEN_PREFIX, Callers, CallersError, DecideAccess};
+pub use connections::ConnectionLimits;
 pub use error::{ApiError, ErrorBody};
 pub use openapi::api_doc;
 pub use receipts::ReceiptSettings;
@@ -46,6 +52,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How often the policy directory is checked for changes.
     pub reload_interval: Duration,
+    /// Timeouts and the cap on connections served at once.
+    pub limits: ConnectionLimits,
 }
 
 /// The application: routes, then the layers every request passes.
@@ -103,20 +111,33 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         // Bodies over the limit are refused before they are buffered (413).
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // A body declared over the limit is refused before it is asked for,
+        // so `Expect: 100-continue` gets its 413 instead of `100 Continue`.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            move |State(state): State<AppState>, request, next| {
+                body_limit::refuse_declared_oversize(state, max_body_bytes, request, next)
+            },
+        ))
+        // A request line or headers over Mandate's limits: 414 or 431 that
+        // say which, before anything else looks at the request.
+        .layer(axum::middleware::from_fn(head_limits::refuse_large_heads))
+        // Whatever answered an error without the API's body (an axum
+        // extractor's plain-text rejection, say) gets it here.
+        .layer(axum::middleware::map_response(error_bodies::json_errors))
         // A bug must not take the process down or leak a trace: answer 500,
         // which every enforcement point treats as deny.
         .layer(CatchPanicLayer::custom(error::panic_response))
         .with_state(state)
 }
 
-/// Binds `config.listen` and serves until ctrl-c or SIGTERM.
+/// Binds `config.listen` and serves, within `config.limits`, until ctrl-c
+/// or SIGTERM.
 pub async fn serve(config: ServerConfig, state: AppState) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "mandate is listening");
     let app = router(state, config.max_body_bytes);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+    connections::serve(listener, app, config.limits, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

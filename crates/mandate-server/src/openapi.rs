@@ -40,7 +40,7 @@ use crate::routes;
         routes::metrics
     ),
     components(schemas(ErrorBody)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &TransportErrors),
     tags(
         (name = "decisions", description = "Decide tool calls, and report what allowed calls returned"),
         (name = "tasks", description = "Tasks, their credentials and delegations, and the revocation list"),
@@ -79,6 +79,61 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Adds the errors every endpoint can answer before its handler runs:
+/// `414` and `431` (the request line or headers over Mandate's limits), and
+/// for endpoints that take a body, `408` (it did not arrive in time) and
+/// `413` (over `max_body_bytes`). Declared once here rather than on each
+/// handler, where they would be repeated and forgotten on the next one.
+struct TransportErrors;
+
+impl Modify for TransportErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Content, Ref, Response, ResponseBuilder};
+        let error = |description: &str| -> Response {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let has_body = operation.request_body.is_some();
+                let responses = &mut operation.responses.responses;
+                let mut add = |status: &str, description: &str| {
+                    responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description).into());
+                };
+                add("414", "`uri_too_long`: the path and query are over 8 KiB");
+                add(
+                    "431",
+                    "`headers_too_large`: more than 64 header fields, or over 32 KiB of them",
+                );
+                if has_body {
+                    add(
+                        "408",
+                        "`body_timeout`: the body did not arrive within `body_timeout_ms` of the headers",
+                    );
+                    add(
+                        "413",
+                        "`body_too_large`: the body is larger than `max_body_bytes`",
+                    );
+                }
+            }
+        }
     }
 }
 

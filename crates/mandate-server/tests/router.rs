@@ -3,50 +3,16 @@
 // A failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use chrono::Utc;
 use http_body_util::BodyExt;
-use mandate_auth::TaskAuthority;
-use mandate_ledger::{LogKey, ReceiptBundle};
-use mandate_server::policy_dir::PackSources;
-use mandate_server::{AppState, ReceiptSettings, TaskSettings, Tasks, router};
-use mandate_store::{Ledger, LedgerConfig, TaskStore};
+use mandate_ledger::ReceiptBundle;
+use mandate_server::router;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-/// The example pack with a fresh ledger; keep the directory alive with the app.
-fn state() -> (AppState, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let key = LogKey::generate("mandate.local/test").unwrap();
-    let ledger = Ledger::open(&dir.path().join("ledger.db"), key, LedgerConfig::default()).unwrap();
-    let pack = PackSources::example().load().unwrap();
-    let store = TaskStore::open(&dir.path().join("state.db")).unwrap();
-    let tasks = Tasks::new(
-        Vec::new(),
-        TaskAuthority::generate(),
-        Arc::new(store),
-        TaskSettings {
-            audience: "mandate".to_owned(),
-            resource: "http://mandate.test".to_owned(),
-            max_ttl: Duration::from_secs(3600),
-        },
-    )
-    .unwrap();
-    let state = AppState::new(
-        pack,
-        "<example>".into(),
-        Utc::now(),
-        ledger,
-        ReceiptSettings::new(false, &["body".to_owned()]),
-        tasks,
-        mandate_server::Approvals::new(mandate_server::ApprovalSettings::default()).unwrap(),
-    );
-    (state, dir)
-}
+mod common;
+use common::state;
 
 fn app(max_body_bytes: usize) -> (axum::Router, tempfile::TempDir) {
     let (state, dir) = state();
@@ -96,6 +62,133 @@ async fn bodies_over_the_limit_are_refused() {
     let (status, body) = post(app(1024).0, request.to_string()).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(body["error"], "body_too_large");
+}
+
+#[tokio::test]
+async fn duplicate_keys_are_refused_at_any_depth() {
+    // serde would decide on the last `to`; a tool whose parser keeps the
+    // first would send to mallory.
+    let body = r#"{"principal":{"id":"spiffe://example.org/agent/mailer"},
+        "action":{"server":"mail","tool":"send_email"},
+        "arguments":{"to":"mallory@evil.example","to":"carol@example.com"},
+        "context":{"task":{"tools":["send_email"],"params":{"allowed_recipients":["carol@example.com"]}}}}"#;
+    let (status, body) = post(app(1 << 20).0, body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_json");
+    assert_eq!(
+        body["message"],
+        "the body is not valid JSON for Mandate: duplicate key `to` in `arguments`: send each key once"
+    );
+    for (text, at) in [
+        (
+            r#"{"principal":{"id":"a"},"action":{"server":"s","tool":"t"},"action":{"server":"s","tool":"u"}}"#,
+            "duplicate key `action` in the top-level object",
+        ),
+        (
+            r#"{"principal":{"id":"a","id":"b"},"action":{"server":"s","tool":"t"}}"#,
+            "duplicate key `id` in `principal`",
+        ),
+        (
+            r#"{"principal":{"id":"a"},"action":{"server":"s","tool":"t"},"context":{"session":{"history":[{"tool":"x","decision":"allow","decision":"deny"}]}}}"#,
+            "duplicate key `decision` in `context.session.history[0]`",
+        ),
+    ] {
+        let (status, body) = post(app(1 << 20).0, text).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        assert!(body["message"].as_str().unwrap().contains(at), "{body}");
+    }
+    // Every JSON body of the API is read the same way.
+    let request = Request::post("/v1/approvals/some-id/withdraw")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            r#"{"reason":"cancelled","reason":"approved by bob"}"#,
+        ))
+        .unwrap();
+    let response = app(1 << 20).0.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["error"], "invalid_json", "{body}");
+}
+
+#[tokio::test]
+async fn requests_are_objects_not_positional_arrays() {
+    let positional = json!([
+        {"id": "spiffe://example.org/agent/mailer"},
+        {"server": "mail", "tool": "read_inbox", "annotations": {"readOnlyHint": true, "openWorldHint": false}},
+        {},
+        {"task": {"tools": ["read_inbox"]}}
+    ]);
+    let (status, body) = post(app(1 << 20).0, positional.to_string()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"], "invalid_request");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("must be a JSON object"),
+        "{body}"
+    );
+    // Nested structs too: `principal` as `["id"]`, a history entry as
+    // `[tool, decision]`.
+    for (field, value) in [
+        ("principal", json!(["spiffe://example.org/agent/mailer"])),
+        ("context", json!([{"tools": ["read_inbox"]}])),
+    ] {
+        let mut request = read_inbox();
+        request[field] = value;
+        let (status, body) = post(app(1 << 20).0, request.to_string()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(
+            body["message"],
+            format!(
+                "the body is JSON but not a valid request: {field}: invalid type: sequence, expected a JSON object with named fields"
+            )
+        );
+    }
+    let mut request = read_inbox();
+    request["context"]["session"] = json!({"history": [["read_inbox", "allow"]]});
+    let (status, body) = post(app(1 << 20).0, request.to_string()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("context.session.history[0]: invalid type: sequence"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn integers_a_receipt_cannot_record_exactly_are_refused_with_their_path() {
+    // The receipt's canonical JSON (RFC 8785) would record 2^53 + 1 as 2^53.
+    let mut request = read_inbox();
+    request["arguments"] = json!({"message": {"ids": [1, 9_007_199_254_740_993_u64]}});
+    let (status, body) = post(app(1 << 20).0, request.to_string()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"], "invalid_request");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("`arguments.message.ids[1]`: the integer 9007199254740993 is beyond"),
+        "{body}"
+    );
+    // The largest exact integer is decided, and recorded as sent.
+    request["arguments"] = json!({"n": 9_007_199_254_740_991_u64});
+    let (state, _dir) = state();
+    let (status, body) = post(router(state.clone(), 1 << 20), request.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, receipt) = get(
+        router(state, 1 << 20),
+        &format!("/v1/receipts/{}", body["decision_id"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(
+        receipt["receipt"]["arguments"]["n"],
+        json!(9_007_199_254_740_991_u64),
+        "{receipt}"
+    );
 }
 
 #[tokio::test]

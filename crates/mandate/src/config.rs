@@ -35,6 +35,10 @@ const ENV_KEYS: &[&str] = &[
     "approval_webhook_secret",
     "max_pending_approvals_per_agent",
     "downstream",
+    "header_timeout_ms",
+    "body_timeout_ms",
+    "idle_timeout_ms",
+    "max_connections",
     "decide_access",
     "callers",
 ];
@@ -79,6 +83,15 @@ pub struct Settings {
     pub max_pending_approvals_per_agent: u64,
     /// Downstream resources that take Mandate-minted JWTs (`POST /v1/token`).
     pub downstream: Vec<DownstreamSettings>,
+    /// Time for a request's headers, from when the connection waits for
+    /// them; also how long an idle keep-alive connection is kept.
+    pub header_timeout_ms: u64,
+    /// Time for a request's whole body, from its headers.
+    pub body_timeout_ms: u64,
+    /// Time a connection may go without a byte moving either way.
+    pub idle_timeout_ms: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
     /// Who may ask for decisions without a task credential: `anyone` or
     /// `callers`; unset: `anyone` on a loopback address, else `callers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,6 +233,10 @@ impl Default for Settings {
             approval_webhook_secret: None,
             max_pending_approvals_per_agent: 20,
             downstream: Vec::new(),
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 120_000,
+            max_connections: 1024,
             decide_access: None,
             callers: Vec::new(),
         }
@@ -254,6 +271,21 @@ impl Settings {
         anyhow::ensure!(
             settings.checkpoint_interval_ms > 0,
             "`checkpoint_interval_ms` must be positive"
+        );
+        anyhow::ensure!(
+            settings.header_timeout_ms > 0 && settings.body_timeout_ms > 0,
+            "`header_timeout_ms` and `body_timeout_ms` must be positive"
+        );
+        // A long poll waits in silence for up to MAX_WAIT; a shorter idle
+        // timeout would cut every one of them.
+        let longest_poll = mandate_server::approvals::MAX_WAIT.as_millis();
+        anyhow::ensure!(
+            u128::from(settings.idle_timeout_ms) > longest_poll,
+            "`idle_timeout_ms` must be more than {longest_poll} (the longest `wait` of `GET /v1/approvals/{{id}}`, which sends nothing while it waits)"
+        );
+        anyhow::ensure!(
+            settings.max_connections > 0,
+            "`max_connections` must be positive"
         );
         if let Some(bad) = settings
             .receipt_redact

@@ -4,6 +4,7 @@ mod cli;
 mod client;
 mod commands;
 mod config;
+mod data_lock;
 mod exit;
 mod ledger_files;
 mod output;

@@ -380,6 +380,14 @@ fn agents_and_the_person_the_task_acts_for_cannot_approve() {
     // A reason is required.
     gw.resolve(&id, "approve", Some(BOB_TOKEN), "  ")
         .assert_error(422, "reason_required");
+    // A reason is a sentence, not a document: it is kept forever.
+    let reply = gw.resolve(&id, "deny", Some(BOB_TOKEN), &"x".repeat(900 * 1024));
+    reply.assert_error(422, "reason_too_long");
+    assert!(
+        reply.body.contains("`reason`") && reply.body.contains("4096"),
+        "{}",
+        reply.body
+    );
     // None of it changed anything.
     assert_eq!(gw.approval(&id, None, "0s")["status"], "pending");
     assert!(gw.search("kind=approval").is_empty());
@@ -467,7 +475,17 @@ fn a_requester_withdraws_an_approval_nobody_answered() {
         )
     };
     withdraw(&id, &json!({"reason": 7})).assert_error(422, "invalid_request");
+    withdraw(&id, &json!({"reason": "x".repeat(4097)})).assert_error(422, "reason_too_long");
     withdraw("no-such-approval", &json!({})).assert_error(404, "not_found");
+    // A withdrawal needs no body at all.
+    gw.server
+        .call(
+            reqwest::Method::POST,
+            "/v1/approvals/no-such-approval/withdraw",
+            None,
+            None,
+        )
+        .assert_error(404, "not_found");
     assert_eq!(gw.approval(&id, None, "0s")["status"], "pending");
 
     let reply = withdraw(&id, &json!({"reason": "the user cancelled the call"}));
@@ -669,6 +687,41 @@ fn approver_endpoints_need_an_approver_and_answer_as_documented() {
             "{method} {path} {status}: {errors:?}\n{body}"
         );
     };
+    // A query that does not parse, and an approve or deny without a body,
+    // answer in the API's error format, as the OpenAPI document says.
+    for path in ["/v1/approvals", "/v1/receipts", "/v1/tasks"] {
+        let reply = gw.server.call(
+            reqwest::Method::GET,
+            &format!("{path}?limit=-1"),
+            Some(BOB_TOKEN),
+            None,
+        );
+        reply.assert_error(400, "invalid_query");
+        check(path, "get", "400", &reply.json());
+    }
+    gw.server
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/approvals/{id}?wait=1s&wait=2s"),
+            None,
+            None,
+        )
+        .assert_error(400, "invalid_query");
+    for verb in ["approve", "deny"] {
+        let reply = gw.server.call(
+            reqwest::Method::POST,
+            &format!("/v1/approvals/{id}/{verb}"),
+            Some(BOB_TOKEN),
+            None,
+        );
+        reply.assert_error(422, "reason_required");
+        check(
+            &format!("/v1/approvals/{{id}}/{verb}"),
+            "post",
+            "422",
+            &reply.json(),
+        );
+    }
     let list = gw
         .server
         .call(reqwest::Method::GET, "/v1/approvals", Some(BOB_TOKEN), None);

@@ -1075,8 +1075,8 @@ fn openapi_lists_the_served_routes_and_matches_real_bodies() {
             // Anyone may ask an approval's status by its id.
             reply.assert_error(404, "not_found");
         } else if path == "/v1/approvals/some-task/withdraw" {
-            // The requester's, not an approver's: the body comes first.
-            reply.assert_error(415, "unsupported_media_type");
+            // The requester's, not an approver's, and it needs no body.
+            reply.assert_error(404, "not_found");
         } else if path.starts_with("/v1/approv")
             || path == "/v1/receipts"
             || (path == "/v1/tasks" && method == "get")
@@ -1400,4 +1400,50 @@ fn large_arguments_are_kept_as_a_digest_and_a_size_only() {
         .clone();
     assert_eq!(receipt["arguments"], json!({ "a": 1 }));
     assert!(receipt.get("arguments_omitted_bytes").is_none());
+}
+
+#[test]
+fn a_second_server_on_a_data_directory_in_use_refuses_to_start_and_names_the_holder() {
+    let data = tempfile::tempdir().unwrap();
+    let first = Launch::serve(data.path()).start();
+    let (status, stderr) = Launch::serve(data.path()).run_to_exit();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pid {}", first.pid())) && stderr.contains("mandate.lock"),
+        "{stderr}"
+    );
+    // The refused start changed nothing for the one that runs.
+    assert_eq!(first.get("/v1/health").status, 200);
+    assert_eq!(first.decide(&send_email("carol@example.com")).status, 200);
+
+    // A crash leaves the file but not the lock: the next start proceeds.
+    first.kill();
+    let second = Launch::serve(data.path()).start();
+    let receipt = second.decide(&send_email("carol@example.com")).json();
+    assert_eq!(receipt["receipt_index"], 1, "{receipt}");
+}
+
+#[test]
+fn connection_limits_come_from_the_environment_and_bad_ones_stop_the_start() {
+    let data = tempfile::tempdir().unwrap();
+    let (status, stderr) = Launch::serve(data.path())
+        .env("MANDATE_IDLE_TIMEOUT_MS", "1000")
+        .run_to_exit();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`idle_timeout_ms` must be more than 60000"),
+        "{stderr}"
+    );
+    let (status, stderr) = Launch::serve(data.path())
+        .env("MANDATE_MAX_CONNECTIONS", "0")
+        .run_to_exit();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+
+    let server = Launch::serve(data.path())
+        .env("MANDATE_MAX_CONNECTIONS", "4")
+        .env("MANDATE_HEADER_TIMEOUT_MS", "2000")
+        .env("MANDATE_BODY_TIMEOUT_MS", "2000")
+        .start();
+    assert_eq!(server.get("/v1/health").status, 200);
+    assert_eq!(server.decide(&send_email("carol@example.com")).status, 200);
 }

@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{FromRequestParts, OptionalFromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, OptionalFromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
@@ -28,7 +28,7 @@ use serde_json::Value;
 use crate::approvals::{ApprovalView, MAX_WAIT, RecordError, Recorded, record_resolution};
 use crate::auth::{Bearer, BearerProblem, bearer_of, credential_refused, insufficient_scope};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJsonOrEmpty, ApiQuery};
 use crate::routes::tasks::{TaskView, store_failed};
 use crate::state::AppState;
 
@@ -129,6 +129,7 @@ pub(crate) struct ApprovalFilter {
     security(("approver" = [])),
     responses(
         (status = 200, description = "The approvals", body = ApprovalList),
+        (status = 400, description = "`invalid_query`: a query parameter that is not of its type (`limit=-1`) or is repeated", body = ErrorBody),
         (status = 401, description = "No approver token, or not one", body = ErrorBody),
         (status = 422, description = "An unknown status", body = ErrorBody),
         (status = 503, description = "The state database cannot be read", body = ErrorBody),
@@ -136,7 +137,7 @@ pub(crate) struct ApprovalFilter {
 pub(crate) async fn list(
     State(state): State<AppState>,
     _approver: Approver,
-    Query(filter): Query<ApprovalFilter>,
+    ApiQuery(filter): ApiQuery<ApprovalFilter>,
 ) -> Result<Json<ApprovalList>, ApiError> {
     let status = match filter.status.as_deref().unwrap_or("pending") {
         "all" => None,
@@ -183,6 +184,7 @@ pub(crate) struct Wait {
     security((), ("approver" = [])),
     responses(
         (status = 200, description = "The approval", body = ApprovalView),
+        (status = 400, description = "`invalid_query`: a query parameter that is not of its type (`limit=-1`) or is repeated", body = ErrorBody),
         (status = 404, description = "No such approval", body = ErrorBody),
         (status = 422, description = "`wait` is not a duration", body = ErrorBody),
         (status = 503, description = "The state database cannot be read", body = ErrorBody),
@@ -191,7 +193,7 @@ pub(crate) async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
     approver: Option<Approver>,
-    Query(wait): Query<Wait>,
+    ApiQuery(wait): ApiQuery<Wait>,
 ) -> Result<Json<ApprovalView>, ApiError> {
     let wait = match wait.wait.as_deref() {
         None => Duration::ZERO,
@@ -241,10 +243,12 @@ pub(crate) async fn show(
 }
 
 /// Approve or deny: the reason given with it.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveApproval {
-    /// Why; it goes into the receipt and to the agent. Required.
+    /// Why; it goes into the receipt and to the agent. Required: without
+    /// it (or without a body) the answer is `422 reason_required`.
+    #[serde(default)]
     pub reason: String,
 }
 
@@ -259,14 +263,14 @@ pub struct ResolveApproval {
         (status = 403, description = "`self_approval`: the approver is an agent of the request, or (unless allowed) the person its task acts for", body = ErrorBody),
         (status = 404, description = "No such approval", body = ErrorBody),
         (status = 409, description = "It is no longer pending (resolved, expired, used or withdrawn)", body = ErrorBody),
-        (status = 422, description = "No reason given", body = ErrorBody),
+        (status = 422, description = "`reason_required`: no reason given; `reason_too_long`: a reason over 4096 bytes; `invalid_request`: a body with other fields", body = ErrorBody),
         (status = 503, description = "The resolution could not be recorded; nothing changed", body = ErrorBody),
     ))]
 pub(crate) async fn approve(
     state: State<AppState>,
     id: Path<String>,
     approver: Approver,
-    body: Result<ApiJson<ResolveApproval>, ApiError>,
+    body: Result<ApiJsonOrEmpty<ResolveApproval>, ApiError>,
 ) -> Result<Json<ApprovalView>, ApiError> {
     resolve(state, id, approver, body?.0, Resolution::Approve).await
 }
@@ -282,14 +286,14 @@ pub(crate) async fn approve(
         (status = 403, description = "`self_approval`: the approver is an agent of the request, or (unless allowed) the person its task acts for", body = ErrorBody),
         (status = 404, description = "No such approval", body = ErrorBody),
         (status = 409, description = "It is no longer pending (resolved, expired, used or withdrawn)", body = ErrorBody),
-        (status = 422, description = "No reason given", body = ErrorBody),
+        (status = 422, description = "`reason_required`: no reason given; `reason_too_long`: a reason over 4096 bytes; `invalid_request`: a body with other fields", body = ErrorBody),
         (status = 503, description = "The resolution could not be recorded; nothing changed", body = ErrorBody),
     ))]
 pub(crate) async fn deny(
     state: State<AppState>,
     id: Path<String>,
     approver: Approver,
-    body: Result<ApiJson<ResolveApproval>, ApiError>,
+    body: Result<ApiJsonOrEmpty<ResolveApproval>, ApiError>,
 ) -> Result<Json<ApprovalView>, ApiError> {
     resolve(state, id, approver, body?.0, Resolution::Deny).await
 }
@@ -353,13 +357,14 @@ pub struct WithdrawApproval {
             headers(("www-authenticate" = String, description = "RFC 6750 challenge"))),
         (status = 404, description = "No such approval", body = ErrorBody),
         (status = 409, description = "It is no longer pending (resolved, expired, used or withdrawn)", body = ErrorBody),
+        (status = 422, description = "`reason_too_long`: a reason over 4096 bytes; `invalid_request`: a body with other fields", body = ErrorBody),
         (status = 503, description = "The withdrawal could not be recorded; nothing changed", body = ErrorBody),
     ))]
 pub(crate) async fn withdraw(
     State(state): State<AppState>,
     Path(id): Path<String>,
     bearer: Option<Bearer>,
-    body: Result<ApiJson<WithdrawApproval>, ApiError>,
+    body: Result<ApiJsonOrEmpty<WithdrawApproval>, ApiError>,
 ) -> Result<Json<ApprovalView>, ApiError> {
     let body = body?.0;
     // Who may withdraw is checked before the lock: verifying a credential
@@ -488,6 +493,7 @@ fn refused(e: &ApprovalError) -> ApiError {
             (StatusCode::FORBIDDEN, "self_approval")
         }
         ApprovalError::ReasonRequired => (StatusCode::UNPROCESSABLE_ENTITY, "reason_required"),
+        ApprovalError::ReasonTooLong => (StatusCode::UNPROCESSABLE_ENTITY, "reason_too_long"),
     };
     ApiError::new(status, code, e.to_string())
 }
@@ -588,13 +594,14 @@ pub struct ReceiptList {
     security(("approver" = [])),
     responses(
         (status = 200, description = "The receipts", body = ReceiptList),
+        (status = 400, description = "`invalid_query`: a query parameter that is not of its type (`limit=-1`) or is repeated", body = ErrorBody),
         (status = 401, description = "No approver token, or not one", body = ErrorBody),
         (status = 503, description = "The ledger cannot be read", body = ErrorBody),
     ))]
 pub(crate) async fn receipts(
     State(state): State<AppState>,
     _approver: Approver,
-    Query(filter): Query<ReceiptFilter>,
+    ApiQuery(filter): ApiQuery<ReceiptFilter>,
 ) -> Result<Json<ReceiptList>, ApiError> {
     let blank = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
     let query = ReceiptQuery {
@@ -668,6 +675,7 @@ pub struct TaskList {
     security(("approver" = [])),
     responses(
         (status = 200, description = "The tasks", body = TaskList),
+        (status = 400, description = "`invalid_query`: a query parameter that is not of its type (`limit=-1`) or is repeated", body = ErrorBody),
         (status = 401, description = "No approver token, or not one", body = ErrorBody),
         (status = 422, description = "An unknown status", body = ErrorBody),
         (status = 503, description = "The state database cannot be read", body = ErrorBody),
@@ -675,7 +683,7 @@ pub struct TaskList {
 pub(crate) async fn tasks(
     State(state): State<AppState>,
     _approver: Approver,
-    Query(filter): Query<TaskFilter>,
+    ApiQuery(filter): ApiQuery<TaskFilter>,
 ) -> Result<Json<TaskList>, ApiError> {
     let open_only = match filter.status.as_deref().unwrap_or("active") {
         "active" => true,

@@ -7,13 +7,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::Utc;
 use mandate_server::{
-    AppState, ApprovalSettings, Approvals, ApproverToken, Callers, DecideAccess, ReceiptSettings,
-    ServerConfig, TaskSettings, Tasks, TasksError, Webhook, policy_dir, reload,
+    AppState, ApprovalSettings, Approvals, ApproverToken, Callers, ConnectionLimits, DecideAccess,
+    ReceiptSettings, ServerConfig, TaskSettings, Tasks, TasksError, Webhook, policy_dir, reload,
 };
 use mandate_store::{Ledger, LedgerConfig, StoreError, TaskStore};
 
 use crate::cli::{LogFormat, ReceiptArguments, ServeArgs};
 use crate::config::{DecideAccessSetting, Settings};
+use crate::data_lock;
 use crate::exit::Code;
 use crate::ledger_files;
 use crate::task_files;
@@ -41,6 +42,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
             settings.data_dir.display()
         )
     })?;
+    // Held until `run` returns: the whole life of the server. Taken before
+    // anything in the directory is touched.
+    let _data_dir_lock = match data_lock::acquire(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot lock the data directory `{}`",
+            settings.data_dir.display()
+        )
+    })? {
+        Ok(lock) => lock,
+        Err(in_use) => {
+            eprintln!("error: {in_use}");
+            return Ok(Code::Failure);
+        }
+    };
     let dir = settings.policy_dir();
     if settings.policies.is_none() {
         std::fs::create_dir_all(&dir)
@@ -86,6 +101,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
         listen: settings.listen,
         max_body_bytes: settings.max_body_bytes,
         reload_interval: Duration::from_millis(settings.reload_interval_ms),
+        limits: ConnectionLimits {
+            header_timeout: Duration::from_millis(settings.header_timeout_ms),
+            body_timeout: Duration::from_millis(settings.body_timeout_ms),
+            idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
+            max_connections: settings.max_connections,
+        },
     };
     // A missing or wrong key is a configuration mistake (exit 2), like a bad flag.
     let key = match ledger_files::load_or_generate_key(

@@ -367,6 +367,11 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the server with SIGKILL, as a crash or an OOM kill would (no
     /// shutdown code runs), waits for it, and returns its whole stderr.
     pub fn kill(mut self) -> String {
