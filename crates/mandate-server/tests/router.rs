@@ -252,6 +252,18 @@ async fn every_decision_has_a_receipt_that_verifies_with_the_log_key() {
     assert!(receipt["arguments"]["body"]["redacted_sha256"].is_string());
     assert!(!body.to_string().contains("the secret text"));
 
+    // A name twice in the receipt: the signature verifies over the last
+    // value (serde's), a reader keeping the first sees a deny. Refused.
+    let text = body
+        .to_string()
+        .replacen(r#""receipt":{"#, r#""receipt":{"decision":"deny","#, 1);
+    let forged: ReceiptBundle = serde_json::from_str(&text).unwrap();
+    let err = forged.verify(state.ledger().verifier()).unwrap_err();
+    assert!(
+        err.to_string().contains("duplicate key `decision`"),
+        "{err}"
+    );
+
     let (status, body) = get(app.clone(), "/v1/receipts/no-such-decision").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"], "receipt_not_found");
