@@ -556,11 +556,19 @@ fn policies_hot_reload_and_a_bad_edit_keeps_the_old_set() {
         "approval_required",
         &["destructive-needs-approval"],
     );
-    let logs = server.log_lines();
-    assert!(
-        logs.iter().any(|l| l.contains("broken.cedar:3")),
-        "the log does not name the file and line:\n{}",
-        logs.join("\n")
+    // The log line is read from the server's stderr by another thread: it
+    // may arrive after the health endpoint already says degraded.
+    util::poll_until(
+        RELOAD_TIMEOUT,
+        "the log to name the file and line (broken.cedar:3)",
+        || {
+            let logs = server.log_lines();
+            if logs.iter().any(|l| l.contains("broken.cedar:3")) {
+                Ok(())
+            } else {
+                Err(logs.join("\n"))
+            }
+        },
     );
 
     // Fixing the file puts the new set in force and clears the degradation.
