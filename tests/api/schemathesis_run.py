@@ -144,7 +144,7 @@ def main():
                        "--checks", CHECKS,
                        "--max-examples", str(args.max_examples),
                        "--seed", str(args.seed),
-                       "--workers", "2",
+                       "--workers", "1",
                        "--generation-database", "none",
                        "--no-color",
                        "--suppress-health-check", "all",

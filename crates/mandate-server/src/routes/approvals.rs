@@ -259,6 +259,7 @@ pub struct ResolveApproval {
     security(("approver" = [])),
     responses(
         (status = 200, description = "The approval, approved", body = ApprovalView),
+        (status = 400, description = "The body is not valid JSON, or more than one `Authorization` header", body = ErrorBody),
         (status = 401, description = "No approver token, or not one", body = ErrorBody),
         (status = 403, description = "`self_approval`: the approver is an agent of the request, or (unless allowed) the person its task acts for", body = ErrorBody),
         (status = 404, description = "No such approval", body = ErrorBody),
@@ -282,6 +283,7 @@ pub(crate) async fn approve(
     security(("approver" = [])),
     responses(
         (status = 200, description = "The approval, denied", body = ApprovalView),
+        (status = 400, description = "The body is not valid JSON, or more than one `Authorization` header", body = ErrorBody),
         (status = 401, description = "No approver token, or not one", body = ErrorBody),
         (status = 403, description = "`self_approval`: the approver is an agent of the request, or (unless allowed) the person its task acts for", body = ErrorBody),
         (status = 404, description = "No such approval", body = ErrorBody),
@@ -351,6 +353,7 @@ pub struct WithdrawApproval {
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "The approval, withdrawn (status fields only)", body = ApprovalView),
+        (status = 400, description = "A body that is not valid JSON (the body is optional), or more than one `Authorization` header", body = ErrorBody),
         (status = 401, description = "An approval asked for under a credential, and no credential, or one that does not verify", body = ErrorBody,
             headers(("www-authenticate" = String, description = "RFC 6750 challenge"))),
         (status = 403, description = "`insufficient_scope`: a credential of another task or another agent", body = ErrorBody,
