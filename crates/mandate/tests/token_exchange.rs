@@ -86,6 +86,10 @@ fn delegate(gw: &Gateway, task_id: &str, root: &str, ttl: Option<u64>) -> Value 
 }
 
 /// `agent` sends a mail to `to` under `credential`; returns the decision.
+/// The mail system is the organisation's own (closed world): an allowed
+/// call of an open-world tool labels the session `untrusted` at once, and
+/// the example pack would then ask a person for every later send, which
+/// is not what these tests are about.
 fn send(gw: &Gateway, credential: &str, agent: &str, to: &str) -> Value {
     gw.decide(
         credential,
@@ -93,7 +97,7 @@ fn send(gw: &Gateway, credential: &str, agent: &str, to: &str) -> Value {
             "principal": { "id": agent },
             "action": {
                 "server": "mail", "tool": "send_email",
-                "annotations": { "readOnlyHint": false, "destructiveHint": false }
+                "annotations": { "readOnlyHint": false, "destructiveHint": false, "openWorldHint": false }
             },
             "arguments": { "to": to, "subject": "Your order", "body": "It shipped." }
         }),

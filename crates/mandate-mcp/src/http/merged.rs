@@ -38,6 +38,11 @@ use super::{
 use crate::catalog;
 use crate::jsonrpc::{self, IdKey, Message};
 use crate::merge::{self, SEPARATOR};
+
+/// How long the proxy waits for an upstream to answer `initialize`: longer
+/// than for a listing, since an upstream may start its server for the
+/// session then (a stdio server behind a bridge, say).
+const INITIALIZE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 use crate::pep::Gate;
 
 /// The protocol version header of streamable HTTP.
@@ -413,7 +418,7 @@ impl Proxy {
                 &link.headers(),
                 Some(Bytes::from(body.to_string())),
             )
-            .timeout(LIST_TIMEOUT)
+            .timeout(INITIALIZE_TIMEOUT)
             .send()
             .await
             .map_err(|e| format!("it cannot be reached ({e})"))?;
