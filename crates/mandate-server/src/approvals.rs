@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use mandate_auth::{TokenDigest, new_token};
+use mandate_auth::TokenDigest;
 use mandate_core::{Approval, ApprovalStatus, DecisionRequest, Requester, Verdict};
 use mandate_ledger::Receipt;
 use mandate_ledger::receipt::ApprovalRef;
@@ -269,12 +269,6 @@ pub fn sign_webhook(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
 #[allow(clippy::panic)]
 fn unreachable_hmac() -> Hmac<Sha256> {
     panic!("HMAC-SHA256 accepts keys of every length")
-}
-
-/// A new random approver token and the hex SHA-256 to configure for it.
-pub fn new_approver_token() -> (String, String) {
-    let (token, digest) = new_token(APPROVER_TOKEN_PREFIX);
-    (token, digest.to_hex())
 }
 
 /// What an approval is bound to: the digest of who asked (agent, person),
@@ -925,8 +919,8 @@ mod tests {
 
     #[test]
     fn tokens_match_by_digest() {
-        let (token, digest) = new_approver_token();
-        assert!(token.starts_with(APPROVER_TOKEN_PREFIX));
+        let (token, digest) = mandate_auth::new_token(APPROVER_TOKEN_PREFIX);
+        let digest = digest.to_hex();
         let approvals = Approvals::new(ApprovalSettings {
             approvers: vec![ApproverToken::new("alice", &digest).unwrap()],
             ..ApprovalSettings::default()

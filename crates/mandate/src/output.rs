@@ -48,16 +48,23 @@ fn escape_controls(text: &str) -> String {
     out
 }
 
-/// Prints a new static token and the config entry for it: as JSON, or as
-/// TOML comments and the `[[section]]` entry to paste into `config`.
+/// `mandate … token --name NAME`: makes a token (`prefix` and 32 random
+/// bytes) and prints it once, with the `[[section]]` entry (its SHA-256) to
+/// add to `config`; as JSON with `json`. An empty name is exit code 2.
 pub fn print_new_token(
     section: &str,
     config: &str,
+    prefix: &str,
     name: &str,
-    token: &str,
-    token_sha256: &str,
     json: bool,
-) -> std::io::Result<()> {
+) -> anyhow::Result<crate::exit::Code> {
+    let name = name.trim();
+    if name.is_empty() {
+        eprintln!("error: --name must not be empty");
+        return Ok(crate::exit::Code::Input);
+    }
+    let (token, digest) = mandate_auth::new_token(prefix);
+    let token_sha256 = digest.to_hex();
     let mut out = String::new();
     if json {
         let answer =
@@ -75,7 +82,8 @@ pub fn print_new_token(
         outln!(out, "name = {}", serde_json::Value::String(name.to_owned()));
         outln!(out, "token_sha256 = \"{token_sha256}\"");
     }
-    emit(&out)
+    emit(&out)?;
+    Ok(crate::exit::Code::Ok)
 }
 
 #[cfg(test)]
