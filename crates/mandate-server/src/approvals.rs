@@ -702,39 +702,7 @@ pub async fn expire_due(state: &AppState, now: DateTime<Utc>) -> Result<usize, S
         .store(move |store| store.due_approvals(now, SWEEP_BATCH))
         .await
         .map_err(|e| e.to_string())?;
-    let mut expired = 0;
-    for record in due {
-        let id = record.approval.id.clone();
-        // One approval at a time under the lock, re-read under it: it may
-        // have been resolved meanwhile, and approvers need not wait for a
-        // whole batch.
-        let _guard = state.approvals().lock().await;
-        let key = id.clone();
-        let current = match state.tasks().store(move |store| store.approval(&key)).await {
-            Ok(Some(current)) => current,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::warn!(approval_id = %id, error = %e, "cannot read a due approval; retrying at the next sweep");
-                continue;
-            }
-        };
-        let Some(next) = current.approval.expire(now) else {
-            continue;
-        };
-        match record_resolution(state, current, next, now).await {
-            Ok(Recorded::Stored(_)) => {
-                state.metrics().count_approval("expired");
-                expired += 1;
-            }
-            Ok(Recorded::AlreadyLogged(_)) => expired += 1,
-            Err(e) => {
-                tracing::warn!(approval_id = %id, error = %e, "cannot expire an approval; retrying at the next sweep");
-            }
-        }
-    }
-    if expired > 0 {
-        state.approvals().changed();
-    }
+    let expired = resolve_each(state, due, now, "expired", |approval| approval.expire(now)).await;
     Ok(expired)
 }
 
@@ -764,37 +732,55 @@ pub(crate) async fn withdraw_for_ended_task(
             return 0;
         }
     };
-    let mut withdrawn = 0;
-    for record in pending {
+    resolve_each(state, pending, now, "withdrawn", |approval| {
+        approval.withdraw(TASK_ENDED, now).ok()
+    })
+    .await
+}
+
+/// Resolves each of `records` into what `next` makes of it (`None`: leave
+/// it), one at a time under the approvals lock and re-read under it (it
+/// may have been answered meanwhile; approvers need not wait for a whole
+/// batch). Counts each new resolution as `event`; returns how many were
+/// resolved. One that fails is logged and left as it was.
+async fn resolve_each(
+    state: &AppState,
+    records: Vec<ApprovalRecord>,
+    now: DateTime<Utc>,
+    event: &'static str,
+    next: impl Fn(&Approval) -> Option<Approval>,
+) -> usize {
+    let mut resolved = 0;
+    for record in records {
         let id = record.approval.id.clone();
-        // Under the lock, re-read: an approver may have answered meanwhile.
         let _guard = state.approvals().lock().await;
         let key = id.clone();
         let current = match state.tasks().store(move |store| store.approval(&key)).await {
             Ok(Some(current)) => current,
             Ok(None) => continue,
             Err(e) => {
-                tracing::warn!(approval_id = %id, error = %e, "cannot read an ended task's approval");
+                tracing::warn!(approval_id = %id, error = %e, event, "cannot read an approval to resolve; it stays as it is");
                 continue;
             }
         };
-        let Ok(next) = current.approval.withdraw(TASK_ENDED, now) else {
+        let Some(resolution) = next(&current.approval) else {
             continue;
         };
-        match record_resolution(state, current, next, now).await {
-            Ok(_) => {
-                state.metrics().count_approval("withdrawn");
-                withdrawn += 1;
+        match record_resolution(state, current, resolution, now).await {
+            Ok(Recorded::Stored(_)) => {
+                state.metrics().count_approval(event);
+                resolved += 1;
             }
+            Ok(Recorded::AlreadyLogged(_)) => resolved += 1,
             Err(e) => {
-                tracing::warn!(approval_id = %id, error = %e, "cannot withdraw an ended task's approval; it stays until it expires");
+                tracing::warn!(approval_id = %id, error = %e, event, "cannot resolve an approval; it stays as it is");
             }
         }
     }
-    if withdrawn > 0 {
+    if resolved > 0 {
         state.approvals().changed();
     }
-    withdrawn
+    resolved
 }
 
 /// What [`record_resolution`] did.
