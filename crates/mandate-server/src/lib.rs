@@ -40,6 +40,7 @@ pub use connections::ConnectionLimits;
 pub use error::{ApiError, ErrorBody};
 pub use openapi::api_doc;
 pub use receipts::ReceiptSettings;
+pub use routes::tasks::{StartTask, TaskTerms};
 pub use state::{AppState, ReloadStatus};
 pub use tasks::{TaskSettings, Tasks, TasksError};
 

@@ -14,12 +14,14 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderName, StatusCode, header};
 use chrono::{DateTime, TimeDelta, Utc};
 use mandate_auth::{Delegation, TaskGrant, VerifiedCredential, VerifiedIdentity};
+use mandate_core::PolicyPack;
 use mandate_store::{CredentialRecord, END_REASON_EXPIRED, HistoryEntry, StoreError, TaskRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -65,6 +67,55 @@ pub struct StartTask {
     /// no delegation) to 16.
     #[serde(default)]
     pub max_depth: u32,
+}
+
+/// What a [`StartTask`] asks for, once [`StartTask::check`] has passed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskTerms {
+    /// The tools, each a `server/tool` name.
+    pub tools: BTreeSet<String>,
+    /// The data labels.
+    pub labels: BTreeSet<String>,
+    /// When the task ends: the request's `ttl_seconds` from `now`.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl StartTask {
+    /// Checks a task to start, as `POST /v1/tasks` does once the body is
+    /// parsed and before anything is minted or stored: a non-empty intent,
+    /// well-formed tool and label names, a delegation depth and a lifetime
+    /// within bounds (`max_ttl`: the server's `task_max_ttl_seconds`), and
+    /// params that every decision under the task can evaluate with `pack`.
+    ///
+    /// Public so that the request's parser and checks can be exercised
+    /// without a server (the `task_request` fuzz target, `fuzz/`).
+    pub fn check(
+        &self,
+        pack: &PolicyPack,
+        max_ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<TaskTerms, ApiError> {
+        non_empty_text("intent", &self.intent, MAX_INTENT_BYTES)?;
+        let tools = tool_names("tools", &self.tools)?;
+        let labels = label_names("labels", &self.labels)?;
+        if self.max_depth > MAX_DELEGATION_DEPTH {
+            return Err(invalid(format!(
+                "`max_depth` {} is deeper than the {MAX_DELEGATION_DEPTH} hops allowed",
+                self.max_depth
+            )));
+        }
+        let expires_at = task_expiry(max_ttl, now, self.ttl_seconds)?;
+        // Every decision of the task will carry its params: params no
+        // decision could evaluate are refused now, naming the parameter, not
+        // at each call (where they would blame a field the caller may not set).
+        pack.check_task_params(&self.params, "params")
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(TaskTerms {
+            tools,
+            labels,
+            expires_at,
+        })
+    }
 }
 
 /// A started task and its root credential.
@@ -291,24 +342,11 @@ pub(crate) async fn start(
     let now = Utc::now();
     let agent = agent_identity(tasks, &bearer, now).await?;
     let ApiJson(request) = body?;
-
-    non_empty_text("intent", &request.intent, MAX_INTENT_BYTES)?;
-    let tools = tool_names("tools", &request.tools)?;
-    let labels = label_names("labels", &request.labels)?;
-    if request.max_depth > MAX_DELEGATION_DEPTH {
-        return Err(invalid(format!(
-            "`max_depth` {} is deeper than the {MAX_DELEGATION_DEPTH} hops allowed",
-            request.max_depth
-        )));
-    }
-    let expires_at = task_expiry(tasks, now, request.ttl_seconds)?;
-    // Every decision of the task will carry its params: params no decision
-    // could evaluate are refused now, naming the parameter, not at each
-    // call (where they would blame a field the caller may not set).
-    state
-        .pack()
-        .check_task_params(&request.params, "params")
-        .map_err(|e| invalid(e.to_string()))?;
+    let TaskTerms {
+        tools,
+        labels,
+        expires_at,
+    } = request.check(&state.pack(), tasks.max_ttl(), now)?;
 
     let task_id = Uuid::now_v7().to_string();
     let grant = TaskGrant {
@@ -711,11 +749,11 @@ async fn agent_identity(
 /// The end of a new task's lifetime: `now` plus `ttl_seconds`, within the
 /// server's maximum.
 fn task_expiry(
-    tasks: &Tasks,
+    max_ttl: Duration,
     now: DateTime<Utc>,
     ttl_seconds: u64,
 ) -> Result<DateTime<Utc>, ApiError> {
-    let max = tasks.max_ttl().as_secs();
+    let max = max_ttl.as_secs();
     if ttl_seconds == 0 {
         return Err(invalid("`ttl_seconds` must be at least 1"));
     }
