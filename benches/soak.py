@@ -77,6 +77,7 @@ HUMAN = "alice@example.com"
 APPROVER = "soak-approver@example.com"
 MCP_AGENT = "spiffe://example.org/agent/soak-mcp"
 APPROVAL_TTL = 20
+PAST = {"approve": "approved", "deny": "denied"}
 MIB = 1024 * 1024
 
 READ = {"readOnlyHint": True, "openWorldHint": False}
@@ -320,7 +321,7 @@ class Worker(threading.Thread):
         if status != 200:
             self.stats.odd(f"{verb} {status} {body.get('error') if body else ''}")
             return
-        self.stats.count(f"approval {verb}d")
+        self.stats.count(f"approval {PAST[verb]}")
         status, body = self.http.request("GET", f"/v1/approvals/{aid}?wait=5s")
         if status != 200:
             self.stats.odd(f"approval get {status}")
@@ -455,7 +456,7 @@ class Approver(threading.Thread):
             status, _ = self.http.request("POST", f"/v1/approvals/{aid}/{verb}", self.token,
                                           {"reason": f"soak {verb}"})
             if status == 200:
-                self.stats.count(f"mcp approval {verb}d")
+                self.stats.count(f"mcp approval {PAST[verb]}")
             elif status != 409:  # withdrawn meanwhile by the gateway
                 self.stats.odd(f"mcp {verb} {status}")
 
