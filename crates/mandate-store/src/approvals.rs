@@ -168,7 +168,14 @@ impl TaskStore {
             query_all(
                 conn,
                 &format!(
-                    "SELECT {COLUMNS} FROM approvals WHERE status = 'pending' AND task_id = ?1
+                    // `status IN (...)` repeats the condition of the
+                    // partial index `approvals_open_by_task`: SQLite uses a
+                    // partial index only when the query states its WHERE,
+                    // and without it this read (at every task's end) walked
+                    // every approval ever recorded.
+                    "SELECT {COLUMNS} FROM approvals
+                     WHERE status IN ('pending', 'withdrawn') AND status = 'pending'
+                       AND task_id = ?1
                      ORDER BY created_at LIMIT ?2"
                 ),
                 params![task_id, limit],

@@ -118,6 +118,41 @@ fn due_approvals_are_the_pending_ones_past_their_expiry() {
 }
 
 #[test]
+fn a_tasks_pending_approvals_are_its_own_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TaskStore::open(&dir.path().join("state.db")).unwrap();
+    for (id, at, task) in [
+        ("p2", 5, "task-1"),
+        ("p1", 0, "task-1"),
+        ("answered", 1, "task-1"),
+        ("other", 2, "task-2"),
+    ] {
+        let mut r = record(id, at, 300);
+        r.task_id = Some(task.into());
+        store.create_approval(&r).unwrap();
+    }
+    let approved = record("answered", 1, 300)
+        .approval
+        .resolve("bob", Resolution::Approve, "ok", t(2), false)
+        .unwrap();
+    store
+        .update_approval(ApprovalStatus::Pending, &approved)
+        .unwrap();
+    let ids = |task: &str, limit: usize| -> Vec<String> {
+        store
+            .pending_approvals_of_task(task, limit)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.approval.id)
+            .collect()
+    };
+    assert_eq!(ids("task-1", 10), ["p1", "p2"]);
+    assert_eq!(ids("task-1", 1), ["p1"]);
+    assert_eq!(ids("task-2", 10), ["other"]);
+    assert!(ids("task-3", 10).is_empty());
+}
+
+#[test]
 fn pending_approvals_are_counted_per_agent_until_they_expire() {
     let dir = tempfile::tempdir().unwrap();
     let store = TaskStore::open(&dir.path().join("state.db")).unwrap();
