@@ -121,22 +121,27 @@ impl TaskStore {
     ) -> Result<Vec<ApprovalRecord>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let now = time_text(&now)?;
-        let status = status.map_or("all", ApprovalStatus::as_str);
+        // One condition per asked status, each stated as an index states
+        // it: a single query choosing by parameter read the whole table for
+        // the pending queue, which the console polls.
+        let (condition, status) = match status {
+            None => ("1 = 1", None),
+            Some(ApprovalStatus::Pending) => ("status = 'pending' AND expires_at > ?1", None),
+            Some(ApprovalStatus::Expired) => (
+                "(status = 'expired' OR (status = 'pending' AND expires_at <= ?1))",
+                None,
+            ),
+            Some(other) => ("status = ?3", Some(other.as_str())),
+        };
         self.read(|conn| {
-            query_all(
-                conn,
-                &format!(
-                    "SELECT {COLUMNS} FROM approvals
-                     WHERE ?3 = 'all'
-                        OR (?3 = 'pending' AND status = 'pending' AND expires_at > ?1)
-                        OR (?3 = 'expired' AND (status = 'expired'
-                                                OR (status = 'pending' AND expires_at <= ?1)))
-                        OR (?3 NOT IN ('pending', 'expired') AND status = ?3)
-                     ORDER BY created_at DESC, id DESC LIMIT ?2"
-                ),
-                params![now, limit, status],
-                approval_row,
-            )
+            let sql = format!(
+                "SELECT {COLUMNS} FROM approvals WHERE {condition}
+                 ORDER BY created_at DESC, id DESC LIMIT ?2"
+            );
+            match status {
+                Some(status) => query_all(conn, &sql, params![now, limit, status], approval_row),
+                None => query_all(conn, &sql, params![now, limit], approval_row),
+            }
         })
     }
 
