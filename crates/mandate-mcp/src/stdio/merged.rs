@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use rmcp::model::ErrorCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncWrite, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{EXIT_GRACE, LIST_TIMEOUT, WrapError, WrapOptions, lock, wrap};
@@ -103,11 +103,14 @@ where
         let (to_relay, mut relay_queue) = mpsc::unbounded_channel::<Vec<u8>>();
         tokio::spawn(async move {
             while let Some(message) = relay_queue.recv().await {
-                if write_frame(&mut to_relay_end, &message).await.is_err() {
+                // An empty message is the signal to close (the client left).
+                if message.is_empty() || write_frame(&mut to_relay_end, &message).await.is_err() {
                     break;
                 }
             }
-            // Dropping the pipe ends the relay's input: its server exits.
+            // The relay's input ends (its server exits): a half of an
+            // in-process pipe does not close it when dropped, so shut it.
+            let _ = to_relay_end.shutdown().await;
         });
         links.push(Link { name, to_relay });
         readers.push((index, from_relay));
@@ -152,7 +155,11 @@ where
             Ok(Frame::End) | Err(_) => break,
         }
     }
-    // The client is gone: closing the relays' input lets every server exit.
+    // The client is gone: closing the relays' input lets every server exit
+    // (the readers still hold the front, so its senders stay alive).
+    for link in &front.links {
+        let _ = link.to_relay.send(Vec::new());
+    }
     drop(front);
     for relay in relays {
         match tokio::time::timeout(EXIT_GRACE * 2, relay).await {
