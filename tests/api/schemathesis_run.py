@@ -152,7 +152,8 @@ def main():
             if token:
                 command += ["--header", f"Authorization: Bearer {token}"]
             print(f"== schemathesis: {name}", flush=True)
-            if subprocess.run(command).returncode != 0:
+            # In the scratch directory: schemathesis keeps a cache where it runs.
+            if subprocess.run(command, cwd=work).returncode != 0:
                 failed.append(name)
             if server.poll() is not None:
                 failed.append(f"{name} (the server exited with {server.returncode})")
