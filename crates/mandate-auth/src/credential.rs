@@ -84,6 +84,7 @@ use biscuit_auth::{
     PrivateKey,
 };
 use chrono::{DateTime, Utc};
+use mandate_core::names;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -420,13 +421,13 @@ impl TaskAuthority {
     /// Mints the credential of a new task.
     pub fn mint(&self, grant: &TaskGrant) -> Result<TaskCredential, CredentialError> {
         non_empty("task id", &grant.task_id)?;
-        non_empty("agent", &grant.agent)?;
+        checked(names::agent(&grant.agent))?;
         non_empty("audience", &grant.audience)?;
         if let Some(human) = &grant.on_behalf_of {
             non_empty("on_behalf_of", human)?;
         }
-        names("tool", &grant.tools)?;
-        names("label", &grant.labels)?;
+        every(&grant.tools, names::tool_ref)?;
+        every(&grant.labels, names::label)?;
         let (expires_at, expires) = whole_seconds(grant.expires_at)?;
 
         let mut builder = Biscuit::builder()
@@ -485,8 +486,8 @@ impl TaskAuthority {
         let audience = authority_audience(&biscuit, self.limits)?;
         let current = evaluate(&biscuit, &public_key, &audience, now, self.limits)?;
 
-        non_empty("sub-agent", &delegation.agent)?;
-        names("tool", &delegation.tools)?;
+        checked(names::agent(&delegation.agent))?;
+        every(&delegation.tools, names::tool_ref)?;
         let depth = u32::try_from(current.chain.len())
             .map_err(|_| CredentialError::Malformed("delegation chain too long".to_owned()))?;
         if depth > current.max_depth {
@@ -505,7 +506,7 @@ impl TaskAuthority {
         }
         let labels = match &delegation.labels {
             Some(labels) => {
-                names("label", labels)?;
+                every(labels, names::label)?;
                 let added: Vec<String> = labels.difference(&current.labels).cloned().collect();
                 if !added.is_empty() {
                     return Err(CredentialError::Widening(Widening::Labels(added)));
@@ -1110,13 +1111,17 @@ fn non_empty(what: &str, value: &str) -> Result<(), CredentialError> {
     Ok(())
 }
 
-fn names(what: &str, values: &BTreeSet<String>) -> Result<(), CredentialError> {
-    if values.iter().any(|v| v.trim().is_empty()) {
-        return Err(CredentialError::InvalidRequest(format!(
-            "an empty {what} name"
-        )));
-    }
-    Ok(())
+/// A name outside its grammar (`mandate_core::names`) is never put in a
+/// credential: policies would see it as a different name.
+fn checked(name: Result<(), names::NameError>) -> Result<(), CredentialError> {
+    name.map_err(|e| CredentialError::InvalidRequest(e.to_string()))
+}
+
+fn every(
+    values: &BTreeSet<String>,
+    check: fn(&str) -> Result<(), names::NameError>,
+) -> Result<(), CredentialError> {
+    values.iter().try_for_each(|value| checked(check(value)))
 }
 
 fn internal(e: BiscuitError) -> CredentialError {

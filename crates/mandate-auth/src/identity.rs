@@ -69,6 +69,7 @@ use jsonwebtoken::jwk::{
     AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse,
 };
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use mandate_core::names;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -84,12 +85,6 @@ pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 
 /// The longest token accepted, in bytes; longer ones are refused unread.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
-
-/// The longest SPIFFE ID accepted, in bytes (the SPIFFE ID standard's limit).
-const MAX_SPIFFE_ID_BYTES: usize = 2048;
-
-/// The longest trust domain name, in bytes.
-const MAX_TRUST_DOMAIN_BYTES: usize = 255;
 
 /// RSA moduli shorter than this are refused.
 const MIN_RSA_BITS: usize = 2048;
@@ -709,7 +704,7 @@ impl Issuer {
                 None
             }
             IssuerKind::Spiffe { trust_domain } => {
-                if !valid_trust_domain(trust_domain) {
+                if names::trust_domain(trust_domain).is_err() {
                     return Err(IdentityConfigError::InvalidTrustDomain(
                         trust_domain.clone(),
                     ));
@@ -882,7 +877,7 @@ impl Issuer {
 
         if let Some(domain) = &self.trust_domain {
             let (sub_domain, _path) =
-                parse_spiffe_id(&subject).ok_or(IdentityError::InvalidSpiffeId)?;
+                names::spiffe_id(&subject).map_err(|_| IdentityError::InvalidSpiffeId)?;
             if sub_domain != domain {
                 return Err(IdentityError::WrongTrustDomain {
                     trust_domain: sanitize(sub_domain),
@@ -1191,38 +1186,6 @@ fn on_behalf_of(value: Value) -> Result<String, IdentityError> {
         ));
     }
     Ok(name)
-}
-
-/// Splits a workload's SPIFFE ID into trust domain and path, per the SPIFFE ID
-/// standard: `spiffe://`, a trust domain of `[a-z0-9._-]`, and a non-empty
-/// path of non-empty segments of `[a-zA-Z0-9._-]`, none `.` or `..`.
-fn parse_spiffe_id(id: &str) -> Option<(&str, &str)> {
-    if id.len() > MAX_SPIFFE_ID_BYTES {
-        return None;
-    }
-    let rest = id.strip_prefix("spiffe://")?;
-    let (domain, path) = rest.split_once('/')?;
-    if !valid_trust_domain(domain) {
-        return None;
-    }
-    let valid_path = path.split('/').all(|segment| {
-        !segment.is_empty()
-            && segment != "."
-            && segment != ".."
-            && segment
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-    });
-    valid_path.then_some((domain, path))
-}
-
-/// A trust domain name: `[a-z0-9._-]`, 1 to 255 bytes.
-fn valid_trust_domain(domain: &str) -> bool {
-    !domain.is_empty()
-        && domain.len() <= MAX_TRUST_DOMAIN_BYTES
-        && domain.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
-        })
 }
 
 /// Maps what jsonwebtoken refuses onto the reasons.

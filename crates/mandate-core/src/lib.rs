@@ -47,6 +47,7 @@ mod evaluate;
 mod explain;
 mod index;
 pub mod json;
+pub mod names;
 mod pack;
 mod request;
 pub mod schema;

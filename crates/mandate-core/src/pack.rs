@@ -8,12 +8,14 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use cedar_policy::{Effect, Policy, PolicyId, PolicySet, ValidationMode, Validator};
+use cedar_policy::{Effect, EntityUid, Policy, PolicyId, PolicySet, ValidationMode, Validator};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::declared::DeclaredTypes;
+use crate::evaluate::NAMES;
 use crate::index::PolicyIndex;
+use crate::names;
 use crate::schema::{self, PACK_SCHEMA_FILE};
 
 /// One policy file's text and the name to report it under (usually its path).
@@ -212,6 +214,11 @@ impl PolicyPack {
                     policy: Some(id.to_string()),
                     message,
                 };
+                for literal in policy.entity_literals() {
+                    if let Some(message) = unmatchable(&literal) {
+                        problems.push(problem(message));
+                    }
+                }
                 if kind == PolicyKind::Approval && policy.effect() == Effect::Forbid {
                     problems.push(problem(
                         "`@approval` marks a permit that asks for a person's approval; a forbid cannot carry it (write a plain forbid to deny)".into(),
@@ -382,6 +389,27 @@ impl PolicyPack {
             (AsRef::<str>::as_ref(p.id()), kind)
         })
     }
+}
+
+/// Why an entity a policy names can never be the principal, server or tool
+/// of a request: a name outside the grammar requests are held to. A
+/// `forbid` on `Mandate::Server::"Bank"` would never match anything, since
+/// requests for `Bank` are refused and `bank` is another name.
+fn unmatchable(literal: &EntityUid) -> Option<String> {
+    let names = &*NAMES;
+    let id = literal.id().unescaped();
+    let checked = if *literal.type_name() == names.agent {
+        names::agent(id)
+    } else if *literal.type_name() == names.server {
+        names::server(id)
+    } else if *literal.type_name() == names.tool {
+        names::tool_ref(id)
+    } else {
+        return None;
+    };
+    checked
+        .err()
+        .map(|e| format!("`{literal}` can never match a request: {e}"))
 }
 
 /// Policies of one file in source order, each with its byte offset.

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::cedar_value;
 use crate::decision::Decision;
+use crate::names::{self, NameError};
 use crate::session::{SessionId, SessionSummary};
 
 /// A request for a decision on one tool call.
@@ -42,9 +43,11 @@ pub struct DecisionRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PrincipalInput {
-    /// Workload identity, such as `spiffe://example.org/agent/mailer`.
+    /// Workload identity, such as `spiffe://example.org/agent/mailer`: a
+    /// SPIFFE ID or another agent id ([`names::agent`]).
     pub id: String,
     /// The person the agent acts for, if any; never merged into `id`.
+    /// Normalised to NFC ([`names::person`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_behalf_of: Option<String>,
     /// Free attributes (for example verified token claims), typed by the pack's schema.
@@ -58,9 +61,10 @@ pub struct PrincipalInput {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ToolCall {
-    /// The server (MCP server or tool provider) that offers the tool; no `/`.
+    /// The server (MCP server or tool provider) that offers the tool:
+    /// 1 to 64 of `a-z 0-9 _ - .` ([`names::server`]).
     pub server: String,
-    /// The tool's name.
+    /// The tool's name: 1 to 128 of `A-Z a-z 0-9 _ - .` ([`names::tool`]).
     pub tool: String,
     /// MCP tool annotations; missing hints take the MCP defaults.
     #[serde(default)]
@@ -126,10 +130,11 @@ pub struct TaskInput {
     /// What the task is for, in words.
     #[serde(default)]
     pub intent: String,
-    /// Names of the tools the task declared.
+    /// Names of the tools the task declared, bare (without server).
     #[serde(default)]
     pub tools: Vec<String>,
-    /// Labels of the data the task works with, such as `confidential`.
+    /// Labels of the data the task works with, such as `confidential`
+    /// ([`names::label`]).
     #[serde(default)]
     pub labels: Vec<String>,
     /// Free parameters, such as `allowed_recipients`, typed by the pack's schema.
@@ -392,8 +397,8 @@ impl CallRequest {
     }
 }
 
-/// Longest identity, server or tool name accepted.
-const MAX_NAME: usize = 1024;
+/// Longest task id a caller may send.
+const MAX_TASK_ID: usize = 1024;
 
 /// The longest task intent, in bytes: the same bound `POST /v1/tasks` puts
 /// on a task's intent. An approval shows the intent to its approver and
@@ -412,23 +417,65 @@ fn bounded_text(field: &str, value: &str, max: usize) -> Result<(), RequestError
     Ok(())
 }
 
-fn name(field: &'static str, value: &str) -> Result<(), RequestError> {
-    if value.is_empty() {
-        return Err(RequestError::Empty { field });
-    }
-    name_rules(value).map_err(|message| RequestError::Invalid {
-        path: field.to_owned(),
-        message,
+/// A name checked against its grammar, refused at `path`.
+fn named(path: impl Into<String>, checked: Result<(), NameError>) -> Result<(), RequestError> {
+    checked.map_err(|e| RequestError::Invalid {
+        path: path.into(),
+        message: e.to_string(),
     })
 }
 
-/// What a non-empty name must satisfy besides not being empty.
-fn name_rules(value: &str) -> Result<(), String> {
-    if value.len() > MAX_NAME {
-        return Err(format!("longer than {MAX_NAME} bytes"));
+/// A required name: empty is reported as missing, anything else must pass
+/// its grammar.
+fn required(
+    field: &'static str,
+    value: &str,
+    check: fn(&str) -> Result<(), NameError>,
+) -> Result<(), RequestError> {
+    if value.is_empty() {
+        return Err(RequestError::Empty { field });
     }
-    if value.chars().any(char::is_control) {
-        return Err("contains control characters".into());
+    named(field, check(value))
+}
+
+/// Checks every label of `labels`, reported as `path[i]`.
+fn labels<'a>(
+    path: &str,
+    labels: impl IntoIterator<Item = &'a String>,
+) -> Result<(), RequestError> {
+    for (i, label) in labels.into_iter().enumerate() {
+        named(format!("{path}[{i}]"), names::label(label))?;
+    }
+    Ok(())
+}
+
+/// Checks the names a caller's session carries: the servers, tools and
+/// labels of its history, or of its summary. Session names reach policies
+/// (`tools_called`, `labels`) as much as the call's own do.
+fn check_session(session: &SessionInput) -> Result<(), RequestError> {
+    let path = "context.session";
+    labels(&format!("{path}.labels"), &session.labels)?;
+    for (i, entry) in session.history.iter().enumerate() {
+        let at = format!("{path}.history[{i}]");
+        if !entry.server.is_empty() {
+            named(format!("{at}.server"), names::server(&entry.server))?;
+        }
+        named(format!("{at}.tool"), names::tool(&entry.tool))?;
+        labels(&format!("{at}.labels"), &entry.labels)?;
+    }
+    if let Some(summary) = &session.summary {
+        let at = format!("{path}.summary");
+        labels(&format!("{at}.labels"), &summary.labels)?;
+        labels(&format!("{at}.new_labels"), &summary.new_labels)?;
+        for (server, tools) in &summary.uses {
+            // `""` holds uses recorded without a server.
+            if !server.is_empty() {
+                named(format!("{at}.uses"), names::server(server))?;
+            }
+            for tool in tools.keys() {
+                named(format!("{at}.uses.{server}"), names::tool(tool))?;
+            }
+        }
     }
     Ok(())
 }
@@ -441,10 +488,7 @@ fn check_chain(chain: &[HopInput], principal: &str) -> Result<(), RequestError> 
             path: format!("context.task.chain[{i}].{field}"),
             message,
         };
-        if hop.agent.is_empty() {
-            return Err(invalid("agent", "must not be empty".into()));
-        }
-        name_rules(&hop.agent).map_err(|m| invalid("agent", m))?;
+        names::agent(&hop.agent).map_err(|e| invalid("agent", e.to_string()))?;
         if usize::try_from(hop.depth).ok() != Some(i) {
             return Err(invalid(
                 "depth",
@@ -487,27 +531,35 @@ impl TryFrom<DecisionRequest> for CallRequest {
             context,
             approval_id: _,
         } = request;
-        name("principal.id", &principal.id)?;
-        if let Some(person) = &principal.on_behalf_of {
-            name("principal.on_behalf_of", person)?;
-        }
-        name("action.server", &action.server)?;
-        name("action.tool", &action.tool)?;
-        if action.server.contains('/') {
-            return Err(RequestError::Invalid {
-                path: "action.server".into(),
-                message: "must not contain `/` (tools are named `server/tool`)".into(),
-            });
-        }
+        required("principal.id", &principal.id, names::agent)?;
+        let on_behalf_of = match &principal.on_behalf_of {
+            None => None,
+            Some(person) if person.is_empty() => {
+                return Err(RequestError::Empty {
+                    field: "principal.on_behalf_of",
+                });
+            }
+            Some(person) => Some(names::person(person).map_err(|e| RequestError::Invalid {
+                path: "principal.on_behalf_of".into(),
+                message: e.to_string(),
+            })?),
+        };
+        required("action.server", &action.server, names::server)?;
+        required("action.tool", &action.tool, names::tool)?;
         let ContextInput {
             mut task,
             session,
             time,
             extra,
         } = context;
-        bounded_text("context.task.id", &task.id, MAX_NAME)?;
+        bounded_text("context.task.id", &task.id, MAX_TASK_ID)?;
         bounded_text("context.task.intent", &task.intent, MAX_INTENT)?;
+        for (i, tool) in task.tools.iter().enumerate() {
+            named(format!("context.task.tools[{i}]"), names::tool(tool))?;
+        }
+        labels("context.task.labels", &task.labels)?;
         check_chain(&task.chain, &principal.id)?;
+        check_session(&session)?;
         let mut chain = std::mem::take(&mut task.chain);
         if chain.is_empty() {
             // Not delegated: the principal is the root of its own chain.
@@ -538,7 +590,7 @@ impl TryFrom<DecisionRequest> for CallRequest {
                 "principal.attributes",
             )?,
             principal: principal.id,
-            on_behalf_of: principal.on_behalf_of,
+            on_behalf_of,
             hints: Hints::from(&action.annotations),
             server: action.server,
             tool: action.tool,
@@ -618,7 +670,7 @@ mod tests {
             parse(json!({"principal": {"id": "a"}, "action": {"server": "a/b", "tool": "t"}}))
                 .unwrap_err();
         assert!(
-            err.starts_with("`action.server`: must not contain `/`"),
+            err.starts_with("`action.server`: server name `a/b` has `/`, which is not allowed"),
             "{err}"
         );
     }
@@ -809,15 +861,20 @@ mod tests {
             json!([{"agent": "", "depth": 0}, {"agent": "b", "depth": 1}]),
         )
         .unwrap_err();
-        assert_eq!(err, "`context.task.chain[0].agent`: must not be empty");
+        assert!(
+            err.starts_with("`context.task.chain[0].agent`: agent id `` is empty"),
+            "{err}"
+        );
         let err = with_chain(
             "b",
             json!([{"agent": "a\n", "depth": 0}, {"agent": "b", "depth": 1}]),
         )
         .unwrap_err();
-        assert_eq!(
-            err,
-            "`context.task.chain[0].agent`: contains control characters"
+        assert!(
+            err.starts_with(
+                "`context.task.chain[0].agent`: agent id `a\\u{a}` has a control character (U+000A)"
+            ),
+            "{err}"
         );
         let err = with_chain(
             "c",

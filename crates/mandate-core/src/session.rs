@@ -140,7 +140,7 @@ pub const UNTRUSTED: &str = "untrusted";
 
 impl SessionSummary {
     /// Records a decision in a session Mandate keeps itself (a task's, or
-    /// an agent's named session): the call, as [`record_call`]
+    /// an agent's named session): the call, as [`record_call`](Self::record_call)
     /// (Self::record_call) does, and, for an allowed call of a tool whose
     /// output is untrusted (one that reaches the open world, the MCP
     /// default when the annotations are unknown), the label

@@ -517,3 +517,138 @@ fn an_approval_gate_can_set_how_long_its_approvals_wait() {
         );
     }
 }
+
+/// The look-alikes of the names a pack forbids: every one is refused before
+/// any policy sees it, while the names themselves meet their forbid.
+#[test]
+fn look_alike_names_never_reach_a_policy() {
+    let pack = PolicyPack::load(
+        &[PolicySource::new(
+            "names.cedar",
+            r#"
+            permit (principal, action, resource) when { context.task.tools.contains(resource.name) };
+            forbid (principal, action, resource == Mandate::Tool::"mail/wipe_mailbox");
+            forbid (principal, action, resource in Mandate::Server::"bank");
+            forbid (principal == Mandate::Agent::"spiffe://example.org/evil", action, resource);
+            forbid (principal, action, resource) when { context.task.labels.contains("secret") };
+            "#,
+        )],
+        None,
+    )
+    .unwrap();
+    let request = |agent: &str, server: &str, tool: &str, label: &str| {
+        json!({
+            "principal": {"id": agent},
+            "action": {"server": server, "tool": tool},
+            "context": {"task": {"tools": [tool], "labels": [label]}}
+        })
+    };
+    let good = ("spiffe://example.org/good", "mail", "send_email", "public");
+    let decide = |(agent, server, tool, label): (&str, &str, &str, &str)| {
+        let request: DecisionRequest =
+            serde_json::from_value(request(agent, server, tool, label)).unwrap();
+        CallRequest::try_from(request).map(|call| pack.decide(&call, now()).decision)
+    };
+    assert_eq!(decide(good), Ok(Decision::Allow));
+    let forbidden = [
+        (
+            "spiffe://example.org/good",
+            "mail",
+            "wipe_mailbox",
+            "public",
+        ),
+        ("spiffe://example.org/good", "bank", "send_email", "public"),
+        ("spiffe://example.org/evil", "mail", "send_email", "public"),
+        ("spiffe://example.org/good", "mail", "send_email", "secret"),
+    ];
+    for names in forbidden {
+        assert_eq!(decide(names), Ok(Decision::Deny), "{names:?}");
+    }
+
+    // Every kind of look-alike: other scripts, fullwidth forms, invisible
+    // and bidirectional characters, odd whitespace, case, percent-encoding.
+    let tools = [
+        "wip\u{435}_mailbox",
+        "\u{ff57}ipe_mailbox",
+        "wipe\u{200b}_mailbox",
+        "wipe_mailbox\u{200d}",
+        "wipe_mailbox ",
+        "wipe_mailbox\u{a0}",
+        "wipe_mail\u{ad}box",
+        "\u{202e}xobliam_epiw",
+        "wipe_mailbox\u{2066}",
+        "wipe_mailbox\u{feff}",
+        "wipe_mailbox\u{fe0f}",
+        "wipe_mailbox\u{e0001}",
+        "wipe%5Fmailbox",
+        "wipe_mailbox\t",
+        "mail/wipe_mailbox",
+    ];
+    let servers = [
+        "BANK",
+        "Bank",
+        "b\u{430}nk",
+        "\u{ff42}\u{ff41}\u{ff4e}\u{ff4b}",
+        "bank\u{200b}",
+        " bank",
+        "ban\u{006b}\u{0307}",
+        "%62ank",
+    ];
+    let agents = [
+        "spiffe://example.org/\u{435}vil",
+        "SPIFFE://example.org/evil",
+        "Spiffe://example.org/evil",
+        "spiffe://Example.org/evil",
+        "spiffe://example.org/%65vil",
+        "spiffe://example.org/evil/",
+        "spiffe://example.org/./evil",
+        "spiffe://example.org/evil\u{200b}",
+        "spiffe://example.org/\u{202e}live",
+        "spiffe://example.org:8443/evil",
+        "spiffe://user@example.org/evil",
+    ];
+    let labels = ["Secret", "s\u{435}cret", "secret\u{a0}", "se\u{ad}cret"];
+    let (agent, server, tool, label) = good;
+    let cases = tools
+        .iter()
+        .map(|t| (agent, "mail", *t, label))
+        .chain(servers.iter().map(|s| (agent, *s, tool, label)))
+        .chain(agents.iter().map(|a| (*a, server, tool, label)))
+        .chain(labels.iter().map(|l| (agent, server, tool, *l)));
+    for case in cases {
+        let refused = decide(case).expect_err(&format!("{case:?} must be refused"));
+        assert!(
+            refused.to_string().contains("is 1 to") || refused.to_string().contains("SPIFFE ID"),
+            "{case:?}: {refused}"
+        );
+    }
+}
+
+/// A policy that names an entity no request can carry is refused with the
+/// pack: it would silently never match.
+#[test]
+fn a_pack_naming_an_impossible_entity_is_refused() {
+    for (text, what) in [
+        (
+            r#"forbid (principal, action, resource in Mandate::Server::"Bank");"#,
+            "Bank",
+        ),
+        (
+            r#"forbid (principal, action, resource == Mandate::Tool::"wipe_mailbox");"#,
+            "write `server/tool`",
+        ),
+        (
+            r#"forbid (principal, action, resource) when { resource == Mandate::Tool::"bank/wipe mailbox" };"#,
+            "whitespace",
+        ),
+        (
+            r#"forbid (principal == Mandate::Agent::"SPIFFE://example.org/evil", action, resource);"#,
+            "spiffe://",
+        ),
+    ] {
+        let error = PolicyPack::load(&[PolicySource::new("p.cedar", text)], None).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("can never match a request"), "{message}");
+        assert!(message.contains(what), "{what}: {message}");
+    }
+}

@@ -180,12 +180,13 @@ impl GatewayConfig {
         let config: Self = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
         let mut names = std::collections::HashSet::new();
         for server in &config.servers {
-            if !crate::merge::valid_server_name(&server.name)
-                || !crate::merge::prefixable(&server.name)
-            {
+            if let Err(e) = mandate_core::names::server(&server.name) {
+                return Err(format!("`[[servers]]`: {e}"));
+            }
+            if !crate::merge::prefixable(&server.name) {
                 return Err(format!(
-                    "`[[servers]]` name `{}` must be ASCII letters, digits, `-`, `_` and `.`, without `__` and not ending with `_` (its tools are named NAME__tool)",
-                    server.name.escape_debug()
+                    "`[[servers]]` name `{}` must not contain `__` nor end with `_` (its tools are named NAME__tool)",
+                    server.name
                 ));
             }
             if !names.insert(server.name.as_str()) {
@@ -198,6 +199,7 @@ impl GatewayConfig {
                 ));
             }
         }
+        config.check_names()?;
         let mut seen = std::collections::HashSet::new();
         for client in &config.clients {
             if client.name.trim().is_empty() {
@@ -211,6 +213,23 @@ impl GatewayConfig {
             }
         }
         Ok(config)
+    }
+
+    /// Checks the names the config gives to policies, as the server will:
+    /// a typo such as `Confidential` fails here, at start, rather than
+    /// denying every call.
+    fn check_names(&self) -> Result<(), String> {
+        use mandate_core::names;
+        let Some(task) = &self.task else {
+            return Ok(());
+        };
+        for tool in task.tools.iter().flatten() {
+            names::tool(tool).map_err(|e| format!("`[task]` tools: {e}"))?;
+        }
+        for label in task.labels.iter().flatten() {
+            names::label(label).map_err(|e| format!("`[task]` labels: {e}"))?;
+        }
+        Ok(())
     }
 
     /// The client whose token is `token`, if one is configured with it.

@@ -85,7 +85,7 @@ pub enum ProxyError {
     /// An upstream is named twice, or its name cannot be a path segment or
     /// a server name.
     #[error(
-        "invalid upstream `{0}`: names must be unique, non-empty, and made of letters, digits, `-`, `_` and `.`"
+        "invalid upstream `{0}`: names must be unique, and a server name is 1 to 64 lowercase ASCII letters, digits, `_`, `-` and `.`"
     )]
     Upstream(String),
     /// With several upstreams, a name that would make the merged endpoint's
@@ -125,8 +125,8 @@ struct Proxy {
     max: usize,
 }
 
-/// Checks the upstreams' names: unique, non-empty, made of letters,
-/// digits, `-`, `_` and `.`; with several upstreams, without `__` and not
+/// Checks the upstreams' names: unique server names (1 to 64 lowercase
+/// ASCII letters, digits, `-`, `_` and `.`); with several upstreams, without `__` and not
 /// ending with `_` (the merged endpoint names tools `NAME__tool`).
 pub fn check_upstreams(upstreams: &[UpstreamSpec]) -> Result<(), ProxyError> {
     let mut seen = std::collections::HashSet::new();

@@ -9,12 +9,10 @@
 /// Between a server's name and its tool's in a merged tool name.
 pub const SEPARATOR: &str = "__";
 
-/// Whether `name` may name a server: ASCII letters, digits, `-`, `_`, `.`.
+/// Whether `name` may name a server: the server-name grammar every
+/// decision holds `action.server` to (`mandate_core::names::server`).
 pub fn valid_server_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    mandate_core::names::server(name).is_ok()
 }
 
 /// Whether `name` can prefix tool names unambiguously.

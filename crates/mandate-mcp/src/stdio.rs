@@ -60,8 +60,10 @@ pub struct WrapOptions {
     pub args: Vec<OsString>,
     /// Variables added to the server's environment.
     pub env: std::collections::BTreeMap<String, String>,
-    /// The server's name in decisions (`action.server`); `None`: the name
-    /// the server gives in its `initialize` answer.
+    /// The server's name in decisions (`action.server`), which must follow
+    /// the server-name grammar (`mandate_core::names::server`; decisions
+    /// on any other name are refused); `None`: derived from the name the
+    /// server gives in its `initialize` answer.
     pub name: Option<String>,
     /// The bound on one message, either way.
     pub max_message_bytes: usize,
@@ -157,7 +159,7 @@ where
     let relay = Arc::new(Relay {
         pep,
         session: Session::default(),
-        name: Mutex::new(options.name.clone().map(|n| server_name(&n))),
+        name: Mutex::new(options.name.clone()),
         catalog: Catalog::default(),
         pending: Mutex::default(),
         server_pending: Mutex::default(),
@@ -259,18 +261,29 @@ where
     Ok(status)
 }
 
-/// A server name as `action.server` accepts it: no `/`, no control
-/// characters, not empty.
+/// The server name decisions use for a server that named itself `name` in
+/// its `initialize` answer (`serverInfo.name`, free text such as
+/// `example-servers/everything` or `GitHub MCP Server`): lowercased, with
+/// every character the server-name grammar refuses replaced by `-`, at
+/// most 64 bytes. An operator who writes policies on the name sets it with
+/// `--name`, which must already follow the grammar.
 fn server_name(name: &str) -> String {
-    let cleaned: String = name
+    let derived: String = name
         .chars()
-        .filter(|c| !c.is_control())
-        .map(|c| if c == '/' { '-' } else { c })
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(mandate_core::names::MAX_SERVER)
         .collect();
-    if cleaned.trim().is_empty() {
+    if derived.trim_matches('-').is_empty() {
         "mcp".to_owned()
     } else {
-        cleaned
+        derived
     }
 }
 
@@ -560,5 +573,26 @@ impl Relay {
                 self.answer(jsonrpc::error(Some(&id), ErrorCode::INTERNAL_ERROR, reason));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_name;
+
+    #[test]
+    fn a_server_named_in_its_answer_gets_a_name_of_the_grammar() {
+        for (given, derived) in [
+            ("secure-filesystem-server", "secure-filesystem-server"),
+            ("example-servers/everything", "example-servers-everything"),
+            ("GitHub MCP Server", "github-mcp-server"),
+            ("b\u{430}nk", "b-nk"),
+            ("\u{200b}", "mcp"),
+            ("", "mcp"),
+        ] {
+            assert_eq!(server_name(given), derived, "{given:?}");
+            assert!(mandate_core::names::server(&server_name(given)).is_ok());
+        }
+        assert_eq!(server_name(&"x".repeat(100)).len(), 64);
     }
 }

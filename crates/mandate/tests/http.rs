@@ -1455,3 +1455,90 @@ fn connection_limits_come_from_the_environment_and_bad_ones_stop_the_start() {
     assert_eq!(server.get("/v1/health").status, 200);
     assert_eq!(server.decide(&send_email("carol@example.com")).status, 200);
 }
+
+/// Forbids on a tool, a server and an agent, and their look-alikes (other
+/// scripts, fullwidth forms, invisible and bidirectional characters, odd
+/// whitespace, case, percent-encoding): the real names are denied by their
+/// forbid; every look-alike is refused with a 422 that says what is wrong,
+/// and leaves no receipt.
+#[test]
+fn look_alike_names_are_refused_before_any_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pack = pack_copy(tmp.path(), "pack");
+    std::fs::write(
+        pack.join("names.cedar"),
+        r#"@id("no-wipe") @reason("wiping is off")
+forbid (principal, action, resource == Mandate::Tool::"mail/wipe_mailbox");
+@id("no-bank") @reason("no banking")
+forbid (principal, action, resource in Mandate::Server::"bank");
+@id("no-evil") @reason("not this agent")
+forbid (principal == Mandate::Agent::"spiffe://example.org/agent/evil", action, resource);
+"#,
+    )
+    .unwrap();
+    let server = Launch::serve(&tmp.path().join("data"))
+        .arg("--policies")
+        .arg(&pack)
+        .start();
+    let with_tool = |tool: &str| {
+        mailer(&json!({
+            "action": { "tool": tool },
+            "context": { "task": { "tools": [tool] } }
+        }))
+    };
+    let with_server = |server: &str| mailer(&json!({ "action": { "server": server } }));
+    let with_agent = |agent: &str| mailer(&json!({ "principal": { "id": agent } }));
+
+    assert_decision(
+        &server.decide(&with_tool("wipe_mailbox")),
+        "deny",
+        &["no-wipe"],
+    );
+    assert_decision(&server.decide(&with_server("bank")), "deny", &["no-bank"]);
+    assert_decision(
+        &server.decide(&with_agent("spiffe://example.org/agent/evil")),
+        "deny",
+        &["no-evil"],
+    );
+    let decided = server.health()["receipts"]["size"].clone();
+    assert_eq!(decided, 3);
+
+    let look_alikes = [
+        with_tool("wip\u{435}_mailbox"),
+        with_tool("\u{ff57}ipe_mailbox"),
+        with_tool("wipe\u{200b}_mailbox"),
+        with_tool("wipe_mailbox "),
+        with_tool("wipe_mailbox\u{a0}"),
+        with_tool("wipe_mail\u{ad}box"),
+        with_tool("\u{202e}xobliam_epiw"),
+        with_tool("wipe%5Fmailbox"),
+        with_server("BANK"),
+        with_server("b\u{430}nk"),
+        with_server("bank\u{feff}"),
+        with_agent("spiffe://example.org/agent/\u{435}vil"),
+        with_agent("SPIFFE://example.org/agent/evil"),
+        with_agent("spiffe://example.org/agent/%65vil"),
+        with_agent("spiffe://example.org/agent/evil\u{2066}"),
+        mailer(&json!({ "context": { "task": { "labels": ["Confidential"] } } })),
+        mailer(&json!({ "principal": { "on_behalf_of": "alice@example.com\u{200b}" } })),
+    ];
+    for request in &look_alikes {
+        let reply = server.decide(request);
+        reply.assert_error(422, "invalid_request");
+        let message = reply.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            [" has ", " is not a SPIFFE ID"]
+                .iter()
+                .any(|m| message.contains(m)),
+            "{request}: {message}"
+        );
+    }
+    assert_eq!(
+        server.health()["receipts"]["size"],
+        decided,
+        "a refused look-alike left a receipt"
+    );
+}

@@ -401,7 +401,7 @@ fn a_delegation_cannot_add_a_tool_a_label_or_lifetime_nor_go_deeper() {
         (json!({ "agent": SUB_AGENT, "tools": [] }), "`tools`"),
         (
             json!({ "agent": SUB_AGENT, "tools": ["read_inbox"] }),
-            "name tools as `server/tool`",
+            "write `server/tool`",
         ),
         (
             json!({ "agent": SUB_AGENT, "tools": ["mail/read_inbox"], "ttl_seconds": 0 }),
@@ -542,9 +542,17 @@ fn invalid_tasks_are_refused_and_start_nothing() {
         ),
         (
             json!({ "tools": ["mail/read_inbox", "send_email"] }),
-            "`tools[1]` is `send_email`: name tools as `server/tool`",
+            "`tools[1]`: tool name `send_email` does not name its server: write `server/tool`",
         ),
-        (json!({ "tools": ["/x"] }), "name tools as `server/tool`"),
+        (json!({ "tools": ["/x"] }), "server name `` is empty"),
+        (
+            json!({ "tools": ["mail/wip\u{435}_mailbox"] }),
+            "`tools[0]`: tool name `wip\\\\u{435}_mailbox` has the non-ASCII character U+0435",
+        ),
+        (
+            json!({ "labels": ["Confidential"] }),
+            "the uppercase letter `C`",
+        ),
         (json!({ "labels": ["ok", ""] }), "`labels[1]`"),
         (
             json!({ "ttl_seconds": 0 }),

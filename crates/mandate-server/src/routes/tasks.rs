@@ -21,7 +21,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderName, StatusCode, header};
 use chrono::{DateTime, TimeDelta, Utc};
 use mandate_auth::{Delegation, TaskGrant, VerifiedCredential, VerifiedIdentity};
-use mandate_core::PolicyPack;
+use mandate_core::{PolicyPack, names};
 use mandate_store::{CredentialRecord, END_REASON_EXPIRED, HistoryEntry, StoreError, TaskRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -38,9 +38,6 @@ use crate::tasks::{MAX_DELEGATION_DEPTH, Tasks};
 
 /// Longest intent, in bytes.
 const MAX_INTENT_BYTES: usize = 4096;
-
-/// Longest agent, tool or label name, in bytes.
-const MAX_NAME_BYTES: usize = 1024;
 
 /// Most tools, or labels, in one request.
 const MAX_ITEMS: usize = 256;
@@ -490,7 +487,7 @@ pub(crate) async fn delegate(
     };
     let ApiJson(request) = body?;
 
-    name("agent", &request.agent)?;
+    name("agent", &request.agent, names::agent)?;
     let tools = tool_names("tools", &request.tools)?;
     let labels = request
         .labels
@@ -720,28 +717,21 @@ async fn agent_identity(
     bearer: &Bearer,
     now: DateTime<Utc>,
 ) -> Result<VerifiedIdentity, ApiError> {
-    let identity = tasks
+    let mut identity = tasks
         .verify_identity(&bearer.0, now)
         .await
         .map_err(|e| identity_refused(tasks, &e))?;
-    let unusable = |what: &str| {
+    let unusable = |what: &str, error: names::NameError| {
         invalid_token(
             tasks,
             "invalid_token",
-            &format!(
-                "the identity token's {what} cannot name an agent (empty, longer than {MAX_NAME_BYTES} bytes, or with control characters)"
-            ),
+            &format!("the identity token's {what} cannot name an agent: {error}"),
         )
     };
-    if !is_name(&identity.subject) {
-        return Err(unusable("subject"));
-    }
-    if identity
-        .on_behalf_of
-        .as_deref()
-        .is_some_and(|h| !is_name(h))
-    {
-        return Err(unusable("on-behalf-of claim"));
+    names::agent(&identity.subject).map_err(|e| unusable("subject", e))?;
+    if let Some(person) = &identity.on_behalf_of {
+        let person = names::person(person).map_err(|e| unusable("on-behalf-of claim", e))?;
+        identity.on_behalf_of = Some(person);
     }
     Ok(identity)
 }
@@ -903,21 +893,14 @@ fn non_empty_text(field: &str, value: &str, max_bytes: usize) -> Result<(), ApiE
     Ok(())
 }
 
-fn is_name(value: &str) -> bool {
-    !value.trim().is_empty()
-        && value.len() <= MAX_NAME_BYTES
-        && !value.chars().any(char::is_control)
-}
-
-/// An agent, tool or label name: not empty, at most 1024 bytes, no control
-/// characters.
-fn name(field: &str, value: &str) -> Result<(), ApiError> {
-    if is_name(value) {
-        return Ok(());
-    }
-    Err(invalid(format!(
-        "`{field}` must be a non-empty name of at most {MAX_NAME_BYTES} bytes without control characters"
-    )))
+/// A name checked against its grammar (`mandate_core::names`), refused
+/// as `422 invalid_request` naming the field.
+fn name(
+    field: &str,
+    value: &str,
+    check: fn(&str) -> Result<(), names::NameError>,
+) -> Result<(), ApiError> {
+    check(value).map_err(|e| invalid(format!("`{field}`: {e}")))
 }
 
 /// A non-empty list of tools, each `server/tool`.
@@ -934,15 +917,7 @@ fn tool_names(field: &str, tools: &[String]) -> Result<BTreeSet<String>, ApiErro
     }
     for (i, tool) in tools.iter().enumerate() {
         let field = format!("{field}[{i}]");
-        name(&field, tool)?;
-        if !tool
-            .split_once('/')
-            .is_some_and(|(server, tool)| !server.is_empty() && !tool.is_empty())
-        {
-            return Err(invalid(format!(
-                "`{field}` is `{tool}`: name tools as `server/tool`"
-            )));
-        }
+        name(&field, tool, names::tool_ref)?;
     }
     Ok(tools.iter().cloned().collect())
 }
@@ -955,7 +930,7 @@ pub(crate) fn label_names(field: &str, labels: &[String]) -> Result<BTreeSet<Str
         )));
     }
     for (i, label) in labels.iter().enumerate() {
-        name(&format!("{field}[{i}]"), label)?;
+        name(&format!("{field}[{i}]"), label, names::label)?;
     }
     Ok(labels.iter().cloned().collect())
 }

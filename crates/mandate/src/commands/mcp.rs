@@ -56,6 +56,11 @@ pub fn wrap(args: McpWrapArgs) -> anyhow::Result<Code> {
         done?;
         return Ok(Code::Ok);
     }
+    if let Some(name) = &args.name
+        && let Err(e) = mandate_core::names::server(name)
+    {
+        return input_error(&anyhow::anyhow!("--name: {e}"));
+    }
     let mut command = args.command.into_iter();
     let Some(program) = command.next() else {
         return input_error(&anyhow::anyhow!(
