@@ -13,7 +13,7 @@
 //! minted for downstream tools in exchange for a credential (`POST
 //! /v1/token`) by the [`TokenExchange`] here.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -41,6 +41,10 @@ pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 /// The deepest delegation a task may allow (`max_depth`). Each hop adds a
 /// block of a few hundred bytes to the credential.
 pub const MAX_DELEGATION_DEPTH: u32 = 16;
+
+/// How long after its task's expiry a revoked id is still held: a margin
+/// over the credential's own expiry check, which needs none.
+const REVOKED_GRACE: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 /// What the task endpoints need from the configuration.
 #[derive(Debug, Clone)]
@@ -88,7 +92,9 @@ pub struct Tasks {
     verifier: CredentialVerifier,
     cache: VerificationCache,
     store: Arc<TaskStore>,
-    revoked: RwLock<HashSet<String>>,
+    /// Revoked credential ids, each until its task's expiry (no
+    /// credential of the task is accepted after it anyway).
+    revoked: RwLock<HashMap<String, DateTime<Utc>>>,
     resource: String,
     metadata_url: String,
     metadata_path: String,
@@ -129,7 +135,7 @@ impl Tasks {
             Vec::new(),
         )?;
         let verifier = authority.verifier(settings.audience);
-        let revoked = store.revoked_ids()?;
+        let revoked = store.revoked_ids(Utc::now())?;
         Ok(Self {
             identity,
             exchange,
@@ -238,13 +244,31 @@ impl Tasks {
     /// Whether any of `ids` is revoked.
     pub fn is_revoked(&self, ids: &[String]) -> bool {
         let revoked = self.revoked.read().unwrap_or_else(PoisonError::into_inner);
-        ids.iter().any(|id| revoked.contains(id))
+        ids.iter().any(|id| revoked.contains_key(id))
     }
 
-    /// Adds `ids` to the revoked set, effective for every later call.
-    pub fn revoke<'a>(&self, ids: impl IntoIterator<Item = &'a String>) {
+    /// Adds `ids` to the revoked set, effective for every later call, until
+    /// `until` (their task's expiry) has passed.
+    pub fn revoke<'a>(&self, ids: impl IntoIterator<Item = &'a String>, until: DateTime<Utc>) {
         let mut revoked = self.revoked.write().unwrap_or_else(PoisonError::into_inner);
-        revoked.extend(ids.into_iter().cloned());
+        revoked.extend(ids.into_iter().map(|id| (id.clone(), until)));
+    }
+
+    /// Forgets revoked ids whose task expired more than
+    /// [`REVOKED_GRACE`] before `now`: their credentials are refused as
+    /// expired. Keeps the set as large as the tasks alive, not as every
+    /// task ever ended.
+    fn forget_expired_revocations(&self, now: DateTime<Utc>) {
+        let mut revoked = self.revoked.write().unwrap_or_else(PoisonError::into_inner);
+        revoked.retain(|_, until| *until + REVOKED_GRACE > now);
+    }
+
+    /// How many revoked ids are held in memory.
+    pub fn revoked_in_memory(&self) -> usize {
+        self.revoked
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// The authority that mints and delegates task credentials.
@@ -326,7 +350,7 @@ impl Tasks {
                 Ok((task, ids))
             })
             .await?;
-        self.revoke(&ids);
+        self.revoke(&ids, task.expires_at);
         Ok((task, ids))
     }
 
@@ -335,10 +359,12 @@ impl Tasks {
     pub async fn end_expired(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let ended = self.store(move |store| store.end_expired(now)).await?;
         for (task_id, ids) in &ended {
-            self.revoke(ids);
+            // The task's expiry is `now` or earlier.
+            self.revoke(ids, now);
             tracing::info!(%task_id, credentials = ids.len(), "task expired; its credentials are revoked");
         }
         self.cache.purge_expired(now);
+        self.forget_expired_revocations(now);
         Ok(ended.len())
     }
 }

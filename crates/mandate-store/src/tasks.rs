@@ -52,7 +52,7 @@
 //! order and `expires_at <= now` works in SQL, and a record reads back equal
 //! to what was written. Years outside 0000–9999 are refused.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
@@ -532,12 +532,26 @@ impl TaskStore {
         })
     }
 
-    /// The revocation ids of every revoked credential.
-    pub fn revoked_ids(&self) -> Result<HashSet<String>, StoreError> {
+    /// The revocation ids of the revoked credentials of tasks that have
+    /// not expired at `now`, each with its task's expiry: no credential of
+    /// a task outlives it, and an expired credential is refused for its
+    /// expiry, revoked or not. So the ids a server must hold in memory are
+    /// bounded by the tasks alive, not by every task ever ended.
+    pub fn revoked_ids(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+        let now = time_text(&now)?;
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT revocation_id FROM revocations")?;
-            let ids = stmt.query_map([], |row| row.get(0))?;
-            Ok(ids.collect::<Result<_, _>>()?)
+            let rows: Vec<(String, DateTime<Utc>)> = query_all(
+                conn,
+                "SELECT r.revocation_id, t.expires_at
+                 FROM revocations r JOIN tasks t ON t.id = r.task_id
+                 WHERE t.expires_at > ?1",
+                [&now],
+                |row| Ok((row.get(0)?, time_col(row, 1, "expires_at")?)),
+            )?;
+            Ok(rows.into_iter().collect())
         })
     }
 
