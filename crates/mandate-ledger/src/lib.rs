@@ -2,7 +2,7 @@
 //!
 //! Every decision becomes a [`Receipt`]. Its canonical bytes (RFC 8785 JSON)
 //! are signed with the log's Ed25519 key and appended as a leaf to an RFC
-//! 6962 Merkle tree ([`MerkleTree`]). The tree head is published as a signed
+//! 6962 Merkle tree ([`MerkleTree`]; a server keeps it as a [`TiledTree`]). The tree head is published as a signed
 //! checkpoint in the C2SP `tlog-checkpoint` / `signed-note` formats
 //! ([`checkpoint`]), so inclusion and consistency can be proved to anyone
 //! holding the public key ([`proof`]).
@@ -17,6 +17,7 @@ pub mod key;
 pub mod merkle;
 pub mod proof;
 pub mod receipt;
+pub mod tiled;
 pub mod verify;
 
 pub use bundle::{BundleError, ReceiptBundle};
@@ -29,5 +30,6 @@ pub use receipt::{
     CallRef, DelegationHop, Entry, Principal, Receipt, ReceiptError, TaskRef, canonical_json,
     digest_bytes, digest_json, redact,
 };
+pub use tiled::{LeafSource, TiledTree};
 pub use tlog_tiles::Hash;
 pub use verify::{Problem, Report, VerifiedCheckpoint, verify_export};

@@ -29,6 +29,9 @@ pub enum ProofError {
         /// Tree size.
         size: u64,
     },
+    /// The leaf hashes a proof needs could not be read from storage.
+    #[error("the log's leaf hashes cannot be read: {0}")]
+    Leaves(String),
     /// A consistency proof from a larger tree to a smaller one.
     #[error("cannot prove consistency from size {from} back to size {to}")]
     Backwards {

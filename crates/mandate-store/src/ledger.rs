@@ -10,8 +10,8 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use mandate_ledger::{
-    ConsistencyProof, Hash, InclusionProof, LogKey, LogVerifier, MerkleTree, Receipt,
-    ReceiptBundle, SignedCheckpoint,
+    ConsistencyProof, Hash, InclusionProof, LogKey, LogVerifier, Receipt, ReceiptBundle,
+    SignedCheckpoint, TiledTree,
 };
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
@@ -80,7 +80,9 @@ impl ReceiptProof {
 
 /// State the writer and the readers share.
 pub(crate) struct Shared {
-    pub(crate) tree: RwLock<MerkleTree>,
+    /// The log's tree: tile heads and the open tile in memory; proofs read
+    /// older leaf hashes through the ledger's reader.
+    pub(crate) tree: RwLock<TiledTree>,
     committed: AtomicU64,
     latest: RwLock<SignedCheckpoint>,
     failure: Mutex<Option<String>>,
@@ -169,7 +171,7 @@ impl Ledger {
                         tree.len()
                     )));
                 }
-                if tree.root(opened.size)? != opened.root || opened != stored.checkpoint {
+                if tree.root(opened.size, &reader)? != opened.root || opened != stored.checkpoint {
                     return Err(StoreError::Corrupt(format!(
                         "the stored receipts do not hash to the newest checkpoint's root at size {}",
                         opened.size
@@ -182,7 +184,7 @@ impl Ledger {
         let latest = match latest {
             Some(c) if c.size == tree.len() => c,
             behind => {
-                let checkpoint = SignedCheckpoint::sign(&key, tree.len(), tree.root(tree.len())?)?;
+                let checkpoint = SignedCheckpoint::sign(&key, tree.len(), tree.head())?;
                 insert_checkpoint(&conn, &checkpoint)?;
                 if let Some(old) = behind {
                     tracing::info!(
@@ -325,9 +327,11 @@ impl Ledger {
         if checkpoint.size <= receipt.index {
             checkpoint = self.checkpoint().await?;
         }
-        let proof = self
-            .tree()
-            .prove_inclusion(receipt.index, checkpoint.size)?;
+        let (index, size) = (receipt.index, checkpoint.size);
+        let this = self.clone();
+        let proof = tokio::task::spawn_blocking(move || this.prove_inclusion(index, size))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
         Ok(Some(ReceiptProof {
             receipt,
             proof,
@@ -343,34 +347,35 @@ impl Ledger {
         query: ReceiptQuery,
     ) -> Result<Vec<(StoredReceipt, Option<ReceiptProof>)>, StoreError> {
         let this = self.clone();
-        let found = tokio::task::spawn_blocking(move || {
-            this.inner
+        tokio::task::spawn_blocking(move || {
+            let reader = this
+                .inner
                 .reader
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .search(&query)
+                .unwrap_or_else(PoisonError::into_inner);
+            let found = reader.search(&query)?;
+            let checkpoint = this.inner.shared.latest();
+            let tree = this.tree();
+            found
+                .into_iter()
+                .map(|receipt| {
+                    if receipt.index >= checkpoint.size {
+                        return Ok((receipt, None));
+                    }
+                    let proof = tree.prove_inclusion(receipt.index, checkpoint.size, &*reader)?;
+                    Ok((
+                        receipt.clone(),
+                        Some(ReceiptProof {
+                            receipt,
+                            proof,
+                            checkpoint: checkpoint.clone(),
+                        }),
+                    ))
+                })
+                .collect()
         })
         .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
-        let checkpoint = self.inner.shared.latest();
-        let tree = self.tree();
-        found
-            .into_iter()
-            .map(|receipt| {
-                if receipt.index >= checkpoint.size {
-                    return Ok((receipt, None));
-                }
-                let proof = tree.prove_inclusion(receipt.index, checkpoint.size)?;
-                Ok((
-                    receipt.clone(),
-                    Some(ReceiptProof {
-                        receipt,
-                        proof,
-                        checkpoint: checkpoint.clone(),
-                    }),
-                ))
-            })
-            .collect()
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
     }
 
     /// Proof that the tree of size `from` is a prefix of the tree of size
@@ -380,15 +385,33 @@ impl Ledger {
         if to > signed {
             return Err(StoreError::BeyondCheckpoint { asked: to, signed });
         }
-        Ok(self.tree().prove_consistency(from, to)?)
+        let reader = self.reader();
+        Ok(self.tree().prove_consistency(from, to, &*reader)?)
     }
 
     /// Root of the tree of the first `size` receipts (within the newest checkpoint).
     pub fn root(&self, size: u64) -> Result<Hash, StoreError> {
-        Ok(self.tree().root(size)?)
+        let reader = self.reader();
+        Ok(self.tree().root(size, &*reader)?)
     }
 
-    fn tree(&self) -> std::sync::RwLockReadGuard<'_, MerkleTree> {
+    /// Proof that receipt `index` is in the tree of the first `size`
+    /// receipts. Blocks on the reader: call it off the async runtime.
+    fn prove_inclusion(&self, index: u64, size: u64) -> Result<InclusionProof, StoreError> {
+        let reader = self.reader();
+        Ok(self.tree().prove_inclusion(index, size, &*reader)?)
+    }
+
+    /// The reader connection, which also serves the tree's leaf hashes.
+    /// Taken before the tree's lock, never after it.
+    fn reader(&self) -> std::sync::MutexGuard<'_, LedgerReader> {
+        self.inner
+            .reader
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn tree(&self) -> std::sync::RwLockReadGuard<'_, TiledTree> {
         self.inner
             .shared
             .tree

@@ -10,7 +10,7 @@ use std::path::Path;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use mandate_ledger::export::EXPORT_FORMAT;
-use mandate_ledger::{ExportLine, Hash, MerkleTree, SignedCheckpoint};
+use mandate_ledger::{ExportLine, Hash, LeafSource, SignedCheckpoint, TiledTree};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::value::RawValue;
 
@@ -184,9 +184,10 @@ impl LedgerReader {
     }
 
     /// Rebuilds the Merkle tree from the stored leaf hashes, checking that
-    /// indices run 0, 1, 2, … without gaps.
-    pub fn tree(&self) -> Result<MerkleTree, StoreError> {
-        let mut tree = MerkleTree::new();
+    /// indices run 0, 1, 2, … without gaps. The tree keeps its tile heads;
+    /// its proofs read leaf hashes back through this reader ([`LeafSource`]).
+    pub fn tree(&self) -> Result<TiledTree, StoreError> {
+        let mut tree = TiledTree::new();
         let mut stmt = self
             .conn
             .prepare("SELECT idx, leaf_hash FROM receipts ORDER BY idx")?;
@@ -312,4 +313,29 @@ fn stored_checkpoint(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCheckpoi
         },
         created_at: row.get(3)?,
     })
+}
+
+impl LeafSource for LedgerReader {
+    fn leaf_hashes(&self, start: u64, count: u64) -> Result<Vec<Hash>, String> {
+        let range = |n: u64| i64::try_from(n).map_err(|e| e.to_string());
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT leaf_hash FROM receipts WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+            )
+            .map_err(|e| e.to_string())?;
+        let rows = stmt
+            .query_map(params![range(start)?, range(start + count)?], |row| {
+                row.get::<_, Vec<u8>>(0)
+            })
+            .map_err(|e| e.to_string())?;
+        rows.map(|row| {
+            let bytes = row.map_err(|e| e.to_string())?;
+            let hash: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| "a stored leaf hash is not 32 bytes".to_owned())?;
+            Ok(Hash(hash))
+        })
+        .collect()
+    }
 }

@@ -235,12 +235,24 @@ impl Writer {
         // the tree may hold.
         let size = self.shared.committed() + prepared.len() as u64;
         let checkpoint = if sign_checkpoint {
-            let root = self
+            let tree = self
                 .shared
                 .tree
                 .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .root(size)?;
+                .unwrap_or_else(PoisonError::into_inner);
+            // The tree holds exactly what is committed plus this
+            // transaction (this thread alone pushes to it, and stops after
+            // a failed write), so its whole root, held in memory, is the
+            // root at `size`: no leaf needs reading back, which a reader
+            // could not do before the commit anyway.
+            if tree.len() != size {
+                return Err(StoreError::Failed(format!(
+                    "the tree holds {} receipts where {size} were expected",
+                    tree.len()
+                )));
+            }
+            let root = tree.head();
+            drop(tree);
             let signed = SignedCheckpoint::sign(&self.key, size, root)?;
             insert_checkpoint(&tx, &signed)?;
             Some(signed)

@@ -216,7 +216,7 @@ pub fn prove(args: ProveArgs) -> anyhow::Result<Code> {
     // Check what we hand out: the checkpoint must be the log key's and match the tree.
     let opened = SignedCheckpoint::open(&verifier, &checkpoint.note)?;
     let tree = reader.tree()?;
-    let proof = tree.prove_inclusion(receipt.index, opened.size)?;
+    let proof = tree.prove_inclusion(receipt.index, opened.size, &reader)?;
     let bundle = ReceiptProof {
         receipt,
         proof,
