@@ -152,7 +152,9 @@ pub enum ExchangeConfigError {
     #[error("downstream resource `{0}` must name from 1 to 256 tools, as `server/tool`")]
     NoTools(String),
     /// A tool name that is not `server/tool`.
-    #[error("downstream resource `{resource}`: tool `{tool}` is not `server/tool`")]
+    #[error(
+        "downstream resource `{resource}`: tool `{tool}` is not `server/tool` with a server name of `a-z 0-9 _ - .` and a tool name of `A-Z a-z 0-9 _ - .`"
+    )]
     InvalidTool {
         /// The resource.
         resource: String,
@@ -666,7 +668,7 @@ fn parse_scope(raw: &str) -> Result<BTreeSet<String>, ExchangeError> {
             || !is_tool(token)
         {
             return Err(ExchangeError::MalformedScope(
-                "names tools as `server/tool` (printable ASCII, no quotes or backslashes)",
+                "names tools as `server/tool` (a server name of `a-z 0-9 _ - .`, a tool name of `A-Z a-z 0-9 _ - .`)",
             ));
         }
         tools.insert(token.to_owned());
@@ -677,14 +679,9 @@ fn parse_scope(raw: &str) -> Result<BTreeSet<String>, ExchangeError> {
     Ok(tools)
 }
 
-/// `server/tool`, both parts non-empty, without whitespace or control
-/// characters.
+/// `server/tool`, each part of its name grammar (`mandate_core::names`).
 fn is_tool(tool: &str) -> bool {
-    tool.len() <= MAX_NAME_BYTES
-        && !tool.chars().any(|c| c.is_whitespace() || c.is_control())
-        && tool
-            .split_once('/')
-            .is_some_and(|(server, name)| !server.is_empty() && !name.is_empty())
+    mandate_core::names::tool_ref(tool).is_ok()
 }
 
 /// An absolute URI (RFC 3986 §4.3: a scheme, then `:`, then the rest)
