@@ -122,8 +122,7 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// One client session's state: the results still being reported in
-/// credential mode, and the calls being decided. The session policies see
+/// One client session's state: the calls being decided. The session policies see
 /// is not here: the Mandate server keeps it (the task's, or the agent's
 /// named session), so that every gateway of the agent, and a gateway
 /// restarted, decide on the same one.

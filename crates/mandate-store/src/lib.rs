@@ -1,4 +1,5 @@
-//! Mandate's persistence: the receipt ledger on embedded SQLite.
+//! Mandate's persistence on embedded SQLite: the receipt ledger and the
+//! state database.
 //!
 //! [`Ledger`] is the gateway's handle: it appends receipts through one writer
 //! thread that commits them in groups (one transaction and one fsync for
@@ -7,8 +8,10 @@
 //! database, also while a gateway writes to it.
 //!
 //! [`TaskStore`] is the gateway's state database, a file of its own
-//! (`state.db`): tasks, the credentials issued under them, revocations, and
-//! each task's session history ([`tasks`]).
+//! (`state.db`): tasks, the credentials issued under them, revocations,
+//! each task's session history ([`tasks`]), the sessions kept for agents
+//! without a task ([`sessions`]), approvals ([`approvals`]) and token
+//! exchanges.
 //!
 //! PostgreSQL for several gateway instances is not here yet.
 
