@@ -800,11 +800,11 @@ def run(a, mandate, work, procs, logs, stop, threads):
     else:
         bm, lm = base[0] // 60, last[0] // 60
         print(f"# after warm-up ({bm} min) -> end ({lm} min):")
-        # What grows by design: the ledger's Merkle tree is held in memory,
-        # about two 32-byte hashes per receipt.
+        # What grows by design: the ledger's tree keeps one 32-byte hash per
+        # complete 256-receipt tile (and about as many above them).
         n = last[14] - base[14]
         print(f"#   receipts {base[14]} -> {last[14]} (+{n}); the in-memory Merkle tree's share "
-              f"of that: about {n * 64 / MIB:.1f} MiB")
+              f"of that: about {n * 64 / 256 / MIB:.2f} MiB")
         for name, r, f_ in (("mandate serve", 1, 3), ("mcp proxy", 2, 4)):
             allowed = max(base[r] * 0.2, 20.0)
             grew = last[r] - base[r]

@@ -736,11 +736,16 @@ impl VerificationCache {
         Ok(credential)
     }
 
-    /// Drops every entry expired at `now`; returns how many were dropped.
-    pub fn purge_expired(&self, now: DateTime<Utc>) -> usize {
+    /// Drops every entry expired at `now` or revoked (`is_revoked` of its
+    /// revocation ids); returns how many were dropped. A revoked credential
+    /// is never served again, so keeping it until its expiry would only
+    /// hold memory for every task ended early.
+    pub fn purge(&self, now: DateTime<Utc>, is_revoked: impl Fn(&[String]) -> bool) -> usize {
         let mut entries = self.lock();
         let before = entries.len();
-        entries.retain(|_, entry| !entry.credential.is_expired(now));
+        entries.retain(|_, entry| {
+            !entry.credential.is_expired(now) && !is_revoked(&entry.credential.revocation_ids)
+        });
         before - entries.len()
     }
 

@@ -914,7 +914,23 @@ fn the_cache_drops_entries_at_expiry() {
     );
     assert_eq!(cache.verifications(), 3);
 
-    assert_eq!(cache.purge_expired(root.expires_at), 1);
+    assert_eq!(cache.purge(root.expires_at, revoked_by(&none)), 1);
+    assert!(cache.is_empty());
+}
+
+#[test]
+fn a_revoked_credential_leaves_the_cache_before_its_expiry() {
+    let (authority, verifier, _) = setup();
+    let cache = VerificationCache::default();
+    let none = HashSet::new();
+    let root = authority.mint(&grant()).unwrap();
+    cache
+        .get_or_verify(&verifier, &root.token, t0(), revoked_by(&none))
+        .unwrap();
+    assert_eq!(cache.purge(t0(), revoked_by(&none)), 0);
+    assert_eq!(cache.len(), 1);
+    let revoked: HashSet<String> = root.revocation_ids.iter().cloned().collect();
+    assert_eq!(cache.purge(t0(), revoked_by(&revoked)), 1);
     assert!(cache.is_empty());
 }
 

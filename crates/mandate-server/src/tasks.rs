@@ -363,7 +363,7 @@ impl Tasks {
             self.revoke(ids, now);
             tracing::info!(%task_id, credentials = ids.len(), "task expired; its credentials are revoked");
         }
-        self.cache.purge_expired(now);
+        self.cache.purge(now, |ids| self.is_revoked(ids));
         self.forget_expired_revocations(now);
         Ok(ended.len())
     }
