@@ -118,6 +118,36 @@ pub fn is_first_page(request: &Value) -> bool {
         .is_none_or(Value::is_null)
 }
 
+/// Most pages one `tools/list` listing is read to: a server that pages
+/// without end cannot hold the gateway.
+pub const MAX_PAGES: usize = 32;
+
+/// Reads a whole `tools/list` listing, page by page, as the gateway asks
+/// for it itself: `fetch(n, params)` sends the `n`-th request (params `{}`,
+/// then `{"cursor": …}`) and returns its result; `page(result, last)` takes
+/// each page in turn, `last` when it has no `nextCursor`. Stops at the last
+/// page, at the first error (returned), or after [`MAX_PAGES`].
+pub async fn list_pages<E, Fut>(
+    mut fetch: impl FnMut(usize, Value) -> Fut,
+    mut page: impl FnMut(Value, bool),
+) -> Result<(), E>
+where
+    Fut: std::future::Future<Output = Result<Value, E>>,
+{
+    let mut params = serde_json::json!({});
+    for n in 0..MAX_PAGES {
+        let result = fetch(n, params).await?;
+        let next = result.get("nextCursor").filter(|c| !c.is_null()).cloned();
+        let last = next.is_none();
+        page(result, last);
+        match next {
+            Some(cursor) => params = serde_json::json!({ "cursor": cursor }),
+            None => break,
+        }
+    }
+    Ok(())
+}
+
 /// Whether a `tools/list` result has more pages.
 pub fn has_more(result: &Value) -> bool {
     result.get("nextCursor").is_some_and(|c| !c.is_null())
@@ -127,6 +157,62 @@ pub fn has_more(result: &Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn a_listing_follows_cursors_to_the_last_page_and_no_further_than_max_pages() {
+        // Three pages, then no cursor.
+        let mut asked = Vec::new();
+        let mut seen = Vec::new();
+        let done: Result<(), ()> =
+            list_pages(
+                |n, params| {
+                    asked.push(params);
+                    let cursor = (n < 2).then(|| json!(format!("c{n}")));
+                    async move {
+                        Ok(json!({"tools": [{"name": format!("t{n}")}], "nextCursor": cursor}))
+                    }
+                },
+                |result, last| seen.push((result["tools"][0]["name"].clone(), last)),
+            )
+            .await;
+        assert_eq!(done, Ok(()));
+        assert_eq!(
+            asked,
+            [json!({}), json!({"cursor": "c0"}), json!({"cursor": "c1"})]
+        );
+        assert_eq!(
+            seen,
+            [
+                (json!("t0"), false),
+                (json!("t1"), false),
+                (json!("t2"), true)
+            ]
+        );
+
+        // A server that always has more is read MAX_PAGES times.
+        let mut pages = 0;
+        let endless: Result<(), ()> = list_pages(
+            |_, _| async { Ok(json!({"tools": [], "nextCursor": "again"})) },
+            |_, _| pages += 1,
+        )
+        .await;
+        assert_eq!((endless, pages), (Ok(()), MAX_PAGES));
+
+        // An error stops the listing and is returned.
+        let mut pages = 0;
+        let failed = list_pages(
+            |n, _| async move {
+                if n == 1 {
+                    Err("gone")
+                } else {
+                    Ok(json!({"tools": [], "nextCursor": "x"}))
+                }
+            },
+            |_, _| pages += 1,
+        )
+        .await;
+        assert_eq!((failed, pages), (Err("gone"), 1));
+    }
 
     #[test]
     fn learns_and_forgets() {

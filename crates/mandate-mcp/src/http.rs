@@ -534,32 +534,25 @@ impl Proxy {
             Lookup::Unlisted => return None,
             Lookup::Unknown => {}
         }
-        let mut cursor: Option<Value> = None;
-        for page in 0..32 {
-            let id = format!("mandate-list-{}-{page}", uuid::Uuid::new_v4());
-            let params = match &cursor {
-                Some(c) => json!({"cursor": c}),
-                None => json!({}),
-            };
-            let body = json!({"jsonrpc": "2.0", "id": id, "method": jsonrpc::TOOLS_LIST, "params": params});
-            let request = self
-                .forward(
-                    upstream,
-                    &Method::POST,
-                    headers,
-                    Some(Bytes::from(body.to_string())),
-                )
-                .timeout(LIST_TIMEOUT);
-            let Some(result) = ask(request, &Value::String(id), self.max).await else {
-                break;
-            };
-            let more = catalog::has_more(&result);
-            upstream.catalog.learn(&result, !more);
-            if !more {
-                break;
-            }
-            cursor = result.get("nextCursor").cloned();
-        }
+        // A listing cut short leaves the tool unknown: it is decided
+        // without annotations (the MCP defaults).
+        let _ = catalog::list_pages(
+            |page, params| {
+                let id = format!("mandate-list-{}-{page}", uuid::Uuid::new_v4());
+                let body = json!({"jsonrpc": "2.0", "id": id, "method": jsonrpc::TOOLS_LIST, "params": params});
+                let request = self
+                    .forward(
+                        upstream,
+                        &Method::POST,
+                        headers,
+                        Some(Bytes::from(body.to_string())),
+                    )
+                    .timeout(LIST_TIMEOUT);
+                async move { ask(request, &Value::String(id), self.max).await.ok_or(()) }
+            },
+            |result, last| upstream.catalog.learn(&result, last),
+        )
+        .await;
         match upstream.catalog.lookup(tool) {
             Lookup::Listed(annotations) => annotations,
             _ => None,

@@ -443,25 +443,16 @@ impl Relay {
             Lookup::Unlisted => return None,
             Lookup::Unknown => {}
         }
-        let mut cursor: Option<Value> = None;
-        for _ in 0..32 {
-            let params = match &cursor {
-                Some(c) => json!({"cursor": c}),
-                None => json!({}),
-            };
-            let Some(response) = self.ask_server(jsonrpc::TOOLS_LIST, params).await else {
-                break;
-            };
-            let Some(result) = response.get("result") else {
-                break;
-            };
-            let more = catalog::has_more(result);
-            self.catalog.learn(result, !more);
-            if !more {
-                break;
-            }
-            cursor = result.get("nextCursor").cloned();
-        }
+        // A listing cut short leaves the tool unknown: it is decided
+        // without annotations (the MCP defaults).
+        let _ = catalog::list_pages(
+            |_, params| async move {
+                let response = self.ask_server(jsonrpc::TOOLS_LIST, params).await;
+                response.and_then(|r| r.get("result").cloned()).ok_or(())
+            },
+            |result, last| self.catalog.learn(&result, last),
+        )
+        .await;
         match self.catalog.lookup(tool) {
             Lookup::Listed(annotations) => annotations,
             _ => None,

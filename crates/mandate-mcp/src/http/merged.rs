@@ -49,8 +49,6 @@ use crate::pep::Gate;
 const VERSION_HEADER: &str = "mcp-protocol-version";
 /// The version asked of upstreams when the client names none.
 const DEFAULT_VERSION: &str = "2025-06-18";
-/// How many pages of one upstream's tools the merged listing reads.
-const MAX_PAGES: usize = 32;
 
 /// One client session of the merged endpoint.
 pub(super) struct Merged {
@@ -532,44 +530,42 @@ impl Proxy {
         let upstream = &link.upstream;
         let prefix = merge::prefix(&upstream.spec.name);
         let mut tools = Vec::new();
-        let mut cursor: Option<Value> = None;
-        for page in 0..MAX_PAGES {
-            let id = Value::String(format!("mandate-list-{}-{page}", uuid::Uuid::new_v4()));
-            let params = match &cursor {
-                Some(c) => json!({"cursor": c}),
-                None => json!({}),
-            };
-            let body = json!({"jsonrpc": "2.0", "id": id, "method": jsonrpc::TOOLS_LIST, "params": params});
-            let response = self
-                .forward(
-                    upstream,
-                    &Method::POST,
-                    &link.headers(),
-                    Some(Bytes::from(body.to_string())),
-                )
-                .timeout(LIST_TIMEOUT)
-                .send()
-                .await
-                .map_err(|e| format!("it cannot be reached ({e})"))?;
-            let answer = read_answer(response, &id, self.max, |_| {}).await?;
-            let Some(mut result) = answer.get("result").cloned() else {
-                return Err(format!(
-                    "it answered {}",
-                    answer.get("error").unwrap_or(&Value::Null)
-                ));
-            };
-            let more = catalog::has_more(&result);
-            upstream.listed(&self.pep, &mut result, !more, |name| {
-                Some(format!("{prefix}{name}"))
-            });
-            if let Some(Value::Array(page_tools)) = result.get_mut("tools") {
-                tools.append(page_tools);
-            }
-            if !more {
-                break;
-            }
-            cursor = result.get("nextCursor").cloned();
-        }
+        catalog::list_pages(
+            |page, params| {
+                let id = Value::String(format!("mandate-list-{}-{page}", uuid::Uuid::new_v4()));
+                let body = json!({"jsonrpc": "2.0", "id": id, "method": jsonrpc::TOOLS_LIST, "params": params});
+                let request = self
+                    .forward(
+                        upstream,
+                        &Method::POST,
+                        &link.headers(),
+                        Some(Bytes::from(body.to_string())),
+                    )
+                    .timeout(LIST_TIMEOUT);
+                async move {
+                    let response = request
+                        .send()
+                        .await
+                        .map_err(|e| format!("it cannot be reached ({e})"))?;
+                    let answer = read_answer(response, &id, self.max, |_| {}).await?;
+                    answer.get("result").cloned().ok_or_else(|| {
+                        format!(
+                            "it answered {}",
+                            answer.get("error").unwrap_or(&Value::Null)
+                        )
+                    })
+                }
+            },
+            |mut result, last| {
+                upstream.listed(&self.pep, &mut result, last, |name| {
+                    Some(format!("{prefix}{name}"))
+                });
+                if let Some(Value::Array(page_tools)) = result.get_mut("tools") {
+                    tools.append(page_tools);
+                }
+            },
+        )
+        .await?;
         Ok(tools)
     }
 

@@ -36,8 +36,6 @@ use crate::jsonrpc::{self, IdKey, Message};
 use crate::merge;
 use crate::pep::Pep;
 
-/// How many pages of one server's `tools/list` the front reads at most.
-const MAX_PAGES: usize = 32;
 /// The buffer of the in-process pipe between the front and a relay.
 const PIPE_BYTES: usize = 256 * 1024;
 /// The protocol version asked of the servers when the client names none.
@@ -401,27 +399,21 @@ impl Front {
             .map(|l| merge::prefix(&l.name))
             .unwrap_or_default();
         let mut tools = Vec::new();
-        let mut cursor: Option<Value> = None;
-        for _ in 0..MAX_PAGES {
-            let params = match &cursor {
-                Some(c) => json!({ "cursor": c }),
-                None => json!({}),
-            };
-            let mut result = self.ask(index, jsonrpc::TOOLS_LIST, params).await?;
-            if let Some(Value::Array(page)) = result.get_mut("tools") {
-                for tool in page.iter_mut() {
-                    if let Some(name) = tool.get("name").and_then(Value::as_str) {
-                        let renamed = format!("{prefix}{name}");
-                        tool["name"] = Value::String(renamed);
+        catalog::list_pages(
+            |_, params| self.ask(index, jsonrpc::TOOLS_LIST, params),
+            |mut result, _| {
+                if let Some(Value::Array(page)) = result.get_mut("tools") {
+                    for tool in page.iter_mut() {
+                        if let Some(name) = tool.get("name").and_then(Value::as_str) {
+                            let renamed = format!("{prefix}{name}");
+                            tool["name"] = Value::String(renamed);
+                        }
                     }
+                    tools.append(page);
                 }
-                tools.append(page);
-            }
-            if !catalog::has_more(&result) {
-                break;
-            }
-            cursor = result.get("nextCursor").cloned();
-        }
+            },
+        )
+        .await?;
         Ok(tools)
     }
 
