@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use mandate_core::SessionId;
+use mandate_core::{Decision, DecisionResponse, SessionId};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -134,22 +134,6 @@ pub struct Session {
     deciding: Mutex<HashMap<IdKey, CancellationToken>>,
 }
 
-/// The decision API's answer (the fields the gateway reads).
-#[derive(Debug, Deserialize)]
-struct DecideAnswer {
-    decision: Option<String>,
-    /// The approvals contract names the field `outcome`; accept both.
-    outcome: Option<String>,
-    decision_id: String,
-    #[serde(default)]
-    policies: Vec<String>,
-    #[serde(default)]
-    reasons: Vec<String>,
-    #[serde(default)]
-    errors: Vec<Value>,
-    approval_id: Option<String>,
-}
-
 #[derive(Debug, Deserialize)]
 struct ApprovalAnswer {
     status: String,
@@ -253,15 +237,11 @@ impl Pep {
 
     /// Turns an answer into allow (the decision id) or deny, waiting for an
     /// approval when one is required.
-    async fn gate(&self, body: &Value, answer: DecideAnswer, tool: &str) -> GateOf<String> {
-        match answer.outcome() {
-            "allow" => GateOf::Allow(answer.decision_id),
-            "approval_required" => self.await_approval(body, answer, tool).await,
-            "deny" => GateOf::Deny(denied(tool, &answer)),
-            other => GateOf::Deny(could_not_decide(
-                tool,
-                &format!("the server answered an unknown decision `{other}`"),
-            )),
+    async fn gate(&self, body: &Value, answer: DecisionResponse, tool: &str) -> GateOf<String> {
+        match answer.decision {
+            Decision::Allow => GateOf::Allow(answer.decision_id),
+            Decision::ApprovalRequired => self.await_approval(body, answer, tool).await,
+            Decision::Deny => GateOf::Deny(denied(tool, &answer)),
         }
     }
 
@@ -329,7 +309,7 @@ impl Pep {
     }
 
     /// One `POST /v1/decide`; any answer but a readable `200` is an error.
-    async fn ask(&self, body: &Value) -> Result<DecideAnswer, String> {
+    async fn ask(&self, body: &Value) -> Result<DecisionResponse, String> {
         let request = self
             .http
             .post(format!("{}/v1/decide", self.base))
@@ -352,12 +332,11 @@ impl Pep {
         if status != StatusCode::OK {
             return Err(refused(status, &bytes));
         }
-        let answer: DecideAnswer = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("the Mandate server's answer cannot be read ({e})"))?;
-        if answer.decision.is_none() && answer.outcome.is_none() {
-            return Err("the Mandate server's answer has no decision".to_owned());
-        }
-        Ok(answer)
+        // Core's own response type: a change to the contract is a compile
+        // error here, and an answer that is not one (an unknown decision,
+        // say) cannot be read, so the call is denied.
+        serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the Mandate server's answer cannot be read ({e})"))
     }
 
     /// Holds a call until a person approves or denies it, or the wait ends;
@@ -365,7 +344,7 @@ impl Pep {
     async fn await_approval(
         &self,
         body: &Value,
-        answer: DecideAnswer,
+        answer: DecisionResponse,
         tool: &str,
     ) -> GateOf<String> {
         let Some(approval_id) = answer.approval_id.clone() else {
@@ -450,7 +429,7 @@ impl Pep {
             object.insert("approval_id".to_owned(), json!(approval_id));
         }
         match self.ask(&again).await {
-            Ok(answer) if answer.outcome() == "allow" => GateOf::Allow(answer.decision_id),
+            Ok(answer) if answer.decision == Decision::Allow => GateOf::Allow(answer.decision_id),
             Ok(answer) => GateOf::Deny(denied(tool, &answer)),
             Err(reason) => GateOf::Deny(could_not_decide(tool, &reason)),
         }
@@ -573,31 +552,20 @@ enum GateOf<T> {
     Deny(String),
 }
 
-impl DecideAnswer {
-    fn outcome(&self) -> &str {
-        self.decision
-            .as_deref()
-            .or(self.outcome.as_deref())
-            .unwrap_or("")
-    }
-}
-
-fn reasons(answer: &DecideAnswer) -> String {
+fn reasons(answer: &DecisionResponse) -> String {
     let mut reasons = answer.reasons.join("; ");
     if reasons.is_empty() {
         reasons = "no reason given".to_owned();
     }
     for error in &answer.errors {
-        if let Some(message) = error.get("message").and_then(Value::as_str) {
-            reasons.push_str("; ");
-            reasons.push_str(message);
-        }
+        reasons.push_str("; ");
+        reasons.push_str(&error.message);
     }
     reasons
 }
 
 /// The tool error text of a deny.
-fn denied(tool: &str, answer: &DecideAnswer) -> String {
+fn denied(tool: &str, answer: &DecisionResponse) -> String {
     let policies = if answer.policies.is_empty() {
         String::new()
     } else {
