@@ -63,44 +63,85 @@ impl MerkleTree {
 
     /// Root hash of the tree's first `size` leaves.
     pub fn root(&self, size: u64) -> Result<Hash, ProofError> {
-        if size > self.leaves {
-            return Err(ProofError::BeyondTree {
-                size,
-                leaves: self.leaves,
-            });
-        }
-        tlog_tiles::tree_hash(size, self).map_err(|_| ProofError::Invalid)
+        root(self, size)
     }
 
     /// Proof that leaf `index` is in the tree of the first `size` leaves.
     pub fn prove_inclusion(&self, index: u64, size: u64) -> Result<InclusionProof, ProofError> {
-        if index >= size {
-            return Err(ProofError::IndexOutOfRange { index, size });
-        }
-        self.root(size)?;
-        let hashes =
-            tlog_tiles::prove_record(size, index, self).map_err(|_| ProofError::Invalid)?;
-        Ok(InclusionProof {
-            index,
-            tree_size: size,
-            hashes,
-        })
+        prove_inclusion(self, index, size)
     }
 
     /// Proof that the tree of the first `from` leaves is a prefix of the tree
     /// of the first `to` leaves.
     pub fn prove_consistency(&self, from: u64, to: u64) -> Result<ConsistencyProof, ProofError> {
-        if from > to {
-            return Err(ProofError::Backwards { from, to });
-        }
-        self.root(to)?;
-        let hashes = if from == 0 || from == to {
-            Vec::new()
-        } else {
-            tlog_tiles::prove_tree(to, from, self).map_err(|_| ProofError::Invalid)?
-        };
-        Ok(ConsistencyProof { from, to, hashes })
+        prove_consistency(self, from, to)
     }
+}
+
+impl StoredHashes for MerkleTree {
+    fn leaves(&self) -> u64 {
+        self.leaves
+    }
+}
+
+/// Where a tree's stored hashes come from, as roots and proofs read them:
+/// every hash in memory ([`MerkleTree`]), or tile heads and leaf hashes
+/// read back ([`TiledTree`](crate::TiledTree)).
+pub(crate) trait StoredHashes: HashReader {
+    /// Leaves in the tree.
+    fn leaves(&self) -> u64;
+
+    /// What a failed read means; `tlog_tiles` reports every failure as one
+    /// kind of error.
+    fn failed(&self) -> ProofError {
+        ProofError::Invalid
+    }
+}
+
+/// Root hash of the first `size` leaves of `tree`.
+pub(crate) fn root(tree: &impl StoredHashes, size: u64) -> Result<Hash, ProofError> {
+    let leaves = tree.leaves();
+    if size > leaves {
+        return Err(ProofError::BeyondTree { size, leaves });
+    }
+    tlog_tiles::tree_hash(size, tree).map_err(|_| tree.failed())
+}
+
+/// Proof that leaf `index` is in the tree of the first `size` leaves.
+pub(crate) fn prove_inclusion(
+    tree: &impl StoredHashes,
+    index: u64,
+    size: u64,
+) -> Result<InclusionProof, ProofError> {
+    if index >= size {
+        return Err(ProofError::IndexOutOfRange { index, size });
+    }
+    root(tree, size)?;
+    let hashes = tlog_tiles::prove_record(size, index, tree).map_err(|_| tree.failed())?;
+    Ok(InclusionProof {
+        index,
+        tree_size: size,
+        hashes,
+    })
+}
+
+/// Proof that the tree of the first `from` leaves is a prefix of the tree of
+/// the first `to` leaves.
+pub(crate) fn prove_consistency(
+    tree: &impl StoredHashes,
+    from: u64,
+    to: u64,
+) -> Result<ConsistencyProof, ProofError> {
+    if from > to {
+        return Err(ProofError::Backwards { from, to });
+    }
+    root(tree, to)?;
+    let hashes = if from == 0 || from == to {
+        Vec::new()
+    } else {
+        tlog_tiles::prove_tree(to, from, tree).map_err(|_| tree.failed())?
+    };
+    Ok(ConsistencyProof { from, to, hashes })
 }
 
 #[cfg(test)]

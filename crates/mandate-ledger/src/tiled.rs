@@ -19,6 +19,7 @@ use std::cell::RefCell;
 
 use tlog_tiles::{Hash, HashReader};
 
+use crate::merkle::{self, StoredHashes};
 use crate::proof::{ConsistencyProof, InclusionProof, ProofError};
 
 /// Height of the bottom tiles whose inner hashes are not kept.
@@ -106,15 +107,7 @@ impl TiledTree {
 
     /// Root hash of the tree's first `size` leaves.
     pub fn root(&self, size: u64, source: &impl LeafSource) -> Result<Hash, ProofError> {
-        if size > self.leaves {
-            return Err(ProofError::BeyondTree {
-                size,
-                leaves: self.leaves,
-            });
-        }
-        let reader = self.reader(source);
-        let root = tlog_tiles::tree_hash(size, &reader);
-        reader.result(root)
+        merkle::root(&self.reader(source), size)
     }
 
     /// Proof that leaf `index` is in the tree of the first `size` leaves.
@@ -124,17 +117,7 @@ impl TiledTree {
         size: u64,
         source: &impl LeafSource,
     ) -> Result<InclusionProof, ProofError> {
-        if index >= size {
-            return Err(ProofError::IndexOutOfRange { index, size });
-        }
-        self.root(size, source)?;
-        let reader = self.reader(source);
-        let hashes = tlog_tiles::prove_record(size, index, &reader);
-        Ok(InclusionProof {
-            index,
-            tree_size: size,
-            hashes: reader.result(hashes)?,
-        })
+        merkle::prove_inclusion(&self.reader(source), index, size)
     }
 
     /// Proof that the tree of the first `from` leaves is a prefix of the
@@ -145,18 +128,7 @@ impl TiledTree {
         to: u64,
         source: &impl LeafSource,
     ) -> Result<ConsistencyProof, ProofError> {
-        if from > to {
-            return Err(ProofError::Backwards { from, to });
-        }
-        self.root(to, source)?;
-        let hashes = if from == 0 || from == to {
-            Vec::new()
-        } else {
-            let reader = self.reader(source);
-            let hashes = tlog_tiles::prove_tree(to, from, &reader);
-            reader.result(hashes)?
-        };
-        Ok(ConsistencyProof { from, to, hashes })
+        merkle::prove_consistency(&self.reader(source), from, to)
     }
 
     fn reader<'a, S: LeafSource>(&'a self, source: &'a S) -> Reader<'a, S> {
@@ -177,14 +149,20 @@ struct Reader<'a, S> {
     failure: RefCell<Option<String>>,
 }
 
-impl<S: LeafSource> Reader<'_, S> {
-    fn result<T>(&self, result: Result<T, tlog_tiles::Error>) -> Result<T, ProofError> {
-        if let Some(why) = self.failure.borrow_mut().take() {
-            return Err(ProofError::Leaves(why));
-        }
-        result.map_err(|_| ProofError::Invalid)
+impl<S: LeafSource> StoredHashes for Reader<'_, S> {
+    fn leaves(&self) -> u64 {
+        self.tree.leaves
     }
 
+    fn failed(&self) -> ProofError {
+        match self.failure.borrow_mut().take() {
+            Some(why) => ProofError::Leaves(why),
+            None => ProofError::Invalid,
+        }
+    }
+}
+
+impl<S: LeafSource> Reader<'_, S> {
     /// The stored hash `(level, n)`: a tile head, or recomputed from leaves.
     fn hash(&self, level: u8, n: u64) -> Result<Hash, String> {
         let tree = self.tree;
