@@ -521,6 +521,29 @@ impl Proxy {
         self.pep.record_result(allowed, failed);
     }
 
+    /// The gateway's own `tools/list` request for page `page` of
+    /// `upstream`'s tools, with the id its answer will carry.
+    fn list_request(
+        &self,
+        upstream: &Upstream,
+        headers: &HeaderMap,
+        page: usize,
+        params: Value,
+    ) -> (Value, reqwest::RequestBuilder) {
+        let id = Value::String(format!("mandate-list-{}-{page}", uuid::Uuid::new_v4()));
+        let body =
+            json!({"jsonrpc": "2.0", "id": id, "method": jsonrpc::TOOLS_LIST, "params": params});
+        let request = self
+            .forward(
+                upstream,
+                &Method::POST,
+                headers,
+                Some(Bytes::from(body.to_string())),
+            )
+            .timeout(LIST_TIMEOUT);
+        (id, request)
+    }
+
     /// The annotations `tool` was listed with; lists the upstream's tools
     /// (in the client's session) if it has not been seen.
     async fn annotations(
@@ -538,17 +561,8 @@ impl Proxy {
         // without annotations (the MCP defaults).
         let _ = catalog::list_pages(
             |page, params| {
-                let id = format!("mandate-list-{}-{page}", uuid::Uuid::new_v4());
-                let body = json!({"jsonrpc": "2.0", "id": id, "method": jsonrpc::TOOLS_LIST, "params": params});
-                let request = self
-                    .forward(
-                        upstream,
-                        &Method::POST,
-                        headers,
-                        Some(Bytes::from(body.to_string())),
-                    )
-                    .timeout(LIST_TIMEOUT);
-                async move { ask(request, &Value::String(id), self.max).await.ok_or(()) }
+                let (id, request) = self.list_request(upstream, headers, page, params);
+                async move { ask(request, &id, self.max).await.ok_or(()) }
             },
             |result, last| upstream.catalog.learn(&result, last),
         )

@@ -532,16 +532,7 @@ impl Proxy {
         let mut tools = Vec::new();
         catalog::list_pages(
             |page, params| {
-                let id = Value::String(format!("mandate-list-{}-{page}", uuid::Uuid::new_v4()));
-                let body = json!({"jsonrpc": "2.0", "id": id, "method": jsonrpc::TOOLS_LIST, "params": params});
-                let request = self
-                    .forward(
-                        upstream,
-                        &Method::POST,
-                        &link.headers(),
-                        Some(Bytes::from(body.to_string())),
-                    )
-                    .timeout(LIST_TIMEOUT);
+                let (id, request) = self.list_request(upstream, &link.headers(), page, params);
                 async move {
                     let response = request
                         .send()
