@@ -32,8 +32,6 @@ use mandate_auth::{
     parse_jwks,
 };
 
-use crate::state::AppState;
-
 /// The longest a JWKS fetch may take, connection included.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -479,14 +477,4 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     out
-}
-
-/// Refreshes the issuers' keys as they fall due, until the process stops.
-pub async fn refresh_keys(state: AppState) {
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        state.tasks().issuer_keys().refresh_due().await;
-    }
 }

@@ -1,5 +1,9 @@
 //! Mandate's HTTP decision API.
 //!
+//! The decision itself is a transport-free service, [`Decider`]; the
+//! handlers in `routes` parse HTTP, call it (or the task and approval
+//! operations) and map errors to statuses once. Background loops (key
+//! refresh, policy reload, expiry sweeps) start with [`background::spawn`].
 //! [`router`] assembles the axum application around an [`AppState`];
 //! [`serve`] binds it and runs until shutdown, with time limits and a cap
 //! on connections ([`connections`]). Policies come from a
@@ -7,11 +11,14 @@
 //! ([`reload`]); a failed reload keeps the pack in force. Tasks, the agents'
 //! identities and their task credentials are in [`tasks`].
 
+mod approval_flow;
 pub mod approvals;
 mod auth;
+pub mod background;
 mod body_limit;
 pub mod callers;
 pub mod connections;
+pub mod decider;
 mod error;
 mod error_bodies;
 mod extract;
@@ -37,6 +44,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub use approvals::{ApprovalSettings, Approvals, ApproverToken, Webhook};
 pub use callers::{CALLER_TOKEN_PREFIX, Callers, CallersError, DecideAccess};
 pub use connections::ConnectionLimits;
+pub use decider::{Authority, DecideError, Decided, Decider};
 pub use error::{ApiError, ErrorBody};
 pub use openapi::api_doc;
 pub use receipts::ReceiptSettings;
@@ -101,7 +109,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/checkpoint", get(routes::ledger::checkpoint))
         .route("/v1/receipts/{decision_id}", get(routes::ledger::receipt))
         .route("/v1/proofs/consistency", get(routes::ledger::consistency))
-        .route("/v1/openapi.json", get(routes::openapi_json))
+        .route("/v1/openapi.json", get(openapi::openapi_json))
         .route("/metrics", get(routes::metrics))
         // The web console: static files; its data comes from the API above.
         .route("/ui", get(routes::console::index))

@@ -1,5 +1,7 @@
 //! The OpenAPI document, generated from the handlers and wire types.
 
+use axum::Json;
+use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -36,7 +38,7 @@ use crate::routes;
         routes::ledger::receipt,
         routes::ledger::consistency,
         routes::health::health,
-        routes::openapi_json,
+        openapi_json,
         routes::metrics
     ),
     components(schemas(ErrorBody)),
@@ -140,4 +142,11 @@ impl Modify for TransportErrors {
 /// The OpenAPI 3 document of the HTTP API.
 pub fn api_doc() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// `GET /v1/openapi.json`: the OpenAPI 3 document of this API.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
+pub(crate) async fn openapi_json() -> impl IntoResponse {
+    Json(api_doc())
 }

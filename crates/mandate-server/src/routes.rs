@@ -10,20 +10,15 @@ pub(crate) mod tasks;
 pub(crate) mod token;
 pub(crate) mod well_known;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use mandate_store::StoreError;
 
+use crate::auth::invalid_token;
 use crate::error::ApiError;
 use crate::state::AppState;
-
-/// `GET /v1/openapi.json`: the OpenAPI 3 document of this API.
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
-    responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
-pub(crate) async fn openapi_json() -> impl IntoResponse {
-    Json(crate::openapi::api_doc())
-}
+use crate::tasks::Tasks;
 
 /// `GET /metrics`: Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "meta",
@@ -51,5 +46,44 @@ pub(crate) async fn method_not_allowed() -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "this endpoint does not take that method; see /v1/openapi.json",
+    )
+}
+
+/// What a store failure means for the caller.
+pub(crate) fn store_failed(tasks: &Tasks, error: StoreError) -> ApiError {
+    match error {
+        StoreError::NotFound { kind: "task", id } => task_not_found(&id),
+        e @ StoreError::TaskEnded { .. } => invalid_token(tasks, "task_ended", &e.to_string()),
+        e @ (StoreError::Invalid(_) | StoreError::Conflict(_)) => {
+            tracing::error!(error = %e, "the state database refused a task record");
+            internal("the task could not be recorded")
+        }
+        e => {
+            tracing::error!(error = %e, "state database unavailable");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state_unavailable",
+                "the state database cannot answer now; see the server log",
+            )
+        }
+    }
+}
+
+/// `404 task_not_found`.
+pub(crate) fn task_not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "task_not_found",
+        format!("no task `{id}`"),
+    )
+}
+
+/// `500 internal`, logged with `what` (the caller sees no detail).
+pub(crate) fn internal(what: &str) -> ApiError {
+    tracing::error!("{what}");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "mandate failed to handle the task; see the server log",
     )
 }

@@ -26,7 +26,6 @@ use mandate_auth::{
 use mandate_store::{END_REASON_ENDED, StoreError, TaskRecord, TaskStore};
 
 use crate::jwks::{IssuerKeys, KeySource};
-use crate::state::AppState;
 
 /// Where the token endpoint (RFC 8693) is, below the resource.
 pub const TOKEN_PATH: &str = "/v1/token";
@@ -166,7 +165,7 @@ impl Tasks {
 
     /// The same, with the issuers' keys read from `sources` (one per issuer,
     /// in the order given to [`new`](Self::new), with its refresh
-    /// interval) and kept fresh by [`jwks::refresh_keys`](crate::jwks::refresh_keys).
+    /// interval) and kept fresh by [`background`](crate::background).
     /// An issuer whose source is a URL is given with its keys pending
     /// ([`IssuerConfig::with_keys_pending`]).
     pub fn with_key_sources(
@@ -366,18 +365,6 @@ impl Tasks {
         self.cache.purge(now, |ids| self.is_revoked(ids));
         self.forget_expired_revocations(now);
         Ok(ended.len())
-    }
-}
-
-/// Ends expired tasks every `interval`, until the process stops.
-pub async fn expire_tasks(state: AppState, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        if let Err(e) = state.tasks().end_expired(Utc::now()).await {
-            tracing::warn!(error = %e, "could not end expired tasks; retrying");
-        }
     }
 }
 

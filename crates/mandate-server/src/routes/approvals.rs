@@ -25,11 +25,13 @@ use mandate_store::{ApprovalRecord, ReceiptQuery};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::approvals::{ApprovalView, MAX_WAIT, RecordError, Recorded, record_resolution};
+use crate::approval_flow::{RecordError, Recorded, record_resolution};
+use crate::approvals::{ApprovalView, MAX_WAIT};
 use crate::auth::{Bearer, BearerProblem, bearer_of, credential_refused, insufficient_scope};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJsonOrEmpty, ApiQuery};
-use crate::routes::tasks::{TaskView, store_failed};
+use crate::routes::store_failed;
+use crate::routes::tasks::TaskView;
 use crate::state::AppState;
 
 /// The most items a list answers with.

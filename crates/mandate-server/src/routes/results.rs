@@ -19,7 +19,8 @@ use serde_json::Value;
 use crate::auth::{Bearer, credential_refused, insufficient_scope, invalid_token};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
-use crate::routes::tasks::{HistoryView, label_names, store_failed};
+use crate::routes::store_failed;
+use crate::routes::tasks::{HistoryView, label_names};
 use crate::state::AppState;
 
 /// The label an open-world tool's result always carries.

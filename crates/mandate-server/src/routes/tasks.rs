@@ -22,17 +22,18 @@ use axum::http::{HeaderName, StatusCode, header};
 use chrono::{DateTime, TimeDelta, Utc};
 use mandate_auth::{Delegation, TaskGrant, VerifiedCredential, VerifiedIdentity};
 use mandate_core::{PolicyPack, names};
-use mandate_store::{CredentialRecord, END_REASON_EXPIRED, HistoryEntry, StoreError, TaskRecord};
+use mandate_store::{CredentialRecord, END_REASON_EXPIRED, HistoryEntry, TaskRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::approvals;
+use crate::approval_flow;
 use crate::auth::{
     Bearer, credential_refused, identity_refused, insufficient_scope, invalid_token,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
+use crate::routes::{internal, store_failed, task_not_found};
 use crate::state::AppState;
 use crate::tasks::{MAX_DELEGATION_DEPTH, Tasks};
 
@@ -614,7 +615,7 @@ pub(crate) async fn end(
     tracing::info!(task_id = %id, credentials = revoked.len(), "task ended; its credentials are revoked");
     // Its pending approvals could release nothing any more: out of the
     // queue, each with a receipt saying why.
-    let withdrawn = approvals::withdraw_for_ended_task(&state, &id, now).await;
+    let withdrawn = approval_flow::withdraw_for_ended_task(&state, &id, now).await;
     if withdrawn > 0 {
         tracing::info!(task_id = %id, approvals = withdrawn, "the ended task's pending approvals are withdrawn");
     }
@@ -831,43 +832,6 @@ impl TaskView {
             end_reason: task.end_reason,
         }
     }
-}
-
-/// What a store failure means for the caller.
-pub(crate) fn store_failed(tasks: &Tasks, error: StoreError) -> ApiError {
-    match error {
-        StoreError::NotFound { kind: "task", id } => task_not_found(&id),
-        e @ StoreError::TaskEnded { .. } => invalid_token(tasks, "task_ended", &e.to_string()),
-        e @ (StoreError::Invalid(_) | StoreError::Conflict(_)) => {
-            tracing::error!(error = %e, "the state database refused a task record");
-            internal("the task could not be recorded")
-        }
-        e => {
-            tracing::error!(error = %e, "state database unavailable");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "state_unavailable",
-                "the state database cannot answer now; see the server log",
-            )
-        }
-    }
-}
-
-fn task_not_found(id: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "task_not_found",
-        format!("no task `{id}`"),
-    )
-}
-
-fn internal(what: &str) -> ApiError {
-    tracing::error!("{what}");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "mandate failed to handle the task; see the server log",
-    )
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {

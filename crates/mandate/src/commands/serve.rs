@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use chrono::Utc;
 use mandate_server::{
     AppState, ApprovalSettings, Approvals, ApproverToken, Callers, ConnectionLimits, DecideAccess,
-    ReceiptSettings, ServerConfig, TaskSettings, Tasks, TasksError, Webhook, policy_dir, reload,
+    ReceiptSettings, ServerConfig, TaskSettings, Tasks, TasksError, Webhook, policy_dir,
 };
 use mandate_store::{Ledger, LedgerConfig, StoreError, TaskStore};
 
@@ -18,13 +18,6 @@ use crate::data_lock;
 use crate::exit::Code;
 use crate::ledger_files;
 use crate::task_files;
-
-/// How often tasks whose TTL ran out are ended and their credentials revoked.
-const EXPIRY_SWEEP: Duration = Duration::from_secs(2);
-
-/// How often unanswered approvals past their expiry are expired (each gets
-/// its receipt). Waiting agents see `expired` at the expiry itself.
-const APPROVAL_SWEEP: Duration = Duration::from_secs(1);
 
 pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
     let settings = match Settings::resolve(&args) {
@@ -181,20 +174,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
         // Issuers' keys from URLs, before the first request; an unreachable
         // one is tried again in the background, its tokens refused meanwhile.
         state.tasks().issuer_keys().fetch_pending().await;
-        tokio::spawn(mandate_server::jwks::refresh_keys(state.clone()));
-        tokio::spawn(reload::watch(
-            state.clone(),
-            sources,
-            config.reload_interval,
-        ));
-        tokio::spawn(mandate_server::tasks::expire_tasks(
-            state.clone(),
-            EXPIRY_SWEEP,
-        ));
-        tokio::spawn(mandate_server::approvals::expire_approvals(
-            state.clone(),
-            APPROVAL_SWEEP,
-        ));
+        mandate_server::background::spawn(&state, sources, config.reload_interval);
         let served = mandate_server::serve(config.clone(), state)
             .await
             .with_context(|| format!("cannot serve on {}", config.listen));

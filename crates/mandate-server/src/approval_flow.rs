@@ -1,0 +1,435 @@
+//! What happens to approvals, on the gateway's state: the gate every
+//! `approval_required` decision passes (open, wait, release or refuse),
+//! the release undone when its call's receipt failed, the sweep that
+//! expires the unanswered, the withdrawal of an ended task's approvals, and
+//! recording a resolution (receipt first, then status).
+//!
+//! The types and settings these work with are in [`approvals`](crate::approvals).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mandate_core::{Approval, ApprovalStatus, Decision, PolicyPack, ReleaseError, Verdict};
+use mandate_ledger::receipt::ApprovalRef;
+use mandate_ledger::{Receipt, ReceiptError};
+use mandate_store::{ApprovalRecord, StoreError};
+
+use crate::approvals::{APPROVAL_POLICY, request_binding, resolution_receipt};
+use crate::state::AppState;
+
+/// Why the approval gate could not pass a decision: no decision is made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GateError {
+    /// The request cannot be bound to an approval (its canonical form
+    /// failed): the request is refused.
+    #[error("{0}")]
+    Binding(#[from] ReceiptError),
+    /// The state database could not read or store the approval.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the approval gate made of one decision.
+pub(crate) enum Gate {
+    /// Not an approval matter: the outcome is not `approval_required`.
+    Pass,
+    /// A new approval, opened once the decision's receipt is durable.
+    Open {
+        /// Its id.
+        id: String,
+        /// What it is bound to.
+        binding: String,
+        /// How long it waits.
+        ttl: Duration,
+    },
+    /// The request waits on an approval that is still pending.
+    Waiting(Approval),
+    /// An approval released the call (it is stored as used already).
+    Released(Approval),
+    /// The approval named does not release the call; the outcome is a deny.
+    Refused(Option<Approval>),
+}
+
+impl Gate {
+    /// The approval a receipt names for this gate.
+    pub(crate) fn approval_ref(&self, decision_id: &str) -> Option<ApprovalRef> {
+        match self {
+            Gate::Pass | Gate::Refused(None) => None,
+            Gate::Open { id, .. } => Some(ApprovalRef {
+                id: id.clone(),
+                requested_by: decision_id.to_owned(),
+            }),
+            Gate::Waiting(a) | Gate::Released(a) | Gate::Refused(Some(a)) => Some(ApprovalRef {
+                id: a.id.clone(),
+                requested_by: a.decision_id.clone(),
+            }),
+        }
+    }
+}
+
+/// Passes a decision through the approval gate. Only an `approval_required`
+/// verdict is touched: without `approval_id` it opens an approval; with one
+/// that approved exactly this request, the verdict becomes `allow` and the
+/// approval is used up; with one that does not, the verdict becomes a deny
+/// ([`APPROVAL_POLICY`]). `draft` is the decision's receipt before the
+/// verdict is recorded in it; `pack` is the one that decided (its gates
+/// set the approval's lifetime).
+pub(crate) async fn gate(
+    state: &AppState,
+    pack: &PolicyPack,
+    approval_id: Option<String>,
+    verdict: &mut Verdict,
+    draft: &Receipt,
+    decision_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Gate, GateError> {
+    if verdict.decision != Decision::ApprovalRequired {
+        return Ok(Gate::Pass);
+    }
+    let binding = request_binding(draft)?;
+    let refuse = |verdict: &mut Verdict, reason: String| {
+        *verdict = Verdict {
+            decision: Decision::Deny,
+            policies: vec![APPROVAL_POLICY.to_owned()],
+            reasons: vec![reason],
+            errors: Vec::new(),
+        };
+    };
+    let Some(approval_id) = approval_id else {
+        return open_new(state, pack, verdict, binding, draft, now, refuse).await;
+    };
+    let tasks = state.tasks();
+    let guard = state.approvals().lock().await;
+    let key = approval_id.clone();
+    let stored = tasks.store(move |store| store.approval(&key)).await?;
+    let Some(record) = stored else {
+        refuse(verdict, format!("there is no approval `{approval_id}`"));
+        return Ok(Gate::Refused(None));
+    };
+    let approved_gates: Vec<String> = record
+        .summary
+        .get("policies")
+        .and_then(|p| serde_json::from_value(p.clone()).ok())
+        .unwrap_or_default();
+    let approval = record.approval;
+    match approval.release(&binding, decision_id, now) {
+        // A gate the person was not asked about asks now (the session may
+        // have changed since): a new approval, the old one stays unused.
+        Ok(_) if !verdict.policies.iter().all(|p| approved_gates.contains(p)) => {
+            drop(guard);
+            open_new(state, pack, verdict, binding, draft, now, refuse).await
+        }
+        Ok(used) => {
+            let to_store = used.clone();
+            let stored = tasks
+                .store(move |store| store.update_approval(ApprovalStatus::Approved, &to_store))
+                .await?;
+            if !stored {
+                refuse(verdict, "the approval was used by another call".to_owned());
+                return Ok(Gate::Refused(Some(approval)));
+            }
+            let mut reasons = vec![format!(
+                "approved by {}: {}",
+                used.resolved_by.as_deref().unwrap_or_default(),
+                used.reason.as_deref().unwrap_or_default()
+            )];
+            reasons.append(&mut verdict.reasons);
+            *verdict = Verdict {
+                decision: Decision::Allow,
+                policies: std::mem::take(&mut verdict.policies),
+                reasons,
+                errors: Vec::new(),
+            };
+            Ok(Gate::Released(used))
+        }
+        Err(ReleaseError::Pending) => Ok(Gate::Waiting(approval)),
+        Err(e) => {
+            refuse(verdict, e.to_string());
+            Ok(Gate::Refused(Some(approval)))
+        }
+    }
+}
+
+/// Whose pending approvals count against `max_pending_approvals_per_agent`.
+enum Asking<'a> {
+    /// A call under a task credential: the task's, which no other caller
+    /// can add to (a verified identity, not a name in a body).
+    Task(&'a str),
+    /// A call without one: the agent the request names.
+    Agent(&'a str),
+}
+
+impl<'a> Asking<'a> {
+    fn of(draft: &'a Receipt) -> Self {
+        // Only a verified credential's chain is in the receipt.
+        match &draft.task {
+            Some(task) if !draft.delegation.is_empty() => Asking::Task(&task.id),
+            _ => Asking::Agent(&draft.principal.id),
+        }
+    }
+}
+
+/// A new approval for `verdict`, unless the asker (the task, or the agent
+/// without one) has too many pending already (then the verdict becomes a
+/// deny).
+async fn open_new(
+    state: &AppState,
+    pack: &PolicyPack,
+    verdict: &mut Verdict,
+    binding: String,
+    draft: &Receipt,
+    now: DateTime<Utc>,
+    refuse: impl Fn(&mut Verdict, String),
+) -> Result<Gate, GateError> {
+    let limit = state.approvals().settings().max_pending_per_agent;
+    let tasks = state.tasks();
+    let (pending, who) = match Asking::of(draft) {
+        Asking::Task(task_id) => {
+            let key = task_id.to_owned();
+            let pending = tasks
+                .store(move |store| store.open_approvals_of_task(&key, now))
+                .await;
+            (pending, format!("task `{task_id}`"))
+        }
+        Asking::Agent(agent) => {
+            let key = agent.to_owned();
+            let pending = tasks
+                .store(move |store| store.open_approvals_of(&key, now))
+                .await;
+            (pending, format!("`{agent}`"))
+        }
+    };
+    let pending = pending?;
+    if pending >= limit {
+        refuse(
+            verdict,
+            format!(
+                "{who} already has {pending} approvals waiting for a person or withdrawn before their expiry (at most {limit}, `max_pending_approvals_per_agent`); wait for them to be answered or to expire"
+            ),
+        );
+        return Ok(Gate::Refused(None));
+    }
+    let ttl = state.approvals().ttl(pack.approval_ttl(&verdict.policies));
+    Ok(Gate::Open {
+        id: uuid::Uuid::now_v7().to_string(),
+        binding,
+        ttl,
+    })
+}
+
+/// Puts a released approval back to `approved` when the released call's
+/// receipt could not be written (the call was answered 503, not run).
+pub(crate) async fn unrelease(state: &AppState, used: &Approval) {
+    let approved = Approval {
+        status: ApprovalStatus::Approved,
+        released_by: None,
+        ..used.clone()
+    };
+    let _guard = state.approvals().lock().await;
+    let restored = state
+        .tasks()
+        .store(move |store| store.update_approval(ApprovalStatus::Used, &approved))
+        .await;
+    if !matches!(restored, Ok(true)) {
+        tracing::error!(approval_id = %used.id, "a released approval could not be put back after its call was refused; it stays used");
+    }
+}
+
+/// How many due approvals one sweep expires; the rest wait for the next.
+const SWEEP_BATCH: usize = 100;
+
+/// Expires the approvals due at `now`; returns how many. One that fails is
+/// logged and left for the next sweep; the others go on.
+pub async fn expire_due(state: &AppState, now: DateTime<Utc>) -> Result<usize, String> {
+    let due = state
+        .tasks()
+        .store(move |store| store.due_approvals(now, SWEEP_BATCH))
+        .await
+        .map_err(|e| e.to_string())?;
+    let expired = resolve_each(state, due, now, "expired", |approval| approval.expire(now)).await;
+    Ok(expired)
+}
+
+/// Why the approvals of an ended task leave the queue.
+pub const TASK_ENDED: &str = "the task ended: its calls can no longer run";
+
+/// Withdraws every pending approval asked under task `task_id`, which has
+/// just ended (its credentials are revoked, so no approval could release
+/// its call any more): each gets a resolution receipt (`withdrawn`, with the
+/// reason [`TASK_ENDED`]) and leaves the queue, so that no reviewer answers
+/// a request that can no longer run. Returns how many; one that fails is
+/// logged and left to expire.
+pub(crate) async fn withdraw_for_ended_task(
+    state: &AppState,
+    task_id: &str,
+    now: DateTime<Utc>,
+) -> usize {
+    let key = task_id.to_owned();
+    let pending = match state
+        .tasks()
+        .store(move |store| store.pending_approvals_of_task(&key, usize::MAX))
+        .await
+    {
+        Ok(pending) => pending,
+        Err(e) => {
+            tracing::warn!(%task_id, error = %e, "cannot read the ended task's approvals; they stay until they expire");
+            return 0;
+        }
+    };
+    resolve_each(state, pending, now, "withdrawn", |approval| {
+        approval.withdraw(TASK_ENDED, now).ok()
+    })
+    .await
+}
+
+/// Resolves each of `records` into what `next` makes of it (`None`: leave
+/// it), one at a time under the approvals lock and re-read under it (it
+/// may have been answered meanwhile; approvers need not wait for a whole
+/// batch). Counts each new resolution as `event`; returns how many were
+/// resolved. One that fails is logged and left as it was.
+async fn resolve_each(
+    state: &AppState,
+    records: Vec<ApprovalRecord>,
+    now: DateTime<Utc>,
+    event: &'static str,
+    next: impl Fn(&Approval) -> Option<Approval>,
+) -> usize {
+    let mut resolved = 0;
+    for record in records {
+        let id = record.approval.id.clone();
+        let _guard = state.approvals().lock().await;
+        let key = id.clone();
+        let current = match state.tasks().store(move |store| store.approval(&key)).await {
+            Ok(Some(current)) => current,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(approval_id = %id, error = %e, event, "cannot read an approval to resolve; it stays as it is");
+                continue;
+            }
+        };
+        let Some(resolution) = next(&current.approval) else {
+            continue;
+        };
+        match record_resolution(state, current, resolution, now).await {
+            Ok(Recorded::Stored(_)) => {
+                state.metrics().count_approval(event);
+                resolved += 1;
+            }
+            Ok(Recorded::AlreadyLogged(_)) => resolved += 1,
+            Err(e) => {
+                tracing::warn!(approval_id = %id, error = %e, event, "cannot resolve an approval; it stays as it is");
+            }
+        }
+    }
+    if resolved > 0 {
+        state.approvals().changed();
+    }
+    resolved
+}
+
+/// What [`record_resolution`] did.
+pub(crate) enum Recorded {
+    /// The resolution's receipt is written and the new status stored.
+    Stored(ApprovalRecord),
+    /// An earlier attempt had written the receipt but not the status: the
+    /// status now follows that receipt, and the new resolution was dropped.
+    AlreadyLogged(ApprovalRecord),
+}
+
+/// Why a resolution was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RecordError {
+    /// The receipt could not be written or read: nothing changed.
+    #[error("receipt ledger: {0}")]
+    Ledger(String),
+    /// The receipt is written; the status is not.
+    #[error("state database: {0}")]
+    State(String),
+    /// The stored status was no longer pending.
+    #[error("the approval changed while it was being resolved")]
+    Changed,
+}
+
+/// Records the resolution of `current` (pending, read under the approvals
+/// lock, which the caller holds) into `next`: its receipt first, then its
+/// status. The log is the truth: a receipt for this approval left by an
+/// attempt whose status write failed is adopted instead of writing another
+/// (the receipt id is the approval id, and ids are unique).
+pub(crate) async fn record_resolution(
+    state: &AppState,
+    current: ApprovalRecord,
+    next: Approval,
+    now: DateTime<Utc>,
+) -> Result<Recorded, RecordError> {
+    let logged = state
+        .ledger()
+        .stored(&current.approval.id)
+        .await
+        .map_err(|e| RecordError::Ledger(e.to_string()))?;
+    let (record, recorded) = match logged {
+        Some(logged) => {
+            let approval = resolved_by_receipt(&current.approval, &logged.body)
+                .map_err(RecordError::Ledger)?;
+            let record = ApprovalRecord {
+                approval,
+                ..current
+            };
+            (record.clone(), Recorded::AlreadyLogged(record))
+        }
+        None => {
+            let record = ApprovalRecord {
+                approval: next,
+                ..current
+            };
+            let receipt =
+                resolution_receipt(&record, now).map_err(|e| RecordError::Ledger(e.to_string()))?;
+            state
+                .ledger()
+                .append(receipt)
+                .await
+                .map_err(|e| RecordError::Ledger(e.to_string()))?;
+            (record.clone(), Recorded::Stored(record))
+        }
+    };
+    let approval = record.approval;
+    let stored = state
+        .tasks()
+        .store(move |store| store.update_approval(ApprovalStatus::Pending, &approval))
+        .await
+        .map_err(|e| RecordError::State(e.to_string()))?;
+    if stored {
+        Ok(recorded)
+    } else {
+        Err(RecordError::Changed)
+    }
+}
+
+/// `approval` as the resolution receipt `body` says it was resolved.
+fn resolved_by_receipt(approval: &Approval, body: &str) -> Result<Approval, String> {
+    let receipt: Receipt = serde_json::from_str(body).map_err(|e| {
+        format!(
+            "the receipt of approval `{}` is unreadable: {e}",
+            approval.id
+        )
+    })?;
+    let status = ApprovalStatus::parse(&receipt.decision)
+        .filter(|s| s.is_resolved() && *s != ApprovalStatus::Used)
+        .ok_or_else(|| {
+            format!(
+                "receipt `{}` is not an approval's resolution (decision `{}`)",
+                approval.id, receipt.decision
+            )
+        })?;
+    let resolved_at = DateTime::parse_from_rfc3339(&receipt.time)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("receipt `{}` has a bad time: {e}", approval.id))?;
+    Ok(Approval {
+        status,
+        resolved_at: Some(resolved_at),
+        resolved_by: receipt.approver,
+        reason: (status != ApprovalStatus::Expired)
+            .then(|| receipt.reasons.into_iter().next())
+            .flatten(),
+        ..approval.clone()
+    })
+}

@@ -1,0 +1,68 @@
+//! The loops a running server keeps going beside its requests: issuers'
+//! keys refreshed as they fall due, the policy directory watched, expired
+//! tasks ended and unanswered approvals expired. [`spawn`] starts them all
+//! on the current tokio runtime; each runs until the process stops.
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::approval_flow;
+use crate::policy_dir::PackSources;
+use crate::reload;
+use crate::state::AppState;
+
+/// How often tasks whose TTL ran out are ended and their credentials
+/// revoked.
+pub const TASK_SWEEP: Duration = Duration::from_secs(2);
+
+/// How often unanswered approvals past their expiry are expired (each gets
+/// its receipt). Waiting agents see `expired` at the expiry itself.
+pub const APPROVAL_SWEEP: Duration = Duration::from_secs(1);
+
+/// How often issuers' keys are checked for being due a refresh.
+const KEY_TICK: Duration = Duration::from_secs(1);
+
+/// Starts every background loop of `state`: the policy directory (whose
+/// texts in force are `sources`) is re-read every `reload_interval`.
+pub fn spawn(state: &AppState, sources: PackSources, reload_interval: Duration) {
+    tokio::spawn(refresh_keys(state.clone()));
+    tokio::spawn(reload::watch(state.clone(), sources, reload_interval));
+    tokio::spawn(expire_tasks(state.clone(), TASK_SWEEP));
+    tokio::spawn(expire_approvals(state.clone(), APPROVAL_SWEEP));
+}
+
+/// Refreshes the issuers' keys as they fall due.
+async fn refresh_keys(state: AppState) {
+    let mut ticker = tokio::time::interval(KEY_TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        state.tasks().issuer_keys().refresh_due().await;
+    }
+}
+
+/// Ends expired tasks every `interval`.
+async fn expire_tasks(state: AppState, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = state.tasks().end_expired(Utc::now()).await {
+            tracing::warn!(error = %e, "could not end expired tasks; retrying");
+        }
+    }
+}
+
+/// Expires unanswered approvals every `interval`: each gets the receipt of
+/// its expiry, then its new status.
+async fn expire_approvals(state: AppState, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = approval_flow::expire_due(&state, Utc::now()).await {
+            tracing::warn!(error = %e, "could not expire approvals; retrying");
+        }
+    }
+}

@@ -1,0 +1,565 @@
+//! The decision service: one tool call in, one recorded decision out, with
+//! no HTTP in sight. `POST /v1/decide` is one front end of it; any other
+//! (gRPC, ext_authz) parses its own request, calls [`Decider::decide`] and
+//! maps [`DecideError`] to its own status codes.
+//!
+//! One decision, in order:
+//!
+//! 1. the request's server-filled fields are checked (`context.time`
+//!    always; `context.task` and `context.session` under a credential);
+//! 2. under a task credential ([`Authority::Task`]), the principal must be
+//!    its holder, and `context.task` and `context.session` are filled from
+//!    the task record, the credential (its effective tools, its delegation
+//!    chain) and the task's history; without one, a request naming a
+//!    session the server keeps (`context.session.id`) gets that session's
+//!    summary;
+//! 3. a tool the credential does not grant is denied before any policy
+//!    runs ([`CREDENTIAL_SCOPE`]); otherwise the pack in force decides;
+//! 4. the approval gate turns `approval_required` into a new approval, a
+//!    wait, a release (`allow`) or a deny;
+//! 5. the receipt is appended and durable, then the decision joins the
+//!    task's history or the agent's session, then a new approval is
+//!    stored; only then is the answer returned. Any failure on the way is
+//!    an error, and the caller must treat the call as denied.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use mandate_auth::{CredentialError, VerifiedCredential};
+use mandate_core::{
+    CallRequest, Decision, DecisionRequest, DecisionResponse, HopInput, PolicyPack, SessionId,
+    SessionInput, TaskInput, Verdict,
+};
+use mandate_ledger::Receipt;
+use mandate_store::{HistoryEntry as RecordedEntry, SessionDecision, StoreError};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::approval_flow::{self, Gate, GateError};
+use crate::approvals::{self, Asker};
+use crate::receipts::{record_delegation, record_verdict};
+use crate::state::AppState;
+
+/// The policy id of a deny because the task credential the call was made
+/// under does not grant the tool. It is enforced in code, before Cedar, so
+/// no policy can permit what the credential does not hold.
+pub const CREDENTIAL_SCOPE: &str = "mandate:credential-scope";
+
+/// Under what a call is decided.
+#[derive(Debug, Clone)]
+pub enum Authority {
+    /// A verified task credential: the task and its history are the
+    /// context, and the credential's tools the limit.
+    Task(Arc<VerifiedCredential>),
+    /// No credential: the request carries its own context, or names a
+    /// session the server keeps for its agent. Whether the caller may ask
+    /// at all is the front end's to check.
+    Request,
+}
+
+impl Authority {
+    fn credential(&self) -> Option<&VerifiedCredential> {
+        match self {
+            Authority::Task(credential) => Some(credential),
+            Authority::Request => None,
+        }
+    }
+}
+
+/// Why no decision was made. Every variant means the call is denied; the
+/// front end says which in its own terms.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    /// The credential does not hold for this call: its task is unknown to
+    /// this server or has ended, or it names no agent.
+    #[error("{0}")]
+    InvalidCredential(String),
+    /// The principal (or the person it acts for) is not the credential's.
+    #[error("{0}")]
+    NotHolder(String),
+    /// The request sets a field the server fills.
+    #[error("{0}")]
+    FieldNotAllowed(String),
+    /// The request is well-formed but cannot be evaluated.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The receipt could not be appended to the ledger.
+    #[error("the decision could not be recorded in the receipt ledger")]
+    ReceiptUnavailable,
+    /// The decision could not be recorded where later decisions read it
+    /// (the task's history, the agent's session), or a new approval could
+    /// not be stored: says which.
+    #[error("{0}")]
+    StateUnavailable(&'static str),
+    /// The state database failed while the context was read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A bug: the decision cannot be completed.
+    #[error("{0}")]
+    Internal(&'static str),
+}
+
+impl From<GateError> for DecideError {
+    fn from(error: GateError) -> Self {
+        match error {
+            GateError::Binding(e) => DecideError::InvalidRequest(e.to_string()),
+            GateError::Store(e) => DecideError::Store(e),
+        }
+    }
+}
+
+/// A decision made and recorded.
+#[derive(Debug)]
+pub struct Decided {
+    /// The answer for the caller.
+    pub response: DecisionResponse,
+    /// The server and tool decided, for the front end's log.
+    pub server: String,
+    /// The tool decided.
+    pub tool: String,
+}
+
+/// The decision service over the gateway's state. Cheap to make: it holds
+/// a clone of the shared state.
+#[derive(Clone)]
+pub struct Decider {
+    state: AppState,
+}
+
+impl Decider {
+    /// The service deciding with `state`'s pack, ledger, tasks and approvals.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    /// Decides `request` under `authority` at `now`, records the decision
+    /// (receipt, then the task's history or the agent's session, then a new
+    /// approval), and returns the answer. An error means no decision: deny.
+    pub async fn decide(
+        &self,
+        authority: &Authority,
+        mut request: DecisionRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Decided, DecideError> {
+        let started = Instant::now();
+        let state = &self.state;
+        if request.context.time.is_some() {
+            return Err(DecideError::FieldNotAllowed(
+                "`context.time` is set by the server's clock; remove it (only `mandate check` and policy tests take a time)".to_owned(),
+            ));
+        }
+        let agent_session = match authority {
+            Authority::Task(credential) => {
+                self.fill_from_task(credential, &mut request).await?;
+                None
+            }
+            Authority::Request => self.fill_from_agent_session(&mut request).await?,
+        };
+        // The server's clock goes into the request, so that the receipt's
+        // context digest covers exactly what was evaluated.
+        request.context.time = Some(now);
+        let approval_id = request.approval_id.take();
+        let draft = state
+            .receipts()
+            .draft(&request, now)
+            .map_err(|e| DecideError::InvalidRequest(e.to_string()))?;
+        let annotations = request.action.annotations.clone();
+        let asker = Asker::of(&request);
+        let call = CallRequest::try_from(request)
+            .map_err(|e| DecideError::InvalidRequest(e.to_string()))?;
+        let pack = state.pack();
+        let credential = authority.credential();
+        let mut verdict = evaluate(&pack, credential, &call, now);
+        let decision_id = Uuid::now_v7().to_string();
+        let mut receipt = draft;
+        if let Some(credential) = credential {
+            record_delegation(&mut receipt, &credential.chain);
+        }
+        // An approval can only turn `approval_required` into `allow` (or
+        // into a deny when it does not cover this request); it never
+        // touches a deny.
+        let gate = approval_flow::gate(
+            state,
+            &pack,
+            approval_id,
+            &mut verdict,
+            &receipt,
+            &decision_id,
+            now,
+        )
+        .await?;
+        record_verdict(&mut receipt, &decision_id, &verdict, pack.version());
+        receipt.approval = gate.approval_ref(&decision_id);
+        if let Gate::Released(approval) = &gate {
+            receipt.approver.clone_from(&approval.resolved_by);
+        }
+        let opening = matches!(gate, Gate::Open { .. }).then(|| receipt.clone());
+
+        // No answer leaves before its receipt is on disk: a caller never
+        // acts on a decision the log could lose.
+        let index = self.append(receipt, &decision_id, &gate).await?;
+
+        // Nor before it is in the task's history, which later decisions of
+        // the task are made on: a call the history would not show could be
+        // followed by one that policies would have stepped up.
+        if let Some(credential) = credential {
+            let entry = RecordedEntry {
+                decision_id: decision_id.clone(),
+                task_id: credential.task_id.clone(),
+                agent: holder(credential)?.to_owned(),
+                server: call.server().to_owned(),
+                tool: call.tool().to_owned(),
+                decision: verdict.decision.as_str().to_owned(),
+                decided_at: now,
+                result: None,
+                annotations: match serde_json::to_value(&annotations) {
+                    Ok(Value::Object(map)) => Some(map),
+                    _ => None,
+                },
+            };
+            self.record_in_task(credential, entry).await?;
+        }
+
+        // Likewise for an agent's session: every gateway of the agent
+        // decides on it, and an allowed open-world call taints it here,
+        // before the answer releases the call.
+        if let Some(session) = agent_session {
+            let decided = SessionDecision {
+                agent: call.principal().to_owned(),
+                session,
+                server: call.server().to_owned(),
+                tool: call.tool().to_owned(),
+                decision: verdict.decision,
+                annotations: Some(annotations),
+                decided_at: now,
+            };
+            state
+                .tasks()
+                .store(move |store| store.record_session_decision(decided))
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, %decision_id, "decision not recorded in the agent's session; answering an error");
+                    DecideError::StateUnavailable(
+                        "the decision could not be recorded in the agent's session",
+                    )
+                })?;
+        }
+
+        let mut response = DecisionResponse::new(decision_id, verdict);
+        response.receipt_index = Some(index);
+        self.settle_gate(gate, opening, index, asker, &mut response, now)
+            .await?;
+        state
+            .metrics()
+            .observe_decision(response.decision, started.elapsed().as_secs_f64());
+        Ok(Decided {
+            response,
+            server: call.server().to_owned(),
+            tool: call.tool().to_owned(),
+        })
+    }
+
+    /// Appends the decision's receipt; returns its index. A released
+    /// approval is put back when the receipt fails (the call is not run,
+    /// and the approval may release it on a later try).
+    async fn append(
+        &self,
+        receipt: Receipt,
+        decision_id: &str,
+        gate: &Gate,
+    ) -> Result<u64, DecideError> {
+        let state = &self.state;
+        let appending = Instant::now();
+        match state.ledger().append(receipt).await {
+            Ok(appended) => {
+                state
+                    .metrics()
+                    .observe_receipt_append(appending.elapsed().as_secs_f64());
+                Ok(appended.index)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, %decision_id, "receipt not recorded; answering an error");
+                state.metrics().count_receipt_failure();
+                if let Gate::Released(approval) = gate {
+                    approval_flow::unrelease(state, approval).await;
+                }
+                Err(DecideError::ReceiptUnavailable)
+            }
+        }
+    }
+
+    /// Records a decision made under `credential` in its task's history,
+    /// with the credential it was made under, which a token exchange of
+    /// this decision must present (`POST /v1/token`).
+    async fn record_in_task(
+        &self,
+        credential: &VerifiedCredential,
+        entry: RecordedEntry,
+    ) -> Result<(), DecideError> {
+        let made_under = credential.revocation_ids.last().cloned();
+        let decision_id = entry.decision_id.clone();
+        self.state
+            .tasks()
+            .store(move |store| store.record_decision_under(&entry, made_under.as_deref()))
+            .await
+            .map_err(|e| {
+                // The task ended while this was being decided: its end is
+                // acknowledged, so nothing is given under it any more.
+                if let StoreError::TaskEnded { .. } = e {
+                    tracing::info!(%decision_id, "the task ended while the call was decided; refused");
+                    return DecideError::InvalidCredential(format!(
+                        "{}: {e}",
+                        CredentialError::Revoked
+                    ));
+                }
+                tracing::error!(error = %e, %decision_id, "decision not recorded in its task's history; answering an error");
+                DecideError::StateUnavailable(
+                    "the decision could not be recorded in the task's history",
+                )
+            })
+    }
+
+    /// Completes what the gate began, once the receipt is durable: a new
+    /// approval is stored before the answer names it (so that the agent
+    /// can wait on it at once); a wait or a release is named in the answer.
+    async fn settle_gate(
+        &self,
+        gate: Gate,
+        opening: Option<Receipt>,
+        index: u64,
+        asker: Asker,
+        response: &mut DecisionResponse,
+        now: DateTime<Utc>,
+    ) -> Result<(), DecideError> {
+        let state = &self.state;
+        match gate {
+            Gate::Open { id, binding, ttl } => {
+                let Some(mut asked) = opening else {
+                    return Err(DecideError::Internal("the approval's receipt went missing"));
+                };
+                asked.index = index;
+                let verdict = Verdict {
+                    decision: response.decision,
+                    policies: response.policies.clone(),
+                    reasons: response.reasons.clone(),
+                    errors: Vec::new(),
+                };
+                let record = approvals::open(id, &asked, binding, asker, &verdict, now, ttl)
+                    .map_err(|e| DecideError::InvalidRequest(e.to_string()))?;
+                response.approval_id = Some(record.approval.id.clone());
+                response.approval_expires_at = Some(record.approval.expires_at);
+                let to_store = record.clone();
+                state
+                    .tasks()
+                    .store(move |store| store.create_approval(&to_store))
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, decision_id = %response.decision_id, "approval not stored; answering an error");
+                        DecideError::StateUnavailable("the approval could not be stored")
+                    })?;
+                state.metrics().count_approval("opened");
+                state.approvals().announce(&record, now);
+                state.approvals().changed();
+            }
+            Gate::Waiting(approval) => {
+                response.approval_id = Some(approval.id);
+                response.approval_expires_at = Some(approval.expires_at);
+            }
+            Gate::Released(approval) => {
+                response.approval_id = Some(approval.id);
+                response.approver = approval.resolved_by;
+                state.metrics().count_approval("released");
+                state.approvals().changed();
+            }
+            Gate::Pass | Gate::Refused(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Checks that `request` is made by the credential's holder for the
+    /// task's person and leaves the task and session to Mandate; then fills
+    /// them from the task record, the credential and the task's history.
+    async fn fill_from_task(
+        &self,
+        credential: &VerifiedCredential,
+        request: &mut DecisionRequest,
+    ) -> Result<(), DecideError> {
+        let holder = holder(credential)?;
+        let principal = &mut request.principal;
+        if principal.id != holder {
+            return Err(DecideError::NotHolder(format!(
+                "the credential is held by `{holder}`; `principal.id` is `{}`",
+                principal.id
+            )));
+        }
+        match (&principal.on_behalf_of, &credential.on_behalf_of) {
+            (None, person) => principal.on_behalf_of.clone_from(person),
+            (Some(sent), Some(person)) if sent == person => {}
+            (Some(sent), Some(person)) => {
+                return Err(DecideError::NotHolder(format!(
+                    "task `{}` acts for `{person}`; `principal.on_behalf_of` is `{sent}`",
+                    credential.task_id
+                )));
+            }
+            (Some(sent), None) => {
+                return Err(DecideError::NotHolder(format!(
+                    "task `{}` acts for no one; `principal.on_behalf_of` is `{sent}`",
+                    credential.task_id
+                )));
+            }
+        }
+        for (field, set, source) in [
+            (
+                "context.task",
+                !request.context.task.is_empty(),
+                "the task credential and its task",
+            ),
+            (
+                "context.session",
+                !request.context.session.is_empty(),
+                "the task's history",
+            ),
+        ] {
+            if set {
+                return Err(DecideError::FieldNotAllowed(format!(
+                    "`{field}` is filled from {source} when a task credential is presented; remove it"
+                )));
+            }
+        }
+
+        let task_id = credential.task_id.clone();
+        let (task, session) = self
+            .state
+            .tasks()
+            .store(move |store| Ok((store.task(&task_id)?, store.session(&task_id)?)))
+            .await?;
+        let Some(task) = task else {
+            return Err(DecideError::InvalidCredential(format!(
+                "the credential's task `{}` is not known to this server",
+                credential.task_id
+            )));
+        };
+        // The task may have ended after the credential was checked against
+        // the revoked ids: its end is on disk before the ids are revoked in
+        // memory.
+        if task.is_ended() {
+            return Err(DecideError::InvalidCredential(format!(
+                "{}: task `{}` has ended",
+                CredentialError::Revoked,
+                task.id
+            )));
+        }
+
+        request.context.task = TaskInput {
+            id: task.id,
+            intent: task.intent,
+            tools: bare_tools(&credential.tools),
+            labels: task.labels,
+            params: task.params,
+            chain: credential
+                .chain
+                .iter()
+                .map(|hop| HopInput {
+                    agent: hop.agent.clone(),
+                    depth: hop.depth,
+                })
+                .collect(),
+        };
+        request.context.session = SessionInput {
+            summary: Some(session),
+            ..SessionInput::default()
+        };
+        Ok(())
+    }
+
+    /// For a request naming a session the server keeps
+    /// (`context.session.id`), fills `context.session.summary` from the
+    /// principal's session of that id, and returns the id: the decision is
+    /// recorded into it. A request naming one may not send its own session.
+    async fn fill_from_agent_session(
+        &self,
+        request: &mut DecisionRequest,
+    ) -> Result<Option<SessionId>, DecideError> {
+        let session = &request.context.session;
+        let Some(id) = session.id.clone() else {
+            return Ok(None);
+        };
+        if session.summary.is_some() || !session.history.is_empty() || !session.labels.is_empty() {
+            return Err(DecideError::FieldNotAllowed(
+                "`context.session.id` names a session the server keeps and fills: send no `history`, `labels` or `summary` with it".to_owned(),
+            ));
+        }
+        let (agent, key) = (request.principal.id.clone(), id.clone());
+        let summary = self
+            .state
+            .tasks()
+            .store(move |store| store.agent_session(&agent, &key))
+            .await?;
+        request.context.session.summary = Some(summary);
+        Ok(Some(id))
+    }
+}
+
+/// The verdict before the approval gate: a tool the credential does not
+/// grant is denied whatever the policies say (they see bare tool names, and
+/// a pack may permit more than was granted); otherwise the pack decides.
+fn evaluate(
+    pack: &PolicyPack,
+    credential: Option<&VerifiedCredential>,
+    call: &CallRequest,
+    now: DateTime<Utc>,
+) -> Verdict {
+    let tool = format!("{}/{}", call.server(), call.tool());
+    match credential {
+        Some(credential) if !credential.allows_tool(&tool) => outside_scope(&tool),
+        _ => pack.decide(call, now),
+    }
+}
+
+/// The agent holding `credential`: the last hop of its chain.
+pub(crate) fn holder(credential: &VerifiedCredential) -> Result<&str, DecideError> {
+    credential
+        .holder()
+        .map(|hop| hop.agent.as_str())
+        .ok_or_else(|| {
+            DecideError::InvalidCredential("the task credential names no agent".to_owned())
+        })
+}
+
+/// The credential's tools (`server/tool`) as policies see them: bare tool
+/// names, like `resource.name`. The server part is enforced in code
+/// ([`CREDENTIAL_SCOPE`]).
+fn bare_tools(tools: &BTreeSet<String>) -> Vec<String> {
+    let bare: BTreeSet<&str> = tools
+        .iter()
+        .map(|tool| tool.split_once('/').map_or(tool.as_str(), |(_, name)| name))
+        .collect();
+    bare.into_iter().map(str::to_owned).collect()
+}
+
+/// The deny of a call whose tool the credential does not grant.
+fn outside_scope(tool: &str) -> Verdict {
+    Verdict {
+        decision: Decision::Deny,
+        policies: vec![CREDENTIAL_SCOPE.to_owned()],
+        reasons: vec![format!(
+            "the task credential does not grant the tool `{tool}`"
+        )],
+        errors: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_see_bare_tool_names_once() {
+        let tools = ["mail/send", "web/send", "web/fetch", "x/a/b"]
+            .map(str::to_owned)
+            .into();
+        assert_eq!(bare_tools(&tools), ["a/b", "fetch", "send"]);
+    }
+}
