@@ -52,7 +52,7 @@ pub(crate) async fn method_not_allowed() -> ApiError {
 /// What a store failure means for the caller.
 pub(crate) fn store_failed(tasks: &Tasks, error: StoreError) -> ApiError {
     match error {
-        StoreError::NotFound { kind: "task", id } => task_not_found(&id),
+        StoreError::TaskNotFound(id) => task_not_found(&id),
         e @ StoreError::TaskEnded { .. } => invalid_token(tasks, "task_ended", &e.to_string()),
         e @ (StoreError::Invalid(_) | StoreError::Conflict(_)) => {
             tracing::error!(error = %e, "the state database refused a task record");

@@ -342,10 +342,9 @@ impl Tasks {
         let (task, ids) = self
             .store(move |store| {
                 let ids = store.end_task(&id, now, END_REASON_ENDED)?;
-                let task = store.task(&id)?.ok_or_else(|| StoreError::NotFound {
-                    kind: "task",
-                    id: id.clone(),
-                })?;
+                let task = store
+                    .task(&id)?
+                    .ok_or_else(|| StoreError::TaskNotFound(id.clone()))?;
                 Ok((task, ids))
             })
             .await?;

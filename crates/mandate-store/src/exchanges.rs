@@ -112,10 +112,7 @@ impl TaskStore {
                 |row| Ok(row.get::<_, Option<String>>(0)?),
             )?;
             let Some(end_reason) = task.into_iter().next() else {
-                return Err(StoreError::NotFound {
-                    kind: "decision",
-                    id: record.decision_id.clone(),
-                });
+                return Err(StoreError::DecisionNotFound(record.decision_id.clone()));
             };
             if let Some(reason) = end_reason {
                 return Err(StoreError::TaskEnded {

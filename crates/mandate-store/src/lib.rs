@@ -96,14 +96,12 @@ pub enum StoreError {
     /// revocations, session history).
     #[error("state database: {0}")]
     State(rusqlite::Error),
-    /// The task, decision or credential asked for is not recorded.
-    #[error("no {kind} `{id}`")]
-    NotFound {
-        /// What was looked for: `task`, `decision`, …
-        kind: &'static str,
-        /// Its id.
-        id: String,
-    },
+    /// No task of this id is recorded.
+    #[error("no task `{0}`")]
+    TaskNotFound(String),
+    /// No decision of this id is recorded (in the task's history).
+    #[error("no decision `{0}`")]
+    DecisionNotFound(String),
     /// The write contradicts what is recorded: the id exists already, or a
     /// result was reported twice.
     #[error("{0}")]

@@ -426,10 +426,7 @@ impl TaskStore {
                 )
                 .optional()?;
             let Some((max_depth, end_reason)) = task else {
-                return Err(StoreError::NotFound {
-                    kind: "task",
-                    id: credential.task_id.clone(),
-                });
+                return Err(StoreError::TaskNotFound(credential.task_id.clone()));
             };
             if let Some(reason) = end_reason {
                 return Err(StoreError::TaskEnded {
@@ -592,10 +589,7 @@ impl TaskStore {
                 .optional()?;
             match end {
                 None => {
-                    return Err(StoreError::NotFound {
-                        kind: "task",
-                        id: entry.task_id.clone(),
-                    });
+                    return Err(StoreError::TaskNotFound(entry.task_id.clone()));
                 }
                 Some(Some(reason)) => {
                     return Err(StoreError::TaskEnded {
@@ -659,10 +653,7 @@ impl TaskStore {
             let row = ResultRow::new(&reported)?;
             let decision_id = decision_id.as_str();
             let Some(entry) = history_entry(conn, decision_id)? else {
-                return Err(StoreError::NotFound {
-                    kind: "decision",
-                    id: decision_id.to_owned(),
-                });
+                return Err(StoreError::DecisionNotFound(decision_id.to_owned()));
             };
             if entry.result.is_some() {
                 return Err(StoreError::Conflict(format!(
@@ -821,10 +812,7 @@ fn end_in(conn: &Connection, id: &str, at: &str, reason: &str) -> Result<Vec<Str
         )
         .optional()?;
     let Some(ended) = ended else {
-        return Err(StoreError::NotFound {
-            kind: "task",
-            id: id.to_owned(),
-        });
+        return Err(StoreError::TaskNotFound(id.to_owned()));
     };
     if ended.is_none() {
         // No decision recorded before the end is later than it: a decision

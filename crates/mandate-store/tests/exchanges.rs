@@ -110,20 +110,17 @@ fn a_decision_is_exchanged_once_and_never_after_the_end() {
         .record_exchange(&exchange("t1", "nope", "j3"))
         .unwrap_err();
     assert!(
-        matches!(
-            unknown,
-            StoreError::NotFound {
-                kind: "decision",
-                ..
-            }
-        ),
+        matches!(unknown, StoreError::DecisionNotFound(_)),
         "{unknown}"
     );
     open_task(&store, "t2");
     let foreign = store
         .record_exchange(&exchange("t2", "d2", "j4"))
         .unwrap_err();
-    assert!(matches!(foreign, StoreError::NotFound { .. }), "{foreign}");
+    assert!(
+        matches!(foreign, StoreError::DecisionNotFound(_)),
+        "{foreign}"
+    );
 
     store
         .end_task("t1", t0() + Duration::seconds(2), END_REASON_ENDED)

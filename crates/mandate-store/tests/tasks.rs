@@ -222,7 +222,7 @@ fn delegations_are_recorded_in_issue_order_under_their_parents() {
         .add_credential(&delegation("t9", "x", "t1-root", 1))
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::NotFound { kind: "task", ref id } if id == "t9"),
+        matches!(err, StoreError::TaskNotFound(ref id) if id == "t9"),
         "{err}"
     );
     assert_eq!(store.credentials("t1").unwrap().len(), 4, "nothing added");
@@ -345,10 +345,7 @@ fn ending_twice_changes_nothing_and_returns_the_same_ids() {
     let err = store
         .end_task("nope", first_at, END_REASON_ENDED)
         .unwrap_err();
-    assert!(
-        matches!(err, StoreError::NotFound { kind: "task", .. }),
-        "{err}"
-    );
+    assert!(matches!(err, StoreError::TaskNotFound(_)), "{err}");
 }
 
 #[test]
@@ -471,7 +468,7 @@ fn history_keeps_decision_order_and_takes_one_result_per_decision() {
         .record_result("d-none", result("ok", &[]))
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::NotFound { kind: "decision", ref id } if id == "d-none"),
+        matches!(err, StoreError::DecisionNotFound(ref id) if id == "d-none"),
         "{err}"
     );
 
@@ -483,10 +480,7 @@ fn history_keeps_decision_order_and_takes_one_result_per_decision() {
     let err = store
         .record_decision(&decision("t9", "d9", "read", 8))
         .unwrap_err();
-    assert!(
-        matches!(err, StoreError::NotFound { kind: "task", .. }),
-        "{err}"
-    );
+    assert!(matches!(err, StoreError::TaskNotFound(_)), "{err}");
 
     // A call allowed before the end may finish after it: its result is
     // still recorded.

@@ -145,7 +145,7 @@ pub(crate) async fn report(
         .map_err(|e| match e {
             // Another report won the race since the entry was read.
             StoreError::Conflict(_) => already_reported(&id),
-            StoreError::NotFound { .. } => decision_not_found(&id),
+            StoreError::DecisionNotFound(_) => decision_not_found(&id),
             e => store_failed(tasks, e),
         })?;
     tracing::info!(decision_id = %id, task_id = %entry.task_id, status = report.status.as_str(), "call result recorded");

@@ -331,7 +331,7 @@ async fn exchange(
                 "invalid_request",
                 format!("the subject token is refused: task credential has been revoked (task `{task_id}` ended)"),
             ),
-            StoreError::NotFound { .. } => Refusal::bad(
+            StoreError::DecisionNotFound(_) => Refusal::bad(
                 "invalid_grant",
                 format!("no decision `{}` in the task's history", decision.decision_id),
             ),
