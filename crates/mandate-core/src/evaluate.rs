@@ -149,43 +149,128 @@ pub(crate) fn cedar_call(
     now: DateTime<Utc>,
     declared: &DeclaredTypes,
 ) -> Result<CedarCall, CallError> {
+    let free = project_free_data(call, declared)?;
+    let principal = agent_uid(call);
+    let server = server_uid(call);
+    let resource = tool_uid(call);
+    let entities = call_entities(call, &principal, &resource, &server, free.agent_attributes)?;
+    let context = call_context(call, free.task_params, free.arguments, free.extra, now)?;
+    Ok(CedarCall {
+        request: call_tool_request(&principal, &resource, context),
+        entities,
+        principal,
+        resource,
+        server,
+    })
+}
+
+/// The free parts of a call, projected onto the types the pack declares.
+struct FreeData {
+    /// `principal.attributes`.
+    agent_attributes: Value,
+    /// `context.arguments`.
+    arguments: Value,
+    /// `context.task.params`.
+    task_params: Value,
+    /// `context.extra`.
+    extra: Value,
+}
+
+/// Projects the call's free parts onto the types the pack's schema declares,
+/// refusing a value of another type (see the `declared` module). Paths in
+/// errors are the request's own.
+fn project_free_data(call: &CallRequest, declared: &DeclaredTypes) -> Result<FreeData, CallError> {
     let checked =
         |value: &Value, ty: &Type, path: &str| project(value, ty, path).map_err(CallError::Schema);
-    let agent_attributes = checked(
-        &call.principal_attributes,
-        &declared.agent_attributes,
-        "principal.attributes",
-    )?;
-    let arguments = checked(&call.arguments, &declared.arguments, "arguments")?;
-    let task_params = checked(
-        &call.task_params,
-        &declared.task_params,
-        "context.task.params",
-    )?;
-    let extra = checked(&call.extra, &declared.extra, "context.extra")?;
-    let names = &*NAMES;
-    let principal =
-        EntityUid::from_type_name_and_id(names.agent.clone(), EntityId::new(&call.principal));
-    let server =
-        EntityUid::from_type_name_and_id(names.server.clone(), EntityId::new(&call.server));
-    let resource = EntityUid::from_type_name_and_id(
-        names.tool.clone(),
-        EntityId::new(format!("{}/{}", call.server, call.tool)),
-    );
+    Ok(FreeData {
+        agent_attributes: checked(
+            &call.principal_attributes,
+            &declared.agent_attributes,
+            "principal.attributes",
+        )?,
+        arguments: checked(&call.arguments, &declared.arguments, "arguments")?,
+        task_params: checked(
+            &call.task_params,
+            &declared.task_params,
+            "context.task.params",
+        )?,
+        extra: checked(&call.extra, &declared.extra, "context.extra")?,
+    })
+}
 
+/// The calling agent's entity id (`Mandate::Agent`).
+fn agent_uid(call: &CallRequest) -> EntityUid {
+    EntityUid::from_type_name_and_id(NAMES.agent.clone(), EntityId::new(&call.principal))
+}
+
+/// The tool's server's entity id (`Mandate::Server`).
+fn server_uid(call: &CallRequest) -> EntityUid {
+    EntityUid::from_type_name_and_id(NAMES.server.clone(), EntityId::new(&call.server))
+}
+
+/// The tool's entity id (`Mandate::Tool`), `SERVER/TOOL`: tool names are
+/// only unique within their server.
+fn tool_uid(call: &CallRequest) -> EntityUid {
+    EntityUid::from_type_name_and_id(
+        NAMES.tool.clone(),
+        EntityId::new(format!("{}/{}", call.server, call.tool)),
+    )
+}
+
+/// The call's entities: the agent, the tool and the tool's server.
+fn call_entities(
+    call: &CallRequest,
+    principal: &EntityUid,
+    resource: &EntityUid,
+    server: &EntityUid,
+    agent_attributes: Value,
+) -> Result<Entities, CallError> {
+    let entities = [
+        agent_entity(call, principal, agent_attributes),
+        tool_entity(call, resource, server),
+        Entity::with_uid(server.clone().into()),
+    ];
+    // INVARIANT: the only edge is tool -> server, so the hierarchy is already
+    // transitively closed.
+    CoreEntities::from_entities(
+        entities,
+        None::<&NoEntitiesSchema>,
+        TCComputation::AssumeAlreadyComputed,
+        Extensions::all_available(),
+    )
+    .map(Entities::from)
+    .map_err(|e| CallError::Mapping(e.to_string()))
+}
+
+/// The agent's entity: its trust domain, its declared attributes and, when
+/// it acts for a person, `on_behalf_of`.
+fn agent_entity(call: &CallRequest, principal: &EntityUid, attributes: Value) -> Entity {
     let value = |v: Value| PartialValue::Value(v);
-    let mut agent_attrs = vec![
+    let mut attrs = vec![
         (
             "trust_domain".into(),
             value(Value::from(call.trust_domain.as_str())),
         ),
-        ("attributes".into(), value(agent_attributes)),
+        ("attributes".into(), value(attributes)),
     ];
     if let Some(person) = &call.on_behalf_of {
-        agent_attrs.push(("on_behalf_of".into(), value(Value::from(person.as_str()))));
+        attrs.push(("on_behalf_of".into(), value(Value::from(person.as_str()))));
     }
+    Entity::new_with_attr_partial_value(
+        principal.clone().into(),
+        attrs,
+        HashSet::new(),
+        HashSet::new(),
+        [],
+    )
+}
+
+/// The tool's entity: its name, its server, its MCP hints and the action
+/// class they give, with the server as its one parent.
+fn tool_entity(call: &CallRequest, resource: &EntityUid, server: &EntityUid) -> Entity {
+    let value = |v: Value| PartialValue::Value(v);
     let h = call.hints;
-    let tool_attrs = [
+    let attrs = [
         ("name".into(), value(Value::from(call.tool.as_str()))),
         ("server".into(), value(Value::from(call.server.as_str()))),
         ("read_only".into(), value(Value::from(h.read_only))),
@@ -197,42 +282,70 @@ pub(crate) fn cedar_call(
             value(Value::from(h.action_class().as_str())),
         ),
     ];
-    let agent = Entity::new_with_attr_partial_value(
-        principal.clone().into(),
-        agent_attrs,
+    Entity::new_with_attr_partial_value(
+        resource.clone().into(),
+        attrs,
         HashSet::new(),
-        HashSet::new(),
+        HashSet::from([server.clone().into()]),
         [],
-    );
-    let entities = [
-        agent,
-        Entity::new_with_attr_partial_value(
-            resource.clone().into(),
-            tool_attrs,
-            HashSet::new(),
-            HashSet::from([server.clone().into()]),
-            [],
-        ),
-        Entity::with_uid(server.clone().into()),
-    ];
-    // INVARIANT: the only edge is tool -> server, so the hierarchy is already
-    // transitively closed.
-    let entities = CoreEntities::from_entities(
-        entities,
-        None::<&NoEntitiesSchema>,
-        TCComputation::AssumeAlreadyComputed,
-        Extensions::all_available(),
     )
-    .map_err(|e| CallError::Mapping(e.to_string()))?;
+}
 
+/// The call's context: the task, the session, the arguments, the decision
+/// time and the caller's extra context.
+fn call_context(
+    call: &CallRequest,
+    task_params: Value,
+    arguments: Value,
+    extra: Value,
+    now: DateTime<Utc>,
+) -> Result<CoreContext, CallError> {
+    let context = Value::record(
+        [
+            ("task", task_context(call, task_params)),
+            ("session", session_context(call)),
+            ("arguments", arguments),
+            ("time", time_context(now)?),
+            ("extra", extra),
+        ],
+        None,
+    );
+    let ValueKind::Record(attrs) = context.value else {
+        return Err(CallError::Mapping("the context is not a record".into()));
+    };
+    Ok(CoreContext::Value(attrs))
+}
+
+/// `context.task`: the task's id, intent, tools, labels and declared params,
+/// and the delegation chain that led to this agent.
+fn task_context(call: &CallRequest, params: Value) -> Value {
     let task = &call.task;
-    let session = &call.session;
-    let summary = &session.summary;
-    let class = h.action_class();
     // INVARIANT: validation leaves a chain of at least one hop (the principal).
     let root_agent = call.chain.first().map_or("", |hop| hop.agent.as_str());
     let depth = call.chain.last().map_or(0, |hop| hop.depth);
-    let chain = Value::set(
+    Value::record(
+        [
+            ("id", Value::from(task.id.as_str())),
+            ("intent", Value::from(task.intent.as_str())),
+            ("tools", string_set(&task.tools)),
+            ("labels", string_set(&task.labels)),
+            ("params", params),
+            ("chain", delegation_chain(call)),
+            (
+                "chain_agents",
+                string_set(call.chain.iter().map(|hop| &hop.agent)),
+            ),
+            ("depth", Value::from(i64::from(depth))),
+            ("root_agent", Value::from(root_agent)),
+        ],
+        None,
+    )
+}
+
+/// `context.task.chain`: each hop of the delegation chain as an agent and
+/// its depth.
+fn delegation_chain(call: &CallRequest) -> Value {
+    Value::set(
         call.chain.iter().map(|hop| {
             Value::record(
                 [
@@ -243,87 +356,64 @@ pub(crate) fn cedar_call(
             )
         }),
         None,
-    );
-    let context = Value::record(
+    )
+}
+
+/// `context.session`: what already happened in the session, and whether
+/// this call is the first of its tool or of its action class.
+fn session_context(call: &CallRequest) -> Value {
+    let session = &call.session;
+    let summary = &session.summary;
+    let class = call.hints.action_class();
+    Value::record(
         [
+            ("tools_called", string_set(summary.tools_called())),
+            ("labels", string_set(&summary.labels)),
+            ("new_labels", string_set(&summary.new_labels)),
             (
-                "task",
-                Value::record(
-                    [
-                        ("id", Value::from(task.id.as_str())),
-                        ("intent", Value::from(task.intent.as_str())),
-                        ("tools", string_set(&task.tools)),
-                        ("labels", string_set(&task.labels)),
-                        ("params", task_params),
-                        ("chain", chain),
-                        (
-                            "chain_agents",
-                            string_set(call.chain.iter().map(|hop| &hop.agent)),
-                        ),
-                        ("depth", Value::from(i64::from(depth))),
-                        ("root_agent", Value::from(root_agent)),
-                    ],
+                "action_classes",
+                Value::set(
+                    summary
+                        .action_classes
+                        .iter()
+                        .map(|c| Value::from(c.as_str())),
                     None,
                 ),
             ),
+            ("calls", long(summary.calls)),
+            ("denials", long(summary.denials)),
+            ("uses_of_this_tool", long(session.uses_of_this_tool)),
             (
-                "session",
-                Value::record(
-                    [
-                        ("tools_called", string_set(summary.tools_called())),
-                        ("labels", string_set(&summary.labels)),
-                        ("new_labels", string_set(&summary.new_labels)),
-                        (
-                            "action_classes",
-                            Value::set(
-                                summary
-                                    .action_classes
-                                    .iter()
-                                    .map(|c| Value::from(c.as_str())),
-                                None,
-                            ),
-                        ),
-                        ("calls", long(summary.calls)),
-                        ("denials", long(summary.denials)),
-                        ("uses_of_this_tool", long(session.uses_of_this_tool)),
-                        (
-                            "first_use_of_tool",
-                            Value::from(session.uses_of_this_tool == 0),
-                        ),
-                        (
-                            "first_use_of_action_class",
-                            Value::from(!summary.action_classes.contains(&class)),
-                        ),
-                    ],
-                    None,
-                ),
+                "first_use_of_tool",
+                Value::from(session.uses_of_this_tool == 0),
             ),
-            ("arguments", arguments),
             (
-                "time",
-                Value::record([("now", datetime(now).map_err(CallError::Mapping)?)], None),
+                "first_use_of_action_class",
+                Value::from(!summary.action_classes.contains(&class)),
             ),
-            ("extra", extra),
         ],
         None,
-    );
-    let ValueKind::Record(attrs) = context.value else {
-        return Err(CallError::Mapping("the context is not a record".into()));
-    };
-    let context = CoreContext::Value(attrs);
-    let request = CoreRequest::new_unchecked(
-        known(&principal),
-        known(&names.call_tool),
-        known(&resource),
+    )
+}
+
+/// `context.time`: the decision time, as a Cedar datetime.
+fn time_context(now: DateTime<Utc>) -> Result<Value, CallError> {
+    Ok(Value::record(
+        [("now", datetime(now).map_err(CallError::Mapping)?)],
+        None,
+    ))
+}
+
+/// The request: this agent calls `call_tool` on this tool, in this context.
+/// Built unchecked: every part was built to the schema's shape above.
+fn call_tool_request(principal: &EntityUid, resource: &EntityUid, context: CoreContext) -> Request {
+    CoreRequest::new_unchecked(
+        known(principal),
+        known(&NAMES.call_tool),
+        known(resource),
         Some(context),
-    );
-    Ok(CedarCall {
-        request: request.into(),
-        entities: entities.into(),
-        principal,
-        resource,
-        server,
-    })
+    )
+    .into()
 }
 
 impl PolicyPack {

@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use cedar_policy::{Effect, EntityUid, Policy, PolicyId, PolicySet, ValidationMode, Validator};
+use cedar_policy::{
+    Effect, EntityUid, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -147,211 +149,50 @@ impl PolicyPack {
         policies: &[PolicySource],
         schema: Option<&PolicySource>,
     ) -> Result<Self, LoadError> {
-        let mut problems = Vec::new();
         let schema_name = schema.map_or_else(|| PACK_SCHEMA_FILE.to_owned(), |s| s.name.clone());
-        let composed = match schema::compose(schema.map(|s| s.text.as_str())) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                let (line, column) = match (e.offset, schema) {
-                    (Some(o), Some(s)) => line_col(&s.text, o),
-                    _ => (None, None),
-                };
-                problems.push(PolicyProblem {
-                    severity: Severity::Error,
-                    file: schema_name.clone(),
-                    line,
-                    column,
-                    policy: None,
-                    message: e.message,
-                });
-                None
-            }
+        let (composed, mut problems) = match compose_schema(schema, &schema_name) {
+            Ok(composed) => (Some(composed), Vec::new()),
+            Err(problem) => (None, vec![problem]),
         };
-
-        let mut all = Vec::new();
-        let mut origins: HashMap<PolicyId, Origin> = HashMap::new();
-        let mut texts: HashMap<PolicyId, usize> = HashMap::new();
-        for (source_index, source) in policies.iter().enumerate() {
-            let parsed = match source.text.parse::<PolicySet>() {
-                Ok(set) => set,
-                Err(errors) => {
-                    for e in errors.iter() {
-                        problems.push(located(Severity::Error, source, None, e));
-                    }
-                    continue;
-                }
-            };
-            if parsed.templates().next().is_some() {
-                problems.push(PolicyProblem {
-                    severity: Severity::Error,
-                    file: source.name.clone(),
-                    line: None,
-                    column: None,
-                    policy: None,
-                    message: "policy templates (`?principal`, `?resource`) are not supported; write static policies".into(),
-                });
-            }
-            for (n, (offset, policy)) in in_source_order(&parsed, &source.text)
-                .into_iter()
-                .enumerate()
-            {
-                let (line, _) = line_col(&source.text, offset);
-                let id = match policy.annotation(ID_ANNOTATION) {
-                    Some(id) if !id.trim().is_empty() => id.to_owned(),
-                    _ => format!("{}#{}", source.name, n + 1),
-                };
-                let id = PolicyId::new(id);
-                let kind = if policy.annotation(APPROVAL_ANNOTATION).is_some() {
-                    PolicyKind::Approval
-                } else {
-                    PolicyKind::Base
-                };
-                let problem = |message: String| PolicyProblem {
-                    severity: Severity::Error,
-                    file: source.name.clone(),
-                    line,
-                    column: None,
-                    policy: Some(id.to_string()),
-                    message,
-                };
-                for literal in policy.entity_literals() {
-                    if let Some(message) = unmatchable(&literal) {
-                        problems.push(problem(message));
-                    }
-                }
-                if kind == PolicyKind::Approval && policy.effect() == Effect::Forbid {
-                    problems.push(problem(
-                        "`@approval` marks a permit that asks for a person's approval; a forbid cannot carry it (write a plain forbid to deny)".into(),
-                    ));
-                }
-                let approval_ttl = match policy.annotation(APPROVAL_EXPIRES_ANNOTATION) {
-                    None => None,
-                    Some(_) if kind != PolicyKind::Approval => {
-                        problems.push(problem(
-                            "`@approval_expires` belongs on an `@approval` permit (it sets how long that approval waits)".into(),
-                        ));
-                        None
-                    }
-                    Some(text) => match humantime::parse_duration(text.trim()) {
-                        Ok(ttl) if ttl > crate::approval::MAX_APPROVAL_TTL => {
-                            problems.push(problem(format!(
-                                "`@approval_expires(\"{text}\")` is longer than a week, the longest an approval may wait"
-                            )));
-                            None
-                        }
-                        Ok(ttl) if !ttl.is_zero() => Some(ttl),
-                        _ => {
-                            problems.push(problem(format!(
-                                "`@approval_expires(\"{text}\")` is not a duration; write e.g. \"90s\", \"15m\" or \"1h\""
-                            )));
-                            None
-                        }
-                    },
-                };
-                if let Some(earlier) = origins.get(&id) {
-                    problems.push(problem(format!(
-                        "duplicate policy id (also used at {}:{}); give each policy a unique `@id`",
-                        earlier.file, earlier.line
-                    )));
-                    continue;
-                }
-                let reason = match kind {
-                    PolicyKind::Approval => policy.annotation(APPROVAL_ANNOTATION),
-                    PolicyKind::Base => policy.annotation(REASON_ANNOTATION),
-                }
-                .filter(|r| !r.trim().is_empty())
-                .map(ToOwned::to_owned);
-                origins.insert(
-                    id.clone(),
-                    Origin {
-                        file: source.name.clone(),
-                        line: line.unwrap_or(1),
-                        kind,
-                        reason,
-                        approval_ttl,
-                    },
-                );
-                texts.insert(id.clone(), source_index);
-                all.push(policy.new_id(id));
-            }
+        let (named, naming_problems) = name_policies(policies);
+        problems.extend(naming_problems);
+        if let Some(composed) = &composed {
+            problems.extend(validate(composed, &named, policies));
         }
+        let (composed, warnings) = reject_on_errors(composed, problems)?;
+        require_policies(&named, policies)?;
+        let declared = declared_types(&composed, &schema_name)?;
+        Ok(Self::indexed(
+            named,
+            declared,
+            warnings,
+            version_hash(policies, schema),
+        ))
+    }
 
-        if let Some(schema) = &composed {
-            let mut set = PolicySet::new();
-            for p in &all {
-                if let Err(e) = set.add(p.clone()) {
-                    problems.push(PolicyProblem {
-                        severity: Severity::Error,
-                        file: String::new(),
-                        line: None,
-                        column: None,
-                        policy: Some(p.id().to_string()),
-                        message: e.to_string(),
-                    });
-                }
-            }
-            let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
-            let source_of = |id: &PolicyId| texts.get(id).and_then(|i| policies.get(*i));
-            for e in result.validation_errors() {
-                if let Some(source) = source_of(e.policy_id()) {
-                    problems.push(located(Severity::Error, source, Some(e.policy_id()), e));
-                }
-            }
-            for w in result.validation_warnings() {
-                if let Some(source) = source_of(w.policy_id()) {
-                    problems.push(located(Severity::Warning, source, Some(w.policy_id()), w));
-                }
-            }
-        }
-
-        let composed = match composed {
-            Some(s) if !problems.iter().any(|p| p.severity == Severity::Error) => s,
-            _ => return Err(LoadError { problems }),
-        };
-        if all.is_empty() {
-            // An empty pack would deny everything; that is almost surely a wrong path.
-            return Err(LoadError {
-                problems: vec![PolicyProblem {
-                    severity: Severity::Error,
-                    file: policies.first().map(|s| s.name.clone()).unwrap_or_default(),
-                    line: None,
-                    column: None,
-                    policy: None,
-                    message:
-                        "the pack has no policies; point Mandate at a directory of `.cedar` files"
-                            .into(),
-                }],
-            });
-        }
-
-        let names = &*crate::evaluate::NAMES;
-        let Some(declared) = DeclaredTypes::from_schema(&composed, &names.call_tool, &names.agent)
-        else {
-            return Err(LoadError {
-                problems: vec![PolicyProblem {
-                    severity: Severity::Error,
-                    file: schema_name,
-                    line: None,
-                    column: None,
-                    policy: None,
-                    message: "the schema does not declare Mandate's request shape (`Mandate::Action::\"call_tool\"` context and `Mandate::Agent`)".into(),
-                }],
-            });
-        };
+    /// The loaded pack: the named policies split into the base set and the
+    /// approval gate, each indexed for slicing.
+    fn indexed(
+        named: NamedPolicies,
+        declared: DeclaredTypes,
+        warnings: Vec<PolicyProblem>,
+        version: String,
+    ) -> Self {
+        let NamedPolicies { all, origins, .. } = named;
         let (approval, base): (Vec<Policy>, Vec<Policy>) = all.iter().cloned().partition(|p| {
             origins
                 .get(p.id())
                 .is_some_and(|o| o.kind == PolicyKind::Approval)
         });
-        Ok(PolicyPack {
+        PolicyPack {
             base: PolicyIndex::new(base),
             approval: PolicyIndex::new(approval),
             origins,
             all,
-            version: version_hash(policies, schema),
-            warnings: problems,
+            version,
+            warnings,
             declared,
-        })
+        }
     }
 
     /// A digest of the pack's sources (SHA-256, hex): equal packs have equal versions.
@@ -389,6 +230,304 @@ impl PolicyPack {
             (AsRef::<str>::as_ref(p.id()), kind)
         })
     }
+}
+
+/// A pack's policies, each under its own id, in load order.
+#[derive(Default)]
+struct NamedPolicies {
+    /// Every policy, carrying its id.
+    all: Vec<Policy>,
+    /// Where each policy came from and which set it joins.
+    origins: HashMap<PolicyId, Origin>,
+    /// The index, among the pack's sources, of each policy's file.
+    sources: HashMap<PolicyId, usize>,
+}
+
+/// The full schema: Mandate's base schema plus the pack's extension. A
+/// problem is reported against the extension file, located when Cedar gives
+/// an offset into it.
+fn compose_schema(
+    schema: Option<&PolicySource>,
+    schema_name: &str,
+) -> Result<Schema, PolicyProblem> {
+    schema::compose(schema.map(|s| s.text.as_str())).map_err(|e| {
+        let (line, column) = match (e.offset, schema) {
+            (Some(o), Some(s)) => line_col(&s.text, o),
+            _ => (None, None),
+        };
+        PolicyProblem {
+            severity: Severity::Error,
+            file: schema_name.to_owned(),
+            line,
+            column,
+            policy: None,
+            message: e.message,
+        }
+    })
+}
+
+/// Parses every file and names its policies, with the problems found on the
+/// way. A file that does not parse contributes only its parse errors. A
+/// policy whose id is already taken is reported and left out, so the ids of
+/// the named policies are unique.
+fn name_policies(policies: &[PolicySource]) -> (NamedPolicies, Vec<PolicyProblem>) {
+    let mut named = NamedPolicies::default();
+    let mut problems = Vec::new();
+    for (source_index, source) in policies.iter().enumerate() {
+        let parsed = match parse_source(source) {
+            Ok(set) => set,
+            Err(errors) => {
+                problems.extend(errors);
+                continue;
+            }
+        };
+        problems.extend(template_problem(source, &parsed));
+        for (n, (offset, policy)) in in_source_order(&parsed, &source.text)
+            .into_iter()
+            .enumerate()
+        {
+            let (line, _) = line_col(&source.text, offset);
+            let id = policy_id(&policy, source, n);
+            let (origin, found) = read_policy(&policy, &id, source, line);
+            problems.extend(found);
+            if let Some(earlier) = named.origins.get(&id) {
+                problems.push(policy_problem(
+                    source,
+                    line,
+                    &id,
+                    format!(
+                        "duplicate policy id (also used at {}:{}); give each policy a unique `@id`",
+                        earlier.file, earlier.line
+                    ),
+                ));
+                continue;
+            }
+            named.origins.insert(id.clone(), origin);
+            named.sources.insert(id.clone(), source_index);
+            named.all.push(policy.new_id(id));
+        }
+    }
+    (named, problems)
+}
+
+/// Parses one file's policies, or gives every parse error, located.
+fn parse_source(source: &PolicySource) -> Result<PolicySet, Vec<PolicyProblem>> {
+    source.text.parse::<PolicySet>().map_err(|errors| {
+        errors
+            .iter()
+            .map(|e| located(Severity::Error, source, None, e))
+            .collect()
+    })
+}
+
+/// The error for a file that holds policy templates: Mandate never links
+/// them, so a template would silently apply to nothing.
+fn template_problem(source: &PolicySource, set: &PolicySet) -> Option<PolicyProblem> {
+    set.templates().next().is_some().then(|| PolicyProblem {
+        severity: Severity::Error,
+        file: source.name.clone(),
+        line: None,
+        column: None,
+        policy: None,
+        message:
+            "policy templates (`?principal`, `?resource`) are not supported; write static policies"
+                .into(),
+    })
+}
+
+/// A policy's id: its `@id` when not blank, otherwise `FILE#N`, counting
+/// the file's policies from 1 (`n` counts from 0), so the id says where to look.
+fn policy_id(policy: &Policy, source: &PolicySource, n: usize) -> PolicyId {
+    let id = match policy.annotation(ID_ANNOTATION) {
+        Some(id) if !id.trim().is_empty() => id.to_owned(),
+        _ => format!("{}#{}", source.name, n + 1),
+    };
+    PolicyId::new(id)
+}
+
+/// One policy's [`Origin`], read from its annotations, with the problems
+/// found in it: entities no request can match, `@approval` on a forbid, and
+/// a misplaced or malformed `@approval_expires`.
+fn read_policy(
+    policy: &Policy,
+    id: &PolicyId,
+    source: &PolicySource,
+    line: Option<usize>,
+) -> (Origin, Vec<PolicyProblem>) {
+    let kind = policy_kind(policy);
+    let problem = |message: String| policy_problem(source, line, id, message);
+    let mut problems: Vec<PolicyProblem> = policy
+        .entity_literals()
+        .iter()
+        .filter_map(unmatchable)
+        .map(&problem)
+        .collect();
+    if kind == PolicyKind::Approval && policy.effect() == Effect::Forbid {
+        problems.push(problem(
+            "`@approval` marks a permit that asks for a person's approval; a forbid cannot carry it (write a plain forbid to deny)".into(),
+        ));
+    }
+    let approval_ttl = match approval_expires(policy, kind) {
+        Ok(ttl) => ttl,
+        Err(message) => {
+            problems.push(problem(message));
+            None
+        }
+    };
+    let origin = Origin {
+        file: source.name.clone(),
+        line: line.unwrap_or(1),
+        kind,
+        reason: policy_reason(policy, kind),
+        approval_ttl,
+    };
+    (origin, problems)
+}
+
+/// The set a policy joins: the approval gate when it carries `@approval`,
+/// the base set otherwise.
+fn policy_kind(policy: &Policy) -> PolicyKind {
+    if policy.annotation(APPROVAL_ANNOTATION).is_some() {
+        PolicyKind::Approval
+    } else {
+        PolicyKind::Base
+    }
+}
+
+/// How long the approvals of a gate wait (`@approval_expires`), `None` when
+/// it does not say, or why the annotation is wrong: on a base policy, not a
+/// positive duration, or longer than an approval may wait.
+fn approval_expires(
+    policy: &Policy,
+    kind: PolicyKind,
+) -> Result<Option<std::time::Duration>, String> {
+    match policy.annotation(APPROVAL_EXPIRES_ANNOTATION) {
+        None => Ok(None),
+        Some(_) if kind != PolicyKind::Approval => Err(
+            "`@approval_expires` belongs on an `@approval` permit (it sets how long that approval waits)".into(),
+        ),
+        Some(text) => match humantime::parse_duration(text.trim()) {
+            Ok(ttl) if ttl > crate::approval::MAX_APPROVAL_TTL => Err(format!(
+                "`@approval_expires(\"{text}\")` is longer than a week, the longest an approval may wait"
+            )),
+            Ok(ttl) if !ttl.is_zero() => Ok(Some(ttl)),
+            _ => Err(format!(
+                "`@approval_expires(\"{text}\")` is not a duration; write e.g. \"90s\", \"15m\" or \"1h\""
+            )),
+        },
+    }
+}
+
+/// The reason a policy gives in decisions: `@approval` for a gate, `@reason`
+/// for a base policy. A blank one counts as none.
+fn policy_reason(policy: &Policy, kind: PolicyKind) -> Option<String> {
+    match kind {
+        PolicyKind::Approval => policy.annotation(APPROVAL_ANNOTATION),
+        PolicyKind::Base => policy.annotation(REASON_ANNOTATION),
+    }
+    .filter(|r| !r.trim().is_empty())
+    .map(ToOwned::to_owned)
+}
+
+/// An error in one policy, located at the line it starts on.
+fn policy_problem(
+    source: &PolicySource,
+    line: Option<usize>,
+    id: &PolicyId,
+    message: String,
+) -> PolicyProblem {
+    PolicyProblem {
+        severity: Severity::Error,
+        file: source.name.clone(),
+        line,
+        column: None,
+        policy: Some(id.to_string()),
+        message,
+    }
+}
+
+/// Validates the named policies in strict mode against the composed schema:
+/// the errors and warnings, each located in its policy's file.
+fn validate(
+    schema: &Schema,
+    named: &NamedPolicies,
+    policies: &[PolicySource],
+) -> Vec<PolicyProblem> {
+    let mut problems = Vec::new();
+    let mut set = PolicySet::new();
+    for p in &named.all {
+        if let Err(e) = set.add(p.clone()) {
+            problems.push(PolicyProblem {
+                severity: Severity::Error,
+                file: String::new(),
+                line: None,
+                column: None,
+                policy: Some(p.id().to_string()),
+                message: e.to_string(),
+            });
+        }
+    }
+    let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+    let source_of = |id: &PolicyId| named.sources.get(id).and_then(|i| policies.get(*i));
+    for e in result.validation_errors() {
+        if let Some(source) = source_of(e.policy_id()) {
+            problems.push(located(Severity::Error, source, Some(e.policy_id()), e));
+        }
+    }
+    for w in result.validation_warnings() {
+        if let Some(source) = source_of(w.policy_id()) {
+            problems.push(located(Severity::Warning, source, Some(w.policy_id()), w));
+        }
+    }
+    problems
+}
+
+/// The composed schema and the warnings, or every problem when any is an
+/// error or the schema did not compose: loading is all-or-nothing.
+fn reject_on_errors(
+    composed: Option<Schema>,
+    problems: Vec<PolicyProblem>,
+) -> Result<(Schema, Vec<PolicyProblem>), LoadError> {
+    match composed {
+        Some(s) if !problems.iter().any(|p| p.severity == Severity::Error) => Ok((s, problems)),
+        _ => Err(LoadError { problems }),
+    }
+}
+
+/// Refuses a pack without policies: it would deny everything, and that is
+/// almost surely a wrong path.
+fn require_policies(named: &NamedPolicies, policies: &[PolicySource]) -> Result<(), LoadError> {
+    if !named.all.is_empty() {
+        return Ok(());
+    }
+    Err(LoadError {
+        problems: vec![PolicyProblem {
+            severity: Severity::Error,
+            file: policies.first().map(|s| s.name.clone()).unwrap_or_default(),
+            line: None,
+            column: None,
+            policy: None,
+            message: "the pack has no policies; point Mandate at a directory of `.cedar` files"
+                .into(),
+        }],
+    })
+}
+
+/// The types the composed schema declares for the request's free data.
+/// Refuses a schema that does not declare Mandate's request shape, since
+/// no request could then be evaluated.
+fn declared_types(schema: &Schema, schema_name: &str) -> Result<DeclaredTypes, LoadError> {
+    let names = &*NAMES;
+    DeclaredTypes::from_schema(schema, &names.call_tool, &names.agent).ok_or_else(|| LoadError {
+        problems: vec![PolicyProblem {
+            severity: Severity::Error,
+            file: schema_name.to_owned(),
+            line: None,
+            column: None,
+            policy: None,
+            message: "the schema does not declare Mandate's request shape (`Mandate::Action::\"call_tool\"` context and `Mandate::Agent`)".into(),
+        }],
+    })
 }
 
 /// Why an entity a policy names can never be the principal, server or tool
