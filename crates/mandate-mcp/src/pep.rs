@@ -11,10 +11,12 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use mandate_core::{Decision, DecisionResponse, SessionId};
-use reqwest::StatusCode;
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use mandate_client::{CallOutcome, Client};
+use mandate_core::{
+    ApprovalStatus, ContextInput, Decision, DecisionRequest, DecisionResponse, PrincipalInput,
+    SessionId, SessionInput, TaskInput, ToolAnnotations, ToolCall,
+};
+use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
@@ -96,8 +98,7 @@ pub enum Gate {
 /// The enforcement point, shared by every session of a gateway.
 #[derive(Debug)]
 pub struct Pep {
-    http: reqwest::Client,
-    base: String,
+    client: Client,
     settings: PepSettings,
 }
 
@@ -134,13 +135,6 @@ pub struct Session {
     deciding: Mutex<HashMap<IdKey, CancellationToken>>,
 }
 
-#[derive(Debug, Deserialize)]
-struct ApprovalAnswer {
-    status: String,
-    reason: Option<String>,
-    resolved_by: Option<String>,
-}
-
 impl Pep {
     /// An enforcement point asking the server at `settings.gateway`.
     pub fn new(settings: PepSettings) -> Result<Self, reqwest::Error> {
@@ -149,12 +143,8 @@ impl Pep {
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(50))
             .build()?;
-        let base = settings.gateway.trim_end_matches('/').to_owned();
-        Ok(Self {
-            http,
-            base,
-            settings,
-        })
+        let client = Client::new(settings.gateway.clone(), http).with_timeout(DECIDE_TIMEOUT);
+        Ok(Self { client, settings })
     }
 
     /// The configuration in force.
@@ -237,7 +227,12 @@ impl Pep {
 
     /// Turns an answer into allow (the decision id) or deny, waiting for an
     /// approval when one is required.
-    async fn gate(&self, body: &Value, answer: DecisionResponse, tool: &str) -> GateOf<String> {
+    async fn gate(
+        &self,
+        body: &DecisionRequest,
+        answer: DecisionResponse,
+        tool: &str,
+    ) -> GateOf<String> {
         match answer.decision {
             Decision::Allow => GateOf::Allow(answer.decision_id),
             Decision::ApprovalRequired => self.await_approval(body, answer, tool).await,
@@ -251,99 +246,80 @@ impl Pep {
         tool: &str,
         annotations: &Map<String, Value>,
         arguments: Map<String, Value>,
-    ) -> Value {
-        let mut principal = Map::new();
-        principal.insert("id".to_owned(), json!(self.settings.principal.id()));
-        if let Some(person) = &self.settings.config.on_behalf_of {
-            principal.insert("on_behalf_of".to_owned(), json!(person));
-        }
-        let mut body = Map::new();
-        body.insert("principal".to_owned(), Value::Object(principal));
-        body.insert(
-            "action".to_owned(),
-            json!({"server": server, "tool": tool, "annotations": annotations}),
-        );
-        body.insert("arguments".to_owned(), Value::Object(arguments));
+    ) -> DecisionRequest {
+        let hint = |key: &str| annotations.get(key).and_then(Value::as_bool);
+        let mut context = ContextInput::default();
         if let Principal::Agent { session, .. } = &self.settings.principal {
-            let mut context = Map::new();
             if let Some(task) = &self.settings.config.task {
-                let mut t = Map::new();
-                let fields = [
-                    ("id", task.id.as_ref().map(|v| json!(v))),
-                    ("intent", task.intent.as_ref().map(|v| json!(v))),
-                    ("tools", task.tools.as_ref().map(|v| json!(v))),
-                    ("labels", task.labels.as_ref().map(|v| json!(v))),
-                    ("params", task.params.as_ref().map(|v| json!(v))),
-                ];
-                for (key, value) in fields {
-                    if let Some(value) = value {
-                        t.insert(key.to_owned(), value);
-                    }
-                }
-                context.insert("task".to_owned(), Value::Object(t));
+                context.task = TaskInput {
+                    id: task.id.clone().unwrap_or_default(),
+                    intent: task.intent.clone().unwrap_or_default(),
+                    tools: task.tools.clone().unwrap_or_default(),
+                    labels: task.labels.clone().unwrap_or_default(),
+                    params: task.params.clone().unwrap_or_default(),
+                    chain: Vec::new(),
+                };
             }
-            context.insert("session".to_owned(), json!({ "id": session }));
-            body.insert("context".to_owned(), Value::Object(context));
+            context.session = SessionInput {
+                id: Some(session.clone()),
+                ..SessionInput::default()
+            };
         }
-        Value::Object(body)
+        DecisionRequest {
+            principal: PrincipalInput {
+                id: self.settings.principal.id().to_owned(),
+                on_behalf_of: self.settings.config.on_behalf_of.clone(),
+                attributes: Map::new(),
+            },
+            action: ToolCall {
+                server: server.to_owned(),
+                tool: tool.to_owned(),
+                annotations: ToolAnnotations {
+                    read_only_hint: hint("readOnlyHint"),
+                    destructive_hint: hint("destructiveHint"),
+                    idempotent_hint: hint("idempotentHint"),
+                    open_world_hint: hint("openWorldHint"),
+                },
+            },
+            arguments,
+            context,
+            approval_id: None,
+        }
     }
 
     /// The task credential, for the calls made under it.
-    fn bearer(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    fn credential_token(&self) -> Option<&str> {
         match &self.settings.principal {
-            Principal::Credential { credential, .. } => request.bearer_auth(credential.token()),
-            Principal::Agent { .. } => request,
+            Principal::Credential { credential, .. } => Some(credential.token()),
+            Principal::Agent { .. } => None,
         }
     }
 
     /// What authenticates a decision request: the task credential, or the
     /// gateway's caller token in agent mode.
-    fn decide_auth(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    fn decide_token(&self) -> Option<&str> {
         match &self.settings.principal {
             Principal::Agent {
                 caller_token: Some(token),
                 ..
-            } => request.bearer_auth(token),
-            _ => self.bearer(request),
+            } => Some(token),
+            _ => self.credential_token(),
         }
     }
 
     /// One `POST /v1/decide`; any answer but a readable `200` is an error.
-    async fn ask(&self, body: &Value) -> Result<DecisionResponse, String> {
-        let request = self
-            .http
-            .post(format!("{}/v1/decide", self.base))
-            .timeout(DECIDE_TIMEOUT)
-            .json(body);
-        let response = self.decide_auth(request).send().await.map_err(|e| {
-            format!(
-                "the Mandate server at {} cannot be reached ({})",
-                self.base,
-                error_chain(&e)
-            )
-        })?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| {
-            format!(
-                "the Mandate server's answer was cut off ({})",
-                error_chain(&e)
-            )
-        })?;
-        if status != StatusCode::OK {
-            return Err(refused(status, &bytes));
-        }
-        // Core's own response type: a change to the contract is a compile
-        // error here, and an answer that is not one (an unknown decision,
-        // say) cannot be read, so the call is denied.
-        serde_json::from_slice(&bytes)
-            .map_err(|e| format!("the Mandate server's answer cannot be read ({e})"))
+    async fn ask(&self, body: &DecisionRequest) -> Result<DecisionResponse, String> {
+        self.client
+            .decide(body, self.decide_token())
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Holds a call until a person approves or denies it, or the wait ends;
     /// an approved call is decided again with the approval's id.
     async fn await_approval(
         &self,
-        body: &Value,
+        body: &DecisionRequest,
         answer: DecisionResponse,
         tool: &str,
     ) -> GateOf<String> {
@@ -376,29 +352,12 @@ impl Pep {
                 waiting.why = "nobody answered within the MCP gateway's approval wait";
                 return held(format!("no one answered within {}s", wait.as_secs()));
             }
-            let poll = left.min(APPROVAL_POLL).as_secs().max(1);
-            let request = self
-                .http
-                .get(format!("{}/v1/approvals/{approval_id}", self.base))
-                .query(&[("wait", format!("{poll}s"))])
-                .timeout(Duration::from_secs(poll + 10));
             // The status is public; a task credential here would be taken
             // for an approver's token and refused.
-            let read = match request.send().await {
-                Ok(r) if r.status() == StatusCode::OK => {
-                    r.json::<ApprovalAnswer>().await.map_err(|e| e.to_string())
-                }
-                Ok(r) => {
-                    let status = r.status();
-                    let bytes = r.bytes().await.unwrap_or_default();
-                    Err(refused(status, &bytes))
-                }
-                Err(e) => Err(format!(
-                    "the Mandate server at {} cannot be reached: {}",
-                    self.base,
-                    error_chain(&e)
-                )),
-            };
+            let read = self
+                .client
+                .approval(&approval_id, left.min(APPROVAL_POLL))
+                .await;
             let status = match read {
                 Ok(status) => status,
                 Err(e) => {
@@ -406,13 +365,13 @@ impl Pep {
                     return held(format!("the approval's state cannot be read ({e})"));
                 }
             };
-            if status.status != "pending" {
+            if status.status != ApprovalStatus::Pending {
                 waiting.answered = true;
             }
-            match status.status.as_str() {
-                "pending" => continue,
-                "approved" => break,
-                "denied" => {
+            match status.status {
+                ApprovalStatus::Pending => continue,
+                ApprovalStatus::Approved => break,
+                ApprovalStatus::Denied => {
                     let by = status
                         .resolved_by
                         .map(|b| format!(" by `{b}`"))
@@ -420,14 +379,12 @@ impl Pep {
                     let why = status.reason.map(|r| format!(": {r}")).unwrap_or_default();
                     return held(format!("it was denied{by}{why}"));
                 }
-                other => return held(format!("the approval is `{other}`")),
+                other => return held(format!("the approval is `{}`", other.as_str())),
             }
         }
         // Approved: the same request again, bound to the approval.
         let mut again = body.clone();
-        if let Some(object) = again.as_object_mut() {
-            object.insert("approval_id".to_owned(), json!(approval_id));
-        }
+        again.approval_id = Some(approval_id.clone());
         match self.ask(&again).await {
             Ok(answer) if answer.decision == Decision::Allow => GateOf::Allow(answer.decision_id),
             Ok(answer) => GateOf::Deny(denied(tool, &answer)),
@@ -442,26 +399,21 @@ impl Pep {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let request = self
-            .bearer(
-                self.http
-                    .post(format!("{}/v1/approvals/{id}/withdraw", self.base))
-                    .timeout(DECIDE_TIMEOUT),
-            )
-            .json(&json!({ "reason": why }));
+        let client = self.client.clone();
+        let token = self.credential_token().map(str::to_owned);
         let id = id.to_owned();
         runtime.spawn(async move {
-            match request.send().await {
-                Ok(r) if r.status().is_success() => {
+            match client.withdraw(&id, why, token.as_deref()).await {
+                Ok(()) => {
                     tracing::info!(approval_id = %id, reason = why, "approval withdrawn");
                 }
                 // Answered meanwhile (409), or the server is away: nothing
                 // waits on it here either way.
-                Ok(r) => {
-                    tracing::debug!(approval_id = %id, status = %r.status(), "approval not withdrawn");
+                Err(e @ mandate_client::ClientError::Refused { .. }) => {
+                    tracing::debug!(approval_id = %id, error = %e, "approval not withdrawn");
                 }
                 Err(e) => {
-                    tracing::warn!(approval_id = %id, error = %error_chain(&e), "approval not withdrawn: the Mandate server cannot be reached");
+                    tracing::warn!(approval_id = %id, error = %e, "approval not withdrawn");
                 }
             }
         });
@@ -481,25 +433,17 @@ impl Pep {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let request = self
-            .http
-            .post(format!(
-                "{}/v1/decisions/{}/result",
-                self.base, allowed.decision_id
-            ))
-            .timeout(DECIDE_TIMEOUT)
-            .bearer_auth(credential.token())
-            .json(&json!({"status": if failed { "error" } else { "ok" }}));
+        let client = self.client.clone();
+        let token = credential.token().to_owned();
+        let outcome = if failed {
+            CallOutcome::Error
+        } else {
+            CallOutcome::Ok
+        };
         let decision_id = allowed.decision_id;
         runtime.spawn(async move {
-            match request.send().await {
-                Ok(r) if r.status().is_success() => {}
-                Ok(r) => {
-                    tracing::warn!(%decision_id, status = %r.status(), "the call's result was not recorded");
-                }
-                Err(e) => {
-                    tracing::warn!(%decision_id, error = %error_chain(&e), "the call's result was not recorded");
-                }
+            if let Err(e) = client.report_result(&decision_id, outcome, &token).await {
+                tracing::warn!(%decision_id, error = %e, "the call's result was not recorded");
             }
         });
     }
@@ -581,30 +525,4 @@ fn denied(tool: &str, answer: &DecisionResponse) -> String {
 /// The tool error text when no decision could be had.
 fn could_not_decide(tool: &str, reason: &str) -> String {
     format!("Mandate could not decide `{tool}`, so the call is denied: {reason}.")
-}
-
-/// A non-200 answer, with the server's error code and message when it sent
-/// them.
-fn refused(status: StatusCode, body: &[u8]) -> String {
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    match parsed
-        .as_ref()
-        .and_then(|v| Some((v.get("error")?.as_str()?, v.get("message")?.as_str()?)))
-    {
-        Some((code, message)) => {
-            format!("the Mandate server answered {status} `{code}`: {message}")
-        }
-        None => format!("the Mandate server answered {status}"),
-    }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
