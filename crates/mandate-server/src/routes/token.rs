@@ -32,22 +32,24 @@
 //!    decided tool: `invalid_scope`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use mandate_auth::exchange::{
     JWT_TOKEN_TYPE, TASK_CREDENTIAL_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT_TYPE,
 };
-use mandate_auth::{DecidedCall, ExchangeError, ExchangeRequest};
+use mandate_auth::{DecidedCall, ExchangeError, ExchangeRequest, VerifiedCredential};
 use mandate_store::{ExchangeRecord, StoreError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::state::AppState;
+use crate::tasks::Tasks;
 
 /// The longest `decision_id` read.
 const MAX_DECISION_ID_BYTES: usize = 128;
@@ -147,6 +149,65 @@ async fn exchange(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<TokenResponse, Refusal> {
+    let params = form(headers, body)?;
+    let request = Exchange::from_params(&params)?;
+    let tasks = state.tasks();
+    let now = Utc::now();
+    let credential = request.subject_credential(tasks, now)?;
+    let decision = decided_call(tasks, request.decision_id).await?;
+    let token_id = Uuid::now_v7().to_string();
+    let issued = tasks
+        .exchange()
+        .exchange(
+            &ExchangeRequest {
+                credential: &credential,
+                resource: request.resource,
+                scope: request.scope,
+                decision: &decision,
+                token_id: &token_id,
+            },
+            now,
+        )
+        .map_err(|e| from_exchange(&e))?;
+    // Once: the decision's exchange is on disk before the token leaves, and a
+    // second exchange of it is refused. A task that ended meanwhile is too.
+    let record = ExchangeRecord {
+        decision_id: decision.decision_id.clone(),
+        task_id: decision.task_id.clone(),
+        credential: credential
+            .revocation_ids
+            .last()
+            .cloned()
+            .unwrap_or_default(),
+        resource: request.resource.to_owned(),
+        token_id: token_id.clone(),
+        scope: issued.scope.clone(),
+        exchanged_at: now,
+        expires_at: issued.expires_at,
+    };
+    record_once(tasks, record).await?;
+
+    tracing::info!(
+        task_id = %credential.task_id,
+        decision_id = %decision.decision_id,
+        resource = %request.resource,
+        token_id = %token_id,
+        expires_at = %issued.expires_at,
+        "token exchanged for a downstream resource"
+    );
+    let expires_in = u64::try_from((issued.expires_at - now).num_seconds().max(0)).unwrap_or(0);
+    Ok(TokenResponse {
+        access_token: issued.token,
+        issued_token_type: JWT_TOKEN_TYPE.to_owned(),
+        token_type: "Bearer".to_owned(),
+        expires_in,
+        scope: issued.claims.scope,
+    })
+}
+
+/// The request's form, once the request is one this endpoint reads: no
+/// client authentication, a body within the limit, sent as a form.
+fn form(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Params, Refusal> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         return Err(Refusal::invalid_client(value));
     }
@@ -172,97 +233,132 @@ async fn exchange(
             "send the parameters as `application/x-www-form-urlencoded` (RFC 6749 §3.2)",
         ));
     }
-    let params = Params::parse(&body)?;
+    Params::parse(&body)
+}
 
-    match params.get("grant_type") {
-        None => return Err(Refusal::missing("grant_type")),
-        Some(TOKEN_EXCHANGE_GRANT_TYPE) => {}
-        Some(other) => {
+/// A token exchange request, its parameters checked (RFC 8693 §2.1).
+struct Exchange<'a> {
+    /// The task credential to exchange.
+    subject_token: &'a str,
+    /// The decision the token is for.
+    decision_id: &'a str,
+    /// The downstream resource (RFC 8707), named by `resource` or `audience`.
+    resource: &'a str,
+    /// The scope asked for, if any.
+    scope: Option<&'a str>,
+}
+
+impl<'a> Exchange<'a> {
+    /// The request `params` make, or why it is not one this server grants.
+    fn from_params(params: &'a Params) -> Result<Self, Refusal> {
+        match params.get("grant_type") {
+            None => return Err(Refusal::missing("grant_type")),
+            Some(TOKEN_EXCHANGE_GRANT_TYPE) => {}
+            Some(other) => {
+                return Err(Refusal::bad(
+                    "unsupported_grant_type",
+                    format!(
+                        "grant type `{}` is not supported; use `{TOKEN_EXCHANGE_GRANT_TYPE}`",
+                        printable(other)
+                    ),
+                ));
+            }
+        }
+        let subject_token = params
+            .get("subject_token")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Refusal::missing("subject_token"))?;
+        match params.get("subject_token_type") {
+            None => return Err(Refusal::missing("subject_token_type")),
+            Some(TASK_CREDENTIAL_TOKEN_TYPE) => {}
+            Some(other) => {
+                return Err(Refusal::bad(
+                    "invalid_request",
+                    format!(
+                        "`subject_token_type` `{}` is not accepted: only task credentials are exchanged (`{TASK_CREDENTIAL_TOKEN_TYPE}`); start a task (POST /v1/tasks) with an identity token and exchange its credential",
+                        printable(other)
+                    ),
+                ));
+            }
+        }
+        if params.get("actor_token").is_some() || params.get("actor_token_type").is_some() {
             return Err(Refusal::bad(
-                "unsupported_grant_type",
-                format!(
-                    "grant type `{}` is not supported; use `{TOKEN_EXCHANGE_GRANT_TYPE}`",
-                    printable(other)
-                ),
+                "invalid_request",
+                "`actor_token` is not accepted: the actors are the credential's delegation chain",
             ));
         }
-    }
-    let subject_token = params
-        .get("subject_token")
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| Refusal::missing("subject_token"))?;
-    match params.get("subject_token_type") {
-        None => return Err(Refusal::missing("subject_token_type")),
-        Some(TASK_CREDENTIAL_TOKEN_TYPE) => {}
-        Some(other) => {
+        if let Some(requested) = params.get("requested_token_type")
+            && requested != JWT_TOKEN_TYPE
+        {
             return Err(Refusal::bad(
                 "invalid_request",
                 format!(
-                    "`subject_token_type` `{}` is not accepted: only task credentials are exchanged (`{TASK_CREDENTIAL_TOKEN_TYPE}`); start a task (POST /v1/tasks) with an identity token and exchange its credential",
-                    printable(other)
+                    "`requested_token_type` `{}` is not issued; the only type is `{JWT_TOKEN_TYPE}`",
+                    printable(requested)
                 ),
             ));
         }
-    }
-    if params.get("actor_token").is_some() || params.get("actor_token_type").is_some() {
-        return Err(Refusal::bad(
-            "invalid_request",
-            "`actor_token` is not accepted: the actors are the credential's delegation chain",
-        ));
-    }
-    if let Some(requested) = params.get("requested_token_type")
-        && requested != JWT_TOKEN_TYPE
-    {
-        return Err(Refusal::bad(
-            "invalid_request",
-            format!(
-                "`requested_token_type` `{}` is not issued; the only type is `{JWT_TOKEN_TYPE}`",
-                printable(requested)
-            ),
-        ));
-    }
-    let decision_id = params
-        .get("decision_id")
-        .filter(|d| !d.is_empty())
-        .ok_or_else(|| Refusal::missing("decision_id"))?;
-    if decision_id.len() > MAX_DECISION_ID_BYTES || decision_id.chars().any(char::is_control) {
-        return Err(Refusal::bad(
-            "invalid_request",
-            "`decision_id` is not a decision id",
-        ));
-    }
-    let resource = match (params.get("resource"), params.get("audience")) {
-        (None, None) => return Err(Refusal::missing("resource")),
-        (Some(resource), None) | (None, Some(resource)) => resource,
-        (Some(resource), Some(audience)) if resource == audience => resource,
-        (Some(_), Some(_)) => {
+        let decision_id = params
+            .get("decision_id")
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| Refusal::missing("decision_id"))?;
+        if decision_id.len() > MAX_DECISION_ID_BYTES || decision_id.chars().any(char::is_control) {
             return Err(Refusal::bad(
-                "invalid_target",
-                "`resource` and `audience` name different targets; a token is for one resource",
+                "invalid_request",
+                "`decision_id` is not a decision id",
             ));
         }
-    };
+        let resource = match (params.get("resource"), params.get("audience")) {
+            (None, None) => return Err(Refusal::missing("resource")),
+            (Some(resource), None) | (None, Some(resource)) => resource,
+            (Some(resource), Some(audience)) if resource == audience => resource,
+            (Some(_), Some(_)) => {
+                return Err(Refusal::bad(
+                    "invalid_target",
+                    "`resource` and `audience` name different targets; a token is for one resource",
+                ));
+            }
+        };
 
-    let tasks = state.tasks();
-    if tasks.exchange().downstream(resource).is_none() {
-        return Err(from_exchange(&ExchangeError::UnknownResource(printable(
+        Ok(Self {
+            subject_token,
+            decision_id,
             resource,
-        ))));
+            scope: params.get("scope"),
+        })
     }
-    if subject_token.contains('.') {
-        return Err(Refusal::bad(
-            "invalid_request",
-            "the subject token is a JWT, not a task credential: identity tokens are not exchanged; start a task (POST /v1/tasks) and exchange its credential",
-        ));
-    }
-    let now = Utc::now();
-    let credential = tasks.verify_credential(subject_token, now).map_err(|e| {
-        Refusal::bad(
-            "invalid_request",
-            format!("the subject token is refused: {e}"),
-        )
-    })?;
 
+    /// The subject token verified as a task credential of this server, now.
+    fn subject_credential(
+        &self,
+        tasks: &Tasks,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<VerifiedCredential>, Refusal> {
+        if tasks.exchange().downstream(self.resource).is_none() {
+            return Err(from_exchange(&ExchangeError::UnknownResource(printable(
+                self.resource,
+            ))));
+        }
+        if self.subject_token.contains('.') {
+            return Err(Refusal::bad(
+                "invalid_request",
+                "the subject token is a JWT, not a task credential: identity tokens are not exchanged; start a task (POST /v1/tasks) and exchange its credential",
+            ));
+        }
+        tasks
+            .verify_credential(self.subject_token, now)
+            .map_err(|e| {
+                Refusal::bad(
+                    "invalid_request",
+                    format!("the subject token is refused: {e}"),
+                )
+            })
+    }
+}
+
+/// The decision `decision_id` as its task's history recorded it, with the
+/// credential it was made under.
+async fn decided_call(tasks: &Tasks, decision_id: &str) -> Result<DecidedCall, Refusal> {
     let id = decision_id.to_owned();
     let decided = tasks
         .store(move |store| store.decided_call(&id))
@@ -277,45 +373,20 @@ async fn exchange(
             ),
         ));
     };
-    let decision = DecidedCall {
+    Ok(DecidedCall {
         decision_id: entry.decision_id,
         task_id: entry.task_id,
         credential: made_under,
         tool: format!("{}/{}", entry.server, entry.tool),
         decision: entry.decision,
         decided_at: entry.decided_at,
-    };
-    let token_id = Uuid::now_v7().to_string();
-    let issued = tasks
-        .exchange()
-        .exchange(
-            &ExchangeRequest {
-                credential: &credential,
-                resource,
-                scope: params.get("scope"),
-                decision: &decision,
-                token_id: &token_id,
-            },
-            now,
-        )
-        .map_err(|e| from_exchange(&e))?;
+    })
+}
 
-    // Once: the decision's exchange is on disk before the token leaves, and a
-    // second exchange of it is refused. A task that ended meanwhile is too.
-    let record = ExchangeRecord {
-        decision_id: decision.decision_id.clone(),
-        task_id: decision.task_id.clone(),
-        credential: credential
-            .revocation_ids
-            .last()
-            .cloned()
-            .unwrap_or_default(),
-        resource: resource.to_owned(),
-        token_id: token_id.clone(),
-        scope: issued.scope.clone(),
-        exchanged_at: now,
-        expires_at: issued.expires_at,
-    };
+/// Stores the exchange of a decision, refusing a second one of it, or one
+/// whose task ended meanwhile.
+async fn record_once(tasks: &Tasks, record: ExchangeRecord) -> Result<(), Refusal> {
+    let decision_id = record.decision_id.clone();
     tasks
         .store(move |store| store.record_exchange(&record))
         .await
@@ -323,8 +394,7 @@ async fn exchange(
             StoreError::Conflict(_) => Refusal::bad(
                 "invalid_grant",
                 format!(
-                    "decision `{}` was exchanged for a token already; each decision is exchanged once: decide the call again",
-                    decision.decision_id
+                    "decision `{decision_id}` was exchanged for a token already; each decision is exchanged once: decide the call again"
                 ),
             ),
             StoreError::TaskEnded { task_id, .. } => Refusal::bad(
@@ -333,27 +403,10 @@ async fn exchange(
             ),
             StoreError::DecisionNotFound(_) => Refusal::bad(
                 "invalid_grant",
-                format!("no decision `{}` in the task's history", decision.decision_id),
+                format!("no decision `{decision_id}` in the task's history"),
             ),
             other => unavailable(other),
-        })?;
-
-    tracing::info!(
-        task_id = %credential.task_id,
-        decision_id = %decision.decision_id,
-        resource = %resource,
-        token_id = %token_id,
-        expires_at = %issued.expires_at,
-        "token exchanged for a downstream resource"
-    );
-    let expires_in = u64::try_from((issued.expires_at - now).num_seconds().max(0)).unwrap_or(0);
-    Ok(TokenResponse {
-        access_token: issued.token,
-        issued_token_type: JWT_TOKEN_TYPE.to_owned(),
-        token_type: "Bearer".to_owned(),
-        expires_in,
-        scope: issued.claims.scope,
-    })
+        })
 }
 
 /// The form's parameters, each at most once (RFC 6749 §3.2).

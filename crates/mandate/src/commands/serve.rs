@@ -1,11 +1,14 @@
 //! `mandate serve`: resolve settings, prepare the data directory, serve.
 
 use std::io::IsTerminal as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::Utc;
+use mandate_core::PolicyPack;
+use mandate_server::policy_dir::PackSources;
 use mandate_server::{
     AppState, ApprovalSettings, Approvals, ApproverToken, Callers, ConnectionLimits, DecideAccess,
     ReceiptSettings, ServerConfig, TaskSettings, Tasks, TasksError, Webhook, policy_dir,
@@ -18,6 +21,20 @@ use crate::data_lock;
 use crate::exit::Code;
 use crate::ledger_files;
 use crate::task_files;
+
+/// What stops the server from starting because of its configuration (exit
+/// 2): the lines to print on stderr.
+struct Refused(Vec<String>);
+
+impl Refused {
+    /// One `error: …` line.
+    fn error(message: impl std::fmt::Display) -> Self {
+        Self(vec![format!("error: {message}")])
+    }
+}
+
+/// A step of the start that may be refused (exit 2) or fail (exit 1).
+type Step<T> = anyhow::Result<Result<T, Refused>>;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
     let settings = match Settings::resolve(&args) {
@@ -49,6 +66,62 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
             return Ok(Code::Failure);
         }
     };
+    match start(&settings)? {
+        Ok(()) => Ok(Code::Ok),
+        Err(Refused(lines)) => {
+            for line in lines {
+                eprintln!("{line}");
+            }
+            Ok(Code::Input)
+        }
+    }
+}
+
+/// Loads everything the server needs from `settings`, then serves until
+/// shutdown and closes the ledger.
+fn start(settings: &Settings) -> Step<()> {
+    let (dir, sources, pack) = match load_pack(settings)? {
+        Ok(loaded) => loaded,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let tasks = match open_tasks(settings)? {
+        Ok(tasks) => tasks,
+        Err(e) => return Ok(Err(Refused::error(format!("{e:#}")))),
+    };
+    let ledger = match open_ledger(settings)? {
+        Ok(ledger) => ledger,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let receipts = ReceiptSettings::new(
+        settings.receipt_arguments == ReceiptArguments::Digest,
+        &settings.receipt_redact,
+    )
+    .with_max_argument_bytes(settings.receipt_max_argument_bytes);
+    let approvals = match approval_settings(settings) {
+        Ok(approvals) => approvals,
+        Err(e) => return Ok(Err(Refused::error(format!("{e:#}")))),
+    };
+    let callers = match decision_callers(settings) {
+        Ok(callers) => callers,
+        Err(e) => return Ok(Err(Refused::error(format!("{e:#}")))),
+    };
+    let state = AppState::new(
+        pack,
+        dir,
+        Utc::now(),
+        ledger.clone(),
+        receipts,
+        tasks,
+        approvals,
+    )
+    .with_callers(callers);
+    serve(server_config(settings), state, sources, ledger)?;
+    Ok(Ok(()))
+}
+
+/// The policy directory (seeded with the example pack unless `--policies`
+/// names one), its texts, and the pack they load into.
+fn load_pack(settings: &Settings) -> Step<(PathBuf, PackSources, PolicyPack)> {
     let dir = settings.policy_dir();
     if settings.policies.is_none() {
         std::fs::create_dir_all(&dir)
@@ -59,58 +132,36 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
     }
     let sources = match policy_dir::read(&dir) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(Code::Input);
-        }
+        Err(e) => return Ok(Err(Refused::error(e))),
     };
     let pack = match sources.load() {
         Ok(pack) => pack,
         Err(e) => {
-            for p in &e.problems {
-                eprintln!("{p}");
-            }
-            eprintln!(
+            let mut lines: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
+            lines.push(format!(
                 "error: the policy pack in `{}` does not load; fix it and start again",
                 dir.display()
-            );
-            return Ok(Code::Input);
+            ));
+            return Ok(Err(Refused(lines)));
         }
     };
     for w in pack.warnings() {
         tracing::warn!("{w}");
     }
     tracing::info!(directory = %dir.display(), version = %pack.version(), policies = ?pack.counts(), "policies loaded");
+    Ok(Ok((dir, sources, pack)))
+}
 
-    let tasks = match open_tasks(&settings)? {
-        Ok(tasks) => tasks,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return Ok(Code::Input);
-        }
-    };
-
-    let config = ServerConfig {
-        listen: settings.listen,
-        max_body_bytes: settings.max_body_bytes,
-        reload_interval: Duration::from_millis(settings.reload_interval_ms),
-        limits: ConnectionLimits {
-            header_timeout: Duration::from_millis(settings.header_timeout_ms),
-            body_timeout: Duration::from_millis(settings.body_timeout_ms),
-            idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
-            max_connections: settings.max_connections,
-        },
-    };
-    // A missing or wrong key is a configuration mistake (exit 2), like a bad flag.
+/// The receipt ledger in the data directory, created on first start, with
+/// its signing key. A missing or wrong key is a configuration mistake (exit
+/// 2), like a bad flag.
+fn open_ledger(settings: &Settings) -> Step<Ledger> {
     let key = match ledger_files::load_or_generate_key(
         &settings.data_dir,
         settings.signing_key_file.as_deref(),
     ) {
         Ok(key) => key,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return Ok(Code::Input);
-        }
+        Err(e) => return Ok(Err(Refused::error(format!("{e:#}")))),
     };
     let ledger_path = ledger_files::ledger_path(&settings.data_dir);
     ledger_files::create_ledger_file(&ledger_path)?;
@@ -123,10 +174,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
         },
     ) {
         Ok(ledger) => ledger,
-        Err(e @ StoreError::KeyMismatch { .. }) => {
-            eprintln!("error: {e}");
-            return Ok(Code::Input);
-        }
+        Err(e @ StoreError::KeyMismatch { .. }) => return Ok(Err(Refused::error(e))),
         Err(e) => {
             return Err(anyhow::Error::new(e).context(format!(
                 "cannot open the receipt ledger `{}`",
@@ -140,35 +188,32 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
         verifier_key = %ledger.verifier().as_text(),
         "receipt ledger open"
     );
-    let receipts = ReceiptSettings::new(
-        settings.receipt_arguments == ReceiptArguments::Digest,
-        &settings.receipt_redact,
-    )
-    .with_max_argument_bytes(settings.receipt_max_argument_bytes);
-    let approvals = match approval_settings(&settings) {
-        Ok(approvals) => approvals,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return Ok(Code::Input);
-        }
-    };
-    let callers = match decision_callers(&settings) {
-        Ok(callers) => callers,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return Ok(Code::Input);
-        }
-    };
-    let state = AppState::new(
-        pack,
-        dir,
-        Utc::now(),
-        ledger.clone(),
-        receipts,
-        tasks,
-        approvals,
-    )
-    .with_callers(callers);
+    Ok(Ok(ledger))
+}
+
+/// Where and within which limits to listen.
+fn server_config(settings: &Settings) -> ServerConfig {
+    ServerConfig {
+        listen: settings.listen,
+        max_body_bytes: settings.max_body_bytes,
+        reload_interval: Duration::from_millis(settings.reload_interval_ms),
+        limits: ConnectionLimits {
+            header_timeout: Duration::from_millis(settings.header_timeout_ms),
+            body_timeout: Duration::from_millis(settings.body_timeout_ms),
+            idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
+            max_connections: settings.max_connections,
+        },
+    }
+}
+
+/// Runs the server and its background loops until ctrl-c or SIGTERM, then
+/// signs a last checkpoint.
+fn serve(
+    config: ServerConfig,
+    state: AppState,
+    sources: PackSources,
+    ledger: Ledger,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         // Issuers' keys from URLs, before the first request; an unreachable
@@ -184,8 +229,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
             Err(e) => tracing::error!(error = %e, "receipt ledger did not close cleanly; it recovers on next start"),
         }
         served
-    })?;
-    Ok(Code::Ok)
+    })
 }
 
 /// Approvers, approval lifetime and the webhook, checked.
