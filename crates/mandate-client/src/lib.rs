@@ -265,8 +265,9 @@ fn with_bearer(request: RequestBuilder, bearer: Option<&str>) -> RequestBuilder 
     }
 }
 
-/// An error with its causes, `: `-separated (reqwest's own text hides them).
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error with its causes on one line, `outer: inner: …` (reqwest's own
+/// text hides the cause behind "error sending request").
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {

@@ -519,7 +519,7 @@ fn evaluate(
 }
 
 /// The agent holding `credential`: the last hop of its chain.
-pub(crate) fn holder(credential: &VerifiedCredential) -> Result<&str, DecideError> {
+fn holder(credential: &VerifiedCredential) -> Result<&str, DecideError> {
     credential
         .holder()
         .map(|hop| hop.agent.as_str())

@@ -8,45 +8,17 @@
 
 use chrono::{DateTime, Utc};
 use mandate_core::{Approval, ApprovalStatus, Requester};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::StoreError;
 use crate::tasks::{TaskStore, json_col, json_text, query_all, time_col, time_text};
 
-/// The approvals table (schema 3; schema 6 added `withdrawn`).
-pub(crate) const CREATE_APPROVALS: &str = "
--- One row per approval. requester: JSON (agent, chain, on_behalf_of);
--- summary: what an approver is shown (JSON); receipt: the receipt of the
--- request that asked, the template of the resolution's receipt (JSON).
-CREATE TABLE approvals (
-    id             TEXT PRIMARY KEY,
-    decision_id    TEXT NOT NULL UNIQUE,
-    request_sha256 TEXT NOT NULL,
-    requester      TEXT NOT NULL,
-    agent          TEXT NOT NULL,
-    task_id        TEXT,
-    status         TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'expired', 'used', 'withdrawn')),
-    created_at     TEXT NOT NULL,
-    expires_at     TEXT NOT NULL,
-    resolved_at    TEXT,
-    resolved_by    TEXT,
-    reason         TEXT,
-    released_by    TEXT,
-    summary        TEXT NOT NULL,
-    receipt        TEXT NOT NULL
-) STRICT;
-
--- What the expiry sweep scans, and the queue; those that count against an
--- agent's limit (pending, or withdrawn before their expiry).
-CREATE INDEX approvals_pending ON approvals (expires_at) WHERE status = 'pending';
-CREATE INDEX approvals_open_by_agent ON approvals (agent, expires_at)
-    WHERE status IN ('pending', 'withdrawn');
-CREATE INDEX approvals_by_time ON approvals (created_at);
-";
-
-const COLUMNS: &str = "id, decision_id, request_sha256, requester, task_id, status, created_at, \
+/// The columns read into an [`ApprovalRecord`], in [`approval_row`]'s
+/// order. Schema 6's migration (`state_schema.rs`) copies the same
+/// columns, with `agent`, from the rebuilt table.
+pub(crate) const COLUMNS: &str = "id, decision_id, request_sha256, requester, task_id, status, created_at, \
      expires_at, resolved_at, resolved_by, reason, released_by, summary, receipt";
 
 /// An approval with what the gateway keeps beside its state.
@@ -289,44 +261,4 @@ fn approval_row(row: &Row<'_>) -> Result<ApprovalRecord, StoreError> {
         summary: json_col(row, 12, "approval summary")?,
         receipt: json_col(row, 13, "approval receipt")?,
     })
-}
-
-/// Creates the approvals table in a schema-2 database.
-pub(crate) fn migrate_to_3(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch(CREATE_APPROVALS)?;
-    Ok(())
-}
-
-/// Schema 7: what a task's approvals are counted by (calls under a task
-/// credential count against their task's limit). Idempotent.
-pub(crate) fn migrate_to_7(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch(
-        "CREATE INDEX IF NOT EXISTS approvals_open_by_task ON approvals (task_id, expires_at)
-             WHERE status IN ('pending', 'withdrawn');",
-    )?;
-    Ok(())
-}
-
-/// Schema 6: `withdrawn` joins the statuses an approval may have. SQLite
-/// cannot change a CHECK constraint in place, so the table is rebuilt
-/// (within the caller's transaction) and its rows copied as they are.
-pub(crate) fn migrate_to_6(conn: &Connection) -> Result<(), StoreError> {
-    let check: String = conn.query_row(
-        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'approvals'",
-        [],
-        |row| row.get(0),
-    )?;
-    if check.contains("'withdrawn'") {
-        return Ok(()); // created by this schema already
-    }
-    conn.execute_batch(&format!(
-        "ALTER TABLE approvals RENAME TO approvals_5;
-         DROP INDEX approvals_pending;
-         DROP INDEX approvals_pending_by_agent;
-         DROP INDEX approvals_by_time;
-         {CREATE_APPROVALS}
-         INSERT INTO approvals ({COLUMNS}, agent) SELECT {COLUMNS}, agent FROM approvals_5;
-         DROP TABLE approvals_5;"
-    ))?;
-    Ok(())
 }

@@ -10,48 +10,13 @@
 //! decision id, checked in the same `BEGIN IMMEDIATE` transaction, is what
 //! makes a decision usable once.
 
-use rusqlite::{Connection, params};
+use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
 use chrono::{DateTime, Utc};
 
 use crate::StoreError;
 use crate::tasks::{HistoryEntry, TaskStore, json_text, query_all, time_text};
-
-/// Schema 4: the credential of each decision (`history.credential`, added
-/// by [`migrate_to_4`]: the hex revocation id of its last block, `NULL` for
-/// decisions recorded before schema 4), and the exchanges.
-const CREATE_EXCHANGES: &str = "
--- One row per decision exchanged for a downstream token (RFC 8693): a
--- decision is exchanged at most once. scope: JSON array of tools.
-CREATE TABLE IF NOT EXISTS token_exchanges (
-    decision_id  TEXT PRIMARY KEY REFERENCES history (decision_id),
-    task_id      TEXT NOT NULL REFERENCES tasks (id),
-    credential   TEXT NOT NULL,
-    resource     TEXT NOT NULL,
-    token_id     TEXT NOT NULL UNIQUE,
-    scope        TEXT NOT NULL,
-    exchanged_at TEXT NOT NULL,
-    expires_at   TEXT NOT NULL
-) STRICT;
-";
-
-/// Adds schema 4 to a schema 3 database (new or migrated), in the caller's
-/// transaction. Idempotent: what exists already is kept.
-pub(crate) fn migrate_to_4(conn: &Connection) -> Result<(), StoreError> {
-    let has_credential = !query_all(
-        conn,
-        "SELECT 1 FROM pragma_table_info('history') WHERE name = 'credential'",
-        [],
-        |_| Ok(()),
-    )?
-    .is_empty();
-    if !has_credential {
-        conn.execute_batch("ALTER TABLE history ADD COLUMN credential TEXT;")?;
-    }
-    conn.execute_batch(CREATE_EXCHANGES)?;
-    Ok(())
-}
 
 /// One exchange of a decision for a downstream token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,7 +59,7 @@ impl TaskStore {
 
     /// Records the exchange of `record.decision_id`, once.
     ///
-    /// [`StoreError::NotFound`] (kind `decision`) if the decision is not in
+    /// [`StoreError::DecisionNotFound`] if the decision is not in
     /// its task's history, [`StoreError::TaskEnded`] if the task has ended
     /// (its credentials are revoked), [`StoreError::Conflict`] if the
     /// decision was exchanged already. Durable before it returns.

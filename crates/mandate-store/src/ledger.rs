@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::reader::{LedgerReader, ReceiptQuery, StoredReceipt, meta};
 use crate::writer::{Command, Prepared, Writer, insert_checkpoint};
-use crate::{StoreError, schema};
+use crate::{StoreError, ledger_schema};
 
 /// How the ledger writes.
 #[derive(Debug, Clone)]
@@ -155,7 +155,7 @@ impl Ledger {
     pub fn open(path: &Path, key: LogKey, config: LedgerConfig) -> Result<Self, StoreError> {
         let verifier = key.verifier();
         let mut conn = Connection::open(path)?;
-        schema::configure_writer(&conn)?;
+        ledger_schema::configure_writer(&conn)?;
         check_or_record_key(&mut conn, &key, &verifier)?;
 
         let reader = LedgerReader::from_connection(Connection::open(path)?)?;

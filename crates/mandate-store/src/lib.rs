@@ -18,9 +18,10 @@
 pub mod approvals;
 mod exchanges;
 mod ledger;
+mod ledger_schema;
 mod reader;
-mod schema;
 pub mod sessions;
+mod state_schema;
 mod state_writer;
 pub mod tasks;
 mod writer;

@@ -14,7 +14,7 @@ use mandate_ledger::{ExportLine, Hash, LeafSource, SignedCheckpoint, TiledTree};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::value::RawValue;
 
-use crate::{StoreError, schema};
+use crate::{StoreError, ledger_schema};
 
 /// What [`LedgerReader::search`] looks for; `None` matches anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -86,7 +86,7 @@ impl LedgerReader {
     }
 
     pub(crate) fn from_connection(conn: Connection) -> Result<Self, StoreError> {
-        schema::configure_reader(&conn)?;
+        ledger_schema::configure_reader(&conn)?;
         Ok(Self { conn })
     }
 

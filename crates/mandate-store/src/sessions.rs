@@ -17,95 +17,6 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::StoreError;
 use crate::tasks::{HistoryEntry, TaskStore, json_text, query_all, time_text};
 
-/// Schema 5: one summary per task that has history. A task without a row
-/// has an empty session.
-const CREATE_SESSIONS: &str = "
--- Each task's session condensed (mandate_core::SessionSummary as JSON),
--- folded forward with every history row and result; positions are
--- history.seq.
-CREATE TABLE IF NOT EXISTS sessions (
-    task_id TEXT PRIMARY KEY REFERENCES tasks (id),
-    summary TEXT NOT NULL
-) STRICT;
-";
-
-/// Adds schema 5 to a schema 4 database (new or migrated), in the caller's
-/// transaction: the table, and the summary of every task with history,
-/// folded from it. Idempotent.
-pub(crate) fn migrate_to_5(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch(CREATE_SESSIONS)?;
-    let rows = query_all(
-        conn,
-        "SELECT h.task_id, h.seq, h.server, h.tool, h.decision, h.annotations, h.result_labels
-         FROM history h LEFT JOIN sessions s ON s.task_id = h.task_id
-         WHERE s.task_id IS NULL ORDER BY h.task_id, h.seq",
-        [],
-        |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, i64>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, String>(4)?,
-                row.get::<_, Option<String>>(5)?,
-                row.get::<_, Option<String>>(6)?,
-            ))
-        },
-    )?;
-    let mut current: Option<(String, SessionSummary)> = None;
-    for (task_id, seq, server, tool, decision, annotations, labels) in rows {
-        if current.as_ref().is_none_or(|(id, _)| *id != task_id) {
-            if let Some((id, summary)) = current.take() {
-                store(conn, &id, &summary)?;
-            }
-            current = Some((task_id.clone(), SessionSummary::default()));
-        }
-        let Some((_, summary)) = current.as_mut() else {
-            continue;
-        };
-        let annotations = annotations
-            .map(|text| parse::<ToolAnnotations>(&text, "annotations"))
-            .transpose()?;
-        let position = position(seq)?;
-        summary.record_decision(
-            position,
-            &server,
-            &tool,
-            decision_of(&decision)?,
-            annotations.as_ref(),
-        );
-        if let Some(labels) = labels {
-            summary.record_labels(position, parse::<Vec<String>>(&labels, "result labels")?);
-        }
-    }
-    if let Some((id, summary)) = current {
-        store(conn, &id, &summary)?;
-    }
-    Ok(())
-}
-
-/// Schema 7: the sessions Mandate keeps for agents that decide without a
-/// task credential, by agent and session id.
-const CREATE_AGENT_SESSIONS: &str = "
--- An agent's named session (context.session.id), condensed
--- (mandate_core::SessionSummary as JSON). Positions are summary.calls.
-CREATE TABLE IF NOT EXISTS agent_sessions (
-    agent      TEXT NOT NULL,
-    session    TEXT NOT NULL,
-    summary    TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (agent, session)
-) STRICT;
-";
-
-/// Adds schema 7 (agents' sessions) in the caller's transaction.
-/// Idempotent.
-pub(crate) fn migrate_to_7(conn: &Connection) -> Result<(), StoreError> {
-    conn.execute_batch(CREATE_AGENT_SESSIONS)?;
-    Ok(())
-}
-
 /// A decision made in an agent's session, to record into it.
 #[derive(Debug, Clone)]
 pub struct SessionDecision {
@@ -229,6 +140,60 @@ pub(crate) fn fold_result(
     let mut summary = load(conn, task_id)?;
     summary.record_labels(position(seq)?, labels.iter().cloned());
     store(conn, task_id, &summary)
+}
+
+/// Folds the summary of every task that has history but no summary yet,
+/// in the caller's transaction: schema 5's migration (`state_schema.rs`)
+/// runs it to summarize the tasks recorded before it. Idempotent.
+pub(crate) fn fold_missing(conn: &Connection) -> Result<(), StoreError> {
+    let rows = query_all(
+        conn,
+        "SELECT h.task_id, h.seq, h.server, h.tool, h.decision, h.annotations, h.result_labels
+         FROM history h LEFT JOIN sessions s ON s.task_id = h.task_id
+         WHERE s.task_id IS NULL ORDER BY h.task_id, h.seq",
+        [],
+        |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, Option<String>>(5)?,
+                row.get::<_, Option<String>>(6)?,
+            ))
+        },
+    )?;
+    let mut current: Option<(String, SessionSummary)> = None;
+    for (task_id, seq, server, tool, decision, annotations, labels) in rows {
+        if current.as_ref().is_none_or(|(id, _)| *id != task_id) {
+            if let Some((id, summary)) = current.take() {
+                store(conn, &id, &summary)?;
+            }
+            current = Some((task_id.clone(), SessionSummary::default()));
+        }
+        let Some((_, summary)) = current.as_mut() else {
+            continue;
+        };
+        let annotations = annotations
+            .map(|text| parse::<ToolAnnotations>(&text, "annotations"))
+            .transpose()?;
+        let position = position(seq)?;
+        summary.record_decision(
+            position,
+            &server,
+            &tool,
+            decision_of(&decision)?,
+            annotations.as_ref(),
+        );
+        if let Some(labels) = labels {
+            summary.record_labels(position, parse::<Vec<String>>(&labels, "result labels")?);
+        }
+    }
+    if let Some((id, summary)) = current {
+        store(conn, &id, &summary)?;
+    }
+    Ok(())
 }
 
 fn load(conn: &Connection, task_id: &str) -> Result<SessionSummary, StoreError> {

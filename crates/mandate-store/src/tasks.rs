@@ -57,9 +57,7 @@ use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
-use rusqlite::{
-    Connection, OpenFlags, OptionalExtension, Params, Row, TransactionBehavior, params,
-};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Params, Row, params};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -71,89 +69,6 @@ pub const END_REASON_ENDED: &str = "ended";
 
 /// `end_reason` of a task ended because its TTL ran out.
 pub const END_REASON_EXPIRED: &str = "expired";
-
-/// `PRAGMA application_id` of a state database ("MNDS"). A database without
-/// it (for example the receipt ledger) is refused, not written to.
-const APPLICATION_ID: i32 = 0x4d4e_4453;
-
-/// Schema version stored in `PRAGMA user_version`. Version 1 had no
-/// `history.annotations`, version 2 no `approvals`, version 3 no
-/// `history.credential` and `token_exchanges`, version 4 no `sessions`,
-/// version 5 no `withdrawn` approvals, version 6 no `agent_sessions`;
-/// [`init`] adds them.
-const SCHEMA_VERSION: i64 = 7;
-
-const CREATE: &str = "
--- One row per task. tools, labels: JSON arrays; params: JSON object.
--- ended_at and end_reason are set together, once.
-CREATE TABLE tasks (
-    id                 TEXT    PRIMARY KEY,
-    agent              TEXT    NOT NULL,
-    on_behalf_of       TEXT,
-    intent             TEXT    NOT NULL,
-    tools              TEXT    NOT NULL,
-    labels             TEXT    NOT NULL,
-    params             TEXT    NOT NULL,
-    audience           TEXT    NOT NULL,
-    max_depth          INTEGER NOT NULL,
-    created_at         TEXT    NOT NULL,
-    expires_at         TEXT    NOT NULL,
-    ended_at           TEXT,
-    end_reason         TEXT,
-    root_revocation_id TEXT    NOT NULL UNIQUE,
-    CHECK ((ended_at IS NULL) = (end_reason IS NULL))
-) STRICT;
-
--- What end_expired scans: open tasks by expiry.
-CREATE INDEX tasks_open_by_expiry ON tasks (expires_at) WHERE ended_at IS NULL;
-
--- One row per credential issued, in issue order (seq). revocation_id is the
--- hex id of the credential's last block; the root credential has no parent.
-CREATE TABLE credentials (
-    seq                  INTEGER PRIMARY KEY AUTOINCREMENT,
-    revocation_id        TEXT    NOT NULL UNIQUE,
-    task_id              TEXT    NOT NULL REFERENCES tasks (id),
-    parent_revocation_id TEXT    REFERENCES credentials (revocation_id),
-    agent                TEXT    NOT NULL,
-    depth                INTEGER NOT NULL,
-    tools                TEXT    NOT NULL,
-    labels               TEXT    NOT NULL,
-    issued_at            TEXT    NOT NULL,
-    expires_at           TEXT    NOT NULL
-) STRICT;
-
-CREATE INDEX credentials_by_task ON credentials (task_id, seq);
-
--- Revoked credentials, in the order they were revoked.
-CREATE TABLE revocations (
-    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
-    revocation_id TEXT    NOT NULL UNIQUE REFERENCES credentials (revocation_id),
-    task_id       TEXT    NOT NULL REFERENCES tasks (id),
-    revoked_at    TEXT    NOT NULL
-) STRICT;
-
--- Each task's decisions in the order they were recorded (seq), with the
--- call's result once reported (result_labels: JSON array). annotations: the
--- MCP tool annotations the call was decided with (JSON object), if known.
-CREATE TABLE history (
-    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
-    decision_id   TEXT    NOT NULL UNIQUE,
-    task_id       TEXT    NOT NULL REFERENCES tasks (id),
-    agent         TEXT    NOT NULL,
-    server        TEXT    NOT NULL,
-    tool          TEXT    NOT NULL,
-    decision      TEXT    NOT NULL,
-    decided_at    TEXT    NOT NULL,
-    result_status TEXT,
-    result_labels TEXT,
-    result_at     TEXT,
-    annotations   TEXT,
-    CHECK ((result_status IS NULL) = (result_at IS NULL)),
-    CHECK ((result_status IS NULL) = (result_labels IS NULL))
-) STRICT;
-
-CREATE INDEX history_by_task ON history (task_id, seq);
-";
 
 /// A task as recorded when it started, with its end once it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -398,7 +313,7 @@ impl TaskStore {
 
     /// Records a credential delegated under an open task.
     ///
-    /// Refused with [`StoreError::NotFound`] for an unknown task,
+    /// Refused with [`StoreError::TaskNotFound`] for an unknown task,
     /// [`StoreError::TaskEnded`] if the task has ended,
     /// [`StoreError::Invalid`] if the parent is missing or not a credential
     /// of the task, the depth is not the parent's + 1 or exceeds the task's
@@ -469,7 +384,7 @@ impl TaskStore {
     ///
     /// Idempotent: ending an ended task changes nothing (its `ended_at`,
     /// reason and revocation times stay) and returns the same ids.
-    /// [`StoreError::NotFound`] for an unknown task.
+    /// [`StoreError::TaskNotFound`] for an unknown task.
     pub fn end_task(
         &self,
         id: &str,
@@ -555,7 +470,7 @@ impl TaskStore {
     /// Appends a decision to its task's history (with its result, if
     /// `entry.result` is set).
     ///
-    /// [`StoreError::NotFound`] for an unknown task, [`StoreError::Conflict`]
+    /// [`StoreError::TaskNotFound`] for an unknown task, [`StoreError::Conflict`]
     /// if the decision id is recorded already, [`StoreError::TaskEnded`] if
     /// the task has ended. The end and the history are written by one
     /// writer, so a decision is recorded either before the end (and the end
@@ -635,7 +550,7 @@ impl TaskStore {
     /// Records what the call of decision `decision_id` returned, and returns
     /// the history entry with it.
     ///
-    /// [`StoreError::NotFound`] if no decision `decision_id` is recorded (a
+    /// [`StoreError::DecisionNotFound`] if no decision `decision_id` is recorded (a
     /// decision made without a task has no history), and
     /// [`StoreError::Conflict`] if its result was reported already: a
     /// result is reported once. A result is accepted after the task ended,
@@ -728,7 +643,8 @@ fn relabel(e: StoreError) -> StoreError {
 }
 
 /// Connection settings and schema: WAL, a sync on every commit, foreign
-/// keys, and the tables on first open.
+/// keys, and the tables brought to the current schema
+/// ([`state_schema`](crate::state_schema)).
 fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
     conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
@@ -742,55 +658,7 @@ fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
         "PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;",
     )?;
-    // Immediate: two processes opening a new file do not both create it.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let application_id: i32 = tx.query_row("PRAGMA application_id", [], |row| row.get(0))?;
-    let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    let objects: i64 = tx.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |row| row.get(0))?;
-    if application_id == 0 && objects == 0 {
-        tx.execute_batch(CREATE)?;
-        tx.execute_batch(crate::approvals::CREATE_APPROVALS)?;
-        crate::exchanges::migrate_to_4(&tx)?;
-        crate::sessions::migrate_to_5(&tx)?;
-        crate::sessions::migrate_to_7(&tx)?;
-        crate::approvals::migrate_to_7(&tx)?;
-        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    } else if application_id != APPLICATION_ID {
-        return Err(StoreError::Unsupported(format!(
-            "{} is not a Mandate state database (tasks live in state.db, receipts in ledger.db)",
-            path.display()
-        )));
-    } else if (1..=6).contains(&version) {
-        // Schema 1 lacked the annotations of history entries; its entries
-        // keep none (unknown), as they were recorded without them.
-        if version == 1 {
-            tx.execute_batch("ALTER TABLE history ADD COLUMN annotations TEXT;")?;
-        }
-        // Schema 2 had no approvals.
-        if version <= 2 {
-            crate::approvals::migrate_to_3(&tx)?;
-        }
-        // Schema 3 had no decisions' credentials and no token exchanges.
-        crate::exchanges::migrate_to_4(&tx)?;
-        // Schema 4 had no session summaries: they are folded from history.
-        if version <= 4 {
-            crate::sessions::migrate_to_5(&tx)?;
-        }
-        // Schema 5's approvals could not be withdrawn.
-        crate::approvals::migrate_to_6(&tx)?;
-        // Schema 6 kept no agents' sessions (the MCP gateway did), and
-        // counted approvals by agent only.
-        crate::sessions::migrate_to_7(&tx)?;
-        crate::approvals::migrate_to_7(&tx)?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-    } else if version != SCHEMA_VERSION {
-        return Err(StoreError::Unsupported(format!(
-            "the state database {} has schema {version}; this build knows schema {SCHEMA_VERSION}",
-            path.display()
-        )));
-    }
-    tx.commit()?;
+    crate::state_schema::ensure_current(&mut conn, path)?;
     let reader = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,

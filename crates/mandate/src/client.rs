@@ -12,6 +12,9 @@ use serde_json::Value;
 use crate::cli::ServerArgs;
 use crate::exit::Code;
 
+/// An error with its causes on one line (shared with the MCP gateway's client).
+pub use mandate_client::error_chain;
+
 /// How long one request may take, connecting included, unless the server
 /// is asked to hold it ([`Remote::hold`]).
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -169,18 +172,6 @@ pub fn request(
         Some((error, message)) => report(code, &format!("{error}: {message}")),
         None => report(code, &format!("{url} answered {status}: {}", text.trim())),
     })
-}
-
-/// An error with its sources, as `outer: inner: …`.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 /// The string at `key`, or "" (the server's answers always have them).

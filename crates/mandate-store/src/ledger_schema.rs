@@ -1,4 +1,5 @@
-//! The ledger's tables and connection settings.
+//! The ledger's tables and connection settings (`ledger.db`); the state
+//! database's schema is in `state_schema.rs`.
 
 use rusqlite::Connection;
 
