@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
 use mandate_auth::{TaskGrant, VerifiedCredential};
-use mandate_core::{ApprovalStatus, Decision, DecisionRequest, Resolution};
+use mandate_core::{ApprovalStatus, Decision, DecisionRequest, DecisionResponse, Resolution};
 use mandate_server::decider::CREDENTIAL_SCOPE;
 use mandate_server::{AppState, Authority, DecideError, Decider};
 use mandate_store::{CredentialRecord, TaskRecord};
@@ -20,6 +20,23 @@ const AGENT: &str = "spiffe://example.org/agent/mailer";
 
 fn request(body: Value) -> DecisionRequest {
     serde_json::from_value(body).unwrap()
+}
+
+/// The decision on `body` under `authority`, now: an answer, not an error.
+async fn answer(decider: &Decider, authority: &Authority, body: Value) -> DecisionResponse {
+    decider
+        .decide(authority, request(body), Utc::now())
+        .await
+        .unwrap()
+        .response
+}
+
+/// Why `body` under `authority` got no decision.
+async fn refusal(decider: &Decider, authority: &Authority, body: Value) -> DecideError {
+    decider
+        .decide(authority, request(body), Utc::now())
+        .await
+        .unwrap_err()
 }
 
 fn read_inbox() -> Value {
@@ -118,10 +135,7 @@ async fn a_refused_request_writes_nothing() {
     let (state, _dir) = common::state();
     let mut body = read_inbox();
     body["context"]["time"] = json!("2026-01-01T00:00:00Z");
-    let refused = Decider::new(state.clone())
-        .decide(&Authority::Request, request(body), Utc::now())
-        .await
-        .unwrap_err();
+    let refused = refusal(&Decider::new(state.clone()), &Authority::Request, body).await;
     assert!(
         matches!(refused, DecideError::FieldNotAllowed(_)),
         "{refused:?}"
@@ -133,11 +147,7 @@ async fn a_refused_request_writes_nothing() {
 async fn the_gate_opens_an_approval_waits_on_it_and_releases_the_call_once() {
     let (state, _dir) = common::state();
     let decider = Decider::new(state.clone());
-    let asked = decider
-        .decide(&Authority::Request, request(delete_message()), Utc::now())
-        .await
-        .unwrap()
-        .response;
+    let asked = answer(&decider, &Authority::Request, delete_message()).await;
     assert_eq!(asked.decision, Decision::ApprovalRequired);
     let id = asked.approval_id.clone().expect("an approval is opened");
     let key = id.clone();
@@ -152,11 +162,7 @@ async fn the_gate_opens_an_approval_waits_on_it_and_releases_the_call_once() {
     // Asked again while pending: the same approval, still waiting.
     let mut again = delete_message();
     again["approval_id"] = json!(id);
-    let waiting = decider
-        .decide(&Authority::Request, request(again.clone()), Utc::now())
-        .await
-        .unwrap()
-        .response;
+    let waiting = answer(&decider, &Authority::Request, again.clone()).await;
     assert_eq!(waiting.decision, Decision::ApprovalRequired);
     assert_eq!(waiting.approval_id.as_deref(), Some(id.as_str()));
 
@@ -171,18 +177,10 @@ async fn the_gate_opens_an_approval_waits_on_it_and_releases_the_call_once() {
         .await
         .unwrap();
     assert!(changed);
-    let released = decider
-        .decide(&Authority::Request, request(again.clone()), Utc::now())
-        .await
-        .unwrap()
-        .response;
+    let released = answer(&decider, &Authority::Request, again.clone()).await;
     assert_eq!(released.decision, Decision::Allow);
     assert_eq!(released.approver.as_deref(), Some("bob"));
-    let replayed = decider
-        .decide(&Authority::Request, request(again), Utc::now())
-        .await
-        .unwrap()
-        .response;
+    let replayed = answer(&decider, &Authority::Request, again).await;
     assert_eq!(replayed.decision, Decision::Deny);
     assert_eq!(replayed.policies, ["mandate:approval"]);
 }
@@ -191,19 +189,11 @@ async fn the_gate_opens_an_approval_waits_on_it_and_releases_the_call_once() {
 async fn an_approval_for_other_arguments_is_a_deny() {
     let (state, _dir) = common::state();
     let decider = Decider::new(state.clone());
-    let asked = decider
-        .decide(&Authority::Request, request(delete_message()), Utc::now())
-        .await
-        .unwrap()
-        .response;
+    let asked = answer(&decider, &Authority::Request, delete_message()).await;
     let mut other = delete_message();
     other["arguments"] = json!({"id": "m-2"});
     other["approval_id"] = json!(asked.approval_id.unwrap());
-    let refused = decider
-        .decide(&Authority::Request, request(other), Utc::now())
-        .await
-        .unwrap()
-        .response;
+    let refused = answer(&decider, &Authority::Request, other).await;
     assert_eq!(refused.decision, Decision::Deny);
     assert_eq!(refused.policies, ["mandate:approval"]);
 }
@@ -216,20 +206,12 @@ async fn a_credential_limits_the_tools_whatever_the_policies_say() {
     let decider = Decider::new(state.clone());
     let mut body = read_inbox();
     body["context"] = json!({});
-    let allowed = decider
-        .decide(&authority, request(body.clone()), Utc::now())
-        .await
-        .unwrap()
-        .response;
+    let allowed = answer(&decider, &authority, body.clone()).await;
     assert_eq!(allowed.decision, Decision::Allow);
 
     // The same tool name on another server is outside the grant.
     body["action"]["server"] = json!("files");
-    let denied = decider
-        .decide(&authority, request(body), Utc::now())
-        .await
-        .unwrap()
-        .response;
+    let denied = answer(&decider, &authority, body).await;
     assert_eq!(denied.decision, Decision::Deny);
     assert_eq!(denied.policies, [CREDENTIAL_SCOPE]);
 
@@ -248,10 +230,7 @@ async fn under_a_credential_the_task_context_is_the_servers() {
     let (state, _dir) = common::state();
     let authority = Authority::Task(task(&state, &["mail/read_inbox"]).await);
     let decider = Decider::new(state.clone());
-    let refused = decider
-        .decide(&authority, request(read_inbox()), Utc::now())
-        .await
-        .unwrap_err();
+    let refused = refusal(&decider, &authority, read_inbox()).await;
     assert!(
         matches!(refused, DecideError::FieldNotAllowed(_)),
         "{refused:?}"
@@ -260,10 +239,7 @@ async fn under_a_credential_the_task_context_is_the_servers() {
     let mut other_agent = read_inbox();
     other_agent["context"] = json!({});
     other_agent["principal"]["id"] = json!("spiffe://example.org/agent/other");
-    let refused = decider
-        .decide(&authority, request(other_agent), Utc::now())
-        .await
-        .unwrap_err();
+    let refused = refusal(&decider, &authority, other_agent).await;
     assert!(matches!(refused, DecideError::NotHolder(_)), "{refused:?}");
     assert_eq!(state.ledger().size(), 0);
 }
