@@ -24,9 +24,6 @@ use serde::{Deserialize, Serialize};
 /// How long a request may take unless set with [`Client::with_timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Added to a long poll's wait for the request's own timeout.
-const POLL_SLACK: Duration = Duration::from_secs(10);
-
 /// Why a request got no usable answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -155,7 +152,7 @@ impl Client {
             .http
             .get(self.url(&["v1", "approvals", id])?)
             .query(&[("wait", format!("{wait}s"))])
-            .timeout(self.timeout + Duration::from_secs(wait) + POLL_SLACK);
+            .timeout(self.timeout + Duration::from_secs(wait));
         self.send(request).await
     }
 

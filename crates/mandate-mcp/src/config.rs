@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use mandate_auth::TokenDigest;
-use mandate_core::SessionId;
+use mandate_core::{SessionId, ToolAnnotations};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -129,16 +129,16 @@ pub struct AnnotationOverride {
 }
 
 impl AnnotationOverride {
-    /// Writes the set fields over `annotations` (MCP hint names).
-    pub fn apply(&self, annotations: &mut Map<String, Value>) {
-        for (key, value) in [
-            ("readOnlyHint", self.read_only),
-            ("destructiveHint", self.destructive),
-            ("idempotentHint", self.idempotent),
-            ("openWorldHint", self.open_world),
+    /// Writes the set fields over `annotations`.
+    pub fn apply(&self, annotations: &mut ToolAnnotations) {
+        for (hint, value) in [
+            (&mut annotations.read_only_hint, self.read_only),
+            (&mut annotations.destructive_hint, self.destructive),
+            (&mut annotations.idempotent_hint, self.idempotent),
+            (&mut annotations.open_world_hint, self.open_world),
         ] {
-            if let Some(value) = value {
-                annotations.insert(key.to_owned(), Value::Bool(value));
+            if value.is_some() {
+                *hint = value;
             }
         }
     }
@@ -278,10 +278,12 @@ params = { allowed = ["a"] }
             .override_for("git", "write_file")
             .map(|o| o.destructive);
         assert_eq!(other, Some(Some(true)));
-        let mut annotations = Map::new();
-        annotations.insert("destructiveHint".into(), Value::Bool(false));
+        let mut annotations = ToolAnnotations {
+            destructive_hint: Some(false),
+            ..ToolAnnotations::default()
+        };
         config.tools["write_file"].apply(&mut annotations);
-        assert_eq!(annotations["destructiveHint"], Value::Bool(true));
+        assert_eq!(annotations.destructive_hint, Some(true));
     }
 
     #[test]

@@ -182,20 +182,18 @@ impl Pep {
         server: &str,
         tool: &str,
         upstream: Option<&Value>,
-    ) -> Map<String, Value> {
-        let mut annotations = Map::new();
-        if let Some(Value::Object(given)) = upstream {
-            for key in [
-                "readOnlyHint",
-                "destructiveHint",
-                "idempotentHint",
-                "openWorldHint",
-            ] {
-                if let Some(Value::Bool(b)) = given.get(key) {
-                    annotations.insert(key.to_owned(), Value::Bool(*b));
-                }
-            }
-        }
+    ) -> ToolAnnotations {
+        let hint = |key: &str| {
+            upstream
+                .and_then(|given| given.get(key))
+                .and_then(Value::as_bool)
+        };
+        let mut annotations = ToolAnnotations {
+            read_only_hint: hint("readOnlyHint"),
+            destructive_hint: hint("destructiveHint"),
+            idempotent_hint: hint("idempotentHint"),
+            open_world_hint: hint("openWorldHint"),
+        };
         if let Some(o) = self.settings.config.override_for(server, tool) {
             o.apply(&mut annotations);
         }
@@ -211,10 +209,10 @@ impl Pep {
         server: &str,
         tool: &str,
         shown: &str,
-        annotations: Map<String, Value>,
+        annotations: ToolAnnotations,
         arguments: Map<String, Value>,
     ) -> Gate {
-        let body = self.decide_body(server, tool, &annotations, arguments);
+        let body = self.decide_body(server, tool, annotations, arguments);
         let answer = match self.ask(&body).await {
             Ok(answer) => answer,
             Err(reason) => return Gate::Deny(could_not_decide(shown, &reason)),
@@ -244,10 +242,9 @@ impl Pep {
         &self,
         server: &str,
         tool: &str,
-        annotations: &Map<String, Value>,
+        annotations: ToolAnnotations,
         arguments: Map<String, Value>,
     ) -> DecisionRequest {
-        let hint = |key: &str| annotations.get(key).and_then(Value::as_bool);
         let mut context = ContextInput::default();
         if let Principal::Agent { session, .. } = &self.settings.principal {
             if let Some(task) = &self.settings.config.task {
@@ -274,12 +271,7 @@ impl Pep {
             action: ToolCall {
                 server: server.to_owned(),
                 tool: tool.to_owned(),
-                annotations: ToolAnnotations {
-                    read_only_hint: hint("readOnlyHint"),
-                    destructive_hint: hint("destructiveHint"),
-                    idempotent_hint: hint("idempotentHint"),
-                    open_world_hint: hint("openWorldHint"),
-                },
+                annotations,
             },
             arguments,
             context,
