@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use mandate_core::{Approval, ApprovalStatus, Decision, PolicyPack, ReleaseError, Verdict};
 use mandate_ledger::receipt::ApprovalRef;
 use mandate_ledger::{Receipt, ReceiptError};
-use mandate_store::{ApprovalRecord, StoreError};
+use mandate_store::{ApprovalRecord, StateError};
 
 use crate::approvals::{APPROVAL_POLICY, request_binding, resolution_receipt};
 use crate::state::AppState;
@@ -26,7 +26,7 @@ pub(crate) enum GateError {
     Binding(#[from] ReceiptError),
     /// The state database could not read or store the approval.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] StateError),
 }
 
 /// What the approval gate made of one decision.
@@ -101,7 +101,7 @@ pub(crate) async fn gate(
     let tasks = state.tasks();
     let guard = state.approvals().lock().await;
     let key = approval_id.clone();
-    let stored = tasks.store(move |store| store.approval(&key)).await?;
+    let stored = tasks.store().approval(&key).await?;
     let Some(record) = stored else {
         refuse(verdict, format!("there is no approval `{approval_id}`"));
         return Ok(Gate::Refused(None));
@@ -122,7 +122,8 @@ pub(crate) async fn gate(
         Ok(used) => {
             let to_store = used.clone();
             let stored = tasks
-                .store(move |store| store.update_approval(ApprovalStatus::Approved, &to_store))
+                .store()
+                .update_approval(ApprovalStatus::Approved, &to_store)
                 .await?;
             if !stored {
                 refuse(verdict, "the approval was used by another call".to_owned());
@@ -186,16 +187,12 @@ async fn open_new(
     let (pending, who) = match Asking::of(draft) {
         Asking::Task(task_id) => {
             let key = task_id.to_owned();
-            let pending = tasks
-                .store(move |store| store.open_approvals_of_task(&key, now))
-                .await;
+            let pending = tasks.store().open_approvals_of_task(&key, now).await;
             (pending, format!("task `{task_id}`"))
         }
         Asking::Agent(agent) => {
             let key = agent.to_owned();
-            let pending = tasks
-                .store(move |store| store.open_approvals_of(&key, now))
-                .await;
+            let pending = tasks.store().open_approvals_of(&key, now).await;
             (pending, format!("`{agent}`"))
         }
     };
@@ -228,7 +225,8 @@ pub(crate) async fn unrelease(state: &AppState, used: &Approval) {
     let _guard = state.approvals().lock().await;
     let restored = state
         .tasks()
-        .store(move |store| store.update_approval(ApprovalStatus::Used, &approved))
+        .store()
+        .update_approval(ApprovalStatus::Used, &approved)
         .await;
     if !matches!(restored, Ok(true)) {
         tracing::error!(approval_id = %used.id, "a released approval could not be put back after its call was refused; it stays used");
@@ -243,7 +241,8 @@ const SWEEP_BATCH: usize = 100;
 pub async fn expire_due(state: &AppState, now: DateTime<Utc>) -> Result<usize, String> {
     let due = state
         .tasks()
-        .store(move |store| store.due_approvals(now, SWEEP_BATCH))
+        .store()
+        .due_approvals(now, SWEEP_BATCH)
         .await
         .map_err(|e| e.to_string())?;
     let expired = resolve_each(state, due, now, "expired", |approval| approval.expire(now)).await;
@@ -267,7 +266,8 @@ pub(crate) async fn withdraw_for_ended_task(
     let key = task_id.to_owned();
     let pending = match state
         .tasks()
-        .store(move |store| store.pending_approvals_of_task(&key, usize::MAX))
+        .store()
+        .pending_approvals_of_task(&key, usize::MAX)
         .await
     {
         Ok(pending) => pending,
@@ -299,7 +299,7 @@ async fn resolve_each(
         let id = record.approval.id.clone();
         let _guard = state.approvals().lock().await;
         let key = id.clone();
-        let current = match state.tasks().store(move |store| store.approval(&key)).await {
+        let current = match state.tasks().store().approval(&key).await {
             Ok(Some(current)) => current,
             Ok(None) => continue,
             Err(e) => {
@@ -394,7 +394,8 @@ pub(crate) async fn record_resolution(
     let approval = record.approval;
     let stored = state
         .tasks()
-        .store(move |store| store.update_approval(ApprovalStatus::Pending, &approval))
+        .store()
+        .update_approval(ApprovalStatus::Pending, &approval)
         .await
         .map_err(|e| RecordError::State(e.to_string()))?;
     if stored {

@@ -33,7 +33,7 @@ use mandate_core::{
     SessionInput, TaskInput, Verdict,
 };
 use mandate_ledger::Receipt;
-use mandate_store::{HistoryEntry as RecordedEntry, SessionDecision, StoreError};
+use mandate_store::{HistoryEntry as RecordedEntry, SessionDecision, StateError};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -95,7 +95,7 @@ pub enum DecideError {
     StateUnavailable(&'static str),
     /// The state database failed while the context was read.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] StateError),
     /// A bug: the decision cannot be completed.
     #[error("{0}")]
     Internal(&'static str),
@@ -237,7 +237,7 @@ impl Decider {
             };
             state
                 .tasks()
-                .store(move |store| store.record_session_decision(decided))
+                .store().record_session_decision(decided)
                 .await
                 .map_err(|e| {
                     tracing::error!(error = %e, %decision_id, "decision not recorded in the agent's session; answering an error");
@@ -302,12 +302,12 @@ impl Decider {
         let decision_id = entry.decision_id.clone();
         self.state
             .tasks()
-            .store(move |store| store.record_decision_under(&entry, made_under.as_deref()))
+            .store().record_decision(entry, made_under)
             .await
             .map_err(|e| {
                 // The task ended while this was being decided: its end is
                 // acknowledged, so nothing is given under it any more.
-                if let StoreError::TaskEnded { .. } = e {
+                if let StateError::TaskEnded { .. } = e {
                     tracing::info!(%decision_id, "the task ended while the call was decided; refused");
                     return DecideError::InvalidCredential(format!(
                         "{}: {e}",
@@ -353,7 +353,7 @@ impl Decider {
                 let to_store = record.clone();
                 state
                     .tasks()
-                    .store(move |store| store.create_approval(&to_store))
+                    .store().create_approval(to_store)
                     .await
                     .map_err(|e| {
                         tracing::error!(error = %e, decision_id = %response.decision_id, "approval not stored; answering an error");
@@ -430,12 +430,8 @@ impl Decider {
         }
 
         let task_id = credential.task_id.clone();
-        let (task, session) = self
-            .state
-            .tasks()
-            .store(move |store| Ok((store.task(&task_id)?, store.session(&task_id)?)))
-            .await?;
-        let Some(task) = task else {
+        let context = self.state.tasks().store().task_context(&task_id).await?;
+        let Some((task, session)) = context else {
             return Err(DecideError::InvalidCredential(format!(
                 "the credential's task `{}` is not known to this server",
                 credential.task_id
@@ -495,7 +491,8 @@ impl Decider {
         let summary = self
             .state
             .tasks()
-            .store(move |store| store.agent_session(&agent, &key))
+            .store()
+            .agent_session(&agent, &key)
             .await?;
         request.context.session.summary = Some(summary);
         Ok(Some(id))

@@ -13,7 +13,7 @@ pub(crate) mod well_known;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use mandate_store::StoreError;
+use mandate_store::StateError;
 
 use crate::auth::invalid_token;
 use crate::error::ApiError;
@@ -50,11 +50,11 @@ pub(crate) async fn method_not_allowed() -> ApiError {
 }
 
 /// What a store failure means for the caller.
-pub(crate) fn store_failed(tasks: &Tasks, error: StoreError) -> ApiError {
+pub(crate) fn store_failed(tasks: &Tasks, error: StateError) -> ApiError {
     match error {
-        StoreError::TaskNotFound(id) => task_not_found(&id),
-        e @ StoreError::TaskEnded { .. } => invalid_token(tasks, "task_ended", &e.to_string()),
-        e @ (StoreError::Invalid(_) | StoreError::Conflict(_)) => {
+        StateError::TaskNotFound(id) => task_not_found(&id),
+        e @ StateError::TaskEnded { .. } => invalid_token(tasks, "task_ended", &e.to_string()),
+        e @ (StateError::Invalid(_) | StateError::Conflict(_)) => {
             tracing::error!(error = %e, "the state database refused a task record");
             internal("the task could not be recorded")
         }

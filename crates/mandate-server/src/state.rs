@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use mandate_core::{PolicyPack, PolicyProblem};
-use mandate_store::Ledger;
+use mandate_store::ReceiptLog;
 use serde::Serialize;
 
 use crate::approvals::Approvals;
@@ -40,7 +40,7 @@ struct Inner {
     policy_dir: PathBuf,
     last_reload: Mutex<Option<ReloadStatus>>,
     metrics: Metrics,
-    ledger: Ledger,
+    ledger: Arc<dyn ReceiptLog>,
     receipts: ReceiptSettings,
     tasks: Tasks,
     approvals: Approvals,
@@ -55,7 +55,7 @@ impl AppState {
         pack: PolicyPack,
         policy_dir: PathBuf,
         now: DateTime<Utc>,
-        ledger: Ledger,
+        ledger: Arc<dyn ReceiptLog>,
         receipts: ReceiptSettings,
         tasks: Tasks,
         approvals: Approvals,
@@ -136,9 +136,9 @@ impl AppState {
         self.inner.last_reload.lock().ok().and_then(|l| l.clone())
     }
 
-    /// The receipt ledger.
-    pub fn ledger(&self) -> &Ledger {
-        &self.inner.ledger
+    /// The receipt log.
+    pub fn ledger(&self) -> &dyn ReceiptLog {
+        self.inner.ledger.as_ref()
     }
 
     /// What receipts keep of a request.

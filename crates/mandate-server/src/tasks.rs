@@ -23,7 +23,7 @@ use mandate_auth::{
     IdentityError, IdentityVerifier, IssuerConfig, TaskAuthority, TokenExchange, TokenSigner,
     VerificationCache, VerifiedCredential, VerifiedIdentity,
 };
-use mandate_store::{END_REASON_ENDED, StoreError, TaskRecord, TaskStore};
+use mandate_store::{END_REASON_ENDED, EndedTask, StateError, StateStore};
 
 use crate::jwks::{IssuerKeys, KeySource};
 
@@ -65,7 +65,7 @@ pub enum TasksError {
     Identity(#[from] IdentityConfigError),
     /// The state database could not be read.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] StateError),
     /// The resource identifier is not an absolute URL Mandate can serve
     /// metadata for.
     #[error(
@@ -90,7 +90,7 @@ pub struct Tasks {
     authority: TaskAuthority,
     verifier: CredentialVerifier,
     cache: VerificationCache,
-    store: Arc<TaskStore>,
+    store: Arc<dyn StateStore>,
     /// Revoked credential ids, each until its task's expiry (no
     /// credential of the task is accepted after it anyway).
     revoked: RwLock<HashMap<String, DateTime<Utc>>>,
@@ -115,10 +115,10 @@ impl Tasks {
     /// Validates the issuers and the resource identifier, and loads the
     /// revoked ids from `store`. No issuers is allowed: every task endpoint
     /// then answers 401 (fail closed).
-    pub fn new(
+    pub async fn new(
         issuers: Vec<IssuerConfig>,
         authority: TaskAuthority,
-        store: Arc<TaskStore>,
+        store: Arc<dyn StateStore>,
         settings: TaskSettings,
     ) -> Result<Self, TasksError> {
         let (metadata_url, metadata_path) = check_settings(&settings)?;
@@ -134,7 +134,7 @@ impl Tasks {
             Vec::new(),
         )?;
         let verifier = authority.verifier(settings.audience);
-        let revoked = store.revoked_ids(Utc::now())?;
+        let revoked = store.revoked_ids(Utc::now()).await?;
         Ok(Self {
             identity,
             exchange,
@@ -314,48 +314,25 @@ impl Tasks {
         self.max_ttl
     }
 
-    /// Runs `f` on the state database in a blocking thread.
-    pub async fn store<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&TaskStore) -> Result<T, StoreError> + Send + 'static,
-    {
-        let store = Arc::clone(&self.store);
-        match tokio::task::spawn_blocking(move || f(&store)).await {
-            Ok(result) => result,
-            // A panic in the store call panics the handler (answered 500).
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(StoreError::Io(std::io::Error::other(e.to_string()))),
-        }
+    /// The state database.
+    pub fn store(&self) -> &dyn StateStore {
+        self.store.as_ref()
     }
 
     /// Ends task `id` at `now` (a caller's end) and revokes every credential
     /// issued under it, in the state database and then in memory. Returns
-    /// the task as ended and the revoked ids. Ending an ended task changes
+    /// the task as ended with the revoked ids. Ending an ended task changes
     /// nothing and returns the same.
-    pub async fn end(
-        &self,
-        id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(TaskRecord, Vec<String>), StoreError> {
-        let id = id.to_owned();
-        let (task, ids) = self
-            .store(move |store| {
-                let ids = store.end_task(&id, now, END_REASON_ENDED)?;
-                let task = store
-                    .task(&id)?
-                    .ok_or_else(|| StoreError::TaskNotFound(id.clone()))?;
-                Ok((task, ids))
-            })
-            .await?;
-        self.revoke(&ids, task.expires_at);
-        Ok((task, ids))
+    pub async fn end(&self, id: &str, now: DateTime<Utc>) -> Result<EndedTask, StateError> {
+        let ended = self.store.end_task(id, now, END_REASON_ENDED).await?;
+        self.revoke(&ended.revoked, ended.task.expires_at);
+        Ok(ended)
     }
 
     /// Ends every task whose TTL has run out at `now` and revokes its
     /// credentials; returns how many tasks ended.
-    pub async fn end_expired(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let ended = self.store(move |store| store.end_expired(now)).await?;
+    pub async fn end_expired(&self, now: DateTime<Utc>) -> Result<usize, StateError> {
+        let ended = self.store.end_expired(now).await?;
         for (task_id, ids) in &ended {
             // The task's expiry is `now` or earlier.
             self.revoke(ids, now);

@@ -29,7 +29,7 @@ async fn serve_with(
     max_body_bytes: usize,
     limits: ConnectionLimits,
 ) -> (SocketAddr, tempfile::TempDir) {
-    let (state, dir) = common::state();
+    let (state, dir) = common::state().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let app = mandate_server::router(state, max_body_bytes);

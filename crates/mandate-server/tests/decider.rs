@@ -103,16 +103,13 @@ async fn task(state: &AppState, tools: &[&str]) -> Arc<VerifiedCredential> {
         issued_at: now,
         expires_at: minted.expires_at,
     };
-    tasks
-        .store(move |store| store.create_task(&record, &root))
-        .await
-        .unwrap();
+    tasks.store().create_task(record, root).await.unwrap();
     tasks.verify_credential(&minted.token, now).unwrap()
 }
 
 #[tokio::test]
 async fn an_allowed_call_is_answered_with_its_durable_receipt() {
-    let (state, _dir) = common::state();
+    let (state, _dir) = common::state().await;
     let before = state.ledger().size();
     let decided = Decider::new(state.clone())
         .decide(&Authority::Request, request(read_inbox()), Utc::now())
@@ -132,7 +129,7 @@ async fn an_allowed_call_is_answered_with_its_durable_receipt() {
 
 #[tokio::test]
 async fn a_refused_request_writes_nothing() {
-    let (state, _dir) = common::state();
+    let (state, _dir) = common::state().await;
     let mut body = read_inbox();
     body["context"]["time"] = json!("2026-01-01T00:00:00Z");
     let refused = refusal(&Decider::new(state.clone()), &Authority::Request, body).await;
@@ -145,7 +142,7 @@ async fn a_refused_request_writes_nothing() {
 
 #[tokio::test]
 async fn the_gate_opens_an_approval_waits_on_it_and_releases_the_call_once() {
-    let (state, _dir) = common::state();
+    let (state, _dir) = common::state().await;
     let decider = Decider::new(state.clone());
     let asked = answer(&decider, &Authority::Request, delete_message()).await;
     assert_eq!(asked.decision, Decision::ApprovalRequired);
@@ -153,7 +150,8 @@ async fn the_gate_opens_an_approval_waits_on_it_and_releases_the_call_once() {
     let key = id.clone();
     let stored = state
         .tasks()
-        .store(move |store| store.approval(&key))
+        .store()
+        .approval(&key)
         .await
         .unwrap()
         .expect("the approval is stored before the answer names it");
@@ -173,7 +171,8 @@ async fn the_gate_opens_an_approval_waits_on_it_and_releases_the_call_once() {
         .unwrap();
     let changed = state
         .tasks()
-        .store(move |store| store.update_approval(ApprovalStatus::Pending, &approved))
+        .store()
+        .update_approval(ApprovalStatus::Pending, &approved)
         .await
         .unwrap();
     assert!(changed);
@@ -187,7 +186,7 @@ async fn the_gate_opens_an_approval_waits_on_it_and_releases_the_call_once() {
 
 #[tokio::test]
 async fn an_approval_for_other_arguments_is_a_deny() {
-    let (state, _dir) = common::state();
+    let (state, _dir) = common::state().await;
     let decider = Decider::new(state.clone());
     let asked = answer(&decider, &Authority::Request, delete_message()).await;
     let mut other = delete_message();
@@ -200,7 +199,7 @@ async fn an_approval_for_other_arguments_is_a_deny() {
 
 #[tokio::test]
 async fn a_credential_limits_the_tools_whatever_the_policies_say() {
-    let (state, _dir) = common::state();
+    let (state, _dir) = common::state().await;
     let credential = task(&state, &["mail/read_inbox"]).await;
     let authority = Authority::Task(credential.clone());
     let decider = Decider::new(state.clone());
@@ -217,17 +216,19 @@ async fn a_credential_limits_the_tools_whatever_the_policies_say() {
 
     // Both joined the task's history.
     let task_id = credential.task_id.clone();
-    let history = state
+    let details = state
         .tasks()
-        .store(move |store| store.history(&task_id))
+        .store()
+        .task_details(&task_id)
         .await
+        .unwrap()
         .unwrap();
-    assert_eq!(history.len(), 2);
+    assert_eq!(details.history.len(), 2);
 }
 
 #[tokio::test]
 async fn under_a_credential_the_task_context_is_the_servers() {
-    let (state, _dir) = common::state();
+    let (state, _dir) = common::state().await;
     let authority = Authority::Task(task(&state, &["mail/read_inbox"]).await);
     let decider = Decider::new(state.clone());
     let refused = refusal(&decider, &authority, read_inbox()).await;

@@ -9,7 +9,7 @@ use chrono::{TimeDelta, Utc};
 
 #[tokio::test]
 async fn revoked_ids_are_forgotten_once_their_task_has_expired() {
-    let (state, _dir) = common::state();
+    let (state, _dir) = common::state().await;
     let tasks = state.tasks();
     let now = Utc::now();
     let alive = ["alive".to_owned()];

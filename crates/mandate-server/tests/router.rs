@@ -14,8 +14,8 @@ use tower::ServiceExt;
 mod common;
 use common::state;
 
-fn app(max_body_bytes: usize) -> (axum::Router, tempfile::TempDir) {
-    let (state, dir) = state();
+async fn app(max_body_bytes: usize) -> (axum::Router, tempfile::TempDir) {
+    let (state, dir) = state().await;
     (router(state, max_body_bytes), dir)
 }
 
@@ -40,7 +40,7 @@ fn read_inbox() -> Value {
 
 #[tokio::test]
 async fn decides_a_valid_request() {
-    let (status, body) = post(app(1 << 20).0, read_inbox().to_string()).await;
+    let (status, body) = post(app(1 << 20).await.0, read_inbox().to_string()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["decision"], "allow");
     assert_eq!(body["policies"], json!(["declared-tools"]));
@@ -50,7 +50,7 @@ async fn decides_a_valid_request() {
 async fn the_server_clock_is_not_the_callers_to_set() {
     let mut request = read_inbox();
     request["context"]["time"] = json!("2026-01-01T00:00:00Z");
-    let (status, body) = post(app(1 << 20).0, request.to_string()).await;
+    let (status, body) = post(app(1 << 20).await.0, request.to_string()).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"], "field_not_allowed");
 }
@@ -59,7 +59,7 @@ async fn the_server_clock_is_not_the_callers_to_set() {
 async fn bodies_over_the_limit_are_refused() {
     let mut request = read_inbox();
     request["arguments"] = json!({"blob": "x".repeat(4096)});
-    let (status, body) = post(app(1024).0, request.to_string()).await;
+    let (status, body) = post(app(1024).await.0, request.to_string()).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(body["error"], "body_too_large");
 }
@@ -72,7 +72,7 @@ async fn duplicate_keys_are_refused_at_any_depth() {
         "action":{"server":"mail","tool":"send_email"},
         "arguments":{"to":"mallory@evil.example","to":"carol@example.com"},
         "context":{"task":{"tools":["send_email"],"params":{"allowed_recipients":["carol@example.com"]}}}}"#;
-    let (status, body) = post(app(1 << 20).0, body).await;
+    let (status, body) = post(app(1 << 20).await.0, body).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "invalid_json");
     assert_eq!(
@@ -93,7 +93,7 @@ async fn duplicate_keys_are_refused_at_any_depth() {
             "duplicate key `decision` in `context.session.history[0]`",
         ),
     ] {
-        let (status, body) = post(app(1 << 20).0, text).await;
+        let (status, body) = post(app(1 << 20).await.0, text).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
         assert!(body["message"].as_str().unwrap().contains(at), "{body}");
     }
@@ -104,7 +104,7 @@ async fn duplicate_keys_are_refused_at_any_depth() {
             r#"{"reason":"cancelled","reason":"approved by bob"}"#,
         ))
         .unwrap();
-    let response = app(1 << 20).0.oneshot(request).await.unwrap();
+    let response = app(1 << 20).await.0.oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let body: Value = serde_json::from_slice(&bytes).unwrap();
@@ -119,7 +119,7 @@ async fn requests_are_objects_not_positional_arrays() {
         {},
         {"task": {"tools": ["read_inbox"]}}
     ]);
-    let (status, body) = post(app(1 << 20).0, positional.to_string()).await;
+    let (status, body) = post(app(1 << 20).await.0, positional.to_string()).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"], "invalid_request");
     assert!(
@@ -137,7 +137,7 @@ async fn requests_are_objects_not_positional_arrays() {
     ] {
         let mut request = read_inbox();
         request[field] = value;
-        let (status, body) = post(app(1 << 20).0, request.to_string()).await;
+        let (status, body) = post(app(1 << 20).await.0, request.to_string()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert_eq!(
             body["message"],
@@ -148,7 +148,7 @@ async fn requests_are_objects_not_positional_arrays() {
     }
     let mut request = read_inbox();
     request["context"]["session"] = json!({"history": [["read_inbox", "allow"]]});
-    let (status, body) = post(app(1 << 20).0, request.to_string()).await;
+    let (status, body) = post(app(1 << 20).await.0, request.to_string()).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(
         body["message"]
@@ -164,7 +164,7 @@ async fn integers_a_receipt_cannot_record_exactly_are_refused_with_their_path() 
     // The receipt's canonical JSON (RFC 8785) would record 2^53 + 1 as 2^53.
     let mut request = read_inbox();
     request["arguments"] = json!({"message": {"ids": [1, 9_007_199_254_740_993_u64]}});
-    let (status, body) = post(app(1 << 20).0, request.to_string()).await;
+    let (status, body) = post(app(1 << 20).await.0, request.to_string()).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"], "invalid_request");
     assert!(
@@ -176,7 +176,7 @@ async fn integers_a_receipt_cannot_record_exactly_are_refused_with_their_path() 
     );
     // The largest exact integer is decided, and recorded as sent.
     request["arguments"] = json!({"n": 9_007_199_254_740_991_u64});
-    let (state, _dir) = state();
+    let (state, _dir) = state().await;
     let (status, body) = post(router(state.clone(), 1 << 20), request.to_string()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (_, receipt) = get(
@@ -195,7 +195,7 @@ async fn integers_a_receipt_cannot_record_exactly_are_refused_with_their_path() 
 async fn invalid_requests_name_the_field() {
     let mut request = read_inbox();
     request["action"]["server"] = json!("a/b");
-    let (status, body) = post(app(1 << 20).0, request.to_string()).await;
+    let (status, body) = post(app(1 << 20).await.0, request.to_string()).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"], "invalid_request");
     assert!(
@@ -207,6 +207,7 @@ async fn invalid_requests_name_the_field() {
 #[tokio::test]
 async fn unknown_routes_answer_in_the_api_error_format() {
     let response = app(1024)
+        .await
         .0
         .oneshot(Request::get("/v2/nope").body(Body::empty()).unwrap())
         .await
@@ -229,7 +230,7 @@ async fn get(app: axum::Router, uri: &str) -> (StatusCode, Value) {
 
 #[tokio::test]
 async fn every_decision_has_a_receipt_that_verifies_with_the_log_key() {
-    let (state, _dir) = state();
+    let (state, _dir) = state().await;
     let app = router(state.clone(), 1 << 20);
     let mut request = read_inbox();
     request["arguments"] = json!({"folder": "inbox", "body": "the secret text"});
@@ -271,7 +272,7 @@ async fn every_decision_has_a_receipt_that_verifies_with_the_log_key() {
 
 #[tokio::test]
 async fn a_decision_whose_receipt_cannot_be_recorded_is_refused() {
-    let (state, _dir) = state();
+    let (state, _dir) = state().await;
     let app = router(state.clone(), 1 << 20);
     state.ledger().close().await.unwrap();
     let (status, body) = post(app, read_inbox().to_string()).await;

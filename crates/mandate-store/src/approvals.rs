@@ -12,7 +12,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::StoreError;
+use crate::StateError;
 use crate::tasks::{TaskStore, json_col, json_text, query_all, time_col, time_text};
 
 /// The columns read into an [`ApprovalRecord`], in [`approval_row`]'s
@@ -38,7 +38,7 @@ pub struct ApprovalRecord {
 
 impl TaskStore {
     /// Stores a new approval.
-    pub fn create_approval(&self, record: &ApprovalRecord) -> Result<(), StoreError> {
+    pub fn create_approval(&self, record: &ApprovalRecord) -> Result<(), StateError> {
         let a = &record.approval;
         let row = (
             json_text(&a.requester, "requester")?,
@@ -73,7 +73,7 @@ impl TaskStore {
     }
 
     /// Approval `id`, if there is one.
-    pub fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {
+    pub fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StateError> {
         self.read(|conn| {
             conn.prepare_cached(&format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"))?
                 .query_row(params![id], |row| Ok(approval_row(row)))
@@ -90,7 +90,7 @@ impl TaskStore {
         status: Option<ApprovalStatus>,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+    ) -> Result<Vec<ApprovalRecord>, StateError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let now = time_text(&now)?;
         // One condition per asked status, each stated as an index states
@@ -120,7 +120,7 @@ impl TaskStore {
     /// How many approvals of `agent` count against its limit at `now`: the
     /// pending ones, and the withdrawn ones until they would have expired
     /// (else asking and withdrawing in a loop would flood the reviewers).
-    pub fn open_approvals_of(&self, agent: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    pub fn open_approvals_of(&self, agent: &str, now: DateTime<Utc>) -> Result<u64, StateError> {
         let now = time_text(&now)?;
         self.read(|conn| {
             let n: i64 = conn
@@ -139,7 +139,7 @@ impl TaskStore {
         &self,
         task_id: &str,
         limit: usize,
-    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+    ) -> Result<Vec<ApprovalRecord>, StateError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(|conn| {
             query_all(
@@ -168,7 +168,7 @@ impl TaskStore {
         &self,
         task_id: &str,
         now: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<u64, StateError> {
         let now = time_text(&now)?;
         self.read(|conn| {
             let n: i64 = conn
@@ -187,7 +187,7 @@ impl TaskStore {
         &self,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+    ) -> Result<Vec<ApprovalRecord>, StateError> {
         let now = time_text(&now)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(|conn| {
@@ -210,7 +210,7 @@ impl TaskStore {
         &self,
         from: ApprovalStatus,
         approval: &Approval,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, StateError> {
         let resolved_at = approval.resolved_at.as_ref().map(time_text).transpose()?;
         let approval = approval.clone();
         self.write(move |conn| {
@@ -234,10 +234,10 @@ impl TaskStore {
     }
 }
 
-fn approval_row(row: &Row<'_>) -> Result<ApprovalRecord, StoreError> {
+fn approval_row(row: &Row<'_>) -> Result<ApprovalRecord, StateError> {
     let status: String = row.get(5)?;
     let status = ApprovalStatus::parse(&status)
-        .ok_or_else(|| StoreError::Corrupt(format!("approval status `{status}` is unknown")))?;
+        .ok_or_else(|| StateError::Corrupt(format!("approval status `{status}` is unknown")))?;
     let requester: Requester = json_col(row, 3, "approval requester")?;
     let resolved_at = row
         .get::<_, Option<String>>(8)?

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use chrono::{DateTime, Utc};
 
-use crate::StoreError;
+use crate::StateError;
 use crate::tasks::{HistoryEntry, TaskStore, json_text, query_all, time_text};
 
 /// One exchange of a decision for a downstream token.
@@ -45,7 +45,7 @@ impl TaskStore {
     pub fn decided_call(
         &self,
         decision_id: &str,
-    ) -> Result<Option<(HistoryEntry, Option<String>)>, StoreError> {
+    ) -> Result<Option<(HistoryEntry, Option<String>)>, StateError> {
         self.read(|conn| {
             let Some(entry) = crate::tasks::history_entry(conn, decision_id)? else {
                 return Ok(None);
@@ -59,11 +59,11 @@ impl TaskStore {
 
     /// Records the exchange of `record.decision_id`, once.
     ///
-    /// [`StoreError::DecisionNotFound`] if the decision is not in
-    /// its task's history, [`StoreError::TaskEnded`] if the task has ended
-    /// (its credentials are revoked), [`StoreError::Conflict`] if the
+    /// [`StateError::DecisionNotFound`] if the decision is not in
+    /// its task's history, [`StateError::TaskEnded`] if the task has ended
+    /// (its credentials are revoked), [`StateError::Conflict`] if the
     /// decision was exchanged already. Durable before it returns.
-    pub fn record_exchange(&self, record: &ExchangeRecord) -> Result<(), StoreError> {
+    pub fn record_exchange(&self, record: &ExchangeRecord) -> Result<(), StateError> {
         let scope = json_text(&record.scope, "scope")?;
         let exchanged_at = time_text(&record.exchanged_at)?;
         let expires_at = time_text(&record.expires_at)?;
@@ -77,10 +77,10 @@ impl TaskStore {
                 |row| Ok(row.get::<_, Option<String>>(0)?),
             )?;
             let Some(end_reason) = task.into_iter().next() else {
-                return Err(StoreError::DecisionNotFound(record.decision_id.clone()));
+                return Err(StateError::DecisionNotFound(record.decision_id.clone()));
             };
             if let Some(reason) = end_reason {
-                return Err(StoreError::TaskEnded {
+                return Err(StateError::TaskEnded {
                     task_id: record.task_id.clone(),
                     reason,
                 });
@@ -92,7 +92,7 @@ impl TaskStore {
                 |_| Ok(()),
             )?;
             if !used.is_empty() {
-                return Err(StoreError::Conflict(format!(
+                return Err(StateError::Conflict(format!(
                     "decision `{}` was exchanged for a token already",
                     record.decision_id
                 )));
@@ -117,7 +117,7 @@ impl TaskStore {
     }
 
     /// Task `task_id`'s exchanges, in the order they were recorded.
-    pub fn exchanges(&self, task_id: &str) -> Result<Vec<ExchangeRecord>, StoreError> {
+    pub fn exchanges(&self, task_id: &str) -> Result<Vec<ExchangeRecord>, StateError> {
         self.read(|conn| {
             query_all(
                 conn,
@@ -134,7 +134,7 @@ impl TaskStore {
                         resource: row.get(3)?,
                         token_id: row.get(4)?,
                         scope: serde_json::from_str(&scope).map_err(|e| {
-                            StoreError::Corrupt(format!("stored scope `{scope}` is not valid: {e}"))
+                            StateError::Corrupt(format!("stored scope `{scope}` is not valid: {e}"))
                         })?,
                         exchanged_at: crate::tasks::time_col(row, 6, "exchanged_at")?,
                         expires_at: crate::tasks::time_col(row, 7, "expires_at")?,

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::reader::{LedgerReader, ReceiptQuery, StoredReceipt, meta};
 use crate::writer::{Command, Prepared, Writer, insert_checkpoint};
-use crate::{StoreError, ledger_schema};
+use crate::{LedgerError, ledger_schema};
 
 /// How the ledger writes.
 #[derive(Debug, Clone)]
@@ -61,9 +61,9 @@ pub struct ReceiptProof {
 
 impl ReceiptProof {
     /// The receipt with its proofs, as handed to a third party.
-    pub fn into_bundle(self, verifier: &LogVerifier) -> Result<ReceiptBundle, StoreError> {
+    pub fn into_bundle(self, verifier: &LogVerifier) -> Result<ReceiptBundle, LedgerError> {
         let receipt = serde_json::value::RawValue::from_string(self.receipt.body).map_err(|e| {
-            StoreError::Corrupt(format!(
+            LedgerError::Corrupt(format!(
                 "receipt {} is not valid JSON: {e}",
                 self.receipt.index
             ))
@@ -152,7 +152,7 @@ impl Ledger {
     /// newest checkpoint must verify with the key and match that tree, and a
     /// checkpoint is signed for any receipt committed after it (a crash
     /// between commit and checkpoint). Anything contradictory refuses to open.
-    pub fn open(path: &Path, key: LogKey, config: LedgerConfig) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, key: LogKey, config: LedgerConfig) -> Result<Self, LedgerError> {
         let verifier = key.verifier();
         let mut conn = Connection::open(path)?;
         ledger_schema::configure_writer(&conn)?;
@@ -163,16 +163,16 @@ impl Ledger {
         let latest = match reader.latest_checkpoint()? {
             Some(stored) => {
                 let opened = SignedCheckpoint::open(&verifier, &stored.checkpoint.note)
-                    .map_err(|e| StoreError::Corrupt(format!("newest checkpoint: {e}")))?;
+                    .map_err(|e| LedgerError::Corrupt(format!("newest checkpoint: {e}")))?;
                 if opened.size > tree.len() {
-                    return Err(StoreError::Corrupt(format!(
+                    return Err(LedgerError::Corrupt(format!(
                         "the newest checkpoint covers {} receipts but only {} are stored: receipts were removed",
                         opened.size,
                         tree.len()
                     )));
                 }
                 if tree.root(opened.size, &reader)? != opened.root || opened != stored.checkpoint {
-                    return Err(StoreError::Corrupt(format!(
+                    return Err(LedgerError::Corrupt(format!(
                         "the stored receipts do not hash to the newest checkpoint's root at size {}",
                         opened.size
                     )));
@@ -256,7 +256,7 @@ impl Ledger {
     /// The receipt is indexed, canonicalised and signed here, on the
     /// caller's thread, under a lock that keeps indices in channel order:
     /// the writer thread is left with the inserts and the fsync.
-    pub async fn append(&self, mut receipt: Receipt) -> Result<Appended, StoreError> {
+    pub async fn append(&self, mut receipt: Receipt) -> Result<Appended, LedgerError> {
         let (ack, answer) = oneshot::channel();
         {
             let mut sequencer = self
@@ -265,34 +265,34 @@ impl Ledger {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             if let Some(failure) = self.inner.shared.failure() {
-                return Err(StoreError::Failed(failure));
+                return Err(LedgerError::Failed(failure));
             }
             let Some(commands) = sequencer.commands.as_ref() else {
-                return Err(StoreError::Closed);
+                return Err(LedgerError::Closed);
             };
             receipt.index = sequencer.next;
             let prepared = Prepared::new(receipt, &self.inner.key, ack)?;
             commands
                 .send(Command::Append(Box::new(prepared)))
-                .map_err(|_| StoreError::Closed)?;
+                .map_err(|_| LedgerError::Closed)?;
             sequencer.next += 1;
         }
-        answer.await.map_err(|_| StoreError::Closed)?
+        answer.await.map_err(|_| LedgerError::Closed)?
     }
 
     /// A checkpoint covering every receipt committed before the call.
-    pub async fn checkpoint(&self) -> Result<SignedCheckpoint, StoreError> {
+    pub async fn checkpoint(&self) -> Result<SignedCheckpoint, LedgerError> {
         let latest = self.inner.shared.latest();
         if latest.size >= self.size() {
             return Ok(latest);
         }
         let (ack, answer) = oneshot::channel();
         self.send(Command::Checkpoint(ack))?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        answer.await.map_err(|_| LedgerError::Closed)?
     }
 
     /// The receipt of `decision_id` as stored, without a proof.
-    pub async fn stored(&self, decision_id: &str) -> Result<Option<StoredReceipt>, StoreError> {
+    pub async fn stored(&self, decision_id: &str) -> Result<Option<StoredReceipt>, LedgerError> {
         let this = self.clone();
         let id = decision_id.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -303,12 +303,12 @@ impl Ledger {
                 .receipt(&id)
         })
         .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+        .map_err(|e| LedgerError::Io(std::io::Error::other(e)))?
     }
 
     /// The receipt of `decision_id` with its inclusion proof against a
     /// checkpoint that covers it (signing one if needed).
-    pub async fn receipt(&self, decision_id: &str) -> Result<Option<ReceiptProof>, StoreError> {
+    pub async fn receipt(&self, decision_id: &str) -> Result<Option<ReceiptProof>, LedgerError> {
         let this = self.clone();
         let id = decision_id.to_owned();
         let stored = tokio::task::spawn_blocking(move || {
@@ -319,7 +319,7 @@ impl Ledger {
                 .receipt(&id)
         })
         .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        .map_err(|e| LedgerError::Io(std::io::Error::other(e)))??;
         let Some(receipt) = stored else {
             return Ok(None);
         };
@@ -331,7 +331,7 @@ impl Ledger {
         let this = self.clone();
         let proof = tokio::task::spawn_blocking(move || this.prove_inclusion(index, size))
             .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+            .map_err(|e| LedgerError::Io(std::io::Error::other(e)))??;
         Ok(Some(ReceiptProof {
             receipt,
             proof,
@@ -345,7 +345,7 @@ impl Ledger {
     pub async fn search(
         &self,
         query: ReceiptQuery,
-    ) -> Result<Vec<(StoredReceipt, Option<ReceiptProof>)>, StoreError> {
+    ) -> Result<Vec<(StoredReceipt, Option<ReceiptProof>)>, LedgerError> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let reader = this
@@ -375,29 +375,29 @@ impl Ledger {
                 .collect()
         })
         .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+        .map_err(|e| LedgerError::Io(std::io::Error::other(e)))?
     }
 
     /// Proof that the tree of size `from` is a prefix of the tree of size
     /// `to`; both must be within the newest checkpoint.
-    pub fn consistency(&self, from: u64, to: u64) -> Result<ConsistencyProof, StoreError> {
+    pub fn consistency(&self, from: u64, to: u64) -> Result<ConsistencyProof, LedgerError> {
         let signed = self.inner.shared.latest().size;
         if to > signed {
-            return Err(StoreError::BeyondCheckpoint { asked: to, signed });
+            return Err(LedgerError::BeyondCheckpoint { asked: to, signed });
         }
         let reader = self.reader();
         Ok(self.tree().prove_consistency(from, to, &*reader)?)
     }
 
     /// Root of the tree of the first `size` receipts (within the newest checkpoint).
-    pub fn root(&self, size: u64) -> Result<Hash, StoreError> {
+    pub fn root(&self, size: u64) -> Result<Hash, LedgerError> {
         let reader = self.reader();
         Ok(self.tree().root(size, &*reader)?)
     }
 
     /// Proof that receipt `index` is in the tree of the first `size`
     /// receipts. Blocks on the reader: call it off the async runtime.
-    fn prove_inclusion(&self, index: u64, size: u64) -> Result<InclusionProof, StoreError> {
+    fn prove_inclusion(&self, index: u64, size: u64) -> Result<InclusionProof, LedgerError> {
         let reader = self.reader();
         Ok(self.tree().prove_inclusion(index, size, &*reader)?)
     }
@@ -419,24 +419,24 @@ impl Ledger {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn send(&self, command: Command) -> Result<(), StoreError> {
+    fn send(&self, command: Command) -> Result<(), LedgerError> {
         let sequencer = self
             .inner
             .sequencer
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match sequencer.commands.as_ref() {
-            Some(tx) => tx.send(command).map_err(|_| StoreError::Closed),
-            None => Err(StoreError::Closed),
+            Some(tx) => tx.send(command).map_err(|_| LedgerError::Closed),
+            None => Err(LedgerError::Closed),
         }
     }
 
     /// Signs a last checkpoint, stops the writer and waits for it. Appends
-    /// after this fail with [`StoreError::Closed`].
-    pub async fn close(&self) -> Result<SignedCheckpoint, StoreError> {
+    /// after this fail with [`LedgerError::Closed`].
+    pub async fn close(&self) -> Result<SignedCheckpoint, LedgerError> {
         let (ack, answer) = oneshot::channel();
         self.send(Command::Close(ack))?;
-        let result = answer.await.map_err(|_| StoreError::Closed)?;
+        let result = answer.await.map_err(|_| LedgerError::Closed)?;
         self.inner
             .sequencer
             .lock()
@@ -461,10 +461,10 @@ fn check_or_record_key(
     conn: &mut Connection,
     key: &LogKey,
     verifier: &LogVerifier,
-) -> Result<(), StoreError> {
+) -> Result<(), LedgerError> {
     match meta(conn, "verifier_key")? {
         Some(stored) if stored == verifier.as_text() => Ok(()),
-        Some(stored) => Err(StoreError::KeyMismatch {
+        Some(stored) => Err(LedgerError::KeyMismatch {
             stored,
             configured: verifier.as_text().to_owned(),
         }),

@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-use crate::StoreError;
+use crate::LedgerError;
 
 /// Schema version stored in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 1;
@@ -39,10 +39,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 
 /// Settings for the writer connection: WAL, and a sync on every commit, so
 /// that a committed receipt survives power loss, not only a process crash.
-pub(crate) fn configure_writer(conn: &Connection) -> Result<(), StoreError> {
+pub(crate) fn configure_writer(conn: &Connection) -> Result<(), LedgerError> {
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Unsupported(format!(
+        return Err(LedgerError::Unsupported(format!(
             "the database refused WAL mode (journal_mode is `{mode}`)"
         )));
     }
@@ -52,7 +52,7 @@ pub(crate) fn configure_writer(conn: &Connection) -> Result<(), StoreError> {
     )?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if version > SCHEMA_VERSION {
-        return Err(StoreError::Unsupported(format!(
+        return Err(LedgerError::Unsupported(format!(
             "the ledger was written by a newer Mandate (schema {version}, this build knows {SCHEMA_VERSION})"
         )));
     }
@@ -62,11 +62,11 @@ pub(crate) fn configure_writer(conn: &Connection) -> Result<(), StoreError> {
 }
 
 /// Settings for a reader connection.
-pub(crate) fn configure_reader(conn: &Connection) -> Result<(), StoreError> {
+pub(crate) fn configure_reader(conn: &Connection) -> Result<(), LedgerError> {
     conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if version != SCHEMA_VERSION {
-        return Err(StoreError::Unsupported(format!(
+        return Err(LedgerError::Unsupported(format!(
             "no Mandate ledger of schema {SCHEMA_VERSION} here (found schema {version})"
         )));
     }

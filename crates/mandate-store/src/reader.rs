@@ -14,7 +14,7 @@ use mandate_ledger::{ExportLine, Hash, LeafSource, SignedCheckpoint, TiledTree};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::value::RawValue;
 
-use crate::{StoreError, ledger_schema};
+use crate::{LedgerError, ledger_schema};
 
 /// What [`LedgerReader::search`] looks for; `None` matches anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,9 +74,9 @@ pub struct LedgerReader {
 
 impl LedgerReader {
     /// Opens the ledger at `path` read-only. The file must exist.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
         if !path.exists() {
-            return Err(StoreError::Missing(path.to_owned()));
+            return Err(LedgerError::Missing(path.to_owned()));
         }
         let conn = Connection::open_with_flags(
             path,
@@ -85,18 +85,18 @@ impl LedgerReader {
         Self::from_connection(conn)
     }
 
-    pub(crate) fn from_connection(conn: Connection) -> Result<Self, StoreError> {
+    pub(crate) fn from_connection(conn: Connection) -> Result<Self, LedgerError> {
         ledger_schema::configure_reader(&conn)?;
         Ok(Self { conn })
     }
 
     /// The verifier key the ledger was created with.
-    pub fn verifier_key(&self) -> Result<Option<String>, StoreError> {
+    pub fn verifier_key(&self) -> Result<Option<String>, LedgerError> {
         meta(&self.conn, "verifier_key")
     }
 
     /// Number of receipts.
-    pub fn len(&self) -> Result<u64, StoreError> {
+    pub fn len(&self) -> Result<u64, LedgerError> {
         let n: i64 = self
             .conn
             .query_row("SELECT COUNT(*) FROM receipts", [], |row| row.get(0))?;
@@ -104,12 +104,12 @@ impl LedgerReader {
     }
 
     /// Whether the ledger holds no receipt.
-    pub fn is_empty(&self) -> Result<bool, StoreError> {
+    pub fn is_empty(&self) -> Result<bool, LedgerError> {
         Ok(self.len()? == 0)
     }
 
     /// The receipt of decision `decision_id`.
-    pub fn receipt(&self, decision_id: &str) -> Result<Option<StoredReceipt>, StoreError> {
+    pub fn receipt(&self, decision_id: &str) -> Result<Option<StoredReceipt>, LedgerError> {
         Ok(self
             .conn
             .prepare_cached(
@@ -120,7 +120,7 @@ impl LedgerReader {
     }
 
     /// Receipts matching `query`, newest first.
-    pub fn search(&self, query: &ReceiptQuery) -> Result<Vec<StoredReceipt>, StoreError> {
+    pub fn search(&self, query: &ReceiptQuery) -> Result<Vec<StoredReceipt>, LedgerError> {
         // Every filter is optional: `?n IS NULL OR column = ?n` keeps one
         // prepared statement for all combinations.
         let before = query.before.map(|b| i64::try_from(b).unwrap_or(i64::MAX));
@@ -152,7 +152,7 @@ impl LedgerReader {
     }
 
     /// The receipt at leaf `index`.
-    pub fn receipt_at(&self, index: u64) -> Result<Option<StoredReceipt>, StoreError> {
+    pub fn receipt_at(&self, index: u64) -> Result<Option<StoredReceipt>, LedgerError> {
         let index = i64::try_from(index).unwrap_or(i64::MAX);
         Ok(self
             .conn
@@ -164,7 +164,7 @@ impl LedgerReader {
     }
 
     /// Every checkpoint, oldest first.
-    pub fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
+    pub fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT size, root, note, created_at FROM checkpoints ORDER BY size")?;
@@ -173,7 +173,7 @@ impl LedgerReader {
     }
 
     /// The newest checkpoint.
-    pub fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+    pub fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {
         Ok(self
             .conn
             .prepare_cached(
@@ -186,7 +186,7 @@ impl LedgerReader {
     /// Rebuilds the Merkle tree from the stored leaf hashes, checking that
     /// indices run 0, 1, 2, … without gaps. The tree keeps its tile heads;
     /// its proofs read leaf hashes back through this reader ([`LeafSource`]).
-    pub fn tree(&self) -> Result<TiledTree, StoreError> {
+    pub fn tree(&self) -> Result<TiledTree, LedgerError> {
         let mut tree = TiledTree::new();
         let mut stmt = self
             .conn
@@ -196,13 +196,13 @@ impl LedgerReader {
             let index: i64 = row.get(0)?;
             let hash: Vec<u8> = row.get(1)?;
             if u64::try_from(index).ok() != Some(tree.len()) {
-                return Err(StoreError::Corrupt(format!(
+                return Err(LedgerError::Corrupt(format!(
                     "receipt index {index} follows {} receipts: the log has a gap",
                     tree.len()
                 )));
             }
             let hash: [u8; 32] = hash.try_into().map_err(|_| {
-                StoreError::Corrupt(format!("leaf hash of receipt {index} is not 32 bytes"))
+                LedgerError::Corrupt(format!("leaf hash of receipt {index} is not 32 bytes"))
             })?;
             tree.push(Hash(hash));
         }
@@ -217,7 +217,7 @@ impl LedgerReader {
         &self,
         out: &mut dyn Write,
         mut progress: impl FnMut(u64),
-    ) -> Result<ExportSummary, StoreError> {
+    ) -> Result<ExportSummary, LedgerError> {
         // A read transaction pins one snapshot for the whole export.
         let snapshot = self.conn.unchecked_transaction()?;
         let mut summary = ExportSummary::default();
@@ -241,7 +241,7 @@ impl LedgerReader {
                 )?;
                 summary.checkpoints += 1;
             }
-            Ok::<(), StoreError>(())
+            Ok::<(), LedgerError>(())
         };
         emit_due(out, 0, &mut summary)?;
 
@@ -251,7 +251,7 @@ impl LedgerReader {
         while let Some(row) = rows.next()? {
             let receipt = stored_receipt(row)?;
             let raw = RawValue::from_string(receipt.body).map_err(|e| {
-                StoreError::Corrupt(format!("receipt {} is not valid JSON: {e}", receipt.index))
+                LedgerError::Corrupt(format!("receipt {} is not valid JSON: {e}", receipt.index))
             })?;
             write_line(
                 out,
@@ -272,13 +272,14 @@ impl LedgerReader {
     }
 }
 
-fn write_line(out: &mut dyn Write, line: &ExportLine) -> Result<(), StoreError> {
-    serde_json::to_writer(&mut *out, line).map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+fn write_line(out: &mut dyn Write, line: &ExportLine) -> Result<(), LedgerError> {
+    serde_json::to_writer(&mut *out, line)
+        .map_err(|e| LedgerError::Io(std::io::Error::other(e)))?;
     out.write_all(b"\n")?;
     Ok(())
 }
 
-pub(crate) fn meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+pub(crate) fn meta(conn: &Connection, key: &str) -> Result<Option<String>, LedgerError> {
     Ok(conn
         .prepare_cached("SELECT value FROM ledger_meta WHERE key = ?1")?
         .query_row(params![key], |row| row.get(0))

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use mandate_core::{Decision, SessionId, SessionSummary, ToolAnnotations};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::StoreError;
+use crate::StateError;
 use crate::tasks::{HistoryEntry, TaskStore, json_text, query_all, time_text};
 
 /// A decision made in an agent's session, to record into it.
@@ -39,7 +39,7 @@ pub struct SessionDecision {
 impl TaskStore {
     /// Task `task_id`'s session, condensed: empty for a task without
     /// history (or an unknown task).
-    pub fn session(&self, task_id: &str) -> Result<SessionSummary, StoreError> {
+    pub fn session(&self, task_id: &str) -> Result<SessionSummary, StateError> {
         self.read(|conn| load(conn, task_id))
     }
 
@@ -49,7 +49,7 @@ impl TaskStore {
         &self,
         agent: &str,
         session: &SessionId,
-    ) -> Result<SessionSummary, StoreError> {
+    ) -> Result<SessionSummary, StateError> {
         self.read(|conn| load_agent(conn, agent, session.as_str()))
     }
 
@@ -58,7 +58,7 @@ impl TaskStore {
     /// tool taints the session here ([`SessionSummary::record_decision`]).
     /// The summary is folded in the writer's transaction, so decisions of
     /// the session made concurrently (by several gateways) all count.
-    pub fn record_session_decision(&self, decided: SessionDecision) -> Result<(), StoreError> {
+    pub fn record_session_decision(&self, decided: SessionDecision) -> Result<(), StateError> {
         let at = time_text(&decided.decided_at)?;
         self.write(move |conn| {
             let session = decided.session.as_str();
@@ -84,7 +84,7 @@ impl TaskStore {
     }
 }
 
-fn load_agent(conn: &Connection, agent: &str, session: &str) -> Result<SessionSummary, StoreError> {
+fn load_agent(conn: &Connection, agent: &str, session: &str) -> Result<SessionSummary, StateError> {
     let text: Option<String> = conn
         .prepare_cached("SELECT summary FROM agent_sessions WHERE agent = ?1 AND session = ?2")?
         .query_row(params![agent, session], |row| row.get(0))
@@ -102,13 +102,13 @@ pub(crate) fn fold_decision(
     conn: &Connection,
     seq: i64,
     entry: &HistoryEntry,
-) -> Result<(), StoreError> {
+) -> Result<(), StateError> {
     let annotations = entry
         .annotations
         .as_ref()
         .map(|map| {
             serde_json::from_value::<ToolAnnotations>(serde_json::Value::Object(map.clone()))
-                .map_err(|e| StoreError::Invalid(format!("annotations: {e}")))
+                .map_err(|e| StateError::Invalid(format!("annotations: {e}")))
         })
         .transpose()?;
     let position = position(seq)?;
@@ -133,7 +133,7 @@ pub(crate) fn fold_result(
     task_id: &str,
     seq: i64,
     labels: &[String],
-) -> Result<(), StoreError> {
+) -> Result<(), StateError> {
     if labels.is_empty() {
         return Ok(());
     }
@@ -145,7 +145,7 @@ pub(crate) fn fold_result(
 /// Folds the summary of every task that has history but no summary yet,
 /// in the caller's transaction: schema 5's migration (`state_schema.rs`)
 /// runs it to summarize the tasks recorded before it. Idempotent.
-pub(crate) fn fold_missing(conn: &Connection) -> Result<(), StoreError> {
+pub(crate) fn fold_missing(conn: &Connection) -> Result<(), StateError> {
     let rows = query_all(
         conn,
         "SELECT h.task_id, h.seq, h.server, h.tool, h.decision, h.annotations, h.result_labels
@@ -196,7 +196,7 @@ pub(crate) fn fold_missing(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn load(conn: &Connection, task_id: &str) -> Result<SessionSummary, StoreError> {
+fn load(conn: &Connection, task_id: &str) -> Result<SessionSummary, StateError> {
     let text: Option<String> = conn
         .prepare_cached("SELECT summary FROM sessions WHERE task_id = ?1")?
         .query_row(params![task_id], |row| row.get(0))
@@ -207,7 +207,7 @@ fn load(conn: &Connection, task_id: &str) -> Result<SessionSummary, StoreError> 
     )
 }
 
-fn store(conn: &Connection, task_id: &str, summary: &SessionSummary) -> Result<(), StoreError> {
+fn store(conn: &Connection, task_id: &str, summary: &SessionSummary) -> Result<(), StateError> {
     let text = json_text(summary, "session summary")?;
     conn.prepare_cached(
         "INSERT INTO sessions (task_id, summary) VALUES (?1, ?2)
@@ -217,16 +217,16 @@ fn store(conn: &Connection, task_id: &str, summary: &SessionSummary) -> Result<(
     Ok(())
 }
 
-fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StateError> {
     serde_json::from_str(text)
-        .map_err(|e| StoreError::Corrupt(format!("stored {what} `{text}` are not valid: {e}")))
+        .map_err(|e| StateError::Corrupt(format!("stored {what} `{text}` are not valid: {e}")))
 }
 
-fn decision_of(text: &str) -> Result<Decision, StoreError> {
+fn decision_of(text: &str) -> Result<Decision, StateError> {
     serde_json::from_value(serde_json::Value::String(text.to_owned()))
-        .map_err(|_| StoreError::Invalid(format!("`{text}` is not a decision")))
+        .map_err(|_| StateError::Invalid(format!("`{text}` is not a decision")))
 }
 
-fn position(seq: i64) -> Result<u64, StoreError> {
-    u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("history seq {seq} is negative")))
+fn position(seq: i64) -> Result<u64, StateError> {
+    u64::try_from(seq).map_err(|_| StateError::Corrupt(format!("history seq {seq} is negative")))
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use crate::StoreError;
+use crate::StateError;
 use crate::approvals::COLUMNS as APPROVAL_COLUMNS;
 use crate::tasks::query_all;
 
@@ -187,9 +187,9 @@ CREATE TABLE IF NOT EXISTS agent_sessions (
 /// one as it is. `path` is only named in errors.
 ///
 /// A database that is not a state database (another `application_id`), or
-/// of a newer schema, is refused with [`StoreError::Unsupported`] and left
+/// of a newer schema, is refused with [`StateError::Unsupported`] and left
 /// untouched.
-pub(crate) fn ensure_current(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+pub(crate) fn ensure_current(conn: &mut Connection, path: &Path) -> Result<(), StateError> {
     // Immediate: two processes opening a new file do not both create it.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let application_id: i32 = tx.query_row("PRAGMA application_id", [], |row| row.get(0))?;
@@ -204,7 +204,7 @@ pub(crate) fn ensure_current(conn: &mut Connection, path: &Path) -> Result<(), S
         tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     } else if application_id != APPLICATION_ID {
-        return Err(StoreError::Unsupported(format!(
+        return Err(StateError::Unsupported(format!(
             "{} is not a Mandate state database (tasks live in state.db, receipts in ledger.db)",
             path.display()
         )));
@@ -226,7 +226,7 @@ pub(crate) fn ensure_current(conn: &mut Connection, path: &Path) -> Result<(), S
         migrate_to_7(&tx)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     } else if version != SCHEMA_VERSION {
-        return Err(StoreError::Unsupported(format!(
+        return Err(StateError::Unsupported(format!(
             "the state database {} has schema {version}; this build knows schema {SCHEMA_VERSION}",
             path.display()
         )));
@@ -237,13 +237,13 @@ pub(crate) fn ensure_current(conn: &mut Connection, path: &Path) -> Result<(), S
 
 /// Schema 2: the annotations of history entries. Schema 1's entries keep
 /// none (unknown), as they were recorded without them.
-fn migrate_to_2(conn: &Connection) -> Result<(), StoreError> {
+fn migrate_to_2(conn: &Connection) -> Result<(), StateError> {
     conn.execute_batch("ALTER TABLE history ADD COLUMN annotations TEXT;")?;
     Ok(())
 }
 
 /// Schema 3: creates the approvals table in a schema-2 database.
-fn migrate_to_3(conn: &Connection) -> Result<(), StoreError> {
+fn migrate_to_3(conn: &Connection) -> Result<(), StateError> {
     conn.execute_batch(CREATE_APPROVALS)?;
     Ok(())
 }
@@ -251,7 +251,7 @@ fn migrate_to_3(conn: &Connection) -> Result<(), StoreError> {
 /// Adds schema 4 (the credential of each decision, and token exchanges;
 /// schema 3 had neither) to a schema 3 database (new or migrated), in the
 /// caller's transaction. Idempotent: what exists already is kept.
-fn migrate_to_4(conn: &Connection) -> Result<(), StoreError> {
+fn migrate_to_4(conn: &Connection) -> Result<(), StateError> {
     let has_credential = !query_all(
         conn,
         "SELECT 1 FROM pragma_table_info('history') WHERE name = 'credential'",
@@ -269,7 +269,7 @@ fn migrate_to_4(conn: &Connection) -> Result<(), StoreError> {
 /// Adds schema 5 to a schema 4 database (new or migrated), in the caller's
 /// transaction: the table, and the summary of every task with history,
 /// folded from it (schema 4 had no session summaries). Idempotent.
-fn migrate_to_5(conn: &Connection) -> Result<(), StoreError> {
+fn migrate_to_5(conn: &Connection) -> Result<(), StateError> {
     conn.execute_batch(CREATE_SESSIONS)?;
     // The fold lives beside the one run on every decision, so a migrated
     // summary is computed exactly as a live one.
@@ -280,7 +280,7 @@ fn migrate_to_5(conn: &Connection) -> Result<(), StoreError> {
 /// 5's approvals could not be withdrawn). SQLite cannot change a CHECK
 /// constraint in place, so the table is rebuilt (within the caller's
 /// transaction) and its rows copied as they are.
-fn migrate_to_6(conn: &Connection) -> Result<(), StoreError> {
+fn migrate_to_6(conn: &Connection) -> Result<(), StateError> {
     let check: String = conn.query_row(
         "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'approvals'",
         [],
@@ -305,7 +305,7 @@ fn migrate_to_6(conn: &Connection) -> Result<(), StoreError> {
 /// kept none; the MCP gateway did), then what a task's approvals are
 /// counted by (calls under a task credential count against their task's
 /// limit; schema 6 counted approvals by agent only). Idempotent.
-fn migrate_to_7(conn: &Connection) -> Result<(), StoreError> {
+fn migrate_to_7(conn: &Connection) -> Result<(), StateError> {
     conn.execute_batch(CREATE_AGENT_SESSIONS)?;
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS approvals_open_by_task ON approvals (task_id, expires_at)

@@ -17,7 +17,7 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, sync_channel};
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use crate::StoreError;
+use crate::StateError;
 
 /// The most writes committed in one group.
 const MAX_GROUP: usize = 256;
@@ -48,13 +48,13 @@ type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
 /// A caller's write and where its answer goes.
 struct Pending<T, F> {
     f: F,
-    reply: SyncSender<Result<T, StoreError>>,
+    reply: SyncSender<Result<T, StateError>>,
 }
 
 impl<T, F> Write for Pending<T, F>
 where
     T: Send + 'static,
-    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, StateError> + Send + 'static,
 {
     fn run(self: Box<Self>, conn: &Connection) -> Ran {
         let Pending { f, reply } = *self;
@@ -64,7 +64,7 @@ where
             answer: Box::new(move |failed| {
                 let result = match (out, failed) {
                     (Err(e), _) => Err(e),
-                    (Ok(_), Some(reason)) => Err(StoreError::Commit(reason.to_owned())),
+                    (Ok(_), Some(reason)) => Err(StateError::Commit(reason.to_owned())),
                     (Ok(value), None) => Ok(value),
                 };
                 // The caller may have gone; nothing to tell then.
@@ -74,7 +74,7 @@ where
     }
 
     fn refuse(self: Box<Self>, reason: &str) {
-        let _ = self.reply.send(Err(StoreError::Commit(reason.to_owned())));
+        let _ = self.reply.send(Err(StateError::Commit(reason.to_owned())));
     }
 }
 
@@ -86,27 +86,30 @@ pub(crate) struct StateWriter {
 
 impl StateWriter {
     /// Starts the writer thread on `conn`.
-    pub(crate) fn start(conn: Connection) -> Result<Self, StoreError> {
+    pub(crate) fn start(conn: Connection) -> Result<Self, StateError> {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("mandate-state-writer".into())
-            .spawn(move || run(conn, &queue))?;
+            .spawn(move || run(conn, &queue))
+            .map_err(|e| {
+                StateError::Unavailable(format!("the writer thread did not start: {e}"))
+            })?;
         Ok(Self { jobs })
     }
 
     /// Runs `f` in the next group and waits until the group is committed:
     /// `f`'s error (its changes rolled back) or the commit's, else its value.
-    pub(crate) fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) fn write<T, F>(&self, f: F) -> Result<T, StateError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StateError> + Send + 'static,
     {
         let (reply, answer) = sync_channel(1);
         self.jobs
             .send(Box::new(Pending { f, reply }))
-            .map_err(|_| StoreError::Commit("the state database's writer has stopped".into()))?;
+            .map_err(|_| StateError::Commit("the state database's writer has stopped".into()))?;
         answer.recv().map_err(|_| {
-            StoreError::Commit("the state database's writer stopped before answering".into())
+            StateError::Commit("the state database's writer stopped before answering".into())
         })?
     }
 }
@@ -207,7 +210,7 @@ mod tests {
                         conn.execute("INSERT INTO t (n) VALUES (?1)", params![n])?;
                         if n % 8 == 0 {
                             // Its insert happened; failing must undo it.
-                            return Err(StoreError::Invalid(format!("{n} refused")));
+                            return Err(StateError::Invalid(format!("{n} refused")));
                         }
                         Ok(n)
                     })
@@ -217,7 +220,7 @@ mod tests {
         for (n, thread) in (0..).zip(threads) {
             match thread.join().unwrap() {
                 Ok(value) => assert_eq!(value, n),
-                Err(StoreError::Invalid(reason)) => {
+                Err(StateError::Invalid(reason)) => {
                     assert_eq!(n % 8, 0);
                     assert_eq!(reason, format!("{n} refused"));
                 }

@@ -61,7 +61,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Params, Row, params};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::StoreError;
+use crate::StateError;
 use crate::state_writer::StateWriter;
 
 /// `end_reason` of a task ended by a caller (`DELETE /v1/tasks/{id}`).
@@ -200,17 +200,17 @@ impl TaskStore {
     ///
     /// A database that is not a Mandate state database (for example the
     /// receipt ledger), or one of a newer schema, is refused with
-    /// [`StoreError::Unsupported`] and left as it is.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(StoreError::State)?;
-        init(conn, path).map_err(relabel)
+    /// [`StateError::Unsupported`] and left as it is.
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        let conn = Connection::open(path).map_err(StateError::Sqlite)?;
+        init(conn, path)
     }
 
     /// Records a new task with its root credential, in one transaction.
     ///
-    /// Refused with [`StoreError::Conflict`] if the task id or the
+    /// Refused with [`StateError::Conflict`] if the task id or the
     /// credential's revocation id is recorded already, and with
-    /// [`StoreError::Invalid`] if the task is already ended or the root
+    /// [`StateError::Invalid`] if the task is already ended or the root
     /// credential does not belong to it (other task id, a parent, a depth
     /// other than 0, another agent, a revocation id other than the task's
     /// `root_revocation_id`).
@@ -218,12 +218,12 @@ impl TaskStore {
         &self,
         task: &TaskRecord,
         root: &CredentialRecord,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), StateError> {
         if task.id.is_empty() {
-            return Err(StoreError::Invalid("a task needs an id".to_owned()));
+            return Err(StateError::Invalid("a task needs an id".to_owned()));
         }
         if task.ended_at.is_some() || task.end_reason.is_some() {
-            return Err(StoreError::Invalid(format!(
+            return Err(StateError::Invalid(format!(
                 "task `{}` cannot be created ended",
                 task.id
             )));
@@ -245,7 +245,7 @@ impl TaskStore {
             None
         };
         if let Some(mismatch) = mismatch {
-            return Err(StoreError::Invalid(format!(
+            return Err(StateError::Invalid(format!(
                 "the root credential of task `{}` {mismatch}",
                 task.id
             )));
@@ -255,7 +255,7 @@ impl TaskStore {
             let row = TaskRow::new(&task)?;
             let credential = CredentialRow::new(&root)?;
             if exists(conn, "SELECT 1 FROM tasks WHERE id = ?1", &task.id)? {
-                return Err(StoreError::Conflict(format!(
+                return Err(StateError::Conflict(format!(
                     "task `{}` already exists",
                     task.id
                 )));
@@ -268,7 +268,7 @@ impl TaskStore {
     }
 
     /// The task `id`.
-    pub fn task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+    pub fn task(&self, id: &str) -> Result<Option<TaskRecord>, StateError> {
         self.read(|conn| {
             query_one(
                 conn,
@@ -281,7 +281,7 @@ impl TaskStore {
 
     /// Tasks, newest first, at most `limit`; only open ones (not ended)
     /// when `open_only`.
-    pub fn list_tasks(&self, open_only: bool, limit: usize) -> Result<Vec<TaskRecord>, StoreError> {
+    pub fn list_tasks(&self, open_only: bool, limit: usize) -> Result<Vec<TaskRecord>, StateError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(|conn| {
             query_all(
@@ -298,7 +298,7 @@ impl TaskStore {
 
     /// Every credential issued under task `task_id`, in issue order (the root
     /// credential first); empty for an unknown task.
-    pub fn credentials(&self, task_id: &str) -> Result<Vec<CredentialRecord>, StoreError> {
+    pub fn credentials(&self, task_id: &str) -> Result<Vec<CredentialRecord>, StateError> {
         self.read(|conn| {
             query_all(
                 conn,
@@ -313,19 +313,19 @@ impl TaskStore {
 
     /// Records a credential delegated under an open task.
     ///
-    /// Refused with [`StoreError::TaskNotFound`] for an unknown task,
-    /// [`StoreError::TaskEnded`] if the task has ended,
-    /// [`StoreError::Invalid`] if the parent is missing or not a credential
+    /// Refused with [`StateError::TaskNotFound`] for an unknown task,
+    /// [`StateError::TaskEnded`] if the task has ended,
+    /// [`StateError::Invalid`] if the parent is missing or not a credential
     /// of the task, the depth is not the parent's + 1 or exceeds the task's
-    /// `max_depth`, and [`StoreError::Conflict`] if the revocation id is
+    /// `max_depth`, and [`StateError::Conflict`] if the revocation id is
     /// recorded already.
     ///
     /// Narrowing (tools, labels, expiry within the parent's) is what
     /// `mandate-auth` enforces when it issues the credential; it is not
     /// checked again here.
-    pub fn add_credential(&self, credential: &CredentialRecord) -> Result<(), StoreError> {
+    pub fn add_credential(&self, credential: &CredentialRecord) -> Result<(), StateError> {
         let Some(parent_id) = credential.parent_revocation_id.clone() else {
-            return Err(StoreError::Invalid(format!(
+            return Err(StateError::Invalid(format!(
                 "credential `{}` has no parent: the root credential is recorded with its task",
                 credential.revocation_id
             )));
@@ -341,10 +341,10 @@ impl TaskStore {
                 )
                 .optional()?;
             let Some((max_depth, end_reason)) = task else {
-                return Err(StoreError::TaskNotFound(credential.task_id.clone()));
+                return Err(StateError::TaskNotFound(credential.task_id.clone()));
             };
             if let Some(reason) = end_reason {
-                return Err(StoreError::TaskEnded {
+                return Err(StateError::TaskEnded {
                     task_id: credential.task_id.clone(),
                     reason,
                 });
@@ -357,19 +357,19 @@ impl TaskStore {
                 )
                 .optional()?;
             let Some(parent_depth) = parent_depth else {
-                return Err(StoreError::Invalid(format!(
+                return Err(StateError::Invalid(format!(
                     "parent credential `{parent_id}` is not a credential of task `{}`",
                     credential.task_id
                 )));
             };
             if Some(credential.depth) != parent_depth.checked_add(1) {
-                return Err(StoreError::Invalid(format!(
+                return Err(StateError::Invalid(format!(
                     "credential `{}` has depth {}, its parent has depth {parent_depth}",
                     credential.revocation_id, credential.depth
                 )));
             }
             if credential.depth > max_depth {
-                return Err(StoreError::Invalid(format!(
+                return Err(StateError::Invalid(format!(
                     "credential `{}` has depth {}, task `{}` allows {max_depth}",
                     credential.revocation_id, credential.depth, credential.task_id
                 )));
@@ -384,15 +384,15 @@ impl TaskStore {
     ///
     /// Idempotent: ending an ended task changes nothing (its `ended_at`,
     /// reason and revocation times stay) and returns the same ids.
-    /// [`StoreError::TaskNotFound`] for an unknown task.
+    /// [`StateError::TaskNotFound`] for an unknown task.
     pub fn end_task(
         &self,
         id: &str,
         at: DateTime<Utc>,
         reason: &str,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<String>, StateError> {
         if reason.is_empty() {
-            return Err(StoreError::Invalid(
+            return Err(StateError::Invalid(
                 "a task needs a reason to end".to_owned(),
             ));
         }
@@ -406,7 +406,7 @@ impl TaskStore {
     pub fn end_expired(
         &self,
         now: DateTime<Utc>,
-    ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+    ) -> Result<Vec<(String, Vec<String>)>, StateError> {
         let now = time_text(&now)?;
         self.write(move |conn| {
             let expired = query_all(
@@ -427,7 +427,7 @@ impl TaskStore {
     }
 
     /// Every revoked credential, in the order revoked.
-    pub fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+    pub fn revocations(&self) -> Result<Vec<Revocation>, StateError> {
         self.read(|conn| {
             query_all(
                 conn,
@@ -452,7 +452,7 @@ impl TaskStore {
     pub fn revoked_ids(
         &self,
         now: DateTime<Utc>,
-    ) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+    ) -> Result<HashMap<String, DateTime<Utc>>, StateError> {
         let now = time_text(&now)?;
         self.read(|conn| {
             let rows: Vec<(String, DateTime<Utc>)> = query_all(
@@ -470,13 +470,13 @@ impl TaskStore {
     /// Appends a decision to its task's history (with its result, if
     /// `entry.result` is set).
     ///
-    /// [`StoreError::TaskNotFound`] for an unknown task, [`StoreError::Conflict`]
-    /// if the decision id is recorded already, [`StoreError::TaskEnded`] if
+    /// [`StateError::TaskNotFound`] for an unknown task, [`StateError::Conflict`]
+    /// if the decision id is recorded already, [`StateError::TaskEnded`] if
     /// the task has ended. The end and the history are written by one
     /// writer, so a decision is recorded either before the end (and the end
     /// is stamped no earlier than it) or not at all: once the end of a task
     /// is acknowledged, no decision under it can be given.
-    pub fn record_decision(&self, entry: &HistoryEntry) -> Result<(), StoreError> {
+    pub fn record_decision(&self, entry: &HistoryEntry) -> Result<(), StateError> {
         self.record_decision_under(entry, None)
     }
 
@@ -488,7 +488,7 @@ impl TaskStore {
         &self,
         entry: &HistoryEntry,
         credential: Option<&str>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), StateError> {
         let decided_at = time_text(&entry.decided_at)?;
         let annotations = entry
             .annotations
@@ -504,10 +504,10 @@ impl TaskStore {
                 .optional()?;
             match end {
                 None => {
-                    return Err(StoreError::TaskNotFound(entry.task_id.clone()));
+                    return Err(StateError::TaskNotFound(entry.task_id.clone()));
                 }
                 Some(Some(reason)) => {
-                    return Err(StoreError::TaskEnded {
+                    return Err(StateError::TaskEnded {
                         task_id: entry.task_id.clone(),
                         reason,
                     });
@@ -519,7 +519,7 @@ impl TaskStore {
                 "SELECT 1 FROM history WHERE decision_id = ?1",
                 &entry.decision_id,
             )? {
-                return Err(StoreError::Conflict(format!(
+                return Err(StateError::Conflict(format!(
                     "decision `{}` is already recorded",
                     entry.decision_id
                 )));
@@ -550,9 +550,9 @@ impl TaskStore {
     /// Records what the call of decision `decision_id` returned, and returns
     /// the history entry with it.
     ///
-    /// [`StoreError::DecisionNotFound`] if no decision `decision_id` is recorded (a
+    /// [`StateError::DecisionNotFound`] if no decision `decision_id` is recorded (a
     /// decision made without a task has no history), and
-    /// [`StoreError::Conflict`] if its result was reported already: a
+    /// [`StateError::Conflict`] if its result was reported already: a
     /// result is reported once. A result is accepted after the task ended,
     /// since a call allowed before the end may finish after it. Which
     /// decisions may take a result (a denied call did not run) is the
@@ -561,17 +561,17 @@ impl TaskStore {
         &self,
         decision_id: &str,
         result: CallResult,
-    ) -> Result<HistoryEntry, StoreError> {
+    ) -> Result<HistoryEntry, StateError> {
         let decision_id = decision_id.to_owned();
         let reported = result.clone();
         let entry = self.write(move |conn| {
             let row = ResultRow::new(&reported)?;
             let decision_id = decision_id.as_str();
             let Some(entry) = history_entry(conn, decision_id)? else {
-                return Err(StoreError::DecisionNotFound(decision_id.to_owned()));
+                return Err(StateError::DecisionNotFound(decision_id.to_owned()));
             };
             if entry.result.is_some() {
-                return Err(StoreError::Conflict(format!(
+                return Err(StateError::Conflict(format!(
                     "the result of decision `{decision_id}` was already reported"
                 )));
             }
@@ -598,13 +598,13 @@ impl TaskStore {
     }
 
     /// The history entry of decision `decision_id`.
-    pub fn decision(&self, decision_id: &str) -> Result<Option<HistoryEntry>, StoreError> {
+    pub fn decision(&self, decision_id: &str) -> Result<Option<HistoryEntry>, StateError> {
         self.read(|conn| history_entry(conn, decision_id))
     }
 
     /// Task `task_id`'s decisions in the order they were recorded; empty
     /// for an unknown task.
-    pub fn history(&self, task_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+    pub fn history(&self, task_id: &str) -> Result<Vec<HistoryEntry>, StateError> {
         self.read(|conn| {
             query_all(
                 conn,
@@ -618,38 +618,30 @@ impl TaskStore {
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction (shared with the other
     /// writes waiting: group commit) and returns once it is committed
     /// durably; if `f` fails, its changes are rolled back.
-    pub(crate) fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) fn write<T, F>(&self, f: F) -> Result<T, StateError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StateError> + Send + 'static,
     {
-        self.writer.write(f).map_err(relabel)
+        self.writer.write(f)
     }
 
     pub(crate) fn read<T>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        f(&self.reader.lock().unwrap_or_else(PoisonError::into_inner)).map_err(relabel)
-    }
-}
-
-/// SQLite errors from here are the state database's, not the ledger's.
-fn relabel(e: StoreError) -> StoreError {
-    match e {
-        StoreError::Sqlite(e) => StoreError::State(e),
-        other => other,
+        f: impl FnOnce(&Connection) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        f(&self.reader.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
 /// Connection settings and schema: WAL, a sync on every commit, foreign
 /// keys, and the tables brought to the current schema
 /// ([`state_schema`](crate::state_schema)).
-fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
+fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StateError> {
     conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Unsupported(format!(
+        return Err(StateError::Unsupported(format!(
             "the state database {} refused WAL mode (journal_mode is `{mode}`)",
             path.display()
         )));
@@ -671,7 +663,7 @@ fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StoreError> {
 }
 
 /// Ends task `id` (if open) and returns its credentials' revocation ids.
-fn end_in(conn: &Connection, id: &str, at: &str, reason: &str) -> Result<Vec<String>, StoreError> {
+fn end_in(conn: &Connection, id: &str, at: &str, reason: &str) -> Result<Vec<String>, StateError> {
     let ended: Option<Option<String>> = conn
         .query_row(
             "SELECT ended_at FROM tasks WHERE id = ?1",
@@ -680,7 +672,7 @@ fn end_in(conn: &Connection, id: &str, at: &str, reason: &str) -> Result<Vec<Str
         )
         .optional()?;
     let Some(ended) = ended else {
-        return Err(StoreError::TaskNotFound(id.to_owned()));
+        return Err(StateError::TaskNotFound(id.to_owned()));
     };
     if ended.is_none() {
         // No decision recorded before the end is later than it: a decision
@@ -708,7 +700,7 @@ fn end_in(conn: &Connection, id: &str, at: &str, reason: &str) -> Result<Vec<Str
     )
 }
 
-fn exists(conn: &Connection, sql: &str, id: &str) -> Result<bool, StoreError> {
+fn exists(conn: &Connection, sql: &str, id: &str) -> Result<bool, StateError> {
     Ok(conn
         .prepare_cached(sql)?
         .query_row(params![id], |_| Ok(()))
@@ -720,8 +712,8 @@ pub(crate) fn query_all<T>(
     conn: &Connection,
     sql: &str,
     params: impl Params,
-    read: impl Fn(&Row<'_>) -> Result<T, StoreError>,
-) -> Result<Vec<T>, StoreError> {
+    read: impl Fn(&Row<'_>) -> Result<T, StateError>,
+) -> Result<Vec<T>, StateError> {
     let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(params)?;
     let mut out = Vec::new();
@@ -735,8 +727,8 @@ fn query_one<T>(
     conn: &Connection,
     sql: &str,
     params: impl Params,
-    read: impl Fn(&Row<'_>) -> Result<T, StoreError>,
-) -> Result<Option<T>, StoreError> {
+    read: impl Fn(&Row<'_>) -> Result<T, StateError>,
+) -> Result<Option<T>, StateError> {
     let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(params)?;
     rows.next()?.map(read).transpose()
@@ -745,7 +737,7 @@ fn query_one<T>(
 pub(crate) fn history_entry(
     conn: &Connection,
     decision_id: &str,
-) -> Result<Option<HistoryEntry>, StoreError> {
+) -> Result<Option<HistoryEntry>, StateError> {
     query_one(
         conn,
         &format!("SELECT {HISTORY_COLUMNS} FROM history WHERE decision_id = ?1"),
@@ -757,9 +749,9 @@ pub(crate) fn history_entry(
 // Writing: records checked and encoded before the transaction starts.
 
 /// A time as stored: RFC 3339, UTC, nanoseconds, fixed width.
-pub(crate) fn time_text(time: &DateTime<Utc>) -> Result<String, StoreError> {
+pub(crate) fn time_text(time: &DateTime<Utc>) -> Result<String, StateError> {
     if !(0..=9999).contains(&time.year()) {
-        return Err(StoreError::Invalid(format!(
+        return Err(StateError::Invalid(format!(
             "time {time} is outside the years 0000-9999"
         )));
     }
@@ -769,9 +761,9 @@ pub(crate) fn time_text(time: &DateTime<Utc>) -> Result<String, StoreError> {
 pub(crate) fn json_text<T: Serialize + ?Sized>(
     value: &T,
     what: &str,
-) -> Result<String, StoreError> {
+) -> Result<String, StateError> {
     serde_json::to_string(value)
-        .map_err(|e| StoreError::Invalid(format!("{what} cannot be encoded: {e}")))
+        .map_err(|e| StateError::Invalid(format!("{what} cannot be encoded: {e}")))
 }
 
 struct TaskRow<'a> {
@@ -784,7 +776,7 @@ struct TaskRow<'a> {
 }
 
 impl<'a> TaskRow<'a> {
-    fn new(task: &'a TaskRecord) -> Result<Self, StoreError> {
+    fn new(task: &'a TaskRecord) -> Result<Self, StateError> {
         Ok(Self {
             task,
             tools: json_text(&task.tools, "tools")?,
@@ -795,7 +787,7 @@ impl<'a> TaskRow<'a> {
         })
     }
 
-    fn insert(&self, conn: &Connection) -> Result<(), StoreError> {
+    fn insert(&self, conn: &Connection) -> Result<(), StateError> {
         let t = self.task;
         conn.prepare_cached(
             "INSERT INTO tasks (id, agent, on_behalf_of, intent, tools, labels, params, audience,
@@ -829,9 +821,9 @@ struct CredentialRow<'a> {
 }
 
 impl<'a> CredentialRow<'a> {
-    fn new(credential: &'a CredentialRecord) -> Result<Self, StoreError> {
+    fn new(credential: &'a CredentialRecord) -> Result<Self, StateError> {
         if credential.revocation_id.is_empty() {
-            return Err(StoreError::Invalid(
+            return Err(StateError::Invalid(
                 "a credential needs a revocation id".to_owned(),
             ));
         }
@@ -844,24 +836,24 @@ impl<'a> CredentialRow<'a> {
         })
     }
 
-    /// [`StoreError::Conflict`] if the revocation id is recorded already.
-    fn refuse_recorded(&self, conn: &Connection) -> Result<(), StoreError> {
+    /// [`StateError::Conflict`] if the revocation id is recorded already.
+    fn refuse_recorded(&self, conn: &Connection) -> Result<(), StateError> {
         let id = &self.credential.revocation_id;
         if exists(
             conn,
             "SELECT 1 FROM credentials WHERE revocation_id = ?1",
             id,
         )? {
-            return Err(StoreError::Conflict(format!(
+            return Err(StateError::Conflict(format!(
                 "credential `{id}` is already recorded"
             )));
         }
         Ok(())
     }
 
-    /// Inserts the credential; [`StoreError::Conflict`] if its revocation
+    /// Inserts the credential; [`StateError::Conflict`] if its revocation
     /// id is recorded already.
-    fn insert(&self, conn: &Connection) -> Result<(), StoreError> {
+    fn insert(&self, conn: &Connection) -> Result<(), StateError> {
         self.refuse_recorded(conn)?;
         let c = self.credential;
         conn.prepare_cached(
@@ -891,7 +883,7 @@ struct ResultRow<'a> {
 }
 
 impl<'a> ResultRow<'a> {
-    fn new(result: &'a CallResult) -> Result<Self, StoreError> {
+    fn new(result: &'a CallResult) -> Result<Self, StateError> {
         Ok(Self {
             status: &result.status,
             labels: json_text(&result.labels, "result labels")?,
@@ -911,7 +903,7 @@ const CREDENTIAL_COLUMNS: &str = "task_id, revocation_id, parent_revocation_id, 
 const HISTORY_COLUMNS: &str = "decision_id, task_id, agent, server, tool, decision, decided_at, \
      result_status, result_labels, result_at, annotations";
 
-fn task_row(row: &Row<'_>) -> Result<TaskRecord, StoreError> {
+fn task_row(row: &Row<'_>) -> Result<TaskRecord, StateError> {
     Ok(TaskRecord {
         id: row.get(0)?,
         agent: row.get(1)?,
@@ -933,7 +925,7 @@ fn task_row(row: &Row<'_>) -> Result<TaskRecord, StoreError> {
     })
 }
 
-fn credential_row(row: &Row<'_>) -> Result<CredentialRecord, StoreError> {
+fn credential_row(row: &Row<'_>) -> Result<CredentialRecord, StateError> {
     Ok(CredentialRecord {
         task_id: row.get(0)?,
         revocation_id: row.get(1)?,
@@ -947,7 +939,7 @@ fn credential_row(row: &Row<'_>) -> Result<CredentialRecord, StoreError> {
     })
 }
 
-fn history_row(row: &Row<'_>) -> Result<HistoryEntry, StoreError> {
+fn history_row(row: &Row<'_>) -> Result<HistoryEntry, StateError> {
     let status: Option<String> = row.get(7)?;
     let result = match status {
         Some(status) => Some(CallResult {
@@ -970,20 +962,20 @@ fn history_row(row: &Row<'_>) -> Result<HistoryEntry, StoreError> {
             .get::<_, Option<String>>(10)?
             .map(|text| {
                 serde_json::from_str(&text).map_err(|e| {
-                    StoreError::Corrupt(format!("stored annotations `{text}` are not valid: {e}"))
+                    StateError::Corrupt(format!("stored annotations `{text}` are not valid: {e}"))
                 })
             })
             .transpose()?,
     })
 }
 
-pub(crate) fn parse_time(text: &str, what: &str) -> Result<DateTime<Utc>, StoreError> {
+pub(crate) fn parse_time(text: &str, what: &str) -> Result<DateTime<Utc>, StateError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| StoreError::Corrupt(format!("{what} `{text}` is not an RFC 3339 time: {e}")))
+        .map_err(|e| StateError::Corrupt(format!("{what} `{text}` is not an RFC 3339 time: {e}")))
 }
 
-pub(crate) fn time_col(row: &Row<'_>, idx: usize, what: &str) -> Result<DateTime<Utc>, StoreError> {
+pub(crate) fn time_col(row: &Row<'_>, idx: usize, what: &str) -> Result<DateTime<Utc>, StateError> {
     parse_time(&row.get::<_, String>(idx)?, what)
 }
 
@@ -991,8 +983,8 @@ pub(crate) fn json_col<T: DeserializeOwned>(
     row: &Row<'_>,
     idx: usize,
     what: &str,
-) -> Result<T, StoreError> {
+) -> Result<T, StateError> {
     let text: String = row.get(idx)?;
     serde_json::from_str(&text)
-        .map_err(|e| StoreError::Corrupt(format!("stored {what} `{text}` are not valid: {e}")))
+        .map_err(|e| StateError::Corrupt(format!("stored {what} `{text}` are not valid: {e}")))
 }

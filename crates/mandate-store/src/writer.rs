@@ -18,7 +18,7 @@ use mandate_ledger::{Hash, LogKey, Receipt, SignedCheckpoint};
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
-use crate::StoreError;
+use crate::LedgerError;
 use crate::ledger::{Appended, Shared};
 
 /// A request to the writer.
@@ -26,9 +26,9 @@ pub(crate) enum Command {
     /// Append a receipt, indexed and signed in sequence.
     Append(Box<Prepared>),
     /// Sign a checkpoint covering every committed receipt, if the newest does not.
-    Checkpoint(oneshot::Sender<Result<SignedCheckpoint, StoreError>>),
+    Checkpoint(oneshot::Sender<Result<SignedCheckpoint, LedgerError>>),
     /// Sign a last checkpoint and stop.
-    Close(oneshot::Sender<Result<SignedCheckpoint, StoreError>>),
+    Close(oneshot::Sender<Result<SignedCheckpoint, LedgerError>>),
 }
 
 pub(crate) struct Writer {
@@ -45,7 +45,7 @@ pub(crate) struct Prepared {
     pub(crate) canonical: String,
     pub(crate) signature: Vec<u8>,
     pub(crate) leaf: Hash,
-    pub(crate) ack: oneshot::Sender<Result<Appended, StoreError>>,
+    pub(crate) ack: oneshot::Sender<Result<Appended, LedgerError>>,
 }
 
 impl Prepared {
@@ -54,14 +54,14 @@ impl Prepared {
     pub(crate) fn new(
         receipt: Receipt,
         key: &LogKey,
-        ack: oneshot::Sender<Result<Appended, StoreError>>,
-    ) -> Result<Self, StoreError> {
+        ack: oneshot::Sender<Result<Appended, LedgerError>>,
+    ) -> Result<Self, LedgerError> {
         let canonical = receipt.canonical()?;
         let signature = key.sign_entry(&canonical);
         let leaf = mandate_ledger::receipt::leaf_hash(&canonical);
         // Canonical JSON is UTF-8 by construction.
         let canonical =
-            String::from_utf8(canonical).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            String::from_utf8(canonical).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
         Ok(Self {
             receipt,
             canonical,
@@ -135,7 +135,7 @@ impl Writer {
                 }
             }
             let answer = || match self.shared.failure() {
-                Some(failure) => Err(StoreError::Failed(failure)),
+                Some(failure) => Err(LedgerError::Failed(failure)),
                 None => Ok(self.shared.latest()),
             };
             for ack in waiters {
@@ -154,12 +154,12 @@ impl Writer {
         &mut self,
         prepared: Vec<Prepared>,
         checkpoint_due: bool,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, LedgerError> {
         // After a failed write the shared tree may hold leaves that never
         // reached disk: write nothing more, above all no checkpoint over them.
         if let Some(failure) = self.shared.failure() {
             for p in prepared {
-                let _ = p.ack.send(Err(StoreError::Failed(failure.clone())));
+                let _ = p.ack.send(Err(LedgerError::Failed(failure.clone())));
             }
             return Ok(false);
         }
@@ -185,7 +185,7 @@ impl Writer {
                 // no caller can see an error and then a working ledger.
                 self.shared.fail(e.to_string());
                 for p in prepared {
-                    let _ = p.ack.send(Err(StoreError::Failed(e.to_string())));
+                    let _ = p.ack.send(Err(LedgerError::Failed(e.to_string())));
                 }
                 Err(e)
             }
@@ -196,7 +196,7 @@ impl Writer {
         &mut self,
         prepared: &[Prepared],
         sign_checkpoint: bool,
-    ) -> Result<Option<SignedCheckpoint>, StoreError> {
+    ) -> Result<Option<SignedCheckpoint>, LedgerError> {
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
@@ -246,7 +246,7 @@ impl Writer {
             // root at `size`: no leaf needs reading back, which a reader
             // could not do before the commit anyway.
             if tree.len() != size {
-                return Err(StoreError::Failed(format!(
+                return Err(LedgerError::Failed(format!(
                     "the tree holds {} receipts where {size} were expected",
                     tree.len()
                 )));
@@ -264,7 +264,7 @@ impl Writer {
     }
 
     /// Signs a checkpoint if the newest one does not cover every receipt.
-    fn checkpoint_if_behind(&mut self) -> Result<bool, StoreError> {
+    fn checkpoint_if_behind(&mut self) -> Result<bool, LedgerError> {
         self.commit(Vec::new(), true)
     }
 }
@@ -273,7 +273,7 @@ impl Writer {
 pub(crate) fn insert_checkpoint(
     conn: &Connection,
     checkpoint: &SignedCheckpoint,
-) -> Result<(), StoreError> {
+) -> Result<(), LedgerError> {
     conn.prepare_cached(
         "INSERT INTO checkpoints (size, root, note, created_at) VALUES (?1, ?2, ?3, ?4)",
     )?

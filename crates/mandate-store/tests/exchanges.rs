@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use mandate_store::{
-    CredentialRecord, END_REASON_ENDED, ExchangeRecord, HistoryEntry, StoreError, TaskRecord,
+    CredentialRecord, END_REASON_ENDED, ExchangeRecord, HistoryEntry, StateError, TaskRecord,
     TaskStore,
 };
 use rusqlite::Connection;
@@ -103,14 +103,14 @@ fn a_decision_is_exchanged_once_and_never_after_the_end() {
     let again = store
         .record_exchange(&exchange("t1", "d1", "j2"))
         .unwrap_err();
-    assert!(matches!(again, StoreError::Conflict(_)), "{again}");
+    assert!(matches!(again, StateError::Conflict(_)), "{again}");
 
     // A decision that is not in that task's history.
     let unknown = store
         .record_exchange(&exchange("t1", "nope", "j3"))
         .unwrap_err();
     assert!(
-        matches!(unknown, StoreError::DecisionNotFound(_)),
+        matches!(unknown, StateError::DecisionNotFound(_)),
         "{unknown}"
     );
     open_task(&store, "t2");
@@ -118,7 +118,7 @@ fn a_decision_is_exchanged_once_and_never_after_the_end() {
         .record_exchange(&exchange("t2", "d2", "j4"))
         .unwrap_err();
     assert!(
-        matches!(foreign, StoreError::DecisionNotFound(_)),
+        matches!(foreign, StateError::DecisionNotFound(_)),
         "{foreign}"
     );
 
@@ -128,7 +128,7 @@ fn a_decision_is_exchanged_once_and_never_after_the_end() {
     let ended = store
         .record_exchange(&exchange("t1", "d2", "j5"))
         .unwrap_err();
-    assert!(matches!(ended, StoreError::TaskEnded { .. }), "{ended}");
+    assert!(matches!(ended, StateError::TaskEnded { .. }), "{ended}");
     assert_eq!(store.exchanges("t1").unwrap().len(), 1);
 }
 

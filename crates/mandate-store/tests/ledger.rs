@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use mandate_ledger::receipt::{CallRef, Principal, RECEIPT_VERSION};
 use mandate_ledger::{LogKey, Receipt, SignedCheckpoint};
-use mandate_store::{Ledger, LedgerConfig, LedgerReader, StoreError};
+use mandate_store::{Ledger, LedgerConfig, LedgerError, LedgerReader};
 use rusqlite::Connection;
 
 fn receipt(n: usize) -> Receipt {
@@ -96,7 +96,7 @@ async fn concurrent_appends_get_distinct_contiguous_indices_and_survive_reopen()
     ledger.close().await.unwrap();
     assert!(matches!(
         ledger.append(receipt(999)).await,
-        Err(StoreError::Closed)
+        Err(LedgerError::Closed)
     ));
     drop(ledger);
 
@@ -126,7 +126,7 @@ async fn another_key_cannot_continue_a_log() {
 
     let other = LogKey::generate("mandate.local/test").unwrap();
     let err = Ledger::open(&path, other, config()).err().unwrap();
-    assert!(matches!(err, StoreError::KeyMismatch { .. }), "{err}");
+    assert!(matches!(err, LedgerError::KeyMismatch { .. }), "{err}");
 }
 
 #[tokio::test]
@@ -151,7 +151,7 @@ async fn a_log_with_a_removed_or_altered_leaf_refuses_to_open() {
             .execute(damage, [])
             .unwrap();
         let err = Ledger::open(&path, key, config()).err().unwrap();
-        assert!(matches!(err, StoreError::Corrupt(_)), "{damage}: {err}");
+        assert!(matches!(err, LedgerError::Corrupt(_)), "{damage}: {err}");
     }
 }
 
@@ -263,18 +263,18 @@ async fn after_a_failed_write_nothing_more_is_written_and_the_log_reopens() {
     blocker.execute_batch("COMMIT").unwrap();
 
     assert_eq!(first.await.unwrap().unwrap().index, 1);
-    assert!(matches!(third.await.unwrap(), Err(StoreError::Failed(_))));
-    assert!(matches!(head.await.unwrap(), Err(StoreError::Failed(_))));
+    assert!(matches!(third.await.unwrap(), Err(LedgerError::Failed(_))));
+    assert!(matches!(head.await.unwrap(), Err(LedgerError::Failed(_))));
     assert!(ledger.failure().is_some());
     // Nothing more is written: no receipt, and above all no checkpoint over
     // the leaf that never reached the disk.
     assert!(matches!(
         ledger.checkpoint().await,
-        Err(StoreError::Failed(_))
+        Err(LedgerError::Failed(_))
     ));
     assert!(matches!(
         ledger.append(receipt(3)).await,
-        Err(StoreError::Failed(_))
+        Err(LedgerError::Failed(_))
     ));
     let _ = ledger.close().await;
     drop(ledger);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use mandate_core::{SessionInput, SessionSummary};
 use mandate_store::{
-    CallResult, CredentialRecord, END_REASON_ENDED, END_REASON_EXPIRED, HistoryEntry, StoreError,
+    CallResult, CredentialRecord, END_REASON_ENDED, END_REASON_EXPIRED, HistoryEntry, StateError,
     TaskRecord, TaskStore,
 };
 use rusqlite::Connection;
@@ -132,7 +132,7 @@ fn a_task_round_trips_with_its_root_credential() {
     let mut again = task.clone();
     again.intent = "something else".to_owned();
     let err = store.create_task(&again, &root).unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(matches!(err, StateError::Conflict(_)), "{err}");
     assert_eq!(store.task("t1").unwrap().unwrap().intent, task.intent);
 
     // A root credential that does not belong to its task is refused whole:
@@ -157,7 +157,7 @@ fn a_task_round_trips_with_its_root_credential() {
         },
     ] {
         let err = store.create_task(&t3, &bad).unwrap_err();
-        assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+        assert!(matches!(err, StateError::Invalid(_)), "{err}");
     }
     // A new task whose root revocation id is already recorded: refused in
     // the transaction, the task row rolled back.
@@ -170,7 +170,7 @@ fn a_task_round_trips_with_its_root_credential() {
         ..root3.clone()
     };
     let err = store.create_task(&reused, &reused_root).unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(matches!(err, StateError::Conflict(_)), "{err}");
     assert!(store.task("t3").unwrap().is_none(), "rolled back");
     store.create_task(&t3, &root3).unwrap();
 }
@@ -212,17 +212,17 @@ fn delegations_are_recorded_in_issue_order_under_their_parents() {
         delegation("t1", "x", "b", 3),
     ] {
         let err = store.add_credential(&bad).unwrap_err();
-        assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+        assert!(matches!(err, StateError::Invalid(_)), "{err}");
     }
     let err = store
         .add_credential(&delegation("t1", "b", "a", 2))
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(matches!(err, StateError::Conflict(_)), "{err}");
     let err = store
         .add_credential(&delegation("t9", "x", "t1-root", 1))
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::TaskNotFound(ref id) if id == "t9"),
+        matches!(err, StateError::TaskNotFound(ref id) if id == "t9"),
         "{err}"
     );
     assert_eq!(store.credentials("t1").unwrap().len(), 4, "nothing added");
@@ -246,7 +246,7 @@ fn no_credential_is_added_to_an_ended_task() {
     assert!(
         matches!(
             err,
-            StoreError::TaskEnded { ref task_id, ref reason } if task_id == "t1" && reason == "ended"
+            StateError::TaskEnded { ref task_id, ref reason } if task_id == "t1" && reason == "ended"
         ),
         "{err}"
     );
@@ -317,7 +317,7 @@ fn no_decision_is_recorded_after_the_end_and_the_end_is_not_before_any() {
     let refused = store
         .record_decision(&decision("t1", "d2", "read", 6_000))
         .unwrap_err();
-    assert!(matches!(refused, StoreError::TaskEnded { .. }), "{refused}");
+    assert!(matches!(refused, StateError::TaskEnded { .. }), "{refused}");
     assert_eq!(store.history("t1").unwrap().len(), 1);
 }
 
@@ -345,7 +345,7 @@ fn ending_twice_changes_nothing_and_returns_the_same_ids() {
     let err = store
         .end_task("nope", first_at, END_REASON_ENDED)
         .unwrap_err();
-    assert!(matches!(err, StoreError::TaskNotFound(_)), "{err}");
+    assert!(matches!(err, StateError::TaskNotFound(_)), "{err}");
 }
 
 #[test]
@@ -456,9 +456,9 @@ fn history_keeps_decision_order_and_takes_one_result_per_decision() {
     assert_eq!(store.decision("d2").unwrap(), Some(reported.clone()));
     assert_eq!(store.history("t1").unwrap()[1], reported);
     let err = store.record_result("d2", result("error", &[])).unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(matches!(err, StateError::Conflict(_)), "{err}");
     let err = store.record_result("d3", result("ok", &[])).unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(matches!(err, StateError::Conflict(_)), "{err}");
     assert_eq!(
         store.decision("d2").unwrap().unwrap().result,
         Some(result("ok", &["untrusted"])),
@@ -468,7 +468,7 @@ fn history_keeps_decision_order_and_takes_one_result_per_decision() {
         .record_result("d-none", result("ok", &[]))
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::DecisionNotFound(ref id) if id == "d-none"),
+        matches!(err, StateError::DecisionNotFound(ref id) if id == "d-none"),
         "{err}"
     );
 
@@ -476,11 +476,11 @@ fn history_keeps_decision_order_and_takes_one_result_per_decision() {
     let err = store
         .record_decision(&decision("t1", "d1", "read", 8))
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(matches!(err, StateError::Conflict(_)), "{err}");
     let err = store
         .record_decision(&decision("t9", "d9", "read", 8))
         .unwrap_err();
-    assert!(matches!(err, StoreError::TaskNotFound(_)), "{err}");
+    assert!(matches!(err, StateError::TaskNotFound(_)), "{err}");
 
     // A call allowed before the end may finish after it: its result is
     // still recorded.
@@ -627,7 +627,7 @@ fn another_database_is_refused_and_left_alone() {
         .execute_batch("CREATE TABLE receipts (idx INTEGER PRIMARY KEY); PRAGMA user_version = 1;")
         .unwrap();
     let err = TaskStore::open(&other).unwrap_err();
-    assert!(matches!(err, StoreError::Unsupported(_)), "{err}");
+    assert!(matches!(err, StateError::Unsupported(_)), "{err}");
     let tables: i64 = Connection::open(&other)
         .unwrap()
         .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |row| row.get(0))
@@ -642,7 +642,7 @@ fn another_database_is_refused_and_left_alone() {
         .execute_batch("PRAGMA user_version = 99;")
         .unwrap();
     let err = TaskStore::open(&newer).unwrap_err();
-    assert!(matches!(err, StoreError::Unsupported(_)), "{err}");
+    assert!(matches!(err, StateError::Unsupported(_)), "{err}");
 }
 
 #[test]

@@ -157,7 +157,8 @@ pub(crate) async fn list(
     let now = Utc::now();
     let tasks = state.tasks();
     let records = tasks
-        .store(move |store| store.approvals(status, now, limit))
+        .store()
+        .approvals(status, now, limit)
         .await
         .map_err(|e| store_failed(tasks, e))?;
     let items = records
@@ -420,7 +421,8 @@ async fn requester_only(
         .map_err(|e| credential_refused(tasks, &e))?;
     let decision_id = record.approval.decision_id.clone();
     let decided = tasks
-        .store(move |store| store.decided_call(&decision_id))
+        .store()
+        .decided_call(&decision_id)
         .await
         .map_err(|e| store_failed(tasks, e))?;
     let made_under = decided.and_then(|(_, credential)| credential);
@@ -507,7 +509,8 @@ async fn load(state: &AppState, id: &str) -> Result<ApprovalRecord, ApiError> {
     let tasks = state.tasks();
     let key = id.to_owned();
     tasks
-        .store(move |store| store.approval(&key))
+        .store()
+        .approval(&key)
         .await
         .map_err(|e| store_failed(tasks, e))?
         .ok_or_else(|| {
@@ -704,23 +707,14 @@ pub(crate) async fn tasks(
     let limit = filter.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
     let tasks = state.tasks();
     let found = tasks
-        .store(move |store| {
-            store
-                .list_tasks(open_only, limit)?
-                .into_iter()
-                .map(|task| {
-                    let credentials = store.credentials(&task.id)?;
-                    let history = store.history(&task.id)?;
-                    Ok((task, credentials, history))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
+        .store()
+        .list_tasks(open_only, limit)
         .await
         .map_err(|e| store_failed(tasks, e))?;
     let now = Utc::now();
     let items = found
         .into_iter()
-        .map(|(task, credentials, history)| TaskView::new(tasks, task, credentials, history, now))
+        .map(|details| TaskView::new(tasks, details, now))
         .collect();
     Ok(Json(TaskList { items }))
 }

@@ -123,11 +123,12 @@ pub(crate) async fn consistency(
     state
         .ledger()
         .consistency(from, to)
+        .await
         .map(Json)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_range", e.to_string()))
 }
 
-fn unavailable(e: mandate_store::StoreError) -> ApiError {
+fn unavailable(e: mandate_store::LedgerError) -> ApiError {
     tracing::error!(error = %e, "receipt ledger unavailable");
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,

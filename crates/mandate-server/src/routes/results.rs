@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::Utc;
 use mandate_core::ToolAnnotations;
-use mandate_store::{CallResult, HistoryEntry, StoreError};
+use mandate_store::{CallResult, HistoryEntry, StateError};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -106,7 +106,8 @@ pub(crate) async fn report(
 
     let decision_id = id.clone();
     let entry = tasks
-        .store(move |store| store.decision(&decision_id))
+        .store()
+        .decision(&decision_id)
         .await
         .map_err(|e| store_failed(tasks, e))?
         .ok_or_else(|| decision_not_found(&id))?;
@@ -140,12 +141,13 @@ pub(crate) async fn report(
     };
     let decision_id = id.clone();
     let entry = tasks
-        .store(move |store| store.record_result(&decision_id, result))
+        .store()
+        .record_result(&decision_id, result)
         .await
         .map_err(|e| match e {
             // Another report won the race since the entry was read.
-            StoreError::Conflict(_) => already_reported(&id),
-            StoreError::DecisionNotFound(_) => decision_not_found(&id),
+            StateError::Conflict(_) => already_reported(&id),
+            StateError::DecisionNotFound(_) => decision_not_found(&id),
             e => store_failed(tasks, e),
         })?;
     tracing::info!(decision_id = %id, task_id = %entry.task_id, status = report.status.as_str(), "call result recorded");

@@ -22,7 +22,9 @@ use axum::http::{HeaderName, StatusCode, header};
 use chrono::{DateTime, TimeDelta, Utc};
 use mandate_auth::{Delegation, TaskGrant, VerifiedCredential, VerifiedIdentity};
 use mandate_core::{PolicyPack, names};
-use mandate_store::{CredentialRecord, END_REASON_EXPIRED, HistoryEntry, TaskRecord};
+use mandate_store::{
+    CredentialRecord, END_REASON_EXPIRED, EndedTask, HistoryEntry, TaskDetails, TaskRecord,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -390,7 +392,8 @@ pub(crate) async fn start(
         expires_at: credential.expires_at,
     };
     tasks
-        .store(move |store| store.create_task(&task, &root))
+        .store()
+        .create_task(task, root)
         .await
         .map_err(|e| store_failed(tasks, e))?;
 
@@ -434,20 +437,14 @@ pub(crate) async fn show(
         Some(name) => Caller::Approver(name.to_owned()),
         None => caller(tasks, &bearer, &id, now).await?,
     };
-    let task_id = id.clone();
-    let (task, credentials, history) = tasks
-        .store(move |store| {
-            Ok((
-                store.task(&task_id)?,
-                store.credentials(&task_id)?,
-                store.history(&task_id)?,
-            ))
-        })
+    let details = tasks
+        .store()
+        .task_details(&id)
         .await
-        .map_err(|e| store_failed(tasks, e))?;
-    let task = task.ok_or_else(|| task_not_found(&id))?;
-    caller.authorize(tasks, &task)?;
-    Ok(Json(TaskView::new(tasks, task, credentials, history, now)))
+        .map_err(|e| store_failed(tasks, e))?
+        .ok_or_else(|| task_not_found(&id))?;
+    caller.authorize(tasks, &details.task)?;
+    Ok(Json(TaskView::new(tasks, details, now)))
 }
 
 /// Issue a narrower credential of this task for a sub-agent.
@@ -532,7 +529,8 @@ pub(crate) async fn delegate(
     // If the task ended since the credential was verified, the store refuses
     // the record (task_ended) and the new credential is never handed out.
     tasks
-        .store(move |store| store.add_credential(&record))
+        .store()
+        .add_credential(record)
         .await
         .map_err(|e| store_failed(tasks, e))?;
 
@@ -600,7 +598,8 @@ pub(crate) async fn end(
         Caller::Agent(_) => {
             let task_id = id.clone();
             let task = tasks
-                .store(move |store| store.task(&task_id))
+                .store()
+                .task(&task_id)
                 .await
                 .map_err(|e| store_failed(tasks, e))?
                 .ok_or_else(|| task_not_found(&id))?;
@@ -608,7 +607,7 @@ pub(crate) async fn end(
         }
     }
 
-    let (task, revoked) = tasks
+    let EndedTask { task, revoked } = tasks
         .end(&id, now)
         .await
         .map_err(|e| store_failed(tasks, e))?;
@@ -643,7 +642,8 @@ pub(crate) async fn revocations(
 ) -> Result<Json<RevocationList>, ApiError> {
     let tasks = state.tasks();
     let revocations = tasks
-        .store(|store| store.revocations())
+        .store()
+        .revocations()
         .await
         .map_err(|e| store_failed(tasks, e))?;
     Ok(Json(RevocationList {
@@ -787,13 +787,12 @@ fn after(now: DateTime<Utc>, seconds: u64) -> Option<DateTime<Utc>> {
 }
 
 impl TaskView {
-    pub(crate) fn new(
-        tasks: &Tasks,
-        task: TaskRecord,
-        credentials: Vec<CredentialRecord>,
-        history: Vec<HistoryEntry>,
-        now: DateTime<Utc>,
-    ) -> Self {
+    pub(crate) fn new(tasks: &Tasks, details: TaskDetails, now: DateTime<Utc>) -> Self {
+        let TaskDetails {
+            task,
+            credentials,
+            history,
+        } = details;
         let state = match (&task.end_reason, task.expires_at <= now) {
             (Some(reason), _) if reason == END_REASON_EXPIRED => "expired",
             (Some(_), _) => "ended",

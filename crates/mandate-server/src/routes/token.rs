@@ -44,7 +44,7 @@ use mandate_auth::exchange::{
     JWT_TOKEN_TYPE, TASK_CREDENTIAL_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT_TYPE,
 };
 use mandate_auth::{DecidedCall, ExchangeError, ExchangeRequest, VerifiedCredential};
-use mandate_store::{ExchangeRecord, StoreError};
+use mandate_store::{ExchangeRecord, StateError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -360,10 +360,7 @@ impl<'a> Exchange<'a> {
 /// credential it was made under.
 async fn decided_call(tasks: &Tasks, decision_id: &str) -> Result<DecidedCall, Refusal> {
     let id = decision_id.to_owned();
-    let decided = tasks
-        .store(move |store| store.decided_call(&id))
-        .await
-        .map_err(unavailable)?;
+    let decided = tasks.store().decided_call(&id).await.map_err(unavailable)?;
     let Some((entry, made_under)) = decided else {
         return Err(Refusal::bad(
             "invalid_grant",
@@ -388,20 +385,20 @@ async fn decided_call(tasks: &Tasks, decision_id: &str) -> Result<DecidedCall, R
 async fn record_once(tasks: &Tasks, record: ExchangeRecord) -> Result<(), Refusal> {
     let decision_id = record.decision_id.clone();
     tasks
-        .store(move |store| store.record_exchange(&record))
+        .store().record_exchange(record)
         .await
         .map_err(|e| match e {
-            StoreError::Conflict(_) => Refusal::bad(
+            StateError::Conflict(_) => Refusal::bad(
                 "invalid_grant",
                 format!(
                     "decision `{decision_id}` was exchanged for a token already; each decision is exchanged once: decide the call again"
                 ),
             ),
-            StoreError::TaskEnded { task_id, .. } => Refusal::bad(
+            StateError::TaskEnded { task_id, .. } => Refusal::bad(
                 "invalid_request",
                 format!("the subject token is refused: task credential has been revoked (task `{task_id}` ended)"),
             ),
-            StoreError::DecisionNotFound(_) => Refusal::bad(
+            StateError::DecisionNotFound(_) => Refusal::bad(
                 "invalid_grant",
                 format!("no decision `{decision_id}` in the task's history"),
             ),
@@ -537,7 +534,7 @@ fn from_exchange(error: &ExchangeError) -> Refusal {
     }
 }
 
-fn unavailable(error: StoreError) -> Refusal {
+fn unavailable(error: StateError) -> Refusal {
     tracing::error!(%error, "state database unavailable for a token exchange");
     Refusal::new(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -11,15 +11,15 @@ use mandate_auth::TaskAuthority;
 use mandate_ledger::LogKey;
 use mandate_server::policy_dir::PackSources;
 use mandate_server::{AppState, ReceiptSettings, TaskSettings, Tasks};
-use mandate_store::{Ledger, LedgerConfig, TaskStore};
+use mandate_store::{Ledger, LedgerConfig, SqliteState};
 
 /// The example pack with a fresh ledger; keep the directory alive with the app.
-pub fn state() -> (AppState, tempfile::TempDir) {
+pub async fn state() -> (AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let key = LogKey::generate("mandate.local/test").unwrap();
     let ledger = Ledger::open(&dir.path().join("ledger.db"), key, LedgerConfig::default()).unwrap();
     let pack = PackSources::example().load().unwrap();
-    let store = TaskStore::open(&dir.path().join("state.db")).unwrap();
+    let store = SqliteState::open(&dir.path().join("state.db")).unwrap();
     let tasks = Tasks::new(
         Vec::new(),
         TaskAuthority::generate(),
@@ -30,12 +30,13 @@ pub fn state() -> (AppState, tempfile::TempDir) {
             max_ttl: Duration::from_secs(3600),
         },
     )
+    .await
     .unwrap();
     let state = AppState::new(
         pack,
         "<example>".into(),
         Utc::now(),
-        ledger,
+        Arc::new(ledger),
         ReceiptSettings::new(false, &["body".to_owned()]),
         tasks,
         mandate_server::Approvals::new(mandate_server::ApprovalSettings::default()).unwrap(),

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use mandate_ledger::{LogVerifier, ReceiptBundle, SignedCheckpoint};
-use mandate_store::{LedgerReader, ReceiptProof, StoreError};
+use mandate_store::{LedgerError, LedgerReader, ReceiptProof};
 use serde_json::json;
 
 use crate::cli::{ExportArgs, ProveArgs, VerifyArgs};
@@ -38,7 +38,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<Code> {
     }
     let summary = match summary {
         Ok(summary) => summary,
-        Err(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+        Err(LedgerError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             return Ok(Code::Ok);
         }
         Err(e) => return Err(e.into()),
@@ -236,7 +236,7 @@ fn open_reader(data_dir: &Path) -> anyhow::Result<Option<LedgerReader>> {
     let path = ledger_files::ledger_path(data_dir);
     match LedgerReader::open(&path) {
         Ok(reader) => Ok(Some(reader)),
-        Err(e @ (StoreError::Missing(_) | StoreError::Unsupported(_))) => {
+        Err(e @ (LedgerError::Missing(_) | LedgerError::Unsupported(_))) => {
             eprintln!("error: {e}");
             Ok(None)
         }

@@ -13,7 +13,7 @@ use mandate_server::{
     AppState, ApprovalSettings, Approvals, ApproverToken, Callers, ConnectionLimits, DecideAccess,
     ReceiptSettings, ServerConfig, TaskSettings, Tasks, TasksError, Webhook, policy_dir,
 };
-use mandate_store::{Ledger, LedgerConfig, StoreError, TaskStore};
+use mandate_store::{Ledger, LedgerConfig, LedgerError, SqliteState};
 
 use crate::cli::{LogFormat, ReceiptArguments, ServeArgs};
 use crate::config::{DecideAccessSetting, Settings};
@@ -66,7 +66,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
             return Ok(Code::Failure);
         }
     };
-    match start(&settings)? {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match runtime.block_on(start(&settings))? {
         Ok(()) => Ok(Code::Ok),
         Err(Refused(lines)) => {
             for line in lines {
@@ -79,12 +80,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
 
 /// Loads everything the server needs from `settings`, then serves until
 /// shutdown and closes the ledger.
-fn start(settings: &Settings) -> Step<()> {
+async fn start(settings: &Settings) -> Step<()> {
     let (dir, sources, pack) = match load_pack(settings)? {
         Ok(loaded) => loaded,
         Err(refused) => return Ok(Err(refused)),
     };
-    let tasks = match open_tasks(settings)? {
+    let tasks = match open_tasks(settings).await? {
         Ok(tasks) => tasks,
         Err(e) => return Ok(Err(Refused::error(format!("{e:#}")))),
     };
@@ -109,13 +110,13 @@ fn start(settings: &Settings) -> Step<()> {
         pack,
         dir,
         Utc::now(),
-        ledger.clone(),
+        Arc::new(ledger.clone()),
         receipts,
         tasks,
         approvals,
     )
     .with_callers(callers);
-    serve(server_config(settings), state, sources, ledger)?;
+    serve(server_config(settings), state, sources, ledger).await?;
     Ok(Ok(()))
 }
 
@@ -174,7 +175,7 @@ fn open_ledger(settings: &Settings) -> Step<Ledger> {
         },
     ) {
         Ok(ledger) => ledger,
-        Err(e @ StoreError::KeyMismatch { .. }) => return Ok(Err(Refused::error(e))),
+        Err(e @ LedgerError::KeyMismatch { .. }) => return Ok(Err(Refused::error(e))),
         Err(e) => {
             return Err(anyhow::Error::new(e).context(format!(
                 "cannot open the receipt ledger `{}`",
@@ -208,28 +209,27 @@ fn server_config(settings: &Settings) -> ServerConfig {
 
 /// Runs the server and its background loops until ctrl-c or SIGTERM, then
 /// signs a last checkpoint.
-fn serve(
+async fn serve(
     config: ServerConfig,
     state: AppState,
     sources: PackSources,
     ledger: Ledger,
 ) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        // Issuers' keys from URLs, before the first request; an unreachable
-        // one is tried again in the background, its tokens refused meanwhile.
-        state.tasks().issuer_keys().fetch_pending().await;
-        mandate_server::background::spawn(&state, sources, config.reload_interval);
-        let served = mandate_server::serve(config.clone(), state)
-            .await
-            .with_context(|| format!("cannot serve on {}", config.listen));
-        // Sign a last checkpoint so that the log's head covers every receipt.
-        match ledger.close().await {
-            Ok(checkpoint) => tracing::info!(size = checkpoint.size, "receipt ledger closed"),
-            Err(e) => tracing::error!(error = %e, "receipt ledger did not close cleanly; it recovers on next start"),
+    // Issuers' keys from URLs, before the first request; an unreachable
+    // one is tried again in the background, its tokens refused meanwhile.
+    state.tasks().issuer_keys().fetch_pending().await;
+    mandate_server::background::spawn(&state, sources, config.reload_interval);
+    let served = mandate_server::serve(config.clone(), state)
+        .await
+        .with_context(|| format!("cannot serve on {}", config.listen));
+    // Sign a last checkpoint so that the log's head covers every receipt.
+    match ledger.close().await {
+        Ok(checkpoint) => tracing::info!(size = checkpoint.size, "receipt ledger closed"),
+        Err(e) => {
+            tracing::error!(error = %e, "receipt ledger did not close cleanly; it recovers on next start")
         }
-        served
-    })
+    }
+    served
 }
 
 /// Approvers, approval lifetime and the webhook, checked.
@@ -267,7 +267,7 @@ fn approval_settings(settings: &Settings) -> anyhow::Result<Approvals> {
 /// error is a configuration mistake (exit 2): an issuer or its JWKS, the key
 /// file, the resource identifier. The outer one is the state database failing
 /// to open (exit 1).
-fn open_tasks(settings: &Settings) -> anyhow::Result<anyhow::Result<Tasks>> {
+async fn open_tasks(settings: &Settings) -> anyhow::Result<anyhow::Result<Tasks>> {
     let issuers = match task_files::issuers(settings) {
         Ok(issuers) => issuers,
         Err(e) => return Ok(Err(e)),
@@ -290,9 +290,9 @@ fn open_tasks(settings: &Settings) -> anyhow::Result<anyhow::Result<Tasks>> {
     };
     let path = task_files::state_path(&settings.data_dir);
     ledger_files::create_ledger_file(&path)?;
-    let store = TaskStore::open(&path)
+    let store = SqliteState::open(&path)
         .with_context(|| format!("cannot open the state database `{}`", path.display()))?;
-    let tasks = match Tasks::new(issuers, authority, Arc::new(store), task_settings) {
+    let tasks = match Tasks::new(issuers, authority, Arc::new(store), task_settings).await {
         Ok(tasks) => tasks,
         Err(TasksError::Store(e)) => {
             return Err(anyhow::Error::new(e).context(format!(

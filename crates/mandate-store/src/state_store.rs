@@ -1,0 +1,442 @@
+//! The state boundary: [`StateStore`] is everything the gateway keeps
+//! besides receipts (tasks, credentials and revocations, history, agent
+//! sessions, approvals, token exchanges), as async calls a backend answers.
+//!
+//! [`SqliteState`] is the embedded default: the synchronous [`TaskStore`]
+//! (`state.db`, one writer thread with group commit) run on tokio's blocking
+//! pool, so that no handler blocks a runtime thread on the disk. A backend
+//! for several instances implements the same trait; the server holds only
+//! `Arc<dyn StateStore>` and never sees which one it has.
+//!
+//! Every method keeps the contract of the [`TaskStore`] method of the same
+//! name (its docs say what is refused and with which [`StateError`]); the
+//! few that read or change several records at once say so here.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mandate_core::{Approval, ApprovalStatus, SessionId, SessionSummary};
+
+use crate::{
+    ApprovalRecord, CallResult, CredentialRecord, ExchangeRecord, HistoryEntry, Revocation,
+    SessionDecision, StateError, TaskRecord, TaskStore,
+};
+
+/// A task with everything issued and decided under it, as the task
+/// endpoints show it.
+#[derive(Debug, Clone)]
+pub struct TaskDetails {
+    /// The task.
+    pub task: TaskRecord,
+    /// Its credentials, in issue order.
+    pub credentials: Vec<CredentialRecord>,
+    /// Its decisions, oldest first.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// A task as ended, with the revocation ids of every credential issued
+/// under it (in issue order).
+#[derive(Debug, Clone)]
+pub struct EndedTask {
+    /// The task, with its end recorded.
+    pub task: TaskRecord,
+    /// The revocation ids of all its credentials.
+    pub revoked: Vec<String>,
+}
+
+/// What the gateway keeps besides receipts. Implementations are shared by
+/// every handler, so they are `Send + Sync` and take `&self`.
+#[async_trait]
+pub trait StateStore: Send + Sync + std::fmt::Debug {
+    /// Records a new task with its root credential, both or neither.
+    async fn create_task(&self, task: TaskRecord, root: CredentialRecord)
+    -> Result<(), StateError>;
+
+    /// The task of this id, if any.
+    async fn task(&self, id: &str) -> Result<Option<TaskRecord>, StateError>;
+
+    /// The task of this id with its credentials and history, if any.
+    async fn task_details(&self, id: &str) -> Result<Option<TaskDetails>, StateError>;
+
+    /// Tasks, newest first (only open ones if `open_only`), at most `limit`,
+    /// each with its credentials and history.
+    async fn list_tasks(
+        &self,
+        open_only: bool,
+        limit: usize,
+    ) -> Result<Vec<TaskDetails>, StateError>;
+
+    /// The task of this id and the summary of its session history, read
+    /// together: what a decision under a credential needs.
+    async fn task_context(
+        &self,
+        task_id: &str,
+    ) -> Result<Option<(TaskRecord, SessionSummary)>, StateError>;
+
+    /// Records a credential delegated under a task.
+    async fn add_credential(&self, credential: CredentialRecord) -> Result<(), StateError>;
+
+    /// Ends the task at `at` for `reason` and revokes every credential issued
+    /// under it; returns the task as ended. Ending an ended task changes
+    /// nothing and returns the same. [`StateError::TaskNotFound`] for an
+    /// unknown task.
+    async fn end_task(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<EndedTask, StateError>;
+
+    /// Ends every open task whose TTL has run out at `now`; returns each
+    /// one's id with its revocation ids.
+    async fn end_expired(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, Vec<String>)>, StateError>;
+
+    /// Every revocation, in the order revoked.
+    async fn revocations(&self) -> Result<Vec<Revocation>, StateError>;
+
+    /// The revoked ids whose task has not expired at `now`, each with its
+    /// task's expiry.
+    async fn revoked_ids(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<String, DateTime<Utc>>, StateError>;
+
+    /// Records a decision in its task's history, made under the credential
+    /// of revocation id `credential` when one was presented; refused once
+    /// the task has ended.
+    async fn record_decision(
+        &self,
+        entry: HistoryEntry,
+        credential: Option<String>,
+    ) -> Result<(), StateError>;
+
+    /// Records the result of an allowed call; returns the entry as updated.
+    async fn record_result(
+        &self,
+        decision_id: &str,
+        result: CallResult,
+    ) -> Result<HistoryEntry, StateError>;
+
+    /// The history entry of this decision, if it is in a task's history.
+    async fn decision(&self, decision_id: &str) -> Result<Option<HistoryEntry>, StateError>;
+
+    /// The decision with the revocation id of the credential it was made
+    /// under (what a token exchange checks).
+    async fn decided_call(
+        &self,
+        decision_id: &str,
+    ) -> Result<Option<(HistoryEntry, Option<String>)>, StateError>;
+
+    /// Records a token exchange; refused for a decision exchanged already.
+    async fn record_exchange(&self, record: ExchangeRecord) -> Result<(), StateError>;
+
+    /// The summary of an agent's session outside any task.
+    async fn agent_session(
+        &self,
+        agent: &str,
+        session: &SessionId,
+    ) -> Result<SessionSummary, StateError>;
+
+    /// Folds a decision into its agent session.
+    async fn record_session_decision(&self, decided: SessionDecision) -> Result<(), StateError>;
+
+    /// Records a new approval request.
+    async fn create_approval(&self, record: ApprovalRecord) -> Result<(), StateError>;
+
+    /// The approval of this id, if any.
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StateError>;
+
+    /// Approvals, newest first, of one status or all, at most `limit`.
+    async fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StateError>;
+
+    /// How many approvals of this agent are open at `now`.
+    async fn open_approvals_of(&self, agent: &str, now: DateTime<Utc>) -> Result<u64, StateError>;
+
+    /// How many approvals of this task are open at `now`.
+    async fn open_approvals_of_task(
+        &self,
+        task_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StateError>;
+
+    /// The task's pending approvals, at most `limit`.
+    async fn pending_approvals_of_task(
+        &self,
+        task_id: &str,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StateError>;
+
+    /// Pending approvals whose deadline has passed at `now`, at most `limit`.
+    async fn due_approvals(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StateError>;
+
+    /// Moves an approval from status `from` to the one `approval` carries;
+    /// `false` when it was no longer in `from` (someone else moved it).
+    async fn update_approval(
+        &self,
+        from: ApprovalStatus,
+        approval: &Approval,
+    ) -> Result<bool, StateError>;
+}
+
+/// The embedded default: `state.db` through [`TaskStore`], each call on
+/// tokio's blocking pool.
+#[derive(Debug, Clone)]
+pub struct SqliteState {
+    db: Arc<TaskStore>,
+}
+
+impl SqliteState {
+    /// Opens (or creates) the state database at `path`; see
+    /// [`TaskStore::open`].
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        Ok(Self::new(TaskStore::open(path)?))
+    }
+
+    /// Serves an open database.
+    pub fn new(db: TaskStore) -> Self {
+        Self { db: Arc::new(db) }
+    }
+
+    /// The synchronous database underneath, for tools that read it offline.
+    pub fn database(&self) -> &TaskStore {
+        &self.db
+    }
+
+    /// Runs `f` on the database in a blocking thread.
+    async fn run<T, F>(&self, f: F) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&TaskStore) -> Result<T, StateError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        match tokio::task::spawn_blocking(move || f(&db)).await {
+            Ok(result) => result,
+            // A panic in the database call is the caller's panic (a handler
+            // answers 500), not a store error to be retried.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(StateError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+#[async_trait]
+impl StateStore for SqliteState {
+    async fn create_task(
+        &self,
+        task: TaskRecord,
+        root: CredentialRecord,
+    ) -> Result<(), StateError> {
+        self.run(move |db| db.create_task(&task, &root)).await
+    }
+
+    async fn task(&self, id: &str) -> Result<Option<TaskRecord>, StateError> {
+        let id = id.to_owned();
+        self.run(move |db| db.task(&id)).await
+    }
+
+    async fn task_details(&self, id: &str) -> Result<Option<TaskDetails>, StateError> {
+        let id = id.to_owned();
+        self.run(move |db| match db.task(&id)? {
+            Some(task) => details(db, task).map(Some),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    async fn list_tasks(
+        &self,
+        open_only: bool,
+        limit: usize,
+    ) -> Result<Vec<TaskDetails>, StateError> {
+        self.run(move |db| {
+            db.list_tasks(open_only, limit)?
+                .into_iter()
+                .map(|task| details(db, task))
+                .collect()
+        })
+        .await
+    }
+
+    async fn task_context(
+        &self,
+        task_id: &str,
+    ) -> Result<Option<(TaskRecord, SessionSummary)>, StateError> {
+        let id = task_id.to_owned();
+        self.run(move |db| match db.task(&id)? {
+            Some(task) => Ok(Some((task, db.session(&id)?))),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    async fn add_credential(&self, credential: CredentialRecord) -> Result<(), StateError> {
+        self.run(move |db| db.add_credential(&credential)).await
+    }
+
+    async fn end_task(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<EndedTask, StateError> {
+        let (id, reason) = (id.to_owned(), reason.to_owned());
+        self.run(move |db| {
+            let revoked = db.end_task(&id, at, &reason)?;
+            let task = db.task(&id)?.ok_or(StateError::TaskNotFound(id))?;
+            Ok(EndedTask { task, revoked })
+        })
+        .await
+    }
+
+    async fn end_expired(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, Vec<String>)>, StateError> {
+        self.run(move |db| db.end_expired(now)).await
+    }
+
+    async fn revocations(&self) -> Result<Vec<Revocation>, StateError> {
+        self.run(TaskStore::revocations).await
+    }
+
+    async fn revoked_ids(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<String, DateTime<Utc>>, StateError> {
+        self.run(move |db| db.revoked_ids(now)).await
+    }
+
+    async fn record_decision(
+        &self,
+        entry: HistoryEntry,
+        credential: Option<String>,
+    ) -> Result<(), StateError> {
+        self.run(move |db| db.record_decision_under(&entry, credential.as_deref()))
+            .await
+    }
+
+    async fn record_result(
+        &self,
+        decision_id: &str,
+        result: CallResult,
+    ) -> Result<HistoryEntry, StateError> {
+        let id = decision_id.to_owned();
+        self.run(move |db| db.record_result(&id, result)).await
+    }
+
+    async fn decision(&self, decision_id: &str) -> Result<Option<HistoryEntry>, StateError> {
+        let id = decision_id.to_owned();
+        self.run(move |db| db.decision(&id)).await
+    }
+
+    async fn decided_call(
+        &self,
+        decision_id: &str,
+    ) -> Result<Option<(HistoryEntry, Option<String>)>, StateError> {
+        let id = decision_id.to_owned();
+        self.run(move |db| db.decided_call(&id)).await
+    }
+
+    async fn record_exchange(&self, record: ExchangeRecord) -> Result<(), StateError> {
+        self.run(move |db| db.record_exchange(&record)).await
+    }
+
+    async fn agent_session(
+        &self,
+        agent: &str,
+        session: &SessionId,
+    ) -> Result<SessionSummary, StateError> {
+        let (agent, session) = (agent.to_owned(), session.clone());
+        self.run(move |db| db.agent_session(&agent, &session)).await
+    }
+
+    async fn record_session_decision(&self, decided: SessionDecision) -> Result<(), StateError> {
+        self.run(move |db| db.record_session_decision(decided))
+            .await
+    }
+
+    async fn create_approval(&self, record: ApprovalRecord) -> Result<(), StateError> {
+        self.run(move |db| db.create_approval(&record)).await
+    }
+
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StateError> {
+        let id = id.to_owned();
+        self.run(move |db| db.approval(&id)).await
+    }
+
+    async fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StateError> {
+        self.run(move |db| db.approvals(status, now, limit)).await
+    }
+
+    async fn open_approvals_of(&self, agent: &str, now: DateTime<Utc>) -> Result<u64, StateError> {
+        let agent = agent.to_owned();
+        self.run(move |db| db.open_approvals_of(&agent, now)).await
+    }
+
+    async fn open_approvals_of_task(
+        &self,
+        task_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StateError> {
+        let id = task_id.to_owned();
+        self.run(move |db| db.open_approvals_of_task(&id, now))
+            .await
+    }
+
+    async fn pending_approvals_of_task(
+        &self,
+        task_id: &str,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StateError> {
+        let id = task_id.to_owned();
+        self.run(move |db| db.pending_approvals_of_task(&id, limit))
+            .await
+    }
+
+    async fn due_approvals(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StateError> {
+        self.run(move |db| db.due_approvals(now, limit)).await
+    }
+
+    async fn update_approval(
+        &self,
+        from: ApprovalStatus,
+        approval: &Approval,
+    ) -> Result<bool, StateError> {
+        let approval = approval.clone();
+        self.run(move |db| db.update_approval(from, &approval))
+            .await
+    }
+}
+
+/// A task's details read one after another on the database's reader.
+fn details(db: &TaskStore, task: TaskRecord) -> Result<TaskDetails, StateError> {
+    Ok(TaskDetails {
+        credentials: db.credentials(&task.id)?,
+        history: db.history(&task.id)?,
+        task,
+    })
+}
