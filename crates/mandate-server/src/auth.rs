@@ -99,7 +99,7 @@ pub(crate) fn bearer_of(headers: &HeaderMap) -> Result<Option<String>, BearerPro
 
 /// 401 unless an identity issuer is configured.
 fn require_issuers(tasks: &Tasks) -> Result<(), ApiError> {
-    if tasks.has_issuers() {
+    if !tasks.identities().is_empty() {
         return Ok(());
     }
     Err(invalid_token(
@@ -207,7 +207,10 @@ pub(crate) fn credential_refused(tasks: &Tasks, error: &CredentialError) -> ApiE
 /// A `WWW-Authenticate: Bearer` challenge naming the resource metadata, and
 /// an RFC 6750 error with its description if there is one.
 fn challenge(tasks: &Tasks, error: Option<(&str, &str)>) -> String {
-    let mut challenge = format!("Bearer resource_metadata=\"{}\"", tasks.metadata_url());
+    let mut challenge = format!(
+        "Bearer resource_metadata=\"{}\"",
+        tasks.resource().metadata_url()
+    );
     if let Some((code, description)) = error {
         challenge.push_str(&format!(
             ", error=\"{code}\", error_description=\"{}\"",

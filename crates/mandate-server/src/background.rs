@@ -38,7 +38,7 @@ async fn refresh_keys(state: AppState) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        state.tasks().issuer_keys().refresh_due().await;
+        state.tasks().identities().refresh_due().await;
     }
 }
 
@@ -48,7 +48,7 @@ async fn expire_tasks(state: AppState, interval: Duration) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if let Err(e) = state.tasks().end_expired(Utc::now()).await {
+        if let Err(e) = state.tasks().credentials().end_expired(Utc::now()).await {
             tracing::warn!(error = %e, "could not end expired tasks; retrying");
         }
     }

@@ -18,6 +18,7 @@ pub mod background;
 mod body_limit;
 pub mod callers;
 pub mod connections;
+pub mod credentials;
 pub mod decider;
 mod error;
 mod error_bodies;
@@ -29,6 +30,7 @@ mod openapi;
 pub mod policy_dir;
 pub mod receipts;
 pub mod reload;
+pub mod resource;
 mod routes;
 mod state;
 pub mod tasks;
@@ -80,8 +82,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/v1/tasks/{id}/delegate", post(routes::tasks::delegate))
         .route("/v1/revocations", get(routes::tasks::revocations))
-        .route(tasks::TOKEN_PATH, post(routes::token::token))
-        .route(tasks::JWKS_PATH, get(routes::well_known::jwks))
+        .route(resource::TOKEN_PATH, post(routes::token::token))
+        .route(resource::JWKS_PATH, get(routes::well_known::jwks))
         .route("/v1/approvals", get(routes::approvals::list))
         .route("/v1/approvals/{id}", get(routes::approvals::show))
         .route(
@@ -96,12 +98,12 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/approvers/me", get(routes::approvals::me))
         .route("/v1/receipts", get(routes::approvals::receipts))
         .route(
-            tasks::METADATA_PATH,
+            resource::METADATA_PATH,
             get(routes::well_known::protected_resource),
         );
     // RFC 9728 §3.1: a resource with a path has its metadata under that path.
-    let metadata_path = state.tasks().metadata_path();
-    if metadata_path != tasks::METADATA_PATH {
+    let metadata_path = state.tasks().resource().metadata_path();
+    if metadata_path != resource::METADATA_PATH {
         router = router.route(metadata_path, get(routes::well_known::protected_resource));
     }
     router

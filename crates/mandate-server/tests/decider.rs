@@ -72,9 +72,9 @@ async fn task(state: &AppState, tools: &[&str]) -> Arc<VerifiedCredential> {
         labels: Default::default(),
         expires_at: now + TimeDelta::minutes(10),
         max_depth: 1,
-        audience: tasks.audience().to_owned(),
+        audience: tasks.credentials().audience().to_owned(),
     };
-    let minted = tasks.authority().mint(&grant).unwrap();
+    let minted = tasks.credentials().authority().mint(&grant).unwrap();
     let revocation_id = minted.revocation_ids.last().unwrap().clone();
     let record = TaskRecord {
         id: grant.task_id.clone(),
@@ -104,7 +104,10 @@ async fn task(state: &AppState, tools: &[&str]) -> Arc<VerifiedCredential> {
         expires_at: minted.expires_at,
     };
     tasks.store().create_task(record, root).await.unwrap();
-    tasks.verify_credential(&minted.token, now).unwrap()
+    tasks
+        .credentials()
+        .verify_credential(&minted.token, now)
+        .unwrap()
 }
 
 #[tokio::test]

@@ -417,6 +417,7 @@ async fn requester_only(
         )
     })?;
     let credential = tasks
+        .credentials()
         .verify_credential(&bearer.0, Utc::now())
         .map_err(|e| credential_refused(tasks, &e))?;
     let decision_id = record.approval.decision_id.clone();

@@ -147,6 +147,7 @@ fn task_credential(tasks: &Tasks, bearer: &Bearer) -> Result<Arc<VerifiedCredent
         ));
     }
     tasks
+        .credentials()
         .verify_credential(&bearer.0, Utc::now())
         .map_err(|e| credential_refused(tasks, &e))
 }

@@ -99,6 +99,7 @@ pub(crate) async fn report(
         ));
     }
     let credential = tasks
+        .credentials()
         .verify_credential(&bearer.0, now)
         .map_err(|e| credential_refused(tasks, &e))?;
     let ApiJson(report) = body?;

@@ -357,9 +357,10 @@ pub(crate) async fn start(
         labels,
         expires_at,
         max_depth: request.max_depth,
-        audience: tasks.audience().to_owned(),
+        audience: tasks.credentials().audience().to_owned(),
     };
     let credential = tasks
+        .credentials()
         .authority()
         .mint(&grant)
         .map_err(|e| credential_refused(tasks, &e))?;
@@ -503,6 +504,7 @@ pub(crate) async fn delegate(
         expires_at,
     };
     let issued = tasks
+        .credentials()
         .authority()
         .delegate(&bearer.0, &delegation, now)
         .map_err(|e| credential_refused(tasks, &e))?;
@@ -608,6 +610,7 @@ pub(crate) async fn end(
     }
 
     let EndedTask { task, revoked } = tasks
+        .credentials()
         .end(&id, now)
         .await
         .map_err(|e| store_failed(tasks, e))?;
@@ -698,6 +701,7 @@ async fn caller(
             .map(|identity| Caller::Agent(identity.subject));
     }
     let credential = tasks
+        .credentials()
         .verify_credential(&bearer.0, now)
         .map_err(|e| credential_refused(tasks, &e))?;
     if credential.task_id != id {
@@ -719,7 +723,8 @@ async fn agent_identity(
     now: DateTime<Utc>,
 ) -> Result<VerifiedIdentity, ApiError> {
     let mut identity = tasks
-        .verify_identity(&bearer.0, now)
+        .identities()
+        .verify(&bearer.0, now)
         .await
         .map_err(|e| identity_refused(tasks, &e))?;
     let unusable = |what: &str, error: names::NameError| {
@@ -804,7 +809,9 @@ impl TaskView {
             credentials: credentials
                 .into_iter()
                 .map(|c| CredentialView {
-                    revoked: tasks.is_revoked(std::slice::from_ref(&c.revocation_id)),
+                    revoked: tasks
+                        .credentials()
+                        .is_revoked(std::slice::from_ref(&c.revocation_id)),
                     revocation_id: c.revocation_id,
                     parent_revocation_id: c.parent_revocation_id,
                     agent: c.agent,

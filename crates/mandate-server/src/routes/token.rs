@@ -346,6 +346,7 @@ impl<'a> Exchange<'a> {
             ));
         }
         tasks
+            .credentials()
             .verify_credential(self.subject_token, now)
             .map_err(|e| {
                 Refusal::bad(

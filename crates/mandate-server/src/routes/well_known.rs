@@ -72,21 +72,24 @@ pub struct TaskCredentialsMetadata {
 pub(crate) async fn protected_resource(State(state): State<AppState>) -> Json<ProtectedResource> {
     let tasks = state.tasks();
     Json(ProtectedResource {
-        resource: tasks.resource().to_owned(),
-        authorization_servers: tasks.authorization_servers().to_vec(),
+        resource: tasks.resource().resource().to_owned(),
+        authorization_servers: tasks.resource().authorization_servers().to_vec(),
         bearer_methods_supported: vec!["header".to_owned()],
         resource_name: "Mandate".to_owned(),
-        jwks_uri: tasks.jwks_uri(),
+        jwks_uri: tasks.resource().jwks_uri(),
         mandate_token_exchange: TokenExchangeMetadata {
-            token_endpoint: tasks.token_endpoint(),
+            token_endpoint: tasks.resource().token_endpoint(),
             issuer: tasks.exchange().issuer().to_owned(),
             subject_token_type: TASK_CREDENTIAL_TOKEN_TYPE.to_owned(),
         },
         mandate_task_credentials: TaskCredentialsMetadata {
             format: CREDENTIAL_FORMAT.to_owned(),
-            public_key: tasks.public_key(),
-            audience: tasks.audience().to_owned(),
-            revocation_list: format!("{}/v1/revocations", tasks.resource().trim_end_matches('/')),
+            public_key: tasks.credentials().public_key(),
+            audience: tasks.credentials().audience().to_owned(),
+            revocation_list: format!(
+                "{}/v1/revocations",
+                tasks.resource().resource().trim_end_matches('/')
+            ),
         },
     })
 }

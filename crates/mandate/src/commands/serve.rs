@@ -217,7 +217,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     // Issuers' keys from URLs, before the first request; an unreachable
     // one is tried again in the background, its tokens refused meanwhile.
-    state.tasks().issuer_keys().fetch_pending().await;
+    state.tasks().identities().fetch_pending().await;
     mandate_server::background::spawn(&state, sources, config.reload_interval);
     let served = mandate_server::serve(config.clone(), state)
         .await
@@ -317,22 +317,22 @@ async fn open_tasks(settings: &Settings) -> anyhow::Result<anyhow::Result<Tasks>
         Ok(tasks) => tasks,
         Err(e) => return Ok(Err(e)),
     };
-    for warning in tasks.identity_warnings() {
+    for warning in tasks.identities().warnings() {
         tracing::warn!("{warning}");
     }
-    if tasks.has_issuers() {
+    if !tasks.identities().is_empty() {
         tracing::info!(
             issuers = settings.issuers.len(),
-            resource = %tasks.resource(),
-            audience = %tasks.audience(),
-            public_key = %tasks.public_key(),
+            resource = %tasks.resource().resource(),
+            audience = %tasks.credentials().audience(),
+            public_key = %tasks.credentials().public_key(),
             downstream = tasks.exchange().resources().count(),
             token_key = %tasks.exchange().signer().kid(),
             "tasks ready"
         );
     } else {
         tracing::info!(
-            public_key = %tasks.public_key(),
+            public_key = %tasks.credentials().public_key(),
             "no identity issuer is configured: the task endpoints answer 401 (set `issuers` to start tasks)"
         );
     }
