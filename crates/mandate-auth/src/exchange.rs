@@ -48,6 +48,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::credential::{TaskAuthority, VerifiedCredential};
+use mandate_core::Decision;
 
 /// `grant_type` of an RFC 8693 token exchange.
 pub const TOKEN_EXCHANGE_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -288,8 +289,8 @@ pub struct DecidedCall {
     pub credential: Option<String>,
     /// The tool, `server/tool`.
     pub tool: String,
-    /// `allow`, `deny` or `approval_required`.
-    pub decision: String,
+    /// The outcome.
+    pub decision: Decision,
     /// When it was decided.
     pub decided_at: DateTime<Utc>,
 }
@@ -422,7 +423,7 @@ pub enum ExchangeError {
         /// The decision.
         decision_id: String,
         /// Its outcome.
-        decision: String,
+        decision: Decision,
     },
     /// The decision is older than the resource's token lifetime.
     #[error(
@@ -545,10 +546,10 @@ impl TokenExchange {
                 decision.decision_id.clone(),
             ));
         }
-        if decision.decision != "allow" {
+        if decision.decision != Decision::Allow {
             return Err(ExchangeError::DecisionNotAllowed {
                 decision_id: decision.decision_id.clone(),
-                decision: decision.decision.clone(),
+                decision: decision.decision,
             });
         }
         let max_age = downstream.ttl.as_secs();
@@ -769,7 +770,7 @@ mod tests {
             task_id: credential.task_id.clone(),
             credential: credential.revocation_ids.last().cloned(),
             tool: tool.to_owned(),
-            decision: "allow".to_owned(),
+            decision: Decision::Allow,
             decided_at: now() - TimeDelta::seconds(2),
         }
     }
@@ -1016,9 +1017,9 @@ mod tests {
             Err(ExchangeError::DecisionOfAnotherCredential(_))
         ));
 
-        for outcome in ["deny", "approval_required"] {
+        for outcome in [Decision::Deny, Decision::ApprovalRequired] {
             let mut refused = call.clone();
-            refused.decision = outcome.to_owned();
+            refused.decision = outcome;
             let err = run(&sub, &refused, MAIL, None).unwrap_err();
             assert!(
                 matches!(err, ExchangeError::DecisionNotAllowed { .. }),

@@ -5,6 +5,7 @@
 //! alone, in any language, without this crate's types. The Merkle leaf is
 //! those bytes; the receipt signature covers them too.
 
+use mandate_core::{ApprovalStatus, Decision};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -12,7 +13,48 @@ use sha2::{Digest, Sha256};
 /// Version of the receipt format written by this build.
 pub const RECEIPT_VERSION: u32 = 1;
 
-/// One decision (or, later, one approval resolution), as the log records it.
+/// What a receipt records: a decision, or an approval's resolution. On the
+/// wire it is the outcome's name alone (the two sets of names are
+/// disjoint), so receipts read the same as when this field was a string;
+/// a name outside both sets is refused when a receipt is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Outcome {
+    /// The decision on an attempted call.
+    Decision(Decision),
+    /// An approval's resolution (or its release: `used`).
+    Resolution(ApprovalStatus),
+}
+
+impl Outcome {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Decision(d) => d.as_str(),
+            Self::Resolution(s) => s.as_str(),
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<Decision> for Outcome {
+    fn from(decision: Decision) -> Self {
+        Self::Decision(decision)
+    }
+}
+
+impl From<ApprovalStatus> for Outcome {
+    fn from(status: ApprovalStatus) -> Self {
+        Self::Resolution(status)
+    }
+}
+
+/// One decision or one approval resolution, as the log records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Receipt {
     /// Receipt format version.
@@ -63,8 +105,9 @@ pub struct Receipt {
     pub policy_version: String,
     /// Ids of the policies that determined the outcome.
     pub policies: Vec<String>,
-    /// `allow`, `deny` or `approval_required`.
-    pub decision: String,
+    /// The decision (`allow`, `deny`, `approval_required`), or the status
+    /// an approval's resolution moved it to (`approved`, `denied`, …).
+    pub decision: Outcome,
     /// Reasons given for the outcome.
     pub reasons: Vec<String>,
     /// Policy evaluation errors (any makes the decision a deny).
@@ -234,6 +277,38 @@ mod tests {
 
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_outcome_is_its_bare_name_on_the_wire() {
+        let names = [
+            ("allow", Outcome::Decision(Decision::Allow)),
+            ("deny", Outcome::Decision(Decision::Deny)),
+            (
+                "approval_required",
+                Outcome::Decision(Decision::ApprovalRequired),
+            ),
+            ("pending", Outcome::Resolution(ApprovalStatus::Pending)),
+            ("approved", Outcome::Resolution(ApprovalStatus::Approved)),
+            ("denied", Outcome::Resolution(ApprovalStatus::Denied)),
+            ("expired", Outcome::Resolution(ApprovalStatus::Expired)),
+            ("used", Outcome::Resolution(ApprovalStatus::Used)),
+            ("withdrawn", Outcome::Resolution(ApprovalStatus::Withdrawn)),
+        ];
+        for (name, outcome) in names {
+            assert_eq!(serde_json::to_value(outcome).unwrap(), json!(name));
+            assert_eq!(
+                serde_json::from_value::<Outcome>(json!(name)).unwrap(),
+                outcome
+            );
+            assert_eq!(outcome.as_str(), name);
+        }
+        for unknown in ["Allow", "", "granted", "approval-required"] {
+            assert!(
+                serde_json::from_value::<Outcome>(json!(unknown)).is_err(),
+                "{unknown}"
+            );
+        }
+    }
 
     #[test]
     fn canonical_form_sorts_keys_and_drops_whitespace() {

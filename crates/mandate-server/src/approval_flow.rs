@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use mandate_core::{Approval, ApprovalStatus, Decision, PolicyPack, ReleaseError, Verdict};
 use mandate_ledger::receipt::ApprovalRef;
-use mandate_ledger::{Receipt, ReceiptError};
+use mandate_ledger::{Outcome, Receipt, ReceiptError};
 use mandate_store::{ApprovalRecord, StateError};
 
 use crate::approvals::{APPROVAL_POLICY, request_binding, resolution_receipt};
@@ -413,14 +413,16 @@ fn resolved_by_receipt(approval: &Approval, body: &str) -> Result<Approval, Stri
             approval.id
         )
     })?;
-    let status = ApprovalStatus::parse(&receipt.decision)
-        .filter(|s| s.is_resolved() && *s != ApprovalStatus::Used)
-        .ok_or_else(|| {
-            format!(
-                "receipt `{}` is not an approval's resolution (decision `{}`)",
-                approval.id, receipt.decision
-            )
-        })?;
+    let status = match receipt.decision {
+        Outcome::Resolution(s) if s.is_resolved() && s != ApprovalStatus::Used => Some(s),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        format!(
+            "receipt `{}` is not an approval's resolution (decision `{}`)",
+            approval.id, receipt.decision
+        )
+    })?;
     let resolved_at = DateTime::parse_from_rfc3339(&receipt.time)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| format!("receipt `{}` has a bad time: {e}", approval.id))?;

@@ -369,7 +369,7 @@ pub fn resolution_receipt(
     receipt.kind = "approval".to_owned();
     receipt.decision_id = approval.id.clone();
     receipt.time = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    receipt.decision = approval.status.as_str().to_owned();
+    receipt.decision = approval.status.into();
     receipt.reasons = match (&approval.status, &approval.reason) {
         (ApprovalStatus::Expired, _) => vec![format!(
             "nobody answered before {}; the request is denied",

@@ -211,7 +211,7 @@ impl Decider {
                 agent: holder(credential)?.to_owned(),
                 server: call.server().to_owned(),
                 tool: call.tool().to_owned(),
-                decision: verdict.decision.as_str().to_owned(),
+                decision: verdict.decision,
                 decided_at: now,
                 result: None,
                 annotations: match serde_json::to_value(&annotations) {

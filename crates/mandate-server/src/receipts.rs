@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use mandate_auth::Hop;
-use mandate_core::{DecisionRequest, Verdict};
+use mandate_core::{Decision, DecisionRequest, Verdict};
 use mandate_ledger::receipt::{CallRef, DelegationHop, Principal, RECEIPT_VERSION, TaskRef};
 use mandate_ledger::{Receipt, ReceiptError, canonical_json, digest_bytes, digest_json, redact};
 use serde_json::Value;
@@ -114,7 +114,8 @@ impl ReceiptSettings {
             context_sha256: digest_json(request)?,
             policy_version: String::new(),
             policies: Vec::new(),
-            decision: String::new(),
+            // Set with the verdict; a template is never written as it is.
+            decision: Decision::Deny.into(),
             reasons: Vec::new(),
             errors: Vec::new(),
             approver: None,
@@ -133,7 +134,7 @@ pub fn record_verdict(
     receipt.decision_id = decision_id.to_owned();
     receipt.policy_version = policy_version.to_owned();
     receipt.policies = verdict.policies.clone();
-    receipt.decision = verdict.decision.as_str().to_owned();
+    receipt.decision = verdict.decision.into();
     receipt.reasons = verdict.reasons.clone();
     receipt.errors = verdict.errors.iter().map(ToString::to_string).collect();
 }

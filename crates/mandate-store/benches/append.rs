@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
+use mandate_core::Decision;
 use mandate_ledger::receipt::{CallRef, Principal, RECEIPT_VERSION, TaskRef, leaf_hash};
 use mandate_ledger::{LogKey, Receipt};
 use mandate_store::{Ledger, LedgerConfig};
@@ -64,7 +65,7 @@ fn receipt(n: u64) -> Receipt {
         policy_version: "5d52db0b9e1ca00dabf8cd5883608b731e6b818f6a0d6143277e231052df5fff"
             .to_owned(),
         policies: vec!["declared-tools".to_owned(), "recipient-allowed".to_owned()],
-        decision: "allow".to_owned(),
+        decision: Decision::Allow.into(),
         reasons: vec!["the tool is declared for the task".to_owned()],
         errors: Vec::new(),
         approver: None,

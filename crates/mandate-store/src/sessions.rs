@@ -15,7 +15,7 @@ use mandate_core::{Decision, SessionId, SessionSummary, ToolAnnotations};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::StateError;
-use crate::tasks::{HistoryEntry, TaskStore, json_text, query_all, time_text};
+use crate::tasks::{HistoryEntry, TaskStore, decision_of, json_text, query_all, time_text};
 
 /// A decision made in an agent's session, to record into it.
 #[derive(Debug, Clone)]
@@ -117,7 +117,7 @@ pub(crate) fn fold_decision(
         position,
         &entry.server,
         &entry.tool,
-        decision_of(&entry.decision)?,
+        entry.decision,
         annotations.as_ref(),
     );
     if let Some(result) = &entry.result {
@@ -220,11 +220,6 @@ fn store(conn: &Connection, task_id: &str, summary: &SessionSummary) -> Result<(
 fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StateError> {
     serde_json::from_str(text)
         .map_err(|e| StateError::Corrupt(format!("stored {what} `{text}` are not valid: {e}")))
-}
-
-fn decision_of(text: &str) -> Result<Decision, StateError> {
-    serde_json::from_value(serde_json::Value::String(text.to_owned()))
-        .map_err(|_| StateError::Invalid(format!("`{text}` is not a decision")))
 }
 
 fn position(seq: i64) -> Result<u64, StateError> {

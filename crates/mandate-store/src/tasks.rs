@@ -57,6 +57,7 @@ use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+use mandate_core::Decision;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Params, Row, params};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -172,8 +173,8 @@ pub struct HistoryEntry {
     pub server: String,
     /// The tool.
     pub tool: String,
-    /// `allow`, `deny` or `approval_required`.
-    pub decision: String,
+    /// The outcome.
+    pub decision: Decision,
     /// When it was decided.
     pub decided_at: DateTime<Utc>,
     /// What the call returned, once reported.
@@ -535,7 +536,7 @@ impl TaskStore {
                 entry.agent,
                 entry.server,
                 entry.tool,
-                entry.decision,
+                entry.decision.as_str(),
                 decided_at,
                 result.as_ref().map(|r| r.status),
                 result.as_ref().map(|r| r.labels.as_str()),
@@ -955,7 +956,7 @@ fn history_row(row: &Row<'_>) -> Result<HistoryEntry, StateError> {
         agent: row.get(2)?,
         server: row.get(3)?,
         tool: row.get(4)?,
-        decision: row.get(5)?,
+        decision: decision_col(row, 5)?,
         decided_at: time_col(row, 6, "decided_at")?,
         result,
         annotations: row
@@ -987,4 +988,15 @@ pub(crate) fn json_col<T: DeserializeOwned>(
     let text: String = row.get(idx)?;
     serde_json::from_str(&text)
         .map_err(|e| StateError::Corrupt(format!("stored {what} `{text}` are not valid: {e}")))
+}
+
+/// A stored decision's outcome (`allow`, `deny`, `approval_required`).
+fn decision_col(row: &Row<'_>, index: usize) -> Result<Decision, StateError> {
+    decision_of(&row.get::<_, String>(index)?)
+}
+
+/// The outcome named by stored text.
+pub(crate) fn decision_of(text: &str) -> Result<Decision, StateError> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| StateError::Corrupt(format!("`{text}` is not a decision")))
 }

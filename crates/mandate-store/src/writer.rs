@@ -215,7 +215,7 @@ impl Writer {
                     r.principal.id,
                     r.task.as_ref().map(|t| t.id.as_str()),
                     format!("{}/{}", r.call.server, r.call.tool),
-                    r.decision,
+                    r.decision.as_str(),
                 ])?;
             }
         }

@@ -10,6 +10,7 @@
 //! schema 3 database migrated without losing its history.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use mandate_core::Decision;
 use mandate_store::{
     CredentialRecord, END_REASON_ENDED, ExchangeRecord, HistoryEntry, StateError, TaskRecord,
     TaskStore,
@@ -59,7 +60,7 @@ fn decision(task_id: &str, id: &str) -> HistoryEntry {
         agent: "spiffe://example.org/planner".to_owned(),
         server: "mail".to_owned(),
         tool: "send".to_owned(),
-        decision: "allow".to_owned(),
+        decision: Decision::Allow,
         decided_at: t0(),
         result: None,
         annotations: None,

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use mandate_core::Decision;
 use mandate_ledger::receipt::{CallRef, Principal, RECEIPT_VERSION};
 use mandate_ledger::{LogKey, Receipt, SignedCheckpoint};
 use mandate_store::{Ledger, LedgerConfig, LedgerError, LedgerReader};
@@ -40,7 +41,7 @@ fn receipt(n: usize) -> Receipt {
         context_sha256: "sha256:00".to_owned(),
         policy_version: "sha256:00".to_owned(),
         policies: vec!["p".to_owned()],
-        decision: "allow".to_owned(),
+        decision: Decision::Allow.into(),
         reasons: Vec::new(),
         errors: Vec::new(),
         approver: None,

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use mandate_core::{SessionInput, SessionSummary};
+use mandate_core::{Decision, SessionInput, SessionSummary};
 use mandate_store::{
     CallResult, CredentialRecord, END_REASON_ENDED, END_REASON_EXPIRED, HistoryEntry, StateError,
     TaskRecord, TaskStore,
@@ -84,7 +84,7 @@ fn decision(task_id: &str, id: &str, tool: &str, n: i64) -> HistoryEntry {
         agent: "spiffe://example.org/planner".to_owned(),
         server: "tickets".to_owned(),
         tool: tool.to_owned(),
-        decision: "allow".to_owned(),
+        decision: Decision::Allow,
         decided_at: t0() + Duration::milliseconds(n),
         result: None,
         annotations: None,
@@ -692,7 +692,7 @@ fn replayed(store: &TaskStore, task_id: &str) -> SessionSummary {
         .map(|entry| mandate_core::HistoryEntry {
             server: entry.server,
             tool: entry.tool,
-            decision: serde_json::from_value(serde_json::Value::String(entry.decision)).unwrap(),
+            decision: entry.decision,
             labels: entry.result.map(|r| r.labels).unwrap_or_default(),
             annotations: entry
                 .annotations
@@ -734,7 +734,7 @@ fn the_session_summary_follows_history_and_late_results() {
         .unwrap();
     store
         .record_decision(&HistoryEntry {
-            decision: "deny".to_owned(),
+            decision: Decision::Deny,
             ..decision("t1", "d2", "delete", 3)
         })
         .unwrap();

@@ -193,7 +193,7 @@ pub fn receipt(index: u64, decision: &str) -> Receipt {
         policy_version: "sha256:5f1d7c0e2b9a4c3d8e6f7a1b2c3d4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5"
             .to_owned(),
         policies: vec!["mail-to-customers".to_owned()],
-        decision: decision.to_owned(),
+        decision: serde_json::from_value(json!(decision)).unwrap(),
         reasons: vec!["customers may be emailed their invoices".to_owned()],
         errors: Vec::new(),
         approver: None,

@@ -11,7 +11,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::Utc;
-use mandate_core::ToolAnnotations;
+use mandate_core::{Decision, ToolAnnotations};
 use mandate_store::{CallResult, HistoryEntry, StateError};
 use serde::Deserialize;
 use serde_json::Value;
@@ -121,7 +121,7 @@ pub(crate) async fn report(
             ),
         ));
     }
-    if entry.decision != "allow" {
+    if entry.decision != Decision::Allow {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "decision_not_allowed",

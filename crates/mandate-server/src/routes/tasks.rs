@@ -259,7 +259,7 @@ impl From<HistoryEntry> for HistoryView {
             agent: entry.agent,
             server: entry.server,
             tool: entry.tool,
-            decision: entry.decision,
+            decision: entry.decision.as_str().to_owned(),
             decided_at: entry.decided_at,
             annotations: entry.annotations,
             result: entry.result.map(|r| ResultView {
