@@ -100,8 +100,7 @@ pub(crate) async fn gate(
     };
     let tasks = state.tasks();
     let guard = state.approvals().lock().await;
-    let key = approval_id.clone();
-    let stored = tasks.store().approval(&key).await?;
+    let stored = tasks.store().approval(&approval_id).await?;
     let Some(record) = stored else {
         refuse(verdict, format!("there is no approval `{approval_id}`"));
         return Ok(Gate::Refused(None));
@@ -120,10 +119,9 @@ pub(crate) async fn gate(
             open_new(state, pack, verdict, binding, draft, now, refuse).await
         }
         Ok(used) => {
-            let to_store = used.clone();
             let stored = tasks
                 .store()
-                .update_approval(ApprovalStatus::Approved, &to_store)
+                .update_approval(ApprovalStatus::Approved, &used)
                 .await?;
             if !stored {
                 refuse(verdict, "the approval was used by another call".to_owned());
@@ -186,13 +184,11 @@ async fn open_new(
     let tasks = state.tasks();
     let (pending, who) = match Asking::of(draft) {
         Asking::Task(task_id) => {
-            let key = task_id.to_owned();
-            let pending = tasks.store().open_approvals_of_task(&key, now).await;
+            let pending = tasks.store().open_approvals_of_task(task_id, now).await;
             (pending, format!("task `{task_id}`"))
         }
         Asking::Agent(agent) => {
-            let key = agent.to_owned();
-            let pending = tasks.store().open_approvals_of(&key, now).await;
+            let pending = tasks.store().open_approvals_of(agent, now).await;
             (pending, format!("`{agent}`"))
         }
     };
@@ -263,11 +259,10 @@ pub(crate) async fn withdraw_for_ended_task(
     task_id: &str,
     now: DateTime<Utc>,
 ) -> usize {
-    let key = task_id.to_owned();
     let pending = match state
         .tasks()
         .store()
-        .pending_approvals_of_task(&key, usize::MAX)
+        .pending_approvals_of_task(task_id, usize::MAX)
         .await
     {
         Ok(pending) => pending,
@@ -298,8 +293,7 @@ async fn resolve_each(
     for record in records {
         let id = record.approval.id.clone();
         let _guard = state.approvals().lock().await;
-        let key = id.clone();
-        let current = match state.tasks().store().approval(&key).await {
+        let current = match state.tasks().store().approval(&id).await {
             Ok(Some(current)) => current,
             Ok(None) => continue,
             Err(e) => {

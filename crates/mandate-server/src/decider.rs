@@ -237,7 +237,8 @@ impl Decider {
             };
             state
                 .tasks()
-                .store().record_session_decision(decided)
+                .store()
+                .record_session_decision(decided)
                 .await
                 .map_err(|e| {
                     tracing::error!(error = %e, %decision_id, "decision not recorded in the agent's session; answering an error");
@@ -302,7 +303,8 @@ impl Decider {
         let decision_id = entry.decision_id.clone();
         self.state
             .tasks()
-            .store().record_decision(entry, made_under)
+            .store()
+            .record_decision(entry, made_under)
             .await
             .map_err(|e| {
                 // The task ended while this was being decided: its end is
@@ -353,7 +355,8 @@ impl Decider {
                 let to_store = record.clone();
                 state
                     .tasks()
-                    .store().create_approval(to_store)
+                    .store()
+                    .create_approval(to_store)
                     .await
                     .map_err(|e| {
                         tracing::error!(error = %e, decision_id = %response.decision_id, "approval not stored; answering an error");

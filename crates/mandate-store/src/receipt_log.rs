@@ -99,7 +99,11 @@ impl ReceiptLog for Ledger {
     }
 
     async fn consistency(&self, from: u64, to: u64) -> Result<ConsistencyProof, LedgerError> {
-        Ledger::consistency(self, from, to)
+        // Reads up to a tile of leaf hashes from disk: off the runtime.
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || Ledger::consistency(&this, from, to))
+            .await
+            .map_err(|e| LedgerError::Io(std::io::Error::other(e)))?
     }
 
     async fn close(&self) -> Result<SignedCheckpoint, LedgerError> {

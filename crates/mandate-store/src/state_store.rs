@@ -8,9 +8,10 @@
 //! for several instances implements the same trait; the server holds only
 //! `Arc<dyn StateStore>` and never sees which one it has.
 //!
-//! Every method keeps the contract of the [`TaskStore`] method of the same
-//! name (its docs say what is refused and with which [`StateError`]); the
-//! few that read or change several records at once say so here.
+//! Each method's doc is its contract: what it returns in which order, what
+//! it refuses and with which [`StateError`] variant (the server maps those
+//! variants to answers). Where it wraps a [`TaskStore`] method, that
+//! method's doc says the same at more length.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -33,7 +34,7 @@ pub struct TaskDetails {
     pub task: TaskRecord,
     /// Its credentials, in issue order.
     pub credentials: Vec<CredentialRecord>,
-    /// Its decisions, oldest first.
+    /// Its decisions, in the order recorded.
     pub history: Vec<HistoryEntry>,
 }
 
@@ -52,13 +53,18 @@ pub struct EndedTask {
 #[async_trait]
 pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Records a new task with its root credential, both or neither.
+    /// [`StateError::Conflict`] if the task id or the credential's
+    /// revocation id is recorded already; [`StateError::Invalid`] if the
+    /// task is ended or the root credential is not the task's (a parent, a
+    /// depth other than 0, another agent or revocation id).
     async fn create_task(&self, task: TaskRecord, root: CredentialRecord)
     -> Result<(), StateError>;
 
     /// The task of this id, if any.
     async fn task(&self, id: &str) -> Result<Option<TaskRecord>, StateError>;
 
-    /// The task of this id with its credentials and history, if any.
+    /// The task of this id with its credentials and history, if any, read
+    /// in one call.
     async fn task_details(&self, id: &str) -> Result<Option<TaskDetails>, StateError>;
 
     /// Tasks, newest first (only open ones if `open_only`), at most `limit`,
@@ -77,12 +83,19 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Option<(TaskRecord, SessionSummary)>, StateError>;
 
     /// Records a credential delegated under a task.
+    /// [`StateError::TaskEnded`] if the task has ended;
+    /// [`StateError::Invalid`] if the parent is missing or not the task's,
+    /// or the depth is not the parent's + 1 or exceeds the task's
+    /// `max_depth`; [`StateError::Conflict`] if the revocation id is
+    /// recorded already. Narrowing is checked where the credential is
+    /// issued, not here.
     async fn add_credential(&self, credential: CredentialRecord) -> Result<(), StateError>;
 
     /// Ends the task at `at` for `reason` and revokes every credential issued
-    /// under it; returns the task as ended. Ending an ended task changes
-    /// nothing and returns the same. [`StateError::TaskNotFound`] for an
-    /// unknown task.
+    /// under it (revocation ids in issue order); returns the task as ended.
+    /// Ending an ended task changes nothing and returns the same.
+    /// [`StateError::TaskNotFound`] for an unknown task,
+    /// [`StateError::Invalid`] for an empty reason.
     async fn end_task(
         &self,
         id: &str,
@@ -90,8 +103,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         reason: &str,
     ) -> Result<EndedTask, StateError>;
 
-    /// Ends every open task whose TTL has run out at `now`; returns each
-    /// one's id with its revocation ids.
+    /// Ends (reason `expired`) every open task whose TTL has run out at
+    /// `now`, in one transaction; returns each one's id with its revocation
+    /// ids, earliest expiry first.
     async fn end_expired(
         &self,
         now: DateTime<Utc>,
@@ -107,16 +121,25 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> Result<HashMap<String, DateTime<Utc>>, StateError>;
 
-    /// Records a decision in its task's history, made under the credential
-    /// of revocation id `credential` when one was presented; refused once
-    /// the task has ended.
+    /// Records a decision in its task's history and folds it into the task's
+    /// session summary, in one transaction, with the revocation id of the
+    /// credential it was made under (checked by a token exchange).
+    /// [`StateError::TaskNotFound`] for an unknown task,
+    /// [`StateError::Conflict`] if the decision id is recorded already,
+    /// [`StateError::TaskEnded`] if the task has ended. Ends and decisions
+    /// are ordered: once a task's end is acknowledged, no decision under it
+    /// is recorded.
     async fn record_decision(
         &self,
         entry: HistoryEntry,
         credential: Option<String>,
     ) -> Result<(), StateError>;
 
-    /// Records the result of an allowed call; returns the entry as updated.
+    /// Records the result of a decided call and folds its labels into the
+    /// session; returns the entry as updated. [`StateError::DecisionNotFound`]
+    /// if the decision is in no task's history, [`StateError::Conflict`] if
+    /// its result was reported already. Accepted after the task ended (a
+    /// call allowed before the end may finish after it).
     async fn record_result(
         &self,
         decision_id: &str,
@@ -133,7 +156,10 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         decision_id: &str,
     ) -> Result<Option<(HistoryEntry, Option<String>)>, StateError>;
 
-    /// Records a token exchange; refused for a decision exchanged already.
+    /// Records a token exchange of a decision, once, durably.
+    /// [`StateError::DecisionNotFound`] if the decision is in no task's
+    /// history, [`StateError::TaskEnded`] if its task has ended,
+    /// [`StateError::Conflict`] if it was exchanged already.
     async fn record_exchange(&self, record: ExchangeRecord) -> Result<(), StateError>;
 
     /// The summary of an agent's session outside any task.
@@ -146,13 +172,17 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Folds a decision into its agent session.
     async fn record_session_decision(&self, decided: SessionDecision) -> Result<(), StateError>;
 
-    /// Records a new approval request.
+    /// Records a new approval request. (A duplicate id is not expected:
+    /// approval ids are fresh UUIDs; SQLite reports it as
+    /// [`StateError::Sqlite`].)
     async fn create_approval(&self, record: ApprovalRecord) -> Result<(), StateError>;
 
     /// The approval of this id, if any.
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StateError>;
 
-    /// Approvals, newest first, of one status or all, at most `limit`.
+    /// Approvals, newest first, at most `limit`; only those whose status at
+    /// `now` is `status` when given. A pending approval past its expiry is
+    /// `expired` at `now`, whether or not the expiry sweep stored it yet.
     async fn approvals(
         &self,
         status: Option<ApprovalStatus>,
@@ -160,32 +190,39 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> Result<Vec<ApprovalRecord>, StateError>;
 
-    /// How many approvals of this agent are open at `now`.
+    /// How many approvals of `agent` count against its limit at `now`: the
+    /// pending ones, and the withdrawn ones until they would have expired
+    /// (else asking and withdrawing in a loop would flood the reviewers).
     async fn open_approvals_of(&self, agent: &str, now: DateTime<Utc>) -> Result<u64, StateError>;
 
-    /// How many approvals of this task are open at `now`.
+    /// How many approvals asked under task `task_id` count against the limit
+    /// at `now`, counted as [`open_approvals_of`](Self::open_approvals_of)
+    /// counts an agent's.
     async fn open_approvals_of_task(
         &self,
         task_id: &str,
         now: DateTime<Utc>,
     ) -> Result<u64, StateError>;
 
-    /// The task's pending approvals, at most `limit`.
+    /// The pending approvals asked under task `task_id`, oldest first, at
+    /// most `limit`.
     async fn pending_approvals_of_task(
         &self,
         task_id: &str,
         limit: usize,
     ) -> Result<Vec<ApprovalRecord>, StateError>;
 
-    /// Pending approvals whose deadline has passed at `now`, at most `limit`.
+    /// Pending approvals whose expiry is at or before `now`, soonest first,
+    /// at most `limit`.
     async fn due_approvals(
         &self,
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<ApprovalRecord>, StateError>;
 
-    /// Moves an approval from status `from` to the one `approval` carries;
-    /// `false` when it was no longer in `from` (someone else moved it).
+    /// Stores `approval`'s new state if the stored status is still `from`
+    /// (compare and set); `false` means someone else changed it first and
+    /// nothing was written.
     async fn update_approval(
         &self,
         from: ApprovalStatus,
@@ -210,11 +247,6 @@ impl SqliteState {
     /// Serves an open database.
     pub fn new(db: TaskStore) -> Self {
         Self { db: Arc::new(db) }
-    }
-
-    /// The synchronous database underneath, for tools that read it offline.
-    pub fn database(&self) -> &TaskStore {
-        &self.db
     }
 
     /// Runs `f` on the database in a blocking thread.
@@ -432,7 +464,8 @@ impl StateStore for SqliteState {
     }
 }
 
-/// A task's details read one after another on the database's reader.
+/// A task's details, read one after another on the database's reader
+/// connection (a write may land between them, as it may between two calls).
 fn details(db: &TaskStore, task: TaskRecord) -> Result<TaskDetails, StateError> {
     Ok(TaskDetails {
         credentials: db.credentials(&task.id)?,

@@ -360,8 +360,11 @@ impl<'a> Exchange<'a> {
 /// The decision `decision_id` as its task's history recorded it, with the
 /// credential it was made under.
 async fn decided_call(tasks: &Tasks, decision_id: &str) -> Result<DecidedCall, Refusal> {
-    let id = decision_id.to_owned();
-    let decided = tasks.store().decided_call(&id).await.map_err(unavailable)?;
+    let decided = tasks
+        .store()
+        .decided_call(decision_id)
+        .await
+        .map_err(unavailable)?;
     let Some((entry, made_under)) = decided else {
         return Err(Refusal::bad(
             "invalid_grant",
@@ -386,7 +389,8 @@ async fn decided_call(tasks: &Tasks, decision_id: &str) -> Result<DecidedCall, R
 async fn record_once(tasks: &Tasks, record: ExchangeRecord) -> Result<(), Refusal> {
     let decision_id = record.decision_id.clone();
     tasks
-        .store().record_exchange(record)
+        .store()
+        .record_exchange(record)
         .await
         .map_err(|e| match e {
             StateError::Conflict(_) => Refusal::bad(
