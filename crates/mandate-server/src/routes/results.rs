@@ -12,6 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::Utc;
 use mandate_core::ToolAnnotations;
+use mandate_core::api::HistoryView;
 use mandate_store::{CallResult, HistoryEntry, StateError};
 use serde::Deserialize;
 use serde_json::Value;
@@ -20,7 +21,7 @@ use crate::auth::{Bearer, credential_refused, insufficient_scope, invalid_token}
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
 use crate::routes::store_failed;
-use crate::routes::tasks::{HistoryView, label_names};
+use crate::routes::tasks::{history_view, label_names};
 use crate::state::AppState;
 
 /// The label an open-world tool's result always carries.
@@ -151,7 +152,7 @@ pub(crate) async fn report(
             e => store_failed(tasks, e),
         })?;
     tracing::info!(decision_id = %id, task_id = %entry.task_id, status = report.status.as_str(), "call result recorded");
-    Ok(Json(HistoryView::from(entry)))
+    Ok(Json(history_view(entry)))
 }
 
 /// Whether the call reached the open world, by the annotations it was
