@@ -1,7 +1,7 @@
 //! `POST /v1/tasks` bodies: bytes into the server's `StartTask` (read as the
 //! server's extractor reads them), then the
 //! checks the handler runs before minting a credential
-//! (`StartTask::check`), against the example pack. Nothing may panic, and
+//! (`check_start`), against the example pack. Nothing may panic, and
 //! accepted terms must be what the checks promise.
 
 #![no_main]
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use mandate_fuzz::{EXAMPLE_PACK, now};
-use mandate_server::StartTask;
+use mandate_server::{StartTask, check_start};
 
 /// The server's default `task_max_ttl_seconds`: one day.
 const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(request) = mandate_core::json::from_value::<StartTask>(value) else {
         return;
     };
-    let Ok(terms) = request.check(&EXAMPLE_PACK, MAX_TTL, now()) else {
+    let Ok(terms) = check_start(&request, &EXAMPLE_PACK, MAX_TTL, now()) else {
         return;
     };
     assert!(!terms.tools.is_empty(), "a task without tools: {terms:?}");

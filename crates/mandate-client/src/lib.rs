@@ -1,11 +1,13 @@
-//! A typed client of Mandate's decision API, for enforcement points.
+//! A typed client of Mandate's HTTP API: the decision API for enforcement
+//! points, and the task and approval endpoints for the `mandate` command.
 //!
 //! Requests and answers are `mandate-core`'s own wire types
-//! ([`DecisionRequest`], [`DecisionResponse`], [`ApprovalStatus`]), the
-//! ones the server parses and writes, so a change to the contract is a
-//! compile error here rather than every call failing closed at run time.
-//! Every method fails with a [`ClientError`] on anything but the expected
-//! answer; an enforcement point treats any error as a deny.
+//! ([`DecisionRequest`], [`DecisionResponse`], [`ApprovalStatus`], and the
+//! bodies of [`mandate_core::api`]), the ones the server parses and writes,
+//! so a change to the contract is a compile error here rather than every
+//! call failing closed at run time. Every method fails with a
+//! [`ClientError`] on anything but the expected answer; an enforcement
+//! point treats any error as a deny.
 //!
 //! ```no_run
 //! # async fn run(request: mandate_core::DecisionRequest) -> Result<(), mandate_client::ClientError> {
@@ -17,6 +19,10 @@
 
 use std::time::Duration;
 
+use mandate_core::api::{
+    ApprovalList, ApprovalView, DelegateTask, Delegated, ResolveApproval, StartTask, TaskEnded,
+    TaskStarted, TaskView, WithdrawApproval,
+};
 use mandate_core::{ApprovalStatus, DecisionRequest, DecisionResponse};
 use reqwest::{RequestBuilder, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -37,8 +43,13 @@ pub enum ClientError {
         detail: String,
     },
     /// The answer started but did not arrive whole.
-    #[error("the Mandate server's answer was cut off ({0})")]
-    CutOff(String),
+    #[error("the Mandate server's answer was cut off ({detail})")]
+    CutOff {
+        /// The URL that answered.
+        url: String,
+        /// What failed, with its causes.
+        detail: String,
+    },
     /// The server answered with an error status.
     #[error("{}", refused_text(*.status, code.as_deref(), message.as_deref()))]
     Refused {
@@ -48,10 +59,22 @@ pub enum ClientError {
         code: Option<String>,
         /// The API's message, when the body has one.
         message: Option<String>,
+        /// The URL that answered.
+        url: String,
+        /// The body as text (invalid UTF-8 replaced), for telling what
+        /// answered when it is not the API's error body.
+        body: String,
     },
     /// A success whose body is not the expected type.
-    #[error("the Mandate server's answer cannot be read ({0})")]
-    Unreadable(String),
+    #[error("the Mandate server's answer cannot be read ({detail})")]
+    Unreadable {
+        /// The URL that answered.
+        url: String,
+        /// The HTTP status (a success).
+        status: u16,
+        /// Why the body cannot be read as the answer.
+        detail: String,
+    },
     /// An id that cannot be one path segment (empty, `.` or `..`): nothing
     /// was sent.
     #[error("`{0}` is not an id Mandate gives")]
@@ -165,15 +188,13 @@ impl Client {
         reason: &str,
         bearer: Option<&str>,
     ) -> Result<(), ClientError> {
-        #[derive(Serialize)]
-        struct Withdrawal<'a> {
-            reason: &'a str,
-        }
         let request = self
             .http
             .post(self.url(&["v1", "approvals", id, "withdraw"])?)
             .timeout(self.timeout)
-            .json(&Withdrawal { reason });
+            .json(&WithdrawApproval {
+                reason: Some(reason.to_owned()),
+            });
         self.send::<serde::de::IgnoredAny>(with_bearer(request, bearer))
             .await
             .map(|_| ())
@@ -201,6 +222,149 @@ impl Client {
         self.send::<serde::de::IgnoredAny>(request)
             .await
             .map(|_| ())
+    }
+
+    /// `POST /v1/tasks`: starts `task` for the agent whose identity token
+    /// is `identity`, and issues its root credential.
+    pub async fn start_task(
+        &self,
+        task: &StartTask,
+        identity: &str,
+    ) -> Result<TaskStarted, ClientError> {
+        let request = self
+            .http
+            .post(self.url(&["v1", "tasks"])?)
+            .timeout(self.timeout)
+            .bearer_auth(identity)
+            .json(task);
+        self.send(request).await
+    }
+
+    /// `POST /v1/tasks/{id}/delegate`: a narrower credential of task
+    /// `task_id` for a sub-agent, issued under the delegating agent's
+    /// `credential`.
+    pub async fn delegate_task(
+        &self,
+        task_id: &str,
+        delegation: &DelegateTask,
+        credential: &str,
+    ) -> Result<Delegated, ClientError> {
+        let request = self
+            .http
+            .post(self.url(&["v1", "tasks", task_id, "delegate"])?)
+            .timeout(self.timeout)
+            .bearer_auth(credential)
+            .json(delegation);
+        self.send(request).await
+    }
+
+    /// `GET /v1/tasks/{id}`: task `task_id` with its delegation tree and
+    /// history, shown to `bearer` (a credential of the task, its root
+    /// agent's identity token, or an approver token).
+    pub async fn task(&self, task_id: &str, bearer: &str) -> Result<TaskView, ClientError> {
+        let request = self
+            .http
+            .get(self.url(&["v1", "tasks", task_id])?)
+            .timeout(self.timeout)
+            .bearer_auth(bearer);
+        self.send(request).await
+    }
+
+    /// `DELETE /v1/tasks/{id}`: ends task `task_id` and revokes its
+    /// credentials, asked by `bearer` (its root credential, its root
+    /// agent's identity token, or an approver token).
+    pub async fn end_task(&self, task_id: &str, bearer: &str) -> Result<TaskEnded, ClientError> {
+        let request = self
+            .http
+            .delete(self.url(&["v1", "tasks", task_id])?)
+            .timeout(self.timeout)
+            .bearer_auth(bearer);
+        self.send(request).await
+    }
+
+    /// `GET /v1/approvals?status=…&limit=…`: the approvals with `status`
+    /// (`pending`, …, or `all`), newest first, at most `limit`; the
+    /// server's defaults (`pending`, 100) where `None`. For an approver.
+    pub async fn approvals(
+        &self,
+        status: Option<&str>,
+        limit: Option<usize>,
+        approver: &str,
+    ) -> Result<ApprovalList, ClientError> {
+        let mut query = Vec::new();
+        if let Some(status) = status {
+            query.push(("status", status.to_owned()));
+        }
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        let request = self
+            .http
+            .get(self.url(&["v1", "approvals"])?)
+            .query(&query)
+            .timeout(self.timeout)
+            .bearer_auth(approver);
+        self.send(request).await
+    }
+
+    /// `GET /v1/approvals/{id}`: approval `id` as `bearer` may see it (all
+    /// of it for an approver token, its status fields otherwise). With
+    /// `wait`, the server holds the answer while it is pending, up to that
+    /// long (it caps the wait); the request's timeout grows by as much.
+    pub async fn show_approval(
+        &self,
+        id: &str,
+        wait: Option<Duration>,
+        bearer: Option<&str>,
+    ) -> Result<ApprovalView, ClientError> {
+        let mut request = self.http.get(self.url(&["v1", "approvals", id])?);
+        let mut timeout = self.timeout;
+        if let Some(wait) = wait {
+            request = request.query(&[("wait", wait_param(wait))]);
+            timeout += wait;
+        }
+        self.send(with_bearer(request.timeout(timeout), bearer))
+            .await
+    }
+
+    /// `POST /v1/approvals/{id}/approve`: `approver` approves approval `id`
+    /// because of `reason`.
+    pub async fn approve(
+        &self,
+        id: &str,
+        reason: &str,
+        approver: &str,
+    ) -> Result<ApprovalView, ClientError> {
+        self.resolve(id, "approve", reason, approver).await
+    }
+
+    /// `POST /v1/approvals/{id}/deny`: `approver` denies approval `id`
+    /// because of `reason`.
+    pub async fn deny(
+        &self,
+        id: &str,
+        reason: &str,
+        approver: &str,
+    ) -> Result<ApprovalView, ClientError> {
+        self.resolve(id, "deny", reason, approver).await
+    }
+
+    async fn resolve(
+        &self,
+        id: &str,
+        verb: &str,
+        reason: &str,
+        approver: &str,
+    ) -> Result<ApprovalView, ClientError> {
+        let request = self
+            .http
+            .post(self.url(&["v1", "approvals", id, verb])?)
+            .timeout(self.timeout)
+            .bearer_auth(approver)
+            .json(&ResolveApproval {
+                reason: reason.to_owned(),
+            });
+        self.send(request).await
     }
 
     /// `base` joined with `segments`, each percent-encoded as one segment
@@ -234,10 +398,11 @@ impl Client {
             detail: error_chain(&e),
         })?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| ClientError::CutOff(error_chain(&e)))?;
+        let url = response.url().to_string();
+        let bytes = response.bytes().await.map_err(|e| ClientError::CutOff {
+            url: url.clone(),
+            detail: error_chain(&e),
+        })?;
         if !status.is_success() {
             #[derive(Deserialize)]
             struct ErrorBody {
@@ -249,10 +414,21 @@ impl Client {
                 status: status.as_u16(),
                 code: body.as_ref().map(|b| b.error.clone()),
                 message: body.map(|b| b.message),
+                url,
+                body: String::from_utf8_lossy(&bytes).into_owned(),
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Unreadable(e.to_string()))
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Unreadable {
+            url,
+            status: status.as_u16(),
+            detail: e.to_string(),
+        })
     }
+}
+
+/// A long poll's `wait` as the server reads it: whole milliseconds.
+fn wait_param(wait: Duration) -> String {
+    format!("{}ms", wait.as_millis())
 }
 
 fn with_bearer(request: RequestBuilder, bearer: Option<&str>) -> RequestBuilder {
@@ -298,11 +474,20 @@ mod tests {
     }
 
     #[test]
+    fn waits_are_sent_in_milliseconds() {
+        assert_eq!(wait_param(Duration::from_secs(30)), "30000ms");
+        assert_eq!(wait_param(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(wait_param(Duration::ZERO), "0ms");
+    }
+
+    #[test]
     fn refusals_say_the_status_and_the_servers_words() {
         let refused = ClientError::Refused {
             status: 401,
             code: Some("invalid_token".to_owned()),
             message: Some("the credential has expired".to_owned()),
+            url: "http://127.0.0.1:1/v1/decide".to_owned(),
+            body: String::new(),
         };
         assert_eq!(
             refused.to_string(),
@@ -312,6 +497,8 @@ mod tests {
             status: 502,
             code: None,
             message: None,
+            url: "http://127.0.0.1:1/v1/decide".to_owned(),
+            body: "<html>bad gateway</html>".to_owned(),
         };
         assert_eq!(
             bare.to_string(),

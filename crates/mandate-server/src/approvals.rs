@@ -13,12 +13,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use mandate_auth::TokenDigest;
+use mandate_core::api::ApprovalView;
 use mandate_core::{Approval, ApprovalStatus, DecisionRequest, Requester, Verdict};
 use mandate_ledger::Receipt;
 use mandate_ledger::receipt::ApprovalRef;
 use mandate_store::ApprovalRecord;
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::Sha256;
 use tokio::sync::{Mutex, MutexGuard, watch};
 
@@ -219,7 +219,7 @@ impl Approvals {
         };
         let body = json!({
             "type": "approval.pending",
-            "approval": ApprovalView::detail(record, now),
+            "approval": approval_detail(record, now),
         });
         let Ok(body) = serde_json::to_vec(&body) else {
             return;
@@ -389,73 +389,15 @@ pub fn resolution_receipt(
     Ok(receipt)
 }
 
-/// An approval as the API shows it. Anyone holding its id sees the status
-/// fields; an approver also sees what was asked (`summary`, …).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ApprovalView {
-    /// The approval's id.
-    pub id: String,
-    /// Its status now: `pending`, `approved`, `denied`, `expired`, `used` or
-    /// `withdrawn`
-    /// (a pending approval past its expiry shows `expired`).
-    #[schema(value_type = String, example = "pending")]
-    pub status: ApprovalStatus,
-    /// The decision that asked for it.
-    pub decision_id: String,
-    /// When it was raised.
-    pub created_at: DateTime<Utc>,
-    /// When it expires unanswered.
-    pub expires_at: DateTime<Utc>,
-    /// When it was resolved.
-    pub resolved_at: Option<DateTime<Utc>>,
-    /// Who approved or denied it.
-    pub resolved_by: Option<String>,
-    /// Their reason.
-    pub reason: Option<String>,
-    /// Approvers only: the decision that released the approved call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub released_by: Option<String>,
-    /// Approvers only: the task the request was made under.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_id: Option<String>,
-    /// Approvers only: what was asked (agent, person, delegation chain,
-    /// task, tool, arguments as receipts keep them, policies and reasons).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub summary: Option<Value>,
-    /// Approvers only: digest of what the approval is bound to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_sha256: Option<String>,
-}
-
-impl ApprovalView {
-    /// The status fields of `approval` at `now`.
-    pub fn status(approval: &Approval, now: DateTime<Utc>) -> Self {
-        Self {
-            id: approval.id.clone(),
-            status: approval.status_at(now),
-            decision_id: approval.decision_id.clone(),
-            created_at: approval.created_at,
-            expires_at: approval.expires_at,
-            resolved_at: approval.resolved_at,
-            resolved_by: approval.resolved_by.clone(),
-            reason: approval.reason.clone(),
-            released_by: None,
-            task_id: None,
-            summary: None,
-            request_sha256: None,
-        }
-    }
-
-    /// Everything an approver sees of `record` at `now`.
-    pub fn detail(record: &ApprovalRecord, now: DateTime<Utc>) -> Self {
-        Self {
-            released_by: record.approval.released_by.clone(),
-            task_id: record.task_id.clone(),
-            summary: Some(record.summary.clone()),
-            request_sha256: Some(record.approval.request_sha256.clone()),
-            ..Self::status(&record.approval, now)
-        }
+/// Everything an approver sees of `record` at `now`: the status fields
+/// ([`ApprovalView::status`]) and what was asked.
+pub fn approval_detail(record: &ApprovalRecord, now: DateTime<Utc>) -> ApprovalView {
+    ApprovalView {
+        released_by: record.approval.released_by.clone(),
+        task_id: record.task_id.clone(),
+        summary: Some(record.summary.clone()),
+        request_sha256: Some(record.approval.request_sha256.clone()),
+        ..ApprovalView::status(&record.approval, now)
     }
 }
 

@@ -48,9 +48,10 @@ pub use callers::{CALLER_TOKEN_PREFIX, Callers, CallersError, DecideAccess};
 pub use connections::ConnectionLimits;
 pub use decider::{Authority, DecideError, Decided, Decider};
 pub use error::{ApiError, ErrorBody};
+pub use mandate_core::api::StartTask;
 pub use openapi::api_doc;
 pub use receipts::ReceiptSettings;
-pub use routes::tasks::{StartTask, TaskTerms};
+pub use routes::tasks::{TaskTerms, check_start};
 pub use state::{AppState, ReloadStatus};
 pub use tasks::{TaskSettings, Tasks, TasksError};
 

@@ -1,27 +1,26 @@
-//! The HTTP client of the commands that talk to a running server (`task`,
-//! `approvals`): one request, its JSON answer, or an exit code with the
-//! server's error printed.
+//! How the commands that talk to a running server (`task`, `approvals`)
+//! reach it: the server and token from the command line, and one call of
+//! the typed client (`mandate-client`) on a runtime of its own, its answer
+//! or an exit code with the failure printed.
 
+use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
-use reqwest::Method;
-use reqwest::blocking::Client;
-use serde_json::Value;
+use chrono::{DateTime, SecondsFormat, Utc};
+use mandate_client::{Client, ClientError};
+use reqwest::StatusCode;
 
 use crate::cli::ServerArgs;
 use crate::exit::Code;
 
-/// An error with its causes on one line (shared with the MCP gateway's client).
-pub use mandate_client::error_chain;
-
 /// How long one request may take, connecting included, unless the server
-/// is asked to hold it ([`Remote::hold`]).
+/// is asked to hold it (a long poll adds its wait).
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The outcome of a request before it is printed: a JSON answer, or the exit
-/// code of a failure already reported on stderr.
-pub type Answer = Result<Value, Code>;
+/// The outcome of a call before it is printed: the server's answer, or the
+/// exit code of a failure already reported on stderr.
+pub type Answer<T> = Result<T, Code>;
 
 /// A server and the token to present to it.
 pub struct Remote<'a> {
@@ -33,9 +32,6 @@ pub struct Remote<'a> {
     pub token_file: Option<&'a Path>,
     /// The variable that can hold the token, for messages.
     pub token_env: &'static str,
-    /// How long the server may hold the request on purpose (a long poll);
-    /// added to the timeout.
-    pub hold: Duration,
 }
 
 impl<'a> From<&'a ServerArgs> for Remote<'a> {
@@ -45,7 +41,6 @@ impl<'a> From<&'a ServerArgs> for Remote<'a> {
             token: args.token.as_deref(),
             token_file: args.token_file.as_deref(),
             token_env: "MANDATE_TOKEN",
-            hold: Duration::ZERO,
         }
     }
 }
@@ -71,124 +66,160 @@ fn token(remote: &Remote<'_>) -> Result<String, String> {
     Ok(token)
 }
 
-/// Sends one request to the server and returns its JSON answer. Failures are
-/// reported on stderr and come back as the exit code.
-pub fn request(
-    remote: &Remote<'_>,
-    method: Method,
-    path: &[&str],
-    query: &[(&str, String)],
-    body: Option<&Value>,
-) -> Answer {
-    let report = |code: Code, message: &str| {
-        eprintln!("error: {message}");
-        code
-    };
+/// Makes one call with the typed client of the server named by `remote`,
+/// presenting its token: `call(client, token)`, run to its end on a
+/// current-thread runtime. Failures are reported on stderr and come back as
+/// the exit code.
+pub fn call<T, F, Fut>(remote: &Remote<'_>, call: F) -> Answer<T>
+where
+    F: FnOnce(Client, String) -> Fut,
+    Fut: Future<Output = Result<T, ClientError>>,
+{
     let token = token(remote).map_err(|m| report(Code::Input, &m))?;
-    let mut url = reqwest::Url::parse(remote.server)
-        .map_err(|e| report(Code::Input, &format!("--server `{}`: {e}", remote.server)))?;
+    let base = base_url(remote.server)?;
+    let http = reqwest::Client::builder()
+        .build()
+        .map_err(|e| report(Code::Failure, &format!("cannot build the HTTP client: {e}")))?;
+    let client = Client::new(base, http).with_timeout(TIMEOUT);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            report(
+                Code::Failure,
+                &format!("cannot start the async runtime: {e}"),
+            )
+        })?;
+    runtime
+        .block_on(call(client, token))
+        .map_err(|e| failed(remote.server, &e))
+}
+
+/// An answer as pretty JSON, as the server sent it: through a JSON value,
+/// whose objects keep the same order whether or not serde_json preserves
+/// insertion order.
+pub fn pretty_json(answer: &impl serde::Serialize) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(&serde_json::to_value(answer)?)
+}
+
+/// A time as the server writes it in its answers (RFC 3339 in UTC, `Z`,
+/// with as many fractional digits as it has).
+pub fn wire_time(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn report(code: Code, message: &str) -> Code {
+    eprintln!("error: {message}");
+    code
+}
+
+/// `server` checked as the base URL of a server this build can reach: plain
+/// HTTP, a URL that paths can be appended to.
+fn base_url(server: &str) -> Answer<String> {
+    let mut url = reqwest::Url::parse(server)
+        .map_err(|e| report(Code::Input, &format!("--server `{server}`: {e}")))?;
     match url.scheme() {
         "http" => {}
         "https" => {
             return Err(report(
                 Code::Input,
                 &format!(
-                    "--server `{}`: this build of mandate speaks plain HTTP only (no TLS); reach the server over http://",
-                    remote.server
+                    "--server `{server}`: this build of mandate speaks plain HTTP only (no TLS); reach the server over http://"
                 ),
             ));
         }
         other => {
             return Err(report(
                 Code::Input,
-                &format!(
-                    "--server `{}`: unsupported scheme `{other}`; expected http://",
-                    remote.server
-                ),
+                &format!("--server `{server}`: unsupported scheme `{other}`; expected http://"),
             ));
         }
     }
-    {
-        let Ok(mut segments) = url.path_segments_mut() else {
-            return Err(report(
-                Code::Input,
-                &format!("--server `{}` cannot be a base URL", remote.server),
-            ));
-        };
-        segments.pop_if_empty().extend(path);
-    }
-    if !query.is_empty() {
-        url.query_pairs_mut()
-            .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
-    }
-    let client = Client::builder()
-        .timeout(TIMEOUT + remote.hold)
-        .build()
-        .map_err(|e| report(Code::Failure, &format!("cannot build the HTTP client: {e}")))?;
-    let mut request = client
-        .request(method, url.clone())
-        .bearer_auth(token)
-        .header(reqwest::header::ACCEPT, "application/json");
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    let response = request.send().map_err(|e| {
-        report(
+    if url.cannot_be_a_base() {
+        return Err(report(
             Code::Input,
-            &format!(
-                "cannot reach the Mandate server at {}: {}",
-                remote.server,
-                error_chain(&e)
-            ),
-        )
-    })?;
-    let status = response.status();
-    let text = response.text().map_err(|e| {
-        report(
+            &format!("--server `{server}` cannot be a base URL"),
+        ));
+    }
+    // Paths are appended to it: a query or fragment would end up before them.
+    url.set_query(None);
+    url.set_fragment(None);
+    Ok(url.to_string())
+}
+
+/// Reports a failed call on stderr: the server's own `error: message` when
+/// it refused with one (exit 2 for a request it could not take, 1 for the
+/// rest), else what went wrong.
+fn failed(server: &str, error: &ClientError) -> Code {
+    match error {
+        ClientError::Unreachable { detail, .. } => report(
+            Code::Input,
+            &format!("cannot reach the Mandate server at {server}: {detail}"),
+        ),
+        ClientError::CutOff { url, detail } => report(
             Code::Failure,
-            &format!("reading the answer of {url}: {}", error_chain(&e)),
-        )
-    })?;
-    let value: Option<Value> = serde_json::from_str(&text).ok();
-    if status.is_success() {
-        return value.ok_or_else(|| {
+            &format!("reading the answer of {url}: {detail}"),
+        ),
+        ClientError::Refused {
+            status,
+            code,
+            message,
+            url,
+            body,
+        } => {
+            let exit = match status {
+                400 | 413 | 415 | 422 => Code::Input,
+                _ => Code::Failure,
+            };
+            match (code, message) {
+                (Some(code), Some(message)) => report(exit, &format!("{code}: {message}")),
+                _ => {
+                    let status = StatusCode::from_u16(*status)
+                        .map_or_else(|_| status.to_string(), |s| s.to_string());
+                    report(exit, &format!("{url} answered {status}: {}", body.trim()))
+                }
+            }
+        }
+        ClientError::Unreadable {
+            url,
+            status,
+            detail,
+        } => {
+            let status = StatusCode::from_u16(*status)
+                .map_or_else(|_| status.to_string(), |s| s.to_string());
             report(
                 Code::Failure,
-                &format!("{url} answered {status} with a body that is not JSON"),
+                &format!(
+                    "{url} answered {status} with a body that is not the expected answer: {detail}"
+                ),
             )
-        });
+        }
+        ClientError::BadId(_) => report(Code::Input, &error.to_string()),
+        other => report(Code::Failure, &other.to_string()),
     }
-    let code = match status.as_u16() {
-        400 | 413 | 415 | 422 => Code::Input,
-        _ => Code::Failure,
-    };
-    let error = value.as_ref().and_then(|v| {
-        Some((
-            v.get("error")?.as_str()?.to_owned(),
-            v.get("message")?.as_str()?.to_owned(),
-        ))
-    });
-    Err(match error {
-        Some((error, message)) => report(code, &format!("{error}: {message}")),
-        None => report(code, &format!("{url} answered {status}: {}", text.trim())),
-    })
 }
 
-/// The string at `key`, or "" (the server's answers always have them).
-pub fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or_default()
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The strings of the array at `key`.
-pub fn strings(v: &Value, key: &str) -> Vec<String> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
+    #[test]
+    fn servers_are_plain_http_base_urls() {
+        assert_eq!(
+            base_url("http://127.0.0.1:8181").as_deref(),
+            Ok("http://127.0.0.1:8181/")
+        );
+        assert_eq!(
+            base_url("http://127.0.0.1:8181/mandate/").as_deref(),
+            Ok("http://127.0.0.1:8181/mandate/")
+        );
+        for refused in [
+            "https://127.0.0.1:8181",
+            "ftp://host",
+            "mailto:a@b",
+            "not a url",
+        ] {
+            assert_eq!(base_url(refused), Err(Code::Input), "{refused}");
+        }
+    }
 }

@@ -52,10 +52,10 @@ fn main() -> ExitCode {
             commands::approvals::show(args)
         }
         cli::Command::Approvals(cli::ApprovalsCommand::Approve(args)) => {
-            commands::approvals::resolve(args, "approve")
+            commands::approvals::resolve(args, commands::approvals::Verdict::Approve)
         }
         cli::Command::Approvals(cli::ApprovalsCommand::Deny(args)) => {
-            commands::approvals::resolve(args, "deny")
+            commands::approvals::resolve(args, commands::approvals::Verdict::Deny)
         }
         cli::Command::Approvals(cli::ApprovalsCommand::Token(args)) => {
             commands::approvals::token(args)

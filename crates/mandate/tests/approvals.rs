@@ -559,27 +559,20 @@ struct SubAgentAsks {
 }
 
 fn sub_agent_asks(gw: &util::tasks::Gateway) -> SubAgentAsks {
-    use util::tasks::{ROOT_AGENT, SUB_AGENT, text};
-    let started = gw.start(
-        &gw.idp.token(ROOT_AGENT),
-        &json!({
-            "intent": "tidy the inbox",
-            "tools": ["mail/read_inbox"],
-            "ttl_seconds": 600,
-            "max_depth": 1
-        }),
-    );
-    assert_eq!(started.status, 201, "{}", started.body);
-    let started = started.json();
-    let task_id = text(&started, "task_id").to_owned();
-    let root = text(&started, "credential").to_owned();
-    let delegated = gw.delegate(
-        &task_id,
-        &root,
-        &json!({ "agent": SUB_AGENT, "tools": ["mail/read_inbox"] }),
-    );
-    assert_eq!(delegated.status, 201, "{}", delegated.body);
-    let sub = text(&delegated.json(), "credential").to_owned();
+    use util::tasks::{ROOT_AGENT, SUB_AGENT, delegation_of, task_of};
+    let task = mandate_core::api::StartTask {
+        max_depth: 1,
+        ..task_of("tidy the inbox", &["mail/read_inbox"], 600)
+    };
+    let started = gw.start_task_of(ROOT_AGENT, &task);
+    let (task_id, root) = (started.task_id, started.credential);
+    let sub = gw
+        .delegate_task(
+            &task_id,
+            &root,
+            &delegation_of(SUB_AGENT, &["mail/read_inbox"]),
+        )
+        .credential;
     // The sub-agent's first use of a tool in the task steps up to a person.
     let read = json!({
         "principal": { "id": SUB_AGENT },

@@ -20,10 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
+use mandate_core::api::{DelegateTask, StartTask};
 use util::Launch;
-use util::tasks::{Gateway, Idp, ROOT_AGENT, SUB_AGENT, text, write_config};
+use util::tasks::{Gateway, Idp, ROOT_AGENT, SUB_AGENT, delegation_of, task_of, write_config};
 
 /// The approver's token; the server knows only its SHA-256 digest.
 const APPROVER_TOKEN: &str = "mandate-console-test-approver-token-3f9c1a7e52b04d68";
@@ -113,27 +112,22 @@ fn gateway() -> Gateway {
 /// Starts a task for the planner and delegates part of it to the mailer;
 /// returns the task id and its root credential.
 fn open_task(gw: &Gateway) -> (String, String) {
-    let reply = gw.start(
-        &gw.idp.token(ROOT_AGENT),
-        &json!({
-            "intent": "reconcile the supplier ledger",
-            "tools": ["billing/read_invoice", "billing/pay_invoice"],
-            "labels": ["finance"],
-            "ttl_seconds": 900,
-            "max_depth": 1
-        }),
-    );
-    assert_eq!(reply.status, 201, "start a task: {}", reply.body);
-    let started = reply.json();
-    let task_id = text(&started, "task_id").to_owned();
-    let credential = text(&started, "credential").to_owned();
-    let reply = gw.delegate(
-        &task_id,
-        &credential,
-        &json!({ "agent": SUB_AGENT, "tools": ["billing/read_invoice"], "ttl_seconds": 600 }),
-    );
-    assert_eq!(reply.status, 201, "delegate: {}", reply.body);
-    (task_id, credential)
+    let task = StartTask {
+        labels: vec!["finance".to_owned()],
+        max_depth: 1,
+        ..task_of(
+            "reconcile the supplier ledger",
+            &["billing/read_invoice", "billing/pay_invoice"],
+            900,
+        )
+    };
+    let started = gw.start_task_of(ROOT_AGENT, &task);
+    let delegation = DelegateTask {
+        ttl_seconds: Some(600),
+        ..delegation_of(SUB_AGENT, &["billing/read_invoice"])
+    };
+    gw.delegate_task(&started.task_id, &started.credential, &delegation);
+    (started.task_id, started.credential)
 }
 
 /// Runs `node --test FILE` with `envs`, bounded by [`NODE_TIMEOUT`];

@@ -41,7 +41,7 @@ use util::mcp::{
     decision_id, fetch_server, filesystem_server, proxy, require_fetch_server, run_sessions,
     supergateway, wrap_command,
 };
-use util::tasks::Gateway;
+use util::tasks::{Gateway, task_of};
 use util::web::{PAGE_INJECTION, ROBOTS_INJECTION, Site};
 
 /// The agent of the agent-mode cases.
@@ -128,17 +128,12 @@ impl Scene {
 
     /// A new task of `agent` granting `tools`, its credential in a file.
     fn task_credential(&self, agent: &str, tools: &[&str]) -> PathBuf {
-        let reply = self.gateway.start(
-            &self.gateway.idp.token(agent),
-            &json!({"intent": "summarise the quarterly research notes", "tools": tools, "ttl_seconds": 600}),
+        let task = self.gateway.start_task_of(
+            agent,
+            &task_of("summarise the quarterly research notes", tools, 600),
         );
-        assert_eq!(reply.status, 201, "{}", reply.body);
-        let task = reply.json();
-        let path = self
-            .dir
-            .path()
-            .join(format!("{}.credential", task["task_id"].as_str().unwrap()));
-        std::fs::write(&path, task["credential"].as_str().unwrap()).unwrap();
+        let path = self.dir.path().join(format!("{}.credential", task.task_id));
+        std::fs::write(&path, task.credential).unwrap();
         path
     }
 

@@ -18,7 +18,7 @@ mod util;
 use serde_json::{Value, json};
 use util::tasks::{
     Gateway, HUMAN, ROOT_AGENT, SUB_AGENT, assert_insufficient_scope, assert_invalid_token,
-    gateway, text,
+    delegation_of, gateway, text,
 };
 use util::{Launch, Reply};
 
@@ -102,13 +102,8 @@ fn start(gw: &Gateway, body: &Value) -> (String, String) {
 
 /// Delegates `tools` of task `id` to the sub-agent: its credential.
 fn delegate(gw: &Gateway, id: &str, credential: &str, tools: &[&str]) -> String {
-    let reply = gw.delegate(
-        id,
-        credential,
-        &json!({ "agent": SUB_AGENT, "tools": tools }),
-    );
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    text(&reply.json(), "credential").to_owned()
+    gw.delegate_task(id, credential, &delegation_of(SUB_AGENT, tools))
+        .credential
 }
 
 #[test]

@@ -20,18 +20,19 @@ use axum::extract::{FromRequestParts, OptionalFromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
+use mandate_core::api::{ApprovalList, ApprovalView, ResolveApproval, TaskView, WithdrawApproval};
 use mandate_core::{Approval, ApprovalError, ApprovalStatus, Resolution};
 use mandate_store::{ApprovalRecord, ReceiptQuery};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::approval_flow::{RecordError, Recorded, record_resolution};
-use crate::approvals::{ApprovalView, MAX_WAIT};
+use crate::approvals::{MAX_WAIT, approval_detail};
 use crate::auth::{Bearer, BearerProblem, bearer_of, credential_refused, insufficient_scope};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJsonOrEmpty, ApiQuery};
 use crate::routes::store_failed;
-use crate::routes::tasks::TaskView;
+use crate::routes::tasks::task_view;
 use crate::state::AppState;
 
 /// The most items a list answers with.
@@ -107,13 +108,6 @@ fn unauthorized(code: &'static str, message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, code, message).with_challenge(challenge)
 }
 
-/// Approvals, newest first.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ApprovalList {
-    /// The approvals.
-    pub items: Vec<ApprovalView>,
-}
-
 /// Filters of `GET /v1/approvals`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -161,10 +155,7 @@ pub(crate) async fn list(
         .approvals(status, now, limit)
         .await
         .map_err(|e| store_failed(tasks, e))?;
-    let items = records
-        .iter()
-        .map(|r| ApprovalView::detail(r, now))
-        .collect();
+    let items = records.iter().map(|r| approval_detail(r, now)).collect();
     Ok(Json(ApprovalList { items }))
 }
 
@@ -232,7 +223,7 @@ pub(crate) async fn show(
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if status != ApprovalStatus::Pending || left.is_zero() {
             return Ok(Json(match approver {
-                Some(_) => ApprovalView::detail(&record, now),
+                Some(_) => approval_detail(&record, now),
                 None => ApprovalView::status(&record.approval, now),
             }));
         }
@@ -243,16 +234,6 @@ pub(crate) async fn show(
             .unwrap_or(Duration::ZERO);
         let _ = tokio::time::timeout(left.min(to_expiry), changes.changed()).await;
     }
-}
-
-/// Approve or deny: the reason given with it.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ResolveApproval {
-    /// Why; it goes into the receipt and to the agent. Required: without
-    /// it (or without a body) the answer is `422 reason_required`.
-    #[serde(default)]
-    pub reason: String,
 }
 
 /// Approve a pending approval.
@@ -328,17 +309,7 @@ async fn resolve(
         .map_err(|e| refused(&e))?;
     let record = record_change(&state, record, resolved, now).await?;
     tracing::info!(approval_id = %id, approver = %approver, status = %record.approval.status, "approval resolved");
-    Ok(Json(ApprovalView::detail(&record, now)))
-}
-
-/// Withdraw: the reason, if the requester gives one.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WithdrawApproval {
-    /// Why the request is withdrawn (the call was cancelled, say); it goes
-    /// into the receipt. Default: `withdrawn by the requester`.
-    #[serde(default)]
-    pub reason: Option<String>,
+    Ok(Json(approval_detail(&record, now)))
 }
 
 /// Withdraw a pending approval: the requester no longer wants the call (its
@@ -508,10 +479,9 @@ fn refused(e: &ApprovalError) -> ApiError {
 
 async fn load(state: &AppState, id: &str) -> Result<ApprovalRecord, ApiError> {
     let tasks = state.tasks();
-    let key = id.to_owned();
     tasks
         .store()
-        .approval(&key)
+        .approval(id)
         .await
         .map_err(|e| store_failed(tasks, e))?
         .ok_or_else(|| {
@@ -715,7 +685,7 @@ pub(crate) async fn tasks(
     let now = Utc::now();
     let items = found
         .into_iter()
-        .map(|details| TaskView::new(tasks, details, now))
+        .map(|details| task_view(tasks, details, now))
         .collect();
     Ok(Json(TaskList { items }))
 }

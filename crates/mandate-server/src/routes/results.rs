@@ -11,6 +11,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::Utc;
+use mandate_core::api::HistoryView;
 use mandate_core::{Decision, ToolAnnotations};
 use mandate_store::{CallResult, HistoryEntry, StateError};
 use serde::Deserialize;
@@ -20,7 +21,7 @@ use crate::auth::{Bearer, credential_refused, insufficient_scope, invalid_token}
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
 use crate::routes::store_failed;
-use crate::routes::tasks::{HistoryView, label_names};
+use crate::routes::tasks::{history_view, label_names};
 use crate::state::AppState;
 
 /// The label an open-world tool's result always carries.
@@ -105,10 +106,9 @@ pub(crate) async fn report(
     let ApiJson(report) = body?;
     let mut labels = label_names("labels", &report.labels)?;
 
-    let decision_id = id.clone();
     let entry = tasks
         .store()
-        .decision(&decision_id)
+        .decision(&id)
         .await
         .map_err(|e| store_failed(tasks, e))?
         .ok_or_else(|| decision_not_found(&id))?;
@@ -140,10 +140,9 @@ pub(crate) async fn report(
         labels: labels.into_iter().collect(),
         reported_at: now,
     };
-    let decision_id = id.clone();
     let entry = tasks
         .store()
-        .record_result(&decision_id, result)
+        .record_result(&id, result)
         .await
         .map_err(|e| match e {
             // Another report won the race since the entry was read.
@@ -152,7 +151,7 @@ pub(crate) async fn report(
             e => store_failed(tasks, e),
         })?;
     tracing::info!(decision_id = %id, task_id = %entry.task_id, status = report.status.as_str(), "call result recorded");
-    Ok(Json(HistoryView::from(entry)))
+    Ok(Json(history_view(entry)))
 }
 
 /// Whether the call reached the open world, by the annotations it was

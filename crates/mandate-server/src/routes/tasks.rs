@@ -21,12 +21,15 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderName, StatusCode, header};
 use chrono::{DateTime, TimeDelta, Utc};
 use mandate_auth::{Delegation, TaskGrant, VerifiedCredential, VerifiedIdentity};
+use mandate_core::api::{
+    CredentialView, DelegateTask, Delegated, HistoryView, ResultView, StartTask, TaskEnded,
+    TaskStarted, TaskView,
+};
 use mandate_core::{PolicyPack, names};
 use mandate_store::{
     CredentialRecord, END_REASON_EXPIRED, EndedTask, HistoryEntry, TaskDetails, TaskRecord,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::approval_flow;
@@ -45,31 +48,7 @@ const MAX_INTENT_BYTES: usize = 4096;
 /// Most tools, or labels, in one request.
 const MAX_ITEMS: usize = 256;
 
-/// A task to start.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StartTask {
-    /// What the task is for, in words. Not empty; at most 4096 bytes.
-    pub intent: String,
-    /// Tools the task may call, as `server/tool`. At least one.
-    pub tools: Vec<String>,
-    /// Labels of the data in the task's scope, such as `confidential`.
-    #[serde(default)]
-    pub labels: Vec<String>,
-    /// Free parameters of the task, such as `allowed_recipients`.
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub params: Map<String, Value>,
-    /// The task's lifetime in seconds: from 1 to the server's
-    /// `task_max_ttl_seconds`.
-    pub ttl_seconds: u64,
-    /// How many delegation hops may follow the root agent: 0 (the default:
-    /// no delegation) to 16.
-    #[serde(default)]
-    pub max_depth: u32,
-}
-
-/// What a [`StartTask`] asks for, once [`StartTask::check`] has passed it.
+/// What a [`StartTask`] asks for, once [`check_start`] has passed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskTerms {
     /// The tools, each a `server/tool` name.
@@ -80,219 +59,58 @@ pub struct TaskTerms {
     pub expires_at: DateTime<Utc>,
 }
 
-impl StartTask {
-    /// Checks a task to start, as `POST /v1/tasks` does once the body is
-    /// parsed and before anything is minted or stored: a non-empty intent,
-    /// well-formed tool and label names, a delegation depth and a lifetime
-    /// within bounds (`max_ttl`: the server's `task_max_ttl_seconds`), and
-    /// params that every decision under the task can evaluate with `pack`.
-    ///
-    /// Public so that the request's parser and checks can be exercised
-    /// without a server (the `task_request` fuzz target, `fuzz/`).
-    pub fn check(
-        &self,
-        pack: &PolicyPack,
-        max_ttl: Duration,
-        now: DateTime<Utc>,
-    ) -> Result<TaskTerms, ApiError> {
-        non_empty_text("intent", &self.intent, MAX_INTENT_BYTES)?;
-        let tools = tool_names("tools", &self.tools)?;
-        let labels = label_names("labels", &self.labels)?;
-        if self.max_depth > MAX_DELEGATION_DEPTH {
-            return Err(invalid(format!(
-                "`max_depth` {} is deeper than the {MAX_DELEGATION_DEPTH} hops allowed",
-                self.max_depth
-            )));
-        }
-        let expires_at = task_expiry(max_ttl, now, self.ttl_seconds)?;
-        // Every decision of the task will carry its params: params no
-        // decision could evaluate are refused now, naming the parameter, not
-        // at each call (where they would blame a field the caller may not set).
-        pack.check_task_params(&self.params, "params")
-            .map_err(|e| invalid(e.to_string()))?;
-        Ok(TaskTerms {
-            tools,
-            labels,
-            expires_at,
-        })
+/// Checks a task to start, as `POST /v1/tasks` does once the body is
+/// parsed and before anything is minted or stored: a non-empty intent,
+/// well-formed tool and label names, a delegation depth and a lifetime
+/// within bounds (`max_ttl`: the server's `task_max_ttl_seconds`), and
+/// params that every decision under the task can evaluate with `pack`.
+///
+/// Public so that the request's parser and checks can be exercised
+/// without a server (the `task_request` fuzz target, `fuzz/`).
+pub fn check_start(
+    task: &StartTask,
+    pack: &PolicyPack,
+    max_ttl: Duration,
+    now: DateTime<Utc>,
+) -> Result<TaskTerms, ApiError> {
+    non_empty_text("intent", &task.intent, MAX_INTENT_BYTES)?;
+    let tools = tool_names("tools", &task.tools)?;
+    let labels = label_names("labels", &task.labels)?;
+    if task.max_depth > MAX_DELEGATION_DEPTH {
+        return Err(invalid(format!(
+            "`max_depth` {} is deeper than the {MAX_DELEGATION_DEPTH} hops allowed",
+            task.max_depth
+        )));
     }
+    let expires_at = task_expiry(max_ttl, now, task.ttl_seconds)?;
+    // Every decision of the task will carry its params: params no
+    // decision could evaluate are refused now, naming the parameter, not
+    // at each call (where they would blame a field the caller may not set).
+    pack.check_task_params(&task.params, "params")
+        .map_err(|e| invalid(e.to_string()))?;
+    Ok(TaskTerms {
+        tools,
+        labels,
+        expires_at,
+    })
 }
 
-/// A started task and its root credential.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct TaskStarted {
-    /// The task's id (a UUIDv7).
-    pub task_id: String,
-    /// The root agent's task credential: a Biscuit token, base64url.
-    /// Present it as `Authorization: Bearer <credential>`.
-    pub credential: String,
-    /// When the task and its credential expire (whole seconds).
-    pub expires_at: DateTime<Utc>,
-    /// The credential's revocation id (hex), as `GET /v1/revocations` lists
-    /// it once the task ends.
-    pub revocation_id: String,
-}
-
-/// A narrower credential to issue for a sub-agent.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DelegateTask {
-    /// The sub-agent's identity, such as its SPIFFE ID.
-    pub agent: String,
-    /// Tools the sub-agent may call: a non-empty subset of the delegating
-    /// credential's tools.
-    pub tools: Vec<String>,
-    /// Data labels kept: a subset of the delegating credential's labels.
-    /// Absent: all of them.
-    #[serde(default)]
-    pub labels: Option<Vec<String>>,
-    /// The sub-agent credential's lifetime in seconds; it may not outlive
-    /// the delegating credential. Absent: until the delegating credential
-    /// expires.
-    #[serde(default)]
-    pub ttl_seconds: Option<u64>,
-}
-
-/// A credential issued for a sub-agent.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Delegated {
-    /// The sub-agent's task credential (Biscuit, base64url).
-    pub credential: String,
-    /// When it expires (whole seconds).
-    pub expires_at: DateTime<Utc>,
-    /// Its revocation id: the id of its last block (hex).
-    pub revocation_id: String,
-    /// Its depth: 1 for a sub-agent of the root agent, and so on.
-    pub depth: u32,
-}
-
-/// A task, its delegation tree and its history.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct TaskView {
-    /// The task's id.
-    pub id: String,
-    /// The root agent: the subject of the identity token that started it.
-    pub agent: String,
-    /// The human the root agent acts for, if its token named one.
-    pub on_behalf_of: Option<String>,
-    /// What the task is for.
-    pub intent: String,
-    /// Tools the task may call.
-    pub tools: Vec<String>,
-    /// Data labels in the task's scope.
-    pub labels: Vec<String>,
-    /// The task's free parameters.
-    #[schema(value_type = Object)]
-    pub params: Map<String, Value>,
-    /// The audience of the task's credentials.
-    pub audience: String,
-    /// How many delegation hops may follow the root agent.
-    pub max_depth: u32,
-    /// When the task started.
-    pub created_at: DateTime<Utc>,
-    /// When its TTL runs out.
-    pub expires_at: DateTime<Utc>,
-    /// `open`, `ended` (a caller ended it) or `expired` (its TTL ran out).
-    pub state: String,
-    /// When it ended, if it has.
-    pub ended_at: Option<DateTime<Utc>>,
-    /// Why it ended: `ended` or `expired`.
-    pub end_reason: Option<String>,
-    /// Every credential issued under the task, in issue order, the root
-    /// credential first; each names its parent: the delegation tree.
-    pub credentials: Vec<CredentialView>,
-    /// The task's decisions, in the order they were recorded.
-    pub history: Vec<HistoryView>,
-}
-
-/// One credential of a task's delegation tree.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct CredentialView {
-    /// Its revocation id (hex).
-    pub revocation_id: String,
-    /// The revocation id of the credential it was delegated from; `null` for
-    /// the root credential.
-    pub parent_revocation_id: Option<String>,
-    /// The agent holding it.
-    pub agent: String,
-    /// 0 for the root agent, the parent's depth + 1 for a delegation.
-    pub depth: u32,
-    /// Its effective tools.
-    pub tools: Vec<String>,
-    /// Its effective data labels.
-    pub labels: Vec<String>,
-    /// When it was issued.
-    pub issued_at: DateTime<Utc>,
-    /// When it expires.
-    pub expires_at: DateTime<Utc>,
-    /// Whether it is revoked (its task ended).
-    pub revoked: bool,
-}
-
-/// One decision of a task's history.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct HistoryView {
-    /// The decision's id.
-    pub decision_id: String,
-    /// The agent that made the call.
-    pub agent: String,
-    /// The tool's server.
-    pub server: String,
-    /// The tool.
-    pub tool: String,
-    /// `allow`, `deny` or `approval_required`.
-    pub decision: String,
-    /// When it was decided.
-    pub decided_at: DateTime<Utc>,
-    /// The MCP tool annotations the call was decided with: the hints it
-    /// sent (`readOnlyHint`, `openWorldHint`, …); `null` if unknown.
-    #[schema(value_type = Option<Object>)]
-    pub annotations: Option<Map<String, Value>>,
-    /// What the call returned, once reported.
-    pub result: Option<ResultView>,
-}
-
-impl From<HistoryEntry> for HistoryView {
-    fn from(entry: HistoryEntry) -> Self {
-        Self {
-            decision_id: entry.decision_id,
-            agent: entry.agent,
-            server: entry.server,
-            tool: entry.tool,
-            decision: entry.decision.as_str().to_owned(),
-            decided_at: entry.decided_at,
-            annotations: entry.annotations,
-            result: entry.result.map(|r| ResultView {
-                status: r.status,
-                labels: r.labels,
-                reported_at: r.reported_at,
-            }),
-        }
+/// One decision of a task's history as the API shows it.
+pub(crate) fn history_view(entry: HistoryEntry) -> HistoryView {
+    HistoryView {
+        decision_id: entry.decision_id,
+        agent: entry.agent,
+        server: entry.server,
+        tool: entry.tool,
+        decision: entry.decision,
+        decided_at: entry.decided_at,
+        annotations: entry.annotations,
+        result: entry.result.map(|r| ResultView {
+            status: r.status,
+            labels: r.labels,
+            reported_at: r.reported_at,
+        }),
     }
-}
-
-/// What a call returned.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ResultView {
-    /// `ok` or `error`.
-    pub status: String,
-    /// Labels of the data the call brought into the session.
-    pub labels: Vec<String>,
-    /// When it was reported.
-    pub reported_at: DateTime<Utc>,
-}
-
-/// An ended task and the credentials revoked with it.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct TaskEnded {
-    /// The task's id.
-    pub task_id: String,
-    /// When it ended (the first time, if it had ended already).
-    pub ended_at: DateTime<Utc>,
-    /// Why: `ended`, or `expired` if its TTL had run out first.
-    pub end_reason: String,
-    /// The revocation ids of every credential of the task, in issue order.
-    pub revoked: Vec<String>,
 }
 
 /// The revocation list.
@@ -346,7 +164,7 @@ pub(crate) async fn start(
         tools,
         labels,
         expires_at,
-    } = request.check(&state.pack(), tasks.max_ttl(), now)?;
+    } = check_start(&request, &state.pack(), tasks.max_ttl(), now)?;
 
     let task_id = Uuid::now_v7().to_string();
     let grant = TaskGrant {
@@ -445,7 +263,7 @@ pub(crate) async fn show(
         .map_err(|e| store_failed(tasks, e))?
         .ok_or_else(|| task_not_found(&id))?;
     caller.authorize(tasks, &details.task)?;
-    Ok(Json(TaskView::new(tasks, details, now)))
+    Ok(Json(task_view(tasks, details, now)))
 }
 
 /// Issue a narrower credential of this task for a sub-agent.
@@ -598,10 +416,9 @@ pub(crate) async fn end(
             tracing::info!(task_id = %id, approver = %name, "an approver ends the task");
         }
         Caller::Agent(_) => {
-            let task_id = id.clone();
             let task = tasks
                 .store()
-                .task(&task_id)
+                .task(&id)
                 .await
                 .map_err(|e| store_failed(tasks, e))?
                 .ok_or_else(|| task_not_found(&id))?;
@@ -791,52 +608,52 @@ fn after(now: DateTime<Utc>, seconds: u64) -> Option<DateTime<Utc>> {
     now.checked_add_signed(TimeDelta::try_seconds(seconds)?)
 }
 
-impl TaskView {
-    pub(crate) fn new(tasks: &Tasks, details: TaskDetails, now: DateTime<Utc>) -> Self {
-        let TaskDetails {
-            task,
-            credentials,
-            history,
-        } = details;
-        let state = match (&task.end_reason, task.expires_at <= now) {
-            (Some(reason), _) if reason == END_REASON_EXPIRED => "expired",
-            (Some(_), _) => "ended",
-            (None, true) => "expired",
-            (None, false) => "open",
-        };
-        Self {
-            state: state.to_owned(),
-            credentials: credentials
-                .into_iter()
-                .map(|c| CredentialView {
-                    revoked: tasks
-                        .credentials()
-                        .is_revoked(std::slice::from_ref(&c.revocation_id)),
-                    revocation_id: c.revocation_id,
-                    parent_revocation_id: c.parent_revocation_id,
-                    agent: c.agent,
-                    depth: c.depth,
-                    tools: c.tools,
-                    labels: c.labels,
-                    issued_at: c.issued_at,
-                    expires_at: c.expires_at,
-                })
-                .collect(),
-            history: history.into_iter().map(HistoryView::from).collect(),
-            id: task.id,
-            agent: task.agent,
-            on_behalf_of: task.on_behalf_of,
-            intent: task.intent,
-            tools: task.tools,
-            labels: task.labels,
-            params: task.params,
-            audience: task.audience,
-            max_depth: task.max_depth,
-            created_at: task.created_at,
-            expires_at: task.expires_at,
-            ended_at: task.ended_at,
-            end_reason: task.end_reason,
-        }
+/// The view of a task as `GET /v1/tasks/{id}` and `GET /v1/tasks` show it
+/// at `now`.
+pub(crate) fn task_view(tasks: &Tasks, details: TaskDetails, now: DateTime<Utc>) -> TaskView {
+    let TaskDetails {
+        task,
+        credentials,
+        history,
+    } = details;
+    let state = match (&task.end_reason, task.expires_at <= now) {
+        (Some(reason), _) if reason == END_REASON_EXPIRED => "expired",
+        (Some(_), _) => "ended",
+        (None, true) => "expired",
+        (None, false) => "open",
+    };
+    TaskView {
+        state: state.to_owned(),
+        credentials: credentials
+            .into_iter()
+            .map(|c| CredentialView {
+                revoked: tasks
+                    .credentials()
+                    .is_revoked(std::slice::from_ref(&c.revocation_id)),
+                revocation_id: c.revocation_id,
+                parent_revocation_id: c.parent_revocation_id,
+                agent: c.agent,
+                depth: c.depth,
+                tools: c.tools,
+                labels: c.labels,
+                issued_at: c.issued_at,
+                expires_at: c.expires_at,
+            })
+            .collect(),
+        history: history.into_iter().map(history_view).collect(),
+        id: task.id,
+        agent: task.agent,
+        on_behalf_of: task.on_behalf_of,
+        intent: task.intent,
+        tools: task.tools,
+        labels: task.labels,
+        params: task.params,
+        audience: task.audience,
+        max_depth: task.max_depth,
+        created_at: task.created_at,
+        expires_at: task.expires_at,
+        ended_at: task.ended_at,
+        end_reason: task.end_reason,
     }
 }
 

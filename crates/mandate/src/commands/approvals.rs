@@ -2,16 +2,15 @@
 //! the approval endpoints of a running server (docs/approvals.md), and the
 //! maker of approver tokens.
 
-use std::time::Duration;
-
+use mandate_core::ApprovalStatus;
+use mandate_core::api::ApprovalView;
 use mandate_server::approvals::MAX_WAIT;
-use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::cli::{
     ApprovalResolveArgs, ApprovalShowArgs, ApprovalTokenArgs, ApprovalsListArgs, ApproverArgs,
 };
-use crate::client::{Answer, Remote, str_of, strings};
+use crate::client::{Remote, call, pretty_json, wire_time};
 use crate::exit::Code;
 use crate::output::{emit, emit_text, outln, print_new_token};
 
@@ -22,62 +21,40 @@ impl<'a> From<&'a ApproverArgs> for Remote<'a> {
             token: args.token.as_deref(),
             token_file: args.token_file.as_deref(),
             token_env: "MANDATE_APPROVER_TOKEN",
-            hold: Duration::ZERO,
         }
     }
 }
 
-fn request(
-    args: &ApproverArgs,
-    method: Method,
-    path: &[&str],
-    query: &[(&str, String)],
-    body: Option<&Value>,
-) -> Answer {
-    crate::client::request(&args.into(), method, path, query, body)
-}
-
 pub fn list(args: ApprovalsListArgs) -> anyhow::Result<Code> {
-    let query = [
-        ("status", args.status.clone()),
-        ("limit", args.limit.to_string()),
-    ];
-    let answer = match request(
-        &args.server,
-        Method::GET,
-        &["v1", "approvals"],
-        &query,
-        None,
-    ) {
+    let (status, limit) = (args.status.as_str(), args.limit);
+    let answer = match call(&Remote::from(&args.server), |client, token| async move {
+        client.approvals(Some(status), Some(limit), &token).await
+    }) {
         Ok(answer) => answer,
         Err(code) => return Ok(code),
     };
     let mut out = String::new();
     if args.server.json {
-        outln!(out, "{}", serde_json::to_string_pretty(&answer)?);
+        outln!(out, "{}", pretty_json(&answer)?);
     } else {
-        let items = answer
-            .get("items")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        if items.is_empty() {
+        if answer.items.is_empty() {
             outln!(out, "no {} approvals", args.status);
         }
-        for item in &items {
-            let summary = item.get("summary").unwrap_or(&Value::Null);
-            let when = match str_of(item, "status") {
-                "pending" => format!("expires {}", str_of(item, "expires_at")),
-                _ => match item.get("resolved_by").and_then(Value::as_str) {
-                    Some(by) => format!("by {by}"),
-                    None => str_of(item, "resolved_at").to_owned(),
-                },
+        for item in &answer.items {
+            let summary = item.summary.as_ref().unwrap_or(&Value::Null);
+            let when = match (item.status, &item.resolved_by, &item.resolved_at) {
+                (ApprovalStatus::Pending, _, _) => {
+                    format!("expires {}", wire_time(&item.expires_at))
+                }
+                (_, Some(by), _) => format!("by {by}"),
+                (_, None, Some(at)) => wire_time(at),
+                (_, None, None) => String::new(),
             };
             outln!(
                 out,
                 "{}  {:<9}  {}/{}  {}  {when}",
-                str_of(item, "id"),
-                str_of(item, "status"),
+                item.id,
+                item.status.as_str(),
                 str_of(summary, "server"),
                 str_of(summary, "tool"),
                 str_of(summary, "agent"),
@@ -92,24 +69,17 @@ pub fn list(args: ApprovalsListArgs) -> anyhow::Result<Code> {
 
 pub fn show(args: ApprovalShowArgs) -> anyhow::Result<Code> {
     let hold = match args.wait.as_deref().map(humantime::parse_duration) {
-        None => Duration::ZERO,
-        Some(Ok(wait)) => wait.min(MAX_WAIT),
+        None => None,
+        Some(Ok(wait)) => Some(wait.min(MAX_WAIT)),
         Some(Err(e)) => {
             eprintln!("error: --wait: {e}; write a duration such as 30s");
             return Ok(Code::Input);
         }
     };
-    let query: Vec<(&str, String)> = args
-        .wait
-        .iter()
-        .map(|wait| ("wait", wait.clone()))
-        .collect();
-    let path = ["v1", "approvals", args.approval_id.as_str()];
-    let remote = Remote {
-        hold,
-        ..Remote::from(&args.server)
-    };
-    let answer = match crate::client::request(&remote, Method::GET, &path, &query, None) {
+    let id = args.approval_id.as_str();
+    let answer = match call(&Remote::from(&args.server), |client, token| async move {
+        client.show_approval(id, hold, Some(&token)).await
+    }) {
         Ok(answer) => answer,
         Err(code) => return Ok(code),
     };
@@ -117,10 +87,23 @@ pub fn show(args: ApprovalShowArgs) -> anyhow::Result<Code> {
     Ok(Code::Ok)
 }
 
-pub fn resolve(args: ApprovalResolveArgs, verb: &str) -> anyhow::Result<Code> {
-    let path = ["v1", "approvals", args.approval_id.as_str(), verb];
-    let body = json!({ "reason": args.reason });
-    let answer = match request(&args.server, Method::POST, &path, &[], Some(&body)) {
+/// What an approver does with a pending approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// `mandate approvals approve`.
+    Approve,
+    /// `mandate approvals deny`.
+    Deny,
+}
+
+pub fn resolve(args: ApprovalResolveArgs, verdict: Verdict) -> anyhow::Result<Code> {
+    let (id, reason) = (args.approval_id.as_str(), args.reason.as_str());
+    let answer = match call(&Remote::from(&args.server), |client, token| async move {
+        match verdict {
+            Verdict::Approve => client.approve(id, reason, &token).await,
+            Verdict::Deny => client.deny(id, reason, &token).await,
+        }
+    }) {
         Ok(answer) => answer,
         Err(code) => return Ok(code),
     };
@@ -139,16 +122,17 @@ pub fn token(args: ApprovalTokenArgs) -> anyhow::Result<Code> {
 }
 
 /// An approval, as JSON or in a few lines.
-fn print_approval(approval: &Value, json: bool) -> anyhow::Result<()> {
+fn print_approval(approval: &ApprovalView, json: bool) -> anyhow::Result<()> {
     let mut out = String::new();
     if json {
-        outln!(out, "{}", serde_json::to_string_pretty(approval)?);
+        outln!(out, "{}", pretty_json(approval)?);
         emit(&out)?;
         return Ok(());
     }
-    outln!(out, "approval    {}", str_of(approval, "id"));
-    outln!(out, "status      {}", str_of(approval, "status"));
-    if let Some(summary) = approval.get("summary") {
+    outln!(out, "approval    {}", approval.id);
+    outln!(out, "status      {}", approval.status.as_str());
+    // What was asked is the receipts' free-form summary (approvers only).
+    if let Some(summary) = &approval.summary {
         let agent = str_of(summary, "agent");
         match summary.get("on_behalf_of").and_then(Value::as_str) {
             Some(person) => outln!(out, "agent       {agent} (for {person})"),
@@ -184,20 +168,43 @@ fn print_approval(approval: &Value, json: bool) -> anyhow::Result<()> {
             outln!(out, "asked by    policy: {reason}");
         }
     }
-    outln!(out, "decision    {}", str_of(approval, "decision_id"));
-    outln!(out, "created at  {}", str_of(approval, "created_at"));
-    outln!(out, "expires at  {}", str_of(approval, "expires_at"));
-    if let Some(by) = approval.get("resolved_by").and_then(Value::as_str) {
+    outln!(out, "decision    {}", approval.decision_id);
+    outln!(out, "created at  {}", wire_time(&approval.created_at));
+    outln!(out, "expires at  {}", wire_time(&approval.expires_at));
+    if let Some(by) = &approval.resolved_by {
         outln!(
             out,
             "resolved    by {by} at {}: {}",
-            str_of(approval, "resolved_at"),
-            str_of(approval, "reason")
+            approval
+                .resolved_at
+                .as_ref()
+                .map(wire_time)
+                .unwrap_or_default(),
+            approval.reason.as_deref().unwrap_or_default()
         );
     }
-    if let Some(released) = approval.get("released_by").and_then(Value::as_str) {
+    if let Some(released) = &approval.released_by {
         outln!(out, "released    by decision {released}");
     }
     emit_text(&out)?;
     Ok(())
+}
+
+/// The string at `key` of a summary, or "".
+fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The strings of the array at `key` of a summary.
+fn strings(v: &Value, key: &str) -> Vec<String> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }

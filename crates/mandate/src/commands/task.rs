@@ -1,118 +1,142 @@
-//! `mandate task start|delegate|end|show`: thin HTTP clients of the task
-//! endpoints of a running server (docs/http-api.md, "Tasks and credentials").
+//! `mandate task start|delegate|end|show`: the task endpoints of a running
+//! server (docs/http-api.md, "Tasks and credentials"), called through
+//! `mandate-client` on the API's own types.
 
 use std::collections::HashSet;
 
-use reqwest::Method;
-use serde_json::{Map, Value, json};
+use chrono::{DateTime, Utc};
+use mandate_core::api::{CredentialView, DelegateTask, StartTask, TaskView};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
-use crate::cli::{ServerArgs, TaskDelegateArgs, TaskIdArgs, TaskStartArgs};
-use crate::client::{Answer, str_of, strings};
+use crate::cli::{TaskDelegateArgs, TaskIdArgs, TaskStartArgs};
+use crate::client::{Remote, call, pretty_json, wire_time};
 use crate::exit::Code;
 use crate::output::{emit, emit_text, outln};
-
-/// One request to the server named by `args`.
-fn request(args: &ServerArgs, method: Method, path: &[&str], body: Option<&Value>) -> Answer {
-    crate::client::request(&args.into(), method, path, &[], body)
-}
 
 pub fn start(args: TaskStartArgs) -> anyhow::Result<Code> {
     let params = match parse_params(&args.params) {
         Ok(params) => params,
         Err(message) => return input_error(&message),
     };
-    let mut body = json!({
-        "intent": args.intent,
-        "tools": args.tools,
-        "labels": args.labels,
-        "params": params,
-        "ttl_seconds": args.ttl,
-    });
-    if let (Some(depth), Some(object)) = (args.max_depth, body.as_object_mut()) {
-        object.insert("max_depth".to_owned(), json!(depth));
-    }
-    let answer = match request(&args.server, Method::POST, &["v1", "tasks"], Some(&body)) {
-        Ok(answer) => answer,
+    let task = StartTask {
+        intent: args.intent,
+        tools: args.tools,
+        labels: args.labels,
+        params,
+        ttl_seconds: args.ttl,
+        max_depth: args.max_depth.unwrap_or_default(),
+    };
+    let started = match call(&Remote::from(&args.server), |client, token| async move {
+        client.start_task(&task, &token).await
+    }) {
+        Ok(started) => started,
         Err(code) => return Ok(code),
     };
-    let heading = [format!("task        {}", str_of(&answer, "task_id"))];
-    print_credential(&answer, args.server.json, args.credential_only, &heading)?;
+    let heading = [format!("task        {}", started.task_id)];
+    let minted = Minted {
+        credential: &started.credential,
+        expires_at: started.expires_at,
+        revocation_id: &started.revocation_id,
+    };
+    print_credential(
+        &started,
+        &minted,
+        args.server.json,
+        args.credential_only,
+        &heading,
+    )?;
     Ok(Code::Ok)
+}
+
+/// What the summary of a minted credential shows.
+struct Minted<'a> {
+    credential: &'a str,
+    expires_at: DateTime<Utc>,
+    revocation_id: &'a str,
 }
 
 /// Prints a credential the server minted: its JSON answer, the token alone,
 /// or a summary (`heading` first) whose last line is the token.
 fn print_credential(
-    answer: &Value,
+    answer: &impl Serialize,
+    minted: &Minted<'_>,
     json: bool,
     credential_only: bool,
     heading: &[String],
 ) -> anyhow::Result<()> {
     let mut out = String::new();
     if json {
-        outln!(out, "{}", serde_json::to_string_pretty(answer)?);
+        outln!(out, "{}", pretty_json(answer)?);
     } else if credential_only {
-        outln!(out, "{}", str_of(answer, "credential"));
+        outln!(out, "{}", minted.credential);
     } else {
         for line in heading {
             outln!(out, "{line}");
         }
-        outln!(out, "expires at  {}", str_of(answer, "expires_at"));
-        outln!(out, "revocation  {}", str_of(answer, "revocation_id"));
+        outln!(out, "expires at  {}", wire_time(&minted.expires_at));
+        outln!(out, "revocation  {}", minted.revocation_id);
         outln!(out, "credential:");
-        outln!(out, "{}", str_of(answer, "credential"));
+        outln!(out, "{}", minted.credential);
     }
     emit(&out)?;
     Ok(())
 }
 
 pub fn delegate(args: TaskDelegateArgs) -> anyhow::Result<Code> {
-    let mut body = json!({ "agent": args.agent, "tools": args.tools });
-    if let Some(object) = body.as_object_mut() {
-        if !args.labels.is_empty() {
-            object.insert("labels".to_owned(), json!(args.labels));
-        }
-        if let Some(ttl) = args.ttl {
-            object.insert("ttl_seconds".to_owned(), json!(ttl));
-        }
-    }
-    let path = ["v1", "tasks", args.task_id.as_str(), "delegate"];
-    let answer = match request(&args.server, Method::POST, &path, Some(&body)) {
-        Ok(answer) => answer,
+    let delegation = DelegateTask {
+        agent: args.agent.clone(),
+        tools: args.tools,
+        labels: (!args.labels.is_empty()).then_some(args.labels),
+        ttl_seconds: args.ttl,
+    };
+    let task_id = args.task_id.as_str();
+    let delegated = match call(&Remote::from(&args.server), |client, token| async move {
+        client.delegate_task(task_id, &delegation, &token).await
+    }) {
+        Ok(delegated) => delegated,
         Err(code) => return Ok(code),
     };
     let heading = [
         format!("task        {}", args.task_id),
-        format!(
-            "agent       {} (depth {})",
-            args.agent,
-            answer.get("depth").unwrap_or(&Value::Null)
-        ),
+        format!("agent       {} (depth {})", args.agent, delegated.depth),
     ];
-    print_credential(&answer, args.server.json, args.credential_only, &heading)?;
+    let minted = Minted {
+        credential: &delegated.credential,
+        expires_at: delegated.expires_at,
+        revocation_id: &delegated.revocation_id,
+    };
+    print_credential(
+        &delegated,
+        &minted,
+        args.server.json,
+        args.credential_only,
+        &heading,
+    )?;
     Ok(Code::Ok)
 }
 
 pub fn end(args: TaskIdArgs) -> anyhow::Result<Code> {
-    let path = ["v1", "tasks", args.task_id.as_str()];
-    let answer = match request(&args.server, Method::DELETE, &path, None) {
-        Ok(answer) => answer,
+    let task_id = args.task_id.as_str();
+    let ended = match call(&Remote::from(&args.server), |client, token| async move {
+        client.end_task(task_id, &token).await
+    }) {
+        Ok(ended) => ended,
         Err(code) => return Ok(code),
     };
     let mut out = String::new();
     if args.server.json {
-        outln!(out, "{}", serde_json::to_string_pretty(&answer)?);
+        outln!(out, "{}", pretty_json(&ended)?);
     } else {
-        let revoked = strings(&answer, "revoked");
         outln!(
             out,
             "task {} {} at {}",
-            str_of(&answer, "task_id"),
-            str_of(&answer, "end_reason"),
-            str_of(&answer, "ended_at")
+            ended.task_id,
+            ended.end_reason,
+            wire_time(&ended.ended_at)
         );
-        outln!(out, "revoked {} credential(s):", revoked.len());
-        for id in revoked {
+        outln!(out, "revoked {} credential(s):", ended.revoked.len());
+        for id in &ended.revoked {
             outln!(out, "  {id}");
         }
     }
@@ -121,121 +145,100 @@ pub fn end(args: TaskIdArgs) -> anyhow::Result<Code> {
 }
 
 pub fn show(args: TaskIdArgs) -> anyhow::Result<Code> {
-    let path = ["v1", "tasks", args.task_id.as_str()];
-    let answer = match request(&args.server, Method::GET, &path, None) {
-        Ok(answer) => answer,
+    let task_id = args.task_id.as_str();
+    let task = match call(&Remote::from(&args.server), |client, token| async move {
+        client.task(task_id, &token).await
+    }) {
+        Ok(task) => task,
         Err(code) => return Ok(code),
     };
     if args.server.json {
-        let mut out = serde_json::to_string_pretty(&answer)?;
+        let mut out = pretty_json(&task)?;
         out.push('\n');
         emit(&out)?;
     } else {
-        emit_text(&describe(&answer))?;
+        emit_text(&describe(&task))?;
     }
     Ok(Code::Ok)
 }
 
 /// The human summary of a task view.
-fn describe(task: &Value) -> String {
+fn describe(task: &TaskView) -> String {
     let mut out = String::new();
-    let state = match str_of(task, "state") {
-        "open" => "open".to_owned(),
-        state => match task.get("ended_at").and_then(Value::as_str) {
-            Some(at) => format!("{state} at {at}"),
-            None => state.to_owned(),
-        },
+    let state = match (task.state.as_str(), &task.ended_at) {
+        ("open", _) => "open".to_owned(),
+        (state, Some(at)) => format!("{state} at {}", wire_time(at)),
+        (state, None) => state.to_owned(),
     };
-    outln!(out, "task        {}", str_of(task, "id"));
+    outln!(out, "task        {}", task.id);
     outln!(out, "state       {state}");
-    outln!(out, "intent      {}", str_of(task, "intent"));
-    match task.get("on_behalf_of").and_then(Value::as_str) {
-        Some(human) => outln!(out, "agent       {} (for {human})", str_of(task, "agent")),
-        None => outln!(out, "agent       {}", str_of(task, "agent")),
+    outln!(out, "intent      {}", task.intent);
+    match &task.on_behalf_of {
+        Some(human) => outln!(out, "agent       {} (for {human})", task.agent),
+        None => outln!(out, "agent       {}", task.agent),
     }
-    outln!(out, "tools       {}", strings(task, "tools").join(", "));
-    outln!(out, "labels      {}", strings(task, "labels").join(", "));
-    if let Some(params) = task
-        .get("params")
-        .filter(|p| p.as_object().is_some_and(|p| !p.is_empty()))
-    {
-        outln!(out, "params      {params}");
+    outln!(out, "tools       {}", task.tools.join(", "));
+    outln!(out, "labels      {}", task.labels.join(", "));
+    if !task.params.is_empty() {
+        outln!(out, "params      {}", Value::Object(task.params.clone()));
     }
-    outln!(
-        out,
-        "max depth   {}",
-        task.get("max_depth").unwrap_or(&Value::Null)
-    );
-    outln!(out, "created at  {}", str_of(task, "created_at"));
-    outln!(out, "expires at  {}", str_of(task, "expires_at"));
+    outln!(out, "max depth   {}", task.max_depth);
+    outln!(out, "created at  {}", wire_time(&task.created_at));
+    outln!(out, "expires at  {}", wire_time(&task.expires_at));
 
-    let credentials: Vec<&Value> = task
-        .get("credentials")
-        .and_then(Value::as_array)
-        .map(|c| c.iter().collect())
-        .unwrap_or_default();
     outln!(out, "delegation tree:");
-    let ids: HashSet<&str> = credentials
+    let ids: HashSet<&str> = task
+        .credentials
         .iter()
-        .map(|c| str_of(c, "revocation_id"))
+        .map(|c| c.revocation_id.as_str())
         .collect();
     // Roots: no parent, or a parent not listed (it cannot be drawn above).
-    let roots = credentials.iter().filter(|c| {
-        c.get("parent_revocation_id")
-            .and_then(Value::as_str)
+    let roots = task.credentials.iter().filter(|c| {
+        c.parent_revocation_id
+            .as_deref()
             .is_none_or(|parent| !ids.contains(parent))
     });
     for root in roots {
-        tree(&mut out, &credentials, root, 1);
+        tree(&mut out, &task.credentials, root, 1);
     }
 
-    let history = task
-        .get("history")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    outln!(out, "history     {} decision(s)", history.len());
-    for entry in &history {
+    outln!(out, "history     {} decision(s)", task.history.len());
+    for entry in &task.history {
         let result = entry
-            .get("result")
-            .and_then(|r| r.get("status"))
-            .and_then(Value::as_str)
-            .map(|status| format!(" -> {status}"))
+            .result
+            .as_ref()
+            .map(|r| format!(" -> {}", r.status))
             .unwrap_or_default();
         outln!(
             out,
             "  {}  {}  {}/{}  {}{result}",
-            str_of(entry, "decided_at"),
-            str_of(entry, "agent"),
-            str_of(entry, "server"),
-            str_of(entry, "tool"),
-            str_of(entry, "decision"),
+            wire_time(&entry.decided_at),
+            entry.agent,
+            entry.server,
+            entry.tool,
+            entry.decision,
         );
     }
     out
 }
 
 /// Writes `credential` indented by `level`, then its children in issue order.
-fn tree(out: &mut String, all: &[&Value], credential: &Value, level: usize) {
+fn tree(out: &mut String, all: &[CredentialView], credential: &CredentialView, level: usize) {
     let indent = "  ".repeat(level);
-    let revoked = if credential.get("revoked").and_then(Value::as_bool) == Some(true) {
-        ", revoked"
-    } else {
-        ""
-    };
+    let revoked = if credential.revoked { ", revoked" } else { "" };
     outln!(
         out,
         "{indent}{} (depth {}): {}; labels: {}; expires {}{revoked}",
-        str_of(credential, "agent"),
-        credential.get("depth").unwrap_or(&Value::Null),
-        strings(credential, "tools").join(", "),
-        display_list(&strings(credential, "labels")),
-        str_of(credential, "expires_at"),
+        credential.agent,
+        credential.depth,
+        credential.tools.join(", "),
+        display_list(&credential.labels),
+        wire_time(&credential.expires_at),
     );
-    let id = str_of(credential, "revocation_id");
+    let id = credential.revocation_id.as_str();
     for child in all
         .iter()
-        .filter(|c| c.get("parent_revocation_id").and_then(Value::as_str) == Some(id))
+        .filter(|c| c.parent_revocation_id.as_deref() == Some(id))
     {
         tree(out, all, child, level + 1);
     }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use super::tasks::{Gateway, gateway_with};
+use super::tasks::{Gateway, gateway_with, task_of};
 
 /// How long one SDK client run may take.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -116,15 +116,10 @@ pub struct Task {
 
 /// Starts a task of [`AGENT`] with `tools` (`server/tool`).
 pub fn start_task(gateway: &Gateway, tools: &[&str]) -> Task {
-    let reply = gateway.start(
-        &gateway.idp.token(AGENT),
-        &json!({"intent": "tidy the notes folder", "tools": tools, "ttl_seconds": 600}),
-    );
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    let answer = reply.json();
+    let started = gateway.start_task_of(AGENT, &task_of("tidy the notes folder", tools, 600));
     Task {
-        id: answer["task_id"].as_str().unwrap().to_owned(),
-        credential: answer["credential"].as_str().unwrap().to_owned(),
+        id: started.task_id,
+        credential: started.credential,
     }
 }
 

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::pkcs8::EncodePrivateKey as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mandate_auth::{CredentialVerifier, TaskAuthority};
+use mandate_core::api::{DelegateTask, Delegated, StartTask, TaskStarted};
 use rand_core::OsRng;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -130,7 +131,52 @@ pub fn gateway_with(extra: &str) -> Gateway {
     }
 }
 
+/// A task for `intent` calling `tools` for `ttl_seconds`: no labels, no
+/// params, no delegation (set them with `StartTask { .., ..task_of(..) }`).
+pub fn task_of(intent: &str, tools: &[&str], ttl_seconds: u64) -> StartTask {
+    StartTask {
+        intent: intent.to_owned(),
+        tools: tools.iter().map(|t| (*t).to_owned()).collect(),
+        labels: Vec::new(),
+        params: serde_json::Map::new(),
+        ttl_seconds,
+        max_depth: 0,
+    }
+}
+
+/// A delegation of `tools` to `agent`, keeping every label, for as long as
+/// the delegating credential lives.
+pub fn delegation_of(agent: &str, tools: &[&str]) -> DelegateTask {
+    DelegateTask {
+        agent: agent.to_owned(),
+        tools: tools.iter().map(|t| (*t).to_owned()).collect(),
+        labels: None,
+        ttl_seconds: None,
+    }
+}
+
 impl Gateway {
+    /// Starts `task` with `agent`'s identity token, asserting 201: the
+    /// server's answer, read as the API's type.
+    pub fn start_task_of(&self, agent: &str, task: &StartTask) -> TaskStarted {
+        let reply = self.start(&self.idp.token(agent), &serde_json::to_value(task).unwrap());
+        assert_eq!(reply.status, 201, "start a task: {}", reply.body);
+        serde_json::from_str(&reply.body).unwrap()
+    }
+
+    /// Delegates task `id` under `credential` as `delegation` says,
+    /// asserting 201: the server's answer, read as the API's type.
+    pub fn delegate_task(
+        &self,
+        id: &str,
+        credential: &str,
+        delegation: &DelegateTask,
+    ) -> Delegated {
+        let reply = self.delegate(id, credential, &serde_json::to_value(delegation).unwrap());
+        assert_eq!(reply.status, 201, "delegate: {}", reply.body);
+        serde_json::from_str(&reply.body).unwrap()
+    }
+
     pub fn start(&self, token: &str, body: &Value) -> Reply {
         self.server
             .call(Method::POST, "/v1/tasks", Some(token), Some(body))
