@@ -460,8 +460,9 @@ pub struct ServeArgs {
     #[arg(long, env = "MANDATE_CONFIG", value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8181] [env: MANDATE_LISTEN]
-    #[arg(long, value_name = "ADDR")]
+    /// Address to listen on, IP:PORT or HOST:PORT [default: 127.0.0.1:8181] [env:
+    /// MANDATE_LISTEN]
+    #[arg(long, value_name = "ADDR", value_parser = crate::listen::parse)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
     /// Where the server keeps its state [default: ./mandate-data] [env: MANDATE_DATA_DIR]
@@ -706,7 +707,7 @@ pub struct McpGatewayArgs {
     /// as hide_denied_tools in --config
     #[arg(long)]
     pub hide_denied_tools: bool,
-    /// The largest message relayed, in bytes [default: 4 MiB]
+    /// The largest message relayed, in bytes (4 MiB)
     #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
 }
@@ -730,8 +731,9 @@ pub struct McpWrapArgs {
 pub struct McpProxyArgs {
     #[command(flatten)]
     pub gateway: McpGatewayArgs,
-    /// Address to listen on (port 0: any free port, printed on stderr)
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8282")]
+    /// Address to listen on, IP:PORT or HOST:PORT (port 0: any free port,
+    /// printed on stderr)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8282", value_parser = crate::listen::parse)]
     pub listen: SocketAddr,
     /// An MCP server to front, as NAME=URL (its streamable HTTP endpoint); NAME
     /// is its path (/NAME/mcp), its server name in decisions and, with several

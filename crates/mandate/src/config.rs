@@ -47,6 +47,7 @@ const ENV_KEYS: &[&str] = &[
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    #[serde(deserialize_with = "crate::listen::deserialize")]
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub policies: Option<PathBuf>,

@@ -7,6 +7,7 @@ mod config;
 mod data_lock;
 mod exit;
 mod ledger_files;
+mod listen;
 mod output;
 mod task_files;
 

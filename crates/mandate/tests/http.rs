@@ -818,6 +818,50 @@ fn environment_sets_listen_data_dir_policies_and_body_limit() {
 }
 
 #[test]
+fn listen_takes_a_host_name_from_the_flag_the_environment_and_the_config_file() {
+    // `localhost` resolves to loopback; IPv4 first, where 127.0.0.1 would listen.
+    let flag = tempfile::tempdir().unwrap();
+    let server = Launch::bare()
+        .args([
+            "--listen",
+            "localhost:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(flag.path())
+        .start();
+    assert_eq!(server.addr().ip(), std::net::Ipv4Addr::LOCALHOST);
+    assert_eq!(server.health()["status"], "ok");
+
+    let env = tempfile::tempdir().unwrap();
+    let server = Launch::bare()
+        .env("MANDATE_LISTEN", "localhost:0")
+        .env("MANDATE_LOG_FORMAT", "json")
+        .env("MANDATE_DATA_DIR", env.path())
+        .start();
+    assert_eq!(server.addr().ip(), std::net::Ipv4Addr::LOCALHOST);
+
+    let custom = Custom::new();
+    let config = custom.config(&[
+        ("listen", json!("localhost:0")),
+        ("data_dir", Custom::path_value(&custom.data)),
+    ]);
+    let server = Launch::bare().arg("--config").arg(&config).start();
+    assert_eq!(server.addr().ip(), std::net::Ipv4Addr::LOCALHOST);
+
+    // What is not HOST:PORT is refused before anything starts, saying so.
+    let bad = tempfile::tempdir().unwrap();
+    let (status, stderr) = Launch::bare()
+        .args(["--listen", "localhost", "--data-dir"])
+        .arg(bad.path().join("data"))
+        .run_to_exit();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("HOST:PORT"), "{stderr}");
+    assert!(!bad.path().join("data").exists());
+}
+
+#[test]
 fn flag_beats_env_beats_config_file() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("mandate.toml");
