@@ -17,6 +17,23 @@ Exit codes:
   3  `check`: deny
   4  `check`: approval required";
 
+const CHECK_EXIT_CODES: &str = "\
+Exit codes (the outcome):
+  0  allow
+  2  usage or input error: bad flags, an unreadable or invalid request, an unreadable
+     policy directory, a pack that does not load
+  3  deny
+  4  approval required
+  1  an unexpected error";
+
+const RECEIPTS_EXIT_CODES: &str = "\
+Exit codes:
+  0  success; for `verify`, the export or the receipt bundle verifies
+  1  `verify`: any problem found; `prove`: the receipt is not yet covered by a signed
+     checkpoint; `export`: the output file cannot be created
+  2  usage or input error: bad flags, no ledger in the data directory, no receipt for the
+     decision id, no key or not a verifier key, an unreadable input";
+
 const TASK_EXIT_CODES: &str = "\
 Exit codes:
   0  success
@@ -86,13 +103,13 @@ pub enum Command {
     #[command(after_help = SERVE_SETTINGS)]
     Serve(ServeArgs),
     /// Decide one request offline, from a JSON file, and exit with the outcome.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = CHECK_EXIT_CODES)]
     Check(CheckArgs),
     /// Validate, test and inspect policy packs.
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Export, verify and prove receipts of the decision log.
-    #[command(subcommand, after_help = EXIT_CODES)]
+    #[command(subcommand, after_help = RECEIPTS_EXIT_CODES)]
     Receipts(ReceiptsCommand),
     /// Show or generate the receipt signing key.
     #[command(subcommand)]

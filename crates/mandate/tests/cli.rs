@@ -1156,25 +1156,51 @@ fn subcommands(help: &str) -> Vec<String> {
 }
 
 #[test]
-fn help_lists_the_exit_codes() {
-    for args in [&["--help"][..], &["check", "--help"]] {
-        let out = run(args);
-        assert_code(&out, OK);
-        assert!(out.stdout.contains("Exit codes:"), "{}", out.stdout);
-        for code in [
+fn help_lists_the_exit_codes_once_and_each_command_its_own() {
+    let codes = |out: &Output, expected: &[&str]| {
+        assert_code(out, OK);
+        assert_eq!(
+            out.stdout.matches("Exit codes").count(),
+            1,
+            "{}",
+            out.stdout
+        );
+        for code in expected {
+            assert!(out.stdout.contains(code), "lacks `{code}`:\n{}", out.stdout);
+        }
+    };
+    codes(
+        &run(&["--help"]),
+        &[
             "0  success",
             "1  failures found",
             "2  usage or input error",
             "3  `check`: deny",
             "4  `check`: approval required",
-        ] {
-            assert!(
-                out.stdout.contains(code),
-                "{args:?} lacks `{code}`:\n{}",
-                out.stdout
-            );
-        }
-    }
+        ],
+    );
+    // A command lists the codes it returns, not every command's.
+    let check = run(&["check", "--help"]);
+    codes(
+        &check,
+        &[
+            "0  allow",
+            "2  usage or input error",
+            "3  deny",
+            "4  approval required",
+        ],
+    );
+    assert!(
+        !check.stdout.contains("receipts verify"),
+        "{}",
+        check.stdout
+    );
+    let receipts = run(&["receipts", "--help"]);
+    codes(
+        &receipts,
+        &["0  success", "1  `verify`", "2  usage or input error"],
+    );
+    assert!(!receipts.stdout.contains("`check`"), "{}", receipts.stdout);
 }
 
 #[test]
