@@ -24,7 +24,7 @@ use mandate_core::api::{
     TaskStarted, TaskView, WithdrawApproval,
 };
 use mandate_core::{ApprovalStatus, DecisionRequest, DecisionResponse};
-use reqwest::{RequestBuilder, StatusCode};
+use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::{Deserialize, Serialize};
 
 /// How long a request may take unless set with [`Client::with_timeout`].
@@ -158,11 +158,7 @@ impl Client {
         request: &DecisionRequest,
         bearer: Option<&str>,
     ) -> Result<DecisionResponse, ClientError> {
-        let request = self
-            .http
-            .post(self.url(&["v1", "decide"])?)
-            .timeout(self.timeout)
-            .json(request);
+        let request = self.request(Method::POST, &["v1", "decide"])?.json(request);
         self.send(with_bearer(request, bearer)).await
     }
 
@@ -189,9 +185,7 @@ impl Client {
         bearer: Option<&str>,
     ) -> Result<(), ClientError> {
         let request = self
-            .http
-            .post(self.url(&["v1", "approvals", id, "withdraw"])?)
-            .timeout(self.timeout)
+            .request(Method::POST, &["v1", "approvals", id, "withdraw"])?
             .json(&WithdrawApproval {
                 reason: Some(reason.to_owned()),
             });
@@ -214,9 +208,7 @@ impl Client {
             status: CallOutcome,
         }
         let request = self
-            .http
-            .post(self.url(&["v1", "decisions", decision_id, "result"])?)
-            .timeout(self.timeout)
+            .request(Method::POST, &["v1", "decisions", decision_id, "result"])?
             .bearer_auth(credential)
             .json(&Report { status: outcome });
         self.send::<serde::de::IgnoredAny>(request)
@@ -232,9 +224,7 @@ impl Client {
         identity: &str,
     ) -> Result<TaskStarted, ClientError> {
         let request = self
-            .http
-            .post(self.url(&["v1", "tasks"])?)
-            .timeout(self.timeout)
+            .request(Method::POST, &["v1", "tasks"])?
             .bearer_auth(identity)
             .json(task);
         self.send(request).await
@@ -250,9 +240,7 @@ impl Client {
         credential: &str,
     ) -> Result<Delegated, ClientError> {
         let request = self
-            .http
-            .post(self.url(&["v1", "tasks", task_id, "delegate"])?)
-            .timeout(self.timeout)
+            .request(Method::POST, &["v1", "tasks", task_id, "delegate"])?
             .bearer_auth(credential)
             .json(delegation);
         self.send(request).await
@@ -263,9 +251,7 @@ impl Client {
     /// agent's identity token, or an approver token).
     pub async fn task(&self, task_id: &str, bearer: &str) -> Result<TaskView, ClientError> {
         let request = self
-            .http
-            .get(self.url(&["v1", "tasks", task_id])?)
-            .timeout(self.timeout)
+            .request(Method::GET, &["v1", "tasks", task_id])?
             .bearer_auth(bearer);
         self.send(request).await
     }
@@ -275,9 +261,7 @@ impl Client {
     /// agent's identity token, or an approver token).
     pub async fn end_task(&self, task_id: &str, bearer: &str) -> Result<TaskEnded, ClientError> {
         let request = self
-            .http
-            .delete(self.url(&["v1", "tasks", task_id])?)
-            .timeout(self.timeout)
+            .request(Method::DELETE, &["v1", "tasks", task_id])?
             .bearer_auth(bearer);
         self.send(request).await
     }
@@ -299,10 +283,8 @@ impl Client {
             query.push(("limit", limit.to_string()));
         }
         let request = self
-            .http
-            .get(self.url(&["v1", "approvals"])?)
+            .request(Method::GET, &["v1", "approvals"])?
             .query(&query)
-            .timeout(self.timeout)
             .bearer_auth(approver);
         self.send(request).await
     }
@@ -357,14 +339,21 @@ impl Client {
         approver: &str,
     ) -> Result<ApprovalView, ClientError> {
         let request = self
-            .http
-            .post(self.url(&["v1", "approvals", id, verb])?)
-            .timeout(self.timeout)
+            .request(Method::POST, &["v1", "approvals", id, verb])?
             .bearer_auth(approver)
             .json(&ResolveApproval {
                 reason: reason.to_owned(),
             });
         self.send(request).await
+    }
+
+    /// A `method` request to `segments` below the base, with the client's
+    /// timeout.
+    fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder, ClientError> {
+        Ok(self
+            .http
+            .request(method, self.url(segments)?)
+            .timeout(self.timeout))
     }
 
     /// `base` joined with `segments`, each percent-encoded as one segment

@@ -174,8 +174,7 @@ fn failed(server: &str, error: &ClientError) -> Code {
             match (code, message) {
                 (Some(code), Some(message)) => report(exit, &format!("{code}: {message}")),
                 _ => {
-                    let status = StatusCode::from_u16(*status)
-                        .map_or_else(|_| status.to_string(), |s| s.to_string());
+                    let status = status_text(*status);
                     report(exit, &format!("{url} answered {status}: {}", body.trim()))
                 }
             }
@@ -185,8 +184,7 @@ fn failed(server: &str, error: &ClientError) -> Code {
             status,
             detail,
         } => {
-            let status = StatusCode::from_u16(*status)
-                .map_or_else(|_| status.to_string(), |s| s.to_string());
+            let status = status_text(*status);
             report(
                 Code::Failure,
                 &format!(
@@ -197,6 +195,11 @@ fn failed(server: &str, error: &ClientError) -> Code {
         ClientError::BadId(_) => report(Code::Input, &error.to_string()),
         other => report(Code::Failure, &other.to_string()),
     }
+}
+
+/// An HTTP status as `404 Not Found` (the number alone when it has no name).
+fn status_text(status: u16) -> String {
+    StatusCode::from_u16(status).map_or_else(|_| status.to_string(), |s| s.to_string())
 }
 
 #[cfg(test)]
