@@ -12,6 +12,12 @@ pub enum LedgerError {
     /// SQLite reported an error.
     #[error("ledger database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL reported an error.
+    #[error("receipt log on PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The database could not be reached: nothing was read or written.
+    #[error("receipt log unavailable: {0}")]
+    Unavailable(String),
     /// Reading or writing a file failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -70,6 +76,9 @@ pub enum StateError {
     /// The database reported an error.
     #[error("state database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL reported an error.
+    #[error("state database on PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
     /// What is stored cannot be read back as the record it should be.
     #[error("the state database is corrupt: {0}")]
     Corrupt(String),

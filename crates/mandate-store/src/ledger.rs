@@ -161,24 +161,7 @@ impl Ledger {
         let reader = LedgerReader::from_connection(Connection::open(path)?)?;
         let tree = reader.tree()?;
         let latest = match reader.latest_checkpoint()? {
-            Some(stored) => {
-                let opened = SignedCheckpoint::open(&verifier, &stored.checkpoint.note)
-                    .map_err(|e| LedgerError::Corrupt(format!("newest checkpoint: {e}")))?;
-                if opened.size > tree.len() {
-                    return Err(LedgerError::Corrupt(format!(
-                        "the newest checkpoint covers {} receipts but only {} are stored: receipts were removed",
-                        opened.size,
-                        tree.len()
-                    )));
-                }
-                if tree.root(opened.size, &reader)? != opened.root || opened != stored.checkpoint {
-                    return Err(LedgerError::Corrupt(format!(
-                        "the stored receipts do not hash to the newest checkpoint's root at size {}",
-                        opened.size
-                    )));
-                }
-                Some(opened)
-            }
+            Some(stored) => Some(check_newest(&verifier, &tree, &reader, &stored.checkpoint)?),
             None => None,
         };
         let latest = match latest {
@@ -454,6 +437,34 @@ impl Ledger {
         }
         result
     }
+}
+
+/// Recovery's check of the newest stored checkpoint against the stored
+/// receipts: it must be signed by the log's key, cover no more receipts
+/// than are stored, and match the root of the tree at its size. Returns it
+/// as opened.
+pub(crate) fn check_newest(
+    verifier: &LogVerifier,
+    tree: &TiledTree,
+    leaves: &impl mandate_ledger::LeafSource,
+    stored: &SignedCheckpoint,
+) -> Result<SignedCheckpoint, LedgerError> {
+    let opened = SignedCheckpoint::open(verifier, &stored.note)
+        .map_err(|e| LedgerError::Corrupt(format!("newest checkpoint: {e}")))?;
+    if opened.size > tree.len() {
+        return Err(LedgerError::Corrupt(format!(
+            "the newest checkpoint covers {} receipts but only {} are stored: receipts were removed",
+            opened.size,
+            tree.len()
+        )));
+    }
+    if tree.root(opened.size, leaves)? != opened.root || opened != *stored {
+        return Err(LedgerError::Corrupt(format!(
+            "the stored receipts do not hash to the newest checkpoint's root at size {}",
+            opened.size
+        )));
+    }
+    Ok(opened)
 }
 
 /// A log has one key: record it on first open, refuse another later.

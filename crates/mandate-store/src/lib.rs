@@ -16,14 +16,15 @@
 //! The server sees neither type: it holds a [`StateStore`] and a
 //! [`ReceiptLog`], the two traits a backend implements ([`SqliteState`] and
 //! [`Ledger`] here). Each store has its own error type, [`StateError`] and
-//! [`LedgerError`]. PostgreSQL for several gateway instances is not here
-//! yet.
+//! [`LedgerError`]. [`postgres`] serves the same traits from one
+//! PostgreSQL database, for several gateway instances.
 
 pub mod approvals;
 mod error;
 mod exchanges;
 mod ledger;
 mod ledger_schema;
+pub mod postgres;
 mod reader;
 mod receipt_log;
 pub mod sessions;

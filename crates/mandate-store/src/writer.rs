@@ -56,6 +56,32 @@ impl Prepared {
         key: &LogKey,
         ack: oneshot::Sender<Result<Appended, LedgerError>>,
     ) -> Result<Self, LedgerError> {
+        let Sealed {
+            canonical,
+            signature,
+            leaf,
+        } = Sealed::new(&receipt, key)?;
+        Ok(Self {
+            receipt,
+            canonical,
+            signature,
+            leaf,
+            ack,
+        })
+    }
+}
+
+/// A receipt's stored form: its canonical JSON, the log key's signature
+/// over it, and its Merkle leaf hash. Every backend stores these three.
+pub(crate) struct Sealed {
+    pub(crate) canonical: String,
+    pub(crate) signature: Vec<u8>,
+    pub(crate) leaf: Hash,
+}
+
+impl Sealed {
+    /// Seals `receipt`, whose `index` is set (it is part of what is signed).
+    pub(crate) fn new(receipt: &Receipt, key: &LogKey) -> Result<Self, LedgerError> {
         let canonical = receipt.canonical()?;
         let signature = key.sign_entry(&canonical);
         let leaf = mandate_ledger::receipt::leaf_hash(&canonical);
@@ -63,11 +89,9 @@ impl Prepared {
         let canonical =
             String::from_utf8(canonical).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
         Ok(Self {
-            receipt,
             canonical,
             signature,
             leaf,
-            ack,
         })
     }
 }

@@ -1,0 +1,813 @@
+//! The receipt log on PostgreSQL, shared by every instance on the database.
+//!
+//! # Sequencing
+//!
+//! Each instance has one writer task that takes every receipt waiting and
+//! commits them in one transaction (group commit, as the SQLite ledger
+//! does). The transaction first locks the one row of `log_head`, which
+//! holds the number of receipts committed: while it holds the lock no other
+//! instance can append, so the indices it hands out (`size`, `size + 1`, …)
+//! follow the last committed receipt of any instance, and the log has one
+//! sequence with no gaps and no duplicates. The index is part of what is
+//! signed, so receipts are signed under the lock; the lock is held for the
+//! signing, one insert of the whole group and the commit. That lock is the
+//! log's bottleneck: instances take turns, each turn shares one commit among
+//! every receipt the instance has waiting.
+//!
+//! An append answers only after the commit: an acknowledged receipt is in
+//! the database. A failed or uncertain commit answers an error and leaves
+//! nothing in memory; whatever did commit is read back with the next group.
+//!
+//! # The tree and checkpoints
+//!
+//! Each instance keeps the tree's tile heads ([`TiledTree`]) for what it
+//! knows to be committed, and catches up on receipts other instances
+//! appended by reading their leaf hashes, under the lock before its own
+//! group, and before proving anything. Periodic checkpoints are signed by
+//! one instance at a time, the holder of a lease in `checkpoint_lease`; an
+//! instance asked for a checkpoint covering the newest receipts (a proof
+//! was asked for) signs one under the head lock. All sign with the log's one
+//! key, which the first instance records and every later one must match.
+
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use deadpool_postgres::GenericClient;
+use deadpool_postgres::{Object, Pool};
+use mandate_ledger::{
+    ConsistencyProof, Hash, InclusionProof, LeafSource, LogKey, LogVerifier, Receipt,
+    SignedCheckpoint, TiledTree,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ledger::check_newest;
+use crate::writer::Sealed;
+use crate::{Appended, LedgerConfig, LedgerError, ReceiptProof, ReceiptQuery, StoredReceipt};
+
+/// A request to the writer task.
+enum Command {
+    Append(Box<Receipt>, oneshot::Sender<Result<Appended, LedgerError>>),
+    Checkpoint(oneshot::Sender<Result<SignedCheckpoint, LedgerError>>),
+    Close(oneshot::Sender<Result<SignedCheckpoint, LedgerError>>),
+}
+
+/// The receipt log in a PostgreSQL database. Cheap to clone.
+#[derive(Clone)]
+pub struct PgLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    key: LogKey,
+    verifier: LogVerifier,
+    /// What this instance knows to be committed, in every instance's order.
+    tree: RwLock<TiledTree>,
+    latest: RwLock<SignedCheckpoint>,
+    commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl PgLog {
+    /// Opens the log in the database behind `pool`, signing with `key`.
+    ///
+    /// The first instance records the key; a later one with another key is
+    /// refused ([`LedgerError::KeyMismatch`]). Recovery is the SQLite
+    /// ledger's: the tree is rebuilt from the stored leaf hashes, which
+    /// must run 0, 1, 2, … without gaps, and the newest checkpoint must
+    /// verify with the key and match the tree; a checkpoint is then signed
+    /// for any receipt committed after it.
+    pub async fn open(pool: Pool, key: LogKey, config: LedgerConfig) -> Result<Self, LedgerError> {
+        let verifier = key.verifier();
+        let client = get(&pool).await?;
+        record_key(&client, &key, &verifier).await?;
+        let tree = read_tree(&client).await?;
+        let newest = newest_checkpoint(&client).await?;
+        drop(client);
+        let latest = match newest {
+            Some(stored) => {
+                let leaves = PgLeaves::new(pool.clone());
+                let verifier = verifier.clone();
+                let (opened, tree) = tokio::task::spawn_blocking(move || {
+                    check_newest(&verifier, &tree, &leaves, &stored).map(|c| (c, tree))
+                })
+                .await
+                .map_err(|e| LedgerError::Io(std::io::Error::other(e)))??;
+                (opened, tree)
+            }
+            None => {
+                // An empty log's first checkpoint; any instance may sign it.
+                let empty = SignedCheckpoint::sign(&key, 0, tree.head())?;
+                (empty, tree)
+            }
+        };
+        let (latest, tree) = latest;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            pool,
+            key,
+            verifier,
+            tree: RwLock::new(tree),
+            latest: RwLock::new(latest),
+            commands: Mutex::new(Some(tx)),
+            writer: Mutex::new(None),
+        });
+        let writer = Writer {
+            inner: Arc::clone(&inner),
+            holder: uuid::Uuid::now_v7().to_string(),
+            checkpoint_interval: config.checkpoint_interval,
+            max_batch: config.max_batch.max(1),
+        };
+        let handle = tokio::spawn(writer.run(rx));
+        *inner.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
+        let log = Self { inner };
+        log.checkpoint().await?;
+        Ok(log)
+    }
+
+    /// The log's public key.
+    pub fn verifier(&self) -> &LogVerifier {
+        &self.inner.verifier
+    }
+
+    /// Receipts this instance knows to be committed (by any instance).
+    pub fn size(&self) -> u64 {
+        self.inner.tree().len()
+    }
+
+    /// The newest checkpoint this instance has seen.
+    pub fn latest_checkpoint(&self) -> SignedCheckpoint {
+        self.inner.latest()
+    }
+
+    /// Appends `receipt` (the log assigns its `index`) and answers once it
+    /// is committed.
+    pub async fn append(&self, receipt: Receipt) -> Result<Appended, LedgerError> {
+        let (ack, answer) = oneshot::channel();
+        self.send(Command::Append(Box::new(receipt), ack))?;
+        answer.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// A checkpoint covering every receipt committed (by any instance)
+    /// before the call.
+    pub async fn checkpoint(&self) -> Result<SignedCheckpoint, LedgerError> {
+        let (ack, answer) = oneshot::channel();
+        self.send(Command::Checkpoint(ack))?;
+        answer.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// The receipt of `decision_id`, without a proof.
+    pub async fn stored(&self, decision_id: &str) -> Result<Option<StoredReceipt>, LedgerError> {
+        let client = get(&self.inner.pool).await?;
+        let row = client
+            .query_opt(
+                "SELECT idx, decision_id, body, signature FROM receipts WHERE decision_id = $1",
+                &[&decision_id],
+            )
+            .await?;
+        row.map(|row| stored_receipt(&row)).transpose()
+    }
+
+    /// The receipt of `decision_id` with its inclusion proof against a
+    /// checkpoint that covers it (signing one if needed).
+    pub async fn receipt(&self, decision_id: &str) -> Result<Option<ReceiptProof>, LedgerError> {
+        let Some(receipt) = self.stored(decision_id).await? else {
+            return Ok(None);
+        };
+        let mut checkpoint = self.inner.latest();
+        if checkpoint.size <= receipt.index {
+            checkpoint = self.checkpoint().await?;
+        }
+        let (index, size) = (receipt.index, checkpoint.size);
+        let this = self.clone();
+        let proof = tokio::task::spawn_blocking(move || this.prove_inclusion(index, size))
+            .await
+            .map_err(|e| LedgerError::Io(std::io::Error::other(e)))??;
+        Ok(Some(ReceiptProof {
+            receipt,
+            proof,
+            checkpoint,
+        }))
+    }
+
+    /// Receipts matching `query`, newest first, each with its inclusion
+    /// proof when the newest checkpoint this instance has seen covers it.
+    pub async fn search(
+        &self,
+        query: ReceiptQuery,
+    ) -> Result<Vec<(StoredReceipt, Option<ReceiptProof>)>, LedgerError> {
+        let client = get(&self.inner.pool).await?;
+        let before = query.before.map(|b| i64::try_from(b).unwrap_or(i64::MAX));
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "SELECT idx, decision_id, body, signature FROM receipts
+                 WHERE ($1::text IS NULL OR task_id = $1)
+                   AND ($2::text IS NULL OR principal = $2)
+                   AND ($3::text IS NULL OR tool = $3
+                        OR (strpos($3, '/') = 0 AND split_part(tool, '/', 2) = $3))
+                   AND ($4::text IS NULL OR decision = $4)
+                   AND ($5::text IS NULL OR kind = $5)
+                   AND ($6::bigint IS NULL OR idx < $6)
+                 ORDER BY idx DESC LIMIT $7",
+                &[
+                    &query.task,
+                    &query.agent,
+                    &query.tool,
+                    &query.decision,
+                    &query.kind,
+                    &before,
+                    &limit,
+                ],
+            )
+            .await?;
+        drop(client);
+        let found = rows
+            .iter()
+            .map(stored_receipt)
+            .collect::<Result<Vec<_>, _>>()?;
+        let checkpoint = self.inner.latest();
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            found
+                .into_iter()
+                .map(|receipt| {
+                    if receipt.index >= checkpoint.size {
+                        return Ok((receipt, None));
+                    }
+                    let proof = this.prove_inclusion(receipt.index, checkpoint.size)?;
+                    Ok((
+                        receipt.clone(),
+                        Some(ReceiptProof {
+                            receipt,
+                            proof,
+                            checkpoint: checkpoint.clone(),
+                        }),
+                    ))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| LedgerError::Io(std::io::Error::other(e)))?
+    }
+
+    /// Proof that the tree of size `from` is a prefix of the tree of size
+    /// `to`; both within the newest checkpoint this instance has seen.
+    pub async fn consistency(&self, from: u64, to: u64) -> Result<ConsistencyProof, LedgerError> {
+        let signed = self.inner.latest().size;
+        if to > signed {
+            return Err(LedgerError::BeyondCheckpoint { asked: to, signed });
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let leaves = PgLeaves::new(this.inner.pool.clone());
+            Ok(this.inner.tree().prove_consistency(from, to, &leaves)?)
+        })
+        .await
+        .map_err(|e| LedgerError::Io(std::io::Error::other(e)))?
+    }
+
+    /// Signs a last checkpoint and stops the writer. Appends after this fail
+    /// with [`LedgerError::Closed`].
+    pub async fn close(&self) -> Result<SignedCheckpoint, LedgerError> {
+        let (ack, answer) = oneshot::channel();
+        self.send(Command::Close(ack))?;
+        let result = answer.await.map_err(|_| LedgerError::Closed)?;
+        self.inner
+            .commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let handle = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+        result
+    }
+
+    /// Blocks on the database: call it off the async runtime.
+    fn prove_inclusion(&self, index: u64, size: u64) -> Result<InclusionProof, LedgerError> {
+        let leaves = PgLeaves::new(self.inner.pool.clone());
+        Ok(self.inner.tree().prove_inclusion(index, size, &leaves)?)
+    }
+
+    fn send(&self, command: Command) -> Result<(), LedgerError> {
+        let commands = self
+            .inner
+            .commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match commands.as_ref() {
+            Some(tx) => tx.send(command).map_err(|_| LedgerError::Closed),
+            None => Err(LedgerError::Closed),
+        }
+    }
+}
+
+impl Inner {
+    fn tree(&self) -> std::sync::RwLockReadGuard<'_, TiledTree> {
+        self.tree.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn latest(&self) -> SignedCheckpoint {
+        self.latest
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Adds the committed leaves `start ..` to the tree, skipping those it
+    /// has already (another path may have read them first).
+    fn extend(&self, start: u64, leaves: &[Hash]) -> Result<(), LedgerError> {
+        let mut tree = self.tree.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(skip) = tree.len().checked_sub(start) else {
+            return Err(LedgerError::Corrupt(format!(
+                "leaves from {start} arrived for a tree of {} receipts: the log would have a gap",
+                tree.len()
+            )));
+        };
+        for leaf in leaves
+            .iter()
+            .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+        {
+            tree.push(*leaf);
+        }
+        Ok(())
+    }
+
+    /// Keeps `checkpoint` as the newest if it is newer.
+    fn saw(&self, checkpoint: SignedCheckpoint) {
+        let mut latest = self.latest.write().unwrap_or_else(PoisonError::into_inner);
+        if checkpoint.size > latest.size {
+            *latest = checkpoint;
+        }
+    }
+}
+
+/// The instance's single writer.
+struct Writer {
+    inner: Arc<Inner>,
+    /// This instance's name in the checkpoint lease.
+    holder: String,
+    checkpoint_interval: Duration,
+    max_batch: usize,
+}
+
+impl Writer {
+    async fn run(self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let mut tick = tokio::time::interval(self.checkpoint_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            let first = tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => Some(command),
+                    None => return,
+                },
+                _ = tick.tick() => None,
+            };
+            let periodic = first.is_none();
+            let mut batch: Vec<Command> = first.into_iter().collect();
+            while batch.len() < self.max_batch {
+                match commands.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            let mut receipts = Vec::new();
+            let mut waiters = Vec::new();
+            let mut closing = None;
+            for command in batch {
+                match command {
+                    Command::Append(receipt, ack) => receipts.push((*receipt, ack)),
+                    Command::Checkpoint(ack) => waiters.push(ack),
+                    Command::Close(ack) => closing = Some(ack),
+                }
+            }
+            let sign = if !waiters.is_empty() || closing.is_some() {
+                true
+            } else if periodic {
+                match self.lease().await {
+                    Ok(held) => held,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not renew the checkpoint lease");
+                        false
+                    }
+                }
+            } else {
+                false
+            };
+            if receipts.is_empty() && !sign {
+                continue;
+            }
+            let (acks, receipts): (Vec<_>, Vec<_>) =
+                receipts.into_iter().map(|(r, ack)| (ack, r)).unzip();
+            let outcome = self.commit(receipts, sign).await;
+            let outcome = match outcome {
+                Ok((appended, checkpoint)) => {
+                    for (ack, appended) in acks.into_iter().zip(appended) {
+                        let _ = ack.send(Ok(appended));
+                    }
+                    Ok(checkpoint)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "receipt log write failed; the receipts of this group were not acknowledged");
+                    let text = e.to_string();
+                    for ack in acks {
+                        let _ = ack.send(Err(LedgerError::Unavailable(text.clone())));
+                    }
+                    Err(text)
+                }
+            };
+            let answer = || match &outcome {
+                Ok(_) => Ok(self.inner.latest()),
+                Err(text) => Err(LedgerError::Unavailable(text.clone())),
+            };
+            for ack in waiters {
+                let _ = ack.send(answer());
+            }
+            if let Some(ack) = closing {
+                let _ = ack.send(answer());
+                return;
+            }
+        }
+    }
+
+    /// Takes or renews the checkpoint lease; whether this instance holds it.
+    async fn lease(&self) -> Result<bool, LedgerError> {
+        let client = get(&self.inner.pool).await?;
+        // Three intervals: a holder that stops renewing is replaced after
+        // missing two.
+        let seconds = self.checkpoint_interval.as_secs_f64() * 3.0;
+        let row = client
+            .query_opt(
+                "INSERT INTO checkpoint_lease (holder, until)
+                 VALUES ($1, now() + make_interval(secs => $2))
+                 ON CONFLICT (one) DO UPDATE SET holder = EXCLUDED.holder, until = EXCLUDED.until
+                 WHERE checkpoint_lease.holder = EXCLUDED.holder OR checkpoint_lease.until < now()
+                 RETURNING holder",
+                &[&self.holder, &seconds],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Commits `receipts` after every receipt committed so far (by any
+    /// instance), and signs a checkpoint over the result when `sign` and the
+    /// newest stored one does not cover it.
+    async fn commit(
+        &self,
+        receipts: Vec<Receipt>,
+        sign: bool,
+    ) -> Result<(Vec<Appended>, Option<SignedCheckpoint>), LedgerError> {
+        let mut client = get(&self.inner.pool).await?;
+        let tx = client.transaction().await?;
+        let size: i64 = tx
+            .query_one("SELECT size FROM log_head FOR UPDATE", &[])
+            .await?
+            .try_get(0)?;
+        let size = u64::try_from(size)
+            .map_err(|_| LedgerError::Corrupt(format!("the log's head holds size {size}")))?;
+
+        // Catch up on what other instances committed; it is committed, so
+        // it goes into the tree whatever happens to this transaction.
+        let known = self.inner.tree().len();
+        if known < size {
+            let leaves = leaf_hashes(&tx, known, size - known).await?;
+            self.inner.extend(known, &leaves)?;
+        }
+
+        let mut sealed = Vec::with_capacity(receipts.len());
+        for (offset, mut receipt) in receipts.into_iter().enumerate() {
+            receipt.index = size + offset as u64;
+            let seal = Sealed::new(&receipt, &self.inner.key)?;
+            sealed.push((receipt, seal));
+        }
+        let new_size = size + sealed.len() as u64;
+        if !sealed.is_empty() {
+            insert_receipts(&tx, &sealed).await?;
+            tx.execute(
+                "UPDATE log_head SET size = $1",
+                &[&i64::try_from(new_size).unwrap_or(i64::MAX)],
+            )
+            .await?;
+        }
+
+        let mut checkpoint = None;
+        if sign {
+            let stored = newest_checkpoint(&tx).await?;
+            let stored_size = stored.as_ref().map_or(0, |c| c.size);
+            if stored_size < new_size || stored.is_none() {
+                // The root of the tree with this group, computed on a copy:
+                // the shared tree only ever holds committed leaves.
+                let mut tree = self.inner.tree().clone();
+                for (_, seal) in &sealed {
+                    tree.push(seal.leaf);
+                }
+                if tree.len() != new_size {
+                    return Err(LedgerError::Corrupt(format!(
+                        "the tree holds {} receipts where {new_size} were expected",
+                        tree.len()
+                    )));
+                }
+                let signed = SignedCheckpoint::sign(&self.inner.key, new_size, tree.head())?;
+                tx.execute(
+                    "INSERT INTO checkpoints (size, root, note) VALUES ($1, $2, $3)",
+                    &[
+                        &i64::try_from(new_size).unwrap_or(i64::MAX),
+                        &signed.root.0.as_slice(),
+                        &signed.note,
+                    ],
+                )
+                .await?;
+                checkpoint = Some(signed);
+            } else if let Some(stored) = stored {
+                checkpoint = Some(SignedCheckpoint::open(&self.inner.verifier, &stored.note)?);
+            }
+        }
+        tx.commit().await?;
+
+        let leaves: Vec<Hash> = sealed.iter().map(|(_, seal)| seal.leaf).collect();
+        self.inner.extend(size, &leaves)?;
+        if let Some(checkpoint) = &checkpoint {
+            self.inner.saw(checkpoint.clone());
+        }
+        let appended = sealed
+            .iter()
+            .map(|(receipt, seal)| Appended {
+                index: receipt.index,
+                leaf_hash: seal.leaf,
+            })
+            .collect();
+        Ok((appended, checkpoint))
+    }
+}
+
+/// Inserts a group of sealed receipts in one statement.
+async fn insert_receipts(
+    tx: &impl GenericClient,
+    sealed: &[(Receipt, Sealed)],
+) -> Result<(), LedgerError> {
+    let mut idx = Vec::with_capacity(sealed.len());
+    let mut decision_id = Vec::with_capacity(sealed.len());
+    let mut leaf = Vec::with_capacity(sealed.len());
+    let mut body = Vec::with_capacity(sealed.len());
+    let mut signature = Vec::with_capacity(sealed.len());
+    let mut time = Vec::with_capacity(sealed.len());
+    let mut principal = Vec::with_capacity(sealed.len());
+    let mut task = Vec::with_capacity(sealed.len());
+    let mut tool = Vec::with_capacity(sealed.len());
+    let mut decision = Vec::with_capacity(sealed.len());
+    let mut kind = Vec::with_capacity(sealed.len());
+    for (r, seal) in sealed {
+        idx.push(i64::try_from(r.index).unwrap_or(i64::MAX));
+        decision_id.push(r.decision_id.as_str());
+        leaf.push(seal.leaf.0.as_slice());
+        body.push(seal.canonical.as_str());
+        signature.push(seal.signature.as_slice());
+        time.push(r.time.as_str());
+        principal.push(r.principal.id.as_str());
+        task.push(r.task.as_ref().map(|t| t.id.as_str()));
+        tool.push(format!("{}/{}", r.call.server, r.call.tool));
+        decision.push(r.decision.as_str());
+        kind.push(r.kind.as_str());
+    }
+    tx.execute(
+        "INSERT INTO receipts (idx, decision_id, leaf_hash, body, signature, time, principal, task_id, tool, decision, kind)
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::text[], $5::bytea[], $6::text[],
+                              $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])",
+        &[
+            &idx, &decision_id, &leaf, &body, &signature, &time, &principal, &task, &tool,
+            &decision, &kind,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A connection from the pool, or why there is none.
+async fn get(pool: &Pool) -> Result<Object, LedgerError> {
+    pool.get()
+        .await
+        .map_err(|e| LedgerError::Unavailable(format!("PostgreSQL: {e}")))
+}
+
+/// Records the log's key on first open; refuses another key later.
+async fn record_key(
+    client: &Object,
+    key: &LogKey,
+    verifier: &LogVerifier,
+) -> Result<(), LedgerError> {
+    // Two instances opening an empty database at once: the first insert
+    // wins, the second reads what it wrote.
+    client
+        .execute(
+            "INSERT INTO log_meta (key, value) VALUES ('origin', $1), ('verifier_key', $2)
+             ON CONFLICT (key) DO NOTHING",
+            &[&key.name(), &verifier.as_text()],
+        )
+        .await?;
+    let stored: String = client
+        .query_one("SELECT value FROM log_meta WHERE key = 'verifier_key'", &[])
+        .await?
+        .try_get(0)?;
+    if stored == verifier.as_text() {
+        Ok(())
+    } else {
+        Err(LedgerError::KeyMismatch {
+            stored,
+            configured: verifier.as_text().to_owned(),
+        })
+    }
+}
+
+/// The tree of every stored receipt, checking that indices run 0, 1, 2, …
+async fn read_tree(client: &Object) -> Result<TiledTree, LedgerError> {
+    let size: i64 = client
+        .query_one("SELECT size FROM log_head", &[])
+        .await?
+        .try_get(0)?;
+    let size = u64::try_from(size).unwrap_or(0);
+    let mut tree = TiledTree::new();
+    // In slices, so that a long log is never one result in memory.
+    const SLICE: u64 = 65_536;
+    while tree.len() < size {
+        let start = tree.len();
+        let leaves = leaf_hashes(client, start, SLICE.min(size - start)).await?;
+        if leaves.is_empty() {
+            break;
+        }
+        for leaf in leaves {
+            tree.push(leaf);
+        }
+    }
+    if tree.len() != size {
+        return Err(LedgerError::Corrupt(format!(
+            "the log's head says {size} receipts but {} are stored without a gap",
+            tree.len()
+        )));
+    }
+    Ok(tree)
+}
+
+/// Leaf hashes of indices `start .. start + count`, which must all be
+/// stored.
+async fn leaf_hashes(
+    client: &impl GenericClient,
+    start: u64,
+    count: u64,
+) -> Result<Vec<Hash>, LedgerError> {
+    let from = i64::try_from(start).unwrap_or(i64::MAX);
+    let to = i64::try_from(start.saturating_add(count)).unwrap_or(i64::MAX);
+    let rows = client
+        .query(
+            "SELECT idx, leaf_hash FROM receipts WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+            &[&from, &to],
+        )
+        .await?;
+    let mut leaves = Vec::with_capacity(rows.len());
+    for (expected, row) in (start..).zip(&rows) {
+        let index: i64 = row.try_get(0)?;
+        if u64::try_from(index).ok() != Some(expected) {
+            return Err(LedgerError::Corrupt(format!(
+                "receipt index {index} where {expected} was expected: the log has a gap"
+            )));
+        }
+        let bytes: &[u8] = row.try_get(1)?;
+        let hash: [u8; 32] = bytes.try_into().map_err(|_| {
+            LedgerError::Corrupt(format!("leaf hash of receipt {index} is not 32 bytes"))
+        })?;
+        leaves.push(Hash(hash));
+    }
+    if leaves.len() as u64 != count {
+        return Err(LedgerError::Corrupt(format!(
+            "{} of the receipts {start}..{} are stored: the log has a gap",
+            leaves.len(),
+            start.saturating_add(count)
+        )));
+    }
+    Ok(leaves)
+}
+
+/// The newest stored checkpoint, as stored (not yet verified).
+async fn newest_checkpoint(
+    client: &impl GenericClient,
+) -> Result<Option<SignedCheckpoint>, LedgerError> {
+    let row = client
+        .query_opt(
+            "SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1",
+            &[],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let size: i64 = row.try_get(0)?;
+    let root: &[u8] = row.try_get(1)?;
+    let root: [u8; 32] = root
+        .try_into()
+        .map_err(|_| LedgerError::Corrupt("a checkpoint's root is not 32 bytes".to_owned()))?;
+    Ok(Some(SignedCheckpoint {
+        size: u64::try_from(size).unwrap_or(0),
+        root: Hash(root),
+        note: row.try_get(2)?,
+    }))
+}
+
+fn stored_receipt(row: &tokio_postgres::Row) -> Result<StoredReceipt, LedgerError> {
+    let index: i64 = row.try_get(0)?;
+    Ok(StoredReceipt {
+        index: u64::try_from(index)
+            .map_err(|_| LedgerError::Corrupt(format!("receipt index {index}")))?,
+        decision_id: row.try_get(1)?,
+        body: row.try_get(2)?,
+        signature: row.try_get(3)?,
+    })
+}
+
+/// Leaf hashes for proofs, read from the database. Its calls block: only
+/// ever used on tokio's blocking pool.
+struct PgLeaves {
+    pool: Pool,
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl PgLeaves {
+    fn new(pool: Pool) -> Self {
+        Self {
+            pool,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
+}
+
+impl LeafSource for PgLeaves {
+    fn leaf_hashes(&self, start: u64, count: u64) -> Result<Vec<Hash>, String> {
+        let Some(runtime) = &self.runtime else {
+            return Err("no async runtime to read leaf hashes on".to_owned());
+        };
+        runtime
+            .block_on(async {
+                let client = get(&self.pool).await?;
+                leaf_hashes(&client, start, count).await
+            })
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::ReceiptLog for PgLog {
+    fn verifier(&self) -> &LogVerifier {
+        PgLog::verifier(self)
+    }
+
+    fn size(&self) -> u64 {
+        PgLog::size(self)
+    }
+
+    /// A failed write fails its group only (the next group starts from
+    /// what the database holds), so the log never stops as a whole.
+    fn failure(&self) -> Option<String> {
+        None
+    }
+
+    fn latest_checkpoint(&self) -> SignedCheckpoint {
+        PgLog::latest_checkpoint(self)
+    }
+
+    async fn append(&self, receipt: Receipt) -> Result<Appended, LedgerError> {
+        PgLog::append(self, receipt).await
+    }
+
+    async fn checkpoint(&self) -> Result<SignedCheckpoint, LedgerError> {
+        PgLog::checkpoint(self).await
+    }
+
+    async fn stored(&self, decision_id: &str) -> Result<Option<StoredReceipt>, LedgerError> {
+        PgLog::stored(self, decision_id).await
+    }
+
+    async fn receipt(&self, decision_id: &str) -> Result<Option<ReceiptProof>, LedgerError> {
+        PgLog::receipt(self, decision_id).await
+    }
+
+    async fn search(
+        &self,
+        query: ReceiptQuery,
+    ) -> Result<Vec<(StoredReceipt, Option<ReceiptProof>)>, LedgerError> {
+        PgLog::search(self, query).await
+    }
+
+    async fn consistency(&self, from: u64, to: u64) -> Result<ConsistencyProof, LedgerError> {
+        PgLog::consistency(self, from, to).await
+    }
+
+    async fn close(&self) -> Result<SignedCheckpoint, LedgerError> {
+        PgLog::close(self).await
+    }
+}

@@ -1,0 +1,144 @@
+//! PostgreSQL: the state and the receipt log of several gateway instances
+//! in one database.
+//!
+//! [`PgStore::connect`] opens a pool on a `postgres://` URL and brings the
+//! schema up to date ([`schema`]); [`PgStore::log`] then serves the
+//! [`ReceiptLog`](crate::ReceiptLog) on it ([`PgLog`]). Every instance
+//! pointed at the same database sees the same log: indices are handed out
+//! under a row lock on the log's head, so receipts from every instance form
+//! one sequence without gaps (see `log.rs`).
+
+mod log;
+mod schema;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+pub use log::PgLog;
+pub use schema::SCHEMA_VERSION;
+
+use crate::StateError;
+
+/// How long a connection may take to open, and a caller may wait for one
+/// from the pool, before the call fails (and its decision is denied with
+/// 503) rather than hanging.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections per instance: enough for group commit, the readers and the
+/// approval listener, few enough that three instances fit PostgreSQL's
+/// default `max_connections` of 100 many times over.
+const POOL_SIZE: usize = 16;
+
+/// A connection pool on one PostgreSQL database, its schema up to date.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    /// The URL without its password, for messages.
+    shown: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("url", &self.shown).finish()
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/database`,
+    /// or any form `tokio-postgres` reads) and migrates its schema.
+    ///
+    /// Refused with [`StateError::Unsupported`] for a URL that does not
+    /// parse or a database whose schema is newer than this build's;
+    /// [`StateError::Unavailable`] when the database cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self, StateError> {
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
+            StateError::Unsupported(format!(
+                "`{}` is not a PostgreSQL URL ({e}); write postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+                redact(url)
+            ))
+        })?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        if config.get_application_name().is_none() {
+            config.application_name("mandate");
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| StateError::Unsupported(format!("PostgreSQL pool: {e}")))?;
+        let store = Self {
+            pool,
+            shown: redact(url),
+        };
+        let mut client = store.client().await?;
+        schema::migrate(&mut client).await?;
+        Ok(store)
+    }
+
+    /// Serves the receipt log in this database, signing with `key`; see
+    /// [`PgLog::open`].
+    pub async fn log(
+        &self,
+        key: mandate_ledger::LogKey,
+        config: crate::LedgerConfig,
+    ) -> Result<PgLog, crate::LedgerError> {
+        PgLog::open(self.pool.clone(), key, config).await
+    }
+
+    /// The URL, without its password.
+    pub fn url(&self) -> &str {
+        &self.shown
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StateError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StateError::Unavailable(format!("PostgreSQL at {}: {e}", self.shown)))
+    }
+}
+
+/// `url` with its password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(
+            redact("postgres://mandate:s3cret@db:5432/mandate"),
+            "postgres://mandate:***@db:5432/mandate"
+        );
+        assert_eq!(
+            redact("postgres://mandate@db/mandate"),
+            "postgres://mandate@db/mandate"
+        );
+        assert_eq!(redact("host=db user=x"), "host=db user=x");
+    }
+}
