@@ -220,37 +220,7 @@ impl TaskStore {
         task: &TaskRecord,
         root: &CredentialRecord,
     ) -> Result<(), StateError> {
-        if task.id.is_empty() {
-            return Err(StateError::Invalid("a task needs an id".to_owned()));
-        }
-        if task.ended_at.is_some() || task.end_reason.is_some() {
-            return Err(StateError::Invalid(format!(
-                "task `{}` cannot be created ended",
-                task.id
-            )));
-        }
-        let mismatch = if root.task_id != task.id {
-            Some(format!("belongs to task `{}`", root.task_id))
-        } else if root.parent_revocation_id.is_some() {
-            Some("has a parent".to_owned())
-        } else if root.depth != 0 {
-            Some(format!("has depth {}", root.depth))
-        } else if root.agent != task.agent {
-            Some(format!("is held by `{}`", root.agent))
-        } else if root.revocation_id != task.root_revocation_id {
-            Some(format!(
-                "has revocation id `{}`, the task names `{}`",
-                root.revocation_id, task.root_revocation_id
-            ))
-        } else {
-            None
-        };
-        if let Some(mismatch) = mismatch {
-            return Err(StateError::Invalid(format!(
-                "the root credential of task `{}` {mismatch}",
-                task.id
-            )));
-        }
+        check_new_task(task, root)?;
         let (task, root) = (task.clone(), root.clone());
         self.write(move |conn| {
             let row = TaskRow::new(&task)?;
@@ -325,12 +295,7 @@ impl TaskStore {
     /// `mandate-auth` enforces when it issues the credential; it is not
     /// checked again here.
     pub fn add_credential(&self, credential: &CredentialRecord) -> Result<(), StateError> {
-        let Some(parent_id) = credential.parent_revocation_id.clone() else {
-            return Err(StateError::Invalid(format!(
-                "credential `{}` has no parent: the root credential is recorded with its task",
-                credential.revocation_id
-            )));
-        };
+        let parent_id = delegated_parent(credential)?.to_owned();
         let credential = credential.clone();
         self.write(move |conn| {
             let row = CredentialRow::new(&credential)?;
@@ -392,11 +357,7 @@ impl TaskStore {
         at: DateTime<Utc>,
         reason: &str,
     ) -> Result<Vec<String>, StateError> {
-        if reason.is_empty() {
-            return Err(StateError::Invalid(
-                "a task needs a reason to end".to_owned(),
-            ));
-        }
+        check_end_reason(reason)?;
         let (id, at, reason) = (id.to_owned(), time_text(&at)?, reason.to_owned());
         self.write(move |conn| end_in(conn, &id, &at, &reason))
     }
@@ -635,6 +596,74 @@ impl TaskStore {
     }
 }
 
+/// The checks of a new task and its root credential that need no database:
+/// every backend refuses the same records with the same errors.
+pub(crate) fn check_new_task(task: &TaskRecord, root: &CredentialRecord) -> Result<(), StateError> {
+    if task.id.is_empty() {
+        return Err(StateError::Invalid("a task needs an id".to_owned()));
+    }
+    if task.ended_at.is_some() || task.end_reason.is_some() {
+        return Err(StateError::Invalid(format!(
+            "task `{}` cannot be created ended",
+            task.id
+        )));
+    }
+    let mismatch = if root.task_id != task.id {
+        Some(format!("belongs to task `{}`", root.task_id))
+    } else if root.parent_revocation_id.is_some() {
+        Some("has a parent".to_owned())
+    } else if root.depth != 0 {
+        Some(format!("has depth {}", root.depth))
+    } else if root.agent != task.agent {
+        Some(format!("is held by `{}`", root.agent))
+    } else if root.revocation_id != task.root_revocation_id {
+        Some(format!(
+            "has revocation id `{}`, the task names `{}`",
+            root.revocation_id, task.root_revocation_id
+        ))
+    } else {
+        None
+    };
+    if let Some(mismatch) = mismatch {
+        return Err(StateError::Invalid(format!(
+            "the root credential of task `{}` {mismatch}",
+            task.id
+        )));
+    }
+    check_credential(root)
+}
+
+/// A credential needs a revocation id.
+pub(crate) fn check_credential(credential: &CredentialRecord) -> Result<(), StateError> {
+    if credential.revocation_id.is_empty() {
+        return Err(StateError::Invalid(
+            "a credential needs a revocation id".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// A delegated credential names its parent; returns the parent's id.
+pub(crate) fn delegated_parent(credential: &CredentialRecord) -> Result<&str, StateError> {
+    check_credential(credential)?;
+    credential.parent_revocation_id.as_deref().ok_or_else(|| {
+        StateError::Invalid(format!(
+            "credential `{}` has no parent: the root credential is recorded with its task",
+            credential.revocation_id
+        ))
+    })
+}
+
+/// An end needs a reason.
+pub(crate) fn check_end_reason(reason: &str) -> Result<(), StateError> {
+    if reason.is_empty() {
+        return Err(StateError::Invalid(
+            "a task needs a reason to end".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// Connection settings and schema: WAL, a sync on every commit, foreign
 /// keys, and the tables brought to the current schema
 /// ([`state_schema`](crate::state_schema)).
@@ -823,11 +852,7 @@ struct CredentialRow<'a> {
 
 impl<'a> CredentialRow<'a> {
     fn new(credential: &'a CredentialRecord) -> Result<Self, StateError> {
-        if credential.revocation_id.is_empty() {
-            return Err(StateError::Invalid(
-                "a credential needs a revocation id".to_owned(),
-            ));
-        }
+        check_credential(credential)?;
         Ok(Self {
             credential,
             tools: json_text(&credential.tools, "tools")?,

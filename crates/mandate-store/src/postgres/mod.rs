@@ -2,14 +2,16 @@
 //! in one database.
 //!
 //! [`PgStore::connect`] opens a pool on a `postgres://` URL and brings the
-//! schema up to date ([`schema`]); [`PgStore::log`] then serves the
-//! [`ReceiptLog`](crate::ReceiptLog) on it ([`PgLog`]). Every instance
+//! schema up to date (`schema.rs`); [`PgStore::log`] then serves the
+//! [`ReceiptLog`](crate::ReceiptLog) on it ([`PgLog`]) and
+//! [`PgStore::state`] the [`StateStore`](crate::StateStore) ([`PgState`]). Every instance
 //! pointed at the same database sees the same log: indices are handed out
 //! under a row lock on the log's head, so receipts from every instance form
 //! one sequence without gaps (see `log.rs`).
 
 mod log;
 mod schema;
+mod state;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -19,6 +21,7 @@ use tokio_postgres::NoTls;
 
 pub use log::PgLog;
 pub use schema::SCHEMA_VERSION;
+pub use state::PgState;
 
 use crate::StateError;
 
@@ -96,6 +99,11 @@ impl PgStore {
         config: crate::LedgerConfig,
     ) -> Result<PgLog, crate::LedgerError> {
         PgLog::open(self.pool.clone(), key, config).await
+    }
+
+    /// Serves the state in this database; see [`PgState`].
+    pub fn state(&self) -> PgState {
+        PgState::new(self.pool.clone())
     }
 
     /// The URL, without its password.

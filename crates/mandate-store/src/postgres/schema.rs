@@ -63,6 +63,121 @@ const MIGRATIONS: &[&str] = &[
         until  TIMESTAMPTZ NOT NULL
     );
     ",
+    // 2: the state, as SQLite's state.db (schema 7) keeps it: times as
+    // fixed-width RFC 3339 text, lists and objects as JSON text.
+    "
+    CREATE TABLE tasks (
+        id                 TEXT   PRIMARY KEY,
+        agent              TEXT   NOT NULL,
+        on_behalf_of       TEXT,
+        intent             TEXT   NOT NULL,
+        tools              TEXT   NOT NULL,
+        labels             TEXT   NOT NULL,
+        params             TEXT   NOT NULL,
+        audience           TEXT   NOT NULL,
+        max_depth          BIGINT NOT NULL,
+        created_at         TEXT   NOT NULL,
+        expires_at         TEXT   NOT NULL,
+        ended_at           TEXT,
+        end_reason         TEXT,
+        root_revocation_id TEXT   NOT NULL UNIQUE,
+        CHECK ((ended_at IS NULL) = (end_reason IS NULL))
+    );
+    CREATE INDEX tasks_open_by_expiry ON tasks (expires_at) WHERE ended_at IS NULL;
+    CREATE INDEX tasks_by_time ON tasks (created_at DESC, id DESC);
+
+    CREATE TABLE credentials (
+        seq                  BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        revocation_id        TEXT   NOT NULL UNIQUE,
+        task_id              TEXT   NOT NULL REFERENCES tasks (id),
+        parent_revocation_id TEXT   REFERENCES credentials (revocation_id),
+        agent                TEXT   NOT NULL,
+        depth                BIGINT NOT NULL,
+        tools                TEXT   NOT NULL,
+        labels               TEXT   NOT NULL,
+        issued_at            TEXT   NOT NULL,
+        expires_at           TEXT   NOT NULL
+    );
+    CREATE INDEX credentials_by_task ON credentials (task_id, seq);
+
+    CREATE TABLE revocations (
+        seq           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        revocation_id TEXT   NOT NULL UNIQUE REFERENCES credentials (revocation_id),
+        task_id       TEXT   NOT NULL REFERENCES tasks (id),
+        revoked_at    TEXT   NOT NULL
+    );
+    CREATE INDEX revocations_by_task ON revocations (task_id);
+
+    -- seq is a decision's position in its task's session: under the task's
+    -- row lock, a later decision of the task gets a larger one.
+    CREATE TABLE history (
+        seq           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        decision_id   TEXT   NOT NULL UNIQUE,
+        task_id       TEXT   NOT NULL REFERENCES tasks (id),
+        agent         TEXT   NOT NULL,
+        server        TEXT   NOT NULL,
+        tool          TEXT   NOT NULL,
+        decision      TEXT   NOT NULL,
+        decided_at    TEXT   NOT NULL,
+        result_status TEXT,
+        result_labels TEXT,
+        result_at     TEXT,
+        annotations   TEXT,
+        credential    TEXT,
+        CHECK ((result_status IS NULL) = (result_at IS NULL)),
+        CHECK ((result_status IS NULL) = (result_labels IS NULL))
+    );
+    CREATE INDEX history_by_task ON history (task_id, seq);
+
+    CREATE TABLE sessions (
+        task_id TEXT PRIMARY KEY REFERENCES tasks (id),
+        summary TEXT NOT NULL
+    );
+
+    CREATE TABLE agent_sessions (
+        agent      TEXT NOT NULL,
+        session    TEXT NOT NULL,
+        summary    TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (agent, session)
+    );
+
+    CREATE TABLE approvals (
+        id             TEXT PRIMARY KEY,
+        decision_id    TEXT NOT NULL UNIQUE,
+        request_sha256 TEXT NOT NULL,
+        requester      TEXT NOT NULL,
+        agent          TEXT NOT NULL,
+        task_id        TEXT,
+        status         TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'expired', 'used', 'withdrawn')),
+        created_at     TEXT NOT NULL,
+        expires_at     TEXT NOT NULL,
+        resolved_at    TEXT,
+        resolved_by    TEXT,
+        reason         TEXT,
+        released_by    TEXT,
+        summary        TEXT NOT NULL,
+        receipt        TEXT NOT NULL
+    );
+    CREATE INDEX approvals_pending ON approvals (expires_at) WHERE status = 'pending';
+    CREATE INDEX approvals_open_by_agent ON approvals (agent, expires_at)
+        WHERE status IN ('pending', 'withdrawn');
+    CREATE INDEX approvals_open_by_task ON approvals (task_id, created_at)
+        WHERE status IN ('pending', 'withdrawn');
+    CREATE INDEX approvals_by_time ON approvals (created_at DESC, id DESC);
+
+    CREATE TABLE token_exchanges (
+        decision_id  TEXT PRIMARY KEY REFERENCES history (decision_id),
+        task_id      TEXT NOT NULL REFERENCES tasks (id),
+        credential   TEXT NOT NULL,
+        resource     TEXT NOT NULL,
+        token_id     TEXT NOT NULL UNIQUE,
+        scope        TEXT NOT NULL,
+        exchanged_at TEXT NOT NULL,
+        expires_at   TEXT NOT NULL
+    );
+    ",
 ];
 
 /// Brings the schema to [`SCHEMA_VERSION`], or refuses a newer one.
@@ -92,7 +207,13 @@ pub(crate) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<()
                 .query_one(
                     "SELECT count(*) FROM information_schema.tables
                      WHERE table_schema = current_schema() AND table_name = ANY($1)",
-                    &[&vec!["receipts", "log_head", "checkpoints"]],
+                    &[&vec![
+                        "receipts",
+                        "log_head",
+                        "checkpoints",
+                        "tasks",
+                        "approvals",
+                    ]],
                 )
                 .await
                 .map_err(pg)?

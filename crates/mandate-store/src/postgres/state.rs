@@ -1,0 +1,1236 @@
+//! The state store on PostgreSQL: tasks, credentials and revocations,
+//! history and sessions, agent sessions, approvals and token exchanges,
+//! shared by every instance on the database.
+//!
+//! The tables and the stored forms are SQLite's (`state.db`): times as
+//! fixed-width RFC 3339 text, lists and objects as JSON text, so a record
+//! reads back equal to what was written and the migration from SQLite
+//! copies rows as they are.
+//!
+//! # Concurrency
+//!
+//! SQLite has one writer; here several instances write at once, under
+//! `READ COMMITTED`. What SQLite's single writer ordered is ordered by row
+//! locks on the task:
+//!
+//! * recording a decision or a result locks its task's row (`FOR UPDATE`):
+//!   the session summary is read, folded and written by one transaction at
+//!   a time, and a decision is either before the task's end or refused;
+//! * ending a task locks the same row, so once an end is committed no
+//!   decision, delegation or exchange under the task can be;
+//! * a delegation or an exchange locks it `FOR SHARE` (they do not touch
+//!   the summary);
+//! * approvals change by compare-and-set on their status, which PostgreSQL
+//!   evaluates under the row lock: of two instances releasing one approval,
+//!   one changes it.
+//!
+//! Unique keys that another instance may take between a check and an
+//! insert (a task id, a revocation id, a decision id) are reported as
+//! [`StateError::Conflict`] either way.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Object, Pool, Transaction};
+use mandate_core::{
+    Approval, ApprovalStatus, Requester, SessionId, SessionSummary, ToolAnnotations,
+};
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+
+use crate::state_store::{EndedTask, StateStore, TaskDetails};
+use crate::tasks::{
+    END_REASON_EXPIRED, check_end_reason, check_new_task, decision_of, delegated_parent, json_text,
+    parse_time, time_text,
+};
+use crate::{
+    ApprovalRecord, CallResult, CredentialRecord, ExchangeRecord, HistoryEntry, Revocation,
+    SessionDecision, StateError, TaskRecord,
+};
+
+/// The state of every instance, in one PostgreSQL database.
+#[derive(Clone)]
+pub struct PgState {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgState").finish_non_exhaustive()
+    }
+}
+
+impl PgState {
+    pub(crate) fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    async fn client(&self) -> Result<Object, StateError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StateError::Unavailable(format!("PostgreSQL: {e}")))
+    }
+
+    /// Runs `f` in a transaction and commits it; a failure rolls it back.
+    async fn write<T>(
+        &self,
+        f: impl for<'c, 't> AsyncFnOnce(&'c Transaction<'t>) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let value = f(&tx).await?;
+        tx.commit()
+            .await
+            .map_err(|e| StateError::Commit(e.to_string()))?;
+        Ok(value)
+    }
+}
+
+const TASK_COLUMNS: &str = "id, agent, on_behalf_of, intent, tools, labels, params, audience, \
+     max_depth, created_at, expires_at, ended_at, end_reason, root_revocation_id";
+
+const CREDENTIAL_COLUMNS: &str = "task_id, revocation_id, parent_revocation_id, agent, depth, \
+     tools, labels, issued_at, expires_at";
+
+const HISTORY_COLUMNS: &str = "decision_id, task_id, agent, server, tool, decision, decided_at, \
+     result_status, result_labels, result_at, annotations";
+
+const APPROVAL_COLUMNS: &str = "id, decision_id, request_sha256, requester, task_id, status, \
+     created_at, expires_at, resolved_at, resolved_by, reason, released_by, summary, receipt";
+
+#[async_trait]
+impl StateStore for PgState {
+    async fn create_task(
+        &self,
+        task: TaskRecord,
+        root: CredentialRecord,
+    ) -> Result<(), StateError> {
+        check_new_task(&task, &root)?;
+        let t = TaskText::new(&task)?;
+        let c = CredentialText::new(&root)?;
+        self.write(async |tx| {
+            if tx
+                .query_opt("SELECT 1 FROM tasks WHERE id = $1", &[&task.id])
+                .await
+                .map_err(pg)?
+                .is_some()
+            {
+                return Err(StateError::Conflict(format!(
+                    "task `{}` already exists",
+                    task.id
+                )));
+            }
+            refuse_recorded(tx, &root.revocation_id).await?;
+            tx.execute(
+                "INSERT INTO tasks (id, agent, on_behalf_of, intent, tools, labels, params, audience,
+                     max_depth, created_at, expires_at, root_revocation_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                &[
+                    &task.id,
+                    &task.agent,
+                    &task.on_behalf_of,
+                    &task.intent,
+                    &t.tools,
+                    &t.labels,
+                    &t.params,
+                    &task.audience,
+                    &i64::from(task.max_depth),
+                    &t.created_at,
+                    &t.expires_at,
+                    &task.root_revocation_id,
+                ],
+            )
+            .await
+            .map_err(|e| unique_is_conflict(e, || format!("task `{}` already exists", task.id)))?;
+            insert_credential(tx, &root, &c).await
+        })
+        .await
+    }
+
+    async fn task(&self, id: &str) -> Result<Option<TaskRecord>, StateError> {
+        let client = self.client().await?;
+        task_of(&client, id).await
+    }
+
+    async fn task_details(&self, id: &str) -> Result<Option<TaskDetails>, StateError> {
+        // One snapshot for the task and what hangs off it.
+        let mut client = self.client().await?;
+        let tx = snapshot(&mut client).await?;
+        let Some(task) = task_of(&tx, id).await? else {
+            return Ok(None);
+        };
+        let details = details(&tx, task).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(Some(details))
+    }
+
+    async fn list_tasks(
+        &self,
+        open_only: bool,
+        limit: usize,
+    ) -> Result<Vec<TaskDetails>, StateError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut client = self.client().await?;
+        let tx = snapshot(&mut client).await?;
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE (NOT $1 OR ended_at IS NULL)
+                     ORDER BY created_at DESC, id DESC LIMIT $2"
+                ),
+                &[&open_only, &limit],
+            )
+            .await
+            .map_err(pg)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(details(&tx, task_row(row)?).await?);
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(out)
+    }
+
+    async fn task_context(
+        &self,
+        task_id: &str,
+    ) -> Result<Option<(TaskRecord, SessionSummary)>, StateError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT {TASK_COLUMNS}, s.summary FROM tasks t
+                     LEFT JOIN sessions s ON s.task_id = t.id WHERE t.id = $1"
+                ),
+                &[&task_id],
+            )
+            .await
+            .map_err(pg)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let summary: Option<String> = row.try_get(14).map_err(pg)?;
+        let summary = match summary {
+            Some(text) => parse(&text, "session summary")?,
+            None => SessionSummary::default(),
+        };
+        Ok(Some((task_row(&row)?, summary)))
+    }
+
+    async fn add_credential(&self, credential: CredentialRecord) -> Result<(), StateError> {
+        let parent_id = delegated_parent(&credential)?.to_owned();
+        let c = CredentialText::new(&credential)?;
+        self.write(async |tx| {
+            let task = tx
+                .query_opt(
+                    "SELECT max_depth, end_reason FROM tasks WHERE id = $1 FOR SHARE",
+                    &[&credential.task_id],
+                )
+                .await
+                .map_err(pg)?;
+            let Some(task) = task else {
+                return Err(StateError::TaskNotFound(credential.task_id.clone()));
+            };
+            let max_depth: i64 = task.try_get(0).map_err(pg)?;
+            if let Some(reason) = task.try_get::<_, Option<String>>(1).map_err(pg)? {
+                return Err(StateError::TaskEnded {
+                    task_id: credential.task_id.clone(),
+                    reason,
+                });
+            }
+            let parent = tx
+                .query_opt(
+                    "SELECT depth FROM credentials WHERE revocation_id = $1 AND task_id = $2",
+                    &[&parent_id, &credential.task_id],
+                )
+                .await
+                .map_err(pg)?;
+            let Some(parent) = parent else {
+                return Err(StateError::Invalid(format!(
+                    "parent credential `{parent_id}` is not a credential of task `{}`",
+                    credential.task_id
+                )));
+            };
+            let parent_depth: i64 = parent.try_get(0).map_err(pg)?;
+            if i64::from(credential.depth) != parent_depth + 1 {
+                return Err(StateError::Invalid(format!(
+                    "credential `{}` has depth {}, its parent has depth {parent_depth}",
+                    credential.revocation_id, credential.depth
+                )));
+            }
+            if i64::from(credential.depth) > max_depth {
+                return Err(StateError::Invalid(format!(
+                    "credential `{}` has depth {}, task `{}` allows {max_depth}",
+                    credential.revocation_id, credential.depth, credential.task_id
+                )));
+            }
+            insert_credential(tx, &credential, &c).await
+        })
+        .await
+    }
+
+    async fn end_task(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<EndedTask, StateError> {
+        check_end_reason(reason)?;
+        let at = time_text(&at)?;
+        self.write(async |tx| {
+            let revoked = end_in(tx, id, &at, reason).await?;
+            let task = task_of(tx, id)
+                .await?
+                .ok_or_else(|| StateError::TaskNotFound(id.to_owned()))?;
+            Ok(EndedTask { task, revoked })
+        })
+        .await
+    }
+
+    async fn end_expired(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, Vec<String>)>, StateError> {
+        let now = time_text(&now)?;
+        self.write(async |tx| {
+            // Instances sweep at once: each takes the tasks the others have
+            // not locked, and a task another one ended meanwhile is open no
+            // more when its lock is granted.
+            let expired = tx
+                .query(
+                    "SELECT id FROM tasks WHERE ended_at IS NULL AND expires_at <= $1
+                     ORDER BY expires_at, id FOR UPDATE SKIP LOCKED",
+                    &[&now],
+                )
+                .await
+                .map_err(pg)?;
+            let mut out = Vec::with_capacity(expired.len());
+            for row in expired {
+                let id: String = row.try_get(0).map_err(pg)?;
+                let ids = end_in(tx, &id, &now, END_REASON_EXPIRED).await?;
+                out.push((id, ids));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn revocations(&self) -> Result<Vec<Revocation>, StateError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT revocation_id, task_id, revoked_at FROM revocations ORDER BY seq",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|row| {
+                Ok(Revocation {
+                    revocation_id: row.try_get(0).map_err(pg)?,
+                    task_id: row.try_get(1).map_err(pg)?,
+                    revoked_at: time_col(row, 2, "revoked_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn revoked_ids(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<String, DateTime<Utc>>, StateError> {
+        let now = time_text(&now)?;
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT r.revocation_id, t.expires_at
+                 FROM revocations r JOIN tasks t ON t.id = r.task_id
+                 WHERE t.expires_at > $1",
+                &[&now],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0).map_err(pg)?, time_col(row, 1, "expires_at")?)))
+            .collect()
+    }
+
+    async fn record_decision(
+        &self,
+        entry: HistoryEntry,
+        credential: Option<String>,
+    ) -> Result<(), StateError> {
+        let decided_at = time_text(&entry.decided_at)?;
+        let annotations = entry
+            .annotations
+            .as_ref()
+            .map(|a| json_text(a, "annotations"))
+            .transpose()?;
+        let result = entry.result.as_ref().map(ResultText::new).transpose()?;
+        let parsed_annotations = entry
+            .annotations
+            .as_ref()
+            .map(|map| {
+                serde_json::from_value::<ToolAnnotations>(serde_json::Value::Object(map.clone()))
+                    .map_err(|e| StateError::Invalid(format!("annotations: {e}")))
+            })
+            .transpose()?;
+        self.write(async |tx| {
+            lock_open_task(tx, &entry.task_id).await?;
+            let conflict = || format!("decision `{}` is already recorded", entry.decision_id);
+            if tx
+                .query_opt(
+                    "SELECT 1 FROM history WHERE decision_id = $1",
+                    &[&entry.decision_id],
+                )
+                .await
+                .map_err(pg)?
+                .is_some()
+            {
+                return Err(StateError::Conflict(conflict()));
+            }
+            let seq: i64 = tx
+                .query_one(
+                    "INSERT INTO history (decision_id, task_id, agent, server, tool, decision,
+                         decided_at, result_status, result_labels, result_at, annotations, credential)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                     RETURNING seq",
+                    &[
+                        &entry.decision_id,
+                        &entry.task_id,
+                        &entry.agent,
+                        &entry.server,
+                        &entry.tool,
+                        &entry.decision.as_str(),
+                        &decided_at,
+                        &result.as_ref().map(|r| r.status),
+                        &result.as_ref().map(|r| r.labels.as_str()),
+                        &result.as_ref().map(|r| r.reported_at.as_str()),
+                        &annotations,
+                        &credential,
+                    ],
+                )
+                .await
+                .map_err(|e| unique_is_conflict(e, conflict))?
+                .try_get(0)
+                .map_err(pg)?;
+            let position = position(seq)?;
+            let mut summary = session_of(tx, &entry.task_id).await?;
+            summary.record_decision(
+                position,
+                &entry.server,
+                &entry.tool,
+                entry.decision,
+                parsed_annotations.as_ref(),
+            );
+            if let Some(result) = &entry.result {
+                summary.record_labels(position, result.labels.iter().cloned());
+            }
+            store_session(tx, &entry.task_id, &summary).await
+        })
+        .await
+    }
+
+    async fn record_result(
+        &self,
+        decision_id: &str,
+        result: CallResult,
+    ) -> Result<HistoryEntry, StateError> {
+        let text = ResultText::new(&result)?;
+        let entry = self
+            .write(async |tx| {
+                let Some(task_id) = tx
+                    .query_opt(
+                        "SELECT task_id FROM history WHERE decision_id = $1",
+                        &[&decision_id],
+                    )
+                    .await
+                    .map_err(pg)?
+                else {
+                    return Err(StateError::DecisionNotFound(decision_id.to_owned()));
+                };
+                let task_id: String = task_id.try_get(0).map_err(pg)?;
+                // The task first, as a decision locks it: results and
+                // decisions of one task fold into its summary in turn.
+                tx.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", &[&task_id])
+                    .await
+                    .map_err(pg)?;
+                let row = tx
+                    .query_one(
+                        &format!(
+                            "SELECT {HISTORY_COLUMNS}, seq FROM history WHERE decision_id = $1"
+                        ),
+                        &[&decision_id],
+                    )
+                    .await
+                    .map_err(pg)?;
+                let entry = history_row(&row)?;
+                if entry.result.is_some() {
+                    return Err(StateError::Conflict(format!(
+                        "the result of decision `{decision_id}` was already reported"
+                    )));
+                }
+                let seq: i64 = row.try_get(11).map_err(pg)?;
+                tx.execute(
+                    "UPDATE history SET result_status = $2, result_labels = $3, result_at = $4
+                     WHERE decision_id = $1",
+                    &[&decision_id, &text.status, &text.labels, &text.reported_at],
+                )
+                .await
+                .map_err(pg)?;
+                if !result.labels.is_empty() {
+                    let mut summary = session_of(tx, &task_id).await?;
+                    summary.record_labels(position(seq)?, result.labels.iter().cloned());
+                    store_session(tx, &task_id, &summary).await?;
+                }
+                Ok(entry)
+            })
+            .await?;
+        Ok(HistoryEntry {
+            result: Some(result),
+            ..entry
+        })
+    }
+
+    async fn decision(&self, decision_id: &str) -> Result<Option<HistoryEntry>, StateError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {HISTORY_COLUMNS} FROM history WHERE decision_id = $1"),
+                &[&decision_id],
+            )
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(history_row).transpose()
+    }
+
+    async fn decided_call(
+        &self,
+        decision_id: &str,
+    ) -> Result<Option<(HistoryEntry, Option<String>)>, StateError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT {HISTORY_COLUMNS}, credential FROM history WHERE decision_id = $1"
+                ),
+                &[&decision_id],
+            )
+            .await
+            .map_err(pg)?;
+        row.map(|row| Ok((history_row(&row)?, row.try_get(11).map_err(pg)?)))
+            .transpose()
+    }
+
+    async fn record_exchange(&self, record: ExchangeRecord) -> Result<(), StateError> {
+        let scope = json_text(&record.scope, "scope")?;
+        let exchanged_at = time_text(&record.exchanged_at)?;
+        let expires_at = time_text(&record.expires_at)?;
+        self.write(async |tx| {
+            let task = tx
+                .query_opt(
+                    "SELECT t.end_reason FROM history h JOIN tasks t ON t.id = h.task_id
+                     WHERE h.decision_id = $1 AND h.task_id = $2 FOR SHARE OF t",
+                    &[&record.decision_id, &record.task_id],
+                )
+                .await
+                .map_err(pg)?;
+            let Some(task) = task else {
+                return Err(StateError::DecisionNotFound(record.decision_id.clone()));
+            };
+            if let Some(reason) = task.try_get::<_, Option<String>>(0).map_err(pg)? {
+                return Err(StateError::TaskEnded {
+                    task_id: record.task_id.clone(),
+                    reason,
+                });
+            }
+            let used = || {
+                format!(
+                    "decision `{}` was exchanged for a token already",
+                    record.decision_id
+                )
+            };
+            let inserted = tx
+                .execute(
+                    "INSERT INTO token_exchanges (decision_id, task_id, credential, resource,
+                         token_id, scope, exchanged_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (decision_id) DO NOTHING",
+                    &[
+                        &record.decision_id,
+                        &record.task_id,
+                        &record.credential,
+                        &record.resource,
+                        &record.token_id,
+                        &scope,
+                        &exchanged_at,
+                        &expires_at,
+                    ],
+                )
+                .await
+                .map_err(|e| unique_is_conflict(e, used))?;
+            if inserted == 0 {
+                return Err(StateError::Conflict(used()));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn agent_session(
+        &self,
+        agent: &str,
+        session: &SessionId,
+    ) -> Result<SessionSummary, StateError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT summary FROM agent_sessions WHERE agent = $1 AND session = $2",
+                &[&agent, &session.as_str()],
+            )
+            .await
+            .map_err(pg)?;
+        match row {
+            Some(row) => parse(&row.try_get::<_, String>(0).map_err(pg)?, "session summary"),
+            None => Ok(SessionSummary::default()),
+        }
+    }
+
+    async fn record_session_decision(&self, decided: SessionDecision) -> Result<(), StateError> {
+        let at = time_text(&decided.decided_at)?;
+        let empty = json_text(&SessionSummary::default(), "session summary")?;
+        self.write(async |tx| {
+            let session = decided.session.as_str();
+            // Create the row if need be, then lock it: decisions of one
+            // session made through several instances fold in turn.
+            tx.execute(
+                "INSERT INTO agent_sessions (agent, session, summary, started_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $4) ON CONFLICT (agent, session) DO NOTHING",
+                &[&decided.agent, &session, &empty, &at],
+            )
+            .await
+            .map_err(pg)?;
+            let text: String = tx
+                .query_one(
+                    "SELECT summary FROM agent_sessions WHERE agent = $1 AND session = $2 FOR UPDATE",
+                    &[&decided.agent, &session],
+                )
+                .await
+                .map_err(pg)?
+                .try_get(0)
+                .map_err(pg)?;
+            let mut summary: SessionSummary = parse(&text, "session summary")?;
+            let position = summary.calls.saturating_add(1);
+            summary.record_decision(
+                position,
+                &decided.server,
+                &decided.tool,
+                decided.decision,
+                decided.annotations.as_ref(),
+            );
+            tx.execute(
+                "UPDATE agent_sessions SET summary = $3, updated_at = $4
+                 WHERE agent = $1 AND session = $2",
+                &[
+                    &decided.agent,
+                    &session,
+                    &json_text(&summary, "session summary")?,
+                    &at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_approval(&self, record: ApprovalRecord) -> Result<(), StateError> {
+        let a = &record.approval;
+        let requester = json_text(&a.requester, "requester")?;
+        let created_at = time_text(&a.created_at)?;
+        let expires_at = time_text(&a.expires_at)?;
+        let summary = json_text(&record.summary, "summary")?;
+        let receipt = json_text(&record.receipt, "receipt")?;
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO approvals (id, decision_id, request_sha256, requester, task_id, status,
+                     created_at, expires_at, summary, receipt, agent)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                &[
+                    &a.id,
+                    &a.decision_id,
+                    &a.request_sha256,
+                    &requester,
+                    &record.task_id,
+                    &a.status.as_str(),
+                    &created_at,
+                    &expires_at,
+                    &summary,
+                    &receipt,
+                    &a.requester.agent,
+                ],
+            )
+            .await
+            .map_err(|e| unique_is_conflict(e, || format!("approval `{}` exists", a.id)))?;
+        Ok(())
+    }
+
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StateError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(approval_row).transpose()
+    }
+
+    async fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StateError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let now = time_text(&now)?;
+        let status_text = status.map(ApprovalStatus::as_str);
+        // One condition per asked status, each as the partial indexes state
+        // it (as on SQLite).
+        let (condition, params): (&str, Vec<&(dyn ToSql + Sync)>) = match (status, &status_text) {
+            (None, _) => ("TRUE", vec![&limit]),
+            (Some(ApprovalStatus::Pending), _) => {
+                ("status = 'pending' AND expires_at > $2", vec![&limit, &now])
+            }
+            (Some(ApprovalStatus::Expired), _) => (
+                "(status = 'expired' OR (status = 'pending' AND expires_at <= $2))",
+                vec![&limit, &now],
+            ),
+            (Some(_), status) => ("status = $2", vec![&limit, status]),
+        };
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE {condition}
+                     ORDER BY created_at DESC, id DESC LIMIT $1"
+                ),
+                &params,
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter().map(approval_row).collect()
+    }
+
+    async fn open_approvals_of(&self, agent: &str, now: DateTime<Utc>) -> Result<u64, StateError> {
+        self.count(
+            "SELECT count(*) FROM approvals
+             WHERE agent = $1 AND status IN ('pending', 'withdrawn') AND expires_at > $2",
+            agent,
+            now,
+        )
+        .await
+    }
+
+    async fn open_approvals_of_task(
+        &self,
+        task_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StateError> {
+        self.count(
+            "SELECT count(*) FROM approvals
+             WHERE task_id = $1 AND status IN ('pending', 'withdrawn') AND expires_at > $2",
+            task_id,
+            now,
+        )
+        .await
+    }
+
+    async fn pending_approvals_of_task(
+        &self,
+        task_id: &str,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StateError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {APPROVAL_COLUMNS} FROM approvals
+                     WHERE status = 'pending' AND task_id = $1 ORDER BY created_at LIMIT $2"
+                ),
+                &[&task_id, &limit],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter().map(approval_row).collect()
+    }
+
+    async fn due_approvals(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StateError> {
+        let now = time_text(&now)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {APPROVAL_COLUMNS} FROM approvals
+                     WHERE status = 'pending' AND expires_at <= $1 ORDER BY expires_at LIMIT $2"
+                ),
+                &[&now, &limit],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter().map(approval_row).collect()
+    }
+
+    async fn update_approval(
+        &self,
+        from: ApprovalStatus,
+        approval: &Approval,
+    ) -> Result<bool, StateError> {
+        let resolved_at = approval.resolved_at.as_ref().map(time_text).transpose()?;
+        let client = self.client().await?;
+        let changed = client
+            .execute(
+                "UPDATE approvals SET status = $3, resolved_at = $4, resolved_by = $5,
+                     reason = $6, released_by = $7
+                 WHERE id = $1 AND status = $2",
+                &[
+                    &approval.id,
+                    &from.as_str(),
+                    &approval.status.as_str(),
+                    &resolved_at,
+                    &approval.resolved_by,
+                    &approval.reason,
+                    &approval.released_by,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(changed == 1)
+    }
+}
+
+impl PgState {
+    /// A `count(*)` of approvals keyed by `key` and `now`.
+    async fn count(&self, sql: &str, key: &str, now: DateTime<Utc>) -> Result<u64, StateError> {
+        let now = time_text(&now)?;
+        let client = self.client().await?;
+        let n: i64 = client
+            .query_one(sql, &[&key, &now])
+            .await
+            .map_err(pg)?
+            .try_get(0)
+            .map_err(pg)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+/// A read-only transaction over one snapshot.
+async fn snapshot(client: &mut Object) -> Result<Transaction<'_>, StateError> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg)
+}
+
+async fn task_of(client: &impl GenericClient, id: &str) -> Result<Option<TaskRecord>, StateError> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .map_err(pg)?;
+    row.as_ref().map(task_row).transpose()
+}
+
+async fn details(client: &impl GenericClient, task: TaskRecord) -> Result<TaskDetails, StateError> {
+    let credentials = client
+        .query(
+            &format!(
+                "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE task_id = $1 ORDER BY seq"
+            ),
+            &[&task.id],
+        )
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(credential_row)
+        .collect::<Result<_, _>>()?;
+    let history = client
+        .query(
+            &format!("SELECT {HISTORY_COLUMNS} FROM history WHERE task_id = $1 ORDER BY seq"),
+            &[&task.id],
+        )
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(history_row)
+        .collect::<Result<_, _>>()?;
+    Ok(TaskDetails {
+        task,
+        credentials,
+        history,
+    })
+}
+
+/// Locks task `id` for a write that folds its session; refuses an unknown
+/// or ended task.
+async fn lock_open_task(tx: &Transaction<'_>, id: &str) -> Result<(), StateError> {
+    let row = tx
+        .query_opt(
+            "SELECT end_reason FROM tasks WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await
+        .map_err(pg)?;
+    match row {
+        None => Err(StateError::TaskNotFound(id.to_owned())),
+        Some(row) => match row.try_get::<_, Option<String>>(0).map_err(pg)? {
+            Some(reason) => Err(StateError::TaskEnded {
+                task_id: id.to_owned(),
+                reason,
+            }),
+            None => Ok(()),
+        },
+    }
+}
+
+/// Ends task `id` (if open) and returns its credentials' revocation ids.
+async fn end_in(
+    tx: &Transaction<'_>,
+    id: &str,
+    at: &str,
+    reason: &str,
+) -> Result<Vec<String>, StateError> {
+    let row = tx
+        .query_opt(
+            "SELECT ended_at FROM tasks WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await
+        .map_err(pg)?;
+    let Some(row) = row else {
+        return Err(StateError::TaskNotFound(id.to_owned()));
+    };
+    let ended: Option<String> = row.try_get(0).map_err(pg)?;
+    if ended.is_none() {
+        // As on SQLite: no decision recorded before the end is later than
+        // it (fixed-width times compare as text).
+        let latest: Option<String> = tx
+            .query_one(
+                "SELECT max(decided_at) FROM history WHERE task_id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(pg)?
+            .try_get(0)
+            .map_err(pg)?;
+        let at = latest
+            .filter(|l| l.as_str() > at)
+            .unwrap_or_else(|| at.to_owned());
+        tx.execute(
+            "UPDATE tasks SET ended_at = $2, end_reason = $3 WHERE id = $1",
+            &[&id, &at, &reason],
+        )
+        .await
+        .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO revocations (revocation_id, task_id, revoked_at)
+             SELECT revocation_id, task_id, $2 FROM credentials WHERE task_id = $1 ORDER BY seq",
+            &[&id, &at],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    let rows = tx
+        .query(
+            "SELECT revocation_id FROM credentials WHERE task_id = $1 ORDER BY seq",
+            &[&id],
+        )
+        .await
+        .map_err(pg)?;
+    rows.iter().map(|row| row.try_get(0).map_err(pg)).collect()
+}
+
+async fn refuse_recorded(tx: &Transaction<'_>, revocation_id: &str) -> Result<(), StateError> {
+    if tx
+        .query_opt(
+            "SELECT 1 FROM credentials WHERE revocation_id = $1",
+            &[&revocation_id],
+        )
+        .await
+        .map_err(pg)?
+        .is_some()
+    {
+        return Err(StateError::Conflict(format!(
+            "credential `{revocation_id}` is already recorded"
+        )));
+    }
+    Ok(())
+}
+
+async fn insert_credential(
+    tx: &Transaction<'_>,
+    credential: &CredentialRecord,
+    text: &CredentialText,
+) -> Result<(), StateError> {
+    refuse_recorded(tx, &credential.revocation_id).await?;
+    tx.execute(
+        "INSERT INTO credentials (revocation_id, task_id, parent_revocation_id, agent, depth,
+             tools, labels, issued_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &credential.revocation_id,
+            &credential.task_id,
+            &credential.parent_revocation_id,
+            &credential.agent,
+            &i64::from(credential.depth),
+            &text.tools,
+            &text.labels,
+            &text.issued_at,
+            &text.expires_at,
+        ],
+    )
+    .await
+    .map_err(|e| {
+        unique_is_conflict(e, || {
+            format!(
+                "credential `{}` is already recorded",
+                credential.revocation_id
+            )
+        })
+    })?;
+    Ok(())
+}
+
+async fn session_of(tx: &Transaction<'_>, task_id: &str) -> Result<SessionSummary, StateError> {
+    let row = tx
+        .query_opt(
+            "SELECT summary FROM sessions WHERE task_id = $1",
+            &[&task_id],
+        )
+        .await
+        .map_err(pg)?;
+    match row {
+        Some(row) => parse(&row.try_get::<_, String>(0).map_err(pg)?, "session summary"),
+        None => Ok(SessionSummary::default()),
+    }
+}
+
+async fn store_session(
+    tx: &Transaction<'_>,
+    task_id: &str,
+    summary: &SessionSummary,
+) -> Result<(), StateError> {
+    tx.execute(
+        "INSERT INTO sessions (task_id, summary) VALUES ($1, $2)
+         ON CONFLICT (task_id) DO UPDATE SET summary = EXCLUDED.summary",
+        &[&task_id, &json_text(summary, "session summary")?],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+// Records as stored: checked and encoded before the transaction starts.
+
+struct TaskText {
+    tools: String,
+    labels: String,
+    params: String,
+    created_at: String,
+    expires_at: String,
+}
+
+impl TaskText {
+    fn new(task: &TaskRecord) -> Result<Self, StateError> {
+        Ok(Self {
+            tools: json_text(&task.tools, "tools")?,
+            labels: json_text(&task.labels, "labels")?,
+            params: json_text(&task.params, "params")?,
+            created_at: time_text(&task.created_at)?,
+            expires_at: time_text(&task.expires_at)?,
+        })
+    }
+}
+
+struct CredentialText {
+    tools: String,
+    labels: String,
+    issued_at: String,
+    expires_at: String,
+}
+
+impl CredentialText {
+    fn new(credential: &CredentialRecord) -> Result<Self, StateError> {
+        Ok(Self {
+            tools: json_text(&credential.tools, "tools")?,
+            labels: json_text(&credential.labels, "labels")?,
+            issued_at: time_text(&credential.issued_at)?,
+            expires_at: time_text(&credential.expires_at)?,
+        })
+    }
+}
+
+struct ResultText<'a> {
+    status: &'a str,
+    labels: String,
+    reported_at: String,
+}
+
+impl<'a> ResultText<'a> {
+    fn new(result: &'a CallResult) -> Result<Self, StateError> {
+        Ok(Self {
+            status: &result.status,
+            labels: json_text(&result.labels, "result labels")?,
+            reported_at: time_text(&result.reported_at)?,
+        })
+    }
+}
+
+// Reading rows, columns in the order of the `*_COLUMNS` lists.
+
+fn task_row(row: &Row) -> Result<TaskRecord, StateError> {
+    Ok(TaskRecord {
+        id: row.try_get(0).map_err(pg)?,
+        agent: row.try_get(1).map_err(pg)?,
+        on_behalf_of: row.try_get(2).map_err(pg)?,
+        intent: row.try_get(3).map_err(pg)?,
+        tools: json_col(row, 4, "tools")?,
+        labels: json_col(row, 5, "labels")?,
+        params: json_col(row, 6, "params")?,
+        audience: row.try_get(7).map_err(pg)?,
+        max_depth: small(row, 8, "max_depth")?,
+        created_at: time_col(row, 9, "created_at")?,
+        expires_at: time_col(row, 10, "expires_at")?,
+        ended_at: opt_time_col(row, 11, "ended_at")?,
+        end_reason: row.try_get(12).map_err(pg)?,
+        root_revocation_id: row.try_get(13).map_err(pg)?,
+    })
+}
+
+fn credential_row(row: &Row) -> Result<CredentialRecord, StateError> {
+    Ok(CredentialRecord {
+        task_id: row.try_get(0).map_err(pg)?,
+        revocation_id: row.try_get(1).map_err(pg)?,
+        parent_revocation_id: row.try_get(2).map_err(pg)?,
+        agent: row.try_get(3).map_err(pg)?,
+        depth: small(row, 4, "depth")?,
+        tools: json_col(row, 5, "tools")?,
+        labels: json_col(row, 6, "labels")?,
+        issued_at: time_col(row, 7, "issued_at")?,
+        expires_at: time_col(row, 8, "expires_at")?,
+    })
+}
+
+fn history_row(row: &Row) -> Result<HistoryEntry, StateError> {
+    let status: Option<String> = row.try_get(7).map_err(pg)?;
+    let result = match status {
+        Some(status) => Some(CallResult {
+            status,
+            labels: json_col(row, 8, "result labels")?,
+            reported_at: time_col(row, 9, "result_at")?,
+        }),
+        None => None,
+    };
+    let annotations: Option<String> = row.try_get(10).map_err(pg)?;
+    Ok(HistoryEntry {
+        decision_id: row.try_get(0).map_err(pg)?,
+        task_id: row.try_get(1).map_err(pg)?,
+        agent: row.try_get(2).map_err(pg)?,
+        server: row.try_get(3).map_err(pg)?,
+        tool: row.try_get(4).map_err(pg)?,
+        decision: decision_of(&row.try_get::<_, String>(5).map_err(pg)?)?,
+        decided_at: time_col(row, 6, "decided_at")?,
+        result,
+        annotations: annotations
+            .map(|text| parse(&text, "annotations"))
+            .transpose()?,
+    })
+}
+
+fn approval_row(row: &Row) -> Result<ApprovalRecord, StateError> {
+    let status: String = row.try_get(5).map_err(pg)?;
+    let status = ApprovalStatus::parse(&status)
+        .ok_or_else(|| StateError::Corrupt(format!("approval status `{status}` is unknown")))?;
+    let requester: Requester = json_col(row, 3, "approval requester")?;
+    Ok(ApprovalRecord {
+        approval: Approval {
+            id: row.try_get(0).map_err(pg)?,
+            decision_id: row.try_get(1).map_err(pg)?,
+            request_sha256: row.try_get(2).map_err(pg)?,
+            requester,
+            status,
+            created_at: time_col(row, 6, "approval created_at")?,
+            expires_at: time_col(row, 7, "approval expires_at")?,
+            resolved_at: opt_time_col(row, 8, "approval resolved_at")?,
+            resolved_by: row.try_get(9).map_err(pg)?,
+            reason: row.try_get(10).map_err(pg)?,
+            released_by: row.try_get(11).map_err(pg)?,
+        },
+        task_id: row.try_get(4).map_err(pg)?,
+        summary: json_col(row, 12, "approval summary")?,
+        receipt: json_col(row, 13, "approval receipt")?,
+    })
+}
+
+fn time_col(row: &Row, idx: usize, what: &str) -> Result<DateTime<Utc>, StateError> {
+    parse_time(&row.try_get::<_, String>(idx).map_err(pg)?, what)
+}
+
+fn opt_time_col(row: &Row, idx: usize, what: &str) -> Result<Option<DateTime<Utc>>, StateError> {
+    row.try_get::<_, Option<String>>(idx)
+        .map_err(pg)?
+        .map(|t| parse_time(&t, what))
+        .transpose()
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(
+    row: &Row,
+    idx: usize,
+    what: &str,
+) -> Result<T, StateError> {
+    parse(&row.try_get::<_, String>(idx).map_err(pg)?, what)
+}
+
+fn small(row: &Row, idx: usize, what: &str) -> Result<u32, StateError> {
+    let n: i64 = row.try_get(idx).map_err(pg)?;
+    u32::try_from(n).map_err(|_| StateError::Corrupt(format!("stored {what} {n} is out of range")))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StateError> {
+    serde_json::from_str(text)
+        .map_err(|e| StateError::Corrupt(format!("stored {what} `{text}` are not valid: {e}")))
+}
+
+fn position(seq: i64) -> Result<u64, StateError> {
+    u64::try_from(seq).map_err(|_| StateError::Corrupt(format!("history seq {seq} is negative")))
+}
+
+fn pg(e: tokio_postgres::Error) -> StateError {
+    StateError::Postgres(e)
+}
+
+/// A unique key taken (by another instance between our check and our
+/// insert) is a conflict, like one the check found.
+fn unique_is_conflict(e: tokio_postgres::Error, what: impl FnOnce() -> String) -> StateError {
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        StateError::Conflict(what())
+    } else {
+        pg(e)
+    }
+}
