@@ -99,7 +99,7 @@ pub(crate) async fn gate(
         return open_new(state, pack, verdict, binding, draft, now, refuse).await;
     };
     let tasks = state.tasks();
-    let guard = state.approvals().lock().await;
+    let guard = state.approvals().lock(tasks.store()).await?;
     let stored = tasks.store().approval(&approval_id).await?;
     let Some(record) = stored else {
         refuse(verdict, format!("there is no approval `{approval_id}`"));
@@ -218,7 +218,13 @@ pub(crate) async fn unrelease(state: &AppState, used: &Approval) {
         released_by: None,
         ..used.clone()
     };
-    let _guard = state.approvals().lock().await;
+    let _guard = match state.approvals().lock(state.tasks().store()).await {
+        Ok(guard) => guard,
+        Err(e) => {
+            tracing::error!(approval_id = %used.id, error = %e, "a released approval could not be put back after its call was refused (the approvals lock is unavailable); it stays used");
+            return;
+        }
+    };
     let restored = state
         .tasks()
         .store()
@@ -292,7 +298,13 @@ async fn resolve_each(
     let mut resolved = 0;
     for record in records {
         let id = record.approval.id.clone();
-        let _guard = state.approvals().lock().await;
+        let _guard = match state.approvals().lock(state.tasks().store()).await {
+            Ok(guard) => guard,
+            Err(e) => {
+                tracing::warn!(approval_id = %id, error = %e, event, "cannot take the approvals lock; the approval stays as it is");
+                continue;
+            }
+        };
         let current = match state.tasks().store().approval(&id).await {
             Ok(Some(current)) => current,
             Ok(None) => continue,

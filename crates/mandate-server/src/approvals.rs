@@ -17,7 +17,7 @@ use mandate_core::api::ApprovalView;
 use mandate_core::{Approval, ApprovalStatus, DecisionRequest, Requester, Verdict};
 use mandate_ledger::Receipt;
 use mandate_ledger::receipt::ApprovalRef;
-use mandate_store::ApprovalRecord;
+use mandate_store::{ApprovalRecord, ApprovalsLock, StateError, StateStore};
 use serde_json::json;
 use sha2::Sha256;
 use tokio::sync::{Mutex, MutexGuard, watch};
@@ -119,6 +119,14 @@ pub enum ApprovalsError {
     Invalid(String),
 }
 
+/// Held while an approval is resolved, released or expired; see
+/// [`Approvals::lock`].
+pub struct ApprovalsGuard<'a> {
+    // Released in this order: the shared lock first, then this process's.
+    _shared: ApprovalsLock,
+    _local: MutexGuard<'a, ()>,
+}
+
 /// The approvals part of the gateway's state.
 pub struct Approvals {
     settings: ApprovalSettings,
@@ -205,9 +213,16 @@ impl Approvals {
             .ok()
     }
 
-    /// The lock every resolution, release and expiry holds.
-    pub async fn lock(&self) -> MutexGuard<'_, ()> {
-        self.lock.lock().await
+    /// The lock every resolution, release and expiry holds: this process's,
+    /// then the one `store` shares with every other process using it (one
+    /// in the database with several instances; none on SQLite).
+    pub async fn lock(&self, store: &dyn StateStore) -> Result<ApprovalsGuard<'_>, StateError> {
+        let local = self.lock.lock().await;
+        let shared = store.lock_approvals().await?;
+        Ok(ApprovalsGuard {
+            _shared: shared,
+            _local: local,
+        })
     }
 
     /// Announces a new pending approval to the webhook, if one is set, in

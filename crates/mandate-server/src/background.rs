@@ -1,11 +1,14 @@
 //! The loops a running server keeps going beside its requests: issuers'
 //! keys refreshed as they fall due, the policy directory watched, expired
-//! tasks ended and unanswered approvals expired. [`spawn`] starts them all
+//! tasks ended and unanswered approvals expired, and (with a store several
+//! instances share) their changes followed. [`spawn`] starts them all
 //! on the current tokio runtime; each runs until the process stops.
 
 use std::time::Duration;
 
 use chrono::Utc;
+use mandate_store::StateChange;
+use tokio::sync::broadcast;
 
 use crate::approval_flow;
 use crate::policy_dir::PackSources;
@@ -30,6 +33,30 @@ pub fn spawn(state: &AppState, sources: PackSources, reload_interval: Duration) 
     tokio::spawn(reload::watch(state.clone(), sources, reload_interval));
     tokio::spawn(expire_tasks(state.clone(), TASK_SWEEP));
     tokio::spawn(expire_approvals(state.clone(), APPROVAL_SWEEP));
+    if let Some(changes) = state.tasks().store().changes() {
+        tokio::spawn(follow_changes(state.clone(), changes));
+    }
+}
+
+/// Follows what other instances sharing the store change: approval long
+/// polls and the console wake, revoked ids are read again.
+async fn follow_changes(state: AppState, mut changes: broadcast::Receiver<StateChange>) {
+    loop {
+        let change = match changes.recv().await {
+            Ok(change) => change,
+            // Fell behind: whatever was missed, read everything again.
+            Err(broadcast::error::RecvError::Lagged(_)) => StateChange::All,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if matches!(change, StateChange::Approvals | StateChange::All) {
+            state.approvals().changed();
+        }
+        if matches!(change, StateChange::Revocations | StateChange::All)
+            && let Err(e) = state.tasks().credentials().reload_revoked(Utc::now()).await
+        {
+            tracing::warn!(error = %e, "could not read the revoked credentials another instance announced; decisions still find their task ended");
+        }
+    }
 }
 
 /// Refreshes the issuers' keys as they fall due.

@@ -4,7 +4,11 @@
 //! Revocation is checked on every call from an in-memory set, loaded from
 //! the state database at start and updated whenever a task ends (by a
 //! caller, or by [`Credentials::end_expired`] when its TTL runs out) after
-//! the end is stored and before anyone is told about it.
+//! the end is stored and before anyone is told about it. With a store that
+//! several instances share, an end on another instance reloads the set when
+//! the store announces it ([`Credentials::reload_revoked`]); until then a
+//! decision still refuses the credential, because it reads its task from
+//! the store and finds it ended.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -79,6 +83,16 @@ impl Credentials {
     pub fn revoke<'a>(&self, ids: impl IntoIterator<Item = &'a String>, until: DateTime<Utc>) {
         let mut revoked = self.revoked.write().unwrap_or_else(PoisonError::into_inner);
         revoked.extend(ids.into_iter().map(|id| (id.clone(), until)));
+    }
+
+    /// Reads the revoked ids from the store again, replacing those held: a
+    /// store several instances share announces that another ended a task.
+    /// Cached verifications of credentials now revoked are dropped.
+    pub async fn reload_revoked(&self, now: DateTime<Utc>) -> Result<(), StateError> {
+        let revoked = self.store.revoked_ids(now).await?;
+        *self.revoked.write().unwrap_or_else(PoisonError::into_inner) = revoked;
+        self.cache.purge(now, |ids| self.is_revoked(ids));
+        Ok(())
     }
 
     /// Forgets revoked ids whose task expired more than

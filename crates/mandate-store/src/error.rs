@@ -54,6 +54,10 @@ pub enum LedgerError {
         /// Size of the newest checkpoint.
         signed: u64,
     },
+    /// The log holds a receipt of this decision id already; this receipt
+    /// was not appended (the others of its group were).
+    #[error("the receipt log holds a receipt of decision `{0}` already")]
+    Duplicate(String),
     /// The ledger was closed.
     #[error("the ledger is closed")]
     Closed,

@@ -41,7 +41,9 @@ pub use ledger::{Appended, Ledger, LedgerConfig, ReceiptProof};
 pub use reader::{ExportSummary, LedgerReader, ReceiptQuery, StoredCheckpoint, StoredReceipt};
 pub use receipt_log::ReceiptLog;
 pub use sessions::SessionDecision;
-pub use state_store::{EndedTask, SqliteState, StateStore, TaskDetails};
+pub use state_store::{
+    ApprovalsLock, EndedTask, SqliteState, StateChange, StateStore, TaskDetails,
+};
 pub use tasks::{
     CallResult, CredentialRecord, END_REASON_ENDED, END_REASON_EXPIRED, HistoryEntry, Revocation,
     TaskRecord, TaskStore,

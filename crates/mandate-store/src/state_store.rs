@@ -48,6 +48,44 @@ pub struct EndedTask {
     pub revoked: Vec<String>,
 }
 
+/// A change made through another instance that this one must learn of, so
+/// that waiters wake and caches follow (see [`StateStore::changes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StateChange {
+    /// An approval was created or changed status.
+    Approvals,
+    /// Credentials were revoked (a task ended).
+    Revocations,
+    /// Changes may have been missed (the store lost its connection for a
+    /// while): re-read whatever is cached.
+    All,
+}
+
+/// Held while an approval is resolved, released or expired: with several
+/// instances, a lock in the database that every instance takes (one
+/// process on SQLite needs none beyond the server's own). Dropping it
+/// releases it.
+#[must_use = "the lock is released when dropped"]
+pub struct ApprovalsLock {
+    pub(crate) held: Option<crate::postgres::HeldLock>,
+}
+
+impl ApprovalsLock {
+    /// A lock that holds nothing: for a store only one process uses.
+    pub fn local() -> Self {
+        Self { held: None }
+    }
+}
+
+impl std::fmt::Debug for ApprovalsLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApprovalsLock")
+            .field("shared", &self.held.is_some())
+            .finish()
+    }
+}
+
 /// What the gateway keeps besides receipts. Implementations are shared by
 /// every handler, so they are `Send + Sync` and take `&self`.
 #[async_trait]
@@ -228,6 +266,20 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         from: ApprovalStatus,
         approval: &Approval,
     ) -> Result<bool, StateError>;
+
+    /// Takes the lock that orders approval resolutions, releases and expiries
+    /// across every process using this store; waits for it. A store one
+    /// process owns answers [`ApprovalsLock::local`] (the default).
+    async fn lock_approvals(&self) -> Result<ApprovalsLock, StateError> {
+        Ok(ApprovalsLock::local())
+    }
+
+    /// Changes other processes make, as they commit, for a store several
+    /// share; `None` (the default) for a store one process owns, whose
+    /// changes that process makes itself.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<StateChange>> {
+        None
+    }
 }
 
 /// The embedded default: `state.db` through [`TaskStore`], each call on

@@ -277,3 +277,49 @@ async fn an_unreachable_database_is_unavailable_not_a_hang() {
         "no password in messages: {err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_id_logged_by_another_instance_is_refused_alone() {
+    let url = test_postgres::shared().database();
+    let key = LogKey::generate("mandate.local/test").unwrap();
+    let a = PgStore::connect(&url)
+        .await
+        .unwrap()
+        .log(key.clone(), config())
+        .await
+        .unwrap();
+    let b = PgStore::connect(&url)
+        .await
+        .unwrap()
+        .log(key.clone(), config())
+        .await
+        .unwrap();
+    a.append(receipt(0)).await.unwrap();
+    // The same decision twice more, racing fresh ones through both.
+    let mut calls = Vec::new();
+    for (n, log) in [(0, &b), (0, &a), (1, &b), (2, &a), (3, &b)] {
+        let log = log.clone();
+        calls.push(tokio::spawn(async move { log.append(receipt(n)).await }));
+    }
+    let mut indices = vec![0];
+    let mut duplicates = 0;
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(appended) => indices.push(appended.index),
+            Err(LedgerError::Duplicate(id)) => {
+                assert_eq!(id, "decision-0");
+                duplicates += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(duplicates, 2);
+    indices.sort_unstable();
+    assert_eq!(
+        indices,
+        [0, 1, 2, 3],
+        "no gap where the duplicates were refused"
+    );
+    let checkpoint = b.checkpoint().await.unwrap();
+    assert_eq!(assert_one_log(&url, &key, &checkpoint).await, 4);
+}

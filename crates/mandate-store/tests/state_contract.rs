@@ -788,3 +788,63 @@ async fn once_an_end_is_committed_no_instance_records_a_decision_under_the_task(
         assert!(matches!(err, StateError::TaskEnded { .. }), "{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_hear_each_others_approvals_and_revocations() {
+    use mandate_store::StateChange;
+    let url = test_postgres::shared().database();
+    let a = PgStore::connect(&url).await.unwrap().state();
+    let b = PgStore::connect(&url).await.unwrap().state();
+    let mut heard = b.changes().expect("a shared store announces changes");
+    // The listener connects in the background: announce until it hears.
+    let wait = |heard: &mut tokio::sync::broadcast::Receiver<StateChange>, want: StateChange| {
+        let mut heard = heard.resubscribe();
+        async move {
+            tokio::time::timeout(std::time::Duration::from_secs(30), async move {
+                loop {
+                    if heard.recv().await.unwrap() == want {
+                        return;
+                    }
+                }
+            })
+            .await
+            .expect("the change was announced")
+        }
+    };
+    let listening = wait(&mut heard, StateChange::Approvals);
+    let mut n = 0;
+    let announced = async {
+        loop {
+            a.create_approval(approval(&format!("a{n}"), 0, 300, None))
+                .await
+                .unwrap();
+            n += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        () = listening => {},
+        () = announced => unreachable!(),
+    }
+    let revoked = wait(&mut heard, StateChange::Revocations);
+    started(&a, "t1").await;
+    a.end_task("t1", t0(), END_REASON_ENDED).await.unwrap();
+    revoked.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approvals_lock_is_held_by_one_instance_at_a_time() {
+    let url = test_postgres::shared().database();
+    let a = PgStore::connect(&url).await.unwrap().state();
+    let b = PgStore::connect(&url).await.unwrap().state();
+    let held = a.lock_approvals().await.unwrap();
+    let waiting = tokio::spawn(async move { b.lock_approvals().await.map(|_| ()) });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the second instance waits");
+    drop(held);
+    tokio::time::timeout(std::time::Duration::from_secs(30), waiting)
+        .await
+        .expect("released on drop")
+        .unwrap()
+        .unwrap();
+}

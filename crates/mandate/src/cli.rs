@@ -45,7 +45,7 @@ Exit codes:
 
 const SERVE_SETTINGS: &str = "\
 Every option can also be set in the TOML config file (`--config`, keys named like the
-options with `_`: listen, data_dir, policies, max_body_bytes, reload_interval_ms,
+options with `_`: listen, data_dir, store, policies, max_body_bytes, reload_interval_ms,
 log_format, signing_key_file, checkpoint_interval_ms, receipt_arguments,
 receipt_redact, audience, resource, task_max_ttl_seconds, task_signing_key_file,
 approval_ttl_seconds, allow_self_approval, approval_webhook_url, approval_webhook_secret,
@@ -486,6 +486,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// Where state and receipts live: `sqlite` (files in DATA_DIR, one process) or
+    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE, shared by several instances (prefer
+    /// the environment for a URL with a password) [default: sqlite] [env: MANDATE_STORE]
+    #[arg(long, value_name = "STORE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
     /// Policy pack directory, reloaded on change [default: DATA_DIR/policies, seeded
     /// with the example pack on first start] [env: MANDATE_POLICIES]
     #[arg(long, value_name = "DIR")]

@@ -14,6 +14,7 @@ use crate::cli::{LogFormat, ReceiptArguments, ServeArgs};
 const ENV_KEYS: &[&str] = &[
     "listen",
     "data_dir",
+    "store",
     "policies",
     "max_body_bytes",
     "reload_interval_ms",
@@ -50,6 +51,9 @@ pub struct Settings {
     #[serde(deserialize_with = "crate::listen::deserialize")]
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Where state and receipts live: `sqlite` (files in the data
+    /// directory) or a `postgres://` URL that several instances share.
+    pub store: String,
     pub policies: Option<PathBuf>,
     pub max_body_bytes: usize,
     pub reload_interval_ms: u64,
@@ -213,6 +217,7 @@ impl Default for Settings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8181)),
             data_dir: PathBuf::from("mandate-data"),
+            store: "sqlite".to_owned(),
             policies: None,
             max_body_bytes: 1024 * 1024,
             reload_interval_ms: 1000,
@@ -244,7 +249,31 @@ impl Default for Settings {
     }
 }
 
+/// Where state and receipts live (`store`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// `state.db` and `ledger.db` in the data directory: one process.
+    Sqlite,
+    /// One PostgreSQL database, shared by every instance (the URL).
+    Postgres(String),
+}
+
 impl Settings {
+    /// The `store` setting, read.
+    pub fn store_kind(&self) -> anyhow::Result<Store> {
+        let store = self.store.trim();
+        if store == "sqlite" {
+            Ok(Store::Sqlite)
+        } else if store.starts_with("postgres://") || store.starts_with("postgresql://") {
+            Ok(Store::Postgres(store.to_owned()))
+        } else {
+            anyhow::bail!(
+                "`store` must be `sqlite` (files in the data directory) or a PostgreSQL URL such as postgres://mandate:PASSWORD@db.internal:5432/mandate; got `{}`",
+                mandate_store::postgres::redact(store)
+            )
+        }
+    }
+
     /// Defaults, then the config file, then `MANDATE_*`, then flags.
     pub fn resolve(args: &ServeArgs) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
@@ -261,6 +290,7 @@ impl Settings {
             .merge(Env::prefixed("MANDATE_").only(ENV_KEYS))
             .merge(Serialized::defaults(args));
         let settings: Settings = figment.extract().context("invalid configuration")?;
+        settings.store_kind()?;
         anyhow::ensure!(
             settings.max_body_bytes > 0,
             "`max_body_bytes` must be positive"

@@ -294,7 +294,10 @@ async fn resolve(
     resolution: Resolution,
 ) -> Result<Json<ApprovalView>, ApiError> {
     let approvals = state.approvals();
-    let _guard = approvals.lock().await;
+    let _guard = approvals
+        .lock(state.tasks().store())
+        .await
+        .map_err(|e| store_failed(state.tasks(), e))?;
     let record = load(&state, &id).await?;
     let now = Utc::now();
     let resolved = record
@@ -349,7 +352,10 @@ pub(crate) async fn withdraw(
     let asked = load(&state, &id).await?;
     requester_only(&state, &asked, bearer.as_ref()).await?;
     let approvals = state.approvals();
-    let _guard = approvals.lock().await;
+    let _guard = approvals
+        .lock(state.tasks().store())
+        .await
+        .map_err(|e| store_failed(state.tasks(), e))?;
     let record = load(&state, &id).await?;
     let now = Utc::now();
     let withdrawn = record

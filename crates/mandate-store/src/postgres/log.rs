@@ -411,7 +411,7 @@ impl Writer {
             let outcome = match outcome {
                 Ok((appended, checkpoint)) => {
                     for (ack, appended) in acks.into_iter().zip(appended) {
-                        let _ = ack.send(Ok(appended));
+                        let _ = ack.send(appended);
                     }
                     Ok(checkpoint)
                 }
@@ -459,12 +459,14 @@ impl Writer {
 
     /// Commits `receipts` after every receipt committed so far (by any
     /// instance), and signs a checkpoint over the result when `sign` and the
-    /// newest stored one does not cover it.
+    /// newest stored one does not cover it. Answers each receipt in order: a
+    /// receipt whose decision id the log holds already (another instance
+    /// wrote it) is refused alone, the rest of the group goes in.
     async fn commit(
         &self,
         receipts: Vec<Receipt>,
         sign: bool,
-    ) -> Result<(Vec<Appended>, Option<SignedCheckpoint>), LedgerError> {
+    ) -> Result<(Vec<Result<Appended, LedgerError>>, Option<SignedCheckpoint>), LedgerError> {
         let mut client = get(&self.inner.pool).await?;
         let tx = client.transaction().await?;
         let size: i64 = tx
@@ -482,10 +484,28 @@ impl Writer {
             self.inner.extend(known, &leaves)?;
         }
 
+        // Under the head lock no other instance appends, so what is stored
+        // now is all that can clash.
+        let ids: Vec<&str> = receipts.iter().map(|r| r.decision_id.as_str()).collect();
+        let mut taken: std::collections::HashSet<String> = tx
+            .query(
+                "SELECT decision_id FROM receipts WHERE decision_id = ANY($1)",
+                &[&ids],
+            )
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
         let mut sealed = Vec::with_capacity(receipts.len());
-        for (offset, mut receipt) in receipts.into_iter().enumerate() {
-            receipt.index = size + offset as u64;
+        let mut answers = Vec::with_capacity(receipts.len());
+        for mut receipt in receipts {
+            if !taken.insert(receipt.decision_id.clone()) {
+                answers.push(Err(LedgerError::Duplicate(receipt.decision_id)));
+                continue;
+            }
+            receipt.index = size + sealed.len() as u64;
             let seal = Sealed::new(&receipt, &self.inner.key)?;
+            answers.push(Ok(sealed.len()));
             sealed.push((receipt, seal));
         }
         let new_size = size + sealed.len() as u64;
@@ -537,11 +557,18 @@ impl Writer {
         if let Some(checkpoint) = &checkpoint {
             self.inner.saw(checkpoint.clone());
         }
-        let appended = sealed
-            .iter()
-            .map(|(receipt, seal)| Appended {
-                index: receipt.index,
-                leaf_hash: seal.leaf,
+        let appended = answers
+            .into_iter()
+            .map(|answer| {
+                answer.and_then(|i| {
+                    sealed
+                        .get(i)
+                        .map(|(receipt, seal)| Appended {
+                            index: receipt.index,
+                            leaf_hash: seal.leaf,
+                        })
+                        .ok_or(LedgerError::Closed)
+                })
             })
             .collect();
         Ok((appended, checkpoint))
@@ -607,13 +634,16 @@ async fn record_key(
     // wins, the second reads what it wrote.
     client
         .execute(
-            "INSERT INTO log_meta (key, value) VALUES ('origin', $1), ('verifier_key', $2)
+            "INSERT INTO mandate_meta (key, value) VALUES ('origin', $1), ('verifier_key', $2)
              ON CONFLICT (key) DO NOTHING",
             &[&key.name(), &verifier.as_text()],
         )
         .await?;
     let stored: String = client
-        .query_one("SELECT value FROM log_meta WHERE key = 'verifier_key'", &[])
+        .query_one(
+            "SELECT value FROM mandate_meta WHERE key = 'verifier_key'",
+            &[],
+        )
         .await?
         .try_get(0)?;
     if stored == verifier.as_text() {

@@ -10,6 +10,7 @@
 //! one sequence without gaps (see `log.rs`).
 
 mod log;
+mod notify;
 mod schema;
 mod state;
 
@@ -20,6 +21,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 pub use log::PgLog;
+pub use notify::HeldLock;
 pub use schema::SCHEMA_VERSION;
 pub use state::PgState;
 
@@ -41,6 +43,10 @@ pub struct PgStore {
     pool: Pool,
     /// The URL without its password, for messages.
     shown: String,
+    /// What the listener hears other instances change.
+    changes: tokio::sync::broadcast::Sender<crate::StateChange>,
+    /// The listener runs while any clone of the store is alive.
+    _alive: std::sync::Arc<()>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -67,6 +73,7 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("mandate");
         }
+        let listen_config = config.clone();
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -82,12 +89,22 @@ impl PgStore {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StateError::Unsupported(format!("PostgreSQL pool: {e}")))?;
+        let alive = std::sync::Arc::new(());
+        let (changes, _) = tokio::sync::broadcast::channel(256);
         let store = Self {
             pool,
             shown: redact(url),
+            changes: changes.clone(),
+            _alive: std::sync::Arc::clone(&alive),
         };
         let mut client = store.client().await?;
         schema::migrate(&mut client).await?;
+        drop(client);
+        tokio::spawn(notify::listen(
+            listen_config,
+            changes,
+            std::sync::Arc::downgrade(&alive),
+        ));
         Ok(store)
     }
 
@@ -103,7 +120,39 @@ impl PgStore {
 
     /// Serves the state in this database; see [`PgState`].
     pub fn state(&self) -> PgState {
-        PgState::new(self.pool.clone())
+        PgState::new(
+            self.pool.clone(),
+            self.changes.clone(),
+            std::sync::Arc::clone(&self._alive),
+        )
+    }
+
+    /// Records `value` under `name` in the database's settings if none is
+    /// recorded, else checks it is the recorded one: what every instance
+    /// must share (the task signing key's public half). Another value is a
+    /// [`StateError::Conflict`] naming both.
+    pub async fn agree(&self, name: &str, value: &str) -> Result<(), StateError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO mandate_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&name, &value],
+            )
+            .await
+            .map_err(StateError::Postgres)?;
+        let stored: String = client
+            .query_one("SELECT value FROM mandate_meta WHERE key = $1", &[&name])
+            .await
+            .map_err(StateError::Postgres)?
+            .try_get(0)
+            .map_err(StateError::Postgres)?;
+        if stored == value {
+            Ok(())
+        } else {
+            Err(StateError::Conflict(format!(
+                "the database records {name} `{stored}`, this instance has `{value}`"
+            )))
+        }
     }
 
     /// The URL, without its password.

@@ -18,7 +18,7 @@ const MIGRATION_LOCK: i64 = 0x6d61_6e64_6174_6501;
 const MIGRATIONS: &[&str] = &[
     // 1: the receipt log.
     "
-    CREATE TABLE log_meta (
+    CREATE TABLE mandate_meta (
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );
@@ -183,6 +183,10 @@ const MIGRATIONS: &[&str] = &[
 /// Brings the schema to [`SCHEMA_VERSION`], or refuses a newer one.
 pub(crate) async fn migrate(client: &mut deadpool_postgres::Object) -> Result<(), StateError> {
     let tx = client.transaction().await.map_err(pg)?;
+    // `IF NOT EXISTS` below would log a notice on every start.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(pg)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(pg)?;

@@ -40,20 +40,24 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
+use super::notify;
 use crate::state_store::{EndedTask, StateStore, TaskDetails};
 use crate::tasks::{
     END_REASON_EXPIRED, check_end_reason, check_new_task, decision_of, delegated_parent, json_text,
     parse_time, time_text,
 };
 use crate::{
-    ApprovalRecord, CallResult, CredentialRecord, ExchangeRecord, HistoryEntry, Revocation,
-    SessionDecision, StateError, TaskRecord,
+    ApprovalRecord, ApprovalsLock, CallResult, CredentialRecord, ExchangeRecord, HistoryEntry,
+    Revocation, SessionDecision, StateChange, StateError, TaskRecord,
 };
 
 /// The state of every instance, in one PostgreSQL database.
 #[derive(Clone)]
 pub struct PgState {
     pool: Pool,
+    changes: tokio::sync::broadcast::Sender<StateChange>,
+    /// Keeps the change listener running while this state is in use.
+    _alive: std::sync::Arc<()>,
 }
 
 impl std::fmt::Debug for PgState {
@@ -63,8 +67,16 @@ impl std::fmt::Debug for PgState {
 }
 
 impl PgState {
-    pub(crate) fn new(pool: Pool) -> Self {
-        Self { pool }
+    pub(crate) fn new(
+        pool: Pool,
+        changes: tokio::sync::broadcast::Sender<StateChange>,
+        alive: std::sync::Arc<()>,
+    ) -> Self {
+        Self {
+            pool,
+            changes,
+            _alive: alive,
+        }
     }
 
     async fn client(&self) -> Result<Object, StateError> {
@@ -281,6 +293,7 @@ impl StateStore for PgState {
         let at = time_text(&at)?;
         self.write(async |tx| {
             let revoked = end_in(tx, id, &at, reason).await?;
+            notify::announce(tx, notify::REVOCATIONS).await?;
             let task = task_of(tx, id)
                 .await?
                 .ok_or_else(|| StateError::TaskNotFound(id.to_owned()))?;
@@ -311,6 +324,9 @@ impl StateStore for PgState {
                 let id: String = row.try_get(0).map_err(pg)?;
                 let ids = end_in(tx, &id, &now, END_REASON_EXPIRED).await?;
                 out.push((id, ids));
+            }
+            if !out.is_empty() {
+                notify::announce(tx, notify::REVOCATIONS).await?;
             }
             Ok(out)
         })
@@ -676,7 +692,7 @@ impl StateStore for PgState {
             )
             .await
             .map_err(|e| unique_is_conflict(e, || format!("approval `{}` exists", a.id)))?;
-        Ok(())
+        notify::announce(&client, notify::APPROVALS).await
     }
 
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StateError> {
@@ -816,7 +832,18 @@ impl StateStore for PgState {
             )
             .await
             .map_err(pg)?;
+        if changed == 1 {
+            notify::announce(&client, notify::APPROVALS).await?;
+        }
         Ok(changed == 1)
+    }
+
+    async fn lock_approvals(&self) -> Result<ApprovalsLock, StateError> {
+        notify::lock_approvals(&self.pool).await
+    }
+
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<StateChange>> {
+        Some(self.changes.subscribe())
     }
 }
 

@@ -8,15 +8,19 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::Utc;
 use mandate_core::PolicyPack;
+use mandate_ledger::LogKey;
 use mandate_server::policy_dir::PackSources;
 use mandate_server::{
     AppState, ApprovalSettings, Approvals, ApproverToken, Callers, ConnectionLimits, DecideAccess,
     ReceiptSettings, ServerConfig, TaskSettings, Tasks, TasksError, Webhook, policy_dir,
 };
-use mandate_store::{Ledger, LedgerConfig, LedgerError, SqliteState};
+use mandate_store::postgres::PgStore;
+use mandate_store::{
+    Ledger, LedgerConfig, LedgerError, ReceiptLog, SqliteState, StateError, StateStore,
+};
 
 use crate::cli::{LogFormat, ReceiptArguments, ServeArgs};
-use crate::config::{DecideAccessSetting, Settings};
+use crate::config::{DecideAccessSetting, Settings, Store};
 use crate::data_lock;
 use crate::exit::Code;
 use crate::ledger_files;
@@ -85,13 +89,38 @@ async fn start(settings: &Settings) -> Step<()> {
         Ok(loaded) => loaded,
         Err(refused) => return Ok(Err(refused)),
     };
-    let tasks = match open_tasks(settings).await? {
-        Ok(tasks) => tasks,
+    let key = match ledger_files::load_or_generate_key(
+        &settings.data_dir,
+        settings.signing_key_file.as_deref(),
+    ) {
+        Ok(key) => key,
         Err(e) => return Ok(Err(Refused::error(format!("{e:#}")))),
     };
-    let ledger = match open_ledger(settings)? {
-        Ok(ledger) => ledger,
-        Err(refused) => return Ok(Err(refused)),
+    let log_config = LedgerConfig {
+        checkpoint_interval: Duration::from_millis(settings.checkpoint_interval_ms),
+        ..LedgerConfig::default()
+    };
+    let (state_store, ledger, postgres): (Arc<dyn StateStore>, Arc<dyn ReceiptLog>, _) =
+        match settings.store_kind()? {
+            Store::Sqlite => {
+                let state = match open_sqlite_state(settings)? {
+                    Ok(state) => state,
+                    Err(refused) => return Ok(Err(refused)),
+                };
+                let ledger = match open_ledger(settings, key, log_config)? {
+                    Ok(ledger) => ledger,
+                    Err(refused) => return Ok(Err(refused)),
+                };
+                (Arc::new(state), Arc::new(ledger), None)
+            }
+            Store::Postgres(url) => match open_postgres(&url, key, log_config).await? {
+                Ok((store, log)) => (Arc::new(store.state()), Arc::new(log), Some(store)),
+                Err(refused) => return Ok(Err(refused)),
+            },
+        };
+    let tasks = match open_tasks(settings, state_store, postgres.as_ref()).await? {
+        Ok(tasks) => tasks,
+        Err(e) => return Ok(Err(Refused::error(format!("{e:#}")))),
     };
     let receipts = ReceiptSettings::new(
         settings.receipt_arguments == ReceiptArguments::Digest,
@@ -110,7 +139,7 @@ async fn start(settings: &Settings) -> Step<()> {
         pack,
         dir,
         Utc::now(),
-        Arc::new(ledger.clone()),
+        Arc::clone(&ledger),
         receipts,
         tasks,
         approvals,
@@ -153,27 +182,13 @@ fn load_pack(settings: &Settings) -> Step<(PathBuf, PackSources, PolicyPack)> {
     Ok(Ok((dir, sources, pack)))
 }
 
-/// The receipt ledger in the data directory, created on first start, with
-/// its signing key. A missing or wrong key is a configuration mistake (exit
-/// 2), like a bad flag.
-fn open_ledger(settings: &Settings) -> Step<Ledger> {
-    let key = match ledger_files::load_or_generate_key(
-        &settings.data_dir,
-        settings.signing_key_file.as_deref(),
-    ) {
-        Ok(key) => key,
-        Err(e) => return Ok(Err(Refused::error(format!("{e:#}")))),
-    };
+/// The receipt ledger in the data directory, created on first start. A
+/// ledger signed with another key is a configuration mistake (exit 2), like
+/// a bad flag.
+fn open_ledger(settings: &Settings, key: LogKey, config: LedgerConfig) -> Step<Ledger> {
     let ledger_path = ledger_files::ledger_path(&settings.data_dir);
     ledger_files::create_ledger_file(&ledger_path)?;
-    let ledger = match Ledger::open(
-        &ledger_path,
-        key,
-        LedgerConfig {
-            checkpoint_interval: Duration::from_millis(settings.checkpoint_interval_ms),
-            ..LedgerConfig::default()
-        },
-    ) {
+    let ledger = match Ledger::open(&ledger_path, key, config) {
         Ok(ledger) => ledger,
         Err(e @ LedgerError::KeyMismatch { .. }) => return Ok(Err(Refused::error(e))),
         Err(e) => {
@@ -190,6 +205,54 @@ fn open_ledger(settings: &Settings) -> Step<Ledger> {
         "receipt ledger open"
     );
     Ok(Ok(ledger))
+}
+
+/// The state database in the data directory, created on first start.
+fn open_sqlite_state(settings: &Settings) -> Step<SqliteState> {
+    let path = task_files::state_path(&settings.data_dir);
+    ledger_files::create_ledger_file(&path)?;
+    let store = SqliteState::open(&path)
+        .with_context(|| format!("cannot open the state database `{}`", path.display()))?;
+    Ok(Ok(store))
+}
+
+/// State and receipts in one PostgreSQL database, migrated. A database
+/// that is not Mandate's, of a newer schema, or whose log has another key
+/// is refused (exit 2); one that cannot be reached fails the start (exit 1).
+async fn open_postgres(
+    url: &str,
+    key: LogKey,
+    config: LedgerConfig,
+) -> Step<(PgStore, mandate_store::postgres::PgLog)> {
+    let store = match PgStore::connect(url).await {
+        Ok(store) => store,
+        Err(e @ StateError::Unsupported(_)) => return Ok(Err(Refused::error(e))),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot open the PostgreSQL store `{}`",
+                mandate_store::postgres::redact(url)
+            )));
+        }
+    };
+    let log = match store.log(key, config).await {
+        Ok(log) => log,
+        Err(LedgerError::KeyMismatch { stored, configured }) => {
+            return Ok(Err(Refused::error(format!(
+                "the receipt log in the database is signed with key `{stored}`, but this instance's key is `{configured}`: every instance on one database needs the same receipt signing key; give this one the first instance's key file (`signing_key_file`)"
+            ))));
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("cannot open the receipt log in `{}`", store.url())));
+        }
+    };
+    tracing::info!(
+        store = %store.url(),
+        receipts = log.size(),
+        verifier_key = %log.verifier().as_text(),
+        "state and receipt log on PostgreSQL"
+    );
+    Ok(Ok((store, log)))
 }
 
 /// Where and within which limits to listen.
@@ -213,7 +276,7 @@ async fn serve(
     config: ServerConfig,
     state: AppState,
     sources: PackSources,
-    ledger: Ledger,
+    ledger: Arc<dyn ReceiptLog>,
 ) -> anyhow::Result<()> {
     // Issuers' keys from URLs, before the first request; an unreachable
     // one is tried again in the background, its tokens refused meanwhile.
@@ -267,7 +330,11 @@ fn approval_settings(settings: &Settings) -> anyhow::Result<Approvals> {
 /// error is a configuration mistake (exit 2): an issuer or its JWKS, the key
 /// file, the resource identifier. The outer one is the state database failing
 /// to open (exit 1).
-async fn open_tasks(settings: &Settings) -> anyhow::Result<anyhow::Result<Tasks>> {
+async fn open_tasks(
+    settings: &Settings,
+    store: Arc<dyn StateStore>,
+    postgres: Option<&PgStore>,
+) -> anyhow::Result<anyhow::Result<Tasks>> {
     let issuers = match task_files::issuers(settings) {
         Ok(issuers) => issuers,
         Err(e) => return Ok(Err(e)),
@@ -288,17 +355,24 @@ async fn open_tasks(settings: &Settings) -> anyhow::Result<anyhow::Result<Tasks>
         Ok(authority) => authority,
         Err(e) => return Ok(Err(e)),
     };
-    let path = task_files::state_path(&settings.data_dir);
-    ledger_files::create_ledger_file(&path)?;
-    let store = SqliteState::open(&path)
-        .with_context(|| format!("cannot open the state database `{}`", path.display()))?;
-    let tasks = match Tasks::new(issuers, authority, Arc::new(store), task_settings).await {
+    // Instances on one database must sign credentials with one key, or a
+    // credential issued by one would not verify on another.
+    if let Some(postgres) = postgres {
+        let public_key = format!("ed25519/{}", authority.public_key_hex());
+        match postgres.agree("task_public_key", &public_key).await {
+            Ok(()) => {}
+            Err(e @ StateError::Conflict(_)) => {
+                return Ok(Err(anyhow::anyhow!(
+                    "{e}: every instance on one database needs the same task signing key; give this one the first instance's key file (`task_signing_key_file`)"
+                )));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot read the store's task key")),
+        }
+    }
+    let tasks = match Tasks::new(issuers, authority, store, task_settings).await {
         Ok(tasks) => tasks,
         Err(TasksError::Store(e)) => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "cannot read the state database `{}`",
-                path.display()
-            )));
+            return Err(anyhow::Error::new(e).context("cannot read the state store"));
         }
         Err(e) => return Ok(Err(e.into())),
     };
