@@ -206,6 +206,11 @@ impl Approvals {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// How many long polls are waiting now.
+    pub fn long_polls(&self) -> usize {
+        MAX_WAITERS.saturating_sub(self.waiters.available_permits())
+    }
+
     /// A permit to hold a long poll, if fewer than [`MAX_WAITERS`] are held.
     pub fn waiter(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         std::sync::Arc::clone(&self.waiters)

@@ -44,6 +44,7 @@ pub struct Metrics {
     receipt_failures: Counter,
     receipt_latency: Histogram,
     approvals: Family<ApprovalLabels, Counter>,
+    long_polls: Gauge,
 }
 
 impl Default for Metrics {
@@ -106,9 +107,16 @@ impl Metrics {
             "Approval events: opened, approved, denied, expired, withdrawn, released",
             approvals.clone(),
         );
+        let long_polls = Gauge::default();
+        registry.register(
+            "approval_long_polls",
+            "Approval long polls (`?wait=`) waiting now on this instance",
+            long_polls.clone(),
+        );
         Self {
             registry,
             approvals,
+            long_polls,
             receipt_failures,
             receipt_latency,
             decisions,
@@ -170,6 +178,12 @@ impl Metrics {
         self.policies
             .get_or_create(&SetLabels { set: "approval" })
             .set(as_gauge(approval));
+    }
+
+    /// Sets how many approval long polls are waiting.
+    pub fn set_long_polls(&self, waiting: usize) {
+        self.long_polls
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
     /// The metrics in Prometheus text format.

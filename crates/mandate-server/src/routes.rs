@@ -24,6 +24,9 @@ use crate::tasks::Tasks;
 #[utoipa::path(get, path = "/metrics", tag = "meta",
     responses((status = 200, description = "Prometheus metrics", content_type = "application/openmetrics-text", body = String)))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state
+        .metrics()
+        .set_long_polls(state.approvals().long_polls());
     (
         [(
             header::CONTENT_TYPE,
