@@ -43,6 +43,15 @@ Exit codes:
      unreadable --token-file, a bad --server URL, a server that cannot be reached, or a
      request the server rejected as malformed (400, 413, 415, 422)";
 
+const STORE_EXIT_CODES: &str = "\
+Exit codes:
+  0  moved, and the copied log checks against its newest checkpoint
+  1  PostgreSQL cannot be reached or refused a write (nothing was moved), or the copied
+     log does not check
+  2  usage or input error: no state.db or ledger.db in the directory, a server still
+     running on it, a key that is missing or not the log's, a URL that is not
+     PostgreSQL's, or a database that holds Mandate data already";
+
 const SERVE_SETTINGS: &str = "\
 Every option can also be set in the TOML config file (`--config`, keys named like the
 options with `_`: listen, data_dir, store, policies, max_body_bytes, reload_interval_ms,
@@ -129,6 +138,40 @@ pub enum Command {
     /// a task credential (`[[callers]]`; required beyond loopback by default).
     #[command(subcommand)]
     Callers(CallersCommand),
+    /// Move a deployment between stores (docs/deployment.md).
+    #[command(subcommand, after_help = STORE_EXIT_CODES)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy a stopped single-process deployment (its data directory's state.db and
+    /// ledger.db) into an empty PostgreSQL database, in one transaction, then check the
+    /// copied log against its newest checkpoint. The receipts keep their indices and
+    /// signatures: the log on PostgreSQL is the same log.
+    Migrate(StoreMigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StoreMigrateArgs {
+    /// The data directory to move (its server must be stopped)
+    #[arg(long = "from", value_name = "DATA_DIR")]
+    pub from: PathBuf,
+    /// The PostgreSQL database to move it to, postgres://USER:PASSWORD@HOST:PORT/DATABASE
+    /// (prefer the environment for a URL with a password) [env: MANDATE_STORE]
+    #[arg(long = "to", env = "MANDATE_STORE", value_name = "URL")]
+    pub to: String,
+    /// The receipt signing key, if the server is configured with one
+    /// [default: DATA_DIR/keys/ledger.key]
+    #[arg(long, env = "MANDATE_SIGNING_KEY_FILE", value_name = "FILE")]
+    pub signing_key_file: Option<PathBuf>,
+    /// The task signing key, if the server is configured with one
+    /// [default: DATA_DIR/keys/tasks.key]
+    #[arg(long, env = "MANDATE_TASK_SIGNING_KEY_FILE", value_name = "FILE")]
+    pub task_signing_key_file: Option<PathBuf>,
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,4 +8,5 @@ pub mod mcp;
 pub mod policy;
 pub mod receipts;
 pub mod serve;
+pub mod store;
 pub mod task;

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         cli::Command::Receipts(cli::ReceiptsCommand::Prove(args)) => {
             commands::receipts::prove(args)
         }
+        cli::Command::Store(cli::StoreCommand::Migrate(args)) => commands::store::migrate(args),
         cli::Command::Keys(cli::KeysCommand::Show(args)) => commands::keys::show(args),
         cli::Command::Keys(cli::KeysCommand::Generate(args)) => commands::keys::generate(args),
         cli::Command::Task(cli::TaskCommand::Start(args)) => commands::task::start(args),

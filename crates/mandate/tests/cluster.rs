@@ -371,3 +371,147 @@ fn the_receipts_of_every_instance_form_one_log_that_verifies() {
         );
     }
 }
+
+/// `mandate store migrate` with `args`, as an operator runs it.
+fn migrate(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args(["store", "migrate"])
+        .args(args)
+        .env_remove("MANDATE_STORE")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_single_process_deployment_moves_to_postgres_with_its_log_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = Idp::new("idp-1");
+    let digest: String = Sha256::digest(APPROVER_TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let config = write_config(
+        dir.path(),
+        &idp,
+        &format!(
+            "policies = {:?}\n\n[[approvers]]\nname = {APPROVER:?}\ntoken_sha256 = {digest:?}\n",
+            example_pack().display().to_string()
+        ),
+    );
+    let data = dir.path().join("data");
+
+    // A single-process server with a task, decisions and a pending approval.
+    let single = Launch::serve(&data).arg("--config").arg(&config).start();
+    let started = post(
+        &single,
+        "/v1/tasks",
+        Some(&idp.token(ROOT_AGENT)),
+        &json!({ "intent": "triage the inbox", "tools": ["mail/read_inbox"], "ttl_seconds": 600 }),
+    );
+    assert_eq!(started.status, 201, "{}", started.body);
+    let started = started.json();
+    let task_id = started["task_id"].as_str().unwrap().to_owned();
+    let root = started["credential"].as_str().unwrap().to_owned();
+    let decided = post(&single, "/v1/decide", Some(&root), &read_inbox(ROOT_AGENT));
+    assert_eq!(decided.json()["decision"], "allow", "{}", decided.body);
+    for n in 0..5 {
+        assert_eq!(
+            single.decide(&read_inbox(&format!("agent-{n}"))).status,
+            200
+        );
+    }
+    let asked = single.decide(&delete_email("msg-9")).json();
+    let approval_id = asked["approval_id"].as_str().unwrap().to_owned();
+    let before: Value = reqwest::blocking::Client::new()
+        .get(single.url("/v1/checkpoint"))
+        .header("accept", "application/json")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let old_size = before["size"].as_u64().unwrap();
+    assert_eq!(old_size, 7);
+
+    // Not while the server runs.
+    let url = test_postgres::shared().database();
+    let (code, _, stderr) = migrate(&[
+        "--from".as_ref(),
+        data.as_os_str(),
+        "--to".as_ref(),
+        url.as_ref(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("stop it"), "{stderr}");
+    let (status, _) = single.terminate();
+    assert!(status.success());
+
+    let (code, stdout, stderr) = migrate(&[
+        "--from".as_ref(),
+        data.as_os_str(),
+        "--to".as_ref(),
+        url.as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["receipts"], old_size);
+    assert_eq!(summary["tasks"], 1);
+    assert_eq!(summary["approvals"], 1);
+    // Twice is refused, changing nothing.
+    let (code, _, stderr) = migrate(&[
+        "--from".as_ref(),
+        data.as_os_str(),
+        "--to".as_ref(),
+        url.as_ref(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("empty"), "{stderr}");
+
+    // The same data directory (its keys) now serves from PostgreSQL.
+    let moved = Launch::serve(&data)
+        .arg("--config")
+        .arg(&config)
+        .env("MANDATE_STORE", &url)
+        .start();
+    let shown = moved.call(
+        Method::GET,
+        &format!("/v1/tasks/{task_id}"),
+        Some(&root),
+        None,
+    );
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert_eq!(shown.json()["history"].as_array().unwrap().len(), 1);
+    let pending = moved.call(
+        Method::GET,
+        &format!("/v1/approvals/{approval_id}"),
+        Some(APPROVER_TOKEN),
+        None,
+    );
+    assert_eq!(pending.json()["status"], "pending", "{}", pending.body);
+    let next = post(&moved, "/v1/decide", Some(&root), &read_inbox(ROOT_AGENT)).json();
+    assert_eq!(next["receipt_index"], old_size, "the log continues: {next}");
+
+    // The grown log extends the one signed before the move.
+    let after: Value = reqwest::blocking::Client::new()
+        .get(moved.url("/v1/checkpoint"))
+        .header("accept", "application/json")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(after["verifier_key"], before["verifier_key"]);
+    let new_size = after["size"].as_u64().unwrap();
+    let proof = moved.get(&format!(
+        "/v1/proofs/consistency?from={old_size}&to={new_size}"
+    ));
+    assert_eq!(proof.status, 200, "{}", proof.body);
+    let proof: mandate_ledger::ConsistencyProof = serde_json::from_str(&proof.body).unwrap();
+    let root_of =
+        |v: &Value| mandate_ledger::proof::hash_from_base64(v["root"].as_str().unwrap()).unwrap();
+    proof.verify(root_of(&before), root_of(&after)).unwrap();
+}

@@ -137,6 +137,34 @@ impl Postgres {
         self.url(&name)
     }
 
+    /// Runs `sql` with `psql` on the database at `url` and returns its
+    /// rows, unaligned (`|` between columns, one row per line).
+    ///
+    /// # Panics
+    /// If `psql` fails.
+    pub fn query(&self, url: &str, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                url,
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("psql: {e}"));
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Stops the server the way a crash would (`immediate`: no checkpoint,
     /// every connection cut); [`resume`](Self::resume) recovers it.
     pub fn crash(&self) -> Result<(), String> {

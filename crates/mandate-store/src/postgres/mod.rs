@@ -9,6 +9,7 @@
 //! under a row lock on the log's head, so receipts from every instance form
 //! one sequence without gaps (see `log.rs`).
 
+mod import;
 mod log;
 mod notify;
 mod schema;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
+pub use import::{ImportError, Imported};
 pub use log::PgLog;
 pub use notify::HeldLock;
 pub use schema::SCHEMA_VERSION;
@@ -153,6 +155,23 @@ impl PgStore {
                 "the database records {name} `{stored}`, this instance has `{value}`"
             )))
         }
+    }
+
+    /// Copies a single-process deployment's `state_db` and `ledger_db`
+    /// into this database, which must hold no Mandate data yet, in one
+    /// transaction; `progress` hears the receipts copied so far. See
+    /// `import.rs` for what is copied and why the log stays the same log.
+    pub async fn import_sqlite(
+        &self,
+        state_db: &std::path::Path,
+        ledger_db: &std::path::Path,
+        progress: impl FnMut(u64),
+    ) -> Result<Imported, ImportError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let imported = import::import(&tx, state_db, ledger_db, progress).await?;
+        tx.commit().await?;
+        Ok(imported)
     }
 
     /// The URL, without its password.
