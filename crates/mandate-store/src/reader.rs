@@ -220,55 +220,102 @@ impl LedgerReader {
     ) -> Result<ExportSummary, LedgerError> {
         // A read transaction pins one snapshot for the whole export.
         let snapshot = self.conn.unchecked_transaction()?;
-        let mut summary = ExportSummary::default();
-        let header = ExportLine::Log {
-            format: EXPORT_FORMAT.to_owned(),
-            origin: meta(&snapshot, "origin")?.unwrap_or_default(),
-            verifier_key: meta(&snapshot, "verifier_key")?.unwrap_or_default(),
-        };
-        write_line(out, &header)?;
-
-        let checkpoints = self.checkpoints()?;
-        let mut pending = checkpoints.iter().peekable();
-        let mut emit_due = |out: &mut dyn Write, written: u64, summary: &mut ExportSummary| {
-            while let Some(c) = pending.next_if(|c| c.checkpoint.size <= written) {
-                write_line(
-                    out,
-                    &ExportLine::Checkpoint {
-                        size: c.checkpoint.size,
-                        note: c.checkpoint.note.clone(),
-                    },
-                )?;
-                summary.checkpoints += 1;
-            }
-            Ok::<(), LedgerError>(())
-        };
-        emit_due(out, 0, &mut summary)?;
-
+        let checkpoints: Vec<(u64, String)> = self
+            .checkpoints()?
+            .into_iter()
+            .map(|c| (c.checkpoint.size, c.checkpoint.note))
+            .collect();
+        let mut export = ExportWriter::start(
+            out,
+            meta(&snapshot, "origin")?.unwrap_or_default(),
+            meta(&snapshot, "verifier_key")?.unwrap_or_default(),
+            checkpoints,
+        )?;
         let mut stmt = snapshot
             .prepare("SELECT idx, decision_id, body, signature FROM receipts ORDER BY idx")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let receipt = stored_receipt(row)?;
-            let raw = RawValue::from_string(receipt.body).map_err(|e| {
-                LedgerError::Corrupt(format!("receipt {} is not valid JSON: {e}", receipt.index))
-            })?;
-            write_line(
-                out,
-                &ExportLine::Receipt {
-                    receipt: raw,
-                    signature: BASE64.encode(&receipt.signature),
-                },
-            )?;
-            summary.receipts += 1;
-            emit_due(out, summary.receipts, &mut summary)?;
-            if summary.receipts % 10_000 == 0 {
-                progress(summary.receipts);
+            let written = export.receipt(receipt)?;
+            if written % 10_000 == 0 {
+                progress(written);
             }
         }
+        let summary = export.finish()?;
         progress(summary.receipts);
-        out.flush()?;
         Ok(summary)
+    }
+}
+
+/// Writes an export ([`ExportLine`]s) as receipts arrive in log order: the
+/// header first, each checkpoint right after the receipt that completes its
+/// tree. Every backend's export goes through it, so they write the same.
+pub(crate) struct ExportWriter<'a> {
+    out: &'a mut dyn Write,
+    /// Checkpoints not written yet, by size, smallest first.
+    pending: std::collections::VecDeque<(u64, String)>,
+    summary: ExportSummary,
+}
+
+impl<'a> ExportWriter<'a> {
+    /// Writes the header (and any checkpoint of the empty log).
+    pub(crate) fn start(
+        out: &'a mut dyn Write,
+        origin: String,
+        verifier_key: String,
+        mut checkpoints: Vec<(u64, String)>,
+    ) -> Result<Self, LedgerError> {
+        checkpoints.sort_by_key(|(size, _)| *size);
+        write_line(
+            out,
+            &ExportLine::Log {
+                format: EXPORT_FORMAT.to_owned(),
+                origin,
+                verifier_key,
+            },
+        )?;
+        let mut export = Self {
+            out,
+            pending: checkpoints.into(),
+            summary: ExportSummary::default(),
+        };
+        export.checkpoints_due()?;
+        Ok(export)
+    }
+
+    /// Writes the next receipt; returns how many are written.
+    pub(crate) fn receipt(&mut self, receipt: StoredReceipt) -> Result<u64, LedgerError> {
+        let raw = RawValue::from_string(receipt.body).map_err(|e| {
+            LedgerError::Corrupt(format!("receipt {} is not valid JSON: {e}", receipt.index))
+        })?;
+        write_line(
+            self.out,
+            &ExportLine::Receipt {
+                receipt: raw,
+                signature: BASE64.encode(&receipt.signature),
+            },
+        )?;
+        self.summary.receipts += 1;
+        self.checkpoints_due()?;
+        Ok(self.summary.receipts)
+    }
+
+    /// Flushes; the counts written.
+    pub(crate) fn finish(self) -> Result<ExportSummary, LedgerError> {
+        self.out.flush()?;
+        Ok(self.summary)
+    }
+
+    fn checkpoints_due(&mut self) -> Result<(), LedgerError> {
+        while let Some((size, _)) = self.pending.front()
+            && *size <= self.summary.receipts
+        {
+            if let Some((size, note)) = self.pending.pop_front() {
+                write_line(self.out, &ExportLine::Checkpoint { size, note })?;
+                self.summary.checkpoints += 1;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -428,6 +428,10 @@ pub enum ReceiptsCommand {
 pub struct ExportArgs {
     #[command(flatten)]
     pub data: DataDirArg,
+    /// Export from this store instead of DATA_DIR's ledger: a postgres:// URL that
+    /// instances share (`sqlite` reads DATA_DIR) [env: MANDATE_STORE]
+    #[arg(long, env = "MANDATE_STORE", value_name = "STORE", hide_env = true)]
+    pub store: Option<String>,
     /// Write to FILE instead of stdout
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,

@@ -31,6 +31,7 @@ const APPROVER_TOKEN: &str = "mnd_apr_bob-cluster-token-0123456789abcdef";
 /// the keys of the first.
 struct Cluster {
     instances: Vec<Server>,
+    url: String,
     idp: Idp,
     dir: tempfile::TempDir,
 }
@@ -69,6 +70,7 @@ fn cluster(size: usize) -> Cluster {
     }
     Cluster {
         instances,
+        url,
         idp,
         dir,
     }
@@ -352,6 +354,39 @@ fn the_receipts_of_every_instance_form_one_log_that_verifies() {
         "one instance's checkpoint covers all"
     );
     let key = checkpoint["verifier_key"].as_str().unwrap().to_owned();
+    // The whole log, exported from the database, verifies offline.
+    let export = c.dir.path().join("log.jsonl");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mandate"))
+            .args(args)
+            .env_remove("MANDATE_STORE")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&[
+        "receipts".as_ref(),
+        "export".as_ref(),
+        "--store".as_ref(),
+        c.url.as_ref(),
+        "--output".as_ref(),
+        export.as_os_str(),
+    ]);
+    let verified = run(&[
+        "receipts".as_ref(),
+        "verify".as_ref(),
+        export.as_os_str(),
+        "--key".as_ref(),
+        key.as_ref(),
+    ]);
+    assert!(verified.starts_with("ok: 60 receipts"), "{verified}");
+
     for (n, id) in ids.iter().enumerate().step_by(7) {
         let bundle = c.at(n + 1).get(&format!("/v1/receipts/{id}"));
         assert_eq!(bundle.status, 200, "{}", bundle.body);

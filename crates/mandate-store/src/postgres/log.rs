@@ -575,6 +575,57 @@ impl Writer {
     }
 }
 
+/// The log as an export, from one snapshot; see [`super::PgStore::export`].
+pub(crate) async fn export(
+    client: &mut Object,
+    out: &mut dyn std::io::Write,
+    mut progress: impl FnMut(u64),
+) -> Result<crate::ExportSummary, LedgerError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let mut meta = std::collections::HashMap::new();
+    for row in tx.query("SELECT key, value FROM mandate_meta", &[]).await? {
+        meta.insert(row.try_get::<_, String>(0)?, row.try_get::<_, String>(1)?);
+    }
+    let origin = meta.remove("origin").unwrap_or_default();
+    let verifier_key = meta.remove("verifier_key").unwrap_or_default();
+    let checkpoints = tx
+        .query("SELECT size, note FROM checkpoints ORDER BY size", &[])
+        .await?
+        .iter()
+        .map(|row| {
+            let size: i64 = row.try_get(0)?;
+            Ok((u64::try_from(size).unwrap_or(0), row.try_get(1)?))
+        })
+        .collect::<Result<Vec<(u64, String)>, LedgerError>>()?;
+    let mut writer = crate::reader::ExportWriter::start(out, origin, verifier_key, checkpoints)?;
+    let mut next: i64 = 0;
+    loop {
+        let rows = tx
+            .query(
+                "SELECT idx, decision_id, body, signature FROM receipts
+                 WHERE idx >= $1 ORDER BY idx LIMIT 10000",
+                &[&next],
+            )
+            .await?;
+        let Some(last) = rows.last() else {
+            break;
+        };
+        next = last.try_get::<_, i64>(0)? + 1;
+        for row in &rows {
+            writer.receipt(stored_receipt(row)?)?;
+        }
+        progress(next.unsigned_abs());
+    }
+    let summary = writer.finish()?;
+    tx.commit().await?;
+    Ok(summary)
+}
+
 /// Inserts a group of sealed receipts in one statement.
 async fn insert_receipts(
     tx: &impl GenericClient,

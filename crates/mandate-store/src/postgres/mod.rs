@@ -174,6 +174,23 @@ impl PgStore {
         Ok(imported)
     }
 
+    /// Writes the whole receipt log as JSON Lines from one snapshot, in
+    /// the format and order of [`LedgerReader::export`](crate::LedgerReader::export):
+    /// what `mandate receipts verify` checks offline. `progress` hears the
+    /// receipts written so far.
+    pub async fn export(
+        &self,
+        out: &mut dyn std::io::Write,
+        progress: impl FnMut(u64),
+    ) -> Result<crate::ExportSummary, crate::LedgerError> {
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| crate::LedgerError::Unavailable(format!("PostgreSQL: {e}")))?;
+        log::export(&mut client, out, progress).await
+    }
+
     /// The URL, without its password.
     pub fn url(&self) -> &str {
         &self.shown

@@ -15,8 +15,25 @@ use crate::ledger_files;
 use crate::output::{emit, outln};
 
 pub fn export(args: ExportArgs) -> anyhow::Result<Code> {
-    let Some(reader) = open_reader(&args.data.data_dir)? else {
-        return Ok(Code::Input);
+    let postgres = match args.store.as_deref().map(str::trim) {
+        None | Some("sqlite") => None,
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Some(url.to_owned())
+        }
+        Some(other) => {
+            eprintln!(
+                "error: --store must be `sqlite` or a postgres:// URL (got `{}`)",
+                mandate_store::postgres::redact(other)
+            );
+            return Ok(Code::Input);
+        }
+    };
+    let reader = match &postgres {
+        Some(_) => None,
+        None => match open_reader(&args.data.data_dir)? {
+            Some(reader) => Some(reader),
+            None => return Ok(Code::Input),
+        },
     };
     let to_stdout = args.output.is_none();
     let mut out: Box<dyn std::io::Write> = match &args.output {
@@ -28,11 +45,25 @@ pub fn export(args: ExportArgs) -> anyhow::Result<Code> {
         None => Box::new(BufWriter::new(std::io::stdout().lock())),
     };
     let show_progress = std::io::stderr().is_terminal();
-    let summary = reader.export(&mut out, |n| {
+    let progress = |n| {
         if show_progress {
             eprint!("\rexported {n} receipts");
         }
-    });
+    };
+    let summary = match (reader, postgres) {
+        (Some(reader), _) => reader.export(&mut out, progress),
+        (None, Some(url)) => {
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(async {
+                match mandate_store::postgres::PgStore::connect(&url).await {
+                    Ok(store) => store.export(&mut out, progress).await,
+                    Err(e) => Err(LedgerError::Unavailable(e.to_string())),
+                }
+            })
+        }
+        (None, None) => return Ok(Code::Input),
+    };
     if show_progress {
         eprintln!();
     }
