@@ -10,8 +10,11 @@
 //   MANDATE_APPROVER_NAME     that approver's name
 //   MANDATE_TASK_ID           an open task with one delegation
 //   MANDATE_TASK_CREDENTIAL   that task's root credential
-//   MANDATE_SCREENSHOT_DIR    optional: save console-queue.png and
-//                             console-receipts.png there
+//   MANDATE_TAMPERED_INDEX    a receipt altered in the ledger after it was
+//                             signed (a deny made to read allow)
+//   MANDATE_SCREENSHOT_DIR    optional: save console-queue.png,
+//                             console-receipts.png and console-phone.png
+//                             there
 //
 // This file plays the agent with fetch, and the approver in the browser.
 
@@ -41,6 +44,8 @@ const TOKEN = env('MANDATE_APPROVER_TOKEN');
 const APPROVER = env('MANDATE_APPROVER_NAME');
 const TASK_ID = env('MANDATE_TASK_ID');
 const TASK_CREDENTIAL = env('MANDATE_TASK_CREDENTIAL');
+const TAMPERED_INDEX = env('MANDATE_TAMPERED_INDEX');
+const ROOT_AGENT = 'spiffe://example.org/agent/planner';
 const SCREENSHOTS = env('MANDATE_SCREENSHOT_DIR');
 
 const AGENT = 'spiffe://example.org/agent/billing';
@@ -138,8 +143,8 @@ function call(tool, args, { server = 'billing', principal = {} } = {}) {
   };
 }
 
-async function decide(request) {
-  const reply = await http('POST', '/v1/decide', { body: request });
+async function decide(request, { token } = {}) {
+  const reply = await http('POST', '/v1/decide', { body: request, token });
   assert.equal(reply.status, 200, `POST /v1/decide: ${reply.status} ${reply.text}`);
   return reply.json;
 }
@@ -160,8 +165,11 @@ async function approvalStatus(id, wait) {
   return reply.json;
 }
 
-/** A new page (fresh context: no storage) that records script errors and CSP violations. */
-async function newPage() {
+/**
+ * A new page (fresh context: no storage) that records script errors and CSP
+ * violations; `options` override the context's (viewport, timezoneId, …).
+ */
+async function newPage(options = {}) {
   const context = await browser.newContext({
     viewport: { width: 1280, height: 900 },
     deviceScaleFactor: 1,
@@ -169,6 +177,7 @@ async function newPage() {
     reducedMotion: 'reduce',
     locale: 'en-GB',
     timezoneId: 'UTC',
+    ...options,
   });
   const page = await context.newPage();
   page.setDefaultTimeout(10_000);
@@ -198,8 +207,8 @@ async function signIn(page, token = TOKEN) {
   await page.getByRole('button', { name: 'Sign in' }).click();
 }
 
-async function signedIn(view = 'approvals') {
-  const page = await newPage();
+async function signedIn(view = 'approvals', options = {}) {
+  const page = await newPage(options);
   await signIn(page);
   await page.locator('#approver-name').getByText(APPROVER).waitFor();
   if (view !== 'approvals') await page.getByRole('navigation').getByRole('link', { name: new RegExp(`^${view}`, 'i') }).click();
@@ -208,6 +217,37 @@ async function signedIn(view = 'approvals') {
 
 function card(page, approvalId) {
   return page.locator(`#queue > li[data-approval-id="${approvalId}"]`);
+}
+
+/** Denies the approval in `item` (a queue card) from the console, and waits until it leaves. */
+async function denyInConsole(item, reason = 'Not now') {
+  await item.getByLabel('Reason for your decision').fill(reason);
+  await item.getByRole('button', { name: 'Deny' }).click();
+  await item.waitFor({ state: 'detached' });
+}
+
+/**
+ * What, inside `root`, is cut off by a box that scrolls or clips: each
+ * element whose content is taller or wider than its box while its overflow
+ * is not `visible`. Empty when everything is in view.
+ */
+async function clipped(root) {
+  return root.evaluate((node) => {
+    const found = [];
+    for (const e of [node, ...node.querySelectorAll('*')]) {
+      // Text for screen readers only is meant to be clipped.
+      if (e.closest('.visually-hidden')) continue;
+      const style = getComputedStyle(e);
+      const hides = (o) => o !== 'visible';
+      if (hides(style.overflowY) && e.scrollHeight > e.clientHeight + 1) {
+        found.push(`${e.tagName}.${e.className}: ${e.scrollHeight}px of content in ${e.clientHeight}px`);
+      }
+      if (hides(style.overflowX) && e.scrollWidth > e.clientWidth + 1) {
+        found.push(`${e.tagName}.${e.className}: ${e.scrollWidth}px wide content in ${e.clientWidth}px`);
+      }
+    }
+    return found;
+  });
 }
 
 async function screenshot(page, name) {
@@ -259,6 +299,29 @@ test('a wrong token shows the sign-in error and opens nothing', async () => {
   assert.equal(await page.getByLabel('Approver token').getAttribute('aria-invalid'), 'true');
   assert.equal(await page.getByRole('navigation', { name: 'Console sections' }).isVisible(), false);
   assert.equal(await page.evaluate(() => sessionStorage.length), 0, 'a refused token is not kept');
+  await page.done();
+});
+
+test('a receipt altered after it was signed shows its proof as failed, in the feed and in the explorer', async () => {
+  const index = Number.parseInt(TAMPERED_INDEX, 10);
+  assert.ok(Number.isInteger(index), 'MANDATE_TAMPERED_INDEX is not set: run these tests through `cargo test -p mandate --test console`');
+  const page = await signedIn('decisions');
+  const row = page.locator(`#feed tbody tr[data-index="${index}"]`);
+  await row.waitFor();
+  // The altered receipt reads `allow`; its proof column says it does not check.
+  assert.match(await row.innerText(), /\ballow\b/);
+  await eventually(async () => assert.match(await row.locator('td.cell-proof').innerText(), /failed/), { what: 'the failed proof in the feed' });
+  assert.equal(await row.evaluate((tr) => tr.classList.contains('row-proof-failed')), true, 'the row is not marked');
+
+  // The explorer says the same, in its list and in the receipt.
+  await row.getByRole('button', { name: /^Details/ }).click();
+  const detail = page.locator('#receipt-detail');
+  await detail.getByRole('heading', { name: `Receipt #${index}` }).waitFor();
+  await detail.getByText('does NOT check against the signed checkpoint').waitFor();
+  await eventually(async () => {
+    const listed = page.locator(`#results tbody tr[data-index="${index}"]`);
+    assert.match(await listed.innerText(), /failed/);
+  }, { what: 'the failed proof in the explorer' });
   await page.done();
 });
 
@@ -491,6 +554,224 @@ test('a tool argument holding HTML is shown as text, never run', async () => {
   assert.ok((await detail.innerText()).includes(payload));
   assert.equal(await detail.locator('img, script, svg, b').count(), 0);
   assert.equal(await page.evaluate(() => window.__mandateXss), undefined, 'injected script ran');
+  await page.done();
+});
+
+test('a request without a task credential is marked unverified; one under a credential is not', async () => {
+  assert.ok(TASK_CREDENTIAL, 'MANDATE_TASK_CREDENTIAL is not set: run these tests through `cargo test -p mandate --test console`');
+  const page = await signedIn();
+  // Without a credential: the agent and its person are what the caller wrote.
+  const asserted = await ask('pay_invoice', { invoice: 'INV-5001', amount: 310 });
+  // Under the task's root credential: verified.
+  const credentialed = await decide({
+    principal: { id: ROOT_AGENT },
+    action: { server: 'billing', tool: 'pay_invoice', annotations: { readOnlyHint: false } },
+    arguments: { invoice: 'INV-5002', amount: 320 },
+  }, { token: TASK_CREDENTIAL });
+  assert.equal(credentialed.decision, 'approval_required', JSON.stringify(credentialed));
+
+  const unverified = card(page, asserted.id);
+  await unverified.waitFor();
+  const warning = unverified.locator('.identity-warning');
+  assert.match(await warning.innerText(), /identity asserted by the caller, not verified/);
+  assert.equal(await warning.isVisible(), true);
+  assert.match(await unverified.locator('.agent').innerText(), /unverified/);
+
+  const verified = card(page, credentialed.approval_id);
+  await verified.waitFor();
+  assert.equal(await verified.locator('.identity-warning').count(), 0, 'a verified request is marked unverified');
+  assert.match(await verified.locator('.agent').innerText(), /\bverified\b/);
+  assert.doesNotMatch(await verified.locator('.agent').innerText(), /unverified/);
+
+  await denyInConsole(unverified);
+  await denyInConsole(verified);
+
+  // The feed marks the agent of each receipt the same way.
+  await page.getByRole('navigation').getByRole('link', { name: 'Decisions' }).click();
+  const agentOf = (index) => page.locator(`#feed tbody tr[data-index="${index}"] td.cell-agent`);
+  await agentOf(asserted.answer.receipt_index).waitFor();
+  assert.match(await agentOf(asserted.answer.receipt_index).innerText(), /unverified/);
+  assert.doesNotMatch(await agentOf(credentialed.receipt_index).innerText(), /unverified/);
+  assert.match(await agentOf(credentialed.receipt_index).innerText(), /\bverified\b/);
+  await page.done();
+});
+
+test('every argument is on the page, long strings one click away, and those the policies read are marked', async () => {
+  const page = await signedIn();
+  const memo = `Quarterly settlement. ${'Line item reconciled against the ledger; '.repeat(20)}END-OF-MEMO`;
+  const args = {
+    invoice: 'INV-7007',
+    payee: 'ACME Supplies Ltd',
+    amount: 1250,
+    currency: 'EUR',
+    due: '2026-12-31',
+    purchase_order: 'PO-7731',
+    cost_centre: 'CC-204',
+    approver_hint: 'finance team',
+    reference: 'Q4 settlement',
+    batch: 12,
+    priority: 'normal',
+    notify: ['ap@example.com', 'controller@example.com'],
+    memo,
+    amount_override: 950000,
+    payee_iban: 'XX00 0000 0000 0000 0000 00',
+  };
+  const asked = await ask('pay_invoice', args);
+  const item = card(page, asked.id);
+  await item.waitFor();
+
+  // Nothing in the card scrolls or is cut off: every argument is in view.
+  assert.deepEqual(await clipped(item), [], 'something in the approval is cut off');
+  for (const name of Object.keys(args)) {
+    const row = item.locator(`[data-arg="${name}"]`);
+    assert.equal(await row.count(), 1, `argument ${name} is not shown`);
+    assert.equal(await row.isVisible(), true, `argument ${name} is hidden`);
+  }
+  const text = await item.innerText();
+  assert.ok(text.includes('950000') && text.includes('XX00 0000 0000 0000 0000 00'), text);
+  assert.match(text, /Arguments \(15\)/i);
+
+  // A long string is cut, with its whole value one click away.
+  assert.ok(!text.includes('END-OF-MEMO'), 'the long memo is shown whole');
+  await item.locator('[data-arg="memo"]').getByRole('button', { name: /^Show all of memo/ }).click();
+  assert.ok((await item.innerText()).includes('END-OF-MEMO'), 'the memo is not shown whole after the click');
+  assert.deepEqual(await clipped(item), [], 'something in the approval is cut off');
+
+  // `amount` is read by a policy (no-payment-of-a-million); nothing else is.
+  assert.match(await item.locator('[data-arg="amount"]').innerText(), /read by policies/);
+  assert.equal(await item.locator('[data-arg="amount"]').evaluate((e) => e.classList.contains('arg-read')), true);
+  assert.equal(await item.locator('.arg-read').count(), 1);
+  assert.equal(await item.locator('[data-arg="amount_override"]').evaluate((e) => e.classList.contains('arg-read')), false);
+
+  // Times show their date and zone (the page runs in UTC).
+  const requested = await item.locator('.fact time').first().innerText();
+  assert.match(requested, /\b20\d\d\b/, `no date: ${requested}`);
+  assert.match(requested, /\d\d:\d\d:\d\d UTC/, `no time zone: ${requested}`);
+
+  await denyInConsole(item);
+  await page.done();
+});
+
+test('times are local, with their date and time zone', async () => {
+  const page = await signedIn('decisions', { timezoneId: 'Asia/Tokyo' });
+  const made = await decide(call('read_invoice', { invoice: 'INV-7100' }));
+  const time = page.locator(`#feed tbody tr[data-index="${made.receipt_index}"] time`);
+  await time.waitFor();
+  const iso = await time.getAttribute('datetime');
+  const text = await time.innerText();
+  const at = new Date(iso);
+  const tokyo = new Date(at.getTime() + 9 * 3600 * 1000);
+  const two = (n) => String(n).padStart(2, '0');
+  assert.ok(text.includes(String(tokyo.getUTCFullYear())), `no year: ${text}`);
+  assert.ok(text.includes(`${two(tokyo.getUTCHours())}:${two(tokyo.getUTCMinutes())}:${two(tokyo.getUTCSeconds())}`), `not Tokyo time: ${text} for ${iso}`);
+  assert.match(text, /GMT\+9|JST/, `no time zone: ${text}`);
+  await page.done();
+});
+
+test('in the explorer a click on a row opens its receipt, and a search that leaves it out closes it', async () => {
+  const read = await decide(call('read_invoice', { invoice: 'INV-7200' }));
+  const page = await signedIn('receipts');
+  await page.getByLabel('Tool').fill('billing/read_invoice');
+  await page.getByRole('button', { name: 'Search', exact: true }).click();
+  const row = page.locator(`#results tbody tr[data-index="${read.receipt_index}"]`);
+  await row.waitFor();
+  // Anywhere on the row, not only its `#N` button.
+  await row.locator('td').nth(4).click();
+  const detail = page.locator('#receipt-detail');
+  await detail.getByRole('heading', { name: `Receipt #${read.receipt_index}` }).waitFor();
+  assert.equal(await row.evaluate((tr) => tr.classList.contains('selected')), true);
+
+  // A search that does not find it closes it.
+  await page.getByLabel('Tool').fill('billing/export_customers');
+  await page.getByRole('button', { name: 'Search', exact: true }).click();
+  await row.waitFor({ state: 'detached' });
+  await detail.waitFor({ state: 'hidden' });
+  assert.equal(await page.locator('#explorer').evaluate((e) => e.classList.contains('has-detail')), false);
+
+  // One that still finds it keeps it open.
+  await page.getByLabel('Tool').fill('billing/read_invoice');
+  await page.getByRole('button', { name: 'Search', exact: true }).click();
+  await row.locator('td').nth(3).click();
+  await detail.getByRole('heading', { name: `Receipt #${read.receipt_index}` }).waitFor();
+  await page.getByLabel('Outcome').selectOption('allow');
+  await page.getByRole('button', { name: 'Search', exact: true }).click();
+  await page.locator('#search-status').getByText(/receipts? shown/).waitFor();
+  await row.waitFor();
+  assert.equal(await detail.isVisible(), true, 'a search that still finds the receipt closed it');
+  await page.done();
+});
+
+test('on a phone (390 px wide) the navigation fits, Sign out is on one line, nothing is wider than the screen', async () => {
+  const page = await signedIn('approvals', { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+  const pending = await ask('pay_invoice', { invoice: 'INV-8001', payee: 'ACME Supplies Ltd', amount: 990, currency: 'EUR' });
+  const item = card(page, pending.id);
+  await item.waitFor();
+  // The navigation holds the pending count too.
+  await page.locator('#pending-count').waitFor();
+
+  const layout = () => page.evaluate(() => {
+    const problems = [];
+    const width = document.documentElement.clientWidth;
+    if (document.documentElement.scrollWidth > width + 1) {
+      // Name the outermost elements that stick out, to say what to fix.
+      const out = [...document.body.querySelectorAll('*')]
+        .filter((e) => e.getBoundingClientRect().right > width + 1)
+        // What a scrolling box holds does not widen the page, unless it is
+        // positioned out of it.
+        .filter((e) => ['absolute', 'fixed'].includes(getComputedStyle(e).position) || !e.parentElement.closest('.table-wrap, .results-pane'))
+        .filter((e, _, all) => !all.includes(e.parentElement))
+        .slice(0, 5)
+        .map((e) => `${e.tagName.toLowerCase()}${e.id ? `#${e.id}` : ''}.${e.className}`);
+      problems.push(`the page is ${document.documentElement.scrollWidth}px wide on a ${width}px screen: ${out.join(', ')}`);
+    }
+    const nav = document.getElementById('nav');
+    const box = nav.getBoundingClientRect();
+    if (nav.scrollWidth > nav.clientWidth + 1) problems.push(`the navigation overflows: ${nav.scrollWidth}px in ${nav.clientWidth}px`);
+    if (box.left < -1 || box.right > width + 1) problems.push(`the navigation spans ${box.left}–${box.right}px`);
+    for (const link of nav.querySelectorAll('a')) {
+      const r = link.getBoundingClientRect();
+      const name = link.textContent.trim();
+      if (r.width < 1 || r.height < 1) problems.push(`${name} is not shown`);
+      if (r.left < box.left - 1 || r.right > box.right + 1 || r.top < box.top - 1 || r.bottom > box.bottom + 1) {
+        problems.push(`${name} sticks out of the navigation: ${r.left}–${r.right}px`);
+      }
+      if (link.scrollWidth > link.clientWidth + 1) problems.push(`${name} is cut off`);
+    }
+    const signOut = document.getElementById('sign-out');
+    const s = signOut.getBoundingClientRect();
+    if (s.left < 0 || s.right > width) problems.push(`Sign out spans ${s.left}–${s.right}px`);
+    const range = document.createRange();
+    range.selectNodeContents(signOut);
+    const lines = new Set([...range.getClientRects()].filter((r) => r.width > 0).map((r) => Math.round(r.top)));
+    if (lines.size !== 1) problems.push(`Sign out takes ${lines.size} lines`);
+    return problems;
+  });
+  assert.deepEqual(await layout(), [], 'the approvals view does not fit a phone');
+  await screenshot(page, 'console-phone.png');
+  // Approve and Deny can be reached.
+  await item.getByRole('button', { name: 'Approve' }).scrollIntoViewIfNeeded();
+  assert.equal(await item.getByRole('button', { name: 'Approve' }).isVisible(), true);
+  assert.deepEqual(await clipped(item), [], 'something in the approval is cut off');
+
+  // Each view once its content has loaded: a wide table must scroll in its
+  // own box, not widen the page.
+  const loaded = {
+    Decisions: () => page.locator('#feed tbody tr').first().waitFor(),
+    Receipts: () => page.locator('#results tbody tr').first().waitFor(),
+    Tasks: () => page.locator('#tasks > li, #tasks-empty:not([hidden])').first().waitFor(),
+  };
+  for (const [view, ready] of Object.entries(loaded)) {
+    await page.getByRole('navigation').getByRole('link', { name: view }).click();
+    await ready();
+    assert.deepEqual(await layout(), [], `the ${view} view does not fit a phone`);
+  }
+  // The receipt explorer with a receipt open.
+  await page.getByRole('navigation').getByRole('link', { name: 'Receipts' }).click();
+  await page.locator('#results tbody tr').first().getByRole('button', { name: /^Open receipt/ }).click();
+  await page.locator('#receipt-detail').getByRole('heading', { name: /^Receipt #/ }).waitFor();
+  assert.deepEqual(await layout(), [], 'an open receipt does not fit a phone');
+  await page.getByRole('navigation').getByRole('link', { name: /^Approvals/ }).click();
+  await denyInConsole(item);
   await page.done();
 });
 

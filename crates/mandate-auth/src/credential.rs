@@ -85,6 +85,7 @@ use biscuit_auth::{
 };
 use chrono::{DateTime, Utc};
 use mandate_core::names;
+use mandate_core::time::rfc3339;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -167,7 +168,7 @@ pub enum CredentialError {
     )]
     BadSignature,
     /// The credential's effective expiry has passed.
-    #[error("task credential expired at {expired_at}")]
+    #[error("task credential expired at {}", rfc3339(.expired_at))]
     Expired {
         /// The earliest expiry over all hops.
         expired_at: DateTime<Utc>,
@@ -234,7 +235,11 @@ pub enum Widening {
     #[error("labels outside the delegating credential's scope: {}", .0.join(", "))]
     Labels(Vec<String>),
     /// An expiry later than the delegating credential's.
-    #[error("expiry {requested} is later than the delegating credential's expiry {current}")]
+    #[error(
+        "expiry {} is later than the delegating credential's expiry {}",
+        rfc3339(.requested),
+        rfc3339(.current)
+    )]
     Expiry {
         /// The expiry asked for.
         requested: DateTime<Utc>,
@@ -524,7 +529,8 @@ impl TaskAuthority {
         }
         if expires_at <= now {
             return Err(CredentialError::InvalidRequest(format!(
-                "the delegation's expiry {expires_at} has already passed"
+                "the delegation's expiry {} has already passed",
+                rfc3339(&expires_at)
             )));
         }
 
@@ -845,8 +851,9 @@ fn evaluate(
     now: DateTime<Utc>,
     limits: DatalogLimits,
 ) -> Result<VerifiedCredential, CredentialError> {
-    let now_secs = u64::try_from(now.timestamp())
-        .map_err(|_| CredentialError::InvalidRequest(format!("time {now} is before 1970")))?;
+    let now_secs = u64::try_from(now.timestamp()).map_err(|_| {
+        CredentialError::InvalidRequest(format!("time {} is before 1970", rfc3339(&now)))
+    })?;
     let mut authorizer = AuthorizerBuilder::new()
         .fact(fact("time", &[Term::Date(now_secs)]))
         .and_then(|b| b.fact(fact("audience", &[string(audience)])))
@@ -1100,10 +1107,12 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Truncates to whole seconds (Biscuit's date precision) and converts.
 fn whole_seconds(at: DateTime<Utc>) -> Result<(DateTime<Utc>, u64), CredentialError> {
-    let secs = u64::try_from(at.timestamp())
-        .map_err(|_| CredentialError::InvalidRequest(format!("expiry {at} is before 1970")))?;
-    let truncated = DateTime::from_timestamp(at.timestamp(), 0)
-        .ok_or_else(|| CredentialError::InvalidRequest(format!("expiry {at} out of range")))?;
+    let secs = u64::try_from(at.timestamp()).map_err(|_| {
+        CredentialError::InvalidRequest(format!("expiry {} is before 1970", rfc3339(&at)))
+    })?;
+    let truncated = DateTime::from_timestamp(at.timestamp(), 0).ok_or_else(|| {
+        CredentialError::InvalidRequest(format!("expiry {} out of range", rfc3339(&at)))
+    })?;
     Ok((truncated, secs))
 }
 

@@ -63,7 +63,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{
     AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse,
@@ -1229,9 +1229,9 @@ fn bit_length(bytes: &[u8]) -> usize {
     }
 }
 
-/// A time as RFC 3339, to the second.
+/// A time as RFC 3339 (token times are whole seconds).
 fn rfc3339(at: &DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+    mandate_core::time::rfc3339(at)
 }
 
 /// A key's `kid` for messages.

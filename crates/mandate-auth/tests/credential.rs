@@ -1121,3 +1121,23 @@ fn biscuit_python_verifies_mandate_credentials() {
         "{holder_block}"
     );
 }
+
+/// Messages carry times as RFC 3339, as the API writes them, never as
+/// `DateTime`'s `Display` (`2026-12-06 14:45:06 UTC`).
+#[test]
+fn messages_write_times_as_rfc3339() {
+    let at = Utc.with_ymd_and_hms(2026, 12, 6, 14, 45, 6).unwrap();
+    let later = at + Duration::minutes(5);
+    assert_eq!(
+        CredentialError::Expired { expired_at: at }.to_string(),
+        "task credential expired at 2026-12-06T14:45:06Z"
+    );
+    assert_eq!(
+        Widening::Expiry {
+            requested: later,
+            current: at
+        }
+        .to_string(),
+        "expiry 2026-12-06T14:50:06Z is later than the delegating credential's expiry 2026-12-06T14:45:06Z"
+    );
+}

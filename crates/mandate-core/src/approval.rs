@@ -162,7 +162,7 @@ pub enum ApprovalError {
     #[error("the approval is already {0}; only a pending approval can be resolved")]
     NotPending(ApprovalStatus),
     /// No one answered before `expires_at`.
-    #[error("the approval expired at {0}; nobody answered in time, so the call is denied")]
+    #[error("the approval expired at {}; nobody answered in time, so the call is denied", crate::time::rfc3339(.0))]
     Expired(DateTime<Utc>),
     /// The approver is the agent that asked, or one in its chain.
     #[error("`{0}` is an agent of the request's delegation chain; an agent never approves")]
@@ -209,7 +209,7 @@ pub enum ReleaseError {
     )]
     OtherRequest,
     /// Approved, but not released within the approval's lifetime.
-    #[error("the approval was given at {0} and was not used in time; ask again")]
+    #[error("the approval was given at {} and was not used in time; ask again", crate::time::rfc3339(.0))]
     Stale(DateTime<Utc>),
 }
 
@@ -561,6 +561,21 @@ mod tests {
         assert_eq!(
             approved.release("sha256:aa", "d2", t(400)),
             Err(ReleaseError::Stale(t(100)))
+        );
+    }
+
+    /// Reasons carry times as RFC 3339, as the API writes them, never as
+    /// `DateTime`'s `Display` (`2026-12-06 14:45:06.090344525 UTC`).
+    #[test]
+    fn reasons_write_times_as_rfc3339() {
+        let at: DateTime<Utc> = "2026-12-06T14:45:06.090344525Z".parse().unwrap();
+        assert_eq!(
+            ReleaseError::Stale(at).to_string(),
+            "the approval was given at 2026-12-06T14:45:06.090344525Z and was not used in time; ask again"
+        );
+        assert_eq!(
+            ApprovalError::Expired(at).to_string(),
+            "the approval expired at 2026-12-06T14:45:06.090344525Z; nobody answered in time, so the call is denied"
         );
     }
 

@@ -50,10 +50,12 @@ mod index;
 pub mod json;
 pub mod names;
 mod pack;
+mod reads;
 mod request;
 pub mod schema;
 mod session;
 pub mod testing;
+pub mod time;
 
 pub use approval::{
     Approval, ApprovalError, ApprovalStatus, MAX_APPROVAL_TTL, MAX_REASON_BYTES, ReleaseError,

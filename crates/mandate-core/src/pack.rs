@@ -5,7 +5,7 @@
 //! pack with every problem located (file, line, column), so a server can keep
 //! the pack already in force.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use cedar_policy::{
@@ -131,6 +131,8 @@ pub struct PolicyPack {
     warnings: Vec<PolicyProblem>,
     /// The declared types of the request's free data.
     pub(crate) declared: DeclaredTypes,
+    /// The top-level argument names the policies read.
+    arguments_read: BTreeSet<String>,
 }
 
 /// Annotation that gives a policy its id.
@@ -184,6 +186,7 @@ impl PolicyPack {
                 .get(p.id())
                 .is_some_and(|o| o.kind == PolicyKind::Approval)
         });
+        let arguments_read = crate::reads::arguments_read(&all, &declared.arguments);
         PolicyPack {
             base: PolicyIndex::new(base),
             approval: PolicyIndex::new(approval),
@@ -192,12 +195,21 @@ impl PolicyPack {
             version,
             warnings,
             declared,
+            arguments_read,
         }
     }
 
     /// A digest of the pack's sources (SHA-256, hex): equal packs have equal versions.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// The top-level names of the arguments that the pack's policies read
+    /// (through `context.arguments`): the only arguments that can change a
+    /// decision, since undeclared ones are dropped before evaluation and
+    /// strict validation allows reading only declared ones.
+    pub fn arguments_read(&self) -> &BTreeSet<String> {
+        &self.arguments_read
     }
 
     /// Warnings found while loading (the pack loaded despite them).

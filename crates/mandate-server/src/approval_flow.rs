@@ -6,15 +6,13 @@
 //!
 //! The types and settings these work with are in [`approvals`](crate::approvals).
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use mandate_core::{Approval, ApprovalStatus, Decision, PolicyPack, ReleaseError, Verdict};
 use mandate_ledger::receipt::ApprovalRef;
 use mandate_ledger::{Outcome, Receipt, ReceiptError};
 use mandate_store::{ApprovalRecord, StateError};
 
-use crate::approvals::{APPROVAL_POLICY, request_binding, resolution_receipt};
+use crate::approvals::{APPROVAL_POLICY, Opening, request_binding, resolution_receipt};
 use crate::state::AppState;
 
 /// Why the approval gate could not pass a decision: no decision is made.
@@ -34,14 +32,7 @@ pub(crate) enum Gate {
     /// Not an approval matter: the outcome is not `approval_required`.
     Pass,
     /// A new approval, opened once the decision's receipt is durable.
-    Open {
-        /// Its id.
-        id: String,
-        /// What it is bound to.
-        binding: String,
-        /// How long it waits.
-        ttl: Duration,
-    },
+    Open(Opening),
     /// The request waits on an approval that is still pending.
     Waiting(Approval),
     /// An approval released the call (it is stored as used already).
@@ -55,8 +46,8 @@ impl Gate {
     pub(crate) fn approval_ref(&self, decision_id: &str) -> Option<ApprovalRef> {
         match self {
             Gate::Pass | Gate::Refused(None) => None,
-            Gate::Open { id, .. } => Some(ApprovalRef {
-                id: id.clone(),
+            Gate::Open(opening) => Some(ApprovalRef {
+                id: opening.id.clone(),
                 requested_by: decision_id.to_owned(),
             }),
             Gate::Waiting(a) | Gate::Released(a) | Gate::Refused(Some(a)) => Some(ApprovalRef {
@@ -203,11 +194,12 @@ async fn open_new(
         return Ok(Gate::Refused(None));
     }
     let ttl = state.approvals().ttl(pack.approval_ttl(&verdict.policies));
-    Ok(Gate::Open {
+    Ok(Gate::Open(Opening {
         id: uuid::Uuid::now_v7().to_string(),
         binding,
         ttl,
-    })
+        arguments_read: pack.arguments_read().iter().cloned().collect(),
+    }))
 }
 
 /// Puts a released approval back to `approved` when the released call's

@@ -330,17 +330,34 @@ impl Asker {
     }
 }
 
+/// An approval the gate opens for an `approval_required` decision.
+pub(crate) struct Opening {
+    /// Its id.
+    pub(crate) id: String,
+    /// What it is bound to.
+    pub(crate) binding: String,
+    /// How long it waits.
+    pub(crate) ttl: Duration,
+    /// The top-level argument names that the policies of the pack that
+    /// decided read, for the approver to check first.
+    pub(crate) arguments_read: Vec<String>,
+}
+
 /// The approval for an `approval_required` decision, and what an approver
 /// is shown of it. `receipt` is the decision's receipt (with its index).
 pub(crate) fn open(
-    id: String,
+    opening: Opening,
     receipt: &Receipt,
-    binding: String,
     asker: Asker,
     verdict: &Verdict,
     now: DateTime<Utc>,
-    ttl: Duration,
 ) -> Result<ApprovalRecord, mandate_ledger::ReceiptError> {
+    let Opening {
+        id,
+        binding,
+        ttl,
+        arguments_read,
+    } = opening;
     let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
     let Asker { requester, intent } = asker;
     let summary = json!({
@@ -358,6 +375,9 @@ pub(crate) fn open(
         "arguments": receipt.arguments,
         "arguments_omitted_bytes": receipt.arguments_omitted_bytes,
         "arguments_sha256": receipt.arguments_sha256,
+        // Top-level names of the arguments the pack's policies read: the
+        // only ones that can change its decision.
+        "arguments_read": arguments_read,
         "policies": verdict.policies,
         "reasons": verdict.reasons,
     });

@@ -195,7 +195,7 @@ impl Decider {
         if let Gate::Released(approval) = &gate {
             receipt.approver.clone_from(&approval.resolved_by);
         }
-        let opening = matches!(gate, Gate::Open { .. }).then(|| receipt.clone());
+        let opening = matches!(gate, Gate::Open(_)).then(|| receipt.clone());
 
         // No answer leaves before its receipt is on disk: a caller never
         // acts on a decision the log could lose.
@@ -337,7 +337,7 @@ impl Decider {
     ) -> Result<(), DecideError> {
         let state = &self.state;
         match gate {
-            Gate::Open { id, binding, ttl } => {
+            Gate::Open(approval) => {
                 let Some(mut asked) = opening else {
                     return Err(DecideError::Internal("the approval's receipt went missing"));
                 };
@@ -348,7 +348,7 @@ impl Decider {
                     reasons: response.reasons.clone(),
                     errors: Vec::new(),
                 };
-                let record = approvals::open(id, &asked, binding, asker, &verdict, now, ttl)
+                let record = approvals::open(approval, &asked, asker, &verdict, now)
                     .map_err(|e| DecideError::InvalidRequest(e.to_string()))?;
                 response.approval_id = Some(record.approval.id.clone());
                 response.approval_expires_at = Some(record.approval.expires_at);

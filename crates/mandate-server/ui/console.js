@@ -112,19 +112,24 @@ function noteServerTime(response) {
   state.skewMs = Math.abs(skew) > 1500 ? skew : 0;
 }
 
-const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
-const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
-  year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit',
+// Every time shows its date and its zone: an approver paged at night, or
+// comparing with a log, must not have to guess either. Local time, in the
+// browser's zone; the API's RFC 3339 text is in the tooltip.
+const dateFormat = new Intl.DateTimeFormat(undefined, { year: 'numeric', month: 'short', day: 'numeric' });
+const clockFormat = new Intl.DateTimeFormat(undefined, {
+  hour: '2-digit', minute: '2-digit', second: '2-digit', timeZoneName: 'short',
 });
 
-/** A `<time>` element showing `iso` in local time. */
-function timeEl(iso, { withDate = false } = {}) {
+/** A `<time>` element showing `iso` in local time, with its date and zone. */
+function timeEl(iso) {
   if (!iso) return el('span', { class: 'muted', text: '—' });
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return el('span', { text: iso });
-  const sameDay = new Date().toDateString() === date.toDateString();
-  const text = withDate || !sameDay ? dateTimeFormat.format(date) : timeFormat.format(date);
-  return el('time', { attrs: { datetime: iso, title: date.toISOString() }, text });
+  // Two parts that each stay on one line, so that a narrow column breaks
+  // between the date and the time, never inside either.
+  return el('time', { attrs: { datetime: iso, title: date.toISOString() } },
+    el('span', { class: 'nowrap', text: dateFormat.format(date) }), ' ',
+    el('span', { class: 'nowrap', text: clockFormat.format(date) }));
 }
 
 function formatLeft(ms) {
@@ -300,6 +305,110 @@ function code(text) {
   return text ? el('code', { text }) : null;
 }
 
+// ---------------------------------------------------------------- identity
+
+const UNVERIFIED_TEXT = 'identity asserted by the caller, not verified';
+const UNVERIFIED_DETAIL = 'No task credential backs this request: the agent, the person it acts for and the delegation chain are what the caller wrote.';
+
+/**
+ * Whether a receipt's identities were verified: a call under a task
+ * credential records its delegation chain; one without records none, and
+ * its agent and person are what the caller wrote.
+ */
+function receiptVerified(r) {
+  return Array.isArray(r.delegation) && r.delegation.length > 0;
+}
+
+/** A badge saying whether an identity was verified. */
+function identityBadge(verified) {
+  return verified
+    ? el('span', { class: 'badge badge-ok', text: 'verified', attrs: { title: 'Verified by a task credential' } })
+    : el('span', { class: 'badge badge-unverified', text: 'unverified', attrs: { title: `${UNVERIFIED_TEXT}. ${UNVERIFIED_DETAIL}` } });
+}
+
+/** The prominent warning of a request whose identities nobody verified. */
+function unverifiedWarning() {
+  return el('p', { class: 'identity-warning' },
+    el('strong', { text: `Unverified: ${UNVERIFIED_TEXT}.` }), ' ', UNVERIFIED_DETAIL);
+}
+
+/** An agent's id with its verification badge. */
+function agentEl(id, verified, { asCode = true } = {}) {
+  if (!id) return null;
+  return el('span', { class: 'agent' }, asCode ? el('code', { text: id }) : id, ' ', identityBadge(verified));
+}
+
+// ---------------------------------------------------------------- arguments
+
+// A string argument longer than this is shown cut, with its full value one
+// click away; every other value is shown whole. Nothing scrolls inside the
+// box: what an approver approves is on the page.
+const LONG_STRING = 240;
+const SHORT_STRING = 160;
+
+function isPlainObject(value) {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+/** One argument's value: JSON, with a long string collapsed behind a button. */
+function argumentValue(value, name) {
+  if (typeof value === 'string' && value.length > LONG_STRING) {
+    const full = JSON.stringify(value);
+    const cut = `${JSON.stringify(value.slice(0, SHORT_STRING)).slice(0, -1)}…`;
+    const text = el('span', { class: 'arg-text', text: cut });
+    const button = el('button', {
+      class: 'link-button arg-toggle',
+      text: `Show all ${value.length.toLocaleString()} characters`,
+      attrs: { type: 'button', 'aria-expanded': 'false', 'aria-label': `Show all of ${name}: ${value.length} characters` },
+    });
+    button.addEventListener('click', () => {
+      const open = button.getAttribute('aria-expanded') !== 'true';
+      text.textContent = open ? full : cut;
+      button.setAttribute('aria-expanded', String(open));
+      button.textContent = open ? 'Show less' : `Show all ${value.length.toLocaleString()} characters`;
+      button.setAttribute('aria-label', open ? `Show less of ${name}` : `Show all of ${name}: ${value.length} characters`);
+    });
+    return el('div', { class: 'arg-value arg-long' }, text, ' ', button);
+  }
+  const pretty = isPlainObject(value) || Array.isArray(value) ? JSON.stringify(value, null, 2) : JSON.stringify(value);
+  return el('div', { class: 'arg-value', text: pretty ?? String(value) });
+}
+
+/**
+ * All the arguments of a call, each on its own row; those in `read` (the
+ * arguments the pack's policies read) are marked. Without a copy of the
+ * arguments (kept only as a digest, or left out for their size) it says so.
+ */
+function argumentsEl(args, { read = [], omittedBytes = null, sha256 = null } = {}) {
+  const heading = (count) => el('h3', { class: 'label', text: count === null ? 'Arguments' : `Arguments (${count})` });
+  if (args === undefined || args === null) {
+    const why = omittedBytes
+      ? `Not shown: the arguments (${omittedBytes} bytes) are over the server's receipt_max_argument_bytes, so only their digest is kept.`
+      : 'Not shown: this server keeps only a digest of the arguments (receipt_arguments = "digest").';
+    return el('div', { class: 'arguments' }, heading(null),
+      el('p', { class: 'arguments-missing' }, why, sha256 ? el('span', {}, ' ', el('code', { text: sha256 })) : null));
+  }
+  if (!isPlainObject(args)) {
+    return el('div', { class: 'arguments' }, heading(null), el('div', { class: 'arg-value arg-whole', text: JSON.stringify(args, null, 2) }));
+  }
+  const names = Object.keys(args);
+  const reads = new Set(Array.isArray(read) ? read : []);
+  const list = el('dl', { class: 'args' });
+  for (const name of names) {
+    const isRead = reads.has(name);
+    list.append(el('div', { class: isRead ? 'arg arg-read' : 'arg', data: { arg: name } },
+      el('dt', {}, el('code', { text: name }), isRead ? el('span', { class: 'badge badge-read', text: 'read by policies' }) : null),
+      el('dd', {}, argumentValue(args[name], name))));
+  }
+  const readShown = names.filter((n) => reads.has(n));
+  return el('div', { class: 'arguments' },
+    heading(names.length),
+    readShown.length > 0
+      ? el('p', { class: 'hint arguments-hint', text: `Marked: the arguments the server's policies read (${readShown.join(', ')}). The others did not count in the policies' decision: check them too.` })
+      : null,
+    names.length === 0 ? el('p', { class: 'muted', text: 'No arguments.' }) : list);
+}
+
 // ---------------------------------------------------------------- sign-in
 
 async function signIn(token) {
@@ -403,7 +512,11 @@ function route({ focus = false } = {}) {
   if (focus && changed) $(`${view}-title`).focus();
   // The explorer opens on the newest receipts; other views load at once
   // rather than at the next poll.
-  if (view === 'receipts' && state.search === null) onSearch();
+  if (view === 'receipts' && state.search === null) {
+    // The first load is no search of the person's: a receipt opened from
+    // the feed meanwhile stays open whether or not it is among the newest.
+    runSearch(searchQuery($('search-form')), { append: false, initial: true });
+  }
   if (changed && !document.hidden) {
     const feed = () => (state.feedPaused && state.feedLoaded ? Promise.resolve() : refreshFeed());
     const load = { approvals: refreshResolved, decisions: feed, tasks: refreshTasks }[view];
@@ -517,7 +630,8 @@ function renderQueue(approvals) {
   });
   if (fresh.length === 1) {
     const a = fresh[0];
-    announce(`New approval request: ${toolName(a)} from ${a.summary?.agent ?? 'an agent'}`);
+    const unverified = a.summary?.verified === true ? '' : ' (identity not verified)';
+    announce(`New approval request: ${toolName(a)} from ${a.summary?.agent ?? 'an agent'}${unverified}`);
   } else if (fresh.length > 1) {
     announce(`${fresh.length} new approval requests`);
   }
@@ -579,6 +693,8 @@ function approvalCard(approval) {
 
   const task = s.task ?? {};
   const why = Array.isArray(s.reasons) && s.reasons.length > 0 ? s.reasons.join('; ') : null;
+  // Only an explicit `true` counts as verified.
+  const verified = s.verified === true;
   const article = el('article', { class: 'card approval', attrs: { 'aria-labelledby': titleId } },
     el('header', { class: 'approval-head' },
       el('h2', { attrs: { id: titleId, tabindex: -1 } },
@@ -586,18 +702,18 @@ function approvalCard(approval) {
         el('span', { class: 'tool-name', text: s.tool ?? 'unknown tool' })),
       countdownEl(approval.expires_at, 'Expires in')),
     why ? el('p', { class: 'approval-why' }, el('span', { class: 'visually-hidden', text: 'Why a person must decide: ' }), why) : null,
+    verified ? null : unverifiedWarning(),
     el('div', { class: 'approval-body' },
       el('div', { class: 'approval-info' },
         facts([
-          ['Agent', code(s.agent)],
+          ['Agent', agentEl(s.agent, verified)],
           ['On behalf of', s.on_behalf_of],
           ['Task', task.intent || task.id ? el('span', {}, task.intent ?? '', task.id ? el('span', { class: 'muted', text: ` (${task.id})` }) : null) : null],
           ['Requested', timeEl(approval.created_at)],
           ['Delegation', chainEl(s.chain), true],
           ['Policies', list(s.policies)],
         ]),
-        el('h3', { class: 'label', text: 'Arguments' }),
-        json(s.arguments ?? {})),
+        argumentsEl(s.arguments, { read: s.arguments_read, omittedBytes: s.arguments_omitted_bytes, sha256: s.arguments_sha256 })),
       form));
   return el('li', { data: { approvalId: approval.id } }, article);
 }
@@ -663,7 +779,7 @@ async function refreshResolved() {
     el('td', {}, timeEl(a.resolved_at ?? a.expires_at)),
     el('td', {}, badge(a.status)),
     el('td', {}, code(toolName(a))),
-    el('td', { class: 'cell-agent' }, a.summary?.agent ?? ''),
+    el('td', { class: 'cell-agent' }, agentEl(a.summary?.agent, a.summary?.verified === true, { asCode: false })),
     el('td', {}, a.resolved_by ?? resolvedByNobody(a.status)),
     el('td', { class: 'cell-reason' }, a.reason ?? '')));
   body.replaceChildren(...rows);
@@ -688,7 +804,12 @@ function renderFeed(list) {
     const index = item.index ?? item.receipt?.index;
     keep.add(index);
     let row = state.feedRows.get(index);
-    if (!row) {
+    if (row) {
+      // A receipt's proof goes from pending to verified (or failed) after
+      // its row was drawn: keep the proof cell current.
+      updateProofCell(row, item.proof);
+      anchor = row.nextElementSibling;
+    } else {
       row = feedRow(item);
       if (state.feedLoaded) {
         row.classList.add('fresh');
@@ -696,8 +817,6 @@ function renderFeed(list) {
       }
       state.feedRows.set(index, row);
       body.insertBefore(row, anchor);
-    } else {
-      anchor = row.nextElementSibling;
     }
   }
   for (const [index, row] of state.feedRows) {
@@ -719,16 +838,30 @@ function feedRow(item) {
     attrs: { type: 'button', 'aria-label': `Details of receipt ${index}` },
     on: { click: () => openReceiptFromFeed(item) },
   });
-  return el('tr', { data: { index } },
+  return el('tr', { data: { index, proof: proofStatus(item.proof) }, class: proofStatus(item.proof) === 'failed' ? 'row-proof-failed' : '' },
     el('td', { class: 'cell-num', text: index }),
     el('td', {}, timeEl(r.time)),
     el('td', {}, badge(outcomeOf(r))),
     el('td', {}, code(receiptTool(r))),
-    el('td', { class: 'cell-agent' }, r.principal?.id ?? ''),
+    el('td', { class: 'cell-agent' }, agentEl(r.principal?.id, receiptVerified(r), { asCode: false })),
     el('td', { class: 'cell-policies' }, r.kind === 'approval'
       ? `by ${approverOf(r) ?? (outcomeOf(r) === 'withdrawn' ? `nobody (withdrawn: ${(r.reasons ?? []).join('; ')})` : 'nobody (expired)')}`
       : (r.policies ?? []).join(', ')),
+    el('td', { class: 'cell-proof' }, proofBadge(item.proof)),
     el('td', { class: 'cell-actions' }, open));
+}
+
+function proofStatus(proof) {
+  return proof?.status ?? 'unknown';
+}
+
+/** Redraws a feed row's proof cell when the receipt's proof status changed. */
+function updateProofCell(row, proof) {
+  const status = proofStatus(proof);
+  if (row.dataset.proof === status) return;
+  row.dataset.proof = status;
+  row.classList.toggle('row-proof-failed', status === 'failed');
+  row.querySelector('.cell-proof')?.replaceChildren(proofBadge(proof));
 }
 
 async function openReceiptFromFeed(item) {
@@ -774,7 +907,7 @@ async function onSearch(event) {
   await runSearch(params, { append: false });
 }
 
-async function runSearch(params, { append }) {
+async function runSearch(params, { append, initial = false }) {
   const error = $('search-error');
   const status = $('search-status');
   showError(error, null);
@@ -795,13 +928,13 @@ async function runSearch(params, { append }) {
   }
   state.search = params;
   state.results = append ? state.results.concat(found) : found;
-  renderResults();
+  renderResults({ closeExcluded: !append && !initial });
   const n = state.results.length;
   status.textContent = n === 0 ? 'No receipt matches.' : `${n} receipt${n === 1 ? '' : 's'} shown, newest first.`;
   $('results-more').hidden = found.length < SEARCH_LIMIT;
 }
 
-function renderResults() {
+function renderResults({ closeExcluded = false } = {}) {
   const table = $('results');
   const rows = state.results.map((item) => {
     const r = item.receipt ?? {};
@@ -811,23 +944,40 @@ function renderResults() {
       attrs: { type: 'button', 'aria-label': `Open receipt ${index}: ${outcomeOf(r)}, ${receiptTool(r)}` },
       on: { click: () => showReceipt(item) },
     });
-    const row = el('tr', { data: { index }, class: state.selected === index ? 'selected' : '' },
+    const classes = ['row-open', state.selected === index ? 'selected' : '', proofStatus(item.proof) === 'failed' ? 'row-proof-failed' : ''];
+    const row = el('tr', { data: { index }, class: classes.filter(Boolean).join(' ') },
       el('td', { class: 'cell-num' }, open),
       el('td', {}, timeEl(r.time)),
       el('td', { class: 'col-kind', text: r.kind ?? '' }),
       el('td', {}, badge(outcomeOf(r))),
       el('td', {}, code(receiptTool(r))),
-      el('td', { class: 'cell-agent col-agent' }, r.principal?.id ?? ''),
+      el('td', { class: 'cell-agent col-agent' }, agentEl(r.principal?.id, receiptVerified(r), { asCode: false })),
       el('td', {}, proofBadge(item.proof)));
+    // A click anywhere on the row opens the receipt, as its `#N` button
+    // does for the keyboard; a click on a control or a text selection
+    // (copying an id) does not.
+    row.addEventListener('click', (event) => {
+      if (event.target.closest('button, a, input, select, textarea')) return;
+      if (String(window.getSelection?.() ?? '') !== '') return;
+      showReceipt(item);
+    });
     return row;
   });
   table.tBodies[0].replaceChildren(...rows);
   table.hidden = rows.length === 0;
+  // A search that no longer finds the receipt shown closes it: the detail
+  // beside the results must be one of them.
+  if (closeExcluded && state.selected !== null && !state.results.some((item) => (item.index ?? item.receipt?.index) === state.selected)) {
+    closeReceipt({ focus: false });
+    announce('The receipt that was open is not among the results: it is closed.');
+  }
 }
 
 function proofBadge(proof) {
-  const status = proof?.status ?? 'unknown';
-  return badge(status, { label: status === 'verified' ? 'verified' : status });
+  const status = proofStatus(proof);
+  const node = badge(status, { label: status === 'failed' ? 'failed: altered?' : status });
+  node.title = `Inclusion proof: ${proofText(proof)}`;
+  return node;
 }
 
 function proofText(proof) {
@@ -873,18 +1023,19 @@ function showReceipt(item, { focus = true } = {}) {
       el('button', {
         class: 'button button-small button-quiet detail-close', text: 'Close',
         attrs: { type: 'button', 'aria-label': 'Close receipt' },
-        on: { click: closeReceipt },
+        on: { click: () => closeReceipt() },
       })),
     el('p', { class: `proof proof-${item.proof?.status ?? 'unknown'}` },
       el('span', { class: 'proof-label', text: 'Inclusion proof: ' }), proofBadge(item.proof), ' ', proofText(item.proof)),
     facts([
       ['Approver', approverOf(r)],
-      ['Time', timeEl(r.time, { withDate: true })],
+      ['Time', timeEl(r.time)],
       ["Approver's reason", resolved && reasons.length ? reasons.join('; ') : null, true],
       [r.kind === 'approval' ? 'Approval id' : 'Decision id', code(r.decision_id), true],
       ['Approval', r.kind === 'approval' ? null : code(r.approval?.id), true],
       ['Asked by decision', code(r.approval?.requested_by), true],
-      ['Agent', code(r.principal?.id), true],
+      ['Agent', agentEl(r.principal?.id, receiptVerified(r)), true],
+      ['Identity', receiptVerified(r) ? 'verified by a task credential' : el('strong', { class: 'unverified-text', text: `${UNVERIFIED_TEXT} (no task credential)` }), true],
       ['On behalf of', r.principal?.on_behalf_of],
       ['Task', code(r.task?.id)],
       ['Delegation', chainEl(r.delegation), true],
@@ -894,8 +1045,7 @@ function showReceipt(item, { focus = true } = {}) {
       ['Errors', Array.isArray(r.errors) && r.errors.length ? json(r.errors) : null, true],
       ['Policy version', r.policy_version ? el('code', { attrs: { title: r.policy_version }, text: shortHash(r.policy_version) }) : null],
     ], 'facts facts-wide'),
-    r.arguments !== undefined ? el('h3', { class: 'label', text: 'Arguments' }) : null,
-    r.arguments !== undefined ? json(r.arguments) : null,
+    argumentsEl(r.arguments, { omittedBytes: r.arguments_omitted_bytes, sha256: r.arguments_sha256 }),
     el('details', { class: 'raw' },
       el('summary', { text: 'The receipt as signed' }),
       json(r),
@@ -913,13 +1063,16 @@ function panelHasFocus() {
   return panel === document.activeElement || panel.contains(document.activeElement);
 }
 
-function closeReceipt() {
+function closeReceipt({ focus = true } = {}) {
   const panel = $('receipt-detail');
   const index = state.selected;
+  // Focus inside the panel would be lost with it.
+  const hadFocus = panelHasFocus();
   state.selected = null;
   clear(panel).hidden = true;
   $('explorer').classList.remove('has-detail');
   for (const row of $('results').tBodies[0].rows) row.classList.remove('selected');
+  if (!focus && !hadFocus) return;
   const back = [...$('results').tBodies[0].rows].find((row) => row.dataset.index === String(index));
   (back?.querySelector('button') ?? $('receipts-title')).focus();
 }

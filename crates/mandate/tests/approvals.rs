@@ -173,6 +173,10 @@ fn an_approval_releases_one_call_with_exactly_the_approved_arguments() {
     assert_eq!(detail["summary"]["arguments"], json!({"id": "msg-1"}));
     assert_eq!(detail["summary"]["agent"], AGENT);
     assert_eq!(detail["summary"]["on_behalf_of"], PERSON);
+    // No task credential: the agent and its person are only asserted.
+    assert_eq!(detail["summary"]["verified"], false);
+    // The example pack's policies read `to` and `cc` (recipients.cedar).
+    assert_eq!(detail["summary"]["arguments_read"], json!(["cc", "to"]));
     assert_eq!(
         detail["summary"]["task"]["intent"],
         "answer customer questions about their orders"
@@ -931,6 +935,8 @@ fn the_cli_lists_shows_approves_and_denies() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains(&first) && out.contains(&second), "{out}");
     assert!(out.contains("mail/delete_email"), "{out}");
+    // Asked without a task credential: the agent's name is only asserted.
+    assert!(out.contains(&format!("{AGENT} (unverified)")), "{out}");
 
     let (code, out, err) = mandate(
         &["approvals", "show", &first, "--server", server],
@@ -940,6 +946,40 @@ fn the_cli_lists_shows_approves_and_denies() {
     assert!(out.contains("status      pending"), "{out}");
     assert!(out.contains(r#"arguments   {"id":"msg-11"}"#), "{out}");
     assert!(out.contains("for alice@example.com"), "{out}");
+    assert!(
+        out.contains(
+            "identity    NOT VERIFIED: asserted by the caller, not verified (no task credential)"
+        ),
+        "{out}"
+    );
+    // No argument of this call is one the policies read.
+    assert!(!out.contains("checked "), "{out}");
+    // Times are RFC 3339, in UTC.
+    let created = out
+        .lines()
+        .find_map(|l| l.strip_prefix("created at  "))
+        .unwrap_or_else(|| panic!("no creation time:\n{out}"));
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(created).is_ok() && created.ends_with('Z'),
+        "{out}"
+    );
+
+    // A call with an argument the policies read says which.
+    let mut addressed = delete_email("msg-13");
+    merge(
+        &mut addressed,
+        &json!({ "arguments": { "to": "carol@example.com" } }),
+    );
+    let (_, third) = gw.ask(&addressed);
+    let (code, out, err) = mandate(
+        &["approvals", "show", &third, "--server", server],
+        Some(BOB_TOKEN),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("checked     to (the arguments the policies read)"),
+        "{out}"
+    );
 
     let (code, out, err) = mandate(
         &[
@@ -1078,6 +1118,7 @@ fn under_a_task_credential_an_approval_binds_the_credential_and_an_approver_can_
         )
         .json();
     assert_eq!(detail["summary"]["on_behalf_of"], HUMAN);
+    assert_eq!(detail["summary"]["verified"], true);
     assert_eq!(
         detail["summary"]["chain"],
         json!([{"agent": ROOT_AGENT, "depth": 0}, {"agent": SUB_AGENT, "depth": 1}])

@@ -1,7 +1,8 @@
 //! The web console, tested in a real browser: this test starts a real
 //! `mandate serve` (an approver, approval gates from
-//! `tests/data/console-pack`, an identity provider and an open task with one
-//! delegation), then runs `node --test tests/ui/console.test.mjs`, which
+//! `tests/data/console-pack`, an identity provider, an open task with one
+//! delegation, and one receipt altered in the ledger after it was signed),
+//! then runs `node --test tests/ui/console.test.mjs`, which
 //! drives Debian's chromium with playwright-core: the agent's side with
 //! fetch, the approver's in the console.
 //!
@@ -11,7 +12,12 @@
 //! the repository), the browser test saves the screenshots the docs show.
 
 // Tests assert by panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod util;
 
@@ -21,6 +27,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mandate_core::api::{DelegateTask, StartTask};
+use serde_json::{Value, json};
 use util::Launch;
 use util::tasks::{Gateway, Idp, ROOT_AGENT, SUB_AGENT, delegation_of, task_of, write_config};
 
@@ -130,6 +137,64 @@ fn open_task(gw: &Gateway) -> (String, String) {
     (started.task_id, started.credential)
 }
 
+/// Records a denied call, waits until a signed checkpoint covers its
+/// receipt, then alters the receipt in the ledger to read `allow`, as
+/// someone covering their tracks would: the console must show its proof as
+/// failed wherever it shows the receipt. Returns the receipt's index.
+fn tamper_with_a_receipt(gw: &Gateway) -> u64 {
+    let denied = gw.server.decide(&json!({
+        "principal": {"id": "spiffe://example.org/agent/billing"},
+        "action": {"server": "billing", "tool": "export_customers"},
+        "arguments": {"format": "csv", "note": "tampered-receipt"},
+        "context": {"task": {"intent": "export the customer list", "tools": ["export_customers"]}},
+    }));
+    assert_eq!(denied.status, 200, "{}", denied.body);
+    let denied = denied.json();
+    assert_eq!(denied["decision"], "deny", "{denied}");
+    let index = denied["receipt_index"].as_u64().unwrap();
+    util::poll_until(
+        Duration::from_secs(15),
+        "a checkpoint over the receipt to alter",
+        || {
+            let found: Value = gw
+                .server
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v1/receipts?before={}&limit=1", index + 1),
+                    Some(APPROVER_TOKEN),
+                    None,
+                )
+                .json();
+            let status = found["items"][0]["proof"]["status"].clone();
+            if status == "verified" {
+                Ok(())
+            } else {
+                Err(status)
+            }
+        },
+    );
+    let ledger = rusqlite::Connection::open(gw.data.join("ledger.db")).unwrap();
+    ledger.busy_timeout(Duration::from_secs(10)).unwrap();
+    let body: String = ledger
+        .query_row("SELECT body FROM receipts WHERE idx = ?1", [index], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    let altered = body.replace(r#""decision":"deny""#, r#""decision":"allow""#);
+    assert_ne!(
+        altered, body,
+        "the receipt's body has no deny to alter: {body}"
+    );
+    let changed = ledger
+        .execute(
+            "UPDATE receipts SET body = ?1, decision = 'allow' WHERE idx = ?2",
+            rusqlite::params![altered, index],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    index
+}
+
 /// Runs `node --test FILE` with `envs`, bounded by [`NODE_TIMEOUT`];
 /// returns whether it passed and everything it printed.
 fn run_node(repo: &Path, file: &Path, envs: &[(&str, String)]) -> (bool, String) {
@@ -176,6 +241,7 @@ fn the_console_in_a_real_browser() {
     require_browser_tools(&repo);
     let gw = gateway();
     let (task_id, credential) = open_task(&gw);
+    let tampered = tamper_with_a_receipt(&gw);
 
     let (passed, output) = run_node(
         &repo,
@@ -186,6 +252,7 @@ fn the_console_in_a_real_browser() {
             ("MANDATE_APPROVER_NAME", APPROVER.to_owned()),
             ("MANDATE_TASK_ID", task_id),
             ("MANDATE_TASK_CREDENTIAL", credential),
+            ("MANDATE_TAMPERED_INDEX", tampered.to_string()),
         ],
     );
     println!("{output}");

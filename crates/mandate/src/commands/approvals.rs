@@ -52,12 +52,17 @@ pub fn list(args: ApprovalsListArgs) -> anyhow::Result<Code> {
             };
             outln!(
                 out,
-                "{}  {:<9}  {}/{}  {}  {when}",
+                "{}  {:<9}  {}/{}  {}{}  {when}",
                 item.id,
                 item.status.as_str(),
                 str_of(summary, "server"),
                 str_of(summary, "tool"),
                 str_of(summary, "agent"),
+                if unverified(summary) {
+                    " (unverified)"
+                } else {
+                    ""
+                },
             );
         }
         emit_text(&out)?;
@@ -138,6 +143,16 @@ fn print_approval(approval: &ApprovalView, json: bool) -> anyhow::Result<()> {
             Some(person) => outln!(out, "agent       {agent} (for {person})"),
             None => outln!(out, "agent       {agent}"),
         }
+        // Without a task credential the agent, its person and its chain are
+        // what the caller wrote: say so before anything else is read.
+        if unverified(summary) {
+            outln!(
+                out,
+                "identity    NOT VERIFIED: asserted by the caller, not verified (no task credential)"
+            );
+        } else if summary.get("verified") == Some(&Value::Bool(true)) {
+            outln!(out, "identity    verified by a task credential");
+        }
         let chain: Vec<&str> = summary
             .get("chain")
             .and_then(Value::as_array)
@@ -161,7 +176,20 @@ fn print_approval(approval: &ApprovalView, json: bool) -> anyhow::Result<()> {
             str_of(summary, "tool")
         );
         match summary.get("arguments").filter(|a| !a.is_null()) {
-            Some(arguments) => outln!(out, "arguments   {arguments}"),
+            Some(arguments) => {
+                outln!(out, "arguments   {arguments}");
+                let read: Vec<String> = strings(summary, "arguments_read")
+                    .into_iter()
+                    .filter(|name| arguments.get(name).is_some())
+                    .collect();
+                if !read.is_empty() {
+                    outln!(
+                        out,
+                        "checked     {} (the arguments the policies read)",
+                        read.join(", ")
+                    );
+                }
+            }
             None => outln!(out, "arguments   {}", str_of(summary, "arguments_sha256")),
         }
         for reason in strings(summary, "reasons") {
@@ -188,6 +216,12 @@ fn print_approval(approval: &ApprovalView, json: bool) -> anyhow::Result<()> {
     }
     emit_text(&out)?;
     Ok(())
+}
+
+/// Whether the summary says the identities in it were only asserted by the
+/// caller (no task credential backed them).
+fn unverified(summary: &Value) -> bool {
+    summary.get("verified") == Some(&Value::Bool(false))
 }
 
 /// The string at `key` of a summary, or "".
