@@ -153,9 +153,24 @@ fn no_acknowledged_receipt_is_lost_to_a_killed_instance_or_a_crashed_database() 
     // Crash the database (no checkpoint, connections gone), bring it back:
     // the instance recovers without a restart.
     pg.crash().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    poll_until(Duration::from_secs(60), "health to say failing", || {
+        let health = b.health();
+        if health["status"] == "failing" {
+            Ok(())
+        } else {
+            Err(health)
+        }
+    });
     pg.resume().unwrap();
     load.progress(50, "decisions after the database came back");
+    poll_until(Duration::from_secs(60), "health to say ok again", || {
+        let health = b.health();
+        if health["status"] == "ok" {
+            Ok(())
+        } else {
+            Err(health)
+        }
+    });
 
     // The killed instance starts again on its data directory.
     let a = instance(&data_a, &url);
@@ -221,5 +236,4 @@ fn no_acknowledged_receipt_is_lost_to_a_killed_instance_or_a_crashed_database() 
     }
     assert!(signed.size <= tree.len());
     assert_eq!(tree.root(signed.size).unwrap(), signed.root);
-    let _ = b;
 }

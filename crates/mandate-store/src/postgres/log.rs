@@ -66,6 +66,8 @@ struct Inner {
     latest: RwLock<SignedCheckpoint>,
     commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Why the last write to the database failed, until one succeeds.
+    failing: Mutex<Option<String>>,
 }
 
 impl PgLog {
@@ -111,6 +113,7 @@ impl PgLog {
             latest: RwLock::new(latest),
             commands: Mutex::new(Some(tx)),
             writer: Mutex::new(None),
+            failing: Mutex::new(None),
         });
         let writer = Writer {
             inner: Arc::clone(&inner),
@@ -340,6 +343,11 @@ impl Inner {
         Ok(())
     }
 
+    /// Records how the last write went.
+    fn wrote(&self, result: Result<(), String>) {
+        *self.failing.lock().unwrap_or_else(PoisonError::into_inner) = result.err();
+    }
+
     /// Keeps `checkpoint` as the newest if it is newer.
     fn saw(&self, checkpoint: SignedCheckpoint) {
         let mut latest = self.latest.write().unwrap_or_else(PoisonError::into_inner);
@@ -393,9 +401,13 @@ impl Writer {
                 true
             } else if periodic {
                 match self.lease().await {
-                    Ok(held) => held,
+                    Ok(held) => {
+                        self.inner.wrote(Ok(()));
+                        held
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "could not renew the checkpoint lease");
+                        self.inner.wrote(Err(e.to_string()));
                         false
                     }
                 }
@@ -408,6 +420,8 @@ impl Writer {
             let (acks, receipts): (Vec<_>, Vec<_>) =
                 receipts.into_iter().map(|(r, ack)| (ack, r)).unzip();
             let outcome = self.commit(receipts, sign).await;
+            self.inner
+                .wrote(outcome.as_ref().map(|_| ()).map_err(ToString::to_string));
             let outcome = match outcome {
                 Ok((appended, checkpoint)) => {
                     for (ack, appended) in acks.into_iter().zip(appended) {
@@ -851,10 +865,15 @@ impl crate::ReceiptLog for PgLog {
         PgLog::size(self)
     }
 
-    /// A failed write fails its group only (the next group starts from
-    /// what the database holds), so the log never stops as a whole.
+    /// Why the last write failed, until one succeeds. A failed write fails
+    /// its group only (the next group starts from what the database holds),
+    /// so the log recovers by itself when the database does.
     fn failure(&self) -> Option<String> {
-        None
+        self.inner
+            .failing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn latest_checkpoint(&self) -> SignedCheckpoint {

@@ -34,6 +34,10 @@ use crate::StateError;
 /// 503) rather than hanging.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Limits every session sets (unless the URL sets `options`).
+const SESSION_OPTIONS: &str =
+    "-c statement_timeout=30s -c lock_timeout=10s -c idle_in_transaction_session_timeout=60s";
+
 /// Connections per instance: enough for group commit, the readers and the
 /// approval listener, few enough that three instances fit PostgreSQL's
 /// default `max_connections` of 100 many times over.
@@ -72,6 +76,15 @@ impl PgStore {
             ))
         })?;
         config.connect_timeout(CONNECT_TIMEOUT);
+        // A database that stops answering (a partition, not a refusal) must
+        // not hold decisions forever: dead peers are found by keepalives,
+        // stuck statements and lock waits end, and a transaction left open
+        // is rolled back by the server. A URL that sets `options` keeps its own.
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(30));
+        if config.get_options().is_none() {
+            config.options(SESSION_OPTIONS);
+        }
         if config.get_application_name().is_none() {
             config.application_name("mandate");
         }
