@@ -323,3 +323,35 @@ async fn a_decision_id_logged_by_another_instance_is_refused_alone() {
     let checkpoint = b.checkpoint().await.unwrap();
     assert_eq!(assert_one_log(&url, &key, &checkpoint).await, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_proves_consistency_up_to_a_checkpoint_another_signed() {
+    let url = test_postgres::shared().database();
+    let key = LogKey::generate("mandate.local/test").unwrap();
+    let a = PgStore::connect(&url)
+        .await
+        .unwrap()
+        .log(key.clone(), config())
+        .await
+        .unwrap();
+    let b = PgStore::connect(&url)
+        .await
+        .unwrap()
+        .log(key.clone(), config())
+        .await
+        .unwrap();
+    for n in 0..10 {
+        a.append(receipt(n)).await.unwrap();
+    }
+    let early = a.checkpoint().await.unwrap();
+    for n in 10..25 {
+        a.append(receipt(n)).await.unwrap();
+    }
+    let late = a.checkpoint().await.unwrap();
+    assert!(b.latest_checkpoint().size < late.size, "b has not seen it");
+    b.consistency(early.size, late.size)
+        .await
+        .unwrap()
+        .verify(early.root, late.root)
+        .unwrap();
+}

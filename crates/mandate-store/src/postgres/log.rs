@@ -255,9 +255,14 @@ impl PgLog {
     }
 
     /// Proof that the tree of size `from` is a prefix of the tree of size
-    /// `to`; both within the newest checkpoint this instance has seen.
+    /// `to`; both within the newest checkpoint (of any instance: one this
+    /// instance has not seen yet is caught up on first).
     pub async fn consistency(&self, from: u64, to: u64) -> Result<ConsistencyProof, LedgerError> {
-        let signed = self.inner.latest().size;
+        let mut signed = self.inner.latest().size;
+        if to > signed {
+            // Another instance may have signed it: catch up before refusing.
+            signed = self.checkpoint().await?.size;
+        }
         if to > signed {
             return Err(LedgerError::BeyondCheckpoint { asked: to, signed });
         }
