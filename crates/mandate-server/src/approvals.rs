@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use mandate_auth::TokenDigest;
 use mandate_core::api::ApprovalView;
-use mandate_core::{Approval, ApprovalStatus, DecisionRequest, Requester, Verdict};
+use mandate_core::{
+    Approval, ApprovalId, ApprovalStatus, DecisionRequest, DecisionResponse, Requester,
+};
 use mandate_ledger::Receipt;
 use mandate_ledger::receipt::ApprovalRef;
 use mandate_store::ApprovalRecord;
@@ -310,14 +312,15 @@ impl Asker {
     }
 }
 
-/// The approval for an `approval_required` decision, and what an approver
-/// is shown of it. `receipt` is the decision's receipt (with its index).
+/// The approval for an `approval_required` decision (`decided`, the
+/// answer to the call), and what an approver is shown of it. `receipt` is
+/// the decision's receipt (with its index).
 pub(crate) fn open(
-    id: String,
+    id: ApprovalId,
     receipt: &Receipt,
     binding: String,
     asker: Asker,
-    verdict: &Verdict,
+    decided: &DecisionResponse,
     now: DateTime<Utc>,
     ttl: Duration,
 ) -> Result<ApprovalRecord, mandate_ledger::ReceiptError> {
@@ -338,12 +341,12 @@ pub(crate) fn open(
         "arguments": receipt.arguments,
         "arguments_omitted_bytes": receipt.arguments_omitted_bytes,
         "arguments_sha256": receipt.arguments_sha256,
-        "policies": verdict.policies,
-        "reasons": verdict.reasons,
+        "policies": decided.policies,
+        "reasons": decided.reasons,
     });
     let approval = Approval::new(
         id,
-        receipt.decision_id.clone(),
+        decided.decision_id.clone(),
         binding,
         requester,
         now,
@@ -367,7 +370,7 @@ pub fn resolution_receipt(
     let mut receipt: Receipt = serde_json::from_value(record.receipt.clone())?;
     let approval = &record.approval;
     receipt.kind = "approval".to_owned();
-    receipt.decision_id = approval.id.clone();
+    receipt.decision_id = approval.id.to_string();
     receipt.time = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     receipt.decision = approval.status.into();
     receipt.reasons = match (&approval.status, &approval.reason) {
@@ -383,8 +386,8 @@ pub fn resolution_receipt(
     receipt.errors = Vec::new();
     receipt.approver = approval.resolved_by.clone();
     receipt.approval = Some(ApprovalRef {
-        id: approval.id.clone(),
-        requested_by: approval.decision_id.clone(),
+        id: approval.id.to_string(),
+        requested_by: approval.decision_id.to_string(),
     });
     Ok(receipt)
 }
