@@ -84,8 +84,8 @@ use biscuit_auth::{
     PrivateKey,
 };
 use chrono::{DateTime, Utc};
-use mandate_core::names;
 use mandate_core::time::rfc3339;
+use mandate_core::{TaskId, names};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -252,7 +252,7 @@ pub enum Widening {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskGrant {
     /// The task's id.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The root agent's verified identity (workload identity subject).
     pub agent: String,
     /// The human the agent acts for, kept apart from the agent's identity.
@@ -309,7 +309,7 @@ pub struct Hop {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifiedCredential {
     /// The task's id.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The task's root agent.
     pub root_agent: String,
     /// The human the task acts for.
@@ -425,7 +425,7 @@ impl TaskAuthority {
 
     /// Mints the credential of a new task.
     pub fn mint(&self, grant: &TaskGrant) -> Result<TaskCredential, CredentialError> {
-        non_empty("task id", &grant.task_id)?;
+        non_empty("task id", grant.task_id.as_str())?;
         checked(names::agent(&grant.agent))?;
         non_empty("audience", &grant.audience)?;
         if let Some(human) = &grant.on_behalf_of {
@@ -436,7 +436,7 @@ impl TaskAuthority {
         let (expires_at, expires) = whole_seconds(grant.expires_at)?;
 
         let mut builder = Biscuit::builder()
-            .fact(fact("task", &[string(&grant.task_id)]))
+            .fact(fact("task", &[string(grant.task_id.as_str())]))
             .and_then(|b| b.fact(fact("hop", &[string(&grant.agent), int(0)])))
             .and_then(|b| b.fact(fact("task_audience", &[string(&grant.audience)])))
             .and_then(|b| b.fact(fact("max_depth", &[int(i64::from(grant.max_depth))])))
@@ -868,6 +868,7 @@ fn evaluate(
         query(&mut authorizer, "data($t) <- task($t) trusting authority")?,
         "task",
     )?;
+    let task_id = TaskId::new(task_id).map_err(|e| CredentialError::Malformed(e.to_string()))?;
     let found_audience: String = exactly_one(
         query(
             &mut authorizer,

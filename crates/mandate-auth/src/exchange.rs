@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::credential::{TaskAuthority, VerifiedCredential};
-use mandate_core::Decision;
+use mandate_core::{Decision, DecisionId, TaskId};
 
 /// `grant_type` of an RFC 8693 token exchange.
 pub const TOKEN_EXCHANGE_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -281,9 +281,9 @@ pub struct PublicJwk {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecidedCall {
     /// The decision's id.
-    pub decision_id: String,
+    pub decision_id: DecisionId,
     /// The task it was made under.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The revocation id (hex, last block) of the credential it was made
     /// under; `None` if not recorded.
     pub credential: Option<String>,
@@ -336,9 +336,9 @@ pub struct AccessTokenClaims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Actor>,
     /// The task the credential belongs to.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The decision the token was exchanged for.
-    pub decision_id: String,
+    pub decision_id: DecisionId,
 }
 
 /// One actor of an RFC 8693 `act` chain.
@@ -393,7 +393,7 @@ pub enum ExchangeError {
     #[error("decision `{decision_id}` is for `{tool}`, which resource `{resource}` does not serve")]
     ToolNotServed {
         /// The decision.
-        decision_id: String,
+        decision_id: DecisionId,
         /// Its tool.
         tool: String,
         /// The resource.
@@ -413,15 +413,15 @@ pub enum ExchangeError {
     ScopeWithoutDecidedTool(String),
     /// The decision was made under another task.
     #[error("decision `{0}` was made under another task")]
-    DecisionOfAnotherTask(String),
+    DecisionOfAnotherTask(DecisionId),
     /// The decision was made under another credential of the task.
     #[error("decision `{0}` was not made under the credential presented")]
-    DecisionOfAnotherCredential(String),
+    DecisionOfAnotherCredential(DecisionId),
     /// The decision was not an allow.
     #[error("decision `{decision_id}` was `{decision}`; only an allowed call gets a token")]
     DecisionNotAllowed {
         /// The decision.
-        decision_id: String,
+        decision_id: DecisionId,
         /// Its outcome.
         decision: Decision,
     },
@@ -431,7 +431,7 @@ pub enum ExchangeError {
     )]
     DecisionTooOld {
         /// The decision.
-        decision_id: String,
+        decision_id: DecisionId,
         /// The resource's lifetime, in seconds.
         max_age_secs: u64,
     },
@@ -746,7 +746,7 @@ mod tests {
             "spiffe://x/reader",
         ];
         VerifiedCredential {
-            task_id: "task-1".to_owned(),
+            task_id: TaskId::new("task-1").unwrap(),
             root_agent: agents[0].to_owned(),
             on_behalf_of: human.then(|| "alice@example.com".to_owned()),
             chain: (0..=depth)
@@ -766,7 +766,7 @@ mod tests {
 
     fn decision(credential: &VerifiedCredential, tool: &str) -> DecidedCall {
         DecidedCall {
-            decision_id: "dec-1".to_owned(),
+            decision_id: DecisionId::new("dec-1").unwrap(),
             task_id: credential.task_id.clone(),
             credential: credential.revocation_ids.last().cloned(),
             tool: tool.to_owned(),
@@ -870,8 +870,8 @@ mod tests {
         assert_eq!((c.iat, c.nbf), (now().timestamp(), now().timestamp()));
         assert_eq!(c.exp, now().timestamp() + 60);
         assert_eq!(c.jti, "jti-1");
-        assert_eq!(c.task_id, "task-1");
-        assert_eq!(c.decision_id, "dec-1");
+        assert_eq!(c.task_id.as_str(), "task-1");
+        assert_eq!(c.decision_id.as_str(), "dec-1");
         assert_eq!(c.scope, "mail/send_email");
 
         // The JWS verifies with the published JWK, by an independent verifier.
@@ -996,10 +996,12 @@ mod tests {
         assert_eq!(err.error_code(), "invalid_target");
 
         let mut other_task = call.clone();
-        other_task.task_id = "task-2".to_owned();
+        other_task.task_id = TaskId::new("task-2").unwrap();
         assert_eq!(
             run(&sub, &other_task, MAIL, None),
-            Err(ExchangeError::DecisionOfAnotherTask("dec-1".to_owned()))
+            Err(ExchangeError::DecisionOfAnotherTask(
+                DecisionId::new("dec-1").unwrap()
+            ))
         );
 
         // The parent's credential (same task) and an unrecorded credential.
@@ -1007,7 +1009,7 @@ mod tests {
         let err = run(&parent, &call, MAIL, None).unwrap_err();
         assert_eq!(
             err,
-            ExchangeError::DecisionOfAnotherCredential("dec-1".to_owned())
+            ExchangeError::DecisionOfAnotherCredential(DecisionId::new("dec-1").unwrap())
         );
         assert_eq!(err.error_code(), "invalid_grant");
         let mut unrecorded = call.clone();

@@ -21,6 +21,7 @@ use mandate_auth::credential::{
     CredentialError, CredentialVerifier, DatalogLimits, Delegation, Hop, TaskAuthority,
     TaskCredential, TaskGrant, VerificationCache, Widening,
 };
+use mandate_core::TaskId;
 
 const AUDIENCE: &str = "https://mandate.example/";
 const ROOT: &str = "spiffe://example.org/agent/mail";
@@ -37,7 +38,7 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 
 fn grant() -> TaskGrant {
     TaskGrant {
-        task_id: "task-0001".to_owned(),
+        task_id: TaskId::new("task-0001").unwrap(),
         agent: ROOT.to_owned(),
         on_behalf_of: Some("alice@example.org".to_owned()),
         tools: set(&["mail/read_inbox", "mail/send", "calendar/list"]),
@@ -155,8 +156,9 @@ fn mint_truncates_expiry_to_whole_seconds_and_omits_absent_human() {
 fn mint_refuses_an_empty_grant() {
     let authority = TaskAuthority::generate();
     for broken in [
+        // An empty task id is not a `TaskId`; a blank one is not minted.
         TaskGrant {
-            task_id: String::new(),
+            task_id: TaskId::new(" ").unwrap(),
             ..grant()
         },
         TaskGrant {
@@ -205,7 +207,7 @@ fn delegation_narrows_and_records_the_sub_agent() {
     );
     assert_eq!(v.root_agent, ROOT);
     assert_eq!(v.holder().unwrap().agent, SUB);
-    assert_eq!(v.task_id, "task-0001");
+    assert_eq!(v.task_id.as_str(), "task-0001");
     assert_eq!(v.on_behalf_of.as_deref(), Some("alice@example.org"));
     assert_eq!(v.tools, set(&["mail/read_inbox"]));
     assert!(v.allows_tool("mail/read_inbox"));
@@ -347,6 +349,37 @@ fn a_forged_token_is_rejected() {
         verifier.verify(&huge, t0()),
         Err(CredentialError::Malformed(_))
     ));
+}
+
+#[test]
+fn an_authority_signed_token_without_a_task_id_is_malformed() {
+    // `mint` never writes an empty task id; a token that the key signed
+    // with one anyway names no task, so it is not a credential.
+    let (authority, verifier, _) = setup();
+    let expires = u64::try_from((t0() + Duration::minutes(10)).timestamp()).unwrap();
+    let token = Biscuit::builder()
+        .fact(fact("task", &[string("")]))
+        .unwrap()
+        .fact(fact("hop", &[string(ROOT), int(0)]))
+        .unwrap()
+        .fact(fact("task_audience", &[string(AUDIENCE)]))
+        .unwrap()
+        .fact(fact("max_depth", &[int(0)]))
+        .unwrap()
+        .fact(fact("hop_expires", &[int(0), Term::Date(expires)]))
+        .unwrap()
+        .fact(fact("hop_tool", &[int(0), string("mail/send")]))
+        .unwrap()
+        .build(&KeyPair::from(&private_key(&authority)))
+        .unwrap()
+        .to_base64()
+        .unwrap();
+    match verifier.verify(&token, t0()) {
+        Err(CredentialError::Malformed(message)) => {
+            assert!(message.contains("task id `` is empty"), "{message}");
+        }
+        other => panic!("expected a malformed credential, got {other:?}"),
+    }
 }
 
 #[test]

@@ -23,7 +23,9 @@ use mandate_core::api::{
     ApprovalList, ApprovalView, DelegateTask, Delegated, ResolveApproval, StartTask, TaskEnded,
     TaskStarted, TaskView, WithdrawApproval,
 };
-use mandate_core::{ApprovalStatus, DecisionRequest, DecisionResponse};
+use mandate_core::{
+    ApprovalId, ApprovalStatus, DecisionId, DecisionRequest, DecisionResponse, TaskId,
+};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::{Deserialize, Serialize};
 
@@ -75,8 +77,8 @@ pub enum ClientError {
         /// Why the body cannot be read as the answer.
         detail: String,
     },
-    /// An id that cannot be one path segment (empty, `.` or `..`): nothing
-    /// was sent.
+    /// An id that cannot be one path segment (`.` or `..`), or text that is
+    /// not an id at all (an empty task id, say): nothing was sent.
     #[error("`{0}` is not an id Mandate gives")]
     BadId(String),
 }
@@ -165,11 +167,15 @@ impl Client {
     /// `GET /v1/approvals/{id}?wait=…`: the approval's state once it is no
     /// longer pending, or when `wait` (whole seconds, at least one) ends.
     /// The status needs no token.
-    pub async fn approval(&self, id: &str, wait: Duration) -> Result<ApprovalState, ClientError> {
+    pub async fn approval(
+        &self,
+        id: &ApprovalId,
+        wait: Duration,
+    ) -> Result<ApprovalState, ClientError> {
         let wait = wait.as_secs().max(1);
         let request = self
             .http
-            .get(self.url(&["v1", "approvals", id])?)
+            .get(self.url(&["v1", "approvals", id.as_str()])?)
             .query(&[("wait", format!("{wait}s"))])
             .timeout(self.timeout + Duration::from_secs(wait));
         self.send(request).await
@@ -180,12 +186,12 @@ impl Client {
     /// `bearer` must be the one the approval was asked under.
     pub async fn withdraw(
         &self,
-        id: &str,
+        id: &ApprovalId,
         reason: &str,
         bearer: Option<&str>,
     ) -> Result<(), ClientError> {
         let request = self
-            .request(Method::POST, &["v1", "approvals", id, "withdraw"])?
+            .request(Method::POST, &["v1", "approvals", id.as_str(), "withdraw"])?
             .json(&WithdrawApproval {
                 reason: Some(reason.to_owned()),
             });
@@ -199,7 +205,7 @@ impl Client {
     /// under.
     pub async fn report_result(
         &self,
-        decision_id: &str,
+        decision_id: &DecisionId,
         outcome: CallOutcome,
         credential: &str,
     ) -> Result<(), ClientError> {
@@ -208,7 +214,10 @@ impl Client {
             status: CallOutcome,
         }
         let request = self
-            .request(Method::POST, &["v1", "decisions", decision_id, "result"])?
+            .request(
+                Method::POST,
+                &["v1", "decisions", decision_id.as_str(), "result"],
+            )?
             .bearer_auth(credential)
             .json(&Report { status: outcome });
         self.send::<serde::de::IgnoredAny>(request)
@@ -235,12 +244,12 @@ impl Client {
     /// `credential`.
     pub async fn delegate_task(
         &self,
-        task_id: &str,
+        task_id: &TaskId,
         delegation: &DelegateTask,
         credential: &str,
     ) -> Result<Delegated, ClientError> {
         let request = self
-            .request(Method::POST, &["v1", "tasks", task_id, "delegate"])?
+            .request(Method::POST, &["v1", "tasks", task_id.as_str(), "delegate"])?
             .bearer_auth(credential)
             .json(delegation);
         self.send(request).await
@@ -249,9 +258,9 @@ impl Client {
     /// `GET /v1/tasks/{id}`: task `task_id` with its delegation tree and
     /// history, shown to `bearer` (a credential of the task, its root
     /// agent's identity token, or an approver token).
-    pub async fn task(&self, task_id: &str, bearer: &str) -> Result<TaskView, ClientError> {
+    pub async fn task(&self, task_id: &TaskId, bearer: &str) -> Result<TaskView, ClientError> {
         let request = self
-            .request(Method::GET, &["v1", "tasks", task_id])?
+            .request(Method::GET, &["v1", "tasks", task_id.as_str()])?
             .bearer_auth(bearer);
         self.send(request).await
     }
@@ -259,9 +268,9 @@ impl Client {
     /// `DELETE /v1/tasks/{id}`: ends task `task_id` and revokes its
     /// credentials, asked by `bearer` (its root credential, its root
     /// agent's identity token, or an approver token).
-    pub async fn end_task(&self, task_id: &str, bearer: &str) -> Result<TaskEnded, ClientError> {
+    pub async fn end_task(&self, task_id: &TaskId, bearer: &str) -> Result<TaskEnded, ClientError> {
         let request = self
-            .request(Method::DELETE, &["v1", "tasks", task_id])?
+            .request(Method::DELETE, &["v1", "tasks", task_id.as_str()])?
             .bearer_auth(bearer);
         self.send(request).await
     }
@@ -295,11 +304,11 @@ impl Client {
     /// long (it caps the wait); the request's timeout grows by as much.
     pub async fn show_approval(
         &self,
-        id: &str,
+        id: &ApprovalId,
         wait: Option<Duration>,
         bearer: Option<&str>,
     ) -> Result<ApprovalView, ClientError> {
-        let mut request = self.http.get(self.url(&["v1", "approvals", id])?);
+        let mut request = self.http.get(self.url(&["v1", "approvals", id.as_str()])?);
         let mut timeout = self.timeout;
         if let Some(wait) = wait {
             request = request.query(&[("wait", wait_param(wait))]);
@@ -313,7 +322,7 @@ impl Client {
     /// because of `reason`.
     pub async fn approve(
         &self,
-        id: &str,
+        id: &ApprovalId,
         reason: &str,
         approver: &str,
     ) -> Result<ApprovalView, ClientError> {
@@ -324,7 +333,7 @@ impl Client {
     /// because of `reason`.
     pub async fn deny(
         &self,
-        id: &str,
+        id: &ApprovalId,
         reason: &str,
         approver: &str,
     ) -> Result<ApprovalView, ClientError> {
@@ -333,13 +342,13 @@ impl Client {
 
     async fn resolve(
         &self,
-        id: &str,
+        id: &ApprovalId,
         verb: &str,
         reason: &str,
         approver: &str,
     ) -> Result<ApprovalView, ClientError> {
         let request = self
-            .request(Method::POST, &["v1", "approvals", id, verb])?
+            .request(Method::POST, &["v1", "approvals", id.as_str(), verb])?
             .bearer_auth(approver)
             .json(&ResolveApproval {
                 reason: reason.to_owned(),

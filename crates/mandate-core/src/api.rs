@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 
 use crate::approval::{Approval, ApprovalStatus};
 use crate::decision::Decision;
+use crate::ids::{ApprovalId, DecisionId, TaskId};
 
 /// A task to start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,7 +54,8 @@ pub struct StartTask {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskStarted {
     /// The task's id (a UUIDv7).
-    pub task_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub task_id: TaskId,
     /// The root agent's task credential: a Biscuit token, base64url.
     /// Present it as `Authorization: Bearer <credential>`.
     pub credential: String,
@@ -104,7 +106,8 @@ pub struct Delegated {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskView {
     /// The task's id.
-    pub id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: TaskId,
     /// The root agent: the subject of the identity token that started it.
     pub agent: String,
     /// The human the root agent acts for, if its token named one.
@@ -169,7 +172,8 @@ pub struct CredentialView {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryView {
     /// The decision's id.
-    pub decision_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub decision_id: DecisionId,
     /// The agent that made the call.
     pub agent: String,
     /// The tool's server.
@@ -205,7 +209,8 @@ pub struct ResultView {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskEnded {
     /// The task's id.
-    pub task_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub task_id: TaskId,
     /// When it ended (the first time, if it had ended already).
     pub ended_at: DateTime<Utc>,
     /// Why: `ended`, or `expired` if its TTL had run out first.
@@ -220,14 +225,16 @@ pub struct TaskEnded {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApprovalView {
     /// The approval's id.
-    pub id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: ApprovalId,
     /// Its status now: `pending`, `approved`, `denied`, `expired`, `used` or
     /// `withdrawn`
     /// (a pending approval past its expiry shows `expired`).
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "pending"))]
     pub status: ApprovalStatus,
     /// The decision that asked for it.
-    pub decision_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub decision_id: DecisionId,
     /// When it was raised.
     pub created_at: DateTime<Utc>,
     /// When it expires unanswered.
@@ -240,8 +247,11 @@ pub struct ApprovalView {
     pub reason: Option<String>,
     /// Approvers only: the decision that released the approved call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub released_by: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub released_by: Option<DecisionId>,
     /// Approvers only: the task the request was made under.
+    // Text, not a `TaskId`: without a task credential it is whatever the
+    // request named in `context.task.id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
     /// Approvers only: what was asked (agent, person, delegation chain,
@@ -339,9 +349,9 @@ mod tests {
     fn status_views_omit_the_approver_fields() {
         let at = DateTime::UNIX_EPOCH;
         let view = ApprovalView {
-            id: "a1".to_owned(),
+            id: ApprovalId::new("a1").unwrap(),
             status: ApprovalStatus::Pending,
-            decision_id: "d1".to_owned(),
+            decision_id: DecisionId::new("d1").unwrap(),
             created_at: at,
             expires_at: at,
             resolved_at: None,

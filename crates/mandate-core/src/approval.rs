@@ -26,6 +26,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::ids::{ApprovalId, DecisionId};
+
 /// The longest an approval may wait for a person: a week. Longer settings
 /// are refused where they are configured.
 pub const MAX_APPROVAL_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
@@ -130,9 +132,9 @@ pub struct Requester {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
     /// Its id (also the id of the receipt of its resolution).
-    pub id: String,
+    pub id: ApprovalId,
     /// The decision that asked for it.
-    pub decision_id: String,
+    pub decision_id: DecisionId,
     /// `sha256:` digest of what the approval is bound to: agent, person,
     /// task, server, tool and arguments (see the server's binding).
     pub request_sha256: String,
@@ -152,7 +154,7 @@ pub struct Approval {
     /// The approver's reason.
     pub reason: Option<String>,
     /// The decision that released the approved call.
-    pub released_by: Option<String>,
+    pub released_by: Option<DecisionId>,
 }
 
 /// Why a transition was refused.
@@ -200,9 +202,13 @@ pub enum ReleaseError {
     /// The requester withdrew it.
     #[error("the approval was withdrawn by its requester before anyone answered")]
     Withdrawn,
-    /// It already released a call.
-    #[error("the approval was already used by decision {0}; an approval releases one call")]
-    Used(String),
+    /// It already released a call: the decision that it released (none
+    /// if that was not recorded).
+    #[error(
+        "the approval was already used by decision {}; an approval releases one call",
+        .0.as_ref().map_or("", DecisionId::as_str)
+    )]
+    Used(Option<DecisionId>),
     /// The call is not the one that was approved.
     #[error(
         "the request differs from the one that was approved (agent, task, tool or arguments); an approval covers only the exact request"
@@ -216,8 +222,8 @@ pub enum ReleaseError {
 impl Approval {
     /// A new pending approval, raised at `now`, that expires after `ttl`.
     pub fn new(
-        id: String,
-        decision_id: String,
+        id: ApprovalId,
+        decision_id: DecisionId,
         request_sha256: String,
         requester: Requester,
         now: DateTime<Utc>,
@@ -338,7 +344,7 @@ impl Approval {
     pub fn release(
         &self,
         request_sha256: &str,
-        decision_id: &str,
+        decision_id: &DecisionId,
         now: DateTime<Utc>,
     ) -> Result<Self, ReleaseError> {
         // Another request learns nothing about this approval's state.
@@ -356,9 +362,7 @@ impl Approval {
                 });
             }
             ApprovalStatus::Used => {
-                return Err(ReleaseError::Used(
-                    self.released_by.clone().unwrap_or_default(),
-                ));
+                return Err(ReleaseError::Used(self.released_by.clone()));
             }
             ApprovalStatus::Approved => {}
         }
@@ -368,7 +372,7 @@ impl Approval {
         }
         Ok(Self {
             status: ApprovalStatus::Used,
-            released_by: Some(decision_id.to_owned()),
+            released_by: Some(decision_id.clone()),
             ..self.clone()
         })
     }
@@ -379,14 +383,18 @@ impl Approval {
 mod tests {
     use super::*;
 
+    fn d(id: &str) -> DecisionId {
+        DecisionId::new(id).unwrap()
+    }
+
     fn t(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
     }
 
     fn pending() -> Approval {
         Approval::new(
-            "a1".into(),
-            "d1".into(),
+            ApprovalId::new("a1").unwrap(),
+            d("d1"),
             "sha256:aa".into(),
             Requester {
                 agent: "agent/mailer".into(),
@@ -405,12 +413,12 @@ mod tests {
             .unwrap();
         assert_eq!(approved.status, ApprovalStatus::Approved);
         assert_eq!(approved.resolved_by.as_deref(), Some("bob"));
-        let used = approved.release("sha256:aa", "d2", t(20)).unwrap();
+        let used = approved.release("sha256:aa", &d("d2"), t(20)).unwrap();
         assert_eq!(used.status, ApprovalStatus::Used);
-        assert_eq!(used.released_by.as_deref(), Some("d2"));
+        assert_eq!(used.released_by, Some(d("d2")));
         assert_eq!(
-            used.release("sha256:aa", "d3", t(21)),
-            Err(ReleaseError::Used("d2".into()))
+            used.release("sha256:aa", &d("d3"), t(21)),
+            Err(ReleaseError::Used(Some(d("d2"))))
         );
     }
 
@@ -420,7 +428,7 @@ mod tests {
             .resolve("bob", Resolution::Approve, "ok", t(10), false)
             .unwrap();
         assert_eq!(
-            approved.release("sha256:bb", "d2", t(11)),
+            approved.release("sha256:bb", &d("d2"), t(11)),
             Err(ReleaseError::OtherRequest)
         );
     }
@@ -438,7 +446,7 @@ mod tests {
             Err(ApprovalError::Expired(t(300)))
         );
         assert_eq!(
-            a.release("sha256:aa", "d2", t(301)),
+            a.release("sha256:aa", &d("d2"), t(301)),
             Err(ReleaseError::Expired)
         );
     }
@@ -458,7 +466,7 @@ mod tests {
             Err(ApprovalError::NotPending(ApprovalStatus::Withdrawn))
         );
         assert_eq!(
-            withdrawn.release("sha256:aa", "d2", t(11)),
+            withdrawn.release("sha256:aa", &d("d2"), t(11)),
             Err(ReleaseError::Withdrawn)
         );
         assert_eq!(
@@ -524,7 +532,7 @@ mod tests {
             Err(ApprovalError::NotPending(ApprovalStatus::Denied))
         );
         assert_eq!(
-            denied.release("sha256:aa", "d2", t(3)),
+            denied.release("sha256:aa", &d("d2"), t(3)),
             Err(ReleaseError::Denied {
                 by: "bob".into(),
                 reason: "wrong recipient".into()
@@ -557,9 +565,9 @@ mod tests {
         let approved = pending()
             .resolve("bob", Resolution::Approve, "ok", t(100), false)
             .unwrap();
-        assert!(approved.release("sha256:aa", "d2", t(399)).is_ok());
+        assert!(approved.release("sha256:aa", &d("d2"), t(399)).is_ok());
         assert_eq!(
-            approved.release("sha256:aa", "d2", t(400)),
+            approved.release("sha256:aa", &d("d2"), t(400)),
             Err(ReleaseError::Stale(t(100)))
         );
     }
@@ -582,7 +590,7 @@ mod tests {
     #[test]
     fn pending_does_not_release() {
         assert_eq!(
-            pending().release("sha256:aa", "d2", t(1)),
+            pending().release("sha256:aa", &d("d2"), t(1)),
             Err(ReleaseError::Pending)
         );
     }
@@ -590,8 +598,8 @@ mod tests {
     #[test]
     fn a_lifetime_past_the_end_of_time_is_capped() {
         let a = Approval::new(
-            "a".into(),
-            "d".into(),
+            ApprovalId::new("a").unwrap(),
+            d("d"),
             "sha256:aa".into(),
             Requester::default(),
             t(0),

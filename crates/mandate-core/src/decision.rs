@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{ApprovalId, DecisionId};
+
 /// The outcome of a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -76,7 +78,8 @@ pub struct DecisionResponse {
     /// The outcome.
     pub decision: Decision,
     /// Unique id of this decision (a UUIDv7, ordered by time).
-    pub decision_id: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub decision_id: DecisionId,
     /// Ids of the policies that determined the outcome.
     pub policies: Vec<String>,
     /// Human-readable reasons for the outcome.
@@ -91,7 +94,8 @@ pub struct DecisionResponse {
     /// `GET /v1/approvals/{id}`, then submit the request again with it).
     /// For an `allow` released by an approval: the approval that released it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approval_id: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub approval_id: Option<ApprovalId>,
     /// For `approval_required`: when the approval expires unanswered (a deny).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_expires_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -102,7 +106,7 @@ pub struct DecisionResponse {
 
 impl DecisionResponse {
     /// Pairs a verdict with the id the edge minted for it.
-    pub fn new(decision_id: String, verdict: Verdict) -> Self {
+    pub fn new(decision_id: DecisionId, verdict: Verdict) -> Self {
         Self {
             decision: verdict.decision,
             decision_id,

@@ -46,6 +46,7 @@ mod decision;
 mod declared;
 mod evaluate;
 mod explain;
+pub mod ids;
 mod index;
 pub mod json;
 pub mod names;
@@ -63,6 +64,7 @@ pub use approval::{
 };
 pub use decision::{Decision, DecisionResponse, EvaluationProblem, Verdict};
 pub use explain::{ConditionOutcome, ConditionReport, Explanation, PolicyReport};
+pub use ids::{ApprovalId, DecisionId, IdError, TaskId};
 pub use pack::{LoadError, PolicyKind, PolicyPack, PolicyProblem, PolicySource, Severity};
 pub use request::{
     ActionClass, CallRequest, ContextInput, DecisionRequest, HistoryEntry, HopInput,

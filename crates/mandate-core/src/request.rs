@@ -34,6 +34,9 @@ pub struct DecisionRequest {
     /// The approval this call was waiting for: with an approved approval for
     /// exactly this request, an `approval_required` outcome becomes `allow`
     /// (once). It never turns a deny into an allow.
+    // Text, not an `ApprovalId`: an id that names no approval, even an
+    // empty one, has always been decided (a deny, with its receipt) rather
+    // than refused as malformed. The approval gate parses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<String>,
 }
@@ -125,6 +128,8 @@ pub struct ContextInput {
 #[serde(deny_unknown_fields)]
 pub struct TaskInput {
     /// Task id, if the caller has one.
+    // Text, not a `TaskId`: without a task credential it is the caller's
+    // own name for its task (any text up to 1024 bytes, empty for none).
     #[serde(default)]
     pub id: String,
     /// What the task is for, in words.

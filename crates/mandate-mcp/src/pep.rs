@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use mandate_client::{CallOutcome, Client};
 use mandate_core::{
-    ApprovalStatus, ContextInput, Decision, DecisionRequest, DecisionResponse, PrincipalInput,
-    SessionId, SessionInput, TaskInput, ToolAnnotations, ToolCall,
+    ApprovalId, ApprovalStatus, ContextInput, Decision, DecisionId, DecisionRequest,
+    DecisionResponse, PrincipalInput, SessionId, SessionInput, TaskInput, ToolAnnotations,
+    ToolCall,
 };
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -83,7 +84,7 @@ pub struct PepSettings {
 #[derive(Debug, Clone)]
 pub struct Allowed {
     /// The decision's id (its receipt's key).
-    pub decision_id: String,
+    pub decision_id: DecisionId,
 }
 
 /// The answer for one call.
@@ -108,7 +109,7 @@ pub struct Pep {
 /// dropped mid-wait). So nobody answers a request nobody waits for.
 struct Waiting<'a> {
     pep: &'a Pep,
-    approval_id: &'a str,
+    approval_id: &'a ApprovalId,
     /// Why it would be withdrawn now.
     why: &'static str,
     /// The server gave it a status other than `pending`.
@@ -230,7 +231,7 @@ impl Pep {
         body: &DecisionRequest,
         answer: DecisionResponse,
         tool: &str,
-    ) -> GateOf<String> {
+    ) -> GateOf<DecisionId> {
         match answer.decision {
             Decision::Allow => GateOf::Allow(answer.decision_id),
             Decision::ApprovalRequired => self.await_approval(body, answer, tool).await,
@@ -314,7 +315,7 @@ impl Pep {
         body: &DecisionRequest,
         answer: DecisionResponse,
         tool: &str,
-    ) -> GateOf<String> {
+    ) -> GateOf<DecisionId> {
         let Some(approval_id) = answer.approval_id.clone() else {
             return GateOf::Deny(format!(
                 "Mandate requires a person's approval for `{tool}` ({}), but the server holds no approval request for it; the call is denied. Decision {}.",
@@ -376,7 +377,7 @@ impl Pep {
         }
         // Approved: the same request again, bound to the approval.
         let mut again = body.clone();
-        again.approval_id = Some(approval_id.clone());
+        again.approval_id = Some(approval_id.to_string());
         match self.ask(&again).await {
             Ok(answer) if answer.decision == Decision::Allow => GateOf::Allow(answer.decision_id),
             Ok(answer) => GateOf::Deny(denied(tool, &answer)),
@@ -387,13 +388,13 @@ impl Pep {
     /// Withdraws approval `id` on the server (`POST
     /// /v1/approvals/{id}/withdraw`) in the background: best effort, as
     /// the call it was for is denied here whatever the answer.
-    fn withdraw(&self, id: &str, why: &'static str) {
+    fn withdraw(&self, id: &ApprovalId, why: &'static str) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let client = self.client.clone();
         let token = self.credential_token().map(str::to_owned);
-        let id = id.to_owned();
+        let id = id.clone();
         runtime.spawn(async move {
             match client.withdraw(&id, why, token.as_deref()).await {
                 Ok(()) => {

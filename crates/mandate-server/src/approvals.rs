@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use mandate_auth::TokenDigest;
 use mandate_core::api::ApprovalView;
-use mandate_core::{Approval, ApprovalStatus, DecisionRequest, Requester, Verdict};
+use mandate_core::{
+    Approval, ApprovalId, ApprovalStatus, DecisionRequest, DecisionResponse, Requester,
+};
 use mandate_ledger::Receipt;
 use mandate_ledger::receipt::ApprovalRef;
 use mandate_store::{ApprovalRecord, ApprovalsLock, StateError, StateStore};
@@ -333,7 +335,7 @@ impl Asker {
 /// An approval the gate opens for an `approval_required` decision.
 pub(crate) struct Opening {
     /// Its id.
-    pub(crate) id: String,
+    pub(crate) id: ApprovalId,
     /// What it is bound to.
     pub(crate) binding: String,
     /// How long it waits.
@@ -349,7 +351,7 @@ pub(crate) fn open(
     opening: Opening,
     receipt: &Receipt,
     asker: Asker,
-    verdict: &Verdict,
+    decided: &DecisionResponse,
     now: DateTime<Utc>,
 ) -> Result<ApprovalRecord, mandate_ledger::ReceiptError> {
     let Opening {
@@ -378,12 +380,12 @@ pub(crate) fn open(
         // Top-level names of the arguments the pack's policies read: the
         // only ones that can change its decision.
         "arguments_read": arguments_read,
-        "policies": verdict.policies,
-        "reasons": verdict.reasons,
+        "policies": decided.policies,
+        "reasons": decided.reasons,
     });
     let approval = Approval::new(
         id,
-        receipt.decision_id.clone(),
+        decided.decision_id.clone(),
         binding,
         requester,
         now,
@@ -407,7 +409,7 @@ pub fn resolution_receipt(
     let mut receipt: Receipt = serde_json::from_value(record.receipt.clone())?;
     let approval = &record.approval;
     receipt.kind = "approval".to_owned();
-    receipt.decision_id = approval.id.clone();
+    receipt.decision_id = approval.id.to_string();
     receipt.time = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     receipt.decision = approval.status.into();
     receipt.reasons = match (&approval.status, &approval.reason) {
@@ -423,8 +425,8 @@ pub fn resolution_receipt(
     receipt.errors = Vec::new();
     receipt.approver = approval.resolved_by.clone();
     receipt.approval = Some(ApprovalRef {
-        id: approval.id.clone(),
-        requested_by: approval.decision_id.clone(),
+        id: approval.id.to_string(),
+        requested_by: approval.decision_id.to_string(),
     });
     Ok(receipt)
 }

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use mandate_auth::{
     CredentialError, CredentialVerifier, TaskAuthority, VerificationCache, VerifiedCredential,
 };
+use mandate_core::TaskId;
 use mandate_store::{END_REASON_ENDED, EndedTask, StateError, StateStore};
 
 /// How long after its task's expiry a revoked id is still held: a margin
@@ -132,7 +133,7 @@ impl Credentials {
     /// issued under it, in the state database and then in memory. Returns
     /// the task as ended with the revoked ids. Ending an ended task changes
     /// nothing and returns the same.
-    pub async fn end(&self, id: &str, now: DateTime<Utc>) -> Result<EndedTask, StateError> {
+    pub async fn end(&self, id: &TaskId, now: DateTime<Utc>) -> Result<EndedTask, StateError> {
         let ended = self.store.end_task(id, now, END_REASON_ENDED).await?;
         self.revoke(&ended.revoked, ended.task.expires_at);
         Ok(ended)

@@ -29,13 +29,12 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use mandate_auth::{CredentialError, VerifiedCredential};
 use mandate_core::{
-    CallRequest, Decision, DecisionRequest, DecisionResponse, HopInput, PolicyPack, SessionId,
-    SessionInput, TaskInput, Verdict,
+    CallRequest, Decision, DecisionId, DecisionRequest, DecisionResponse, HopInput, PolicyPack,
+    SessionId, SessionInput, TaskInput, Verdict,
 };
 use mandate_ledger::Receipt;
 use mandate_store::{HistoryEntry as RecordedEntry, SessionDecision, StateError};
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::approval_flow::{self, Gate, GateError};
 use crate::approvals::{self, Asker};
@@ -172,7 +171,7 @@ impl Decider {
         let pack = state.pack();
         let credential = authority.credential();
         let mut verdict = evaluate(&pack, credential, &call, now);
-        let decision_id = Uuid::now_v7().to_string();
+        let decision_id = DecisionId::mint();
         let mut receipt = draft;
         if let Some(credential) = credential {
             record_delegation(&mut receipt, &credential.chain);
@@ -186,6 +185,7 @@ impl Decider {
             approval_id,
             &mut verdict,
             &receipt,
+            credential.map(|c| &c.task_id),
             &decision_id,
             now,
         )
@@ -268,7 +268,7 @@ impl Decider {
     async fn append(
         &self,
         receipt: Receipt,
-        decision_id: &str,
+        decision_id: &DecisionId,
         gate: &Gate,
     ) -> Result<u64, DecideError> {
         let state = &self.state;
@@ -342,13 +342,7 @@ impl Decider {
                     return Err(DecideError::Internal("the approval's receipt went missing"));
                 };
                 asked.index = index;
-                let verdict = Verdict {
-                    decision: response.decision,
-                    policies: response.policies.clone(),
-                    reasons: response.reasons.clone(),
-                    errors: Vec::new(),
-                };
-                let record = approvals::open(approval, &asked, asker, &verdict, now)
+                let record = approvals::open(approval, &asked, asker, response, now)
                     .map_err(|e| DecideError::InvalidRequest(e.to_string()))?;
                 response.approval_id = Some(record.approval.id.clone());
                 response.approval_expires_at = Some(record.approval.expires_at);
@@ -432,8 +426,12 @@ impl Decider {
             }
         }
 
-        let task_id = credential.task_id.clone();
-        let context = self.state.tasks().store().task_context(&task_id).await?;
+        let context = self
+            .state
+            .tasks()
+            .store()
+            .task_context(&credential.task_id)
+            .await?;
         let Some((task, session)) = context else {
             return Err(DecideError::InvalidCredential(format!(
                 "the credential's task `{}` is not known to this server",
@@ -452,7 +450,7 @@ impl Decider {
         }
 
         request.context.task = TaskInput {
-            id: task.id,
+            id: task.id.into(),
             intent: task.intent,
             tools: bare_tools(&credential.tools),
             labels: task.labels,

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use mandate_auth::Hop;
-use mandate_core::{Decision, DecisionRequest, Verdict};
+use mandate_core::{Decision, DecisionId, DecisionRequest, Verdict};
 use mandate_ledger::receipt::{CallRef, DelegationHop, Principal, RECEIPT_VERSION, TaskRef};
 use mandate_ledger::{Receipt, ReceiptError, canonical_json, digest_bytes, digest_json, redact};
 use serde_json::Value;
@@ -127,11 +127,11 @@ impl ReceiptSettings {
 /// Fills a draft receipt with the decision made.
 pub fn record_verdict(
     receipt: &mut Receipt,
-    decision_id: &str,
+    decision_id: &DecisionId,
     verdict: &Verdict,
     policy_version: &str,
 ) {
-    receipt.decision_id = decision_id.to_owned();
+    receipt.decision_id = decision_id.to_string();
     receipt.policy_version = policy_version.to_owned();
     receipt.policies = verdict.policies.clone();
     receipt.decision = verdict.decision.into();

@@ -13,6 +13,7 @@ pub(crate) mod well_known;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use mandate_core::TaskId;
 use mandate_store::StateError;
 
 use crate::auth::invalid_token;
@@ -55,7 +56,7 @@ pub(crate) async fn method_not_allowed() -> ApiError {
 /// What a store failure means for the caller.
 pub(crate) fn store_failed(tasks: &Tasks, error: StateError) -> ApiError {
     match error {
-        StateError::TaskNotFound(id) => task_not_found(&id),
+        StateError::TaskNotFound(id) => task_not_found(id.as_str()),
         e @ StateError::TaskEnded { .. } => invalid_token(tasks, "task_ended", &e.to_string()),
         e @ (StateError::Invalid(_) | StateError::Conflict(_)) => {
             tracing::error!(error = %e, "the state database refused a task record");
@@ -79,6 +80,12 @@ pub(crate) fn task_not_found(id: &str) -> ApiError {
         "task_not_found",
         format!("no task `{id}`"),
     )
+}
+
+/// The task a path names. Text that is not a task id names no task, and is
+/// answered as any unknown task is (`404 task_not_found`).
+pub(crate) fn task_id(id: &str) -> Result<TaskId, ApiError> {
+    TaskId::new(id).map_err(|_| task_not_found(id))
 }
 
 /// `500 internal`, logged with `what` (the caller sees no detail).

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
 use mandate_auth::{TaskGrant, VerifiedCredential};
-use mandate_core::{ApprovalStatus, Decision, DecisionRequest, DecisionResponse, Resolution};
+use mandate_core::{
+    ApprovalStatus, Decision, DecisionRequest, DecisionResponse, Resolution, TaskId,
+};
 use mandate_server::decider::CREDENTIAL_SCOPE;
 use mandate_server::{AppState, Authority, DecideError, Decider};
 use mandate_store::{CredentialRecord, TaskRecord};
@@ -65,7 +67,7 @@ async fn task(state: &AppState, tools: &[&str]) -> Arc<VerifiedCredential> {
     let tasks = state.tasks();
     let now = Utc::now();
     let grant = TaskGrant {
-        task_id: uuid::Uuid::now_v7().to_string(),
+        task_id: TaskId::mint(),
         agent: AGENT.to_owned(),
         on_behalf_of: None,
         tools: tools.iter().map(|t| (*t).to_owned()).collect(),
@@ -122,7 +124,7 @@ async fn an_allowed_call_is_answered_with_its_durable_receipt() {
     assert_eq!(decided.response.receipt_index, Some(before));
     let stored = state
         .ledger()
-        .stored(&decided.response.decision_id)
+        .stored(decided.response.decision_id.as_str())
         .await
         .unwrap()
         .expect("the receipt is in the ledger before the answer");
@@ -165,7 +167,7 @@ async fn the_gate_opens_an_approval_waits_on_it_and_releases_the_call_once() {
     again["approval_id"] = json!(id);
     let waiting = answer(&decider, &Authority::Request, again.clone()).await;
     assert_eq!(waiting.decision, Decision::ApprovalRequired);
-    assert_eq!(waiting.approval_id.as_deref(), Some(id.as_str()));
+    assert_eq!(waiting.approval_id.as_ref(), Some(&id));
 
     // A person approves; the call is released once, naming them.
     let approved = stored

@@ -7,13 +7,15 @@
 //! once, or an approval released twice at once, change it only once.
 
 use chrono::{DateTime, Utc};
-use mandate_core::{Approval, ApprovalStatus, Requester};
+use mandate_core::{Approval, ApprovalId, ApprovalStatus, Requester, TaskId};
 use rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::StateError;
-use crate::tasks::{TaskStore, json_col, json_text, query_all, time_col, time_text};
+use crate::tasks::{
+    TaskStore, id_col, json_col, json_text, optional_id_col, query_all, time_col, time_text,
+};
 
 /// The columns read into an [`ApprovalRecord`], in [`approval_row`]'s
 /// order. Schema 6's migration (`state_schema.rs`) copies the same
@@ -26,7 +28,9 @@ pub(crate) const COLUMNS: &str = "id, decision_id, request_sha256, requester, ta
 pub struct ApprovalRecord {
     /// The state machine's view.
     pub approval: Approval,
-    /// The task the request was made under, if any.
+    /// The task the request was made under, if any: a task Mandate
+    /// started, or without a task credential whatever the request named in
+    /// `context.task.id` (so text, not a [`TaskId`]).
     pub task_id: Option<String>,
     /// What an approver is shown: tool, arguments (as receipts keep them),
     /// agent and chain, task intent, policies and reasons.
@@ -56,8 +60,8 @@ impl TaskStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
-                a.id,
-                a.decision_id,
+                a.id.as_str(),
+                a.decision_id.as_str(),
                 a.request_sha256,
                 row.0,
                 record.task_id,
@@ -73,10 +77,10 @@ impl TaskStore {
     }
 
     /// Approval `id`, if there is one.
-    pub fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StateError> {
+    pub fn approval(&self, id: &ApprovalId) -> Result<Option<ApprovalRecord>, StateError> {
         self.read(|conn| {
             conn.prepare_cached(&format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"))?
-                .query_row(params![id], |row| Ok(approval_row(row)))
+                .query_row(params![id.as_str()], |row| Ok(approval_row(row)))
                 .optional()?
                 .transpose()
         })
@@ -137,7 +141,7 @@ impl TaskStore {
     /// most `limit`.
     pub fn pending_approvals_of_task(
         &self,
-        task_id: &str,
+        task_id: &TaskId,
         limit: usize,
     ) -> Result<Vec<ApprovalRecord>, StateError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -155,7 +159,7 @@ impl TaskStore {
                        AND task_id = ?1
                      ORDER BY created_at LIMIT ?2"
                 ),
-                params![task_id, limit],
+                params![task_id.as_str(), limit],
                 approval_row,
             )
         })
@@ -166,7 +170,7 @@ impl TaskStore {
     /// counts an agent's.
     pub fn open_approvals_of_task(
         &self,
-        task_id: &str,
+        task_id: &TaskId,
         now: DateTime<Utc>,
     ) -> Result<u64, StateError> {
         let now = time_text(&now)?;
@@ -176,7 +180,7 @@ impl TaskStore {
                     "SELECT COUNT(*) FROM approvals
                      WHERE task_id = ?1 AND status IN ('pending', 'withdrawn') AND expires_at > ?2",
                 )?
-                .query_row(params![task_id, now], |row| row.get(0))?;
+                .query_row(params![task_id.as_str(), now], |row| row.get(0))?;
             Ok(u64::try_from(n).unwrap_or(0))
         })
     }
@@ -221,13 +225,13 @@ impl TaskStore {
                      WHERE id = ?1 AND status = ?2",
                 )?
                 .execute(params![
-                    approval.id,
+                    approval.id.as_str(),
                     from.as_str(),
                     approval.status.as_str(),
                     resolved_at,
                     approval.resolved_by,
                     approval.reason,
-                    approval.released_by,
+                    approval.released_by.as_ref().map(|id| id.as_str()),
                 ])?;
             Ok(changed == 1)
         })
@@ -245,8 +249,8 @@ fn approval_row(row: &Row<'_>) -> Result<ApprovalRecord, StateError> {
         .transpose()?;
     Ok(ApprovalRecord {
         approval: Approval {
-            id: row.get(0)?,
-            decision_id: row.get(1)?,
+            id: id_col(row, 0)?,
+            decision_id: id_col(row, 1)?,
             request_sha256: row.get(2)?,
             requester,
             status,
@@ -255,7 +259,7 @@ fn approval_row(row: &Row<'_>) -> Result<ApprovalRecord, StateError> {
             resolved_at,
             resolved_by: row.get(9)?,
             reason: row.get(10)?,
-            released_by: row.get(11)?,
+            released_by: optional_id_col(row, 11)?,
         },
         task_id: row.get(4)?,
         summary: json_col(row, 12, "approval summary")?,

@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use mandate_core::{DecisionId, TaskId};
+
 /// What went wrong in the receipt ledger.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -91,10 +93,10 @@ pub enum StateError {
     Unsupported(String),
     /// No task of this id is recorded.
     #[error("no task `{0}`")]
-    TaskNotFound(String),
+    TaskNotFound(TaskId),
     /// No decision of this id is recorded (in the task's history).
     #[error("no decision `{0}`")]
-    DecisionNotFound(String),
+    DecisionNotFound(DecisionId),
     /// The write contradicts what is recorded: the id exists already, or a
     /// result was reported twice.
     #[error("{0}")]
@@ -103,7 +105,7 @@ pub enum StateError {
     #[error("task `{task_id}` has ended ({reason}): nothing more is issued under it")]
     TaskEnded {
         /// The task's id.
-        task_id: String,
+        task_id: TaskId,
         /// Why it ended (`ended`, `expired`, …).
         reason: String,
     },

@@ -14,17 +14,18 @@ use rusqlite::params;
 use serde::{Deserialize, Serialize};
 
 use chrono::{DateTime, Utc};
+use mandate_core::{DecisionId, TaskId};
 
 use crate::StateError;
-use crate::tasks::{HistoryEntry, TaskStore, json_text, query_all, time_text};
+use crate::tasks::{HistoryEntry, TaskStore, id_col, json_text, query_all, time_text};
 
 /// One exchange of a decision for a downstream token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExchangeRecord {
     /// The decision exchanged.
-    pub decision_id: String,
+    pub decision_id: DecisionId,
     /// Its task.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The revocation id of the credential presented.
     pub credential: String,
     /// The downstream resource the token is for.
@@ -44,8 +45,9 @@ impl TaskStore {
     /// the credential it was made under (`None` if not recorded).
     pub fn decided_call(
         &self,
-        decision_id: &str,
+        decision_id: &DecisionId,
     ) -> Result<Option<(HistoryEntry, Option<String>)>, StateError> {
+        let decision_id = decision_id.as_str();
         self.read(|conn| {
             let Some(entry) = crate::tasks::history_entry(conn, decision_id)? else {
                 return Ok(None);
@@ -73,7 +75,7 @@ impl TaskStore {
                 conn,
                 "SELECT tasks.end_reason FROM history JOIN tasks ON tasks.id = history.task_id
                  WHERE history.decision_id = ?1 AND history.task_id = ?2",
-                params![record.decision_id, record.task_id],
+                params![record.decision_id.as_str(), record.task_id.as_str()],
                 |row| Ok(row.get::<_, Option<String>>(0)?),
             )?;
             let Some(end_reason) = task.into_iter().next() else {
@@ -88,7 +90,7 @@ impl TaskStore {
             let used = query_all(
                 conn,
                 "SELECT 1 FROM token_exchanges WHERE decision_id = ?1",
-                params![record.decision_id],
+                params![record.decision_id.as_str()],
                 |_| Ok(()),
             )?;
             if !used.is_empty() {
@@ -103,8 +105,8 @@ impl TaskStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
             .execute(params![
-                record.decision_id,
-                record.task_id,
+                record.decision_id.as_str(),
+                record.task_id.as_str(),
                 record.credential,
                 record.resource,
                 record.token_id,
@@ -117,19 +119,19 @@ impl TaskStore {
     }
 
     /// Task `task_id`'s exchanges, in the order they were recorded.
-    pub fn exchanges(&self, task_id: &str) -> Result<Vec<ExchangeRecord>, StateError> {
+    pub fn exchanges(&self, task_id: &TaskId) -> Result<Vec<ExchangeRecord>, StateError> {
         self.read(|conn| {
             query_all(
                 conn,
                 "SELECT decision_id, task_id, credential, resource, token_id, scope,
                      exchanged_at, expires_at
                  FROM token_exchanges WHERE task_id = ?1 ORDER BY rowid",
-                params![task_id],
+                params![task_id.as_str()],
                 |row| {
                     let scope: String = row.get(5)?;
                     Ok(ExchangeRecord {
-                        decision_id: row.get(0)?,
-                        task_id: row.get(1)?,
+                        decision_id: id_col(row, 0)?,
+                        task_id: id_col(row, 1)?,
                         credential: row.get(2)?,
                         resource: row.get(3)?,
                         token_id: row.get(4)?,

@@ -11,7 +11,7 @@
 //! before it).
 
 use chrono::{DateTime, Utc};
-use mandate_core::{Decision, SessionId, SessionSummary, ToolAnnotations};
+use mandate_core::{Decision, SessionId, SessionSummary, TaskId, ToolAnnotations};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::StateError;
@@ -39,8 +39,8 @@ pub struct SessionDecision {
 impl TaskStore {
     /// Task `task_id`'s session, condensed: empty for a task without
     /// history (or an unknown task).
-    pub fn session(&self, task_id: &str) -> Result<SessionSummary, StateError> {
-        self.read(|conn| load(conn, task_id))
+    pub fn session(&self, task_id: &TaskId) -> Result<SessionSummary, StateError> {
+        self.read(|conn| load(conn, task_id.as_str()))
     }
 
     /// Agent `agent`'s session `session`, condensed: empty for a session
@@ -112,7 +112,7 @@ pub(crate) fn fold_decision(
         })
         .transpose()?;
     let position = position(seq)?;
-    let mut summary = load(conn, &entry.task_id)?;
+    let mut summary = load(conn, entry.task_id.as_str())?;
     summary.record_decision(
         position,
         &entry.server,
@@ -123,7 +123,7 @@ pub(crate) fn fold_decision(
     if let Some(result) = &entry.result {
         summary.record_labels(position, result.labels.iter().cloned());
     }
-    store(conn, &entry.task_id, &summary)
+    store(conn, entry.task_id.as_str(), &summary)
 }
 
 /// Folds the labels of the result reported for history row `seq` into task

@@ -19,7 +19,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mandate_core::{Approval, ApprovalStatus, SessionId, SessionSummary};
+use mandate_core::{
+    Approval, ApprovalId, ApprovalStatus, DecisionId, SessionId, SessionSummary, TaskId,
+};
 
 use crate::{
     ApprovalRecord, CallResult, CredentialRecord, ExchangeRecord, HistoryEntry, Revocation,
@@ -99,11 +101,11 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     -> Result<(), StateError>;
 
     /// The task of this id, if any.
-    async fn task(&self, id: &str) -> Result<Option<TaskRecord>, StateError>;
+    async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StateError>;
 
     /// The task of this id with its credentials and history, if any, read
     /// in one call.
-    async fn task_details(&self, id: &str) -> Result<Option<TaskDetails>, StateError>;
+    async fn task_details(&self, id: &TaskId) -> Result<Option<TaskDetails>, StateError>;
 
     /// Tasks, newest first (only open ones if `open_only`), at most `limit`,
     /// each with its credentials and history.
@@ -117,7 +119,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// together: what a decision under a credential needs.
     async fn task_context(
         &self,
-        task_id: &str,
+        task_id: &TaskId,
     ) -> Result<Option<(TaskRecord, SessionSummary)>, StateError>;
 
     /// Records a credential delegated under a task.
@@ -136,7 +138,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// [`StateError::Invalid`] for an empty reason.
     async fn end_task(
         &self,
-        id: &str,
+        id: &TaskId,
         at: DateTime<Utc>,
         reason: &str,
     ) -> Result<EndedTask, StateError>;
@@ -147,7 +149,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn end_expired(
         &self,
         now: DateTime<Utc>,
-    ) -> Result<Vec<(String, Vec<String>)>, StateError>;
+    ) -> Result<Vec<(TaskId, Vec<String>)>, StateError>;
 
     /// Every revocation, in the order revoked.
     async fn revocations(&self) -> Result<Vec<Revocation>, StateError>;
@@ -180,18 +182,18 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// call allowed before the end may finish after it).
     async fn record_result(
         &self,
-        decision_id: &str,
+        decision_id: &DecisionId,
         result: CallResult,
     ) -> Result<HistoryEntry, StateError>;
 
     /// The history entry of this decision, if it is in a task's history.
-    async fn decision(&self, decision_id: &str) -> Result<Option<HistoryEntry>, StateError>;
+    async fn decision(&self, decision_id: &DecisionId) -> Result<Option<HistoryEntry>, StateError>;
 
     /// The decision with the revocation id of the credential it was made
     /// under (what a token exchange checks).
     async fn decided_call(
         &self,
-        decision_id: &str,
+        decision_id: &DecisionId,
     ) -> Result<Option<(HistoryEntry, Option<String>)>, StateError>;
 
     /// Records a token exchange of a decision, once, durably.
@@ -216,7 +218,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn create_approval(&self, record: ApprovalRecord) -> Result<(), StateError>;
 
     /// The approval of this id, if any.
-    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StateError>;
+    async fn approval(&self, id: &ApprovalId) -> Result<Option<ApprovalRecord>, StateError>;
 
     /// Approvals, newest first, at most `limit`; only those whose status at
     /// `now` is `status` when given. A pending approval past its expiry is
@@ -238,7 +240,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// counts an agent's.
     async fn open_approvals_of_task(
         &self,
-        task_id: &str,
+        task_id: &TaskId,
         now: DateTime<Utc>,
     ) -> Result<u64, StateError>;
 
@@ -246,7 +248,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// most `limit`.
     async fn pending_approvals_of_task(
         &self,
-        task_id: &str,
+        task_id: &TaskId,
         limit: usize,
     ) -> Result<Vec<ApprovalRecord>, StateError>;
 
@@ -328,13 +330,13 @@ impl StateStore for SqliteState {
         self.run(move |db| db.create_task(&task, &root)).await
     }
 
-    async fn task(&self, id: &str) -> Result<Option<TaskRecord>, StateError> {
-        let id = id.to_owned();
+    async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StateError> {
+        let id = id.clone();
         self.run(move |db| db.task(&id)).await
     }
 
-    async fn task_details(&self, id: &str) -> Result<Option<TaskDetails>, StateError> {
-        let id = id.to_owned();
+    async fn task_details(&self, id: &TaskId) -> Result<Option<TaskDetails>, StateError> {
+        let id = id.clone();
         self.run(move |db| match db.task(&id)? {
             Some(task) => details(db, task).map(Some),
             None => Ok(None),
@@ -358,9 +360,9 @@ impl StateStore for SqliteState {
 
     async fn task_context(
         &self,
-        task_id: &str,
+        task_id: &TaskId,
     ) -> Result<Option<(TaskRecord, SessionSummary)>, StateError> {
-        let id = task_id.to_owned();
+        let id = task_id.clone();
         self.run(move |db| match db.task(&id)? {
             Some(task) => Ok(Some((task, db.session(&id)?))),
             None => Ok(None),
@@ -374,11 +376,11 @@ impl StateStore for SqliteState {
 
     async fn end_task(
         &self,
-        id: &str,
+        id: &TaskId,
         at: DateTime<Utc>,
         reason: &str,
     ) -> Result<EndedTask, StateError> {
-        let (id, reason) = (id.to_owned(), reason.to_owned());
+        let (id, reason) = (id.clone(), reason.to_owned());
         self.run(move |db| {
             let revoked = db.end_task(&id, at, &reason)?;
             let task = db.task(&id)?.ok_or(StateError::TaskNotFound(id))?;
@@ -390,7 +392,7 @@ impl StateStore for SqliteState {
     async fn end_expired(
         &self,
         now: DateTime<Utc>,
-    ) -> Result<Vec<(String, Vec<String>)>, StateError> {
+    ) -> Result<Vec<(TaskId, Vec<String>)>, StateError> {
         self.run(move |db| db.end_expired(now)).await
     }
 
@@ -416,23 +418,23 @@ impl StateStore for SqliteState {
 
     async fn record_result(
         &self,
-        decision_id: &str,
+        decision_id: &DecisionId,
         result: CallResult,
     ) -> Result<HistoryEntry, StateError> {
-        let id = decision_id.to_owned();
+        let id = decision_id.clone();
         self.run(move |db| db.record_result(&id, result)).await
     }
 
-    async fn decision(&self, decision_id: &str) -> Result<Option<HistoryEntry>, StateError> {
-        let id = decision_id.to_owned();
+    async fn decision(&self, decision_id: &DecisionId) -> Result<Option<HistoryEntry>, StateError> {
+        let id = decision_id.clone();
         self.run(move |db| db.decision(&id)).await
     }
 
     async fn decided_call(
         &self,
-        decision_id: &str,
+        decision_id: &DecisionId,
     ) -> Result<Option<(HistoryEntry, Option<String>)>, StateError> {
-        let id = decision_id.to_owned();
+        let id = decision_id.clone();
         self.run(move |db| db.decided_call(&id)).await
     }
 
@@ -458,8 +460,8 @@ impl StateStore for SqliteState {
         self.run(move |db| db.create_approval(&record)).await
     }
 
-    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StateError> {
-        let id = id.to_owned();
+    async fn approval(&self, id: &ApprovalId) -> Result<Option<ApprovalRecord>, StateError> {
+        let id = id.clone();
         self.run(move |db| db.approval(&id)).await
     }
 
@@ -479,20 +481,20 @@ impl StateStore for SqliteState {
 
     async fn open_approvals_of_task(
         &self,
-        task_id: &str,
+        task_id: &TaskId,
         now: DateTime<Utc>,
     ) -> Result<u64, StateError> {
-        let id = task_id.to_owned();
+        let id = task_id.clone();
         self.run(move |db| db.open_approvals_of_task(&id, now))
             .await
     }
 
     async fn pending_approvals_of_task(
         &self,
-        task_id: &str,
+        task_id: &TaskId,
         limit: usize,
     ) -> Result<Vec<ApprovalRecord>, StateError> {
-        let id = task_id.to_owned();
+        let id = task_id.clone();
         self.run(move |db| db.pending_approvals_of_task(&id, limit))
             .await
     }

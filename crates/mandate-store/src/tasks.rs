@@ -57,7 +57,7 @@ use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
-use mandate_core::Decision;
+use mandate_core::{Decision, DecisionId, IdError, TaskId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Params, Row, params};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -75,7 +75,7 @@ pub const END_REASON_EXPIRED: &str = "expired";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskRecord {
     /// The task's id.
-    pub id: String,
+    pub id: TaskId,
     /// The root agent's verified identity.
     pub agent: String,
     /// The human the agent acts for, kept apart from the agent's identity.
@@ -116,7 +116,7 @@ impl TaskRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredentialRecord {
     /// The task it was issued under.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// Hex revocation id of the credential's last block (the block that
     /// names this credential's holder).
     pub revocation_id: String,
@@ -143,7 +143,7 @@ pub struct Revocation {
     /// Hex revocation id of the credential's last block.
     pub revocation_id: String,
     /// The task it belonged to.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// When it was revoked (when its task ended).
     pub revoked_at: DateTime<Utc>,
 }
@@ -164,9 +164,9 @@ pub struct CallResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     /// The decision's id (the receipt's `decision_id`).
-    pub decision_id: String,
+    pub decision_id: DecisionId,
     /// The task it was made under.
-    pub task_id: String,
+    pub task_id: TaskId,
     /// The agent that made the call (the credential's holder).
     pub agent: String,
     /// The tool's server.
@@ -225,7 +225,7 @@ impl TaskStore {
         self.write(move |conn| {
             let row = TaskRow::new(&task)?;
             let credential = CredentialRow::new(&root)?;
-            if exists(conn, "SELECT 1 FROM tasks WHERE id = ?1", &task.id)? {
+            if exists(conn, "SELECT 1 FROM tasks WHERE id = ?1", task.id.as_str())? {
                 return Err(StateError::Conflict(format!(
                     "task `{}` already exists",
                     task.id
@@ -239,12 +239,12 @@ impl TaskStore {
     }
 
     /// The task `id`.
-    pub fn task(&self, id: &str) -> Result<Option<TaskRecord>, StateError> {
+    pub fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StateError> {
         self.read(|conn| {
             query_one(
                 conn,
                 &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"),
-                params![id],
+                params![id.as_str()],
                 task_row,
             )
         })
@@ -269,14 +269,14 @@ impl TaskStore {
 
     /// Every credential issued under task `task_id`, in issue order (the root
     /// credential first); empty for an unknown task.
-    pub fn credentials(&self, task_id: &str) -> Result<Vec<CredentialRecord>, StateError> {
+    pub fn credentials(&self, task_id: &TaskId) -> Result<Vec<CredentialRecord>, StateError> {
         self.read(|conn| {
             query_all(
                 conn,
                 &format!(
                     "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE task_id = ?1 ORDER BY seq"
                 ),
-                params![task_id],
+                params![task_id.as_str()],
                 credential_row,
             )
         })
@@ -302,7 +302,7 @@ impl TaskStore {
             let task: Option<(u32, Option<String>)> = conn
                 .query_row(
                     "SELECT max_depth, end_reason FROM tasks WHERE id = ?1",
-                    params![credential.task_id],
+                    params![credential.task_id.as_str()],
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()?;
@@ -318,7 +318,7 @@ impl TaskStore {
             let parent_depth: Option<u32> = conn
                 .query_row(
                     "SELECT depth FROM credentials WHERE revocation_id = ?1 AND task_id = ?2",
-                    params![parent_id, credential.task_id],
+                    params![parent_id, credential.task_id.as_str()],
                     |row| row.get(0),
                 )
                 .optional()?;
@@ -353,12 +353,12 @@ impl TaskStore {
     /// [`StateError::TaskNotFound`] for an unknown task.
     pub fn end_task(
         &self,
-        id: &str,
+        id: &TaskId,
         at: DateTime<Utc>,
         reason: &str,
     ) -> Result<Vec<String>, StateError> {
         check_end_reason(reason)?;
-        let (id, at, reason) = (id.to_owned(), time_text(&at)?, reason.to_owned());
+        let (id, at, reason) = (id.clone(), time_text(&at)?, reason.to_owned());
         self.write(move |conn| end_in(conn, &id, &at, &reason))
     }
 
@@ -368,7 +368,7 @@ impl TaskStore {
     pub fn end_expired(
         &self,
         now: DateTime<Utc>,
-    ) -> Result<Vec<(String, Vec<String>)>, StateError> {
+    ) -> Result<Vec<(TaskId, Vec<String>)>, StateError> {
         let now = time_text(&now)?;
         self.write(move |conn| {
             let expired = query_all(
@@ -376,7 +376,7 @@ impl TaskStore {
                 "SELECT id FROM tasks WHERE ended_at IS NULL AND expires_at <= ?1
                  ORDER BY expires_at, id",
                 params![now],
-                |row| Ok(row.get::<_, String>(0)?),
+                |row| id_col(row, 0),
             )?;
             expired
                 .into_iter()
@@ -398,7 +398,7 @@ impl TaskStore {
                 |row| {
                     Ok(Revocation {
                         revocation_id: row.get(0)?,
-                        task_id: row.get(1)?,
+                        task_id: id_col(row, 1)?,
                         revoked_at: time_col(row, 2, "revoked_at")?,
                     })
                 },
@@ -462,7 +462,7 @@ impl TaskStore {
             let result = entry.result.as_ref().map(ResultRow::new).transpose()?;
             let end: Option<Option<String>> = conn
                 .prepare_cached("SELECT end_reason FROM tasks WHERE id = ?1")?
-                .query_row(params![entry.task_id], |row| row.get(0))
+                .query_row(params![entry.task_id.as_str()], |row| row.get(0))
                 .optional()?;
             match end {
                 None => {
@@ -479,7 +479,7 @@ impl TaskStore {
             if exists(
                 conn,
                 "SELECT 1 FROM history WHERE decision_id = ?1",
-                &entry.decision_id,
+                entry.decision_id.as_str(),
             )? {
                 return Err(StateError::Conflict(format!(
                     "decision `{}` is already recorded",
@@ -492,8 +492,8 @@ impl TaskStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
-                entry.decision_id,
-                entry.task_id,
+                entry.decision_id.as_str(),
+                entry.task_id.as_str(),
                 entry.agent,
                 entry.server,
                 entry.tool,
@@ -521,16 +521,16 @@ impl TaskStore {
     /// gateway's choice; see [`decision`](Self::decision).
     pub fn record_result(
         &self,
-        decision_id: &str,
+        decision_id: &DecisionId,
         result: CallResult,
     ) -> Result<HistoryEntry, StateError> {
-        let decision_id = decision_id.to_owned();
+        let id = decision_id.clone();
         let reported = result.clone();
         let entry = self.write(move |conn| {
             let row = ResultRow::new(&reported)?;
-            let decision_id = decision_id.as_str();
+            let decision_id = id.as_str();
             let Some(entry) = history_entry(conn, decision_id)? else {
-                return Err(StateError::DecisionNotFound(decision_id.to_owned()));
+                return Err(StateError::DecisionNotFound(id));
             };
             if entry.result.is_some() {
                 return Err(StateError::Conflict(format!(
@@ -550,7 +550,7 @@ impl TaskStore {
             let seq: i64 = conn
                 .prepare_cached("SELECT seq FROM history WHERE decision_id = ?1")?
                 .query_row(params![decision_id], |row| row.get(0))?;
-            crate::sessions::fold_result(conn, &entry.task_id, seq, &reported.labels)?;
+            crate::sessions::fold_result(conn, entry.task_id.as_str(), seq, &reported.labels)?;
             Ok(entry)
         })?;
         Ok(HistoryEntry {
@@ -560,18 +560,18 @@ impl TaskStore {
     }
 
     /// The history entry of decision `decision_id`.
-    pub fn decision(&self, decision_id: &str) -> Result<Option<HistoryEntry>, StateError> {
-        self.read(|conn| history_entry(conn, decision_id))
+    pub fn decision(&self, decision_id: &DecisionId) -> Result<Option<HistoryEntry>, StateError> {
+        self.read(|conn| history_entry(conn, decision_id.as_str()))
     }
 
     /// Task `task_id`'s decisions in the order they were recorded; empty
     /// for an unknown task.
-    pub fn history(&self, task_id: &str) -> Result<Vec<HistoryEntry>, StateError> {
+    pub fn history(&self, task_id: &TaskId) -> Result<Vec<HistoryEntry>, StateError> {
         self.read(|conn| {
             query_all(
                 conn,
                 &format!("SELECT {HISTORY_COLUMNS} FROM history WHERE task_id = ?1 ORDER BY seq"),
-                params![task_id],
+                params![task_id.as_str()],
                 history_row,
             )
         })
@@ -599,9 +599,6 @@ impl TaskStore {
 /// The checks of a new task and its root credential that need no database:
 /// every backend refuses the same records with the same errors.
 pub(crate) fn check_new_task(task: &TaskRecord, root: &CredentialRecord) -> Result<(), StateError> {
-    if task.id.is_empty() {
-        return Err(StateError::Invalid("a task needs an id".to_owned()));
-    }
     if task.ended_at.is_some() || task.end_reason.is_some() {
         return Err(StateError::Invalid(format!(
             "task `{}` cannot be created ended",
@@ -692,8 +689,14 @@ fn init(mut conn: Connection, path: &Path) -> Result<TaskStore, StateError> {
     })
 }
 
-/// Ends task `id` (if open) and returns its credentials' revocation ids.
-fn end_in(conn: &Connection, id: &str, at: &str, reason: &str) -> Result<Vec<String>, StateError> {
+/// Ends task `task` (if open) and returns its credentials' revocation ids.
+fn end_in(
+    conn: &Connection,
+    task: &TaskId,
+    at: &str,
+    reason: &str,
+) -> Result<Vec<String>, StateError> {
+    let id = task.as_str();
     let ended: Option<Option<String>> = conn
         .query_row(
             "SELECT ended_at FROM tasks WHERE id = ?1",
@@ -702,7 +705,7 @@ fn end_in(conn: &Connection, id: &str, at: &str, reason: &str) -> Result<Vec<Str
         )
         .optional()?;
     let Some(ended) = ended else {
-        return Err(StateError::TaskNotFound(id.to_owned()));
+        return Err(StateError::TaskNotFound(task.clone()));
     };
     if ended.is_none() {
         // No decision recorded before the end is later than it: a decision
@@ -825,7 +828,7 @@ impl<'a> TaskRow<'a> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?
         .execute(params![
-            t.id,
+            t.id.as_str(),
             t.agent,
             t.on_behalf_of,
             t.intent,
@@ -889,7 +892,7 @@ impl<'a> CredentialRow<'a> {
         )?
         .execute(params![
             c.revocation_id,
-            c.task_id,
+            c.task_id.as_str(),
             c.parent_revocation_id,
             c.agent,
             c.depth,
@@ -931,7 +934,7 @@ const HISTORY_COLUMNS: &str = "decision_id, task_id, agent, server, tool, decisi
 
 fn task_row(row: &Row<'_>) -> Result<TaskRecord, StateError> {
     Ok(TaskRecord {
-        id: row.get(0)?,
+        id: id_col(row, 0)?,
         agent: row.get(1)?,
         on_behalf_of: row.get(2)?,
         intent: row.get(3)?,
@@ -953,7 +956,7 @@ fn task_row(row: &Row<'_>) -> Result<TaskRecord, StateError> {
 
 fn credential_row(row: &Row<'_>) -> Result<CredentialRecord, StateError> {
     Ok(CredentialRecord {
-        task_id: row.get(0)?,
+        task_id: id_col(row, 0)?,
         revocation_id: row.get(1)?,
         parent_revocation_id: row.get(2)?,
         agent: row.get(3)?,
@@ -976,8 +979,8 @@ fn history_row(row: &Row<'_>) -> Result<HistoryEntry, StateError> {
         None => None,
     };
     Ok(HistoryEntry {
-        decision_id: row.get(0)?,
-        task_id: row.get(1)?,
+        decision_id: id_col(row, 0)?,
+        task_id: id_col(row, 1)?,
         agent: row.get(2)?,
         server: row.get(3)?,
         tool: row.get(4)?,
@@ -993,6 +996,25 @@ fn history_row(row: &Row<'_>) -> Result<HistoryEntry, StateError> {
             })
             .transpose()?,
     })
+}
+
+/// An id as stored, parsed as the id it is (`TaskId`, `DecisionId`, …):
+/// text that is not one is a corrupt row.
+pub(crate) fn id_col<T>(row: &Row<'_>, idx: usize) -> Result<T, StateError>
+where
+    T: TryFrom<String, Error = IdError>,
+{
+    T::try_from(row.get::<_, String>(idx)?).map_err(|e| StateError::Corrupt(format!("stored {e}")))
+}
+
+/// An id column that may be `NULL`, parsed as [`id_col`] parses one.
+pub(crate) fn optional_id_col<T>(row: &Row<'_>, idx: usize) -> Result<Option<T>, StateError>
+where
+    T: TryFrom<String, Error = IdError>,
+{
+    row.get::<_, Option<String>>(idx)?
+        .map(|text| T::try_from(text).map_err(|e| StateError::Corrupt(format!("stored {e}"))))
+        .transpose()
 }
 
 pub(crate) fn parse_time(text: &str, what: &str) -> Result<DateTime<Utc>, StateError> {

@@ -5,10 +5,27 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use chrono::{DateTime, Duration, Utc};
-use mandate_core::{Approval, ApprovalStatus, Requester, Resolution};
+use mandate_core::{
+    Approval, ApprovalId, ApprovalStatus, DecisionId, Requester, Resolution, TaskId,
+};
 use mandate_store::{ApprovalRecord, TaskStore};
 use rusqlite::Connection;
 use serde_json::json;
+
+/// A task id as the store takes it.
+fn tid(id: &str) -> TaskId {
+    TaskId::new(id).unwrap()
+}
+
+/// A decision id as the store takes it.
+fn did(id: &str) -> DecisionId {
+    DecisionId::new(id).unwrap()
+}
+
+/// An approval id as the store takes it.
+fn aid(id: &str) -> ApprovalId {
+    ApprovalId::new(id).unwrap()
+}
 
 fn t(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000 + secs, 123_456_789).unwrap()
@@ -17,8 +34,8 @@ fn t(secs: i64) -> DateTime<Utc> {
 fn record(id: &str, at: i64, ttl: i64) -> ApprovalRecord {
     ApprovalRecord {
         approval: Approval::new(
-            id.to_owned(),
-            format!("decision-{id}"),
+            aid(id),
+            did(&format!("decision-{id}")),
             format!("sha256:{id}"),
             Requester {
                 agent: "agent/mailer".into(),
@@ -40,13 +57,13 @@ fn an_approval_round_trips() {
     let store = TaskStore::open(&dir.path().join("state.db")).unwrap();
     let a = record("a1", 0, 300);
     store.create_approval(&a).unwrap();
-    assert_eq!(store.approval("a1").unwrap(), Some(a.clone()));
-    assert_eq!(store.approval("nope").unwrap(), None);
+    assert_eq!(store.approval(&aid("a1")).unwrap(), Some(a.clone()));
+    assert_eq!(store.approval(&aid("nope")).unwrap(), None);
     // The same id twice is refused, not overwritten.
     assert!(store.create_approval(&a).is_err());
     drop(store);
     let store = TaskStore::open(&dir.path().join("state.db")).unwrap();
-    assert_eq!(store.approval("a1").unwrap(), Some(a));
+    assert_eq!(store.approval(&aid("a1")).unwrap(), Some(a));
 }
 
 #[test]
@@ -70,7 +87,7 @@ fn the_queue_is_newest_first_and_filtered_by_stored_status() {
             .approvals(status, t(7), 10)
             .unwrap()
             .into_iter()
-            .map(|r| r.approval.id)
+            .map(|r| r.approval.id.to_string())
             .collect()
     };
     assert_eq!(ids(None), ["a2", "a3", "a1"]);
@@ -83,7 +100,7 @@ fn the_queue_is_newest_first_and_filtered_by_stored_status() {
             .approvals(Some(status), t(secs), 10)
             .unwrap()
             .into_iter()
-            .map(|r| r.approval.id)
+            .map(|r| r.approval.id.to_string())
             .collect()
     };
     assert_eq!(at(ApprovalStatus::Expired, 305), ["a1"]);
@@ -110,7 +127,7 @@ fn due_approvals_are_the_pending_ones_past_their_expiry() {
         .due_approvals(t(10), 10)
         .unwrap()
         .into_iter()
-        .map(|r| r.approval.id)
+        .map(|r| r.approval.id.to_string())
         .collect();
     assert_eq!(due, ["early"]);
     assert!(store.due_approvals(t(9), 10).unwrap().is_empty());
@@ -140,10 +157,10 @@ fn a_tasks_pending_approvals_are_its_own_oldest_first() {
         .unwrap();
     let ids = |task: &str, limit: usize| -> Vec<String> {
         store
-            .pending_approvals_of_task(task, limit)
+            .pending_approvals_of_task(&tid(task), limit)
             .unwrap()
             .into_iter()
-            .map(|r| r.approval.id)
+            .map(|r| r.approval.id.to_string())
             .collect()
     };
     assert_eq!(ids("task-1", 10), ["p1", "p2"]);
@@ -188,7 +205,7 @@ fn an_update_applies_only_from_the_expected_status() {
             .update_approval(ApprovalStatus::Pending, &denied)
             .unwrap()
     );
-    let used = approved.release("sha256:a1", "d2", t(2)).unwrap();
+    let used = approved.release("sha256:a1", &did("d2"), t(2)).unwrap();
     assert!(
         store
             .update_approval(ApprovalStatus::Approved, &used)
@@ -200,10 +217,10 @@ fn an_update_applies_only_from_the_expected_status() {
             .update_approval(ApprovalStatus::Approved, &used)
             .unwrap()
     );
-    let stored = store.approval("a1").unwrap().unwrap().approval;
+    let stored = store.approval(&aid("a1")).unwrap().unwrap().approval;
     assert_eq!(stored, used);
     assert_eq!(stored.resolved_by.as_deref(), Some("bob"));
-    assert_eq!(stored.released_by.as_deref(), Some("d2"));
+    assert_eq!(stored.released_by, Some(did("d2")));
 }
 
 #[test]
@@ -221,7 +238,7 @@ fn a_schema_2_database_gains_approvals() {
         .unwrap();
     let store = TaskStore::open(&path).unwrap();
     store.create_approval(&record("a1", 0, 300)).unwrap();
-    assert!(store.approval("a1").unwrap().is_some());
+    assert!(store.approval(&aid("a1")).unwrap().is_some());
 }
 
 #[test]
@@ -264,7 +281,7 @@ fn a_schema_5_database_keeps_its_approvals_and_can_withdraw_them() {
     drop(conn);
 
     let store = TaskStore::open(&path).unwrap();
-    assert_eq!(store.approval("a1").unwrap(), Some(a1.clone()));
+    assert_eq!(store.approval(&aid("a1")).unwrap(), Some(a1.clone()));
     let withdrawn = a1
         .approval
         .withdraw("the call was cancelled", t(10))
@@ -274,7 +291,7 @@ fn a_schema_5_database_keeps_its_approvals_and_can_withdraw_them() {
             .update_approval(ApprovalStatus::Pending, &withdrawn)
             .unwrap()
     );
-    let stored = store.approval("a1").unwrap().unwrap().approval;
+    let stored = store.approval(&aid("a1")).unwrap().unwrap().approval;
     assert_eq!(stored, withdrawn);
     assert_eq!(stored.status, ApprovalStatus::Withdrawn);
     // No longer in the pending queue.

@@ -10,12 +10,22 @@
 //! schema 3 database migrated without losing its history.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use mandate_core::Decision;
+use mandate_core::{Decision, DecisionId, TaskId};
 use mandate_store::{
     CredentialRecord, END_REASON_ENDED, ExchangeRecord, HistoryEntry, StateError, TaskRecord,
     TaskStore,
 };
 use rusqlite::Connection;
+
+/// A task id as the store takes it.
+fn tid(id: &str) -> TaskId {
+    TaskId::new(id).unwrap()
+}
+
+/// A decision id as the store takes it.
+fn did(id: &str) -> DecisionId {
+    DecisionId::new(id).unwrap()
+}
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()
@@ -24,7 +34,7 @@ fn t0() -> DateTime<Utc> {
 fn open_task(store: &TaskStore, id: &str) {
     let root_id = format!("{id}-root");
     let task = TaskRecord {
-        id: id.to_owned(),
+        id: tid(id),
         agent: "spiffe://example.org/planner".to_owned(),
         on_behalf_of: None,
         intent: "mail ops".to_owned(),
@@ -40,7 +50,7 @@ fn open_task(store: &TaskStore, id: &str) {
         root_revocation_id: root_id.clone(),
     };
     let root = CredentialRecord {
-        task_id: id.to_owned(),
+        task_id: tid(id),
         revocation_id: root_id,
         parent_revocation_id: None,
         agent: task.agent.clone(),
@@ -55,8 +65,8 @@ fn open_task(store: &TaskStore, id: &str) {
 
 fn decision(task_id: &str, id: &str) -> HistoryEntry {
     HistoryEntry {
-        decision_id: id.to_owned(),
-        task_id: task_id.to_owned(),
+        decision_id: did(id),
+        task_id: tid(task_id),
         agent: "spiffe://example.org/planner".to_owned(),
         server: "mail".to_owned(),
         tool: "send".to_owned(),
@@ -69,8 +79,8 @@ fn decision(task_id: &str, id: &str) -> HistoryEntry {
 
 fn exchange(task_id: &str, decision_id: &str, jti: &str) -> ExchangeRecord {
     ExchangeRecord {
-        decision_id: decision_id.to_owned(),
-        task_id: task_id.to_owned(),
+        decision_id: did(decision_id),
+        task_id: tid(task_id),
         credential: format!("{task_id}-root"),
         resource: "https://tools.example.com/mail".to_owned(),
         token_id: jti.to_owned(),
@@ -90,15 +100,15 @@ fn a_decision_is_exchanged_once_and_never_after_the_end() {
         .unwrap();
     store.record_decision(&decision("t1", "d2")).unwrap();
 
-    let (entry, credential) = store.decided_call("d1").unwrap().unwrap();
+    let (entry, credential) = store.decided_call(&did("d1")).unwrap().unwrap();
     assert_eq!(entry, decision("t1", "d1"));
     assert_eq!(credential.as_deref(), Some("t1-root"));
-    assert_eq!(store.decided_call("d2").unwrap().unwrap().1, None);
-    assert_eq!(store.decided_call("nope").unwrap(), None);
+    assert_eq!(store.decided_call(&did("d2")).unwrap().unwrap().1, None);
+    assert_eq!(store.decided_call(&did("nope")).unwrap(), None);
 
     store.record_exchange(&exchange("t1", "d1", "j1")).unwrap();
     assert_eq!(
-        store.exchanges("t1").unwrap(),
+        store.exchanges(&tid("t1")).unwrap(),
         vec![exchange("t1", "d1", "j1")]
     );
     let again = store
@@ -124,13 +134,13 @@ fn a_decision_is_exchanged_once_and_never_after_the_end() {
     );
 
     store
-        .end_task("t1", t0() + Duration::seconds(2), END_REASON_ENDED)
+        .end_task(&tid("t1"), t0() + Duration::seconds(2), END_REASON_ENDED)
         .unwrap();
     let ended = store
         .record_exchange(&exchange("t1", "d2", "j5"))
         .unwrap_err();
     assert!(matches!(ended, StateError::TaskEnded { .. }), "{ended}");
-    assert_eq!(store.exchanges("t1").unwrap().len(), 1);
+    assert_eq!(store.exchanges(&tid("t1")).unwrap().len(), 1);
 }
 
 #[test]
@@ -151,8 +161,11 @@ fn a_schema_3_database_gains_credentials_and_exchanges() {
         .unwrap();
 
     let store = TaskStore::open(&path).unwrap();
-    assert_eq!(store.history("t1").unwrap(), vec![decision("t1", "d1")]);
-    assert_eq!(store.decided_call("d1").unwrap().unwrap().1, None);
+    assert_eq!(
+        store.history(&tid("t1")).unwrap(),
+        vec![decision("t1", "d1")]
+    );
+    assert_eq!(store.decided_call(&did("d1")).unwrap().unwrap().1, None);
     store
         .record_decision_under(&decision("t1", "d2"), Some("t1-root"))
         .unwrap();
@@ -165,5 +178,5 @@ fn a_schema_3_database_gains_credentials_and_exchanges() {
     assert_eq!(version, 7);
     // Opening again changes nothing.
     let store = TaskStore::open(&path).unwrap();
-    assert_eq!(store.exchanges("t1").unwrap().len(), 1);
+    assert_eq!(store.exchanges(&tid("t1")).unwrap().len(), 1);
 }

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use mandate_core::{
-    Approval, ApprovalStatus, Decision, Requester, Resolution, SessionId, ToolAnnotations,
+    Approval, ApprovalId, ApprovalStatus, Decision, DecisionId, Requester, Resolution, SessionId,
+    TaskId, ToolAnnotations,
 };
 use mandate_store::postgres::PgStore;
 use mandate_store::{
@@ -79,6 +80,18 @@ both!(
     approvals_list_count_and_change_only_from_the_expected_status,
 );
 
+fn tid(text: &str) -> TaskId {
+    text.parse().unwrap()
+}
+
+fn did(text: &str) -> DecisionId {
+    text.parse().unwrap()
+}
+
+fn aid(text: &str) -> ApprovalId {
+    text.parse().unwrap()
+}
+
 /// A fixed time with nanoseconds, so round trips check full precision.
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap() + Duration::nanoseconds(123_456_789)
@@ -89,7 +102,7 @@ fn task(id: &str, expires_at: DateTime<Utc>) -> (TaskRecord, CredentialRecord) {
     let mut params = serde_json::Map::new();
     params.insert("recipients".to_owned(), json!(["ops@example.org"]));
     let task = TaskRecord {
-        id: id.to_owned(),
+        id: tid(id),
         agent: "spiffe://example.org/planner".to_owned(),
         on_behalf_of: Some("alice@example.org".to_owned()),
         intent: "summarise the incident and mail ops".to_owned(),
@@ -105,7 +118,7 @@ fn task(id: &str, expires_at: DateTime<Utc>) -> (TaskRecord, CredentialRecord) {
         root_revocation_id: root_id.clone(),
     };
     let root = CredentialRecord {
-        task_id: id.to_owned(),
+        task_id: tid(id),
         revocation_id: root_id,
         parent_revocation_id: None,
         agent: task.agent.clone(),
@@ -127,7 +140,7 @@ async fn started(store: &dyn StateStore, id: &str) -> TaskRecord {
 
 fn delegation(task_id: &str, id: &str, parent: &str, depth: u32) -> CredentialRecord {
     CredentialRecord {
-        task_id: task_id.to_owned(),
+        task_id: tid(task_id),
         revocation_id: id.to_owned(),
         parent_revocation_id: Some(parent.to_owned()),
         agent: format!("spiffe://example.org/{id}"),
@@ -141,8 +154,8 @@ fn delegation(task_id: &str, id: &str, parent: &str, depth: u32) -> CredentialRe
 
 fn decision(task_id: &str, id: &str, tool: &str, n: i64) -> HistoryEntry {
     HistoryEntry {
-        decision_id: id.to_owned(),
-        task_id: task_id.to_owned(),
+        decision_id: did(id),
+        task_id: tid(task_id),
         agent: "spiffe://example.org/planner".to_owned(),
         server: "tickets".to_owned(),
         tool: tool.to_owned(),
@@ -164,13 +177,13 @@ fn result(labels: &[&str]) -> CallResult {
 async fn a_task_round_trips_with_its_root_credential(store: &dyn StateStore) {
     let (task, root) = task("t1", t0() + Duration::hours(1));
     store.create_task(task.clone(), root.clone()).await.unwrap();
-    assert_eq!(store.task("t1").await.unwrap(), Some(task.clone()));
-    assert_eq!(store.task("nope").await.unwrap(), None);
-    let details = store.task_details("t1").await.unwrap().unwrap();
+    assert_eq!(store.task(&tid("t1")).await.unwrap(), Some(task.clone()));
+    assert_eq!(store.task(&tid("nope")).await.unwrap(), None);
+    let details = store.task_details(&tid("t1")).await.unwrap().unwrap();
     assert_eq!(details.task, task);
     assert_eq!(details.credentials, vec![root.clone()]);
     assert!(details.history.is_empty());
-    let (read, session) = store.task_context("t1").await.unwrap().unwrap();
+    let (read, session) = store.task_context(&tid("t1")).await.unwrap().unwrap();
     assert_eq!(read, task);
     assert_eq!(session.calls, 0);
 
@@ -190,7 +203,11 @@ async fn a_task_round_trips_with_its_root_credential(store: &dyn StateStore) {
     wrong.depth = 1;
     let err = store.create_task(t3, wrong).await.unwrap_err();
     assert!(matches!(err, StateError::Invalid(_)), "{err}");
-    assert_eq!(store.task("t3").await.unwrap(), None, "nothing was written");
+    assert_eq!(
+        store.task(&tid("t3")).await.unwrap(),
+        None,
+        "nothing was written"
+    );
 
     // Listed newest first; only open ones when asked.
     let (mut later, later_root) = self::task("t4", t0() + Duration::hours(1));
@@ -201,11 +218,11 @@ async fn a_task_round_trips_with_its_root_credential(store: &dyn StateStore) {
         .await
         .unwrap()
         .into_iter()
-        .map(|d| d.task.id)
+        .map(|d| d.task.id.to_string())
         .collect();
     assert_eq!(listed, ["t4", "t1"]);
     store
-        .end_task("t4", t0() + Duration::seconds(2), END_REASON_ENDED)
+        .end_task(&tid("t4"), t0() + Duration::seconds(2), END_REASON_ENDED)
         .await
         .unwrap();
     let open: Vec<String> = store
@@ -213,7 +230,7 @@ async fn a_task_round_trips_with_its_root_credential(store: &dyn StateStore) {
         .await
         .unwrap()
         .into_iter()
-        .map(|d| d.task.id)
+        .map(|d| d.task.id.to_string())
         .collect();
     assert_eq!(open, ["t1"]);
 }
@@ -224,7 +241,7 @@ async fn delegations_follow_their_parents_and_stop_at_the_end(store: &dyn StateS
     let b = delegation("t1", "b", "a", 2);
     store.add_credential(a.clone()).await.unwrap();
     store.add_credential(b.clone()).await.unwrap();
-    let details = store.task_details("t1").await.unwrap().unwrap();
+    let details = store.task_details(&tid("t1")).await.unwrap().unwrap();
     let ids: Vec<&str> = details
         .credentials
         .iter()
@@ -253,7 +270,7 @@ async fn delegations_follow_their_parents_and_stop_at_the_end(store: &dyn StateS
     assert!(matches!(err, StateError::TaskNotFound(_)), "{err}");
 
     store
-        .end_task("t1", t0() + Duration::seconds(5), END_REASON_ENDED)
+        .end_task(&tid("t1"), t0() + Duration::seconds(5), END_REASON_ENDED)
         .await
         .unwrap();
     let err = store
@@ -271,13 +288,16 @@ async fn ending_revokes_every_credential_once(store: &dyn StateStore) {
         .await
         .unwrap();
     let at = t0() + Duration::seconds(30);
-    let ended = store.end_task("t1", at, END_REASON_ENDED).await.unwrap();
+    let ended = store
+        .end_task(&tid("t1"), at, END_REASON_ENDED)
+        .await
+        .unwrap();
     assert_eq!(ended.revoked, ["t1-root", "a"]);
     assert_eq!(ended.task.ended_at, Some(at));
     assert_eq!(ended.task.end_reason.as_deref(), Some(END_REASON_ENDED));
     // Again: nothing changes, the same answer.
     let again = store
-        .end_task("t1", at + Duration::seconds(9), "other")
+        .end_task(&tid("t1"), at + Duration::seconds(9), "other")
         .await
         .unwrap();
     assert_eq!(again.revoked, ended.revoked);
@@ -302,11 +322,11 @@ async fn ending_revokes_every_credential_once(store: &dyn StateStore) {
     );
 
     let err = store
-        .end_task("nope", at, END_REASON_ENDED)
+        .end_task(&tid("nope"), at, END_REASON_ENDED)
         .await
         .unwrap_err();
     assert!(matches!(err, StateError::TaskNotFound(_)), "{err}");
-    let err = store.end_task("t2", at, "").await.unwrap_err();
+    let err = store.end_task(&tid("t2"), at, "").await.unwrap_err();
     assert!(matches!(err, StateError::Invalid(_)), "{err}");
 }
 
@@ -320,7 +340,7 @@ async fn no_decision_is_recorded_after_the_end_and_the_end_is_not_before_any(
         .await
         .unwrap();
     let ended = store
-        .end_task("t1", t0() + Duration::seconds(1), END_REASON_ENDED)
+        .end_task(&tid("t1"), t0() + Duration::seconds(1), END_REASON_ENDED)
         .await
         .unwrap();
     assert_eq!(
@@ -337,7 +357,7 @@ async fn no_decision_is_recorded_after_the_end_and_the_end_is_not_before_any(
         .await
         .unwrap_err();
     assert!(matches!(err, StateError::TaskNotFound(_)), "{err}");
-    assert_eq!(store.decision("d2").await.unwrap(), None);
+    assert_eq!(store.decision(&did("d2")).await.unwrap(), None);
 }
 
 async fn end_expired_ends_only_open_tasks_whose_ttl_ran_out(store: &dyn StateStore) {
@@ -346,22 +366,19 @@ async fn end_expired_ends_only_open_tasks_whose_ttl_ran_out(store: &dyn StateSto
         store.create_task(task, root).await.unwrap();
     }
     store
-        .end_task("soon", t0(), END_REASON_ENDED)
+        .end_task(&tid("soon"), t0(), END_REASON_ENDED)
         .await
         .unwrap();
     let ended = store
         .end_expired(t0() + Duration::minutes(2))
         .await
         .unwrap();
-    assert_eq!(
-        ended,
-        vec![("sooner".to_owned(), vec!["sooner-root".to_owned()])]
-    );
-    let sooner = store.task("sooner").await.unwrap().unwrap();
+    assert_eq!(ended, vec![(tid("sooner"), vec!["sooner-root".to_owned()])]);
+    let sooner = store.task(&tid("sooner")).await.unwrap().unwrap();
     assert_eq!(sooner.end_reason.as_deref(), Some(END_REASON_EXPIRED));
     assert_eq!(
         store
-            .task("soon")
+            .task(&tid("soon"))
             .await
             .unwrap()
             .unwrap()
@@ -372,7 +389,7 @@ async fn end_expired_ends_only_open_tasks_whose_ttl_ran_out(store: &dyn StateSto
     );
     assert!(
         store
-            .task("later")
+            .task(&tid("later"))
             .await
             .unwrap()
             .unwrap()
@@ -402,16 +419,22 @@ async fn history_takes_one_result_per_decision_and_folds_the_session(store: &dyn
     assert!(matches!(err, StateError::Conflict(_)), "{err}");
 
     let reported = store
-        .record_result("d1", result(&["untrusted"]))
+        .record_result(&did("d1"), result(&["untrusted"]))
         .await
         .unwrap();
     assert_eq!(reported.result, Some(result(&["untrusted"])));
-    let err = store.record_result("d1", result(&[])).await.unwrap_err();
+    let err = store
+        .record_result(&did("d1"), result(&[]))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StateError::Conflict(_)), "{err}");
-    let err = store.record_result("nope", result(&[])).await.unwrap_err();
+    let err = store
+        .record_result(&did("nope"), result(&[]))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StateError::DecisionNotFound(_)), "{err}");
 
-    let details = store.task_details("t1").await.unwrap().unwrap();
+    let details = store.task_details(&tid("t1")).await.unwrap().unwrap();
     let ids: Vec<&str> = details
         .history
         .iter()
@@ -425,23 +448,26 @@ async fn history_takes_one_result_per_decision_and_folds_the_session(store: &dyn
             ..first.clone()
         }
     );
-    let (_, session) = store.task_context("t1").await.unwrap().unwrap();
+    let (_, session) = store.task_context(&tid("t1")).await.unwrap().unwrap();
     assert_eq!(session.calls, 2);
     assert_eq!(session.denials, 1);
     assert!(session.labels.contains("untrusted"));
 
-    let (entry, credential) = store.decided_call("d1").await.unwrap().unwrap();
-    assert_eq!(entry.decision_id, "d1");
+    let (entry, credential) = store.decided_call(&did("d1")).await.unwrap().unwrap();
+    assert_eq!(entry.decision_id.as_str(), "d1");
     assert_eq!(credential.as_deref(), Some("t1-root"));
-    assert_eq!(store.decided_call("d2").await.unwrap().unwrap().1, None);
-    assert_eq!(store.decided_call("nope").await.unwrap(), None);
+    assert_eq!(
+        store.decided_call(&did("d2")).await.unwrap().unwrap().1,
+        None
+    );
+    assert_eq!(store.decided_call(&did("nope")).await.unwrap(), None);
 
     // A result after the end is still taken (the call began before it).
     store
-        .end_task("t1", t0() + Duration::seconds(3), END_REASON_ENDED)
+        .end_task(&tid("t1"), t0() + Duration::seconds(3), END_REASON_ENDED)
         .await
         .unwrap();
-    store.record_result("d2", result(&[])).await.unwrap();
+    store.record_result(&did("d2"), result(&[])).await.unwrap();
 }
 
 async fn a_decision_is_exchanged_once_and_never_after_the_end(store: &dyn StateStore) {
@@ -455,8 +481,8 @@ async fn a_decision_is_exchanged_once_and_never_after_the_end(store: &dyn StateS
         .await
         .unwrap();
     let exchange = |decision: &str, jti: &str| ExchangeRecord {
-        decision_id: decision.to_owned(),
-        task_id: "t1".to_owned(),
+        decision_id: did(decision),
+        task_id: tid("t1"),
         credential: "t1-root".to_owned(),
         resource: "https://tools.example.com/mail".to_owned(),
         token_id: jti.to_owned(),
@@ -476,7 +502,7 @@ async fn a_decision_is_exchanged_once_and_never_after_the_end(store: &dyn StateS
         .unwrap_err();
     assert!(matches!(err, StateError::DecisionNotFound(_)), "{err}");
     store
-        .end_task("t1", t0() + Duration::seconds(5), END_REASON_ENDED)
+        .end_task(&tid("t1"), t0() + Duration::seconds(5), END_REASON_ENDED)
         .await
         .unwrap();
     let err = store
@@ -538,8 +564,8 @@ fn t(secs: i64) -> DateTime<Utc> {
 fn approval(id: &str, at: i64, ttl: i64, task: Option<&str>) -> ApprovalRecord {
     ApprovalRecord {
         approval: Approval::new(
-            id.to_owned(),
-            format!("decision-{id}"),
+            aid(id),
+            did(&format!("decision-{id}")),
             format!("sha256:{id}"),
             Requester {
                 agent: "agent/mailer".into(),
@@ -566,15 +592,18 @@ async fn approvals_list_count_and_change_only_from_the_expected_status(store: &d
         .create_approval(approval("a3", 5, 300, None))
         .await
         .unwrap();
-    assert_eq!(store.approval("a1").await.unwrap(), Some(a1.clone()));
-    assert_eq!(store.approval("nope").await.unwrap(), None);
+    assert_eq!(store.approval(&aid("a1")).await.unwrap(), Some(a1.clone()));
+    assert_eq!(store.approval(&aid("nope")).await.unwrap(), None);
     assert!(
         store.create_approval(a1.clone()).await.is_err(),
         "no overwrite"
     );
 
     let ids = |records: Vec<ApprovalRecord>| -> Vec<String> {
-        records.into_iter().map(|r| r.approval.id).collect()
+        records
+            .into_iter()
+            .map(|r| r.approval.id.to_string())
+            .collect()
     };
     // At t(20), a2 (expiring at t(15)) is expired though still stored pending.
     let now = t(20);
@@ -599,7 +628,10 @@ async fn approvals_list_count_and_change_only_from_the_expected_status(store: &d
     assert_eq!(ids(store.approvals(None, now, 1).await.unwrap()), ["a2"]);
     assert_eq!(ids(store.due_approvals(now, 10).await.unwrap()), ["a2"]);
     assert_eq!(
-        ids(store.pending_approvals_of_task("t1", 10).await.unwrap()),
+        ids(store
+            .pending_approvals_of_task(&tid("t1"), 10)
+            .await
+            .unwrap()),
         ["a1", "a2"]
     );
     assert_eq!(
@@ -610,7 +642,10 @@ async fn approvals_list_count_and_change_only_from_the_expected_status(store: &d
         store.open_approvals_of("agent/other", now).await.unwrap(),
         0
     );
-    assert_eq!(store.open_approvals_of_task("t1", now).await.unwrap(), 1);
+    assert_eq!(
+        store.open_approvals_of_task(&tid("t1"), now).await.unwrap(),
+        1
+    );
 
     let approved = a1
         .approval
@@ -633,7 +668,7 @@ async fn approvals_list_count_and_change_only_from_the_expected_status(store: &d
             .unwrap(),
         "a second resolution changes nothing"
     );
-    let used = approved.release("sha256:a1", "d2", t(2)).unwrap();
+    let used = approved.release("sha256:a1", &did("d2"), t(2)).unwrap();
     assert!(
         store
             .update_approval(ApprovalStatus::Approved, &used)
@@ -646,7 +681,10 @@ async fn approvals_list_count_and_change_only_from_the_expected_status(store: &d
             .await
             .unwrap()
     );
-    assert_eq!(store.approval("a1").await.unwrap().unwrap().approval, used);
+    assert_eq!(
+        store.approval(&aid("a1")).await.unwrap().unwrap().approval,
+        used
+    );
     assert_eq!(
         ids(store
             .approvals(Some(ApprovalStatus::Used), now, 10)
@@ -684,7 +722,7 @@ async fn instances_recording_at_once_lose_no_decision_of_a_session() {
     for call in calls {
         call.await.unwrap();
     }
-    let (_, session) = stores[1].task_context("t1").await.unwrap().unwrap();
+    let (_, session) = stores[1].task_context(&tid("t1")).await.unwrap().unwrap();
     assert_eq!(session.calls, 60, "every instance's decisions were folded");
     for n in (0..60).step_by(10) {
         assert!(
@@ -725,7 +763,7 @@ async fn of_instances_releasing_one_approval_exactly_one_does() {
         for n in 0..6 {
             let store = stores[n % 3].clone();
             let used = approved
-                .release(&format!("sha256:{id}"), &format!("d{n}"), t(2))
+                .release(&format!("sha256:{id}"), &did(&format!("d{n}")), t(2))
                 .unwrap();
             racers.push(tokio::spawn(async move {
                 store
@@ -769,9 +807,9 @@ async fn once_an_end_is_committed_no_instance_records_a_decision_under_the_task(
             })
         };
         tokio::task::yield_now().await;
-        let ended = a.end_task(&id, t0(), END_REASON_ENDED).await.unwrap();
+        let ended = a.end_task(&tid(&id), t0(), END_REASON_ENDED).await.unwrap();
         let recorded = deciding.await.unwrap();
-        let history = a.task_details(&id).await.unwrap().unwrap().history;
+        let history = a.task_details(&tid(&id)).await.unwrap().unwrap().history;
         assert_eq!(
             history.len(),
             recorded.len(),
@@ -828,7 +866,9 @@ async fn instances_hear_each_others_approvals_and_revocations() {
     }
     let revoked = wait(&mut heard, StateChange::Revocations);
     started(&a, "t1").await;
-    a.end_task("t1", t0(), END_REASON_ENDED).await.unwrap();
+    a.end_task(&tid("t1"), t0(), END_REASON_ENDED)
+        .await
+        .unwrap();
     revoked.await;
 }
 

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use mandate_core::{Decision, SessionInput, SessionSummary};
+use mandate_core::{Decision, DecisionId, SessionInput, SessionSummary, TaskId};
 use mandate_store::{
     CallResult, CredentialRecord, END_REASON_ENDED, END_REASON_EXPIRED, HistoryEntry, StateError,
     TaskRecord, TaskStore,
@@ -22,6 +22,16 @@ use mandate_store::{
 use rusqlite::Connection;
 
 /// A fixed time with nanoseconds, so round trips check full precision.
+/// A task id as the store takes it.
+fn tid(id: &str) -> TaskId {
+    TaskId::new(id).unwrap()
+}
+
+/// A decision id as the store takes it.
+fn did(id: &str) -> DecisionId {
+    DecisionId::new(id).unwrap()
+}
+
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap() + Duration::nanoseconds(123_456_789)
 }
@@ -34,7 +44,7 @@ fn task(id: &str, expires_at: DateTime<Utc>) -> (TaskRecord, CredentialRecord) {
         serde_json::json!(["ops@example.org"]),
     );
     let task = TaskRecord {
-        id: id.to_owned(),
+        id: tid(id),
         agent: "spiffe://example.org/planner".to_owned(),
         on_behalf_of: Some("alice@example.org".to_owned()),
         intent: "summarise the incident and mail ops".to_owned(),
@@ -50,7 +60,7 @@ fn task(id: &str, expires_at: DateTime<Utc>) -> (TaskRecord, CredentialRecord) {
         root_revocation_id: root_id.clone(),
     };
     let root = CredentialRecord {
-        task_id: id.to_owned(),
+        task_id: tid(id),
         revocation_id: root_id,
         parent_revocation_id: None,
         agent: task.agent.clone(),
@@ -65,7 +75,7 @@ fn task(id: &str, expires_at: DateTime<Utc>) -> (TaskRecord, CredentialRecord) {
 
 fn delegation(task_id: &str, id: &str, parent: &str, depth: u32) -> CredentialRecord {
     CredentialRecord {
-        task_id: task_id.to_owned(),
+        task_id: tid(task_id),
         revocation_id: id.to_owned(),
         parent_revocation_id: Some(parent.to_owned()),
         agent: format!("spiffe://example.org/{id}"),
@@ -79,8 +89,8 @@ fn delegation(task_id: &str, id: &str, parent: &str, depth: u32) -> CredentialRe
 
 fn decision(task_id: &str, id: &str, tool: &str, n: i64) -> HistoryEntry {
     HistoryEntry {
-        decision_id: id.to_owned(),
-        task_id: task_id.to_owned(),
+        decision_id: did(id),
+        task_id: tid(task_id),
         agent: "spiffe://example.org/planner".to_owned(),
         server: "tickets".to_owned(),
         tool: tool.to_owned(),
@@ -121,19 +131,19 @@ fn a_task_round_trips_with_its_root_credential() {
     let path = dir.path().join("state.db");
     let (store, task, root) = started(&path, "t1");
 
-    let stored = store.task("t1").unwrap().unwrap();
+    let stored = store.task(&tid("t1")).unwrap().unwrap();
     assert_eq!(stored, task, "every field, times to the nanosecond");
     assert!(!stored.is_ended());
-    assert_eq!(store.credentials("t1").unwrap(), vec![root.clone()]);
-    assert!(store.task("t2").unwrap().is_none());
-    assert!(store.credentials("t2").unwrap().is_empty());
+    assert_eq!(store.credentials(&tid("t1")).unwrap(), vec![root.clone()]);
+    assert!(store.task(&tid("t2")).unwrap().is_none());
+    assert!(store.credentials(&tid("t2")).unwrap().is_empty());
 
     // The same id again is a conflict, and changes nothing.
     let mut again = task.clone();
     again.intent = "something else".to_owned();
     let err = store.create_task(&again, &root).unwrap_err();
     assert!(matches!(err, StateError::Conflict(_)), "{err}");
-    assert_eq!(store.task("t1").unwrap().unwrap().intent, task.intent);
+    assert_eq!(store.task(&tid("t1")).unwrap().unwrap().intent, task.intent);
 
     // A root credential that does not belong to its task is refused whole:
     // no task row is left behind either.
@@ -148,7 +158,7 @@ fn a_task_round_trips_with_its_root_credential() {
             ..root3.clone()
         },
         CredentialRecord {
-            task_id: "t1".to_owned(),
+            task_id: tid("t1"),
             ..root3.clone()
         },
         CredentialRecord {
@@ -171,7 +181,7 @@ fn a_task_round_trips_with_its_root_credential() {
     };
     let err = store.create_task(&reused, &reused_root).unwrap_err();
     assert!(matches!(err, StateError::Conflict(_)), "{err}");
-    assert!(store.task("t3").unwrap().is_none(), "rolled back");
+    assert!(store.task(&tid("t3")).unwrap().is_none(), "rolled back");
     store.create_task(&t3, &root3).unwrap();
 }
 
@@ -191,10 +201,10 @@ fn delegations_are_recorded_in_issue_order_under_their_parents() {
     for credential in [&a, &b, &c] {
         store.add_credential(credential).unwrap();
     }
-    let tree = store.credentials("t1").unwrap();
+    let tree = store.credentials(&tid("t1")).unwrap();
     assert_eq!(tree, vec![root, a.clone(), b.clone(), c]);
     assert_eq!(
-        store.credentials("t2").unwrap(),
+        store.credentials(&tid("t2")).unwrap(),
         vec![other_root],
         "another task's tree is its own"
     );
@@ -222,10 +232,14 @@ fn delegations_are_recorded_in_issue_order_under_their_parents() {
         .add_credential(&delegation("t9", "x", "t1-root", 1))
         .unwrap_err();
     assert!(
-        matches!(err, StateError::TaskNotFound(ref id) if id == "t9"),
+        matches!(err, StateError::TaskNotFound(ref id) if id.as_str() == "t9"),
         "{err}"
     );
-    assert_eq!(store.credentials("t1").unwrap().len(), 4, "nothing added");
+    assert_eq!(
+        store.credentials(&tid("t1")).unwrap().len(),
+        4,
+        "nothing added"
+    );
 }
 
 #[test]
@@ -237,7 +251,7 @@ fn no_credential_is_added_to_an_ended_task() {
         .add_credential(&delegation("t1", "a", "t1-root", 1))
         .unwrap();
     store
-        .end_task("t1", t0() + Duration::minutes(1), END_REASON_ENDED)
+        .end_task(&tid("t1"), t0() + Duration::minutes(1), END_REASON_ENDED)
         .unwrap();
 
     let err = store
@@ -246,12 +260,12 @@ fn no_credential_is_added_to_an_ended_task() {
     assert!(
         matches!(
             err,
-            StateError::TaskEnded { ref task_id, ref reason } if task_id == "t1" && reason == "ended"
+            StateError::TaskEnded { ref task_id, ref reason } if task_id.as_str() == "t1" && reason == "ended"
         ),
         "{err}"
     );
     let ids: Vec<String> = store
-        .credentials("t1")
+        .credentials(&tid("t1"))
         .unwrap()
         .into_iter()
         .map(|c| c.revocation_id)
@@ -274,7 +288,9 @@ fn ending_revokes_every_credential_durably() {
         .unwrap();
 
     let ended_at = t0() + Duration::minutes(2);
-    let ids = store.end_task("t1", ended_at, END_REASON_ENDED).unwrap();
+    let ids = store
+        .end_task(&tid("t1"), ended_at, END_REASON_ENDED)
+        .unwrap();
     assert_eq!(ids, vec!["t1-root", "a", "b"], "every id, issue order");
     drop(store);
 
@@ -293,12 +309,12 @@ fn ending_revokes_every_credential_durably() {
     assert!(
         revocations
             .iter()
-            .all(|r| r.task_id == "t1" && r.revoked_at == ended_at)
+            .all(|r| r.task_id.as_str() == "t1" && r.revoked_at == ended_at)
     );
-    let task = store.task("t1").unwrap().unwrap();
+    let task = store.task(&tid("t1")).unwrap().unwrap();
     assert_eq!(task.ended_at, Some(ended_at));
     assert_eq!(task.end_reason.as_deref(), Some(END_REASON_ENDED));
-    assert!(!store.task("t2").unwrap().unwrap().is_ended());
+    assert!(!store.task(&tid("t2")).unwrap().unwrap().is_ended());
 }
 
 #[test]
@@ -310,15 +326,15 @@ fn no_decision_is_recorded_after_the_end_and_the_end_is_not_before_any() {
         .record_decision(&decision("t1", "d1", "read", 5_000))
         .unwrap();
     store
-        .end_task("t1", t0() + Duration::seconds(1), END_REASON_ENDED)
+        .end_task(&tid("t1"), t0() + Duration::seconds(1), END_REASON_ENDED)
         .unwrap();
-    let ended_at = store.task("t1").unwrap().unwrap().ended_at.unwrap();
+    let ended_at = store.task(&tid("t1")).unwrap().unwrap().ended_at.unwrap();
     assert_eq!(ended_at, t0() + Duration::milliseconds(5_000));
     let refused = store
         .record_decision(&decision("t1", "d2", "read", 6_000))
         .unwrap_err();
     assert!(matches!(refused, StateError::TaskEnded { .. }), "{refused}");
-    assert_eq!(store.history("t1").unwrap().len(), 1);
+    assert_eq!(store.history(&tid("t1")).unwrap().len(), 1);
 }
 
 #[test]
@@ -330,20 +346,26 @@ fn ending_twice_changes_nothing_and_returns_the_same_ids() {
         .add_credential(&delegation("t1", "a", "t1-root", 1))
         .unwrap();
     let first_at = t0() + Duration::minutes(1);
-    let first = store.end_task("t1", first_at, END_REASON_ENDED).unwrap();
+    let first = store
+        .end_task(&tid("t1"), first_at, END_REASON_ENDED)
+        .unwrap();
     let revocations = store.revocations().unwrap();
 
     let second = store
-        .end_task("t1", first_at + Duration::minutes(5), "context changed")
+        .end_task(
+            &tid("t1"),
+            first_at + Duration::minutes(5),
+            "context changed",
+        )
         .unwrap();
     assert_eq!(second, first);
-    let task = store.task("t1").unwrap().unwrap();
+    let task = store.task(&tid("t1")).unwrap().unwrap();
     assert_eq!(task.ended_at, Some(first_at), "ended_at unchanged");
     assert_eq!(task.end_reason.as_deref(), Some(END_REASON_ENDED));
     assert_eq!(store.revocations().unwrap(), revocations, "no new rows");
 
     let err = store
-        .end_task("nope", first_at, END_REASON_ENDED)
+        .end_task(&tid("nope"), first_at, END_REASON_ENDED)
         .unwrap_err();
     assert!(matches!(err, StateError::TaskNotFound(_)), "{err}");
 }
@@ -368,7 +390,7 @@ fn end_expired_ends_only_open_tasks_whose_ttl_ran_out() {
         .unwrap();
     let caller_end = now - Duration::minutes(30);
     store
-        .end_task("ended-by-caller", caller_end, END_REASON_ENDED)
+        .end_task(&tid("ended-by-caller"), caller_end, END_REASON_ENDED)
         .unwrap();
 
     let ended = store.end_expired(now).unwrap();
@@ -376,23 +398,20 @@ fn end_expired_ends_only_open_tasks_whose_ttl_ran_out() {
         ended,
         vec![
             (
-                "past".to_owned(),
+                tid("past"),
                 vec!["past-root".to_owned(), "past-sub".to_owned()]
             ),
-            (
-                "exactly-now".to_owned(),
-                vec!["exactly-now-root".to_owned()]
-            ),
+            (tid("exactly-now"), vec!["exactly-now-root".to_owned()]),
         ],
         "earliest expiry first; ended tasks are not ended again"
     );
     for id in ["past", "exactly-now"] {
-        let task = store.task(id).unwrap().unwrap();
+        let task = store.task(&tid(id)).unwrap().unwrap();
         assert_eq!(task.ended_at, Some(now));
         assert_eq!(task.end_reason.as_deref(), Some(END_REASON_EXPIRED));
     }
-    assert!(!store.task("future").unwrap().unwrap().is_ended());
-    let by_caller = store.task("ended-by-caller").unwrap().unwrap();
+    assert!(!store.task(&tid("future")).unwrap().unwrap().is_ended());
+    let by_caller = store.task(&tid("ended-by-caller")).unwrap().unwrap();
     assert_eq!(by_caller.ended_at, Some(caller_end));
     assert_eq!(by_caller.end_reason.as_deref(), Some(END_REASON_ENDED));
     let revoked = store.revoked_ids(DateTime::<Utc>::UNIX_EPOCH).unwrap();
@@ -404,10 +423,7 @@ fn end_expired_ends_only_open_tasks_whose_ttl_ran_out() {
 
     assert!(store.end_expired(now).unwrap().is_empty(), "nothing twice");
     let later = store.end_expired(now + Duration::seconds(1)).unwrap();
-    assert_eq!(
-        later,
-        vec![("future".to_owned(), vec!["future-root".to_owned()])]
-    );
+    assert_eq!(later, vec![(tid("future"), vec!["future-root".to_owned()])]);
 }
 
 #[test]
@@ -436,39 +452,43 @@ fn history_keeps_decision_order_and_takes_one_result_per_decision() {
     };
     store.record_decision(&with_result).unwrap();
     let order: Vec<String> = store
-        .history("t1")
+        .history(&tid("t1"))
         .unwrap()
         .into_iter()
-        .map(|e| e.decision_id)
+        .map(|e| e.decision_id.to_string())
         .collect();
     assert_eq!(order, vec!["d1", "d2", "d3"]);
-    assert_eq!(store.history("t1").unwrap()[2], with_result);
-    assert_eq!(store.history("t1").unwrap()[0].annotations, None);
-    assert_eq!(store.history("t2").unwrap().len(), 1);
-    assert!(store.history("t9").unwrap().is_empty());
+    assert_eq!(store.history(&tid("t1")).unwrap()[2], with_result);
+    assert_eq!(store.history(&tid("t1")).unwrap()[0].annotations, None);
+    assert_eq!(store.history(&tid("t2")).unwrap().len(), 1);
+    assert!(store.history(&tid("t9")).unwrap().is_empty());
 
     // A result is recorded once, against a known decision.
     let reported = store
-        .record_result("d2", result("ok", &["untrusted"]))
+        .record_result(&did("d2"), result("ok", &["untrusted"]))
         .unwrap();
-    assert_eq!(reported.decision_id, "d2");
+    assert_eq!(reported.decision_id.as_str(), "d2");
     assert_eq!(reported.result, Some(result("ok", &["untrusted"])));
-    assert_eq!(store.decision("d2").unwrap(), Some(reported.clone()));
-    assert_eq!(store.history("t1").unwrap()[1], reported);
-    let err = store.record_result("d2", result("error", &[])).unwrap_err();
+    assert_eq!(store.decision(&did("d2")).unwrap(), Some(reported.clone()));
+    assert_eq!(store.history(&tid("t1")).unwrap()[1], reported);
+    let err = store
+        .record_result(&did("d2"), result("error", &[]))
+        .unwrap_err();
     assert!(matches!(err, StateError::Conflict(_)), "{err}");
-    let err = store.record_result("d3", result("ok", &[])).unwrap_err();
+    let err = store
+        .record_result(&did("d3"), result("ok", &[]))
+        .unwrap_err();
     assert!(matches!(err, StateError::Conflict(_)), "{err}");
     assert_eq!(
-        store.decision("d2").unwrap().unwrap().result,
+        store.decision(&did("d2")).unwrap().unwrap().result,
         Some(result("ok", &["untrusted"])),
         "the first report stands"
     );
     let err = store
-        .record_result("d-none", result("ok", &[]))
+        .record_result(&did("d-none"), result("ok", &[]))
         .unwrap_err();
     assert!(
-        matches!(err, StateError::DecisionNotFound(ref id) if id == "d-none"),
+        matches!(err, StateError::DecisionNotFound(ref id) if id.as_str() == "d-none"),
         "{err}"
     );
 
@@ -485,10 +505,10 @@ fn history_keeps_decision_order_and_takes_one_result_per_decision() {
     // A call allowed before the end may finish after it: its result is
     // still recorded.
     store
-        .end_task("t1", t0() + Duration::minutes(1), END_REASON_ENDED)
+        .end_task(&tid("t1"), t0() + Duration::minutes(1), END_REASON_ENDED)
         .unwrap();
     let late = store
-        .record_result("d1", result("error", &["confidential"]))
+        .record_result(&did("d1"), result("error", &["confidential"]))
         .unwrap();
     assert_eq!(late.result.unwrap().labels, vec!["confidential"]);
 }
@@ -510,19 +530,19 @@ fn a_reopened_store_has_everything() {
         .record_decision(&decision("t2", "d2", "read", 2))
         .unwrap();
     store
-        .record_result("d1", result("ok", &["untrusted"]))
+        .record_result(&did("d1"), result("ok", &["untrusted"]))
         .unwrap();
     store
-        .end_task("t2", t0() + Duration::minutes(3), END_REASON_ENDED)
+        .end_task(&tid("t2"), t0() + Duration::minutes(3), END_REASON_ENDED)
         .unwrap();
 
     let snapshot = |store: &TaskStore| {
         (
             ["t1", "t2"].map(|id| {
                 (
-                    store.task(id).unwrap(),
-                    store.credentials(id).unwrap(),
-                    store.history(id).unwrap(),
+                    store.task(&tid(id)).unwrap(),
+                    store.credentials(&tid(id)).unwrap(),
+                    store.history(&tid(id)).unwrap(),
                 )
             }),
             store.revocations().unwrap(),
@@ -538,7 +558,7 @@ fn a_reopened_store_has_everything() {
     store
         .record_decision(&decision("t1", "d3", "read", 3))
         .unwrap();
-    assert_eq!(store.history("t1").unwrap().len(), 2);
+    assert_eq!(store.history(&tid("t1")).unwrap().len(), 2);
 }
 
 #[test]
@@ -570,7 +590,7 @@ fn two_connections_writing_at_once_lose_nothing() {
                             .unwrap();
                     }
                     if n % 2 == 0 {
-                        store.end_task(&id, t0(), END_REASON_ENDED).unwrap();
+                        store.end_task(&tid(&id), t0(), END_REASON_ENDED).unwrap();
                     }
                 }
             })
@@ -585,12 +605,12 @@ fn two_connections_writing_at_once_lose_nothing() {
     for name in ["a", "b", "c"] {
         for n in 0..TASKS {
             let id = format!("{name}-{n}");
-            assert!(store.task(&id).unwrap().is_some(), "{id}");
+            assert!(store.task(&tid(&id)).unwrap().is_some(), "{id}");
             let order: Vec<String> = store
-                .history(&id)
+                .history(&tid(&id))
                 .unwrap()
                 .into_iter()
-                .map(|e| e.decision_id)
+                .map(|e| e.decision_id.to_string())
                 .collect();
             let expected: Vec<String> = (0..DECISIONS).map(|d| format!("{id}-d{d}")).collect();
             assert_eq!(order, expected, "{id}");
@@ -666,14 +686,14 @@ fn a_schema_1_database_gains_history_annotations() {
         .unwrap();
 
     let store = TaskStore::open(&path).unwrap();
-    let history = store.history("t1").unwrap();
+    let history = store.history(&tid("t1")).unwrap();
     assert_eq!(history, vec![decision("t1", "d1", "read", 1)]);
     let annotated = HistoryEntry {
         annotations: annotations(serde_json::json!({"openWorldHint": false})),
         ..decision("t1", "d2", "read", 2)
     };
     store.record_decision(&annotated).unwrap();
-    assert_eq!(store.decision("d2").unwrap(), Some(annotated));
+    assert_eq!(store.decision(&did("d2")).unwrap(), Some(annotated));
     drop(store);
     let version: i64 = Connection::open(&path)
         .unwrap()
@@ -686,7 +706,7 @@ fn a_schema_1_database_gains_history_annotations() {
 /// before summaries were kept: each result's labels at its own call.
 fn replayed(store: &TaskStore, task_id: &str) -> SessionSummary {
     let history = store
-        .history(task_id)
+        .history(&tid(task_id))
         .unwrap()
         .into_iter()
         .map(|entry| mandate_core::HistoryEntry {
@@ -710,7 +730,7 @@ fn replayed(store: &TaskStore, task_id: &str) -> SessionSummary {
 /// The stored summary without its position bookkeeping (history seq, which
 /// a replay numbers from 0).
 fn summary_of(store: &TaskStore, task_id: &str) -> SessionSummary {
-    let mut summary = store.session(task_id).unwrap();
+    let mut summary = store.session(&tid(task_id)).unwrap();
     summary.last_use = None;
     summary
 }
@@ -722,7 +742,10 @@ fn the_session_summary_follows_history_and_late_results() {
     let (store, _, _) = started(&path, "t1");
     let (other, other_root) = task("t2", t0() + Duration::hours(1));
     store.create_task(&other, &other_root).unwrap();
-    assert_eq!(store.session("t1").unwrap(), SessionSummary::default());
+    assert_eq!(
+        store.session(&tid("t1")).unwrap(),
+        SessionSummary::default()
+    );
 
     let fetch = HistoryEntry {
         annotations: annotations(serde_json::json!({"readOnlyHint": true})),
@@ -744,9 +767,9 @@ fn the_session_summary_follows_history_and_late_results() {
     // fetch's result arrives after send was allowed: send ran with it in
     // the session, so it is in the session but not new.
     store
-        .record_result("d1", result("ok", &["untrusted"]))
+        .record_result(&did("d1"), result("ok", &["untrusted"]))
         .unwrap();
-    let summary = store.session("t1").unwrap();
+    let summary = store.session(&tid("t1")).unwrap();
     assert_eq!((summary.calls, summary.denials), (3, 1));
     assert_eq!(summary.uses_of("tickets", "fetch"), 1);
     assert_eq!(summary.uses_of("tickets", "delete"), 0);
@@ -756,34 +779,34 @@ fn the_session_summary_follows_history_and_late_results() {
 
     // send's own result is new until the next use.
     store
-        .record_result("d3", result("ok", &["confidential"]))
+        .record_result(&did("d3"), result("ok", &["confidential"]))
         .unwrap();
     assert_eq!(
-        store.session("t1").unwrap().new_labels,
+        store.session(&tid("t1")).unwrap().new_labels,
         ["confidential".to_owned()].into()
     );
     assert_eq!(summary_of(&store, "t1"), replayed(&store, "t1"));
     store
         .record_decision(&decision("t1", "d4", "send", 5))
         .unwrap();
-    let summary = store.session("t1").unwrap();
+    let summary = store.session(&tid("t1")).unwrap();
     assert!(summary.new_labels.is_empty());
     assert_eq!(summary.uses_of("tickets", "send"), 2);
     assert_eq!(summary_of(&store, "t1"), replayed(&store, "t1"));
 
     // The other task's session is its own; a refused write folds nothing.
-    assert_eq!(store.session("t2").unwrap().calls, 1);
-    let before = store.session("t1").unwrap();
+    assert_eq!(store.session(&tid("t2")).unwrap().calls, 1);
+    let before = store.session(&tid("t1")).unwrap();
     store
         .record_decision(&decision("t1", "d4", "send", 6))
         .unwrap_err();
-    store.record_result("d4", result("ok", &[])).unwrap();
+    store.record_result(&did("d4"), result("ok", &[])).unwrap();
     store
-        .record_result("d4", result("ok", &["untrusted"]))
+        .record_result(&did("d4"), result("ok", &["untrusted"]))
         .unwrap_err();
-    assert_eq!(store.session("t1").unwrap(), before);
+    assert_eq!(store.session(&tid("t1")).unwrap(), before);
     assert_eq!(
-        store.session("t1").unwrap().action_classes.len(),
+        store.session(&tid("t1")).unwrap().action_classes.len(),
         1,
         "read, from fetch's annotations"
     );
@@ -804,9 +827,12 @@ fn a_schema_4_database_gains_session_summaries_folded_from_history() {
         store.record_decision(&decision(task, id, tool, n)).unwrap();
     }
     store
-        .record_result("d1", result("ok", &["untrusted"]))
+        .record_result(&did("d1"), result("ok", &["untrusted"]))
         .unwrap();
-    let expected = (store.session("t1").unwrap(), store.session("t2").unwrap());
+    let expected = (
+        store.session(&tid("t1")).unwrap(),
+        store.session(&tid("t2")).unwrap(),
+    );
     drop(store);
     Connection::open(&path)
         .unwrap()
@@ -815,8 +841,34 @@ fn a_schema_4_database_gains_session_summaries_folded_from_history() {
 
     let store = TaskStore::open(&path).unwrap();
     assert_eq!(
-        (store.session("t1").unwrap(), store.session("t2").unwrap()),
+        (
+            store.session(&tid("t1")).unwrap(),
+            store.session(&tid("t2")).unwrap()
+        ),
         expected
     );
     assert_eq!(summary_of(&store, "t1"), replayed(&store, "t1"));
+}
+
+/// Ids are parsed where they are read back: a row whose id is not one
+/// (written by hand here; the store never writes one) is corrupt, not a
+/// record.
+#[test]
+fn a_stored_id_that_is_not_an_id_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let (store, _, _) = started(&path, "t1");
+    store
+        .record_decision(&decision("t1", "d1", "read", 0))
+        .unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE history SET decision_id = '' WHERE decision_id = 'd1'",
+            [],
+        )
+        .unwrap();
+    let err = store.history(&tid("t1")).unwrap_err();
+    assert!(matches!(err, StateError::Corrupt(_)), "{err}");
+    assert!(err.to_string().contains("decision id `` is empty"), "{err}");
 }

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -93,6 +94,15 @@ where
     runtime
         .block_on(call(client, token))
         .map_err(|e| failed(remote.server, &e))
+}
+
+/// An id given on the command line (a task or approval id), parsed as the
+/// id it is. Text that is not one is refused as the client refuses an id it
+/// cannot send ([`ClientError::BadId`]), and inside the call, after the
+/// token and the server are checked: where and as the client refuses it.
+pub fn id<T: FromStr>(text: &str) -> Result<T, ClientError> {
+    text.parse()
+        .map_err(|_| ClientError::BadId(text.to_owned()))
 }
 
 /// An answer as pretty JSON, as the server sent it: through a JSON value,

@@ -569,7 +569,7 @@ fn sub_agent_asks(gw: &util::tasks::Gateway) -> SubAgentAsks {
         ..task_of("tidy the inbox", &["mail/read_inbox"], 600)
     };
     let started = gw.start_task_of(ROOT_AGENT, &task);
-    let (task_id, root) = (started.task_id, started.credential);
+    let (task_id, root) = (started.task_id.to_string(), started.credential);
     let sub = gw
         .delegate_task(
             &task_id,

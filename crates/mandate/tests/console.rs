@@ -133,8 +133,9 @@ fn open_task(gw: &Gateway) -> (String, String) {
         ttl_seconds: Some(600),
         ..delegation_of(SUB_AGENT, &["billing/read_invoice"])
     };
-    gw.delegate_task(&started.task_id, &started.credential, &delegation);
-    (started.task_id, started.credential)
+    let task_id = started.task_id.to_string();
+    gw.delegate_task(&task_id, &started.credential, &delegation);
+    (task_id, started.credential)
 }
 
 /// Records a denied call, waits until a signed checkpoint covers its

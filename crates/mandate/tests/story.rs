@@ -365,6 +365,9 @@ fn results_are_reported_once_for_allowed_calls_of_the_same_task() {
     // Only decisions in a task's history, and only allowed ones.
     gw.report("01a2088f-0000-7000-8000-000000000000", &root, &ok)
         .assert_error(404, "decision_not_found");
+    // Text that cannot be a decision id (over 128 bytes) names none either.
+    gw.report(&"d".repeat(129), &root, &ok)
+        .assert_error(404, "decision_not_found");
     let without_task = gw.server.decide(&util::mailer(&json!({}))).decision();
     gw.report(text(&without_task, "decision_id"), &root, &ok)
         .assert_error(404, "decision_not_found");

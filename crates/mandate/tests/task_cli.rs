@@ -296,6 +296,17 @@ fn input_errors_exit_2() {
     assert_eq!(none.code, 2, "{}", none.stderr);
     assert!(none.stderr.contains("no token"), "{}", none.stderr);
 
+    // Text that is not a task id, or cannot be one path segment: nothing
+    // is sent.
+    for id in ["", ".."] {
+        let bad = gw.task(&["show", id], &jwt);
+        assert_eq!(bad.code, 2, "{}", bad.stderr);
+        assert_eq!(
+            bad.stderr,
+            format!("error: `{id}` is not an id Mandate gives\n"),
+        );
+    }
+
     // An unknown task with the identity token: 404, exit 1.
     let unknown = gw.task(&["show", "no-such-task"], &jwt);
     assert_eq!(unknown.code, 1, "{}", unknown.stderr);

@@ -106,7 +106,7 @@ fn start_delegate_show_and_end_a_task() {
 
     // The credential verifies offline with the published key alone.
     let offline: VerifiedCredential = verifier.verify(&root, Utc::now()).unwrap();
-    assert_eq!(offline.task_id, task_id);
+    assert_eq!(offline.task_id.as_str(), task_id);
     assert_eq!(offline.root_agent, ROOT_AGENT);
     assert_eq!(offline.on_behalf_of.as_deref(), Some(HUMAN));
     assert_eq!(
@@ -129,7 +129,7 @@ fn start_delegate_show_and_end_a_task() {
     assert_eq!(delegated["depth"], 1);
     let sub = text(&delegated, "credential").to_owned();
     let offline = verifier.verify(&sub, Utc::now()).unwrap();
-    assert_eq!(offline.task_id, task_id);
+    assert_eq!(offline.task_id.as_str(), task_id);
     assert_eq!(offline.holder().unwrap().agent, SUB_AGENT);
     assert_eq!(offline.chain.len(), 2);
     assert_eq!(offline.tools, set(&["mail/read_inbox", "mail/send_email"]));
@@ -601,7 +601,7 @@ fn forged_resigned_extended_or_misdirected_credentials_are_refused() {
     let root = text(&started, "credential");
     let other = gw.start_task(&json!({}));
     let grant = |audience: &str| TaskGrant {
-        task_id: id.to_owned(),
+        task_id: mandate_core::TaskId::new(id).unwrap(),
         agent: ROOT_AGENT.to_owned(),
         on_behalf_of: None,
         tools: set(&["mail/read_inbox", "mail/delete_email"]),

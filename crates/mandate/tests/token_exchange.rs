@@ -515,6 +515,15 @@ fn every_refusal_has_its_error_and_mints_nothing() {
         "invalid_grant",
         "no decision `01a2088f-0000-7000-8000-000000000000`",
     );
+    refused(
+        exchange(
+            &gw,
+            &with(valid.clone(), "decision_id", Some(&"d".repeat(129))),
+        ),
+        400,
+        "invalid_request",
+        "`decision_id` is not a decision id",
+    );
     let denied = send(&gw, &sub_credential, SUB_AGENT, "mallory@evil.example");
     assert_eq!(denied["decision"], "deny", "{denied}");
     refused(

@@ -21,7 +21,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use mandate_core::api::{ApprovalList, ApprovalView, ResolveApproval, TaskView, WithdrawApproval};
-use mandate_core::{Approval, ApprovalError, ApprovalStatus, Resolution};
+use mandate_core::{Approval, ApprovalError, ApprovalId, ApprovalStatus, Resolution};
 use mandate_store::{ApprovalRecord, ReceiptQuery};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -216,6 +216,7 @@ pub(crate) async fn show(
     // Subscribe before reading, so that no change between the read and the
     // wait is missed.
     let mut changes = state.approvals().subscribe();
+    let id = approval_id(&id)?;
     loop {
         let record = load(&state, &id).await?;
         let now = Utc::now();
@@ -294,6 +295,7 @@ async fn resolve(
     resolution: Resolution,
 ) -> Result<Json<ApprovalView>, ApiError> {
     let approvals = state.approvals();
+    let id = approval_id(&id)?;
     let _guard = approvals
         .lock(state.tasks().store())
         .await
@@ -349,6 +351,7 @@ pub(crate) async fn withdraw(
     let body = body?.0;
     // Who may withdraw is checked before the lock: verifying a credential
     // costs a signature check and a read, which approvals need not wait for.
+    let id = approval_id(&id)?;
     let asked = load(&state, &id).await?;
     requester_only(&state, &asked, bearer.as_ref()).await?;
     let approvals = state.approvals();
@@ -397,10 +400,9 @@ async fn requester_only(
         .credentials()
         .verify_credential(&bearer.0, Utc::now())
         .map_err(|e| credential_refused(tasks, &e))?;
-    let decision_id = record.approval.decision_id.clone();
     let decided = tasks
         .store()
-        .decided_call(&decision_id)
+        .decided_call(&record.approval.decision_id)
         .await
         .map_err(|e| store_failed(tasks, e))?;
     let made_under = decided.and_then(|(_, credential)| credential);
@@ -483,20 +485,29 @@ fn refused(e: &ApprovalError) -> ApiError {
     ApiError::new(status, code, e.to_string())
 }
 
-async fn load(state: &AppState, id: &str) -> Result<ApprovalRecord, ApiError> {
+async fn load(state: &AppState, id: &ApprovalId) -> Result<ApprovalRecord, ApiError> {
     let tasks = state.tasks();
     tasks
         .store()
         .approval(id)
         .await
         .map_err(|e| store_failed(tasks, e))?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no approval `{id}`"),
-            )
-        })
+        .ok_or_else(|| approval_not_found(id.as_str()))
+}
+
+/// The approval a path names. Text that is not an approval id names no
+/// approval, and is answered as any unknown approval is.
+fn approval_id(id: &str) -> Result<ApprovalId, ApiError> {
+    ApprovalId::new(id).map_err(|_| approval_not_found(id))
+}
+
+/// `404 not_found` for an approval.
+fn approval_not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no approval `{id}`"),
+    )
 }
 
 /// Who an approver token belongs to.

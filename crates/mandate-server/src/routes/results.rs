@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::Utc;
 use mandate_core::api::HistoryView;
-use mandate_core::{Decision, ToolAnnotations};
+use mandate_core::{Decision, DecisionId, ToolAnnotations};
 use mandate_store::{CallResult, HistoryEntry, StateError};
 use serde::Deserialize;
 use serde_json::Value;
@@ -106,9 +106,11 @@ pub(crate) async fn report(
     let ApiJson(report) = body?;
     let mut labels = label_names("labels", &report.labels)?;
 
+    // Text that is not a decision id names no decision.
+    let decision_id = DecisionId::new(id.as_str()).map_err(|_| decision_not_found(&id))?;
     let entry = tasks
         .store()
-        .decision(&id)
+        .decision(&decision_id)
         .await
         .map_err(|e| store_failed(tasks, e))?
         .ok_or_else(|| decision_not_found(&id))?;
@@ -142,7 +144,7 @@ pub(crate) async fn report(
     };
     let entry = tasks
         .store()
-        .record_result(&id, result)
+        .record_result(&decision_id, result)
         .await
         .map_err(|e| match e {
             // Another report won the race since the entry was read.

@@ -25,12 +25,11 @@ use mandate_core::api::{
     CredentialView, DelegateTask, Delegated, HistoryView, ResultView, StartTask, TaskEnded,
     TaskStarted, TaskView,
 };
-use mandate_core::{PolicyPack, names};
+use mandate_core::{PolicyPack, TaskId, names};
 use mandate_store::{
     CredentialRecord, END_REASON_EXPIRED, EndedTask, HistoryEntry, TaskDetails, TaskRecord,
 };
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::approval_flow;
 use crate::auth::{
@@ -38,7 +37,7 @@ use crate::auth::{
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
-use crate::routes::{internal, store_failed, task_not_found};
+use crate::routes::{internal, store_failed, task_id, task_not_found};
 use crate::state::AppState;
 use crate::tasks::{MAX_DELEGATION_DEPTH, Tasks};
 
@@ -127,7 +126,8 @@ pub struct RevocationView {
     /// verifier refuses any token with a revoked id among its blocks' ids.
     pub revocation_id: String,
     /// The task it belonged to.
-    pub task_id: String,
+    #[schema(value_type = String)]
+    pub task_id: TaskId,
     /// When it was revoked.
     pub revoked_at: DateTime<Utc>,
 }
@@ -166,7 +166,7 @@ pub(crate) async fn start(
         expires_at,
     } = check_start(&request, &state.pack(), tasks.max_ttl(), now)?;
 
-    let task_id = Uuid::now_v7().to_string();
+    let task_id = TaskId::mint();
     let grant = TaskGrant {
         task_id: task_id.clone(),
         agent: agent.subject.clone(),
@@ -256,9 +256,10 @@ pub(crate) async fn show(
         Some(name) => Caller::Approver(name.to_owned()),
         None => caller(tasks, &bearer, &id, now).await?,
     };
+    let task_id = task_id(&id)?;
     let details = tasks
         .store()
-        .task_details(&id)
+        .task_details(&task_id)
         .await
         .map_err(|e| store_failed(tasks, e))?
         .ok_or_else(|| task_not_found(&id))?;
@@ -330,7 +331,8 @@ pub(crate) async fn delegate(
     let depth = u32::try_from(parent.chain.len()).map_err(|_| internal("chain too long"))?;
     let revocation_id = last_id(&issued.revocation_ids)?;
     let record = CredentialRecord {
-        task_id: id.clone(),
+        // The path's task: `caller` matched the credential with it.
+        task_id: parent.task_id.clone(),
         revocation_id: revocation_id.clone(),
         parent_revocation_id: Some(last_id(&parent.revocation_ids)?),
         agent: delegation.agent.clone(),
@@ -400,6 +402,7 @@ pub(crate) async fn end(
         Some(name) => Caller::Approver(name.to_owned()),
         None => caller(tasks, &bearer, &id, now).await?,
     };
+    let task_id = task_id(&id)?;
     match &caller {
         Caller::Credential(credential) => {
             if let Some(holder) = credential.holder().filter(|hop| hop.depth > 0) {
@@ -418,7 +421,7 @@ pub(crate) async fn end(
         Caller::Agent(_) => {
             let task = tasks
                 .store()
-                .task(&id)
+                .task(&task_id)
                 .await
                 .map_err(|e| store_failed(tasks, e))?
                 .ok_or_else(|| task_not_found(&id))?;
@@ -428,13 +431,13 @@ pub(crate) async fn end(
 
     let EndedTask { task, revoked } = tasks
         .credentials()
-        .end(&id, now)
+        .end(&task_id, now)
         .await
         .map_err(|e| store_failed(tasks, e))?;
     tracing::info!(task_id = %id, credentials = revoked.len(), "task ended; its credentials are revoked");
     // Its pending approvals could release nothing any more: out of the
     // queue, each with a receipt saying why.
-    let withdrawn = approval_flow::withdraw_for_ended_task(&state, &id, now).await;
+    let withdrawn = approval_flow::withdraw_for_ended_task(&state, &task_id, now).await;
     if withdrawn > 0 {
         tracing::info!(task_id = %id, approvals = withdrawn, "the ended task's pending approvals are withdrawn");
     }
@@ -521,7 +524,7 @@ async fn caller(
         .credentials()
         .verify_credential(&bearer.0, now)
         .map_err(|e| credential_refused(tasks, &e))?;
-    if credential.task_id != id {
+    if credential.task_id.as_str() != id {
         return Err(insufficient_scope(
             tasks,
             &format!(

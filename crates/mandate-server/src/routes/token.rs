@@ -44,15 +44,13 @@ use mandate_auth::exchange::{
     JWT_TOKEN_TYPE, TASK_CREDENTIAL_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT_TYPE,
 };
 use mandate_auth::{DecidedCall, ExchangeError, ExchangeRequest, VerifiedCredential};
+use mandate_core::DecisionId;
 use mandate_store::{ExchangeRecord, StateError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::state::AppState;
 use crate::tasks::Tasks;
-
-/// The longest `decision_id` read.
-const MAX_DECISION_ID_BYTES: usize = 128;
 
 /// A token exchange request (RFC 8693 §2.1), form-encoded.
 // Only its schema is used: the form is parsed by hand, to refuse a repeated
@@ -154,7 +152,7 @@ async fn exchange(
     let tasks = state.tasks();
     let now = Utc::now();
     let credential = request.subject_credential(tasks, now)?;
-    let decision = decided_call(tasks, request.decision_id).await?;
+    let decision = decided_call(tasks, &request.decision_id).await?;
     let token_id = Uuid::now_v7().to_string();
     let issued = tasks
         .exchange()
@@ -241,7 +239,7 @@ struct Exchange<'a> {
     /// The task credential to exchange.
     subject_token: &'a str,
     /// The decision the token is for.
-    decision_id: &'a str,
+    decision_id: DecisionId,
     /// The downstream resource (RFC 8707), named by `resource` or `audience`.
     resource: &'a str,
     /// The scope asked for, if any.
@@ -302,12 +300,9 @@ impl<'a> Exchange<'a> {
             .get("decision_id")
             .filter(|d| !d.is_empty())
             .ok_or_else(|| Refusal::missing("decision_id"))?;
-        if decision_id.len() > MAX_DECISION_ID_BYTES || decision_id.chars().any(char::is_control) {
-            return Err(Refusal::bad(
-                "invalid_request",
-                "`decision_id` is not a decision id",
-            ));
-        }
+        // At most 128 bytes, no control characters (`DecisionId`).
+        let decision_id = DecisionId::new(decision_id)
+            .map_err(|_| Refusal::bad("invalid_request", "`decision_id` is not a decision id"))?;
         let resource = match (params.get("resource"), params.get("audience")) {
             (None, None) => return Err(Refusal::missing("resource")),
             (Some(resource), None) | (None, Some(resource)) => resource,
@@ -359,7 +354,7 @@ impl<'a> Exchange<'a> {
 
 /// The decision `decision_id` as its task's history recorded it, with the
 /// credential it was made under.
-async fn decided_call(tasks: &Tasks, decision_id: &str) -> Result<DecidedCall, Refusal> {
+async fn decided_call(tasks: &Tasks, decision_id: &DecisionId) -> Result<DecidedCall, Refusal> {
     let decided = tasks
         .store()
         .decided_call(decision_id)
@@ -370,7 +365,7 @@ async fn decided_call(tasks: &Tasks, decision_id: &str) -> Result<DecidedCall, R
             "invalid_grant",
             format!(
                 "no decision `{}` in any task's history (only decisions made under a task credential can be exchanged)",
-                printable(decision_id)
+                printable(decision_id.as_str())
             ),
         ));
     };

@@ -34,7 +34,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Object, Pool, Transaction};
 use mandate_core::{
-    Approval, ApprovalStatus, Requester, SessionId, SessionSummary, ToolAnnotations,
+    Approval, ApprovalId, ApprovalStatus, DecisionId, IdError, Requester, SessionId,
+    SessionSummary, TaskId, ToolAnnotations,
 };
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
@@ -125,7 +126,7 @@ impl StateStore for PgState {
         let c = CredentialText::new(&root)?;
         self.write(async |tx| {
             if tx
-                .query_opt("SELECT 1 FROM tasks WHERE id = $1", &[&task.id])
+                .query_opt("SELECT 1 FROM tasks WHERE id = $1", &[&task.id.as_str()])
                 .await
                 .map_err(pg)?
                 .is_some()
@@ -141,7 +142,7 @@ impl StateStore for PgState {
                      max_depth, created_at, expires_at, root_revocation_id)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 &[
-                    &task.id,
+                    &task.id.as_str(),
                     &task.agent,
                     &task.on_behalf_of,
                     &task.intent,
@@ -162,12 +163,12 @@ impl StateStore for PgState {
         .await
     }
 
-    async fn task(&self, id: &str) -> Result<Option<TaskRecord>, StateError> {
+    async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StateError> {
         let client = self.client().await?;
         task_of(&client, id).await
     }
 
-    async fn task_details(&self, id: &str) -> Result<Option<TaskDetails>, StateError> {
+    async fn task_details(&self, id: &TaskId) -> Result<Option<TaskDetails>, StateError> {
         // One snapshot for the task and what hangs off it.
         let mut client = self.client().await?;
         let tx = snapshot(&mut client).await?;
@@ -207,7 +208,7 @@ impl StateStore for PgState {
 
     async fn task_context(
         &self,
-        task_id: &str,
+        task_id: &TaskId,
     ) -> Result<Option<(TaskRecord, SessionSummary)>, StateError> {
         let client = self.client().await?;
         let row = client
@@ -216,7 +217,7 @@ impl StateStore for PgState {
                     "SELECT {TASK_COLUMNS}, s.summary FROM tasks t
                      LEFT JOIN sessions s ON s.task_id = t.id WHERE t.id = $1"
                 ),
-                &[&task_id],
+                &[&task_id.as_str()],
             )
             .await
             .map_err(pg)?;
@@ -238,7 +239,7 @@ impl StateStore for PgState {
             let task = tx
                 .query_opt(
                     "SELECT max_depth, end_reason FROM tasks WHERE id = $1 FOR SHARE",
-                    &[&credential.task_id],
+                    &[&credential.task_id.as_str()],
                 )
                 .await
                 .map_err(pg)?;
@@ -255,7 +256,7 @@ impl StateStore for PgState {
             let parent = tx
                 .query_opt(
                     "SELECT depth FROM credentials WHERE revocation_id = $1 AND task_id = $2",
-                    &[&parent_id, &credential.task_id],
+                    &[&parent_id, &credential.task_id.as_str()],
                 )
                 .await
                 .map_err(pg)?;
@@ -285,7 +286,7 @@ impl StateStore for PgState {
 
     async fn end_task(
         &self,
-        id: &str,
+        id: &TaskId,
         at: DateTime<Utc>,
         reason: &str,
     ) -> Result<EndedTask, StateError> {
@@ -305,7 +306,7 @@ impl StateStore for PgState {
     async fn end_expired(
         &self,
         now: DateTime<Utc>,
-    ) -> Result<Vec<(String, Vec<String>)>, StateError> {
+    ) -> Result<Vec<(TaskId, Vec<String>)>, StateError> {
         let now = time_text(&now)?;
         self.write(async |tx| {
             // Instances sweep at once: each takes the tasks the others have
@@ -321,7 +322,7 @@ impl StateStore for PgState {
                 .map_err(pg)?;
             let mut out = Vec::with_capacity(expired.len());
             for row in expired {
-                let id: String = row.try_get(0).map_err(pg)?;
+                let id: TaskId = id_at(&row, 0)?;
                 let ids = end_in(tx, &id, &now, END_REASON_EXPIRED).await?;
                 out.push((id, ids));
             }
@@ -346,7 +347,7 @@ impl StateStore for PgState {
             .map(|row| {
                 Ok(Revocation {
                     revocation_id: row.try_get(0).map_err(pg)?,
-                    task_id: row.try_get(1).map_err(pg)?,
+                    task_id: id_at(row, 1)?,
                     revoked_at: time_col(row, 2, "revoked_at")?,
                 })
             })
@@ -399,7 +400,7 @@ impl StateStore for PgState {
             if tx
                 .query_opt(
                     "SELECT 1 FROM history WHERE decision_id = $1",
-                    &[&entry.decision_id],
+                    &[&entry.decision_id.as_str()],
                 )
                 .await
                 .map_err(pg)?
@@ -414,8 +415,8 @@ impl StateStore for PgState {
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                      RETURNING seq",
                     &[
-                        &entry.decision_id,
-                        &entry.task_id,
+                        &entry.decision_id.as_str(),
+                        &entry.task_id.as_str(),
                         &entry.agent,
                         &entry.server,
                         &entry.tool,
@@ -451,7 +452,7 @@ impl StateStore for PgState {
 
     async fn record_result(
         &self,
-        decision_id: &str,
+        decision_id: &DecisionId,
         result: CallResult,
     ) -> Result<HistoryEntry, StateError> {
         let text = ResultText::new(&result)?;
@@ -460,25 +461,28 @@ impl StateStore for PgState {
                 let Some(task_id) = tx
                     .query_opt(
                         "SELECT task_id FROM history WHERE decision_id = $1",
-                        &[&decision_id],
+                        &[&decision_id.as_str()],
                     )
                     .await
                     .map_err(pg)?
                 else {
-                    return Err(StateError::DecisionNotFound(decision_id.to_owned()));
+                    return Err(StateError::DecisionNotFound(decision_id.clone()));
                 };
-                let task_id: String = task_id.try_get(0).map_err(pg)?;
+                let task_id: TaskId = id_at(&task_id, 0)?;
                 // The task first, as a decision locks it: results and
                 // decisions of one task fold into its summary in turn.
-                tx.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", &[&task_id])
-                    .await
-                    .map_err(pg)?;
+                tx.execute(
+                    "SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE",
+                    &[&task_id.as_str()],
+                )
+                .await
+                .map_err(pg)?;
                 let row = tx
                     .query_one(
                         &format!(
                             "SELECT {HISTORY_COLUMNS}, seq FROM history WHERE decision_id = $1"
                         ),
-                        &[&decision_id],
+                        &[&decision_id.as_str()],
                     )
                     .await
                     .map_err(pg)?;
@@ -492,7 +496,12 @@ impl StateStore for PgState {
                 tx.execute(
                     "UPDATE history SET result_status = $2, result_labels = $3, result_at = $4
                      WHERE decision_id = $1",
-                    &[&decision_id, &text.status, &text.labels, &text.reported_at],
+                    &[
+                        &decision_id.as_str(),
+                        &text.status,
+                        &text.labels,
+                        &text.reported_at,
+                    ],
                 )
                 .await
                 .map_err(pg)?;
@@ -510,12 +519,12 @@ impl StateStore for PgState {
         })
     }
 
-    async fn decision(&self, decision_id: &str) -> Result<Option<HistoryEntry>, StateError> {
+    async fn decision(&self, decision_id: &DecisionId) -> Result<Option<HistoryEntry>, StateError> {
         let client = self.client().await?;
         let row = client
             .query_opt(
                 &format!("SELECT {HISTORY_COLUMNS} FROM history WHERE decision_id = $1"),
-                &[&decision_id],
+                &[&decision_id.as_str()],
             )
             .await
             .map_err(pg)?;
@@ -524,7 +533,7 @@ impl StateStore for PgState {
 
     async fn decided_call(
         &self,
-        decision_id: &str,
+        decision_id: &DecisionId,
     ) -> Result<Option<(HistoryEntry, Option<String>)>, StateError> {
         let client = self.client().await?;
         let row = client
@@ -532,7 +541,7 @@ impl StateStore for PgState {
                 &format!(
                     "SELECT {HISTORY_COLUMNS}, credential FROM history WHERE decision_id = $1"
                 ),
-                &[&decision_id],
+                &[&decision_id.as_str()],
             )
             .await
             .map_err(pg)?;
@@ -549,7 +558,7 @@ impl StateStore for PgState {
                 .query_opt(
                     "SELECT t.end_reason FROM history h JOIN tasks t ON t.id = h.task_id
                      WHERE h.decision_id = $1 AND h.task_id = $2 FOR SHARE OF t",
-                    &[&record.decision_id, &record.task_id],
+                    &[&record.decision_id.as_str(), &record.task_id.as_str()],
                 )
                 .await
                 .map_err(pg)?;
@@ -575,8 +584,8 @@ impl StateStore for PgState {
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                      ON CONFLICT (decision_id) DO NOTHING",
                     &[
-                        &record.decision_id,
-                        &record.task_id,
+                        &record.decision_id.as_str(),
+                        &record.task_id.as_str(),
                         &record.credential,
                         &record.resource,
                         &record.token_id,
@@ -677,8 +686,8 @@ impl StateStore for PgState {
                      created_at, expires_at, summary, receipt, agent)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 &[
-                    &a.id,
-                    &a.decision_id,
+                    &a.id.as_str(),
+                    &a.decision_id.as_str(),
                     &a.request_sha256,
                     &requester,
                     &record.task_id,
@@ -695,12 +704,12 @@ impl StateStore for PgState {
         notify::announce(&client, notify::APPROVALS).await
     }
 
-    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StateError> {
+    async fn approval(&self, id: &ApprovalId) -> Result<Option<ApprovalRecord>, StateError> {
         let client = self.client().await?;
         let row = client
             .query_opt(
                 &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1"),
-                &[&id],
+                &[&id.as_str()],
             )
             .await
             .map_err(pg)?;
@@ -755,13 +764,13 @@ impl StateStore for PgState {
 
     async fn open_approvals_of_task(
         &self,
-        task_id: &str,
+        task_id: &TaskId,
         now: DateTime<Utc>,
     ) -> Result<u64, StateError> {
         self.count(
             "SELECT count(*) FROM approvals
              WHERE task_id = $1 AND status IN ('pending', 'withdrawn') AND expires_at > $2",
-            task_id,
+            task_id.as_str(),
             now,
         )
         .await
@@ -769,7 +778,7 @@ impl StateStore for PgState {
 
     async fn pending_approvals_of_task(
         &self,
-        task_id: &str,
+        task_id: &TaskId,
         limit: usize,
     ) -> Result<Vec<ApprovalRecord>, StateError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -780,7 +789,7 @@ impl StateStore for PgState {
                     "SELECT {APPROVAL_COLUMNS} FROM approvals
                      WHERE status = 'pending' AND task_id = $1 ORDER BY created_at LIMIT $2"
                 ),
-                &[&task_id, &limit],
+                &[&task_id.as_str(), &limit],
             )
             .await
             .map_err(pg)?;
@@ -821,13 +830,13 @@ impl StateStore for PgState {
                      reason = $6, released_by = $7
                  WHERE id = $1 AND status = $2",
                 &[
-                    &approval.id,
+                    &approval.id.as_str(),
                     &from.as_str(),
                     &approval.status.as_str(),
                     &resolved_at,
                     &approval.resolved_by,
                     &approval.reason,
-                    &approval.released_by,
+                    &approval.released_by.as_ref().map(DecisionId::as_str),
                 ],
             )
             .await
@@ -873,11 +882,14 @@ async fn snapshot(client: &mut Object) -> Result<Transaction<'_>, StateError> {
         .map_err(pg)
 }
 
-async fn task_of(client: &impl GenericClient, id: &str) -> Result<Option<TaskRecord>, StateError> {
+async fn task_of(
+    client: &impl GenericClient,
+    id: &TaskId,
+) -> Result<Option<TaskRecord>, StateError> {
     let row = client
         .query_opt(
             &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"),
-            &[&id],
+            &[&id.as_str()],
         )
         .await
         .map_err(pg)?;
@@ -890,7 +902,7 @@ async fn details(client: &impl GenericClient, task: TaskRecord) -> Result<TaskDe
             &format!(
                 "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE task_id = $1 ORDER BY seq"
             ),
-            &[&task.id],
+            &[&task.id.as_str()],
         )
         .await
         .map_err(pg)?
@@ -900,7 +912,7 @@ async fn details(client: &impl GenericClient, task: TaskRecord) -> Result<TaskDe
     let history = client
         .query(
             &format!("SELECT {HISTORY_COLUMNS} FROM history WHERE task_id = $1 ORDER BY seq"),
-            &[&task.id],
+            &[&task.id.as_str()],
         )
         .await
         .map_err(pg)?
@@ -916,19 +928,19 @@ async fn details(client: &impl GenericClient, task: TaskRecord) -> Result<TaskDe
 
 /// Locks task `id` for a write that folds its session; refuses an unknown
 /// or ended task.
-async fn lock_open_task(tx: &Transaction<'_>, id: &str) -> Result<(), StateError> {
+async fn lock_open_task(tx: &Transaction<'_>, id: &TaskId) -> Result<(), StateError> {
     let row = tx
         .query_opt(
             "SELECT end_reason FROM tasks WHERE id = $1 FOR UPDATE",
-            &[&id],
+            &[&id.as_str()],
         )
         .await
         .map_err(pg)?;
     match row {
-        None => Err(StateError::TaskNotFound(id.to_owned())),
+        None => Err(StateError::TaskNotFound(id.clone())),
         Some(row) => match row.try_get::<_, Option<String>>(0).map_err(pg)? {
             Some(reason) => Err(StateError::TaskEnded {
-                task_id: id.to_owned(),
+                task_id: id.clone(),
                 reason,
             }),
             None => Ok(()),
@@ -939,19 +951,19 @@ async fn lock_open_task(tx: &Transaction<'_>, id: &str) -> Result<(), StateError
 /// Ends task `id` (if open) and returns its credentials' revocation ids.
 async fn end_in(
     tx: &Transaction<'_>,
-    id: &str,
+    id: &TaskId,
     at: &str,
     reason: &str,
 ) -> Result<Vec<String>, StateError> {
     let row = tx
         .query_opt(
             "SELECT ended_at FROM tasks WHERE id = $1 FOR UPDATE",
-            &[&id],
+            &[&id.as_str()],
         )
         .await
         .map_err(pg)?;
     let Some(row) = row else {
-        return Err(StateError::TaskNotFound(id.to_owned()));
+        return Err(StateError::TaskNotFound(id.clone()));
     };
     let ended: Option<String> = row.try_get(0).map_err(pg)?;
     if ended.is_none() {
@@ -960,7 +972,7 @@ async fn end_in(
         let latest: Option<String> = tx
             .query_one(
                 "SELECT max(decided_at) FROM history WHERE task_id = $1",
-                &[&id],
+                &[&id.as_str()],
             )
             .await
             .map_err(pg)?
@@ -971,14 +983,14 @@ async fn end_in(
             .unwrap_or_else(|| at.to_owned());
         tx.execute(
             "UPDATE tasks SET ended_at = $2, end_reason = $3 WHERE id = $1",
-            &[&id, &at, &reason],
+            &[&id.as_str(), &at, &reason],
         )
         .await
         .map_err(pg)?;
         tx.execute(
             "INSERT INTO revocations (revocation_id, task_id, revoked_at)
              SELECT revocation_id, task_id, $2 FROM credentials WHERE task_id = $1 ORDER BY seq",
-            &[&id, &at],
+            &[&id.as_str(), &at],
         )
         .await
         .map_err(pg)?;
@@ -986,7 +998,7 @@ async fn end_in(
     let rows = tx
         .query(
             "SELECT revocation_id FROM credentials WHERE task_id = $1 ORDER BY seq",
-            &[&id],
+            &[&id.as_str()],
         )
         .await
         .map_err(pg)?;
@@ -1022,7 +1034,7 @@ async fn insert_credential(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             &credential.revocation_id,
-            &credential.task_id,
+            &credential.task_id.as_str(),
             &credential.parent_revocation_id,
             &credential.agent,
             &i64::from(credential.depth),
@@ -1044,11 +1056,11 @@ async fn insert_credential(
     Ok(())
 }
 
-async fn session_of(tx: &Transaction<'_>, task_id: &str) -> Result<SessionSummary, StateError> {
+async fn session_of(tx: &Transaction<'_>, task_id: &TaskId) -> Result<SessionSummary, StateError> {
     let row = tx
         .query_opt(
             "SELECT summary FROM sessions WHERE task_id = $1",
-            &[&task_id],
+            &[&task_id.as_str()],
         )
         .await
         .map_err(pg)?;
@@ -1060,13 +1072,13 @@ async fn session_of(tx: &Transaction<'_>, task_id: &str) -> Result<SessionSummar
 
 async fn store_session(
     tx: &Transaction<'_>,
-    task_id: &str,
+    task_id: &TaskId,
     summary: &SessionSummary,
 ) -> Result<(), StateError> {
     tx.execute(
         "INSERT INTO sessions (task_id, summary) VALUES ($1, $2)
          ON CONFLICT (task_id) DO UPDATE SET summary = EXCLUDED.summary",
-        &[&task_id, &json_text(summary, "session summary")?],
+        &[&task_id.as_str(), &json_text(summary, "session summary")?],
     )
     .await
     .map_err(pg)?;
@@ -1133,7 +1145,7 @@ impl<'a> ResultText<'a> {
 
 fn task_row(row: &Row) -> Result<TaskRecord, StateError> {
     Ok(TaskRecord {
-        id: row.try_get(0).map_err(pg)?,
+        id: id_at(row, 0)?,
         agent: row.try_get(1).map_err(pg)?,
         on_behalf_of: row.try_get(2).map_err(pg)?,
         intent: row.try_get(3).map_err(pg)?,
@@ -1152,7 +1164,7 @@ fn task_row(row: &Row) -> Result<TaskRecord, StateError> {
 
 fn credential_row(row: &Row) -> Result<CredentialRecord, StateError> {
     Ok(CredentialRecord {
-        task_id: row.try_get(0).map_err(pg)?,
+        task_id: id_at(row, 0)?,
         revocation_id: row.try_get(1).map_err(pg)?,
         parent_revocation_id: row.try_get(2).map_err(pg)?,
         agent: row.try_get(3).map_err(pg)?,
@@ -1176,8 +1188,8 @@ fn history_row(row: &Row) -> Result<HistoryEntry, StateError> {
     };
     let annotations: Option<String> = row.try_get(10).map_err(pg)?;
     Ok(HistoryEntry {
-        decision_id: row.try_get(0).map_err(pg)?,
-        task_id: row.try_get(1).map_err(pg)?,
+        decision_id: id_at(row, 0)?,
+        task_id: id_at(row, 1)?,
         agent: row.try_get(2).map_err(pg)?,
         server: row.try_get(3).map_err(pg)?,
         tool: row.try_get(4).map_err(pg)?,
@@ -1197,8 +1209,8 @@ fn approval_row(row: &Row) -> Result<ApprovalRecord, StateError> {
     let requester: Requester = json_col(row, 3, "approval requester")?;
     Ok(ApprovalRecord {
         approval: Approval {
-            id: row.try_get(0).map_err(pg)?,
-            decision_id: row.try_get(1).map_err(pg)?,
+            id: id_at(row, 0)?,
+            decision_id: id_at(row, 1)?,
             request_sha256: row.try_get(2).map_err(pg)?,
             requester,
             status,
@@ -1207,12 +1219,33 @@ fn approval_row(row: &Row) -> Result<ApprovalRecord, StateError> {
             resolved_at: opt_time_col(row, 8, "approval resolved_at")?,
             resolved_by: row.try_get(9).map_err(pg)?,
             reason: row.try_get(10).map_err(pg)?,
-            released_by: row.try_get(11).map_err(pg)?,
+            released_by: opt_id_at(row, 11)?,
         },
         task_id: row.try_get(4).map_err(pg)?,
         summary: json_col(row, 12, "approval summary")?,
         receipt: json_col(row, 13, "approval receipt")?,
     })
+}
+
+/// An id as stored, parsed as the id it is; one that does not parse is
+/// corrupt.
+fn id_at<T>(row: &Row, idx: usize) -> Result<T, StateError>
+where
+    T: TryFrom<String, Error = IdError>,
+{
+    T::try_from(row.try_get::<_, String>(idx).map_err(pg)?)
+        .map_err(|e| StateError::Corrupt(format!("stored {e}")))
+}
+
+/// An id column that may be `NULL`, parsed as [`id_at`] parses one.
+fn opt_id_at<T>(row: &Row, idx: usize) -> Result<Option<T>, StateError>
+where
+    T: TryFrom<String, Error = IdError>,
+{
+    row.try_get::<_, Option<String>>(idx)
+        .map_err(pg)?
+        .map(|text| T::try_from(text).map_err(|e| StateError::Corrupt(format!("stored {e}"))))
+        .transpose()
 }
 
 fn time_col(row: &Row, idx: usize, what: &str) -> Result<DateTime<Utc>, StateError> {

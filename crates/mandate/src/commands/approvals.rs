@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::cli::{
     ApprovalResolveArgs, ApprovalShowArgs, ApprovalTokenArgs, ApprovalsListArgs, ApproverArgs,
 };
-use crate::client::{Remote, call, pretty_json, wire_time};
+use crate::client::{Remote, call, id, pretty_json, wire_time};
 use crate::exit::Code;
 use crate::output::{emit, emit_text, outln, print_new_token};
 
@@ -81,9 +81,11 @@ pub fn show(args: ApprovalShowArgs) -> anyhow::Result<Code> {
             return Ok(Code::Input);
         }
     };
-    let id = args.approval_id.as_str();
+    let approval = args.approval_id.as_str();
     let answer = match call(&Remote::from(&args.server), |client, token| async move {
-        client.show_approval(id, hold, Some(&token)).await
+        client
+            .show_approval(&id(approval)?, hold, Some(&token))
+            .await
     }) {
         Ok(answer) => answer,
         Err(code) => return Ok(code),
@@ -102,11 +104,12 @@ pub enum Verdict {
 }
 
 pub fn resolve(args: ApprovalResolveArgs, verdict: Verdict) -> anyhow::Result<Code> {
-    let (id, reason) = (args.approval_id.as_str(), args.reason.as_str());
+    let (approval, reason) = (args.approval_id.as_str(), args.reason.as_str());
     let answer = match call(&Remote::from(&args.server), |client, token| async move {
+        let approval = id(approval)?;
         match verdict {
-            Verdict::Approve => client.approve(id, reason, &token).await,
-            Verdict::Deny => client.deny(id, reason, &token).await,
+            Verdict::Approve => client.approve(&approval, reason, &token).await,
+            Verdict::Deny => client.deny(&approval, reason, &token).await,
         }
     }) {
         Ok(answer) => answer,

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use chrono::Utc;
 use mandate_core::{
-    CallRequest, ConditionOutcome, Decision, DecisionRequest, DecisionResponse, PolicyPack,
+    CallRequest, ConditionOutcome, Decision, DecisionId, DecisionRequest, DecisionResponse,
+    PolicyPack,
 };
 use mandate_server::policy_dir::{self, PackSources};
 use serde_json::json;
@@ -70,7 +71,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Code> {
         Some(e) => e.verdict.clone(),
         None => pack.decide(&call, now),
     };
-    let response = DecisionResponse::new(uuid::Uuid::now_v7().to_string(), verdict);
+    let response = DecisionResponse::new(DecisionId::mint(), verdict);
 
     let mut out = String::new();
     if args.json {

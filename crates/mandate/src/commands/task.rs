@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::cli::{TaskDelegateArgs, TaskIdArgs, TaskStartArgs};
-use crate::client::{Remote, call, pretty_json, wire_time};
+use crate::client::{Remote, call, id, pretty_json, wire_time};
 use crate::exit::Code;
 use crate::output::{emit, emit_text, outln};
 
@@ -92,7 +92,9 @@ pub fn delegate(args: TaskDelegateArgs) -> anyhow::Result<Code> {
     };
     let task_id = args.task_id.as_str();
     let delegated = match call(&Remote::from(&args.server), |client, token| async move {
-        client.delegate_task(task_id, &delegation, &token).await
+        client
+            .delegate_task(&id(task_id)?, &delegation, &token)
+            .await
     }) {
         Ok(delegated) => delegated,
         Err(code) => return Ok(code),
@@ -119,7 +121,7 @@ pub fn delegate(args: TaskDelegateArgs) -> anyhow::Result<Code> {
 pub fn end(args: TaskIdArgs) -> anyhow::Result<Code> {
     let task_id = args.task_id.as_str();
     let ended = match call(&Remote::from(&args.server), |client, token| async move {
-        client.end_task(task_id, &token).await
+        client.end_task(&id(task_id)?, &token).await
     }) {
         Ok(ended) => ended,
         Err(code) => return Ok(code),
@@ -147,7 +149,7 @@ pub fn end(args: TaskIdArgs) -> anyhow::Result<Code> {
 pub fn show(args: TaskIdArgs) -> anyhow::Result<Code> {
     let task_id = args.task_id.as_str();
     let task = match call(&Remote::from(&args.server), |client, token| async move {
-        client.task(task_id, &token).await
+        client.task(&id(task_id)?, &token).await
     }) {
         Ok(task) => task,
         Err(code) => return Ok(code),

@@ -118,7 +118,7 @@ pub struct Task {
 pub fn start_task(gateway: &Gateway, tools: &[&str]) -> Task {
     let started = gateway.start_task_of(AGENT, &task_of("tidy the notes folder", tools, 600));
     Task {
-        id: started.task_id,
+        id: started.task_id.into(),
         credential: started.credential,
     }
 }
