@@ -146,6 +146,10 @@ pub struct CallersTokenArgs {
     /// Print the token and its digest as JSON
     #[arg(long)]
     pub json: bool,
+    /// Write the token to FILE (mode 0600, never overwritten) instead of printing
+    /// it; stdout then carries only the entry, to append to the config file
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,6 +264,10 @@ pub struct ApprovalTokenArgs {
     /// Print the token and its digest as JSON
     #[arg(long)]
     pub json: bool,
+    /// Write the token to FILE (mode 0600, never overwritten) instead of printing
+    /// it; stdout then carries only the entry, to append to the config file
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// Where the server is and how to authenticate to it.
@@ -660,6 +668,10 @@ pub struct McpClientTokenArgs {
     /// Print the token and its digest as JSON
     #[arg(long)]
     pub json: bool,
+    /// Write the token to FILE (mode 0600, never overwritten) instead of printing
+    /// it; stdout then carries only the entry, to append to the config file
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// How the MCP gateway asks for decisions.
