@@ -233,7 +233,7 @@ async fn serve(
 }
 
 /// Approvers, approval lifetime and the webhook, checked.
-fn approval_settings(settings: &Settings) -> anyhow::Result<Approvals> {
+pub(crate) fn approval_settings(settings: &Settings) -> anyhow::Result<Approvals> {
     let approvers = settings
         .approvers
         .iter()
@@ -354,7 +354,7 @@ fn init_logging(format: LogFormat) {
 
 /// Who may ask for decisions without a task credential, said in the log
 /// at start: beyond loopback, by default, only configured callers.
-fn decision_callers(settings: &Settings) -> anyhow::Result<Callers> {
+pub(crate) fn decision_callers(settings: &Settings) -> anyhow::Result<Callers> {
     let access = match settings.decide_access {
         Some(DecideAccessSetting::Anyone) => DecideAccess::Anyone,
         Some(DecideAccessSetting::Callers) => DecideAccess::Callers,
