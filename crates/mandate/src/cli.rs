@@ -17,15 +17,6 @@ Exit codes:
   3  `check`: deny
   4  `check`: approval required";
 
-const CHECK_EXIT_CODES: &str = "\
-Exit codes (the outcome):
-  0  allow
-  2  usage or input error: bad flags, an unreadable or invalid request, an unreadable
-     policy directory, a pack that does not load
-  3  deny
-  4  approval required
-  1  an unexpected error";
-
 const RECEIPTS_EXIT_CODES: &str = "\
 Exit codes:
   0  success; for `verify`, the export or the receipt bundle verifies
@@ -103,7 +94,7 @@ pub enum Command {
     #[command(after_help = SERVE_SETTINGS)]
     Serve(ServeArgs),
     /// Decide one request offline, from a JSON file, and exit with the outcome.
-    #[command(after_help = CHECK_EXIT_CODES)]
+    #[command(after_help = CHECK_NOTES)]
     Check(CheckArgs),
     /// Validate, test and inspect policy packs.
     #[command(subcommand)]
@@ -574,15 +565,54 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which policy pack a command uses: the one `mandate serve` would load,
+/// found the same way (flags, then `MANDATE_*`, then the config file), unless
+/// a directory is named.
+#[derive(Debug, Args, Serialize)]
+pub struct PackArgs {
+    /// Policy pack directory [default: the pack `mandate serve` would load:
+    /// `policies` from the config file, else DATA_DIR/policies, or the built-in
+    /// example pack while that holds no policy] [env: MANDATE_POLICIES]
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policies: Option<PathBuf>,
+    /// The server's data directory, whose `policies` directory is the default
+    /// pack [default: ./mandate-data] [env: MANDATE_DATA_DIR]
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// The server's TOML config file, read for `policies` and `data_dir`
+    #[arg(long, env = "MANDATE_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+const PACK_NOTE: &str = "\
+The pack used is named on stderr (with --json, as \"pack\" in the output). Without a
+directory, it is the pack `mandate serve` would load with the same --config,
+MANDATE_* variables and --data-dir: what you test is what the server decides with.";
+
+const CHECK_NOTES: &str = "\
+The pack used is named on stderr (with --json, as \"pack\" in the output). Without
+--policies, it is the pack `mandate serve` would load with the same --config,
+MANDATE_* variables and --data-dir: the decision is the one the server would make.
+
+Exit codes (the outcome):
+  0  allow
+  2  usage or input error: bad flags, an unreadable or invalid request, an unreadable
+     policy directory, a pack that does not load, an invalid config file
+  3  deny
+  4  approval required
+  1  an unexpected error";
+
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// The decision request (JSON, as for POST /v1/decide; `-` reads stdin).
     /// Unlike the server, it may set `context.time`.
     #[arg(value_name = "REQUEST.json")]
     pub request: PathBuf,
-    /// Policy pack directory [default: the built-in example pack]
-    #[arg(long, env = "MANDATE_POLICIES", value_name = "DIR")]
-    pub policies: Option<PathBuf>,
+    #[command(flatten)]
+    pub pack: PackArgs,
     /// Print the decision as JSON
     #[arg(long)]
     pub json: bool,
@@ -594,8 +624,10 @@ pub struct CheckArgs {
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Parse and validate a pack against Mandate's schema; report every problem with file and line.
+    #[command(after_help = PACK_NOTE)]
     Validate(ValidateArgs),
     /// Run a pack's policy tests (DIR/tests/*.json) and report each case.
+    #[command(after_help = PACK_NOTE)]
     Test(TestArgs),
     /// Print Mandate's base Cedar schema (what policies can read).
     Schema,
@@ -603,9 +635,12 @@ pub enum PolicyCommand {
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// Policy pack directory
-    #[arg(value_name = "DIR")]
-    pub dir: PathBuf,
+    /// Policy pack directory (the same as --policies) [default: the pack
+    /// `mandate serve` would load]
+    #[arg(value_name = "DIR", conflicts_with = "policies")]
+    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub pack: PackArgs,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
@@ -613,9 +648,12 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
-    /// Policy pack directory
-    #[arg(value_name = "DIR")]
-    pub dir: PathBuf,
+    /// Policy pack directory (the same as --policies) [default: the pack
+    /// `mandate serve` would load]
+    #[arg(value_name = "DIR", conflicts_with = "policies")]
+    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub pack: PackArgs,
     /// Test file, or directory of test files (`*.json`, searched recursively)
     /// [default: DIR/tests, or DIR when it has no tests/ directory]
     #[arg(long, value_name = "PATH")]

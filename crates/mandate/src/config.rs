@@ -9,7 +9,7 @@ use figment::error::Kind;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{LogFormat, ReceiptArguments, ServeArgs};
+use crate::cli::{LogFormat, PackArgs, ReceiptArguments, ServeArgs};
 
 /// The prefix of the environment variables that set settings.
 const ENV_PREFIX: &str = "MANDATE_";
@@ -251,7 +251,7 @@ impl Default for Settings {
 
 /// The layers settings are read from, lowest first: defaults, the config
 /// file, `<env_prefix>*` variables, flags. `serve` reads every setting from
-/// them.
+/// them; `check` and `policy` read where the policy pack is ([`PackDir`]).
 fn layers(
     config: Option<&Path>,
     env_prefix: &str,
@@ -322,6 +322,47 @@ fn one_of(names: &[&str]) -> String {
         [one] => one.clone(),
         [a, b] => format!("{a} or {b}"),
         all => format!("one of {}", all.join(", ")),
+    }
+}
+
+/// Where the policy pack is, as `serve` finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PackDir {
+    /// `policies` is set (flag, environment or config file): the directory
+    /// is used as it is, never written to.
+    Configured(PathBuf),
+    /// `policies` is not set: `DATA_DIR/policies`, which `serve` seeds with
+    /// the example pack while it holds no policy.
+    InDataDir(PathBuf),
+}
+
+impl PackDir {
+    /// The one rule: `policies` if set, else `DATA_DIR/policies`.
+    fn of(data_dir: &Path, policies: Option<&Path>) -> Self {
+        match policies {
+            Some(dir) => Self::Configured(dir.to_owned()),
+            None => Self::InDataDir(data_dir.join("policies")),
+        }
+    }
+
+    /// The pack `serve` would load with these flags, the config file they
+    /// name and the environment: the same layers, read the same way (a file
+    /// `serve` cannot read is refused here too), and the same rule. The
+    /// other settings are not checked: `serve` does that as it starts.
+    pub fn resolve(args: &PackArgs) -> anyhow::Result<Self> {
+        Self::resolve_in(args, ENV_PREFIX)
+    }
+
+    fn resolve_in(args: &PackArgs, env_prefix: &str) -> anyhow::Result<Self> {
+        let settings: Settings = extract(&layers(args.config.as_deref(), env_prefix, args)?)?;
+        Ok(settings.pack_dir())
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Configured(dir) | Self::InDataDir(dir) => dir,
+        }
     }
 }
 
@@ -435,10 +476,8 @@ impl Settings {
     }
 
     /// The policy directory: configured, or `DATA_DIR/policies`.
-    pub fn policy_dir(&self) -> PathBuf {
-        self.policies
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("policies"))
+    pub fn pack_dir(&self) -> PackDir {
+        PackDir::of(&self.data_dir, self.policies.as_deref())
     }
 }
 
@@ -506,6 +545,15 @@ mod tests {
         match Cli::try_parse_from(all).unwrap().command {
             Command::Serve(args) => args,
             other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    fn pack_args(argv: &[&str]) -> PackArgs {
+        let mut all = vec!["mandate", "check", "request.json"];
+        all.extend(argv);
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Check(args) => args.pack,
+            other => panic!("not check: {other:?}"),
         }
     }
 
@@ -675,5 +723,63 @@ mod tests {
             error.contains("unknown value `xml`, expected `text` or `json`"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_pack_is_found_as_serve_finds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("mandate.toml");
+        let config_arg = config.to_str().unwrap();
+        let resolve = |argv: &[&str]| PackDir::resolve_in(&pack_args(argv), NO_ENV).unwrap();
+        let serve = |argv: &[&str]| {
+            Settings::resolve_in(&serve_args(argv), NO_ENV)
+                .unwrap()
+                .pack_dir()
+        };
+
+        // Nothing set: DATA_DIR/policies of the default data directory.
+        assert_eq!(
+            resolve(&[]),
+            PackDir::InDataDir(PathBuf::from("mandate-data/policies"))
+        );
+        assert_eq!(resolve(&[]), serve(&[]));
+        // The data directory moves it.
+        assert_eq!(
+            resolve(&["--data-dir", "/srv/m"]),
+            PackDir::InDataDir(PathBuf::from("/srv/m/policies"))
+        );
+        // The config file's data directory and policies, under the flags.
+        std::fs::write(&config, "data_dir = \"/srv/file\"\n").unwrap();
+        assert_eq!(
+            resolve(&["--config", config_arg]),
+            PackDir::InDataDir(PathBuf::from("/srv/file/policies"))
+        );
+        assert_eq!(
+            resolve(&["--config", config_arg]),
+            serve(&["--config", config_arg])
+        );
+        std::fs::write(
+            &config,
+            "data_dir = \"/srv/file\"\npolicies = \"/etc/p\"\n\n[[approvers]]\nname = \"a\"\ntoken_sha256 = \"b\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            resolve(&["--config", config_arg]),
+            PackDir::Configured(PathBuf::from("/etc/p"))
+        );
+        assert_eq!(
+            resolve(&["--config", config_arg, "--policies", "/x"]),
+            PackDir::Configured(PathBuf::from("/x"))
+        );
+        assert_eq!(
+            resolve(&["--config", config_arg, "--policies", "/x"]),
+            serve(&["--config", config_arg, "--policies", "/x"])
+        );
+        // A config file that does not exist is an error, as for serve.
+        let missing = dir.path().join("missing.toml");
+        let error =
+            PackDir::resolve_in(&pack_args(&["--config", missing.to_str().unwrap()]), NO_ENV)
+                .unwrap_err();
+        assert!(error.to_string().contains("does not exist"), "{error}");
     }
 }

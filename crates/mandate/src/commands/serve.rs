@@ -16,7 +16,7 @@ use mandate_server::{
 use mandate_store::{Ledger, LedgerConfig, LedgerError, SqliteState};
 
 use crate::cli::{LogFormat, ReceiptArguments, ServeArgs};
-use crate::config::{DecideAccessSetting, Settings};
+use crate::config::{DecideAccessSetting, PackDir, Settings};
 use crate::data_lock;
 use crate::exit::Code;
 use crate::ledger_files;
@@ -123,8 +123,9 @@ async fn start(settings: &Settings) -> Step<()> {
 /// The policy directory (seeded with the example pack unless `--policies`
 /// names one), its texts, and the pack they load into.
 fn load_pack(settings: &Settings) -> Step<(PathBuf, PackSources, PolicyPack)> {
-    let dir = settings.policy_dir();
-    if settings.policies.is_none() {
+    let pack_dir = settings.pack_dir();
+    let dir = pack_dir.path().to_owned();
+    if let PackDir::InDataDir(_) = pack_dir {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create `{}`", dir.display()))?;
         if policy_dir::seed_example(&dir)? {
