@@ -1,7 +1,8 @@
 //! `mandate mcp wrap` against real peers: the official Python and TypeScript
 //! SDK clients, in front of the reference servers `server-filesystem` and
 //! `server-everything`, with a real `mandate serve` deciding
-//! (`tests/mcp/policies`). Set-up: `.ci/run` (npm ci, pip install).
+//! (`tests/mcp/policies`). Set-up: `scripts/test` (npm ci, and the Python
+//! packages into its virtual environment, `<target>/test-venv`).
 
 #![allow(
     clippy::unwrap_used,
