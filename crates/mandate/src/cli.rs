@@ -676,8 +676,8 @@ answer, timeout), the call is denied. Everything else is relayed unchanged.
 Principal: with a task credential (MANDATE_TASK_CREDENTIAL or --credential-file),
 decisions are made under its task and principal.id is the credential's holder
 (or --agent, which must then be the holder). Without one, --agent is required and
-the decisions carry the [task] context of --config and the session history the
-gateway keeps. See docs/mcp.md.";
+the decisions carry the [task] context of --config and the agent's session
+(--session), which the Mandate server keeps. See docs/mcp.md.";
 
 #[derive(Debug, Subcommand)]
 pub enum McpCommand {

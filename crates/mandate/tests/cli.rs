@@ -46,9 +46,11 @@ impl Output {
     }
 }
 
-/// The binary, with no `MANDATE_*` variables inherited from the environment.
+/// The binary, with no `MANDATE_*` variables inherited from the environment
+/// (nor `COLUMNS`, which would change how `--help` wraps).
 fn mandate() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mandate"));
+    cmd.env_remove("COLUMNS");
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("MANDATE_") {
             cmd.env_remove(name);
@@ -1497,6 +1499,44 @@ fn help_lists_the_exit_codes_once_and_each_command_its_own() {
         &["0  success", "1  `verify`", "2  usage or input error"],
     );
     assert!(!receipts.stdout.contains("`check`"), "{}", receipts.stdout);
+}
+
+/// docs/cli.md shows what `mandate … --help` prints; each such block must
+/// be exactly what the binary prints today.
+#[test]
+fn the_help_shown_in_docs_cli_md_is_the_binarys() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/cli.md"))
+            .unwrap();
+    let mut checked = Vec::new();
+    let mut rest = doc.as_str();
+    while let Some(at) = rest.find("```\n$ mandate") {
+        let block = &rest[at + 4..];
+        let end = block.find("```").unwrap();
+        let (command, shown) = block[..end].split_once('\n').unwrap();
+        rest = &block[end + 3..];
+        if !(command.ends_with(" --help") || command.ends_with(" -h")) {
+            continue;
+        }
+        let args: Vec<&str> = command.split_whitespace().skip(2).collect();
+        let out = run(&args);
+        assert_code(&out, OK);
+        assert_eq!(
+            out.stdout, shown,
+            "docs/cli.md shows another `{command}` than the binary prints: paste the binary's"
+        );
+        checked.push(command.to_owned());
+    }
+    for command in [
+        "$ mandate --help",
+        "$ mandate check --help",
+        "$ mandate policy test --help",
+    ] {
+        assert!(
+            checked.iter().any(|c| c == command),
+            "{command} not in docs/cli.md"
+        );
+    }
 }
 
 #[test]
