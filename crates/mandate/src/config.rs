@@ -346,15 +346,20 @@ impl PackDir {
     }
 
     /// The pack `serve` would load with these flags, the config file they
-    /// name and the environment: the same layers, read the same way (a file
-    /// `serve` cannot read is refused here too), and the same rule. The
-    /// other settings are not checked: `serve` does that as it starts.
+    /// name and the environment: the same layers, parsed the same way (a
+    /// file `serve` cannot parse is refused here too), and the same rule.
+    /// The other settings are not checked: `serve` does that as it starts.
     pub fn resolve(args: &PackArgs) -> anyhow::Result<Self> {
         Self::resolve_in(args, ENV_PREFIX)
     }
 
     fn resolve_in(args: &PackArgs, env_prefix: &str) -> anyhow::Result<Self> {
-        let settings: Settings = extract(&layers(args.config.as_deref(), env_prefix, args)?)?;
+        // `listen` may name a host that only the server's network resolves
+        // (a CI job testing the production pack is elsewhere); it has no
+        // bearing on the pack, so it is not looked up here.
+        let figment = layers(args.config.as_deref(), env_prefix, args)?
+            .merge(Serialized::default("listen", "127.0.0.1:0"));
+        let settings: Settings = extract(&figment)?;
         Ok(settings.pack_dir())
     }
 
@@ -774,6 +779,12 @@ mod tests {
         assert_eq!(
             resolve(&["--config", config_arg, "--policies", "/x"]),
             serve(&["--config", config_arg, "--policies", "/x"])
+        );
+        // A listen host this machine cannot resolve does not matter here.
+        std::fs::write(&config, "listen = \"mandate.invalid:8181\"\n").unwrap();
+        assert_eq!(
+            resolve(&["--config", config_arg]),
+            PackDir::InDataDir(PathBuf::from("mandate-data/policies"))
         );
         // A config file that does not exist is an error, as for serve.
         let missing = dir.path().join("missing.toml");
