@@ -25,7 +25,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const CHROMIUM = '/usr/bin/chromium';
+// The browser itself, not Debian's /usr/bin/chromium launcher script (see
+// crates/mandate/tests/console.rs).
+const CHROMIUM = '/usr/lib/chromium/chromium';
 const SETUP = 'run the set-up command from the README (it installs chromium and runs `npm ci --prefix tests/ui`)';
 const CHROMIUM_ARGS = [
   '--headless',

@@ -1023,24 +1023,47 @@ fn the_cache_is_shared_across_threads() {
 // Independent verification: biscuit-python
 // ---------------------------------------------------------------------------
 
-const PIP_LINE: &str = "python3 -m pip install biscuit-python==0.4.0";
+/// How to get the Python packages the independent check needs.
+const SETUP: &str = "run `scripts/test` once from the repository root: it makes the virtual \
+environment <target>/test-venv with biscuit-python==0.4.0, where these tests find it (or set \
+MANDATE_TEST_PYTHON to a Python that has it)";
 
 fn python_script() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/verify_credential.py")
 }
 
+/// The Python interpreter: `MANDATE_TEST_PYTHON`, else the virtual
+/// environment `scripts/test` makes in the build directory. Never the
+/// system's Python: its packages are not the pinned ones.
+fn python() -> String {
+    if let Ok(python) = std::env::var("MANDATE_TEST_PYTHON") {
+        return python;
+    }
+    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("test-venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python to verify credentials with biscuit-python: `{}` does not exist; {SETUP}",
+        venv.display()
+    );
+    venv.display().to_string()
+}
+
 fn require_biscuit_python() {
-    let probe = Command::new("python3")
+    let python = python();
+    let probe = Command::new(&python)
         .args(["-c", "import biscuit_auth"])
         .output();
     match probe {
         Ok(out) if out.status.success() => {}
         Ok(out) => panic!(
-            "python3 cannot import biscuit_auth, needed to verify Mandate's credentials \
-             with an independent Biscuit implementation. Run: {PIP_LINE}\n{}",
+            "`{python}` cannot import biscuit_auth, needed to verify Mandate's credentials \
+             with an independent Biscuit implementation; {SETUP}\n{}",
             String::from_utf8_lossy(&out.stderr)
         ),
-        Err(e) => panic!("python3 is not runnable ({e}); install Python 3 and run: {PIP_LINE}"),
+        Err(e) => panic!("`{python}` is not runnable ({e}); {SETUP}"),
     }
 }
 
@@ -1050,7 +1073,7 @@ fn python_verify(
     tool: &str,
     now: DateTime<Utc>,
 ) -> serde_json::Value {
-    let mut child = Command::new("python3")
+    let mut child = Command::new(python())
         .arg(python_script())
         .args(["--public-key", public_key_hex])
         .args(["--tool", tool])
@@ -1060,7 +1083,7 @@ fn python_verify(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("python3 runs");
+        .expect("the test Python runs");
     child
         .stdin
         .take()

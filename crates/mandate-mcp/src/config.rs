@@ -162,6 +162,44 @@ pub struct TaskContext {
     pub params: Option<Map<String, Value>>,
 }
 
+/// The settings written as `key = value` at the top of the file (the others
+/// are tables: `[task]`, `[tools."NAME"]`, `[[clients]]`, `[[servers]]`).
+const TOP_LEVEL_SETTINGS: &[&str] = &[
+    "hide_denied_tools",
+    "approval_wait_seconds",
+    "on_behalf_of",
+    "session",
+];
+
+/// A TOML error, with the commonest cause of an unknown key in a table
+/// said outright: a top-level setting written below a table header, which
+/// TOML puts in that table.
+fn describe(error: &toml::de::Error, text: &str) -> String {
+    let mut message = error.to_string().trim_end().to_owned();
+    let key = error
+        .message()
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(key, _)| key)
+        .filter(|key| TOP_LEVEL_SETTINGS.contains(key));
+    if let Some(key) = key {
+        let before = error
+            .span()
+            .and_then(|span| text.get(..span.start))
+            .unwrap_or_default();
+        let table = before
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|line| line.starts_with('['))
+            .unwrap_or("a table");
+        message.push_str(&format!(
+            "\n`{key}` is a top-level setting but appears inside {table}: move it above the first table (in TOML, every key after a table header belongs to that table)"
+        ));
+    }
+    message
+}
+
 impl GatewayConfig {
     /// Reads and checks the file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -177,7 +215,7 @@ impl GatewayConfig {
 
     /// Parses the TOML text.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let config: Self = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        let config: Self = toml::from_str(text).map_err(|e| describe(&e, text))?;
         let mut names = std::collections::HashSet::new();
         for server in &config.servers {
             if let Err(e) = mandate_core::names::server(&server.name) {
@@ -252,6 +290,52 @@ impl GatewayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_top_level_setting_below_a_table_is_named_as_such() {
+        let error = GatewayConfig::parse(
+            "[task]\nid = \"notes\"\ntools = [\"read_text_file\"]\nhide_denied_tools = true\n",
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(
+            error.contains(
+                "`hide_denied_tools` is a top-level setting but appears inside [task]: move it above the first table"
+            ),
+            "{error}"
+        );
+        // Other unknown keys keep TOML's message alone.
+        let error = GatewayConfig::parse("[task]\nnope = 1\n")
+            .err()
+            .unwrap_or_default();
+        assert!(error.contains("unknown field `nope`"), "{error}");
+        assert!(!error.contains("top-level"), "{error}");
+    }
+
+    #[test]
+    fn every_top_level_setting_is_known_as_one() {
+        // serde lists the fields when it meets one it does not know.
+        let error = GatewayConfig::parse("unknown_probe = 1\n")
+            .err()
+            .unwrap_or_default();
+        let tables = ["tools", "task", "clients", "servers"];
+        let listed = error
+            .split_once("expected one of ")
+            .map(|(_, list)| list)
+            .unwrap_or_default();
+        let fields: Vec<&str> = listed
+            .split(", ")
+            .map(|f| f.trim().trim_matches('`'))
+            .filter(|f| !f.is_empty())
+            .collect();
+        assert!(fields.len() > 4, "{error}");
+        for field in fields {
+            assert!(
+                tables.contains(&field) || TOP_LEVEL_SETTINGS.contains(&field),
+                "`{field}` is neither a table nor in TOP_LEVEL_SETTINGS"
+            );
+        }
+    }
 
     #[test]
     fn parses_the_documented_example() {

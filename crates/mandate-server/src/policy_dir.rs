@@ -164,6 +164,26 @@ pub fn seed_example(dir: &Path) -> Result<bool, ReadError> {
     Ok(wrote)
 }
 
+/// What `serve` loads from `dir` when it holds no policy yet, without
+/// writing anything: [`seed_example`] would write the example pack there,
+/// keeping a `schema.cedarschema` that is already in place, and `serve`
+/// would load that. `None` when `dir` holds policies: [`read`] it.
+pub fn unseeded_example(dir: &Path) -> Result<Option<PackSources>, ReadError> {
+    if has_policies(dir) {
+        return Ok(None);
+    }
+    let mut sources = PackSources::example();
+    let schema_path = dir.join(PACK_SCHEMA_FILE);
+    match std::fs::read_to_string(&schema_path) {
+        Ok(text) => {
+            sources.schema = Some(PolicySource::new(schema_path.display().to_string(), text));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(read_error(&schema_path)(e)),
+    }
+    Ok(Some(sources))
+}
+
 fn has_policies(dir: &Path) -> bool {
     let mut files = Vec::new();
     collect(dir, "cedar", &mut files).is_ok() && !files.is_empty()
@@ -189,5 +209,26 @@ mod tests {
         assert!(sources.schema.is_some());
         assert_eq!(sources.load().unwrap().counts(), (4, 3));
         assert_eq!(test_files(dir.path()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_unseeded_directory_reads_as_the_example_it_would_be_seeded_with() {
+        let dir = tempfile::tempdir().unwrap();
+        // Missing, or empty: the example pack, as seeding would write it.
+        let missing = dir.path().join("policies");
+        assert_eq!(
+            unseeded_example(&missing).unwrap(),
+            Some(PackSources::example())
+        );
+        // A schema of its own is kept: seeding never overwrites a file.
+        std::fs::create_dir_all(&missing).unwrap();
+        let own = "namespace Mandate {\n  type Params = {};\n}\n";
+        std::fs::write(missing.join(PACK_SCHEMA_FILE), own).unwrap();
+        let sources = unseeded_example(&missing).unwrap().unwrap();
+        assert_eq!(sources.policies, PackSources::example().policies);
+        assert_eq!(sources.schema.unwrap().text, own);
+        // Once it holds policies, it is read as it is.
+        assert!(seed_example(dir.path()).unwrap());
+        assert_eq!(unseeded_example(dir.path()).unwrap(), None);
     }
 }

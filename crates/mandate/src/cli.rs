@@ -17,15 +17,6 @@ Exit codes:
   3  `check`: deny
   4  `check`: approval required";
 
-const CHECK_EXIT_CODES: &str = "\
-Exit codes (the outcome):
-  0  allow
-  2  usage or input error: bad flags, an unreadable or invalid request, an unreadable
-     policy directory, a pack that does not load
-  3  deny
-  4  approval required
-  1  an unexpected error";
-
 const RECEIPTS_EXIT_CODES: &str = "\
 Exit codes:
   0  success; for `verify`, the export or the receipt bundle verifies
@@ -54,8 +45,8 @@ Exit codes:
 
 const SERVE_SETTINGS: &str = "\
 Every option can also be set in the TOML config file (`--config`, keys named like the
-options with `_`: listen, data_dir, store, policies, max_body_bytes, reload_interval_ms,
-log_format, signing_key_file, checkpoint_interval_ms, receipt_arguments,
+options with `_`: listen, data_dir, store, policies, max_body_bytes,
+reload_interval_ms, log_format, signing_key_file, checkpoint_interval_ms, receipt_arguments,
 receipt_redact, audience, resource, task_max_ttl_seconds, task_signing_key_file,
 approval_ttl_seconds, allow_self_approval, approval_webhook_url, approval_webhook_secret,
 max_pending_approvals_per_agent), plus settings with no flag: header_timeout_ms,
@@ -112,7 +103,7 @@ pub enum Command {
     #[command(after_help = SERVE_SETTINGS)]
     Serve(ServeArgs),
     /// Decide one request offline, from a JSON file, and exit with the outcome.
-    #[command(after_help = CHECK_EXIT_CODES)]
+    #[command(after_help = CHECK_NOTES)]
     Check(CheckArgs),
     /// Validate, test and inspect policy packs.
     #[command(subcommand)]
@@ -139,7 +130,7 @@ pub enum Command {
     #[command(subcommand)]
     Callers(CallersCommand),
     /// Move a deployment between stores (docs/deployment.md).
-    #[command(subcommand, after_help = STORE_EXIT_CODES)]
+    #[command(subcommand)]
     Store(StoreCommand),
 }
 
@@ -149,6 +140,7 @@ pub enum StoreCommand {
     /// ledger.db) into an empty PostgreSQL database, in one transaction, then check the
     /// copied log against its newest checkpoint. The receipts keep their indices and
     /// signatures: the log on PostgreSQL is the same log.
+    #[command(after_help = STORE_EXIT_CODES)]
     Migrate(StoreMigrateArgs),
 }
 
@@ -158,7 +150,7 @@ pub struct StoreMigrateArgs {
     #[arg(long = "from", value_name = "DATA_DIR")]
     pub from: PathBuf,
     /// The PostgreSQL database to move it to, postgres://USER:PASSWORD@HOST:PORT/DATABASE
-    /// (prefer the environment for a URL with a password) [env: MANDATE_STORE]
+    /// (prefer the environment for a URL with a password)
     #[arg(long = "to", env = "MANDATE_STORE", value_name = "URL")]
     pub to: String,
     /// The receipt signing key, if the server is configured with one
@@ -189,6 +181,10 @@ pub struct CallersTokenArgs {
     /// Print the token and its digest as JSON
     #[arg(long)]
     pub json: bool,
+    /// Write the token to FILE (mode 0600, never overwritten) instead of printing
+    /// it; stdout then carries only the entry, to append to the config file
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -303,6 +299,10 @@ pub struct ApprovalTokenArgs {
     /// Print the token and its digest as JSON
     #[arg(long)]
     pub json: bool,
+    /// Write the token to FILE (mode 0600, never overwritten) instead of printing
+    /// it; stdout then carries only the entry, to append to the config file
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// Where the server is and how to authenticate to it.
@@ -619,15 +619,54 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which policy pack a command uses: the one `mandate serve` would load,
+/// found the same way (flags, then `MANDATE_*`, then the config file), unless
+/// a directory is named.
+#[derive(Debug, Args, Serialize)]
+pub struct PackArgs {
+    /// Policy pack directory [default: the pack `mandate serve` would load:
+    /// `policies` from the config file, else DATA_DIR/policies, or the built-in
+    /// example pack while that holds no policy] [env: MANDATE_POLICIES]
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policies: Option<PathBuf>,
+    /// The server's data directory, whose `policies` directory is the default
+    /// pack [default: ./mandate-data] [env: MANDATE_DATA_DIR]
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// The server's TOML config file, read for `policies` and `data_dir`
+    #[arg(long, env = "MANDATE_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+const PACK_NOTE: &str = "\
+The pack used is named on stderr (with --json, as \"pack\" in the output). Without a
+directory, it is the pack `mandate serve` would load with the same --config,
+MANDATE_* variables and --data-dir: what you test is what the server decides with.";
+
+const CHECK_NOTES: &str = "\
+The pack used is named on stderr (with --json, as \"pack\" in the output). Without
+--policies, it is the pack `mandate serve` would load with the same --config,
+MANDATE_* variables and --data-dir: the decision is the one the server would make.
+
+Exit codes (the outcome):
+  0  allow
+  2  usage or input error: bad flags, an unreadable or invalid request, an unreadable
+     policy directory, a pack that does not load, an invalid config file
+  3  deny
+  4  approval required
+  1  an unexpected error";
+
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// The decision request (JSON, as for POST /v1/decide; `-` reads stdin).
     /// Unlike the server, it may set `context.time`.
     #[arg(value_name = "REQUEST.json")]
     pub request: PathBuf,
-    /// Policy pack directory [default: the built-in example pack]
-    #[arg(long, env = "MANDATE_POLICIES", value_name = "DIR")]
-    pub policies: Option<PathBuf>,
+    #[command(flatten)]
+    pub pack: PackArgs,
     /// Print the decision as JSON
     #[arg(long)]
     pub json: bool,
@@ -639,8 +678,10 @@ pub struct CheckArgs {
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Parse and validate a pack against Mandate's schema; report every problem with file and line.
+    #[command(after_help = PACK_NOTE)]
     Validate(ValidateArgs),
     /// Run a pack's policy tests (DIR/tests/*.json) and report each case.
+    #[command(after_help = PACK_NOTE)]
     Test(TestArgs),
     /// Print Mandate's base Cedar schema (what policies can read).
     Schema,
@@ -648,9 +689,12 @@ pub enum PolicyCommand {
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// Policy pack directory
-    #[arg(value_name = "DIR")]
-    pub dir: PathBuf,
+    /// Policy pack directory (the same as --policies) [default: the pack
+    /// `mandate serve` would load]
+    #[arg(value_name = "DIR", conflicts_with = "policies")]
+    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub pack: PackArgs,
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
@@ -658,9 +702,12 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub struct TestArgs {
-    /// Policy pack directory
-    #[arg(value_name = "DIR")]
-    pub dir: PathBuf,
+    /// Policy pack directory (the same as --policies) [default: the pack
+    /// `mandate serve` would load]
+    #[arg(value_name = "DIR", conflicts_with = "policies")]
+    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub pack: PackArgs,
     /// Test file, or directory of test files (`*.json`, searched recursively)
     /// [default: DIR/tests, or DIR when it has no tests/ directory]
     #[arg(long, value_name = "PATH")]
@@ -683,8 +730,8 @@ answer, timeout), the call is denied. Everything else is relayed unchanged.
 Principal: with a task credential (MANDATE_TASK_CREDENTIAL or --credential-file),
 decisions are made under its task and principal.id is the credential's holder
 (or --agent, which must then be the holder). Without one, --agent is required and
-the decisions carry the [task] context of --config and the session history the
-gateway keeps. See docs/mcp.md.";
+the decisions carry the [task] context of --config and the agent's session
+(--session), which the Mandate server keeps. See docs/mcp.md.";
 
 #[derive(Debug, Subcommand)]
 pub enum McpCommand {
@@ -713,6 +760,10 @@ pub struct McpClientTokenArgs {
     /// Print the token and its digest as JSON
     #[arg(long)]
     pub json: bool,
+    /// Write the token to FILE (mode 0600, never overwritten) instead of printing
+    /// it; stdout then carries only the entry, to append to the config file
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// How the MCP gateway asks for decisions.

@@ -1,17 +1,22 @@
 //! `mandate serve` settings: defaults, config file, environment, flags.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use figment::Figment;
+use figment::error::Kind;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{LogFormat, ReceiptArguments, ServeArgs};
+use crate::cli::{LogFormat, PackArgs, ReceiptArguments, ServeArgs};
 
-/// Settings that `MANDATE_<NAME>` environment variables can set.
-const ENV_KEYS: &[&str] = &[
+/// The prefix of the environment variables that set settings.
+const ENV_PREFIX: &str = "MANDATE_";
+
+/// Every setting: the top-level keys of the config file, and the settings
+/// `MANDATE_<NAME>` environment variables can set.
+const KEYS: &[&str] = &[
     "listen",
     "data_dir",
     "store",
@@ -258,6 +263,128 @@ pub enum Store {
     Postgres(String),
 }
 
+/// The layers settings are read from, lowest first: defaults, the config
+/// file, `<env_prefix>*` variables, flags. `serve` reads every setting from
+/// them; `check` and `policy` read where the policy pack is ([`PackDir`]).
+fn layers(
+    config: Option<&Path>,
+    env_prefix: &str,
+    flags: &impl Serialize,
+) -> anyhow::Result<Figment> {
+    let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+    if let Some(path) = config {
+        anyhow::ensure!(
+            path.is_file(),
+            "config file `{}` does not exist",
+            path.display()
+        );
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    Ok(figment
+        // Only known names: other MANDATE_* variables belong to other tools.
+        .merge(Env::prefixed(env_prefix).only(KEYS))
+        .merge(Serialized::defaults(flags)))
+}
+
+/// Reads `T` from `figment`, with errors that say what to change.
+fn extract<'a, T: Deserialize<'a>>(figment: &Figment) -> anyhow::Result<T> {
+    figment.extract().map_err(|error| {
+        let lines: Vec<String> = error.into_iter().map(describe).collect();
+        anyhow::anyhow!("invalid configuration: {}", lines.join("\n"))
+    })
+}
+
+/// One configuration error in words. Figment's own text for an unknown key
+/// or value quotes the list of expected ones twice (``expected ``a` or
+/// `b```), and says nothing about the commonest cause of an unknown key in
+/// a table: a top-level setting written below a table header, which TOML
+/// puts in that table.
+fn describe(mut error: figment::Error) -> String {
+    let file = error
+        .metadata
+        .as_ref()
+        .and_then(|m| m.source.as_ref())
+        .and_then(figment::Source::file_path)
+        .map(Path::to_owned);
+    let message = match &error.kind {
+        Kind::UnknownField(field, expected) => {
+            let table = error.path.first().filter(|_| error.path.len() > 1);
+            match (table, &file) {
+                (Some(table), Some(file)) if KEYS.contains(&field.as_str()) => {
+                    return format!(
+                        "`{field}` is a top-level setting but appears inside [[{table}]]: move it above the first table in `{}` (in TOML, every key after a table header belongs to that table)",
+                        file.display()
+                    );
+                }
+                _ => format!("unknown key `{field}`, expected {}", one_of(expected)),
+            }
+        }
+        Kind::UnknownVariant(value, expected) => {
+            format!("unknown value `{value}`, expected {}", one_of(expected))
+        }
+        _ => return error.to_string(),
+    };
+    error.kind = Kind::Message(message);
+    error.to_string()
+}
+
+/// `` `a` ``, `` `a` or `b` ``, `` one of `a`, `b`, `c` ``.
+fn one_of(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.as_slice() {
+        [] => "nothing".to_owned(),
+        [one] => one.clone(),
+        [a, b] => format!("{a} or {b}"),
+        all => format!("one of {}", all.join(", ")),
+    }
+}
+
+/// Where the policy pack is, as `serve` finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PackDir {
+    /// `policies` is set (flag, environment or config file): the directory
+    /// is used as it is, never written to.
+    Configured(PathBuf),
+    /// `policies` is not set: `DATA_DIR/policies`, which `serve` seeds with
+    /// the example pack while it holds no policy.
+    InDataDir(PathBuf),
+}
+
+impl PackDir {
+    /// The one rule: `policies` if set, else `DATA_DIR/policies`.
+    fn of(data_dir: &Path, policies: Option<&Path>) -> Self {
+        match policies {
+            Some(dir) => Self::Configured(dir.to_owned()),
+            None => Self::InDataDir(data_dir.join("policies")),
+        }
+    }
+
+    /// The pack `serve` would load with these flags, the config file they
+    /// name and the environment: the same layers, parsed the same way (a
+    /// file `serve` cannot parse is refused here too), and the same rule.
+    /// The other settings are not checked: `serve` does that as it starts.
+    pub fn resolve(args: &PackArgs) -> anyhow::Result<Self> {
+        Self::resolve_in(args, ENV_PREFIX)
+    }
+
+    fn resolve_in(args: &PackArgs, env_prefix: &str) -> anyhow::Result<Self> {
+        // `listen` may name a host that only the server's network resolves
+        // (a CI job testing the production pack is elsewhere); it has no
+        // bearing on the pack, so it is not looked up here.
+        let figment = layers(args.config.as_deref(), env_prefix, args)?
+            .merge(Serialized::default("listen", "127.0.0.1:0"));
+        let settings: Settings = extract(&figment)?;
+        Ok(settings.pack_dir())
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Configured(dir) | Self::InDataDir(dir) => dir,
+        }
+    }
+}
+
 impl Settings {
     /// The `store` setting, read.
     pub fn store_kind(&self) -> anyhow::Result<Store> {
@@ -276,20 +403,12 @@ impl Settings {
 
     /// Defaults, then the config file, then `MANDATE_*`, then flags.
     pub fn resolve(args: &ServeArgs) -> anyhow::Result<Self> {
-        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
-        if let Some(path) = &args.config {
-            anyhow::ensure!(
-                path.is_file(),
-                "config file `{}` does not exist",
-                path.display()
-            );
-            figment = figment.merge(Toml::file_exact(path));
-        }
-        figment = figment
-            // Only known names: other MANDATE_* variables belong to other tools.
-            .merge(Env::prefixed("MANDATE_").only(ENV_KEYS))
-            .merge(Serialized::defaults(args));
-        let settings: Settings = figment.extract().context("invalid configuration")?;
+        Self::resolve_in(args, ENV_PREFIX)
+    }
+
+    /// [`Settings::resolve`] with the variables of another prefix (tests).
+    fn resolve_in(args: &ServeArgs, env_prefix: &str) -> anyhow::Result<Self> {
+        let settings: Settings = extract(&layers(args.config.as_deref(), env_prefix, args)?)?;
         settings.store_kind()?;
         anyhow::ensure!(
             settings.max_body_bytes > 0,
@@ -392,10 +511,8 @@ impl Settings {
     }
 
     /// The policy directory: configured, or `DATA_DIR/policies`.
-    pub fn policy_dir(&self) -> PathBuf {
-        self.policies
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("policies"))
+    pub fn pack_dir(&self) -> PackDir {
+        PackDir::of(&self.data_dir, self.policies.as_deref())
     }
 }
 
@@ -436,5 +553,274 @@ impl IssuerSettings {
             ),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use clap::Parser as _;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    /// No variable has this prefix: the tests read no environment.
+    const NO_ENV: &str = "MANDATE_TEST_UNSET_PREFIX_";
+
+    /// The shipped example, `examples/mandate.toml`.
+    fn example_path() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mandate.toml")
+    }
+
+    fn serve_args(argv: &[&str]) -> ServeArgs {
+        let mut all = vec!["mandate", "serve"];
+        all.extend(argv);
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Serve(args) => args,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    fn pack_args(argv: &[&str]) -> PackArgs {
+        let mut all = vec!["mandate", "check", "request.json"];
+        all.extend(argv);
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Check(args) => args.pack,
+            other => panic!("not check: {other:?}"),
+        }
+    }
+
+    /// Loads a config file's text with the real loader, as `serve
+    /// --config` would (without the environment).
+    fn load(text: &str) -> anyhow::Result<Settings> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mandate.toml");
+        std::fs::write(&path, text).unwrap();
+        Settings::resolve_in(&serve_args(&["--config", path.to_str().unwrap()]), NO_ENV)
+    }
+
+    /// The keys the loader knows, in the top level (`None`) or in one of
+    /// its tables, as serde names them when it meets one it does not know.
+    fn known_keys(table: Option<&str>) -> Vec<&'static str> {
+        let probe = match table {
+            None => "unknown_probe_key = 1".to_owned(),
+            Some(table) => format!("[[{table}]]\nunknown_probe_key = 1"),
+        };
+        let error = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::string(&probe))
+            .extract::<Settings>()
+            .unwrap_err();
+        match error.kind {
+            Kind::UnknownField(_, expected) => expected.to_vec(),
+            other => panic!("no list of keys for {table:?}: {other:?}"),
+        }
+    }
+
+    /// The tables of the config file.
+    const TABLES: &[&str] = &["issuers", "approvers", "downstream", "callers"];
+
+    /// The example with every setting uncommented: `#key = …` and
+    /// `#[[table]]` lines lose their `#`; explanations (`# …`) stay.
+    fn uncommented(example: &str) -> String {
+        example
+            .lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest) if !rest.is_empty() && !rest.starts_with([' ', '#']) => rest,
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_example_config_loads_as_shipped_and_with_every_setting_set() {
+        let example = std::fs::read_to_string(example_path()).unwrap();
+        // As shipped, every setting is commented out: the defaults.
+        let shipped = load(&example).unwrap();
+        assert_eq!(
+            serde_json::to_value(&shipped).unwrap(),
+            serde_json::to_value(Settings::default()).unwrap()
+        );
+        // With every line uncommented, it still loads, and what `serve`
+        // builds from it (approvers, callers) is accepted too.
+        let all = load(&uncommented(&example))
+            .unwrap_or_else(|e| panic!("the uncommented example does not load: {e:#}"));
+        crate::commands::serve::approval_settings(&all).unwrap();
+        crate::commands::serve::decision_callers(&all).unwrap();
+        for table in TABLES {
+            let value = serde_json::to_value(&all).unwrap();
+            assert!(
+                value[*table].as_array().is_some_and(|t| !t.is_empty()),
+                "the example shows no [[{table}]]"
+            );
+        }
+    }
+
+    #[test]
+    fn the_example_config_names_every_key_the_loader_knows_with_its_default() {
+        let example = uncommented(&std::fs::read_to_string(example_path()).unwrap());
+        let written: Value = Figment::from(Toml::string(&example)).extract().unwrap();
+        let top: BTreeSet<&str> = written
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for key in known_keys(None) {
+            assert!(
+                top.contains(key),
+                "examples/mandate.toml lacks the setting `{key}`"
+            );
+        }
+        for table in TABLES {
+            let entries = written[*table].as_array().unwrap();
+            for key in known_keys(Some(table)) {
+                assert!(
+                    entries.iter().any(|e| e.get(key).is_some()),
+                    "examples/mandate.toml lacks `{key}` in [[{table}]]"
+                );
+            }
+        }
+        // The values shown are the defaults, where there is one.
+        let defaults = serde_json::to_value(Settings::default()).unwrap();
+        let shown = serde_json::to_value(load(&example).unwrap()).unwrap();
+        for (key, default) in defaults.as_object().unwrap() {
+            let has_default =
+                !default.is_null() && default.as_array().is_none_or(|a| !a.is_empty());
+            if has_default {
+                assert_eq!(
+                    &shown[key], default,
+                    "examples/mandate.toml shows `{key}` with another value than its default"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_setting_can_come_from_the_environment() {
+        let known: BTreeSet<&str> = known_keys(None).into_iter().collect();
+        let keys: BTreeSet<&str> = KEYS.iter().copied().collect();
+        assert_eq!(keys, known, "KEYS must list every setting");
+    }
+
+    #[test]
+    fn a_top_level_setting_below_a_table_is_named_as_such() {
+        let error = load(
+            "listen = \"127.0.0.1:8181\"\n\n[[approvers]]\nname = \"you@example.com\"\n\
+             token_sha256 = \"2119bb2c4bc201243b97aa37044fbb95f42426b05c901b79b3057aac5d30966f\"\n\
+             task_max_ttl_seconds = 60\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(
+                "`task_max_ttl_seconds` is a top-level setting but appears inside [[approvers]]: move it above the first table"
+            ),
+            "{error}"
+        );
+        assert!(error.contains("mandate.toml"), "{error}");
+
+        // In another table too.
+        let error =
+            load("[[callers]]\nname = \"gw\"\ntoken_sha256 = \"00\"\nlisten = \"127.0.0.1:1\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            error.contains("`listen` is a top-level setting but appears inside [[callers]]"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_values_list_what_is_expected_quoted_once() {
+        let error = load("[[approvers]]\nname = \"a\"\ntoken_sha256 = \"b\"\nnope = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("unknown key `nope`, expected `name` or `token_sha256`"),
+            "{error}"
+        );
+        assert!(!error.contains("``"), "{error}");
+
+        let error = load("listen_addr = \"127.0.0.1:1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("unknown key `listen_addr`, expected one of `listen`, `data_dir`"),
+            "{error}"
+        );
+        assert!(!error.contains("``"), "{error}");
+
+        let error = load("log_format = \"xml\"\n").unwrap_err().to_string();
+        assert!(
+            error.contains("unknown value `xml`, expected `text` or `json`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_pack_is_found_as_serve_finds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("mandate.toml");
+        let config_arg = config.to_str().unwrap();
+        let resolve = |argv: &[&str]| PackDir::resolve_in(&pack_args(argv), NO_ENV).unwrap();
+        let serve = |argv: &[&str]| {
+            Settings::resolve_in(&serve_args(argv), NO_ENV)
+                .unwrap()
+                .pack_dir()
+        };
+
+        // Nothing set: DATA_DIR/policies of the default data directory.
+        assert_eq!(
+            resolve(&[]),
+            PackDir::InDataDir(PathBuf::from("mandate-data/policies"))
+        );
+        assert_eq!(resolve(&[]), serve(&[]));
+        // The data directory moves it.
+        assert_eq!(
+            resolve(&["--data-dir", "/srv/m"]),
+            PackDir::InDataDir(PathBuf::from("/srv/m/policies"))
+        );
+        // The config file's data directory and policies, under the flags.
+        std::fs::write(&config, "data_dir = \"/srv/file\"\n").unwrap();
+        assert_eq!(
+            resolve(&["--config", config_arg]),
+            PackDir::InDataDir(PathBuf::from("/srv/file/policies"))
+        );
+        assert_eq!(
+            resolve(&["--config", config_arg]),
+            serve(&["--config", config_arg])
+        );
+        std::fs::write(
+            &config,
+            "data_dir = \"/srv/file\"\npolicies = \"/etc/p\"\n\n[[approvers]]\nname = \"a\"\ntoken_sha256 = \"b\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            resolve(&["--config", config_arg]),
+            PackDir::Configured(PathBuf::from("/etc/p"))
+        );
+        assert_eq!(
+            resolve(&["--config", config_arg, "--policies", "/x"]),
+            PackDir::Configured(PathBuf::from("/x"))
+        );
+        assert_eq!(
+            resolve(&["--config", config_arg, "--policies", "/x"]),
+            serve(&["--config", config_arg, "--policies", "/x"])
+        );
+        // A listen host this machine cannot resolve does not matter here.
+        std::fs::write(&config, "listen = \"mandate.invalid:8181\"\n").unwrap();
+        assert_eq!(
+            resolve(&["--config", config_arg]),
+            PackDir::InDataDir(PathBuf::from("mandate-data/policies"))
+        );
+        // A config file that does not exist is an error, as for serve.
+        let missing = dir.path().join("missing.toml");
+        let error =
+            PackDir::resolve_in(&pack_args(&["--config", missing.to_str().unwrap()]), NO_ENV)
+                .unwrap_err();
+        assert!(error.to_string().contains("does not exist"), "{error}");
     }
 }

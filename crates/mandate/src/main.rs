@@ -9,6 +9,7 @@ mod exit;
 mod ledger_files;
 mod listen;
 mod output;
+mod pack;
 mod task_files;
 
 use std::process::ExitCode;

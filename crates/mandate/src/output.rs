@@ -50,33 +50,64 @@ fn escape_controls(text: &str) -> String {
 
 /// `mandate … token --name NAME`: makes a token (`prefix` and 32 random
 /// bytes) and prints it once, with the `[[section]]` entry (its SHA-256) to
-/// add to `config`; as JSON with `json`. An empty name is exit code 2.
+/// add to `config`; as JSON with `json`. With `out`, the token goes into that
+/// new file (mode 0600, never overwritten) instead, and what is printed is
+/// the entry alone (with comments), ready to append to the config file. An
+/// empty name, or an `out` file that exists, is exit code 2.
 pub fn print_new_token(
     section: &str,
     config: &str,
     prefix: &str,
     name: &str,
     json: bool,
+    out_file: Option<&std::path::Path>,
 ) -> anyhow::Result<crate::exit::Code> {
     let name = name.trim();
     if name.is_empty() {
         eprintln!("error: --name must not be empty");
         return Ok(crate::exit::Code::Input);
     }
+    if let Some(path) = out_file.filter(|p| p.exists()) {
+        eprintln!(
+            "error: `{}` exists; a token file is never overwritten",
+            path.display()
+        );
+        return Ok(crate::exit::Code::Input);
+    }
     let (token, digest) = mandate_auth::new_token(prefix);
     let token_sha256 = digest.to_hex();
+    if let Some(path) = out_file {
+        crate::ledger_files::write_private(path, &token)?;
+    }
     let mut out = String::new();
     if json {
-        let answer =
-            serde_json::json!({ "name": name, "token": token, "token_sha256": token_sha256 });
+        let answer = match out_file {
+            Some(path) => serde_json::json!({
+                "name": name,
+                "token_file": path.display().to_string(),
+                "token_sha256": token_sha256,
+            }),
+            None => {
+                serde_json::json!({ "name": name, "token": token, "token_sha256": token_sha256 })
+            }
+        };
         outln!(out, "{:#}", answer);
     } else {
-        outln!(
-            out,
-            "# Give this token to {name}; it is shown once and not stored:"
-        );
-        outln!(out, "#   {token}");
-        outln!(out, "# and add this entry to {config}:");
+        match out_file {
+            Some(path) => outln!(
+                out,
+                "# {name}'s token is in {} (readable by its owner only), and nowhere else;\n# this entry goes into {config}:",
+                path.display()
+            ),
+            None => {
+                outln!(
+                    out,
+                    "# Give this token to {name}; it is shown once and not stored:"
+                );
+                outln!(out, "#   {token}");
+                outln!(out, "# and add this entry to {config}:");
+            }
+        }
         outln!(out, "[[{section}]]");
         // JSON's string escaping is valid TOML.
         outln!(out, "name = {}", serde_json::Value::String(name.to_owned()));

@@ -1082,6 +1082,71 @@ fn the_cli_lists_shows_approves_and_denies() {
     assert_eq!(me["name"], "carol@example.com");
 }
 
+/// The README's approver step: the example config, an approver whose
+/// token goes to a file and whose entry is appended to the config, and a
+/// server started with it that knows the approver by that token.
+#[test]
+fn an_approver_made_with_out_is_appended_to_the_example_config_and_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mandate.toml");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mandate.toml");
+    std::fs::copy(&example, &config).unwrap();
+    let token_file = dir.path().join("me.token");
+    let token_arg = token_file.display().to_string();
+    let (code, entry, err) = mandate(
+        &[
+            "approvals",
+            "token",
+            "--name",
+            "you@example.com",
+            "--out",
+            &token_arg,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let token = token.trim();
+    assert!(token.starts_with("mnd_apr_"), "{token}");
+    assert!(!entry.contains(token), "the token is not printed: {entry}");
+    assert!(entry.contains(&sha256_hex(token)), "{entry}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // `>> mandate.toml`
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&entry);
+    std::fs::write(&config, text).unwrap();
+
+    let server = Launch::serve(&dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .start();
+    let me = server
+        .call(reqwest::Method::GET, "/v1/approvers/me", Some(token), None)
+        .json();
+    assert_eq!(me["name"], "you@example.com");
+
+    // A token file is never overwritten.
+    let (code, out, err) = mandate(
+        &[
+            "approvals",
+            "token",
+            "--name",
+            "x@example.com",
+            "--out",
+            &token_arg,
+        ],
+        None,
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(err.contains("never overwritten"), "{err}");
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token);
+}
+
 #[test]
 fn under_a_task_credential_an_approval_binds_the_credential_and_an_approver_can_end_the_task() {
     use util::tasks::{HUMAN, ROOT_AGENT, SUB_AGENT, gateway_with};

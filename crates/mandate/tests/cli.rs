@@ -1,6 +1,7 @@
 //! End-to-end tests of the `mandate` command: they run the built binary and
 //! check what users rely on — exit codes, output formats and error messages
-//! of `check`, `policy validate`, `policy test`, `policy schema` and `--help`.
+//! of `check`, `policy validate`, `policy test`, `policy schema` and `--help`,
+//! and that `check` and `policy` use the pack `mandate serve` loads.
 
 // Tests fail by panicking; indexing and unwrapping keep the assertions short.
 #![allow(
@@ -13,8 +14,11 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+
+mod util;
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -42,9 +46,11 @@ impl Output {
     }
 }
 
-/// The binary, with no `MANDATE_*` variables inherited from the environment.
+/// The binary, with no `MANDATE_*` variables inherited from the environment
+/// (nor `COLUMNS`, which would change how `--help` wraps).
 fn mandate() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mandate"));
+    cmd.env_remove("COLUMNS");
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("MANDATE_") {
             cmd.env_remove(name);
@@ -54,7 +60,15 @@ fn mandate() -> Command {
 }
 
 fn run_with_stdin(args: &[&str], stdin: Option<&str>) -> Output {
+    // A fresh working directory: the default pack is `./mandate-data/policies`.
+    let workdir = tempfile::tempdir().unwrap();
+    run_in(workdir.path(), args, stdin, &[])
+}
+
+/// Runs `mandate ARGS` in `dir`, with `env` set.
+fn run_in(dir: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
     let mut cmd = mandate();
+    cmd.current_dir(dir).envs(env.iter().copied());
     cmd.args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -301,7 +315,12 @@ fn check_allow_prints_the_decision_and_reason() {
         "{}",
         out.stdout
     );
-    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    // Which pack decided is said on stderr, never mixed into the answer.
+    assert_eq!(
+        out.stderr.trim(),
+        "policy pack: the built-in example pack (`mandate-data/policies` holds no policy yet; \
+         `mandate serve` writes this pack there on first start)"
+    );
 }
 
 #[test]
@@ -377,9 +396,23 @@ fn check_json_prints_the_decision_response() {
         assert_code(&out, code);
         let v = out.json();
         let object = v.as_object().expect("a JSON object");
-        for key in ["decision", "decision_id", "policies", "reasons", "errors"] {
+        for key in [
+            "decision",
+            "decision_id",
+            "policies",
+            "reasons",
+            "errors",
+            "pack",
+        ] {
             assert!(object.contains_key(key), "`{key}` missing: {v}");
         }
+        // The built-in pack, since the working directory has no data directory.
+        assert_eq!(v["pack"], "<example>");
+        assert!(
+            out.stderr.is_empty(),
+            "JSON output says it all: {}",
+            out.stderr
+        );
         assert!(
             !object.contains_key("explanation"),
             "no explanation without --explain: {v}"
@@ -1083,6 +1116,271 @@ fn policy_test_needs_a_loading_pack_and_test_files() {
 }
 
 // ---------------------------------------------------------------------------
+// The default pack: the one `mandate serve` loads
+// ---------------------------------------------------------------------------
+
+fn request_file(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/requests")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Turns the policy `id` of `file` into a comment, as the README's tutorial
+/// has the reader do.
+fn comment_out_policy(file: &Path, id: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut inside = false;
+    let edited: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if line == format!("@id(\"{id}\")") {
+                inside = true;
+            }
+            let out = if inside {
+                format!("// {line}")
+            } else {
+                line.to_owned()
+            };
+            if line == "};" {
+                inside = false;
+            }
+            out
+        })
+        .collect();
+    assert!(
+        edited.iter().any(|l| l.starts_with("// @id")),
+        "no policy `{id}` in {text}"
+    );
+    util::write_atomic(file, &(edited.join("\n") + "\n"));
+}
+
+/// Flags and environment variables that name a server's settings.
+type Way<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>);
+
+/// The README's tutorial: the server seeds `DATA_DIR/policies`, the reader
+/// edits it, and `check`, `policy validate` and `policy test` (run where
+/// the server runs, or told its --data-dir, --config or MANDATE_DATA_DIR)
+/// answer with the edited pack, as the server does.
+#[test]
+fn check_and_policy_use_the_pack_serve_loads_with_the_same_settings() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let server = util::Launch::serve(&data)
+        .args(["--reload-interval-ms", "50"])
+        .start();
+    let pack = data.join("policies");
+    let delete = request_file("delete-email.json");
+    let request: Value = serde_json::from_str(&std::fs::read_to_string(&delete).unwrap()).unwrap();
+    let data_arg = data.display().to_string();
+    let config = work.path().join("mandate.toml");
+    std::fs::write(&config, format!("data_dir = {:?}\n", data_arg)).unwrap();
+    let config_arg = config.display().to_string();
+    let said = format!("policy pack: `{}`", pack.display());
+
+    // Three ways to name the server's settings; each finds its pack.
+    let ways: [Way; 3] = [
+        (vec!["--data-dir", &data_arg], vec![]),
+        (vec!["--config", &config_arg], vec![]),
+        (vec![], vec![("MANDATE_DATA_DIR", data_arg.as_str())]),
+    ];
+    let check = |flags: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["check", delete.as_str()];
+        args.extend(flags);
+        run_in(work.path(), &args, None, env)
+    };
+
+    assert_eq!(
+        server.decide(&request).decision()["decision"],
+        "approval_required"
+    );
+    for (flags, env) in &ways {
+        let out = check(flags, env);
+        assert_code(&out, APPROVAL_REQUIRED);
+        assert_eq!(out.stderr.trim(), said, "{flags:?} {env:?}");
+    }
+
+    // The reader turns the approval gate into a comment: the server allows
+    // the deletion once it has reloaded, and so does `check`.
+    comment_out_policy(&pack.join("approvals.cedar"), "destructive-needs-approval");
+    util::poll_until(Duration::from_secs(20), "the server to reload", || {
+        let decision = server.decide(&request).decision();
+        if decision["decision"] == "allow" {
+            Ok(())
+        } else {
+            Err(decision)
+        }
+    });
+    for (flags, env) in &ways {
+        let out = check(flags, env);
+        assert_code(&out, OK);
+        assert_eq!(
+            out.stdout.lines().next(),
+            Some("allow"),
+            "{flags:?} {env:?}"
+        );
+        assert_eq!(out.stderr.trim(), said);
+    }
+    let mut json = vec!["--json"];
+    json.extend(["--data-dir", data_arg.as_str()]);
+    let out = check(&json, &[]);
+    assert_code(&out, OK);
+    assert_eq!(out.json()["pack"], pack.display().to_string());
+
+    // `policy validate` and `policy test` look at the same pack: its tests
+    // still expect the gate that is gone.
+    for (flags, env) in &ways {
+        let mut args = vec!["policy", "validate"];
+        args.extend(flags);
+        let out = run_in(work.path(), &args, None, env);
+        assert_code(&out, OK);
+        assert!(
+            out.stdout.contains(&pack.display().to_string()),
+            "{}",
+            out.stdout
+        );
+        assert_eq!(out.stderr.trim(), said);
+
+        let mut args = vec!["policy", "test"];
+        args.extend(flags);
+        let out = run_in(work.path(), &args, None, env);
+        assert_code(&out, FAILURE);
+        assert!(
+            out.stdout
+                .contains("expected policies [\"destructive-needs-approval\"]"),
+            "{}",
+            out.stdout
+        );
+        assert_eq!(out.stderr.trim(), said);
+    }
+
+    // Run where the server runs (its data directory is ./mandate-data),
+    // with nothing else said: the same pack.
+    let here = tempfile::tempdir().unwrap();
+    util::copy_dir(&pack, &here.path().join("mandate-data/policies"));
+    let out = run_in(here.path(), &["check", &delete], None, &[]);
+    assert_code(&out, OK);
+    assert_eq!(out.stderr.trim(), "policy pack: `mandate-data/policies`");
+}
+
+#[test]
+fn policies_from_the_config_file_or_the_environment_name_the_pack() {
+    let work = tempfile::tempdir().unwrap();
+    let deny = request_file("send-to-stranger.json");
+    let config = work.path().join("mandate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policies = {:?}\n\n[[approvers]]\nname = \"a@example.com\"\ntoken_sha256 = \"00\"\n",
+            examples()
+        ),
+    )
+    .unwrap();
+    let config_arg = config.display().to_string();
+    let out = run_in(
+        work.path(),
+        &["check", &deny, "--config", &config_arg],
+        None,
+        &[],
+    );
+    assert_code(&out, DENY);
+    assert_eq!(out.stderr.trim(), format!("policy pack: `{}`", examples()));
+    // MANDATE_CONFIG names the file as --config does.
+    let out = run_in(
+        work.path(),
+        &["policy", "validate", "--json"],
+        None,
+        &[("MANDATE_CONFIG", &config_arg)],
+    );
+    assert_code(&out, OK);
+    assert_eq!(out.json()["pack"], examples());
+
+    // The environment wins over the file, and a flag over both: as for serve.
+    let elsewhere = work.path().join("nowhere");
+    let out = run_in(
+        work.path(),
+        &["check", &deny, "--config", &config_arg],
+        None,
+        &[("MANDATE_POLICIES", elsewhere.to_str().unwrap())],
+    );
+    assert_input_error(&out, "nowhere");
+    let out = run_in(
+        work.path(),
+        &[
+            "check",
+            &deny,
+            "--config",
+            &config_arg,
+            "--policies",
+            &examples(),
+        ],
+        None,
+        &[("MANDATE_POLICIES", elsewhere.to_str().unwrap())],
+    );
+    assert_code(&out, DENY);
+
+    // A config file that does not load is an input error, as for serve.
+    std::fs::write(
+        &config,
+        "[[approvers]]\nname = \"a\"\ntoken_sha256 = \"b\"\npolicies = \"x\"\n",
+    )
+    .unwrap();
+    let out = run_in(
+        work.path(),
+        &["policy", "test", "--config", &config_arg],
+        None,
+        &[],
+    );
+    assert_input_error(
+        &out,
+        "`policies` is a top-level setting but appears inside [[approvers]]",
+    );
+    let out = run_in(
+        work.path(),
+        &["check", &deny, "--config", "missing.toml"],
+        None,
+        &[],
+    );
+    assert_input_error(&out, "missing.toml");
+}
+
+#[test]
+fn without_a_data_directory_the_built_in_pack_is_used_and_named() {
+    let work = tempfile::tempdir().unwrap();
+    let out = run_in(work.path(), &["policy", "validate"], None, &[]);
+    assert_code(&out, OK);
+    assert!(
+        out.stdout.contains("valid in `<example>`"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("the built-in example pack"),
+        "{}",
+        out.stderr
+    );
+
+    let out = run_in(work.path(), &["policy", "test", "--json"], None, &[]);
+    assert_code(&out, OK);
+    let v = out.json();
+    assert_eq!(v["pack"], "<example>");
+    assert_eq!(v["passed"], mailer_case_count());
+    assert_eq!(v["files"][0]["file"], "<example>/tests/mailer.json");
+    // Nothing is written: only `serve` seeds the data directory.
+    assert!(!work.path().join("mandate-data").exists());
+
+    // A named directory cannot be given twice.
+    let out = run_in(
+        work.path(),
+        &["policy", "validate", &examples(), "--policies", &examples()],
+        None,
+        &[],
+    );
+    assert_input_error(&out, "cannot be used with");
+}
+
+// ---------------------------------------------------------------------------
 // mandate policy schema, --help
 // ---------------------------------------------------------------------------
 
@@ -1201,6 +1499,44 @@ fn help_lists_the_exit_codes_once_and_each_command_its_own() {
         &["0  success", "1  `verify`", "2  usage or input error"],
     );
     assert!(!receipts.stdout.contains("`check`"), "{}", receipts.stdout);
+}
+
+/// docs/cli.md shows what `mandate … --help` prints; each such block must
+/// be exactly what the binary prints today.
+#[test]
+fn the_help_shown_in_docs_cli_md_is_the_binarys() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/cli.md"))
+            .unwrap();
+    let mut checked = Vec::new();
+    let mut rest = doc.as_str();
+    while let Some(at) = rest.find("```\n$ mandate") {
+        let block = &rest[at + 4..];
+        let end = block.find("```").unwrap();
+        let (command, shown) = block[..end].split_once('\n').unwrap();
+        rest = &block[end + 3..];
+        if !(command.ends_with(" --help") || command.ends_with(" -h")) {
+            continue;
+        }
+        let args: Vec<&str> = command.split_whitespace().skip(2).collect();
+        let out = run(&args);
+        assert_code(&out, OK);
+        assert_eq!(
+            out.stdout, shown,
+            "docs/cli.md shows another `{command}` than the binary prints: paste the binary's"
+        );
+        checked.push(command.to_owned());
+    }
+    for command in [
+        "$ mandate --help",
+        "$ mandate check --help",
+        "$ mandate policy test --help",
+    ] {
+        assert!(
+            checked.iter().any(|c| c == command),
+            "{command} not in docs/cli.md"
+        );
+    }
 }
 
 #[test]

@@ -6,8 +6,9 @@
 //! drives Debian's chromium with playwright-core: the agent's side with
 //! fetch, the approver's in the console.
 //!
-//! It needs `/usr/bin/chromium`, `node` and `tests/ui/node_modules`; without
-//! them it fails (never skips) and says to run the README's set-up command.
+//! It needs Debian's chromium (`/usr/lib/chromium/chromium`), `node` and
+//! `tests/ui/node_modules`; without them it fails (never skips) and says to
+//! run the README's set-up command.
 //! With `MANDATE_SCREENSHOT_DIR` set (an absolute path, or one relative to
 //! the repository), the browser test saves the screenshots the docs show.
 
@@ -40,7 +41,11 @@ const APPROVER: &str = "reviewer@example.com";
 /// The browser tests' own timeouts are shorter; this only stops a hang.
 const NODE_TIMEOUT: Duration = Duration::from_secs(300);
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+/// The browser itself. Debian's `/usr/bin/chromium` is a launcher script
+/// whose /etc/chromium.d snippets print `[: …: unexpected operator` where
+/// /dev/shm is mounted twice (many containers); the tests need none of its
+/// desktop flags.
+const CHROMIUM: &str = "/usr/lib/chromium/chromium";
 const SETUP: &str = "run the set-up command from the README (it installs chromium and runs `npm ci --prefix tests/ui`)";
 
 fn repo() -> PathBuf {

@@ -1,7 +1,8 @@
 //! `mandate mcp wrap` against real peers: the official Python and TypeScript
 //! SDK clients, in front of the reference servers `server-filesystem` and
 //! `server-everything`, with a real `mandate serve` deciding
-//! (`tests/mcp/policies`). Set-up: `.ci/run` (npm ci, pip install).
+//! (`tests/mcp/policies`). Set-up: `scripts/test` (npm ci, and the Python
+//! packages into its virtual environment, `<target>/test-venv`).
 
 #![allow(
     clippy::unwrap_used,
@@ -604,4 +605,112 @@ fn an_agent_mode_wrap_presents_its_caller_token() {
         step["text"].as_str().unwrap().contains("caller_required"),
         "{out}"
     );
+}
+
+/// The README's MCP quick start as written: `examples/mcp/agent.py` (the
+/// Python SDK) runs the filesystem server behind `mandate mcp wrap` with
+/// `examples/mcp/mcp.toml`, in agent mode, against a server that runs on
+/// its defaults (the example pack) with one approver. The declared read is
+/// allowed, the undeclared write denied before it reaches the server, and
+/// the edit waits until the approver approves it, then runs.
+#[test]
+fn the_readme_mcp_quick_start_allows_denies_and_waits_for_a_person() {
+    require_peers();
+    const TOKEN: &str = "mnd_apr_quick-start-approver-token-7d0c";
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("mandate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[approvers]]\nname = \"you@example.com\"\ntoken_sha256 = \"{}\"\n",
+            sha256_hex(TOKEN)
+        ),
+    )
+    .unwrap();
+    let server = util::Launch::serve(&work.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .start();
+    let notes = work.path().join("notes");
+    std::fs::create_dir(&notes).unwrap();
+    std::fs::write(notes.join("todo.md"), "- buy milk\n").unwrap();
+
+    // `mandate` on the PATH, as the README's install step puts it; the
+    // filesystem server from tests/mcp rather than through npx.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let bin = Path::new(env!("CARGO_BIN_EXE_mandate")).parent().unwrap();
+    let path = std::env::join_paths(std::iter::once(bin.to_owned()).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .unwrap();
+    let mut filesystem = filesystem_server(&notes);
+    filesystem.pop();
+    let mut agent = Command::new(util::mcp::python())
+        .arg(repo.join("examples/mcp/agent.py"))
+        .arg(&notes)
+        .arg("--")
+        .args(&filesystem)
+        .env("PATH", path)
+        .env("MANDATE_GATEWAY", server.url(""))
+        .current_dir(work.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // The person: the edit shows up in the queue, and is approved.
+    let pending = util::poll_until(Duration::from_secs(60), "the edit to wait", || {
+        let list = server
+            .call(
+                reqwest::Method::GET,
+                "/v1/approvals?status=pending",
+                Some(TOKEN),
+                None,
+            )
+            .json();
+        match list["items"].as_array().and_then(|items| items.first()) {
+            Some(item) => Ok(item.clone()),
+            None => Err(list),
+        }
+    });
+    assert_eq!(pending["summary"]["tool"], "edit_file", "{pending}");
+    let id = pending["id"].as_str().unwrap();
+    let approved = server.call(
+        reqwest::Method::POST,
+        &format!("/v1/approvals/{id}/approve"),
+        Some(TOKEN),
+        Some(&json!({"reason": "oat milk it is"})),
+    );
+    assert_eq!(approved.status, 200, "{}", approved.body);
+
+    let (out, err) = util::mcp::wait_output(&mut agent, Duration::from_secs(90), "the agent");
+    let status = agent.wait().unwrap();
+    assert!(status.success(), "{out}\n{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let after = |tool: &str| {
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("{tool}:")))
+            .unwrap_or_else(|| panic!("no `{tool}` in:\n{out}\n{err}"));
+        lines[at + 1].trim()
+    };
+    assert_eq!(after("list_directory"), "ok: [FILE] todo.md", "{out}");
+    assert!(
+        after("write_file").starts_with("refused: Mandate denied `write_file`: the tool is not among the tools declared for the task"),
+        "{out}"
+    );
+    assert!(after("edit_file").starts_with("ok:"), "{out}\n{err}");
+    assert_eq!(
+        std::fs::read_to_string(notes.join("todo.md")).unwrap(),
+        "- buy oat milk\n"
+    );
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

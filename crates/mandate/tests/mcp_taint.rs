@@ -21,7 +21,8 @@
 //! stdio servers behind the proxy), and one wrap running several servers
 //! (`[[servers]]` in the gateway config).
 //!
-//! Set-up: `scripts/test` (npm ci, pip install -r tests/mcp/requirements.txt).
+//! Set-up: `scripts/test` (npm ci, and tests/mcp/requirements.txt into its
+//! virtual environment, `<target>/test-venv`).
 
 #![allow(
     clippy::unwrap_used,

@@ -1057,7 +1057,7 @@ fn identity_configuration_mistakes_stop_the_server() {
         ),
         (
             format!("[[issuers]]\nissuer = \"{ISSUER}\"\njwks_file = {jwks:?}\nkid = \"x\"\n"),
-            "unknown field",
+            "unknown key `kid`, expected one of `kind`, `issuer`,",
         ),
         (
             format!("task_signing_key_file = {bad_key:?}\n"),

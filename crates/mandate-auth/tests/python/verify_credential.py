@@ -14,7 +14,8 @@ object: {"ok": true, "task": ..., "hops": [[agent, depth], ...]} or
 {"ok": false, "error": "..."}. Exit status 0 either way; 2 if biscuit-python
 is missing.
 
-Requires: pip install biscuit-python==0.4.0
+Requires biscuit-python==0.4.0: scripts/test installs it into the virtual
+environment <target>/test-venv, which the Rust test runs this script with.
 """
 
 import argparse
@@ -22,7 +23,7 @@ import datetime
 import json
 import sys
 
-PIP_LINE = "python3 -m pip install biscuit-python==0.4.0"
+PIP_LINE = "scripts/test (it installs biscuit-python==0.4.0 into <target>/test-venv)"
 
 try:
     from biscuit_auth import AuthorizerBuilder, Biscuit, PublicKey, Rule

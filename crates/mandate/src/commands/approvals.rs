@@ -126,6 +126,7 @@ pub fn token(args: ApprovalTokenArgs) -> anyhow::Result<Code> {
         mandate_server::approvals::APPROVER_TOKEN_PREFIX,
         &args.name,
         args.json,
+        args.out.as_deref(),
     )
 }
 

@@ -14,5 +14,6 @@ pub fn token(args: CallersTokenArgs) -> anyhow::Result<Code> {
         CALLER_TOKEN_PREFIX,
         &args.name,
         args.json,
+        args.out.as_deref(),
     )
 }

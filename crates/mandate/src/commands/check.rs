@@ -6,35 +6,12 @@ use std::path::Path;
 use chrono::Utc;
 use mandate_core::{
     CallRequest, ConditionOutcome, Decision, DecisionId, DecisionRequest, DecisionResponse,
-    PolicyPack,
 };
-use mandate_server::policy_dir::{self, PackSources};
 use serde_json::json;
 
 use crate::cli::CheckArgs;
 use crate::exit::Code;
 use crate::output::{emit, outln};
-
-/// Loads the pack in `dir`, or the built-in example pack; prints problems and
-/// returns `Err(Code::Input)` when it does not load.
-pub fn load_pack(dir: Option<&Path>) -> Result<PolicyPack, Code> {
-    let sources = match dir {
-        Some(dir) => policy_dir::read(dir).map_err(|e| {
-            eprintln!("error: {e}");
-            Code::Input
-        })?,
-        None => PackSources::example(),
-    };
-    sources.load().map_err(|e| {
-        for p in &e.problems {
-            eprintln!("{p}");
-        }
-        eprintln!(
-            "error: the policy pack does not load; run `mandate policy validate` for details"
-        );
-        Code::Input
-    })
-}
 
 fn read_request(path: &Path) -> Result<String, String> {
     if path == Path::new("-") {
@@ -49,10 +26,6 @@ fn read_request(path: &Path) -> Result<String, String> {
 }
 
 pub fn run(args: CheckArgs) -> anyhow::Result<Code> {
-    let pack = match load_pack(args.policies.as_deref()) {
-        Ok(p) => p,
-        Err(code) => return Ok(code),
-    };
     let call = match read_request(&args.request).and_then(|text| {
         let request: DecisionRequest = serde_json::from_str(&text)
             .map_err(|e| format!("`{}` is not a valid request: {e}", args.request.display()))?;
@@ -64,6 +37,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Code> {
             return Ok(Code::Input);
         }
     };
+    let (origin, pack) = match crate::pack::load(&args.pack, None) {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    origin.announce(args.json);
 
     let now = Utc::now();
     let explanation = args.explain.then(|| pack.explain(&call, now));
@@ -76,8 +54,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Code> {
     let mut out = String::new();
     if args.json {
         let mut value = serde_json::to_value(&response)?;
-        if let (Some(e), Some(obj)) = (&explanation, value.as_object_mut()) {
-            obj.insert("explanation".into(), json!(e.policies));
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("pack".into(), json!(origin.label()));
+            if let Some(e) = &explanation {
+                obj.insert("explanation".into(), json!(e.policies));
+            }
         }
         outln!(out, "{}", serde_json::to_string_pretty(&value)?);
     } else {

@@ -152,6 +152,7 @@ pub fn client_token(args: McpClientTokenArgs) -> anyhow::Result<Code> {
         CLIENT_TOKEN_PREFIX,
         &args.name,
         args.json,
+        args.out.as_deref(),
     )
 }
 

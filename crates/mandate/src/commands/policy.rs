@@ -3,7 +3,6 @@
 use chrono::Utc;
 use mandate_core::Severity;
 use mandate_core::testing::{CaseResult, TestSuite};
-use mandate_server::policy_dir;
 use serde_json::json;
 
 use crate::cli::{TestArgs, ValidateArgs};
@@ -11,13 +10,11 @@ use crate::exit::Code;
 use crate::output::{emit, outln};
 
 pub fn validate(args: ValidateArgs) -> anyhow::Result<Code> {
-    let sources = match policy_dir::read(&args.dir) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(Code::Input);
-        }
+    let (origin, sources) = match crate::pack::sources(&args.pack, args.dir.as_deref()) {
+        Ok(found) => found,
+        Err(code) => return Ok(code),
     };
+    origin.announce(args.json);
     let (problems, summary) = match sources.load() {
         Ok(pack) => {
             let (base, approval) = pack.counts();
@@ -32,6 +29,7 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<Code> {
     let mut out = String::new();
     if args.json {
         let value = json!({
+            "pack": origin.label(),
             "valid": valid,
             "problems": problems,
             "policies": summary.as_ref().map(|(b, a, _)| json!({"base": b, "approval": a})),
@@ -46,7 +44,7 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<Code> {
             Some((base, approval, version)) => outln!(
                 out,
                 "ok: {base} base and {approval} approval policies valid in `{}` (version {})",
-                args.dir.display(),
+                origin.label(),
                 version.get(..12).unwrap_or(version)
             ),
             None => outln!(
@@ -56,7 +54,7 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<Code> {
                     .iter()
                     .filter(|p| p.severity == Severity::Error)
                     .count(),
-                args.dir.display()
+                origin.label()
             ),
         }
     }
@@ -65,11 +63,12 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<Code> {
 }
 
 pub fn test(args: TestArgs) -> anyhow::Result<Code> {
-    let pack = match crate::commands::check::load_pack(Some(&args.dir)) {
-        Ok(p) => p,
+    let (origin, pack) = match crate::pack::load(&args.pack, args.dir.as_deref()) {
+        Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
-    let files = match policy_dir::test_files(args.tests.as_deref().unwrap_or(&args.dir)) {
+    origin.announce(args.json);
+    let files = match origin.test_files(args.tests.as_deref()) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
@@ -78,21 +77,21 @@ pub fn test(args: TestArgs) -> anyhow::Result<Code> {
     };
     if files.is_empty() {
         eprintln!(
-            "error: no test files (`*.json`) found; put them in `{}/tests`",
-            args.dir.display()
+            "error: no test files (`*.json`) found; put them in `{}`",
+            origin.tests_dir().display()
         );
         return Ok(Code::Input);
     }
     let now = Utc::now();
     let mut report = Vec::new();
-    for file in &files {
-        let suite = std::fs::read_to_string(file)
-            .map_err(|e| e.to_string())
+    for file in files {
+        let suite = file
+            .text
             .and_then(|text| TestSuite::parse(&text).map_err(|e| e.to_string()));
         match suite {
-            Ok(suite) => report.push((file.display().to_string(), suite.run(&pack, now))),
+            Ok(suite) => report.push((file.name, suite.run(&pack, now))),
             Err(e) => {
-                eprintln!("error: {}: {e}", file.display());
+                eprintln!("error: {}: {e}", file.name);
                 return Ok(Code::Input);
             }
         }
@@ -110,7 +109,7 @@ pub fn test(args: TestArgs) -> anyhow::Result<Code> {
             out,
             "{}",
             serde_json::to_string_pretty(
-                &json!({"passed": passed, "failed": failed, "files": files})
+                &json!({"pack": origin.label(), "passed": passed, "failed": failed, "files": files})
             )?
         );
     } else {

@@ -20,7 +20,7 @@ use mandate_store::{
 };
 
 use crate::cli::{LogFormat, ReceiptArguments, ServeArgs};
-use crate::config::{DecideAccessSetting, Settings, Store};
+use crate::config::{DecideAccessSetting, PackDir, Settings, Store};
 use crate::data_lock;
 use crate::exit::Code;
 use crate::ledger_files;
@@ -152,8 +152,9 @@ async fn start(settings: &Settings) -> Step<()> {
 /// The policy directory (seeded with the example pack unless `--policies`
 /// names one), its texts, and the pack they load into.
 fn load_pack(settings: &Settings) -> Step<(PathBuf, PackSources, PolicyPack)> {
-    let dir = settings.policy_dir();
-    if settings.policies.is_none() {
+    let pack_dir = settings.pack_dir();
+    let dir = pack_dir.path().to_owned();
+    if let PackDir::InDataDir(_) = pack_dir {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create `{}`", dir.display()))?;
         if policy_dir::seed_example(&dir)? {
@@ -296,7 +297,7 @@ async fn serve(
 }
 
 /// Approvers, approval lifetime and the webhook, checked.
-fn approval_settings(settings: &Settings) -> anyhow::Result<Approvals> {
+pub(crate) fn approval_settings(settings: &Settings) -> anyhow::Result<Approvals> {
     let approvers = settings
         .approvers
         .iter()
@@ -428,7 +429,7 @@ fn init_logging(format: LogFormat) {
 
 /// Who may ask for decisions without a task credential, said in the log
 /// at start: beyond loopback, by default, only configured callers.
-fn decision_callers(settings: &Settings) -> anyhow::Result<Callers> {
+pub(crate) fn decision_callers(settings: &Settings) -> anyhow::Result<Callers> {
     let access = match settings.decide_access {
         Some(DecideAccessSetting::Anyone) => DecideAccess::Anyone,
         Some(DecideAccessSetting::Callers) => DecideAccess::Callers,

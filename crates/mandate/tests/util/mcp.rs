@@ -2,9 +2,10 @@
 //! (the official Python and TypeScript SDK clients, the reference servers
 //! `server-everything`, `server-filesystem` and `mcp-server-fetch`, and
 //! `supergateway`, which serves a stdio server over streamable HTTP),
-//! installed by `.ci/run`
-//! (`npm ci --prefix tests/mcp`, `pip install -r tests/mcp/requirements.txt`).
-//! A missing package fails the test with the set-up command; nothing skips.
+//! installed by `scripts/test` (`npm ci --prefix tests/mcp`; the Python
+//! packages of `tests/mcp/requirements.txt` into the virtual environment
+//! `<target>/test-venv`). A missing package fails the test with the set-up
+//! command; nothing skips.
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -29,8 +30,9 @@ pub fn peers_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/mcp")
 }
 
-const SETUP: &str = "the MCP test peers are not installed: run `npm ci --prefix tests/mcp` and \
-`python3 -m pip install -r tests/mcp/requirements.txt` from the repository root (`.ci/run` does both)";
+const SETUP: &str = "the MCP test peers are not installed: run `scripts/test` once from the \
+repository root (it runs `npm ci --prefix tests/mcp` and installs tests/mcp/requirements.txt into \
+the virtual environment <target>/test-venv, where the tests find it)";
 
 /// Panics (fails the test) unless the npm and pip packages are installed.
 pub fn require_peers() {
@@ -66,9 +68,28 @@ pub fn require_fetch_server() {
     );
 }
 
-/// The Python interpreter: `MANDATE_TEST_PYTHON` or `python3`.
+/// The Python interpreter of the tests: `MANDATE_TEST_PYTHON`, else the
+/// virtual environment `scripts/test` makes in the build directory
+/// (`<target>/test-venv`, so `cargo test` finds it too). Without either the
+/// test fails, saying how to make it; it never falls back to the system's
+/// Python, whose packages are not the pinned ones.
 pub fn python() -> String {
-    std::env::var("MANDATE_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+    if let Ok(python) = std::env::var("MANDATE_TEST_PYTHON") {
+        return python;
+    }
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("test-venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python for the MCP tests: `{}` does not exist. Run `scripts/test` once from the \
+         repository root: it makes that virtual environment and installs the pinned packages \
+         (tests/mcp/requirements.txt, biscuit-python), after which `cargo test` finds it. Or set \
+         MANDATE_TEST_PYTHON to a Python that has them.",
+        venv.display()
+    );
+    venv.display().to_string()
 }
 
 /// The command that runs the filesystem server on `root`.
