@@ -64,7 +64,7 @@ impl Postgres {
             None
         };
         static SERVERS: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
+        let dir = base_dir(run_as.is_some()).join(format!(
             "mandate-test-pg-{}-{}",
             std::process::id(),
             SERVERS.fetch_add(1, Ordering::Relaxed)
@@ -338,10 +338,21 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
+/// Where server directories go: the temporary directory, or `/tmp` when
+/// the server runs as another user (a private `TMPDIR`, such as root's,
+/// would be out of its reach).
+fn base_dir(other_user: bool) -> PathBuf {
+    if other_user {
+        PathBuf::from("/tmp")
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 /// Directories of test processes that are gone (their servers died with
 /// them).
 fn remove_stale_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+    let Ok(entries) = std::fs::read_dir(base_dir(is_root())) else {
         return;
     };
     for entry in entries.flatten() {
