@@ -84,15 +84,15 @@ pub(crate) async fn lock_approvals(pool: &Pool) -> Result<ApprovalsLock, StateEr
 
 /// Listens on [`CHANNEL`] and passes what it hears to `changes`, until
 /// `alive` is gone (the store was dropped). A lost connection is opened
-/// again (waiting longer each time, up to 5 s), and [`StateChange::All`]
-/// sent once it listens again: whatever was announced meanwhile was missed.
+/// again (waiting longer each time, up to 5 s). [`StateChange::All`] is
+/// sent each time it starts listening: whatever was announced before (at
+/// start, or while the connection was down) was missed.
 pub(crate) async fn listen(
     config: tokio_postgres::Config,
     changes: broadcast::Sender<StateChange>,
     alive: Weak<()>,
 ) {
     let mut backoff = Duration::from_millis(100);
-    let mut first = true;
     while alive.strong_count() > 0 {
         match config.connect(NoTls).await {
             Ok((client, mut connection)) => {
@@ -121,10 +121,10 @@ pub(crate) async fn listen(
                     .is_ok()
                 {
                     backoff = Duration::from_millis(100);
-                    if !first {
-                        let _ = changes.send(StateChange::All);
-                    }
-                    first = false;
+                    // Whatever changed before this LISTEN (at start, or while
+                    // the connection was down) was not heard: waiters that
+                    // began before it re-read.
+                    let _ = changes.send(StateChange::All);
                     let mut tick = tokio::time::interval(Duration::from_secs(1));
                     loop {
                         tokio::select! {
