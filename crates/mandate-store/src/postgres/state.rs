@@ -87,6 +87,30 @@ impl PgState {
             .map_err(|e| StateError::Unavailable(format!("PostgreSQL: {e}")))
     }
 
+    /// The row `sql` finds with `params`, read by `read`, if any.
+    async fn query_one<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        read: impl Fn(&Row) -> Result<T, StateError>,
+    ) -> Result<Option<T>, StateError> {
+        let client = self.client().await?;
+        let row = client.query_opt(sql, params).await.map_err(pg)?;
+        row.as_ref().map(read).transpose()
+    }
+
+    /// Every row `sql` finds with `params`, read by `read`, in order.
+    async fn query_all<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        read: impl Fn(&Row) -> Result<T, StateError>,
+    ) -> Result<Vec<T>, StateError> {
+        let client = self.client().await?;
+        let rows = client.query(sql, params).await.map_err(pg)?;
+        rows.iter().map(read).collect()
+    }
+
     /// Runs `f` in a transaction and commits it; a failure rolls it back.
     async fn write<T>(
         &self,
@@ -210,26 +234,22 @@ impl StateStore for PgState {
         &self,
         task_id: &TaskId,
     ) -> Result<Option<(TaskRecord, SessionSummary)>, StateError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "SELECT {TASK_COLUMNS}, s.summary FROM tasks t
-                     LEFT JOIN sessions s ON s.task_id = t.id WHERE t.id = $1"
-                ),
-                &[&task_id.as_str()],
-            )
-            .await
-            .map_err(pg)?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let summary: Option<String> = row.try_get(14).map_err(pg)?;
-        let summary = match summary {
-            Some(text) => parse(&text, "session summary")?,
-            None => SessionSummary::default(),
-        };
-        Ok(Some((task_row(&row)?, summary)))
+        self.query_one(
+            &format!(
+                "SELECT {TASK_COLUMNS}, s.summary FROM tasks t
+                 LEFT JOIN sessions s ON s.task_id = t.id WHERE t.id = $1"
+            ),
+            &[&task_id.as_str()],
+            |row| {
+                let summary: Option<String> = row.try_get(14).map_err(pg)?;
+                let summary = match summary {
+                    Some(text) => parse(&text, "session summary")?,
+                    None => SessionSummary::default(),
+                };
+                Ok((task_row(row)?, summary))
+            },
+        )
+        .await
     }
 
     async fn add_credential(&self, credential: CredentialRecord) -> Result<(), StateError> {
@@ -335,23 +355,18 @@ impl StateStore for PgState {
     }
 
     async fn revocations(&self) -> Result<Vec<Revocation>, StateError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT revocation_id, task_id, revoked_at FROM revocations ORDER BY seq",
-                &[],
-            )
-            .await
-            .map_err(pg)?;
-        rows.iter()
-            .map(|row| {
+        self.query_all(
+            "SELECT revocation_id, task_id, revoked_at FROM revocations ORDER BY seq",
+            &[],
+            |row| {
                 Ok(Revocation {
                     revocation_id: row.try_get(0).map_err(pg)?,
                     task_id: id_at(row, 1)?,
                     revoked_at: time_col(row, 2, "revoked_at")?,
                 })
-            })
-            .collect()
+            },
+        )
+        .await
     }
 
     async fn revoked_ids(
@@ -359,19 +374,16 @@ impl StateStore for PgState {
         now: DateTime<Utc>,
     ) -> Result<HashMap<String, DateTime<Utc>>, StateError> {
         let now = time_text(&now)?;
-        let client = self.client().await?;
-        let rows = client
-            .query(
+        let rows = self
+            .query_all(
                 "SELECT r.revocation_id, t.expires_at
                  FROM revocations r JOIN tasks t ON t.id = r.task_id
                  WHERE t.expires_at > $1",
                 &[&now],
+                |row| Ok((row.try_get(0).map_err(pg)?, time_col(row, 1, "expires_at")?)),
             )
-            .await
-            .map_err(pg)?;
-        rows.iter()
-            .map(|row| Ok((row.try_get(0).map_err(pg)?, time_col(row, 1, "expires_at")?)))
-            .collect()
+            .await?;
+        Ok(rows.into_iter().collect())
     }
 
     async fn record_decision(
@@ -520,33 +532,24 @@ impl StateStore for PgState {
     }
 
     async fn decision(&self, decision_id: &DecisionId) -> Result<Option<HistoryEntry>, StateError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {HISTORY_COLUMNS} FROM history WHERE decision_id = $1"),
-                &[&decision_id.as_str()],
-            )
-            .await
-            .map_err(pg)?;
-        row.as_ref().map(history_row).transpose()
+        self.query_one(
+            &format!("SELECT {HISTORY_COLUMNS} FROM history WHERE decision_id = $1"),
+            &[&decision_id.as_str()],
+            history_row,
+        )
+        .await
     }
 
     async fn decided_call(
         &self,
         decision_id: &DecisionId,
     ) -> Result<Option<(HistoryEntry, Option<String>)>, StateError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "SELECT {HISTORY_COLUMNS}, credential FROM history WHERE decision_id = $1"
-                ),
-                &[&decision_id.as_str()],
-            )
-            .await
-            .map_err(pg)?;
-        row.map(|row| Ok((history_row(&row)?, row.try_get(11).map_err(pg)?)))
-            .transpose()
+        self.query_one(
+            &format!("SELECT {HISTORY_COLUMNS}, credential FROM history WHERE decision_id = $1"),
+            &[&decision_id.as_str()],
+            |row| Ok((history_row(row)?, row.try_get(11).map_err(pg)?)),
+        )
+        .await
     }
 
     async fn record_exchange(&self, record: ExchangeRecord) -> Result<(), StateError> {
@@ -609,18 +612,14 @@ impl StateStore for PgState {
         agent: &str,
         session: &SessionId,
     ) -> Result<SessionSummary, StateError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
+        let summary = self
+            .query_one(
                 "SELECT summary FROM agent_sessions WHERE agent = $1 AND session = $2",
                 &[&agent, &session.as_str()],
+                |row| parse(&row.try_get::<_, String>(0).map_err(pg)?, "session summary"),
             )
-            .await
-            .map_err(pg)?;
-        match row {
-            Some(row) => parse(&row.try_get::<_, String>(0).map_err(pg)?, "session summary"),
-            None => Ok(SessionSummary::default()),
-        }
+            .await?;
+        Ok(summary.unwrap_or_default())
     }
 
     async fn record_session_decision(&self, decided: SessionDecision) -> Result<(), StateError> {
@@ -705,15 +704,12 @@ impl StateStore for PgState {
     }
 
     async fn approval(&self, id: &ApprovalId) -> Result<Option<ApprovalRecord>, StateError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1"),
-                &[&id.as_str()],
-            )
-            .await
-            .map_err(pg)?;
-        row.as_ref().map(approval_row).transpose()
+        self.query_one(
+            &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1"),
+            &[&id.as_str()],
+            approval_row,
+        )
+        .await
     }
 
     async fn approvals(
@@ -738,18 +734,15 @@ impl StateStore for PgState {
             ),
             (Some(_), status) => ("status = $2", vec![&limit, status]),
         };
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE {condition}
-                     ORDER BY created_at DESC, id DESC LIMIT $1"
-                ),
-                &params,
-            )
-            .await
-            .map_err(pg)?;
-        rows.iter().map(approval_row).collect()
+        self.query_all(
+            &format!(
+                "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE {condition}
+                 ORDER BY created_at DESC, id DESC LIMIT $1"
+            ),
+            &params,
+            approval_row,
+        )
+        .await
     }
 
     async fn open_approvals_of(&self, agent: &str, now: DateTime<Utc>) -> Result<u64, StateError> {
@@ -782,18 +775,15 @@ impl StateStore for PgState {
         limit: usize,
     ) -> Result<Vec<ApprovalRecord>, StateError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {APPROVAL_COLUMNS} FROM approvals
-                     WHERE status = 'pending' AND task_id = $1 ORDER BY created_at LIMIT $2"
-                ),
-                &[&task_id.as_str(), &limit],
-            )
-            .await
-            .map_err(pg)?;
-        rows.iter().map(approval_row).collect()
+        self.query_all(
+            &format!(
+                "SELECT {APPROVAL_COLUMNS} FROM approvals
+                 WHERE status = 'pending' AND task_id = $1 ORDER BY created_at LIMIT $2"
+            ),
+            &[&task_id.as_str(), &limit],
+            approval_row,
+        )
+        .await
     }
 
     async fn due_approvals(
@@ -803,18 +793,15 @@ impl StateStore for PgState {
     ) -> Result<Vec<ApprovalRecord>, StateError> {
         let now = time_text(&now)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {APPROVAL_COLUMNS} FROM approvals
-                     WHERE status = 'pending' AND expires_at <= $1 ORDER BY expires_at LIMIT $2"
-                ),
-                &[&now, &limit],
-            )
-            .await
-            .map_err(pg)?;
-        rows.iter().map(approval_row).collect()
+        self.query_all(
+            &format!(
+                "SELECT {APPROVAL_COLUMNS} FROM approvals
+                 WHERE status = 'pending' AND expires_at <= $1 ORDER BY expires_at LIMIT $2"
+            ),
+            &[&now, &limit],
+            approval_row,
+        )
+        .await
     }
 
     async fn update_approval(
