@@ -36,22 +36,28 @@ struct Cluster {
     dir: tempfile::TempDir,
 }
 
-fn cluster(size: usize) -> Cluster {
-    let url = test_postgres::shared().database();
-    let dir = tempfile::tempdir().unwrap();
-    let idp = Idp::new("idp-1");
+/// The config every instance here runs with: `idp` trusted, the example
+/// pack, one approver.
+fn config(dir: &Path, idp: &Idp) -> std::path::PathBuf {
     let digest: String = Sha256::digest(APPROVER_TOKEN.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let config = write_config(
-        dir.path(),
-        &idp,
+    write_config(
+        dir,
+        idp,
         &format!(
             "policies = {:?}\n\n[[approvers]]\nname = {APPROVER:?}\ntoken_sha256 = {digest:?}\n",
             example_pack().display().to_string()
         ),
-    );
+    )
+}
+
+fn cluster(size: usize) -> Cluster {
+    let url = test_postgres::shared().database();
+    let dir = tempfile::tempdir().unwrap();
+    let idp = Idp::new("idp-1");
+    let config = config(dir.path(), &idp);
     let launch = |n: usize| {
         Launch::serve(&dir.path().join(format!("data-{n}")))
             .arg("--config")
@@ -80,6 +86,17 @@ impl Cluster {
     fn at(&self, n: usize) -> &Server {
         &self.instances[n % self.instances.len()]
     }
+}
+
+/// `GET /v1/checkpoint` of `server` as JSON (size, root, note, key).
+fn checkpoint_of(server: &Server) -> Value {
+    reqwest::blocking::Client::new()
+        .get(server.url("/v1/checkpoint"))
+        .header("accept", "application/json")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
 }
 
 fn post(server: &Server, path: &str, token: Option<&str>, body: &Value) -> Reply {
@@ -342,13 +359,7 @@ fn the_receipts_of_every_instance_form_one_log_that_verifies() {
     assert_eq!(indices, (0..60).collect::<Vec<_>>());
 
     // Any instance proves any receipt, and the proof verifies offline.
-    let checkpoint: Value = reqwest::blocking::Client::new()
-        .get(c.at(0).url("/v1/checkpoint"))
-        .header("accept", "application/json")
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let checkpoint = checkpoint_of(c.at(0));
     assert_eq!(
         checkpoint["size"], 60,
         "one instance's checkpoint covers all"
@@ -426,18 +437,7 @@ fn migrate(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
 fn a_single_process_deployment_moves_to_postgres_with_its_log_intact() {
     let dir = tempfile::tempdir().unwrap();
     let idp = Idp::new("idp-1");
-    let digest: String = Sha256::digest(APPROVER_TOKEN.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let config = write_config(
-        dir.path(),
-        &idp,
-        &format!(
-            "policies = {:?}\n\n[[approvers]]\nname = {APPROVER:?}\ntoken_sha256 = {digest:?}\n",
-            example_pack().display().to_string()
-        ),
-    );
+    let config = config(dir.path(), &idp);
     let data = dir.path().join("data");
 
     // A single-process server with a task, decisions and a pending approval.
@@ -462,13 +462,7 @@ fn a_single_process_deployment_moves_to_postgres_with_its_log_intact() {
     }
     let asked = single.decide(&delete_email("msg-9")).json();
     let approval_id = asked["approval_id"].as_str().unwrap().to_owned();
-    let before: Value = reqwest::blocking::Client::new()
-        .get(single.url("/v1/checkpoint"))
-        .header("accept", "application/json")
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let before = checkpoint_of(&single);
     let old_size = before["size"].as_u64().unwrap();
     assert_eq!(old_size, 7);
 
@@ -532,13 +526,7 @@ fn a_single_process_deployment_moves_to_postgres_with_its_log_intact() {
     assert_eq!(next["receipt_index"], old_size, "the log continues: {next}");
 
     // The grown log extends the one signed before the move.
-    let after: Value = reqwest::blocking::Client::new()
-        .get(moved.url("/v1/checkpoint"))
-        .header("accept", "application/json")
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let after = checkpoint_of(&moved);
     assert_eq!(after["verifier_key"], before["verifier_key"]);
     let new_size = after["size"].as_u64().unwrap();
     let proof = moved.get(&format!(
