@@ -63,7 +63,9 @@ pub use approval::{
     Requester, Resolution,
 };
 pub use decision::{Decision, DecisionResponse, EvaluationProblem, Verdict};
-pub use explain::{ConditionOutcome, ConditionReport, Explanation, PolicyReport};
+pub use explain::{
+    ConditionOutcome, ConditionReport, DecidingPart, Explanation, PolicyReport, ScopePart,
+};
 pub use ids::{ApprovalId, DecisionId, IdError, TaskId};
 pub use pack::{LoadError, PolicyKind, PolicyPack, PolicyProblem, PolicySource, Severity};
 pub use request::{

@@ -344,6 +344,154 @@ fn test_cases_judge_denies_from_errors_by_their_policies() {
     );
 }
 
+/// The report on `recipient-allowed` for a mail sent `to` and `cc` the given
+/// addresses when only carol is allowed.
+fn recipient_report(to: &str, cc: &str) -> mandate_core::PolicyReport {
+    let pack = example_pack();
+    let c = call(json!({
+        "principal": {"id": "a"},
+        "action": {"server": "mail", "tool": "send_email", "annotations": {"destructiveHint": false}},
+        "arguments": {"to": to, "cc": [cc]},
+        "context": {"task": {"tools": ["send_email"], "params": {"allowed_recipients": ["carol@example.com"]}}}
+    }));
+    let explanation = pack.explain(&c, now());
+    assert_eq!(explanation.verdict.decision, Decision::Deny);
+    explanation
+        .policies
+        .into_iter()
+        .find(|p| p.id == "recipient-allowed")
+        .unwrap()
+}
+
+#[test]
+fn explain_shows_which_part_of_a_condition_decided() {
+    // A stranger in `cc` only: the `cc` half of the `||` decided, not `to`.
+    let report = recipient_report("carol@example.com", "mallory@evil.example");
+    assert!(report.satisfied);
+    assert_eq!(
+        report.summary(),
+        "applies: its scope matches and its `when` condition is true"
+    );
+    let part = report.conditions[0].decided_by.clone().unwrap();
+    assert!(part.value);
+    assert!(part.text.contains("context.arguments.cc"), "{}", part.text);
+    assert!(!part.text.contains("context.arguments.to"), "{}", part.text);
+
+    // A stranger in `to`: the left half decided, and `cc` is not named.
+    let report = recipient_report("mallory@evil.example", "carol@example.com");
+    let part = report.conditions[0].decided_by.clone().unwrap();
+    assert!(part.text.contains("context.arguments.to"), "{}", part.text);
+    assert!(!part.text.contains("context.arguments.cc"), "{}", part.text);
+}
+
+#[test]
+fn explain_follows_and_or_and_not_to_the_deciding_operand() {
+    let pack = load(
+        r#"
+        @id("all") permit (principal, action, resource);
+        @id("gate") forbid (principal, action, resource)
+        when { context.arguments has n && context.arguments.n > 10 && context.arguments.n < 20 }
+        unless { !(context.arguments has ok) || (context.arguments has ok && context.arguments.ok) };
+        "#,
+        Some("type Arguments = { n?: Long, ok?: Bool };"),
+    )
+    .unwrap();
+    let explain = |arguments: Value| {
+        let c = call(json!({
+            "principal": {"id": "a"}, "action": {"server": "s", "tool": "t"},
+            "arguments": arguments,
+        }));
+        pack.explain(&c, now())
+            .policies
+            .into_iter()
+            .find(|p| p.id == "gate")
+            .unwrap()
+    };
+
+    // `n > 10` is the first false operand of the `&&` chain; `n < 20` is
+    // true but was never needed, and `has n` was true.
+    let gate = explain(json!({"n": 5}));
+    assert_eq!(
+        gate.summary(),
+        "does not apply: its `when` condition is false"
+    );
+    let when = &gate.conditions[0];
+    assert_eq!(when.value(), Some(false));
+    assert_eq!(
+        when.decided_by,
+        Some(mandate_core::DecidingPart {
+            text: "context.arguments.n > 10".into(),
+            value: false
+        })
+    );
+
+    // No `n`: the guard decided, and the operands after it (which would
+    // raise an error on their own) were not evaluated.
+    let gate = explain(json!({}));
+    let part = gate.conditions[0].decided_by.clone().unwrap();
+    assert_eq!(part.text, "context.arguments has n");
+    assert!(!part.value);
+
+    // A true `&&` needed every operand: no narrower part. The `unless`
+    // expression `!(has ok) || (has ok && ok)` is true through its `!`, so the deciding
+    // part is `has ok` being false.
+    let gate = explain(json!({"n": 15}));
+    assert_eq!(gate.conditions[0].decided_by, None);
+    assert_eq!(gate.conditions[1].value(), Some(true));
+    assert_eq!(
+        gate.conditions[1].decided_by,
+        Some(mandate_core::DecidingPart {
+            text: "context.arguments has ok".into(),
+            value: false
+        })
+    );
+    assert_eq!(
+        gate.summary(),
+        "does not apply: its `unless` condition is true"
+    );
+
+    // With `ok: false` the `unless` is false and the forbid applies.
+    let gate = explain(json!({"n": 15, "ok": false}));
+    assert!(gate.satisfied);
+    assert_eq!(
+        gate.summary(),
+        "applies: its scope matches and its `when` condition is true and its `unless` condition is false"
+    );
+}
+
+#[test]
+fn explain_names_the_part_of_the_scope_that_did_not_match() {
+    let pack = load(
+        r#"
+        @id("pay") permit (principal, action == Mandate::Action::"call_tool", resource in Mandate::Server::"payments");
+        @id("agent") permit (principal == Mandate::Agent::"b", action, resource in Mandate::Server::"payments");
+        "#,
+        None,
+    )
+    .unwrap();
+    let c = call(json!({"principal": {"id": "a"}, "action": {"server": "crm", "tool": "lookup"}}));
+    let explanation = pack.explain(&c, now());
+    let pay = &explanation.policies[0];
+    assert!(!pay.scope_matched);
+    assert_eq!(pay.scope_mismatch, [mandate_core::ScopePart::Resource]);
+    assert_eq!(
+        pay.summary(),
+        "out of scope: its resource does not match this call"
+    );
+    let agent = &explanation.policies[1];
+    assert_eq!(
+        agent.scope_mismatch,
+        [
+            mandate_core::ScopePart::Principal,
+            mandate_core::ScopePart::Resource
+        ]
+    );
+    assert_eq!(
+        agent.summary(),
+        "out of scope: its principal and resource do not match this call"
+    );
+}
+
 #[test]
 fn explain_names_the_erroring_policy() {
     let pack = load(

@@ -670,7 +670,8 @@ pub struct CheckArgs {
     /// Print the decision as JSON
     #[arg(long)]
     pub json: bool,
-    /// Also show, for every policy, whether its scope matched and what each condition came to
+    /// Also show, for every policy, whether it applied and why: which part of its scope did not
+    /// match, or each condition's value and the part of it that decided
     #[arg(long)]
     pub explain: bool,
 }

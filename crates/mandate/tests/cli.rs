@@ -445,9 +445,9 @@ fn check_explain_reports_every_policy() {
             .find(|l| l.contains(&format!("`{id}`")))
             .unwrap_or_else(|| panic!("policy `{id}` not explained:\n{}", out.stdout));
         assert!(
-            line.ends_with(": applies")
-                || line.ends_with(": does not apply")
-                || line.ends_with(": out of scope"),
+            line.contains(": applies: ")
+                || line.contains(": does not apply: ")
+                || line.contains(": out of scope: "),
             "{line}"
         );
     }
@@ -461,25 +461,30 @@ fn check_explain_reports_every_policy() {
     let declared = line_of("declared-tools");
     assert!(declared.contains("permit"), "{declared}");
     assert!(declared.contains("tools.cedar:"), "{declared}");
-    assert!(declared.ends_with(": applies"), "{declared}");
     assert!(
-        line_of("undeclared-tool").ends_with(": does not apply"),
+        declared.ends_with(": applies: its scope matches and its `when` condition is true"),
+        "{declared}"
+    );
+    // A forbid kept off by its `unless` says so, in words that read forwards.
+    assert!(
+        line_of("undeclared-tool").ends_with(": does not apply: its `unless` condition is true"),
         "{}",
         out.stdout
     );
-    // Conditions are shown with their Cedar text and what they came to.
+    // Conditions are shown with their Cedar text and the value they had.
     assert!(
         out.stdout
-            .contains("when { context.task.tools.contains(resource.name) }  -> satisfied"),
+            .contains("    when { context.task.tools.contains(resource.name) } is true\n"),
         "{}",
         out.stdout
     );
     assert!(
         out.stdout
-            .contains("unless { context.task.tools.contains(resource.name) }  -> NOT satisfied"),
+            .contains("    unless { context.task.tools.contains(resource.name) } is true\n"),
         "{}",
         out.stdout
     );
+    assert!(!out.stdout.contains("satisfied"), "{}", out.stdout);
     assert!(
         out.stdout.contains("resource.destructive"),
         "the approval gate's condition is shown:\n{}",
@@ -512,6 +517,7 @@ fn check_explain_json_adds_an_explanation_array() {
             "file",
             "line",
             "scope_matched",
+            "scope_mismatch",
             "satisfied",
         ] {
             assert!(report.get(key).is_some(), "`{key}` missing: {report}");
@@ -535,6 +541,18 @@ fn check_explain_json_adds_an_explanation_array() {
         .unwrap();
     assert_eq!(undeclared["effect"], "forbid");
     assert_eq!(undeclared["satisfied"], false);
+    // The part of a condition that decided is named: here the first false
+    // operand of the open-world forbid's `&&`.
+    let open_world = explanation
+        .iter()
+        .find(|p| p["id"] == "no-confidential-to-open-world")
+        .unwrap();
+    let part = &open_world["conditions"][0]["decided_by"];
+    assert_eq!(part["value"], false, "{open_world}");
+    assert!(
+        part["text"].as_str().is_some_and(|t| !t.is_empty()),
+        "{open_world}"
+    );
 }
 
 #[test]

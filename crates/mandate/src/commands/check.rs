@@ -75,29 +75,26 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Code> {
         if let Some(e) = &explanation {
             outln!(out);
             for p in &e.policies {
-                let state = if p.satisfied {
-                    "applies"
-                } else if p.scope_matched {
-                    "does not apply"
-                } else {
-                    "out of scope"
-                };
                 outln!(
                     out,
-                    "{} {} `{}` ({}:{}): {state}",
+                    "{} {} `{}` ({}:{}): {}",
                     kind(p.kind),
                     p.effect,
                     p.id,
                     p.file,
-                    p.line
+                    p.line,
+                    p.summary()
                 );
                 for c in &p.conditions {
-                    let outcome = match &c.outcome {
-                        ConditionOutcome::Holds => "satisfied".to_owned(),
-                        ConditionOutcome::Fails => "NOT satisfied".to_owned(),
-                        ConditionOutcome::Error(m) => format!("ERROR: {m}"),
+                    let outcome = match (&c.outcome, c.value()) {
+                        (ConditionOutcome::Error(m), _) => format!("could not be evaluated: {m}"),
+                        (_, Some(value)) => format!("is {value}"),
+                        (_, None) => "could not be evaluated".to_owned(),
                     };
-                    outln!(out, "    {} {{ {} }}  -> {outcome}", c.kind, c.text);
+                    outln!(out, "    {} {{ {} }} {outcome}", c.kind, c.text);
+                    if let Some(part) = &c.decided_by {
+                        outln!(out, "      because `{}` is {}", part.text, part.value);
+                    }
                 }
             }
         }
