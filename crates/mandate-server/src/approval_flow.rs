@@ -38,6 +38,9 @@ pub(crate) enum Gate {
     Open(Opening),
     /// The request waits on an approval that is still pending.
     Waiting(Approval),
+    /// A repeat of a request that already waits on a pending approval
+    /// (asked without an approval id): it waits on the same one.
+    Joined(Approval),
     /// An approval released the call (it is stored as used already).
     Released(Approval),
     /// The approval named does not release the call; the outcome is a deny.
@@ -53,16 +56,19 @@ impl Gate {
                 id: opening.id.to_string(),
                 requested_by: decision_id.to_string(),
             }),
-            Gate::Waiting(a) | Gate::Released(a) | Gate::Refused(Some(a)) => Some(ApprovalRef {
-                id: a.id.to_string(),
-                requested_by: a.decision_id.to_string(),
-            }),
+            Gate::Waiting(a) | Gate::Joined(a) | Gate::Released(a) | Gate::Refused(Some(a)) => {
+                Some(ApprovalRef {
+                    id: a.id.to_string(),
+                    requested_by: a.decision_id.to_string(),
+                })
+            }
         }
     }
 }
 
 /// Passes a decision through the approval gate. Only an `approval_required`
-/// verdict is touched: without `approval_id` it opens an approval; with one
+/// verdict is touched: without `approval_id` it opens an approval (or, when
+/// the same request already waits on a pending one, joins it); with one
 /// that approved exactly this request, the verdict becomes `allow` and the
 /// approval is used up; with one that does not, the verdict becomes a deny
 /// ([`APPROVAL_POLICY`]). `draft` is the decision's receipt before the
@@ -96,7 +102,7 @@ pub(crate) async fn gate(
     };
     let Some(approval_id) = approval_id else {
         let asking = Asking::of(draft, task);
-        return open_new(state, pack, verdict, binding, asking, now, refuse).await;
+        return open_or_join(state, pack, verdict, binding, asking, now, refuse).await;
     };
     let tasks = state.tasks();
     let guard = state.approvals().lock(tasks.store()).await?;
@@ -110,19 +116,15 @@ pub(crate) async fn gate(
         refuse(verdict, format!("there is no approval `{approval_id}`"));
         return Ok(Gate::Refused(None));
     };
-    let approved_gates: Vec<String> = record
-        .summary
-        .get("policies")
-        .and_then(|p| serde_json::from_value(p.clone()).ok())
-        .unwrap_or_default();
+    let asked_all = asks_about(&record, &verdict.policies);
     let approval = record.approval;
     match approval.release(&binding, decision_id, now) {
         // A gate the person was not asked about asks now (the session may
         // have changed since): a new approval, the old one stays unused.
-        Ok(_) if !verdict.policies.iter().all(|p| approved_gates.contains(p)) => {
+        Ok(_) if !asked_all => {
             drop(guard);
             let asking = Asking::of(draft, task);
-            open_new(state, pack, verdict, binding, asking, now, refuse).await
+            open_or_join(state, pack, verdict, binding, asking, now, refuse).await
         }
         Ok(used) => {
             let stored = tasks
@@ -172,6 +174,58 @@ impl<'a> Asking<'a> {
             None => Asking::Agent(&draft.principal.id),
         }
     }
+}
+
+/// Whether the person asked for `record` was asked about every gate in
+/// `gates` (the policies that required approval), as its summary lists them.
+fn asks_about(record: &ApprovalRecord, gates: &[String]) -> bool {
+    let asked: Vec<String> = record
+        .summary
+        .get("policies")
+        .and_then(|p| serde_json::from_value(p.clone()).ok())
+        .unwrap_or_default();
+    gates.iter().all(|gate| asked.contains(gate))
+}
+
+/// How many pending approvals of one request a repeat looks through for one
+/// that asks about its gates. More than one exists only when identical
+/// requests raced, or the session changed which gates a request needs.
+const JOIN_CANDIDATES: usize = 8;
+
+/// The pending approval the same request already waits on, if one asks
+/// about every gate this decision needs: a retried or repeated call joins it
+/// instead of putting a second card for the same thing before the
+/// approvers (one approval, released once). Otherwise a new approval, as
+/// [`open_new`] opens it.
+///
+/// Two identical requests decided at the same moment can still each open
+/// one: the approval is stored after the decision's receipt, outside any
+/// lock the lookup could hold.
+async fn open_or_join(
+    state: &AppState,
+    pack: &PolicyPack,
+    verdict: &mut Verdict,
+    binding: String,
+    asking: Asking<'_>,
+    now: DateTime<Utc>,
+    refuse: impl Fn(&mut Verdict, String),
+) -> Result<Gate, GateError> {
+    let pending = state
+        .tasks()
+        .store()
+        .pending_approvals_for(&binding, now, JOIN_CANDIDATES)
+        .await?;
+    if let Some(record) = pending
+        .into_iter()
+        .find(|record| asks_about(record, &verdict.policies))
+    {
+        verdict.reasons.push(format!(
+            "the same request already waits for approval `{}`",
+            record.approval.id
+        ));
+        return Ok(Gate::Joined(record.approval));
+    }
+    open_new(state, pack, verdict, binding, asking, now, refuse).await
 }
 
 /// A new approval for `verdict`, unless the asker (the task, or the agent

@@ -364,6 +364,11 @@ impl Decider {
                 response.approval_id = Some(approval.id);
                 response.approval_expires_at = Some(approval.expires_at);
             }
+            Gate::Joined(approval) => {
+                response.approval_id = Some(approval.id);
+                response.approval_expires_at = Some(approval.expires_at);
+                state.metrics().count_approval("joined");
+            }
             Gate::Released(approval) => {
                 response.approval_id = Some(approval.id);
                 response.approver = approval.resolved_by;

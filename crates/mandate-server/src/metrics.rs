@@ -104,7 +104,7 @@ impl Metrics {
         let approvals = Family::<ApprovalLabels, Counter>::default();
         registry.register(
             "approvals",
-            "Approval events: opened, approved, denied, expired, withdrawn, released",
+            "Approval events: opened, joined, approved, denied, expired, withdrawn, released",
             approvals.clone(),
         );
         let long_polls = Gauge::default();
@@ -149,7 +149,7 @@ impl Metrics {
         self.receipt_latency.observe(seconds);
     }
 
-    /// Counts an approval event (`opened`, `approved`, `denied`, `expired`,
+    /// Counts an approval event (`opened`, `joined`, `approved`, `denied`, `expired`,
     /// `withdrawn`, `released`).
     pub fn count_approval(&self, event: &'static str) {
         self.approvals

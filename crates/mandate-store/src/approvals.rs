@@ -185,6 +185,32 @@ impl TaskStore {
         })
     }
 
+    /// The approvals still pending at `now` for the request bound to
+    /// `binding`, newest first, at most `limit`.
+    pub fn pending_approvals_for(
+        &self,
+        binding: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StateError> {
+        let now = time_text(&now)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            query_all(
+                conn,
+                // `status = 'pending'` states the partial index
+                // `approvals_pending_by_request`'s condition, so it is used.
+                &format!(
+                    "SELECT {COLUMNS} FROM approvals
+                     WHERE status = 'pending' AND request_sha256 = ?1 AND expires_at > ?2
+                     ORDER BY created_at DESC, id DESC LIMIT ?3"
+                ),
+                params![binding, now, limit],
+                approval_row,
+            )
+        })
+    }
+
     /// Pending approvals whose expiry is at or before `now`, soonest
     /// first, at most `limit`.
     pub fn due_approvals(

@@ -27,9 +27,10 @@ const APPLICATION_ID: i32 = 0x4d4e_4453;
 /// Schema version stored in `PRAGMA user_version`. Version 1 had no
 /// `history.annotations`, version 2 no `approvals`, version 3 no
 /// `history.credential` and `token_exchanges`, version 4 no `sessions`,
-/// version 5 no `withdrawn` approvals, version 6 no `agent_sessions`;
-/// [`ensure_current`] adds them.
-const SCHEMA_VERSION: i64 = 7;
+/// version 5 no `withdrawn` approvals, version 6 no `agent_sessions`,
+/// version 7 no index of pending approvals by request; [`ensure_current`]
+/// adds them.
+const SCHEMA_VERSION: i64 = 8;
 
 /// Tasks, credentials, revocations and history, as a new database gets
 /// them (with schema 2's `history.annotations`; schema 4's
@@ -201,6 +202,7 @@ pub(crate) fn ensure_current(conn: &mut Connection, path: &Path) -> Result<(), S
         migrate_to_4(&tx)?;
         migrate_to_5(&tx)?;
         migrate_to_7(&tx)?;
+        migrate_to_8(&tx)?;
         tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     } else if application_id != APPLICATION_ID {
@@ -208,9 +210,9 @@ pub(crate) fn ensure_current(conn: &mut Connection, path: &Path) -> Result<(), S
             "{} is not a Mandate state database (tasks live in state.db, receipts in ledger.db)",
             path.display()
         )));
-    } else if (1..=6).contains(&version) {
+    } else if (1..=7).contains(&version) {
         // Steps 2 and 3 fail if run twice and step 5 reads all history, so
-        // they run only from below their version; steps 4, 6 and 7 check
+        // they run only from below their version; steps 4, 6, 7 and 8 check
         // what exists, so they run from any older version.
         if version == 1 {
             migrate_to_2(&tx)?;
@@ -224,6 +226,7 @@ pub(crate) fn ensure_current(conn: &mut Connection, path: &Path) -> Result<(), S
         }
         migrate_to_6(&tx)?;
         migrate_to_7(&tx)?;
+        migrate_to_8(&tx)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     } else if version != SCHEMA_VERSION {
         return Err(StateError::Unsupported(format!(
@@ -310,6 +313,18 @@ fn migrate_to_7(conn: &Connection) -> Result<(), StateError> {
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS approvals_open_by_task ON approvals (task_id, expires_at)
              WHERE status IN ('pending', 'withdrawn');",
+    )?;
+    Ok(())
+}
+
+/// Schema 8, in the caller's transaction: the pending approvals by the
+/// request they are bound to, which a repeat of the same request looks up
+/// to wait on the approval already asked (schema 7 opened another).
+/// Idempotent.
+fn migrate_to_8(conn: &Connection) -> Result<(), StateError> {
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS approvals_pending_by_request ON approvals (request_sha256)
+             WHERE status = 'pending';",
     )?;
     Ok(())
 }

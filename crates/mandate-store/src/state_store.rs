@@ -252,6 +252,17 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> Result<Vec<ApprovalRecord>, StateError>;
 
+    /// The approvals still pending at `now` (not yet expired) for the
+    /// request bound to `binding` (`request_sha256`), newest first, at most
+    /// `limit`: what a repeat of the same request waits on instead of
+    /// opening another.
+    async fn pending_approvals_for(
+        &self,
+        binding: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StateError>;
+
     /// Pending approvals whose expiry is at or before `now`, soonest first,
     /// at most `limit`.
     async fn due_approvals(
@@ -496,6 +507,17 @@ impl StateStore for SqliteState {
     ) -> Result<Vec<ApprovalRecord>, StateError> {
         let id = task_id.clone();
         self.run(move |db| db.pending_approvals_of_task(&id, limit))
+            .await
+    }
+
+    async fn pending_approvals_for(
+        &self,
+        binding: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StateError> {
+        let binding = binding.to_owned();
+        self.run(move |db| db.pending_approvals_for(&binding, now, limit))
             .await
     }
 

@@ -152,5 +152,5 @@ fn a_schema_6_database_gains_agent_sessions() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
 }

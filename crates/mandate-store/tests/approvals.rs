@@ -305,7 +305,7 @@ fn a_schema_5_database_keeps_its_approvals_and_can_withdraw_them() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
     let indexes: Vec<String> = {
         let conn = Connection::open(&path).unwrap();
         let mut statement = conn

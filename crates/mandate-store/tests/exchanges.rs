@@ -175,7 +175,7 @@ fn a_schema_3_database_gains_credentials_and_exchanges() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
     // Opening again changes nothing.
     let store = TaskStore::open(&path).unwrap();
     assert_eq!(store.exchanges(&tid("t1")).unwrap().len(), 1);

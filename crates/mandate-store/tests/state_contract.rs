@@ -78,6 +78,7 @@ both!(
     a_decision_is_exchanged_once_and_never_after_the_end,
     agent_sessions_fold_their_decisions,
     approvals_list_count_and_change_only_from_the_expected_status,
+    pending_approvals_are_found_by_the_request_they_bind,
 );
 
 fn tid(text: &str) -> TaskId {
@@ -691,6 +692,84 @@ async fn approvals_list_count_and_change_only_from_the_expected_status(store: &d
             .await
             .unwrap()),
         ["a1"]
+    );
+}
+
+async fn pending_approvals_are_found_by_the_request_they_bind(store: &dyn StateStore) {
+    // Four approvals of one request (b1..b4) and one of another: b2 expires
+    // at t(15), b3 is answered, b4 is the newest.
+    let of_request = |id: &str, at: i64, ttl: i64| {
+        let mut record = approval(id, at, ttl, None);
+        record.approval.request_sha256 = "sha256:the-request".into();
+        record
+    };
+    for record in [
+        of_request("b1", 0, 300),
+        of_request("b2", 10, 5),
+        of_request("b3", 20, 300),
+        of_request("b4", 30, 300),
+        approval("other", 40, 300, None),
+    ] {
+        store.create_approval(record).await.unwrap();
+    }
+    let answered = store
+        .approval(&aid("b3"))
+        .await
+        .unwrap()
+        .unwrap()
+        .approval
+        .resolve("bob", Resolution::Deny, "no", t(21), false)
+        .unwrap();
+    assert!(
+        store
+            .update_approval(ApprovalStatus::Pending, &answered)
+            .await
+            .unwrap()
+    );
+
+    let ids = |records: Vec<ApprovalRecord>| -> Vec<String> {
+        records
+            .into_iter()
+            .map(|r| r.approval.id.to_string())
+            .collect()
+    };
+    let now = t(50);
+    // Pending and not yet expired, newest first; the limit holds.
+    assert_eq!(
+        ids(store
+            .pending_approvals_for("sha256:the-request", now, 10)
+            .await
+            .unwrap()),
+        ["b4", "b1"]
+    );
+    assert_eq!(
+        ids(store
+            .pending_approvals_for("sha256:the-request", now, 1)
+            .await
+            .unwrap()),
+        ["b4"]
+    );
+    // Before its expiry b2 counts too.
+    assert_eq!(
+        ids(store
+            .pending_approvals_for("sha256:the-request", t(12), 10)
+            .await
+            .unwrap()),
+        ["b4", "b2", "b1"]
+    );
+    assert_eq!(
+        ids(store
+            .pending_approvals_for("sha256:other", now, 10)
+            .await
+            .unwrap()),
+        ["other"]
+    );
+    assert!(
+        store
+            .pending_approvals_for("sha256:unknown", now, 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
 

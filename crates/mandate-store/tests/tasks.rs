@@ -699,7 +699,7 @@ fn a_schema_1_database_gains_history_annotations() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
 }
 
 /// Task `task_id`'s history replayed from the start, as decisions were made

@@ -1327,6 +1327,76 @@ fn an_approval_covers_only_the_gates_the_person_saw_and_agents_cannot_flood_the_
     );
 }
 
+/// Identical requests while one waits for a person put one card before the
+/// approvers, not one per retry: each repeat is answered with the approval
+/// already asked, and it releases one call.
+#[test]
+fn a_repeated_request_waits_on_the_approval_already_asked() {
+    let gw = gateway("max_pending_approvals_per_agent = 2");
+    let request = delete_email("msg-40");
+    let (first, id) = gw.ask(&request);
+    // Three retries: the same approval, and none counts against the cap.
+    for _ in 0..3 {
+        let (answer, again) = gw.ask(&request);
+        assert_eq!(again, id, "{answer}");
+        assert_eq!(answer["approval_expires_at"], first["approval_expires_at"]);
+        let reasons = answer["reasons"].to_string();
+        assert!(
+            reasons.contains(&format!("already waits for approval `{id}`")),
+            "{answer}"
+        );
+        // The repeat's receipt names the approval and the decision that
+        // asked for it.
+        let receipt = gw.receipt(answer["decision_id"].as_str().unwrap());
+        assert_eq!(receipt["approval"]["id"], id.as_str(), "{receipt}");
+        assert_eq!(receipt["approval"]["requested_by"], first["decision_id"]);
+    }
+    let queue = gw
+        .server
+        .call(
+            reqwest::Method::GET,
+            "/v1/approvals?status=pending",
+            Some(BOB_TOKEN),
+            None,
+        )
+        .json();
+    let ids: Vec<&str> = queue["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()], "{queue}");
+
+    // Other arguments are another request: another approval.
+    let (_, other) = gw.ask(&delete_email("msg-41"));
+    assert_ne!(other, id);
+
+    // Approved once, the approval releases one call; once used it is no
+    // longer pending, so the next identical request asks anew.
+    let approved = gw.resolve(&id, "approve", Some(BOB_TOKEN), "fine");
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    let released = gw.server.decide(&with_approval(&request, &id)).json();
+    assert_eq!(released["decision"], "allow", "{released}");
+    let used = gw.server.decide(&with_approval(&request, &id)).json();
+    assert_eq!(used["decision"], "deny", "{used}");
+    let (_, anew) = gw.ask(&request);
+    assert_ne!(anew, id);
+    assert_ne!(anew, other);
+
+    let metrics = gw.server.metrics();
+    for (event, n) in [("opened", 3.0), ("joined", 3.0), ("released", 1.0)] {
+        assert_eq!(
+            metric(
+                &metrics,
+                &format!("mandate_approvals_total{{event=\"{event}\"}}")
+            ),
+            Some(n),
+            "{event}"
+        );
+    }
+}
+
 /// A resolution whose receipt was written but whose status was not (a
 /// failed state write) is adopted from the log when the approval is
 /// answered again: no second receipt, and the first answer stands. For an

@@ -178,6 +178,13 @@ const MIGRATIONS: &[&str] = &[
         expires_at   TEXT NOT NULL
     );
     ",
+    // Version 3: the pending approvals by the request they are bound to,
+    // which a repeat of the same request waits on instead of opening
+    // another.
+    "
+    CREATE INDEX approvals_pending_by_request ON approvals (request_sha256)
+        WHERE status = 'pending';
+    ",
 ];
 
 /// Brings the schema to [`SCHEMA_VERSION`], or refuses a newer one.

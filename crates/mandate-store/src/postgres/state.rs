@@ -786,6 +786,26 @@ impl StateStore for PgState {
         .await
     }
 
+    async fn pending_approvals_for(
+        &self,
+        binding: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ApprovalRecord>, StateError> {
+        let now = time_text(&now)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query_all(
+            &format!(
+                "SELECT {APPROVAL_COLUMNS} FROM approvals
+                 WHERE status = 'pending' AND request_sha256 = $1 AND expires_at > $2
+                 ORDER BY created_at DESC, id DESC LIMIT $3"
+            ),
+            &[&binding, &now, &limit],
+            approval_row,
+        )
+        .await
+    }
+
     async fn due_approvals(
         &self,
         now: DateTime<Utc>,
