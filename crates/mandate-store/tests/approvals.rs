@@ -323,7 +323,8 @@ fn a_schema_5_database_keeps_its_approvals_and_can_withdraw_them() {
             "approvals_by_time",
             "approvals_open_by_agent",
             "approvals_open_by_task",
-            "approvals_pending"
+            "approvals_pending",
+            "approvals_pending_by_request",
         ]
     );
     // A withdrawn approval counts against its agent until its expiry.
