@@ -11,7 +11,8 @@
 // answers malformed or hostile messages; and {"op": "terminate"} (HTTP
 // only): ends the session with DELETE, then records the HTTP status of a
 // ping sent with the old session id. A step that fails records
-// "exception" and, for a JSON-RPC error answer, its "code".
+// "exception" and, for a JSON-RPC error answer, its "code". As in
+// client.py, "call" records the result's `_meta` as "meta" (null without).
 
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
@@ -71,6 +72,7 @@ for (const step of plan) {
           isError: Boolean(result.isError),
           text: texts(result.content).join("\n"),
           progress,
+          meta: result._meta ?? null,
         });
         break;
       }

@@ -33,7 +33,8 @@ A step's "label", if any, is copied to its record, for the test to find it.
 
 A step that fails records "exception" and, for a JSON-RPC error answer,
 its "code" and "message". "list_tools" also records each tool's
-annotations, by tool name.
+annotations, by tool name; "call" records the result's `_meta` ("meta",
+null when it has none), where the gateway puts its decision.
 
 The client answers sampling requests from the server (through the gateway)
 with a fixed message, so that sampling is exercised in both directions.
@@ -103,6 +104,7 @@ async def run_step(session, step):
                 isError=bool(field(result, "is_error", "isError")),
                 text="\n".join(texts(result.content)),
                 progress=progress,
+                meta=result.meta,
             )
         elif op == "list_resources":
             result = await session.list_resources()

@@ -16,10 +16,11 @@
 //! Intercepted, as in the stdio wrapper: `tools/call` requests (decided;
 //! a denied call is answered by the proxy and never reaches the upstream),
 //! `tools/list` results (annotations learned, hidden tools removed) and the
-//! results of allowed calls (recorded), in JSON answers and in SSE streams
-//! alike. A JSON-RPC batch (an array, allowed by protocol version 2025-03-26
-//! only) is refused with a JSON-RPC error: its calls could not be decided
-//! one by one without rewriting the batch.
+//! results of allowed calls (recorded, and the decision added to their
+//! `_meta`: [`crate::meta`]), in JSON answers and in SSE streams alike. A
+//! JSON-RPC batch (an array, allowed by protocol version 2025-03-26 only)
+//! is refused with a JSON-RPC error: its calls could not be decided one by
+//! one without rewriting the batch.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -259,7 +260,8 @@ enum Watch {
     None,
     /// A `tools/list`: learn and filter.
     List { id: Value, first_page: bool },
-    /// An allowed `tools/call`: record its outcome.
+    /// An allowed `tools/call`: record its outcome, and add the decision to
+    /// its result.
     Call { id: Value, allowed: Allowed },
 }
 
@@ -334,11 +336,8 @@ impl Proxy {
                     return cancelled();
                 };
                 match gate {
-                    Gate::Deny(text) => {
-                        return rpc(
-                            StatusCode::OK,
-                            jsonrpc::result(&id, jsonrpc::tool_error(text)),
-                        );
+                    Gate::Deny(denied) => {
+                        return rpc(StatusCode::OK, jsonrpc::result(&id, denied.result()));
                     }
                     // What was checked is what goes upstream.
                     Gate::Allow(allowed) => (
@@ -706,8 +705,9 @@ impl Watcher {
             },
             Some(Watch::Call { allowed, .. }) => {
                 let failed = jsonrpc::call_failed(message) && !self.passed;
+                let changed = allowed.decision.add_to_response(message);
                 self.proxy.record(allowed, failed);
-                false
+                changed
             }
             _ => false,
         }

@@ -12,6 +12,8 @@
 //!   front of one or more MCP servers reached over streamable HTTP.
 //! * [`Pep`]: asking for decisions, waiting for approvals, recording
 //!   results; fail closed on any trouble.
+//! * [`meta`]: the decision behind each `tools/call` answer, told to the
+//!   client in the result's `_meta` under `mandate/decision`.
 //!
 //! See `docs/mcp.md` for how to run it and `docs/design-decisions.md` for why
 //! it relays JSON-RPC messages itself and uses `rmcp` for the protocol's
@@ -24,9 +26,11 @@ pub mod frame;
 pub mod http;
 pub mod jsonrpc;
 pub mod merge;
+pub mod meta;
 pub mod pep;
 pub mod stdio;
 
 pub use config::{ConfigError, GatewayConfig, StdioServer};
 pub use credential::TaskCredential;
+pub use meta::{DECISION_KEY, DecisionMeta};
 pub use pep::{Pep, PepSettings, Principal};

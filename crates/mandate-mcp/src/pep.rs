@@ -13,16 +13,16 @@ use std::time::{Duration, Instant};
 
 use mandate_client::{CallOutcome, Client};
 use mandate_core::{
-    ApprovalId, ApprovalStatus, ContextInput, Decision, DecisionId, DecisionRequest,
-    DecisionResponse, PrincipalInput, SessionId, SessionInput, TaskInput, ToolAnnotations,
-    ToolCall,
+    ApprovalId, ApprovalStatus, ContextInput, Decision, DecisionRequest, DecisionResponse,
+    PrincipalInput, SessionId, SessionInput, TaskInput, ToolAnnotations, ToolCall,
 };
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
 use crate::credential::TaskCredential;
-use crate::jsonrpc::IdKey;
+use crate::jsonrpc::{self, IdKey};
+use crate::meta::DecisionMeta;
 
 /// The default wait for an approval.
 pub const DEFAULT_APPROVAL_WAIT: Duration = Duration::from_secs(60);
@@ -83,8 +83,39 @@ pub struct PepSettings {
 /// A call the server allowed: the only thing that lets a call go upstream.
 #[derive(Debug, Clone)]
 pub struct Allowed {
-    /// The decision's id (its receipt's key).
-    pub decision_id: DecisionId,
+    /// The allow (its id is its receipt's key), told to the client in the
+    /// call's result ([`DecisionMeta::add_to_response`]).
+    pub decision: DecisionMeta,
+}
+
+/// A call that must not go upstream, and how the client is told.
+#[derive(Debug, Clone)]
+pub struct Denied {
+    /// The tool error's text, for the model: why, and the decision's id.
+    pub text: String,
+    /// The decision that stopped the call; `None` when the gateway could
+    /// not get one (the call is denied all the same: fail closed).
+    pub decision: Option<DecisionMeta>,
+}
+
+impl Denied {
+    /// The `tools/call` result that answers the call: a tool error with
+    /// the text and, when there was a decision, the decision in `_meta`.
+    pub fn result(&self) -> Value {
+        let mut result = jsonrpc::tool_error(self.text.clone());
+        if let Some(decision) = &self.decision {
+            decision.add_to_result(&mut result);
+        }
+        result
+    }
+
+    /// A deny without a decision: the gateway could not get one.
+    fn undecided(text: String) -> Self {
+        Self {
+            text,
+            decision: None,
+        }
+    }
 }
 
 /// The answer for one call.
@@ -92,8 +123,8 @@ pub struct Allowed {
 pub enum Gate {
     /// Forward the call.
     Allow(Allowed),
-    /// Do not forward it; answer the client with this tool error text.
-    Deny(String),
+    /// Do not forward it; answer the client with [`Denied::result`].
+    Deny(Denied),
 }
 
 /// The enforcement point, shared by every session of a gateway.
@@ -216,26 +247,14 @@ impl Pep {
         let body = self.decide_body(server, tool, annotations, arguments);
         let answer = match self.ask(&body).await {
             Ok(answer) => answer,
-            Err(reason) => return Gate::Deny(could_not_decide(shown, &reason)),
+            Err(reason) => return Gate::Deny(Denied::undecided(could_not_decide(shown, &reason))),
         };
-        match self.gate(&body, answer, shown).await {
-            GateOf::Allow(decision_id) => Gate::Allow(Allowed { decision_id }),
-            GateOf::Deny(text) => Gate::Deny(text),
-        }
-    }
-
-    /// Turns an answer into allow (the decision id) or deny, waiting for an
-    /// approval when one is required.
-    async fn gate(
-        &self,
-        body: &DecisionRequest,
-        answer: DecisionResponse,
-        tool: &str,
-    ) -> GateOf<DecisionId> {
         match answer.decision {
-            Decision::Allow => GateOf::Allow(answer.decision_id),
-            Decision::ApprovalRequired => self.await_approval(body, answer, tool).await,
-            Decision::Deny => GateOf::Deny(denied(tool, &answer)),
+            Decision::Allow => Gate::Allow(Allowed {
+                decision: DecisionMeta::of(&answer),
+            }),
+            Decision::ApprovalRequired => self.await_approval(&body, answer, shown).await,
+            Decision::Deny => Gate::Deny(denied(shown, &answer)),
         }
     }
 
@@ -315,13 +334,19 @@ impl Pep {
         body: &DecisionRequest,
         answer: DecisionResponse,
         tool: &str,
-    ) -> GateOf<DecisionId> {
+    ) -> Gate {
+        // A call held and not released is answered with the decision that
+        // held it (`approval_required`, with its approval).
+        let asked = DecisionMeta::of(&answer);
         let Some(approval_id) = answer.approval_id.clone() else {
-            return GateOf::Deny(format!(
-                "Mandate requires a person's approval for `{tool}` ({}), but the server holds no approval request for it; the call is denied. Decision {}.",
-                reasons(&answer),
-                answer.decision_id
-            ));
+            return Gate::Deny(Denied {
+                text: format!(
+                    "Mandate requires a person's approval for `{tool}` ({}), but the server holds no approval request for it; the call is denied. Decision {}.",
+                    reasons(&answer),
+                    answer.decision_id
+                ),
+                decision: Some(asked),
+            });
         };
         let wait = self.settings.approval_wait;
         let deadline = Instant::now() + wait;
@@ -333,11 +358,14 @@ impl Pep {
             answered: false,
         };
         let held = |why: String| {
-            GateOf::Deny(format!(
-                "Mandate held `{tool}` for a person's approval ({}) and {why}; the call is denied. Decision {}, approval {approval_id}.",
-                reasons(&answer),
-                answer.decision_id
-            ))
+            Gate::Deny(Denied {
+                text: format!(
+                    "Mandate held `{tool}` for a person's approval ({}) and {why}; the call is denied. Decision {}, approval {approval_id}.",
+                    reasons(&answer),
+                    answer.decision_id
+                ),
+                decision: Some(asked.clone()),
+            })
         };
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -379,9 +407,20 @@ impl Pep {
         let mut again = body.clone();
         again.approval_id = Some(approval_id.to_string());
         match self.ask(&again).await {
-            Ok(answer) if answer.decision == Decision::Allow => GateOf::Allow(answer.decision_id),
-            Ok(answer) => GateOf::Deny(denied(tool, &answer)),
-            Err(reason) => GateOf::Deny(could_not_decide(tool, &reason)),
+            Ok(answer) => {
+                // The call went through this approval whether or not the
+                // server's answer names it again.
+                let mut decision = DecisionMeta::of(&answer);
+                decision.approval_id.get_or_insert(approval_id.clone());
+                if answer.decision == Decision::Allow {
+                    Gate::Allow(Allowed { decision })
+                } else {
+                    let mut deny = denied(tool, &answer);
+                    deny.decision = Some(decision);
+                    Gate::Deny(deny)
+                }
+            }
+            Err(reason) => Gate::Deny(Denied::undecided(could_not_decide(tool, &reason))),
         }
     }
 
@@ -433,7 +472,7 @@ impl Pep {
         } else {
             CallOutcome::Ok
         };
-        let decision_id = allowed.decision_id;
+        let decision_id = allowed.decision.decision_id;
         runtime.spawn(async move {
             if let Err(e) = client.report_result(&decision_id, outcome, &token).await {
                 tracing::warn!(%decision_id, error = %e, "the call's result was not recorded");
@@ -483,12 +522,6 @@ impl Session {
     }
 }
 
-/// The allow-or-deny shape, generic over what an allow carries.
-enum GateOf<T> {
-    Allow(T),
-    Deny(String),
-}
-
 fn reasons(answer: &DecisionResponse) -> String {
     let mut reasons = answer.reasons.join("; ");
     if reasons.is_empty() {
@@ -501,18 +534,21 @@ fn reasons(answer: &DecisionResponse) -> String {
     reasons
 }
 
-/// The tool error text of a deny.
-fn denied(tool: &str, answer: &DecisionResponse) -> String {
+/// The tool error of a deny the server answered.
+fn denied(tool: &str, answer: &DecisionResponse) -> Denied {
     let policies = if answer.policies.is_empty() {
         String::new()
     } else {
         format!(" (policies: {})", answer.policies.join(", "))
     };
-    format!(
-        "Mandate denied `{tool}`: {}{policies}. Decision {}.",
-        reasons(answer),
-        answer.decision_id
-    )
+    Denied {
+        text: format!(
+            "Mandate denied `{tool}`: {}{policies}. Decision {}.",
+            reasons(answer),
+            answer.decision_id
+        ),
+        decision: Some(DecisionMeta::of(answer)),
+    }
 }
 
 /// The tool error text when no decision could be had.

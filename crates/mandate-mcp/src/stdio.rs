@@ -13,7 +13,8 @@
 //!   when allowed; otherwise answered with a tool error;
 //! * the responses to `tools/list`: their annotations are learned, and with
 //!   `hide_denied_tools` the tools the task may never call are removed;
-//! * the response to an allowed `tools/call`: its outcome is recorded;
+//! * the response to an allowed `tools/call`: its outcome is recorded, and
+//!   the decision is added to its result's `_meta` ([`crate::meta`]);
 //! * `notifications/cancelled` for a call still being decided: the call is
 //!   dropped, and the server never sees either;
 //! * `initialize`'s response, for the server's name (unless `--name`).
@@ -427,9 +428,9 @@ impl Relay {
                     // parser could read differently).
                     let _ = relay.to_server.send(message.to_string().into_bytes());
                 }
-                Gate::Deny(text) => {
+                Gate::Deny(denied) => {
                     drop(pending);
-                    relay.answer(jsonrpc::result(&id, jsonrpc::tool_error(text)));
+                    relay.answer(jsonrpc::result(&id, denied.result()));
                 }
             }
         });
@@ -550,7 +551,14 @@ impl Relay {
             }
             Some(Pending::ToolsCall(allowed)) => {
                 let failed = jsonrpc::call_failed(&message);
-                let _ = self.to_client.send(line);
+                // The client learns which decision let the call through
+                // (behind a merged endpoint too: its front passes this on).
+                let bytes = if allowed.decision.add_to_response(&mut message) {
+                    message.to_string().into_bytes()
+                } else {
+                    line
+                };
+                let _ = self.to_client.send(bytes);
                 self.pep.record_result(allowed, failed);
             }
         }

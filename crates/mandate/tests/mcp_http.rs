@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use util::mcp::{
-    AGENT, Running, Sdk, check_everything, check_progress, decision_id, everything_http, history,
-    mandate, mandate_with_approver, pending_approval, proxy, require_peers, resolve_approval,
-    run_http, run_http_with, start_task, stateful_http_sse, stateless_http, stateless_http_sse,
-    steps,
+    AGENT, DECISION_META, Running, Sdk, check_everything, check_progress, decision_id,
+    denial_in_meta, everything_http, history, mandate, mandate_with_approver, pending_approval,
+    proxy, receipt_in_meta, require_peers, resolve_approval, run_http, run_http_with, start_task,
+    stateful_http_sse, stateless_http, stateless_http_sse, steps,
 };
 
 const EVERYTHING_PLAN: &str = r#"[
@@ -69,8 +69,9 @@ fn everything_server_through_the_proxy() {
 }
 
 /// Under a task credential: an allowed call returns the server's answer and
-/// its result is recorded in the task's history; a tool the credential does
-/// not grant is denied before the server sees it.
+/// its result is recorded in the task's history, under the decision id the
+/// result's `_meta` named; a tool the credential does not grant is denied
+/// before the server sees it.
 #[test]
 fn proxy_under_a_task_credential() {
     require_peers();
@@ -95,19 +96,26 @@ fn proxy_under_a_task_credential() {
         {"op": "call", "tool": "echo", "arguments": {"message": "under a credential"}},
         {"op": "call", "tool": "get-sum", "arguments": {"a": 1, "b": 2}},
     ]);
+    let mut allowed_ids = Vec::new();
     for sdk in Sdk::BOTH {
         let out = run_http(sdk, &plan, &format!("http://{}/mcp", proxy.addr));
         let s = steps(&out);
         assert_eq!(s[0]["tools"], json!(["echo"]), "{sdk:?}: {out}");
         assert_eq!(s[1]["text"], "Echo: under a credential", "{sdk:?}: {out}");
+        let receipt = receipt_in_meta(&gateway, &s[1], "allow");
+        assert_eq!(receipt["call"]["tool"], "echo", "{receipt}");
+        allowed_ids.push(receipt["decision_id"].clone());
         assert_eq!(s[2]["isError"], true, "{sdk:?}: {out}");
         let text = s[2]["text"].as_str().unwrap();
         assert!(text.contains("mandate:credential-scope"), "{text}");
         let receipt = gateway.receipt(&decision_id(text));
         assert_eq!(receipt["decision"], "deny");
+        denial_in_meta(&gateway, &s[2], "deny");
     }
     let echoes = history(&gateway, &task, "echo");
     assert_eq!(echoes.len(), 2, "{echoes:?}");
+    let recorded: Vec<Value> = echoes.iter().map(|e| e["decision_id"].clone()).collect();
+    assert_eq!(recorded, allowed_ids, "{echoes:?}");
     for echo in &echoes {
         assert_eq!(echo["decision"], "allow");
         // echo is annotated closed-world: its result is not untrusted.
@@ -260,6 +268,12 @@ fn merged_endpoint_namespaces_tools_per_upstream() {
         assert_eq!(s[1]["isError"], false, "{sdk:?}: {out}");
         assert_eq!(s[1]["text"], "Echo: from a", "{sdk:?}: {out}");
         assert_eq!(s[2]["text"], "Echo: from b", "{sdk:?}: {out}");
+        // Each result names the decision of its own upstream's call.
+        for (step, server) in [(&s[1], "a"), (&s[2], "b")] {
+            let receipt = receipt_in_meta(&gateway, step, "allow");
+            assert_eq!(receipt["call"]["server"], server, "{receipt}");
+            assert_eq!(receipt["call"]["tool"], "echo", "{receipt}");
+        }
         assert_eq!(s[3]["isError"], true, "{sdk:?}: {out}");
         let text = s[3]["text"].as_str().unwrap();
         // Named as the client called it; decided as `get-env` on `a`.
@@ -268,6 +282,7 @@ fn merged_endpoint_namespaces_tools_per_upstream() {
         assert_eq!(receipt["decision"], "deny", "{receipt}");
         assert_eq!(receipt["call"]["server"], "a", "{receipt}");
         assert_eq!(receipt["call"]["tool"], "get-env", "{receipt}");
+        assert_eq!(denial_in_meta(&gateway, &s[3], "deny"), receipt);
         for unknown in [&s[4], &s[5]] {
             assert_eq!(unknown["code"], -32602, "{sdk:?}: {out}");
             let message = unknown["exception"].as_str().unwrap();
@@ -279,8 +294,10 @@ fn merged_endpoint_namespaces_tools_per_upstream() {
             "{sdk:?}: {out}"
         );
         // The upstream's progress passes on the proxy's own stream, in
-        // order, then the result.
+        // order, then the result, which names its decision.
         check_progress(sdk, &s[7], &out);
+        let receipt = receipt_in_meta(&gateway, &s[7], "allow");
+        assert_eq!(receipt["call"]["server"], "b", "{receipt}");
     }
     // Without a session, and after it ended.
     let plan = json!([
@@ -325,15 +342,26 @@ fn merged_endpoint_under_a_task_credential() {
     assert_eq!(s[1]["text"], "Echo: merged", "{out}");
     assert_eq!(s[2]["isError"], false, "{out}");
     assert!(s[2]["text"].as_str().unwrap().contains('3'), "{out}");
+    assert_eq!(
+        receipt_in_meta(&gateway, &s[2], "allow")["call"]["server"],
+        "b"
+    );
     assert_eq!(s[3]["isError"], true, "{out}");
     let text = s[3]["text"].as_str().unwrap();
     assert!(text.contains("mandate:credential-scope"), "{text}");
     let receipt = gateway.receipt(&decision_id(text));
     assert_eq!(receipt["call"]["server"], "b", "{receipt}");
+    denial_in_meta(&gateway, &s[3], "deny");
     let echoes = history(&gateway, &task, "echo");
     let allowed: Vec<&Value> = echoes.iter().filter(|e| e["decision"] == "allow").collect();
     assert_eq!(allowed.len(), 1, "{echoes:?}");
     assert_eq!(allowed[0]["result"]["status"], "ok", "{echoes:?}");
+    // The history records the call under the id its result named.
+    let named = receipt_in_meta(&gateway, &s[1], "allow");
+    assert_eq!(
+        allowed[0]["decision_id"], named["decision_id"],
+        "{echoes:?}"
+    );
     let receipt = gateway.receipt(allowed[0]["decision_id"].as_str().unwrap());
     assert_eq!(receipt["call"]["server"], "a", "{receipt}");
     let sums = history(&gateway, &task, "get-sum");
@@ -435,10 +463,18 @@ fn a_stateless_upstreams_calls_share_the_agents_session() {
         s[1]["text"].as_str().unwrap().starts_with("contents of"),
         "{out}"
     );
+    // JSON answers, rewritten with the decision in `_meta`.
+    for (step, tool) in [(&s[0], "write_note"), (&s[1], "fetch_page")] {
+        assert_eq!(
+            receipt_in_meta(&gateway, step, "allow")["call"]["tool"],
+            tool
+        );
+    }
     assert_eq!(s[2]["isError"], true, "{out}");
     let text = s[2]["text"].as_str().unwrap();
     assert!(text.contains("untrusted-no-writes"), "{text}");
     assert_eq!(gateway.receipt(&decision_id(text))["decision"], "deny");
+    denial_in_meta(&gateway, &s[2], "deny");
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "before\n");
 
     let out = run_http(
@@ -448,6 +484,51 @@ fn a_stateless_upstreams_calls_share_the_agents_session() {
     );
     assert_eq!(steps(&out)[0]["isError"], true, "{out}");
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "before\n");
+}
+
+/// The upstream's own `_meta` reaches the client beside the proxy's
+/// decision, and the upstream's claim of the proxy's key is overruled, on
+/// every way an allowed call's answer comes back: relayed as JSON or as an
+/// SSE stream (`/NAME/mcp`), and on the merged endpoint from an upstream
+/// that answers JSON or streams.
+#[test]
+fn the_upstreams_own_meta_is_kept_beside_the_decision() {
+    require_peers();
+    let gateway = mandate();
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.txt");
+    let json_upstream = stateless_http(&notes);
+    let sse_upstream = stateless_http_sse(&notes);
+    let proxy = agent_proxy(
+        &gateway,
+        dir.path(),
+        "[task]\nintent = \"notes\"\ntools = [\"stamped_note\"]\n",
+        &[],
+        &[("j", &json_upstream), ("e", &sse_upstream)],
+    );
+    for sdk in Sdk::BOTH {
+        for (path, tool, server) in [
+            ("/j/mcp", "stamped_note", "j"),
+            ("/e/mcp", "stamped_note", "e"),
+            ("/mcp", "j__stamped_note", "j"),
+            ("/mcp", "e__stamped_note", "e"),
+        ] {
+            let plan = json!([{"op": "call", "tool": tool, "arguments": {}}]);
+            let out = run_http(sdk, &plan, &format!("http://{}{path}", proxy.addr));
+            let step = &steps(&out)[0];
+            let at = format!("{sdk:?} {path} {tool}");
+            assert_eq!(step["text"], "stamped", "{at}: {out}");
+            assert_eq!(
+                step["meta"]["com.example.notes/trace"],
+                json!({"span": "notes-1"}),
+                "{at}: {out}"
+            );
+            let receipt = receipt_in_meta(&gateway, step, "allow");
+            assert_eq!(receipt["call"]["server"], server, "{at}: {receipt}");
+            assert_eq!(receipt["call"]["tool"], "stamped_note", "{at}: {receipt}");
+            assert_eq!(step["meta"].as_object().unwrap().len(), 2, "{at}: {out}");
+        }
+    }
 }
 
 /// One POST to the proxy: its status, the `Mcp-Session-Id` it answered,
@@ -607,6 +688,14 @@ fn cancelled_while_decided(merged: bool) {
     let (status, _, body) = waiting.join().unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("noted"), "{body}");
+    // The result names the allow the approval released, and the approval.
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    let released = &answer["result"]["_meta"][DECISION_META];
+    assert_eq!(released["approval_id"], approval, "{body}");
+    let receipt = gateway.receipt(released["decision_id"].as_str().unwrap());
+    assert_eq!(receipt["decision"], "allow", "{receipt}");
+    assert_eq!(receipt["index"], released["receipt_index"], "{receipt}");
+    assert_eq!(receipt["approval"]["id"], approval, "{receipt}");
     assert_eq!(
         std::fs::read_to_string(&notes).unwrap(),
         "kept\n",

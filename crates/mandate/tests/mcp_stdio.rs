@@ -21,15 +21,17 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use util::mcp::{
-    AGENT, Sdk, check_everything, decision_id, everything_server, filesystem_server, history,
-    mandate, require_peers, run_stdio, start_task, steps, wrap_command,
+    AGENT, DECISION_META, Sdk, check_everything, decision_id, denial_in_meta, everything_server,
+    filesystem_server, history, mandate, notes_stdio, receipt_in_meta, require_peers, run_stdio,
+    start_task, steps, wrap_command,
 };
 
 /// Under a task credential, on the filesystem server: an allowed read returns
 /// the file, a denied write never reaches the server (the file is untouched)
 /// and its tool error names the decision, both have receipts, an open-world
 /// result (by the config's override) taints the session, and a tool the
-/// credential does not grant is denied.
+/// credential does not grant is denied. Every result's `_meta` names its
+/// decision: the task's history records the allowed calls under those ids.
 #[test]
 fn filesystem_under_a_task_credential() {
     require_peers();
@@ -72,9 +74,12 @@ fn filesystem_under_a_task_credential() {
         let s = steps(&out);
         assert_eq!(out["server"], "secure-filesystem-server", "{sdk:?}: {out}");
 
-        // Allowed: the server's real answer.
+        // Allowed: the server's real answer, and the decision in `_meta`.
         assert_eq!(s[0]["isError"], false, "{sdk:?}: {out}");
         assert_eq!(s[0]["text"], "hello notes\n", "{sdk:?}: {out}");
+        let read = receipt_in_meta(&gateway, &s[0], "allow");
+        assert_eq!(read["call"]["tool"], "read_text_file", "{read}");
+        assert_eq!(read["principal"]["id"], AGENT, "{read}");
         // Denied by policy: never reached the server.
         assert_eq!(s[1]["isError"], true, "{sdk:?}: {out}");
         let text = s[1]["text"].as_str().unwrap();
@@ -88,8 +93,11 @@ fn filesystem_under_a_task_credential() {
         assert_eq!(receipt["decision"], "deny");
         assert_eq!(receipt["call"]["tool"], "write_file");
         assert_eq!(receipt["call"]["server"], "fs");
+        assert_eq!(denial_in_meta(&gateway, &s[1], "deny"), receipt);
         // An allowed write happened.
         assert_eq!(s[2]["isError"], false, "{sdk:?}: {out}");
+        let write = receipt_in_meta(&gateway, &s[2], "allow");
+        assert_eq!(write["call"]["tool"], "write_file", "{write}");
         assert_eq!(
             std::fs::read_to_string(root.join("new.txt")).unwrap(),
             "written"
@@ -107,6 +115,7 @@ fn filesystem_under_a_task_credential() {
             "{sdk:?}: {out}"
         );
         assert!(!root.join("late.txt").exists());
+        denial_in_meta(&gateway, &s[4], "deny");
         // A tool the credential does not grant.
         assert_eq!(s[5]["isError"], true, "{sdk:?}: {out}");
         assert!(
@@ -115,6 +124,13 @@ fn filesystem_under_a_task_credential() {
                 .unwrap()
                 .contains("mandate:credential-scope"),
             "{sdk:?}: {out}"
+        );
+        denial_in_meta(&gateway, &s[5], "deny");
+        // The history knows the allowed calls by the ids the client got.
+        let reads = history(&gateway, &task, "read_text_file");
+        assert_eq!(
+            reads[0]["decision_id"], s[0]["meta"][DECISION_META]["decision_id"],
+            "{sdk:?}: {reads:?}"
         );
 
         // The task's history has the allowed calls with their results, and
@@ -181,6 +197,91 @@ fn everything_server_as_a_configured_agent() {
         );
         let out = run_stdio(sdk, &plan, &command);
         check_everything(sdk, &gateway, &out, "mcp-servers-everything");
+    }
+}
+
+/// The server's own `_meta` reaches the client beside the gateway's
+/// decision, and the server's claim of the gateway's key is overruled:
+/// through a wrap of the server, and through a wrap of several servers
+/// (`[[servers]]`), whose front passes on what each server's relay wrote.
+#[test]
+fn the_servers_own_meta_is_kept_beside_the_decision() {
+    require_peers();
+    let gateway = mandate();
+    let dir = tempfile::tempdir().unwrap();
+    let notes = notes_stdio(&dir.path().join("notes.txt"));
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    let task = "[task]\nintent = \"notes\"\ntools = [\"stamped_note\"]\n";
+    let single = dir.path().join("single.toml");
+    std::fs::write(&single, task).unwrap();
+    let several = dir.path().join("several.toml");
+    let server = |name: &str, command: &[String]| {
+        format!(
+            "\n[[servers]]\nname = {name:?}\ncommand = {}\nargs = {}\n",
+            serde_json::to_string(&command[0]).unwrap(),
+            serde_json::to_string(&command[1..]).unwrap()
+        )
+    };
+    std::fs::write(
+        &several,
+        format!(
+            "{task}{}{}",
+            server("notes", &notes),
+            server("fs", &filesystem_server(&files))
+        ),
+    )
+    .unwrap();
+    let wrap_several = vec![
+        env!("CARGO_BIN_EXE_mandate").to_owned(),
+        "mcp".to_owned(),
+        "wrap".to_owned(),
+        "--gateway".to_owned(),
+        format!("http://{}", gateway.server.addr()),
+        "--agent".to_owned(),
+        AGENT.to_owned(),
+        "--config".to_owned(),
+        several.display().to_string(),
+        "--session".to_owned(),
+        "several".to_owned(),
+    ];
+    let wrap_single = wrap_command(
+        &gateway,
+        &[
+            "--agent",
+            AGENT,
+            "--session",
+            "single",
+            "--name",
+            "notes",
+            "--config",
+            single.to_str().unwrap(),
+        ],
+        &notes,
+    );
+    for (command, tool) in [
+        (wrap_single, "stamped_note"),
+        (wrap_several, "notes__stamped_note"),
+    ] {
+        for sdk in Sdk::BOTH {
+            let plan = json!([{"op": "call", "tool": tool, "arguments": {}}]);
+            let out = run_stdio(sdk, &plan, &command);
+            let step = &steps(&out)[0];
+            assert_eq!(step["text"], "stamped", "{sdk:?} {tool}: {out}");
+            assert_eq!(
+                step["meta"]["com.example.notes/trace"],
+                json!({"span": "notes-1"}),
+                "{sdk:?} {tool}: {out}"
+            );
+            let receipt = receipt_in_meta(&gateway, step, "allow");
+            assert_eq!(receipt["call"]["server"], "notes", "{receipt}");
+            assert_eq!(receipt["call"]["tool"], "stamped_note", "{receipt}");
+            assert_eq!(
+                step["meta"].as_object().unwrap().len(),
+                2,
+                "{sdk:?} {tool}: {out}"
+            );
+        }
     }
 }
 
@@ -368,6 +469,8 @@ fn no_decision_means_deny() {
                 .contains("could not decide `write_file`, so the call is denied"),
             "{out}"
         );
+        // No decision was made, so none is named.
+        assert_eq!(step["meta"], Value::Null, "{out}");
         assert_eq!(
             std::fs::read_to_string(root.join("notes.txt")).unwrap(),
             "hello\n"
@@ -408,6 +511,8 @@ fn tidy_with_approvals(
 /// An approval gate holds the call until a person answers: approved, the
 /// call runs (the file is moved); denied, it never reaches the server. The
 /// approver answers through the approvals API while the SDK client waits.
+/// Either way the result's `_meta` names the decision and the approval:
+/// the allow the approval released, or the ask that waited on it.
 #[test]
 fn approvals_release_or_stop_a_waiting_call() {
     require_peers();
@@ -430,15 +535,24 @@ fn approvals_release_or_stop_a_waiting_call() {
         util::mcp::resolve_approval(&gateway, approver_token, &approval, verdict);
         let out = client.join().unwrap();
         let step = &steps(&out)[0];
+        assert_eq!(
+            step["meta"][DECISION_META]["approval_id"], approval,
+            "{out}"
+        );
         if verdict == "approve" {
             assert_eq!(step["isError"], false, "{out}");
             assert!(to.exists() && !from.exists(), "{out}");
+            let receipt = receipt_in_meta(&gateway, step, "allow");
+            assert_eq!(receipt["approval"]["id"], approval, "{receipt}");
+            assert_eq!(receipt["approver"], "bob@example.com", "{receipt}");
         } else {
             assert_eq!(step["isError"], true, "{out}");
             let text = step["text"].as_str().unwrap();
             assert!(text.contains("denied"), "{text}");
             assert!(text.contains(&approval), "{text}");
             assert!(from.exists() && !to.exists(), "{out}");
+            let receipt = denial_in_meta(&gateway, step, "approval_required");
+            assert_eq!(receipt["approval"]["id"], approval, "{receipt}");
         }
     }
 }

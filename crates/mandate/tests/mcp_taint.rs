@@ -39,8 +39,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use util::mcp::{
-    decision_id, fetch_server, filesystem_server, proxy, require_fetch_server, run_sessions,
-    supergateway, wrap_command,
+    DECISION_META, decision_id, denial_in_meta, fetch_server, filesystem_server, proxy,
+    receipt_in_meta, require_fetch_server, run_sessions, supergateway, wrap_command,
 };
 use util::tasks::{Gateway, task_of};
 use util::web::{PAGE_INJECTION, ROBOTS_INJECTION, Site};
@@ -289,13 +289,16 @@ fn assert_opened(out: &Value, what: &str) {
     }
 }
 
-/// The control: a write before any fetch went through and wrote the file.
-fn assert_control_write(out: &Value, label: &str, path: &Path, content: &str) {
+/// The control: a write before any fetch went through and wrote the file,
+/// and its result named the decision that allowed it (`_meta`).
+fn assert_control_write(gateway: &Gateway, out: &Value, label: &str, path: &Path, content: &str) {
     let step = record(out, label);
     assert_eq!(
         step["isError"], false,
         "the write before any fetch (the control) was not allowed: the pack must let it through: {step}"
     );
+    let receipt = receipt_in_meta(gateway, step, "allow");
+    assert_eq!(receipt["call"]["tool"], "write_file", "{receipt}");
     assert_eq!(
         std::fs::read_to_string(path).unwrap_or_default(),
         content,
@@ -369,6 +372,12 @@ fn assert_stopped_for_approval(gateway: &Gateway, step: &Value) {
     );
     let receipt = gateway.receipt(&decision_id(text));
     assert_eq!(receipt["decision"], "approval_required", "{receipt}");
+    // The tool error names the same decision, and its approval, in `_meta`.
+    assert_eq!(denial_in_meta(gateway, step, "approval_required"), receipt);
+    assert_eq!(
+        step["meta"][DECISION_META]["approval_id"], receipt["approval"]["id"],
+        "{step}"
+    );
     let policies = receipt["policies"].to_string();
     assert!(
         policies.contains("untrusted-needs-approval"),
@@ -403,7 +412,13 @@ fn a_page_fetched_through_one_wrap_stops_writes_through_the_same_agents_other_wr
     ]);
     let out = run_sessions(&plan, RUN_TIMEOUT);
     assert_opened(&out, "an agent wrap");
-    assert_control_write(&out, "control", &control, "before any fetch");
+    assert_control_write(
+        &scene.gateway,
+        &out,
+        "control",
+        &control,
+        "before any fetch",
+    );
     assert_injected_page(record(&out, "fetch"));
     assert!(scene.site.requests().contains(&"/page.html".to_owned()));
     assert_write_stopped(&scene.gateway, record(&out, "leak"), &leak);
@@ -427,7 +442,13 @@ fn an_injection_inside_a_fetch_error_stops_writes_through_the_same_agents_other_
     ]);
     let out = run_sessions(&plan, RUN_TIMEOUT);
     assert_opened(&out, "an agent wrap");
-    assert_control_write(&out, "control", &control, "before any fetch");
+    assert_control_write(
+        &scene.gateway,
+        &out,
+        "control",
+        &control,
+        "before any fetch",
+    );
     assert_injected_error(record(&out, "fetch"));
     let requests = scene.site.requests();
     assert!(requests.contains(&"/robots.txt".to_owned()), "{requests:?}");
@@ -454,7 +475,13 @@ fn a_wrap_restarted_mid_session_keeps_the_taint() {
     ]);
     let out = run_sessions(&before, RUN_TIMEOUT);
     assert_opened(&out, "an agent wrap");
-    assert_control_write(&out, "control", &control, "before any fetch");
+    assert_control_write(
+        &scene.gateway,
+        &out,
+        "control",
+        &control,
+        "before any fetch",
+    );
     assert_injected_page(record(&out, "fetch"));
 
     // A new client process, a new wrap: same agent, same config.
@@ -523,6 +550,7 @@ fn under_a_task_credential_a_write_right_after_a_fetch_is_never_allowed() {
     assert_opened(&out, "a credential wrap");
     for round in 0..ROUNDS {
         assert_control_write(
+            &scene.gateway,
             &out,
             &format!("control-{round}"),
             &scene.note(&format!("control-{round}.txt")),
@@ -615,7 +643,13 @@ fn merged_endpoint_case(principal: Principal, url: fn(&Scene) -> String, fetched
         &format!("the merged endpoint over supergateway{}", logs()),
     );
     assert_merged_tools(record(&out, "tools"), "the merged endpoint");
-    assert_control_write(&out, "control", &control, "before any fetch");
+    assert_control_write(
+        &scene.gateway,
+        &out,
+        "control",
+        &control,
+        "before any fetch",
+    );
     fetched(record(&out, "fetch"));
     let step = record(&out, "leak");
     assert_write_stopped(&scene.gateway, step, &leak);
@@ -699,7 +733,13 @@ fn one_wrap_of_several_servers_stops_writes_after_injected_content_as_an_agent()
             "the multi-server wrap (`[[servers]]`, no `--` command)",
         );
         assert_merged_tools(record(&out, "tools"), "the multi-server wrap");
-        assert_control_write(&out, "control", &control, "before any fetch");
+        assert_control_write(
+            &scene.gateway,
+            &out,
+            "control",
+            &control,
+            "before any fetch",
+        );
         fetched(record(&out, "fetch"));
         assert_write_stopped(&scene.gateway, record(&out, "leak"), &leak);
         assert_read(record(&out, "read"), "before any fetch");
@@ -747,7 +787,13 @@ fn one_wrap_of_several_servers_stops_writes_after_injected_content_under_a_task_
             "the multi-server wrap (`[[servers]]`, no `--` command)",
         );
         assert_merged_tools(record(&out, "tools"), "the multi-server wrap");
-        assert_control_write(&out, "control", &control, "before any fetch");
+        assert_control_write(
+            &scene.gateway,
+            &out,
+            "control",
+            &control,
+            "before any fetch",
+        );
         fetched(record(&out, "fetch"));
         assert_write_stopped(&scene.gateway, record(&out, "leak"), &leak);
     }

@@ -626,7 +626,7 @@ impl Proxy {
             return cancelled();
         };
         let allowed = match gate {
-            Gate::Deny(text) => return ok(jsonrpc::result(id, jsonrpc::tool_error(text))),
+            Gate::Deny(denied) => return ok(jsonrpc::result(id, denied.result())),
             Gate::Allow(allowed) => allowed,
         };
         if !in_progress.sending() {
@@ -690,7 +690,7 @@ impl Proxy {
             }
             Err(e) => Err(format!("it cannot be reached ({e})")),
         };
-        let answer = answer.unwrap_or_else(|reason| {
+        let mut answer = answer.unwrap_or_else(|reason| {
             tracing::warn!(upstream = %name, %reason, "no answer from the MCP server");
             jsonrpc::error(
                 Some(id),
@@ -698,6 +698,9 @@ impl Proxy {
                 format!("no answer from the MCP server `{name}`: {reason}"),
             )
         });
+        // A JSON answer is not seen by a watcher: the decision goes in here
+        // (an error answer, the upstream's or ours, has no `_meta`).
+        allowed.decision.add_to_response(&mut answer);
         self.record(allowed, jsonrpc::call_failed(&answer));
         ok(answer)
     }

@@ -294,6 +294,42 @@ pub fn decision_id(text: &str) -> String {
         .collect()
 }
 
+/// The `_meta` key under which the gateway tells the client its decision.
+pub const DECISION_META: &str = "mandate/decision";
+
+/// The decision the gateway put in a call step's result (`_meta`, under
+/// [`DECISION_META`], as the SDK client read it), checked against the
+/// server: its outcome is `decision`, and the receipt its `decision_id`
+/// names is that decision's, at its `receipt_index`. Returns the receipt.
+pub fn receipt_in_meta(gateway: &Gateway, step: &Value, decision: &str) -> Value {
+    let meta = &step["meta"][DECISION_META];
+    assert_eq!(
+        meta["decision"], decision,
+        "no `{decision}` under `_meta.{DECISION_META}` of the call's result: {step}"
+    );
+    let id = meta["decision_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no decision id in the result's `_meta`: {step}"));
+    let index = meta["receipt_index"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no receipt index in the result's `_meta`: {step}"));
+    let receipt = gateway.receipt(id);
+    assert_eq!(receipt["decision_id"], id, "{receipt}");
+    assert_eq!(receipt["decision"], decision, "{step}: {receipt}");
+    assert_eq!(receipt["index"], index, "{step}: {receipt}");
+    receipt
+}
+
+/// [`receipt_in_meta`] for a tool error of Mandate's: the decision in
+/// `_meta` is also the one its text names.
+pub fn denial_in_meta(gateway: &Gateway, step: &Value, decision: &str) -> Value {
+    assert_eq!(step["isError"], true, "{step}");
+    let receipt = receipt_in_meta(gateway, step, decision);
+    let text = step["text"].as_str().unwrap();
+    assert_eq!(receipt["decision_id"], decision_id(text), "{step}");
+    receipt
+}
+
 /// The entries of `tool` in the task's history, oldest first.
 pub fn history(gateway: &Gateway, task: &Task, tool: &str) -> Vec<Value> {
     let reply = gateway.show(&task.id, &task.credential);
@@ -374,6 +410,18 @@ fn notes_server(notes: &Path, args: &[&str]) -> Running {
         .spawn()
         .unwrap_or_else(|e| panic!("{SETUP} (cannot run `{}`: {e})", python()));
     listening(child, port, "the notes server")
+}
+
+/// `tests/mcp/notes_server.py` as a stdio server (for `mandate mcp
+/// wrap`), appending the notes it is asked to write to `notes`.
+pub fn notes_stdio(notes: &Path) -> Vec<String> {
+    vec![
+        python(),
+        peers_dir().join("notes_server.py").display().to_string(),
+        "-".to_owned(),
+        notes.display().to_string(),
+        "stdio".to_owned(),
+    ]
 }
 
 /// The command that runs the reference fetch server (`mcp-server-fetch`)
@@ -608,10 +656,19 @@ pub fn check_everything(sdk: Sdk, gateway: &Gateway, out: &Value, server: &str) 
     check_progress(sdk, &s[2], out);
     let sampled = s[3]["text"].as_str().unwrap();
     assert!(sampled.contains("sampled by the"), "{sdk:?}: {out}");
-    assert_eq!(s[4]["isError"], true, "{sdk:?}: {out}");
-    let text = s[4]["text"].as_str().unwrap();
-    let receipt = gateway.receipt(&decision_id(text));
-    assert_eq!(receipt["decision"], "deny");
+    // Each allowed call's result names its decision, whose receipt is of
+    // that call: a plain one, one that streamed progress, one during which
+    // the server asked the client.
+    for (step, tool) in [
+        (&s[1], "echo"),
+        (&s[2], "trigger-long-running-operation"),
+        (&s[3], "trigger-sampling-request"),
+    ] {
+        let receipt = receipt_in_meta(gateway, step, "allow");
+        assert_eq!(receipt["call"]["tool"], tool, "{sdk:?}: {receipt}");
+        assert_eq!(receipt["call"]["server"], server, "{sdk:?}: {receipt}");
+    }
+    let receipt = denial_in_meta(gateway, &s[4], "deny");
     assert_eq!(receipt["call"]["server"], server, "{receipt}");
     assert!(
         !s[5]["uris"].as_array().unwrap().is_empty(),
