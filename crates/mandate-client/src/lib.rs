@@ -1,5 +1,6 @@
 //! A typed client of Mandate's HTTP API: the decision API for enforcement
-//! points, and the task and approval endpoints for the `mandate` command.
+//! points, and the task, approval and health endpoints for the `mandate`
+//! command.
 //!
 //! Requests and answers are `mandate-core`'s own wire types
 //! ([`DecisionRequest`], [`DecisionResponse`], [`ApprovalStatus`], and the
@@ -108,6 +109,37 @@ pub struct ApprovalState {
     pub reason: Option<String>,
 }
 
+/// The server's health as `GET /v1/health` reports it (the fields a probe
+/// acts on; the server sends more).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Health {
+    /// `ok`; `degraded` when the last policy reload was rejected (the
+    /// previous policies are still in force); `failing` when the receipt log
+    /// stopped accepting receipts (every decision is answered 503).
+    pub status: String,
+    /// The policies in force.
+    pub policies: HealthPolicies,
+    /// The receipt log.
+    pub receipts: HealthReceipts,
+}
+
+/// The policies in force, in [`Health`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct HealthPolicies {
+    /// Digest of the pack's sources (receipts name it as `policy_version`).
+    pub version: String,
+}
+
+/// The receipt log, in [`Health`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct HealthReceipts {
+    /// Receipts recorded.
+    pub size: u64,
+    /// Why the log stopped accepting receipts, if it did.
+    #[serde(default)]
+    pub failure: Option<String>,
+}
+
 /// What an allowed call returned, as `POST /v1/decisions/{id}/result`
 /// records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -150,6 +182,13 @@ impl Client {
     /// The server's base URL.
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// `GET /v1/health`: whether the server is up, the policies in force and
+    /// the state of its receipt log. Needs no token.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.send(self.request(Method::GET, &["v1", "health"])?)
+            .await
     }
 
     /// `POST /v1/decide`: the decision on `request`, presented with

@@ -8,10 +8,11 @@ use serde::Serialize;
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success; for `check`, allow; for `receipts verify`, the log verifies
+  0  success; for `check`, allow; for `receipts verify`, the log verifies; for
+     `health`, the server is healthy
   1  failures found (invalid policies, failed policy tests, a log that does not
-     verify), for `task` and `approvals`, the server refused (401/403/404/409), or an
-     unexpected error
+     verify), for `task` and `approvals`, the server refused (401/403/404/409), for
+     `health`, a server that is not healthy or cannot be reached, or an unexpected error
   2  usage or input error (bad flags, unreadable or malformed input, a pack that does not
      load; for `task` and `approvals`, a server that cannot be reached)
   3  `check`: deny
@@ -33,6 +34,15 @@ Exit codes:
   2  usage or input error: bad flags, a --param value that is not JSON, no token or an
      unreadable --token-file, a bad --server URL, a server that cannot be reached, or a
      request the server rejected as malformed (400, 413, 415, 422)";
+
+const HEALTH_EXIT_CODES: &str = "\
+Exit codes:
+  0  the server answered and serves decisions: status `ok`, or `degraded` (the last
+     policy reload was rejected; the previous policies are in force)
+  1  not healthy: the server cannot be reached or did not answer within --timeout,
+     answered anything but its health, or reported `failing` (its receipt log refuses
+     receipts, so every decision is answered 503)
+  2  usage error: bad flags, a --server that is not an http:// URL, a bad --timeout";
 
 const STORE_EXIT_CODES: &str = "\
 Exit codes:
@@ -102,6 +112,10 @@ pub enum Command {
     /// Run the decision server (HTTP API, tasks, metrics, policy hot reload).
     #[command(after_help = SERVE_SETTINGS)]
     Serve(ServeArgs),
+    /// Ask a running server whether it is healthy (GET /v1/health); the exit code is
+    /// the answer, for container health checks and other probes.
+    #[command(after_help = HEALTH_EXIT_CODES)]
+    Health(HealthArgs),
     /// Decide one request offline, from a JSON file, and exit with the outcome.
     #[command(after_help = CHECK_NOTES)]
     Check(CheckArgs),
@@ -132,6 +146,24 @@ pub enum Command {
     /// Move a deployment between stores (docs/deployment.md).
     #[command(subcommand)]
     Store(StoreCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The Mandate server's base URL (plain HTTP, asked directly: never through a proxy)
+    #[arg(
+        long,
+        env = "MANDATE_SERVER",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8181"
+    )]
+    pub server: String,
+    /// How long to wait for the answer, connecting included
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub timeout: String,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,5 @@
-//! How the commands that talk to a running server (`task`, `approvals`)
-//! reach it: the server and token from the command line, and one call of
+//! How the commands that talk to a running server (`task`, `approvals`,
+//! `health`) reach it: the server and token from the command line, and one call of
 //! the typed client (`mandate-client`) on a runtime of its own, its answer
 //! or an exit code with the failure printed.
 
@@ -77,11 +77,39 @@ where
     Fut: Future<Output = Result<T, ClientError>>,
 {
     let token = token(remote).map_err(|m| report(Code::Input, &m))?;
-    let base = base_url(remote.server)?;
-    let http = reqwest::Client::builder()
+    let (client, runtime) = connect(remote.server, TIMEOUT, Proxy::FromEnvironment)?;
+    runtime
+        .block_on(call(client, token))
+        .map_err(|e| failed(remote.server, &e))
+}
+
+/// Whether requests may go through an HTTP proxy named in the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proxy {
+    /// `HTTP_PROXY` and `NO_PROXY` apply, as for other HTTP clients.
+    FromEnvironment,
+    /// Straight to the server: a probe of this host's server must not ask
+    /// a proxy set for other traffic (`health` in a container).
+    None,
+}
+
+/// The typed client of `server`, whose requests each take at most `timeout`,
+/// and a current-thread runtime to run its calls on. A `server` that is not a
+/// plain-HTTP base URL is reported on stderr (exit code 2).
+pub fn connect(
+    server: &str,
+    timeout: Duration,
+    proxy: Proxy,
+) -> Answer<(Client, tokio::runtime::Runtime)> {
+    let base = base_url(server)?;
+    let mut http = reqwest::Client::builder();
+    if proxy == Proxy::None {
+        http = http.no_proxy();
+    }
+    let http = http
         .build()
         .map_err(|e| report(Code::Failure, &format!("cannot build the HTTP client: {e}")))?;
-    let client = Client::new(base, http).with_timeout(TIMEOUT);
+    let client = Client::new(base, http).with_timeout(timeout);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -91,9 +119,7 @@ where
                 &format!("cannot start the async runtime: {e}"),
             )
         })?;
-    runtime
-        .block_on(call(client, token))
-        .map_err(|e| failed(remote.server, &e))
+    Ok((client, runtime))
 }
 
 /// An id given on the command line (a task or approval id), parsed as the
@@ -118,7 +144,7 @@ pub fn wire_time(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-fn report(code: Code, message: &str) -> Code {
+pub fn report(code: Code, message: &str) -> Code {
     eprintln!("error: {message}");
     code
 }
@@ -208,7 +234,7 @@ fn failed(server: &str, error: &ClientError) -> Code {
 }
 
 /// An HTTP status as `404 Not Found` (the number alone when it has no name).
-fn status_text(status: u16) -> String {
+pub fn status_text(status: u16) -> String {
     StatusCode::from_u16(status).map_or_else(|_| status.to_string(), |s| s.to_string())
 }
 

@@ -3,6 +3,7 @@
 pub mod approvals;
 pub mod callers;
 pub mod check;
+pub mod health;
 pub mod keys;
 pub mod mcp;
 pub mod policy;

@@ -5,10 +5,11 @@ use std::process::ExitCode;
 /// What `mandate` exits with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
-    /// Success; for `check`, the call is allowed.
+    /// Success; for `check`, the call is allowed; for `health`, the server is healthy.
     Ok = 0,
     /// The command ran and found failures (invalid policies, failed tests), the server
-    /// refused a `task` request, or an unexpected error.
+    /// refused a `task` request, `health` found the server unhealthy or unreachable, or an
+    /// unexpected error.
     Failure = 1,
     /// Usage or input error: bad flags, unreadable or malformed input, a pack that does not
     /// load, a server that `task` cannot reach.

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Serve(args) => commands::serve::run(args),
+        cli::Command::Health(args) => commands::health::run(args),
         cli::Command::Check(args) => commands::check::run(args),
         cli::Command::Policy(cli::PolicyCommand::Validate(args)) => {
             commands::policy::validate(args)

@@ -1585,3 +1585,130 @@ fn no_command_is_a_usage_error() {
     assert_code(&out, INPUT);
     assert!(out.stderr.contains("Usage:"), "{}", out.stderr);
 }
+
+// ---------------------------------------------------------------------------
+// mandate health
+// ---------------------------------------------------------------------------
+
+#[test]
+fn health_exits_0_while_the_server_serves_decisions_and_1_once_it_does_not() {
+    let data = tempfile::tempdir().unwrap();
+    let server = util::Launch::serve(data.path())
+        .args(["--reload-interval-ms", "50"])
+        .start();
+    let url = format!("http://127.0.0.1:{}", server.addr().port());
+    let version = server.health()["policies"]["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let out = run(&["health", "--server", &url]);
+    assert_code(&out, OK);
+    assert_eq!(
+        out.stdout,
+        format!("ok (policies {version}, 0 receipts)\n"),
+        "{}",
+        out.stderr
+    );
+    let out = run(&["health", "--server", &url, "--json"]);
+    assert_code(&out, OK);
+    assert_eq!(
+        out.json(),
+        json!({"healthy": true, "status": "ok", "policy_version": version, "receipts": 0})
+    );
+    // MANDATE_SERVER names the server too.
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_in(dir.path(), &["health"], None, &[("MANDATE_SERVER", &url)]);
+    assert_code(&out, OK);
+
+    // A pack that no longer loads: the previous one is still in force, so
+    // the server still serves decisions.
+    util::write_atomic(
+        &data.path().join("policies/broken.cedar"),
+        "permit(principal, action, resource) when { nonsense };",
+    );
+    util::poll_until(Duration::from_secs(10), "a rejected reload", || {
+        let health = server.health();
+        if health["status"] == "degraded" {
+            Ok(())
+        } else {
+            Err(health)
+        }
+    });
+    let out = run(&["health", "--server", &url]);
+    assert_code(&out, OK);
+    assert!(
+        out.stdout.starts_with(
+            "degraded: the last policy reload was rejected; the previous policies are in force"
+        ),
+        "{}",
+        out.stdout
+    );
+    let out = run(&["health", "--server", &url, "--json"]);
+    assert_code(&out, OK);
+    assert_eq!(out.json()["healthy"], true);
+    assert_eq!(out.json()["status"], "degraded");
+
+    // Something that is not Mandate's health answers there.
+    let out = run(&["health", "--server", &format!("{url}/elsewhere")]);
+    assert_code(&out, FAILURE);
+    assert!(
+        out.stderr
+            .contains("/elsewhere/v1/health answered 404 Not Found"),
+        "{}",
+        out.stderr
+    );
+
+    // Stopped: nothing answers.
+    drop(server);
+    let out = run(&["health", "--server", &url]);
+    assert_code(&out, FAILURE);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(
+        out.stderr.starts_with(&format!(
+            "error: cannot reach the Mandate server at {url}: "
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn health_gives_up_after_its_timeout() {
+    // Accepts connections (the kernel does) but never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let started = std::time::Instant::now();
+    let out = run(&["health", "--server", &url, "--timeout", "300ms"]);
+    assert_code(&out, FAILURE);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        out.stderr.contains("cannot reach the Mandate server"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn health_refuses_bad_flags_as_usage_errors() {
+    for (args, message) in [
+        (
+            &["health", "--server", "https://127.0.0.1:8181"][..],
+            "plain HTTP only",
+        ),
+        (&["health", "--server", "not a url"], "--server `not a url`"),
+        (&["health", "--timeout", "soon"], "--timeout: "),
+        (
+            &["health", "--timeout", "0s"],
+            "--timeout must be more than zero",
+        ),
+    ] {
+        let out = run(args);
+        assert_code(&out, INPUT);
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+    }
+}
