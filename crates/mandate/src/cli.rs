@@ -567,7 +567,8 @@ pub struct ServeArgs {
     pub data_dir: Option<PathBuf>,
     /// Where state and receipts live: `sqlite` (files in DATA_DIR, one process) or
     /// postgres://USER:PASSWORD@HOST:PORT/DATABASE, shared by several instances (prefer
-    /// the environment for a URL with a password) [default: sqlite] [env: MANDATE_STORE]
+    /// the environment for a URL with a password; add ?sslmode=verify-full for TLS)
+    /// [default: sqlite] [env: MANDATE_STORE]
     #[arg(long, value_name = "STORE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,

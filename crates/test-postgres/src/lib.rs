@@ -20,6 +20,7 @@
 #![allow(clippy::panic)]
 
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +42,8 @@ pub struct Postgres {
     run_as: Option<String>,
     databases: AtomicU64,
     running: Mutex<bool>,
+    /// Settings beyond the tests' defaults (`-c name=value`).
+    settings: Vec<String>,
 }
 
 /// The server shared by every test of this process, started on first use.
@@ -56,6 +59,16 @@ pub fn shared() -> &'static Postgres {
 impl Postgres {
     /// Initialises a cluster in a fresh temporary directory and starts it.
     pub fn start() -> Result<Self, String> {
+        Self::start_with(None)
+    }
+
+    /// Like [`start`](Self::start), serving TLS (besides plain connections)
+    /// with the PEM certificate chain `cert` and its private key `key`.
+    pub fn start_with_tls(cert: &str, key: &str) -> Result<Self, String> {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Result<Self, String> {
         remove_stale_dirs();
         let bin = binaries()?;
         let run_as = if is_root() {
@@ -76,13 +89,14 @@ impl Postgres {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
                 .map_err(|e| format!("chown {}: {e}", dir.display()))?;
         }
-        let server = Self {
+        let mut server = Self {
             bin,
             dir,
             port: free_port()?,
             run_as,
             databases: AtomicU64::new(0),
             running: Mutex::new(false),
+            settings: Vec::new(),
         };
         let initdb = server
             .as_server_user(&server.bin.join("initdb"))
@@ -102,6 +116,28 @@ impl Postgres {
                 "initdb failed: {}",
                 String::from_utf8_lossy(&initdb.stderr)
             ));
+        }
+        if let Some((cert, key)) = tls {
+            for (name, text) in [("server.crt", cert), ("server.key", key)] {
+                let path = server.data().join(name);
+                std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+                // PostgreSQL refuses a key others can read.
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+                if let Some(user) = &server.run_as {
+                    let (uid, gid) = ids_of(user)?;
+                    std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                        .map_err(|e| format!("chown {}: {e}", path.display()))?;
+                }
+            }
+            server.settings.extend(
+                [
+                    "ssl=on",
+                    "ssl_cert_file=server.crt",
+                    "ssl_key_file=server.key",
+                ]
+                .map(str::to_owned),
+            );
         }
         server.resume()?;
         Ok(server)
@@ -216,7 +252,11 @@ impl Postgres {
                 "fsync=off",
                 "-c",
                 "full_page_writes=off",
-            ])
+            ]);
+        for setting in &self.settings {
+            command.args(["-c", setting]);
+        }
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

@@ -14,18 +14,19 @@ mod log;
 mod notify;
 mod schema;
 mod state;
+mod tls;
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 pub use import::{ImportError, Imported};
 pub use log::PgLog;
 pub use notify::HeldLock;
 pub use schema::SCHEMA_VERSION;
 pub use state::PgState;
+pub use tls::{Roots, TlsMode};
 
 use crate::StateError;
 
@@ -63,18 +64,30 @@ impl std::fmt::Debug for PgStore {
 
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`,
-    /// or any form `tokio-postgres` reads) and migrates its schema.
+    /// or any form `tokio-postgres` reads) and migrates its schema. TLS is
+    /// set in the URL with `sslmode` (`verify-full`, `verify-ca`, `disable`)
+    /// and `sslrootcert`, as libpq reads them; see [`TlsMode`].
     ///
     /// Refused with [`StateError::Unsupported`] for a URL that does not
-    /// parse or a database whose schema is newer than this build's;
+    /// parse, a TLS setting that would not verify the server, or a
+    /// database whose schema is newer than this build's;
     /// [`StateError::Unavailable`] when the database cannot be reached.
     pub async fn connect(url: &str) -> Result<Self, StateError> {
-        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
+        let tls::Split { url: plain, mode } = tls::split(url)?;
+        let mut config = tokio_postgres::Config::from_str(&plain).map_err(|e| {
             StateError::Unsupported(format!(
                 "`{}` is not a PostgreSQL URL ({e}); write postgres://USER:PASSWORD@HOST:PORT/DATABASE",
                 redact(url)
             ))
         })?;
+        config.ssl_mode(mode.ssl_mode());
+        let connector = mode.connector()?;
+        if mode == TlsMode::Disable && !local(&config) {
+            tracing::warn!(
+                url = %redact(url),
+                "the connection to PostgreSQL is not encrypted; add `?sslmode=verify-full` to the URL unless the network between them is private"
+            );
+        }
         config.connect_timeout(CONNECT_TIMEOUT);
         // A database that stops answering (a partition, not a refusal) must
         // not hold decisions forever: dead peers are found by keepalives,
@@ -91,7 +104,7 @@ impl PgStore {
         let listen_config = config.clone();
         let manager = Manager::from_config(
             config,
-            NoTls,
+            connector.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -117,6 +130,7 @@ impl PgStore {
         drop(client);
         tokio::spawn(notify::listen(
             listen_config,
+            connector,
             changes,
             std::sync::Arc::downgrade(&alive),
         ));
@@ -210,11 +224,26 @@ impl PgStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StateError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StateError::Unavailable(format!("PostgreSQL at {}: {e}", self.shown)))
+        self.pool.get().await.map_err(|e| {
+            StateError::Unavailable(format!("PostgreSQL at {}: {}", self.shown, causes(&e)))
+        })
     }
+}
+
+/// `error` and its sources, outermost first: the pool's "error performing
+/// TLS handshake" alone would not say that the certificate was refused.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// `url` with its password replaced by `***`.
@@ -229,6 +258,20 @@ pub fn redact(url: &str) -> String {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_owned(),
     }
+}
+
+/// Whether every host of `config` is on this machine (a Unix socket or a
+/// loopback address), where TLS would protect nothing.
+fn local(config: &tokio_postgres::Config) -> bool {
+    config.get_hosts().iter().all(|host| match host {
+        tokio_postgres::config::Host::Unix(_) => true,
+        tokio_postgres::config::Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    })
 }
 
 #[cfg(test)]

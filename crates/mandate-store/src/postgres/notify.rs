@@ -8,7 +8,8 @@ use std::time::Duration;
 use deadpool_postgres::{GenericClient, Object, Pool};
 use futures_util::StreamExt as _;
 use tokio::sync::{broadcast, mpsc};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::{ApprovalsLock, StateChange, StateError};
 
@@ -89,12 +90,13 @@ pub(crate) async fn lock_approvals(pool: &Pool) -> Result<ApprovalsLock, StateEr
 /// start, or while the connection was down) was missed.
 pub(crate) async fn listen(
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     changes: broadcast::Sender<StateChange>,
     alive: Weak<()>,
 ) {
     let mut backoff = Duration::from_millis(100);
     while alive.strong_count() > 0 {
-        match config.connect(NoTls).await {
+        match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let (heard, mut hearing) = mpsc::unbounded_channel();
                 let driver = tokio::spawn(async move {
