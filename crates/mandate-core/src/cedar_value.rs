@@ -2,8 +2,11 @@
 //!
 //! Cedar has no null and no floating point, so the mapping is explicit:
 //! null means absent, integers are `Long`, other numbers are `decimal` when
-//! Cedar can hold them exactly enough (at most four fractional digits) and are
-//! rejected otherwise, rather than silently changed.
+//! Cedar can hold them exactly (at most four fractional digits). Any other
+//! number is never silently changed: it becomes an [unrepresentable]
+//! placeholder, which the projection onto the pack's schema drops when the
+//! schema does not declare it (no policy can read it, so it cannot matter)
+//! and refuses when it does.
 //!
 //! Values are built directly (`cedar_policy_core::ast::Value`) rather than as
 //! restricted expressions that Cedar would evaluate again on every request:
@@ -64,7 +67,7 @@ fn value_at(
         Json::Null => return Ok(None),
         Json::Bool(b) => Value::from(*b),
         Json::String(s) => Value::from(s.as_str()),
-        Json::Number(n) => number(n, path)?,
+        Json::Number(n) => number(n),
         Json::Array(items) => {
             let mut elements = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
@@ -81,18 +84,16 @@ fn value_at(
 /// Largest magnitude a Cedar decimal holds (i64 with four fractional digits).
 const DECIMAL_LIMIT: f64 = 922_337_203_685_477.0;
 
-fn number(n: &Number, path: &dyn Fn() -> String) -> Result<Value, RequestError> {
+fn number(n: &Number) -> Value {
     if let Some(i) = n.as_i64() {
-        return Ok(Value::from(i));
+        return Value::from(i);
     }
-    let unrepresentable = || RequestError::Number {
-        path: path(),
-        number: n.to_string(),
-    };
-    let f = n
+    let Some(f) = n
         .as_f64()
         .filter(|f| f.is_finite() && f.abs() < DECIMAL_LIMIT)
-        .ok_or_else(unrepresentable)?;
+    else {
+        return placeholder(n);
+    };
     // Rust prints the shortest text that reads back as the same f64.
     let text = f.to_string();
     let text = if text.contains('.') {
@@ -102,9 +103,33 @@ fn number(n: &Number, path: &dyn Fn() -> String) -> Result<Value, RequestError> 
     };
     let fraction = text.split_once('.').map_or(0, |(_, frac)| frac.len());
     if fraction > 4 || text.contains(['e', 'E']) {
-        return Err(unrepresentable());
+        return placeholder(n);
     }
-    extension_value(&DECIMAL, &text).ok_or_else(unrepresentable)
+    extension_value(&DECIMAL, &text).unwrap_or_else(|| placeholder(n))
+}
+
+/// The record attribute that marks a number Cedar cannot hold. Request data
+/// that happens to use it is treated the same way: refused where declared.
+const UNREPRESENTABLE: &str = "__mandate_unrepresentable_number";
+
+/// A number Cedar cannot hold, as it was sent.
+fn placeholder(n: &Number) -> Value {
+    Value::record([(UNREPRESENTABLE, Value::from(n.to_string()))], None)
+}
+
+/// The number a placeholder stands for, if `value` is one.
+pub(crate) fn unrepresentable(value: &Value) -> Option<String> {
+    use cedar_policy_core::ast::{Literal, ValueKind};
+    let ValueKind::Record(fields) = &value.value else {
+        return None;
+    };
+    if fields.len() != 1 {
+        return None;
+    }
+    match &fields.get(UNREPRESENTABLE)?.value {
+        ValueKind::Lit(Literal::String(text)) => Some(text.to_string()),
+        _ => None,
+    }
 }
 
 /// Cedar's own constructor functions, looked up once.
@@ -148,14 +173,25 @@ mod tests {
     }
 
     #[test]
-    fn numbers_cedar_cannot_hold_are_rejected_with_their_path() {
-        let err = convert(json!({"x": {"y": 0.12345}})).unwrap_err();
+    fn numbers_cedar_cannot_hold_become_placeholders_of_the_number_sent() {
+        let v = convert(
+            json!({"x": {"y": 0.12345}, "big": 18446744073709551615u64, "huge": 1e300, "ok": 1.5}),
+        )
+        .unwrap();
+        let cedar_policy_core::ast::ValueKind::Record(fields) = &v.value else {
+            panic!("{v}");
+        };
+        let of = |name: &str| unrepresentable(fields.get(name).unwrap());
+        let cedar_policy_core::ast::ValueKind::Record(x) = &fields.get("x").unwrap().value else {
+            panic!("{v}");
+        };
         assert_eq!(
-            err.to_string(),
-            "number `0.12345` at `arguments.x.y` cannot be represented in Cedar (integers must fit in 64 bits; other numbers may have at most 4 fractional digits)"
+            unrepresentable(x.get("y").unwrap()).as_deref(),
+            Some("0.12345")
         );
-        assert!(convert(json!({"big": 18446744073709551615u64})).is_err());
-        assert!(convert(json!({"huge": 1e300})).is_err());
+        assert_eq!(of("big").as_deref(), Some("18446744073709551615"));
+        assert_eq!(of("huge").as_deref(), Some("1e+300"));
+        assert_eq!(of("ok"), None);
     }
 
     #[test]

@@ -64,6 +64,14 @@ pub(crate) fn project(value: &Value, ty: &Type, path: &str) -> Result<Value, Str
 /// [`project`] with the path built only when there is an error to report
 /// (this runs on every decision).
 fn project_at(value: &Value, ty: &Type, path: &dyn Fn() -> String) -> Result<Value, String> {
+    // A number Cedar cannot hold is refused only here, where the schema
+    // declares it and a policy could read it.
+    if let Some(number) = crate::cedar_value::unrepresentable(value) {
+        return Err(format!(
+            "number `{number}` at `{}` cannot be represented in Cedar, and the policy pack's schema declares it (integers must fit in 64 bits; decimals may have at most 4 fractional digits)",
+            path()
+        ));
+    }
     let mismatch = |expected: &str| {
         Err(format!(
             "`{}` must be {expected}, as the policy pack's schema declares, but is `{value}`",

@@ -268,16 +268,6 @@ pub enum RequestError {
         /// What is wrong, with the path.
         message: String,
     },
-    /// A number Cedar cannot represent faithfully.
-    #[error(
-        "number `{number}` at `{path}` cannot be represented in Cedar (integers must fit in 64 bits; other numbers may have at most 4 fractional digits)"
-    )]
-    Number {
-        /// Where in the request.
-        path: String,
-        /// The number as sent.
-        number: String,
-    },
 }
 
 /// A decision request that passed validation, ready to evaluate.

@@ -493,6 +493,50 @@ fn explain_names_the_part_of_the_scope_that_did_not_match() {
 }
 
 #[test]
+fn a_number_cedar_cannot_hold_matters_only_where_the_schema_declares_it() {
+    let pack = load(
+        r#"
+        @id("all") permit (principal, action, resource);
+        @id("cap") forbid (principal, action, resource)
+        when { context.arguments has limit && context.arguments.limit.greaterThan(decimal("100.0")) };
+        "#,
+        Some("type Arguments = { limit?: decimal };"),
+    )
+    .unwrap();
+    let decide = |arguments: Value| {
+        let c = call(json!({
+            "principal": {"id": "a"}, "action": {"server": "bank", "tool": "pay"},
+            "arguments": arguments,
+        }));
+        pack.decide(&c, now())
+    };
+    // Undeclared: no policy can read it, so it changes nothing.
+    let undeclared = decide(json!({"amount": 3.333333, "huge": 1e300}));
+    assert_eq!(undeclared.decision, Decision::Allow, "{undeclared:?}");
+    // Declared: refused before any policy runs, naming the number and where.
+    let declared = decide(json!({"limit": 100.00001}));
+    assert_eq!(declared.decision, Decision::Deny);
+    assert!(declared.policies.is_empty(), "{declared:?}");
+    assert!(
+        declared.errors[0]
+            .message
+            .contains("number `100.00001` at `arguments.limit`"),
+        "{declared:?}"
+    );
+    // A set of them is refused too, element by element.
+    let pack_of_sets = load(
+        r#"@id("all") permit (principal, action, resource);"#,
+        Some("type Arguments = { rates?: Set<decimal> };"),
+    )
+    .unwrap();
+    let c = call(json!({
+        "principal": {"id": "a"}, "action": {"server": "bank", "tool": "pay"},
+        "arguments": {"rates": [1.5, 0.123456]},
+    }));
+    assert_eq!(pack_of_sets.decide(&c, now()).decision, Decision::Deny);
+}
+
+#[test]
 fn explain_names_the_erroring_policy() {
     let pack = load(
         r#"
