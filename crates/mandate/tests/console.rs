@@ -1,5 +1,6 @@
-//! The web console, tested in a real browser: this test starts a real
-//! `mandate serve` (an approver, approval gates from
+//! The web console, tested in a real browser, on each store: this test
+//! starts a real `mandate serve` (on SQLite, and again on a PostgreSQL the
+//! test starts itself; an approver, approval gates from
 //! `tests/data/console-pack`, an identity provider, an open task with one
 //! delegation, and one receipt altered in the ledger after it was signed),
 //! then runs `node --test tests/ui/console.test.mjs`, which
@@ -101,18 +102,30 @@ fn config_lines() -> String {
     )
 }
 
-fn gateway() -> Gateway {
+/// Where the server under test keeps its state and receipts.
+#[derive(Clone)]
+enum Store {
+    /// The default: `state.db` and `ledger.db` in the data directory.
+    Sqlite,
+    /// A PostgreSQL database, by URL.
+    Postgres(String),
+}
+
+fn gateway(store: &Store) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let idp = Idp::new("idp-console");
     let config = write_config(dir.path(), &idp, &config_lines());
     let data = dir.path().join("data");
     let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/console-pack");
-    let server = Launch::serve(&data)
+    let mut launch = Launch::serve(&data)
         .arg("--config")
         .arg(&config)
         .arg("--policies")
-        .arg(&pack)
-        .start();
+        .arg(&pack);
+    if let Store::Postgres(url) = store {
+        launch = launch.env("MANDATE_STORE", url);
+    }
+    let server = launch.start();
     Gateway {
         server,
         data,
@@ -147,7 +160,7 @@ fn open_task(gw: &Gateway) -> (String, String) {
 /// receipt, then alters the receipt in the ledger to read `allow`, as
 /// someone covering their tracks would: the console must show its proof as
 /// failed wherever it shows the receipt. Returns the receipt's index.
-fn tamper_with_a_receipt(gw: &Gateway) -> u64 {
+fn tamper_with_a_receipt(gw: &Gateway, store: &Store) -> u64 {
     let denied = gw.server.decide(&json!({
         "principal": {"id": "spiffe://example.org/agent/billing"},
         "action": {"server": "billing", "tool": "export_customers"},
@@ -179,25 +192,48 @@ fn tamper_with_a_receipt(gw: &Gateway) -> u64 {
             }
         },
     );
-    let ledger = rusqlite::Connection::open(gw.data.join("ledger.db")).unwrap();
-    ledger.busy_timeout(Duration::from_secs(10)).unwrap();
-    let body: String = ledger
-        .query_row("SELECT body FROM receipts WHERE idx = ?1", [index], |row| {
-            row.get(0)
-        })
-        .unwrap();
-    let altered = body.replace(r#""decision":"deny""#, r#""decision":"allow""#);
-    assert_ne!(
-        altered, body,
-        "the receipt's body has no deny to alter: {body}"
-    );
-    let changed = ledger
-        .execute(
-            "UPDATE receipts SET body = ?1, decision = 'allow' WHERE idx = ?2",
-            rusqlite::params![altered, index],
-        )
-        .unwrap();
-    assert_eq!(changed, 1);
+    let altered = |body: &str| {
+        let altered = body.replace(r#""decision":"deny""#, r#""decision":"allow""#);
+        assert_ne!(
+            altered, body,
+            "the receipt's body has no deny to alter: {body}"
+        );
+        altered
+    };
+    match store {
+        Store::Sqlite => {
+            let ledger = rusqlite::Connection::open(gw.data.join("ledger.db")).unwrap();
+            ledger.busy_timeout(Duration::from_secs(10)).unwrap();
+            let body: String = ledger
+                .query_row("SELECT body FROM receipts WHERE idx = ?1", [index], |row| {
+                    row.get(0)
+                })
+                .unwrap();
+            let changed = ledger
+                .execute(
+                    "UPDATE receipts SET body = ?1, decision = 'allow' WHERE idx = ?2",
+                    rusqlite::params![altered(&body), index],
+                )
+                .unwrap();
+            assert_eq!(changed, 1);
+        }
+        Store::Postgres(url) => {
+            let pg = test_postgres::shared();
+            let body = pg.query(
+                url,
+                &format!("SELECT body FROM receipts WHERE idx = {index}"),
+            );
+            // The body is JSON: a dollar-quoted literal needs no escaping.
+            let changed = pg.query(
+                url,
+                &format!(
+                    "WITH changed AS (UPDATE receipts SET body = $body${}$body$, decision = 'allow' WHERE idx = {index} RETURNING 1) SELECT count(*) FROM changed",
+                    altered(body.trim_end_matches('\n'))
+                ),
+            );
+            assert_eq!(changed.trim(), "1");
+        }
+    }
     index
 }
 
@@ -243,11 +279,29 @@ fn run_node(repo: &Path, file: &Path, envs: &[(&str, String)]) -> (bool, String)
 
 #[test]
 fn the_console_in_a_real_browser() {
+    console_in_a_real_browser(&Store::Sqlite);
+}
+
+/// The same console, served by an instance whose state and receipts are in
+/// PostgreSQL.
+#[test]
+fn the_console_in_a_real_browser_on_postgresql() {
+    let url = test_postgres::shared().database();
+    console_in_a_real_browser(&Store::Postgres(url));
+}
+
+fn console_in_a_real_browser(store: &Store) {
+    // One browser run at a time: two at once on a loaded 2-core machine
+    // would stretch the browser tests' own timeouts.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let repo = repo();
     require_browser_tools(&repo);
-    let gw = gateway();
+    let gw = gateway(store);
     let (task_id, credential) = open_task(&gw);
-    let tampered = tamper_with_a_receipt(&gw);
+    let tampered = tamper_with_a_receipt(&gw, store);
 
     let (passed, output) = run_node(
         &repo,
