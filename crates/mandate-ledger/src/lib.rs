@@ -27,8 +27,8 @@ pub use key::{KeyError, LogKey, LogVerifier};
 pub use merkle::MerkleTree;
 pub use proof::{ConsistencyProof, InclusionProof, ProofError};
 pub use receipt::{
-    CallRef, DelegationHop, Entry, Outcome, Principal, Receipt, ReceiptError, TaskRef,
-    canonical_json, digest_bytes, digest_json, redact,
+    CallRef, DelegationHop, Entry, Outcome, Principal, Receipt, ReceiptError, ShadowOutcome,
+    TaskRef, canonical_json, digest_bytes, digest_json, redact,
 };
 pub use tiled::{LeafSource, TiledTree};
 pub use tlog_tiles::Hash;

@@ -120,6 +120,26 @@ pub struct Receipt {
     /// released a call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRef>,
+    /// What each shadow pack (a candidate evaluated beside the live pack,
+    /// never deciding) made of the same request. Absent when the server
+    /// runs no shadow pack, and in receipts of kind `approval`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadow: Vec<ShadowOutcome>,
+}
+
+/// What one shadow pack decided for a request, as a receipt records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowOutcome {
+    /// The shadow pack's name (`shadow_policies`).
+    pub pack: String,
+    /// Version hash of the shadow pack.
+    pub policy_version: String,
+    /// Its outcome: `allow`, `deny` or `approval_required`.
+    pub decision: Decision,
+    /// Ids of its policies that determined that outcome.
+    pub policies: Vec<String>,
+    /// Its reasons.
+    pub reasons: Vec<String>,
 }
 
 /// The approval in a receipt.

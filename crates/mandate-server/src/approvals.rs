@@ -410,6 +410,8 @@ pub fn resolution_receipt(
     let approval = &record.approval;
     receipt.kind = "approval".to_owned();
     receipt.decision_id = approval.id.to_string();
+    // A person's answer is not evaluated by any pack.
+    receipt.shadow.clear();
     receipt.time = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     receipt.decision = approval.status.into();
     receipt.reasons = match (&approval.status, &approval.reason) {

@@ -4,6 +4,7 @@
 //! instances share) their changes followed. [`spawn`] starts them all
 //! on the current tokio runtime; each runs until the process stops.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -12,7 +13,7 @@ use tokio::sync::broadcast;
 
 use crate::approval_flow;
 use crate::policy_dir::PackSources;
-use crate::reload;
+use crate::reload::{self, Target};
 use crate::state::AppState;
 
 /// How often tasks whose TTL ran out are ended and their credentials
@@ -27,10 +28,30 @@ pub const APPROVAL_SWEEP: Duration = Duration::from_secs(1);
 const KEY_TICK: Duration = Duration::from_secs(1);
 
 /// Starts every background loop of `state`: the policy directory (whose
-/// texts in force are `sources`) is re-read every `reload_interval`.
-pub fn spawn(state: &AppState, sources: PackSources, reload_interval: Duration) {
+/// texts in force are `sources`) and each shadow pack's (whose texts are
+/// `shadow_sources`, in the order of `state.shadows()`) are re-read every
+/// `reload_interval`.
+pub fn spawn(
+    state: &AppState,
+    sources: PackSources,
+    shadow_sources: Vec<PackSources>,
+    reload_interval: Duration,
+) {
     tokio::spawn(refresh_keys(state.clone()));
-    tokio::spawn(reload::watch(state.clone(), sources, reload_interval));
+    tokio::spawn(reload::watch(
+        state.clone(),
+        Target::Live,
+        sources,
+        reload_interval,
+    ));
+    for (shadow, sources) in state.shadows().packs().iter().zip(shadow_sources) {
+        tokio::spawn(reload::watch(
+            state.clone(),
+            Target::Shadow(Arc::clone(shadow)),
+            sources,
+            reload_interval,
+        ));
+    }
     tokio::spawn(expire_tasks(state.clone(), TASK_SWEEP));
     tokio::spawn(expire_approvals(state.clone(), APPROVAL_SWEEP));
     if let Some(changes) = state.tasks().store().changes() {

@@ -171,6 +171,16 @@ impl Decider {
         let pack = state.pack();
         let credential = authority.credential();
         let mut verdict = evaluate(&pack, credential, &call, now);
+        // The shadow packs see the same request, before any approval turns
+        // the live outcome into a release or a refusal.
+        let shadow = state
+            .shadows()
+            .outcomes(|shadow| evaluate(shadow, credential, &call, now));
+        for outcome in &shadow {
+            state
+                .metrics()
+                .count_shadow(&outcome.pack, verdict.decision, outcome.decision);
+        }
         let decision_id = DecisionId::mint();
         let mut receipt = draft;
         if let Some(credential) = credential {
@@ -191,6 +201,7 @@ impl Decider {
         )
         .await?;
         record_verdict(&mut receipt, &decision_id, &verdict, pack.version());
+        receipt.shadow = shadow;
         receipt.approval = gate.approval_ref(&decision_id);
         if let Gate::Released(approval) = &gate {
             receipt.approver.clone_from(&approval.resolved_by);

@@ -32,6 +32,7 @@ pub mod receipts;
 pub mod reload;
 pub mod resource;
 mod routes;
+pub mod shadow;
 mod state;
 pub mod tasks;
 

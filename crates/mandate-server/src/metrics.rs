@@ -33,6 +33,13 @@ struct ErrorLabels {
     error: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    pack: String,
+    live: &'static str,
+    shadow: &'static str,
+}
+
 /// The server's metrics registry.
 pub struct Metrics {
     registry: Registry,
@@ -45,6 +52,7 @@ pub struct Metrics {
     receipt_latency: Histogram,
     approvals: Family<ApprovalLabels, Counter>,
     long_polls: Gauge,
+    shadow: Family<ShadowLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -113,8 +121,15 @@ impl Metrics {
             "Approval long polls (`?wait=`) waiting now on this instance",
             long_polls.clone(),
         );
+        let shadow = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "shadow_decisions",
+            "Live decisions also evaluated by a shadow pack, by pack and by the live and shadow outcomes (equal: agreement)",
+            shadow.clone(),
+        );
         Self {
             registry,
+            shadow,
             approvals,
             long_polls,
             receipt_failures,
@@ -135,6 +150,22 @@ impl Metrics {
             })
             .inc();
         self.latency.observe(seconds);
+    }
+
+    /// Counts what shadow pack `pack` decided beside a live decision.
+    pub fn count_shadow(
+        &self,
+        pack: &str,
+        live: mandate_core::Decision,
+        shadow: mandate_core::Decision,
+    ) {
+        self.shadow
+            .get_or_create(&ShadowLabels {
+                pack: pack.to_owned(),
+                live: live.as_str(),
+                shadow: shadow.as_str(),
+            })
+            .inc();
     }
 
     /// Counts a request rejected before evaluation.

@@ -120,6 +120,7 @@ impl ReceiptSettings {
             errors: Vec::new(),
             approver: None,
             approval: None,
+            shadow: Vec::new(),
         })
     }
 }

@@ -1,26 +1,81 @@
-//! Watching the policy directory and swapping packs atomically.
+//! Watching the policy directory (and each shadow pack's) and swapping packs
+//! atomically.
 //!
-//! The directory is re-read on an interval (and on SIGHUP); when its texts
+//! Each directory is re-read on an interval (and on SIGHUP); when its texts
 //! changed, the new pack is validated in full before it replaces the old one.
 //! Polling is deliberate: it behaves the same on every filesystem, including
 //! the symlink swaps of Kubernetes ConfigMaps, where change events mislead.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use mandate_core::{PolicyProblem, Severity};
 
 use crate::policy_dir::{self, PackSources};
+use crate::shadow::ShadowPack;
 use crate::state::{AppState, ReloadStatus};
 
-/// Runs forever, reloading `state`'s policy directory when it changes.
-pub async fn watch(state: AppState, current: PackSources, interval: Duration) {
+/// Which pack a watcher keeps current.
+pub enum Target {
+    /// The pack in force: its reloads are reported in `/v1/health` and
+    /// `mandate_policy_reloads_total`.
+    Live,
+    /// A shadow pack: its reloads are logged.
+    Shadow(Arc<ShadowPack>),
+}
+
+impl Target {
+    fn dir(&self, state: &AppState) -> PathBuf {
+        match self {
+            Target::Live => state.policy_dir().to_owned(),
+            Target::Shadow(shadow) => shadow.dir().to_owned(),
+        }
+    }
+
+    /// How the logs name it: the live pack's messages are the ones
+    /// documented (docs/configuration.md); a shadow pack's name it.
+    fn label(&self) -> String {
+        match self {
+            Target::Live => "policies".to_owned(),
+            Target::Shadow(shadow) => format!("shadow pack `{}`", shadow.name()),
+        }
+    }
+
+    fn unreadable_message(&self) -> String {
+        match self {
+            Target::Live => {
+                "cannot read the policy directory; keeping the policies in force".to_owned()
+            }
+            Target::Shadow(_) => format!(
+                "cannot read the directory of the {}; keeping it as it was",
+                self.label()
+            ),
+        }
+    }
+
+    fn rejected_message(&self) -> String {
+        match self {
+            Target::Live => "policy reload rejected; keeping the policies in force".to_owned(),
+            Target::Shadow(_) => format!(
+                "reload of the {} rejected; keeping it as it was",
+                self.label()
+            ),
+        }
+    }
+}
+
+/// Runs forever, reloading `target`'s directory when it changes; its texts
+/// in force are `current`.
+pub async fn watch(state: AppState, target: Target, current: PackSources, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut watcher = Watcher {
         state,
+        target,
         current,
         unreadable: false,
     };
@@ -37,7 +92,7 @@ pub async fn watch(state: AppState, current: PackSources, interval: Duration) {
             };
             tokio::select! {
                 _ = tick.tick() => {},
-                () = hup => tracing::info!("SIGHUP: reloading policies"),
+                () = hup => tracing::info!("SIGHUP: reloading {}", watcher.target.label()),
             }
         }
         #[cfg(not(unix))]
@@ -46,9 +101,11 @@ pub async fn watch(state: AppState, current: PackSources, interval: Duration) {
     }
 }
 
-/// The policy directory as last seen.
+/// A policy directory as last seen.
 struct Watcher {
     state: AppState,
+    /// Whose directory it is.
+    target: Target,
     /// The texts last read (in force, or rejected).
     current: PackSources,
     /// Whether the last read failed.
@@ -59,13 +116,16 @@ impl Watcher {
     /// Reloads when the directory's texts changed, or when it can be read
     /// again after it could not (so that /v1/health recovers).
     fn reload(&mut self) {
-        let dir = self.state.policy_dir().to_owned();
+        let dir = self.target.dir(&self.state);
+        let label = self.target.label();
         let sources = match policy_dir::read(&dir) {
             Ok(s) => s,
             Err(e) => {
                 // Reported once when it starts, not on every tick.
                 if !self.unreadable {
-                    tracing::warn!(error = %e, "cannot read the policy directory; keeping the policies in force");
+                    tracing::warn!(error = %e, "{}", self.target.unreadable_message());
+                }
+                if !self.unreadable && matches!(self.target, Target::Live) {
                     self.state.record_reload(ReloadStatus {
                         at: Utc::now(),
                         ok: false,
@@ -89,22 +149,27 @@ impl Watcher {
         }
         match sources.load() {
             Ok(pack) => {
-                tracing::info!(version = %pack.version(), policies = ?pack.counts(), "policies reloaded");
+                tracing::info!(version = %pack.version(), policies = ?pack.counts(), "{label} reloaded");
                 for w in pack.warnings() {
                     tracing::warn!("{w}");
                 }
-                self.state.swap_pack(pack, Utc::now());
+                match &self.target {
+                    Target::Live => self.state.swap_pack(pack, Utc::now()),
+                    Target::Shadow(shadow) => shadow.swap(pack),
+                }
             }
             Err(e) => {
                 for p in &e.problems {
                     tracing::warn!("{p}");
                 }
-                tracing::warn!("policy reload rejected; keeping the policies in force");
-                self.state.record_reload(ReloadStatus {
-                    at: Utc::now(),
-                    ok: false,
-                    problems: e.problems,
-                });
+                tracing::warn!("{}", self.target.rejected_message());
+                if matches!(self.target, Target::Live) {
+                    self.state.record_reload(ReloadStatus {
+                        at: Utc::now(),
+                        ok: false,
+                        problems: e.problems,
+                    });
+                }
             }
         }
         self.current = sources;

@@ -14,6 +14,7 @@ use crate::approvals::Approvals;
 use crate::callers::Callers;
 use crate::metrics::Metrics;
 use crate::receipts::ReceiptSettings;
+use crate::shadow::Shadows;
 use crate::tasks::Tasks;
 
 /// How the last attempt to load the policy directory went.
@@ -45,6 +46,7 @@ struct Inner {
     tasks: Tasks,
     approvals: Approvals,
     callers: Callers,
+    shadows: Shadows,
 }
 
 impl AppState {
@@ -74,6 +76,7 @@ impl AppState {
                 tasks,
                 approvals,
                 callers: Callers::default(),
+                shadows: Shadows::default(),
             }),
         }
     }
@@ -89,6 +92,22 @@ impl AppState {
             None => tracing::error!("callers set on a state already shared; ignored"),
         }
         self
+    }
+
+    /// The state with `shadows` evaluated beside the live pack on every
+    /// decision (none by default). Call before the state is shared.
+    #[must_use]
+    pub fn with_shadows(mut self, shadows: Shadows) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.shadows = shadows,
+            None => tracing::error!("shadow packs set on a state already shared; ignored"),
+        }
+        self
+    }
+
+    /// The shadow packs evaluated beside the live pack.
+    pub fn shadows(&self) -> &Shadows {
+        &self.inner.shadows
     }
 
     /// Who may ask for decisions without a task credential.

@@ -70,6 +70,7 @@ fn receipt(n: u64) -> Receipt {
         errors: Vec::new(),
         approver: None,
         approval: None,
+        shadow: Vec::new(),
     }
 }
 

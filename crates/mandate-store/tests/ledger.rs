@@ -46,6 +46,7 @@ fn receipt(n: usize) -> Receipt {
         errors: Vec::new(),
         approver: None,
         approval: None,
+        shadow: Vec::new(),
     }
 }
 

@@ -50,6 +50,7 @@ fn receipt(n: usize) -> Receipt {
         errors: Vec::new(),
         approver: None,
         approval: None,
+        shadow: Vec::new(),
     }
 }
 

@@ -60,7 +60,7 @@ reload_interval_ms, log_format, signing_key_file, checkpoint_interval_ms, receip
 receipt_redact, audience, resource, task_max_ttl_seconds, task_signing_key_file,
 approval_ttl_seconds, allow_self_approval, approval_webhook_url, approval_webhook_secret,
 max_pending_approvals_per_agent), plus settings with no flag: header_timeout_ms,
-body_timeout_ms, idle_timeout_ms, max_connections (docs/configuration.md)
+body_timeout_ms, idle_timeout_ms, max_connections, shadow_policies (docs/configuration.md)
 and from MANDATE_<KEY> environment variables (a list as
 MANDATE_RECEIPT_REDACT='[body, payment.card]'). Precedence: flag, then
 environment, then config file, then default. Any non-200 answer from /v1/decide

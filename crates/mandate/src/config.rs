@@ -21,6 +21,7 @@ const KEYS: &[&str] = &[
     "data_dir",
     "store",
     "policies",
+    "shadow_policies",
     "max_body_bytes",
     "reload_interval_ms",
     "log_format",
@@ -60,6 +61,9 @@ pub struct Settings {
     /// directory) or a `postgres://` URL that several instances share.
     pub store: String,
     pub policies: Option<PathBuf>,
+    /// Candidate packs evaluated beside the live pack on every decision,
+    /// never deciding: one directory, or named ones.
+    pub shadow_policies: ShadowPolicies,
     pub max_body_bytes: usize,
     pub reload_interval_ms: u64,
     pub log_format: LogFormat,
@@ -159,6 +163,40 @@ impl DownstreamSettings {
     }
 }
 
+/// `shadow_policies`: one directory (the pack is named `shadow`), or a list
+/// of named ones (`[[shadow_policies]]` with `name` and `dir`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ShadowPolicies {
+    /// `shadow_policies = "DIR"`, or `MANDATE_SHADOW_POLICIES=DIR`.
+    One(PathBuf),
+    /// `[[shadow_policies]]` tables.
+    Named(Vec<ShadowPackSettings>),
+}
+
+impl ShadowPolicies {
+    /// Each shadow pack's name and directory, in the order configured.
+    pub fn packs(&self) -> Vec<(String, PathBuf)> {
+        match self {
+            Self::One(dir) => vec![("shadow".to_owned(), dir.clone())],
+            Self::Named(packs) => packs
+                .iter()
+                .map(|p| (p.name.clone(), p.dir.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// One named shadow pack (`[[shadow_policies]]` in the config file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowPackSettings {
+    /// Its name in receipts and metrics.
+    pub name: String,
+    /// The directory its `.cedar` files (and schema) are read from.
+    pub dir: PathBuf,
+}
+
 /// One approver (`[[approvers]]` in the config file).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -224,6 +262,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("mandate-data"),
             store: "sqlite".to_owned(),
             policies: None,
+            shadow_policies: ShadowPolicies::Named(Vec::new()),
             max_body_bytes: 1024 * 1024,
             reload_interval_ms: 1000,
             log_format: LogFormat::Text,

@@ -198,5 +198,6 @@ pub fn receipt(index: u64, decision: &str) -> Receipt {
         errors: Vec::new(),
         approver: None,
         approval: None,
+        shadow: Vec::new(),
     }
 }

@@ -1,7 +1,7 @@
 //! `mandate serve`: resolve settings, prepare the data directory, serve.
 
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use chrono::Utc;
 use mandate_core::PolicyPack;
 use mandate_ledger::LogKey;
 use mandate_server::policy_dir::PackSources;
+use mandate_server::shadow::{ShadowName, ShadowPack, Shadows};
 use mandate_server::{
     AppState, ApprovalSettings, Approvals, ApproverToken, Callers, ConnectionLimits, DecideAccess,
     ReceiptSettings, ServerConfig, TaskSettings, Tasks, TasksError, Webhook, policy_dir,
@@ -89,6 +90,10 @@ async fn start(settings: &Settings) -> Step<()> {
         Ok(loaded) => loaded,
         Err(refused) => return Ok(Err(refused)),
     };
+    let (shadows, shadow_sources) = match load_shadows(settings)? {
+        Ok(loaded) => loaded,
+        Err(refused) => return Ok(Err(refused)),
+    };
     let key = match ledger_files::load_or_generate_key(
         &settings.data_dir,
         settings.signing_key_file.as_deref(),
@@ -144,8 +149,15 @@ async fn start(settings: &Settings) -> Step<()> {
         tasks,
         approvals,
     )
-    .with_callers(callers);
-    serve(server_config(settings), state, sources, ledger).await?;
+    .with_callers(callers)
+    .with_shadows(shadows);
+    serve(
+        server_config(settings),
+        state,
+        (sources, shadow_sources),
+        ledger,
+    )
+    .await?;
     Ok(Ok(()))
 }
 
@@ -161,7 +173,18 @@ fn load_pack(settings: &Settings) -> Step<(PathBuf, PackSources, PolicyPack)> {
             tracing::info!(directory = %dir.display(), "wrote the example policy pack; edit it, or point --policies elsewhere");
         }
     }
-    let sources = match policy_dir::read(&dir) {
+    let (sources, pack) = match read_pack(&dir, "policy pack")? {
+        Ok(loaded) => loaded,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    tracing::info!(directory = %dir.display(), version = %pack.version(), policies = ?pack.counts(), "policies loaded");
+    Ok(Ok((dir, sources, pack)))
+}
+
+/// The texts in `dir` and the pack they load into; `what` names the pack
+/// in the refusal.
+fn read_pack(dir: &Path, what: &str) -> Step<(PackSources, PolicyPack)> {
+    let sources = match policy_dir::read(dir) {
         Ok(s) => s,
         Err(e) => return Ok(Err(Refused::error(e))),
     };
@@ -170,7 +193,7 @@ fn load_pack(settings: &Settings) -> Step<(PathBuf, PackSources, PolicyPack)> {
         Err(e) => {
             let mut lines: Vec<String> = e.problems.iter().map(ToString::to_string).collect();
             lines.push(format!(
-                "error: the policy pack in `{}` does not load; fix it and start again",
+                "error: the {what} in `{}` does not load; fix it and start again",
                 dir.display()
             ));
             return Ok(Err(Refused(lines)));
@@ -179,8 +202,34 @@ fn load_pack(settings: &Settings) -> Step<(PathBuf, PackSources, PolicyPack)> {
     for w in pack.warnings() {
         tracing::warn!("{w}");
     }
-    tracing::info!(directory = %dir.display(), version = %pack.version(), policies = ?pack.counts(), "policies loaded");
-    Ok(Ok((dir, sources, pack)))
+    Ok(Ok((sources, pack)))
+}
+
+/// The shadow packs (`shadow_policies`), each loaded as the live pack is:
+/// one that does not load stops the start, as the live pack does.
+fn load_shadows(settings: &Settings) -> Step<(Shadows, Vec<PackSources>)> {
+    let mut packs = Vec::new();
+    let mut sources = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    for (name, dir) in settings.shadow_policies.packs() {
+        let name = match ShadowName::new(&name) {
+            Ok(name) => name,
+            Err(e) => return Ok(Err(Refused::error(format!("shadow_policies: {e}")))),
+        };
+        if !names.insert(name.clone()) {
+            return Ok(Err(Refused::error(format!(
+                "shadow_policies: the name `{name}` is given twice; give each shadow pack its own"
+            ))));
+        }
+        let (texts, pack) = match read_pack(&dir, &format!("shadow pack `{name}`"))? {
+            Ok(loaded) => loaded,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        tracing::info!(shadow = %name, directory = %dir.display(), version = %pack.version(), policies = ?pack.counts(), "shadow pack loaded: evaluated beside the live pack, never deciding");
+        packs.push(ShadowPack::new(name, dir, pack));
+        sources.push(texts);
+    }
+    Ok(Ok((Shadows::new(packs), sources)))
 }
 
 /// The receipt ledger in the data directory, created on first start. A
@@ -276,13 +325,13 @@ fn server_config(settings: &Settings) -> ServerConfig {
 async fn serve(
     config: ServerConfig,
     state: AppState,
-    sources: PackSources,
+    (sources, shadow_sources): (PackSources, Vec<PackSources>),
     ledger: Arc<dyn ReceiptLog>,
 ) -> anyhow::Result<()> {
     // Issuers' keys from URLs, before the first request; an unreachable
     // one is tried again in the background, its tokens refused meanwhile.
     state.tasks().identities().fetch_pending().await;
-    mandate_server::background::spawn(&state, sources, config.reload_interval);
+    mandate_server::background::spawn(&state, sources, shadow_sources, config.reload_interval);
     let served = mandate_server::serve(config.clone(), state)
         .await
         .with_context(|| format!("cannot serve on {}", config.listen));
