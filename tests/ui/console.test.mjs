@@ -12,9 +12,11 @@
 //   MANDATE_TASK_CREDENTIAL   that task's root credential
 //   MANDATE_TAMPERED_INDEX    a receipt altered in the ledger after it was
 //                             signed (a deny made to read allow)
+//   MANDATE_SHADOW_PACK       the name of the shadow pack the server runs
+//                             (the console's pack, reading no invoices)
 //   MANDATE_SCREENSHOT_DIR    optional: save console-queue.png,
-//                             console-receipts.png and console-phone.png
-//                             there
+//                             console-receipts.png, console-shadow.png and
+//                             console-phone.png there
 //
 // This file plays the agent with fetch, and the approver in the browser.
 
@@ -47,6 +49,7 @@ const APPROVER = env('MANDATE_APPROVER_NAME');
 const TASK_ID = env('MANDATE_TASK_ID');
 const TASK_CREDENTIAL = env('MANDATE_TASK_CREDENTIAL');
 const TAMPERED_INDEX = env('MANDATE_TAMPERED_INDEX');
+const SHADOW_PACK = env('MANDATE_SHADOW_PACK');
 const ROOT_AGENT = 'spiffe://example.org/agent/planner';
 const SCREENSHOTS = env('MANDATE_SCREENSHOT_DIR');
 
@@ -457,6 +460,50 @@ test('a deny with a reason shows up in the receipt explorer, with the approver a
     const rows = await results.allInnerTexts();
     assert.ok(rows.length >= 1 && rows.every((r) => /delete_records/.test(r) && /\bdeny\b/.test(r)), rows.join('\n'));
   }, { what: 'the deny of the resubmitted call' });
+  await page.done();
+});
+
+test('a decision a shadow pack would make otherwise is marked in the explorer, live and shadow side by side', async () => {
+  assert.ok(SHADOW_PACK, 'MANDATE_SHADOW_PACK is not set: run these tests through `cargo test -p mandate --test console`');
+  const page = await signedIn();
+  // Allowed live; the shadow pack would deny it. The agent hears nothing of it.
+  const answer = await decide(call('read_invoice', { invoice: 'INV-SHADOW-7' }));
+  assert.equal(answer.decision, 'allow', JSON.stringify(answer));
+  assert.equal(answer.shadow, undefined, `the agent sees shadow outcomes: ${JSON.stringify(answer)}`);
+
+  await page.getByRole('navigation').getByRole('link', { name: 'Receipts' }).click();
+  await page.getByRole('heading', { name: 'Receipt explorer' }).waitFor();
+  await page.getByLabel('Tool').fill('billing/read_invoice');
+  await page.getByLabel('Outcome').selectOption('allow');
+  const results = page.locator('#results tbody tr');
+  const row = results.filter({ hasText: 'shadow differs' }).first();
+  await eventually(async () => {
+    await page.getByRole('button', { name: 'Search', exact: true }).click();
+    await page.locator('#search-status').getByText(/receipts? shown/).waitFor({ timeout: 2000 });
+    assert.ok(await row.count() > 0, await page.locator('#results').innerText());
+  }, { what: 'the allowed read, marked as a shadow disagreement' });
+  assert.match(await row.innerText(), /\ballow\b/);
+
+  await row.getByRole('button', { name: /^Open receipt/ }).click();
+  const detail = page.locator('#receipt-detail');
+  const table = detail.getByRole('table', { name: /Shadow packs/ });
+  await table.waitFor();
+  const live = table.getByRole('row', { name: /live \(in force\)/ });
+  assert.match(await live.innerText(), /\ballow\b/);
+  assert.match(await live.innerText(), /the tool is declared for the task/);
+  const shadow = table.getByRole('row', { name: new RegExp(SHADOW_PACK) });
+  const shadowText = await shadow.innerText();
+  for (const expected of ['deny', 'disagrees', 'no-invoice-reads', 'the candidate reads no invoices']) {
+    assert.ok(shadowText.includes(expected), `the shadow row does not show \`${expected}\`:\n${shadowText}`);
+  }
+  assert.match(await shadow.getAttribute('class'), /shadow-differs/);
+  await table.scrollIntoViewIfNeeded();
+  await screenshot(page, 'console-shadow.png');
+
+  // The receipt the explorer showed is the signed one.
+  const bundle = await http('GET', `/v1/receipts/${answer.decision_id}`);
+  assert.equal(bundle.status, 200, bundle.text);
+  assert.deepEqual(bundle.json.receipt.shadow.map((s) => [s.pack, s.decision]), [[SHADOW_PACK, 'deny']]);
   await page.done();
 });
 

@@ -140,6 +140,11 @@ pub struct ShadowOutcome {
     pub policies: Vec<String>,
     /// Its reasons.
     pub reasons: Vec<String>,
+    /// Whether it decided as the live pack's policies did. Compared before
+    /// any approval: a call the live pack sent to a person (and a person
+    /// then released or refused) agrees with a shadow pack that would also
+    /// have asked, whatever the receipt's final `decision`.
+    pub agrees: bool,
 }
 
 /// The approval in a receipt.

@@ -175,7 +175,7 @@ impl Decider {
         // the live outcome into a release or a refusal.
         let shadow = state
             .shadows()
-            .outcomes(|shadow| evaluate(shadow, credential, &call, now));
+            .outcomes(&verdict, |shadow| evaluate(shadow, credential, &call, now));
         for outcome in &shadow {
             state
                 .metrics()

@@ -112,8 +112,14 @@ impl Shadows {
     }
 
     /// What each shadow pack decides, by `decide` (the live decision's own
-    /// evaluation, given another pack), in the order they were configured.
-    pub fn outcomes(&self, decide: impl Fn(&PolicyPack) -> Verdict) -> Vec<ShadowOutcome> {
+    /// evaluation, given another pack), in the order they were configured,
+    /// and whether it agrees with `live`, the live pack's verdict before
+    /// any approval.
+    pub fn outcomes(
+        &self,
+        live: &Verdict,
+        decide: impl Fn(&PolicyPack) -> Verdict,
+    ) -> Vec<ShadowOutcome> {
         self.0
             .iter()
             .map(|shadow| {
@@ -122,6 +128,7 @@ impl Shadows {
                 ShadowOutcome {
                     pack: shadow.name.to_string(),
                     policy_version: pack.version().to_owned(),
+                    agrees: verdict.decision == live.decision,
                     decision: verdict.decision,
                     policies: verdict.policies,
                     reasons: verdict.reasons,

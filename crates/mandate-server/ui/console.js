@@ -264,6 +264,45 @@ const OUTCOME_TONE = {
   approval_required: 'wait', pending: 'wait',
 };
 
+/**
+ * The shadow packs that decided otherwise than the live pack's policies
+ * (`agrees` is computed by the server before any approval: a call sent to
+ * a person and then released agrees with a shadow that would also ask).
+ */
+function shadowDisagreements(r) {
+  const shadow = Array.isArray(r.shadow) ? r.shadow : [];
+  return shadow.filter((s) => s.agrees === false);
+}
+
+/**
+ * What each shadow pack (a candidate evaluated beside the live pack, never
+ * deciding) made of the call, beside what the live pack decided: one row
+ * each, the live pack first, disagreements marked.
+ */
+function shadowEl(r) {
+  const shadow = Array.isArray(r.shadow) ? r.shadow : [];
+  if (shadow.length === 0) return null;
+  const row = (name, outcome, policies, reasons, { live = false, agrees = true } = {}) => {
+    const differs = !live && !agrees;
+    return el('tr', { class: differs ? 'shadow-differs' : '' },
+      el('th', { attrs: { scope: 'row' } }, live ? el('strong', { text: name }) : code(name)),
+      el('td', {}, badge(outcome), ' ', live ? null : el('span', { class: differs ? 'shadow-verdict shadow-verdict-differs' : 'shadow-verdict', text: differs ? 'disagrees' : 'agrees' })),
+      el('td', {}, list(policies)),
+      el('td', {}, list(reasons)));
+  };
+  const table = el('table', { class: 'shadow-table' },
+    el('caption', { text: 'Shadow packs: candidates that evaluate the same request but do not decide. Agreement is judged before any approval.' }),
+    el('thead', {}, el('tr', {},
+      el('th', { attrs: { scope: 'col' }, text: 'Pack' }),
+      el('th', { attrs: { scope: 'col' }, text: 'Outcome' }),
+      el('th', { attrs: { scope: 'col' }, text: 'Policies' }),
+      el('th', { attrs: { scope: 'col' }, text: 'Reasons' }))),
+    el('tbody', {},
+      row('live (in force)', r.decision, r.policies, r.reasons, { live: true }),
+      shadow.map((s) => row(s.pack, s.decision, s.policies, s.reasons, { agrees: s.agrees !== false }))));
+  return el('section', { class: 'shadow', attrs: { 'aria-label': 'Shadow packs' } }, table);
+}
+
 function badge(value, { label } = {}) {
   const tone = OUTCOME_TONE[value] ?? 'neutral';
   return el('span', { class: `badge badge-${tone}`, text: label ?? String(value).replace(/_/g, ' ') });
@@ -949,7 +988,10 @@ function renderResults({ closeExcluded = false } = {}) {
       el('td', { class: 'cell-num' }, open),
       el('td', {}, timeEl(r.time)),
       el('td', { class: 'col-kind', text: r.kind ?? '' }),
-      el('td', {}, badge(outcomeOf(r))),
+      el('td', {}, badge(outcomeOf(r)), ' ',
+        shadowDisagreements(r).length > 0
+          ? el('span', { class: 'badge badge-shadow', attrs: { title: shadowDisagreements(r).map((s) => `${s.pack}: ${s.decision}`).join(', ') }, text: 'shadow differs' })
+          : null),
       el('td', {}, code(receiptTool(r))),
       el('td', { class: 'cell-agent col-agent' }, agentEl(r.principal?.id, receiptVerified(r), { asCode: false })),
       el('td', {}, proofBadge(item.proof)));
@@ -1045,6 +1087,7 @@ function showReceipt(item, { focus = true } = {}) {
       ['Errors', Array.isArray(r.errors) && r.errors.length ? json(r.errors) : null, true],
       ['Policy version', r.policy_version ? el('code', { attrs: { title: r.policy_version }, text: shortHash(r.policy_version) }) : null],
     ], 'facts facts-wide'),
+    shadowEl(r),
     argumentsEl(r.arguments, { omittedBytes: r.arguments_omitted_bytes, sha256: r.arguments_sha256 }),
     el('details', { class: 'raw' },
       el('summary', { text: 'The receipt as signed' }),

@@ -93,14 +93,25 @@ fn require_browser_tools(repo: &Path) {
 }
 
 /// Approvers, a short checkpoint interval (so that the explorer shows
-/// verified proofs within the test) and a generous approval lifetime
-/// (the expiry test's gate sets its own, 4 s).
-fn config_lines() -> String {
+/// verified proofs within the test), a generous approval lifetime (the
+/// expiry test's gate sets its own, 4 s), and the shadow pack in `shadow`.
+fn config_lines(shadow: &Path) -> String {
     format!(
         "checkpoint_interval_ms = 250\napproval_ttl_seconds = 300\n\n\
-             [[approvers]]\nname = \"{APPROVER}\"\ntoken_sha256 = \"{APPROVER_TOKEN_SHA256}\"\n"
+             [[approvers]]\nname = \"{APPROVER}\"\ntoken_sha256 = \"{APPROVER_TOKEN_SHA256}\"\n\n\
+             [[shadow_policies]]\nname = \"{SHADOW}\"\ndir = \"{}\"\n",
+        shadow.display()
     )
 }
+
+/// The shadow pack: the console's pack, except that it reads no invoices.
+const SHADOW: &str = "no-invoice-reads";
+const SHADOW_FORBID: &str = r#"
+@id("no-invoice-reads")
+@reason("the candidate reads no invoices")
+forbid (principal, action == Mandate::Action::"call_tool", resource)
+when { resource.name == "read_invoice" };
+"#;
 
 /// Where the server under test keeps its state and receipts.
 #[derive(Clone)]
@@ -114,9 +125,12 @@ enum Store {
 fn gateway(store: &Store) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let idp = Idp::new("idp-console");
-    let config = write_config(dir.path(), &idp, &config_lines());
-    let data = dir.path().join("data");
     let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/console-pack");
+    let shadow = dir.path().join("shadow");
+    util::copy_dir(&pack, &shadow);
+    std::fs::write(shadow.join("candidate.cedar"), SHADOW_FORBID).unwrap();
+    let config = write_config(dir.path(), &idp, &config_lines(&shadow));
+    let data = dir.path().join("data");
     let mut launch = Launch::serve(&data)
         .arg("--config")
         .arg(&config)
@@ -313,6 +327,7 @@ fn console_in_a_real_browser(store: &Store) {
             ("MANDATE_TASK_ID", task_id),
             ("MANDATE_TASK_CREDENTIAL", credential),
             ("MANDATE_TAMPERED_INDEX", tampered.to_string()),
+            ("MANDATE_SHADOW_PACK", SHADOW.to_owned()),
         ],
     );
     println!("{output}");

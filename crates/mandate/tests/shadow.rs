@@ -113,11 +113,13 @@ fn shadow_packs_are_recorded_and_counted_but_never_decide() {
     let sent = decide(server, &send_email("carol@example.com"), "allow");
     let stricter = shadow_of(&sent, "stricter");
     assert_eq!(stricter["decision"], "deny", "{sent}");
+    assert_eq!(stricter["agrees"], false);
     assert_eq!(stricter["policies"], json!(["no-outbound-mail"]));
     assert_eq!(stricter["reasons"], json!(["the candidate sends no mail"]));
     assert_ne!(stricter["policy_version"], sent["policy_version"]);
     let same = shadow_of(&sent, "same");
     assert_eq!(same["decision"], "allow");
+    assert_eq!(same["agrees"], true);
     assert_eq!(same["policies"], sent["policies"]);
     // The order is the configured one.
     assert_eq!(sent["shadow"][0]["pack"], "stricter");
