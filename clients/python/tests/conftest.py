@@ -199,7 +199,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             pytest.fail("mandate did not start listening in time:\n" + "".join(logs))
         if line is None:
             process.wait()
-            pytest.fail(f"mandate exited ({process.returncode}) before listening:\n" + "".join(logs))
+            pytest.fail(
+                f"mandate exited ({process.returncode}) before listening:\n" + "".join(logs)
+            )
         address = _listening(line)
     try:
         yield Server(f"http://{address}", idp, data, logs)
@@ -212,9 +214,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             process.wait()
 
 
-def approve_next(
-    server: Server, task_id: str, *, deny: bool = False, timeout: float = 30.0
-) -> str:
+def approve_next(server: Server, task_id: str, *, deny: bool = False, timeout: float = 30.0) -> str:
     """As a person would, from another thread: waits for a pending approval
     of a call of task `task_id`, approves (or denies) it, returns its id."""
     deadline = time.monotonic() + timeout

@@ -95,7 +95,9 @@ def test_an_approval_from_another_thread_lets_the_tool_run_once(server: Server) 
 
         assert t.task_id is not None
         approved: list[str] = []
-        person = threading.Thread(target=lambda: approved.append(approve_next(server, str(t.task_id))))
+        person = threading.Thread(
+            target=lambda: approved.append(approve_next(server, str(t.task_id)))
+        )
         person.start()
         assert delete_email("msg-1042") == "deleted"
         person.join()
@@ -142,7 +144,9 @@ def test_a_denied_approval_is_a_denial(server: Server) -> None:
             ran.append(message_id)
             return "deleted"
 
-        person = threading.Thread(target=approve_next, args=(server, str(t.task_id)), kwargs={"deny": True})
+        person = threading.Thread(
+            target=approve_next, args=(server, str(t.task_id)), kwargs={"deny": True}
+        )
         person.start()
         with pytest.raises(mandate.Denied) as denied:
             delete_email("msg-9")
@@ -283,12 +287,16 @@ async def test_async_tools_wait_for_approval_without_blocking_the_loop(server: S
     assert ran == ["msg-1"]
     assert ticks >= 5, "the event loop was blocked while the approval was awaited"
     assert [e["decision"] for e in entries(view, "delete_email")] == ["approval_required", "allow"]
-    ended = await mandate.AsyncClient(server.url).show_task(str(task_id), server.idp.token(ROOT_AGENT))
+    ended = await mandate.AsyncClient(server.url).show_task(
+        str(task_id), server.idp.token(ROOT_AGENT)
+    )
     assert ended["state"] == "ended"
 
 
 async def test_async_delegation_and_denial(server: Server) -> None:
-    async with server.task(intent="answer customer mail", tools=TOOLS, params=PARAMS, max_depth=1) as t:
+    async with server.task(
+        intent="answer customer mail", tools=TOOLS, params=PARAMS, max_depth=1
+    ) as t:
         sub = await t.adelegate(SUB_AGENT, tools=["mail/read_inbox"])
 
         @sub.guard(server="mail", annotations=SEND)

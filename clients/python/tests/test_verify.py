@@ -36,7 +36,9 @@ def bundles(server: Server) -> list[dict[str, Any]]:
     return [dict(client.receipt(i)) for i in ids]
 
 
-def test_real_bundles_verify_with_the_operators_key(server: Server, bundles: list[dict[str, Any]]) -> None:
+def test_real_bundles_verify_with_the_operators_key(
+    server: Server, bundles: list[dict[str, Any]]
+) -> None:
     key = server.verifier_key()
     for bundle in bundles:
         checkpoint = verify_receipt_bundle(bundle, key)

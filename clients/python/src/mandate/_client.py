@@ -142,14 +142,10 @@ def _resolve(approval_id: str, token: str, verb: str, reason: str) -> _Call:
 
 def _withdraw(approval_id: str, credential: str | None, reason: str | None) -> _Call:
     body: JSON = {} if reason is None else {"reason": reason}
-    return _Call(
-        "POST", f"/v1/approvals/{_segment(approval_id)}/withdraw", credential, json=body
-    )
+    return _Call("POST", f"/v1/approvals/{_segment(approval_id)}/withdraw", credential, json=body)
 
 
-def _exchange(
-    credential: str, decision_id: str, resource: str, scope: str | None
-) -> _Call:
+def _exchange(credential: str, decision_id: str, resource: str, scope: str | None) -> _Call:
     form = {
         "grant_type": TOKEN_EXCHANGE,
         "subject_token": credential,
@@ -171,9 +167,7 @@ def _checkpoint() -> _Call:
 
 
 def _consistency(first: int, second: int) -> _Call:
-    return _Call(
-        "GET", "/v1/proofs/consistency", params={"from": str(first), "to": str(second)}
-    )
+    return _Call("GET", "/v1/proofs/consistency", params={"from": str(first), "to": str(second)})
 
 
 def _base_url(base_url: str | None) -> str:
@@ -305,9 +299,7 @@ class Client:
     ) -> TokenExchanged:
         """`POST /v1/token`: a JWT for one downstream resource, for the call
         `decision_id` allowed."""
-        return cast(
-            TokenExchanged, self._send(_exchange(credential, decision_id, resource, scope))
-        )
+        return cast(TokenExchanged, self._send(_exchange(credential, decision_id, resource, scope)))
 
     def receipt(self, decision_id: str) -> ReceiptBundle:
         """`GET /v1/receipts/{decision_id}`: the receipt with its proof."""
@@ -410,9 +402,7 @@ class AsyncClient:
     async def approval(
         self, approval_id: str, *, token: str | None = None, wait: float = 0
     ) -> Approval:
-        return cast(
-            Approval, await self._send(_approval(approval_id, token, wait, self.timeout))
-        )
+        return cast(Approval, await self._send(_approval(approval_id, token, wait, self.timeout)))
 
     async def approvals(
         self, approver_token: str, *, status: str = "pending", limit: int | None = None

@@ -53,8 +53,7 @@ class Denied(MandateError):
         self.policies: Sequence[str] = list(decision["policies"])
         why = "; ".join(self.reasons) or "no policy permits the call"
         super().__init__(
-            f"Mandate {decision['decision'].replace('_', ' ')}: {why} "
-            f"(decision {self.decision_id})"
+            f"Mandate {decision['decision'].replace('_', ' ')}: {why} (decision {self.decision_id})"
         )
 
 

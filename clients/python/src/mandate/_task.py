@@ -445,7 +445,9 @@ class Task:
         approval_id = decision.get("approval_id")
         if decision["decision"] == "approval_required" and approval_id is not None:
             self._wait(approval_id, self._timeout(spec))
-            decision = self.client.decide({**request, "approval_id": approval_id}, credential=credential)
+            decision = self.client.decide(
+                {**request, "approval_id": approval_id}, credential=credential
+            )
         if decision["decision"] != "allow":
             raise Denied(decision)
         return decision
@@ -458,7 +460,9 @@ class Task:
         approval_id = decision.get("approval_id")
         if decision["decision"] == "approval_required" and approval_id is not None:
             await self._await(approval_id, self._timeout(spec))
-            decision = await client.decide({**request, "approval_id": approval_id}, credential=credential)
+            decision = await client.decide(
+                {**request, "approval_id": approval_id}, credential=credential
+            )
         if decision["decision"] != "allow":
             raise Denied(decision)
         return decision
@@ -507,7 +511,9 @@ class Task:
         """Reports what an allowed call returned (`ok` or `error`) with the
         labels of its data; they enter the task's session."""
         _, credential, _ = self._started()
-        return self.client.report_result(decision_id, credential, status=status, labels=list(labels))
+        return self.client.report_result(
+            decision_id, credential, status=status, labels=list(labels)
+        )
 
     async def areport(
         self, decision_id: str, *, status: str, labels: Iterable[str] = ()

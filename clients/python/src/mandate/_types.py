@@ -169,6 +169,4 @@ class CheckpointView(TypedDict):
 
 
 # `GET /v1/proofs/consistency`'s answer (`from` is a Python keyword).
-ConsistencyProof = TypedDict(
-    "ConsistencyProof", {"from": int, "to": int, "hashes": list[str]}
-)
+ConsistencyProof = TypedDict("ConsistencyProof", {"from": int, "to": int, "hashes": list[str]})
