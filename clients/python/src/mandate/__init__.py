@@ -12,7 +12,15 @@ in `mandate.langchain`, `mandate.openai_agents` and `mandate.pydantic_ai`.
 """
 
 from ._client import AsyncClient, Client
-from ._errors import ApiError, Denied, MandateError, TransportError, VerificationError
+from ._errors import (
+    ApiError,
+    Denied,
+    MandateError,
+    ResultNotReported,
+    TransportError,
+    VerificationError,
+    refusal_message,
+)
 from ._task import (
     UNTRUSTED,
     Task,
@@ -52,6 +60,7 @@ __all__ = [
     "HistoryEntry",
     "MandateError",
     "ReceiptBundle",
+    "ResultNotReported",
     "Task",
     "TaskEnded",
     "TaskStarted",
@@ -64,6 +73,7 @@ __all__ = [
     "current_task",
     "guard",
     "jsonable",
+    "refusal_message",
     "task",
     "verify_checkpoint",
     "verify_receipt_bundle",

@@ -57,5 +57,31 @@ class Denied(MandateError):
         )
 
 
+class ResultNotReported(MandateError):
+    """The tool ran, but its result could not be reported to the task
+    (`cause` says why). The result is withheld: the task's later decisions
+    would not know what it brought in."""
+
+    def __init__(self, decision_id: str, cause: MandateError) -> None:
+        super().__init__(
+            f"the tool ran, but its result could not be reported (decision {decision_id}): {cause}"
+        )
+        self.decision_id = decision_id
+        self.cause = cause
+
+
 class VerificationError(MandateError):
     """A receipt, a proof or a checkpoint does not verify."""
+
+
+def refusal_message(error: MandateError) -> str:
+    """What the model reads when Mandate refuses a call."""
+    if isinstance(error, Denied):
+        reasons = "; ".join(error.reasons) or "no policy permits it"
+        return (
+            f"Mandate did not allow this call ({error.decision['decision']}): {reasons}. "
+            f"The tool did not run. (decision {error.decision_id})"
+        )
+    if isinstance(error, ResultNotReported):
+        return f"Mandate could not record this call's result, so it is withheld: {error}"
+    return f"Mandate refused this call, so the tool did not run: {error}"

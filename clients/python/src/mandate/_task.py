@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, ParamSpec, TypeVar, cast
 
 from ._client import MAX_WAIT_SECONDS, AsyncClient, Client
-from ._errors import ApiError, Denied, MandateError
+from ._errors import ApiError, Denied, MandateError, ResultNotReported
 from ._types import JSON, Decision, HistoryEntry, TaskView
 
 P = ParamSpec("P")
@@ -101,20 +101,27 @@ def jsonable(value: Any) -> Any:
     if callable(dump):
         return jsonable(dump(mode="json"))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return jsonable(dataclasses.asdict(value))
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     return str(value)
 
 
-def call_arguments(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> JSON:
+def call_arguments(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    skip: Iterable[str] = (),
+) -> JSON:
     """The arguments of a call of `fn`, by parameter name, defaults filled
-    in: what the tool receives, as the decision request's `arguments`."""
+    in: what the tool receives, as the decision request's `arguments`.
+    Parameters named in `skip` (a framework's context object) are left out."""
+    skipped = set(skip)
     signature = inspect.signature(fn)
     bound = signature.bind(*args, **kwargs)
     bound.apply_defaults()
     arguments: JSON = {}
     for position, (name, value) in enumerate(bound.arguments.items()):
         kind = signature.parameters[name].kind
-        if position == 0 and name in ("self", "cls"):
+        if (position == 0 and name in ("self", "cls")) or name in skipped:
             continue
         if kind is inspect.Parameter.VAR_KEYWORD:
             arguments.update({str(k): jsonable(v) for k, v in value.items()})
@@ -534,7 +541,10 @@ class Task:
         except BaseException:
             self._report_failure(decision["decision_id"], spec)
             raise
-        self.report(decision["decision_id"], status="ok", labels=spec.result_labels(result))
+        try:
+            self.report(decision["decision_id"], status="ok", labels=spec.result_labels(result))
+        except MandateError as e:
+            raise ResultNotReported(decision["decision_id"], e) from e
         return result
 
     async def acall(self, spec: ToolSpec, arguments: JSON, run: Callable[[], Awaitable[R]]) -> R:
@@ -545,7 +555,12 @@ class Task:
         except BaseException:
             await self._areport_failure(decision["decision_id"], spec)
             raise
-        await self.areport(decision["decision_id"], status="ok", labels=spec.result_labels(result))
+        try:
+            await self.areport(
+                decision["decision_id"], status="ok", labels=spec.result_labels(result)
+            )
+        except MandateError as e:
+            raise ResultNotReported(decision["decision_id"], e) from e
         return result
 
     def _report_failure(self, decision_id: str, spec: ToolSpec) -> None:

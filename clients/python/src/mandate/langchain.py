@@ -22,19 +22,8 @@ from typing import Any
 from langchain_core.tools import BaseTool, ToolException
 from pydantic import ConfigDict
 
-from ._errors import Denied, MandateError
+from ._errors import MandateError, refusal_message
 from ._task import Labeller, Task, ToolSpec, current_task, jsonable
-
-
-def refusal_message(error: MandateError) -> str:
-    """What the model reads when Mandate refuses a call."""
-    if isinstance(error, Denied):
-        reasons = "; ".join(error.reasons) or "no policy permits it"
-        return (
-            f"Mandate did not allow this call ({error.decision['decision']}): {reasons}. "
-            f"The tool did not run. (decision {error.decision_id})"
-        )
-    return f"Mandate refused this call, so the tool did not run: {error}"
 
 
 class MandateTool(BaseTool):
@@ -74,9 +63,7 @@ class MandateTool(BaseTool):
             return await self.inner.ainvoke(tool_input)
 
         try:
-            return await self._task().acall(
-                self.spec, jsonable(self._arguments(args, kwargs)), run
-            )
+            return await self._task().acall(self.spec, jsonable(self._arguments(args, kwargs)), run)
         except MandateError as e:
             raise ToolException(refusal_message(e)) from e
 

@@ -44,7 +44,7 @@ class VerifierKey:
 
     @classmethod
     def parse(cls, text: str) -> VerifierKey:
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 2)
         if len(parts) != 3 or not parts[0]:
             raise VerificationError(f"not a verifier key (`name+id+key`): {text!r}")
         name, hex_id, encoded = parts
