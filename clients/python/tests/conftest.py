@@ -38,6 +38,8 @@ HUMAN = "alice@example.com"
 APPROVER = "bob@example.com"
 APPROVER_TOKEN = "mnd_approver_python_sdk_tests_bob"
 STARTUP_TIMEOUT = 60.0
+#: A downstream tool that takes Mandate-minted JWTs (`POST /v1/token`).
+DOWNSTREAM = "https://tools.example.test/mail"
 
 
 def _b64url(data: bytes) -> str:
@@ -151,6 +153,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         f'issuer = "{ISSUER}"\n'
         f"jwks_file = {json.dumps(str(jwks))}\n"
         'on_behalf_of_claim = "obo"\n'
+        "\n[[downstream]]\n"
+        f'resource = "{DOWNSTREAM}"\n'
+        'tools = ["mail/read_inbox"]\n'
         "\n[[approvers]]\n"
         f'name = "{APPROVER}"\n'
         f'token_sha256 = "{digest}"\n'

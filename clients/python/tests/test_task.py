@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import mandate
-from conftest import APPROVER, HUMAN, ROOT_AGENT, SUB_AGENT, Server, approve_next
+from conftest import APPROVER, DOWNSTREAM, HUMAN, ROOT_AGENT, SUB_AGENT, Server, approve_next
 
 TOOLS = ["mail/read_inbox", "mail/send_email", "mail/delete_email", "web/fetch_url"]
 PARAMS = {"allowed_recipients": ["carol@example.com"]}
@@ -332,3 +332,31 @@ def test_arguments_are_sent_as_the_tool_receives_them() -> None:
         "c": [4, 5],
     }
     assert HUMAN  # the tasks act for alice (see conftest)
+
+
+def test_an_allowed_call_is_exchanged_for_a_downstream_token_once(server: Server) -> None:
+    with server.task(intent="answer customer mail", tools=TOOLS, params=PARAMS) as t:
+        spec = mandate.ToolSpec(server="mail", tool="read_inbox", annotations=READ_ONLY)
+        allowed = t.authorize(spec, {"folder": "inbox"})
+        token = t.client.exchange_token(
+            str(t.credential), decision_id=allowed["decision_id"], resource=DOWNSTREAM
+        )
+        with pytest.raises(mandate.ApiError) as again:
+            t.client.exchange_token(
+                str(t.credential), decision_id=allowed["decision_id"], resource=DOWNSTREAM
+            )
+    assert token["scope"] == "mail/read_inbox"
+    assert token["token_type"] == "Bearer" and token["access_token"].count(".") == 2
+    assert (again.value.status, again.value.error) == (400, "invalid_grant")
+    assert "exchanged" in again.value.message
+
+
+def test_checkpoints_and_consistency_proofs_are_served(server: Server) -> None:
+    client = server.client()
+    first = client.checkpoint()
+    client.decide({"principal": {"id": ROOT_AGENT}, "action": {"server": "mail", "tool": "x"}})
+    second = client.checkpoint()
+    assert second["size"] == first["size"] + 1
+    proof = client.consistency(first["size"], second["size"])
+    assert (proof["from"], proof["to"]) == (first["size"], second["size"])
+    assert client.health()["receipts"]["size"] >= second["size"]
