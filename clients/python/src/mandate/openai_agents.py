@@ -1,0 +1,98 @@
+"""The OpenAI Agents SDK: guard `FunctionTool`s.
+
+    from mandate.openai_agents import guard_function_tools
+
+    agent = Agent(name="mailer", tools=guard_function_tools([read_inbox, send_email],
+                                                           server="mail", task=t))
+
+Each guarded tool keeps its name, description and JSON schema; before the
+wrapped tool is invoked, Mandate decides the call with the arguments the
+model gave, and the result is reported afterwards. A call Mandate does not
+allow is never invoked: the model receives the refusal, with the reasons,
+as the tool's output, and the run goes on. Waiting for an approval awaits a
+long poll, so the event loop keeps running.
+
+Install with the `openai-agents` extra (`pip install "mandate-client[openai-agents]"`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from agents import FunctionTool
+from agents.tool_context import ToolContext
+
+from ._errors import MandateError, refusal_message
+from ._task import Labeller, Task, ToolSpec, current_task, jsonable
+
+
+def guard_function_tool(
+    tool: FunctionTool,
+    *,
+    server: str,
+    task: Task | None = None,
+    name: str | None = None,
+    annotations: Mapping[str, bool] | None = None,
+    untrusted: bool = False,
+    labels: Labeller | Iterable[str] | None = None,
+    approval_timeout: float | None = None,
+) -> FunctionTool:
+    """`tool`, guarded: decided as `server`/`name` (default: the tool's
+    name) under `task` (default: the task active when it is called)."""
+    spec = ToolSpec(
+        server=server,
+        tool=name or tool.name,
+        annotations=annotations,
+        untrusted=untrusted,
+        labels=labels,
+        approval_timeout=approval_timeout,
+    )
+    invoke = tool.on_invoke_tool
+
+    async def on_invoke_tool(context: ToolContext[Any], input_json: str) -> Any:
+        try:
+            arguments = json.loads(input_json) if input_json.strip() else {}
+        except ValueError:
+            return f"the arguments are not valid JSON; the tool did not run: {input_json!r}"
+        if not isinstance(arguments, dict):
+            arguments = {"input": arguments}
+        try:
+            return await (task or current_task()).acall(
+                spec, jsonable(arguments), lambda: invoke(context, input_json)
+            )
+        except MandateError as e:
+            return refusal_message(e)
+
+    return dataclasses.replace(tool, on_invoke_tool=on_invoke_tool)
+
+
+def guard_function_tools(
+    tools: Sequence[FunctionTool],
+    *,
+    server: str,
+    task: Task | None = None,
+    annotations: Mapping[str, Mapping[str, bool]] | None = None,
+    untrusted: Iterable[str] = (),
+    approval_timeout: float | None = None,
+) -> list[FunctionTool]:
+    """Every tool of `tools`, guarded, all on `server`. `annotations` maps
+    a tool's name to its MCP hints; `untrusted` names the tools that return
+    content from outside."""
+    outside = set(untrusted)
+    return [
+        guard_function_tool(
+            tool,
+            server=server,
+            task=task,
+            annotations=(annotations or {}).get(tool.name),
+            untrusted=tool.name in outside,
+            approval_timeout=approval_timeout,
+        )
+        for tool in tools
+    ]
+
+
+__all__ = ["guard_function_tool", "guard_function_tools"]
