@@ -29,12 +29,13 @@ extras into the virtual environment <target>/test-venv, where the tests find the
 MANDATE_TEST_PYTHON to a Python that has them";
 
 /// The Python test modules, each run by one test below.
-const MODULES: [&str; 5] = [
+const MODULES: [&str; 6] = [
     "test_task.py",
     "test_verify.py",
     "test_langchain.py",
     "test_openai_agents.py",
     "test_pydantic_ai.py",
+    "test_examples.py",
 ];
 
 fn sdk() -> PathBuf {
@@ -156,6 +157,11 @@ fn openai_agents_adapter() {
 #[test]
 fn pydantic_ai_adapter() {
     pytest("test_pydantic_ai.py");
+}
+
+#[test]
+fn the_examples_run() {
+    pytest("test_examples.py");
 }
 
 /// Every test module is run by a test here: a new one must be added.
