@@ -18,6 +18,7 @@ from mandate.verify import (
     node_hash,
     root_from_inclusion_proof,
     verify_checkpoint,
+    verify_consistency,
     verify_receipt_bundle,
 )
 
@@ -153,3 +154,39 @@ def test_canonical_json_follows_rfc8785() -> None:
     value = {"b": [1, 2.5, 1e21, 1e-7, -0.0], "a": "é\n\u0001", "\uff01": 1, "\U0001f600": 2}
     expected = '{"a":"é\\n\\u0001","b":[1,2.5,1e+21,1e-7,0],"\U0001f600":2,"\uff01":1}'
     assert canonical_json(value) == expected.encode()
+
+
+def test_consistency_proofs_between_real_checkpoints_verify_and_tampering_fails(
+    server: Server,
+) -> None:
+    key = server.verifier_key()
+    client = server.client()
+    # A checkpoint after each of several decisions: sizes with and without
+    # powers of two, so that every branch of the check is taken.
+    checkpoints = []
+    for _ in range(9):
+        client.decide(REQUEST)
+        checkpoints.append(verify_checkpoint(client.checkpoint()["note"], key))
+    sizes = [c.size for c in checkpoints]
+    assert sizes == sorted(set(sizes)), sizes
+    for i, old in enumerate(checkpoints):
+        for later in checkpoints[i:]:
+            verify_consistency(old, later, client.consistency(old.size, later.size))
+    old, new = checkpoints[1], checkpoints[-1]
+    proof: dict[str, Any] = dict(client.consistency(old.size, new.size))
+    # A changed hash, a proof for other sizes, the checkpoints swapped.
+    bad = copy.deepcopy(proof)
+    raw = bytearray(base64.b64decode(bad["hashes"][0]))
+    raw[0] ^= 1
+    bad["hashes"][0] = base64.b64encode(bytes(raw)).decode()
+    with pytest.raises(mandate.VerificationError):
+        verify_consistency(old, new, bad)
+    with pytest.raises(mandate.VerificationError):
+        verify_consistency(checkpoints[0], new, proof)
+    with pytest.raises(mandate.VerificationError):
+        verify_consistency(new, old, proof)
+    # A checkpoint whose root is not the log's at its size (another log's,
+    # or a rewritten one) does not extend.
+    forged = mandate.verify.Checkpoint(old.origin, old.size, b"\x00" * 32, old.note)
+    with pytest.raises(mandate.VerificationError):
+        verify_consistency(forged, new, proof)

@@ -43,7 +43,7 @@ from ._types import (
     TaskView,
     TokenExchanged,
 )
-from .verify import verify_checkpoint, verify_receipt_bundle
+from .verify import verify_checkpoint, verify_consistency, verify_receipt_bundle
 
 __version__ = "0.1.0"
 
@@ -76,5 +76,6 @@ __all__ = [
     "refusal_message",
     "task",
     "verify_checkpoint",
+    "verify_consistency",
     "verify_receipt_bundle",
 ]

@@ -165,6 +165,79 @@ def root_from_inclusion_proof(index: int, size: int, leaf: bytes, path: list[byt
     return r
 
 
+def verify_consistency(
+    old: Checkpoint, new: Checkpoint, proof: Mapping[str, Any] | list[bytes]
+) -> None:
+    """Checks that checkpoint `new` extends checkpoint `old` without rewriting
+    any receipt, with the RFC 6962 consistency proof between their sizes (as
+    `GET /v1/proofs/consistency?from=OLD&to=NEW` returns it, or its hashes
+    decoded). Verify both checkpoints with the log's key first
+    (`verify_checkpoint`). Raises `VerificationError` if the proof does not
+    lead from `old`'s root to `new`'s (RFC 9162, section 2.1.4.2)."""
+    if old.origin != new.origin:
+        raise VerificationError(
+            f"the checkpoints are of two logs (`{old.origin}` and `{new.origin}`)"
+        )
+    if isinstance(proof, Mapping):
+        if proof.get("from") != old.size or proof.get("to") != new.size:
+            raise VerificationError(
+                f"the proof is from size {proof.get('from')} to {proof.get('to')}, "
+                f"not from {old.size} to {new.size}"
+            )
+        raw = proof.get("hashes")
+        if not isinstance(raw, list):
+            raise VerificationError("the proof has no list of `hashes`")
+        hashes = [_b64(h, "a consistency proof hash") for h in raw]
+    else:
+        hashes = list(proof)
+    if any(len(h) != 32 for h in hashes):
+        raise VerificationError("a consistency proof hash is not 32 bytes")
+    first, second = old.size, new.size
+    if first > second:
+        raise VerificationError(f"size {second} cannot extend the larger size {first}")
+    if first == second:
+        if hashes or old.root != new.root:
+            raise VerificationError("two checkpoints of one size must have one root and no proof")
+        return
+    if first == 0:
+        # Every tree extends the empty one.
+        if hashes:
+            raise VerificationError("a proof from the empty tree must be empty")
+        return
+    if not hashes:
+        raise VerificationError("the consistency proof is empty")
+    if first & (first - 1) == 0:
+        hashes = [old.root, *hashes]
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = hashes[0]
+    for c in hashes[1:]:
+        if sn == 0:
+            raise VerificationError("the consistency proof is longer than the tree is deep")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise VerificationError("the consistency proof is shorter than the tree is deep")
+    if fr != old.root:
+        raise VerificationError(
+            "the consistency proof does not lead to the older checkpoint's root"
+        )
+    if sr != new.root:
+        raise VerificationError(
+            "the consistency proof does not lead to the newer checkpoint's root"
+        )
+
+
 def canonical_json(value: Any) -> bytes:
     """RFC 8785 (JSON Canonicalization Scheme) bytes of a parsed JSON value."""
     return _canonical(value).encode()
