@@ -26,9 +26,13 @@ pub fn default_key_path(data_dir: &Path) -> PathBuf {
 
 /// Reads the key that signs task credentials: the configured file, or the
 /// data directory's, generated (mode 0600) if the data directory has none.
+/// `issued_before` says whether the state holds tasks, whose credentials a
+/// new key stops verifying: only then is generating one worth a warning (on
+/// a first start it is what happens).
 pub fn load_or_generate_key(
     data_dir: &Path,
     configured: Option<&Path>,
+    issued_before: bool,
 ) -> anyhow::Result<TaskAuthority> {
     if let Some(path) = configured {
         return read_key(path);
@@ -37,7 +41,7 @@ pub fn load_or_generate_key(
     if path.exists() {
         return read_key(&path);
     }
-    if std::fs::metadata(state_path(data_dir)).is_ok_and(|m| m.len() > 0) {
+    if issued_before {
         // Credentials signed by the lost key stop verifying: fail closed.
         tracing::warn!(path = %path.display(), "the task signing key is missing; generating a new one: credentials issued before no longer verify");
     }

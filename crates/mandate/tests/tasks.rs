@@ -977,6 +977,46 @@ fn keys_and_revocations_survive_a_restart() {
     );
 }
 
+/// A first start generates the task key quietly; a key lost after tasks
+/// were started is replaced with a warning, and the old credentials stop
+/// verifying (fail closed).
+#[test]
+fn a_lost_task_key_is_replaced_with_a_warning_only_when_credentials_were_issued() {
+    const LOST: &str = "the task signing key is missing";
+    let gw = gateway();
+    assert!(
+        !gw.server.log_messages().iter().any(|m| m.contains(LOST)),
+        "a first start warned about a missing key: {:?}",
+        gw.server.log_messages()
+    );
+    let started = gw.start_task(&json!({}));
+    let Gateway {
+        server,
+        data,
+        dir,
+        idp,
+    } = gw;
+    drop(server.kill());
+    std::fs::remove_file(data.join("keys").join("tasks.key")).unwrap();
+    let server = Launch::serve(&data)
+        .arg("--config")
+        .arg(dir.path().join("mandate.toml"))
+        .start();
+    let gw = Gateway {
+        server,
+        data,
+        dir,
+        idp,
+    };
+    assert!(
+        gw.server.log_messages().iter().any(|m| m.contains(LOST)),
+        "no warning for a key lost after tasks were started: {:?}",
+        gw.server.log_messages()
+    );
+    let reply = gw.show(text(&started, "task_id"), text(&started, "credential"));
+    assert_eq!(reply.status, 401, "{}", reply.body);
+}
+
 #[test]
 fn issuers_come_from_the_environment_too() {
     let dir = tempfile::tempdir().unwrap();

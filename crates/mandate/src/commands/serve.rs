@@ -398,9 +398,16 @@ async fn open_tasks(
     if let Err(e) = Tasks::check_config(&issuers, &task_settings) {
         return Ok(Err(e.into()));
     }
+    // A new key is news only where credentials were issued under another.
+    let issued_before = !store
+        .list_tasks(false, 1)
+        .await
+        .context("cannot read the state database")?
+        .is_empty();
     let authority = match task_files::load_or_generate_key(
         &settings.data_dir,
         settings.task_signing_key_file.as_deref(),
+        issued_before,
     ) {
         Ok(authority) => authority,
         Err(e) => return Ok(Err(e)),

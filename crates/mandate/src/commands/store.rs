@@ -63,7 +63,7 @@ pub fn migrate(args: StoreMigrateArgs) -> anyhow::Result<Code> {
         .clone()
         .unwrap_or_else(|| task_files::default_key_path(&args.from));
     let task_key = if task_key_path.is_file() {
-        match task_files::load_or_generate_key(&args.from, Some(&task_key_path)) {
+        match task_files::load_or_generate_key(&args.from, Some(&task_key_path), false) {
             Ok(authority) => Some(format!("ed25519/{}", authority.public_key_hex())),
             Err(e) => {
                 eprintln!("error: {e:#}");
