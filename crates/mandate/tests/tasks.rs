@@ -530,7 +530,6 @@ fn invalid_tasks_are_refused_and_start_nothing() {
         // Params every decision of the task would refuse: refused at start,
         // naming the parameter.
         (json!({ "params": { "deep": deep } }), "`params.deep"),
-        (json!({ "params": { "rate": 0.00001 } }), "`params.rate`"),
         (
             json!({ "params": { "allowed_recipients": "carol@example.com" } }),
             "`params.allowed_recipients` must be",
@@ -587,6 +586,11 @@ fn invalid_tasks_are_refused_and_start_nothing() {
 
     let started = gw.start_task(&json!({ "ttl_seconds": 900 }));
     assert!(time(&started["expires_at"]) - Utc::now() <= chrono::Duration::seconds(900));
+
+    // A number Cedar cannot hold, in a parameter the pack's schema does not
+    // declare, can matter to no policy: the task starts (one the schema
+    // declares would be refused, as above for a mistyped one).
+    gw.start_task(&json!({ "params": { "rate": 0.00001 } }));
 }
 
 // ---------------------------------------------------------------------------

@@ -148,7 +148,7 @@ pub struct RevocationView {
             headers(("www-authenticate" = String, description = "RFC 6750 challenge naming the resource metadata"))),
         (status = 413, description = "The body is larger than `max_body_bytes`", body = ErrorBody),
         (status = 415, description = "The body is not sent as JSON", body = ErrorBody),
-        (status = 422, description = "The JSON is not a valid task, or its `params` are not what the policy pack's schema declares (or cannot be represented in Cedar)", body = ErrorBody),
+        (status = 422, description = "The JSON is not a valid task, or its `params` are not what the policy pack's schema declares (a declared number Cedar cannot hold included)", body = ErrorBody),
         (status = 503, description = "The state database cannot record the task", body = ErrorBody),
     ))]
 pub(crate) async fn start(
