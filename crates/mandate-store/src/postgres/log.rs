@@ -486,12 +486,26 @@ impl Writer {
         receipts: Vec<Receipt>,
         sign: bool,
     ) -> Result<(Vec<Result<Appended, LedgerError>>, Option<SignedCheckpoint>), LedgerError> {
+        // Round trips, not the flush, bound this path (docs/PERFORMANCE.md):
+        // the statements are prepared once per connection, and those that do
+        // not wait on each other's answers are sent together.
         let mut client = get(&self.inner.pool).await?;
         let tx = client.transaction().await?;
-        let size: i64 = tx
-            .query_one("SELECT size FROM log_head FOR UPDATE", &[])
-            .await?
-            .try_get(0)?;
+        let head = tx
+            .prepare_cached("SELECT size FROM log_head FOR UPDATE")
+            .await?;
+        let stored = tx
+            .prepare_cached("SELECT decision_id FROM receipts WHERE decision_id = ANY($1)")
+            .await?;
+        // The lookup runs after the lock is taken (one session runs its
+        // statements in order, each on a fresh snapshot), so under the head
+        // lock, where no other instance appends, what it finds is all that
+        // can clash.
+        let ids: Vec<&str> = receipts.iter().map(|r| r.decision_id.as_str()).collect();
+        let lookup: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
+        let (head, stored) =
+            tokio::try_join!(tx.query_one(&head, &[]), tx.query(&stored, &lookup))?;
+        let size: i64 = head.try_get(0)?;
         let size = u64::try_from(size)
             .map_err(|_| LedgerError::Corrupt(format!("the log's head holds size {size}")))?;
 
@@ -503,15 +517,7 @@ impl Writer {
             self.inner.extend(known, &leaves)?;
         }
 
-        // Under the head lock no other instance appends, so what is stored
-        // now is all that can clash.
-        let ids: Vec<&str> = receipts.iter().map(|r| r.decision_id.as_str()).collect();
-        let mut taken: std::collections::HashSet<String> = tx
-            .query(
-                "SELECT decision_id FROM receipts WHERE decision_id = ANY($1)",
-                &[&ids],
-            )
-            .await?
+        let mut taken: std::collections::HashSet<String> = stored
             .iter()
             .map(|row| row.try_get(0))
             .collect::<Result<_, _>>()?;
@@ -529,12 +535,11 @@ impl Writer {
         }
         let new_size = size + sealed.len() as u64;
         if !sealed.is_empty() {
-            insert_receipts(&tx, &sealed).await?;
-            tx.execute(
-                "UPDATE log_head SET size = $1",
-                &[&i64::try_from(new_size).unwrap_or(i64::MAX)],
-            )
-            .await?;
+            let advance = tx.prepare_cached("UPDATE log_head SET size = $1").await?;
+            let new_size = i64::try_from(new_size).unwrap_or(i64::MAX);
+            tokio::try_join!(insert_receipts(&tx, &sealed), async {
+                Ok(tx.execute(&advance, &[&new_size]).await?)
+            })?;
         }
 
         let mut checkpoint = None;
@@ -674,13 +679,27 @@ async fn insert_receipts(
         decision.push(r.decision.as_str());
         kind.push(r.kind.as_str());
     }
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO receipts (idx, decision_id, leaf_hash, body, signature, time, principal, task_id, tool, decision, kind)
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::text[], $5::bytea[], $6::text[],
+                                  $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])",
+        )
+        .await?;
     tx.execute(
-        "INSERT INTO receipts (idx, decision_id, leaf_hash, body, signature, time, principal, task_id, tool, decision, kind)
-         SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::text[], $5::bytea[], $6::text[],
-                              $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])",
+        &insert,
         &[
-            &idx, &decision_id, &leaf, &body, &signature, &time, &principal, &task, &tool,
-            &decision, &kind,
+            &idx,
+            &decision_id,
+            &leaf,
+            &body,
+            &signature,
+            &time,
+            &principal,
+            &task,
+            &tool,
+            &decision,
+            &kind,
         ],
     )
     .await?;
