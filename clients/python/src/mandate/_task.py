@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar, cast
 
 from ._client import MAX_WAIT_SECONDS, AsyncClient, Client
@@ -686,6 +686,38 @@ def task(
     )
 
 
+T = TypeVar("T")
+
+
+def guard_each(
+    tools: Sequence[T],
+    guard_one: Callable[..., R],
+    name_of: Callable[[T], str],
+    *,
+    server: str,
+    task: Task | None,
+    annotations: Mapping[str, Mapping[str, bool]] | None,
+    untrusted: Iterable[str],
+    approval_timeout: float | None,
+) -> list[R]:
+    """Every tool of `tools` guarded by an adapter's one-tool guard
+    `guard_one`, all on `server`: what each adapter's "guard these tools"
+    does. `annotations` maps a tool's name (`name_of`) to its MCP hints;
+    `untrusted` names the tools that return content from outside."""
+    outside = set(untrusted)
+    return [
+        guard_one(
+            tool,
+            server=server,
+            task=task,
+            annotations=(annotations or {}).get(name_of(tool)),
+            untrusted=name_of(tool) in outside,
+            approval_timeout=approval_timeout,
+        )
+        for tool in tools
+    ]
+
+
 __all__ = [
     "UNTRUSTED",
     "Task",
@@ -693,6 +725,7 @@ __all__ = [
     "call_arguments",
     "current_task",
     "guard",
+    "guard_each",
     "jsonable",
     "task",
 ]

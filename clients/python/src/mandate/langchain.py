@@ -23,7 +23,7 @@ from langchain_core.tools import BaseTool, ToolException
 from pydantic import ConfigDict
 
 from ._errors import MandateError, refusal_message
-from ._task import Labeller, Task, ToolSpec, current_task, jsonable
+from ._task import Labeller, Task, ToolSpec, current_task, guard_each, jsonable
 
 
 class MandateTool(BaseTool):
@@ -112,18 +112,16 @@ def guard_tools(
     """Every tool of `tools`, guarded, all on `server`. `annotations` maps
     a tool's name to its MCP hints; `untrusted` names the tools that return
     content from outside."""
-    outside = set(untrusted)
-    return [
-        guard_tool(
-            tool,
-            server=server,
-            task=task,
-            annotations=(annotations or {}).get(tool.name),
-            untrusted=tool.name in outside,
-            approval_timeout=approval_timeout,
-        )
-        for tool in tools
-    ]
+    return guard_each(
+        tools,
+        guard_tool,
+        lambda tool: tool.name,
+        server=server,
+        task=task,
+        annotations=annotations,
+        untrusted=untrusted,
+        approval_timeout=approval_timeout,
+    )
 
 
 __all__ = ["MandateTool", "guard_tool", "guard_tools", "refusal_message"]

@@ -26,7 +26,7 @@ from agents import FunctionTool
 from agents.tool_context import ToolContext
 
 from ._errors import MandateError, refusal_message
-from ._task import Labeller, Task, ToolSpec, current_task, jsonable
+from ._task import Labeller, Task, ToolSpec, current_task, guard_each, jsonable
 
 
 def guard_function_tool(
@@ -81,18 +81,16 @@ def guard_function_tools(
     """Every tool of `tools`, guarded, all on `server`. `annotations` maps
     a tool's name to its MCP hints; `untrusted` names the tools that return
     content from outside."""
-    outside = set(untrusted)
-    return [
-        guard_function_tool(
-            tool,
-            server=server,
-            task=task,
-            annotations=(annotations or {}).get(tool.name),
-            untrusted=tool.name in outside,
-            approval_timeout=approval_timeout,
-        )
-        for tool in tools
-    ]
+    return guard_each(
+        tools,
+        guard_function_tool,
+        lambda tool: tool.name,
+        server=server,
+        task=task,
+        annotations=annotations,
+        untrusted=untrusted,
+        approval_timeout=approval_timeout,
+    )
 
 
 __all__ = ["guard_function_tool", "guard_function_tools"]
