@@ -452,7 +452,7 @@ pub(crate) async fn record_resolution(
                 resolution_receipt(&record, now).map_err(|e| RecordError::Ledger(e.to_string()))?;
             state
                 .ledger()
-                .append(receipt)
+                .append(receipt, None)
                 .await
                 .map_err(|e| RecordError::Ledger(e.to_string()))?;
             (record.clone(), Recorded::Stored(record))

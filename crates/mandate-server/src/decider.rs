@@ -33,12 +33,12 @@ use mandate_core::{
     SessionId, SessionInput, TaskInput, Verdict,
 };
 use mandate_ledger::Receipt;
-use mandate_store::{HistoryEntry as RecordedEntry, SessionDecision, StateError};
+use mandate_store::{HistoryEntry as RecordedEntry, JournalEntry, SessionDecision, StateError};
 use serde_json::Value;
 
 use crate::approval_flow::{self, Gate, GateError};
 use crate::approvals::{self, Asker};
-use crate::receipts::{record_delegation, record_verdict};
+use crate::receipts::{canonical_request, record_delegation, record_verdict};
 use crate::state::AppState;
 
 /// The policy id of a deny because the task credential the call was made
@@ -160,22 +160,34 @@ impl Decider {
         // context digest covers exactly what was evaluated.
         request.context.time = Some(now);
         let approval_id = request.approval_id.take();
+        let evaluated =
+            canonical_request(&request).map_err(|e| DecideError::InvalidRequest(e.to_string()))?;
         let draft = state
             .receipts()
-            .draft(&request, now)
+            .draft(&request, &evaluated, now)
             .map_err(|e| DecideError::InvalidRequest(e.to_string()))?;
+        let journal = state
+            .journal()
+            .draft(&request, &evaluated)
+            .map_err(|e| DecideError::InvalidRequest(e.to_string()))?;
+        drop(evaluated);
         let annotations = request.action.annotations.clone();
         let asker = Asker::of(&request);
         let call = CallRequest::try_from(request)
             .map_err(|e| DecideError::InvalidRequest(e.to_string()))?;
         let pack = state.pack();
         let credential = authority.credential();
-        let mut verdict = evaluate(&pack, credential, &call, now);
+        let scope = credential.map(|c| &c.tools);
+        let mut verdict = evaluate(&pack, scope, &call, now);
+        let journal = journal.map(|draft| {
+            let scope = credential.map(|c| c.tools.iter().cloned().collect());
+            draft.complete(&verdict, scope, pack.version())
+        });
         // The shadow packs see the same request, before any approval turns
         // the live outcome into a release or a refusal.
         let shadow = state
             .shadows()
-            .outcomes(&verdict, |shadow| evaluate(shadow, credential, &call, now));
+            .outcomes(&verdict, |shadow| evaluate(shadow, scope, &call, now));
         for outcome in &shadow {
             state
                 .metrics()
@@ -210,7 +222,7 @@ impl Decider {
 
         // No answer leaves before its receipt is on disk: a caller never
         // acts on a decision the log could lose.
-        let index = self.append(receipt, &decision_id, &gate).await?;
+        let index = self.append(receipt, journal, &decision_id, &gate).await?;
 
         // Nor before it is in the task's history, which later decisions of
         // the task are made on: a call the history would not show could be
@@ -273,18 +285,19 @@ impl Decider {
         })
     }
 
-    /// Appends the decision's receipt; returns its index. A released
+    /// Appends the decision's receipt (and journal entry); returns its index. A released
     /// approval is put back when the receipt fails (the call is not run,
     /// and the approval may release it on a later try).
     async fn append(
         &self,
         receipt: Receipt,
+        journal: Option<JournalEntry>,
         decision_id: &DecisionId,
         gate: &Gate,
     ) -> Result<u64, DecideError> {
         let state = &self.state;
         let appending = Instant::now();
-        match state.ledger().append(receipt).await {
+        match state.ledger().append(receipt, journal).await {
             Ok(appended) => {
                 state
                     .metrics()
@@ -516,18 +529,19 @@ impl Decider {
     }
 }
 
-/// The verdict before the approval gate: a tool the credential does not
-/// grant is denied whatever the policies say (they see bare tool names, and
-/// a pack may permit more than was granted); otherwise the pack decides.
-fn evaluate(
+/// The verdict before the approval gate: under a task credential granting
+/// `scope` (`server/tool`), a tool it does not grant is denied whatever the
+/// policies say (they see bare tool names, and a pack may permit more than
+/// was granted); otherwise the pack decides. Replay decides the same way.
+pub(crate) fn evaluate(
     pack: &PolicyPack,
-    credential: Option<&VerifiedCredential>,
+    scope: Option<&BTreeSet<String>>,
     call: &CallRequest,
     now: DateTime<Utc>,
 ) -> Verdict {
     let tool = format!("{}/{}", call.server(), call.tool());
-    match credential {
-        Some(credential) if !credential.allows_tool(&tool) => outside_scope(&tool),
+    match scope {
+        Some(granted) if !granted.contains(&tool) => outside_scope(&tool),
         _ => pack.decide(call, now),
     }
 }

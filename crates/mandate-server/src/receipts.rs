@@ -66,10 +66,12 @@ impl ReceiptSettings {
     /// The receipt for `request` with everything the request tells; the
     /// decision's fields are filled by [`record_verdict`]. `request.context.time`
     /// must hold the decision time, so that the context digest covers the
-    /// clock that was used.
+    /// clock that was used; `canonical` is the request's canonical JSON
+    /// ([`canonical_request`]), which that digest covers.
     pub fn draft(
         &self,
         request: &DecisionRequest,
+        canonical: &[u8],
         time: DateTime<Utc>,
     ) -> Result<Receipt, ReceiptError> {
         let arguments_sha256 = digest_json(&request.arguments)?;
@@ -111,7 +113,7 @@ impl ReceiptSettings {
             arguments_sha256,
             arguments,
             arguments_omitted_bytes,
-            context_sha256: digest_json(request)?,
+            context_sha256: digest_bytes(canonical),
             policy_version: String::new(),
             policies: Vec::new(),
             // Set with the verdict; a template is never written as it is.
@@ -123,6 +125,12 @@ impl ReceiptSettings {
             shadow: Vec::new(),
         })
     }
+}
+
+/// The canonical JSON (RFC 8785) of a request as evaluated: what the
+/// receipt's `context_sha256` digests and the journal keeps.
+pub fn canonical_request(request: &DecisionRequest) -> Result<Vec<u8>, ReceiptError> {
+    canonical_json(&serde_json::to_value(request)?)
 }
 
 /// Fills a draft receipt with the decision made.

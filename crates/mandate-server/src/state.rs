@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::approvals::Approvals;
 use crate::callers::Callers;
+use crate::journal::JournalSettings;
 use crate::metrics::Metrics;
 use crate::receipts::ReceiptSettings;
 use crate::shadow::Shadows;
@@ -43,6 +44,7 @@ struct Inner {
     metrics: Metrics,
     ledger: Arc<dyn ReceiptLog>,
     receipts: ReceiptSettings,
+    journal: JournalSettings,
     tasks: Tasks,
     approvals: Approvals,
     callers: Callers,
@@ -73,6 +75,7 @@ impl AppState {
                 metrics,
                 ledger,
                 receipts,
+                journal: JournalSettings::default(),
                 tasks,
                 approvals,
                 callers: Callers::default(),
@@ -103,6 +106,22 @@ impl AppState {
             None => tracing::error!("shadow packs set on a state already shared; ignored"),
         }
         self
+    }
+
+    /// The state keeping the decision journal as `journal` says (by
+    /// default every request, unredacted). Call before the state is shared.
+    #[must_use]
+    pub fn with_journal(mut self, journal: JournalSettings) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.journal = journal,
+            None => tracing::error!("journal settings set on a state already shared; ignored"),
+        }
+        self
+    }
+
+    /// What the decision journal keeps.
+    pub fn journal(&self) -> &JournalSettings {
+        &self.inner.journal
     }
 
     /// The shadow packs evaluated beside the live pack.

@@ -115,7 +115,7 @@ fn durable_appends(callers: usize, run: Duration) -> (f64, Duration, Duration) {
                 let mut n = caller as u64;
                 while Instant::now() < *deadline {
                     let t = Instant::now();
-                    ledger.append(receipt(n)).await.unwrap();
+                    ledger.append(receipt(n), None).await.unwrap();
                     latencies.push(t.elapsed());
                     n += callers as u64;
                 }

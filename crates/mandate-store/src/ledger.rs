@@ -16,8 +16,9 @@ use mandate_ledger::{
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
+use crate::journal::{JournalEntry, JournalRetention};
 use crate::reader::{LedgerReader, ReceiptQuery, StoredReceipt, meta};
-use crate::writer::{Command, Prepared, Writer, insert_checkpoint};
+use crate::writer::{Command, Prepared, Writer, insert_checkpoint, journal_bytes};
 use crate::{LedgerError, ledger_schema};
 
 /// How the ledger writes.
@@ -28,6 +29,8 @@ pub struct LedgerConfig {
     pub checkpoint_interval: Duration,
     /// Most receipts committed in one transaction.
     pub max_batch: usize,
+    /// How much of the decision journal is kept.
+    pub journal: JournalRetention,
 }
 
 impl Default for LedgerConfig {
@@ -35,6 +38,7 @@ impl Default for LedgerConfig {
         Self {
             checkpoint_interval: Duration::from_secs(5),
             max_batch: 1024,
+            journal: JournalRetention::default(),
         }
     }
 }
@@ -188,12 +192,15 @@ impl Ledger {
             failure: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel();
+        let journal_bytes = journal_bytes(&conn)?;
         let writer = Writer {
             conn,
             key: key.clone(),
             shared: Arc::clone(&shared),
             checkpoint_interval: config.checkpoint_interval,
             max_batch: config.max_batch.max(1),
+            retention: config.journal,
+            journal_bytes,
         };
         let handle = std::thread::Builder::new()
             .name("mandate-ledger".to_owned())
@@ -233,13 +240,18 @@ impl Ledger {
         self.inner.shared.latest()
     }
 
-    /// Appends `receipt` (its `index` is assigned by the ledger) and returns
-    /// once it is committed to disk.
+    /// Appends `receipt` (its `index` is assigned by the ledger), with its
+    /// decision's journal entry if it has one, and returns once both are
+    /// committed to disk.
     ///
     /// The receipt is indexed, canonicalised and signed here, on the
     /// caller's thread, under a lock that keeps indices in channel order:
     /// the writer thread is left with the inserts and the fsync.
-    pub async fn append(&self, mut receipt: Receipt) -> Result<Appended, LedgerError> {
+    pub async fn append(
+        &self,
+        mut receipt: Receipt,
+        journal: Option<JournalEntry>,
+    ) -> Result<Appended, LedgerError> {
         let (ack, answer) = oneshot::channel();
         {
             let mut sequencer = self
@@ -254,7 +266,7 @@ impl Ledger {
                 return Err(LedgerError::Closed);
             };
             receipt.index = sequencer.next;
-            let prepared = Prepared::new(receipt, &self.inner.key, ack)?;
+            let prepared = Prepared::new(receipt, journal, &self.inner.key, ack)?;
             commands
                 .send(Command::Append(Box::new(prepared)))
                 .map_err(|_| LedgerError::Closed)?;

@@ -5,8 +5,10 @@ use rusqlite::Connection;
 
 use crate::LedgerError;
 
-/// Schema version stored in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// Schema version stored in `PRAGMA user_version`: 1, the log; 2, the
+/// decision journal beside it. A reader takes either (a ledger of schema 1
+/// has no journal yet).
+const SCHEMA_VERSION: i64 = 2;
 
 const CREATE: &str = "
 CREATE TABLE IF NOT EXISTS ledger_meta (
@@ -27,6 +29,25 @@ CREATE TABLE IF NOT EXISTS receipts (
     task_id     TEXT,
     tool        TEXT    NOT NULL,
     decision    TEXT    NOT NULL
+) STRICT;
+
+-- The decision journal (journal.rs): one row per decision receipt, written
+-- in the receipt's transaction, pruned by age and size without touching
+-- `receipts`. The small columns come first, so that pruning, which reads
+-- them oldest first, stays on the table's own pages.
+CREATE TABLE IF NOT EXISTS journal (
+    idx            INTEGER PRIMARY KEY,
+    time           TEXT    NOT NULL,
+    bytes          INTEGER NOT NULL,
+    task_id        TEXT,
+    tool           TEXT    NOT NULL,
+    decision_id    TEXT    NOT NULL,
+    decision       TEXT    NOT NULL,
+    policy_version TEXT    NOT NULL,
+    policies       TEXT    NOT NULL,
+    scope          TEXT,
+    redacted       TEXT,
+    request        TEXT    NOT NULL
 ) STRICT;
 
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -65,10 +86,16 @@ pub(crate) fn configure_writer(conn: &Connection) -> Result<(), LedgerError> {
 pub(crate) fn configure_reader(conn: &Connection) -> Result<(), LedgerError> {
     conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    if version != SCHEMA_VERSION {
+    if !(1..=SCHEMA_VERSION).contains(&version) {
         return Err(LedgerError::Unsupported(format!(
-            "no Mandate ledger of schema {SCHEMA_VERSION} here (found schema {version})"
+            "no Mandate ledger of schema 1 to {SCHEMA_VERSION} here (found schema {version})"
         )));
     }
     Ok(())
+}
+
+/// Whether the ledger has a decision journal (schema 2 and later).
+pub(crate) fn has_journal(conn: &Connection) -> Result<bool, LedgerError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    Ok(version >= 2)
 }

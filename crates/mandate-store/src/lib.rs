@@ -22,6 +22,7 @@
 pub mod approvals;
 mod error;
 mod exchanges;
+pub mod journal;
 mod ledger;
 mod ledger_schema;
 pub mod postgres;
@@ -37,6 +38,7 @@ mod writer;
 pub use approvals::ApprovalRecord;
 pub use error::{LedgerError, StateError};
 pub use exchanges::ExchangeRecord;
+pub use journal::{JournalEntry, JournalQuery, JournalRetention, JournaledDecision};
 pub use ledger::{Appended, Ledger, LedgerConfig, ReceiptProof};
 pub use reader::{ExportSummary, LedgerReader, ReceiptQuery, StoredCheckpoint, StoredReceipt};
 pub use receipt_log::ReceiptLog;

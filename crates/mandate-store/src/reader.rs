@@ -14,6 +14,7 @@ use mandate_ledger::{ExportLine, Hash, LeafSource, SignedCheckpoint, TiledTree};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::value::RawValue;
 
+use crate::journal::{JournalEntry, JournalQuery, JournaledDecision};
 use crate::{LedgerError, ledger_schema};
 
 /// What [`LedgerReader::search`] looks for; `None` matches anything.
@@ -117,6 +118,61 @@ impl LedgerReader {
             )?
             .query_row(params![decision_id], stored_receipt)
             .optional()?)
+    }
+
+    /// Journaled decisions matching `query`, oldest first, each handed to
+    /// `each` as it is read (a replay of millions never holds them all);
+    /// returns how many. A ledger of schema 1 has no journal: none.
+    pub fn journal(
+        &self,
+        query: &JournalQuery,
+        mut each: impl FnMut(JournaledDecision) -> Result<(), LedgerError>,
+    ) -> Result<u64, LedgerError> {
+        if !ledger_schema::has_journal(&self.conn)? {
+            return Ok(0);
+        }
+        let index = |i: Option<u64>| i.map(|i| i64::try_from(i).unwrap_or(i64::MAX));
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT idx, decision_id, time, task_id, tool, request, redacted, scope, decision,
+                    policies, policy_version
+             FROM journal
+             WHERE (?1 IS NULL OR time >= ?1) AND (?2 IS NULL OR idx >= ?2)
+               AND (?3 IS NULL OR idx <= ?3) AND (?4 IS NULL OR task_id = ?4)
+             ORDER BY idx",
+        )?;
+        let mut rows = stmt.query(params![
+            query.since,
+            index(query.from_index),
+            index(query.to_index),
+            query.task
+        ])?;
+        let mut count = 0;
+        while let Some(row) = rows.next()? {
+            each(journaled(row)?)?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// The journal entry of decision `decision_id`, if it is kept.
+    pub fn journaled(&self, decision_id: &str) -> Result<Option<JournaledDecision>, LedgerError> {
+        let Some(receipt) = self.receipt(decision_id)? else {
+            return Ok(None);
+        };
+        let mut found = None;
+        let at = Some(receipt.index);
+        self.journal(
+            &JournalQuery {
+                from_index: at,
+                to_index: at,
+                ..JournalQuery::default()
+            },
+            |entry| {
+                found = Some(entry);
+                Ok(())
+            },
+        )?;
+        Ok(found)
     }
 
     /// Receipts matching `query`, newest first.
@@ -386,4 +442,32 @@ impl LeafSource for LedgerReader {
         })
         .collect()
     }
+}
+
+/// A journal row, read.
+fn journaled(row: &rusqlite::Row<'_>) -> Result<JournaledDecision, LedgerError> {
+    let index: i64 = row.get(0)?;
+    let index = u64::try_from(index)
+        .map_err(|_| LedgerError::Corrupt(format!("journal row with index {index}")))?;
+    let redacted: Option<String> = row.get(6)?;
+    let scope: Option<String> = row.get(7)?;
+    let decision: String = row.get(8)?;
+    let policies: String = row.get(9)?;
+    let entry = JournalEntry::from_columns(
+        row.get(5)?,
+        redacted.as_deref(),
+        scope.as_deref(),
+        &decision,
+        &policies,
+        row.get(10)?,
+    )
+    .map_err(|e| LedgerError::Corrupt(format!("journal entry {index}: {e}")))?;
+    Ok(JournaledDecision {
+        index,
+        decision_id: row.get(1)?,
+        time: row.get(2)?,
+        task_id: row.get(3)?,
+        tool: row.get(4)?,
+        entry,
+    })
 }

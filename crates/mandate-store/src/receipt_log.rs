@@ -11,7 +11,9 @@
 use async_trait::async_trait;
 use mandate_ledger::{ConsistencyProof, LogVerifier, Receipt, SignedCheckpoint};
 
-use crate::{Appended, Ledger, LedgerError, ReceiptProof, ReceiptQuery, StoredReceipt};
+use crate::{
+    Appended, JournalEntry, Ledger, LedgerError, ReceiptProof, ReceiptQuery, StoredReceipt,
+};
 
 /// The receipt log as the gateway uses it.
 #[async_trait]
@@ -28,9 +30,14 @@ pub trait ReceiptLog: Send + Sync {
     /// The newest signed checkpoint (it may not cover the last few receipts).
     fn latest_checkpoint(&self) -> SignedCheckpoint;
 
-    /// Appends `receipt` (the log assigns its `index`) and answers once it
-    /// is durable.
-    async fn append(&self, receipt: Receipt) -> Result<Appended, LedgerError>;
+    /// Appends `receipt` (the log assigns its `index`), with its decision's
+    /// journal entry if it has one, in one commit; answers once both are
+    /// durable.
+    async fn append(
+        &self,
+        receipt: Receipt,
+        journal: Option<JournalEntry>,
+    ) -> Result<Appended, LedgerError>;
 
     /// A checkpoint covering every receipt committed before the call.
     async fn checkpoint(&self) -> Result<SignedCheckpoint, LedgerError>;
@@ -75,8 +82,12 @@ impl ReceiptLog for Ledger {
         Ledger::latest_checkpoint(self)
     }
 
-    async fn append(&self, receipt: Receipt) -> Result<Appended, LedgerError> {
-        Ledger::append(self, receipt).await
+    async fn append(
+        &self,
+        receipt: Receipt,
+        journal: Option<JournalEntry>,
+    ) -> Result<Appended, LedgerError> {
+        Ledger::append(self, receipt, journal).await
     }
 
     async fn checkpoint(&self) -> Result<SignedCheckpoint, LedgerError> {

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use mandate_ledger::{Hash, LogKey, Receipt, SignedCheckpoint};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::LedgerError;
+use crate::journal::{JournalEntry, JournalRetention, PRUNE_STEP};
 use crate::ledger::{Appended, Shared};
 
 /// A request to the writer.
@@ -37,11 +38,16 @@ pub(crate) struct Writer {
     pub(crate) shared: Arc<Shared>,
     pub(crate) checkpoint_interval: Duration,
     pub(crate) max_batch: usize,
+    pub(crate) retention: JournalRetention,
+    /// Stored bytes of the journal's entries (`journal_bytes` in
+    /// `ledger_meta`, kept in the same transactions as the entries).
+    pub(crate) journal_bytes: u64,
 }
 
 /// A receipt ready to insert: indexed, canonical, signed.
 pub(crate) struct Prepared {
     pub(crate) receipt: Receipt,
+    pub(crate) journal: Option<JournalEntry>,
     pub(crate) canonical: String,
     pub(crate) signature: Vec<u8>,
     pub(crate) leaf: Hash,
@@ -53,6 +59,7 @@ impl Prepared {
     /// is set.
     pub(crate) fn new(
         receipt: Receipt,
+        journal: Option<JournalEntry>,
         key: &LogKey,
         ack: oneshot::Sender<Result<Appended, LedgerError>>,
     ) -> Result<Self, LedgerError> {
@@ -63,6 +70,7 @@ impl Prepared {
         } = Sealed::new(&receipt, key)?;
         Ok(Self {
             receipt,
+            journal,
             canonical,
             signature,
             leaf,
@@ -151,6 +159,12 @@ impl Writer {
                 Ok(signed) => {
                     if signed {
                         last_checkpoint = Instant::now();
+                    }
+                    // The journal is pruned on the checkpoints' schedule,
+                    // a bounded step at a time, so that no step holds
+                    // receipts back for long.
+                    if due && let Err(e) = self.prune_journal() {
+                        tracing::warn!(error = %e, "could not prune the decision journal; trying again at the next checkpoint");
                     }
                 }
                 Err(e) => {
@@ -242,6 +256,37 @@ impl Writer {
                     r.decision.as_str(),
                 ])?;
             }
+            let mut journal = tx.prepare_cached(
+                "INSERT INTO journal (idx, time, bytes, task_id, tool, decision_id, decision,
+                                      policy_version, policies, scope, redacted, request)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )?;
+            let mut added = 0u64;
+            for p in prepared {
+                let (r, Some(entry)) = (&p.receipt, &p.journal) else {
+                    continue;
+                };
+                let bytes = entry.stored_bytes();
+                added = added.saturating_add(bytes);
+                let (redacted, scope, policies) = entry.list_columns();
+                journal.execute(params![
+                    i64::try_from(r.index).unwrap_or(i64::MAX),
+                    r.time,
+                    i64::try_from(bytes).unwrap_or(i64::MAX),
+                    r.task.as_ref().map(|t| t.id.as_str()),
+                    format!("{}/{}", r.call.server, r.call.tool),
+                    r.decision_id,
+                    entry.decision.as_str(),
+                    entry.policy_version,
+                    policies,
+                    scope,
+                    redacted,
+                    entry.request,
+                ])?;
+            }
+            if added > 0 {
+                set_journal_bytes(&tx, self.journal_bytes.saturating_add(added))?;
+            }
         }
         // Leaves go into the shared tree before the commit: readers only
         // look at sizes up to what is committed, which these do not change.
@@ -284,13 +329,89 @@ impl Writer {
             None
         };
         tx.commit()?;
+        self.journal_bytes = self.journal_bytes.saturating_add(
+            prepared
+                .iter()
+                .filter_map(|p| p.journal.as_ref())
+                .map(JournalEntry::stored_bytes)
+                .sum(),
+        );
         Ok(checkpoint)
+    }
+
+    /// Removes the oldest journal entries that are older than the retention
+    /// age or over its size, at most [`PRUNE_STEP`] of them. Receipts are
+    /// never touched.
+    fn prune_journal(&mut self) -> Result<(), LedgerError> {
+        let cutoff = self
+            .retention
+            .max_age
+            .and_then(|age| chrono::Duration::from_std(age).ok())
+            .and_then(|age| Utc::now().checked_sub_signed(age))
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true));
+        let over = |bytes: u64| self.retention.max_bytes.is_some_and(|max| bytes > max);
+        if cutoff.is_none() && !over(self.journal_bytes) {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        let (mut last, mut removed) = (None, 0u64);
+        {
+            let mut oldest =
+                tx.prepare_cached("SELECT idx, time, bytes FROM journal ORDER BY idx LIMIT ?1")?;
+            let mut rows = oldest.query(params![PRUNE_STEP])?;
+            while let Some(row) = rows.next()? {
+                let (idx, time, bytes): (i64, String, i64) =
+                    (row.get(0)?, row.get(1)?, row.get(2)?);
+                let expired = cutoff.as_ref().is_some_and(|c| time < *c);
+                if !expired && !over(self.journal_bytes.saturating_sub(removed)) {
+                    break;
+                }
+                last = Some(idx);
+                removed = removed.saturating_add(u64::try_from(bytes).unwrap_or(0));
+            }
+        }
+        let Some(last) = last else {
+            return Ok(());
+        };
+        tx.execute("DELETE FROM journal WHERE idx <= ?1", params![last])?;
+        let left = self.journal_bytes.saturating_sub(removed);
+        set_journal_bytes(&tx, left)?;
+        tx.commit()?;
+        self.journal_bytes = left;
+        tracing::debug!(
+            through = last,
+            bytes = removed,
+            "pruned the decision journal"
+        );
+        Ok(())
     }
 
     /// Signs a checkpoint if the newest one does not cover every receipt.
     fn checkpoint_if_behind(&mut self) -> Result<bool, LedgerError> {
         self.commit(Vec::new(), true)
     }
+}
+
+/// Records the journal's stored bytes.
+fn set_journal_bytes(conn: &Connection, bytes: u64) -> Result<(), LedgerError> {
+    conn.prepare_cached(
+        "INSERT INTO ledger_meta (key, value) VALUES ('journal_bytes', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![bytes.to_string()])?;
+    Ok(())
+}
+
+/// The journal's stored bytes as last recorded.
+pub(crate) fn journal_bytes(conn: &Connection) -> Result<u64, LedgerError> {
+    let value: Option<String> = conn
+        .query_row(
+            "SELECT value FROM ledger_meta WHERE key = 'journal_bytes'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
 /// Stores a signed checkpoint.

@@ -54,6 +54,7 @@ fn config() -> LedgerConfig {
     LedgerConfig {
         checkpoint_interval: Duration::from_secs(3600),
         max_batch: 64,
+        ..LedgerConfig::default()
     }
 }
 
@@ -72,7 +73,9 @@ async fn concurrent_appends_get_distinct_contiguous_indices_and_survive_reopen()
     let mut tasks = Vec::new();
     for n in 0..300 {
         let ledger = ledger.clone();
-        tasks.push(tokio::spawn(async move { ledger.append(receipt(n)).await }));
+        tasks.push(tokio::spawn(async move {
+            ledger.append(receipt(n), None).await
+        }));
     }
     let mut indices = Vec::new();
     for task in tasks {
@@ -97,7 +100,7 @@ async fn concurrent_appends_get_distinct_contiguous_indices_and_survive_reopen()
     let root_300 = ledger.root(300).unwrap();
     ledger.close().await.unwrap();
     assert!(matches!(
-        ledger.append(receipt(999)).await,
+        ledger.append(receipt(999), None).await,
         Err(LedgerError::Closed)
     ));
     drop(ledger);
@@ -106,7 +109,7 @@ async fn concurrent_appends_get_distinct_contiguous_indices_and_survive_reopen()
     let ledger = Ledger::open(&path, key, config()).unwrap();
     assert_eq!(ledger.size(), 300);
     assert_eq!(ledger.root(300).unwrap(), root_300);
-    let next = ledger.append(receipt(300)).await.unwrap();
+    let next = ledger.append(receipt(300), None).await.unwrap();
     assert_eq!(next.index, 300);
     let checkpoint = ledger.checkpoint().await.unwrap();
     assert_eq!(checkpoint.size, 301);
@@ -122,7 +125,7 @@ async fn another_key_cannot_continue_a_log() {
     let path = dir.path().join("ledger.db");
     let key = LogKey::generate("mandate.local/test").unwrap();
     let ledger = Ledger::open(&path, key, config()).unwrap();
-    ledger.append(receipt(0)).await.unwrap();
+    ledger.append(receipt(0), None).await.unwrap();
     ledger.close().await.unwrap();
     drop(ledger);
 
@@ -143,7 +146,7 @@ async fn a_log_with_a_removed_or_altered_leaf_refuses_to_open() {
         let key = LogKey::generate("mandate.local/test").unwrap();
         let ledger = Ledger::open(&path, key.clone(), config()).unwrap();
         for n in 0..10 {
-            ledger.append(receipt(n)).await.unwrap();
+            ledger.append(receipt(n), None).await.unwrap();
         }
         ledger.close().await.unwrap();
         drop(ledger);
@@ -164,7 +167,7 @@ async fn receipts_committed_after_the_last_checkpoint_get_one_on_open() {
     let key = LogKey::generate("mandate.local/test").unwrap();
     let ledger = Ledger::open(&path, key.clone(), config()).unwrap();
     for n in 0..5 {
-        ledger.append(receipt(n)).await.unwrap();
+        ledger.append(receipt(n), None).await.unwrap();
     }
     assert_eq!(ledger.latest_checkpoint().size, 0, "not due yet");
     ledger.close().await.unwrap();
@@ -187,10 +190,10 @@ async fn export_writes_header_receipts_and_checkpoints_in_log_order() {
     let key = LogKey::generate("mandate.local/test").unwrap();
     let ledger = Ledger::open(&path, key.clone(), config()).unwrap();
     for n in 0..3 {
-        ledger.append(receipt(n)).await.unwrap();
+        ledger.append(receipt(n), None).await.unwrap();
     }
     ledger.checkpoint().await.unwrap();
-    ledger.append(receipt(3)).await.unwrap();
+    ledger.append(receipt(3), None).await.unwrap();
     ledger.close().await.unwrap();
 
     let reader = LedgerReader::open(&path).unwrap();
@@ -230,7 +233,7 @@ async fn after_a_failed_write_nothing_more_is_written_and_the_log_reopens() {
     let path = dir.path().join("ledger.db");
     let key = LogKey::generate("mandate.local/test").unwrap();
     let ledger = Ledger::open(&path, key.clone(), config()).unwrap();
-    ledger.append(receipt(0)).await.unwrap();
+    ledger.append(receipt(0), None).await.unwrap();
 
     // The commit that carries receipt 2 and a checkpoint over it fails after
     // the receipt's leaf went into the in-memory tree (its checkpoint insert
@@ -250,12 +253,12 @@ async fn after_a_failed_write_nothing_more_is_written_and_the_log_reopens() {
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
     let first = tokio::spawn({
         let ledger = ledger.clone();
-        async move { ledger.append(receipt(1)).await }
+        async move { ledger.append(receipt(1), None).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let third = tokio::spawn({
         let ledger = ledger.clone();
-        async move { ledger.append(receipt(2)).await }
+        async move { ledger.append(receipt(2), None).await }
     });
     let head = tokio::spawn({
         let ledger = ledger.clone();
@@ -275,7 +278,7 @@ async fn after_a_failed_write_nothing_more_is_written_and_the_log_reopens() {
         Err(LedgerError::Failed(_))
     ));
     assert!(matches!(
-        ledger.append(receipt(3)).await,
+        ledger.append(receipt(3), None).await,
         Err(LedgerError::Failed(_))
     ));
     let _ = ledger.close().await;
@@ -294,5 +297,5 @@ async fn after_a_failed_write_nothing_more_is_written_and_the_log_reopens() {
     // Restart recovers from what is on disk and goes on.
     let ledger = Ledger::open(&path, key, config()).unwrap();
     assert_eq!(ledger.size(), 2);
-    assert_eq!(ledger.append(receipt(2)).await.unwrap().index, 2);
+    assert_eq!(ledger.append(receipt(2), None).await.unwrap().index, 2);
 }

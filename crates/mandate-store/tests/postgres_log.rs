@@ -58,6 +58,7 @@ fn config() -> LedgerConfig {
     LedgerConfig {
         checkpoint_interval: Duration::from_secs(3600),
         max_batch: 64,
+        ..LedgerConfig::default()
     }
 }
 
@@ -115,7 +116,9 @@ async fn instances_on_one_database_build_one_log_without_gaps() {
     let mut calls = Vec::new();
     for n in 0..300 {
         let log = logs[n % 3].clone();
-        calls.push(tokio::spawn(async move { log.append(receipt(n)).await }));
+        calls.push(tokio::spawn(
+            async move { log.append(receipt(n), None).await },
+        ));
     }
     let mut indices = Vec::new();
     for call in calls {
@@ -172,7 +175,7 @@ async fn instances_on_one_database_build_one_log_without_gaps() {
     let store = PgStore::connect(&url).await.unwrap();
     let log = store.log(key.clone(), config()).await.unwrap();
     assert_eq!(ReceiptLog::size(&log), 300);
-    assert_eq!(log.append(receipt(300)).await.unwrap().index, 300);
+    assert_eq!(log.append(receipt(300), None).await.unwrap().index, 300);
     let grown = log.checkpoint().await.unwrap();
     log.consistency(old.size, grown.size)
         .await
@@ -190,7 +193,7 @@ async fn another_key_cannot_continue_a_log() {
         .log(LogKey::generate("mandate.local/test").unwrap(), config())
         .await
         .unwrap();
-    log.append(receipt(0)).await.unwrap();
+    log.append(receipt(0), None).await.unwrap();
     log.close().await.unwrap();
     let other = LogKey::generate("mandate.local/test").unwrap();
     let err = store.log(other, config()).await.err().unwrap();
@@ -209,7 +212,7 @@ async fn a_log_with_a_removed_or_altered_leaf_refuses_to_open() {
         let store = PgStore::connect(&url).await.unwrap();
         let log = store.log(key.clone(), config()).await.unwrap();
         for n in 0..10 {
-            log.append(receipt(n)).await.unwrap();
+            log.append(receipt(n), None).await.unwrap();
         }
         log.close().await.unwrap();
         raw(&url).await.execute(damage, &[]).await.unwrap();
@@ -295,12 +298,14 @@ async fn a_decision_id_logged_by_another_instance_is_refused_alone() {
         .log(key.clone(), config())
         .await
         .unwrap();
-    a.append(receipt(0)).await.unwrap();
+    a.append(receipt(0), None).await.unwrap();
     // The same decision twice more, racing fresh ones through both.
     let mut calls = Vec::new();
     for (n, log) in [(0, &b), (0, &a), (1, &b), (2, &a), (3, &b)] {
         let log = log.clone();
-        calls.push(tokio::spawn(async move { log.append(receipt(n)).await }));
+        calls.push(tokio::spawn(
+            async move { log.append(receipt(n), None).await },
+        ));
     }
     let mut indices = vec![0];
     let mut duplicates = 0;
@@ -342,11 +347,11 @@ async fn an_instance_proves_consistency_up_to_a_checkpoint_another_signed() {
         .await
         .unwrap();
     for n in 0..10 {
-        a.append(receipt(n)).await.unwrap();
+        a.append(receipt(n), None).await.unwrap();
     }
     let early = a.checkpoint().await.unwrap();
     for n in 10..25 {
-        a.append(receipt(n)).await.unwrap();
+        a.append(receipt(n), None).await.unwrap();
     }
     let late = a.checkpoint().await.unwrap();
     assert!(b.latest_checkpoint().size < late.size, "b has not seen it");

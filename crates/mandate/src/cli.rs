@@ -16,7 +16,21 @@ Exit codes:
   2  usage or input error (bad flags, unreadable or malformed input, a pack that does not
      load; for `task` and `approvals`, a server that cannot be reached)
   3  `check`: deny
-  4  `check`: approval required";
+  4  `check`: approval required
+  5  `policy replay`: the candidate pack decides some journaled decision another way";
+
+const REPLAY_EXIT_CODES: &str = "\
+The journal keeps, next to each receipt, the request exactly as it was evaluated (with
+the server's clock and fills; redacted as `[[journal_redact]]` says), so the candidate
+sees what the live pack saw. Outcomes are compared before approvals: a gate that a
+person approved is still `approval_required`. See docs/policy-lifecycle.md.
+
+Exit codes:
+  0  no decision changes
+  1  an unexpected error (the journal cannot be read)
+  2  usage or input error: bad flags, a candidate pack that does not load, no ledger in
+     the data directory, a --from or --to decision the log does not hold
+  5  changes found: the candidate decides some decision another way";
 
 const RECEIPTS_EXIT_CODES: &str = "\
 Exit codes:
@@ -60,7 +74,8 @@ reload_interval_ms, log_format, signing_key_file, checkpoint_interval_ms, receip
 receipt_redact, audience, resource, task_max_ttl_seconds, task_signing_key_file,
 approval_ttl_seconds, allow_self_approval, approval_webhook_url, approval_webhook_secret,
 max_pending_approvals_per_agent), plus settings with no flag: header_timeout_ms,
-body_timeout_ms, idle_timeout_ms, max_connections, shadow_policies (docs/configuration.md)
+body_timeout_ms, idle_timeout_ms, max_connections, shadow_policies, journal,
+journal_max_age_seconds, journal_max_bytes, journal_redact (docs/configuration.md)
 and from MANDATE_<KEY> environment variables (a list as
 MANDATE_RECEIPT_REDACT='[body, payment.card]'). Precedence: flag, then
 environment, then config file, then default. Any non-200 answer from /v1/decide
@@ -719,6 +734,42 @@ pub enum PolicyCommand {
     Test(TestArgs),
     /// Print Mandate's base Cedar schema (what policies can read).
     Schema,
+    /// Evaluate journaled decisions again against a candidate pack and report what would
+    /// change: counts per transition, the policies responsible, explained examples.
+    #[command(after_help = REPLAY_EXIT_CODES)]
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The candidate policy pack directory
+    #[arg(long, value_name = "DIR")]
+    pub candidate: PathBuf,
+    #[command(flatten)]
+    pub data: DataDirArg,
+    /// Read the journal from this store instead of DATA_DIR's ledger: a postgres:// URL
+    /// that instances share (`sqlite` reads DATA_DIR) [env: MANDATE_STORE]
+    #[arg(long, env = "MANDATE_STORE", value_name = "STORE", hide_env = true)]
+    pub store: Option<String>,
+    /// Only decisions of the last SPAN (`90s`, `30m`, `24h`, `7d`, `2w`) or since a time
+    /// (RFC 3339)
+    #[arg(long, value_name = "SPAN", conflicts_with_all = ["from", "to"])]
+    pub since: Option<String>,
+    /// Only decisions from this one on (its id, as POST /v1/decide returned it)
+    #[arg(long, value_name = "DECISION_ID")]
+    pub from: Option<String>,
+    /// Only decisions up to this one (inclusive)
+    #[arg(long, value_name = "DECISION_ID")]
+    pub to: Option<String>,
+    /// Only decisions of this task
+    #[arg(long, value_name = "TASK_ID")]
+    pub task: Option<String>,
+    /// Examples shown per changed transition
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub examples: usize,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

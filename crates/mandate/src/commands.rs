@@ -8,6 +8,7 @@ pub mod keys;
 pub mod mcp;
 pub mod policy;
 pub mod receipts;
+pub mod replay;
 pub mod serve;
 pub mod store;
 pub mod task;

@@ -30,6 +30,10 @@ const KEYS: &[&str] = &[
     "receipt_arguments",
     "receipt_redact",
     "receipt_max_argument_bytes",
+    "journal",
+    "journal_max_age_seconds",
+    "journal_max_bytes",
+    "journal_redact",
     "issuers",
     "audience",
     "resource",
@@ -74,6 +78,15 @@ pub struct Settings {
     /// The largest copy of a call's arguments a receipt keeps (canonical
     /// JSON bytes); a larger one is left out, its digest and size kept.
     pub receipt_max_argument_bytes: usize,
+    /// Whether the decision journal keeps each request as evaluated, for
+    /// `mandate policy replay`.
+    pub journal: bool,
+    /// Journal entries older than this are pruned.
+    pub journal_max_age_seconds: u64,
+    /// The journal is pruned, oldest first, to stay under this many bytes.
+    pub journal_max_bytes: u64,
+    /// What the journal keeps of each tool's arguments (`[[journal_redact]]`).
+    pub journal_redact: Vec<JournalRedactSettings>,
     /// Trusted issuers of agents' identity tokens; none: no task can start.
     pub issuers: Vec<IssuerSettings>,
     /// Audience of the task credentials Mandate mints.
@@ -197,6 +210,44 @@ pub struct ShadowPackSettings {
     pub dir: PathBuf,
 }
 
+/// One redaction rule of the decision journal (`[[journal_redact]]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalRedactSettings {
+    /// The tools it covers: `*`, `server/*` or `server/tool`.
+    pub tool: String,
+    /// The argument path, dot-separated (`body`, `payment.card`).
+    pub path: String,
+    /// `hash` (the value's digest is kept), `drop`, or `keep`.
+    pub action: JournalRedactAction,
+}
+
+/// What a `[[journal_redact]]` rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalRedactAction {
+    /// Keep the value (exempts a tool from a broader rule).
+    Keep,
+    /// Keep only the value's digest.
+    Hash,
+    /// Keep nothing of it.
+    Drop,
+}
+
+impl JournalRedactSettings {
+    /// The rule, checked.
+    pub fn to_rule(&self) -> anyhow::Result<mandate_server::journal::RedactionRule> {
+        use mandate_server::journal::RedactAction;
+        let action = match self.action {
+            JournalRedactAction::Keep => RedactAction::Keep,
+            JournalRedactAction::Hash => RedactAction::Hash,
+            JournalRedactAction::Drop => RedactAction::Drop,
+        };
+        mandate_server::journal::RedactionRule::new(&self.tool, &self.path, action)
+            .map_err(anyhow::Error::msg)
+    }
+}
+
 /// One approver (`[[approvers]]` in the config file).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -271,6 +322,10 @@ impl Default for Settings {
             receipt_arguments: ReceiptArguments::Copy,
             receipt_redact: Vec::new(),
             receipt_max_argument_bytes: mandate_server::receipts::DEFAULT_MAX_ARGUMENT_BYTES,
+            journal: true,
+            journal_max_age_seconds: mandate_store::journal::DEFAULT_MAX_AGE.as_secs(),
+            journal_max_bytes: mandate_store::journal::DEFAULT_MAX_BYTES,
+            journal_redact: Vec::new(),
             issuers: Vec::new(),
             audience: "mandate".to_owned(),
             resource: None,
@@ -484,6 +539,14 @@ impl Settings {
             anyhow::bail!(
                 "`receipt_redact` path `{bad}` is not a dot-separated list of argument keys (like `body` or `payment.card`)"
             );
+        }
+        anyhow::ensure!(
+            settings.journal_max_age_seconds > 0 && settings.journal_max_bytes > 0,
+            "`journal_max_age_seconds` and `journal_max_bytes` must be positive (to keep no journal, set `journal = false`)"
+        );
+        for (i, rule) in settings.journal_redact.iter().enumerate() {
+            rule.to_rule()
+                .with_context(|| format!("invalid `journal_redact` entry {}", i + 1))?;
         }
         anyhow::ensure!(
             settings.task_max_ttl_seconds > 0,

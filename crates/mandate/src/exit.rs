@@ -18,6 +18,8 @@ pub enum Code {
     Deny = 3,
     /// `check`: the call needs a person's approval.
     ApprovalRequired = 4,
+    /// `policy replay`: the candidate pack changes decisions.
+    Changed = 5,
 }
 
 impl From<Code> for ExitCode {

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         }
         cli::Command::Policy(cli::PolicyCommand::Test(args)) => commands::policy::test(args),
         cli::Command::Policy(cli::PolicyCommand::Schema) => commands::policy::schema(),
+        cli::Command::Policy(cli::PolicyCommand::Replay(args)) => commands::replay::run(args),
         cli::Command::Receipts(cli::ReceiptsCommand::Export(args)) => {
             commands::receipts::export(args)
         }

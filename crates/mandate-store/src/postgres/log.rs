@@ -40,13 +40,17 @@ use mandate_ledger::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::journal::{JournalEntry, JournalQuery, JournalRetention, JournaledDecision, PRUNE_STEP};
 use crate::ledger::check_newest;
 use crate::writer::Sealed;
 use crate::{Appended, LedgerConfig, LedgerError, ReceiptProof, ReceiptQuery, StoredReceipt};
 
 /// A request to the writer task.
 enum Command {
-    Append(Box<Receipt>, oneshot::Sender<Result<Appended, LedgerError>>),
+    Append(
+        Box<(Receipt, Option<JournalEntry>)>,
+        oneshot::Sender<Result<Appended, LedgerError>>,
+    ),
     Checkpoint(oneshot::Sender<Result<SignedCheckpoint, LedgerError>>),
     Close(oneshot::Sender<Result<SignedCheckpoint, LedgerError>>),
 }
@@ -120,6 +124,7 @@ impl PgLog {
             holder: uuid::Uuid::now_v7().to_string(),
             checkpoint_interval: config.checkpoint_interval,
             max_batch: config.max_batch.max(1),
+            retention: config.journal,
         };
         let handle = tokio::spawn(writer.run(rx));
         *inner.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
@@ -143,11 +148,15 @@ impl PgLog {
         self.inner.latest()
     }
 
-    /// Appends `receipt` (the log assigns its `index`) and answers once it
-    /// is committed.
-    pub async fn append(&self, receipt: Receipt) -> Result<Appended, LedgerError> {
+    /// Appends `receipt` (the log assigns its `index`), with its decision's
+    /// journal entry if it has one, and answers once both are committed.
+    pub async fn append(
+        &self,
+        receipt: Receipt,
+        journal: Option<JournalEntry>,
+    ) -> Result<Appended, LedgerError> {
         let (ack, answer) = oneshot::channel();
-        self.send(Command::Append(Box::new(receipt), ack))?;
+        self.send(Command::Append(Box::new((receipt, journal)), ack))?;
         answer.await.map_err(|_| LedgerError::Closed)?
     }
 
@@ -369,6 +378,7 @@ struct Writer {
     holder: String,
     checkpoint_interval: Duration,
     max_batch: usize,
+    retention: JournalRetention,
 }
 
 impl Writer {
@@ -408,6 +418,11 @@ impl Writer {
                 match self.lease().await {
                     Ok(held) => {
                         self.inner.wrote(Ok(()));
+                        // The lease holder prunes the journal too: one
+                        // instance at a time, on the checkpoints' schedule.
+                        if held && let Err(e) = self.prune_journal().await {
+                            tracing::warn!(error = %e, "could not prune the decision journal; trying again at the next checkpoint");
+                        }
                         held
                     }
                     Err(e) => {
@@ -483,7 +498,7 @@ impl Writer {
     /// wrote it) is refused alone, the rest of the group goes in.
     async fn commit(
         &self,
-        receipts: Vec<Receipt>,
+        receipts: Vec<(Receipt, Option<JournalEntry>)>,
         sign: bool,
     ) -> Result<(Vec<Result<Appended, LedgerError>>, Option<SignedCheckpoint>), LedgerError> {
         // Round trips, not the flush, bound this path (docs/PERFORMANCE.md):
@@ -501,7 +516,10 @@ impl Writer {
         // statements in order, each on a fresh snapshot), so under the head
         // lock, where no other instance appends, what it finds is all that
         // can clash.
-        let ids: Vec<&str> = receipts.iter().map(|r| r.decision_id.as_str()).collect();
+        let ids: Vec<&str> = receipts
+            .iter()
+            .map(|(r, _)| r.decision_id.as_str())
+            .collect();
         let lookup: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
         let (head, stored) =
             tokio::try_join!(tx.query_one(&head, &[]), tx.query(&stored, &lookup))?;
@@ -523,7 +541,8 @@ impl Writer {
             .collect::<Result<_, _>>()?;
         let mut sealed = Vec::with_capacity(receipts.len());
         let mut answers = Vec::with_capacity(receipts.len());
-        for mut receipt in receipts {
+        let mut journal = Vec::new();
+        for (mut receipt, entry) in receipts {
             if !taken.insert(receipt.decision_id.clone()) {
                 answers.push(Err(LedgerError::Duplicate(receipt.decision_id)));
                 continue;
@@ -531,15 +550,24 @@ impl Writer {
             receipt.index = size + sealed.len() as u64;
             let seal = Sealed::new(&receipt, &self.inner.key)?;
             answers.push(Ok(sealed.len()));
+            if let Some(entry) = entry {
+                journal.push((sealed.len(), entry));
+            }
             sealed.push((receipt, seal));
         }
         let new_size = size + sealed.len() as u64;
         if !sealed.is_empty() {
-            let advance = tx.prepare_cached("UPDATE log_head SET size = $1").await?;
+            let advance = tx
+                .prepare_cached("UPDATE log_head SET size = $1, journal_bytes = journal_bytes + $2")
+                .await?;
             let new_size = i64::try_from(new_size).unwrap_or(i64::MAX);
-            tokio::try_join!(insert_receipts(&tx, &sealed), async {
-                Ok(tx.execute(&advance, &[&new_size]).await?)
-            })?;
+            let added: u64 = journal.iter().map(|(_, e)| e.stored_bytes()).sum();
+            let added = i64::try_from(added).unwrap_or(i64::MAX);
+            tokio::try_join!(
+                insert_receipts(&tx, &sealed),
+                insert_journal(&tx, &sealed, &journal),
+                async { Ok(tx.execute(&advance, &[&new_size, &added]).await?) }
+            )?;
         }
 
         let mut checkpoint = None;
@@ -597,6 +625,233 @@ impl Writer {
             .collect();
         Ok((appended, checkpoint))
     }
+}
+
+impl Writer {
+    /// Removes the oldest journal entries that are older than the retention
+    /// age or over its size, at most [`PRUNE_STEP`] of them, under the head
+    /// lock (which holds the journal's byte count). Receipts are never
+    /// touched.
+    async fn prune_journal(&self) -> Result<(), LedgerError> {
+        let cutoff = self
+            .retention
+            .max_age
+            .and_then(|age| chrono::Duration::from_std(age).ok())
+            .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        let max_bytes = self
+            .retention
+            .max_bytes
+            .map(|b| i64::try_from(b).unwrap_or(i64::MAX));
+        if cutoff.is_none() && max_bytes.is_none() {
+            return Ok(());
+        }
+        let mut client = get(&self.inner.pool).await?;
+        // Cheap test first, without the lock: most rounds find nothing.
+        let oldest = client
+            .query_opt("SELECT time FROM journal ORDER BY idx LIMIT 1", &[])
+            .await?;
+        let total: i64 = client
+            .query_one("SELECT journal_bytes FROM log_head", &[])
+            .await?
+            .try_get(0)?;
+        let expired = match (&oldest, &cutoff) {
+            (Some(row), Some(cutoff)) => row.try_get::<_, String>(0)? < *cutoff,
+            _ => false,
+        };
+        let over = |bytes: i64| max_bytes.is_some_and(|max| bytes > max);
+        if oldest.is_none() || (!expired && !over(total)) {
+            return Ok(());
+        }
+        let tx = client.transaction().await?;
+        let total: i64 = tx
+            .query_one("SELECT journal_bytes FROM log_head FOR UPDATE", &[])
+            .await?
+            .try_get(0)?;
+        let rows = tx
+            .query(
+                "SELECT idx, time, bytes FROM journal ORDER BY idx LIMIT $1",
+                &[&PRUNE_STEP],
+            )
+            .await?;
+        let (mut last, mut removed) = (None, 0i64);
+        for row in &rows {
+            let (idx, time, bytes): (i64, String, i64) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            let expired = cutoff.as_ref().is_some_and(|c| time < *c);
+            if !expired && !over(total.saturating_sub(removed)) {
+                break;
+            }
+            last = Some(idx);
+            removed = removed.saturating_add(bytes);
+        }
+        let Some(last) = last else {
+            return Ok(());
+        };
+        tx.execute("DELETE FROM journal WHERE idx <= $1", &[&last])
+            .await?;
+        tx.execute(
+            "UPDATE log_head SET journal_bytes = greatest(journal_bytes - $1, 0)",
+            &[&removed],
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::debug!(
+            through = last,
+            bytes = removed,
+            "pruned the decision journal"
+        );
+        Ok(())
+    }
+}
+
+/// Journaled decisions matching `query`, oldest first, from one snapshot;
+/// see [`super::PgStore::journal`].
+pub(crate) async fn journal(
+    client: &mut Object,
+    query: &JournalQuery,
+    mut each: impl FnMut(JournaledDecision) -> Result<(), LedgerError>,
+) -> Result<u64, LedgerError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let index = |i: Option<u64>| i.map(|i| i64::try_from(i).unwrap_or(i64::MAX));
+    let mut next = index(query.from_index).unwrap_or(0);
+    let to = index(query.to_index);
+    let statement = tx
+        .prepare(
+            "SELECT idx, decision_id, time, task_id, tool, request, redacted, scope, decision,
+                    policies, policy_version
+             FROM journal
+             WHERE idx >= $1 AND ($2::text IS NULL OR time >= $2)
+               AND ($3::bigint IS NULL OR idx <= $3) AND ($4::text IS NULL OR task_id = $4)
+             ORDER BY idx LIMIT 10000",
+        )
+        .await?;
+    let mut count = 0;
+    loop {
+        let rows = tx
+            .query(&statement, &[&next, &query.since, &to, &query.task])
+            .await?;
+        let Some(last) = rows.last() else {
+            break;
+        };
+        next = last.try_get::<_, i64>(0)?.saturating_add(1);
+        for row in &rows {
+            each(journaled(row)?)?;
+            count += 1;
+        }
+    }
+    tx.commit().await?;
+    Ok(count)
+}
+
+/// A journal row, read.
+fn journaled(row: &tokio_postgres::Row) -> Result<JournaledDecision, LedgerError> {
+    let index: i64 = row.try_get(0)?;
+    let index = u64::try_from(index)
+        .map_err(|_| LedgerError::Corrupt(format!("journal row with index {index}")))?;
+    let redacted: Option<String> = row.try_get(6)?;
+    let scope: Option<String> = row.try_get(7)?;
+    let decision: String = row.try_get(8)?;
+    let policies: String = row.try_get(9)?;
+    let entry = JournalEntry::from_columns(
+        row.try_get(5)?,
+        redacted.as_deref(),
+        scope.as_deref(),
+        &decision,
+        &policies,
+        row.try_get(10)?,
+    )
+    .map_err(|e| LedgerError::Corrupt(format!("journal entry {index}: {e}")))?;
+    Ok(JournaledDecision {
+        index,
+        decision_id: row.try_get(1)?,
+        time: row.try_get(2)?,
+        task_id: row.try_get(3)?,
+        tool: row.try_get(4)?,
+        entry,
+    })
+}
+
+/// Inserts the journal entries of a group of sealed receipts
+/// (`(position in sealed, entry)`) in one statement.
+async fn insert_journal(
+    tx: &impl GenericClient,
+    sealed: &[(Receipt, Sealed)],
+    journal: &[(usize, JournalEntry)],
+) -> Result<(), LedgerError> {
+    if journal.is_empty() {
+        return Ok(());
+    }
+    let n = journal.len();
+    let (mut idx, mut time, mut bytes, mut task, mut tool, mut decision_id) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut decision, mut version, mut policies, mut scope, mut redacted, mut request) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (at, entry) in journal {
+        let Some((r, _)) = sealed.get(*at) else {
+            return Err(LedgerError::Corrupt(
+                "a journal entry lost its receipt".to_owned(),
+            ));
+        };
+        idx.push(i64::try_from(r.index).unwrap_or(i64::MAX));
+        time.push(r.time.as_str());
+        bytes.push(i64::try_from(entry.stored_bytes()).unwrap_or(i64::MAX));
+        task.push(r.task.as_ref().map(|t| t.id.as_str()));
+        tool.push(format!("{}/{}", r.call.server, r.call.tool));
+        decision_id.push(r.decision_id.as_str());
+        decision.push(entry.decision.as_str());
+        version.push(entry.policy_version.as_str());
+        let (red, sc, pol) = entry.list_columns();
+        policies.push(pol);
+        scope.push(sc);
+        redacted.push(red);
+        request.push(entry.request.as_str());
+    }
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO journal (idx, time, bytes, task_id, tool, decision_id, decision,
+                                  policy_version, policies, scope, redacted, request)
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                                  $11::text[], $12::text[])",
+        )
+        .await?;
+    tx.execute(
+        &insert,
+        &[
+            &idx,
+            &time,
+            &bytes,
+            &task,
+            &tool,
+            &decision_id,
+            &decision,
+            &version,
+            &policies,
+            &scope,
+            &redacted,
+            &request,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The log as an export, from one snapshot; see [`super::PgStore::export`].
@@ -904,8 +1159,12 @@ impl crate::ReceiptLog for PgLog {
         PgLog::latest_checkpoint(self)
     }
 
-    async fn append(&self, receipt: Receipt) -> Result<Appended, LedgerError> {
-        PgLog::append(self, receipt).await
+    async fn append(
+        &self,
+        receipt: Receipt,
+        journal: Option<JournalEntry>,
+    ) -> Result<Appended, LedgerError> {
+        PgLog::append(self, receipt, journal).await
     }
 
     async fn checkpoint(&self) -> Result<SignedCheckpoint, LedgerError> {

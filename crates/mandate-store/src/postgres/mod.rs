@@ -218,6 +218,44 @@ impl PgStore {
         log::export(&mut client, out, progress).await
     }
 
+    /// Journaled decisions matching `query`, oldest first, from one
+    /// snapshot, each handed to `each` as it is read; returns how many.
+    pub async fn journal(
+        &self,
+        query: &crate::JournalQuery,
+        each: impl FnMut(crate::JournaledDecision) -> Result<(), crate::LedgerError>,
+    ) -> Result<u64, crate::LedgerError> {
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| crate::LedgerError::Unavailable(format!("PostgreSQL: {e}")))?;
+        log::journal(&mut client, query, each).await
+    }
+
+    /// The receipt index of decision `decision_id`, if the log holds it.
+    pub async fn receipt_index(
+        &self,
+        decision_id: &str,
+    ) -> Result<Option<u64>, crate::LedgerError> {
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| crate::LedgerError::Unavailable(format!("PostgreSQL: {e}")))?;
+        let row = client
+            .query_opt(
+                "SELECT idx FROM receipts WHERE decision_id = $1",
+                &[&decision_id],
+            )
+            .await?;
+        row.map(|row| {
+            let idx: i64 = row.try_get(0)?;
+            Ok(u64::try_from(idx).unwrap_or(0))
+        })
+        .transpose()
+    }
+
     /// The URL, without its password.
     pub fn url(&self) -> &str {
         &self.shown

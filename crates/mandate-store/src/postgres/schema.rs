@@ -185,6 +185,26 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX approvals_pending_by_request ON approvals (request_sha256)
         WHERE status = 'pending';
     ",
+    // Version 4: the decision journal (as SQLite's ledger.db schema 2 keeps
+    // it), written in its receipt's transaction, pruned without touching
+    // `receipts`; the head counts the journal's bytes for retention.
+    "
+    CREATE TABLE journal (
+        idx            BIGINT PRIMARY KEY CHECK (idx >= 0),
+        time           TEXT   NOT NULL,
+        bytes          BIGINT NOT NULL,
+        task_id        TEXT,
+        tool           TEXT   NOT NULL,
+        decision_id    TEXT   NOT NULL,
+        decision       TEXT   NOT NULL,
+        policy_version TEXT   NOT NULL,
+        policies       TEXT   NOT NULL,
+        scope          TEXT,
+        redacted       TEXT,
+        request        TEXT   NOT NULL
+    );
+    ALTER TABLE log_head ADD COLUMN journal_bytes BIGINT NOT NULL DEFAULT 0;
+    ",
 ];
 
 /// Brings the schema to [`SCHEMA_VERSION`], or refuses a newer one.

@@ -6,6 +6,7 @@ use std::path::Path;
 use chrono::Utc;
 use mandate_core::{
     CallRequest, ConditionOutcome, Decision, DecisionId, DecisionRequest, DecisionResponse,
+    PolicyReport,
 };
 use serde_json::json;
 
@@ -74,29 +75,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Code> {
         }
         if let Some(e) = &explanation {
             outln!(out);
-            for p in &e.policies {
-                outln!(
-                    out,
-                    "{} {} `{}` ({}:{}): {}",
-                    kind(p.kind),
-                    p.effect,
-                    p.id,
-                    p.file,
-                    p.line,
-                    p.summary()
-                );
-                for c in &p.conditions {
-                    let outcome = match (&c.outcome, c.value()) {
-                        (ConditionOutcome::Error(m), _) => format!("could not be evaluated: {m}"),
-                        (_, Some(value)) => format!("is {value}"),
-                        (_, None) => "could not be evaluated".to_owned(),
-                    };
-                    outln!(out, "    {} {{ {} }} {outcome}", c.kind, c.text);
-                    if let Some(part) = &c.decided_by {
-                        outln!(out, "      because `{}` is {}", part.text, part.value);
-                    }
-                }
-            }
+            print_reports(&mut out, &e.policies, "");
         }
     }
     emit(&out)?;
@@ -105,6 +84,39 @@ pub fn run(args: CheckArgs) -> anyhow::Result<Code> {
         Decision::Deny => Code::Deny,
         Decision::ApprovalRequired => Code::ApprovalRequired,
     })
+}
+
+/// Each policy's report as `check --explain` prints it, every line
+/// prefixed with `indent`.
+pub fn print_reports(out: &mut String, reports: &[PolicyReport], indent: &str) {
+    for p in reports {
+        outln!(
+            out,
+            "{indent}{} {} `{}` ({}:{}): {}",
+            kind(p.kind),
+            p.effect,
+            p.id,
+            p.file,
+            p.line,
+            p.summary()
+        );
+        for c in &p.conditions {
+            let outcome = match (&c.outcome, c.value()) {
+                (ConditionOutcome::Error(m), _) => format!("could not be evaluated: {m}"),
+                (_, Some(value)) => format!("is {value}"),
+                (_, None) => "could not be evaluated".to_owned(),
+            };
+            outln!(out, "{indent}    {} {{ {} }} {outcome}", c.kind, c.text);
+            if let Some(part) = &c.decided_by {
+                outln!(
+                    out,
+                    "{indent}      because `{}` is {}",
+                    part.text,
+                    part.value
+                );
+            }
+        }
+    }
 }
 
 fn kind(kind: mandate_core::PolicyKind) -> &'static str {

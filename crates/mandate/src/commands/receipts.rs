@@ -14,19 +14,29 @@ use crate::exit::Code;
 use crate::ledger_files;
 use crate::output::{emit, outln};
 
-pub fn export(args: ExportArgs) -> anyhow::Result<Code> {
-    let postgres = match args.store.as_deref().map(str::trim) {
-        None | Some("sqlite") => None,
+/// `--store`: `None` for the data directory's SQLite files (unset or
+/// `sqlite`), else the PostgreSQL URL; prints the problem and returns the
+/// code for anything else.
+pub fn store_choice(store: Option<&str>) -> Result<Option<String>, Code> {
+    match store.map(str::trim) {
+        None | Some("sqlite") => Ok(None),
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Some(url.to_owned())
+            Ok(Some(url.to_owned()))
         }
         Some(other) => {
             eprintln!(
                 "error: --store must be `sqlite` or a postgres:// URL (got `{}`)",
                 mandate_store::postgres::redact(other)
             );
-            return Ok(Code::Input);
+            Err(Code::Input)
         }
+    }
+}
+
+pub fn export(args: ExportArgs) -> anyhow::Result<Code> {
+    let postgres = match store_choice(args.store.as_deref()) {
+        Ok(postgres) => postgres,
+        Err(code) => return Ok(code),
     };
     let reader = match &postgres {
         Some(_) => None,

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use chrono::Utc;
 use mandate_core::PolicyPack;
 use mandate_ledger::LogKey;
+use mandate_server::journal::JournalSettings;
 use mandate_server::policy_dir::PackSources;
 use mandate_server::shadow::{ShadowName, ShadowPack, Shadows};
 use mandate_server::{
@@ -17,11 +18,12 @@ use mandate_server::{
 };
 use mandate_store::postgres::PgStore;
 use mandate_store::{
-    Ledger, LedgerConfig, LedgerError, ReceiptLog, SqliteState, StateError, StateStore,
+    JournalRetention, Ledger, LedgerConfig, LedgerError, ReceiptLog, SqliteState, StateError,
+    StateStore,
 };
 
 use crate::cli::{LogFormat, ReceiptArguments, ServeArgs};
-use crate::config::{DecideAccessSetting, PackDir, Settings, Store};
+use crate::config::{DecideAccessSetting, JournalRedactSettings, PackDir, Settings, Store};
 use crate::data_lock;
 use crate::exit::Code;
 use crate::ledger_files;
@@ -103,6 +105,10 @@ async fn start(settings: &Settings) -> Step<()> {
     };
     let log_config = LedgerConfig {
         checkpoint_interval: Duration::from_millis(settings.checkpoint_interval_ms),
+        journal: JournalRetention {
+            max_age: Some(Duration::from_secs(settings.journal_max_age_seconds)),
+            max_bytes: Some(settings.journal_max_bytes),
+        },
         ..LedgerConfig::default()
     };
     let (state_store, ledger, postgres): (Arc<dyn StateStore>, Arc<dyn ReceiptLog>, _) =
@@ -132,6 +138,10 @@ async fn start(settings: &Settings) -> Step<()> {
         &settings.receipt_redact,
     )
     .with_max_argument_bytes(settings.receipt_max_argument_bytes);
+    let journal = match journal_settings(settings) {
+        Ok(journal) => journal,
+        Err(e) => return Ok(Err(Refused::error(format!("{e:#}")))),
+    };
     let approvals = match approval_settings(settings) {
         Ok(approvals) => approvals,
         Err(e) => return Ok(Err(Refused::error(format!("{e:#}")))),
@@ -150,7 +160,8 @@ async fn start(settings: &Settings) -> Step<()> {
         approvals,
     )
     .with_callers(callers)
-    .with_shadows(shadows);
+    .with_shadows(shadows)
+    .with_journal(journal);
     serve(
         server_config(settings),
         state,
@@ -203,6 +214,19 @@ fn read_pack(dir: &Path, what: &str) -> Step<(PackSources, PolicyPack)> {
         tracing::warn!("{w}");
     }
     Ok(Ok((sources, pack)))
+}
+
+/// What the decision journal keeps (`journal`, `[[journal_redact]]`).
+fn journal_settings(settings: &Settings) -> anyhow::Result<JournalSettings> {
+    if !settings.journal {
+        return Ok(JournalSettings::off());
+    }
+    let rules = settings
+        .journal_redact
+        .iter()
+        .map(JournalRedactSettings::to_rule)
+        .collect::<anyhow::Result<_>>()?;
+    Ok(JournalSettings::new(true, rules))
 }
 
 /// The shadow packs (`shadow_policies`), each loaded as the live pack is:

@@ -1,0 +1,364 @@
+//! Replay: journaled decisions evaluated again against a candidate pack,
+//! and what changed.
+//!
+//! Each journal entry holds the request exactly as the live pack evaluated
+//! it, with the server's clock and fills, so the candidate sees what the
+//! live pack saw: the recorded context is used as it is. The comparison is
+//! with the live pack's outcome before any approval (a released approval
+//! does not make a gate an allow), as shadow packs are compared. A tool
+//! outside the task credential's grant stays a deny: that check is made in
+//! code, before any pack, and no candidate changes it.
+//!
+//! Pure: entries in, a report out; the caller reads the journal and may
+//! split the entries across threads ([`Replay::run`] and
+//! [`ReplayReport::merge`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use mandate_core::{CallRequest, Decision, DecisionRequest, PolicyPack, PolicyReport, Verdict};
+use mandate_store::JournaledDecision;
+use mandate_store::journal::Redacted;
+use serde::Serialize;
+
+use crate::decider::evaluate;
+
+/// A candidate pack to replay against.
+pub struct Replay<'a> {
+    candidate: &'a PolicyPack,
+    examples: usize,
+}
+
+/// What a replay found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplayReport {
+    /// Decisions evaluated again.
+    pub replayed: u64,
+    /// Of those, decided the same way by the candidate.
+    pub unchanged: u64,
+    /// Of those, decided another way.
+    pub changed: u64,
+    /// Decisions whose entry had redacted arguments that the candidate's
+    /// policies read: replayed with what was kept (a digest, or nothing), so
+    /// the candidate's outcome may not be what the real value would get.
+    pub on_redacted: u64,
+    /// Of those, the ones decided another way.
+    pub changed_on_redacted: u64,
+    /// Entries that could not be evaluated again (the request no longer
+    /// parses), with the first few reasons. Not counted as replayed.
+    pub unreadable: u64,
+    /// Why, for the first few unreadable entries.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable_reasons: Vec<String>,
+    /// Every transition seen, unchanged ones included, in the order
+    /// allow, deny, approval_required of `from` then `to`.
+    pub transitions: Vec<Transition>,
+}
+
+/// All decisions that went from one outcome to another.
+#[derive(Debug, Clone, Serialize)]
+pub struct Transition {
+    /// The live outcome (before approval).
+    pub from: Decision,
+    /// The candidate's outcome.
+    pub to: Decision,
+    /// How many.
+    pub count: u64,
+    /// For a change: how often each live policy determined the `from`
+    /// outcome, most often first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub live_policies: Vec<PolicyCount>,
+    /// For a change: how often each candidate policy determined the `to`
+    /// outcome, most often first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub candidate_policies: Vec<PolicyCount>,
+    /// For a change: the first few decisions that made it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<Example>,
+}
+
+/// A policy and how many decisions of a transition it determined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyCount {
+    /// The policy's id.
+    pub policy: String,
+    /// How many decisions.
+    pub count: u64,
+}
+
+/// One changed decision, explained.
+#[derive(Debug, Clone, Serialize)]
+pub struct Example {
+    /// The decision's id.
+    pub decision_id: String,
+    /// Its receipt's index.
+    pub index: u64,
+    /// When it was decided.
+    pub time: String,
+    /// `server/tool`.
+    pub tool: String,
+    /// Its task, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// The live policies that determined the live outcome.
+    pub live_policies: Vec<String>,
+    /// What the candidate decided, and why.
+    pub candidate: CandidateVerdict,
+    /// Redacted argument paths the candidate's policies read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redacted_read: Vec<String>,
+    /// The request as the journal kept it (and as it was replayed).
+    pub request: serde_json::Value,
+    /// Its redacted argument paths and what was done to each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<Redacted>,
+    /// How each policy of the candidate named by either side fared, as
+    /// `mandate check --explain` reports it.
+    pub explanation: Vec<PolicyReport>,
+}
+
+/// The candidate's verdict on an example.
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateVerdict {
+    /// Its outcome.
+    pub decision: Decision,
+    /// The policies that determined it.
+    pub policies: Vec<String>,
+    /// The reasons they give.
+    pub reasons: Vec<String>,
+    /// Policies that could not be evaluated (any makes the outcome a deny).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+impl From<Verdict> for CandidateVerdict {
+    fn from(verdict: Verdict) -> Self {
+        Self {
+            decision: verdict.decision,
+            policies: verdict.policies,
+            reasons: verdict.reasons,
+            errors: verdict.errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// Counts for one transition while replaying.
+#[derive(Debug, Clone, Default)]
+struct Tally {
+    count: u64,
+    live: BTreeMap<String, u64>,
+    candidate: BTreeMap<String, u64>,
+    examples: Vec<Example>,
+}
+
+/// A report being built: merged across threads, then finished.
+#[derive(Debug, Clone, Default)]
+pub struct Partial {
+    replayed: u64,
+    on_redacted: u64,
+    changed_on_redacted: u64,
+    unreadable: u64,
+    unreadable_reasons: Vec<String>,
+    tallies: BTreeMap<(u8, u8), Tally>,
+}
+
+/// How many unreadable entries are named.
+const REASONS_KEPT: usize = 5;
+
+impl<'a> Replay<'a> {
+    /// Replays against `candidate`, keeping up to `examples` examples per
+    /// changed transition.
+    pub fn new(candidate: &'a PolicyPack, examples: usize) -> Self {
+        Self {
+            candidate,
+            examples,
+        }
+    }
+
+    /// Replays `entries` into a partial report.
+    pub fn run<'e>(&self, entries: impl IntoIterator<Item = &'e JournaledDecision>) -> Partial {
+        let mut partial = Partial::default();
+        for entry in entries {
+            self.one(entry, &mut partial);
+        }
+        partial
+    }
+
+    fn one(&self, journaled: &JournaledDecision, partial: &mut Partial) {
+        let entry = &journaled.entry;
+        let call = match call_of(&entry.request) {
+            Ok(call) => call,
+            Err(reason) => {
+                partial.unreadable += 1;
+                if partial.unreadable_reasons.len() < REASONS_KEPT {
+                    partial
+                        .unreadable_reasons
+                        .push(format!("decision {}: {reason}", journaled.decision_id));
+                }
+                return;
+            }
+        };
+        let (call, now) = call;
+        let scope: Option<BTreeSet<String>> =
+            entry.scope.as_ref().map(|s| s.iter().cloned().collect());
+        let verdict = evaluate(self.candidate, scope.as_ref(), &call, now);
+        partial.replayed += 1;
+        let read = self.candidate.arguments_read();
+        let redacted_read: Vec<String> = entry
+            .redacted
+            .iter()
+            .filter(|r| {
+                r.path
+                    .split('.')
+                    .next()
+                    .is_some_and(|top| read.contains(top))
+            })
+            .map(|r| r.path.clone())
+            .collect();
+        let on_redacted = !redacted_read.is_empty();
+        if on_redacted {
+            partial.on_redacted += 1;
+        }
+        let key = (rank(entry.decision), rank(verdict.decision));
+        let tally = partial.tallies.entry(key).or_default();
+        tally.count += 1;
+        if entry.decision == verdict.decision {
+            return;
+        }
+        for policy in &entry.policies {
+            *tally.live.entry(policy.clone()).or_default() += 1;
+        }
+        for policy in &verdict.policies {
+            *tally.candidate.entry(policy.clone()).or_default() += 1;
+        }
+        if on_redacted {
+            partial.changed_on_redacted += 1;
+        }
+        if tally.examples.len() < self.examples {
+            let named: BTreeSet<&String> = entry.policies.iter().chain(&verdict.policies).collect();
+            let explanation = self
+                .candidate
+                .explain(&call, now)
+                .policies
+                .into_iter()
+                .filter(|report| named.contains(&report.id))
+                .collect();
+            tally.examples.push(Example {
+                decision_id: journaled.decision_id.clone(),
+                index: journaled.index,
+                time: journaled.time.clone(),
+                tool: journaled.tool.clone(),
+                task_id: journaled.task_id.clone(),
+                live_policies: entry.policies.clone(),
+                candidate: verdict.into(),
+                redacted_read,
+                request: serde_json::from_str(&entry.request).unwrap_or_default(),
+                redacted: entry.redacted.clone(),
+                explanation,
+            });
+        }
+    }
+}
+
+impl Partial {
+    /// Decisions evaluated again so far.
+    pub fn replayed(&self) -> u64 {
+        self.replayed
+    }
+
+    /// Adds `other`'s counts to this one; examples stay in the order the
+    /// parts are merged, up to `examples` per transition.
+    pub fn merge(&mut self, other: Partial, examples: usize) {
+        self.replayed += other.replayed;
+        self.on_redacted += other.on_redacted;
+        self.changed_on_redacted += other.changed_on_redacted;
+        self.unreadable += other.unreadable;
+        for reason in other.unreadable_reasons {
+            if self.unreadable_reasons.len() < REASONS_KEPT {
+                self.unreadable_reasons.push(reason);
+            }
+        }
+        for (key, tally) in other.tallies {
+            let mine = self.tallies.entry(key).or_default();
+            mine.count += tally.count;
+            for (policy, n) in tally.live {
+                *mine.live.entry(policy).or_default() += n;
+            }
+            for (policy, n) in tally.candidate {
+                *mine.candidate.entry(policy).or_default() += n;
+            }
+            for example in tally.examples {
+                if mine.examples.len() < examples {
+                    mine.examples.push(example);
+                }
+            }
+        }
+    }
+
+    /// The report.
+    pub fn finish(self) -> ReplayReport {
+        let mut report = ReplayReport {
+            replayed: self.replayed,
+            on_redacted: self.on_redacted,
+            changed_on_redacted: self.changed_on_redacted,
+            unreadable: self.unreadable,
+            unreadable_reasons: self.unreadable_reasons,
+            ..ReplayReport::default()
+        };
+        for ((from, to), tally) in self.tallies {
+            let (from, to) = (outcome(from), outcome(to));
+            if from == to {
+                report.unchanged += tally.count;
+            } else {
+                report.changed += tally.count;
+            }
+            report.transitions.push(Transition {
+                from,
+                to,
+                count: tally.count,
+                live_policies: ranked(tally.live),
+                candidate_policies: ranked(tally.candidate),
+                examples: tally.examples,
+            });
+        }
+        report
+    }
+}
+
+/// The call a journaled request makes, and the time it was decided at.
+fn call_of(request: &str) -> Result<(CallRequest, DateTime<Utc>), String> {
+    let request: DecisionRequest =
+        serde_json::from_str(request).map_err(|e| format!("the journaled request: {e}"))?;
+    let now = request
+        .context
+        .time
+        .ok_or_else(|| "the journaled request has no `context.time`".to_owned())?;
+    let call = CallRequest::try_from(request).map_err(|e| e.to_string())?;
+    Ok((call, now))
+}
+
+/// Policy counts, most often first (then by id).
+fn ranked(counts: BTreeMap<String, u64>) -> Vec<PolicyCount> {
+    let mut ranked: Vec<PolicyCount> = counts
+        .into_iter()
+        .map(|(policy, count)| PolicyCount { policy, count })
+        .collect();
+    ranked.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.policy.cmp(&b.policy)));
+    ranked
+}
+
+fn rank(decision: Decision) -> u8 {
+    match decision {
+        Decision::Allow => 0,
+        Decision::Deny => 1,
+        Decision::ApprovalRequired => 2,
+    }
+}
+
+fn outcome(rank: u8) -> Decision {
+    match rank {
+        0 => Decision::Allow,
+        2 => Decision::ApprovalRequired,
+        _ => Decision::Deny,
+    }
+}

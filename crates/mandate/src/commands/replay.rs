@@ -1,0 +1,381 @@
+//! `mandate policy replay`: journaled decisions against a candidate pack.
+
+use std::io::IsTerminal as _;
+
+use anyhow::Context as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+use mandate_core::PolicyPack;
+use mandate_server::replay::{Partial, Replay, ReplayReport};
+use mandate_store::{JournalQuery, JournaledDecision, LedgerError, LedgerReader};
+use serde_json::json;
+
+use crate::cli::{PackArgs, ReplayArgs};
+use crate::exit::Code;
+use crate::ledger_files;
+use crate::output::{emit, outln};
+
+/// Entries evaluated together, split across the machine's cores.
+const BATCH: usize = 16 * 1024;
+
+pub fn run(args: ReplayArgs) -> anyhow::Result<Code> {
+    let store = match crate::commands::receipts::store_choice(args.store.as_deref()) {
+        Ok(store) => store,
+        Err(code) => return Ok(code),
+    };
+    let since = match args
+        .since
+        .as_deref()
+        .map(|s| since(s, Utc::now()))
+        .transpose()
+    {
+        Ok(since) => since,
+        Err(message) => {
+            eprintln!("error: --since: {message}");
+            return Ok(Code::Input);
+        }
+    };
+    let no_dir = PackArgs {
+        policies: None,
+        data_dir: None,
+        config: None,
+    };
+    let (origin, candidate) = match crate::pack::load(&no_dir, Some(&args.candidate)) {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    let mut query = JournalQuery {
+        since,
+        task: args.task.clone(),
+        ..JournalQuery::default()
+    };
+    let mut replayer = Replayer::new(&candidate, args.examples);
+    let read = match store {
+        None => {
+            let path = ledger_files::ledger_path(&args.data.data_dir);
+            let reader = match LedgerReader::open(&path) {
+                Ok(reader) => reader,
+                Err(e @ (LedgerError::Missing(_) | LedgerError::Unsupported(_))) => {
+                    eprintln!("error: {e}");
+                    return Ok(Code::Input);
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot read `{}`", path.display()));
+                }
+            };
+            let index = |id: &str| reader.receipt(id).map(|r| r.map(|r| r.index));
+            match range(&mut query, &args, index)? {
+                Some(code) => return Ok(code),
+                None => reader.journal(&query, |entry| {
+                    replayer.push(entry);
+                    Ok(())
+                }),
+            }
+        }
+        Some(url) => {
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let found = runtime.block_on(async {
+                let store = mandate_store::postgres::PgStore::connect(&url)
+                    .await
+                    .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+                let mut ids = Vec::new();
+                for id in [&args.from, &args.to].into_iter().flatten() {
+                    ids.push((id.clone(), store.receipt_index(id).await?));
+                }
+                Ok::<_, LedgerError>((store, ids))
+            });
+            let (store, ids) = found?;
+            let index = |id: &str| {
+                Ok(ids
+                    .iter()
+                    .find(|(known, _)| known == id)
+                    .and_then(|(_, index)| *index))
+            };
+            match range(&mut query, &args, index)? {
+                Some(code) => return Ok(code),
+                None => runtime.block_on(store.journal(&query, |entry| {
+                    replayer.push(entry);
+                    Ok(())
+                })),
+            }
+        }
+    };
+    read.context("cannot read the decision journal")?;
+    let report = replayer.finish();
+    print(&report, &origin.label(), candidate.version(), &args)?;
+    Ok(if report.changed == 0 {
+        Code::Ok
+    } else {
+        Code::Changed
+    })
+}
+
+/// Sets the query's index range from `--from` and `--to`; prints the
+/// problem and returns the code when a decision is not in the log.
+fn range(
+    query: &mut JournalQuery,
+    args: &ReplayArgs,
+    index: impl Fn(&str) -> Result<Option<u64>, LedgerError>,
+) -> anyhow::Result<Option<Code>> {
+    for (id, slot) in [
+        (&args.from, &mut query.from_index),
+        (&args.to, &mut query.to_index),
+    ] {
+        let Some(id) = id else { continue };
+        match index(id)? {
+            Some(i) => *slot = Some(i),
+            None => {
+                eprintln!("error: the receipt log holds no decision `{id}`");
+                return Ok(Some(Code::Input));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// `--since`: a span back from `now` (`90s`, `30m`, `24h`, `7d`, `2w`) or
+/// an RFC 3339 time, as the journal's fixed-width time text.
+fn since(text: &str, now: DateTime<Utc>) -> Result<String, String> {
+    let at = match DateTime::parse_from_rfc3339(text) {
+        Ok(time) => time.with_timezone(&Utc),
+        Err(_) => {
+            let split = text
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(text.len());
+            let (number, unit) = text.split_at(split);
+            let number: i64 = number.parse().map_err(|_| {
+                format!("`{text}` is neither a span like `7d` nor an RFC 3339 time")
+            })?;
+            let seconds = match unit {
+                "s" => 1,
+                "m" => 60,
+                "h" => 3600,
+                "d" => 86_400,
+                "w" => 604_800,
+                _ => {
+                    return Err(format!(
+                        "`{text}`: the unit must be s, m, h, d or w (as in `7d`)"
+                    ));
+                }
+            };
+            number
+                .checked_mul(seconds)
+                .and_then(chrono::TimeDelta::try_seconds)
+                .and_then(|span| now.checked_sub_signed(span))
+                .ok_or_else(|| format!("`{text}` reaches too far back"))?
+        }
+    };
+    Ok(at.to_rfc3339_opts(SecondsFormat::Micros, true))
+}
+
+/// Replays entries as they are read, a batch at a time across the cores.
+struct Replayer<'a> {
+    replay: Replay<'a>,
+    examples: usize,
+    batch: Vec<JournaledDecision>,
+    report: Partial,
+    threads: usize,
+    progress: bool,
+}
+
+impl<'a> Replayer<'a> {
+    fn new(candidate: &'a PolicyPack, examples: usize) -> Self {
+        Self {
+            replay: Replay::new(candidate, examples),
+            examples,
+            batch: Vec::with_capacity(BATCH),
+            report: Partial::default(),
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
+            progress: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn push(&mut self, entry: JournaledDecision) {
+        self.batch.push(entry);
+        if self.batch.len() >= BATCH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let chunk = self.batch.len().div_ceil(self.threads);
+        let replay = &self.replay;
+        // In order: the first examples found are the oldest.
+        let parts: Vec<Partial> = std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .batch
+                .chunks(chunk)
+                .map(|entries| scope.spawn(move || replay.run(entries)))
+                .collect();
+            handles
+                .into_iter()
+                // A replay that lost a part would report wrong counts:
+                // a panic ends it.
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        for part in parts {
+            self.report.merge(part, self.examples);
+        }
+        self.batch.clear();
+        if self.progress {
+            eprint!("\rreplayed {} decisions", self.report_count());
+        }
+    }
+
+    fn report_count(&self) -> u64 {
+        self.report.replayed()
+    }
+
+    fn finish(mut self) -> ReplayReport {
+        self.flush();
+        if self.progress {
+            eprintln!();
+        }
+        self.report.finish()
+    }
+}
+
+fn print(
+    report: &ReplayReport,
+    label: &str,
+    version: &str,
+    args: &ReplayArgs,
+) -> anyhow::Result<()> {
+    let mut out = String::new();
+    if args.json {
+        let mut value = serde_json::to_value(report)?;
+        if let Some(object) = value.as_object_mut() {
+            object.insert(
+                "candidate".into(),
+                json!({"pack": label, "version": version}),
+            );
+        }
+        outln!(out, "{}", serde_json::to_string_pretty(&value)?);
+        emit(&out)?;
+        return Ok(());
+    }
+    let short = version.get(..12).unwrap_or(version);
+    outln!(
+        out,
+        "replayed {} decision{} against `{label}` (version {short}): {} would change",
+        report.replayed,
+        if report.replayed == 1 { "" } else { "s" },
+        report.changed
+    );
+    for t in report.transitions.iter().filter(|t| t.from != t.to) {
+        outln!(out);
+        outln!(out, "{} -> {}: {}", t.from, t.to, t.count);
+        let counted = |policies: &[mandate_server::replay::PolicyCount]| {
+            policies
+                .iter()
+                .map(|p| format!("{} ({})", p.policy, p.count))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !t.live_policies.is_empty() {
+            outln!(out, "  live policies: {}", counted(&t.live_policies));
+        }
+        if !t.candidate_policies.is_empty() {
+            outln!(
+                out,
+                "  candidate policies: {}",
+                counted(&t.candidate_policies)
+            );
+        }
+        for e in &t.examples {
+            let task = e
+                .task_id
+                .as_deref()
+                .map(|t| format!(" task {t}"))
+                .unwrap_or_default();
+            outln!(
+                out,
+                "  e.g. {} ({}, {}{task}, receipt {})",
+                e.decision_id,
+                e.time,
+                e.tool,
+                e.index
+            );
+            for reason in &e.candidate.reasons {
+                outln!(out, "    candidate reason: {reason}");
+            }
+            for error in &e.candidate.errors {
+                outln!(out, "    candidate error: {error}");
+            }
+            if !e.redacted_read.is_empty() {
+                outln!(
+                    out,
+                    "    replayed with redacted arguments the candidate reads: {}",
+                    e.redacted_read.join(", ")
+                );
+            }
+            crate::commands::check::print_reports(&mut out, &e.explanation, "    ");
+            for gone in e
+                .live_policies
+                .iter()
+                .filter(|id| !e.explanation.iter().any(|r| &r.id == *id))
+            {
+                outln!(out, "    live policy `{gone}` is not in the candidate");
+            }
+        }
+    }
+    let unchanged: Vec<String> = report
+        .transitions
+        .iter()
+        .filter(|t| t.from == t.to)
+        .map(|t| format!("{} {}", t.count, t.from))
+        .collect();
+    if !unchanged.is_empty() {
+        outln!(out);
+        outln!(out, "unchanged: {}", unchanged.join(", "));
+    }
+    if report.on_redacted > 0 {
+        outln!(
+            out,
+            "note: {} decision(s) ({} of them changed) were replayed with redacted arguments that the candidate reads: their real values may decide otherwise",
+            report.on_redacted,
+            report.changed_on_redacted
+        );
+    }
+    if report.unreadable > 0 {
+        outln!(
+            out,
+            "warning: {} journal entr{} could not be evaluated again:",
+            report.unreadable,
+            if report.unreadable == 1 { "y" } else { "ies" }
+        );
+        for reason in &report.unreadable_reasons {
+            outln!(out, "  {reason}");
+        }
+    }
+    emit(&out)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn since_takes_spans_and_times() {
+        let now = DateTime::parse_from_rfc3339("2026-12-07T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(since("7d", now).unwrap(), "2026-11-30T12:00:00.000000Z");
+        assert_eq!(since("90s", now).unwrap(), "2026-12-07T11:58:30.000000Z");
+        assert_eq!(since("2w", now).unwrap(), "2026-11-23T12:00:00.000000Z");
+        assert_eq!(
+            since("2026-12-01T00:00:00+01:00", now).unwrap(),
+            "2026-11-30T23:00:00.000000Z"
+        );
+        for bad in ["", "7", "d", "7y", "-7d", "7 d", "99999999999999999w"] {
+            assert!(since(bad, now).is_err(), "{bad}");
+        }
+    }
+}
