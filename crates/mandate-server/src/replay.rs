@@ -9,9 +9,9 @@
 //! outside the task credential's grant stays a deny: that check is made in
 //! code, before any pack, and no candidate changes it.
 //!
-//! Pure: entries in, a report out; the caller reads the journal and may
-//! split the entries across threads ([`Replay::run`] and
-//! [`ReplayReport::merge`]).
+//! Entries in, a report out: the caller reads the journal and hands each
+//! entry to [`Replay::push`], which evaluates them a batch at a time across
+//! the machine's cores; [`Replay::finish`] gives the report.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,10 +23,16 @@ use serde::Serialize;
 
 use crate::decider::evaluate;
 
-/// A candidate pack to replay against.
+/// Entries evaluated together, split across the threads.
+const BATCH: usize = 16 * 1024;
+
+/// A replay against a candidate pack, in progress.
 pub struct Replay<'a> {
     candidate: &'a PolicyPack,
     examples: usize,
+    threads: usize,
+    batch: Vec<JournaledDecision>,
+    report: Partial,
 }
 
 /// What a replay found.
@@ -153,7 +159,7 @@ struct Tally {
 
 /// A report being built: merged across threads, then finished.
 #[derive(Debug, Clone, Default)]
-pub struct Partial {
+struct Partial {
     replayed: u64,
     on_redacted: u64,
     changed_on_redacted: u64,
@@ -166,17 +172,67 @@ pub struct Partial {
 const REASONS_KEPT: usize = 5;
 
 impl<'a> Replay<'a> {
-    /// Replays against `candidate`, keeping up to `examples` examples per
-    /// changed transition.
-    pub fn new(candidate: &'a PolicyPack, examples: usize) -> Self {
+    /// Replays against `candidate` on `threads` threads, keeping up to
+    /// `examples` examples per changed transition.
+    pub fn new(candidate: &'a PolicyPack, examples: usize, threads: usize) -> Self {
         Self {
             candidate,
             examples,
+            threads: threads.max(1),
+            batch: Vec::with_capacity(BATCH),
+            report: Partial::default(),
         }
     }
 
-    /// Replays `entries` into a partial report.
-    pub fn run<'e>(&self, entries: impl IntoIterator<Item = &'e JournaledDecision>) -> Partial {
+    /// Adds one journaled decision; a full batch is evaluated at once.
+    /// Returns whether a batch was evaluated (for progress).
+    pub fn push(&mut self, entry: JournaledDecision) -> bool {
+        self.batch.push(entry);
+        if self.batch.len() < BATCH {
+            return false;
+        }
+        self.flush();
+        true
+    }
+
+    /// Decisions evaluated so far.
+    pub fn replayed(&self) -> u64 {
+        self.report.replayed
+    }
+
+    /// Evaluates what is left and gives the report.
+    pub fn finish(mut self) -> ReplayReport {
+        self.flush();
+        self.report.finish()
+    }
+
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let chunk = self.batch.len().div_ceil(self.threads);
+        let this = &*self;
+        let parts: Vec<Partial> = std::thread::scope(|scope| {
+            let handles: Vec<_> = this
+                .batch
+                .chunks(chunk)
+                .map(|entries| scope.spawn(move || this.run(entries)))
+                .collect();
+            handles
+                .into_iter()
+                // A replay that lost a part would report wrong counts: a
+                // panic ends it.
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        // Merged in order: the examples kept are the oldest.
+        for part in parts {
+            self.report.merge(part, self.examples);
+        }
+        self.batch.clear();
+    }
+
+    fn run(&self, entries: &[JournaledDecision]) -> Partial {
         let mut partial = Partial::default();
         for entry in entries {
             self.one(entry, &mut partial);
@@ -261,14 +317,9 @@ impl<'a> Replay<'a> {
 }
 
 impl Partial {
-    /// Decisions evaluated again so far.
-    pub fn replayed(&self) -> u64 {
-        self.replayed
-    }
-
     /// Adds `other`'s counts to this one; examples stay in the order the
     /// parts are merged, up to `examples` per transition.
-    pub fn merge(&mut self, other: Partial, examples: usize) {
+    fn merge(&mut self, other: Partial, examples: usize) {
         self.replayed += other.replayed;
         self.on_redacted += other.on_redacted;
         self.changed_on_redacted += other.changed_on_redacted;
@@ -296,7 +347,7 @@ impl Partial {
     }
 
     /// The report.
-    pub fn finish(self) -> ReplayReport {
+    fn finish(self) -> ReplayReport {
         let mut report = ReplayReport {
             replayed: self.replayed,
             on_redacted: self.on_redacted,

@@ -5,7 +5,7 @@ use std::io::IsTerminal as _;
 use anyhow::Context as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use mandate_core::PolicyPack;
-use mandate_server::replay::{Partial, Replay, ReplayReport};
+use mandate_server::replay::{Replay, ReplayReport};
 use mandate_store::{JournalQuery, JournaledDecision, LedgerError, LedgerReader};
 use serde_json::json;
 
@@ -13,9 +13,6 @@ use crate::cli::{PackArgs, ReplayArgs};
 use crate::exit::Code;
 use crate::ledger_files;
 use crate::output::{emit, outln};
-
-/// Entries evaluated together, split across the machine's cores.
-const BATCH: usize = 16 * 1024;
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<Code> {
     let store = match crate::commands::receipts::store_choice(args.store.as_deref()) {
@@ -168,74 +165,32 @@ fn since(text: &str, now: DateTime<Utc>) -> Result<String, String> {
     Ok(at.to_rfc3339_opts(SecondsFormat::Micros, true))
 }
 
-/// Replays entries as they are read, a batch at a time across the cores.
+/// The replay with progress on a terminal.
 struct Replayer<'a> {
     replay: Replay<'a>,
-    examples: usize,
-    batch: Vec<JournaledDecision>,
-    report: Partial,
-    threads: usize,
     progress: bool,
 }
 
 impl<'a> Replayer<'a> {
     fn new(candidate: &'a PolicyPack, examples: usize) -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
-            replay: Replay::new(candidate, examples),
-            examples,
-            batch: Vec::with_capacity(BATCH),
-            report: Partial::default(),
-            threads: std::thread::available_parallelism().map_or(1, usize::from),
+            replay: Replay::new(candidate, examples, threads),
             progress: std::io::stderr().is_terminal(),
         }
     }
 
     fn push(&mut self, entry: JournaledDecision) {
-        self.batch.push(entry);
-        if self.batch.len() >= BATCH {
-            self.flush();
+        if self.replay.push(entry) && self.progress {
+            eprint!("\rreplayed {} decisions", self.replay.replayed());
         }
     }
 
-    fn flush(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let chunk = self.batch.len().div_ceil(self.threads);
-        let replay = &self.replay;
-        // In order: the first examples found are the oldest.
-        let parts: Vec<Partial> = std::thread::scope(|scope| {
-            let handles: Vec<_> = self
-                .batch
-                .chunks(chunk)
-                .map(|entries| scope.spawn(move || replay.run(entries)))
-                .collect();
-            handles
-                .into_iter()
-                // A replay that lost a part would report wrong counts:
-                // a panic ends it.
-                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
-        });
-        for part in parts {
-            self.report.merge(part, self.examples);
-        }
-        self.batch.clear();
-        if self.progress {
-            eprint!("\rreplayed {} decisions", self.report_count());
-        }
-    }
-
-    fn report_count(&self) -> u64 {
-        self.report.replayed()
-    }
-
-    fn finish(mut self) -> ReplayReport {
-        self.flush();
+    fn finish(self) -> ReplayReport {
         if self.progress {
             eprintln!();
         }
-        self.report.finish()
+        self.replay.finish()
     }
 }
 
