@@ -60,7 +60,9 @@ fn build(path: &Path, count: u64) {
         .iter()
         .map(|name| {
             let text = std::fs::read_to_string(
-                repo().join("examples/requests").join(format!("{name}.json")),
+                repo()
+                    .join("examples/requests")
+                    .join(format!("{name}.json")),
             )
             .unwrap();
             serde_json::from_str(&text).unwrap()
@@ -201,17 +203,59 @@ fn main() {
         per_second(read, reading)
     );
 
+    // Where one thread's time goes, on the first 100 000 entries in memory.
+    let mut sample = Vec::new();
+    reader
+        .journal(
+            &JournalQuery {
+                to_index: Some(99_999),
+                ..JournalQuery::default()
+            },
+            |entry| {
+                sample.push(entry.entry.request);
+                Ok(())
+            },
+        )
+        .unwrap();
+    let step = |name: &str, f: &dyn Fn(&str)| {
+        let started = Instant::now();
+        for request in &sample {
+            f(request);
+        }
+        let took = started.elapsed();
+        println!(
+            "  {name}: {:.2} us per decision",
+            took.as_secs_f64() * 1e6 / sample.len().max(1) as f64
+        );
+    };
+    println!("one thread, cumulative, over {} decisions:", sample.len());
+    step("parse the request", &|r| {
+        std::hint::black_box(serde_json::from_str::<DecisionRequest>(r).unwrap());
+    });
+    step("+ build the Cedar request", &|r| {
+        let request: DecisionRequest = serde_json::from_str(r).unwrap();
+        std::hint::black_box(mandate_core::CallRequest::try_from(request).unwrap());
+    });
+    step("+ decide", &|r| {
+        let request: DecisionRequest = serde_json::from_str(r).unwrap();
+        let now = request.context.time.unwrap();
+        let call = mandate_core::CallRequest::try_from(request).unwrap();
+        std::hint::black_box(candidate.decide(&call, now));
+    });
+
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     for threads in [1, cores] {
         let started = Instant::now();
-        let mut replay = Replay::new(&candidate, 3, threads);
-        reader
-            .journal(&JournalQuery::default(), |entry| {
-                replay.push(entry);
-                Ok(())
+        let report = Replay::new(&candidate, 3, threads)
+            .run(&|_| {}, |feed| {
+                reader
+                    .journal(&JournalQuery::default(), |entry| {
+                        feed(entry);
+                        Ok(())
+                    })
+                    .map(drop)
             })
             .unwrap();
-        let report = replay.finish();
         let took = started.elapsed();
         println!(
             "replay, {threads} thread(s): {} decisions ({} changed) in {:.2} s, {:.0} decisions/s, {:.0} per core",

@@ -14,6 +14,8 @@
 use mandate_core::{DecisionRequest, Verdict};
 use mandate_ledger::{ReceiptError, canonical_json, digest_json};
 use mandate_store::JournalEntry;
+
+use crate::receipts::DEFAULT_MAX_ARGUMENT_BYTES;
 use mandate_store::journal::Redacted;
 use serde_json::Value;
 
@@ -110,20 +112,25 @@ impl RedactionRule {
     }
 }
 
+/// The path an entry's redactions name when its arguments were left out
+/// for their size.
+pub const OMITTED: &str = "*";
+
 /// What the journal keeps, and whether there is one.
 #[derive(Debug, Clone)]
 pub struct JournalSettings {
     /// Whether decisions are journaled at all.
     pub enabled: bool,
     rules: Vec<RedactionRule>,
+    /// The largest copy of the arguments kept (canonical JSON bytes, after
+    /// redaction), as for receipts: a larger one is left out, so that no
+    /// request makes an entry as large as its body.
+    max_argument_bytes: usize,
 }
 
 impl Default for JournalSettings {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            rules: Vec::new(),
-        }
+        Self::new(true, Vec::new())
     }
 }
 
@@ -135,9 +142,21 @@ pub struct JournalDraft {
 }
 
 impl JournalSettings {
-    /// A journal (`enabled`) redacting with `rules`.
+    /// A journal (`enabled`) redacting with `rules`, keeping arguments of
+    /// up to [`DEFAULT_MAX_ARGUMENT_BYTES`].
     pub fn new(enabled: bool, rules: Vec<RedactionRule>) -> Self {
-        Self { enabled, rules }
+        Self {
+            enabled,
+            rules,
+            max_argument_bytes: DEFAULT_MAX_ARGUMENT_BYTES,
+        }
+    }
+
+    /// The same, keeping arguments of at most `bytes`.
+    #[must_use]
+    pub fn with_max_argument_bytes(mut self, bytes: usize) -> Self {
+        self.max_argument_bytes = bytes;
+        self
     }
 
     /// No journal.
@@ -166,6 +185,15 @@ impl JournalSettings {
                     action: action.as_str().to_owned(),
                 });
             }
+        }
+        // Too large a copy is left out whole: the entry says so, and a
+        // replay treats every argument as redacted.
+        if canonical_json(&arguments)?.len() > self.max_argument_bytes {
+            arguments = Value::Object(serde_json::Map::new());
+            redacted = vec![Redacted {
+                path: OMITTED.to_owned(),
+                action: "omitted".to_owned(),
+            }];
         }
         let request = if redacted.is_empty() {
             String::from_utf8_lossy(canonical).into_owned()
@@ -318,6 +346,18 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn too_large_arguments_are_left_out_whole() {
+        let settings = JournalSettings::default().with_max_argument_bytes(64);
+        let (small, paths) = kept(&settings, &request("m", "t", json!({"a": 1})));
+        assert_eq!(small, json!({"a": 1}));
+        assert!(paths.is_empty());
+        let big = request("m", "t", json!({"a": "x".repeat(100)}));
+        let (args, paths) = kept(&settings, &big);
+        assert_eq!(args, json!({}));
+        assert_eq!(paths, ["*:omitted"]);
     }
 
     #[test]

@@ -9,11 +9,13 @@
 //! outside the task credential's grant stays a deny: that check is made in
 //! code, before any pack, and no candidate changes it.
 //!
-//! Entries in, a report out: the caller reads the journal and hands each
-//! entry to [`Replay::push`], which evaluates them a batch at a time across
-//! the machine's cores; [`Replay::finish`] gives the report.
+//! Entries in, a report out: [`Replay::run`] hands the caller a feed to
+//! read the journal into, evaluates the entries a batch at a time on the
+//! machine's cores while the reading goes on, and gives the report.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError, mpsc};
 
 use chrono::{DateTime, Utc};
 use mandate_core::{CallRequest, Decision, DecisionRequest, PolicyPack, PolicyReport, Verdict};
@@ -22,17 +24,16 @@ use mandate_store::journal::Redacted;
 use serde::Serialize;
 
 use crate::decider::evaluate;
+use crate::journal::OMITTED;
 
-/// Entries evaluated together, split across the threads.
-const BATCH: usize = 16 * 1024;
+/// Entries evaluated together, by one thread.
+const BATCH: usize = 1024;
 
-/// A replay against a candidate pack, in progress.
+/// A replay against a candidate pack.
 pub struct Replay<'a> {
     candidate: &'a PolicyPack,
     examples: usize,
     threads: usize,
-    batch: Vec<JournaledDecision>,
-    report: Partial,
 }
 
 /// What a replay found.
@@ -172,67 +173,106 @@ struct Partial {
 const REASONS_KEPT: usize = 5;
 
 impl<'a> Replay<'a> {
-    /// Replays against `candidate` on `threads` threads, keeping up to
+    /// A replay against `candidate` on `threads` threads, keeping up to
     /// `examples` examples per changed transition.
     pub fn new(candidate: &'a PolicyPack, examples: usize, threads: usize) -> Self {
         Self {
             candidate,
             examples,
             threads: threads.max(1),
-            batch: Vec::with_capacity(BATCH),
-            report: Partial::default(),
         }
     }
 
-    /// Adds one journaled decision; a full batch is evaluated at once.
-    /// Returns whether a batch was evaluated (for progress).
-    pub fn push(&mut self, entry: JournaledDecision) -> bool {
-        self.batch.push(entry);
-        if self.batch.len() < BATCH {
-            return false;
+    /// Replays every entry `read` feeds (it is handed the feed, and reads
+    /// the journal into it); `progress` hears the count evaluated after
+    /// each batch. With more than one thread the reading goes on while the
+    /// workers evaluate the batches read before; the report is the same
+    /// whatever the number of threads (examples are the oldest).
+    pub fn run<E>(
+        &self,
+        progress: &(dyn Fn(u64) + Sync),
+        read: impl FnOnce(&mut dyn FnMut(JournaledDecision)) -> Result<(), E>,
+    ) -> Result<ReplayReport, E> {
+        let done = AtomicU64::new(0);
+        let finished = |part: &Partial| {
+            let total = done.fetch_add(part.replayed + part.unreadable, Ordering::Relaxed)
+                + part.replayed
+                + part.unreadable;
+            progress(total);
+        };
+        let mut parts: Vec<(u64, Partial)> = Vec::new();
+        if self.threads == 1 {
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut seq = 0;
+            read(&mut |entry| {
+                batch.push(entry);
+                if batch.len() == BATCH {
+                    let part = self.batch(&batch);
+                    finished(&part);
+                    parts.push((seq, part));
+                    seq += 1;
+                    batch.clear();
+                }
+            })?;
+            parts.push((seq, self.batch(&batch)));
+        } else {
+            let (send, receive) = mpsc::sync_channel::<(u64, Vec<JournaledDecision>)>(self.threads);
+            let receive = Mutex::new(receive);
+            let result = std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..self.threads)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let mut done = Vec::new();
+                            loop {
+                                let next = receive
+                                    .lock()
+                                    .unwrap_or_else(PoisonError::into_inner)
+                                    .recv();
+                                let Ok((seq, batch)) = next else { break };
+                                let part = self.batch(&batch);
+                                finished(&part);
+                                done.push((seq, part));
+                            }
+                            done
+                        })
+                    })
+                    .collect();
+                let mut batch = Vec::with_capacity(BATCH);
+                let mut seq = 0;
+                let result = read(&mut |entry| {
+                    batch.push(entry);
+                    if batch.len() == BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        // The workers only stop when the sender is dropped.
+                        let _ = send.send((seq, full));
+                        seq += 1;
+                    }
+                });
+                if result.is_ok() && !batch.is_empty() {
+                    let _ = send.send((seq, batch));
+                }
+                drop(send);
+                for worker in workers {
+                    // A replay that lost a part would report wrong counts:
+                    // a panic ends it.
+                    match worker.join() {
+                        Ok(done) => parts.extend(done),
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    }
+                }
+                result
+            });
+            result?;
         }
-        self.flush();
-        true
-    }
-
-    /// Decisions evaluated so far.
-    pub fn replayed(&self) -> u64 {
-        self.report.replayed
-    }
-
-    /// Evaluates what is left and gives the report.
-    pub fn finish(mut self) -> ReplayReport {
-        self.flush();
-        self.report.finish()
-    }
-
-    fn flush(&mut self) {
-        if self.batch.is_empty() {
-            return;
+        parts.sort_by_key(|(seq, _)| *seq);
+        let mut report = Partial::default();
+        for (_, part) in parts {
+            report.merge(part, self.examples);
         }
-        let chunk = self.batch.len().div_ceil(self.threads);
-        let this = &*self;
-        let parts: Vec<Partial> = std::thread::scope(|scope| {
-            let handles: Vec<_> = this
-                .batch
-                .chunks(chunk)
-                .map(|entries| scope.spawn(move || this.run(entries)))
-                .collect();
-            handles
-                .into_iter()
-                // A replay that lost a part would report wrong counts: a
-                // panic ends it.
-                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
-        });
-        // Merged in order: the examples kept are the oldest.
-        for part in parts {
-            self.report.merge(part, self.examples);
-        }
-        self.batch.clear();
+        Ok(report.finish())
     }
 
-    fn run(&self, entries: &[JournaledDecision]) -> Partial {
+    fn batch(&self, entries: &[JournaledDecision]) -> Partial {
         let mut partial = Partial::default();
         for entry in entries {
             self.one(entry, &mut partial);
@@ -264,6 +304,9 @@ impl<'a> Replay<'a> {
             .redacted
             .iter()
             .filter(|r| {
+                if r.path == OMITTED {
+                    return !read.is_empty();
+                }
                 r.path
                     .split('.')
                     .next()

@@ -1,12 +1,12 @@
 //! `mandate policy replay`: journaled decisions against a candidate pack.
 
 use std::io::IsTerminal as _;
+use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
 use chrono::{DateTime, SecondsFormat, Utc};
-use mandate_core::PolicyPack;
 use mandate_server::replay::{Replay, ReplayReport};
-use mandate_store::{JournalQuery, JournaledDecision, LedgerError, LedgerReader};
+use mandate_store::{JournalQuery, LedgerError, LedgerReader};
 use serde_json::json;
 
 use crate::cli::{PackArgs, ReplayArgs};
@@ -45,8 +45,17 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<Code> {
         task: args.task.clone(),
         ..JournalQuery::default()
     };
-    let mut replayer = Replayer::new(&candidate, args.examples);
-    let read = match store {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let replay = Replay::new(&candidate, args.examples, threads);
+    let terminal = std::io::stderr().is_terminal();
+    let shown = std::sync::atomic::AtomicU64::new(0);
+    // Progress on a terminal, about every 100,000 decisions.
+    let progress = |done: u64| {
+        if terminal && done / 100_000 > shown.swap(done / 100_000, Ordering::Relaxed) {
+            eprint!("\rreplayed {done} decisions");
+        }
+    };
+    let report = match store {
         None => {
             let path = ledger_files::ledger_path(&args.data.data_dir);
             let reader = match LedgerReader::open(&path) {
@@ -62,9 +71,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<Code> {
             let index = |id: &str| reader.receipt(id).map(|r| r.map(|r| r.index));
             match range(&mut query, &args, index)? {
                 Some(code) => return Ok(code),
-                None => reader.journal(&query, |entry| {
-                    replayer.push(entry);
-                    Ok(())
+                None => replay.run(&progress, |feed| {
+                    reader
+                        .journal(&query, |entry| {
+                            feed(entry);
+                            Ok(())
+                        })
+                        .map(drop)
                 }),
             }
         }
@@ -90,15 +103,21 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<Code> {
             };
             match range(&mut query, &args, index)? {
                 Some(code) => return Ok(code),
-                None => runtime.block_on(store.journal(&query, |entry| {
-                    replayer.push(entry);
-                    Ok(())
-                })),
+                None => replay.run(&progress, |feed| {
+                    runtime
+                        .block_on(store.journal(&query, |entry| {
+                            feed(entry);
+                            Ok(())
+                        }))
+                        .map(drop)
+                }),
             }
         }
     };
-    read.context("cannot read the decision journal")?;
-    let report = replayer.finish();
+    let report = report.context("cannot read the decision journal")?;
+    if terminal && shown.load(Ordering::Relaxed) > 0 {
+        eprintln!();
+    }
     print(&report, &origin.label(), candidate.version(), &args)?;
     Ok(if report.changed == 0 {
         Code::Ok
@@ -163,35 +182,6 @@ fn since(text: &str, now: DateTime<Utc>) -> Result<String, String> {
         }
     };
     Ok(at.to_rfc3339_opts(SecondsFormat::Micros, true))
-}
-
-/// The replay with progress on a terminal.
-struct Replayer<'a> {
-    replay: Replay<'a>,
-    progress: bool,
-}
-
-impl<'a> Replayer<'a> {
-    fn new(candidate: &'a PolicyPack, examples: usize) -> Self {
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        Self {
-            replay: Replay::new(candidate, examples, threads),
-            progress: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn push(&mut self, entry: JournaledDecision) {
-        if self.replay.push(entry) && self.progress {
-            eprint!("\rreplayed {} decisions", self.replay.replayed());
-        }
-    }
-
-    fn finish(self) -> ReplayReport {
-        if self.progress {
-            eprintln!();
-        }
-        self.replay.finish()
-    }
 }
 
 fn print(

@@ -226,7 +226,8 @@ fn journal_settings(settings: &Settings) -> anyhow::Result<JournalSettings> {
         .iter()
         .map(JournalRedactSettings::to_rule)
         .collect::<anyhow::Result<_>>()?;
-    Ok(JournalSettings::new(true, rules))
+    Ok(JournalSettings::new(true, rules)
+        .with_max_argument_bytes(settings.receipt_max_argument_bytes))
 }
 
 /// The shadow packs (`shadow_policies`), each loaded as the live pack is:
