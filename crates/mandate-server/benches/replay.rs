@@ -189,6 +189,8 @@ fn main() {
     let candidate = pack(&candidate_dir);
     let reader = LedgerReader::open(&path).unwrap();
 
+    // REPLAY_ONE_THREAD=1 runs the one-thread replay alone (for a profiler).
+    let only_one = std::env::var_os("REPLAY_ONE_THREAD").is_some();
     let started = Instant::now();
     let read = reader
         .journal(&JournalQuery::default(), |entry| {
@@ -203,6 +205,10 @@ fn main() {
         per_second(read, reading)
     );
 
+    if only_one {
+        sample_replay(&candidate, &reader, 1);
+        return;
+    }
     // Where one thread's time goes, on the first 100 000 entries in memory.
     let mut sample = Vec::new();
     reader
@@ -245,26 +251,7 @@ fn main() {
 
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     for threads in [1, cores] {
-        let started = Instant::now();
-        let report = Replay::new(&candidate, 3, threads)
-            .run(&|_| {}, |feed| {
-                reader
-                    .journal(&JournalQuery::default(), |entry| {
-                        feed(entry);
-                        Ok(())
-                    })
-                    .map(drop)
-            })
-            .unwrap();
-        let took = started.elapsed();
-        println!(
-            "replay, {threads} thread(s): {} decisions ({} changed) in {:.2} s, {:.0} decisions/s, {:.0} per core",
-            report.replayed,
-            report.changed,
-            took.as_secs_f64(),
-            per_second(report.replayed, took),
-            per_second(report.replayed, took) / threads as f64
-        );
+        sample_replay(&candidate, &reader, threads);
     }
     println!(
         "machine: {cores} core(s), {}",
@@ -276,6 +263,30 @@ fn main() {
                 .and_then(|l| l.split(':').nth(1))
                 .map(|m| m.trim().to_owned()))
             .unwrap_or_else(|| "unknown CPU".to_owned())
+    );
+}
+
+/// One replay of the whole journal on `threads` threads, timed and printed.
+fn sample_replay(candidate: &PolicyPack, reader: &LedgerReader, threads: usize) {
+    let started = Instant::now();
+    let report = Replay::new(candidate, 3, threads)
+        .run(&|_| {}, |feed| {
+            reader
+                .journal(&JournalQuery::default(), |entry| {
+                    feed(entry);
+                    Ok(())
+                })
+                .map(drop)
+        })
+        .unwrap();
+    let took = started.elapsed();
+    println!(
+        "replay, {threads} thread(s): {} decisions ({} changed) in {:.2} s, {:.0} decisions/s, {:.0} per core",
+        report.replayed,
+        report.changed,
+        took.as_secs_f64(),
+        per_second(report.replayed, took),
+        per_second(report.replayed, took) / threads as f64
     );
 }
 

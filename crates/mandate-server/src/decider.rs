@@ -539,11 +539,13 @@ pub(crate) fn evaluate(
     call: &CallRequest,
     now: DateTime<Utc>,
 ) -> Verdict {
-    let tool = format!("{}/{}", call.server(), call.tool());
-    match scope {
-        Some(granted) if !granted.contains(&tool) => outside_scope(&tool),
-        _ => pack.decide(call, now),
+    if let Some(granted) = scope {
+        let tool = format!("{}/{}", call.server(), call.tool());
+        if !granted.contains(&tool) {
+            return outside_scope(&tool);
+        }
     }
+    pack.decide(call, now)
 }
 
 /// The agent holding `credential`: the last hop of its chain.

@@ -269,7 +269,35 @@ impl<'a> Replay<'a> {
         for (_, part) in parts {
             report.merge(part, self.examples);
         }
-        Ok(report.finish())
+        let mut report = report.finish();
+        for transition in &mut report.transitions {
+            for example in &mut transition.examples {
+                self.explain(example);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Reports how each policy either side named fared on `example`.
+    fn explain(&self, example: &mut Example) {
+        let Ok((call, now)) = serde_json::from_value::<DecisionRequest>(example.request.clone())
+            .map_err(|e| e.to_string())
+            .and_then(call_from)
+        else {
+            return;
+        };
+        let named: BTreeSet<&String> = example
+            .live_policies
+            .iter()
+            .chain(&example.candidate.policies)
+            .collect();
+        example.explanation = self
+            .candidate
+            .explain(&call, now)
+            .policies
+            .into_iter()
+            .filter(|report| named.contains(&report.id))
+            .collect();
     }
 
     fn batch(&self, entries: &[JournaledDecision]) -> Partial {
@@ -324,24 +352,14 @@ impl<'a> Replay<'a> {
         if entry.decision == verdict.decision {
             return;
         }
-        for policy in &entry.policies {
-            *tally.live.entry(policy.clone()).or_default() += 1;
-        }
-        for policy in &verdict.policies {
-            *tally.candidate.entry(policy.clone()).or_default() += 1;
-        }
+        count(&mut tally.live, &entry.policies);
+        count(&mut tally.candidate, &verdict.policies);
         if on_redacted {
             partial.changed_on_redacted += 1;
         }
+        // Explained once the examples kept are known (an explanation costs
+        // many decisions).
         if tally.examples.len() < self.examples {
-            let named: BTreeSet<&String> = entry.policies.iter().chain(&verdict.policies).collect();
-            let explanation = self
-                .candidate
-                .explain(&call, now)
-                .policies
-                .into_iter()
-                .filter(|report| named.contains(&report.id))
-                .collect();
             tally.examples.push(Example {
                 decision_id: journaled.decision_id.clone(),
                 index: journaled.index,
@@ -353,7 +371,7 @@ impl<'a> Replay<'a> {
                 redacted_read,
                 request: serde_json::from_str(&entry.request).unwrap_or_default(),
                 redacted: entry.redacted.clone(),
-                explanation,
+                explanation: Vec::new(),
             });
         }
     }
@@ -423,12 +441,29 @@ impl Partial {
 fn call_of(request: &str) -> Result<(CallRequest, DateTime<Utc>), String> {
     let request: DecisionRequest =
         serde_json::from_str(request).map_err(|e| format!("the journaled request: {e}"))?;
+    call_from(request)
+}
+
+/// The call a parsed journaled request makes, and its time.
+fn call_from(request: DecisionRequest) -> Result<(CallRequest, DateTime<Utc>), String> {
     let now = request
         .context
         .time
         .ok_or_else(|| "the journaled request has no `context.time`".to_owned())?;
     let call = CallRequest::try_from(request).map_err(|e| e.to_string())?;
     Ok((call, now))
+}
+
+/// Counts each of `policies` once more (allocating only for a new one).
+fn count(counts: &mut BTreeMap<String, u64>, policies: &[String]) {
+    for policy in policies {
+        match counts.get_mut(policy) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(policy.clone(), 1);
+            }
+        }
+    }
 }
 
 /// Policy counts, most often first (then by id).
