@@ -491,6 +491,26 @@ fn a_single_process_deployment_moves_to_postgres_with_its_log_intact() {
     assert_eq!(summary["receipts"], old_size);
     assert_eq!(summary["tasks"], 1);
     assert_eq!(summary["approvals"], 1);
+    assert_eq!(
+        summary["journaled"], old_size,
+        "every decision's journal entry moves"
+    );
+    // The journal replays from PostgreSQL as it did from the directory.
+    let replayed = std::process::Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args(["policy", "replay", "--json", "--candidate"])
+        .arg(example_pack())
+        .args(["--store", &url])
+        .env_remove("MANDATE_DATA_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(
+        replayed.status.code(),
+        Some(0),
+        "the live pack changes nothing: {}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    let report: Value = serde_json::from_slice(&replayed.stdout).unwrap();
+    assert_eq!(report["replayed"], old_size, "{report}");
     // Twice is refused, changing nothing.
     let (code, _, stderr) = migrate(&[
         "--from".as_ref(),

@@ -17,6 +17,7 @@ use deadpool_postgres::{GenericClient, Transaction};
 use rusqlite::{Connection, OpenFlags, Row};
 use tokio_postgres::types::ToSql;
 
+use super::log::{JournalRow, insert_journal_rows};
 use crate::{LedgerError, StateError, TaskStore};
 
 /// What an import copied.
@@ -30,6 +31,8 @@ pub struct Imported {
     pub tasks: u64,
     /// Approvals.
     pub approvals: u64,
+    /// Decision journal entries.
+    pub journaled: u64,
 }
 
 /// Why an import did not happen; nothing was written to PostgreSQL.
@@ -284,9 +287,45 @@ pub(crate) async fn import(
         imported.receipts += rows.len() as u64;
         progress(imported.receipts);
     }
+    // The decision journal, as kept (a ledger of schema 1 has none).
+    let reader = crate::LedgerReader::open(ledger_db)?;
+    let mut journal_bytes: u64 = 0;
+    let mut from = 0;
+    while from < imported.receipts {
+        let mut chunk = Vec::new();
+        reader.journal(
+            &crate::JournalQuery {
+                from_index: Some(from),
+                to_index: Some(from + CHUNK as u64 - 1),
+                ..crate::JournalQuery::default()
+            },
+            |entry| {
+                chunk.push(entry);
+                Ok(())
+            },
+        )?;
+        let rows: Vec<JournalRow<'_>> = chunk
+            .iter()
+            .map(|j| JournalRow {
+                index: j.index,
+                time: &j.time,
+                task_id: j.task_id.as_deref(),
+                tool: j.tool.clone(),
+                decision_id: &j.decision_id,
+                entry: &j.entry,
+            })
+            .collect();
+        insert_journal_rows(tx, &rows).await?;
+        journal_bytes += chunk.iter().map(|j| j.entry.stored_bytes()).sum::<u64>();
+        imported.journaled += chunk.len() as u64;
+        from += CHUNK as u64;
+    }
     tx.execute(
-        "UPDATE log_head SET size = $1",
-        &[&i64::try_from(imported.receipts).unwrap_or(i64::MAX)],
+        "UPDATE log_head SET size = $1, journal_bytes = $2",
+        &[
+            &i64::try_from(imported.receipts).unwrap_or(i64::MAX),
+            &i64::try_from(journal_bytes).unwrap_or(i64::MAX),
+        ],
     )
     .await?;
     let checkpoints = {

@@ -777,6 +777,17 @@ fn journaled(row: &tokio_postgres::Row) -> Result<JournaledDecision, LedgerError
     })
 }
 
+/// One journal row to insert: the receipt fields it is filed under, and
+/// the entry.
+pub(crate) struct JournalRow<'a> {
+    pub(crate) index: u64,
+    pub(crate) time: &'a str,
+    pub(crate) task_id: Option<&'a str>,
+    pub(crate) tool: String,
+    pub(crate) decision_id: &'a str,
+    pub(crate) entry: &'a JournalEntry,
+}
+
 /// Inserts the journal entries of a group of sealed receipts
 /// (`(position in sealed, entry)`) in one statement.
 async fn insert_journal(
@@ -784,10 +795,34 @@ async fn insert_journal(
     sealed: &[(Receipt, Sealed)],
     journal: &[(usize, JournalEntry)],
 ) -> Result<(), LedgerError> {
-    if journal.is_empty() {
+    let mut rows = Vec::with_capacity(journal.len());
+    for (at, entry) in journal {
+        let Some((r, _)) = sealed.get(*at) else {
+            return Err(LedgerError::Corrupt(
+                "a journal entry lost its receipt".to_owned(),
+            ));
+        };
+        rows.push(JournalRow {
+            index: r.index,
+            time: &r.time,
+            task_id: r.task.as_ref().map(|t| t.id.as_str()),
+            tool: format!("{}/{}", r.call.server, r.call.tool),
+            decision_id: &r.decision_id,
+            entry,
+        });
+    }
+    insert_journal_rows(tx, &rows).await
+}
+
+/// Inserts journal rows in one statement.
+pub(crate) async fn insert_journal_rows(
+    tx: &impl GenericClient,
+    rows: &[JournalRow<'_>],
+) -> Result<(), LedgerError> {
+    if rows.is_empty() {
         return Ok(());
     }
-    let n = journal.len();
+    let n = rows.len();
     let (mut idx, mut time, mut bytes, mut task, mut tool, mut decision_id) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -804,18 +839,14 @@ async fn insert_journal(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for (at, entry) in journal {
-        let Some((r, _)) = sealed.get(*at) else {
-            return Err(LedgerError::Corrupt(
-                "a journal entry lost its receipt".to_owned(),
-            ));
-        };
-        idx.push(i64::try_from(r.index).unwrap_or(i64::MAX));
-        time.push(r.time.as_str());
+    for row in rows {
+        let entry = row.entry;
+        idx.push(i64::try_from(row.index).unwrap_or(i64::MAX));
+        time.push(row.time);
         bytes.push(i64::try_from(entry.stored_bytes()).unwrap_or(i64::MAX));
-        task.push(r.task.as_ref().map(|t| t.id.as_str()));
-        tool.push(format!("{}/{}", r.call.server, r.call.tool));
-        decision_id.push(r.decision_id.as_str());
+        task.push(row.task_id);
+        tool.push(row.tool.as_str());
+        decision_id.push(row.decision_id);
         decision.push(entry.decision.as_str());
         version.push(entry.policy_version.as_str());
         let (red, sc, pol) = entry.list_columns();

@@ -143,16 +143,18 @@ pub fn migrate(args: StoreMigrateArgs) -> anyhow::Result<Code> {
                     "checkpoints": imported.checkpoints,
                     "tasks": imported.tasks,
                     "approvals": imported.approvals,
+                    "journaled": imported.journaled,
                     "checkpoint_size": checkpoint.size,
                 }))?
             )
         } else {
             format!(
-                "moved {} receipts, {} checkpoints, {} tasks and {} approvals to {}; the log checks against its newest checkpoint (size {}).\nStart each instance with store = that URL and this data directory's keys (docs/deployment.md).\n",
+                "moved {} receipts, {} checkpoints, {} tasks, {} approvals and {} journaled decisions to {}; the log checks against its newest checkpoint (size {}).\nStart each instance with store = that URL and this data directory's keys (docs/deployment.md).\n",
                 imported.receipts,
                 imported.checkpoints,
                 imported.tasks,
                 imported.approvals,
+                imported.journaled,
                 store.url(),
                 checkpoint.size
             )
