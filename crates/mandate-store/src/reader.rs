@@ -154,27 +154,6 @@ impl LedgerReader {
         Ok(count)
     }
 
-    /// The journal entry of decision `decision_id`, if it is kept.
-    pub fn journaled(&self, decision_id: &str) -> Result<Option<JournaledDecision>, LedgerError> {
-        let Some(receipt) = self.receipt(decision_id)? else {
-            return Ok(None);
-        };
-        let mut found = None;
-        let at = Some(receipt.index);
-        self.journal(
-            &JournalQuery {
-                from_index: at,
-                to_index: at,
-                ..JournalQuery::default()
-            },
-            |entry| {
-                found = Some(entry);
-                Ok(())
-            },
-        )?;
-        Ok(found)
-    }
-
     /// Receipts matching `query`, newest first.
     pub fn search(&self, query: &ReceiptQuery) -> Result<Vec<StoredReceipt>, LedgerError> {
         // Every filter is optional: `?n IS NULL OR column = ?n` keeps one

@@ -694,6 +694,24 @@ The pack used is named on stderr (with --json, as \"pack\" in the output). Witho
 directory, it is the pack `mandate serve` would load with the same --config,
 MANDATE_* variables and --data-dir: what you test is what the server decides with.";
 
+const TEST_NOTES: &str = "\
+The pack used is named on stderr (with --json, as \"pack\" in the output). Without a
+directory, it is the pack `mandate serve` would load with the same --config,
+MANDATE_* variables and --data-dir: what you test is what the server decides with.
+
+--record reads each decision's request from the decision journal (of --data-dir, or
+--store) and appends it as a case to DIR/tests/recorded.json (created if needed; a
+decision already recorded there is skipped). The case expects the outcome the live
+pack gave, with its policies, or --expect's: a surprising production decision becomes
+a test that fails until the pack decides it as it should. It then runs the new cases.
+
+Exit codes:
+  0  the tests pass; with --record, the cases were written
+  1  a case failed (not with --record: a new case that fails is the point)
+  2  usage or input error: no test files, a pack or test file that does not load; with
+     --record, no ledger, a decision the log does not hold or whose entry is not kept, a
+     decision made by the credential's grant rather than by policies";
+
 const CHECK_NOTES: &str = "\
 The pack used is named on stderr (with --json, as \"pack\" in the output). Without
 --policies, it is the pack `mandate serve` would load with the same --config,
@@ -729,8 +747,9 @@ pub enum PolicyCommand {
     /// Parse and validate a pack against Mandate's schema; report every problem with file and line.
     #[command(after_help = PACK_NOTE)]
     Validate(ValidateArgs),
-    /// Run a pack's policy tests (DIR/tests/*.json) and report each case.
-    #[command(after_help = PACK_NOTE)]
+    /// Run a pack's policy tests (DIR/tests/*.json) and report each case; or, with
+    /// --record, turn journaled decisions into test cases.
+    #[command(after_help = TEST_NOTES)]
     Test(TestArgs),
     /// Print Mandate's base Cedar schema (what policies can read).
     Schema,
@@ -803,6 +822,41 @@ pub struct TestArgs {
     /// List passing cases too
     #[arg(short, long)]
     pub verbose: bool,
+    /// Instead of running the tests, add these journaled decisions to the pack's tests
+    /// as cases (DIR/tests/recorded.json, or the --tests file), their arguments as the
+    /// journal kept them
+    #[arg(long, value_name = "DECISION_ID", num_args = 1..)]
+    pub record: Vec<String>,
+    /// With --record: the outcome the new cases expect [default: the one the live pack
+    /// gave, with its policies]
+    #[arg(long, value_enum, value_name = "OUTCOME")]
+    pub expect: Option<Outcome>,
+    /// With --record: read the journal from this store instead of the data directory's
+    /// ledger: a postgres:// URL (`sqlite` reads the data directory) [env: MANDATE_STORE]
+    #[arg(long, env = "MANDATE_STORE", value_name = "STORE", hide_env = true)]
+    pub store: Option<String>,
+}
+
+/// A decision's outcome, as a flag value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Outcome {
+    /// `allow`
+    Allow,
+    /// `deny`
+    Deny,
+    /// `approval_required`
+    #[value(name = "approval_required")]
+    ApprovalRequired,
+}
+
+impl From<Outcome> for mandate_core::Decision {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Allow => Self::Allow,
+            Outcome::Deny => Self::Deny,
+            Outcome::ApprovalRequired => Self::ApprovalRequired,
+        }
+    }
 }
 
 const MCP_NOTES: &str = "\

@@ -433,6 +433,16 @@ fn one_of(names: &[&str]) -> String {
     }
 }
 
+/// The settings as `check` and `policy` read them: every layer, with
+/// `listen` left out. It may name a host that only the server's network
+/// resolves (a CI job testing the production pack is elsewhere), and it has
+/// no bearing on the pack or the data directory.
+fn pack_settings(args: &PackArgs, env_prefix: &str) -> anyhow::Result<Settings> {
+    let figment = layers(args.config.as_deref(), env_prefix, args)?
+        .merge(Serialized::default("listen", "127.0.0.1:0"));
+    extract(&figment)
+}
+
 /// Where the policy pack is, as `serve` finds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PackDir {
@@ -462,13 +472,13 @@ impl PackDir {
     }
 
     fn resolve_in(args: &PackArgs, env_prefix: &str) -> anyhow::Result<Self> {
-        // `listen` may name a host that only the server's network resolves
-        // (a CI job testing the production pack is elsewhere); it has no
-        // bearing on the pack, so it is not looked up here.
-        let figment = layers(args.config.as_deref(), env_prefix, args)?
-            .merge(Serialized::default("listen", "127.0.0.1:0"));
-        let settings: Settings = extract(&figment)?;
-        Ok(settings.pack_dir())
+        Ok(pack_settings(args, env_prefix)?.pack_dir())
+    }
+
+    /// The data directory `serve` would use with these flags, config file
+    /// and environment (where its journal is).
+    pub fn data_dir(args: &PackArgs) -> anyhow::Result<PathBuf> {
+        Ok(pack_settings(args, ENV_PREFIX)?.data_dir)
     }
 
     /// The directory.

@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod data_lock;
 mod exit;
+mod journal_source;
 mod ledger_files;
 mod listen;
 mod output;

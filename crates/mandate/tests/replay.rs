@@ -595,3 +595,133 @@ fn gateway_decisions_replay_with_their_session_and_grant() {
         "the session as it was when the call was decided: {example}"
     );
 }
+
+/// `mandate policy test --record`: journaled decisions become cases in the
+/// pack's tests, pinned to the live outcome or to the one they should have
+/// had; the arguments are as the journal kept them.
+#[test]
+fn recorded_decisions_become_policy_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("mandate.toml");
+    std::fs::write(
+        &config,
+        "[[journal_redact]]\ntool = \"mail/send_email\"\npath = \"body\"\naction = \"hash\"\n",
+    )
+    .unwrap();
+    let server = Launch::serve(&data)
+        .arg("--config")
+        .arg(&config)
+        .arg("--policies")
+        .arg(example_pack())
+        .start();
+    let allowed = decide(&server, &send_email("carol@example.com"), "allow");
+    let denied = decide(&server, &send_email("mallory@evil.example"), "deny");
+    let read = decide(&server, &mailer(&json!({})), "allow");
+
+    let pack = dir.path().join("pack");
+    copy_dir(&example_pack(), &pack);
+    let data_dir = data.to_str().unwrap();
+    let pack_dir = pack.to_str().unwrap();
+    let run = mandate_cli(&[
+        "policy",
+        "test",
+        pack_dir,
+        "--data-dir",
+        data_dir,
+        "--record",
+        &allowed,
+        &denied,
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.starts_with("added 2 case(s) to "),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("expects allow: passes now"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("(redacted: body)"), "{}", run.stdout);
+    let file = pack.join("tests/recorded.json");
+    let suite: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let cases = suite["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    assert_eq!(cases[0]["expect"], "allow");
+    assert_eq!(cases[0]["policies"], json!(["declared-tools"]));
+    assert_eq!(cases[1]["expect"], "deny");
+    assert_eq!(cases[1]["policies"], json!(["recipient-allowed"]));
+    let body = cases[1]["request"]["arguments"]["body"].as_str().unwrap();
+    assert!(
+        body.starts_with("sha256:"),
+        "the body as the journal kept it: {body}"
+    );
+    assert!(cases[1]["name"].as_str().unwrap().contains(&denied));
+
+    // The whole pack's tests, the recorded ones with them, pass.
+    let all = mandate_cli(&["policy", "test", pack_dir]);
+    assert_eq!(all.code, 0, "{}\n{}", all.stdout, all.stderr);
+
+    // A read that should not have been allowed: recorded as a deny, it
+    // fails until the pack is changed.
+    let surprise = mandate_cli(&[
+        "policy",
+        "test",
+        pack_dir,
+        "--data-dir",
+        data_dir,
+        "--record",
+        &read,
+        "--expect",
+        "deny",
+        "--json",
+    ]);
+    assert_eq!(surprise.code, 0, "{}", surprise.stderr);
+    let added = surprise.json();
+    assert_eq!(added["added"][0]["expect"], "deny", "{added}");
+    assert_eq!(added["added"][0]["passes_now"], false, "{added}");
+    assert_eq!(added["added"][0]["now"], "allow", "{added}");
+    let recorded = file.to_str().unwrap();
+    let failing = mandate_cli(&["policy", "test", pack_dir, "--tests", recorded]);
+    assert_eq!(failing.code, 1, "{}", failing.stdout);
+    std::fs::write(pack.join("reads.cedar"), NO_READS).unwrap();
+    let fixed = mandate_cli(&["policy", "test", pack_dir, "--tests", recorded]);
+    assert_eq!(fixed.code, 0, "{}\n{}", fixed.stdout, fixed.stderr);
+    assert!(
+        fixed.stdout.contains("3 passed, 0 failed"),
+        "{}",
+        fixed.stdout
+    );
+
+    // Recording one again changes nothing; an unknown one is refused.
+    let again = mandate_cli(&[
+        "policy",
+        "test",
+        pack_dir,
+        "--data-dir",
+        data_dir,
+        "--record",
+        &allowed,
+    ]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(again.stderr.contains("is recorded in"), "{}", again.stderr);
+    let suite: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(suite["cases"].as_array().unwrap().len(), 3);
+    let unknown = mandate_cli(&[
+        "policy",
+        "test",
+        pack_dir,
+        "--data-dir",
+        data_dir,
+        "--record",
+        "no-such-decision",
+    ]);
+    assert_eq!(unknown.code, 2);
+    assert!(
+        unknown.stderr.contains("holds no decision"),
+        "{}",
+        unknown.stderr
+    );
+}

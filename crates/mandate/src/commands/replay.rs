@@ -1,24 +1,20 @@
 //! `mandate policy replay`: journaled decisions against a candidate pack.
 
 use std::io::IsTerminal as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use mandate_server::replay::{Replay, ReplayReport};
-use mandate_store::{JournalQuery, LedgerError, LedgerReader};
+use mandate_store::JournalQuery;
 use serde_json::json;
 
 use crate::cli::{PackArgs, ReplayArgs};
 use crate::exit::Code;
-use crate::ledger_files;
+use crate::journal_source::JournalSource;
 use crate::output::{emit, outln};
 
 pub fn run(args: ReplayArgs) -> anyhow::Result<Code> {
-    let store = match crate::commands::receipts::store_choice(args.store.as_deref()) {
-        Ok(store) => store,
-        Err(code) => return Ok(code),
-    };
     let since = match args
         .since
         .as_deref()
@@ -40,81 +36,48 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<Code> {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
+    let source = match JournalSource::open(&args.data.data_dir, args.store.as_deref())? {
+        Ok(source) => source,
+        Err(code) => return Ok(code),
+    };
     let mut query = JournalQuery {
         since,
         task: args.task.clone(),
         ..JournalQuery::default()
     };
+    for (id, slot) in [
+        (&args.from, &mut query.from_index),
+        (&args.to, &mut query.to_index),
+    ] {
+        let Some(id) = id else { continue };
+        match source.index_of(id)? {
+            Some(i) => *slot = Some(i),
+            None => {
+                eprintln!("error: the receipt log holds no decision `{id}`");
+                return Ok(Code::Input);
+            }
+        }
+    }
+
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let replay = Replay::new(&candidate, args.examples, threads);
     let terminal = std::io::stderr().is_terminal();
-    let shown = std::sync::atomic::AtomicU64::new(0);
+    let shown = AtomicU64::new(0);
     // Progress on a terminal, about every 100,000 decisions.
     let progress = |done: u64| {
         if terminal && done / 100_000 > shown.swap(done / 100_000, Ordering::Relaxed) {
             eprint!("\rreplayed {done} decisions");
         }
     };
-    let report = match store {
-        None => {
-            let path = ledger_files::ledger_path(&args.data.data_dir);
-            let reader = match LedgerReader::open(&path) {
-                Ok(reader) => reader,
-                Err(e @ (LedgerError::Missing(_) | LedgerError::Unsupported(_))) => {
-                    eprintln!("error: {e}");
-                    return Ok(Code::Input);
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| format!("cannot read `{}`", path.display()));
-                }
-            };
-            let index = |id: &str| reader.receipt(id).map(|r| r.map(|r| r.index));
-            match range(&mut query, &args, index)? {
-                Some(code) => return Ok(code),
-                None => replay.run(&progress, |feed| {
-                    reader
-                        .journal(&query, |entry| {
-                            feed(entry);
-                            Ok(())
-                        })
-                        .map(drop)
-                }),
-            }
-        }
-        Some(url) => {
-            let runtime =
-                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            let found = runtime.block_on(async {
-                let store = mandate_store::postgres::PgStore::connect(&url)
-                    .await
-                    .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
-                let mut ids = Vec::new();
-                for id in [&args.from, &args.to].into_iter().flatten() {
-                    ids.push((id.clone(), store.receipt_index(id).await?));
-                }
-                Ok::<_, LedgerError>((store, ids))
-            });
-            let (store, ids) = found?;
-            let index = |id: &str| {
-                Ok(ids
-                    .iter()
-                    .find(|(known, _)| known == id)
-                    .and_then(|(_, index)| *index))
-            };
-            match range(&mut query, &args, index)? {
-                Some(code) => return Ok(code),
-                None => replay.run(&progress, |feed| {
-                    runtime
-                        .block_on(store.journal(&query, |entry| {
-                            feed(entry);
-                            Ok(())
-                        }))
-                        .map(drop)
-                }),
-            }
-        }
-    };
-    let report = report.context("cannot read the decision journal")?;
+    let report = Replay::new(&candidate, args.examples, threads)
+        .run(&progress, |feed| {
+            source
+                .journal(&query, |entry| {
+                    feed(entry);
+                    Ok(())
+                })
+                .map(drop)
+        })
+        .context("cannot read the decision journal")?;
     if terminal && shown.load(Ordering::Relaxed) > 0 {
         eprintln!();
     }
@@ -124,29 +87,6 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<Code> {
     } else {
         Code::Changed
     })
-}
-
-/// Sets the query's index range from `--from` and `--to`; prints the
-/// problem and returns the code when a decision is not in the log.
-fn range(
-    query: &mut JournalQuery,
-    args: &ReplayArgs,
-    index: impl Fn(&str) -> Result<Option<u64>, LedgerError>,
-) -> anyhow::Result<Option<Code>> {
-    for (id, slot) in [
-        (&args.from, &mut query.from_index),
-        (&args.to, &mut query.to_index),
-    ] {
-        let Some(id) = id else { continue };
-        match index(id)? {
-            Some(i) => *slot = Some(i),
-            None => {
-                eprintln!("error: the receipt log holds no decision `{id}`");
-                return Ok(Some(Code::Input));
-            }
-        }
-    }
-    Ok(None)
 }
 
 /// `--since`: a span back from `now` (`90s`, `30m`, `24h`, `7d`, `2w`) or
