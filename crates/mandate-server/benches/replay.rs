@@ -91,6 +91,7 @@ fn build(path: &Path, count: u64) {
                     redacted: Vec::new(),
                     scope: None,
                     decision: verdict.decision,
+                    outcome: verdict.decision,
                     policies: verdict.policies,
                     policy_version: live.version().to_owned(),
                 };

@@ -179,10 +179,9 @@ impl Decider {
         let credential = authority.credential();
         let scope = credential.map(|c| &c.tools);
         let mut verdict = evaluate(&pack, scope, &call, now);
-        let journal = journal.map(|draft| {
-            let scope = credential.map(|c| c.tools.iter().cloned().collect());
-            draft.complete(&verdict, scope, pack.version())
-        });
+        // What the pack said, before any approval turns it: the journal
+        // keeps it beside the decision answered.
+        let evaluated = journal.is_some().then(|| verdict.clone());
         // The shadow packs see the same request, before any approval turns
         // the live outcome into a release or a refusal.
         let shadow = state
@@ -213,6 +212,10 @@ impl Decider {
         )
         .await?;
         record_verdict(&mut receipt, &decision_id, &verdict, pack.version());
+        let journal = journal.zip(evaluated).map(|(draft, evaluated)| {
+            let scope = credential.map(|c| c.tools.iter().cloned().collect());
+            draft.complete(&evaluated, verdict.decision, scope, pack.version())
+        });
         receipt.shadow = shadow;
         receipt.approval = gate.approval_ref(&decision_id);
         if let Gate::Released(approval) = &gate {

@@ -11,7 +11,7 @@
 //! the most specific rule whose tool matches wins: `server/tool`, then
 //! `server/*`, then `*`.
 
-use mandate_core::{DecisionRequest, Verdict};
+use mandate_core::{Decision, DecisionRequest, Verdict};
 use mandate_ledger::{ReceiptError, canonical_json, digest_json};
 use mandate_store::JournalEntry;
 
@@ -230,10 +230,12 @@ impl JournalSettings {
 
 impl JournalDraft {
     /// The entry, with the pack's verdict before the approval gate, the
-    /// credential's tools (if any) and the pack's version.
+    /// decision answered after it, the credential's tools (if any) and the
+    /// pack's version.
     pub fn complete(
         self,
         verdict: &Verdict,
+        outcome: Decision,
         scope: Option<Vec<String>>,
         policy_version: &str,
     ) -> JournalEntry {
@@ -242,6 +244,7 @@ impl JournalDraft {
             redacted: self.redacted,
             scope,
             decision: verdict.decision,
+            outcome,
             policies: verdict.policies.clone(),
             policy_version: policy_version.to_owned(),
         }

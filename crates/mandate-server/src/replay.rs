@@ -13,12 +13,14 @@
 //! read the journal into, evaluates the entries a batch at a time on the
 //! machine's cores while the reading goes on, and gives the report.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, mpsc};
 
 use chrono::{DateTime, Utc};
-use mandate_core::{CallRequest, Decision, DecisionRequest, PolicyPack, PolicyReport, Verdict};
+use mandate_core::{
+    CallRequest, Decision, DecisionRequest, PolicyPack, PolicyReport, SessionSummary, Verdict,
+};
 use mandate_store::JournaledDecision;
 use mandate_store::journal::Redacted;
 use serde::Serialize;
@@ -34,6 +36,7 @@ pub struct Replay<'a> {
     candidate: &'a PolicyPack,
     examples: usize,
     threads: usize,
+    resimulate: bool,
 }
 
 /// What a replay found.
@@ -60,6 +63,39 @@ pub struct ReplayReport {
     /// Every transition seen, unchanged ones included, in the order
     /// allow, deny, approval_required of `from` then `to`.
     pub transitions: Vec<Transition>,
+    /// Whether sessions were recomputed under the candidate (`--resimulate`);
+    /// the transitions are then the candidate's outcomes in its own
+    /// sessions.
+    pub resimulated: bool,
+    /// With `resimulated`: decisions the candidate decides otherwise in its
+    /// own session than in the session as recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_differs: Option<u64>,
+    /// The first few of those.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub session_examples: Vec<SessionExample>,
+}
+
+/// A decision whose outcome depends on whose session it is made in.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionExample {
+    /// The decision's id.
+    pub decision_id: String,
+    /// Its receipt's index.
+    pub index: u64,
+    /// `server/tool`.
+    pub tool: String,
+    /// Its task, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// The candidate's outcome in the session as recorded.
+    pub in_recorded_session: Decision,
+    /// Its outcome in the session recomputed under it.
+    pub in_resimulated_session: Decision,
+    /// The session's labels as recorded.
+    pub recorded_labels: BTreeSet<String>,
+    /// The labels of the recomputed session.
+    pub resimulated_labels: BTreeSet<String>,
 }
 
 /// All decisions that went from one outcome to another.
@@ -149,6 +185,59 @@ impl From<Verdict> for CandidateVerdict {
     }
 }
 
+/// A session the server keeps: a task's, or an agent's named one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum SessionKey {
+    Task(String),
+    Agent(String, String),
+}
+
+/// The sessions recomputed so far.
+type Sessions = HashMap<SessionKey, Resimulated>;
+
+/// The session a request was decided in, if the server kept it: a task's
+/// under a task credential, or the agent's named session.
+fn session_key(request: &DecisionRequest, under_credential: bool) -> Option<SessionKey> {
+    if under_credential && !request.context.task.id.is_empty() {
+        return Some(SessionKey::Task(request.context.task.id.clone()));
+    }
+    let id = request.context.session.id.as_ref()?;
+    Some(SessionKey::Agent(
+        request.principal.id.clone(),
+        id.to_string(),
+    ))
+}
+
+/// One session as the candidate would have had it.
+#[derive(Debug, Clone)]
+struct Resimulated {
+    /// The candidate's session.
+    session: SessionSummary,
+    /// The recorded session after the last decision, as that decision
+    /// alone changed it (what else arrives came with results).
+    expected: SessionSummary,
+    /// The next decision's position.
+    position: u64,
+    /// Position of the latest call that ran live.
+    last_use: u64,
+    /// Whether that call ran under the candidate too.
+    last_use_ran: bool,
+}
+
+impl From<&SessionSummary> for Resimulated {
+    /// Starts from the session as recorded at the first decision seen of
+    /// it (the journal may not reach back to its start).
+    fn from(recorded: &SessionSummary) -> Self {
+        Self {
+            session: recorded.clone(),
+            expected: recorded.clone(),
+            position: 0,
+            last_use: 0,
+            last_use_ran: true,
+        }
+    }
+}
+
 /// Counts for one transition while replaying.
 #[derive(Debug, Clone, Default)]
 struct Tally {
@@ -161,6 +250,8 @@ struct Tally {
 /// A report being built: merged across threads, then finished.
 #[derive(Debug, Clone, Default)]
 struct Partial {
+    session_differs: u64,
+    session_examples: Vec<SessionExample>,
     replayed: u64,
     on_redacted: u64,
     changed_on_redacted: u64,
@@ -180,7 +271,19 @@ impl<'a> Replay<'a> {
             candidate,
             examples,
             threads: threads.max(1),
+            resimulate: false,
         }
+    }
+
+    /// The same, recomputing the sessions the server keeps (a task's, an
+    /// agent's named session) under the candidate instead of using the
+    /// recorded ones: a call the candidate would not have let run added
+    /// nothing to its session. Sessions run in order, so on one thread.
+    #[must_use]
+    pub fn resimulating(mut self) -> Self {
+        self.resimulate = true;
+        self.threads = 1;
+        self
     }
 
     /// Replays every entry `read` feeds (it is handed the feed, and reads
@@ -204,17 +307,18 @@ impl<'a> Replay<'a> {
         if self.threads == 1 {
             let mut batch = Vec::with_capacity(BATCH);
             let mut seq = 0;
+            let mut sessions = self.resimulate.then(Sessions::default);
             read(&mut |entry| {
                 batch.push(entry);
                 if batch.len() == BATCH {
-                    let part = self.batch(&batch);
+                    let part = self.batch(&batch, sessions.as_mut());
                     finished(&part);
                     parts.push((seq, part));
                     seq += 1;
                     batch.clear();
                 }
             })?;
-            parts.push((seq, self.batch(&batch)));
+            parts.push((seq, self.batch(&batch, sessions.as_mut())));
         } else {
             let (send, receive) = mpsc::sync_channel::<(u64, Vec<JournaledDecision>)>(self.threads);
             let receive = Mutex::new(receive);
@@ -229,7 +333,7 @@ impl<'a> Replay<'a> {
                                     .unwrap_or_else(PoisonError::into_inner)
                                     .recv();
                                 let Ok((seq, batch)) = next else { break };
-                                let part = self.batch(&batch);
+                                let part = self.batch(&batch, None);
                                 finished(&part);
                                 done.push((seq, part));
                             }
@@ -270,12 +374,95 @@ impl<'a> Replay<'a> {
             report.merge(part, self.examples);
         }
         let mut report = report.finish();
+        report.resimulated = self.resimulate;
+        if !self.resimulate {
+            report.session_differs = None;
+        }
         for transition in &mut report.transitions {
             for example in &mut transition.examples {
                 self.explain(example);
             }
         }
         Ok(report)
+    }
+
+    /// The call of `journaled` in its session as recomputed under the
+    /// candidate (when the server kept the session), folding the decision
+    /// into that session; counts a decision that the recomputed session
+    /// decides otherwise than the recorded one.
+    fn resimulated_call(
+        &self,
+        journaled: &JournaledDecision,
+        scope: Option<&BTreeSet<String>>,
+        sessions: &mut Sessions,
+        partial: &mut Partial,
+    ) -> Result<(CallRequest, DateTime<Utc>), String> {
+        let entry = &journaled.entry;
+        let request: DecisionRequest = serde_json::from_str(&entry.request)
+            .map_err(|e| format!("the journaled request: {e}"))?;
+        let Some(key) = session_key(&request, scope.is_some()) else {
+            return call_from(request);
+        };
+        let recorded = request.context.session.summary.clone().unwrap_or_default();
+        let state = sessions
+            .entry(key)
+            .or_insert_with(|| Resimulated::from(&recorded));
+        // What came into the recorded session since its last decision that
+        // that decision does not explain came with a reported result: of the
+        // latest call that ran, which may not have run under the candidate.
+        let arrived: Vec<String> = recorded
+            .labels
+            .difference(&state.expected.labels)
+            .cloned()
+            .collect();
+        if !arrived.is_empty() && state.last_use_ran {
+            state.session.record_labels(state.last_use, arrived);
+        }
+        let position = state.position;
+        state.position += 1;
+
+        let mut resimulated = request.clone();
+        resimulated.context.session.summary = Some(state.session.clone());
+        let (server, tool) = (request.action.server.clone(), request.action.tool.clone());
+        let annotations = request.action.annotations.clone();
+        let (as_recorded, now) = call_from(request)?;
+        let (call, _) = call_from(resimulated)?;
+        let in_recorded = evaluate(self.candidate, scope, &as_recorded, now).decision;
+        let in_resimulated = evaluate(self.candidate, scope, &call, now).decision;
+        if in_recorded != in_resimulated {
+            partial.session_differs += 1;
+            if partial.session_examples.len() < self.examples {
+                partial.session_examples.push(SessionExample {
+                    decision_id: journaled.decision_id.clone(),
+                    index: journaled.index,
+                    tool: journaled.tool.clone(),
+                    task_id: journaled.task_id.clone(),
+                    in_recorded_session: in_recorded,
+                    in_resimulated_session: in_resimulated,
+                    recorded_labels: recorded.labels.clone(),
+                    resimulated_labels: state.session.labels.clone(),
+                });
+            }
+        }
+
+        // The call ran under the candidate if it allows it, or asks a
+        // person about a call that ran live (the person let it run then).
+        let ran_live = entry.outcome == Decision::Allow;
+        let ran = in_resimulated == Decision::Allow
+            || (in_resimulated == Decision::ApprovalRequired && ran_live);
+        let folded = if ran { Decision::Allow } else { in_resimulated };
+        state
+            .session
+            .record_decision(position, &server, &tool, folded, Some(&annotations));
+        state.expected = recorded;
+        state
+            .expected
+            .record_decision(position, &server, &tool, entry.outcome, Some(&annotations));
+        if ran_live {
+            state.last_use = position;
+            state.last_use_ran = ran;
+        }
+        Ok((call, now))
     }
 
     /// Reports how each policy either side named fared on `example`.
@@ -300,17 +487,28 @@ impl<'a> Replay<'a> {
             .collect();
     }
 
-    fn batch(&self, entries: &[JournaledDecision]) -> Partial {
+    fn batch(&self, entries: &[JournaledDecision], mut sessions: Option<&mut Sessions>) -> Partial {
         let mut partial = Partial::default();
         for entry in entries {
-            self.one(entry, &mut partial);
+            self.one(entry, &mut partial, sessions.as_deref_mut());
         }
         partial
     }
 
-    fn one(&self, journaled: &JournaledDecision, partial: &mut Partial) {
+    fn one(
+        &self,
+        journaled: &JournaledDecision,
+        partial: &mut Partial,
+        sessions: Option<&mut Sessions>,
+    ) {
         let entry = &journaled.entry;
-        let call = match call_of(&entry.request) {
+        let scope: Option<BTreeSet<String>> =
+            entry.scope.as_ref().map(|s| s.iter().cloned().collect());
+        let call = match sessions {
+            None => call_of(&entry.request),
+            Some(sessions) => self.resimulated_call(journaled, scope.as_ref(), sessions, partial),
+        };
+        let call = match call {
             Ok(call) => call,
             Err(reason) => {
                 partial.unreadable += 1;
@@ -323,8 +521,6 @@ impl<'a> Replay<'a> {
             }
         };
         let (call, now) = call;
-        let scope: Option<BTreeSet<String>> =
-            entry.scope.as_ref().map(|s| s.iter().cloned().collect());
         let verdict = evaluate(self.candidate, scope.as_ref(), &call, now);
         partial.replayed += 1;
         let read = self.candidate.arguments_read();
@@ -382,6 +578,12 @@ impl Partial {
     /// parts are merged, up to `examples` per transition.
     fn merge(&mut self, other: Partial, examples: usize) {
         self.replayed += other.replayed;
+        self.session_differs += other.session_differs;
+        for example in other.session_examples {
+            if self.session_examples.len() < examples {
+                self.session_examples.push(example);
+            }
+        }
         self.on_redacted += other.on_redacted;
         self.changed_on_redacted += other.changed_on_redacted;
         self.unreadable += other.unreadable;
@@ -410,6 +612,8 @@ impl Partial {
     /// The report.
     fn finish(self) -> ReplayReport {
         let mut report = ReplayReport {
+            session_differs: Some(self.session_differs),
+            session_examples: self.session_examples,
             replayed: self.replayed,
             on_redacted: self.on_redacted,
             changed_on_redacted: self.changed_on_redacted,

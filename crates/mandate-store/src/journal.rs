@@ -33,6 +33,9 @@ pub struct JournalEntry {
     /// The pack's outcome, before an approval turned it into a release or
     /// a refusal (what a candidate pack is compared with).
     pub decision: Decision,
+    /// The decision answered, after the approval gate: `allow` for a call a
+    /// person's approval released, `deny` for one an approval refused.
+    pub outcome: Decision,
     /// The policies that determined that outcome.
     pub policies: Vec<String>,
     /// Version hash of the pack that decided.
@@ -138,7 +141,7 @@ impl JournalEntry {
         request: String,
         redacted: Option<&str>,
         scope: Option<&str>,
-        decision: &str,
+        (decision, outcome): (&str, &str),
         policies: &str,
         policy_version: String,
     ) -> Result<Self, String> {
@@ -150,18 +153,20 @@ impl JournalEntry {
             .map(serde_json::from_str)
             .transpose()
             .map_err(|e| format!("scope: {e}"))?;
-        let decision = match decision {
-            "allow" => Decision::Allow,
-            "deny" => Decision::Deny,
-            "approval_required" => Decision::ApprovalRequired,
-            other => return Err(format!("decision `{other}`")),
+        let parse = |text: &str| match text {
+            "allow" => Ok(Decision::Allow),
+            "deny" => Ok(Decision::Deny),
+            "approval_required" => Ok(Decision::ApprovalRequired),
+            other => Err(format!("decision `{other}`")),
         };
+        let (decision, outcome) = (parse(decision)?, parse(outcome)?);
         let policies = serde_json::from_str(policies).map_err(|e| format!("policies: {e}"))?;
         Ok(Self {
             request,
             redacted,
             scope,
             decision,
+            outcome,
             policies,
             policy_version,
         })

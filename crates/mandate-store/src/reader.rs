@@ -134,7 +134,7 @@ impl LedgerReader {
         let index = |i: Option<u64>| i.map(|i| i64::try_from(i).unwrap_or(i64::MAX));
         let mut stmt = self.conn.prepare_cached(
             "SELECT idx, decision_id, time, task_id, tool, request, redacted, scope, decision,
-                    policies, policy_version
+                    policies, policy_version, outcome
              FROM journal
              WHERE (?1 IS NULL OR time >= ?1) AND (?2 IS NULL OR idx >= ?2)
                AND (?3 IS NULL OR idx <= ?3) AND (?4 IS NULL OR task_id = ?4)
@@ -431,12 +431,13 @@ fn journaled(row: &rusqlite::Row<'_>) -> Result<JournaledDecision, LedgerError> 
     let redacted: Option<String> = row.get(6)?;
     let scope: Option<String> = row.get(7)?;
     let decision: String = row.get(8)?;
+    let outcome: String = row.get(11)?;
     let policies: String = row.get(9)?;
     let entry = JournalEntry::from_columns(
         row.get(5)?,
         redacted.as_deref(),
         scope.as_deref(),
-        &decision,
+        (&decision, &outcome),
         &policies,
         row.get(10)?,
     )

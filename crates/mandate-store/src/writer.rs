@@ -258,8 +258,8 @@ impl Writer {
             }
             let mut journal = tx.prepare_cached(
                 "INSERT INTO journal (idx, time, bytes, task_id, tool, decision_id, decision,
-                                      policy_version, policies, scope, redacted, request)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                      outcome, policy_version, policies, scope, redacted, request)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
             let mut added = 0u64;
             for p in prepared {
@@ -277,6 +277,7 @@ impl Writer {
                     format!("{}/{}", r.call.server, r.call.tool),
                     r.decision_id,
                     entry.decision.as_str(),
+                    entry.outcome.as_str(),
                     entry.policy_version,
                     policies,
                     scope,

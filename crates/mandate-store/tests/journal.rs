@@ -81,6 +81,11 @@ fn entry(n: usize) -> JournalEntry {
         } else {
             Decision::ApprovalRequired
         },
+        outcome: if n.is_multiple_of(4) {
+            Decision::Deny
+        } else {
+            Decision::Allow
+        },
         policies: vec![format!("policy-{n}")],
         policy_version: "sha256:live".to_owned(),
     }

@@ -786,6 +786,11 @@ pub struct ReplayArgs {
     /// Examples shown per changed transition
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub examples: usize,
+    /// Recompute each task's (and agent session's) session under the candidate instead
+    /// of using the recorded one: a call the candidate would not have let run never
+    /// tainted it. Reports the decisions this changes. Runs on one core.
+    #[arg(long)]
+    pub resimulate: bool,
     /// Print the report as JSON
     #[arg(long)]
     pub json: bool,

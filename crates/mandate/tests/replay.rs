@@ -594,6 +594,58 @@ fn gateway_decisions_replay_with_their_session_and_grant() {
         labels.as_array().unwrap().iter().any(|l| l == "untrusted"),
         "the session as it was when the call was decided: {example}"
     );
+
+    // A candidate that keeps the taint rule but forbids the listing: as
+    // recorded, the late write is still denied (its session was tainted
+    // live); recomputed, the listing never ran, nothing tainted the
+    // session, and the late write would have been allowed.
+    let no_listing = dir.path().join("no-listing");
+    copy_dir(&util::mcp::peers_dir().join("policies"), &no_listing);
+    std::fs::write(
+        no_listing.join("listing.cedar"),
+        "@id(\"no-listing\")\nforbid (principal, action, resource) when { resource.name == \"list_directory\" };\n",
+    )
+    .unwrap();
+    let recorded = replay(&no_listing, &gateway.data, &["--json", "--task", &task.id]).json();
+    assert_eq!(
+        counts(&recorded),
+        owned(&[("allow", "allow", 2), ("allow", "deny", 1), ("deny", "deny", 3)]),
+        "{recorded}"
+    );
+    assert_eq!(recorded["resimulated"], false);
+    assert!(recorded.get("session_differs").is_none(), "{recorded}");
+
+    let run = replay(
+        &no_listing,
+        &gateway.data,
+        &["--json", "--task", &task.id, "--resimulate"],
+    );
+    assert_eq!(run.code, 5, "{}\n{}", run.stdout, run.stderr);
+    let resimulated = run.json();
+    assert_eq!(resimulated["resimulated"], true);
+    assert_eq!(
+        counts(&resimulated),
+        owned(&[
+            ("allow", "allow", 2),
+            ("allow", "deny", 1),
+            ("deny", "allow", 1),
+            ("deny", "deny", 2),
+        ]),
+        "{resimulated}"
+    );
+    assert_eq!(resimulated["session_differs"], 1, "{resimulated}");
+    let differs = &resimulated["session_examples"][0];
+    assert_eq!(differs["tool"], "fs/write_file", "{differs}");
+    assert_eq!(differs["in_recorded_session"], "deny");
+    assert_eq!(differs["in_resimulated_session"], "allow");
+    assert_eq!(differs["recorded_labels"], json!(["untrusted"]));
+    assert_eq!(differs["resimulated_labels"], json!([]));
+    let text = replay(&no_listing, &gateway.data, &["--task", &task.id, "--resimulate"]);
+    assert!(
+        text.stdout.contains("sessions recomputed under the candidate: 1 decision(s)"),
+        "{}",
+        text.stdout
+    );
 }
 
 /// `mandate policy test --record`: journaled decisions become cases in the

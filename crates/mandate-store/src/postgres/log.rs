@@ -724,7 +724,7 @@ pub(crate) async fn journal(
     let statement = tx
         .prepare(
             "SELECT idx, decision_id, time, task_id, tool, request, redacted, scope, decision,
-                    policies, policy_version
+                    policies, policy_version, outcome
              FROM journal
              WHERE idx >= $1 AND ($2::text IS NULL OR time >= $2)
                AND ($3::bigint IS NULL OR idx <= $3) AND ($4::text IS NULL OR task_id = $4)
@@ -757,12 +757,13 @@ fn journaled(row: &tokio_postgres::Row) -> Result<JournaledDecision, LedgerError
     let redacted: Option<String> = row.try_get(6)?;
     let scope: Option<String> = row.try_get(7)?;
     let decision: String = row.try_get(8)?;
+    let outcome: String = row.try_get(11)?;
     let policies: String = row.try_get(9)?;
     let entry = JournalEntry::from_columns(
         row.try_get(5)?,
         redacted.as_deref(),
         scope.as_deref(),
-        &decision,
+        (&decision, &outcome),
         &policies,
         row.try_get(10)?,
     )
@@ -831,6 +832,7 @@ pub(crate) async fn insert_journal_rows(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    let mut outcome = Vec::with_capacity(n);
     let (mut decision, mut version, mut policies, mut scope, mut redacted, mut request) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -848,6 +850,7 @@ pub(crate) async fn insert_journal_rows(
         tool.push(row.tool.as_str());
         decision_id.push(row.decision_id);
         decision.push(entry.decision.as_str());
+        outcome.push(entry.outcome.as_str());
         version.push(entry.policy_version.as_str());
         let (red, sc, pol) = entry.list_columns();
         policies.push(pol);
@@ -858,10 +861,10 @@ pub(crate) async fn insert_journal_rows(
     let insert = tx
         .prepare_cached(
             "INSERT INTO journal (idx, time, bytes, task_id, tool, decision_id, decision,
-                                  policy_version, policies, scope, redacted, request)
+                                  outcome, policy_version, policies, scope, redacted, request)
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],
                                   $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                                  $11::text[], $12::text[])",
+                                  $11::text[], $12::text[], $13::text[])",
         )
         .await?;
     tx.execute(
@@ -874,6 +877,7 @@ pub(crate) async fn insert_journal_rows(
             &tool,
             &decision_id,
             &decision,
+            &outcome,
             &version,
             &policies,
             &scope,

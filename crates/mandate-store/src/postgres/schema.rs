@@ -197,6 +197,7 @@ const MIGRATIONS: &[&str] = &[
         tool           TEXT   NOT NULL,
         decision_id    TEXT   NOT NULL,
         decision       TEXT   NOT NULL,
+        outcome        TEXT   NOT NULL,
         policy_version TEXT   NOT NULL,
         policies       TEXT   NOT NULL,
         scope          TEXT,

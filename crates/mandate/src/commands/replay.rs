@@ -68,7 +68,11 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<Code> {
             eprint!("\rreplayed {done} decisions");
         }
     };
-    let report = Replay::new(&candidate, args.examples, threads)
+    let mut replay = Replay::new(&candidate, args.examples, threads);
+    if args.resimulate {
+        replay = replay.resimulating();
+    }
+    let report = replay
         .run(&progress, |feed| {
             source
                 .journal(&query, |entry| {
@@ -218,6 +222,31 @@ fn print(
         outln!(out);
         outln!(out, "unchanged: {}", unchanged.join(", "));
     }
+    if let Some(differs) = report.session_differs {
+        outln!(out);
+        outln!(
+            out,
+            "sessions recomputed under the candidate: {differs} decision(s) decided otherwise than in the sessions as recorded"
+        );
+        for e in &report.session_examples {
+            let task = e
+                .task_id
+                .as_deref()
+                .map(|t| format!(" task {t}"))
+                .unwrap_or_default();
+            outln!(
+                out,
+                "  e.g. {} ({}{task}, receipt {}): {} in the recorded session (labels: {}), {} in the recomputed one (labels: {})",
+                e.decision_id,
+                e.tool,
+                e.index,
+                e.in_recorded_session,
+                list(&e.recorded_labels),
+                e.in_resimulated_session,
+                list(&e.resimulated_labels)
+            );
+        }
+    }
     if report.on_redacted > 0 {
         outln!(
             out,
@@ -239,6 +268,15 @@ fn print(
     }
     emit(&out)?;
     Ok(())
+}
+
+/// Labels as `a, b`, or `none`.
+fn list(labels: &std::collections::BTreeSet<String>) -> String {
+    if labels.is_empty() {
+        "none".to_owned()
+    } else {
+        labels.iter().cloned().collect::<Vec<_>>().join(", ")
+    }
 }
 
 #[cfg(test)]
