@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use util::mcp::{
-    AGENT, DECISION_META, Sdk, check_everything, decision_id, denial_in_meta, everything_server,
-    filesystem_server, history, mandate, notes_stdio, receipt_in_meta, require_peers, run_stdio,
-    start_task, steps, wrap_command,
+    AGENT, DECISION_META, FilesystemSession, Sdk, check_everything, decision_id, denial_in_meta,
+    everything_server, filesystem_server, filesystem_session, history, mandate, notes_stdio,
+    receipt_in_meta, require_peers, run_stdio, steps, wrap_command,
 };
 
 /// Under a task credential, on the filesystem server: an allowed read returns
@@ -37,40 +37,12 @@ fn filesystem_under_a_task_credential() {
     require_peers();
     let gateway = mandate();
     for sdk in Sdk::BOTH {
-        let files = tempfile::tempdir().unwrap();
-        let root = files.path().canonicalize().unwrap();
-        std::fs::write(root.join("notes.txt"), "hello notes\n").unwrap();
-        std::fs::write(root.join("protected.txt"), "keep me\n").unwrap();
-        let task = start_task(
-            &gateway,
-            &["fs/read_text_file", "fs/write_file", "fs/list_directory"],
-        );
-        let credential_file = files.path().join("credential");
-        std::fs::write(&credential_file, &task.credential).unwrap();
-        let config = files.path().join("mcp.toml");
-        std::fs::write(&config, "[tools.\"list_directory\"]\nopen_world = true\n").unwrap();
-        let path = |name: &str| root.join(name).display().to_string();
-        let plan = json!([
-            {"op": "call", "tool": "read_text_file", "arguments": {"path": path("notes.txt")}},
-            {"op": "call", "tool": "write_file", "arguments": {"path": path("protected.txt"), "content": "pwned"}},
-            {"op": "call", "tool": "write_file", "arguments": {"path": path("new.txt"), "content": "written"}},
-            {"op": "call", "tool": "list_directory", "arguments": {"path": root.display().to_string()}},
-            {"op": "call", "tool": "write_file", "arguments": {"path": path("late.txt"), "content": "too late"}},
-            {"op": "call", "tool": "get_file_info", "arguments": {"path": path("notes.txt")}},
-        ]);
-        let command = wrap_command(
-            &gateway,
-            &[
-                "--name",
-                "fs",
-                "--credential-file",
-                credential_file.to_str().unwrap(),
-                "--config",
-                config.to_str().unwrap(),
-            ],
-            &filesystem_server(&root),
-        );
-        let out = run_stdio(sdk, &plan, &command);
+        let FilesystemSession {
+            files: _files,
+            root,
+            task,
+            out,
+        } = filesystem_session(&gateway, sdk);
         let s = steps(&out);
         assert_eq!(out["server"], "secure-filesystem-server", "{sdk:?}: {out}");
 

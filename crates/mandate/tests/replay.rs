@@ -18,10 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use util::mcp::{
-    AGENT, Sdk, filesystem_server, mandate, require_peers, run_stdio, start_task, steps,
-    wrap_command,
-};
+use util::mcp::{AGENT, FilesystemSession, Sdk, filesystem_session, mandate, require_peers, steps};
 use util::{Launch, Server, copy_dir, example_pack, mailer, merge, send_email};
 
 /// What `mandate` printed and its exit code.
@@ -132,6 +129,22 @@ fn candidate(dir: &Path) -> PathBuf {
     candidate
 }
 
+/// A server on the example pack with `config` as its config file, in a
+/// new directory; its data directory is `DIR/data`.
+fn serve(config: &str) -> (tempfile::TempDir, PathBuf, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("mandate.toml");
+    std::fs::write(&file, config).unwrap();
+    let server = Launch::serve(&data)
+        .arg("--config")
+        .arg(&file)
+        .arg("--policies")
+        .arg(example_pack())
+        .start();
+    (dir, data, server)
+}
+
 fn decide(server: &Server, request: &Value, expected: &str) -> String {
     let reply = server.decide(request);
     assert_eq!(reply.status, 200, "{}", reply.body);
@@ -147,22 +160,11 @@ fn with(mut request: Value, patch: &Value) -> Value {
 
 #[test]
 fn replay_reports_exact_transitions_with_redaction_honoured() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dir.path().join("mandate.toml");
-    std::fs::write(
-        &config,
+    let (dir, data, server) = serve(
         "[[journal_redact]]\ntool = \"*\"\npath = \"body\"\naction = \"hash\"\n\n\
          [[journal_redact]]\ntool = \"mail/*\"\npath = \"secret\"\naction = \"drop\"\n\n\
          [[journal_redact]]\ntool = \"mail/draft_reply\"\npath = \"body\"\naction = \"keep\"\n",
-    )
-    .unwrap();
-    let server = Launch::serve(&data)
-        .arg("--config")
-        .arg(&config)
-        .arg("--policies")
-        .arg(example_pack())
-        .start();
+    );
 
     // Three mails about a refund to an allowed recipient: allowed live;
     // the candidate would deny them for their body, but the journal kept
@@ -386,12 +388,7 @@ fn example_requests() -> PathBuf {
 
 #[test]
 fn bad_input_exits_2_and_says_why() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let server = Launch::serve(&data)
-        .arg("--policies")
-        .arg(example_pack())
-        .start();
+    let (dir, data, server) = serve("");
     decide(&server, &mailer(&json!({})), "allow");
 
     let missing = replay(&dir.path().join("nowhere"), &data, &[]);
@@ -433,20 +430,7 @@ fn bad_input_exits_2_and_says_why() {
 
 #[test]
 fn the_journal_is_pruned_by_age_and_the_receipts_stay() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dir.path().join("mandate.toml");
-    std::fs::write(
-        &config,
-        "journal_max_age_seconds = 1\ncheckpoint_interval_ms = 100\n",
-    )
-    .unwrap();
-    let server = Launch::serve(&data)
-        .arg("--config")
-        .arg(&config)
-        .arg("--policies")
-        .arg(example_pack())
-        .start();
+    let (dir, data, server) = serve("journal_max_age_seconds = 1\ncheckpoint_interval_ms = 100\n");
     for _ in 0..3 {
         decide(&server, &mailer(&json!({})), "allow");
     }
@@ -486,16 +470,7 @@ fn the_journal_is_pruned_by_age_and_the_receipts_stay() {
 
 #[test]
 fn without_a_journal_nothing_is_kept_to_replay() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dir.path().join("mandate.toml");
-    std::fs::write(&config, "journal = false\n").unwrap();
-    let server = Launch::serve(&data)
-        .arg("--config")
-        .arg(&config)
-        .arg("--policies")
-        .arg(example_pack())
-        .start();
+    let (dir, data, server) = serve("journal = false\n");
     decide(&server, &mailer(&json!({})), "allow");
     let run = replay(&candidate(dir.path()), &data, &["--json"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -509,40 +484,7 @@ fn without_a_journal_nothing_is_kept_to_replay() {
 fn gateway_decisions_replay_with_their_session_and_grant() {
     require_peers();
     let gateway = mandate();
-    let files = tempfile::tempdir().unwrap();
-    let root = files.path().canonicalize().unwrap();
-    std::fs::write(root.join("notes.txt"), "hello notes\n").unwrap();
-    std::fs::write(root.join("protected.txt"), "keep me\n").unwrap();
-    let task = start_task(
-        &gateway,
-        &["fs/read_text_file", "fs/write_file", "fs/list_directory"],
-    );
-    let credential_file = files.path().join("credential");
-    std::fs::write(&credential_file, &task.credential).unwrap();
-    let config = files.path().join("mcp.toml");
-    std::fs::write(&config, "[tools.\"list_directory\"]\nopen_world = true\n").unwrap();
-    let path = |name: &str| root.join(name).display().to_string();
-    let plan = json!([
-        {"op": "call", "tool": "read_text_file", "arguments": {"path": path("notes.txt")}},
-        {"op": "call", "tool": "write_file", "arguments": {"path": path("protected.txt"), "content": "pwned"}},
-        {"op": "call", "tool": "write_file", "arguments": {"path": path("new.txt"), "content": "written"}},
-        {"op": "call", "tool": "list_directory", "arguments": {"path": root.display().to_string()}},
-        {"op": "call", "tool": "write_file", "arguments": {"path": path("late.txt"), "content": "too late"}},
-        {"op": "call", "tool": "get_file_info", "arguments": {"path": path("notes.txt")}},
-    ]);
-    let command = wrap_command(
-        &gateway,
-        &[
-            "--name",
-            "fs",
-            "--credential-file",
-            credential_file.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        &filesystem_server(&root),
-    );
-    let out = run_stdio(Sdk::Python, &plan, &command);
+    let FilesystemSession { task, out, .. } = filesystem_session(&gateway, Sdk::Python);
     let errors: Vec<bool> = steps(&out)
         .iter()
         .map(|s| s["isError"].as_bool().unwrap())
@@ -609,7 +551,11 @@ fn gateway_decisions_replay_with_their_session_and_grant() {
     let recorded = replay(&no_listing, &gateway.data, &["--json", "--task", &task.id]).json();
     assert_eq!(
         counts(&recorded),
-        owned(&[("allow", "allow", 2), ("allow", "deny", 1), ("deny", "deny", 3)]),
+        owned(&[
+            ("allow", "allow", 2),
+            ("allow", "deny", 1),
+            ("deny", "deny", 3)
+        ]),
         "{recorded}"
     );
     assert_eq!(recorded["resimulated"], false);
@@ -640,9 +586,14 @@ fn gateway_decisions_replay_with_their_session_and_grant() {
     assert_eq!(differs["in_resimulated_session"], "allow");
     assert_eq!(differs["recorded_labels"], json!(["untrusted"]));
     assert_eq!(differs["resimulated_labels"], json!([]));
-    let text = replay(&no_listing, &gateway.data, &["--task", &task.id, "--resimulate"]);
+    let text = replay(
+        &no_listing,
+        &gateway.data,
+        &["--task", &task.id, "--resimulate"],
+    );
     assert!(
-        text.stdout.contains("sessions recomputed under the candidate: 1 decision(s)"),
+        text.stdout
+            .contains("sessions recomputed under the candidate: 1 decision(s)"),
         "{}",
         text.stdout
     );
@@ -653,20 +604,9 @@ fn gateway_decisions_replay_with_their_session_and_grant() {
 /// had; the arguments are as the journal kept them.
 #[test]
 fn recorded_decisions_become_policy_tests() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = dir.path().join("mandate.toml");
-    std::fs::write(
-        &config,
+    let (dir, data, server) = serve(
         "[[journal_redact]]\ntool = \"mail/send_email\"\npath = \"body\"\naction = \"hash\"\n",
-    )
-    .unwrap();
-    let server = Launch::serve(&data)
-        .arg("--config")
-        .arg(&config)
-        .arg("--policies")
-        .arg(example_pack())
-        .start();
+    );
     let allowed = decide(&server, &send_email("carol@example.com"), "allow");
     let denied = decide(&server, &send_email("mallory@evil.example"), "deny");
     let read = decide(&server, &mailer(&json!({})), "allow");

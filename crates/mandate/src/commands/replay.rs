@@ -176,11 +176,7 @@ fn print(
             );
         }
         for e in &t.examples {
-            let task = e
-                .task_id
-                .as_deref()
-                .map(|t| format!(" task {t}"))
-                .unwrap_or_default();
+            let task = of_task(e.task_id.as_deref());
             outln!(
                 out,
                 "  e.g. {} ({}, {}{task}, receipt {})",
@@ -229,11 +225,7 @@ fn print(
             "sessions recomputed under the candidate: {differs} decision(s) decided otherwise than in the sessions as recorded"
         );
         for e in &report.session_examples {
-            let task = e
-                .task_id
-                .as_deref()
-                .map(|t| format!(" task {t}"))
-                .unwrap_or_default();
+            let task = of_task(e.task_id.as_deref());
             outln!(
                 out,
                 "  e.g. {} ({}{task}, receipt {}): {} in the recorded session (labels: {}), {} in the recomputed one (labels: {})",
@@ -268,6 +260,11 @@ fn print(
     }
     emit(&out)?;
     Ok(())
+}
+
+/// ` task ID`, or nothing without a task.
+fn of_task(task: Option<&str>) -> String {
+    task.map(|t| format!(" task {t}")).unwrap_or_default()
 }
 
 /// Labels as `a, b`, or `none`.

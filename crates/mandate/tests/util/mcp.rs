@@ -144,6 +144,62 @@ pub fn start_task(gateway: &Gateway, tools: &[&str]) -> Task {
     }
 }
 
+/// One agent session on the filesystem server under a task credential,
+/// through `mandate mcp wrap`: a read, a write of a protected file, an
+/// allowed write, a listing made open-world by the wrap's config (its
+/// result taints the session), a write after it, and a tool the credential
+/// does not grant. `out` is the SDK client's report; `files` holds `root`.
+pub struct FilesystemSession {
+    pub files: tempfile::TempDir,
+    pub root: PathBuf,
+    pub task: Task,
+    pub out: Value,
+}
+
+/// Runs [`FilesystemSession`]'s calls with `sdk` through `gateway`.
+pub fn filesystem_session(gateway: &Gateway, sdk: Sdk) -> FilesystemSession {
+    let files = tempfile::tempdir().unwrap();
+    let root = files.path().canonicalize().unwrap();
+    std::fs::write(root.join("notes.txt"), "hello notes\n").unwrap();
+    std::fs::write(root.join("protected.txt"), "keep me\n").unwrap();
+    let task = start_task(
+        gateway,
+        &["fs/read_text_file", "fs/write_file", "fs/list_directory"],
+    );
+    let credential_file = files.path().join("credential");
+    std::fs::write(&credential_file, &task.credential).unwrap();
+    let config = files.path().join("mcp.toml");
+    std::fs::write(&config, "[tools.\"list_directory\"]\nopen_world = true\n").unwrap();
+    let path = |name: &str| root.join(name).display().to_string();
+    let plan = json!([
+        {"op": "call", "tool": "read_text_file", "arguments": {"path": path("notes.txt")}},
+        {"op": "call", "tool": "write_file", "arguments": {"path": path("protected.txt"), "content": "pwned"}},
+        {"op": "call", "tool": "write_file", "arguments": {"path": path("new.txt"), "content": "written"}},
+        {"op": "call", "tool": "list_directory", "arguments": {"path": root.display().to_string()}},
+        {"op": "call", "tool": "write_file", "arguments": {"path": path("late.txt"), "content": "too late"}},
+        {"op": "call", "tool": "get_file_info", "arguments": {"path": path("notes.txt")}},
+    ]);
+    let command = wrap_command(
+        gateway,
+        &[
+            "--name",
+            "fs",
+            "--credential-file",
+            credential_file.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &filesystem_server(&root),
+    );
+    let out = run_stdio(sdk, &plan, &command);
+    FilesystemSession {
+        files,
+        root,
+        task,
+        out,
+    }
+}
+
 /// `mandate mcp wrap` with `args`, then `-- server…`.
 pub fn wrap_command(gateway: &Gateway, args: &[&str], server: &[String]) -> Vec<String> {
     let mut command = vec![
