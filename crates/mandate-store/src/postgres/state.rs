@@ -37,9 +37,9 @@ use mandate_core::{
     Approval, ApprovalId, ApprovalStatus, DecisionId, IdError, Requester, SessionId,
     SessionSummary, TaskId, ToolAnnotations,
 };
-use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
 
 use super::notify;
 use crate::state_store::{EndedTask, StateStore, TaskDetails};
@@ -95,7 +95,10 @@ impl PgState {
         read: impl Fn(&Row) -> Result<T, StateError>,
     ) -> Result<Option<T>, StateError> {
         let client = self.client().await?;
-        let row = client.query_opt(sql, params).await.map_err(pg)?;
+        let row = client
+            .query_opt(&cached(&client, sql).await?, params)
+            .await
+            .map_err(pg)?;
         row.as_ref().map(read).transpose()
     }
 
@@ -107,7 +110,10 @@ impl PgState {
         read: impl Fn(&Row) -> Result<T, StateError>,
     ) -> Result<Vec<T>, StateError> {
         let client = self.client().await?;
-        let rows = client.query(sql, params).await.map_err(pg)?;
+        let rows = client
+            .query(&cached(&client, sql).await?, params)
+            .await
+            .map_err(pg)?;
         rows.iter().map(read).collect()
     }
 
@@ -124,6 +130,13 @@ impl PgState {
             .map_err(|e| StateError::Commit(e.to_string()))?;
         Ok(value)
     }
+}
+
+/// `sql` prepared once per connection (the pool's statement cache): each
+/// later use is one round trip instead of two (prepare, then execute),
+/// which is what bounds this path (docs/PERFORMANCE.md).
+async fn cached(client: &impl GenericClient, sql: &str) -> Result<Statement, StateError> {
+    client.prepare_cached(sql).await.map_err(pg)
 }
 
 const TASK_COLUMNS: &str = "id, agent, on_behalf_of, intent, tools, labels, params, audience, \
@@ -150,7 +163,7 @@ impl StateStore for PgState {
         let c = CredentialText::new(&root)?;
         self.write(async |tx| {
             if tx
-                .query_opt("SELECT 1 FROM tasks WHERE id = $1", &[&task.id.as_str()])
+                .query_opt(&cached(tx, "SELECT 1 FROM tasks WHERE id = $1").await?, &[&task.id.as_str()])
                 .await
                 .map_err(pg)?
                 .is_some()
@@ -162,9 +175,9 @@ impl StateStore for PgState {
             }
             refuse_recorded(tx, &root.revocation_id).await?;
             tx.execute(
-                "INSERT INTO tasks (id, agent, on_behalf_of, intent, tools, labels, params, audience,
+                &cached(tx, "INSERT INTO tasks (id, agent, on_behalf_of, intent, tools, labels, params, audience,
                      max_depth, created_at, expires_at, root_revocation_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)").await?,
                 &[
                     &task.id.as_str(),
                     &task.agent,
@@ -214,10 +227,14 @@ impl StateStore for PgState {
         let tx = snapshot(&mut client).await?;
         let rows = tx
             .query(
-                &format!(
-                    "SELECT {TASK_COLUMNS} FROM tasks WHERE (NOT $1 OR ended_at IS NULL)
+                &cached(
+                    &tx,
+                    &format!(
+                        "SELECT {TASK_COLUMNS} FROM tasks WHERE (NOT $1 OR ended_at IS NULL)
                      ORDER BY created_at DESC, id DESC LIMIT $2"
-                ),
+                    ),
+                )
+                .await?,
                 &[&open_only, &limit],
             )
             .await
@@ -258,7 +275,11 @@ impl StateStore for PgState {
         self.write(async |tx| {
             let task = tx
                 .query_opt(
-                    "SELECT max_depth, end_reason FROM tasks WHERE id = $1 FOR SHARE",
+                    &cached(
+                        tx,
+                        "SELECT max_depth, end_reason FROM tasks WHERE id = $1 FOR SHARE",
+                    )
+                    .await?,
                     &[&credential.task_id.as_str()],
                 )
                 .await
@@ -275,7 +296,11 @@ impl StateStore for PgState {
             }
             let parent = tx
                 .query_opt(
-                    "SELECT depth FROM credentials WHERE revocation_id = $1 AND task_id = $2",
+                    &cached(
+                        tx,
+                        "SELECT depth FROM credentials WHERE revocation_id = $1 AND task_id = $2",
+                    )
+                    .await?,
                     &[&parent_id, &credential.task_id.as_str()],
                 )
                 .await
@@ -334,8 +359,12 @@ impl StateStore for PgState {
             // more when its lock is granted.
             let expired = tx
                 .query(
-                    "SELECT id FROM tasks WHERE ended_at IS NULL AND expires_at <= $1
+                    &cached(
+                        tx,
+                        "SELECT id FROM tasks WHERE ended_at IS NULL AND expires_at <= $1
                      ORDER BY expires_at, id FOR UPDATE SKIP LOCKED",
+                    )
+                    .await?,
                     &[&now],
                 )
                 .await
@@ -411,7 +440,7 @@ impl StateStore for PgState {
             let conflict = || format!("decision `{}` is already recorded", entry.decision_id);
             if tx
                 .query_opt(
-                    "SELECT 1 FROM history WHERE decision_id = $1",
+                    &cached(tx, "SELECT 1 FROM history WHERE decision_id = $1").await?,
                     &[&entry.decision_id.as_str()],
                 )
                 .await
@@ -422,10 +451,10 @@ impl StateStore for PgState {
             }
             let seq: i64 = tx
                 .query_one(
-                    "INSERT INTO history (decision_id, task_id, agent, server, tool, decision,
+                    &cached(tx, "INSERT INTO history (decision_id, task_id, agent, server, tool, decision,
                          decided_at, result_status, result_labels, result_at, annotations, credential)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                     RETURNING seq",
+                     RETURNING seq").await?,
                     &[
                         &entry.decision_id.as_str(),
                         &entry.task_id.as_str(),
@@ -472,7 +501,7 @@ impl StateStore for PgState {
             .write(async |tx| {
                 let Some(task_id) = tx
                     .query_opt(
-                        "SELECT task_id FROM history WHERE decision_id = $1",
+                        &cached(tx, "SELECT task_id FROM history WHERE decision_id = $1").await?,
                         &[&decision_id.as_str()],
                     )
                     .await
@@ -484,16 +513,20 @@ impl StateStore for PgState {
                 // The task first, as a decision locks it: results and
                 // decisions of one task fold into its summary in turn.
                 tx.execute(
-                    "SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE",
+                    &cached(tx, "SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE").await?,
                     &[&task_id.as_str()],
                 )
                 .await
                 .map_err(pg)?;
                 let row = tx
                     .query_one(
-                        &format!(
-                            "SELECT {HISTORY_COLUMNS}, seq FROM history WHERE decision_id = $1"
-                        ),
+                        &cached(
+                            tx,
+                            &format!(
+                                "SELECT {HISTORY_COLUMNS}, seq FROM history WHERE decision_id = $1"
+                            ),
+                        )
+                        .await?,
                         &[&decision_id.as_str()],
                     )
                     .await
@@ -506,8 +539,12 @@ impl StateStore for PgState {
                 }
                 let seq: i64 = row.try_get(11).map_err(pg)?;
                 tx.execute(
-                    "UPDATE history SET result_status = $2, result_labels = $3, result_at = $4
+                    &cached(
+                        tx,
+                        "UPDATE history SET result_status = $2, result_labels = $3, result_at = $4
                      WHERE decision_id = $1",
+                    )
+                    .await?,
                     &[
                         &decision_id.as_str(),
                         &text.status,
@@ -559,8 +596,12 @@ impl StateStore for PgState {
         self.write(async |tx| {
             let task = tx
                 .query_opt(
-                    "SELECT t.end_reason FROM history h JOIN tasks t ON t.id = h.task_id
+                    &cached(
+                        tx,
+                        "SELECT t.end_reason FROM history h JOIN tasks t ON t.id = h.task_id
                      WHERE h.decision_id = $1 AND h.task_id = $2 FOR SHARE OF t",
+                    )
+                    .await?,
                     &[&record.decision_id.as_str(), &record.task_id.as_str()],
                 )
                 .await
@@ -582,10 +623,14 @@ impl StateStore for PgState {
             };
             let inserted = tx
                 .execute(
-                    "INSERT INTO token_exchanges (decision_id, task_id, credential, resource,
+                    &cached(
+                        tx,
+                        "INSERT INTO token_exchanges (decision_id, task_id, credential, resource,
                          token_id, scope, exchanged_at, expires_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                      ON CONFLICT (decision_id) DO NOTHING",
+                    )
+                    .await?,
                     &[
                         &record.decision_id.as_str(),
                         &record.task_id.as_str(),
@@ -630,15 +675,15 @@ impl StateStore for PgState {
             // Create the row if need be, then lock it: decisions of one
             // session made through several instances fold in turn.
             tx.execute(
-                "INSERT INTO agent_sessions (agent, session, summary, started_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $4) ON CONFLICT (agent, session) DO NOTHING",
+                &cached(tx, "INSERT INTO agent_sessions (agent, session, summary, started_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $4) ON CONFLICT (agent, session) DO NOTHING").await?,
                 &[&decided.agent, &session, &empty, &at],
             )
             .await
             .map_err(pg)?;
             let text: String = tx
                 .query_one(
-                    "SELECT summary FROM agent_sessions WHERE agent = $1 AND session = $2 FOR UPDATE",
+                    &cached(tx, "SELECT summary FROM agent_sessions WHERE agent = $1 AND session = $2 FOR UPDATE").await?,
                     &[&decided.agent, &session],
                 )
                 .await
@@ -655,8 +700,8 @@ impl StateStore for PgState {
                 decided.annotations.as_ref(),
             );
             tx.execute(
-                "UPDATE agent_sessions SET summary = $3, updated_at = $4
-                 WHERE agent = $1 AND session = $2",
+                &cached(tx, "UPDATE agent_sessions SET summary = $3, updated_at = $4
+                 WHERE agent = $1 AND session = $2").await?,
                 &[
                     &decided.agent,
                     &session,
@@ -681,9 +726,9 @@ impl StateStore for PgState {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO approvals (id, decision_id, request_sha256, requester, task_id, status,
+                &cached(&client, "INSERT INTO approvals (id, decision_id, request_sha256, requester, task_id, status,
                      created_at, expires_at, summary, receipt, agent)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)").await?,
                 &[
                     &a.id.as_str(),
                     &a.decision_id.as_str(),
@@ -833,9 +878,13 @@ impl StateStore for PgState {
         let client = self.client().await?;
         let changed = client
             .execute(
-                "UPDATE approvals SET status = $3, resolved_at = $4, resolved_by = $5,
+                &cached(
+                    &client,
+                    "UPDATE approvals SET status = $3, resolved_at = $4, resolved_by = $5,
                      reason = $6, released_by = $7
                  WHERE id = $1 AND status = $2",
+                )
+                .await?,
                 &[
                     &approval.id.as_str(),
                     &from.as_str(),
@@ -895,7 +944,11 @@ async fn task_of(
 ) -> Result<Option<TaskRecord>, StateError> {
     let row = client
         .query_opt(
-            &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"),
+            &cached(
+                client,
+                &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"),
+            )
+            .await?,
             &[&id.as_str()],
         )
         .await
@@ -906,9 +959,13 @@ async fn task_of(
 async fn details(client: &impl GenericClient, task: TaskRecord) -> Result<TaskDetails, StateError> {
     let credentials = client
         .query(
-            &format!(
-                "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE task_id = $1 ORDER BY seq"
-            ),
+            &cached(
+                client,
+                &format!(
+                    "SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE task_id = $1 ORDER BY seq"
+                ),
+            )
+            .await?,
             &[&task.id.as_str()],
         )
         .await
@@ -918,7 +975,11 @@ async fn details(client: &impl GenericClient, task: TaskRecord) -> Result<TaskDe
         .collect::<Result<_, _>>()?;
     let history = client
         .query(
-            &format!("SELECT {HISTORY_COLUMNS} FROM history WHERE task_id = $1 ORDER BY seq"),
+            &cached(
+                client,
+                &format!("SELECT {HISTORY_COLUMNS} FROM history WHERE task_id = $1 ORDER BY seq"),
+            )
+            .await?,
             &[&task.id.as_str()],
         )
         .await
@@ -938,7 +999,7 @@ async fn details(client: &impl GenericClient, task: TaskRecord) -> Result<TaskDe
 async fn lock_open_task(tx: &Transaction<'_>, id: &TaskId) -> Result<(), StateError> {
     let row = tx
         .query_opt(
-            "SELECT end_reason FROM tasks WHERE id = $1 FOR UPDATE",
+            &cached(tx, "SELECT end_reason FROM tasks WHERE id = $1 FOR UPDATE").await?,
             &[&id.as_str()],
         )
         .await
@@ -964,7 +1025,7 @@ async fn end_in(
 ) -> Result<Vec<String>, StateError> {
     let row = tx
         .query_opt(
-            "SELECT ended_at FROM tasks WHERE id = $1 FOR UPDATE",
+            &cached(tx, "SELECT ended_at FROM tasks WHERE id = $1 FOR UPDATE").await?,
             &[&id.as_str()],
         )
         .await
@@ -978,7 +1039,7 @@ async fn end_in(
         // it (fixed-width times compare as text).
         let latest: Option<String> = tx
             .query_one(
-                "SELECT max(decided_at) FROM history WHERE task_id = $1",
+                &cached(tx, "SELECT max(decided_at) FROM history WHERE task_id = $1").await?,
                 &[&id.as_str()],
             )
             .await
@@ -989,14 +1050,22 @@ async fn end_in(
             .filter(|l| l.as_str() > at)
             .unwrap_or_else(|| at.to_owned());
         tx.execute(
-            "UPDATE tasks SET ended_at = $2, end_reason = $3 WHERE id = $1",
+            &cached(
+                tx,
+                "UPDATE tasks SET ended_at = $2, end_reason = $3 WHERE id = $1",
+            )
+            .await?,
             &[&id.as_str(), &at, &reason],
         )
         .await
         .map_err(pg)?;
         tx.execute(
-            "INSERT INTO revocations (revocation_id, task_id, revoked_at)
+            &cached(
+                tx,
+                "INSERT INTO revocations (revocation_id, task_id, revoked_at)
              SELECT revocation_id, task_id, $2 FROM credentials WHERE task_id = $1 ORDER BY seq",
+            )
+            .await?,
             &[&id.as_str(), &at],
         )
         .await
@@ -1004,7 +1073,11 @@ async fn end_in(
     }
     let rows = tx
         .query(
-            "SELECT revocation_id FROM credentials WHERE task_id = $1 ORDER BY seq",
+            &cached(
+                tx,
+                "SELECT revocation_id FROM credentials WHERE task_id = $1 ORDER BY seq",
+            )
+            .await?,
             &[&id.as_str()],
         )
         .await
@@ -1015,7 +1088,7 @@ async fn end_in(
 async fn refuse_recorded(tx: &Transaction<'_>, revocation_id: &str) -> Result<(), StateError> {
     if tx
         .query_opt(
-            "SELECT 1 FROM credentials WHERE revocation_id = $1",
+            &cached(tx, "SELECT 1 FROM credentials WHERE revocation_id = $1").await?,
             &[&revocation_id],
         )
         .await
@@ -1036,9 +1109,13 @@ async fn insert_credential(
 ) -> Result<(), StateError> {
     refuse_recorded(tx, &credential.revocation_id).await?;
     tx.execute(
-        "INSERT INTO credentials (revocation_id, task_id, parent_revocation_id, agent, depth,
+        &cached(
+            tx,
+            "INSERT INTO credentials (revocation_id, task_id, parent_revocation_id, agent, depth,
              tools, labels, issued_at, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .await?,
         &[
             &credential.revocation_id,
             &credential.task_id.as_str(),
@@ -1066,7 +1143,7 @@ async fn insert_credential(
 async fn session_of(tx: &Transaction<'_>, task_id: &TaskId) -> Result<SessionSummary, StateError> {
     let row = tx
         .query_opt(
-            "SELECT summary FROM sessions WHERE task_id = $1",
+            &cached(tx, "SELECT summary FROM sessions WHERE task_id = $1").await?,
             &[&task_id.as_str()],
         )
         .await
@@ -1083,8 +1160,12 @@ async fn store_session(
     summary: &SessionSummary,
 ) -> Result<(), StateError> {
     tx.execute(
-        "INSERT INTO sessions (task_id, summary) VALUES ($1, $2)
+        &cached(
+            tx,
+            "INSERT INTO sessions (task_id, summary) VALUES ($1, $2)
          ON CONFLICT (task_id) DO UPDATE SET summary = EXCLUDED.summary",
+        )
+        .await?,
         &[&task_id.as_str(), &json_text(summary, "session summary")?],
     )
     .await
