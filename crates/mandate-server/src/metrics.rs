@@ -53,6 +53,7 @@ pub struct Metrics {
     approvals: Family<ApprovalLabels, Counter>,
     long_polls: Gauge,
     shadow: Family<ShadowLabels, Counter>,
+    journal_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -127,8 +128,15 @@ impl Metrics {
             "Live decisions also evaluated by a shadow pack, by pack and by the live and shadow outcomes (equal: agreement)",
             shadow.clone(),
         );
+        let journal_bytes = Gauge::default();
+        registry.register(
+            "journal_bytes",
+            "Bytes the decision journal holds, as retention counts them (journal_max_bytes bounds it), as this instance last saw",
+            journal_bytes.clone(),
+        );
         Self {
             registry,
+            journal_bytes,
             shadow,
             approvals,
             long_polls,
@@ -215,6 +223,12 @@ impl Metrics {
     pub fn set_long_polls(&self, waiting: usize) {
         self.long_polls
             .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the decision journal's size.
+    pub fn set_journal_bytes(&self, bytes: u64) {
+        self.journal_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// The metrics in Prometheus text format.

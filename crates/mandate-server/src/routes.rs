@@ -28,6 +28,9 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     state
         .metrics()
         .set_long_polls(state.approvals().long_polls());
+    state
+        .metrics()
+        .set_journal_bytes(state.ledger().journal_bytes());
     (
         [(
             header::CONTENT_TYPE,

@@ -84,6 +84,8 @@ impl ReceiptProof {
 
 /// State the writer and the readers share.
 pub(crate) struct Shared {
+    /// The journal's stored bytes, as the writer last recorded them.
+    pub(crate) journal_bytes: AtomicU64,
     /// The log's tree: tile heads and the open tile in memory; proofs read
     /// older leaf hashes through the ledger's reader.
     pub(crate) tree: RwLock<TiledTree>,
@@ -186,6 +188,7 @@ impl Ledger {
 
         let next = tree.len();
         let shared = Arc::new(Shared {
+            journal_bytes: AtomicU64::new(journal_bytes(&conn)?),
             committed: AtomicU64::new(tree.len()),
             tree: RwLock::new(tree),
             latest: RwLock::new(latest),
@@ -238,6 +241,11 @@ impl Ledger {
     /// The newest signed checkpoint (it may not cover the last few receipts).
     pub fn latest_checkpoint(&self) -> SignedCheckpoint {
         self.inner.shared.latest()
+    }
+
+    /// Bytes the decision journal holds, as retention counts them.
+    pub fn journal_bytes(&self) -> u64 {
+        self.inner.shared.journal_bytes.load(Ordering::Relaxed)
     }
 
     /// Appends `receipt` (its `index` is assigned by the ledger), with its

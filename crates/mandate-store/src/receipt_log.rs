@@ -30,6 +30,10 @@ pub trait ReceiptLog: Send + Sync {
     /// The newest signed checkpoint (it may not cover the last few receipts).
     fn latest_checkpoint(&self) -> SignedCheckpoint;
 
+    /// Bytes the decision journal holds, as retention counts them, as of
+    /// this instance's last write or pruning.
+    fn journal_bytes(&self) -> u64;
+
     /// Appends `receipt` (the log assigns its `index`), with its decision's
     /// journal entry if it has one, in one commit; answers once both are
     /// durable.
@@ -80,6 +84,10 @@ impl ReceiptLog for Ledger {
 
     fn latest_checkpoint(&self) -> SignedCheckpoint {
         Ledger::latest_checkpoint(self)
+    }
+
+    fn journal_bytes(&self) -> u64 {
+        Ledger::journal_bytes(self)
     }
 
     async fn append(

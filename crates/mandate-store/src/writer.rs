@@ -337,6 +337,9 @@ impl Writer {
                 .map(JournalEntry::stored_bytes)
                 .sum(),
         );
+        self.shared
+            .journal_bytes
+            .store(self.journal_bytes, std::sync::atomic::Ordering::Relaxed);
         Ok(checkpoint)
     }
 
@@ -379,6 +382,9 @@ impl Writer {
         set_journal_bytes(&tx, left)?;
         tx.commit()?;
         self.journal_bytes = left;
+        self.shared
+            .journal_bytes
+            .store(left, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(
             through = last,
             bytes = removed,

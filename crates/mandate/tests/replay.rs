@@ -208,6 +208,9 @@ fn replay_reports_exact_transitions_with_redaction_honoured() {
     decide(&server, &delete, "approval_required");
     let last = decide(&server, &mailer(&json!({})), "allow");
 
+    let journal_size = util::metric(&server.metrics(), "mandate_journal_bytes").unwrap();
+    assert!(journal_size > 1000.0, "twelve entries: {journal_size} bytes");
+
     let candidate = candidate(dir.path());
     let run = replay(&candidate, &data, &["--json", "--examples", "10"]);
     assert_eq!(run.code, 5, "changes found: {}\n{}", run.stdout, run.stderr);

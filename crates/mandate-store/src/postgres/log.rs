@@ -72,6 +72,9 @@ struct Inner {
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Why the last write to the database failed, until one succeeds.
     failing: Mutex<Option<String>>,
+    /// The journal's stored bytes, as of this instance's last append or
+    /// pruning.
+    journal_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl PgLog {
@@ -118,6 +121,7 @@ impl PgLog {
             commands: Mutex::new(Some(tx)),
             writer: Mutex::new(None),
             failing: Mutex::new(None),
+            journal_bytes: std::sync::atomic::AtomicU64::new(0),
         });
         let writer = Writer {
             inner: Arc::clone(&inner),
@@ -556,6 +560,7 @@ impl Writer {
             sealed.push((receipt, seal));
         }
         let new_size = size + sealed.len() as u64;
+        let mut journal_bytes = None;
         if !sealed.is_empty() {
             let advance = tx
                 .prepare_cached("UPDATE log_head SET size = $1, journal_bytes = journal_bytes + $2")
@@ -563,11 +568,15 @@ impl Writer {
             let new_size = i64::try_from(new_size).unwrap_or(i64::MAX);
             let added: u64 = journal.iter().map(|(_, e)| e.stored_bytes()).sum();
             let added = i64::try_from(added).unwrap_or(i64::MAX);
-            tokio::try_join!(
+            let (_, _, bytes) = tokio::try_join!(
                 insert_receipts(&tx, &sealed),
                 insert_journal(&tx, &sealed, &journal),
-                async { Ok(tx.execute(&advance, &[&new_size, &added]).await?) }
+                async {
+                    let row = tx.query_one(&advance, &[&new_size, &added]).await?;
+                    Ok::<i64, LedgerError>(row.try_get(0)?)
+                }
             )?;
+            journal_bytes = Some(bytes);
         }
 
         let mut checkpoint = None;
@@ -603,6 +612,12 @@ impl Writer {
             }
         }
         tx.commit().await?;
+        if let Some(bytes) = journal_bytes {
+            self.inner.journal_bytes.store(
+                u64::try_from(bytes).unwrap_or(0),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
 
         let leaves: Vec<Hash> = sealed.iter().map(|(_, seal)| seal.leaf).collect();
         self.inner.extend(size, &leaves)?;
@@ -690,12 +705,19 @@ impl Writer {
         };
         tx.execute("DELETE FROM journal WHERE idx <= $1", &[&last])
             .await?;
-        tx.execute(
-            "UPDATE log_head SET journal_bytes = greatest(journal_bytes - $1, 0)",
-            &[&removed],
-        )
-        .await?;
+        let left: i64 = tx
+            .query_one(
+                "UPDATE log_head SET journal_bytes = greatest(journal_bytes - $1, 0)
+                 RETURNING journal_bytes",
+                &[&removed],
+            )
+            .await?
+            .try_get(0)?;
         tx.commit().await?;
+        self.inner.journal_bytes.store(
+            u64::try_from(left).unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         tracing::debug!(
             through = last,
             bytes = removed,
@@ -1192,6 +1214,12 @@ impl crate::ReceiptLog for PgLog {
 
     fn latest_checkpoint(&self) -> SignedCheckpoint {
         PgLog::latest_checkpoint(self)
+    }
+
+    fn journal_bytes(&self) -> u64 {
+        self.inner
+            .journal_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn append(
