@@ -189,6 +189,9 @@ async fn written_read_filtered_and_pruned(backend: Backend) {
         assert_eq!(appended.index, n as u64);
     }
 
+    let written: u64 = (0..10).map(|n| entry(n).stored_bytes()).sum();
+    assert_eq!(log.journal_bytes(), written, "the size retention counts");
+
     let all = backend.journal(&JournalQuery::default()).await;
     assert_eq!(all.len(), 10);
     for (n, found) in all.iter().enumerate() {
@@ -236,8 +239,11 @@ async fn written_read_filtered_and_pruned(backend: Backend) {
             },
         )
         .await;
+    assert!(log.journal_bytes() > 0, "known from the start");
     backend.until_journal_is(&[6, 7, 8, 9]).await;
     assert_eq!(log.size(), 12, "pruning the journal leaves every receipt");
+    let kept: u64 = (6..10).map(|n| entry(n).stored_bytes()).sum();
+    assert_eq!(log.journal_bytes(), kept);
 
     // Age: entries decided before the cutoff go, newer ones stay.
     let now = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);

@@ -209,7 +209,10 @@ fn replay_reports_exact_transitions_with_redaction_honoured() {
     let last = decide(&server, &mailer(&json!({})), "allow");
 
     let journal_size = util::metric(&server.metrics(), "mandate_journal_bytes").unwrap();
-    assert!(journal_size > 1000.0, "twelve entries: {journal_size} bytes");
+    assert!(
+        journal_size > 1000.0,
+        "twelve entries: {journal_size} bytes"
+    );
 
     let candidate = candidate(dir.path());
     let run = replay(&candidate, &data, &["--json", "--examples", "10"]);

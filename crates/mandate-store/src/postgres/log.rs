@@ -92,6 +92,10 @@ impl PgLog {
         record_key(&client, &key, &verifier).await?;
         let tree = read_tree(&client).await?;
         let newest = newest_checkpoint(&client).await?;
+        let journal_bytes: i64 = client
+            .query_one("SELECT journal_bytes FROM log_head", &[])
+            .await?
+            .try_get(0)?;
         drop(client);
         let latest = match newest {
             Some(stored) => {
@@ -121,7 +125,9 @@ impl PgLog {
             commands: Mutex::new(Some(tx)),
             writer: Mutex::new(None),
             failing: Mutex::new(None),
-            journal_bytes: std::sync::atomic::AtomicU64::new(0),
+            journal_bytes: std::sync::atomic::AtomicU64::new(
+                u64::try_from(journal_bytes).unwrap_or(0),
+            ),
         });
         let writer = Writer {
             inner: Arc::clone(&inner),
@@ -563,7 +569,10 @@ impl Writer {
         let mut journal_bytes = None;
         if !sealed.is_empty() {
             let advance = tx
-                .prepare_cached("UPDATE log_head SET size = $1, journal_bytes = journal_bytes + $2")
+                .prepare_cached(
+                    "UPDATE log_head SET size = $1, journal_bytes = journal_bytes + $2
+                     RETURNING journal_bytes",
+                )
                 .await?;
             let new_size = i64::try_from(new_size).unwrap_or(i64::MAX);
             let added: u64 = journal.iter().map(|(_, e)| e.stored_bytes()).sum();
