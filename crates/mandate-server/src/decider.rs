@@ -160,17 +160,19 @@ impl Decider {
         // context digest covers exactly what was evaluated.
         request.context.time = Some(now);
         let approval_id = request.approval_id.take();
-        let evaluated =
+        // Canonicalised once: the receipt digests these bytes, the journal
+        // keeps them.
+        let canonical =
             canonical_request(&request).map_err(|e| DecideError::InvalidRequest(e.to_string()))?;
         let draft = state
             .receipts()
-            .draft(&request, &evaluated, now)
+            .draft(&request, &canonical, now)
             .map_err(|e| DecideError::InvalidRequest(e.to_string()))?;
         let journal = state
             .journal()
-            .draft(&request, &evaluated)
+            .draft(&request, &canonical)
             .map_err(|e| DecideError::InvalidRequest(e.to_string()))?;
-        drop(evaluated);
+        drop(canonical);
         let annotations = request.action.annotations.clone();
         let asker = Asker::of(&request);
         let call = CallRequest::try_from(request)
@@ -181,7 +183,7 @@ impl Decider {
         let mut verdict = evaluate(&pack, scope, &call, now);
         // What the pack said, before any approval turns it: the journal
         // keeps it beside the decision answered.
-        let evaluated = journal.is_some().then(|| verdict.clone());
+        let pack_verdict = journal.is_some().then(|| verdict.clone());
         // The shadow packs see the same request, before any approval turns
         // the live outcome into a release or a refusal.
         let shadow = state
@@ -212,9 +214,9 @@ impl Decider {
         )
         .await?;
         record_verdict(&mut receipt, &decision_id, &verdict, pack.version());
-        let journal = journal.zip(evaluated).map(|(draft, evaluated)| {
+        let journal = journal.zip(pack_verdict).map(|(draft, pack_verdict)| {
             let scope = credential.map(|c| c.tools.iter().cloned().collect());
-            draft.complete(&evaluated, verdict.decision, scope, pack.version())
+            draft.complete(&pack_verdict, verdict.decision, scope, pack.version())
         });
         receipt.shadow = shadow;
         receipt.approval = gate.approval_ref(&decision_id);
@@ -288,9 +290,9 @@ impl Decider {
         })
     }
 
-    /// Appends the decision's receipt (and journal entry); returns its index. A released
-    /// approval is put back when the receipt fails (the call is not run,
-    /// and the approval may release it on a later try).
+    /// Appends the decision's receipt and journal entry; returns its index.
+    /// A released approval is put back when the receipt fails (the call is
+    /// not run, and the approval may release it on a later try).
     async fn append(
         &self,
         receipt: Receipt,
