@@ -17,7 +17,8 @@
 //!    runs ([`CREDENTIAL_SCOPE`]); otherwise the pack in force decides;
 //! 4. the approval gate turns `approval_required` into a new approval, a
 //!    wait, a release (`allow`) or a deny;
-//! 5. the receipt is appended and durable, then the decision joins the
+//! 5. the receipt, with the decision's journal entry (the request as
+//!    evaluated, for replay), is appended and durable, then the decision joins the
 //!    task's history or the agent's session, then a new approval is
 //!    stored; only then is the answer returned. Any failure on the way is
 //!    an error, and the caller must treat the call as denied.
