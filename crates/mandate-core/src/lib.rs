@@ -69,7 +69,7 @@ pub use explain::{
 pub use ids::{ApprovalId, DecisionId, IdError, TaskId};
 pub use pack::{LoadError, PolicyKind, PolicyPack, PolicyProblem, PolicySource, Severity};
 pub use request::{
-    ActionClass, CallRequest, ContextInput, DecisionRequest, HistoryEntry, HopInput,
+    ActionClass, CallRequest, ContextInput, DecisionRequest, HistoryEntry, HopInput, OutputTrust,
     PrincipalInput, RequestError, SessionInput, TaskInput, ToolAnnotations, ToolCall,
 };
 pub use session::{SessionId, SessionSummary, UNTRUSTED};

@@ -91,6 +91,31 @@ pub struct ToolAnnotations {
     /// The tool reaches an open world of external entities (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_world_hint: Option<bool>,
+    /// Whether the tool's output is trusted content: Mandate's own, not an
+    /// MCP annotation, set from the operator's tool catalog (the MCP
+    /// gateway's `[tools]`). Unset: untrusted exactly when the tool reaches
+    /// an open world.
+    #[serde(
+        default,
+        rename = "mandate/output",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub output: Option<OutputTrust>,
+}
+
+/// Whether what a tool returns can carry instructions Mandate must not let
+/// steer the session (a web page, a mail from a stranger) or not (the
+/// confirmation of a mail sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum OutputTrust {
+    /// The output is the operator's or a trusted system's: it taints
+    /// nothing.
+    Trusted,
+    /// The output may hold anyone's content: an allowed call labels the
+    /// session `untrusted`.
+    Untrusted,
 }
 
 impl ToolAnnotations {
@@ -98,6 +123,18 @@ impl ToolAnnotations {
     /// `openWorldHint`, true unless the tool says otherwise (the MCP default).
     pub fn open_world(&self) -> bool {
         self.open_world_hint.unwrap_or(true)
+    }
+
+    /// Whether the tool's output is untrusted content: `mandate/output` if
+    /// set, else whether it reaches an open world. Reaching the open world
+    /// and returning what the open world wrote are different things: a
+    /// mail sent is the first, a mail read the second.
+    pub fn untrusted_output(&self) -> bool {
+        match self.output {
+            Some(OutputTrust::Trusted) => false,
+            Some(OutputTrust::Untrusted) => true,
+            None => self.open_world(),
+        }
     }
 }
 

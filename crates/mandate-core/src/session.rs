@@ -142,8 +142,9 @@ impl SessionSummary {
     /// Records a decision in a session Mandate keeps itself (a task's, or
     /// an agent's named session): the call, as [`record_call`](Self::record_call)
     /// (Self::record_call) does, and, for an allowed call of a tool whose
-    /// output is untrusted (one that reaches the open world, the MCP
-    /// default when the annotations are unknown), the label
+    /// output is untrusted ([`ToolAnnotations::untrusted_output`]: as the
+    /// operator's catalog says, else one that reaches the open world, the
+    /// MCP default when the annotations are unknown), the label
     /// [`UNTRUSTED`] at once.
     ///
     /// Tainting as the call is allowed, not when its result is reported,
@@ -160,7 +161,8 @@ impl SessionSummary {
         annotations: Option<&ToolAnnotations>,
     ) {
         self.record_call(position, server, tool, decision, annotations);
-        if decision == Decision::Allow && annotations.is_none_or(ToolAnnotations::open_world) {
+        if decision == Decision::Allow && annotations.is_none_or(ToolAnnotations::untrusted_output)
+        {
             self.record_labels(position, [UNTRUSTED.to_owned()]);
         }
     }
@@ -248,9 +250,40 @@ impl From<SessionInput> for SessionSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::OutputTrust;
 
     fn labels(set: &BTreeSet<String>) -> Vec<&str> {
         set.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn output_trust_is_the_catalogs_word_over_open_world() {
+        let sent = ToolAnnotations {
+            read_only_hint: Some(false),
+            open_world_hint: Some(true),
+            output: Some(OutputTrust::Trusted),
+            ..ToolAnnotations::default()
+        };
+        let mut summary = SessionSummary::default();
+        summary.record_decision(1, "mail", "send_email", Decision::Allow, Some(&sent));
+        assert!(
+            summary.labels.is_empty(),
+            "a mail sent returns no one's text"
+        );
+        let read = ToolAnnotations {
+            open_world_hint: Some(false),
+            output: Some(OutputTrust::Untrusted),
+            ..ToolAnnotations::default()
+        };
+        summary.record_decision(2, "mail", "read_inbox", Decision::Allow, Some(&read));
+        assert_eq!(labels(&summary.labels), ["untrusted"], "a mail read does");
+        // On the wire, under Mandate's own key; an MCP server's annotations
+        // do not carry it, and unknown values are refused.
+        let parsed: ToolAnnotations =
+            serde_json::from_str(r#"{"openWorldHint": true, "mandate/output": "trusted"}"#)
+                .unwrap_or_default();
+        assert!(!parsed.untrusted_output());
+        assert!(serde_json::from_str::<ToolAnnotations>(r#"{"mandate/output": "maybe"}"#).is_err());
     }
 
     #[test]

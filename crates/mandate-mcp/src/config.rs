@@ -18,6 +18,9 @@
 //! read_only = true
 //! open_world = false
 //!
+//! [tools."mail/send_email"]     # reaches the open world, returns only a receipt
+//! output = "trusted"
+//!
 //! [task]                        # agent mode only: sent as `context.task`
 //! intent = "tidy the notes folder"
 //! tools = ["read_text_file", "list_directory"]
@@ -27,7 +30,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use mandate_auth::TokenDigest;
-use mandate_core::{SessionId, ToolAnnotations};
+use mandate_core::{OutputTrust, SessionId, ToolAnnotations};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -126,11 +129,19 @@ pub struct AnnotationOverride {
     pub idempotent: Option<bool>,
     /// `openWorldHint`.
     pub open_world: Option<bool>,
+    /// Whether the tool's output is trusted content (`trusted`) or may
+    /// carry anyone's (`untrusted`): what decides whether an allowed call
+    /// taints the session. Unset: untrusted exactly when the tool reaches
+    /// an open world. Upstreams have no say in it.
+    pub output: Option<OutputTrust>,
 }
 
 impl AnnotationOverride {
     /// Writes the set fields over `annotations`.
     pub fn apply(&self, annotations: &mut ToolAnnotations) {
+        if self.output.is_some() {
+            annotations.output = self.output;
+        }
         for (hint, value) in [
             (&mut annotations.read_only_hint, self.read_only),
             (&mut annotations.destructive_hint, self.destructive),

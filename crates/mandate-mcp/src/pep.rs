@@ -225,6 +225,8 @@ impl Pep {
             destructive_hint: hint("destructiveHint"),
             idempotent_hint: hint("idempotentHint"),
             open_world_hint: hint("openWorldHint"),
+            // The operator's catalog alone says whether output is trusted.
+            output: None,
         };
         if let Some(o) = self.settings.config.override_for(server, tool) {
             o.apply(&mut annotations);

@@ -525,6 +525,7 @@ fn decided(session: &str, tool: &str, decision: Decision, open_world: bool) -> S
             destructive_hint: Some(false),
             idempotent_hint: None,
             open_world_hint: Some(open_world),
+            output: None,
         }),
         decided_at: t0(),
     }

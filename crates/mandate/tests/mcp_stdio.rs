@@ -21,10 +21,43 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use util::mcp::{
-    AGENT, DECISION_META, FilesystemSession, Sdk, check_everything, decision_id, denial_in_meta,
-    everything_server, filesystem_server, filesystem_session, history, mandate, notes_stdio,
-    receipt_in_meta, require_peers, run_stdio, steps, wrap_command,
+    AGENT, DECISION_META, FilesystemSession, LISTING_OPEN_WORLD, Sdk, check_everything,
+    decision_id, denial_in_meta, everything_server, filesystem_server, filesystem_session, history,
+    mandate, notes_stdio, receipt_in_meta, require_peers, run_stdio, steps, wrap_command,
 };
+
+/// The operator's catalog says whether a tool's output is trusted, apart
+/// from whether it reaches the open world: the same session with the
+/// listing open-world but its output trusted leaves the session clean, and
+/// the write after it is allowed (with `output = "untrusted"` on a
+/// closed-world listing, the write is denied).
+#[test]
+fn output_trust_is_set_apart_from_the_open_world() {
+    require_peers();
+    let gateway = mandate();
+    let errors = |catalog: &str| {
+        let run = filesystem_session(&gateway, Sdk::Python, catalog);
+        let errors: Vec<bool> = steps(&run.out)
+            .iter()
+            .map(|s| s["isError"].as_bool().unwrap())
+            .collect();
+        let listing = steps(&run.out)[3].clone();
+        let labels = history(&gateway, &run.task, "list_directory")[0]["result"]["labels"].clone();
+        (errors, listing, labels)
+    };
+    let (trusted, listing, labels) =
+        errors("[tools.\"list_directory\"]\nopen_world = true\noutput = \"trusted\"\n");
+    assert_eq!(
+        trusted,
+        [false, true, false, false, false, true],
+        "the late write runs: {listing}"
+    );
+    assert_eq!(labels, json!([]), "a trusted result carries no label");
+    let (untrusted, _, labels) =
+        errors("[tools.\"list_directory\"]\nopen_world = false\noutput = \"untrusted\"\n");
+    assert_eq!(untrusted, [false, true, false, false, true, true]);
+    assert_eq!(labels, json!(["untrusted"]));
+}
 
 /// Under a task credential, on the filesystem server: an allowed read returns
 /// the file, a denied write never reaches the server (the file is untouched)
@@ -42,7 +75,7 @@ fn filesystem_under_a_task_credential() {
             root,
             task,
             out,
-        } = filesystem_session(&gateway, sdk);
+        } = filesystem_session(&gateway, sdk, LISTING_OPEN_WORLD);
         let s = steps(&out);
         assert_eq!(out["server"], "secure-filesystem-server", "{sdk:?}: {out}");
 

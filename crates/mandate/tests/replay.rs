@@ -18,7 +18,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use util::mcp::{AGENT, FilesystemSession, Sdk, filesystem_session, mandate, require_peers, steps};
+use util::mcp::{
+    AGENT, FilesystemSession, LISTING_OPEN_WORLD, Sdk, filesystem_session, mandate, require_peers,
+    steps,
+};
 use util::{Launch, Server, copy_dir, example_pack, mailer, merge, send_email};
 
 /// What `mandate` printed and its exit code.
@@ -490,7 +493,8 @@ fn without_a_journal_nothing_is_kept_to_replay() {
 fn gateway_decisions_replay_with_their_session_and_grant() {
     require_peers();
     let gateway = mandate();
-    let FilesystemSession { task, out, .. } = filesystem_session(&gateway, Sdk::Python);
+    let FilesystemSession { task, out, .. } =
+        filesystem_session(&gateway, Sdk::Python, LISTING_OPEN_WORLD);
     let errors: Vec<bool> = steps(&out)
         .iter()
         .map(|s| s["isError"].as_bool().unwrap())

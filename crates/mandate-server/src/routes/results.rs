@@ -133,7 +133,7 @@ pub(crate) async fn report(
             ),
         ));
     }
-    if open_world(&entry) {
+    if untrusted_output(&entry) {
         labels.insert(UNTRUSTED.to_owned());
     }
 
@@ -156,13 +156,13 @@ pub(crate) async fn report(
     Ok(Json(history_view(entry)))
 }
 
-/// Whether the call reached the open world, by the annotations it was
-/// decided with: unknown or unreadable annotations take the MCP default,
-/// open world.
-fn open_world(entry: &HistoryEntry) -> bool {
+/// Whether the call's output is untrusted, by the annotations it was
+/// decided with ([`ToolAnnotations::untrusted_output`]): unknown or
+/// unreadable annotations take the MCP default, open world, untrusted.
+fn untrusted_output(entry: &HistoryEntry) -> bool {
     entry.annotations.as_ref().is_none_or(|annotations| {
         serde_json::from_value::<ToolAnnotations>(Value::Object(annotations.clone()))
-            .map_or(true, |a| a.open_world())
+            .map_or(true, |a| a.untrusted_output())
     })
 }
 

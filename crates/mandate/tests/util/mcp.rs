@@ -144,11 +144,16 @@ pub fn start_task(gateway: &Gateway, tools: &[&str]) -> Task {
     }
 }
 
+/// The wrap's tool catalog of [`filesystem_session`]: the listing reaches
+/// the open world, so its output is untrusted.
+pub const LISTING_OPEN_WORLD: &str = "[tools.\"list_directory\"]\nopen_world = true\n";
+
 /// One agent session on the filesystem server under a task credential,
-/// through `mandate mcp wrap`: a read, a write of a protected file, an
-/// allowed write, a listing made open-world by the wrap's config (its
-/// result taints the session), a write after it, and a tool the credential
-/// does not grant. `out` is the SDK client's report; `files` holds `root`.
+/// through `mandate mcp wrap` with `catalog` as its config: a read, a write
+/// of a protected file, an allowed write, a listing (with
+/// [`LISTING_OPEN_WORLD`], its result taints the session), a write after
+/// it, and a tool the credential does not grant. `out` is the SDK client's
+/// report; `files` holds `root`.
 pub struct FilesystemSession {
     pub files: tempfile::TempDir,
     pub root: PathBuf,
@@ -157,7 +162,7 @@ pub struct FilesystemSession {
 }
 
 /// Runs [`FilesystemSession`]'s calls with `sdk` through `gateway`.
-pub fn filesystem_session(gateway: &Gateway, sdk: Sdk) -> FilesystemSession {
+pub fn filesystem_session(gateway: &Gateway, sdk: Sdk, catalog: &str) -> FilesystemSession {
     let files = tempfile::tempdir().unwrap();
     let root = files.path().canonicalize().unwrap();
     std::fs::write(root.join("notes.txt"), "hello notes\n").unwrap();
@@ -169,7 +174,7 @@ pub fn filesystem_session(gateway: &Gateway, sdk: Sdk) -> FilesystemSession {
     let credential_file = files.path().join("credential");
     std::fs::write(&credential_file, &task.credential).unwrap();
     let config = files.path().join("mcp.toml");
-    std::fs::write(&config, "[tools.\"list_directory\"]\nopen_world = true\n").unwrap();
+    std::fs::write(&config, catalog).unwrap();
     let path = |name: &str| root.join(name).display().to_string();
     let plan = json!([
         {"op": "call", "tool": "read_text_file", "arguments": {"path": path("notes.txt")}},
