@@ -347,6 +347,10 @@ impl Writer {
     /// age or over its size, at most [`PRUNE_STEP`] of them. Receipts are
     /// never touched.
     fn prune_journal(&mut self) -> Result<(), LedgerError> {
+        // A failed ledger writes nothing more until it is opened again.
+        if self.shared.failure().is_some() {
+            return Ok(());
+        }
         let cutoff = self
             .retention
             .max_age
