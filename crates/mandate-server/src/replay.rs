@@ -695,3 +695,109 @@ fn outcome(rank: u8) -> Decision {
         _ => Decision::Deny,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use mandate_core::PolicySource;
+    use mandate_store::JournalEntry;
+    use serde_json::json;
+
+    use super::*;
+
+    /// Fetching is forbidden; writing is forbidden once `confidential`
+    /// data is in the session.
+    fn candidate() -> PolicyPack {
+        let text = r#"
+            @id("all") permit (principal, action, resource);
+            @id("no-fetch")
+            forbid (principal, action, resource) when { resource.name == "fetch" };
+            @id("no-leaks")
+            forbid (principal, action, resource)
+            when { resource.name == "write" && context.session.labels.contains("confidential") };
+        "#;
+        PolicyPack::load(&[PolicySource::new("candidate.cedar", text)], None).unwrap()
+    }
+
+    /// Decision `n` of task `t` calling `tool`, decided live `live`, in a
+    /// session holding `labels`.
+    fn journaled(n: u64, tool: &str, live: Decision, labels: &[&str]) -> JournaledDecision {
+        let request = json!({
+            "principal": {"id": "agent"},
+            "action": {"server": "s", "tool": tool, "annotations": {"openWorldHint": false}},
+            "context": {
+                "task": {"id": "t", "tools": ["fetch", "read", "write"]},
+                "session": {"summary": {"calls": n, "labels": labels}},
+                "time": "2026-12-07T10:00:00Z",
+            },
+        });
+        JournaledDecision {
+            index: n,
+            decision_id: format!("d{n}"),
+            time: "2026-12-07T10:00:00.000000Z".to_owned(),
+            task_id: Some("t".to_owned()),
+            tool: format!("s/{tool}"),
+            entry: JournalEntry {
+                request: request.to_string(),
+                redacted: Vec::new(),
+                scope: Some(["s/fetch", "s/read", "s/write"].map(str::to_owned).to_vec()),
+                decision: live,
+                outcome: live,
+                policies: Vec::new(),
+                policy_version: "v".to_owned(),
+            },
+        }
+    }
+
+    fn replay(replay: Replay<'_>, entries: Vec<JournaledDecision>) -> ReplayReport {
+        replay
+            .run(&|_| {}, |feed| {
+                entries.into_iter().for_each(feed);
+                Ok::<(), ()>(())
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_result_of_a_call_the_candidate_forbids_never_reaches_its_session() {
+        let pack = candidate();
+        // Live: the fetch ran and its result brought `confidential`; the
+        // write after it was denied for it.
+        let entries = || {
+            vec![
+                journaled(0, "fetch", Decision::Allow, &[]),
+                journaled(1, "write", Decision::Deny, &["confidential"]),
+            ]
+        };
+        let as_recorded = replay(Replay::new(&pack, 3, 1), entries());
+        assert_eq!(as_recorded.changed, 1, "only the fetch: {as_recorded:?}");
+        assert_eq!(as_recorded.session_differs, None);
+
+        let recomputed = replay(Replay::new(&pack, 3, 2).resimulating(), entries());
+        assert!(recomputed.resimulated);
+        // The fetch did not run under the candidate: no `confidential`, and
+        // the write would have been allowed.
+        assert_eq!(recomputed.changed, 2, "{recomputed:?}");
+        assert_eq!(recomputed.session_differs, Some(1));
+        let example = &recomputed.session_examples[0];
+        assert_eq!(example.decision_id, "d1");
+        assert_eq!(example.in_recorded_session, Decision::Deny);
+        assert_eq!(example.in_resimulated_session, Decision::Allow);
+        assert!(example.resimulated_labels.is_empty());
+    }
+
+    #[test]
+    fn a_result_of_a_call_that_still_runs_still_counts() {
+        let pack = candidate();
+        // The fetch is replaced by a read the candidate allows: its result
+        // still brings `confidential`, and the write stays denied.
+        let entries = vec![
+            journaled(0, "read", Decision::Allow, &[]),
+            journaled(1, "write", Decision::Deny, &["confidential"]),
+        ];
+        let recomputed = replay(Replay::new(&pack, 3, 1).resimulating(), entries);
+        assert_eq!(recomputed.changed, 0, "{recomputed:?}");
+        assert_eq!(recomputed.session_differs, Some(0));
+    }
+}
