@@ -15,7 +15,7 @@ use mandate_core::{Decision, DecisionRequest, Verdict};
 use mandate_ledger::{ReceiptError, canonical_json, digest_json};
 use mandate_store::JournalEntry;
 
-use crate::receipts::DEFAULT_MAX_ARGUMENT_BYTES;
+use crate::receipts::{DEFAULT_MAX_ARGUMENT_BYTES, ReceiptSettings};
 use mandate_store::journal::Redacted;
 use serde_json::Value;
 
@@ -126,6 +126,13 @@ pub struct JournalSettings {
     /// redaction), as for receipts: a larger one is left out, so that no
     /// request makes an entry as large as its body.
     max_argument_bytes: usize,
+    /// Argument paths receipts keep only as digests (`receipt_redact`):
+    /// the journal never keeps more of them, whatever its own rules say.
+    receipt_redact: Vec<Vec<String>>,
+    /// Whether receipts keep a copy of the arguments at all
+    /// (`receipt_arguments = "copy"`); without one, neither does the
+    /// journal.
+    arguments: bool,
 }
 
 impl Default for JournalSettings {
@@ -149,7 +156,21 @@ impl JournalSettings {
             enabled,
             rules,
             max_argument_bytes: DEFAULT_MAX_ARGUMENT_BYTES,
+            receipt_redact: Vec::new(),
+            arguments: true,
         }
+    }
+
+    /// The same, never keeping more of the arguments than receipts do
+    /// (`receipts`): their redacted paths are hashed at least, and when
+    /// they keep only a digest the journal keeps no arguments. An operator
+    /// who keeps a value out of the receipts keeps it out of the database.
+    #[must_use]
+    pub fn within(mut self, receipts: &ReceiptSettings) -> Self {
+        self.receipt_redact.clone_from(&receipts.redact);
+        self.arguments = !receipts.digest_only;
+        self.max_argument_bytes = receipts.max_argument_bytes;
+        self
     }
 
     /// The same, keeping arguments of at most `bytes`.
@@ -175,7 +196,14 @@ impl JournalSettings {
         if !self.enabled {
             return Ok(None);
         }
-        let applied = self.applying(&request.action.server, &request.action.tool);
+        let mut applied = self.applying(&request.action.server, &request.action.tool);
+        for path in &self.receipt_redact {
+            match applied.iter_mut().find(|(p, _)| p == path) {
+                Some((_, action)) if *action == RedactAction::Keep => *action = RedactAction::Hash,
+                Some(_) => {}
+                None => applied.push((path, RedactAction::Hash)),
+            }
+        }
         let mut arguments = Value::Object(request.arguments.clone());
         let mut redacted = Vec::new();
         for (path, action) in applied {
@@ -186,9 +214,10 @@ impl JournalSettings {
                 });
             }
         }
-        // Too large a copy is left out whole: the entry says so, and a
-        // replay treats every argument as redacted.
-        if canonical_json(&arguments)?.len() > self.max_argument_bytes {
+        // Too large a copy is left out whole, as is every copy when receipts
+        // keep none: the entry says so, and a replay treats every argument
+        // as redacted.
+        if !self.arguments || canonical_json(&arguments)?.len() > self.max_argument_bytes {
             arguments = Value::Object(serde_json::Map::new());
             redacted = vec![Redacted {
                 path: OMITTED.to_owned(),
@@ -349,6 +378,31 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn the_journal_keeps_no_more_than_receipts_do() {
+        let receipts = ReceiptSettings::new(false, &["body".to_owned(), "card.number".to_owned()]);
+        let rules = vec![
+            RedactionRule::new("*", "body", RedactAction::Keep).unwrap(),
+            RedactionRule::new("*", "card.number", RedactAction::Drop).unwrap(),
+        ];
+        let settings = JournalSettings::new(true, rules).within(&receipts);
+        let args = json!({"body": "secret", "card": {"number": "4111"}, "to": "a@b"});
+        let (stored, paths) = kept(&settings, &request("mail", "send", args));
+        assert_eq!(
+            paths,
+            ["body:hash", "card.number:drop"],
+            "keep cannot undo a receipt's redaction"
+        );
+        assert_eq!(stored["body"], digest_json(&json!("secret")).unwrap());
+        assert_eq!(stored["card"], json!({}));
+
+        let digest_only = ReceiptSettings::new(true, &[]);
+        let settings = JournalSettings::default().within(&digest_only);
+        let (args, paths) = kept(&settings, &request("m", "t", json!({"a": 1})));
+        assert_eq!(args, json!({}));
+        assert_eq!(paths, ["*:omitted"]);
     }
 
     #[test]

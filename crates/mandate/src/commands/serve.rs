@@ -138,7 +138,7 @@ async fn start(settings: &Settings) -> Step<()> {
         &settings.receipt_redact,
     )
     .with_max_argument_bytes(settings.receipt_max_argument_bytes);
-    let journal = match journal_settings(settings) {
+    let journal = match journal_settings(settings, &receipts) {
         Ok(journal) => journal,
         Err(e) => return Ok(Err(Refused::error(format!("{e:#}")))),
     };
@@ -217,7 +217,10 @@ fn read_pack(dir: &Path, what: &str) -> Step<(PackSources, PolicyPack)> {
 }
 
 /// What the decision journal keeps (`journal`, `[[journal_redact]]`).
-fn journal_settings(settings: &Settings) -> anyhow::Result<JournalSettings> {
+fn journal_settings(
+    settings: &Settings,
+    receipts: &ReceiptSettings,
+) -> anyhow::Result<JournalSettings> {
     if !settings.journal {
         return Ok(JournalSettings::off());
     }
@@ -226,8 +229,7 @@ fn journal_settings(settings: &Settings) -> anyhow::Result<JournalSettings> {
         .iter()
         .map(JournalRedactSettings::to_rule)
         .collect::<anyhow::Result<_>>()?;
-    Ok(JournalSettings::new(true, rules)
-        .with_max_argument_bytes(settings.receipt_max_argument_bytes))
+    Ok(JournalSettings::new(true, rules).within(receipts))
 }
 
 /// The shadow packs (`shadow_policies`), each loaded as the live pack is:
