@@ -282,6 +282,21 @@ fn replay_reports_exact_transitions_with_redaction_honoured() {
         kept["request"]["context"]["time"].is_string(),
         "the server's clock is kept"
     );
+    // An entry with nothing redacted is what the receipt's context digest
+    // covers; a redacted one is not.
+    let digest_of = |example: &Value| mandate_ledger::digest_json(&example["request"]).unwrap();
+    let receipt_of = |example: &Value| {
+        let id = example["decision_id"].as_str().unwrap();
+        server.get(&format!("/v1/receipts/{id}")).json()["receipt"].clone()
+    };
+    let plain = &examples[0];
+    assert!(plain.get("redacted").is_none(), "{plain}");
+    assert_eq!(
+        digest_of(plain),
+        receipt_of(plain)["context_sha256"],
+        "{plain}"
+    );
+    assert_ne!(digest_of(kept), receipt_of(kept)["context_sha256"]);
 
     let loosened = transition(&report, "deny", "allow").unwrap();
     assert_eq!(
