@@ -251,8 +251,9 @@ pub fn leaf_hash(canonical: &[u8]) -> tlog_tiles::Hash {
 }
 
 /// Canonical bytes of any JSON value (RFC 8785); how a verifier recomputes a
-/// leaf from receipt JSON it did not write, whatever fields it holds.
-pub fn canonical_json(value: &Value) -> Result<Vec<u8>, ReceiptError> {
+/// leaf from receipt JSON it did not write, whatever fields it holds. Any
+/// serialisable value, without building a `Value` first.
+pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, ReceiptError> {
     Ok(serde_json_canonicalizer::to_vec(value)?)
 }
 

@@ -184,7 +184,9 @@ impl Decider {
         let mut verdict = evaluate(&pack, scope, &call, now);
         // What the pack said, before any approval turns it: the journal
         // keeps it beside the decision answered.
-        let pack_verdict = journal.is_some().then(|| verdict.clone());
+        let pack_verdict = journal
+            .is_some()
+            .then(|| (verdict.decision, verdict.policies.clone()));
         // The shadow packs see the same request, before any approval turns
         // the live outcome into a release or a refusal.
         let shadow = state
@@ -217,7 +219,7 @@ impl Decider {
         record_verdict(&mut receipt, &decision_id, &verdict, pack.version());
         let journal = journal.zip(pack_verdict).map(|(draft, pack_verdict)| {
             let scope = credential.map(|c| c.tools.iter().cloned().collect());
-            draft.complete(&pack_verdict, verdict.decision, scope, pack.version())
+            draft.complete(pack_verdict, verdict.decision, scope, pack.version())
         });
         receipt.shadow = shadow;
         receipt.approval = gate.approval_ref(&decision_id);

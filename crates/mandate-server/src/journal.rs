@@ -11,7 +11,7 @@
 //! the most specific rule whose tool matches wins: `server/tool`, then
 //! `server/*`, then `*`.
 
-use mandate_core::{Decision, DecisionRequest, Verdict};
+use mandate_core::{Decision, DecisionRequest};
 use mandate_ledger::{ReceiptError, canonical_json, digest_json};
 use mandate_store::JournalEntry;
 
@@ -204,34 +204,42 @@ impl JournalSettings {
                 None => applied.push((path, RedactAction::Hash)),
             }
         }
-        let mut arguments = Value::Object(request.arguments.clone());
-        let mut redacted = Vec::new();
-        for (path, action) in applied {
-            if redact_at(&mut arguments, path, action)? {
-                redacted.push(Redacted {
-                    path: path.join("."),
-                    action: action.as_str().to_owned(),
-                });
-            }
-        }
-        // Too large a copy is left out whole, as is every copy when receipts
-        // keep none: the entry says so, and a replay treats every argument
-        // as redacted.
-        if !self.arguments || canonical_json(&arguments)?.len() > self.max_argument_bytes {
-            arguments = Value::Object(serde_json::Map::new());
-            redacted = vec![Redacted {
-                path: OMITTED.to_owned(),
-                action: "omitted".to_owned(),
-            }];
-        }
-        let request = if redacted.is_empty() {
-            String::from_utf8_lossy(canonical).into_owned()
+        let too_large = |bytes: Vec<u8>| bytes.len() > self.max_argument_bytes;
+        // The arguments kept when they differ from those evaluated, with
+        // what was done to them. Most calls have nothing to redact: their
+        // arguments are measured in place, not copied.
+        let changed: Option<(Value, Vec<Redacted>)> = if applied.is_empty() && self.arguments {
+            too_large(canonical_json(&request.arguments)?).then(left_out)
         } else {
-            let mut value = serde_json::to_value(request)?;
-            if let Some(object) = value.as_object_mut() {
-                object.insert("arguments".to_owned(), arguments);
+            let mut arguments = Value::Object(request.arguments.clone());
+            let mut redacted = Vec::new();
+            for (path, action) in applied {
+                if redact_at(&mut arguments, path, action)? {
+                    redacted.push(Redacted {
+                        path: path.join("."),
+                        action: action.as_str().to_owned(),
+                    });
+                }
             }
-            String::from_utf8_lossy(&canonical_json(&value)?).into_owned()
+            // Too large a copy is left out whole, as is every copy when
+            // receipts keep none: the entry says so, and a replay treats
+            // every argument as redacted.
+            if !self.arguments || too_large(canonical_json(&arguments)?) {
+                Some(left_out())
+            } else {
+                (!redacted.is_empty()).then_some((arguments, redacted))
+            }
+        };
+        let (request, redacted) = match changed {
+            None => (String::from_utf8_lossy(canonical).into_owned(), Vec::new()),
+            Some((arguments, redacted)) => {
+                let mut value = serde_json::to_value(request)?;
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("arguments".to_owned(), arguments);
+                }
+                let text = String::from_utf8_lossy(&canonical_json(&value)?).into_owned();
+                (text, redacted)
+            }
         };
         Ok(Some(JournalDraft { request, redacted }))
     }
@@ -258,12 +266,12 @@ impl JournalSettings {
 }
 
 impl JournalDraft {
-    /// The entry, with the pack's verdict before the approval gate, the
+    /// The entry, with the pack's outcome and policies before the approval gate, the
     /// decision answered after it, the credential's tools (if any) and the
     /// pack's version.
     pub fn complete(
         self,
-        verdict: &Verdict,
+        (decision, policies): (Decision, Vec<String>),
         outcome: Decision,
         scope: Option<Vec<String>>,
         policy_version: &str,
@@ -272,12 +280,23 @@ impl JournalDraft {
             request: self.request,
             redacted: self.redacted,
             scope,
-            decision: verdict.decision,
+            decision,
             outcome,
-            policies: verdict.policies.clone(),
+            policies,
             policy_version: policy_version.to_owned(),
         }
     }
+}
+
+/// Arguments left out whole: none kept, and the mark that says so.
+fn left_out() -> (Value, Vec<Redacted>) {
+    (
+        Value::Object(serde_json::Map::new()),
+        vec![Redacted {
+            path: OMITTED.to_owned(),
+            action: "omitted".to_owned(),
+        }],
+    )
 }
 
 /// Applies `action` at `path` in `arguments`; whether a value was there

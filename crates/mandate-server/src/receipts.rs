@@ -130,7 +130,7 @@ impl ReceiptSettings {
 /// The canonical JSON (RFC 8785) of a request as evaluated: what the
 /// receipt's `context_sha256` digests and the journal keeps.
 pub fn canonical_request(request: &DecisionRequest) -> Result<Vec<u8>, ReceiptError> {
-    canonical_json(&serde_json::to_value(request)?)
+    canonical_json(request)
 }
 
 /// Fills a draft receipt with the decision made.
