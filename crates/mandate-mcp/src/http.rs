@@ -377,14 +377,20 @@ impl Proxy {
     /// is too large (413) or not JSON (400).
     async fn read_body(&self, body: Body) -> Result<(Bytes, Value), Response> {
         let Ok(bytes) = axum::body::to_bytes(body, self.max).await else {
-            return Err(rpc(
+            let mut refusal = rpc(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 jsonrpc::error(
                     None,
                     ErrorCode::INVALID_REQUEST,
                     format!("the request body is larger than {} bytes", self.max),
                 ),
-            ));
+            );
+            // The rest of the body is unread, so hyper closes the connection;
+            // saying so keeps the client from reusing it for its next request.
+            refusal
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Err(refusal);
         };
         match jsonrpc::parse_client(&bytes) {
             Ok(message) => Ok((bytes, message)),

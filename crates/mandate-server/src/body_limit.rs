@@ -10,7 +10,7 @@
 //! `DefaultBodyLimit` as they arrive.
 
 use axum::extract::Request;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -24,6 +24,29 @@ pub(crate) fn too_large() -> ApiError {
         "body_too_large",
         "the body is larger than the configured limit (`max_body_bytes`); send a smaller request",
     )
+}
+
+/// Marks an answer given before the request's body was read to its end
+/// with `Connection: close`.
+///
+/// hyper closes such a connection after answering, since the rest of the
+/// body would be read as the next request. Saying so in the answer keeps a
+/// client from putting the connection back in its pool and losing its next
+/// request to the close.
+pub(crate) async fn close_when_body_unread(mut response: Response) -> Response {
+    let unread = matches!(
+        response.status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::REQUEST_TIMEOUT
+            | StatusCode::URI_TOO_LONG
+            | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    if unread {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Answers `413` for a request whose `Content-Length` exceeds `max`.

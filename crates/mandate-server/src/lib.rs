@@ -140,6 +140,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         // Whatever answered an error without the API's body (an axum
         // extractor's plain-text rejection, say) gets it here.
         .layer(axum::middleware::map_response(error_bodies::json_errors))
+        // An answer given with the body unread ends the connection, and says so.
+        .layer(axum::middleware::map_response(
+            body_limit::close_when_body_unread,
+        ))
         // A bug must not take the process down or leak a trace: answer 500,
         // which every enforcement point treats as deny.
         .layer(CatchPanicLayer::custom(error::panic_response))
