@@ -11,6 +11,7 @@ fail, they never skip.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -139,6 +140,13 @@ def _listening(line: str) -> str | None:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with serve(tmp_path_factory) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def serve(tmp_path_factory: pytest.TempPathFactory, *extra: str) -> Iterator[Server]:
+    """A `mandate serve` of its own, with `extra` arguments."""
     binary = mandate_bin()
     root = tmp_path_factory.mktemp("mandate")
     idp = Idp()
@@ -175,6 +183,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             str(data),
             "--config",
             str(config),
+            *extra,
         ],
         cwd=root,
         env=env,

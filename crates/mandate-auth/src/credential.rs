@@ -408,6 +408,17 @@ impl TaskAuthority {
         self.keypair.private().to_bytes_hex()
     }
 
+    /// A secret for another purpose, derived from the private key: SHA-256
+    /// of `label` (naming the purpose and its version, ending in NUL) and
+    /// the key. Stable for the key, so every instance sharing the key
+    /// derives the same secret, and it reveals nothing of the key.
+    pub fn derive_secret(&self, label: &[u8]) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(label);
+        hasher.update(self.keypair.private().to_bytes().as_slice());
+        hasher.finalize().into()
+    }
+
     /// The public key, which verifies every credential this authority issues.
     pub fn public_key(&self) -> PublicKey {
         self.keypair.public()

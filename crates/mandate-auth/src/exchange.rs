@@ -215,13 +215,7 @@ impl TokenSigner {
 
     /// The signer derived from the task credential key of `authority`.
     pub fn derive(authority: &TaskAuthority) -> Result<Self, ExchangeConfigError> {
-        let private = decode_hex(&authority.private_key_hex())
-            .ok_or_else(|| ExchangeConfigError::InvalidKey("not hex".to_owned()))?;
-        let mut hasher = Sha256::new();
-        hasher.update(DERIVATION_LABEL);
-        hasher.update(&private);
-        let seed: [u8; 32] = hasher.finalize().into();
-        Ok(Self::from_seed(&seed))
+        Ok(Self::from_seed(&authority.derive_secret(DERIVATION_LABEL)))
     }
 
     /// The key id: the RFC 7638 thumbprint of the public key.
@@ -705,6 +699,7 @@ fn is_absolute_uri(uri: &str) -> bool {
 }
 
 /// Lowercase or uppercase hex digits as bytes.
+#[cfg(test)]
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     let hex = hex.trim();
     if !hex.len().is_multiple_of(2) {
@@ -898,6 +893,18 @@ mod tests {
             jsonwebtoken::decode::<AccessTokenClaims>(&token.token, &key, &validation).is_err()
         );
         assert_ne!(other.kid, jwk.kid);
+    }
+
+    #[test]
+    fn the_derivation_is_sha256_of_label_and_private_key() {
+        // What deployments' exchange keys were derived with: changing it
+        // would change every downstream's key.
+        let authority = TaskAuthority::generate();
+        let mut hasher = Sha256::new();
+        hasher.update(DERIVATION_LABEL);
+        hasher.update(decode_hex(&authority.private_key_hex()).unwrap());
+        let expected: [u8; 32] = hasher.finalize().into();
+        assert_eq!(authority.derive_secret(DERIVATION_LABEL), expected);
     }
 
     #[test]

@@ -21,8 +21,8 @@
 use std::time::Duration;
 
 use mandate_core::api::{
-    ApprovalList, ApprovalView, DelegateTask, Delegated, ResolveApproval, StartTask, TaskEnded,
-    TaskStarted, TaskView, WithdrawApproval,
+    ApprovalList, ApprovalView, DelegateTask, Delegated, ReportedValue, ResolveApproval, StartTask,
+    TaskEnded, TaskStarted, TaskView, WithdrawApproval,
 };
 use mandate_core::{
     ApprovalId, ApprovalStatus, DecisionId, DecisionRequest, DecisionResponse, TaskId,
@@ -242,15 +242,22 @@ impl Client {
     /// `POST /v1/decisions/{id}/result`: what the call allowed by decision
     /// `decision_id` returned, under the task credential it was decided
     /// under.
+    ///
+    /// `values` are the destinations the result names, as
+    /// [`FoundValues::reported`](mandate_core::provenance::FoundValues::reported)
+    /// gives them: they enter the task's session with where they were seen.
     pub async fn report_result(
         &self,
         decision_id: &DecisionId,
         outcome: CallOutcome,
+        values: Vec<ReportedValue>,
         credential: &str,
     ) -> Result<(), ClientError> {
         #[derive(Serialize)]
         struct Report {
             status: CallOutcome,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            values: Vec<ReportedValue>,
         }
         let request = self
             .request(
@@ -258,7 +265,10 @@ impl Client {
                 &["v1", "decisions", decision_id.as_str(), "result"],
             )?
             .bearer_auth(credential)
-            .json(&Report { status: outcome });
+            .json(&Report {
+                status: outcome,
+                values,
+            });
         self.send::<serde::de::IgnoredAny>(request)
             .await
             .map(|_| ())

@@ -47,6 +47,17 @@ pub struct StartTask {
     /// no delegation) to 16.
     #[serde(default)]
     pub max_depth: u32,
+    /// The user's instruction the task carries out, as the person wrote
+    /// it: at most 16 KiB. The destinations it names (addresses, accounts,
+    /// URLs, handles, phone numbers) ground the task's calls as `prompt`.
+    /// Only keyed digests of those values are kept, not the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Values the task may send to, each a whole value or a list of them
+    /// (`"a@example.com, b@example.com"`): at most 256, each at most 512
+    /// bytes. They ground the task's calls as `task_params`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grounded_values: Vec<String>,
 }
 
 /// A started task and its root credential.
@@ -313,6 +324,28 @@ pub struct WithdrawApproval {
     /// into the receipt. Default: `withdrawn by the requester`.
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+/// A destination value an integration found in a result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ReportedValue {
+    /// The value (or a list of values separated by `,` or `;`).
+    pub value: String,
+    /// Where it was: the whole of a structured field, or inside free text.
+    pub field: ValueField,
+}
+
+/// The kind of place a value was found in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ValueField {
+    /// The whole of a field a system filled (a sender, a participant list).
+    Structured,
+    /// Inside free text (a body, a page).
+    Text,
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use crate::decision::{Decision, EvaluationProblem, Verdict};
 use crate::declared::{DeclaredTypes, project};
 use crate::index::Scope;
 use crate::pack::PolicyPack;
+use crate::provenance::{self, CallProvenance};
 use crate::request::{CallRequest, RequestError};
 
 static AUTHORIZER: LazyLock<Authorizer> = LazyLock::new(Authorizer::new);
@@ -307,6 +308,7 @@ fn call_context(
             ("arguments", arguments),
             ("time", time_context(now)?),
             ("extra", extra),
+            ("provenance", provenance_context(&call.provenance)),
         ],
         None,
     );
@@ -390,6 +392,45 @@ fn session_context(call: &CallRequest) -> Value {
             (
                 "first_use_of_action_class",
                 Value::from(!summary.action_classes.contains(&class)),
+            ),
+        ],
+        None,
+    )
+}
+
+/// `context.provenance`: where each destination argument came from, and
+/// the worst of them.
+fn provenance_context(provenance: &CallProvenance) -> Value {
+    Value::record(
+        [
+            ("worst", Value::from(provenance::worst(provenance))),
+            (
+                "destinations",
+                Value::set(
+                    provenance.iter().map(|(argument, p)| {
+                        Value::record(
+                            [
+                                ("argument", Value::from(argument.as_str())),
+                                ("kind", Value::from(p.kind.as_str())),
+                                ("source", Value::from(p.source.as_str())),
+                            ],
+                            None,
+                        )
+                    }),
+                    None,
+                ),
+            ),
+            (
+                "sources",
+                Value::set(
+                    provenance
+                        .values()
+                        .map(|p| p.source)
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .map(|source| Value::from(source.as_str())),
+                    None,
+                ),
             ),
         ],
         None,

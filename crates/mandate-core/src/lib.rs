@@ -51,12 +51,14 @@ mod index;
 pub mod json;
 pub mod names;
 mod pack;
+pub mod provenance;
 mod reads;
 mod request;
 pub mod schema;
 mod session;
 pub mod testing;
 pub mod time;
+pub mod value_kind;
 
 pub use approval::{
     Approval, ApprovalError, ApprovalStatus, MAX_APPROVAL_TTL, MAX_REASON_BYTES, ReleaseError,
@@ -73,3 +75,4 @@ pub use request::{
     PrincipalInput, RequestError, SessionInput, TaskInput, ToolAnnotations, ToolCall,
 };
 pub use session::{SessionId, SessionSummary, UNTRUSTED};
+pub use value_kind::ValueKind;

@@ -6,6 +6,8 @@
 //! input any more.
 
 use cedar_policy_core::ast::Value as CedarValue;
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -13,7 +15,9 @@ use serde_json::{Map, Value};
 use crate::cedar_value;
 use crate::decision::Decision;
 use crate::names::{self, NameError};
+use crate::provenance::{self, CallProvenance, Lookup};
 use crate::session::{SessionId, SessionSummary};
+use crate::value_kind::ValueKind;
 
 /// A request for a decision on one tool call.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,6 +105,23 @@ pub struct ToolAnnotations {
         skip_serializing_if = "Option::is_none"
     )]
     pub output: Option<OutputTrust>,
+    /// The arguments that name a destination, by dotted path, with the
+    /// kind of value each names: Mandate's own, from the operator's tool
+    /// catalog. Each one's provenance is in `context.provenance`.
+    #[serde(
+        default,
+        rename = "mandate/arguments",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub arguments: BTreeMap<String, ValueKind>,
+    /// Field names of the tool's output that hold free text, beyond the
+    /// usual ones (`body`, `text`, …): Mandate's own, from the catalog.
+    #[serde(
+        default,
+        rename = "mandate/textFields",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub text_fields: Vec<String>,
 }
 
 /// Whether what a tool returns can carry instructions Mandate must not let
@@ -157,6 +178,12 @@ pub struct ContextInput {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub extra: Map<String, Value>,
+    /// Where each destination argument came from. The server fills it
+    /// (from the task and its session); only offline evaluation (`mandate
+    /// check`, policy tests) may set it. Unset offline, only the task's
+    /// parameters ground a destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<CallProvenance>,
 }
 
 /// The task: intent, declared tools, data labels and free parameters.
@@ -324,6 +351,7 @@ pub struct CallRequest {
     pub(crate) session: Session,
     pub(crate) extra: CedarValue,
     pub(crate) time: Option<DateTime<Utc>>,
+    pub(crate) provenance: CallProvenance,
 }
 
 /// Tool hints with MCP defaults applied.
@@ -512,6 +540,57 @@ fn check_session(session: &SessionInput) -> Result<(), RequestError> {
     Ok(())
 }
 
+/// Most destination arguments or free-text field names a tool declares.
+const MAX_CATALOG_ENTRIES: usize = 64;
+
+/// Checks the catalog a call's annotations carry: destination paths are 1
+/// to 128 bytes of dot-separated names of `A-Z a-z 0-9 _ -`, free-text
+/// field names one such name, at most [`MAX_CATALOG_ENTRIES`] of each.
+fn check_destinations(annotations: &ToolAnnotations) -> Result<(), RequestError> {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    let invalid = |path: String, message: String| RequestError::Invalid { path, message };
+    let at = "action.annotations";
+    if annotations.arguments.len() > MAX_CATALOG_ENTRIES {
+        return Err(invalid(
+            format!("{at}.mandate/arguments"),
+            format!("declares more than {MAX_CATALOG_ENTRIES} destination arguments"),
+        ));
+    }
+    for path in annotations.arguments.keys() {
+        if path.len() > 128 || !path.split('.').all(part) {
+            return Err(invalid(
+                format!("{at}.mandate/arguments"),
+                format!(
+                    "`{}` is not an argument path: 1 to 128 bytes of names of `A-Z a-z 0-9 _ -` joined by `.`",
+                    path.escape_debug()
+                ),
+            ));
+        }
+    }
+    if annotations.text_fields.len() > MAX_CATALOG_ENTRIES {
+        return Err(invalid(
+            format!("{at}.mandate/textFields"),
+            format!("names more than {MAX_CATALOG_ENTRIES} fields"),
+        ));
+    }
+    for field in &annotations.text_fields {
+        if field.len() > 128 || !part(field) {
+            return Err(invalid(
+                format!("{at}.mandate/textFields"),
+                format!(
+                    "`{}` is not a field name: 1 to 128 of `A-Z a-z 0-9 _ -`",
+                    field.escape_debug()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a delegation chain: root first, depths `0, 1, 2, …`, every agent a
 /// valid name, and the last hop the principal itself.
 fn check_chain(chain: &[HopInput], principal: &str) -> Result<(), RequestError> {
@@ -583,7 +662,19 @@ impl TryFrom<DecisionRequest> for CallRequest {
             session,
             time,
             extra,
+            provenance,
         } = context;
+        check_destinations(&action.annotations)?;
+        let provenance = provenance.unwrap_or_else(|| {
+            provenance::of_call(
+                &arguments,
+                &action.annotations.arguments,
+                Lookup {
+                    params: &task.params,
+                    grounds: None,
+                },
+            )
+        });
         bounded_text("context.task.id", &task.id, MAX_TASK_ID)?;
         bounded_text("context.task.intent", &task.intent, MAX_INTENT)?;
         for (i, tool) in task.tools.iter().enumerate() {
@@ -633,6 +724,7 @@ impl TryFrom<DecisionRequest> for CallRequest {
             session,
             extra: cedar_value::record(&extra, "context.extra")?,
             time,
+            provenance,
         })
     }
 }

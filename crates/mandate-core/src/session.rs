@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::decision::Decision;
+use crate::provenance::Grounds;
 use crate::request::{ActionClass, Hints, SessionInput, ToolAnnotations};
 
 /// What policies know of a session's earlier calls (`context.session`).
@@ -55,6 +56,11 @@ pub struct SessionSummary {
     /// late (a result reported after a later call) are new.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_use: Option<u64>,
+    /// Keyed digests of the values the session saw (in the prompt, the
+    /// task, tool outputs), by where each was seen: what a destination's
+    /// provenance is looked up in.
+    #[serde(default, skip_serializing_if = "Grounds::is_empty")]
+    pub grounds: Grounds,
 }
 
 impl SessionSummary {

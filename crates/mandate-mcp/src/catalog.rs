@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
 
-use serde_json::Value;
+use mandate_core::ValueKind;
+use serde_json::{Map, Value};
 
 use crate::pep::Pep;
 
@@ -37,6 +38,44 @@ pub enum Lookup {
     Unknown,
 }
 
+/// What Mandate keeps of one listed tool: its `annotations`, without any
+/// `mandate/` key (those are the operator's word, never an upstream's), and
+/// as `mandate/arguments` the destinations its input schema marks with a
+/// JSON Schema `format`: `email` and `idn-email` name an e-mail address,
+/// `uri`, `iri`, `hostname` and `idn-hostname` a URL or host (a top-level
+/// property, or an array of such strings). `None` when there is neither.
+fn learned(tool: &Value) -> Option<Value> {
+    let mut annotations = match tool.get("annotations") {
+        Some(Value::Object(map)) => map.clone(),
+        Some(other) => return Some(other.clone()),
+        None => Map::new(),
+    };
+    annotations.retain(|key, _| !key.starts_with("mandate/"));
+    let destinations: Map<String, Value> = tool
+        .pointer("/inputSchema/properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, schema)| {
+            let format = schema
+                .get("format")
+                .or_else(|| schema.pointer("/items/format"))
+                .and_then(Value::as_str)?;
+            let kind = match format {
+                "email" | "idn-email" => ValueKind::Email,
+                "uri" | "iri" | "hostname" | "idn-hostname" => ValueKind::Url,
+                _ => return None,
+            };
+            Some((name.clone(), Value::from(kind.as_str())))
+        })
+        .collect();
+    if !destinations.is_empty() {
+        annotations.insert("mandate/arguments".to_owned(), Value::Object(destinations));
+    }
+    (tool.get("annotations").is_some() || !annotations.is_empty())
+        .then_some(Value::Object(annotations))
+}
+
 impl Catalog {
     /// Learns the tools of one `tools/list` result; `complete` when the
     /// result is a whole listing (the first page without a `nextCursor`), or
@@ -48,9 +87,7 @@ impl Catalog {
         let mut known = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         for tool in tools {
             if let Some(name) = tool.get("name").and_then(Value::as_str) {
-                known
-                    .tools
-                    .insert(name.to_owned(), tool.get("annotations").cloned());
+                known.tools.insert(name.to_owned(), learned(tool));
             }
         }
         if complete {

@@ -20,6 +20,10 @@
 //!
 //! [tools."mail/send_email"]     # reaches the open world, returns only a receipt
 //! output = "trusted"
+//! arguments = { to = "email", cc = "email" }   # destinations and their kinds
+//!
+//! [tools."web/fetch"]
+//! text_fields = ["page"]        # free text beyond `body`, `text`, …
 //!
 //! [task]                        # agent mode only: sent as `context.task`
 //! intent = "tidy the notes folder"
@@ -30,7 +34,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use mandate_auth::TokenDigest;
-use mandate_core::{OutputTrust, SessionId, ToolAnnotations};
+use mandate_core::{OutputTrust, SessionId, ToolAnnotations, ValueKind};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -118,7 +122,7 @@ pub struct ClientToken {
 
 /// Annotations that replace what an upstream says about a tool: servers can
 /// lie, and these are the operator's word. Unset fields keep the upstream's.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnnotationOverride {
     /// `readOnlyHint`.
@@ -134,6 +138,14 @@ pub struct AnnotationOverride {
     /// taints the session. Unset: untrusted exactly when the tool reaches
     /// an open world. Upstreams have no say in it.
     pub output: Option<OutputTrust>,
+    /// The arguments that name a destination (by dotted path) and the kind
+    /// of value each names: `email`, `account`, `url`, `handle` or
+    /// `phone`. Merged over what the tool's input schema says (`format`),
+    /// these entries winning.
+    pub arguments: Option<BTreeMap<String, ValueKind>>,
+    /// Field names of the tool's output that hold free text, beyond the
+    /// usual ones (`body`, `text`, `description`, …).
+    pub text_fields: Option<Vec<String>>,
 }
 
 impl AnnotationOverride {
@@ -141,6 +153,14 @@ impl AnnotationOverride {
     pub fn apply(&self, annotations: &mut ToolAnnotations) {
         if self.output.is_some() {
             annotations.output = self.output;
+        }
+        if let Some(arguments) = &self.arguments {
+            annotations
+                .arguments
+                .extend(arguments.iter().map(|(path, kind)| (path.clone(), *kind)));
+        }
+        if let Some(fields) = &self.text_fields {
+            annotations.text_fields.clone_from(fields);
         }
         for (hint, value) in [
             (&mut annotations.read_only_hint, self.read_only),

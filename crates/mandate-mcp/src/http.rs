@@ -521,9 +521,10 @@ impl Proxy {
             .await
     }
 
-    /// Reports the outcome of an allowed call ([`Pep::record_result`]).
-    fn record(&self, allowed: Allowed, failed: bool) {
-        self.pep.record_result(allowed, failed);
+    /// Reports the outcome of an allowed call ([`Pep::record_result`]):
+    /// `response` is the answer that reached the client, if one did.
+    fn record(&self, allowed: Allowed, failed: bool, response: Option<&Value>) {
+        self.pep.record_result(allowed, failed, response);
     }
 
     /// The gateway's own `tools/list` request for page `page` of
@@ -712,7 +713,7 @@ impl Watcher {
             Some(Watch::Call { allowed, .. }) => {
                 let failed = jsonrpc::call_failed(message) && !self.passed;
                 let changed = allowed.decision.add_to_response(message);
-                self.proxy.record(allowed, failed);
+                self.proxy.record(allowed, failed, Some(message));
                 changed
             }
             _ => false,
@@ -853,7 +854,7 @@ impl Watcher {
     /// (nothing it returned reached the client) or not.
     async fn settle(&mut self, failed: bool) {
         if let Some(Watch::Call { allowed, .. }) = self.watch.take() {
-            self.proxy.record(allowed, failed);
+            self.proxy.record(allowed, failed, None);
         }
     }
 

@@ -12,6 +12,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use mandate_client::{CallOutcome, Client};
+use mandate_core::provenance::FoundValues;
 use mandate_core::{
     ApprovalId, ApprovalStatus, ContextInput, Decision, DecisionRequest, DecisionResponse,
     PrincipalInput, SessionId, SessionInput, TaskInput, ToolAnnotations, ToolCall,
@@ -80,12 +81,18 @@ pub struct PepSettings {
     pub approval_wait: Duration,
 }
 
+/// The most destinations one result report carries (the server's bound).
+const MAX_REPORTED_VALUES: usize = 1_000;
+
 /// A call the server allowed: the only thing that lets a call go upstream.
 #[derive(Debug, Clone)]
 pub struct Allowed {
     /// The allow (its id is its receipt's key), told to the client in the
     /// call's result ([`DecisionMeta::add_to_response`]).
     pub decision: DecisionMeta,
+    /// The tool's free-text output fields beyond the usual ones, for
+    /// finding the destinations its result names.
+    pub text_fields: Vec<String>,
 }
 
 /// A call that must not go upstream, and how the client is told.
@@ -227,6 +234,14 @@ impl Pep {
             open_world_hint: hint("openWorldHint"),
             // The operator's catalog alone says whether output is trusted.
             output: None,
+            // What the input schema marks (the catalog derived it; an
+            // upstream's own `mandate/` keys were dropped there). Declaring
+            // a destination only ever adds a check.
+            arguments: upstream
+                .and_then(|given| given.get("mandate/arguments"))
+                .and_then(|a| serde_json::from_value(a.clone()).ok())
+                .unwrap_or_default(),
+            text_fields: Vec::new(),
         };
         if let Some(o) = self.settings.config.override_for(server, tool) {
             o.apply(&mut annotations);
@@ -254,6 +269,7 @@ impl Pep {
         match answer.decision {
             Decision::Allow => Gate::Allow(Allowed {
                 decision: DecisionMeta::of(&answer),
+                text_fields: body.action.annotations.text_fields.clone(),
             }),
             Decision::ApprovalRequired => self.await_approval(&body, answer, shown).await,
             Decision::Deny => Gate::Deny(denied(shown, &answer)),
@@ -415,7 +431,10 @@ impl Pep {
                 let mut decision = DecisionMeta::of(&answer);
                 decision.approval_id.get_or_insert(approval_id.clone());
                 if answer.decision == Decision::Allow {
-                    Gate::Allow(Allowed { decision })
+                    Gate::Allow(Allowed {
+                        decision,
+                        text_fields: body.action.annotations.text_fields.clone(),
+                    })
                 } else {
                     let mut deny = denied(tool, &answer);
                     deny.decision = Some(decision);
@@ -455,12 +474,15 @@ impl Pep {
 
     /// Reports what an allowed call returned, in the background. Under a
     /// task credential the status goes into the task's history (`POST
-    /// /v1/decisions/{id}/result`); an agent's session has no per-call
-    /// results. Nothing waits for it: the labels a result brings were
-    /// recorded when the call was allowed (the server taints the session
-    /// at once for a tool whose output is untrusted), so no report can
-    /// arrive too late for the next decision.
-    pub fn record_result(&self, allowed: Allowed, failed: bool) {
+    /// /v1/decisions/{id}/result`), with the destinations the result
+    /// (`response`, the JSON-RPC answer, when one reached the client)
+    /// names; an agent's session has no per-call results. Nothing waits
+    /// for it: the labels a result brings were recorded when the call was
+    /// allowed (the server taints the session at once for a tool whose
+    /// output is untrusted), so no report can arrive too late for the next
+    /// decision. A destination it names grounds later calls once the
+    /// report is in; until then it is unseen (stricter, never looser).
+    pub fn record_result(&self, allowed: Allowed, failed: bool, response: Option<&Value>) {
         let Principal::Credential { credential, .. } = &self.settings.principal else {
             return;
         };
@@ -474,9 +496,17 @@ impl Pep {
         } else {
             CallOutcome::Ok
         };
+        let mut values = response
+            .and_then(|r| r.get("result"))
+            .map(|result| FoundValues::of_output(result, &allowed.text_fields).reported())
+            .unwrap_or_default();
+        values.truncate(MAX_REPORTED_VALUES);
         let decision_id = allowed.decision.decision_id;
         runtime.spawn(async move {
-            if let Err(e) = client.report_result(&decision_id, outcome, &token).await {
+            if let Err(e) = client
+                .report_result(&decision_id, outcome, values, &token)
+                .await
+            {
                 tracing::warn!(%decision_id, error = %e, "the call's result was not recorded");
             }
         });

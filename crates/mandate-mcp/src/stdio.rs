@@ -559,7 +559,7 @@ impl Relay {
                     line
                 };
                 let _ = self.to_client.send(bytes);
-                self.pep.record_result(allowed, failed);
+                self.pep.record_result(allowed, failed, Some(&message));
             }
         }
     }

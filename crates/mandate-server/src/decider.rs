@@ -29,6 +29,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use mandate_auth::{CredentialError, VerifiedCredential};
+use mandate_core::provenance::{self, Lookup};
 use mandate_core::{
     CallRequest, Decision, DecisionId, DecisionRequest, DecisionResponse, HopInput, PolicyPack,
     SessionId, SessionInput, TaskInput, Verdict,
@@ -150,6 +151,11 @@ impl Decider {
                 "`context.time` is set by the server's clock; remove it (only `mandate check` and policy tests take a time)".to_owned(),
             ));
         }
+        if request.context.provenance.is_some() {
+            return Err(DecideError::FieldNotAllowed(
+                "`context.provenance` is filled by the server from the task and its session; remove it (only `mandate check` and policy tests take one)".to_owned(),
+            ));
+        }
         let agent_session = match authority {
             Authority::Task(credential) => {
                 self.fill_from_task(credential, &mut request).await?;
@@ -157,6 +163,22 @@ impl Decider {
             }
             Authority::Request => self.fill_from_agent_session(&mut request).await?,
         };
+        // Where each destination came from, from the task and the session
+        // as filled: part of what is evaluated, digested and journaled.
+        let provenance = provenance::of_call(
+            &request.arguments,
+            &request.action.annotations.arguments,
+            Lookup {
+                params: &request.context.task.params,
+                grounds: request
+                    .context
+                    .session
+                    .summary
+                    .as_ref()
+                    .map(|s| (&s.grounds, state.tasks().grounding_key())),
+            },
+        );
+        request.context.provenance = Some(provenance).filter(|p| !p.is_empty());
         // The server's clock goes into the request, so that the receipt's
         // context digest covers exactly what was evaluated.
         request.context.time = Some(now);

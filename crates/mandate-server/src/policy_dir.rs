@@ -196,7 +196,7 @@ mod tests {
     #[test]
     fn example_pack_loads() {
         let pack = PackSources::example().load().unwrap();
-        assert_eq!(pack.counts(), (4, 3));
+        assert_eq!(pack.counts(), (5, 4));
     }
 
     #[test]
@@ -207,7 +207,7 @@ mod tests {
         let sources = read(dir.path()).unwrap();
         assert_eq!(sources.policies.len(), 4);
         assert!(sources.schema.is_some());
-        assert_eq!(sources.load().unwrap().counts(), (4, 3));
+        assert_eq!(sources.load().unwrap().counts(), (5, 4));
         assert_eq!(test_files(dir.path()).unwrap().len(), 1);
     }
 

@@ -16,6 +16,7 @@ use mandate_auth::{
     Downstream, ExchangeConfigError, IdentityConfigError, IdentityVerifier, IssuerConfig,
     TaskAuthority, TokenExchange, TokenSigner,
 };
+use mandate_core::provenance::GroundingKey;
 use mandate_store::{StateError, StateStore};
 
 use crate::credentials::Credentials;
@@ -70,7 +71,13 @@ pub struct Tasks {
     exchange: TokenExchange,
     store: Arc<dyn StateStore>,
     max_ttl: Duration,
+    grounding: GroundingKey,
 }
+
+/// Names the secret that keys the digests of the values a task's session
+/// saw, derived from the task signing key so that every instance sharing
+/// the key shares it.
+const GROUNDING_LABEL: &[u8] = b"mandate grounding key v1\0";
 
 impl std::fmt::Debug for Tasks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,6 +106,7 @@ impl Tasks {
             TokenSigner::derive(&authority)?,
             Vec::new(),
         )?;
+        let grounding = GroundingKey::new(authority.derive_secret(GROUNDING_LABEL));
         let credentials =
             Credentials::new(authority, settings.audience, Arc::clone(&store)).await?;
         Ok(Self {
@@ -108,6 +116,7 @@ impl Tasks {
             exchange,
             store,
             max_ttl: settings.max_ttl,
+            grounding,
         })
     }
 
@@ -150,6 +159,11 @@ impl Tasks {
     /// The identity issuers and their keys: who the agents are.
     pub fn identities(&self) -> &IssuerKeys {
         &self.identity
+    }
+
+    /// The key of the value digests in task and agent sessions.
+    pub fn grounding_key(&self) -> &GroundingKey {
+        &self.grounding
     }
 
     /// The task authority, credential verification and revocation.

@@ -11,11 +11,14 @@
 //! before it).
 
 use chrono::{DateTime, Utc};
+use mandate_core::provenance::Grounds;
 use mandate_core::{Decision, SessionId, SessionSummary, TaskId, ToolAnnotations};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::StateError;
-use crate::tasks::{HistoryEntry, TaskStore, decision_of, json_text, query_all, time_text};
+use crate::tasks::{
+    CallResult, HistoryEntry, TaskStore, decision_of, json_text, query_all, time_text,
+};
 
 /// A decision made in an agent's session, to record into it.
 #[derive(Debug, Clone)]
@@ -126,19 +129,34 @@ pub(crate) fn fold_decision(
     store(conn, entry.task_id.as_str(), &summary)
 }
 
-/// Folds the labels of the result reported for history row `seq` into task
-/// `task_id`'s summary, in the caller's transaction.
+/// Folds the labels and grounds of the result reported for history row
+/// `seq` into task `task_id`'s summary, in the caller's transaction.
 pub(crate) fn fold_result(
     conn: &Connection,
     task_id: &str,
     seq: i64,
-    labels: &[String],
+    result: &CallResult,
 ) -> Result<(), StateError> {
-    if labels.is_empty() {
+    if result.labels.is_empty() && result.grounds.is_empty() {
         return Ok(());
     }
     let mut summary = load(conn, task_id)?;
-    summary.record_labels(position(seq)?, labels.iter().cloned());
+    summary.record_labels(position(seq)?, result.labels.iter().cloned());
+    summary.grounds.merge(result.grounds.clone());
+    store(conn, task_id, &summary)
+}
+
+/// Adds `grounds` to task `task_id`'s summary, in the caller's transaction.
+pub(crate) fn ground(
+    conn: &Connection,
+    task_id: &str,
+    grounds: &Grounds,
+) -> Result<(), StateError> {
+    if grounds.is_empty() {
+        return Ok(());
+    }
+    let mut summary = load(conn, task_id)?;
+    summary.grounds.merge(grounds.clone());
     store(conn, task_id, &summary)
 }
 

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use mandate_core::provenance::Grounds;
 use mandate_core::{
     Approval, ApprovalId, ApprovalStatus, DecisionId, SessionId, SessionSummary, TaskId,
 };
@@ -99,6 +100,11 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// depth other than 0, another agent or revocation id).
     async fn create_task(&self, task: TaskRecord, root: CredentialRecord)
     -> Result<(), StateError>;
+
+    /// Adds `grounds` (what the task's prompt and grounded values name) to
+    /// task `id`'s session, keeping the best source of each value;
+    /// [`StateError::TaskNotFound`] if there is no such task.
+    async fn ground_task(&self, id: &TaskId, grounds: Grounds) -> Result<(), StateError>;
 
     /// The task of this id, if any.
     async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StateError>;
@@ -339,6 +345,11 @@ impl StateStore for SqliteState {
         root: CredentialRecord,
     ) -> Result<(), StateError> {
         self.run(move |db| db.create_task(&task, &root)).await
+    }
+
+    async fn ground_task(&self, id: &TaskId, grounds: Grounds) -> Result<(), StateError> {
+        let id = id.clone();
+        self.run(move |db| db.ground_task(&id, &grounds)).await
     }
 
     async fn task(&self, id: &TaskId) -> Result<Option<TaskRecord>, StateError> {

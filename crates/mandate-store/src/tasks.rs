@@ -57,6 +57,7 @@ use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+use mandate_core::provenance::Grounds;
 use mandate_core::{Decision, DecisionId, IdError, TaskId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Params, Row, params};
 use serde::de::DeserializeOwned;
@@ -158,6 +159,11 @@ pub struct CallResult {
     pub labels: Vec<String>,
     /// When the result was reported.
     pub reported_at: DateTime<Utc>,
+    /// Keyed digests of the values the result named, by where they were
+    /// seen: folded into the task's session, not kept in its history (read
+    /// back, a result has none).
+    #[serde(default, skip_serializing_if = "Grounds::is_empty")]
+    pub grounds: Grounds,
 }
 
 /// One decision in a task's session history.
@@ -235,6 +241,17 @@ impl TaskStore {
             credential.refuse_recorded(conn)?;
             row.insert(conn)?;
             credential.insert(conn)
+        })
+    }
+
+    /// Adds `grounds` to task `id`'s session.
+    pub fn ground_task(&self, id: &TaskId, grounds: &Grounds) -> Result<(), StateError> {
+        let (id, grounds) = (id.clone(), grounds.clone());
+        self.write(move |conn| {
+            if !exists(conn, "SELECT 1 FROM tasks WHERE id = ?1", id.as_str())? {
+                return Err(StateError::TaskNotFound(id));
+            }
+            crate::sessions::ground(conn, id.as_str(), &grounds)
         })
     }
 
@@ -550,7 +567,7 @@ impl TaskStore {
             let seq: i64 = conn
                 .prepare_cached("SELECT seq FROM history WHERE decision_id = ?1")?
                 .query_row(params![decision_id], |row| row.get(0))?;
-            crate::sessions::fold_result(conn, entry.task_id.as_str(), seq, &reported.labels)?;
+            crate::sessions::fold_result(conn, entry.task_id.as_str(), seq, &reported)?;
             Ok(entry)
         })?;
         Ok(HistoryEntry {
@@ -975,6 +992,8 @@ fn history_row(row: &Row<'_>) -> Result<HistoryEntry, StateError> {
             status,
             labels: json_col(row, 8, "result labels")?,
             reported_at: time_col(row, 9, "result_at")?,
+            // Folded into the session when reported, not kept here.
+            grounds: Grounds::default(),
         }),
         None => None,
     };

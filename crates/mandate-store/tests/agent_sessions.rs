@@ -28,7 +28,7 @@ fn annotations(read_only: bool, open_world: bool) -> Option<ToolAnnotations> {
         destructive_hint: Some(false),
         idempotent_hint: None,
         open_world_hint: Some(open_world),
-        output: None,
+        ..ToolAnnotations::default()
     })
 }
 

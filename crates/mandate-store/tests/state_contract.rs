@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use mandate_core::provenance::{Grounds, Source};
 use mandate_core::{
     Approval, ApprovalId, ApprovalStatus, Decision, DecisionId, Requester, Resolution, SessionId,
     TaskId, ToolAnnotations,
@@ -75,6 +76,7 @@ both!(
     no_decision_is_recorded_after_the_end_and_the_end_is_not_before_any,
     end_expired_ends_only_open_tasks_whose_ttl_ran_out,
     history_takes_one_result_per_decision_and_folds_the_session,
+    grounds_of_the_start_and_of_results_fold_into_the_session,
     a_decision_is_exchanged_once_and_never_after_the_end,
     agent_sessions_fold_their_decisions,
     approvals_list_count_and_change_only_from_the_expected_status,
@@ -172,6 +174,7 @@ fn result(labels: &[&str]) -> CallResult {
         status: "ok".to_owned(),
         labels: labels.iter().map(|l| (*l).to_owned()).collect(),
         reported_at: t0() + Duration::seconds(1),
+        grounds: Default::default(),
     }
 }
 
@@ -471,6 +474,58 @@ async fn history_takes_one_result_per_decision_and_folds_the_session(store: &dyn
     store.record_result(&did("d2"), result(&[])).await.unwrap();
 }
 
+async fn grounds_of_the_start_and_of_results_fold_into_the_session(store: &dyn StateStore) {
+    started(store, "t1").await;
+    let grounds = |pairs: &[(Source, &str)]| {
+        let mut grounds = Grounds::default();
+        for (source, digest) in pairs {
+            grounds.insert(*source, (*digest).to_owned());
+        }
+        grounds
+    };
+    store
+        .ground_task(&tid("t1"), grounds(&[(Source::Prompt, "p1")]))
+        .await
+        .unwrap();
+    let err = store
+        .ground_task(&tid("nope"), grounds(&[(Source::Prompt, "p1")]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StateError::TaskNotFound(_)), "{err}");
+
+    store
+        .record_decision(decision("t1", "d1", "read_mail", 1), None)
+        .await
+        .unwrap();
+    let reported = CallResult {
+        grounds: grounds(&[
+            (Source::UntrustedStructured, "s1"),
+            (Source::UntrustedText, "p1"),
+        ]),
+        ..result(&[])
+    };
+    store.record_result(&did("d1"), reported).await.unwrap();
+
+    let (_, session) = store.task_context(&tid("t1")).await.unwrap().unwrap();
+    // A value keeps the best source it was seen from.
+    assert_eq!(session.grounds.source_of("p1"), Some(Source::Prompt));
+    assert_eq!(
+        session.grounds.source_of("s1"),
+        Some(Source::UntrustedStructured)
+    );
+    assert_eq!(session.grounds.len(), 2);
+    // Not kept in the history: read back, a result has none.
+    let details = store.task_details(&tid("t1")).await.unwrap().unwrap();
+    assert!(
+        details.history[0]
+            .result
+            .as_ref()
+            .unwrap()
+            .grounds
+            .is_empty()
+    );
+}
+
 async fn a_decision_is_exchanged_once_and_never_after_the_end(store: &dyn StateStore) {
     started(store, "t1").await;
     store
@@ -525,7 +580,7 @@ fn decided(session: &str, tool: &str, decision: Decision, open_world: bool) -> S
             destructive_hint: Some(false),
             idempotent_hint: None,
             open_world_hint: Some(open_world),
-            output: None,
+            ..ToolAnnotations::default()
         }),
         decided_at: t0(),
     }

@@ -114,6 +114,7 @@ fn result(status: &str, labels: &[&str]) -> CallResult {
         status: status.to_owned(),
         labels: labels.iter().map(|l| (*l).to_owned()).collect(),
         reported_at: t0() + Duration::seconds(1),
+        grounds: Default::default(),
     }
 }
 

@@ -397,6 +397,14 @@ pub struct TaskStartArgs {
     /// `note='"text"'`); repeat for more
     #[arg(long = "param", value_name = "KEY=JSON")]
     pub params: Vec<String>,
+    /// The person's instruction the task carries out; the destinations it
+    /// names ground the task's calls (only their keyed digests are kept)
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: Option<String>,
+    /// A destination the task may use (an address, account, URL, handle or
+    /// phone number, or a list of them separated by `,`); repeat for more
+    #[arg(long = "grounded-value", value_name = "VALUE")]
+    pub grounded_values: Vec<String>,
     /// The task's lifetime in seconds (at most the server's task_max_ttl_seconds)
     #[arg(long, value_name = "SECONDS")]
     pub ttl: u64,

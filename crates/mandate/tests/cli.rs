@@ -739,14 +739,14 @@ fn validate_accepts_the_example_pack() {
         .lines()
         .find(|l| l.starts_with("ok:"))
         .unwrap_or_else(|| panic!("no `ok:` line:\n{}", out.stdout));
-    assert!(ok.contains("4 base and 3 approval policies"), "{ok}");
+    assert!(ok.contains("5 base and 4 approval policies"), "{ok}");
 
     let out = run(&["policy", "validate", &examples(), "--json"]);
     assert_code(&out, OK);
     let v = out.json();
     assert_eq!(v["valid"], true);
     assert_eq!(v["problems"], json!([]));
-    assert_eq!(v["policies"], json!({"base": 4, "approval": 3}));
+    assert_eq!(v["policies"], json!({"base": 5, "approval": 4}));
     assert!(v["version"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
 }
 

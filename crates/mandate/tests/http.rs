@@ -486,8 +486,8 @@ fn metrics_count_decisions_and_rejections_without_request_content() {
         .filter(|l| l.starts_with("mandate_requests_rejected_total{"))
         .collect();
     assert_eq!(rejected.len(), 5, "unexpected rejection series:\n{text}");
-    assert_eq!(value(r#"mandate_policies{set="base"}"#), 4.0);
-    assert_eq!(value(r#"mandate_policies{set="approval"}"#), 3.0);
+    assert_eq!(value(r#"mandate_policies{set="base"}"#), 5.0);
+    assert_eq!(value(r#"mandate_policies{set="approval"}"#), 4.0);
 
     assert!(
         !text.contains(CANARY),
@@ -536,7 +536,7 @@ fn policies_hot_reload_and_a_bad_edit_keeps_the_old_set() {
     let reloaded = server.health();
     assert_eq!(reloaded["status"], "ok", "{reloaded}");
     assert_eq!(reloaded["last_reload"]["ok"], true, "{reloaded}");
-    assert_eq!(reloaded["policies"]["base"], 5, "{reloaded}");
+    assert_eq!(reloaded["policies"]["base"], 6, "{reloaded}");
     assert_ne!(
         reloaded["policies"]["version"],
         initial["policies"]["version"]
@@ -597,7 +597,7 @@ fn policies_hot_reload_and_a_bad_edit_keeps_the_old_set() {
     });
     assert_eq!(fixed["last_reload"]["ok"], true, "{fixed}");
     assert_eq!(fixed["last_reload"]["problems"], json!([]), "{fixed}");
-    assert_eq!(fixed["policies"]["base"], 6, "{fixed}");
+    assert_eq!(fixed["policies"]["base"], 7, "{fixed}");
     assert_decision(&server.decide(&read_inbox), "deny", &["no-read-inbox"]);
     assert_decision(&server.decide(&carol), "allow", &["declared-tools"]);
 
@@ -612,7 +612,7 @@ fn policies_hot_reload_and_a_bad_edit_keeps_the_old_set() {
     );
     assert_eq!(
         metric(&text, r#"mandate_policies{set="base"}"#),
-        Some(6.0),
+        Some(7.0),
         "{text}"
     );
 }
@@ -961,8 +961,8 @@ fn first_start_creates_the_data_dir_and_seeds_the_example_pack() {
         health["policies"]["directory"],
         json!(seeded.to_str().unwrap())
     );
-    assert_eq!(health["policies"]["base"], 4);
-    assert_eq!(health["policies"]["approval"], 3);
+    assert_eq!(health["policies"]["base"], 5);
+    assert_eq!(health["policies"]["approval"], 4);
     for name in [
         "schema.cedarschema",
         "tools.cedar",
@@ -1040,7 +1040,7 @@ fn seeding_never_overwrites_a_file() {
             "{name}"
         );
     }
-    assert_eq!(server.health()["policies"]["base"], 4);
+    assert_eq!(server.health()["policies"]["base"], 5);
 }
 
 fn assert_valid(validator: &jsonschema::Validator, instance: &Value, what: &str) {

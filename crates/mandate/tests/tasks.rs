@@ -66,6 +66,98 @@ fn delete_email() -> Value {
     })
 }
 
+#[test]
+fn provenance_inputs_are_checked_and_a_bad_one_changes_nothing() {
+    let gw = gateway();
+    let started = gw.start_task(&json!({
+        "tools": ["mail/read_inbox", "mail/send_email"],
+        "prompt": "Send the quarterly report to Dave@Example.com",
+    }));
+    let credential = text(&started, "credential").to_owned();
+    let send = |annotations: Value, context: Value| {
+        json!({
+            "principal": { "id": ROOT_AGENT },
+            "action": { "server": "mail", "tool": "send_email", "annotations": annotations },
+            "arguments": { "to": "dave@example.com" },
+            "context": context,
+        })
+    };
+    let catalog = json!({ "destructiveHint": false, "mandate/arguments": { "to": "email" } });
+    // The server fills `context.provenance`; a caller may not.
+    let reply = gw.decide(
+        &credential,
+        &send(
+            catalog.clone(),
+            json!({ "provenance": { "to": { "kind": "email", "source": "prompt" } } }),
+        ),
+    );
+    reply.assert_error(422, "field_not_allowed");
+    assert!(reply.body.contains("context.provenance"), "{}", reply.body);
+    for (annotations, message) in [
+        (
+            json!({ "mandate/arguments": { "to": "fax" } }),
+            "unknown variant `fax`",
+        ),
+        (
+            json!({ "mandate/arguments": { "to..x": "email" } }),
+            "is not an argument path",
+        ),
+        (
+            json!({ "mandate/textFields": ["body text"] }),
+            "is not a field name",
+        ),
+    ] {
+        let reply = gw.decide(&credential, &send(annotations.clone(), json!({})));
+        reply.assert_error(422, "invalid_request");
+        assert!(
+            reply.body.contains(message),
+            "{annotations}: {}",
+            reply.body
+        );
+    }
+    let history = |gw: &util::tasks::Gateway| {
+        gw.show(text(&started, "task_id"), &credential).json()["history"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(history(&gw), 0, "a refused request is no decision");
+
+    // The prompt's address grounds the send, case-folded.
+    let allowed = gw.decide(&credential, &send(catalog, json!({})));
+    assert_eq!(allowed.status, 200, "{}", allowed.body);
+    assert_eq!(allowed.json()["decision"], "allow", "{}", allowed.body);
+    let decision_id = text(&allowed.json(), "decision_id").to_owned();
+    let receipt = gw.receipt(&decision_id);
+    assert_eq!(receipt["decision"], "allow", "{receipt}");
+
+    // A report's values are bounded.
+    let many: Vec<Value> = (0..1001)
+        .map(|i| json!({ "value": format!("u{i}@example.com"), "field": "text" }))
+        .collect();
+    gw.report(
+        &decision_id,
+        &credential,
+        &json!({ "status": "ok", "values": many }),
+    )
+    .assert_error(422, "invalid_request");
+    gw.report(
+        &decision_id,
+        &credential,
+        &json!({ "status": "ok", "values": [{ "value": "a".repeat(513), "field": "text" }] }),
+    )
+    .assert_error(422, "invalid_request");
+    gw.report(
+        &decision_id,
+        &credential,
+        &json!({ "status": "ok", "values": [{ "value": "a@example.com", "field": "header" }] }),
+    )
+    .assert_error(422, "invalid_request");
+    // Nothing was recorded: the one report that is right still goes in.
+    let reply = gw.report(&decision_id, &credential, &json!({ "status": "ok" }));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -563,6 +655,23 @@ fn invalid_tasks_are_refused_and_start_nothing() {
         ),
         (json!({ "max_depth": 17 }), "`max_depth` 17 is deeper than"),
         (json!({ "params": [1] }), "params"),
+        (json!({ "prompt": " " }), "`prompt` must not be empty"),
+        (
+            json!({ "prompt": "x".repeat(16 * 1024 + 1) }),
+            "`prompt` is longer than 16384 bytes",
+        ),
+        (
+            json!({ "grounded_values": ["carol@example.com", "see the attached list"] }),
+            "`grounded_values[1]` is not an e-mail address",
+        ),
+        (
+            json!({ "grounded_values": vec!["carol@example.com"; 257] }),
+            "`grounded_values` holds 257 values; at most 256",
+        ),
+        (
+            json!({ "grounded_values": "carol@example.com" }),
+            "grounded_values",
+        ),
         (json!({ "agent": "someone-else" }), "unknown field `agent`"),
         (
             json!({ "ttl_seconds": null }),

@@ -6,6 +6,9 @@
         @t.guard(server="mail", annotations={"readOnlyHint": True})
         def read_inbox(folder: str) -> list[str]: ...
 
+        @t.guard(server="mail", destinations={"to": "email"})
+        def send_email(to: str, body: str) -> str: ...
+
 `Client` and `AsyncClient` speak the whole HTTP API; `mandate.verify`
 checks receipts and checkpoints offline. Adapters for agent frameworks live
 in `mandate.langchain`, `mandate.openai_agents` and `mandate.pydantic_ai`.
@@ -22,6 +25,7 @@ from ._errors import (
     refusal_message,
 )
 from ._task import (
+    MAX_CONTENT_BYTES,
     UNTRUSTED,
     Task,
     ToolSpec,
@@ -29,6 +33,7 @@ from ._task import (
     current_task,
     guard,
     jsonable,
+    reportable_content,
     task,
 )
 from ._types import (
@@ -37,17 +42,23 @@ from ._types import (
     Decision,
     Delegated,
     HistoryEntry,
+    JSONValue,
+    OutputTrust,
     ReceiptBundle,
+    ReportedValue,
     TaskEnded,
     TaskStarted,
     TaskView,
     TokenExchanged,
+    ValueField,
+    ValueKind,
 )
 from .verify import verify_checkpoint, verify_consistency, verify_receipt_bundle
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAX_CONTENT_BYTES",
     "UNTRUSTED",
     "ApiError",
     "Approval",
@@ -58,8 +69,11 @@ __all__ = [
     "Delegated",
     "Denied",
     "HistoryEntry",
+    "JSONValue",
     "MandateError",
+    "OutputTrust",
     "ReceiptBundle",
+    "ReportedValue",
     "ResultNotReported",
     "Task",
     "TaskEnded",
@@ -68,12 +82,15 @@ __all__ = [
     "TokenExchanged",
     "ToolSpec",
     "TransportError",
+    "ValueField",
+    "ValueKind",
     "VerificationError",
     "call_arguments",
     "current_task",
     "guard",
     "jsonable",
     "refusal_message",
+    "reportable_content",
     "task",
     "verify_checkpoint",
     "verify_consistency",

@@ -25,7 +25,9 @@ from ._types import (
     Decision,
     Delegated,
     HistoryEntry,
+    JSONValue,
     ReceiptBundle,
+    ReportedValue,
     TaskEnded,
     TaskStarted,
     TaskView,
@@ -106,13 +108,21 @@ def _end(task_id: str, token: str) -> _Call:
     return _Call("DELETE", f"/v1/tasks/{_segment(task_id)}", token)
 
 
-def _report(decision_id: str, credential: str, status: str, labels: list[str]) -> _Call:
-    return _Call(
-        "POST",
-        f"/v1/decisions/{_segment(decision_id)}/result",
-        credential,
-        json={"status": status, "labels": labels},
-    )
+def _report(
+    decision_id: str,
+    credential: str,
+    status: str,
+    labels: list[str] | None,
+    content: JSONValue,
+    values: list[ReportedValue] | None,
+) -> _Call:
+    body: JSON = {"status": status, "labels": list(labels or [])}
+    # JSON `null` content is no content: the server reads both the same.
+    if content is not None:
+        body["content"] = content
+    if values is not None:
+        body["values"] = [{"value": v["value"], "field": v["field"]} for v in values]
+    return _Call("POST", f"/v1/decisions/{_segment(decision_id)}/result", credential, json=body)
 
 
 def _approval(approval_id: str, token: str | None, wait: float, timeout: float | None) -> _Call:
@@ -232,9 +242,19 @@ class Client:
         labels: list[str] | None = None,
         params: JSON | None = None,
         max_depth: int = 0,
+        prompt: str | None = None,
+        grounded_values: list[str] | None = None,
     ) -> TaskStarted:
-        """`POST /v1/tasks` with the agent's identity token (a JWT)."""
-        body = _task_body(intent, tools, ttl_seconds, labels, params, max_depth)
+        """`POST /v1/tasks` with the agent's identity token (a JWT).
+
+        `prompt` is the person's instruction as written (at most 16 KiB): the
+        destinations it names ground the task's calls as `prompt`.
+        `grounded_values` are destinations the task may use (each a value or
+        a `,`/`;` list of them), grounding its calls as `task_params`. Each
+        is sent only when given."""
+        body = _task_body(
+            intent, tools, ttl_seconds, labels, params, max_depth, prompt, grounded_values
+        )
         return cast(TaskStarted, self._send(_start(identity_token, body)))
 
     def show_task(self, task_id: str, token: str) -> TaskView:
@@ -261,10 +281,23 @@ class Client:
         return cast(TaskEnded, self._send(_end(task_id, token)))
 
     def report_result(
-        self, decision_id: str, credential: str, *, status: str, labels: list[str] | None = None
+        self,
+        decision_id: str,
+        credential: str,
+        *,
+        status: str,
+        labels: list[str] | None = None,
+        content: JSONValue = None,
+        values: list[ReportedValue] | None = None,
     ) -> HistoryEntry:
-        """`POST /v1/decisions/{id}/result`: `status` is `ok` or `error`."""
-        call = _report(decision_id, credential, status, list(labels or []))
+        """`POST /v1/decisions/{id}/result`: `status` is `ok` or `error`.
+
+        `content` is what the call returned, any JSON (the server finds the
+        destinations it names); `values` are destinations found in the
+        result by the caller (`ReportedValue(value=…, field="structured")`).
+        Each is sent only when given. Whether the result is trusted is the
+        server's call, from the annotations the call was decided with."""
+        call = _report(decision_id, credential, status, labels, content, values)
         return cast(HistoryEntry, self._send(call))
 
     def approval(self, approval_id: str, *, token: str | None = None, wait: float = 0) -> Approval:
@@ -370,8 +403,12 @@ class AsyncClient:
         labels: list[str] | None = None,
         params: JSON | None = None,
         max_depth: int = 0,
+        prompt: str | None = None,
+        grounded_values: list[str] | None = None,
     ) -> TaskStarted:
-        body = _task_body(intent, tools, ttl_seconds, labels, params, max_depth)
+        body = _task_body(
+            intent, tools, ttl_seconds, labels, params, max_depth, prompt, grounded_values
+        )
         return cast(TaskStarted, await self._send(_start(identity_token, body)))
 
     async def show_task(self, task_id: str, token: str) -> TaskView:
@@ -394,9 +431,16 @@ class AsyncClient:
         return cast(TaskEnded, await self._send(_end(task_id, token)))
 
     async def report_result(
-        self, decision_id: str, credential: str, *, status: str, labels: list[str] | None = None
+        self,
+        decision_id: str,
+        credential: str,
+        *,
+        status: str,
+        labels: list[str] | None = None,
+        content: JSONValue = None,
+        values: list[ReportedValue] | None = None,
     ) -> HistoryEntry:
-        call = _report(decision_id, credential, status, list(labels or []))
+        call = _report(decision_id, credential, status, labels, content, values)
         return cast(HistoryEntry, await self._send(call))
 
     async def approval(
@@ -449,6 +493,8 @@ def _task_body(
     labels: list[str] | None,
     params: JSON | None,
     max_depth: int,
+    prompt: str | None,
+    grounded_values: list[str] | None,
 ) -> JSON:
     body: JSON = {
         "intent": intent,
@@ -460,6 +506,10 @@ def _task_body(
         body["labels"] = list(labels)
     if params:
         body["params"] = dict(params)
+    if prompt is not None:
+        body["prompt"] = prompt
+    if grounded_values is not None:
+        body["grounded_values"] = list(grounded_values)
     return body
 
 

@@ -13,22 +13,42 @@ import dataclasses
 import enum
 import functools
 import inspect
+import json
 import logging
 import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast, get_args
 
 from ._client import MAX_WAIT_SECONDS, AsyncClient, Client
 from ._errors import ApiError, Denied, MandateError, ResultNotReported
-from ._types import JSON, Decision, HistoryEntry, TaskView
+from ._types import (
+    JSON,
+    Decision,
+    HistoryEntry,
+    JSONValue,
+    OutputTrust,
+    ReportedValue,
+    TaskView,
+    ValueKind,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 #: The label of data from outside: web pages, mail, anything a third party wrote.
 UNTRUSTED = "untrusted"
+
+#: The largest tool result a guard reports as `content`, in bytes of its
+#: compact UTF-8 JSON (the server's default body limit is 1 MiB). A larger
+#: result is reported without it: the destinations it names stay unseen.
+MAX_CONTENT_BYTES = 512 * 1024
+
+#: Mandate's own annotations: the tool catalog a guard sends with each call.
+ARGUMENTS = "mandate/arguments"
+OUTPUT = "mandate/output"
+TEXT_FIELDS = "mandate/textFields"
 
 log = logging.getLogger("mandate")
 
@@ -58,18 +78,88 @@ class ToolSpec:
     `annotations` are its MCP hints (`readOnlyHint`, `destructiveHint`,
     `idempotentHint`, `openWorldHint`; missing hints take the MCP defaults,
     destructive and open-world). `untrusted` declares that the tool returns
-    content from outside (its results are labelled `untrusted`); `labels`
-    gives the labels of a result, a fixed list or a function of the result.
+    content from outside (its results are labelled `untrusted`, and the call
+    is sent with `mandate/output: "untrusted"`); `labels` gives the labels
+    of a result, a fixed list or a function of the result.
     `approval_timeout` is how long to wait for a person, in seconds
     (`None`: the task's default).
+
+    The tool's catalog, sent with each call in its annotations:
+    `destinations` maps the arguments that name a destination (dotted paths
+    into the arguments) to their kind, `email`, `account`, `url`, `handle`
+    or `phone` (`mandate/arguments`): policies read where each value came
+    from (`context.provenance`). `output` says whether the tool's output is
+    trusted content (`mandate/output`; unset, the server takes an open-world
+    tool's as untrusted and a closed-world one's as trusted), and
+    `text_fields` names the fields of its output that hold free text beyond
+    the usual ones (`mandate/textFields`). `report_content` reports what an
+    allowed call returned as the result's `content` (when it is JSON of at
+    most `MAX_CONTENT_BYTES`), so that the destinations it names ground
+    later calls; turn it off for a tool whose output must not leave the
+    process.
     """
 
     server: str
     tool: str
-    annotations: Mapping[str, bool] | None = None
+    annotations: Mapping[str, Any] | None = None
     untrusted: bool = False
     labels: Labeller | Iterable[str] | None = None
     approval_timeout: float | None = None
+    destinations: Mapping[str, ValueKind] | None = None
+    output: OutputTrust | None = None
+    text_fields: Sequence[str] | None = None
+    report_content: bool = True
+
+    def __post_init__(self) -> None:
+        kinds = get_args(ValueKind)
+        for path, kind in (self.destinations or {}).items():
+            if kind not in kinds:
+                raise ValueError(
+                    f"destination `{path}` of {self.server}/{self.tool}: unknown kind {kind!r} "
+                    f"(one of {', '.join(kinds)})"
+                )
+        if self.output not in (None, *get_args(OutputTrust)):
+            raise ValueError(
+                f"output of {self.server}/{self.tool}: {self.output!r} is not "
+                "'trusted' or 'untrusted'"
+            )
+        if self.untrusted and self.output == "trusted":
+            raise ValueError(f"{self.server}/{self.tool}: untrusted=True and output='trusted'")
+        if isinstance(self.text_fields, str):
+            raise TypeError("text_fields is a list of field names, not a string")
+        hints = self.annotations or {}
+        for key, given in self._catalog().items():
+            if key in hints and hints[key] != given:
+                raise ValueError(
+                    f"{self.server}/{self.tool}: annotation `{key}` is given twice, "
+                    "differently (in annotations= and by its keyword)"
+                )
+
+    def _catalog(self) -> JSON:
+        catalog: JSON = {}
+        if self.destinations:
+            catalog[ARGUMENTS] = dict(self.destinations)
+        if self.output is not None:
+            catalog[OUTPUT] = self.output
+        elif self.untrusted:
+            catalog[OUTPUT] = "untrusted"
+        if self.text_fields:
+            catalog[TEXT_FIELDS] = list(self.text_fields)
+        return catalog
+
+    def action_annotations(self) -> JSON | None:
+        """The call's `action.annotations`: the MCP hints and the catalog
+        (`mandate/arguments`, `mandate/output`, `mandate/textFields`);
+        `None` when there are none."""
+        catalog = self._catalog()
+        if self.annotations is None and not catalog:
+            return None
+        return {**(self.annotations or {}), **catalog}
+
+    def untrusted_output(self) -> bool:
+        """Whether the tool is declared to return untrusted content."""
+        annotations = self.action_annotations() or {}
+        return bool(annotations.get(OUTPUT) == "untrusted")
 
     def result_labels(self, result: Any) -> list[str]:
         labels: list[str] = []
@@ -77,12 +167,55 @@ class ToolSpec:
             labels.extend(self.labels(result))
         elif self.labels is not None:
             labels.extend(self.labels)
-        if self.untrusted and UNTRUSTED not in labels:
+        if self.untrusted_output() and UNTRUSTED not in labels:
             labels.append(UNTRUSTED)
         return labels
 
     def error_labels(self) -> list[str]:
-        return [UNTRUSTED] if self.untrusted else []
+        return [UNTRUSTED] if self.untrusted_output() else []
+
+    def result_content(self, result: Any) -> JSONValue:
+        """What a call's `result` is reported as (`content`): the result,
+        as JSON, when `report_content` is on and it is plain JSON (dicts with
+        string keys, lists, tuples, strings, finite numbers, booleans,
+        `None`) of at most `MAX_CONTENT_BYTES`; else `None`, no content."""
+        if not self.report_content:
+            return None
+        return reportable_content(result)
+
+
+def reportable_content(result: Any) -> JSONValue:
+    """`result` as a result report's `content` if it is plain JSON of at most
+    `MAX_CONTENT_BYTES` (compact, UTF-8), else `None`. Other objects are not
+    converted: what is reported is what the tool returned."""
+    if not _plain_json(result, 0):
+        return None
+    try:
+        encoded = json.dumps(result, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        size = len(encoded.encode("utf-8"))  # a lone surrogate does not encode
+    except (TypeError, ValueError, RecursionError):
+        return None
+    if size > MAX_CONTENT_BYTES:
+        log.debug("a tool result of %d bytes is reported without its content", size)
+        return None
+    # A copy, as JSON has it (tuples are arrays): what is sent is what was measured.
+    return cast(JSONValue, json.loads(encoded))
+
+
+# Deeper than the server reads results (32 levels), and far from Python's recursion limit.
+_MAX_CONTENT_DEPTH = 64
+
+
+def _plain_json(value: Any, depth: int) -> bool:
+    if depth > _MAX_CONTENT_DEPTH:
+        return False
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return not isinstance(value, float) or math.isfinite(value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain_json(v, depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_plain_json(v, depth + 1) for v in value)
+    return False
 
 
 def jsonable(value: Any) -> Any:
@@ -137,6 +270,14 @@ def _already_over(error: ApiError) -> bool:
     credential no longer verifies (revoked by an end elsewhere, or expired
     with the task), which is what ending it would have achieved."""
     return error.status == 401 and error.error == "invalid_token"
+
+
+def _too_large(error: ApiError, content: JSONValue) -> bool:
+    """Whether a report was refused for its size (the server's
+    `max_body_bytes` is below `MAX_CONTENT_BYTES`) while it carried content:
+    nothing was recorded, and the report goes again without it, leaving what
+    the content named unseen."""
+    return content is not None and error.status == 413
 
 
 class _Connection:
@@ -201,8 +342,12 @@ class Task:
         client: Client | None = None,
         async_client: AsyncClient | None = None,
         approval_timeout: float = 300.0,
+        prompt: str | None = None,
+        grounded_values: Iterable[str] | None = None,
     ) -> None:
         self.intent = intent
+        self.prompt = prompt
+        self.grounded_values = None if grounded_values is None else list(grounded_values)
         self.tools = list(tools)
         self.params = dict(params or {})
         self.labels = list(labels or [])
@@ -266,6 +411,8 @@ class Task:
             labels=self.labels,
             params=self.params,
             max_depth=self.max_depth,
+            prompt=self.prompt,
+            grounded_values=self.grounded_values,
         )
         self._adopt(started["task_id"], started["credential"], started["expires_at"])
         try:
@@ -288,6 +435,8 @@ class Task:
             labels=self.labels,
             params=self.params,
             max_depth=self.max_depth,
+            prompt=self.prompt,
+            grounded_values=self.grounded_values,
         )
         self._adopt(started["task_id"], started["credential"], started["expires_at"])
         try:
@@ -434,8 +583,9 @@ class Task:
         this credential (Mandate fills in the task and its history)."""
         _, _, agent = self._started()
         action: JSON = {"server": spec.server, "tool": spec.tool}
-        if spec.annotations is not None:
-            action["annotations"] = dict(spec.annotations)
+        annotations = spec.action_annotations()
+        if annotations is not None:
+            action["annotations"] = annotations
         return {"principal": {"id": agent}, "action": action, "arguments": arguments}
 
     def _timeout(self, spec: ToolSpec) -> float:
@@ -514,37 +664,72 @@ class Task:
             if e.error != "not_pending":
                 raise
 
-    def report(self, decision_id: str, *, status: str, labels: Iterable[str] = ()) -> HistoryEntry:
+    def report(
+        self,
+        decision_id: str,
+        *,
+        status: str,
+        labels: Iterable[str] = (),
+        content: JSONValue = None,
+        values: Iterable[ReportedValue] | None = None,
+    ) -> HistoryEntry:
         """Reports what an allowed call returned (`ok` or `error`) with the
-        labels of its data; they enter the task's session."""
+        labels of its data; they enter the task's session. `content` (what
+        the call returned, any JSON) and `values` (destinations found in
+        it) ground later calls' destinations."""
         _, credential, _ = self._started()
         return self.client.report_result(
-            decision_id, credential, status=status, labels=list(labels)
+            decision_id,
+            credential,
+            status=status,
+            labels=list(labels),
+            content=content,
+            values=None if values is None else list(values),
         )
 
     async def areport(
-        self, decision_id: str, *, status: str, labels: Iterable[str] = ()
+        self,
+        decision_id: str,
+        *,
+        status: str,
+        labels: Iterable[str] = (),
+        content: JSONValue = None,
+        values: Iterable[ReportedValue] | None = None,
     ) -> HistoryEntry:
         _, credential, _ = self._started()
         return await self.async_client.report_result(
-            decision_id, credential, status=status, labels=list(labels)
+            decision_id,
+            credential,
+            status=status,
+            labels=list(labels),
+            content=content,
+            values=None if values is None else list(values),
         )
 
     # Guarding.
 
     def call(self, spec: ToolSpec, arguments: JSON, run: Callable[[], R]) -> R:
         """Runs `run()` only if Mandate allows the call of `spec` with
-        `arguments`, then reports its result (or its failure) and returns it."""
+        `arguments`, then reports its result (with its labels, and as
+        `content` unless `spec` says otherwise) or its failure, and returns
+        it."""
         decision = self.authorize(spec, arguments)
         try:
             result = run()
         except BaseException:
             self._report_failure(decision["decision_id"], spec)
             raise
+        decision_id = decision["decision_id"]
+        labels, content = spec.result_labels(result), spec.result_content(result)
         try:
-            self.report(decision["decision_id"], status="ok", labels=spec.result_labels(result))
+            try:
+                self.report(decision_id, status="ok", labels=labels, content=content)
+            except ApiError as e:
+                if not _too_large(e, content):
+                    raise
+                self.report(decision_id, status="ok", labels=labels)
         except MandateError as e:
-            raise ResultNotReported(decision["decision_id"], e) from e
+            raise ResultNotReported(decision_id, e) from e
         return result
 
     async def acall(self, spec: ToolSpec, arguments: JSON, run: Callable[[], Awaitable[R]]) -> R:
@@ -555,12 +740,17 @@ class Task:
         except BaseException:
             await self._areport_failure(decision["decision_id"], spec)
             raise
+        decision_id = decision["decision_id"]
+        labels, content = spec.result_labels(result), spec.result_content(result)
         try:
-            await self.areport(
-                decision["decision_id"], status="ok", labels=spec.result_labels(result)
-            )
+            try:
+                await self.areport(decision_id, status="ok", labels=labels, content=content)
+            except ApiError as e:
+                if not _too_large(e, content):
+                    raise
+                await self.areport(decision_id, status="ok", labels=labels)
         except MandateError as e:
-            raise ResultNotReported(decision["decision_id"], e) from e
+            raise ResultNotReported(decision_id, e) from e
         return result
 
     def _report_failure(self, decision_id: str, spec: ToolSpec) -> None:
@@ -580,50 +770,83 @@ class Task:
         *,
         server: str,
         tool: str | None = None,
-        annotations: Mapping[str, bool] | None = None,
+        annotations: Mapping[str, Any] | None = None,
         untrusted: bool = False,
         labels: Labeller | Iterable[str] | None = None,
         approval_timeout: float | None = None,
+        destinations: Mapping[str, ValueKind] | None = None,
+        output: OutputTrust | None = None,
+        text_fields: Iterable[str] | None = None,
+        report_content: bool = True,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Decorates a tool function (plain or `async def`) so that each call
         is decided with its actual arguments under this task and runs only on
         `allow`; see `ToolSpec` for the parameters. Raises `Denied` when it
         does not run."""
-        return _guard(lambda: self, server, tool, annotations, untrusted, labels, approval_timeout)
+        return _guard(
+            lambda: self,
+            tool,
+            functools.partial(
+                ToolSpec,
+                server=server,
+                annotations=annotations,
+                untrusted=untrusted,
+                labels=labels,
+                approval_timeout=approval_timeout,
+                destinations=destinations,
+                output=output,
+                text_fields=None if text_fields is None else _names(text_fields),
+                report_content=report_content,
+            ),
+        )
 
 
 def guard(
     *,
     server: str,
     tool: str | None = None,
-    annotations: Mapping[str, bool] | None = None,
+    annotations: Mapping[str, Any] | None = None,
     untrusted: bool = False,
     labels: Labeller | Iterable[str] | None = None,
     approval_timeout: float | None = None,
+    destinations: Mapping[str, ValueKind] | None = None,
+    output: OutputTrust | None = None,
+    text_fields: Iterable[str] | None = None,
+    report_content: bool = True,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """`Task.guard` for the task active when the tool is called (the
     innermost `with mandate.task(...)`): define tools once, at module level."""
-    return _guard(current_task, server, tool, annotations, untrusted, labels, approval_timeout)
-
-
-def _guard(
-    task_of: Callable[[], Task],
-    server: str,
-    tool: str | None,
-    annotations: Mapping[str, bool] | None,
-    untrusted: bool,
-    labels: Labeller | Iterable[str] | None,
-    approval_timeout: float | None,
-) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        spec = ToolSpec(
+    return _guard(
+        current_task,
+        tool,
+        functools.partial(
+            ToolSpec,
             server=server,
-            tool=tool or fn.__name__,
             annotations=annotations,
             untrusted=untrusted,
             labels=labels,
             approval_timeout=approval_timeout,
-        )
+            destinations=destinations,
+            output=output,
+            text_fields=None if text_fields is None else _names(text_fields),
+            report_content=report_content,
+        ),
+    )
+
+
+def _names(names: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(names, str):
+        raise TypeError("text_fields is a list of field names, not a string")
+    return tuple(names)
+
+
+def _guard(
+    task_of: Callable[[], Task],
+    tool: str | None,
+    spec_of: Callable[..., ToolSpec],
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        spec = spec_of(tool=tool or fn.__name__)
         if inspect.iscoroutinefunction(fn):
             coroutine = cast(Callable[..., Awaitable[Any]], fn)
 
@@ -659,6 +882,8 @@ def task(
     client: Client | None = None,
     async_client: AsyncClient | None = None,
     approval_timeout: float = 300.0,
+    prompt: str | None = None,
+    grounded_values: Iterable[str] | None = None,
 ) -> Task:
     """A task to use as `with mandate.task(...) as t:` (or `async with`).
 
@@ -669,7 +894,11 @@ def task(
     revokes every credential delegated under it. `tools` are `server/tool`
     names; `params` the task's free parameters (such as
     `allowed_recipients`); `approval_timeout` how long guarded calls wait
-    for a person by default, in seconds.
+    for a person by default, in seconds. `prompt` is the person's
+    instruction as written: the destinations it names (addresses, URLs,
+    IBANs, `+` phone numbers, `@handles`) ground the task's calls.
+    `grounded_values` are further destinations the task may use, each a
+    value or a `,`/`;` list of them. Both are sent only when given.
     """
     return Task(
         intent=intent,
@@ -683,6 +912,8 @@ def task(
         client=client,
         async_client=async_client,
         approval_timeout=approval_timeout,
+        prompt=prompt,
+        grounded_values=grounded_values,
     )
 
 
@@ -696,7 +927,7 @@ def guard_each(
     *,
     server: str,
     task: Task | None,
-    annotations: Mapping[str, Mapping[str, bool]] | None,
+    annotations: Mapping[str, Mapping[str, Any]] | None,
     untrusted: Iterable[str],
     approval_timeout: float | None,
 ) -> list[R]:
@@ -719,6 +950,7 @@ def guard_each(
 
 
 __all__ = [
+    "MAX_CONTENT_BYTES",
     "UNTRUSTED",
     "Task",
     "ToolSpec",
@@ -727,5 +959,6 @@ __all__ = [
     "guard",
     "guard_each",
     "jsonable",
+    "reportable_content",
     "task",
 ]

@@ -6,12 +6,20 @@ the server sent them, so fields a newer server adds are kept.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypeAlias, TypedDict
 
 from typing_extensions import NotRequired
 
 JSON = dict[str, Any]
+#: Any JSON value: what a tool returned, as `POST /v1/decisions/{id}/result`'s `content`.
+JSONValue: TypeAlias = dict[str, Any] | list[Any] | str | int | float | bool | None
 DecisionValue = Literal["allow", "deny", "approval_required"]
+#: The kinds of destination a tool's argument names (`mandate/arguments`).
+ValueKind = Literal["email", "account", "url", "handle", "phone"]
+#: Whether a tool's output is trusted content (`mandate/output`).
+OutputTrust = Literal["trusted", "untrusted"]
+#: Where a reported value was found in a result.
+ValueField = Literal["structured", "text"]
 
 
 class EvaluationProblem(TypedDict):
@@ -61,6 +69,20 @@ class CredentialView(TypedDict):
     issued_at: str
     expires_at: str
     revoked: bool
+
+
+class ReportedValue(TypedDict):
+    """A destination found in a call's result, as `POST /v1/decisions/{id}/result`
+    carries it in `values`: `value` is a value or a list of them separated by
+    `,` or `;` (at most 512 bytes); `field` is `structured` when it was the
+    whole of a field a system filled (a sender, a participant list) and
+    `text` when it was inside free text (a body, a page).
+
+        ReportedValue(value="bob@example.com", field="structured")
+    """
+
+    value: str
+    field: ValueField
 
 
 class ResultView(TypedDict):

@@ -24,6 +24,7 @@ from pydantic import ConfigDict
 
 from ._errors import MandateError, refusal_message
 from ._task import Labeller, Task, ToolSpec, current_task, guard_each, jsonable
+from ._types import OutputTrust, ValueKind
 
 
 class MandateTool(BaseTool):
@@ -74,13 +75,19 @@ def guard_tool(
     server: str,
     task: Task | None = None,
     name: str | None = None,
-    annotations: Mapping[str, bool] | None = None,
+    annotations: Mapping[str, Any] | None = None,
     untrusted: bool = False,
     labels: Labeller | Iterable[str] | None = None,
     approval_timeout: float | None = None,
+    destinations: Mapping[str, ValueKind] | None = None,
+    output: OutputTrust | None = None,
+    text_fields: Iterable[str] | None = None,
+    report_content: bool = True,
 ) -> MandateTool:
     """`tool`, guarded: decided as `server`/`name` (default: the tool's
-    name) under `task` (default: the task active when it is called)."""
+    name) under `task` (default: the task active when it is called). The
+    other parameters are `mandate.ToolSpec`'s: MCP hints, the catalog
+    (`destinations`, `output`, `text_fields`) and how results are reported."""
     spec = ToolSpec(
         server=server,
         tool=name or tool.name,
@@ -88,6 +95,10 @@ def guard_tool(
         untrusted=untrusted,
         labels=labels,
         approval_timeout=approval_timeout,
+        destinations=destinations,
+        output=output,
+        text_fields=None if text_fields is None else tuple(text_fields),
+        report_content=report_content,
     )
     return MandateTool(
         name=tool.name,
@@ -105,13 +116,14 @@ def guard_tools(
     *,
     server: str,
     task: Task | None = None,
-    annotations: Mapping[str, Mapping[str, bool]] | None = None,
+    annotations: Mapping[str, Mapping[str, Any]] | None = None,
     untrusted: Iterable[str] = (),
     approval_timeout: float | None = None,
 ) -> list[MandateTool]:
     """Every tool of `tools`, guarded, all on `server`. `annotations` maps
-    a tool's name to its MCP hints; `untrusted` names the tools that return
-    content from outside."""
+    a tool's name to its MCP hints and catalog (`mandate/arguments`,
+    `mandate/output`, `mandate/textFields`); `untrusted` names the tools
+    that return content from outside."""
     return guard_each(
         tools,
         guard_tool,

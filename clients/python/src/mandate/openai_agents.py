@@ -27,6 +27,7 @@ from agents.tool_context import ToolContext
 
 from ._errors import MandateError, refusal_message
 from ._task import Labeller, Task, ToolSpec, current_task, guard_each, jsonable
+from ._types import OutputTrust, ValueKind
 
 
 def guard_function_tool(
@@ -35,13 +36,19 @@ def guard_function_tool(
     server: str,
     task: Task | None = None,
     name: str | None = None,
-    annotations: Mapping[str, bool] | None = None,
+    annotations: Mapping[str, Any] | None = None,
     untrusted: bool = False,
     labels: Labeller | Iterable[str] | None = None,
     approval_timeout: float | None = None,
+    destinations: Mapping[str, ValueKind] | None = None,
+    output: OutputTrust | None = None,
+    text_fields: Iterable[str] | None = None,
+    report_content: bool = True,
 ) -> FunctionTool:
     """`tool`, guarded: decided as `server`/`name` (default: the tool's
-    name) under `task` (default: the task active when it is called)."""
+    name) under `task` (default: the task active when it is called). The
+    other parameters are `mandate.ToolSpec`'s: MCP hints, the catalog
+    (`destinations`, `output`, `text_fields`) and how results are reported."""
     spec = ToolSpec(
         server=server,
         tool=name or tool.name,
@@ -49,6 +56,10 @@ def guard_function_tool(
         untrusted=untrusted,
         labels=labels,
         approval_timeout=approval_timeout,
+        destinations=destinations,
+        output=output,
+        text_fields=None if text_fields is None else tuple(text_fields),
+        report_content=report_content,
     )
     invoke = tool.on_invoke_tool
 
@@ -74,13 +85,14 @@ def guard_function_tools(
     *,
     server: str,
     task: Task | None = None,
-    annotations: Mapping[str, Mapping[str, bool]] | None = None,
+    annotations: Mapping[str, Mapping[str, Any]] | None = None,
     untrusted: Iterable[str] = (),
     approval_timeout: float | None = None,
 ) -> list[FunctionTool]:
     """Every tool of `tools`, guarded, all on `server`. `annotations` maps
-    a tool's name to its MCP hints; `untrusted` names the tools that return
-    content from outside."""
+    a tool's name to its MCP hints and catalog (`mandate/arguments`,
+    `mandate/output`, `mandate/textFields`); `untrusted` names the tools
+    that return content from outside."""
     return guard_each(
         tools,
         guard_function_tool,

@@ -24,6 +24,7 @@ from pydantic_ai import Tool
 
 from ._errors import MandateError, refusal_message
 from ._task import Labeller, Task, ToolSpec, call_arguments, current_task
+from ._types import OutputTrust, ValueKind
 
 
 def _guard_function(
@@ -67,15 +68,21 @@ def guard_tool(
     server: str,
     task: Task | None = None,
     name: str | None = None,
-    annotations: Mapping[str, bool] | None = None,
+    annotations: Mapping[str, Any] | None = None,
     untrusted: bool = False,
     labels: Labeller | Iterable[str] | None = None,
     approval_timeout: float | None = None,
+    destinations: Mapping[str, ValueKind] | None = None,
+    output: OutputTrust | None = None,
+    text_fields: Iterable[str] | None = None,
+    report_content: bool = True,
 ) -> Tool[Any]:
     """`tool` (a `Tool` or a plain function), guarded: decided as
     `server`/`name` (default: the tool's name) under `task` (default: the
     task active when it is called). A function whose first parameter is a
-    `RunContext` is passed one, as Pydantic AI does."""
+    `RunContext` is passed one, as Pydantic AI does. The other parameters
+    are `mandate.ToolSpec`'s: MCP hints, the catalog (`destinations`,
+    `output`, `text_fields`) and how results are reported."""
     if not isinstance(tool, Tool):
         tool = Tool(tool)
     spec = ToolSpec(
@@ -85,6 +92,10 @@ def guard_tool(
         untrusted=untrusted,
         labels=labels,
         approval_timeout=approval_timeout,
+        destinations=destinations,
+        output=output,
+        text_fields=None if text_fields is None else tuple(text_fields),
+        report_content=report_content,
     )
     return Tool(
         _guard_function(tool.function, spec, task, tool.takes_ctx),

@@ -631,7 +631,7 @@ impl Proxy {
         };
         if !in_progress.sending() {
             // Cancelled between the decision and now: nothing ran.
-            self.record(allowed, true);
+            self.record(allowed, true, None);
             return cancelled();
         }
         let name = link.upstream.spec.name.clone();
@@ -646,7 +646,7 @@ impl Proxy {
         let Some(sent) = in_progress.cancelled().run_until_cancelled(send).await else {
             // Cancelled before the upstream answered: nothing of it reached
             // the client.
-            self.record(allowed, true);
+            self.record(allowed, true, None);
             return cancelled();
         };
         let answer = match sent {
@@ -683,7 +683,7 @@ impl Proxy {
                     None => {
                         // Cancelled by the client: nothing of the upstream's
                         // reached it.
-                        self.record(allowed, true);
+                        self.record(allowed, true, None);
                         return cancelled();
                     }
                 }
@@ -701,7 +701,8 @@ impl Proxy {
         // A JSON answer is not seen by a watcher: the decision goes in here
         // (an error answer, the upstream's or ours, has no `_meta`).
         allowed.decision.add_to_response(&mut answer);
-        self.record(allowed, jsonrpc::call_failed(&answer));
+        let failed = jsonrpc::call_failed(&answer);
+        self.record(allowed, failed, Some(&answer));
         ok(answer)
     }
 

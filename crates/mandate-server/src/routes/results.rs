@@ -12,7 +12,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::Utc;
 use mandate_core::api::HistoryView;
-use mandate_core::{Decision, DecisionId, ToolAnnotations};
+use mandate_core::api::{ReportedValue, ValueField};
+use mandate_core::provenance::{FoundValues, Grounds, MAX_FIELD_BYTES};
+use mandate_core::{Decision, DecisionId, OutputTrust, ToolAnnotations};
 use mandate_store::{CallResult, HistoryEntry, StateError};
 use serde::Deserialize;
 use serde_json::Value;
@@ -21,7 +23,7 @@ use crate::auth::{Bearer, credential_refused, insufficient_scope, invalid_token}
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
 use crate::routes::store_failed;
-use crate::routes::tasks::{history_view, label_names};
+use crate::routes::tasks::{history_view, invalid, label_names};
 use crate::state::AppState;
 
 /// The label an open-world tool's result always carries.
@@ -38,7 +40,21 @@ pub struct ReportResult {
     /// is labelled `untrusted` in any case.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// What the call returned (an MCP `CallToolResult`, or any JSON the
+    /// tool gave): the destinations it names enter the task's session with
+    /// where they were seen. Only keyed digests of them are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub content: Option<Value>,
+    /// Destinations the integration found in the result itself, instead of
+    /// (or besides) sending `content`: at most 1,000, each at most 512
+    /// bytes.
+    #[serde(default)]
+    pub values: Vec<ReportedValue>,
 }
+
+/// The most `values` a report carries.
+const MAX_REPORTED_VALUES: usize = 1_000;
 
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
@@ -133,14 +149,28 @@ pub(crate) async fn report(
             ),
         ));
     }
-    if untrusted_output(&entry) {
+    let annotations = annotations_of(&entry);
+    let untrusted = annotations
+        .as_ref()
+        .is_none_or(ToolAnnotations::untrusted_output);
+    if untrusted {
         labels.insert(UNTRUSTED.to_owned());
     }
+    let found = found_values(&report, annotations.as_ref())?;
+    // Grounding loosens decisions, so only the operator's word makes a
+    // result trusted: a closed-world tool (a file read) may still return
+    // anyone's text, though it taints nothing by default.
+    let trusted = annotations
+        .as_ref()
+        .is_some_and(|a| a.output == Some(OutputTrust::Trusted));
+    let mut grounds = Grounds::default();
+    grounds.record_found(tasks.grounding_key(), trusted, &found);
 
     let result = CallResult {
         status: report.status.as_str().to_owned(),
         labels: labels.into_iter().collect(),
         reported_at: now,
+        grounds,
     };
     let entry = tasks
         .store()
@@ -156,14 +186,42 @@ pub(crate) async fn report(
     Ok(Json(history_view(entry)))
 }
 
-/// Whether the call's output is untrusted, by the annotations it was
-/// decided with ([`ToolAnnotations::untrusted_output`]): unknown or
-/// unreadable annotations take the MCP default, open world, untrusted.
-fn untrusted_output(entry: &HistoryEntry) -> bool {
-    entry.annotations.as_ref().is_none_or(|annotations| {
-        serde_json::from_value::<ToolAnnotations>(Value::Object(annotations.clone()))
-            .map_or(true, |a| a.untrusted_output())
+/// The annotations the call was decided with, which say whether its
+/// output is untrusted ([`ToolAnnotations::untrusted_output`]) and which of
+/// its fields are free text. Unknown or unreadable ones are `None`: the
+/// MCP default, open world, untrusted.
+fn annotations_of(entry: &HistoryEntry) -> Option<ToolAnnotations> {
+    entry.annotations.as_ref().and_then(|annotations| {
+        serde_json::from_value::<ToolAnnotations>(Value::Object(annotations.clone())).ok()
     })
+}
+
+/// The values a report names: those in its `content`, and its `values`.
+fn found_values(
+    report: &ReportResult,
+    annotations: Option<&ToolAnnotations>,
+) -> Result<FoundValues, ApiError> {
+    if report.values.len() > MAX_REPORTED_VALUES {
+        return Err(invalid(format!(
+            "`values` holds {} values; at most {MAX_REPORTED_VALUES} are allowed",
+            report.values.len()
+        )));
+    }
+    let text_fields = annotations.map_or(&[][..], |a| a.text_fields.as_slice());
+    let mut found = report
+        .content
+        .as_ref()
+        .map(|content| FoundValues::of_output(content, text_fields))
+        .unwrap_or_default();
+    for (i, reported) in report.values.iter().enumerate() {
+        if reported.value.len() > MAX_FIELD_BYTES {
+            return Err(invalid(format!(
+                "`values[{i}].value` is longer than {MAX_FIELD_BYTES} bytes"
+            )));
+        }
+        found.add_reported(&reported.value, reported.field == ValueField::Structured);
+    }
+    Ok(found)
 }
 
 fn decision_not_found(id: &str) -> ApiError {

@@ -25,6 +25,8 @@ use mandate_core::api::{
     CredentialView, DelegateTask, Delegated, HistoryView, ResultView, StartTask, TaskEnded,
     TaskStarted, TaskView,
 };
+use mandate_core::provenance::{Grounds, MAX_FIELD_BYTES};
+use mandate_core::value_kind::whole_values;
 use mandate_core::{PolicyPack, TaskId, names};
 use mandate_store::{
     CredentialRecord, END_REASON_EXPIRED, EndedTask, HistoryEntry, TaskDetails, TaskRecord,
@@ -87,6 +89,23 @@ pub fn check_start(
     // at each call (where they would blame a field the caller may not set).
     pack.check_task_params(&task.params, "params")
         .map_err(|e| invalid(e.to_string()))?;
+    if let Some(prompt) = &task.prompt {
+        non_empty_text("prompt", prompt, MAX_PROMPT_BYTES)?;
+    }
+    if task.grounded_values.len() > MAX_GROUNDED_VALUES {
+        return Err(invalid(format!(
+            "`grounded_values` holds {} values; at most {MAX_GROUNDED_VALUES} are allowed",
+            task.grounded_values.len()
+        )));
+    }
+    for (i, value) in task.grounded_values.iter().enumerate() {
+        non_empty_text(&format!("grounded_values[{i}]"), value, MAX_FIELD_BYTES)?;
+        if whole_values(value).is_empty() {
+            return Err(invalid(format!(
+                "`grounded_values[{i}]` is not an e-mail address, account, URL or host, handle or phone number (nor a list of them separated by `,` or `;`)"
+            )));
+        }
+    }
     Ok(TaskTerms {
         tools,
         labels,
@@ -213,6 +232,19 @@ pub(crate) async fn start(
     tasks
         .store()
         .create_task(task, root)
+        .await
+        .map_err(|e| store_failed(tasks, e))?;
+    // A second write: a task whose grounds were lost to a failure here is
+    // stricter, never looser (its destinations are unseen), and its
+    // credential is not answered.
+    let grounds = Grounds::of_task_start(
+        tasks.grounding_key(),
+        request.prompt.as_deref().unwrap_or_default(),
+        &request.grounded_values,
+    );
+    tasks
+        .store()
+        .ground_task(&task_id, grounds)
         .await
         .map_err(|e| store_failed(tasks, e))?;
 
@@ -660,7 +692,7 @@ pub(crate) fn task_view(tasks: &Tasks, details: TaskDetails, now: DateTime<Utc>)
     }
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
+pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
 }
 
@@ -670,6 +702,12 @@ fn last_id(ids: &[String]) -> Result<String, ApiError> {
         .cloned()
         .ok_or_else(|| internal("a credential without revocation ids"))
 }
+
+/// The longest `prompt` a task takes.
+const MAX_PROMPT_BYTES: usize = 16 * 1024;
+
+/// The most `grounded_values` a task takes.
+const MAX_GROUNDED_VALUES: usize = 256;
 
 fn non_empty_text(field: &str, value: &str, max_bytes: usize) -> Result<(), ApiError> {
     if value.trim().is_empty() {

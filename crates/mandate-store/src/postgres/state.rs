@@ -33,6 +33,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Object, Pool, Transaction};
+use mandate_core::provenance::Grounds;
 use mandate_core::{
     Approval, ApprovalId, ApprovalStatus, DecisionId, IdError, Requester, SessionId,
     SessionSummary, TaskId, ToolAnnotations,
@@ -196,6 +197,29 @@ impl StateStore for PgState {
             .await
             .map_err(|e| unique_is_conflict(e, || format!("task `{}` already exists", task.id)))?;
             insert_credential(tx, &root, &c).await
+        })
+        .await
+    }
+
+    async fn ground_task(&self, id: &TaskId, grounds: Grounds) -> Result<(), StateError> {
+        if grounds.is_empty() {
+            return Ok(());
+        }
+        self.write(async |tx| {
+            // Locked as a decision locks it: the session folds in turn.
+            let locked = tx
+                .execute(
+                    &cached(tx, "SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE").await?,
+                    &[&id.as_str()],
+                )
+                .await
+                .map_err(pg)?;
+            if locked == 0 {
+                return Err(StateError::TaskNotFound(id.clone()));
+            }
+            let mut summary = session_of(tx, id).await?;
+            summary.grounds.merge(grounds.clone());
+            store_session(tx, id, &summary).await
         })
         .await
     }
@@ -554,9 +578,10 @@ impl StateStore for PgState {
                 )
                 .await
                 .map_err(pg)?;
-                if !result.labels.is_empty() {
+                if !(result.labels.is_empty() && result.grounds.is_empty()) {
                     let mut summary = session_of(tx, &task_id).await?;
                     summary.record_labels(position(seq)?, result.labels.iter().cloned());
+                    summary.grounds.merge(result.grounds.clone());
                     store_session(tx, &task_id, &summary).await?;
                 }
                 Ok(entry)
@@ -1271,6 +1296,8 @@ fn history_row(row: &Row) -> Result<HistoryEntry, StateError> {
             status,
             labels: json_col(row, 8, "result labels")?,
             reported_at: time_col(row, 9, "result_at")?,
+            // Folded into the session when reported, not kept here.
+            grounds: Grounds::default(),
         }),
         None => None,
     };

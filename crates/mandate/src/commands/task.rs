@@ -26,6 +26,8 @@ pub fn start(args: TaskStartArgs) -> anyhow::Result<Code> {
         params,
         ttl_seconds: args.ttl,
         max_depth: args.max_depth.unwrap_or_default(),
+        prompt: args.prompt,
+        grounded_values: args.grounded_values,
     };
     let started = match call(&Remote::from(&args.server), |client, token| async move {
         client.start_task(&task, &token).await

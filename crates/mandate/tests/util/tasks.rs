@@ -141,6 +141,8 @@ pub fn task_of(intent: &str, tools: &[&str], ttl_seconds: u64) -> StartTask {
         params: serde_json::Map::new(),
         ttl_seconds,
         max_depth: 0,
+        prompt: None,
+        grounded_values: Vec::new(),
     }
 }
 
