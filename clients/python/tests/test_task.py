@@ -482,9 +482,14 @@ def test_reported_values_and_grounded_values_ground_sends(server: Server) -> Non
         )
         assert reported["result"] is not None
         assert (reported["result"]["status"], reported["result"]["labels"]) == ("ok", [])
-        # A trusted tool's output grounds what it names, field or text.
-        for to in ("grace@example.com", "heidi@example.com"):
-            assert decide("send_email", send, {"to": to})["decision"] == "allow", to
+        # A trusted tool's field grounds what it names; its free text was
+        # written by whoever filled it, so a person confirms.
+        assert decide("send_email", send, {"to": "grace@example.com"})["decision"] == "allow"
+        heidi = decide("send_email", send, {"to": "heidi@example.com"})
+        assert (heidi["decision"], heidi["policies"]) == (
+            "approval_required",
+            ["destination-from-untrusted-field"],
+        )
         ivan = decide("send_email", send, {"to": "ivan@example.com"})
         assert (ivan["decision"], ivan["policies"]) == ("deny", ["destination-ungrounded"])
         # A grounded value that is no destination is refused.
@@ -557,11 +562,17 @@ def test_a_result_too_large_for_the_server_is_reported_without_content(
 async def test_async_results_are_reported_as_content_unless_turned_off(server: Server) -> None:
     async with server.task(intent="write to contacts", tools=TOOLS) as t:
 
-        @t.guard(server="mail", tool="read_inbox", annotations=READ_ONLY)
+        @t.guard(server="mail", tool="read_inbox", annotations=READ_ONLY, output="trusted")
         async def contacts(group: str) -> dict[str, list[str]]:
             return {"contacts": ["judy@example.com"]}
 
-        @t.guard(server="mail", tool="read_inbox", annotations=READ_ONLY, report_content=False)
+        @t.guard(
+            server="mail",
+            tool="read_inbox",
+            annotations=READ_ONLY,
+            output="trusted",
+            report_content=False,
+        )
         async def private_contacts(group: str) -> dict[str, list[str]]:
             return {"contacts": ["karl@example.com"]}
 
@@ -571,7 +582,7 @@ async def test_async_results_are_reported_as_content_unless_turned_off(server: S
 
         assert await contacts("team") == {"contacts": ["judy@example.com"]}
         assert await private_contacts("family") == {"contacts": ["karl@example.com"]}
-        # A closed-world tool's output is trusted: what it returned grounds.
+        # A tool the catalog trusts: what it returned grounds.
         assert await send_email("judy@example.com") == "sent"
         # What was not reported stays unseen.
         with pytest.raises(mandate.Denied) as denied:

@@ -18,7 +18,8 @@ use cedar_policy_core::extensions::Extensions;
 use cedar_policy_core::validator::types::Type;
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 
-use crate::cedar_value::{self, DATETIME, extension_value};
+use crate::amounts::CallAmounts;
+use crate::cedar_value::{self, DATETIME, DECIMAL, extension_value};
 use crate::decision::{Decision, EvaluationProblem, Verdict};
 use crate::declared::{DeclaredTypes, project};
 use crate::index::Scope;
@@ -309,6 +310,7 @@ fn call_context(
             ("time", time_context(now)?),
             ("extra", extra),
             ("provenance", provenance_context(&call.provenance)),
+            ("amounts", amounts_context(call.amounts)?),
         ],
         None,
     );
@@ -435,6 +437,20 @@ fn provenance_context(provenance: &CallProvenance) -> Value {
         ],
         None,
     )
+}
+
+/// `context.amounts`: the largest amount the call moves, as a decimal.
+fn amounts_context(amounts: CallAmounts) -> Result<Value, CallError> {
+    let max = extension_value(&DECIMAL, &amounts.max_text())
+        .ok_or_else(|| CallError::Mapping("an amount is not a Cedar decimal".into()))?;
+    Ok(Value::record(
+        [
+            ("declared", Value::from(amounts.declared)),
+            ("max", max),
+            ("unreadable", Value::from(amounts.unreadable)),
+        ],
+        None,
+    ))
 }
 
 /// `context.time`: the decision time, as a Cedar datetime.

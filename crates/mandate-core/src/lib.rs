@@ -39,6 +39,7 @@
 //! assert_eq!(verdict.decision, Decision::Allow);
 //! ```
 
+mod amounts;
 pub mod api;
 pub mod approval;
 mod cedar_value;

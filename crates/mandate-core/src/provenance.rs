@@ -509,7 +509,7 @@ impl ParamValues {
 }
 
 /// The value at a dotted `path` of `arguments`.
-fn at_path<'a>(arguments: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+pub(crate) fn at_path<'a>(arguments: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
     let mut parts = path.split('.');
     let mut value = arguments.get(parts.next()?)?;
     for part in parts {

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::amounts::CallAmounts;
 use crate::cedar_value;
 use crate::decision::Decision;
 use crate::names::{self, NameError};
@@ -122,6 +123,15 @@ pub struct ToolAnnotations {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub text_fields: Vec<String>,
+    /// The arguments that hold an amount (of money, or anything a pack
+    /// caps), by dotted path: Mandate's own, from the catalog. Policies
+    /// read the largest as `context.amounts.max`.
+    #[serde(
+        default,
+        rename = "mandate/amounts",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub amounts: Vec<String>,
 }
 
 /// Whether what a tool returns can carry instructions Mandate must not let
@@ -352,6 +362,7 @@ pub struct CallRequest {
     pub(crate) extra: CedarValue,
     pub(crate) time: Option<DateTime<Utc>>,
     pub(crate) provenance: CallProvenance,
+    pub(crate) amounts: CallAmounts,
 }
 
 /// Tool hints with MCP defaults applied.
@@ -560,8 +571,24 @@ fn check_destinations(annotations: &ToolAnnotations) -> Result<(), RequestError>
             format!("declares more than {MAX_CATALOG_ENTRIES} destination arguments"),
         ));
     }
+    let is_path = |path: &str| path.len() <= 128 && path.split('.').all(part);
+    if annotations.amounts.len() > MAX_CATALOG_ENTRIES {
+        return Err(invalid(
+            format!("{at}.mandate/amounts"),
+            format!("names more than {MAX_CATALOG_ENTRIES} amount arguments"),
+        ));
+    }
+    if let Some(path) = annotations.amounts.iter().find(|p| !is_path(p)) {
+        return Err(invalid(
+            format!("{at}.mandate/amounts"),
+            format!(
+                "`{}` is not an argument path: 1 to 128 bytes of names of `A-Z a-z 0-9 _ -` joined by `.`",
+                path.escape_debug()
+            ),
+        ));
+    }
     for path in annotations.arguments.keys() {
-        if path.len() > 128 || !path.split('.').all(part) {
+        if !is_path(path) {
             return Err(invalid(
                 format!("{at}.mandate/arguments"),
                 format!(
@@ -725,6 +752,7 @@ impl TryFrom<DecisionRequest> for CallRequest {
             extra: cedar_value::record(&extra, "context.extra")?,
             time,
             provenance,
+            amounts: CallAmounts::of(&arguments, &action.annotations.amounts),
         })
     }
 }

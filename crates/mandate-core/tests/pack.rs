@@ -844,3 +844,61 @@ fn a_pack_naming_an_impossible_entity_is_refused() {
         assert!(message.contains(what), "{what}: {message}");
     }
 }
+
+#[test]
+fn a_cap_on_amounts_reads_every_tool_the_catalog_declares() {
+    let pack = load(
+        r#"
+        @id("all") permit (principal, action, resource);
+        @id("large-amount") forbid (principal, action, resource)
+        when { context.amounts.max.greaterThan(decimal("1000.0")) };
+        @id("unreadable-amount") forbid (principal, action, resource)
+        when { context.amounts.unreadable };
+        "#,
+        None,
+    )
+    .unwrap();
+    let decide = |tool: &str, annotations: Value, arguments: Value| {
+        let c = call(json!({
+            "principal": {"id": "a"},
+            "action": {"server": "s", "tool": tool, "annotations": annotations},
+            "arguments": arguments,
+        }));
+        let verdict = pack.decide(&c, now());
+        (verdict.decision, verdict.policies)
+    };
+    let transfer = json!({"mandate/amounts": ["amount"]});
+    let invoice = json!({"mandate/amounts": ["invoice.total"]});
+    assert_eq!(
+        decide("transfer", transfer.clone(), json!({"amount": 250.5})),
+        (Decision::Allow, vec!["all".to_owned()])
+    );
+    assert_eq!(
+        decide("transfer", transfer.clone(), json!({"amount": "1,000.01"})),
+        (Decision::Deny, vec!["large-amount".to_owned()])
+    );
+    assert_eq!(
+        decide(
+            "pay_invoice",
+            invoice.clone(),
+            json!({"invoice": {"total": 5000}})
+        ),
+        (Decision::Deny, vec!["large-amount".to_owned()])
+    );
+    // Written in a way Mandate cannot read: the largest amount there is.
+    let (decision, mut policies) =
+        decide("transfer", transfer.clone(), json!({"amount": "1.000,01"}));
+    policies.sort();
+    assert_eq!(
+        (decision, policies),
+        (
+            Decision::Deny,
+            vec!["large-amount".to_owned(), "unreadable-amount".to_owned()]
+        )
+    );
+    // Undeclared, the same argument is no amount to the pack.
+    assert_eq!(
+        decide("transfer", json!({}), json!({"amount": 5000})),
+        (Decision::Allow, vec!["all".to_owned()])
+    );
+}

@@ -22,6 +22,9 @@
 //! output = "trusted"
 //! arguments = { to = "email", cc = "email" }   # destinations and their kinds
 //!
+//! [tools."bank/transfer"]
+//! amounts = ["amount"]          # context.amounts.max
+//!
 //! [tools."web/fetch"]
 //! text_fields = ["page"]        # free text beyond `body`, `text`, …
 //!
@@ -146,6 +149,9 @@ pub struct AnnotationOverride {
     /// Field names of the tool's output that hold free text, beyond the
     /// usual ones (`body`, `text`, `description`, …).
     pub text_fields: Option<Vec<String>>,
+    /// The arguments that hold an amount, by dotted path
+    /// (`context.amounts`).
+    pub amounts: Option<Vec<String>>,
 }
 
 impl AnnotationOverride {
@@ -161,6 +167,9 @@ impl AnnotationOverride {
         }
         if let Some(fields) = &self.text_fields {
             annotations.text_fields.clone_from(fields);
+        }
+        if let Some(amounts) = &self.amounts {
+            annotations.amounts.clone_from(amounts);
         }
         for (hint, value) in [
             (&mut annotations.read_only_hint, self.read_only),

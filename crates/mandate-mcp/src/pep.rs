@@ -242,6 +242,7 @@ impl Pep {
                 .and_then(|a| serde_json::from_value(a.clone()).ok())
                 .unwrap_or_default(),
             text_fields: Vec::new(),
+            amounts: Vec::new(),
         };
         if let Some(o) = self.settings.config.override_for(server, tool) {
             o.apply(&mut annotations);

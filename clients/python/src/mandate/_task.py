@@ -89,8 +89,9 @@ class ToolSpec:
     into the arguments) to their kind, `email`, `account`, `url`, `handle`
     or `phone` (`mandate/arguments`): policies read where each value came
     from (`context.provenance`). `output` says whether the tool's output is
-    trusted content (`mandate/output`; unset, the server takes an open-world
-    tool's as untrusted and a closed-world one's as trusted), and
+    trusted content (`mandate/output`; unset, an open-world tool's output
+    taints the session and a closed-world one's does not, but only a tool
+    marked trusted grounds destinations as a trusted result), and
     `text_fields` names the fields of its output that hold free text beyond
     the usual ones (`mandate/textFields`). `report_content` reports what an
     allowed call returned as the result's `content` (when it is JSON of at
