@@ -324,8 +324,8 @@ fn bidi_control(c: char) -> bool {
 /// Characters that show as nothing: Unicode's `Default_Ignorable_Code_Point`
 /// set (DerivedCoreProperties.txt), which includes the soft hyphen, the
 /// zero-width characters, the bidirectional controls, variation selectors
-/// and tag characters.
-fn invisible(c: char) -> bool {
+/// and tag characters. Names and destination values refuse them alike.
+pub(crate) fn invisible(c: char) -> bool {
     matches!(
         c,
         '\u{00AD}'

@@ -111,6 +111,8 @@ use std::sync::LazyLock;
 use regex::{CaptureLocations, Regex};
 use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
+use crate::names;
+
 /// Longest value, in bytes after NFKC and trimming.
 const MAX_VALUE: usize = 512;
 /// Longest text handed to NFKC for one value: NFKC can shrink text (a
@@ -411,37 +413,11 @@ fn prepare(text: &str) -> Option<Cow<'_, str>> {
     };
     if value.is_empty()
         || value.len() > MAX_VALUE
-        || value.chars().any(|c| c.is_control() || invisible(c))
+        || value.chars().any(|c| c.is_control() || names::invisible(c))
     {
         return None;
     }
     Some(value)
-}
-
-/// Characters that show as nothing: Unicode's `Default_Ignorable_Code_Point`
-/// set (the soft hyphen, zero-width characters, bidirectional controls,
-/// variation selectors, tag characters). The same set as `names.rs` uses.
-fn invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}'
-            | '\u{034F}'
-            | '\u{061C}'
-            | '\u{115F}'..='\u{1160}'
-            | '\u{17B4}'..='\u{17B5}'
-            | '\u{180B}'..='\u{180F}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{206F}'
-            | '\u{3164}'
-            | '\u{FE00}'..='\u{FE0F}'
-            | '\u{FEFF}'
-            | '\u{FFA0}'
-            | '\u{FFF0}'..='\u{FFF8}'
-            | '\u{1BCA0}'..='\u{1BCA3}'
-            | '\u{1D173}'..='\u{1D17A}'
-            | '\u{E0000}'..='\u{E0FFF}'
-    )
 }
 
 /// `text` without `prefix`, compared ignoring ASCII case.
