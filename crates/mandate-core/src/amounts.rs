@@ -11,7 +11,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::provenance::at_path;
+use crate::provenance::{AtPath, at_path};
 
 /// Fractional digits Cedar's `decimal` holds.
 const SCALE: i64 = 10_000;
@@ -33,11 +33,13 @@ impl CallAmounts {
     pub(crate) fn of(arguments: &Map<String, Value>, paths: &[String]) -> Self {
         let mut amounts = CallAmounts::default();
         for path in paths {
-            let Some(value) = at_path(arguments, path) else {
-                continue;
+            let value = match at_path(arguments, path) {
+                AtPath::Absent => continue,
+                AtPath::Found(value) => Some(value),
+                AtPath::Blocked => None,
             };
             amounts.declared = true;
-            match amount(value) {
+            match value.and_then(amount) {
                 Some(units) => amounts.max = amounts.max.max(units),
                 None => {
                     amounts.unreadable = true;
@@ -143,5 +145,7 @@ mod tests {
         assert!(amounts.unreadable);
         assert_eq!(amounts.max, i64::MAX);
         assert_eq!(of(json!({}), &["amount"]), CallAmounts::default());
+        // A path through a non-object is an amount Mandate cannot read.
+        assert!(of(json!({"fee": "5"}), &["fee.value"]).unreadable);
     }
 }

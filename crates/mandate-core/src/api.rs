@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 use crate::approval::{Approval, ApprovalStatus};
 use crate::decision::Decision;
 use crate::ids::{ApprovalId, DecisionId, TaskId};
+use crate::value_kind::ValueKind;
 
 /// A task to start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -335,7 +336,15 @@ pub struct ReportedValue {
     pub value: String,
     /// Where it was: the whole of a structured field, or inside free text.
     pub field: ValueField,
+    /// The kind of value, when the reporter knows it (the MCP gateway
+    /// does): the value is then read as that kind only, one value. Unset,
+    /// it is read as every kind that accepts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ValueKind>,
 }
+
+/// The most `values` one result report carries.
+pub const MAX_REPORTED_VALUES: usize = 1_000;
 
 /// The kind of place a value was found in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,7 +24,7 @@ use crate::decision::{Decision, EvaluationProblem, Verdict};
 use crate::declared::{DeclaredTypes, project};
 use crate::index::Scope;
 use crate::pack::PolicyPack;
-use crate::provenance::{self, CallProvenance};
+use crate::provenance;
 use crate::request::{CallRequest, RequestError};
 
 static AUTHORIZER: LazyLock<Authorizer> = LazyLock::new(Authorizer::new);
@@ -309,7 +309,7 @@ fn call_context(
             ("arguments", arguments),
             ("time", time_context(now)?),
             ("extra", extra),
-            ("provenance", provenance_context(&call.provenance)),
+            ("provenance", provenance_context(call)),
             ("amounts", amounts_context(call.amounts)?),
         ],
         None,
@@ -402,9 +402,11 @@ fn session_context(call: &CallRequest) -> Value {
 
 /// `context.provenance`: where each destination argument came from, and
 /// the worst of them.
-fn provenance_context(provenance: &CallProvenance) -> Value {
+fn provenance_context(call: &CallRequest) -> Value {
+    let provenance = &call.provenance;
     Value::record(
         [
+            ("declared", string_set(&call.declared_destinations)),
             ("worst", Value::from(provenance::worst(provenance))),
             (
                 "destinations",

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use crate::api::{ReportedValue, ValueField};
+use crate::api::{MAX_REPORTED_VALUES, ReportedValue, ValueField};
 use crate::value_kind::{ValueKind, values_in_text, whole_values};
 
 /// Where a value was seen, best first: a destination's source is the best
@@ -100,20 +100,21 @@ impl GroundingKey {
     }
 
     /// The digest under which a value of `kind` in canonical form
-    /// `canonical` is kept.
-    pub fn digest(&self, kind: ValueKind, canonical: &str) -> String {
-        // INVARIANT: HMAC takes a key of any length.
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.0) else {
-            return String::new();
-        };
+    /// `canonical` is kept. `None` only if HMAC refused the key, which it
+    /// does for no length: a value without a digest is unseen, never equal
+    /// to another.
+    pub fn digest(&self, kind: ValueKind, canonical: &str) -> Option<String> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).ok()?;
         mac.update(kind.as_str().as_bytes());
         mac.update(&[0]);
         mac.update(canonical.as_bytes());
         let tag = mac.finalize().into_bytes();
-        tag.iter()
-            .take(DIGEST_BYTES)
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        Some(
+            tag.iter()
+                .take(DIGEST_BYTES)
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        )
     }
 }
 
@@ -186,11 +187,15 @@ impl Grounds {
     pub fn of_task_start(key: &GroundingKey, prompt: &str, grounded_values: &[String]) -> Self {
         let mut grounds = Grounds::default();
         for (kind, value) in values_in_text(prompt) {
-            grounds.insert(Source::Prompt, key.digest(kind, &value));
+            if let Some(digest) = key.digest(kind, &value) {
+                grounds.insert(Source::Prompt, digest);
+            }
         }
         for text in grounded_values {
             for (kind, value) in whole_values(text) {
-                grounds.insert(Source::TaskParams, key.digest(kind, &value));
+                if let Some(digest) = key.digest(kind, &value) {
+                    grounds.insert(Source::TaskParams, digest);
+                }
             }
         }
         grounds
@@ -206,26 +211,38 @@ impl Grounds {
             (Source::UntrustedStructured, Source::UntrustedText)
         };
         for (kind, value) in &found.structured {
-            self.insert(structured, key.digest(*kind, value));
+            if let Some(digest) = key.digest(*kind, value) {
+                self.insert(structured, digest);
+            }
         }
         for (kind, value) in &found.text {
-            self.insert(text, key.digest(*kind, value));
+            if let Some(digest) = key.digest(*kind, value) {
+                self.insert(text, digest);
+            }
         }
     }
 }
 
-/// Field names whose values are free text even when short: what a person or
-/// a page wrote, not a field a system filled.
-pub const TEXT_FIELDS: &[&str] = &[
+/// Parts of field names whose values are free text even when short: what
+/// a person or a page wrote (`body`, `bodyPreview`, `payment_reference`),
+/// not a field a system filled. A field name containing one, ignoring case,
+/// is free text; a false match is only stricter.
+pub const TEXT_FIELD_STEMS: &[&str] = &[
     "body",
+    "caption",
     "comment",
-    "comments",
     "content",
     "description",
     "html",
+    "instruction",
     "markdown",
+    "memo",
     "message",
-    "notes",
+    "note",
+    "prompt",
+    "purpose",
+    "reference",
+    "remark",
     "snippet",
     "subject",
     "summary",
@@ -260,7 +277,7 @@ impl FoundValues {
     ///
     /// A string is a *structured field* when it is the value of an object
     /// key (or an item of an array under one) that is not a free-text name
-    /// ([`TEXT_FIELDS`] and `text_fields`), it is at most
+    /// ([`TEXT_FIELD_STEMS`] and `text_fields`), it is at most
     /// [`MAX_FIELD_BYTES`] long, and the whole of it is a value or a list of
     /// values ([`whole_values`]). Every other string is free text, and the
     /// extractors ([`values_in_text`]) find what it names. A text item of
@@ -273,7 +290,7 @@ impl FoundValues {
             // An MCP `CallToolResult`: its text items (often JSON written as
             // text) and its structured content; `_meta` and the rest are the
             // protocol's, not the tool's.
-            Value::Object(result) if result.contains_key("content") => {
+            Value::Object(result) if result.get("content").is_some_and(Value::is_array) => {
                 for item in result
                     .get("content")
                     .and_then(Value::as_array)
@@ -311,8 +328,21 @@ impl FoundValues {
 
     /// Adds a value an integration found itself: `structured` when it was
     /// the whole of a structured field (a value or a list of them), else
-    /// found in free text (a value, or text the extractors search).
-    pub fn add_reported(&mut self, value: &str, structured: bool) {
+    /// found in free text (a value, or text the extractors search). With
+    /// its `kind` known, it is one value of that kind or nothing.
+    pub fn add_reported(&mut self, value: &str, structured: bool, kind: Option<ValueKind>) {
+        if let Some(kind) = kind {
+            if let Some(canonical) = kind.normalise(value) {
+                let place = if structured {
+                    &mut self.structured
+                } else {
+                    &mut self.text
+                };
+                place.push((kind, canonical));
+                self.dedup();
+            }
+            return;
+        }
         let whole = whole_values(value);
         if structured {
             self.structured.extend(whole);
@@ -327,18 +357,23 @@ impl FoundValues {
     /// The values as a result report carries them (`values` of `POST
     /// /v1/decisions/{id}/result`), canonical.
     pub fn reported(&self) -> Vec<ReportedValue> {
+        // A canonical form can outgrow the bound the server puts on a
+        // reported value (lowercasing lengthens some letters): such a value
+        // is left out rather than the whole report refused.
         let entries = |values: &[(ValueKind, String)], field: ValueField| {
             values
                 .iter()
-                .map(move |(_, value)| ReportedValue {
+                .filter(|(_, value)| value.len() <= MAX_FIELD_BYTES)
+                .map(move |(kind, value)| ReportedValue {
                     value: value.clone(),
                     field,
+                    kind: Some(*kind),
                 })
                 .collect::<Vec<_>>()
         };
         let mut reported = entries(&self.structured, ValueField::Structured);
         reported.extend(entries(&self.text, ValueField::Text));
-        reported.dedup();
+        reported.truncate(MAX_REPORTED_VALUES);
         reported
     }
 
@@ -367,7 +402,7 @@ impl FoundValues {
     fn string(&mut self, text: &str, key: Option<&str>, text_fields: &[String]) {
         let free_text_name = key.is_none_or(|key| {
             let key = key.to_ascii_lowercase();
-            TEXT_FIELDS.contains(&key.as_str())
+            TEXT_FIELD_STEMS.iter().any(|stem| key.contains(stem))
                 || text_fields.iter().any(|f| f.eq_ignore_ascii_case(&key))
         });
         if !free_text_name && text.len() <= MAX_FIELD_BYTES {
@@ -429,8 +464,10 @@ pub fn of_call(
     }
     let params = ParamValues::of(lookup.params);
     for (path, kind) in destinations {
-        let Some(value) = at_path(arguments, path) else {
-            continue;
+        let value = match at_path(arguments, path) {
+            AtPath::Absent => continue,
+            AtPath::Found(value) => value,
+            AtPath::Blocked => &Value::Null,
         };
         let source = strings(value).map_or(Source::Unseen, |texts| {
             texts
@@ -473,11 +510,17 @@ fn source_of(
     values
         .into_iter()
         .map(|canonical| {
-            if params.0.contains(&(kind, canonical.clone())) {
-                return Source::TaskParams;
-            }
-            grounds
-                .and_then(|(grounds, key)| grounds.source_of(&key.digest(kind, &canonical)))
+            let in_params = params
+                .0
+                .contains(&(kind, canonical.clone()))
+                .then_some(Source::TaskParams);
+            let in_grounds = grounds
+                .and_then(|(grounds, key)| grounds.source_of(&key.digest(kind, &canonical)?));
+            // The best place it was seen.
+            in_params
+                .into_iter()
+                .chain(in_grounds)
+                .min()
                 .unwrap_or(Source::Unseen)
         })
         .max()
@@ -508,14 +551,36 @@ impl ParamValues {
     }
 }
 
+/// What a dotted path finds in a call's arguments.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum AtPath<'a> {
+    /// The call does not send it.
+    Absent,
+    /// The value there.
+    Found(&'a Value),
+    /// The path runs into something that is not an object (`payee.iban`
+    /// where `payee` is a string or a list): the tool gets a value there
+    /// that Mandate cannot name, so it is judged as the worst case.
+    Blocked,
+}
+
 /// The value at a dotted `path` of `arguments`.
-pub(crate) fn at_path<'a>(arguments: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+pub(crate) fn at_path<'a>(arguments: &'a Map<String, Value>, path: &str) -> AtPath<'a> {
     let mut parts = path.split('.');
-    let mut value = arguments.get(parts.next()?)?;
+    let Some(mut value) = parts.next().and_then(|first| arguments.get(first)) else {
+        return AtPath::Absent;
+    };
     for part in parts {
-        value = value.as_object()?.get(part)?;
+        match value {
+            Value::Object(map) => match map.get(part) {
+                Some(inner) => value = inner,
+                None => return AtPath::Absent,
+            },
+            Value::Null => return AtPath::Absent,
+            _ => return AtPath::Blocked,
+        }
     }
-    Some(value)
+    AtPath::Found(value)
 }
 
 /// The texts of a destination argument: a string, or a list of strings.
@@ -558,7 +623,7 @@ mod tests {
     #[test]
     fn digests_are_keyed_and_kind_scoped() {
         let a = key().digest(ValueKind::Email, "alice@example.com");
-        assert_eq!(a.len(), 2 * DIGEST_BYTES);
+        assert_eq!(a.as_ref().map(String::len), Some(2 * DIGEST_BYTES));
         assert_ne!(
             a,
             GroundingKey::new([8; 32]).digest(ValueKind::Email, "alice@example.com")
@@ -630,7 +695,7 @@ mod tests {
         );
         let mut grounds = Grounds::default();
         grounds.record_found(&key, true, &found);
-        let source = |v: &str| grounds.source_of(&key.digest(ValueKind::Email, v));
+        let source = |v: &str| grounds.source_of(&key.digest(ValueKind::Email, v).unwrap());
         assert_eq!(source("carol@example.com"), Some(Source::TrustedResult));
         assert_eq!(source("mallory@evil.example"), Some(Source::TrustedText));
     }
@@ -665,11 +730,23 @@ mod tests {
     }
 
     #[test]
+    fn a_reference_or_memo_field_is_free_text_whatever_it_holds() {
+        let found = FoundValues::of_output(
+            &json!({"reference": "GB29 NWBK 6016 1331 9268 19", "bodyPreview": "eve@evil.example", "counterparty_iban": "DE89370400440532013000"}),
+            &[],
+        );
+        let structured: Vec<&str> = found.structured.iter().map(|(_, v)| v.as_str()).collect();
+        assert!(structured.contains(&"DE89370400440532013000"), "{found:?}");
+        assert!(!structured.contains(&"GB29NWBK60161331926819"), "{found:?}");
+        assert!(!structured.contains(&"eve@evil.example"), "{found:?}");
+    }
+
+    #[test]
     fn a_configured_text_field_is_free_text() {
-        let output = json!({"memo": "bob@example.com"});
+        let output = json!({"aside": "bob@example.com"});
         let found = FoundValues::of_output(&output, &[]);
         assert_eq!(found.structured.len(), 1);
-        let found = FoundValues::of_output(&output, &["memo".to_owned()]);
+        let found = FoundValues::of_output(&output, &["Aside".to_owned()]);
         assert!(found.structured.is_empty());
         assert_eq!(found.text.len(), 1);
     }
@@ -724,6 +801,27 @@ mod tests {
         );
         assert!(provenance.is_empty());
         assert_eq!(worst(&provenance), NO_DESTINATION);
+    }
+
+    #[test]
+    fn a_path_through_a_non_object_is_unseen_not_left_out() {
+        let lookup = Lookup {
+            params: &Map::new(),
+            grounds: None,
+        };
+        let iban = destinations(&[("payee.iban", ValueKind::Account)]);
+        for arguments in [
+            json!({"payee": "DE89370400440532013000"}),
+            json!({"payee": [{"iban": "DE89370400440532013000"}]}),
+        ] {
+            let provenance = of_call(&args(arguments.clone()), &iban, lookup);
+            assert_eq!(
+                provenance["payee.iban"].source,
+                Source::Unseen,
+                "{arguments}"
+            );
+        }
+        assert!(of_call(&args(json!({"payee": {}})), &iban, lookup).is_empty());
     }
 
     #[test]

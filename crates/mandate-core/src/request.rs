@@ -362,6 +362,8 @@ pub struct CallRequest {
     pub(crate) extra: CedarValue,
     pub(crate) time: Option<DateTime<Utc>>,
     pub(crate) provenance: CallProvenance,
+    /// The argument paths the catalog declares as destinations, sent or not.
+    pub(crate) declared_destinations: Vec<String>,
     pub(crate) amounts: CallAmounts,
 }
 
@@ -554,68 +556,67 @@ fn check_session(session: &SessionInput) -> Result<(), RequestError> {
 /// Most destination arguments or free-text field names a tool declares.
 const MAX_CATALOG_ENTRIES: usize = 64;
 
-/// Checks the catalog a call's annotations carry: destination paths are 1
-/// to 128 bytes of dot-separated names of `A-Z a-z 0-9 _ -`, free-text
-/// field names one such name, at most [`MAX_CATALOG_ENTRIES`] of each.
-fn check_destinations(annotations: &ToolAnnotations) -> Result<(), RequestError> {
-    let part = |p: &str| {
-        !p.is_empty()
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+/// Checks the catalog a call's annotations carry: destination and amount
+/// paths are 1 to 128 bytes of dot-separated names of `A-Z a-z 0-9 _ -`,
+/// free-text field names one such name, at most [`MAX_CATALOG_ENTRIES`] of
+/// each.
+fn check_catalog(annotations: &ToolAnnotations) -> Result<(), RequestError> {
+    const PATH: &str =
+        "an argument path: 1 to 128 bytes of names of `A-Z a-z 0-9 _ -` joined by `.`";
+    check_entries(
+        "mandate/arguments",
+        annotations.arguments.keys(),
+        catalog_path,
+        PATH,
+    )?;
+    check_entries("mandate/amounts", &annotations.amounts, catalog_path, PATH)?;
+    check_entries(
+        "mandate/textFields",
+        &annotations.text_fields,
+        |f| f.len() <= 128 && catalog_name(f),
+        "a field name: 1 to 128 of `A-Z a-z 0-9 _ -`",
+    )
+}
+
+/// Checks one list of the catalog: at most [`MAX_CATALOG_ENTRIES`], each
+/// `valid` (`grammar` says what that is).
+fn check_entries<'a>(
+    key: &str,
+    entries: impl IntoIterator<Item = &'a String>,
+    valid: fn(&str) -> bool,
+    grammar: &str,
+) -> Result<(), RequestError> {
+    let invalid = |message: String| RequestError::Invalid {
+        path: format!("action.annotations.{key}"),
+        message,
     };
-    let invalid = |path: String, message: String| RequestError::Invalid { path, message };
-    let at = "action.annotations";
-    if annotations.arguments.len() > MAX_CATALOG_ENTRIES {
-        return Err(invalid(
-            format!("{at}.mandate/arguments"),
-            format!("declares more than {MAX_CATALOG_ENTRIES} destination arguments"),
-        ));
-    }
-    let is_path = |path: &str| path.len() <= 128 && path.split('.').all(part);
-    if annotations.amounts.len() > MAX_CATALOG_ENTRIES {
-        return Err(invalid(
-            format!("{at}.mandate/amounts"),
-            format!("names more than {MAX_CATALOG_ENTRIES} amount arguments"),
-        ));
-    }
-    if let Some(path) = annotations.amounts.iter().find(|p| !is_path(p)) {
-        return Err(invalid(
-            format!("{at}.mandate/amounts"),
-            format!(
-                "`{}` is not an argument path: 1 to 128 bytes of names of `A-Z a-z 0-9 _ -` joined by `.`",
-                path.escape_debug()
-            ),
-        ));
-    }
-    for path in annotations.arguments.keys() {
-        if !is_path(path) {
-            return Err(invalid(
-                format!("{at}.mandate/arguments"),
-                format!(
-                    "`{}` is not an argument path: 1 to 128 bytes of names of `A-Z a-z 0-9 _ -` joined by `.`",
-                    path.escape_debug()
-                ),
-            ));
+    for (i, entry) in entries.into_iter().enumerate() {
+        if i >= MAX_CATALOG_ENTRIES {
+            return Err(invalid(format!(
+                "has more than {MAX_CATALOG_ENTRIES} entries"
+            )));
         }
-    }
-    if annotations.text_fields.len() > MAX_CATALOG_ENTRIES {
-        return Err(invalid(
-            format!("{at}.mandate/textFields"),
-            format!("names more than {MAX_CATALOG_ENTRIES} fields"),
-        ));
-    }
-    for field in &annotations.text_fields {
-        if field.len() > 128 || !part(field) {
-            return Err(invalid(
-                format!("{at}.mandate/textFields"),
-                format!(
-                    "`{}` is not a field name: 1 to 128 of `A-Z a-z 0-9 _ -`",
-                    field.escape_debug()
-                ),
-            ));
+        if !valid(entry) {
+            return Err(invalid(format!(
+                "`{}` is not {grammar}",
+                entry.escape_debug()
+            )));
         }
     }
     Ok(())
+}
+
+/// One name of a catalog path or field: `A-Z a-z 0-9 _ -`, not empty.
+fn catalog_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// A catalog path: names joined by `.`, at most 128 bytes.
+fn catalog_path(path: &str) -> bool {
+    path.len() <= 128 && path.split('.').all(catalog_name)
 }
 
 /// Checks a delegation chain: root first, depths `0, 1, 2, …`, every agent a
@@ -691,7 +692,7 @@ impl TryFrom<DecisionRequest> for CallRequest {
             extra,
             provenance,
         } = context;
-        check_destinations(&action.annotations)?;
+        check_catalog(&action.annotations)?;
         let provenance = provenance.unwrap_or_else(|| {
             provenance::of_call(
                 &arguments,
@@ -753,6 +754,7 @@ impl TryFrom<DecisionRequest> for CallRequest {
             time,
             provenance,
             amounts: CallAmounts::of(&arguments, &action.annotations.amounts),
+            declared_destinations: action.annotations.arguments.into_keys().collect(),
         })
     }
 }

@@ -347,21 +347,75 @@ pub fn values_in_text(text: &str) -> Vec<(ValueKind, String)> {
     let text: &str = &text;
     let mut locations = extractor.capture_locations();
     let mut at = 0;
-    while found.values.len() < MAX_VALUES {
-        let Some(hit) = extractor.captures_read_at(&mut locations, text, at) else {
-            break;
+    // Each search sees a window of the text, not the rest of it: iterating
+    // matches over text an attacker writes can otherwise cost quadratic
+    // time (a page of `a.bc%a.bc%…`). Hits are capped as well as values,
+    // since repeated values do not count towards the latter.
+    let mut hits = 0;
+    let mut window = SCAN_WINDOW;
+    while found.values.len() < MAX_VALUES && hits < MAX_HITS && at < text.len() {
+        let window_end = char_floor(text, at.saturating_add(window));
+        let haystack = text.get(..window_end).unwrap_or_default();
+        let Some(hit) = extractor.captures_read_at(&mut locations, haystack, at) else {
+            if window_end >= text.len() {
+                break;
+            }
+            // Overlap the next window by the longest value, so that one
+            // across the edge is found whole.
+            at = char_ceil(text, window_end.saturating_sub(MAX_RAW_VALUE).max(at + 1));
+            window = SCAN_WINDOW;
+            continue;
         };
+        // A hit that reaches the window's edge may have been cut short, or
+        // be another match than the whole text would give: search again
+        // from the same place with a wider window, up to a bound.
+        if hit.end() == window_end && window_end < text.len() && window < MAX_SCAN_WINDOW {
+            window = window.saturating_mul(2);
+            continue;
+        }
+        window = SCAN_WINDOW;
+        hits += 1;
         // No alternative matches empty text, so this always moves on; the
         // check keeps a future pattern change from looping forever.
         if hit.end() <= at {
             break;
         }
         at = hit.end();
+        if hit.len() > MAX_RAW_VALUE {
+            continue;
+        }
         if let Some((kind, value)) = extracted(text, &locations) {
             found.push(kind, value);
         }
     }
     found.values
+}
+
+/// How much text one search of the extractor sees at first.
+const SCAN_WINDOW: usize = 4 * MAX_RAW_VALUE;
+
+/// How far a search widens for a match at the window's edge.
+const MAX_SCAN_WINDOW: usize = 4 * SCAN_WINDOW;
+
+/// The most matches the extractor looks at in one text.
+const MAX_HITS: usize = 10 * MAX_VALUES;
+
+/// The largest char boundary of `text` at or before `at`.
+fn char_floor(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// The smallest char boundary of `text` at or after `at`.
+fn char_ceil(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    at
 }
 
 /// Values found so far, in order, without duplicates.
@@ -711,15 +765,21 @@ fn extracted(text: &str, locations: &CaptureLocations) -> Option<(ValueKind, Str
 /// `found` without the punctuation that ends the sentence around it: a `)`
 /// only when it has no `(` in `found` (a Wikipedia path keeps its own).
 fn trim_prose_end(mut found: &str) -> &str {
+    // Counted once: recounting per stripped character is quadratic.
+    let opens = found.matches('(').count();
+    let mut closes = found.matches(')').count();
     while let Some(c) = found.chars().next_back() {
         let strip = match c {
             '.' | ',' | '!' | '?' | ':' | ';' | '*' | '\'' | '"' | ']' | '}' | '>' => true,
             '\u{2019}' | '\u{201D}' | '\u{00BB}' | '\u{203A}' => true,
-            ')' => found.matches(')').count() > found.matches('(').count(),
+            ')' => closes > opens,
             _ => false,
         };
         if !strip {
             break;
+        }
+        if c == ')' {
+            closes -= 1;
         }
         found = found.get(..found.len() - c.len_utf8()).unwrap_or_default();
     }
@@ -778,6 +838,39 @@ mod tests {
             .iter()
             .map(|(kind, value)| (*kind, (*value).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn hostile_text_is_scanned_in_bounded_time() {
+        // Quadratic in the text before the scan was windowed and the
+        // parentheses counted once; each must now take well under a second
+        // even unoptimised. What is found still makes sense.
+        let many_candidates = "a.bc%".repeat(200_000);
+        let _ = values_in_text(&many_candidates);
+        let parens = format!("http://x.org/{}", ")".repeat(1 << 20));
+        assert!(
+            values_in_text(&parens).is_empty(),
+            "the run is longer than any value"
+        );
+        let spread = format!(
+            "{}write to bob@example.com{}and to carol@example.com",
+            "x ".repeat(5_000),
+            " y".repeat(5_000)
+        );
+        let found: Vec<String> = values_in_text(&spread)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(found, ["bob@example.com", "carol@example.com"]);
+    }
+
+    #[test]
+    fn a_value_across_a_window_edge_is_found_whole() {
+        for pad in [SCAN_WINDOW - 10, SCAN_WINDOW - 3, SCAN_WINDOW + 1] {
+            let text = format!("{} mallory@evil.example.org end", "x".repeat(pad));
+            let found: Vec<String> = values_in_text(&text).into_iter().map(|(_, v)| v).collect();
+            assert_eq!(found, ["mallory@evil.example.org"], "pad {pad}");
+        }
     }
 
     #[test]

@@ -81,9 +81,6 @@ pub struct PepSettings {
     pub approval_wait: Duration,
 }
 
-/// The most destinations one result report carries (the server's bound).
-const MAX_REPORTED_VALUES: usize = 1_000;
-
 /// A call the server allowed: the only thing that lets a call go upstream.
 #[derive(Debug, Clone)]
 pub struct Allowed {
@@ -497,11 +494,10 @@ impl Pep {
         } else {
             CallOutcome::Ok
         };
-        let mut values = response
+        let values = response
             .and_then(|r| r.get("result"))
             .map(|result| FoundValues::of_output(result, &allowed.text_fields).reported())
             .unwrap_or_default();
-        values.truncate(MAX_REPORTED_VALUES);
         let decision_id = allowed.decision.decision_id;
         runtime.spawn(async move {
             if let Err(e) = client

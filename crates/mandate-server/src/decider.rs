@@ -151,6 +151,19 @@ impl Decider {
                 "`context.time` is set by the server's clock; remove it (only `mandate check` and policy tests take a time)".to_owned(),
             ));
         }
+        // Grounds are digests under the server's key: a caller's own summary
+        // has none that could mean anything, and may not bring any.
+        if request
+            .context
+            .session
+            .summary
+            .as_ref()
+            .is_some_and(|s| !s.grounds.is_empty())
+        {
+            return Err(DecideError::FieldNotAllowed(
+                "`context.session.summary.grounds` is kept by the server; send a summary without it".to_owned(),
+            ));
+        }
         if request.context.provenance.is_some() {
             return Err(DecideError::FieldNotAllowed(
                 "`context.provenance` is filled by the server from the task and its session; remove it (only `mandate check` and policy tests take one)".to_owned(),

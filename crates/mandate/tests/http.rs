@@ -231,6 +231,24 @@ fn bad_input_is_a_4xx_error_and_changes_nothing() {
             "field_not_allowed",
         ),
         (
+            "context.provenance set",
+            mailer(&json!({ "context": { "provenance": { "to": { "kind": "email", "source": "prompt" } } } })).to_string(),
+            422,
+            "field_not_allowed",
+        ),
+        (
+            "a summary bringing grounds",
+            mailer(&json!({ "context": { "session": { "summary": { "grounds": { "prompt": ["0123456789abcdef01234567"] } } } } })).to_string(),
+            422,
+            "field_not_allowed",
+        ),
+        (
+            "a catalog path that is no path",
+            mailer(&json!({ "action": { "annotations": { "mandate/amounts": ["a..b"] } } })).to_string(),
+            422,
+            "invalid_request",
+        ),
+        (
             "arguments nested 40 levels",
             mailer(&json!({ "arguments": { "a": nested_args } })).to_string(),
             422,

@@ -153,6 +153,21 @@ fn provenance_inputs_are_checked_and_a_bad_one_changes_nothing() {
         &json!({ "status": "ok", "values": [{ "value": "a@example.com", "field": "header" }] }),
     )
     .assert_error(422, "invalid_request");
+    // Another hop of the task may report the status, but not what the
+    // result named: a sub-agent does not ground its delegator's sends.
+    let delegated = gw.delegate(
+        text(&started, "task_id"),
+        &credential,
+        &json!({ "agent": SUB_AGENT, "tools": ["mail/read_inbox"], "ttl_seconds": 300 }),
+    );
+    assert_eq!(delegated.status, 201, "{}", delegated.body);
+    let sub = text(&delegated.json(), "credential").to_owned();
+    let reply = gw.report(
+        &decision_id,
+        &sub,
+        &json!({ "status": "ok", "values": [{ "value": "mallory@evil.example", "field": "structured" }] }),
+    );
+    assert_insufficient_scope(&reply, "only that agent reports the destinations");
     // Nothing was recorded: the one report that is right still goes in.
     let reply = gw.report(&decision_id, &credential, &json!({ "status": "ok" }));
     assert_eq!(reply.status, 200, "{}", reply.body);

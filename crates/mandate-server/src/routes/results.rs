@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::Utc;
 use mandate_core::api::HistoryView;
-use mandate_core::api::{ReportedValue, ValueField};
+use mandate_core::api::{MAX_REPORTED_VALUES, ReportedValue, ValueField};
 use mandate_core::provenance::{FoundValues, Grounds, MAX_FIELD_BYTES};
 use mandate_core::{Decision, DecisionId, OutputTrust, ToolAnnotations};
 use mandate_store::{CallResult, HistoryEntry, StateError};
@@ -52,9 +52,6 @@ pub struct ReportResult {
     #[serde(default)]
     pub values: Vec<ReportedValue>,
 }
-
-/// The most `values` a report carries.
-const MAX_REPORTED_VALUES: usize = 1_000;
 
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
@@ -149,6 +146,21 @@ pub(crate) async fn report(
             ),
         ));
     }
+    // What the result names grounds the whole task's later calls: only
+    // the agent that made the call may say what it returned, not another
+    // hop of the task (a sub-agent must not ground its delegator's sends).
+    let names_values = report.content.is_some() || !report.values.is_empty();
+    if names_values
+        && credential.holder().map(|hop| hop.agent.as_str()) != Some(entry.agent.as_str())
+    {
+        return Err(insufficient_scope(
+            tasks,
+            &format!(
+                "decision `{id}` was made by `{}`: only that agent reports the destinations its result names (`content`, `values`)",
+                entry.agent
+            ),
+        ));
+    }
     let annotations = annotations_of(&entry);
     let untrusted = annotations
         .as_ref()
@@ -219,7 +231,11 @@ fn found_values(
                 "`values[{i}].value` is longer than {MAX_FIELD_BYTES} bytes"
             )));
         }
-        found.add_reported(&reported.value, reported.field == ValueField::Structured);
+        found.add_reported(
+            &reported.value,
+            reported.field == ValueField::Structured,
+            reported.kind,
+        );
     }
     Ok(found)
 }
