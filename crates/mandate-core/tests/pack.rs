@@ -370,7 +370,7 @@ fn explain_shows_which_part_of_a_condition_decided() {
     assert!(report.satisfied);
     assert_eq!(
         report.summary(),
-        "applies: its scope matches and its `when` condition is true and its `unless` condition is false"
+        "applies: its scope matches and its `when` condition is true"
     );
     let part = report.conditions[0].decided_by.clone().unwrap();
     assert!(part.value);
