@@ -517,7 +517,6 @@ def test_reported_values_and_grounded_values_ground_sends(server: Server) -> Non
 
 def test_text_fields_make_a_field_free_text(server: Server) -> None:
     with server.task(intent="pay the invoice", tools=TOOLS) as t:
-
         # `aside` is no usual free-text name: only `text_fields` makes it one.
         @t.guard(server="mail", annotations=READ_ONLY, output="untrusted", text_fields=["aside"])
         def read_inbox(folder: str) -> dict[str, str]:
