@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use mandate_core::Decision;
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +111,77 @@ pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
 /// holds the writer long.
 pub(crate) const PRUNE_STEP: i64 = 5000;
 
+/// One pruning step's walk over the oldest entries, the same on every
+/// store: entries are taken oldest first while they are past the age limit
+/// or the journal is over its size, and the step removes every entry up to
+/// the last one taken.
+#[derive(Debug)]
+pub(crate) struct Pruning {
+    /// Entries stored before this time (RFC 3339 with microseconds, as the
+    /// journal stores times, so that text order is time order) are expired.
+    cutoff: Option<String>,
+    max_bytes: Option<u64>,
+    /// The journal's stored bytes before the step.
+    total: u64,
+    /// The newest entry taken so far, and the bytes taken.
+    last: Option<i64>,
+    removed: u64,
+}
+
+impl Pruning {
+    /// A step under `retention` at `now`, on a journal of `total` bytes.
+    pub(crate) fn new(retention: &JournalRetention, now: DateTime<Utc>, total: u64) -> Self {
+        let cutoff = retention
+            .max_age
+            .and_then(|age| chrono::Duration::from_std(age).ok())
+            .and_then(|age| now.checked_sub_signed(age))
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true));
+        Self {
+            cutoff,
+            max_bytes: retention.max_bytes,
+            total,
+            last: None,
+            removed: 0,
+        }
+    }
+
+    /// Whether any entry could go: an age limit, or a journal over its size.
+    pub(crate) fn may_remove(&self) -> bool {
+        self.cutoff.is_some() || self.over(self.total)
+    }
+
+    /// Whether the step can remove anything, given the oldest entry's
+    /// time (`None`: the journal is empty).
+    pub(crate) fn is_due(&self, oldest: Option<&str>) -> bool {
+        oldest.is_some_and(|time| self.expired(time) || self.over(self.total))
+    }
+
+    /// Takes entry `idx` (stored at `time`, `bytes` long), the next oldest,
+    /// if it goes; returns whether it did (the walk stops at the first
+    /// entry that stays).
+    pub(crate) fn take(&mut self, idx: i64, time: &str, bytes: u64) -> bool {
+        if !self.expired(time) && !self.over(self.total.saturating_sub(self.removed)) {
+            return false;
+        }
+        self.last = Some(idx);
+        self.removed = self.removed.saturating_add(bytes);
+        true
+    }
+
+    /// The newest entry to remove and the bytes removed with it, if any.
+    pub(crate) fn through(&self) -> Option<(i64, u64)> {
+        self.last.map(|last| (last, self.removed))
+    }
+
+    fn expired(&self, time: &str) -> bool {
+        self.cutoff.as_deref().is_some_and(|cutoff| time < cutoff)
+    }
+
+    fn over(&self, bytes: u64) -> bool {
+        self.max_bytes.is_some_and(|max| bytes > max)
+    }
+}
+
 impl JournalEntry {
     /// The bytes the entry takes in storage, as retention counts them.
     pub fn stored_bytes(&self) -> u64 {
@@ -170,5 +242,51 @@ impl JournalEntry {
             policies,
             policy_version,
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn at(time: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(time).unwrap().into()
+    }
+
+    #[test]
+    fn a_step_takes_expired_entries_then_stops_at_the_first_kept() {
+        let retention = JournalRetention {
+            max_age: Some(Duration::from_secs(3600)),
+            max_bytes: None,
+        };
+        let mut pruning = Pruning::new(&retention, at("2026-12-07T12:00:00Z"), 300);
+        assert!(pruning.may_remove());
+        assert!(pruning.is_due(Some("2026-12-07T10:00:00.000000Z")));
+        assert!(pruning.take(1, "2026-12-07T10:00:00.000000Z", 100));
+        assert!(pruning.take(2, "2026-12-07T10:59:59.999999Z", 100));
+        assert!(!pruning.take(3, "2026-12-07T11:00:00.000001Z", 100));
+        assert_eq!(pruning.through(), Some((2, 200)));
+        assert!(
+            !pruning.is_due(None),
+            "an empty journal has nothing to prune"
+        );
+    }
+
+    #[test]
+    fn a_step_takes_the_oldest_until_the_journal_fits() {
+        let retention = JournalRetention {
+            max_age: None,
+            max_bytes: Some(250),
+        };
+        let now = at("2026-12-07T12:00:00Z");
+        assert!(!Pruning::new(&retention, now, 250).may_remove());
+        let mut pruning = Pruning::new(&retention, now, 400);
+        assert!(pruning.is_due(Some("2026-12-07T11:59:00.000000Z")));
+        assert!(pruning.take(1, "2026-12-07T11:59:00.000000Z", 100));
+        assert!(pruning.take(2, "2026-12-07T11:59:01.000000Z", 100));
+        // 200 bytes left: within the limit.
+        assert!(!pruning.take(3, "2026-12-07T11:59:02.000000Z", 100));
+        assert_eq!(pruning.through(), Some((2, 200)));
     }
 }

@@ -19,7 +19,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::LedgerError;
-use crate::journal::{JournalEntry, JournalRetention, PRUNE_STEP};
+use crate::journal::{JournalEntry, JournalRetention, PRUNE_STEP, Pruning};
 use crate::ledger::{Appended, Shared};
 
 /// A request to the writer.
@@ -351,18 +351,11 @@ impl Writer {
         if self.shared.failure().is_some() {
             return Ok(());
         }
-        let cutoff = self
-            .retention
-            .max_age
-            .and_then(|age| chrono::Duration::from_std(age).ok())
-            .and_then(|age| Utc::now().checked_sub_signed(age))
-            .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true));
-        let over = |bytes: u64| self.retention.max_bytes.is_some_and(|max| bytes > max);
-        if cutoff.is_none() && !over(self.journal_bytes) {
+        let mut pruning = Pruning::new(&self.retention, Utc::now(), self.journal_bytes);
+        if !pruning.may_remove() {
             return Ok(());
         }
         let tx = self.conn.transaction()?;
-        let (mut last, mut removed) = (None, 0u64);
         {
             let mut oldest =
                 tx.prepare_cached("SELECT idx, time, bytes FROM journal ORDER BY idx LIMIT ?1")?;
@@ -370,15 +363,12 @@ impl Writer {
             while let Some(row) = rows.next()? {
                 let (idx, time, bytes): (i64, String, i64) =
                     (row.get(0)?, row.get(1)?, row.get(2)?);
-                let expired = cutoff.as_ref().is_some_and(|c| time < *c);
-                if !expired && !over(self.journal_bytes.saturating_sub(removed)) {
+                if !pruning.take(idx, &time, u64::try_from(bytes).unwrap_or(0)) {
                     break;
                 }
-                last = Some(idx);
-                removed = removed.saturating_add(u64::try_from(bytes).unwrap_or(0));
             }
         }
-        let Some(last) = last else {
+        let Some((last, removed)) = pruning.through() else {
             return Ok(());
         };
         tx.execute("DELETE FROM journal WHERE idx <= ?1", params![last])?;

@@ -40,7 +40,9 @@ use mandate_ledger::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::journal::{JournalEntry, JournalQuery, JournalRetention, JournaledDecision, PRUNE_STEP};
+use crate::journal::{
+    JournalEntry, JournalQuery, JournalRetention, JournaledDecision, PRUNE_STEP, Pruning,
+};
 use crate::ledger::check_newest;
 use crate::writer::Sealed;
 use crate::{Appended, LedgerConfig, LedgerError, ReceiptProof, ReceiptQuery, StoredReceipt};
@@ -657,34 +659,23 @@ impl Writer {
     /// lock (which holds the journal's byte count). Receipts are never
     /// touched.
     async fn prune_journal(&self) -> Result<(), LedgerError> {
-        let cutoff = self
-            .retention
-            .max_age
-            .and_then(|age| chrono::Duration::from_std(age).ok())
-            .and_then(|age| chrono::Utc::now().checked_sub_signed(age))
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
-        let max_bytes = self
-            .retention
-            .max_bytes
-            .map(|b| i64::try_from(b).unwrap_or(i64::MAX));
-        if cutoff.is_none() && max_bytes.is_none() {
+        if self.retention.max_age.is_none() && self.retention.max_bytes.is_none() {
             return Ok(());
         }
+        let now = chrono::Utc::now();
         let mut client = get(&self.inner.pool).await?;
         // Cheap test first, without the lock: most rounds find nothing.
-        let oldest = client
+        let oldest: Option<String> = client
             .query_opt("SELECT time FROM journal ORDER BY idx LIMIT 1", &[])
-            .await?;
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?;
         let total: i64 = client
             .query_one("SELECT journal_bytes FROM log_head", &[])
             .await?
             .try_get(0)?;
-        let expired = match (&oldest, &cutoff) {
-            (Some(row), Some(cutoff)) => row.try_get::<_, String>(0)? < *cutoff,
-            _ => false,
-        };
-        let over = |bytes: i64| max_bytes.is_some_and(|max| bytes > max);
-        if oldest.is_none() || (!expired && !over(total)) {
+        let bytes = |b: i64| u64::try_from(b).unwrap_or(0);
+        if !Pruning::new(&self.retention, now, bytes(total)).is_due(oldest.as_deref()) {
             return Ok(());
         }
         let tx = client.transaction().await?;
@@ -698,20 +689,18 @@ impl Writer {
                 &[&PRUNE_STEP],
             )
             .await?;
-        let (mut last, mut removed) = (None, 0i64);
+        let mut pruning = Pruning::new(&self.retention, now, bytes(total));
         for row in &rows {
-            let (idx, time, bytes): (i64, String, i64) =
+            let (idx, time, size): (i64, String, i64) =
                 (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-            let expired = cutoff.as_ref().is_some_and(|c| time < *c);
-            if !expired && !over(total.saturating_sub(removed)) {
+            if !pruning.take(idx, &time, bytes(size)) {
                 break;
             }
-            last = Some(idx);
-            removed = removed.saturating_add(bytes);
         }
-        let Some(last) = last else {
+        let Some((last, removed)) = pruning.through() else {
             return Ok(());
         };
+        let removed = i64::try_from(removed).unwrap_or(i64::MAX);
         tx.execute("DELETE FROM journal WHERE idx <= $1", &[&last])
             .await?;
         let left: i64 = tx
