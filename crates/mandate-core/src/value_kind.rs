@@ -216,20 +216,11 @@ impl ValueKind {
     /// of this kind: a destination argument holding anything else
     /// (`"alice@example.com, bob"`) cannot be vouched for part by part.
     pub fn values_of(self, text: &str) -> Option<Vec<String>> {
-        let text = text.trim();
-        if text.len() > MAX_SCAN {
-            return None;
-        }
-        let text = nfkc(text);
         let mut values = Vec::new();
-        for part in split_list(&text) {
-            let part = part.trim();
-            if part.is_empty() {
-                continue;
-            }
-            let value = prepare(mailbox_address(part).unwrap_or(part))?;
-            values.push(self.canonical(&value)?);
-        }
+        each_whole_part(text, |value| {
+            values.push(self.canonical(value)?);
+            Some(())
+        })?;
         (!values.is_empty()).then_some(values)
     }
 
@@ -290,34 +281,43 @@ impl fmt::Display for ValueKind {
 /// assert!(whole_values("please write to alice@example.com").is_empty());
 /// ```
 pub fn whole_values(text: &str) -> Vec<(ValueKind, String)> {
+    let mut found = Found::default();
+    let whole = each_whole_part(text, |value| {
+        let mut accepted = false;
+        for kind in ValueKind::ALL {
+            if let Some(canonical) = kind.canonical(value) {
+                accepted = true;
+                found.push(kind, canonical);
+            }
+        }
+        accepted.then_some(())
+    });
+    if whole.is_none() {
+        return Vec::new();
+    }
+    found.values
+}
+
+/// Calls `take` with each part of a whole field, prepared (see
+/// [`prepare`]): one value, a list separated by `,` or `;`, mailboxes
+/// `Name <addr>` as their address; empty parts are skipped. `None` as soon
+/// as a part cannot be prepared or `take` refuses one, or when the text is
+/// longer than is scanned.
+fn each_whole_part(text: &str, mut take: impl FnMut(&str) -> Option<()>) -> Option<()> {
     let text = text.trim();
     if text.len() > MAX_SCAN {
-        return Vec::new();
+        return None;
     }
     // Normalise first so that fullwidth separators and brackets split too.
     let text = nfkc(text);
-    let mut found = Found::default();
     for part in split_list(&text) {
         let part = part.trim();
         if part.is_empty() {
             continue;
         }
-        let value = mailbox_address(part).unwrap_or(part);
-        let Some(value) = prepare(value) else {
-            return Vec::new();
-        };
-        let mut accepted = false;
-        for kind in ValueKind::ALL {
-            if let Some(canonical) = kind.canonical(&value) {
-                accepted = true;
-                found.push(kind, canonical);
-            }
-        }
-        if !accepted {
-            return Vec::new();
-        }
+        take(&prepare(mailbox_address(part).unwrap_or(part))?)?;
     }
-    found.values
+    Some(())
 }
 
 /// The values that the extractors find inside free text (a mail body, a web
