@@ -65,13 +65,17 @@ pub async fn read_frame<R: AsyncBufRead + Unpin>(
     }
 }
 
-/// Writes one message and its newline, and flushes.
+/// Writes one message and its newline, and flushes. One buffer, so that a
+/// message usually takes one write (on a blocking stdout, one trip to the
+/// blocking pool instead of two).
 pub async fn write_frame<W: AsyncWrite + Unpin>(
     writer: &mut W,
     message: &[u8],
 ) -> std::io::Result<()> {
-    writer.write_all(message).await?;
-    writer.write_all(b"\n").await?;
+    let mut framed = Vec::with_capacity(message.len().saturating_add(1));
+    framed.extend_from_slice(message);
+    framed.push(b'\n');
+    writer.write_all(&framed).await?;
     writer.flush().await
 }
 
