@@ -62,29 +62,36 @@ impl TaskStore {
     /// The summary is folded in the writer's transaction, so decisions of
     /// the session made concurrently (by several gateways) all count.
     pub fn record_session_decision(&self, decided: SessionDecision) -> Result<(), StateError> {
-        let at = time_text(&decided.decided_at)?;
-        self.write(move |conn| {
-            let session = decided.session.as_str();
-            let mut summary = load_agent(conn, &decided.agent, session)?;
-            let position = summary.calls.saturating_add(1);
-            summary.record_decision(
-                position,
-                &decided.server,
-                &decided.tool,
-                decided.decision,
-                decided.annotations.as_ref(),
-            );
-            let text = json_text(&summary, "session summary")?;
-            conn.prepare_cached(
-                "INSERT INTO agent_sessions (agent, session, summary, started_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?4)
-                 ON CONFLICT (agent, session)
-                 DO UPDATE SET summary = excluded.summary, updated_at = excluded.updated_at",
-            )?
-            .execute(params![decided.agent, session, text, at])?;
-            Ok(())
-        })
+        self.write(session_decision_write(decided)?)
     }
+}
+
+/// The write [`TaskStore::record_session_decision`] runs.
+pub(crate) fn session_decision_write(
+    decided: SessionDecision,
+) -> Result<impl FnOnce(&Connection) -> Result<(), StateError> + Send + 'static, StateError> {
+    let at = time_text(&decided.decided_at)?;
+    Ok(move |conn: &Connection| {
+        let session = decided.session.as_str();
+        let mut summary = load_agent(conn, &decided.agent, session)?;
+        let position = summary.calls.saturating_add(1);
+        summary.record_decision(
+            position,
+            &decided.server,
+            &decided.tool,
+            decided.decision,
+            decided.annotations.as_ref(),
+        );
+        let text = json_text(&summary, "session summary")?;
+        conn.prepare_cached(
+            "INSERT INTO agent_sessions (agent, session, summary, started_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT (agent, session)
+             DO UPDATE SET summary = excluded.summary, updated_at = excluded.updated_at",
+        )?
+        .execute(params![decided.agent, session, text, at])?;
+        Ok(())
+    })
 }
 
 fn load_agent(conn: &Connection, agent: &str, session: &str) -> Result<SessionSummary, StateError> {

@@ -434,8 +434,9 @@ impl StateStore for SqliteState {
         entry: HistoryEntry,
         credential: Option<String>,
     ) -> Result<(), StateError> {
-        self.run(move |db| db.record_decision_under(&entry, credential.as_deref()))
-            .await
+        // Straight to the writer, awaited: no blocking thread waits on it.
+        let write = crate::tasks::decision_write(&entry, credential.as_deref())?;
+        self.db.write_async(write).await
     }
 
     async fn record_result(
@@ -443,8 +444,8 @@ impl StateStore for SqliteState {
         decision_id: &DecisionId,
         result: CallResult,
     ) -> Result<HistoryEntry, StateError> {
-        let id = decision_id.clone();
-        self.run(move |db| db.record_result(&id, result)).await
+        let write = crate::tasks::result_write(decision_id, result);
+        self.db.write_async(write).await
     }
 
     async fn decision(&self, decision_id: &DecisionId) -> Result<Option<HistoryEntry>, StateError> {
@@ -474,8 +475,8 @@ impl StateStore for SqliteState {
     }
 
     async fn record_session_decision(&self, decided: SessionDecision) -> Result<(), StateError> {
-        self.run(move |db| db.record_session_decision(decided))
-            .await
+        let write = crate::sessions::session_decision_write(decided)?;
+        self.db.write_async(write).await
     }
 
     async fn create_approval(&self, record: ApprovalRecord) -> Result<(), StateError> {

@@ -16,6 +16,7 @@
 use std::sync::mpsc::{Receiver, Sender, SyncSender, sync_channel};
 
 use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::oneshot;
 
 use crate::StateError;
 
@@ -48,7 +49,28 @@ type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
 /// A caller's write and where its answer goes.
 struct Pending<T, F> {
     f: F,
-    reply: SyncSender<Result<T, StateError>>,
+    reply: Reply<T>,
+}
+
+/// Where a write's answer goes: a thread blocked on it, or a task awaiting
+/// it (which saves a blocking thread's two hand-offs per write).
+enum Reply<T> {
+    Wait(SyncSender<Result<T, StateError>>),
+    Await(oneshot::Sender<Result<T, StateError>>),
+}
+
+impl<T> Reply<T> {
+    fn send(self, result: Result<T, StateError>) {
+        // The caller may have gone; nothing to tell then.
+        match self {
+            Reply::Wait(reply) => {
+                let _ = reply.send(result);
+            }
+            Reply::Await(reply) => {
+                let _ = reply.send(result);
+            }
+        }
+    }
 }
 
 impl<T, F> Write for Pending<T, F>
@@ -67,14 +89,13 @@ where
                     (Ok(_), Some(reason)) => Err(StateError::Commit(reason.to_owned())),
                     (Ok(value), None) => Ok(value),
                 };
-                // The caller may have gone; nothing to tell then.
-                let _ = reply.send(result);
+                reply.send(result);
             }),
         }
     }
 
     fn refuse(self: Box<Self>, reason: &str) {
-        let _ = self.reply.send(Err(StateError::Commit(reason.to_owned())));
+        self.reply.send(Err(StateError::Commit(reason.to_owned())));
     }
 }
 
@@ -105,13 +126,37 @@ impl StateWriter {
         F: FnOnce(&Connection) -> Result<T, StateError> + Send + 'static,
     {
         let (reply, answer) = sync_channel(1);
-        self.jobs
-            .send(Box::new(Pending { f, reply }))
-            .map_err(|_| StateError::Commit("the state database's writer has stopped".into()))?;
-        answer.recv().map_err(|_| {
-            StateError::Commit("the state database's writer stopped before answering".into())
-        })?
+        self.send(Box::new(Pending {
+            f,
+            reply: Reply::Wait(reply),
+        }))?;
+        answer.recv().map_err(|_| stopped_before_answering())?
     }
+
+    /// [`write`](Self::write) for a task: awaits the commit instead of
+    /// blocking a thread on it.
+    pub(crate) async fn write_async<T, F>(&self, f: F) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StateError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.send(Box::new(Pending {
+            f,
+            reply: Reply::Await(reply),
+        }))?;
+        answer.await.map_err(|_| stopped_before_answering())?
+    }
+
+    fn send(&self, job: Job) -> Result<(), StateError> {
+        self.jobs
+            .send(job)
+            .map_err(|_| StateError::Commit("the state database's writer has stopped".into()))
+    }
+}
+
+fn stopped_before_answering() -> StateError {
+    StateError::Commit("the state database's writer stopped before answering".into())
 }
 
 fn run(mut conn: Connection, queue: &Receiver<Job>) {
@@ -234,6 +279,26 @@ mod tests {
             })
             .unwrap();
         assert_eq!(refused, 0);
+    }
+
+    #[tokio::test]
+    async fn an_awaited_write_answers_after_its_commit_and_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, reader) = writer(&dir);
+        let (ok, refused) = tokio::join!(
+            writer.write_async(|conn| Ok(conn.execute("INSERT INTO t (n) VALUES (1)", [])?)),
+            writer.write_async(|conn| {
+                conn.execute("INSERT INTO t (n) VALUES (2)", [])?;
+                Err::<(), _>(StateError::Invalid("refused".into()))
+            }),
+        );
+        assert_eq!(ok.unwrap(), 1);
+        assert!(
+            matches!(refused, Err(StateError::Invalid(_))),
+            "{refused:?}"
+        );
+        // Committed by the time it answered, and the refused write undone.
+        assert_eq!(count(&reader), 1);
     }
 
     #[test]

@@ -35,8 +35,12 @@
 //!
 //! # Concurrency
 //!
-//! The API is synchronous (the server calls it from `spawn_blocking`). A
-//! `TaskStore` owns two connections: writes go to a writer thread that owns
+//! The API is synchronous (the server calls it from `spawn_blocking`),
+//! except that [`SqliteState`](crate::SqliteState) sends the writes of the
+//! decision path (a decision, a result, an agent's session) to the writer
+//! itself and awaits the commit, so that no blocking thread sits waiting
+//! on each (two thread hand-offs fewer per write). A `TaskStore` owns two
+//! connections: writes go to a writer thread that owns
 //! one and commits whatever waits in one transaction (`state_writer.rs`);
 //! reads run one at a time on the other, behind a mutex. In WAL mode a
 //! reader sees every committed write and never waits for a writer's commit
@@ -468,62 +472,7 @@ impl TaskStore {
         entry: &HistoryEntry,
         credential: Option<&str>,
     ) -> Result<(), StateError> {
-        let decided_at = time_text(&entry.decided_at)?;
-        let annotations = entry
-            .annotations
-            .as_ref()
-            .map(|a| json_text(a, "annotations"))
-            .transpose()?;
-        let (entry, credential) = (entry.clone(), credential.map(str::to_owned));
-        self.write(move |conn| {
-            let result = entry.result.as_ref().map(ResultRow::new).transpose()?;
-            let end: Option<Option<String>> = conn
-                .prepare_cached("SELECT end_reason FROM tasks WHERE id = ?1")?
-                .query_row(params![entry.task_id.as_str()], |row| row.get(0))
-                .optional()?;
-            match end {
-                None => {
-                    return Err(StateError::TaskNotFound(entry.task_id.clone()));
-                }
-                Some(Some(reason)) => {
-                    return Err(StateError::TaskEnded {
-                        task_id: entry.task_id.clone(),
-                        reason,
-                    });
-                }
-                Some(None) => {}
-            }
-            if exists(
-                conn,
-                "SELECT 1 FROM history WHERE decision_id = ?1",
-                entry.decision_id.as_str(),
-            )? {
-                return Err(StateError::Conflict(format!(
-                    "decision `{}` is already recorded",
-                    entry.decision_id
-                )));
-            }
-            conn.prepare_cached(
-                "INSERT INTO history (decision_id, task_id, agent, server, tool, decision,
-                     decided_at, result_status, result_labels, result_at, annotations, credential)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?
-            .execute(params![
-                entry.decision_id.as_str(),
-                entry.task_id.as_str(),
-                entry.agent,
-                entry.server,
-                entry.tool,
-                entry.decision.as_str(),
-                decided_at,
-                result.as_ref().map(|r| r.status),
-                result.as_ref().map(|r| r.labels.as_str()),
-                result.as_ref().map(|r| r.reported_at.as_str()),
-                annotations,
-                credential,
-            ])?;
-            crate::sessions::fold_decision(conn, conn.last_insert_rowid(), &entry)
-        })
+        self.write(decision_write(entry, credential)?)
     }
 
     /// Records what the call of decision `decision_id` returned, and returns
@@ -541,39 +490,7 @@ impl TaskStore {
         decision_id: &DecisionId,
         result: CallResult,
     ) -> Result<HistoryEntry, StateError> {
-        let id = decision_id.clone();
-        let reported = result.clone();
-        let entry = self.write(move |conn| {
-            let row = ResultRow::new(&reported)?;
-            let decision_id = id.as_str();
-            let Some(entry) = history_entry(conn, decision_id)? else {
-                return Err(StateError::DecisionNotFound(id));
-            };
-            if entry.result.is_some() {
-                return Err(StateError::Conflict(format!(
-                    "the result of decision `{decision_id}` was already reported"
-                )));
-            }
-            conn.prepare_cached(
-                "UPDATE history SET result_status = ?2, result_labels = ?3, result_at = ?4
-                 WHERE decision_id = ?1",
-            )?
-            .execute(params![
-                decision_id,
-                row.status,
-                row.labels,
-                row.reported_at
-            ])?;
-            let seq: i64 = conn
-                .prepare_cached("SELECT seq FROM history WHERE decision_id = ?1")?
-                .query_row(params![decision_id], |row| row.get(0))?;
-            crate::sessions::fold_result(conn, entry.task_id.as_str(), seq, &reported)?;
-            Ok(entry)
-        })?;
-        Ok(HistoryEntry {
-            result: Some(result),
-            ..entry
-        })
+        self.write(result_write(decision_id, result))
     }
 
     /// The history entry of decision `decision_id`.
@@ -605,11 +522,124 @@ impl TaskStore {
         self.writer.write(f)
     }
 
+    /// [`write`](Self::write) for a task: awaits the commit without
+    /// holding a thread.
+    pub(crate) async fn write_async<T, F>(&self, f: F) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StateError> + Send + 'static,
+    {
+        self.writer.write_async(f).await
+    }
+
     pub(crate) fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StateError>,
     ) -> Result<T, StateError> {
         f(&self.reader.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// The write [`TaskStore::record_decision_under`] runs: checks the task is
+/// open and the decision new, inserts the history row and folds it into the
+/// task's session.
+pub(crate) fn decision_write(
+    entry: &HistoryEntry,
+    credential: Option<&str>,
+) -> Result<impl FnOnce(&Connection) -> Result<(), StateError> + Send + 'static, StateError> {
+    let decided_at = time_text(&entry.decided_at)?;
+    let annotations = entry
+        .annotations
+        .as_ref()
+        .map(|a| json_text(a, "annotations"))
+        .transpose()?;
+    let (entry, credential) = (entry.clone(), credential.map(str::to_owned));
+    Ok(move |conn: &Connection| {
+        let result = entry.result.as_ref().map(ResultRow::new).transpose()?;
+        let end: Option<Option<String>> = conn
+            .prepare_cached("SELECT end_reason FROM tasks WHERE id = ?1")?
+            .query_row(params![entry.task_id.as_str()], |row| row.get(0))
+            .optional()?;
+        match end {
+            None => {
+                return Err(StateError::TaskNotFound(entry.task_id.clone()));
+            }
+            Some(Some(reason)) => {
+                return Err(StateError::TaskEnded {
+                    task_id: entry.task_id.clone(),
+                    reason,
+                });
+            }
+            Some(None) => {}
+        }
+        if exists(
+            conn,
+            "SELECT 1 FROM history WHERE decision_id = ?1",
+            entry.decision_id.as_str(),
+        )? {
+            return Err(StateError::Conflict(format!(
+                "decision `{}` is already recorded",
+                entry.decision_id
+            )));
+        }
+        conn.prepare_cached(
+            "INSERT INTO history (decision_id, task_id, agent, server, tool, decision,
+                 decided_at, result_status, result_labels, result_at, annotations, credential)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?
+        .execute(params![
+            entry.decision_id.as_str(),
+            entry.task_id.as_str(),
+            entry.agent,
+            entry.server,
+            entry.tool,
+            entry.decision.as_str(),
+            decided_at,
+            result.as_ref().map(|r| r.status),
+            result.as_ref().map(|r| r.labels.as_str()),
+            result.as_ref().map(|r| r.reported_at.as_str()),
+            annotations,
+            credential,
+        ])?;
+        crate::sessions::fold_decision(conn, conn.last_insert_rowid(), &entry)
+    })
+}
+
+/// The write [`TaskStore::record_result`] runs.
+pub(crate) fn result_write(
+    decision_id: &DecisionId,
+    result: CallResult,
+) -> impl FnOnce(&Connection) -> Result<HistoryEntry, StateError> + Send + 'static {
+    let id = decision_id.clone();
+    move |conn: &Connection| {
+        let row = ResultRow::new(&result)?;
+        let decision_id = id.as_str();
+        let Some(entry) = history_entry(conn, decision_id)? else {
+            return Err(StateError::DecisionNotFound(id));
+        };
+        if entry.result.is_some() {
+            return Err(StateError::Conflict(format!(
+                "the result of decision `{decision_id}` was already reported"
+            )));
+        }
+        conn.prepare_cached(
+            "UPDATE history SET result_status = ?2, result_labels = ?3, result_at = ?4
+             WHERE decision_id = ?1",
+        )?
+        .execute(params![
+            decision_id,
+            row.status,
+            row.labels,
+            row.reported_at
+        ])?;
+        let seq: i64 = conn
+            .prepare_cached("SELECT seq FROM history WHERE decision_id = ?1")?
+            .query_row(params![decision_id], |row| row.get(0))?;
+        crate::sessions::fold_result(conn, entry.task_id.as_str(), seq, &result)?;
+        Ok(HistoryEntry {
+            result: Some(result),
+            ..entry
+        })
     }
 }
 
