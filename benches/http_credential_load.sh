@@ -68,11 +68,24 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
+# BENCH_GROUNDS=N (default 0) gives each task a prompt naming N addresses
+# (up to 512, the most a task keeps), and the calls declare `to` an e-mail
+# destination (`mandate/arguments`), so every decision reads the task's
+# grounds and computes `context.provenance`: what provenance costs.
+grounds=${BENCH_GROUNDS:-0}
+export BENCH_DECLARE=$(( grounds > 0 ? 1 : 0 ))
 start_task() {
+  python3 - "$grounds" <<'PY' |
+import json, sys
+n = int(sys.argv[1])
+task = {"intent": "answer customer questions", "tools": ["mail/read_inbox", "mail/send_email"],
+        "params": {"allowed_recipients": ["carol@example.com"]}, "ttl_seconds": 3600}
+if n:
+    task["prompt"] = "Write to " + " ".join(f"user{i}@example.org" for i in range(n))
+print(json.dumps(task))
+PY
   curl -fs "$resource/v1/tasks" -H "authorization: Bearer $(cat "$work/agent.jwt")" \
-    -H 'content-type: application/json' \
-    -d '{"intent": "answer customer questions", "tools": ["mail/read_inbox", "mail/send_email"],
-         "params": {"allowed_recipients": ["carol@example.com"]}, "ttl_seconds": 3600}' |
+    -H 'content-type: application/json' -d @- |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["credential"])'
 }
 

@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use mandate_auth::{CredentialError, VerifiedCredential};
-use mandate_core::provenance::{self, Lookup};
+use mandate_core::provenance::{self, Grounds, Lookup};
 use mandate_core::{
     CallRequest, Decision, DecisionId, DecisionRequest, DecisionResponse, HopInput, PolicyPack,
     SessionId, SessionInput, TaskInput, ToolAnnotations, Verdict,
@@ -207,6 +207,13 @@ impl Decider {
             },
         );
         request.context.provenance = Some(provenance).filter(|p| !p.is_empty());
+        // The grounds have done their work: no policy reads them (only
+        // `context.provenance`, just computed), and as keyed digests they
+        // mean nothing to an auditor. Left in, up to 512 of them would go
+        // into every receipt's digest and every journal entry.
+        if let Some(summary) = request.context.session.summary.as_mut() {
+            summary.grounds = Grounds::default();
+        }
         // The server's clock goes into the request, so that the receipt's
         // context digest covers exactly what was evaluated.
         request.context.time = Some(now);

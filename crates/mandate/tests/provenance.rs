@@ -1443,6 +1443,41 @@ fn agents_of_six_domains_ground_their_destinations_and_injections_never_pass() {
         total.denied_or_asked, total.injected,
         "an injected egress was allowed"
     );
+    journal_keeps_provenance_not_grounds(&gw.data);
+}
+
+/// What the journal (and each receipt's context digest) keeps of a task's
+/// grounds: the provenance computed from them, never the keyed digests
+/// themselves, which no policy reads and would otherwise fill every entry.
+fn journal_keeps_provenance_not_grounds(data: &Path) {
+    let ledger = rusqlite::Connection::open(data.join("ledger.db")).unwrap();
+    let requests: Vec<Value> = ledger
+        .prepare("SELECT request FROM journal")
+        .unwrap()
+        .query_map([], |row| row.get::<_, String>(0))
+        .unwrap()
+        .map(|text| serde_json::from_str(&text.unwrap()).unwrap())
+        .collect();
+    let with_provenance = requests
+        .iter()
+        .filter(|r| r["context"]["provenance"].is_object())
+        .count();
+    assert!(
+        with_provenance > 0,
+        "no journaled decision had a provenance"
+    );
+    let with_summary = requests
+        .iter()
+        .filter(|r| r["context"]["session"]["summary"].is_object())
+        .count();
+    assert!(with_summary > 0, "no journaled decision had its session");
+    for request in &requests {
+        let summary = &request["context"]["session"]["summary"];
+        assert!(
+            summary.get("grounds").is_none(),
+            "grounds journaled: {summary}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
