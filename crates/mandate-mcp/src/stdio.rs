@@ -37,10 +37,8 @@ use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 
-mod client_io;
 mod merged;
 
-pub use client_io::{ClientIn, ClientOut, client_stdio};
 pub use merged::wrap_servers;
 
 use crate::catalog::{self, Catalog, Lookup};

@@ -18,14 +18,10 @@
 //! 4. the approval gate turns `approval_required` into a new approval, a
 //!    wait, a release (`allow`) or a deny;
 //! 5. the receipt, with the decision's journal entry (the request as
-//!    evaluated, for replay), is appended and made durable while the
-//!    decision joins the task's history or the agent's session (two
-//!    stores, written at once); when both are committed a new approval is
-//!    stored; only then is the answer returned. Any failure on the way is
-//!    an error, and the caller must treat the call as denied. A decision
-//!    whose receipt failed may still be in the history: the session then
-//!    counts a call that did not run, which the agent never learnt the
-//!    decision id of.
+//!    evaluated, for replay), is appended and durable, then the decision
+//!    joins the task's history or the agent's session, then a new approval
+//!    is stored; only then is the answer returned. Any failure on the way
+//!    is an error, and the caller must treat the call as denied.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -285,13 +281,17 @@ impl Decider {
         }
         let opening = matches!(gate, Gate::Open(_)).then(|| receipt.clone());
 
-        // No answer leaves before its receipt is on disk (a caller never
-        // acts on a decision the log could lose), nor before the decision is
-        // in the task's history or the agent's session, which later
-        // decisions are made on (a call they would not show could be
-        // followed by one that policies would have stepped up). The two are
-        // in different stores, so they are written at once and the answer
-        // waits for one commit's time, not two.
+        // No answer leaves before its receipt is on disk: a caller never
+        // acts on a decision the log could lose.
+        let index = self.append(receipt, journal, &decision_id, &gate).await?;
+
+        // Nor before the decision is in the task's history or the agent's
+        // session, which later decisions are made on: a call they would not
+        // show could be followed by one that policies would have stepped up.
+        // Only after the receipt: the history names decisions that a token
+        // exchange or a result report may then refer to, so it never holds
+        // one the log does not (writing both at once was measured faster,
+        // and reverted for that; design-decisions.md).
         let recorded = Recorded {
             decision_id: &decision_id,
             server: call.server(),
@@ -301,12 +301,8 @@ impl Decider {
             annotations,
             decided_at: now,
         };
-        let (appended, in_session) = tokio::join!(
-            self.append(receipt, journal, &decision_id, &gate),
-            self.record_in_session(credential, agent_session, recorded),
-        );
-        let index = appended?;
-        in_session?;
+        self.record_in_session(credential, agent_session, recorded)
+            .await?;
 
         let mut response = DecisionResponse::new(decision_id, verdict);
         response.receipt_index = Some(index);

@@ -301,8 +301,10 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// The embedded default: `state.db` through [`TaskStore`], each call on
-/// tokio's blocking pool.
+/// The embedded default: `state.db` through [`TaskStore`]. Reads and most
+/// writes run on tokio's blocking pool; the writes of the decision path (a
+/// decision, a result, an agent's session) go to the writer thread and are
+/// awaited.
 #[derive(Debug, Clone)]
 pub struct SqliteState {
     db: Arc<TaskStore>,

@@ -46,10 +46,12 @@ pub fn wrap(args: McpWrapArgs) -> anyhow::Result<Code> {
             })
             .collect();
         let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-        let done = runtime.block_on(async {
-            let (client_in, client_out) = mandate_mcp::stdio::client_stdio();
-            mandate_mcp::stdio::wrap_servers(Arc::new(pep), options, client_in, client_out).await
-        });
+        let done = runtime.block_on(mandate_mcp::stdio::wrap_servers(
+            Arc::new(pep),
+            options,
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+        ));
         runtime.shutdown_background();
         done?;
         return Ok(Code::Ok);
@@ -74,12 +76,14 @@ pub fn wrap(args: McpWrapArgs) -> anyhow::Result<Code> {
         tool_prefix: String::new(),
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let status = runtime.block_on(async {
-        let (client_in, client_out) = mandate_mcp::stdio::client_stdio();
-        mandate_mcp::stdio::wrap(Arc::new(pep), options, client_in, client_out).await
-    });
-    // A stdin that is not a pipe is read on a thread that cannot be
-    // interrupted: do not wait for it.
+    let status = runtime.block_on(mandate_mcp::stdio::wrap(
+        Arc::new(pep),
+        options,
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+    ));
+    // The stdin reader blocks a thread that cannot be interrupted: do not
+    // wait for it.
     runtime.shutdown_background();
     let status = status?;
     Ok(if status.success() {
