@@ -18,10 +18,10 @@
 //! 4. the approval gate turns `approval_required` into a new approval, a
 //!    wait, a release (`allow`) or a deny;
 //! 5. the receipt, with the decision's journal entry (the request as
-//!    evaluated, for replay), is appended and durable, then the decision
-//!    joins the task's history or the agent's session, then a new approval
-//!    is stored; only then is the answer returned. Any failure on the way
-//!    is an error, and the caller must treat the call as denied.
+//!    evaluated, for replay), is appended and durable, then the decision joins the
+//!    task's history or the agent's session, then a new approval is
+//!    stored; only then is the answer returned. Any failure on the way is
+//!    an error, and the caller must treat the call as denied.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -32,7 +32,7 @@ use mandate_auth::{CredentialError, VerifiedCredential};
 use mandate_core::provenance::{self, Grounds, Lookup};
 use mandate_core::{
     CallRequest, Decision, DecisionId, DecisionRequest, DecisionResponse, HopInput, PolicyPack,
-    SessionId, SessionInput, TaskInput, ToolAnnotations, Verdict,
+    SessionId, SessionInput, TaskInput, Verdict,
 };
 use mandate_ledger::Receipt;
 use mandate_store::{HistoryEntry as RecordedEntry, JournalEntry, SessionDecision, StateError};
@@ -120,17 +120,6 @@ pub struct Decided {
     pub server: String,
     /// The tool decided.
     pub tool: String,
-}
-
-/// What a decision adds to the task's history or the agent's session.
-struct Recorded<'a> {
-    decision_id: &'a DecisionId,
-    server: &'a str,
-    tool: &'a str,
-    principal: &'a str,
-    decision: Decision,
-    annotations: ToolAnnotations,
-    decided_at: DateTime<Utc>,
 }
 
 /// The decision service over the gateway's state. Cheap to make: it holds
@@ -285,24 +274,56 @@ impl Decider {
         // acts on a decision the log could lose.
         let index = self.append(receipt, journal, &decision_id, &gate).await?;
 
-        // Nor before the decision is in the task's history or the agent's
-        // session, which later decisions are made on: a call they would not
-        // show could be followed by one that policies would have stepped up.
-        // Only after the receipt: the history names decisions that a token
-        // exchange or a result report may then refer to, so it never holds
-        // one the log does not (writing both at once was measured faster,
-        // and reverted for that; design-decisions.md).
-        let recorded = Recorded {
-            decision_id: &decision_id,
-            server: call.server(),
-            tool: call.tool(),
-            principal: call.principal(),
-            decision: verdict.decision,
-            annotations,
-            decided_at: now,
-        };
-        self.record_in_session(credential, agent_session, recorded)
-            .await?;
+        // Nor before it is in the task's history, which later decisions of
+        // the task are made on: a call the history would not show could be
+        // followed by one that policies would have stepped up. Only after
+        // the receipt: the history names decisions that a token exchange or
+        // a result report may then refer to, so it never holds one the log
+        // does not (writing both at once was measured faster, and rejected
+        // for that; design-decisions.md).
+        if let Some(credential) = credential {
+            let entry = RecordedEntry {
+                decision_id: decision_id.clone(),
+                task_id: credential.task_id.clone(),
+                agent: holder(credential)?.to_owned(),
+                server: call.server().to_owned(),
+                tool: call.tool().to_owned(),
+                decision: verdict.decision,
+                decided_at: now,
+                result: None,
+                annotations: match serde_json::to_value(&annotations) {
+                    Ok(Value::Object(map)) => Some(map),
+                    _ => None,
+                },
+            };
+            self.record_in_task(credential, entry).await?;
+        }
+
+        // Likewise for an agent's session: every gateway of the agent
+        // decides on it, and an allowed open-world call taints it here,
+        // before the answer releases the call.
+        if let Some(session) = agent_session {
+            let decided = SessionDecision {
+                agent: call.principal().to_owned(),
+                session,
+                server: call.server().to_owned(),
+                tool: call.tool().to_owned(),
+                decision: verdict.decision,
+                annotations: Some(annotations),
+                decided_at: now,
+            };
+            state
+                .tasks()
+                .store()
+                .record_session_decision(decided)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, %decision_id, "decision not recorded in the agent's session; answering an error");
+                    DecideError::StateUnavailable(
+                        "the decision could not be recorded in the agent's session",
+                    )
+                })?;
+        }
 
         let mut response = DecisionResponse::new(decision_id, verdict);
         response.receipt_index = Some(index);
@@ -348,36 +369,22 @@ impl Decider {
         }
     }
 
-    /// Records a decision where later decisions read it: made under
-    /// `credential`, in its task's history, with the credential it was made
-    /// under (which a token exchange of this decision must present, `POST
-    /// /v1/token`); else in the agent's `session` the server keeps, if the
-    /// request named one.
-    async fn record_in_session(
+    /// Records a decision made under `credential` in its task's history,
+    /// with the credential it was made under, which a token exchange of
+    /// this decision must present (`POST /v1/token`).
+    async fn record_in_task(
         &self,
-        credential: Option<&VerifiedCredential>,
-        session: Option<SessionId>,
-        recorded: Recorded<'_>,
+        credential: &VerifiedCredential,
+        entry: RecordedEntry,
     ) -> Result<(), DecideError> {
-        let store = self.state.tasks().store();
-        let decision_id = recorded.decision_id;
-        if let Some(credential) = credential {
-            let entry = RecordedEntry {
-                decision_id: decision_id.clone(),
-                task_id: credential.task_id.clone(),
-                agent: holder(credential)?.to_owned(),
-                server: recorded.server.to_owned(),
-                tool: recorded.tool.to_owned(),
-                decision: recorded.decision,
-                decided_at: recorded.decided_at,
-                result: None,
-                annotations: match serde_json::to_value(&recorded.annotations) {
-                    Ok(Value::Object(map)) => Some(map),
-                    _ => None,
-                },
-            };
-            let made_under = credential.revocation_ids.last().cloned();
-            return store.record_decision(entry, made_under).await.map_err(|e| {
+        let made_under = credential.revocation_ids.last().cloned();
+        let decision_id = entry.decision_id.clone();
+        self.state
+            .tasks()
+            .store()
+            .record_decision(entry, made_under)
+            .await
+            .map_err(|e| {
                 // The task ended while this was being decided: its end is
                 // acknowledged, so nothing is given under it any more.
                 if let StateError::TaskEnded { .. } = e {
@@ -391,27 +398,7 @@ impl Decider {
                 DecideError::StateUnavailable(
                     "the decision could not be recorded in the task's history",
                 )
-            });
-        }
-        // An agent's session: every gateway of the agent decides on it, and
-        // an allowed open-world call taints it here, before the answer
-        // releases the call.
-        let Some(session) = session else {
-            return Ok(());
-        };
-        let decided = SessionDecision {
-            agent: recorded.principal.to_owned(),
-            session,
-            server: recorded.server.to_owned(),
-            tool: recorded.tool.to_owned(),
-            decision: recorded.decision,
-            annotations: Some(recorded.annotations),
-            decided_at: recorded.decided_at,
-        };
-        store.record_session_decision(decided).await.map_err(|e| {
-            tracing::error!(error = %e, %decision_id, "decision not recorded in the agent's session; answering an error");
-            DecideError::StateUnavailable("the decision could not be recorded in the agent's session")
-        })
+            })
     }
 
     /// Completes what the gate began, once the receipt is durable: a new
