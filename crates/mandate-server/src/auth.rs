@@ -66,7 +66,7 @@ impl Bearer {
 
 /// Why an `Authorization` header gives no bearer token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BearerProblem {
+pub enum BearerProblem {
     /// More than one `Authorization` header.
     Several,
     /// A scheme other than `Bearer`.
@@ -78,7 +78,7 @@ pub(crate) enum BearerProblem {
 /// The bearer token of `headers` (trimmed), `None` without an
 /// `Authorization` header. Each caller answers the problems in its own
 /// terms (agents' endpoints with RFC 6750 challenges naming the resource).
-pub(crate) fn bearer_of(headers: &HeaderMap) -> Result<Option<String>, BearerProblem> {
+pub fn bearer_of(headers: &HeaderMap) -> Result<Option<String>, BearerProblem> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let value = match (values.next(), values.next()) {
         (None, _) => return Ok(None),
@@ -178,20 +178,35 @@ pub(crate) fn identity_refused(tasks: &Tasks, error: &IdentityError) -> ApiError
 /// delegation it does not allow (`403 insufficient_scope`).
 pub(crate) fn credential_refused(tasks: &Tasks, error: &CredentialError) -> ApiError {
     let message = error.to_string();
-    match error {
-        CredentialError::Widening(_) | CredentialError::TooDeep { .. } => {
-            insufficient_scope(tasks, &message)
-        }
-        CredentialError::InvalidRequest(_) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
-        }
-        CredentialError::InvalidKey(_) | CredentialError::Internal(_) => {
+    match credential_refusal(error) {
+        (StatusCode::UNAUTHORIZED, code) => invalid_token(tasks, code, &message),
+        (StatusCode::FORBIDDEN, _) => insufficient_scope(tasks, &message),
+        (StatusCode::INTERNAL_SERVER_ERROR, code) => {
             tracing::error!(error = %error, "task credential could not be handled");
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                code,
                 "mandate failed to handle the task credential; see the server log",
             )
+        }
+        (status, code) => ApiError::new(status, code, message),
+    }
+}
+
+/// The HTTP status and error code for a task credential refused with
+/// `error`, for every front end to answer in its own terms: `401
+/// invalid_token` for a credential that does not verify, `403
+/// insufficient_scope` for a delegation it does not allow, `422
+/// invalid_request` for a malformed delegation, `500 internal` for a
+/// failure of the server's own.
+pub fn credential_refusal(error: &CredentialError) -> (StatusCode, &'static str) {
+    match error {
+        CredentialError::Widening(_) | CredentialError::TooDeep { .. } => {
+            (StatusCode::FORBIDDEN, "insufficient_scope")
+        }
+        CredentialError::InvalidRequest(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        CredentialError::InvalidKey(_) | CredentialError::Internal(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal")
         }
         CredentialError::Malformed(_)
         | CredentialError::BadSignature
@@ -200,7 +215,7 @@ pub(crate) fn credential_refused(tasks: &Tasks, error: &CredentialError) -> ApiE
         | CredentialError::Revoked
         | CredentialError::UntrustedBlock { .. }
         | CredentialError::CheckFailed(_)
-        | CredentialError::LimitExceeded(_) => invalid_token(tasks, "invalid_token", &message),
+        | CredentialError::LimitExceeded(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
     }
 }
 

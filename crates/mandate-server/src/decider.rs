@@ -27,6 +27,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use mandate_auth::{CredentialError, VerifiedCredential};
 use mandate_core::provenance::{self, Grounds, Lookup};
@@ -40,6 +41,7 @@ use serde_json::Value;
 
 use crate::approval_flow::{self, Gate, GateError};
 use crate::approvals::{self, Asker};
+use crate::callers::DecideAccess;
 use crate::receipts::{canonical_request, record_delegation, record_verdict};
 use crate::state::AppState;
 
@@ -102,6 +104,92 @@ pub enum DecideError {
     Internal(&'static str),
 }
 
+/// How every front end answers a [`DecideError`]: the HTTP API's status
+/// and error code for it, and the message for the caller. Other front ends
+/// map the status to their own (gRPC codes, an ext_authz denial).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The HTTP status the HTTP API answers with.
+    pub status: StatusCode,
+    /// The error code (`invalid_token`, `state_unavailable`, …).
+    pub code: &'static str,
+    /// What went wrong, for the caller.
+    pub message: String,
+}
+
+impl Refused {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl DecideError {
+    /// The answer for this error; a failure of the server's own is logged
+    /// here, and its details kept out of the message.
+    pub fn refused(self) -> Refused {
+        let message = self.to_string();
+        match self {
+            DecideError::InvalidCredential(_) => {
+                Refused::new(StatusCode::UNAUTHORIZED, "invalid_token", message)
+            }
+            DecideError::NotHolder(_) => {
+                Refused::new(StatusCode::FORBIDDEN, "insufficient_scope", message)
+            }
+            DecideError::FieldNotAllowed(_) => Refused::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "field_not_allowed",
+                message,
+            ),
+            DecideError::InvalidRequest(_) => {
+                Refused::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+            }
+            DecideError::ReceiptUnavailable => Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "receipt_unavailable",
+                "the decision could not be recorded in the receipt ledger; treat this call as denied",
+            ),
+            DecideError::StateUnavailable(what) => Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state_unavailable",
+                format!("{what}; treat this call as denied"),
+            ),
+            DecideError::Store(StateError::TaskNotFound(id)) => Refused::new(
+                StatusCode::NOT_FOUND,
+                "task_not_found",
+                format!("no task `{}`", id.as_str()),
+            ),
+            DecideError::Store(e @ StateError::TaskEnded { .. }) => {
+                Refused::new(StatusCode::UNAUTHORIZED, "task_ended", e.to_string())
+            }
+            DecideError::Store(e @ (StateError::Invalid(_) | StateError::Conflict(_))) => {
+                tracing::error!(error = %e, "the state database refused a task record");
+                Refused::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the task could not be recorded",
+                )
+            }
+            DecideError::Store(e) => {
+                tracing::error!(error = %e, "state database unavailable");
+                Refused::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "state_unavailable",
+                    "the state database cannot answer now; see the server log",
+                )
+            }
+            DecideError::Internal(what) => Refused::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("{what}; treat this call as denied"),
+            ),
+        }
+    }
+}
+
 impl From<GateError> for DecideError {
     fn from(error: GateError) -> Self {
         match error {
@@ -109,6 +197,27 @@ impl From<GateError> for DecideError {
             GateError::Store(e) => DecideError::Store(e),
         }
     }
+}
+
+/// Why a caller may not have a call decided at all: the bearer token it
+/// presented (or its absence) does not let it ask. Every front end checks
+/// this before reading the request, and says it in its own terms.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorityError {
+    /// No token, where the server decides without a task credential only
+    /// for configured callers (`decide_access = "callers"`).
+    #[error(
+        "this server decides without a task credential only for configured callers: present a task credential, or a caller's token (`[[callers]]`, `mandate callers token`) as `Authorization: Bearer`"
+    )]
+    CallerRequired,
+    /// An identity token (a JWT) where a task credential belongs.
+    #[error(
+        "decisions are made under a task credential, not an identity token: start a task with the identity token (POST /v1/tasks) and present its credential"
+    )]
+    IdentityToken,
+    /// A task credential that does not verify now.
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
 }
 
 /// A decision made and recorded.
@@ -133,6 +242,31 @@ impl Decider {
     /// The service deciding with `state`'s pack, ledger, tasks and approvals.
     pub fn new(state: AppState) -> Self {
         Self { state }
+    }
+
+    /// Under what a caller presenting `bearer` (the token of its
+    /// `Authorization: Bearer`, if any) may have a call decided at `now`: a
+    /// configured caller's token decides on the request's own context, any
+    /// other token must be a task credential that verifies, and no token is
+    /// enough only where the server lets anyone decide (`decide_access`).
+    pub fn authority(
+        &self,
+        bearer: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Authority, AuthorityError> {
+        let state = &self.state;
+        match bearer {
+            Some(token) if state.callers().caller(token).is_some() => Ok(Authority::Request),
+            // A JWT has dots; a task credential (Biscuit, base64url) none.
+            Some(token) if token.contains('.') => Err(AuthorityError::IdentityToken),
+            Some(token) => Ok(Authority::Task(
+                state.tasks().credentials().verify_credential(token, now)?,
+            )),
+            None if state.callers().access() == DecideAccess::Callers => {
+                Err(AuthorityError::CallerRequired)
+            }
+            None => Ok(Authority::Request),
+        }
     }
 
     /// Decides `request` under `authority` at `now`, records the decision

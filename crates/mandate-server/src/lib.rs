@@ -47,9 +47,10 @@ use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use approvals::{ApprovalSettings, Approvals, ApproverToken, Webhook};
+pub use auth::{BearerProblem, bearer_of, credential_refusal};
 pub use callers::{CALLER_TOKEN_PREFIX, Callers, CallersError, DecideAccess};
 pub use connections::ConnectionLimits;
-pub use decider::{Authority, DecideError, Decided, Decider};
+pub use decider::{Authority, AuthorityError, DecideError, Decided, Decider, Refused};
 pub use error::{ApiError, ErrorBody};
 pub use mandate_core::api::StartTask;
 pub use openapi::api_doc;
@@ -159,7 +160,8 @@ pub async fn serve(config: ServerConfig, state: AppState) -> std::io::Result<()>
     connections::serve(listener, app, config.limits, shutdown_signal()).await
 }
 
-async fn shutdown_signal() {
+/// Completes on ctrl-c or SIGTERM: when every listener stops accepting.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -74,7 +74,7 @@ reload_interval_ms, log_format, signing_key_file, checkpoint_interval_ms, receip
 receipt_redact, audience, resource, task_max_ttl_seconds, task_signing_key_file,
 approval_ttl_seconds, allow_self_approval, approval_webhook_url, approval_webhook_secret,
 max_pending_approvals_per_agent), plus settings with no flag: header_timeout_ms,
-body_timeout_ms, idle_timeout_ms, max_connections, shadow_policies, journal,
+body_timeout_ms, idle_timeout_ms, max_connections, ext_authz_routes, shadow_policies, journal,
 journal_max_age_seconds, journal_max_bytes, journal_redact (docs/configuration.md)
 and from MANDATE_<KEY> environment variables (a list as
 MANDATE_RECEIPT_REDACT='[body, payment.card]'). Precedence: flag, then
@@ -584,6 +584,18 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", value_parser = crate::listen::parse)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// Also serve the decision API over gRPC (mandate.v1.DecisionService, with
+    /// reflection) on this address, IP:PORT or HOST:PORT [default: off] [env:
+    /// MANDATE_GRPC_LISTEN]
+    #[arg(long, value_name = "ADDR", value_parser = crate::listen::parse)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// Also serve Envoy's ext_authz gRPC service on this address, deciding the HTTP
+    /// requests that `ext_authz_routes` (config file) map to tool calls [default: off]
+    /// [env: MANDATE_EXT_AUTHZ_LISTEN]
+    #[arg(long, value_name = "ADDR", value_parser = crate::listen::parse)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ext_authz_listen: Option<SocketAddr>,
     /// Where the server keeps its state [default: ./mandate-data] [env: MANDATE_DATA_DIR]
     #[arg(long, value_name = "DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -52,6 +52,9 @@ const KEYS: &[&str] = &[
     "max_connections",
     "decide_access",
     "callers",
+    "grpc_listen",
+    "ext_authz_listen",
+    "ext_authz_routes",
 ];
 
 /// Resolved settings for `mandate serve`.
@@ -125,6 +128,14 @@ pub struct Settings {
     pub decide_access: Option<DecideAccessSetting>,
     /// The enforcement points that may decide without a task credential.
     pub callers: Vec<CallerSettings>,
+    /// Where the gRPC decision API listens; off when unset.
+    #[serde(default, deserialize_with = "crate::listen::deserialize_optional")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// Where the Envoy ext_authz service listens; off when unset.
+    #[serde(default, deserialize_with = "crate::listen::deserialize_optional")]
+    pub ext_authz_listen: Option<SocketAddr>,
+    /// Which HTTP requests the ext_authz service decides as which tool calls.
+    pub ext_authz_routes: Vec<mandate_grpc::RouteSettings>,
 }
 
 /// `decide_access` in the config file.
@@ -344,6 +355,9 @@ impl Default for Settings {
             max_connections: 1024,
             decide_access: None,
             callers: Vec::new(),
+            grpc_listen: None,
+            ext_authz_listen: None,
+            ext_authz_routes: Vec::new(),
         }
     }
 }

@@ -48,6 +48,16 @@ where
     parse(&text).map_err(serde::de::Error::custom)
 }
 
+/// [`deserialize`] for a listener that is off unless set.
+pub fn deserialize_optional<'de, D>(deserializer: D) -> Result<Option<SocketAddr>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = <Option<String> as serde::Deserialize>::deserialize(deserializer)?;
+    text.map(|text| parse(&text).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -6,21 +6,16 @@
 //! the [`Decider`] does the rest (see [`crate::decider`] for the steps).
 //! Its errors become HTTP statuses here, once.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
-use mandate_auth::VerifiedCredential;
 use mandate_core::{DecisionRequest, DecisionResponse};
 
 use crate::auth::{Bearer, credential_refused, insufficient_scope, invalid_token};
-use crate::callers::DecideAccess;
-use crate::decider::{Authority, DecideError, Decider};
+use crate::decider::{Authority, AuthorityError, DecideError, Decider};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
-use crate::routes::store_failed;
 use crate::state::AppState;
 use crate::tasks::Tasks;
 
@@ -63,9 +58,14 @@ pub(crate) async fn decide(
     };
     // The token is checked before the body: a refused token gets its 401
     // whatever the body says.
-    let authority = authority(&state, bearer.inspect_err(rejected)?).inspect_err(rejected)?;
+    let bearer = bearer.inspect_err(rejected)?;
+    let decider = Decider::new(state.clone());
+    let authority = decider
+        .authority(bearer.as_ref().map(|b| b.0.as_str()), Utc::now())
+        .map_err(|e| unauthorised(state.tasks(), e))
+        .inspect_err(rejected)?;
     let ApiJson(request) = body.inspect_err(rejected)?;
-    let decided = Decider::new(state.clone())
+    let decided = decider
         .decide(&authority, request, Utc::now())
         .await
         .map_err(|e| refusal(state.tasks(), e))
@@ -86,68 +86,23 @@ pub(crate) async fn decide(
     Ok(Json(response))
 }
 
-/// Under what the bearer token lets the call be decided. A configured
-/// caller's token authenticates an enforcement point deciding without a
-/// task credential; any other is a task credential. Without a token, only
-/// where the server lets anyone decide (`decide_access`).
-fn authority(state: &AppState, bearer: Option<Bearer>) -> Result<Authority, ApiError> {
-    let tasks = state.tasks();
-    match bearer {
-        Some(bearer) if state.callers().caller(&bearer.0).is_some() => Ok(Authority::Request),
-        Some(bearer) => Ok(Authority::Task(task_credential(tasks, &bearer)?)),
-        None if state.callers().access() == DecideAccess::Callers => Err(invalid_token(
-            tasks,
-            "caller_required",
-            "this server decides without a task credential only for configured callers: present a task credential, or a caller's token (`[[callers]]`, `mandate callers token`) as `Authorization: Bearer`",
-        )),
-        None => Ok(Authority::Request),
-    }
-}
-
-/// What a decision refused means over HTTP.
-fn refusal(tasks: &Tasks, error: DecideError) -> ApiError {
+/// What a refused authority means over HTTP.
+fn unauthorised(tasks: &Tasks, error: AuthorityError) -> ApiError {
     let message = error.to_string();
     match error {
-        DecideError::InvalidCredential(_) => invalid_token(tasks, "invalid_token", &message),
-        DecideError::NotHolder(_) => insufficient_scope(tasks, &message),
-        DecideError::FieldNotAllowed(_) => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "field_not_allowed",
-            message,
-        ),
-        DecideError::InvalidRequest(_) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
-        }
-        DecideError::ReceiptUnavailable => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "receipt_unavailable",
-            "the decision could not be recorded in the receipt ledger; treat this call as denied",
-        ),
-        DecideError::StateUnavailable(what) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "state_unavailable",
-            format!("{what}; treat this call as denied"),
-        ),
-        DecideError::Store(e) => store_failed(tasks, e),
-        DecideError::Internal(what) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("{what}; treat this call as denied"),
-        ),
+        AuthorityError::CallerRequired => invalid_token(tasks, "caller_required", &message),
+        AuthorityError::IdentityToken => invalid_token(tasks, "invalid_token", &message),
+        AuthorityError::Credential(e) => credential_refused(tasks, &e),
     }
 }
 
-/// Verifies the bearer token as a task credential, now.
-fn task_credential(tasks: &Tasks, bearer: &Bearer) -> Result<Arc<VerifiedCredential>, ApiError> {
-    if bearer.is_jwt() {
-        return Err(invalid_token(
-            tasks,
-            "invalid_token",
-            "decisions are made under a task credential, not an identity token: start a task with the identity token (POST /v1/tasks) and present its credential",
-        ));
+/// What a decision refused means over HTTP: its status and code, with an
+/// RFC 6750 challenge where the credential is the cause.
+fn refusal(tasks: &Tasks, error: DecideError) -> ApiError {
+    let refused = error.refused();
+    match refused.status {
+        StatusCode::UNAUTHORIZED => invalid_token(tasks, refused.code, &refused.message),
+        StatusCode::FORBIDDEN => insufficient_scope(tasks, &refused.message),
+        status => ApiError::new(status, refused.code, refused.message),
     }
-    tasks
-        .credentials()
-        .verify_credential(&bearer.0, Utc::now())
-        .map_err(|e| credential_refused(tasks, &e))
 }

@@ -1,6 +1,7 @@
 //! `mandate serve`: resolve settings, prepare the data directory, serve.
 
 use std::io::IsTerminal as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,13 +9,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::Utc;
 use mandate_core::PolicyPack;
+use mandate_grpc::GrpcLimits;
 use mandate_ledger::LogKey;
 use mandate_server::journal::JournalSettings;
 use mandate_server::policy_dir::PackSources;
 use mandate_server::shadow::{ShadowName, ShadowPack, Shadows};
 use mandate_server::{
     AppState, ApprovalSettings, Approvals, ApproverToken, Callers, ConnectionLimits, DecideAccess,
-    ReceiptSettings, ServerConfig, TaskSettings, Tasks, TasksError, Webhook, policy_dir,
+    Decider, ReceiptSettings, ServerConfig, TaskSettings, Tasks, TasksError, Webhook, policy_dir,
 };
 use mandate_store::postgres::PgStore;
 use mandate_store::{
@@ -162,14 +164,67 @@ async fn start(settings: &Settings) -> Step<()> {
     .with_callers(callers)
     .with_shadows(shadows)
     .with_journal(journal);
+    let front_ends = match grpc_front_ends(settings, &state).await? {
+        Ok(front_ends) => front_ends,
+        Err(refused) => return Ok(Err(refused)),
+    };
     serve(
         server_config(settings),
         state,
         (sources, shadow_sources),
         ledger,
+        front_ends,
     )
     .await?;
     Ok(Ok(()))
+}
+
+/// A gRPC front end bound to its address, to be served beside the HTTP API.
+struct GrpcFrontEnd {
+    what: &'static str,
+    listener: tokio::net::TcpListener,
+    routes: mandate_grpc::Services,
+}
+
+/// The gRPC decision API and the ext_authz service, each where configured,
+/// bound now so that an address in use stops the start.
+async fn grpc_front_ends(settings: &Settings, state: &AppState) -> Step<Vec<GrpcFrontEnd>> {
+    let ext_authz_routes = match mandate_grpc::Routes::new(&settings.ext_authz_routes) {
+        Ok(routes) => routes,
+        Err(e) => return Ok(Err(Refused::error(e))),
+    };
+    let mut front_ends = Vec::new();
+    let decider = Decider::new(state.clone());
+    let max_message_bytes = settings.max_body_bytes;
+    if let Some(address) = settings.grpc_listen {
+        let routes = mandate_grpc::decision_services(decider.clone(), max_message_bytes)
+            .context("gRPC reflection")?;
+        front_ends.push(GrpcFrontEnd {
+            what: "decision",
+            listener: bind(address, "the gRPC decision API").await?,
+            routes,
+        });
+    }
+    if let Some(address) = settings.ext_authz_listen {
+        if ext_authz_routes.is_empty() {
+            return Ok(Err(Refused::error(
+                "`ext_authz_listen` is set but no `[[ext_authz_routes]]` are configured, so every check would be denied: add routes to the config file (docs/integrations.md)",
+            )));
+        }
+        let routes = mandate_grpc::ext_authz_services(decider, ext_authz_routes, max_message_bytes);
+        front_ends.push(GrpcFrontEnd {
+            what: "ext_authz",
+            listener: bind(address, "the ext_authz service").await?,
+            routes,
+        });
+    }
+    Ok(Ok(front_ends))
+}
+
+async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot serve {what} on {address}"))
 }
 
 /// The policy directory (seeded with the example pack unless `--policies`
@@ -354,14 +409,45 @@ async fn serve(
     state: AppState,
     (sources, shadow_sources): (PackSources, Vec<PackSources>),
     ledger: Arc<dyn ReceiptLog>,
+    front_ends: Vec<GrpcFrontEnd>,
 ) -> anyhow::Result<()> {
     // Issuers' keys from URLs, before the first request; an unreachable
     // one is tried again in the background, its tokens refused meanwhile.
     state.tasks().identities().fetch_pending().await;
     mandate_server::background::spawn(&state, sources, shadow_sources, config.reload_interval);
+    let limits = GrpcLimits {
+        max_connections: config.limits.max_connections,
+        handshake_timeout: config.limits.header_timeout,
+        request_timeout: config.limits.body_timeout,
+        max_message_bytes: config.max_body_bytes,
+        ..GrpcLimits::default()
+    };
+    let grpc: Vec<_> = front_ends
+        .into_iter()
+        .map(|front_end| {
+            if let Ok(address) = front_end.listener.local_addr() {
+                tracing::info!(%address, service = front_end.what, "gRPC front end is listening");
+            }
+            tokio::spawn(mandate_grpc::serve(
+                front_end.listener,
+                front_end.routes,
+                limits,
+                mandate_server::shutdown_signal(),
+            ))
+        })
+        .collect();
     let served = mandate_server::serve(config.clone(), state)
         .await
         .with_context(|| format!("cannot serve on {}", config.listen));
+    // The gRPC front ends stop on the same signal; their decisions in
+    // flight finish before the ledger closes.
+    for front_end in grpc {
+        match front_end.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "a gRPC front end failed"),
+            Err(e) => tracing::error!(error = %e, "a gRPC front end panicked"),
+        }
+    }
     // Sign a last checkpoint so that the log's head covers every receipt.
     match ledger.close().await {
         Ok(checkpoint) => tracing::info!(size = checkpoint.size, "receipt ledger closed"),
