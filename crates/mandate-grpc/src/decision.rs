@@ -10,11 +10,13 @@ use chrono::Utc;
 use http::StatusCode;
 use mandate_core::json;
 use mandate_core::{Decision, DecisionRequest, DecisionResponse};
+use mandate_server::telemetry::{DecisionSpan, FrontEnd};
 use mandate_server::{
     Authority, AuthorityError, BearerProblem, DecideError, Decider, bearer_of, credential_refusal,
 };
 use serde_json::{Map, Value};
 use tonic::{Code, Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::ERROR_CODE_METADATA;
 use crate::pb;
@@ -49,17 +51,34 @@ impl pb::decision_service_server::DecisionService for DecisionApi {
         request: Request<pb::DecideRequest>,
     ) -> Result<Response<pb::DecideResponse>, Status> {
         let headers = request.metadata().clone().into_headers();
-        let bearer = bearer_of(&headers).map_err(bearer_refused)?;
+        let span = DecisionSpan::start(FrontEnd::Grpc, &headers);
+        self.decide_in(&headers, request.into_inner(), &span)
+            .instrument(span.span().clone())
+            .await
+            .inspect_err(|status| span.refused(status_code(status)))
+            .map(Response::new)
+    }
+}
+
+impl DecisionApi {
+    async fn decide_in(
+        &self,
+        headers: &http::HeaderMap,
+        message: pb::DecideRequest,
+        span: &DecisionSpan,
+    ) -> Result<pb::DecideResponse, Status> {
+        let bearer = bearer_of(headers).map_err(bearer_refused)?;
         let authority = self
             .decider
             .authority(bearer.as_deref(), Utc::now())
             .map_err(unauthorised)?;
-        let request = decision_request(request.into_inner())?;
+        let request = decision_request(message)?;
         let decided = self
             .decider
             .decide(&authority, request, Utc::now())
             .await
             .map_err(refusal)?;
+        span.decided(&decided, &authority);
         tracing::debug!(
             decision_id = %decided.response.decision_id,
             decision = %decided.response.decision,
@@ -71,8 +90,17 @@ impl pb::decision_service_server::DecisionService for DecisionApi {
             },
             "decided over gRPC"
         );
-        Ok(Response::new(response(decided.response)))
+        Ok(response(decided.response))
     }
+}
+
+/// The error code a refusal carries, for the decision's span.
+fn status_code(status: &Status) -> &str {
+    status
+        .metadata()
+        .get(ERROR_CODE_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("internal")
 }
 
 /// The decision request `message` stands for, read as the HTTP API reads

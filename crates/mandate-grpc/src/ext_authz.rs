@@ -35,10 +35,12 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use http::StatusCode;
 use mandate_core::json;
 use mandate_core::{Decision, DecisionRequest, DecisionResponse};
+use mandate_server::telemetry::{DecisionSpan, FrontEnd};
 use mandate_server::{Authority, AuthorityError, DecideError, Decider, credential_refusal};
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value, json};
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::routes::{Matched, Routes, Source};
 
@@ -73,13 +75,25 @@ impl ExtAuthz {
 
     /// The answer for one check: an allow only from an allow decision.
     async fn answer(&self, check: CheckRequest) -> CheckResponse {
-        match self.decide(check).await {
+        let span = DecisionSpan::start(FrontEnd::ExtAuthz, &trace_headers(&check));
+        match self
+            .decide(check, &span)
+            .instrument(span.span().clone())
+            .await
+        {
             Ok((response, forward_credential)) => answer_decision(response, forward_credential),
-            Err(refusal) => refusal.into_response(),
+            Err(refusal) => {
+                span.refused(refusal.code);
+                refusal.into_response()
+            }
         }
     }
 
-    async fn decide(&self, check: CheckRequest) -> Result<(DecisionResponse, bool), Refusal> {
+    async fn decide(
+        &self,
+        check: CheckRequest,
+        span: &DecisionSpan,
+    ) -> Result<(DecisionResponse, bool), Refusal> {
         let http = check
             .attributes
             .and_then(|a| a.request)
@@ -150,6 +164,7 @@ impl ExtAuthz {
             .decide(&authority, request, Utc::now())
             .await
             .map_err(Refusal::undecided)?;
+        span.decided(&decided, &authority);
         tracing::debug!(
             decision_id = %decided.response.decision_id,
             decision = %decided.response.decision,
@@ -170,6 +185,30 @@ impl Authorization for ExtAuthz {
     ) -> Result<Response<CheckResponse>, Status> {
         Ok(Response::new(self.answer(request.into_inner()).await))
     }
+}
+
+/// The W3C trace context of the HTTP request Envoy holds (`traceparent`,
+/// `tracestate`), for the decision's span.
+fn trace_headers(check: &CheckRequest) -> http::HeaderMap {
+    let mut trace = http::HeaderMap::new();
+    let Some(http) = check
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+    else {
+        return trace;
+    };
+    for name in ["traceparent", "tracestate"] {
+        if let Some(value) = http
+            .headers
+            .get(name)
+            .and_then(|v| http::HeaderValue::from_str(v).ok())
+        {
+            trace.insert(name, value);
+        }
+    }
+    trace
 }
 
 /// The answer to Envoy for a decision.

@@ -37,6 +37,7 @@ mod routes;
 pub mod shadow;
 mod state;
 pub mod tasks;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! Prometheus metrics. Telemetry only: no request content ever goes here.
 
+use std::sync::LazyLock;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -60,6 +62,16 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Spans the OTLP exporter dropped. Process-wide: the exporter is set up
+/// with the logging, before any server state exists.
+static SPANS_DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// The counter of dropped decision spans, for the OTLP exporter to count on
+/// (`mandate_otel_spans_dropped_total`).
+pub fn spans_dropped() -> Counter {
+    SPANS_DROPPED.clone()
 }
 
 impl Metrics {
@@ -133,6 +145,11 @@ impl Metrics {
             "journal_bytes",
             "Bytes the decision journal holds, as retention counts them (journal_max_bytes bounds it), as this instance last saw",
             journal_bytes.clone(),
+        );
+        registry.register(
+            "otel_spans_dropped",
+            "Decision spans not exported over OTLP: the export queue was full, or the collector failed or did not answer in time",
+            SPANS_DROPPED.clone(),
         );
         Self {
             registry,

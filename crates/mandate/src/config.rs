@@ -55,6 +55,8 @@ const KEYS: &[&str] = &[
     "grpc_listen",
     "ext_authz_listen",
     "ext_authz_routes",
+    "otel_endpoint",
+    "otel_protocol",
 ];
 
 /// Resolved settings for `mandate serve`.
@@ -136,6 +138,12 @@ pub struct Settings {
     pub ext_authz_listen: Option<SocketAddr>,
     /// Which HTTP requests the ext_authz service decides as which tool calls.
     pub ext_authz_routes: Vec<mandate_grpc::RouteSettings>,
+    /// Where decision spans are exported over OTLP (the base URL, as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`); off unless this or that is set.
+    pub otel_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`; else `OTEL_EXPORTER_OTLP_PROTOCOL`, else
+    /// `http/protobuf`.
+    pub otel_protocol: Option<String>,
 }
 
 /// `decide_access` in the config file.
@@ -358,6 +366,8 @@ impl Default for Settings {
             grpc_listen: None,
             ext_authz_listen: None,
             ext_authz_routes: Vec::new(),
+            otel_endpoint: None,
+            otel_protocol: None,
         }
     }
 }

@@ -12,6 +12,7 @@ mod listen;
 mod output;
 mod pack;
 mod task_files;
+mod telemetry;
 
 use std::process::ExitCode;
 

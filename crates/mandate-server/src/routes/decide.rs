@@ -8,7 +8,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use mandate_core::{DecisionRequest, DecisionResponse};
 
@@ -18,6 +18,8 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
 use crate::state::AppState;
 use crate::tasks::Tasks;
+use crate::telemetry::{DecisionSpan, FrontEnd};
+use tracing::Instrument as _;
 
 /// Decide whether a tool call may proceed.
 ///
@@ -48,8 +50,22 @@ use crate::tasks::Tasks;
     ))]
 pub(crate) async fn decide(
     State(state): State<AppState>,
+    headers: HeaderMap,
     bearer: Result<Option<Bearer>, ApiError>,
     body: Result<ApiJson<DecisionRequest>, ApiError>,
+) -> Result<Json<DecisionResponse>, ApiError> {
+    let span = DecisionSpan::start(FrontEnd::Http, &headers);
+    decide_in(&state, bearer, body, &span)
+        .instrument(span.span().clone())
+        .await
+        .inspect_err(|e| span.refused(e.code()))
+}
+
+async fn decide_in(
+    state: &AppState,
+    bearer: Result<Option<Bearer>, ApiError>,
+    body: Result<ApiJson<DecisionRequest>, ApiError>,
+    span: &DecisionSpan,
 ) -> Result<Json<DecisionResponse>, ApiError> {
     let rejected = |e: &ApiError| {
         if e.status().is_client_error() {
@@ -70,6 +86,7 @@ pub(crate) async fn decide(
         .await
         .map_err(|e| refusal(state.tasks(), e))
         .inspect_err(rejected)?;
+    span.decided(&decided, &authority);
     let response = decided.response;
     tracing::debug!(
         decision_id = %response.decision_id,

@@ -23,6 +23,7 @@ use mandate_store::{
     JournalRetention, Ledger, LedgerConfig, LedgerError, ReceiptLog, SqliteState, StateError,
     StateStore,
 };
+use opentelemetry_sdk::trace::SdkTracerProvider;
 
 use crate::cli::{LogFormat, ReceiptArguments, ServeArgs};
 use crate::config::{DecideAccessSetting, JournalRedactSettings, PackDir, Settings, Store};
@@ -53,7 +54,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
             return Ok(Code::Input);
         }
     };
-    init_logging(settings.log_format);
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    // The OTLP exporter's task runs on the runtime, set up with the logging.
+    let _in_runtime = runtime.enter();
+    let export = match crate::telemetry::Export::resolve(
+        settings.otel_endpoint.as_deref(),
+        settings.otel_protocol.as_deref(),
+    ) {
+        Ok(export) => export,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(Code::Input);
+        }
+    };
+    let spans = export
+        .map(|export| export.start(mandate_server::metrics::spans_dropped()))
+        .transpose()?;
+    init_logging(settings.log_format, spans.as_ref());
 
     std::fs::create_dir_all(&settings.data_dir).with_context(|| {
         format!(
@@ -75,8 +92,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
             return Ok(Code::Failure);
         }
     };
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    match runtime.block_on(start(&settings))? {
+    let started = runtime.block_on(start(&settings));
+    if let Some(spans) = spans {
+        // The last spans, sent before the runtime stops.
+        if let Err(e) = spans.shutdown() {
+            tracing::warn!(error = %e, "the last decision spans were not exported");
+        }
+    }
+    match started? {
         Ok(()) => Ok(Code::Ok),
         Err(Refused(lines)) => {
             for line in lines {
@@ -583,17 +606,39 @@ async fn open_tasks(
     Ok(Ok(tasks))
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr at `RUST_LOG` (default `info`); decision spans go only to
+/// the OTLP exporter, when there is one.
+fn init_logging(format: LogFormat, spans: Option<&SdkTracerProvider>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive(
+            format!("{}=off", mandate_server::telemetry::TARGET)
+                .parse()
+                .unwrap_or_default(),
+        );
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let logs = match format {
+        LogFormat::Text => logs.with_filter(filter).boxed(),
+        LogFormat::Json => logs.json().with_filter(filter).boxed(),
+    };
+    let spans = spans.map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(crate::telemetry::tracer(provider))
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target(mandate_server::telemetry::TARGET, tracing::Level::INFO),
+            )
+    });
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .try_init();
 }
 
 /// Who may ask for decisions without a task credential, said in the log
