@@ -200,7 +200,7 @@ fn bearer_refused(problem: BearerProblem) -> Status {
         ),
         BearerProblem::OtherScheme => error(
             Code::Unauthenticated,
-            "invalid_token",
+            "missing_token",
             "only bearer tokens are accepted: send `authorization: Bearer <token>`",
         ),
         BearerProblem::Empty => error(

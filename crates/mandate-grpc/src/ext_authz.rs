@@ -26,7 +26,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpStatusCode,
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HeaderAppendAction,
+    HttpStatusCode,
 };
 use envoy_types::ext_authz::v3::{
     CheckResponseExt as _, DeniedHttpResponseBuilder, OkHttpResponseBuilder,
@@ -50,6 +51,9 @@ pub const APPROVAL_HEADER: &str = "x-mandate-approval-id";
 pub const DECISION_HEADER: &str = "x-mandate-decision-id";
 /// The upstream request header with the decision's receipt index.
 pub const RECEIPT_HEADER: &str = "x-mandate-receipt-index";
+
+/// Why a check without a task credential is refused.
+const NO_CREDENTIAL: &str = "HTTP calls are decided under the caller's task credential: send `Authorization: Bearer <task credential>`";
 
 /// The ext_authz service over a [`Decider`] and the configured routes.
 #[derive(Clone)]
@@ -111,10 +115,7 @@ impl ExtAuthz {
             .authority(headers.bearer()?.as_deref(), Utc::now())
             .map_err(Refusal::unauthorised)?;
         let Authority::Task(credential) = &authority else {
-            return Err(Refusal::challenge(
-                "invalid_token",
-                "HTTP calls are decided under the caller's task credential: send `Authorization: Bearer <task credential>`",
-            ));
+            return Err(Refusal::challenge("invalid_token", NO_CREDENTIAL));
         };
         let holder = credential
             .holder()
@@ -191,19 +192,17 @@ impl Authorization for ExtAuthz {
 /// `tracestate`), for the decision's span.
 fn trace_headers(check: &CheckRequest) -> http::HeaderMap {
     let mut trace = http::HeaderMap::new();
-    let Some(http) = check
+    let headers = check
         .attributes
         .as_ref()
         .and_then(|a| a.request.as_ref())
         .and_then(|r| r.http.as_ref())
-    else {
-        return trace;
-    };
+        .and_then(|http| Headers::of(http).ok());
     for name in ["traceparent", "tracestate"] {
-        if let Some(value) = http
-            .headers
-            .get(name)
-            .and_then(|v| http::HeaderValue::from_str(v).ok())
+        if let Some(value) = headers
+            .as_ref()
+            .and_then(|h| h.one(name).ok().flatten())
+            .and_then(|v| http::HeaderValue::from_str(&v).ok())
         {
             trace.insert(name, value);
         }
@@ -217,14 +216,22 @@ fn answer_decision(response: DecisionResponse, forward_credential: bool) -> Chec
     match response.decision {
         Decision::Allow => {
             let mut ok = OkHttpResponseBuilder::new();
+            // Overwrite: a client's own header of that name never reaches
+            // the upstream beside Mandate's.
+            let overwrite = Some(HeaderAppendAction::OverwriteIfExistsOrAdd);
             ok.add_header(
                 DECISION_HEADER,
                 response.decision_id.to_string(),
-                None,
+                overwrite,
                 false,
             );
-            if let Some(index) = response.receipt_index {
-                ok.add_header(RECEIPT_HEADER, index.to_string(), None, false);
+            match response.receipt_index {
+                Some(index) => {
+                    ok.add_header(RECEIPT_HEADER, index.to_string(), overwrite, false);
+                }
+                None => {
+                    ok.remove_header(RECEIPT_HEADER);
+                }
             }
             ok.remove_header(APPROVAL_HEADER);
             if !forward_credential {
@@ -293,10 +300,9 @@ impl Refusal {
     fn unauthorised(refused: AuthorityError) -> Self {
         let message = refused.to_string();
         match refused {
-            AuthorityError::CallerRequired => Self {
-                challenge: Some("Bearer".to_owned()),
-                ..Self::new(StatusCode::UNAUTHORIZED, "caller_required", message)
-            },
+            // ext_authz decides under a task credential only: a caller's
+            // token would not do either.
+            AuthorityError::CallerRequired => Self::challenge("invalid_token", NO_CREDENTIAL),
             AuthorityError::IdentityToken => Self::challenge("invalid_token", message),
             AuthorityError::Credential(e) => match credential_refusal(&e) {
                 (StatusCode::UNAUTHORIZED, code) => Self::challenge(code, message),
@@ -433,11 +439,15 @@ impl Headers {
 /// segments, empty segments, and encoded slashes or dots, which Envoy (with
 /// `normalize_path`) or the upstream may resolve after Mandate matched.
 fn check_path(path: &str) -> Result<(), Refusal> {
-    let ambiguous = path.split('/').skip(1).enumerate().any(|(i, segment)| {
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let ambiguous = segments.iter().enumerate().any(|(i, segment)| {
         let lower = segment.to_ascii_lowercase();
-        (segment.is_empty() && i > 0 && !path.ends_with('/'))
-            || segment == "."
-            || segment == ".."
+        // What some servers read before a `;` (`..;` is `..` to them).
+        let before_params = segment.split(';').next().unwrap_or_default();
+        (segment.is_empty() && i != last)
+            || before_params == "."
+            || before_params == ".."
             || lower.contains("%2f")
             || lower.contains("%5c")
             || lower.contains("%2e")

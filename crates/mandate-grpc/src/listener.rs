@@ -10,8 +10,8 @@
 //!   away (HTTP/2 GOAWAY; calls in flight finish), so that an idle
 //!   connection does not hold its slot for ever; a peer that stops
 //!   answering HTTP/2 pings is dropped;
-//! - messages above `max_message_bytes` are refused (`RESOURCE_EXHAUSTED`)
-//!   by each service, and at most 128 calls run at once on a connection.
+//! - messages above `max_message_bytes` are refused (tonic answers
+//!   `OUT_OF_RANGE`) by each service, and at most 128 calls run at once on a connection.
 
 use std::pin::Pin;
 use std::sync::Arc;

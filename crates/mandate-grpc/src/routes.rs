@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 
-use mandate_core::names;
+use mandate_core::{ToolAnnotations, names};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -198,8 +198,27 @@ impl Routes {
 /// Whether two routes on one template could match the same request.
 fn overlaps(a: &Route, b: &Route) -> bool {
     let methods = a.method.is_none() || b.method.is_none() || a.method == b.method;
-    let hosts = a.host.is_none() || b.host.is_none() || a.host == b.host;
+    let hosts = match (&a.host, &b.host) {
+        (Some(a), Some(b)) => host_name(a) == host_name(b),
+        _ => true,
+    };
     methods && hosts
+}
+
+/// A configured host without its port: `api.example.com:443` and
+/// `api.example.com` can match the same request.
+fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        // `[::1]:443` or `[::1]`: the bracketed address.
+        return host
+            .find(']')
+            .and_then(|end| host.get(..=end))
+            .unwrap_or(host);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
 }
 
 /// `host` as configured against the request's `:authority`: equal without
@@ -245,6 +264,8 @@ fn check(route: &RouteSettings) -> Result<Route, String> {
     };
     names::server(&route.server).map_err(|e| format!("server: {e}"))?;
     names::tool(&route.tool).map_err(|e| format!("tool: {e}"))?;
+    serde_json::from_value::<ToolAnnotations>(Value::Object(route.annotations.clone()))
+        .map_err(|e| format!("annotations: {e}"))?;
     if route.arguments.len() > MAX_ARGUMENTS {
         return Err(format!("at most {MAX_ARGUMENTS} arguments per route"));
     }
@@ -430,6 +451,16 @@ mod tests {
             error.to_string().contains("same requests as route 0"),
             "{error}"
         );
+        // A host with a port and the same host without one overlap.
+        let error = Routes::new(&[
+            route("POST", "/a/{owner}", Some("api.example.com:443")),
+            route("POST", "/a/{owner}", Some("api.example.com")),
+        ])
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("same requests as route 0"),
+            "{error}"
+        );
         // Different methods on one template are fine.
         Routes::new(&[
             route("POST", "/a/{owner}", None),
@@ -445,6 +476,16 @@ mod tests {
             (route("POST", "a", None), "start with `/`"),
             (route("POST", "/a/{x", None), "unclosed"),
             (route("POST", "/a", Some("bad host")), "host"),
+            (
+                RouteSettings {
+                    annotations: serde_json::json!({"readOnlyHint": "yes"})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                    ..route("POST", "/a/{owner}", None)
+                },
+                "annotations",
+            ),
             (
                 RouteSettings {
                     server: "Bad Server".into(),

@@ -26,9 +26,11 @@ pub enum DecideAccess {
 }
 
 impl DecideAccess {
-    /// The default for a server listening on `listen`.
-    pub fn default_for(listen: SocketAddr) -> Self {
-        if listen.ip().is_loopback() {
+    /// The default for a server whose decision front ends listen on
+    /// `listeners` (the HTTP API, and the gRPC API where it is on): anyone
+    /// only when every one of them is on loopback.
+    pub fn default_for(listeners: impl IntoIterator<Item = SocketAddr>) -> Self {
+        if listeners.into_iter().all(|a| a.ip().is_loopback()) {
             DecideAccess::Anyone
         } else {
             DecideAccess::Callers
@@ -134,11 +136,23 @@ mod tests {
 
     #[test]
     fn loopback_is_open_and_anything_else_asks_for_callers() {
-        let at = |s: &str| DecideAccess::default_for(s.parse().unwrap());
+        let at = |s: &str| DecideAccess::default_for([s.parse().unwrap()]);
         assert_eq!(at("127.0.0.1:8181"), DecideAccess::Anyone);
         assert_eq!(at("[::1]:8181"), DecideAccess::Anyone);
         assert_eq!(at("0.0.0.0:8181"), DecideAccess::Callers);
         assert_eq!(at("10.1.2.3:8181"), DecideAccess::Callers);
+        // One listener beyond loopback (a gRPC API on all interfaces, say)
+        // is enough to ask for callers.
+        let both =
+            |a: &str, b: &str| DecideAccess::default_for([a.parse().unwrap(), b.parse().unwrap()]);
+        assert_eq!(
+            both("127.0.0.1:8181", "127.0.0.1:8183"),
+            DecideAccess::Anyone
+        );
+        assert_eq!(
+            both("127.0.0.1:8181", "0.0.0.0:8183"),
+            DecideAccess::Callers
+        );
     }
 
     #[test]

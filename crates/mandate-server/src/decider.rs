@@ -38,6 +38,7 @@ use mandate_core::{
 use mandate_ledger::Receipt;
 use mandate_store::{HistoryEntry as RecordedEntry, JournalEntry, SessionDecision, StateError};
 use serde_json::Value;
+use tracing::Instrument as _;
 
 use crate::approval_flow::{self, Gate, GateError};
 use crate::approvals::{self, Asker};
@@ -272,7 +273,31 @@ impl Decider {
     /// Decides `request` under `authority` at `now`, records the decision
     /// (receipt, then the task's history or the agent's session, then a new
     /// approval), and returns the answer. An error means no decision: deny.
+    ///
+    /// The decision runs to its end in a task of its own, even when the
+    /// caller stops waiting (a client gone, a front end's time limit):
+    /// abandoned half-way, an approval could be spent with no receipt, or a
+    /// receipt written with no history entry.
     pub async fn decide(
+        &self,
+        authority: &Authority,
+        request: DecisionRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Decided, DecideError> {
+        let decider = self.clone();
+        let authority = authority.clone();
+        tokio::spawn(
+            async move { decider.decide_to_the_end(&authority, request, now).await }
+                .instrument(tracing::Span::current()),
+        )
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "a decision task failed");
+            DecideError::Internal("the decision failed")
+        })?
+    }
+
+    async fn decide_to_the_end(
         &self,
         authority: &Authority,
         mut request: DecisionRequest,

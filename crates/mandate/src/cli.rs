@@ -69,12 +69,13 @@ Exit codes:
 
 const SERVE_SETTINGS: &str = "\
 Every option can also be set in the TOML config file (`--config`, keys named like the
-options with `_`: listen, data_dir, store, policies, max_body_bytes,
-reload_interval_ms, log_format, signing_key_file, checkpoint_interval_ms, receipt_arguments,
-receipt_redact, audience, resource, task_max_ttl_seconds, task_signing_key_file,
-approval_ttl_seconds, allow_self_approval, approval_webhook_url, approval_webhook_secret,
-max_pending_approvals_per_agent), plus settings with no flag: header_timeout_ms,
-body_timeout_ms, idle_timeout_ms, max_connections, ext_authz_routes, shadow_policies, journal,
+options with `_`: listen, grpc_listen, ext_authz_listen, data_dir, store, policies,
+max_body_bytes, reload_interval_ms, log_format, signing_key_file, checkpoint_interval_ms,
+receipt_arguments, receipt_redact, audience, resource, task_max_ttl_seconds,
+task_signing_key_file, approval_ttl_seconds, allow_self_approval, approval_webhook_url,
+approval_webhook_secret, max_pending_approvals_per_agent), plus settings with no flag:
+header_timeout_ms, body_timeout_ms, idle_timeout_ms, max_connections, decide_access, callers,
+ext_authz_routes, otel_endpoint, otel_protocol, shadow_policies, journal,
 journal_max_age_seconds, journal_max_bytes, journal_redact (docs/configuration.md)
 and from MANDATE_<KEY> environment variables (a list as
 MANDATE_RECEIPT_REDACT='[body, payment.card]'). Precedence: flag, then

@@ -538,6 +538,13 @@ impl Settings {
     fn resolve_in(args: &ServeArgs, env_prefix: &str) -> anyhow::Result<Self> {
         let settings: Settings = extract(&layers(args.config.as_deref(), env_prefix, args)?)?;
         settings.store_kind()?;
+        // Routes are checked with the rest of the configuration, before
+        // anything is created.
+        mandate_grpc::Routes::new(&settings.ext_authz_routes)?;
+        anyhow::ensure!(
+            settings.ext_authz_listen.is_none() || !settings.ext_authz_routes.is_empty(),
+            "`ext_authz_listen` is set but no `[[ext_authz_routes]]` are configured, so every check would be denied: add routes to the config file (docs/integrations.md)"
+        );
         anyhow::ensure!(
             settings.max_body_bytes > 0,
             "`max_body_bytes` must be positive"

@@ -19,6 +19,7 @@ mod util;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
     HttpRequest, Request as AttrRequest,
 };
@@ -494,6 +495,9 @@ fn ask_envoy_check(
 /// and JSON body; for an allow, headers added and removed.
 struct Answer {
     grpc: i32,
+    /// Headers Mandate sets on the upstream request that do not overwrite
+    /// the client's own.
+    appended: Vec<String>,
     http: Option<i32>,
     headers: HashMap<String, String>,
     removed: Vec<String>,
@@ -513,6 +517,12 @@ fn answer(response: CheckResponse) -> Answer {
     match response.http_response {
         Some(HttpResponse::OkResponse(ok)) => Answer {
             grpc,
+            appended: ok
+                .headers
+                .iter()
+                .filter(|o| o.append_action != HeaderAppendAction::OverwriteIfExistsOrAdd as i32)
+                .filter_map(|o| Some(o.header.as_ref()?.key.clone()))
+                .collect(),
             http: None,
             headers: header_pairs(&ok.headers),
             removed: ok.headers_to_remove,
@@ -520,6 +530,7 @@ fn answer(response: CheckResponse) -> Answer {
         },
         Some(HttpResponse::DeniedResponse(denied)) => Answer {
             grpc,
+            appended: Vec::new(),
             http: denied.status.map(|s| s.code),
             headers: header_pairs(&denied.headers),
             removed: Vec::new(),
@@ -561,6 +572,8 @@ fn ext_authz_decides_routed_requests_with_receipts_and_answers_envoy() {
     assert_eq!(allowed.grpc, 0, "allowed: {:?}", allowed.body);
     let decision_id = allowed.headers["x-mandate-decision-id"].clone();
     assert!(allowed.headers.contains_key("x-mandate-receipt-index"));
+    // A client's own `x-mandate-decision-id` would be overwritten, not kept.
+    assert!(allowed.appended.is_empty(), "{:?}", allowed.appended);
     assert!(allowed.removed.contains(&"authorization".to_owned()));
     assert!(
         allowed
@@ -827,5 +840,7 @@ fn a_route_outside_its_grammar_or_a_listener_without_routes_stops_the_start() {
             .run_to_exit();
         assert_eq!(status.code(), Some(2), "{config}: {stderr}");
         assert!(stderr.contains(expected), "{config}: {stderr}");
+        // Refused with the rest of the configuration, before anything is made.
+        assert!(!dir.path().join("data").exists(), "{config}");
     }
 }

@@ -229,11 +229,6 @@ async fn grpc_front_ends(settings: &Settings, state: &AppState) -> Step<Vec<Grpc
         });
     }
     if let Some(address) = settings.ext_authz_listen {
-        if ext_authz_routes.is_empty() {
-            return Ok(Err(Refused::error(
-                "`ext_authz_listen` is set but no `[[ext_authz_routes]]` are configured, so every check would be denied: add routes to the config file (docs/integrations.md)",
-            )));
-        }
         let routes = mandate_grpc::ext_authz_services(decider, ext_authz_routes, max_message_bytes);
         front_ends.push(GrpcFrontEnd {
             what: "ext_authz",
@@ -643,11 +638,18 @@ fn init_logging(format: LogFormat, spans: Option<&SdkTracerProvider>) {
 
 /// Who may ask for decisions without a task credential, said in the log
 /// at start: beyond loopback, by default, only configured callers.
+/// Where decisions are asked for without going through a route: the HTTP
+/// API and the gRPC decision API. (ext_authz decides only under a task
+/// credential.)
+fn decision_listeners(settings: &Settings) -> impl Iterator<Item = SocketAddr> {
+    std::iter::once(settings.listen).chain(settings.grpc_listen)
+}
+
 pub(crate) fn decision_callers(settings: &Settings) -> anyhow::Result<Callers> {
     let access = match settings.decide_access {
         Some(DecideAccessSetting::Anyone) => DecideAccess::Anyone,
         Some(DecideAccessSetting::Callers) => DecideAccess::Callers,
-        None => DecideAccess::default_for(settings.listen),
+        None => DecideAccess::default_for(decision_listeners(settings)),
     };
     let callers = Callers::new(
         access,
@@ -656,13 +658,14 @@ pub(crate) fn decision_callers(settings: &Settings) -> anyhow::Result<Callers> {
             .iter()
             .map(|c| (c.name.clone(), c.token_sha256.clone())),
     )?;
+    let beyond_loopback = decision_listeners(settings).find(|a| !a.ip().is_loopback());
     match access {
-        DecideAccess::Anyone if !settings.listen.ip().is_loopback() => tracing::warn!(
-            listen = %settings.listen,
+        DecideAccess::Anyone if beyond_loopback.is_some() => tracing::warn!(
+            listen = %beyond_loopback.unwrap_or(settings.listen),
             "decide_access = \"anyone\" beyond loopback: whoever reaches this address can ask for decisions in any agent's name without a task credential"
         ),
         DecideAccess::Anyone => tracing::info!(
-            "decisions without a task credential: anyone who reaches the loopback address"
+            "decisions without a task credential: anyone who reaches the loopback addresses"
         ),
         DecideAccess::Callers if callers.is_empty() => tracing::warn!(
             "decisions without a task credential: only configured callers, and none is configured, so only task credentials decide; add [[callers]] (`mandate callers token`)"
