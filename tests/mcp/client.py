@@ -13,7 +13,7 @@ object on stdout when the plan is done ({"server": ..., "steps": [...]}).
 Steps:
 
     {"op": "list_tools"}
-    {"op": "call", "tool": NAME, "arguments": {...}, "progress": bool}
+    {"op": "call", "tool": NAME, "arguments": {...}, "progress": bool, "meta": {...}}
     {"op": "list_resources"} / {"op": "read_resource", "uri": URI}
     {"op": "list_prompts"} / {"op": "get_prompt", "name": NAME, "arguments": {...}}
 
@@ -98,6 +98,7 @@ async def run_step(session, step):
                 step["tool"],
                 step.get("arguments", {}),
                 progress_callback=on_progress if step.get("progress") else None,
+                meta=step.get("meta"),
             )
             record.update(
                 tool=step["tool"],
@@ -147,10 +148,16 @@ async def connect(mode, target):
         else:
             headers = json.loads(os.environ.get("MCP_TEST_HEADERS", "{}"))
             # The SDK's own client (its timeouts), with the extra headers.
-            http = await stack.enter_async_context(create_mcp_http_client(headers=headers))
-            streams = await stack.enter_async_context(streamable_http_client(target, http_client=http))
+            http = await stack.enter_async_context(
+                create_mcp_http_client(headers=headers)
+            )
+            streams = await stack.enter_async_context(
+                streamable_http_client(target, http_client=http)
+            )
             read, write = streams[0], streams[1]
-        yield await stack.enter_async_context(ClientSession(read, write, sampling_callback=sampling))
+        yield await stack.enter_async_context(
+            ClientSession(read, write, sampling_callback=sampling)
+        )
 
 
 class Opened:

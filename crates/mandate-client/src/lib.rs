@@ -199,7 +199,22 @@ impl Client {
         request: &DecisionRequest,
         bearer: Option<&str>,
     ) -> Result<DecisionResponse, ClientError> {
-        let request = self.request(Method::POST, &["v1", "decide"])?.json(request);
+        self.decide_in_trace(request, bearer, &[]).await
+    }
+
+    /// [`Client::decide`] as part of a trace: `trace` is the W3C trace
+    /// context (`traceparent`, and `tracestate` if any) sent as headers, so
+    /// that the decision's span is a child of the caller's.
+    pub async fn decide_in_trace(
+        &self,
+        request: &DecisionRequest,
+        bearer: Option<&str>,
+        trace: &[(&str, String)],
+    ) -> Result<DecisionResponse, ClientError> {
+        let mut request = self.request(Method::POST, &["v1", "decide"])?.json(request);
+        for (name, value) in trace {
+            request = request.header(*name, value);
+        }
         self.send(with_bearer(request, bearer)).await
     }
 

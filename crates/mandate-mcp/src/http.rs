@@ -339,11 +339,16 @@ impl Proxy {
                     Gate::Deny(denied) => {
                         return rpc(StatusCode::OK, jsonrpc::result(&id, denied.result()));
                     }
-                    // What was checked is what goes upstream.
-                    Gate::Allow(allowed) => (
-                        Watch::Call { id, allowed },
-                        Bytes::from(message.to_string()),
-                    ),
+                    // What was checked is what goes upstream (with the
+                    // call's trace context, when tracing).
+                    Gate::Allow(allowed) => {
+                        let mut forwarded = message.clone();
+                        allowed.propagate_into(&mut forwarded);
+                        (
+                            Watch::Call { id, allowed },
+                            Bytes::from(forwarded.to_string()),
+                        )
+                    }
                 }
             }
             Message::Request { id, method } if method == jsonrpc::TOOLS_LIST => (
@@ -517,7 +522,14 @@ impl Proxy {
         let known = self.annotations(upstream, headers, &call.name).await;
         let annotations = self.pep.annotations(name, &call.name, known.as_ref());
         self.pep
-            .decide(name, &call.name, shown, annotations, call.arguments)
+            .decide(
+                name,
+                &call.name,
+                shown,
+                annotations,
+                call.arguments,
+                &call.trace,
+            )
             .await
     }
 

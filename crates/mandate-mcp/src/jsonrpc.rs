@@ -6,6 +6,7 @@
 //! included, `serde_json` preserves it), so methods, fields and extensions
 //! that Mandate does not know pass untouched.
 
+use crate::trace::TraceContext;
 use rmcp::model::{CallToolRequestParams, ErrorCode};
 use serde_json::{Map, Value, json};
 
@@ -168,6 +169,8 @@ pub struct ToolCall {
     pub name: String,
     /// The call's arguments (an object; empty when the call sent none).
     pub arguments: Map<String, Value>,
+    /// The trace context the client sent in `params._meta`, if any.
+    pub trace: TraceContext,
 }
 
 /// Reads the parameters of a `tools/call` request with rmcp's type for
@@ -185,6 +188,7 @@ pub fn tool_call(message: &Value) -> Result<ToolCall, String> {
     Ok(ToolCall {
         name: params.name.into_owned(),
         arguments: params.arguments.unwrap_or_default(),
+        trace: TraceContext::of_call(message),
     })
 }
 

@@ -29,6 +29,7 @@ pub mod merge;
 pub mod meta;
 pub mod pep;
 pub mod stdio;
+pub mod trace;
 
 pub use config::{ConfigError, GatewayConfig, StdioServer};
 pub use credential::TaskCredential;

@@ -24,6 +24,8 @@ use crate::config::GatewayConfig;
 use crate::credential::TaskCredential;
 use crate::jsonrpc::{self, IdKey};
 use crate::meta::DecisionMeta;
+use crate::trace::{self, CallSpan, TraceContext};
+use tracing::Instrument as _;
 
 /// The default wait for an approval.
 pub const DEFAULT_APPROVAL_WAIT: Duration = Duration::from_secs(60);
@@ -90,6 +92,19 @@ pub struct Allowed {
     /// The tool's free-text output fields beyond the usual ones, for
     /// finding the destinations its result names.
     pub text_fields: Vec<String>,
+    /// The call's span, ended when the call's answer is recorded
+    /// ([`Pep::record_result`]).
+    pub span: Option<CallSpan>,
+}
+
+impl Allowed {
+    /// Puts the call's trace context in the forwarded call (`params._meta`)
+    /// for the upstream server, when tracing.
+    pub fn propagate_into(&self, message: &mut Value) {
+        if let Some(span) = &self.span {
+            span.propagate_into(message);
+        }
+    }
 }
 
 /// A call that must not go upstream, and how the client is told.
@@ -251,7 +266,38 @@ impl Pep {
     /// approval when one is required, and fails closed on any trouble.
     /// `shown` is the tool's name as the client called it (`fs__write_file`
     /// behind a merged endpoint), which a deny's text names.
+    /// `trace` is the trace context the client sent with the call: the
+    /// call's span ([`CallSpan`]) is its child, and lives in the
+    /// [`Allowed`] until the call's answer is recorded.
     pub async fn decide(
+        &self,
+        server: &str,
+        tool: &str,
+        shown: &str,
+        annotations: ToolAnnotations,
+        arguments: Map<String, Value>,
+        trace: &TraceContext,
+    ) -> Gate {
+        let span = CallSpan::start(server, tool, trace);
+        let mut gate = self
+            .decide_in_span(server, tool, shown, annotations, arguments)
+            .instrument(span.span().clone())
+            .await;
+        match &mut gate {
+            Gate::Allow(allowed) => {
+                span.decided(&allowed.decision);
+                allowed.span = Some(span);
+            }
+            Gate::Deny(Denied {
+                decision: Some(decision),
+                ..
+            }) => span.decided(decision),
+            Gate::Deny(Denied { decision: None, .. }) => span.failed("undecided"),
+        }
+        gate
+    }
+
+    async fn decide_in_span(
         &self,
         server: &str,
         tool: &str,
@@ -268,6 +314,7 @@ impl Pep {
             Decision::Allow => Gate::Allow(Allowed {
                 decision: DecisionMeta::of(&answer),
                 text_fields: body.action.annotations.text_fields.clone(),
+                span: None,
             }),
             Decision::ApprovalRequired => self.await_approval(&body, answer, shown).await,
             Decision::Deny => Gate::Deny(denied(shown, &answer)),
@@ -338,7 +385,7 @@ impl Pep {
     /// One `POST /v1/decide`; any answer but a readable `200` is an error.
     async fn ask(&self, body: &DecisionRequest) -> Result<DecisionResponse, String> {
         self.client
-            .decide(body, self.decide_token())
+            .decide_in_trace(body, self.decide_token(), &trace::current_headers())
             .await
             .map_err(|e| e.to_string())
     }
@@ -432,6 +479,7 @@ impl Pep {
                     Gate::Allow(Allowed {
                         decision,
                         text_fields: body.action.annotations.text_fields.clone(),
+                        span: None,
                     })
                 } else {
                     let mut deny = denied(tool, &answer);
@@ -481,6 +529,9 @@ impl Pep {
     /// decision. A destination it names grounds later calls once the
     /// report is in; until then it is unseen (stricter, never looser).
     pub fn record_result(&self, allowed: Allowed, failed: bool, response: Option<&Value>) {
+        if failed && let Some(span) = &allowed.span {
+            span.failed("tool_error");
+        }
         let Principal::Credential { credential, .. } = &self.settings.principal else {
             return;
         };

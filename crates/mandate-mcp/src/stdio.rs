@@ -405,7 +405,14 @@ impl Relay {
                 let shown = format!("{}{}", relay.tool_prefix, call.name);
                 relay
                     .pep
-                    .decide(&server, &call.name, &shown, annotations, call.arguments)
+                    .decide(
+                        &server,
+                        &call.name,
+                        &shown,
+                        annotations,
+                        call.arguments,
+                        &call.trace,
+                    )
                     .await
             };
             // A cancellation ends the decision at once, approval wait
@@ -422,10 +429,13 @@ impl Relay {
             };
             match gate {
                 Gate::Allow(allowed) => {
-                    pending.insert(key, Pending::ToolsCall(allowed));
                     // What was checked is what goes upstream: the parsed
                     // message, not the bytes (no duplicate keys that another
-                    // parser could read differently).
+                    // parser could read differently), with the call's trace
+                    // context when tracing.
+                    let mut message = message;
+                    allowed.propagate_into(&mut message);
+                    pending.insert(key, Pending::ToolsCall(allowed));
                     let _ = relay.to_server.send(message.to_string().into_bytes());
                 }
                 Gate::Deny(denied) => {

@@ -17,6 +17,8 @@
 use std::sync::mpsc as sync_mpsc;
 use std::time::Duration;
 
+use std::io::IsTerminal as _;
+
 use anyhow::Context as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
@@ -25,6 +27,8 @@ use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter as _, SpanProcessor};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::mpsc;
+
+use crate::cli::LogFormat;
 
 /// Finished spans waiting for export, at most.
 pub const QUEUE: usize = 4096;
@@ -152,6 +156,64 @@ impl Export {
             .with_resource(resource)
             .with_span_processor(QueueProcessor { queue, dropped })
             .build())
+    }
+}
+
+/// Logs to stderr at `RUST_LOG` (default `default_level`); spans of the
+/// target `mandate::otel` go only to the OTLP exporter, when there is one.
+pub fn init_logging(format: LogFormat, default_level: &str, spans: Option<&SdkTracerProvider>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
+        .add_directive(
+            format!("{}=off", mandate_server::telemetry::TARGET)
+                .parse()
+                .unwrap_or_default(),
+        );
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let logs = match format {
+        LogFormat::Text => logs.with_filter(filter).boxed(),
+        LogFormat::Json => logs.json().with_filter(filter).boxed(),
+    };
+    let spans = spans.map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer(provider))
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target(mandate_server::telemetry::TARGET, tracing::Level::INFO),
+            )
+    });
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .try_init();
+}
+
+/// Logging, and span export as the `OTEL_*` environment says, for a
+/// process without a config file of its own (the MCP gateway). Must be
+/// called within a tokio runtime's context.
+pub fn init_from_env(
+    format: LogFormat,
+    default_level: &str,
+) -> anyhow::Result<Option<SdkTracerProvider>> {
+    let spans = Export::resolve(None, None)?
+        .map(|export| export.start(Counter::default()))
+        .transpose()?;
+    init_logging(format, default_level, spans.as_ref());
+    Ok(spans)
+}
+
+/// Sends the last spans: before the runtime stops.
+pub fn flush(spans: Option<SdkTracerProvider>) {
+    if let Some(spans) = spans
+        && let Err(e) = spans.shutdown()
+    {
+        tracing::warn!(error = %e, "the last spans were not exported");
     }
 }
 

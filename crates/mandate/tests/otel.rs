@@ -238,3 +238,100 @@ fn a_collector_that_is_down_costs_no_decision_and_its_spans_are_counted_dropped(
         if dropped >= 5 { Ok(()) } else { Err(dropped) }
     });
 }
+
+#[test]
+fn an_mcp_call_is_one_trace_from_the_client_through_the_gateway_and_the_decision_to_the_server() {
+    use util::mcp::{AGENT, Sdk, notes_stdio, peers_dir, require_peers, run_stdio, steps};
+    require_peers();
+    let sink = sink("grpc");
+    let endpoint = format!("http://127.0.0.1:{}", sink.port);
+    let pack = peers_dir().join("policies").canonicalize().unwrap();
+    let gw = gateway_with(&format!(
+        "policies = {:?}\notel_endpoint = \"{endpoint}\"\notel_protocol = \"grpc\"\n",
+        pack.display().to_string()
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.txt");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        "[task]\nintent = \"notes\"\ntools = [\"traced_note\"]\n",
+    )
+    .unwrap();
+    // The gateway exports as the standard environment says.
+    let mut command = vec![
+        "env".to_owned(),
+        format!("OTEL_EXPORTER_OTLP_ENDPOINT={endpoint}"),
+        "OTEL_EXPORTER_OTLP_PROTOCOL=grpc".to_owned(),
+        "OTEL_SERVICE_NAME=mandate-mcp-gateway".to_owned(),
+        env!("CARGO_BIN_EXE_mandate").to_owned(),
+        "mcp".to_owned(),
+        "wrap".to_owned(),
+        "--gateway".to_owned(),
+        format!("http://{}", gw.server.addr()),
+        "--agent".to_owned(),
+        AGENT.to_owned(),
+        "--session".to_owned(),
+        "traced".to_owned(),
+        "--name".to_owned(),
+        "notes".to_owned(),
+        "--config".to_owned(),
+        config.display().to_string(),
+        "--".to_owned(),
+    ];
+    command.extend(notes_stdio(&notes));
+    let plan = json!([{"op": "call", "tool": "traced_note", "arguments": {"text": "hello"},
+                       "meta": {"traceparent": traceparent()}}]);
+    let out = run_stdio(Sdk::Python, &plan, &command);
+    assert_eq!(steps(&out)[0]["text"], "noted", "{out}");
+
+    let spans = sink.spans_until(|spans| {
+        spans.iter().any(|s| s["name"] == "tools/call traced_note")
+            && spans.iter().any(|s| s["name"] == "mandate.decide")
+    });
+    let call = spans
+        .iter()
+        .find(|s| s["name"] == "tools/call traced_note")
+        .unwrap();
+    let decision = spans
+        .iter()
+        .find(|s| s["name"] == "mandate.decide")
+        .unwrap();
+    // One trace: the client's span → the gateway's call span → the decision.
+    assert_eq!(call["traceId"], decision["traceId"]);
+    assert_eq!(decision["parentSpanId"], call["spanId"], "{spans:#?}");
+    assert_eq!(
+        call["resource"]["service.name"]["stringValue"],
+        "mandate-mcp-gateway"
+    );
+    assert_eq!(attribute(call, "mcp.method.name"), "tools/call");
+    assert_eq!(attribute(call, "gen_ai.tool.name"), "traced_note");
+    assert_eq!(attribute(call, "mandate.tool.server"), "notes");
+    assert_eq!(attribute(call, "mandate.decision.outcome"), "allow");
+    assert_eq!(
+        attribute(call, "mandate.decision.id"),
+        attribute(decision, "mandate.decision.id")
+    );
+    // And the upstream server got the call span's context in `_meta`.
+    let written = std::fs::read_to_string(&notes).unwrap();
+    let sent = written
+        .trim()
+        .strip_prefix("hello traceparent=")
+        .unwrap_or_else(|| panic!("{written}"));
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{sent}");
+    assert_eq!(parts[1], TRACE_ID);
+    let span_id = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(call["spanId"].as_str().unwrap())
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert_eq!(
+        parts[2], span_id,
+        "the upstream's parent is the gateway's call span"
+    );
+}

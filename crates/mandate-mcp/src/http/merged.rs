@@ -629,6 +629,7 @@ impl Proxy {
             Gate::Deny(denied) => return ok(jsonrpc::result(id, denied.result())),
             Gate::Allow(allowed) => allowed,
         };
+        allowed.propagate_into(&mut forwarded);
         if !in_progress.sending() {
             // Cancelled between the decision and now: nothing ran.
             self.record(allowed, true, None);

@@ -1,7 +1,6 @@
 //! `mandate mcp wrap|proxy`: the MCP gateway (crate `mandate-mcp`), started
 //! from the command line. This module only turns flags into settings.
 
-use std::io::IsTerminal as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,17 @@ use crate::cli::{McpClientTokenArgs, McpGatewayArgs, McpProxyArgs, McpWrapArgs};
 use crate::exit::Code;
 
 pub fn wrap(args: McpWrapArgs) -> anyhow::Result<Code> {
-    init_logging();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let spans = init_logging(&runtime)?;
+    let code = wrap_in(args, &runtime);
+    crate::telemetry::flush(spans);
+    // The stdin reader blocks a thread that cannot be interrupted: do not
+    // wait for it.
+    runtime.shutdown_background();
+    code
+}
+
+fn wrap_in(args: McpWrapArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Code> {
     let pep = match enforcement_point(&args.gateway) {
         Ok(pep) => pep,
         Err(e) => return input_error(&e),
@@ -45,15 +54,12 @@ pub fn wrap(args: McpWrapArgs) -> anyhow::Result<Code> {
                 tool_prefix: String::new(),
             })
             .collect();
-        let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-        let done = runtime.block_on(mandate_mcp::stdio::wrap_servers(
+        runtime.block_on(mandate_mcp::stdio::wrap_servers(
             Arc::new(pep),
             options,
             tokio::io::stdin(),
             tokio::io::stdout(),
-        ));
-        runtime.shutdown_background();
-        done?;
+        ))?;
         return Ok(Code::Ok);
     }
     if let Some(name) = &args.name
@@ -75,17 +81,12 @@ pub fn wrap(args: McpWrapArgs) -> anyhow::Result<Code> {
         max_message_bytes,
         tool_prefix: String::new(),
     };
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let status = runtime.block_on(mandate_mcp::stdio::wrap(
         Arc::new(pep),
         options,
         tokio::io::stdin(),
         tokio::io::stdout(),
-    ));
-    // The stdin reader blocks a thread that cannot be interrupted: do not
-    // wait for it.
-    runtime.shutdown_background();
-    let status = status?;
+    ))?;
     Ok(if status.success() {
         Code::Ok
     } else {
@@ -94,7 +95,14 @@ pub fn wrap(args: McpWrapArgs) -> anyhow::Result<Code> {
 }
 
 pub fn proxy(args: McpProxyArgs) -> anyhow::Result<Code> {
-    init_logging();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let spans = init_logging(&runtime)?;
+    let code = proxy_in(args, &runtime);
+    crate::telemetry::flush(spans);
+    code
+}
+
+fn proxy_in(args: McpProxyArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Code> {
     let pep = match enforcement_point(&args.gateway) {
         Ok(pep) => pep,
         Err(e) => return input_error(&e),
@@ -125,7 +133,6 @@ pub fn proxy(args: McpProxyArgs) -> anyhow::Result<Code> {
         max_message_bytes: args.gateway.max_message_bytes,
         session_idle,
     };
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -264,16 +271,13 @@ fn input_error(error: &anyhow::Error) -> anyhow::Result<Code> {
 }
 
 /// Logs go to stderr (stdout is the MCP stream in `wrap`); `RUST_LOG`
-/// filters them [default: warn].
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Colour only on a terminal: a redirected log stays plain text.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+/// filters them [default: warn]. Spans of relayed calls are exported over
+/// OTLP when the `OTEL_EXPORTER_OTLP_*` environment names an endpoint.
+fn init_logging(
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
+    let _in_runtime = runtime.enter();
+    crate::telemetry::init_from_env(crate::cli::LogFormat::Text, "warn")
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 //! `mandate serve`: resolve settings, prepare the data directory, serve.
 
-use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,9 +22,8 @@ use mandate_store::{
     JournalRetention, Ledger, LedgerConfig, LedgerError, ReceiptLog, SqliteState, StateError,
     StateStore,
 };
-use opentelemetry_sdk::trace::SdkTracerProvider;
 
-use crate::cli::{LogFormat, ReceiptArguments, ServeArgs};
+use crate::cli::{ReceiptArguments, ServeArgs};
 use crate::config::{DecideAccessSetting, JournalRedactSettings, PackDir, Settings, Store};
 use crate::data_lock;
 use crate::exit::Code;
@@ -70,7 +68,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
     let spans = export
         .map(|export| export.start(mandate_server::metrics::spans_dropped()))
         .transpose()?;
-    init_logging(settings.log_format, spans.as_ref());
+    crate::telemetry::init_logging(settings.log_format, "info", spans.as_ref());
 
     std::fs::create_dir_all(&settings.data_dir).with_context(|| {
         format!(
@@ -93,12 +91,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Code> {
         }
     };
     let started = runtime.block_on(start(&settings));
-    if let Some(spans) = spans {
-        // The last spans, sent before the runtime stops.
-        if let Err(e) = spans.shutdown() {
-            tracing::warn!(error = %e, "the last decision spans were not exported");
-        }
-    }
+    crate::telemetry::flush(spans);
     match started? {
         Ok(()) => Ok(Code::Ok),
         Err(Refused(lines)) => {
@@ -599,41 +592,6 @@ async fn open_tasks(
         );
     }
     Ok(Ok(tasks))
-}
-
-/// Logs to stderr at `RUST_LOG` (default `info`); decision spans go only to
-/// the OTLP exporter, when there is one.
-fn init_logging(format: LogFormat, spans: Option<&SdkTracerProvider>) {
-    use tracing_subscriber::Layer as _;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-        .add_directive(
-            format!("{}=off", mandate_server::telemetry::TARGET)
-                .parse()
-                .unwrap_or_default(),
-        );
-    let logs = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let logs = match format {
-        LogFormat::Text => logs.with_filter(filter).boxed(),
-        LogFormat::Json => logs.json().with_filter(filter).boxed(),
-    };
-    let spans = spans.map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(crate::telemetry::tracer(provider))
-            .with_filter(
-                tracing_subscriber::filter::Targets::new()
-                    .with_target(mandate_server::telemetry::TARGET, tracing::Level::INFO),
-            )
-    });
-    let _ = tracing_subscriber::registry()
-        .with(logs)
-        .with(spans)
-        .try_init();
 }
 
 /// Who may ask for decisions without a task credential, said in the log
