@@ -55,8 +55,15 @@ impl pb::decision_service_server::DecisionService for DecisionApi {
         self.decide_in(&headers, request.into_inner(), &span)
             .instrument(span.span().clone())
             .await
-            .inspect_err(|status| span.refused(status_code(status)))
             .map(Response::new)
+            .map_err(|refused| {
+                span.refused(refused.error_code);
+                if refused.is_client_error() {
+                    self.decider
+                        .count_rejected(FrontEnd::Grpc, refused.error_code);
+                }
+                refused.into_status()
+            })
     }
 }
 
@@ -66,7 +73,7 @@ impl DecisionApi {
         headers: &http::HeaderMap,
         message: pb::DecideRequest,
         span: &DecisionSpan,
-    ) -> Result<pb::DecideResponse, Status> {
+    ) -> Result<pb::DecideResponse, Refusal> {
         let bearer = bearer_of(headers).map_err(bearer_refused)?;
         let authority = self
             .decider
@@ -94,18 +101,9 @@ impl DecisionApi {
     }
 }
 
-/// The error code a refusal carries, for the decision's span.
-fn status_code(status: &Status) -> &str {
-    status
-        .metadata()
-        .get(ERROR_CODE_METADATA)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("internal")
-}
-
 /// The decision request `message` stands for, read as the HTTP API reads
 /// its body.
-pub(crate) fn decision_request(message: pb::DecideRequest) -> Result<DecisionRequest, Status> {
+pub(crate) fn decision_request(message: pb::DecideRequest) -> Result<DecisionRequest, Refusal> {
     let invalid = |message: String| error(Code::InvalidArgument, "invalid_request", message);
     let principal = message
         .principal
@@ -181,17 +179,45 @@ pub(crate) fn response(response: DecisionResponse) -> pb::DecideResponse {
     }
 }
 
-/// A status with the HTTP API's error code beside it.
-pub(crate) fn error(code: Code, error_code: &'static str, message: impl Into<String>) -> Status {
-    let mut status = Status::new(code, message);
-    status.metadata_mut().insert(
-        ERROR_CODE_METADATA,
-        tonic::metadata::MetadataValue::from_static(error_code),
-    );
-    status
+/// Why a call got no decision: the gRPC status code, the HTTP API's error
+/// code, and the message.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    code: Code,
+    error_code: &'static str,
+    message: String,
 }
 
-fn bearer_refused(problem: BearerProblem) -> Status {
+impl Refusal {
+    /// Whether the caller is at fault (the HTTP API's 4xx).
+    fn is_client_error(&self) -> bool {
+        matches!(
+            self.code,
+            Code::InvalidArgument | Code::Unauthenticated | Code::PermissionDenied | Code::NotFound
+        )
+    }
+
+    /// The status, with the error code in the [`ERROR_CODE_METADATA`] entry.
+    fn into_status(self) -> Status {
+        let mut status = Status::new(self.code, self.message);
+        status.metadata_mut().insert(
+            ERROR_CODE_METADATA,
+            tonic::metadata::MetadataValue::from_static(self.error_code),
+        );
+        status
+    }
+}
+
+/// A refusal with the HTTP API's error code.
+fn error(code: Code, error_code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        error_code,
+        message: message.into(),
+    }
+}
+
+fn bearer_refused(problem: BearerProblem) -> Refusal {
     match problem {
         BearerProblem::Several => error(
             Code::InvalidArgument,
@@ -212,7 +238,7 @@ fn bearer_refused(problem: BearerProblem) -> Status {
 }
 
 /// What a refused authority means over gRPC.
-pub(crate) fn unauthorised(refused: AuthorityError) -> Status {
+fn unauthorised(refused: AuthorityError) -> Refusal {
     let message = refused.to_string();
     match refused {
         AuthorityError::CallerRequired => error(Code::Unauthenticated, "caller_required", message),
@@ -236,7 +262,7 @@ pub(crate) fn unauthorised(refused: AuthorityError) -> Status {
 
 /// What a decision refused means over gRPC: the HTTP API's code, with the
 /// status closest to its HTTP status.
-pub(crate) fn refusal(refused: DecideError) -> Status {
+fn refusal(refused: DecideError) -> Refusal {
     let refused = refused.refused();
     error(grpc_code(refused.status), refused.code, refused.message)
 }

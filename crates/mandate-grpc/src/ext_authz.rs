@@ -88,6 +88,10 @@ impl ExtAuthz {
             Ok((response, forward_credential)) => answer_decision(response, forward_credential),
             Err(refusal) => {
                 span.refused(refusal.code);
+                if refusal.status.is_client_error() {
+                    self.decider
+                        .count_rejected(FrontEnd::ExtAuthz, refusal.code);
+                }
                 refusal.into_response()
             }
         }

@@ -64,7 +64,7 @@ pub(crate) async fn refuse_declared_oversize(
     if declared.is_some_and(|length| length > u64::try_from(max).unwrap_or(u64::MAX)) {
         // Counted as `POST /v1/decide` counts the rejections it answers itself.
         if request.uri().path() == "/v1/decide" {
-            state.metrics().count_rejected("body_too_large");
+            state.metrics().count_rejected("http", "body_too_large");
         }
         return too_large().into_response();
     }

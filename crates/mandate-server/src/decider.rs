@@ -45,6 +45,7 @@ use crate::approvals::{self, Asker};
 use crate::callers::DecideAccess;
 use crate::receipts::{canonical_request, record_delegation, record_verdict};
 use crate::state::AppState;
+use crate::telemetry::FrontEnd;
 
 /// The policy id of a deny because the task credential the call was made
 /// under does not grant the tool. It is enforced in code, before Cedar, so
@@ -243,6 +244,14 @@ impl Decider {
     /// The service deciding with `state`'s pack, ledger, tasks and approvals.
     pub fn new(state: AppState) -> Self {
         Self { state }
+    }
+
+    /// Counts a request of `front_end` answered with a client error
+    /// (`code`) in `mandate_requests_rejected_total`.
+    pub fn count_rejected(&self, front_end: FrontEnd, code: &'static str) {
+        self.state
+            .metrics()
+            .count_rejected(front_end.as_str(), code);
     }
 
     /// Under what a caller presenting `bearer` (the token of its

@@ -33,6 +33,7 @@ struct SetLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     error: &'static str,
+    front_end: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -104,7 +105,7 @@ impl Metrics {
         let rejected = Family::<ErrorLabels, Counter>::default();
         registry.register(
             "requests_rejected",
-            "Decision requests rejected as invalid, by error code",
+            "Decision requests rejected as invalid, by error code and front end",
             rejected.clone(),
         );
         let receipt_failures = Counter::default();
@@ -193,10 +194,14 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a request rejected before evaluation.
-    pub fn count_rejected(&self, code: &'static str) {
+    /// Counts a decision request answered with a client error (`code`)
+    /// by `front_end`: `http`, `grpc` or `ext_authz`.
+    pub fn count_rejected(&self, front_end: &'static str, code: &'static str) {
         self.rejected
-            .get_or_create(&ErrorLabels { error: code })
+            .get_or_create(&ErrorLabels {
+                error: code,
+                front_end,
+            })
             .inc();
     }
 

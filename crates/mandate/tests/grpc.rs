@@ -389,6 +389,19 @@ fn grpc_refuses_what_http_refuses_with_the_same_codes_and_changes_nothing() {
     assert!(status.message().contains("too large"), "{status:?}");
 
     assert_eq!(log_size(&gw), before, "a refused request wrote a receipt");
+    // Counted as the HTTP API's refusals are, by front end.
+    let metrics = gw.server.call(Method::GET, "/metrics", None, None).body;
+    for line in [
+        r#"mandate_requests_rejected_total{error="invalid_token",front_end="grpc"} 2"#,
+        r#"mandate_requests_rejected_total{error="missing_token",front_end="grpc"} 1"#,
+        r#"mandate_requests_rejected_total{error="field_not_allowed",front_end="grpc"} 1"#,
+        r#"mandate_requests_rejected_total{error="invalid_token",front_end="http"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
     // And the service still decides.
     let allowed = decide_grpc(&rt, &channel, Some(&credential), decide_message(&send)).unwrap();
     assert_eq!(allowed.decision(), pb::Decision::Allow);
@@ -740,6 +753,9 @@ fn ext_authz_decides_routed_requests_with_receipts_and_answers_envoy() {
         before,
         "a check without a decision wrote a receipt"
     );
+    let metrics = gw.server.call(Method::GET, "/metrics", None, None).body;
+    let no_route = r#"mandate_requests_rejected_total{error="no_route",front_end="ext_authz"} 2"#;
+    assert!(metrics.lines().any(|l| l == no_route), "{metrics}");
 }
 
 #[test]

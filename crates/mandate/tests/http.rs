@@ -493,7 +493,7 @@ fn metrics_count_decisions_and_rejections_without_request_content() {
     ] {
         assert_eq!(
             value(&format!(
-                r#"mandate_requests_rejected_total{{error="{code}"}}"#
+                r#"mandate_requests_rejected_total{{error="{code}",front_end="http"}}"#
             )),
             count,
             "{code}"

@@ -69,7 +69,9 @@ async fn decide_in(
 ) -> Result<Json<DecisionResponse>, ApiError> {
     let rejected = |e: &ApiError| {
         if e.status().is_client_error() {
-            state.metrics().count_rejected(e.code());
+            state
+                .metrics()
+                .count_rejected(FrontEnd::Http.as_str(), e.code());
         }
     };
     // The token is checked before the body: a refused token gets its 401
