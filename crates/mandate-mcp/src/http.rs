@@ -45,6 +45,7 @@ use crate::catalog::{self, Catalog, Lookup};
 use crate::jsonrpc::{self, IdKey, Message, ToolCall};
 use crate::merge;
 use crate::pep::{Allowed, Gate, Pep, Session};
+use crate::trace::TraceContext;
 
 mod clients;
 mod merged;
@@ -344,10 +345,17 @@ impl Proxy {
                     Gate::Allow(allowed) => {
                         let mut forwarded = message.clone();
                         allowed.propagate_into(&mut forwarded);
-                        (
-                            Watch::Call { id, allowed },
-                            Bytes::from(forwarded.to_string()),
-                        )
+                        let mut headers = parts.headers.clone();
+                        allowed.propagate_into_headers(&mut headers);
+                        let upstream_request = self.forward(
+                            &upstream,
+                            &parts.method,
+                            &headers,
+                            Some(Bytes::from(forwarded.to_string())),
+                        );
+                        return self
+                            .pass(upstream_request, &upstream, Watch::Call { id, allowed })
+                            .await;
                     }
                 }
             }
@@ -519,17 +527,13 @@ impl Proxy {
         shown: &str,
     ) -> Gate {
         let name = &upstream.spec.name;
+        // The client's trace context: in the call's `_meta`, else in the
+        // HTTP request's headers.
+        let trace = call.trace.or(|| TraceContext::of_headers(headers));
         let known = self.annotations(upstream, headers, &call.name).await;
         let annotations = self.pep.annotations(name, &call.name, known.as_ref());
         self.pep
-            .decide(
-                name,
-                &call.name,
-                shown,
-                annotations,
-                call.arguments,
-                &call.trace,
-            )
+            .decide(name, &call.name, shown, annotations, call.arguments, &trace)
             .await
     }
 

@@ -105,6 +105,13 @@ impl Allowed {
             span.propagate_into(message);
         }
     }
+
+    /// The same in the forwarded HTTP request's headers (`traceparent`).
+    pub fn propagate_into_headers(&self, headers: &mut axum::http::HeaderMap) {
+        if let Some(span) = &self.span {
+            span.propagate_into_headers(headers);
+        }
+    }
 }
 
 /// A call that must not go upstream, and how the client is told.

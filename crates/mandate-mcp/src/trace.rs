@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator as _};
 use opentelemetry::trace::{Status, TraceContextExt as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -44,6 +45,27 @@ impl TraceContext {
                 })
                 .collect(),
         )
+    }
+}
+
+impl TraceContext {
+    /// The trace context of an HTTP request's headers (the MCP proxy's
+    /// client may send it there rather than in `_meta`).
+    pub fn of_headers(headers: &HeaderMap) -> Self {
+        Self(
+            FIELDS
+                .iter()
+                .filter_map(|field| {
+                    let value = headers.get(*field)?.to_str().ok()?;
+                    Some(((*field).to_owned(), value.to_owned()))
+                })
+                .collect(),
+        )
+    }
+
+    /// This context, or `other` when this one is empty.
+    pub fn or(self, other: impl FnOnce() -> Self) -> Self {
+        if self.0.is_empty() { other() } else { self }
     }
 }
 
@@ -135,6 +157,20 @@ impl CallSpan {
         if let Some(meta) = meta.as_object_mut() {
             for (field, value) in context.0 {
                 meta.insert(field, Value::String(value));
+            }
+        }
+    }
+
+    /// Puts this span's trace context in the headers of the forwarded HTTP
+    /// request, in place of the client's; leaves them alone when not
+    /// tracing.
+    pub fn propagate_into_headers(&self, headers: &mut HeaderMap) {
+        for (field, value) in self.context().0 {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(field.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                headers.insert(name, value);
             }
         }
     }

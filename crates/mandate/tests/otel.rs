@@ -335,3 +335,87 @@ fn an_mcp_call_is_one_trace_from_the_client_through_the_gateway_and_the_decision
         "the upstream's parent is the gateway's call span"
     );
 }
+
+#[test]
+fn the_mcp_proxy_takes_the_trace_context_from_the_request_headers_and_passes_its_own_on() {
+    use util::mcp::{
+        AGENT, Sdk, peers_dir, proxy_with_env, require_peers, run_http_with, stateless_http, steps,
+    };
+    require_peers();
+    let sink = sink("http");
+    let endpoint = format!("http://127.0.0.1:{}", sink.port);
+    let pack = peers_dir().join("policies").canonicalize().unwrap();
+    let gw = gateway_with(&format!(
+        "policies = {:?}\notel_endpoint = \"{endpoint}\"\notel_protocol = \"http/protobuf\"\n",
+        pack.display().to_string()
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.txt");
+    let upstream = stateless_http(&notes);
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        "[task]\nintent = \"notes\"\ntools = [\"traced_note\"]\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let upstream_arg = format!("notes=http://{}/mcp", upstream.addr);
+    let proxy = proxy_with_env(
+        &gw,
+        &[
+            "--agent",
+            AGENT,
+            "--config",
+            &config,
+            "--upstream",
+            &upstream_arg,
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ],
+    );
+    let plan = json!([{"op": "call", "tool": "traced_note", "arguments": {"text": "over http"}}]);
+    let out = run_http_with(
+        Sdk::Python,
+        &plan,
+        &format!("http://{}/notes/mcp", proxy.addr),
+        &json!({"traceparent": traceparent()}),
+    );
+    assert_eq!(steps(&out)[0]["text"], "noted", "{out}");
+
+    let spans = sink.spans_until(|spans| {
+        spans.iter().any(|s| s["name"] == "tools/call traced_note")
+            && spans.iter().any(|s| s["name"] == "mandate.decide")
+    });
+    let call = spans
+        .iter()
+        .find(|s| s["name"] == "tools/call traced_note")
+        .unwrap();
+    let decision = spans
+        .iter()
+        .find(|s| s["name"] == "mandate.decide")
+        .unwrap();
+    let hex = |b64: &Value| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().unwrap())
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    // The client's header is the call span's parent.
+    assert_eq!(hex(&call["traceId"]), TRACE_ID);
+    assert_eq!(hex(&call["parentSpanId"]), PARENT_ID);
+    assert_eq!(decision["parentSpanId"], call["spanId"]);
+    // The upstream got the call span's context, not the client's.
+    let written = std::fs::read_to_string(&notes).unwrap();
+    assert_eq!(
+        written.trim(),
+        format!(
+            "over http traceparent=00-{TRACE_ID}-{}-01",
+            hex(&call["spanId"])
+        ),
+    );
+}

@@ -630,6 +630,8 @@ impl Proxy {
             Gate::Allow(allowed) => allowed,
         };
         allowed.propagate_into(&mut forwarded);
+        let mut headers = headers;
+        allowed.propagate_into_headers(&mut headers);
         if !in_progress.sending() {
             // Cancelled between the decision and now: nothing ran.
             self.record(allowed, true, None);

@@ -667,10 +667,16 @@ fn listening(child: Child, port: u16, what: &str) -> Running {
 
 /// `mandate mcp proxy` with `args` on a free port; waits until it listens.
 pub fn proxy(gateway: &Gateway, args: &[&str]) -> Running {
+    proxy_with_env(gateway, args, &[])
+}
+
+/// [`proxy`] with environment variables for it (such as `OTEL_*`).
+pub fn proxy_with_env(gateway: &Gateway, args: &[&str], env: &[(&str, &str)]) -> Running {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mandate"))
         .args(["mcp", "proxy", "--listen", "127.0.0.1:0", "--gateway"])
         .arg(format!("http://{}", gateway.server.addr()))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
