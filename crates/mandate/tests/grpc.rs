@@ -610,6 +610,20 @@ fn ext_authz_decides_routed_requests_with_receipts_and_answers_envoy() {
         json!({"mailbox": "support desk", "to": "carol@example.com", "subject": "your order",
                "trace": "t-1", "priority": "high"})
     );
+    // The same call through the HTTP API: the same decision and receipt.
+    let same_call = json!({
+        "principal": {"id": ROOT_AGENT},
+        "action": {"server": "mail", "tool": "send_email",
+                   "annotations": {"readOnlyHint": false, "destructiveHint": false, "openWorldHint": false}},
+        "arguments": receipt["arguments"],
+    });
+    let http = gw.decide(&credential, &same_call).json();
+    assert_eq!(http["decision"], "allow", "{http}");
+    assert_eq!(
+        receipt_shape(&gw, http["decision_id"].as_str().unwrap()),
+        receipt_shape(&gw, &decision_id),
+        "the receipts of one call through HTTP and through ext_authz"
+    );
 
     // Denied by policy: 403 with the decision, and its receipt.
     let denied = answer(ask_envoy_check(
