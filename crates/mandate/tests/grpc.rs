@@ -181,11 +181,8 @@ fn decide_grpc(
         .map(tonic::Response::into_inner)
 }
 
-/// The receipt of `decision_id`, without what differs between any two
-/// decisions: ids, times, positions, and the context's digest (the context
-/// holds the time and, under a task, the history, which the first of two
-/// decisions has just grown).
-fn receipt_shape(gw: &Gateway, decision_id: &str) -> Value {
+/// The receipt of `decision_id`, asserting there is one.
+fn receipt_of(gw: &Gateway, decision_id: &str) -> Value {
     let reply = gw.server.call(
         Method::GET,
         &format!("/v1/receipts/{decision_id}"),
@@ -193,7 +190,15 @@ fn receipt_shape(gw: &Gateway, decision_id: &str) -> Value {
         None,
     );
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let mut receipt = reply.json()["receipt"].clone();
+    reply.json()["receipt"].clone()
+}
+
+/// The receipt of `decision_id`, without what differs between any two
+/// decisions: ids, times, positions, and the context's digest (the context
+/// holds the time and, under a task, the history, which the first of two
+/// decisions has just grown).
+fn receipt_shape(gw: &Gateway, decision_id: &str) -> Value {
+    let mut receipt = receipt_of(gw, decision_id);
     let object = receipt.as_object_mut().unwrap();
     for varying in ["index", "decision_id", "time", "context_sha256"] {
         object.remove(varying);
@@ -593,16 +598,7 @@ fn ext_authz_decides_routed_requests_with_receipts_and_answers_envoy() {
             .removed
             .contains(&"x-mandate-approval-id".to_owned())
     );
-    let receipt = gw
-        .server
-        .call(
-            Method::GET,
-            &format!("/v1/receipts/{decision_id}"),
-            None,
-            None,
-        )
-        .json()["receipt"]
-        .clone();
+    let receipt = receipt_of(&gw, &decision_id);
     assert_eq!(receipt["decision"], "allow", "{receipt}");
     assert_eq!(receipt["principal"]["id"], ROOT_AGENT);
     assert_eq!(
@@ -641,16 +637,7 @@ fn ext_authz_decides_routed_requests_with_receipts_and_answers_envoy() {
     assert_eq!(denied.http, Some(403));
     assert_eq!(denied.body["decision"], "deny");
     assert_eq!(denied.body["policies"], json!(["recipient-allowed"]));
-    let receipt = gw.server.call(
-        Method::GET,
-        &format!(
-            "/v1/receipts/{}",
-            denied.body["decision_id"].as_str().unwrap()
-        ),
-        None,
-        None,
-    );
-    assert_eq!(receipt.status, 200);
+    receipt_of(&gw, denied.body["decision_id"].as_str().unwrap());
 
     // A tool the credential does not hold: denied before any policy, with
     // a receipt.
@@ -823,16 +810,7 @@ fn ext_authz_approval_required_then_released_by_the_approval_once() {
     let released = delete(Some(&approval));
     assert_eq!(released.grpc, 0, "{:?}", released.body);
     let decision_id = &released.headers["x-mandate-decision-id"];
-    let receipt = gw
-        .server
-        .call(
-            Method::GET,
-            &format!("/v1/receipts/{decision_id}"),
-            None,
-            None,
-        )
-        .json()["receipt"]
-        .clone();
+    let receipt = receipt_of(&gw, &decision_id);
     assert_eq!(receipt["decision"], "allow");
     assert_eq!(receipt["approver"], BOB);
     // Once: the approval is used.

@@ -97,6 +97,17 @@ fn attribute(span: &Value, key: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// An id of OTLP JSON (base64) in the hex of W3C trace context.
+fn hex(b64: &Value) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.as_str().unwrap())
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn gateway_exporting_to(endpoint: &str, protocol: &str) -> Gateway {
     gateway_with(&format!(
         "otel_endpoint = \"{endpoint}\"\notel_protocol = \"{protocol}\"\ngrpc_listen = \"127.0.0.1:0\"\n"
@@ -155,15 +166,6 @@ fn check_exported(protocol: &str) {
     assert_eq!(decided["name"], "mandate.decide");
     assert_eq!(decided["kind"], "SPAN_KIND_SERVER");
     // The caller's trace, as the decision's parent (OTLP JSON ids are base64).
-    let hex = |b64: &Value| {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .decode(b64.as_str().unwrap())
-            .unwrap()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
     assert_eq!(hex(&decided["traceId"]), TRACE_ID);
     assert_eq!(hex(&decided["parentSpanId"]), PARENT_ID);
     assert_eq!(attribute(decided, "gen_ai.tool.name"), "send_email");
@@ -321,15 +323,7 @@ fn an_mcp_call_is_one_trace_from_the_client_through_the_gateway_and_the_decision
     let parts: Vec<&str> = sent.split('-').collect();
     assert_eq!(parts.len(), 4, "{sent}");
     assert_eq!(parts[1], TRACE_ID);
-    let span_id = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .decode(call["spanId"].as_str().unwrap())
-            .unwrap()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+    let span_id = hex(&call["spanId"]);
     assert_eq!(
         parts[2], span_id,
         "the upstream's parent is the gateway's call span"
@@ -396,15 +390,6 @@ fn the_mcp_proxy_takes_the_trace_context_from_the_request_headers_and_passes_its
         .iter()
         .find(|s| s["name"] == "mandate.decide")
         .unwrap();
-    let hex = |b64: &Value| {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .decode(b64.as_str().unwrap())
-            .unwrap()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
     // The client's header is the call span's parent.
     assert_eq!(hex(&call["traceId"]), TRACE_ID);
     assert_eq!(hex(&call["parentSpanId"]), PARENT_ID);
