@@ -810,7 +810,7 @@ fn ext_authz_approval_required_then_released_by_the_approval_once() {
     let released = delete(Some(&approval));
     assert_eq!(released.grpc, 0, "{:?}", released.body);
     let decision_id = &released.headers["x-mandate-decision-id"];
-    let receipt = receipt_of(&gw, &decision_id);
+    let receipt = receipt_of(&gw, decision_id);
     assert_eq!(receipt["decision"], "allow");
     assert_eq!(receipt["approver"], BOB);
     // Once: the approval is used.
