@@ -45,7 +45,6 @@ use crate::approvals::{self, Asker};
 use crate::callers::DecideAccess;
 use crate::receipts::{canonical_request, record_delegation, record_verdict};
 use crate::state::AppState;
-use crate::telemetry::FrontEnd;
 
 /// The policy id of a deny because the task credential the call was made
 /// under does not grant the tool. It is enforced in code, before Cedar, so
@@ -197,6 +196,29 @@ impl From<GateError> for DecideError {
         match error {
             GateError::Binding(e) => DecideError::InvalidRequest(e.to_string()),
             GateError::Store(e) => DecideError::Store(e),
+        }
+    }
+}
+
+/// The front end a decision came through: what its metrics and spans
+/// are labelled with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontEnd {
+    /// `POST /v1/decide`.
+    Http,
+    /// `mandate.v1.DecisionService/Decide`.
+    Grpc,
+    /// `envoy.service.auth.v3.Authorization/Check`.
+    ExtAuthz,
+}
+
+impl FrontEnd {
+    /// The name in `mandate.front_end`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrontEnd::Http => "http",
+            FrontEnd::Grpc => "grpc",
+            FrontEnd::ExtAuthz => "ext_authz",
         }
     }
 }

@@ -18,32 +18,11 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+pub use crate::decider::FrontEnd;
 use crate::decider::{Authority, Decided};
 
 /// The tracing target of decision spans.
 pub const TARGET: &str = "mandate::otel";
-
-/// The front end a decision came through, with its protocol's attributes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrontEnd {
-    /// `POST /v1/decide`.
-    Http,
-    /// `mandate.v1.DecisionService/Decide`.
-    Grpc,
-    /// `envoy.service.auth.v3.Authorization/Check`.
-    ExtAuthz,
-}
-
-impl FrontEnd {
-    /// The name in `mandate.front_end`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FrontEnd::Http => "http",
-            FrontEnd::Grpc => "grpc",
-            FrontEnd::ExtAuthz => "ext_authz",
-        }
-    }
-}
 
 /// The span of one decision.
 #[derive(Debug, Clone)]
