@@ -71,7 +71,6 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_connection_age(limits.max_connection_age)
         .max_connection_age_grace(limits.request_timeout)
-        .tcp_nodelay(true)
         .add_routes(routes)
         .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
         .await
@@ -102,6 +101,12 @@ async fn accept(
                 }
             },
         };
+        // tonic's `tcp_nodelay` applies to listeners it accepts on itself,
+        // not to connections handed to it: without this, small answers wait
+        // behind Nagle's algorithm and a delayed ACK (tens of ms).
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on a gRPC connection");
+        }
         let connections = connections.clone();
         tokio::spawn(async move {
             let mut first = [0_u8; 1];
