@@ -37,7 +37,9 @@ use http::StatusCode;
 use mandate_core::json;
 use mandate_core::{Decision, DecisionRequest, DecisionResponse};
 use mandate_server::telemetry::{DecisionSpan, FrontEnd};
-use mandate_server::{Authority, AuthorityError, DecideError, Decider, credential_refusal};
+use mandate_server::{
+    Authority, AuthorityError, DecideError, Decider, bearer_token, credential_refusal,
+};
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value, json};
 use tonic::{Request, Response, Status};
@@ -426,16 +428,15 @@ impl Headers {
         let Some(value) = self.one("authorization")? else {
             return Ok(None);
         };
-        let value = value.trim();
-        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-        let token = token.trim();
-        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(',') {
-            return Err(Refusal::challenge(
+        // Envoy joins repeated header values with commas: a comma is more
+        // than one token.
+        match bearer_token(&value) {
+            Ok(token) if !token.contains(',') => Ok(Some(token)),
+            _ => Err(Refusal::challenge(
                 "invalid_token",
                 "send one task credential as `Authorization: Bearer <task credential>`",
-            ));
+            )),
         }
-        Ok(Some(token.to_owned()))
     }
 }
 

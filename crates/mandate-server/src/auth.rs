@@ -85,7 +85,13 @@ pub fn bearer_of(headers: &HeaderMap) -> Result<Option<String>, BearerProblem> {
         (Some(value), None) => value,
         (Some(_), Some(_)) => return Err(BearerProblem::Several),
     };
-    let value = value.to_str().unwrap_or_default().trim();
+    bearer_token(value.to_str().unwrap_or_default()).map(Some)
+}
+
+/// The token of one `Authorization` header value (`Bearer <token>`, the
+/// scheme in any case), trimmed.
+pub fn bearer_token(value: &str) -> Result<String, BearerProblem> {
+    let value = value.trim();
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(BearerProblem::OtherScheme);
@@ -94,7 +100,7 @@ pub fn bearer_of(headers: &HeaderMap) -> Result<Option<String>, BearerProblem> {
     if token.is_empty() {
         return Err(BearerProblem::Empty);
     }
-    Ok(Some(token.to_owned()))
+    Ok(token.to_owned())
 }
 
 /// 401 unless an identity issuer is configured.

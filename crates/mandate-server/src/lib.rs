@@ -48,7 +48,7 @@ use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use approvals::{ApprovalSettings, Approvals, ApproverToken, Webhook};
-pub use auth::{BearerProblem, bearer_of, credential_refusal};
+pub use auth::{BearerProblem, bearer_of, bearer_token, credential_refusal};
 pub use callers::{CALLER_TOKEN_PREFIX, Callers, CallersError, DecideAccess};
 pub use connections::ConnectionLimits;
 pub use decider::{Authority, AuthorityError, DecideError, Decided, Decider, Refused};
