@@ -81,9 +81,22 @@ impl ExtAuthz {
 
     /// The answer for one check: an allow only from an allow decision.
     async fn answer(&self, check: CheckRequest) -> CheckResponse {
-        let span = DecisionSpan::start(FrontEnd::ExtAuthz, &trace_headers(&check));
+        // The HTTP request and its headers, read once: for the span's parent
+        // and for the decision.
+        let request = check
+            .attributes
+            .and_then(|a| a.request)
+            .and_then(|r| r.http)
+            .map(|http| Headers::of(&http).map(|headers| (http, headers)));
+        let trace = trace_headers(
+            request
+                .as_ref()
+                .and_then(|r| r.as_ref().ok())
+                .map(|(_, headers)| headers),
+        );
+        let span = DecisionSpan::start(FrontEnd::ExtAuthz, &trace);
         match self
-            .decide(check, &span)
+            .decide(request, &span)
             .instrument(span.span().clone())
             .await
         {
@@ -101,21 +114,16 @@ impl ExtAuthz {
 
     async fn decide(
         &self,
-        check: CheckRequest,
+        request: Option<Result<(HttpRequest, Headers), Refusal>>,
         span: &DecisionSpan,
     ) -> Result<(DecisionResponse, bool), Refusal> {
-        let http = check
-            .attributes
-            .and_then(|a| a.request)
-            .and_then(|r| r.http)
-            .ok_or_else(|| {
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "the check carries no HTTP request",
-                )
-            })?;
-        let headers = Headers::of(&http)?;
+        let (http, headers) = request.ok_or_else(|| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the check carries no HTTP request",
+            )
+        })??;
         let authority = self
             .decider
             .authority(headers.bearer()?.as_deref(), Utc::now())
@@ -196,17 +204,10 @@ impl Authorization for ExtAuthz {
 
 /// The W3C trace context of the HTTP request Envoy holds (`traceparent`,
 /// `tracestate`), for the decision's span.
-fn trace_headers(check: &CheckRequest) -> http::HeaderMap {
+fn trace_headers(headers: Option<&Headers>) -> http::HeaderMap {
     let mut trace = http::HeaderMap::new();
-    let headers = check
-        .attributes
-        .as_ref()
-        .and_then(|a| a.request.as_ref())
-        .and_then(|r| r.http.as_ref())
-        .and_then(|http| Headers::of(http).ok());
     for name in ["traceparent", "tracestate"] {
         if let Some(value) = headers
-            .as_ref()
             .and_then(|h| h.one(name).ok().flatten())
             .and_then(|v| http::HeaderValue::from_str(&v).ok())
         {
