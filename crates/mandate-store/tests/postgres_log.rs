@@ -328,6 +328,19 @@ async fn a_decision_id_logged_by_another_instance_is_refused_alone() {
     );
     let checkpoint = b.checkpoint().await.unwrap();
     assert_eq!(assert_one_log(&url, &key, &checkpoint).await, 4);
+    // A group the unique index refused began its transaction by hand; it
+    // ended, and no pooled connection waits inside it.
+    let stray: i64 = raw(&url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stray, 0, "no connection left inside a transaction");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

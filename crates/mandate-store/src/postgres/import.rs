@@ -17,7 +17,7 @@ use deadpool_postgres::{GenericClient, Transaction};
 use rusqlite::{Connection, OpenFlags, Row};
 use tokio_postgres::types::ToSql;
 
-use super::log::{JournalRow, insert_journal_rows};
+use super::log::{INSERT_JOURNAL, JournalRow, insert_journal_rows};
 use crate::{LedgerError, StateError, TaskStore};
 
 /// What an import copied.
@@ -315,7 +315,8 @@ pub(crate) async fn import(
                 entry: &j.entry,
             })
             .collect();
-        insert_journal_rows(tx, &rows).await?;
+        let insert = tx.prepare_cached(INSERT_JOURNAL).await?;
+        insert_journal_rows(tx, &insert, &rows).await?;
         journal_bytes += chunk.iter().map(|j| j.entry.stored_bytes()).sum::<u64>();
         imported.journaled += chunk.len() as u64;
         from += CHUNK as u64;

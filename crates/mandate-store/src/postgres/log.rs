@@ -4,15 +4,22 @@
 //!
 //! Each instance has one writer task that takes every receipt waiting and
 //! commits them in one transaction (group commit, as the SQLite ledger
-//! does). The transaction first locks the one row of `log_head`, which
-//! holds the number of receipts committed: while it holds the lock no other
-//! instance can append, so the indices it hands out (`size`, `size + 1`, …)
-//! follow the last committed receipt of any instance, and the log has one
-//! sequence with no gaps and no duplicates. The index is part of what is
-//! signed, so receipts are signed under the lock; the lock is held for the
-//! signing, one insert of the whole group and the commit. That lock is the
-//! log's bottleneck: instances take turns, each turn shares one commit among
+//! does). The transaction first advances the one row of `log_head`, which
+//! holds the number of receipts committed, by the group's size, and so
+//! takes that row's lock: while it holds the lock no other instance can
+//! append, so the indices it reserved (`size`, `size + 1`, …) follow the
+//! last committed receipt of any instance, and, since the reservation
+//! commits or rolls back with the receipts, the log has one sequence with
+//! no gaps and no duplicates. The index is part of what is signed, so
+//! receipts are signed under the lock; the lock is held for the signing,
+//! one insert of the whole group and the commit. That lock is the log's
+//! bottleneck: instances take turns, each turn shares one commit among
 //! every receipt the instance has waiting.
+//!
+//! Decision ids are fresh, so a group does not look its ids up first: the
+//! unique index on `receipts.decision_id` refuses a group holding one the
+//! log has, and that group alone is tried again with a look-up under the
+//! lock, refusing only the receipt that clashed.
 //!
 //! An append answers only after the commit: an acknowledged receipt is in
 //! the database. A failed or uncertain commit answers an error and leaves
@@ -39,6 +46,7 @@ use mandate_ledger::{
     SignedCheckpoint, TiledTree,
 };
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
 
 use crate::journal::{
     JournalEntry, JournalQuery, JournalRetention, JournaledDecision, PRUNE_STEP, Pruning,
@@ -512,126 +520,164 @@ impl Writer {
         &self,
         receipts: Vec<(Receipt, Option<JournalEntry>)>,
         sign: bool,
-    ) -> Result<(Vec<Result<Appended, LedgerError>>, Option<SignedCheckpoint>), LedgerError> {
-        // Round trips, not the flush, bound this path (docs/PERFORMANCE.md):
-        // the statements are prepared once per connection, and those that do
-        // not wait on each other's answers are sent together.
-        let mut client = get(&self.inner.pool).await?;
-        let tx = client.transaction().await?;
-        let head = tx
-            .prepare_cached("SELECT size FROM log_head FOR UPDATE")
-            .await?;
-        let stored = tx
-            .prepare_cached("SELECT decision_id FROM receipts WHERE decision_id = ANY($1)")
-            .await?;
-        // The lookup runs after the lock is taken (one session runs its
-        // statements in order, each on a fresh snapshot), so under the head
-        // lock, where no other instance appends, what it finds is all that
-        // can clash.
-        let ids: Vec<&str> = receipts
-            .iter()
-            .map(|(r, _)| r.decision_id.as_str())
-            .collect();
-        let lookup: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
-        let (head, stored) =
-            tokio::try_join!(tx.query_one(&head, &[]), tx.query(&stored, &lookup))?;
-        let size: i64 = head.try_get(0)?;
-        let size = u64::try_from(size)
-            .map_err(|_| LedgerError::Corrupt(format!("the log's head holds size {size}")))?;
-
-        // Catch up on what other instances committed; it is committed, so
-        // it goes into the tree whatever happens to this transaction.
-        let known = self.inner.tree().len();
-        if known < size {
-            let leaves = leaf_hashes(&tx, known, size - known).await?;
-            self.inner.extend(known, &leaves)?;
+    ) -> Result<Committed, LedgerError> {
+        // Decision ids are fresh, so a group first assumes the log holds none
+        // of them and lets the unique index say otherwise; only a group the
+        // index refused pays for a look-up under the lock.
+        if let Some(committed) = self.commit_group(&receipts, sign, Clashes::Assumed).await? {
+            return Ok(committed);
         }
+        self.commit_group(&receipts, sign, Clashes::LookedUp)
+            .await?
+            .ok_or_else(|| {
+                LedgerError::Corrupt(
+                    "a decision id the log did not hold under its lock was refused as a duplicate"
+                        .to_owned(),
+                )
+            })
+    }
 
-        let mut taken: std::collections::HashSet<String> = stored
-            .iter()
-            .map(|row| row.try_get(0))
-            .collect::<Result<_, _>>()?;
-        let mut sealed = Vec::with_capacity(receipts.len());
+    /// One attempt at [`Self::commit`]; `None` when, with
+    /// [`Clashes::Assumed`], the log turned out to hold one of the decision
+    /// ids already (nothing was committed).
+    ///
+    /// Round trips, not the flush, bound this path (docs/PERFORMANCE.md), so
+    /// the transaction is begun and ended by hand, each time in one batch
+    /// with the statements around it: `BEGIN` with the reservation of the
+    /// group's indices (which takes the head's row lock) and the read of
+    /// leaves other instances committed; then, once the group is signed, its
+    /// inserts with `COMMIT`. Two round trips in all, one of them under the
+    /// lock.
+    async fn commit_group(
+        &self,
+        receipts: &[(Receipt, Option<JournalEntry>)],
+        sign: bool,
+        clashes: Clashes,
+    ) -> Result<Option<Committed>, LedgerError> {
+        let open = InTransaction::new(get(&self.inner.pool).await?);
+        let client = open.client()?;
+        let statements = GroupStatements::prepare(client).await?;
+        let known = self.inner.tree().len();
+
+        // With a look-up, the lock is taken first so that what the look-up
+        // finds is all that can clash: no other instance appends meanwhile.
+        let mut taken = std::collections::HashSet::new();
+        let begun = match clashes {
+            Clashes::Assumed => false,
+            Clashes::LookedUp => {
+                let ids: Vec<&str> = receipts
+                    .iter()
+                    .map(|(r, _)| r.decision_id.as_str())
+                    .collect();
+                let lookup: [&(dyn ToSql + Sync); 1] = [&ids];
+                let (begin, lock, stored) = tokio::join!(
+                    client.batch_execute("BEGIN"),
+                    client.query_one(&statements.lock, &[]),
+                    client.query(&statements.lookup, &lookup),
+                );
+                begin?;
+                lock?;
+                for row in stored? {
+                    taken.insert(row.try_get::<_, String>(0)?);
+                }
+                true
+            }
+        };
         let mut answers = Vec::with_capacity(receipts.len());
-        let mut journal = Vec::new();
-        for (mut receipt, entry) in receipts {
+        let mut group = Vec::with_capacity(receipts.len());
+        for (receipt, entry) in receipts {
             if !taken.insert(receipt.decision_id.clone()) {
-                answers.push(Err(LedgerError::Duplicate(receipt.decision_id)));
+                answers.push(Err(LedgerError::Duplicate(receipt.decision_id.clone())));
                 continue;
             }
-            receipt.index = size + sealed.len() as u64;
+            answers.push(Ok(group.len()));
+            group.push((receipt, entry.as_ref()));
+        }
+
+        let count = i64::try_from(group.len()).unwrap_or(i64::MAX);
+        let added: u64 = group
+            .iter()
+            .filter_map(|(_, entry)| entry.map(JournalEntry::stored_bytes))
+            .sum();
+        let added = i64::try_from(added).unwrap_or(i64::MAX);
+        let from = i64::try_from(known).unwrap_or(i64::MAX);
+        let reserve = async {
+            let row = client
+                .query_one(&statements.reserve, &[&count, &added])
+                .await?;
+            Ok::<_, LedgerError>((row.try_get::<_, i64>(0)?, row.try_get::<_, i64>(1)?))
+        };
+        // The leaves read after the reservation, under the lock: every
+        // receipt committed before this group, and none of its own.
+        let from: [&(dyn ToSql + Sync); 1] = [&from];
+        let leaves = client.query(&statements.leaves_from, &from);
+        let (reserved, leaves) = if begun {
+            tokio::join!(reserve, leaves)
+        } else {
+            // A `BEGIN` that fails leaves the statements after it failing
+            // too (the session is in an aborted transaction, or gone), so
+            // the reservation never runs outside the transaction.
+            let (begin, reserved, leaves) =
+                tokio::join!(client.batch_execute("BEGIN"), reserve, leaves);
+            begin?;
+            (reserved, leaves)
+        };
+        let (start, journal_bytes) = reserved?;
+        let start = u64::try_from(start)
+            .map_err(|_| LedgerError::Corrupt(format!("the log's head holds size {start}")))?;
+        let Some(behind) = start.checked_sub(known) else {
+            return Err(LedgerError::Corrupt(format!(
+                "the log holds {start} receipts where this instance saw {known} committed"
+            )));
+        };
+        // Committed, so they go into the tree whatever happens to this group.
+        let leaves = leaf_rows(&leaves?, known, behind)?;
+        self.inner.extend(known, &leaves)?;
+
+        let mut sealed = Vec::with_capacity(group.len());
+        let mut journal = Vec::new();
+        for (receipt, entry) in group {
+            let mut receipt = receipt.clone();
+            receipt.index = start + sealed.len() as u64;
             let seal = Sealed::new(&receipt, &self.inner.key)?;
-            answers.push(Ok(sealed.len()));
             if let Some(entry) = entry {
                 journal.push((sealed.len(), entry));
             }
             sealed.push((receipt, seal));
         }
-        let new_size = size + sealed.len() as u64;
-        let mut journal_bytes = None;
-        if !sealed.is_empty() {
-            let advance = tx
-                .prepare_cached(
-                    "UPDATE log_head SET size = $1, journal_bytes = journal_bytes + $2
-                     RETURNING journal_bytes",
-                )
-                .await?;
-            let new_size = i64::try_from(new_size).unwrap_or(i64::MAX);
-            let added: u64 = journal.iter().map(|(_, e)| e.stored_bytes()).sum();
-            let added = i64::try_from(added).unwrap_or(i64::MAX);
-            let (_, _, bytes) = tokio::try_join!(
-                insert_receipts(&tx, &sealed),
-                insert_journal(&tx, &sealed, &journal),
-                async {
-                    let row = tx.query_one(&advance, &[&new_size, &added]).await?;
-                    Ok::<i64, LedgerError>(row.try_get(0)?)
-                }
-            )?;
-            journal_bytes = Some(bytes);
-        }
+        let new_size = start + sealed.len() as u64;
+        let checkpoint = if sign {
+            self.checkpoint_in(client, &sealed, new_size).await?
+        } else {
+            None
+        };
 
-        let mut checkpoint = None;
-        if sign {
-            let stored = newest_checkpoint(&tx).await?;
-            let stored_size = stored.as_ref().map_or(0, |c| c.size);
-            if stored_size < new_size || stored.is_none() {
-                // The root of the tree with this group, computed on a copy:
-                // the shared tree only ever holds committed leaves.
-                let mut tree = self.inner.tree().clone();
-                for (_, seal) in &sealed {
-                    tree.push(seal.leaf);
-                }
-                if tree.len() != new_size {
-                    return Err(LedgerError::Corrupt(format!(
-                        "the tree holds {} receipts where {new_size} were expected",
-                        tree.len()
-                    )));
-                }
-                let signed = SignedCheckpoint::sign(&self.inner.key, new_size, tree.head())?;
-                tx.execute(
-                    "INSERT INTO checkpoints (size, root, note) VALUES ($1, $2, $3)",
-                    &[
-                        &i64::try_from(new_size).unwrap_or(i64::MAX),
-                        &signed.root.0.as_slice(),
-                        &signed.note,
-                    ],
-                )
-                .await?;
-                checkpoint = Some(signed);
-            } else if let Some(stored) = stored {
-                checkpoint = Some(SignedCheckpoint::open(&self.inner.verifier, &stored.note)?);
+        let (inserted, journaled, commit) = tokio::join!(
+            insert_receipts(client, &statements.insert_receipts, &sealed),
+            insert_journal(client, &statements.insert_journal, &sealed, &journal),
+            client.batch_execute("COMMIT"),
+        );
+        // An answered `COMMIT` ends the transaction: committed if every
+        // statement before it succeeded, rolled back if one failed. An
+        // unanswered one leaves it uncertain, and the connection is closed.
+        commit?;
+        open.ended();
+        match inserted.and(journaled) {
+            Ok(()) => {}
+            Err(LedgerError::Postgres(e))
+                if clashes == Clashes::Assumed && is_decision_id_clash(&e) =>
+            {
+                return Ok(None);
             }
-        }
-        tx.commit().await?;
-        if let Some(bytes) = journal_bytes {
-            self.inner.journal_bytes.store(
-                u64::try_from(bytes).unwrap_or(0),
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            Err(e) => return Err(e),
         }
 
+        self.inner.journal_bytes.store(
+            u64::try_from(journal_bytes).unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let leaves: Vec<Hash> = sealed.iter().map(|(_, seal)| seal.leaf).collect();
-        self.inner.extend(size, &leaves)?;
+        self.inner.extend(start, &leaves)?;
         if let Some(checkpoint) = &checkpoint {
             self.inner.saw(checkpoint.clone());
         }
@@ -649,7 +695,143 @@ impl Writer {
                 })
             })
             .collect();
-        Ok((appended, checkpoint))
+        Ok(Some((appended, checkpoint)))
+    }
+
+    /// Within the group's transaction: a checkpoint over the log with
+    /// `sealed` (its newest `new_size` receipts' last), signed and inserted
+    /// unless the newest stored one covers it already.
+    async fn checkpoint_in(
+        &self,
+        client: &Object,
+        sealed: &[(Receipt, Sealed)],
+        new_size: u64,
+    ) -> Result<Option<SignedCheckpoint>, LedgerError> {
+        let stored = newest_checkpoint(client).await?;
+        if let Some(stored) = stored.filter(|c| c.size >= new_size) {
+            return Ok(Some(SignedCheckpoint::open(
+                &self.inner.verifier,
+                &stored.note,
+            )?));
+        }
+        // The root of the tree with this group, computed on a copy: the
+        // shared tree only ever holds committed leaves.
+        let mut tree = self.inner.tree().clone();
+        for (_, seal) in sealed {
+            tree.push(seal.leaf);
+        }
+        if tree.len() != new_size {
+            return Err(LedgerError::Corrupt(format!(
+                "the tree holds {} receipts where {new_size} were expected",
+                tree.len()
+            )));
+        }
+        let signed = SignedCheckpoint::sign(&self.inner.key, new_size, tree.head())?;
+        client
+            .execute(
+                "INSERT INTO checkpoints (size, root, note) VALUES ($1, $2, $3)",
+                &[
+                    &i64::try_from(new_size).unwrap_or(i64::MAX),
+                    &signed.root.0.as_slice(),
+                    &signed.note,
+                ],
+            )
+            .await?;
+        Ok(Some(signed))
+    }
+}
+
+/// What a committed group answers: each receipt's outcome, in order, and
+/// the checkpoint signed with it, if one was asked for.
+type Committed = (Vec<Result<Appended, LedgerError>>, Option<SignedCheckpoint>);
+
+/// How a group learns whether the log holds one of its decision ids.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Clashes {
+    /// It assumes not; the unique index on `receipts.decision_id` refuses
+    /// the whole group if it does.
+    Assumed,
+    /// It looks them up under the head's lock, one round trip more.
+    LookedUp,
+}
+
+/// Whether `e` is the unique index on `receipts.decision_id` refusing a
+/// decision id the log holds already.
+fn is_decision_id_clash(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+        && e.as_db_error().and_then(|e| e.constraint()) == Some("receipts_decision_id_key")
+}
+
+/// The statements of a group's transaction, prepared once per connection.
+struct GroupStatements {
+    lock: tokio_postgres::Statement,
+    lookup: tokio_postgres::Statement,
+    reserve: tokio_postgres::Statement,
+    leaves_from: tokio_postgres::Statement,
+    insert_receipts: tokio_postgres::Statement,
+    insert_journal: tokio_postgres::Statement,
+}
+
+impl GroupStatements {
+    /// Prepared before the transaction's first batch: a statement given as
+    /// text would be prepared on first use, a round trip of its own that
+    /// would also let a later statement of the batch (`COMMIT`) overtake it.
+    async fn prepare(client: &Object) -> Result<Self, LedgerError> {
+        Ok(Self {
+            lock: client
+                .prepare_cached("SELECT size FROM log_head FOR UPDATE")
+                .await?,
+            lookup: client
+                .prepare_cached("SELECT decision_id FROM receipts WHERE decision_id = ANY($1)")
+                .await?,
+            reserve: client
+                .prepare_cached(
+                    "UPDATE log_head SET size = size + $1, journal_bytes = journal_bytes + $2
+                     RETURNING size - $1, journal_bytes",
+                )
+                .await?,
+            leaves_from: client
+                .prepare_cached("SELECT idx, leaf_hash FROM receipts WHERE idx >= $1 ORDER BY idx")
+                .await?,
+            insert_receipts: client.prepare_cached(INSERT_RECEIPTS).await?,
+            insert_journal: client.prepare_cached(INSERT_JOURNAL).await?,
+        })
+    }
+}
+
+/// A pooled connection inside a transaction begun by hand. Unless the
+/// transaction is known to have ended, dropping it closes the connection
+/// instead of returning it to the pool, and PostgreSQL rolls the
+/// transaction back: no connection is handed out again inside a stray
+/// transaction (`tokio_postgres::Transaction` does the same with a
+/// `ROLLBACK` on drop).
+struct InTransaction {
+    client: Option<Object>,
+}
+
+impl InTransaction {
+    fn new(client: Object) -> Self {
+        Self {
+            client: Some(client),
+        }
+    }
+
+    fn client(&self) -> Result<&Object, LedgerError> {
+        self.client.as_ref().ok_or(LedgerError::Closed)
+    }
+
+    /// The transaction has ended (committed or rolled back); the connection
+    /// may go back to the pool.
+    fn ended(mut self) {
+        drop(self.client.take());
+    }
+}
+
+impl Drop for InTransaction {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            drop(Object::take(client));
+        }
     }
 }
 
@@ -813,8 +995,9 @@ pub(crate) struct JournalRow<'a> {
 /// (`(position in sealed, entry)`) in one statement.
 async fn insert_journal(
     tx: &impl GenericClient,
+    insert: &tokio_postgres::Statement,
     sealed: &[(Receipt, Sealed)],
-    journal: &[(usize, JournalEntry)],
+    journal: &[(usize, &JournalEntry)],
 ) -> Result<(), LedgerError> {
     let mut rows = Vec::with_capacity(journal.len());
     for (at, entry) in journal {
@@ -832,12 +1015,27 @@ async fn insert_journal(
             entry,
         });
     }
-    insert_journal_rows(tx, &rows).await
+    insert_journal_rows(tx, insert, &rows).await
 }
 
-/// Inserts journal rows in one statement.
+/// Inserts a group of journal rows in one statement; see [`insert_journal_rows`].
+pub(crate) const INSERT_JOURNAL: &str =
+    "INSERT INTO journal (idx, time, bytes, task_id, tool, decision_id, decision,
+                          outcome, policy_version, policies, scope, redacted, request)
+     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                          $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                          $11::text[], $12::text[], $13::text[])";
+
+/// Inserts a group of receipts in one statement; see [`insert_receipts`].
+const INSERT_RECEIPTS: &str =
+    "INSERT INTO receipts (idx, decision_id, leaf_hash, body, signature, time, principal, task_id, tool, decision, kind)
+     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::text[], $5::bytea[], $6::text[],
+                          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])";
+
+/// Inserts journal rows in one statement, [`INSERT_JOURNAL`] prepared.
 pub(crate) async fn insert_journal_rows(
     tx: &impl GenericClient,
+    insert: &tokio_postgres::Statement,
     rows: &[JournalRow<'_>],
 ) -> Result<(), LedgerError> {
     if rows.is_empty() {
@@ -878,17 +1076,8 @@ pub(crate) async fn insert_journal_rows(
         redacted.push(red);
         request.push(entry.request.as_str());
     }
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO journal (idx, time, bytes, task_id, tool, decision_id, decision,
-                                  outcome, policy_version, policies, scope, redacted, request)
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],
-                                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                                  $11::text[], $12::text[], $13::text[])",
-        )
-        .await?;
     tx.execute(
-        &insert,
+        insert,
         &[
             &idx,
             &time,
@@ -960,9 +1149,11 @@ pub(crate) async fn export(
     Ok(summary)
 }
 
-/// Inserts a group of sealed receipts in one statement.
+/// Inserts a group of sealed receipts in one statement, [`INSERT_RECEIPTS`]
+/// prepared.
 async fn insert_receipts(
     tx: &impl GenericClient,
+    insert: &tokio_postgres::Statement,
     sealed: &[(Receipt, Sealed)],
 ) -> Result<(), LedgerError> {
     let mut idx = Vec::with_capacity(sealed.len());
@@ -989,15 +1180,8 @@ async fn insert_receipts(
         decision.push(r.decision.as_str());
         kind.push(r.kind.as_str());
     }
-    let insert = tx
-        .prepare_cached(
-            "INSERT INTO receipts (idx, decision_id, leaf_hash, body, signature, time, principal, task_id, tool, decision, kind)
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::text[], $5::bytea[], $6::text[],
-                                  $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])",
-        )
-        .await?;
     tx.execute(
-        &insert,
+        insert,
         &[
             &idx,
             &decision_id,
@@ -1099,8 +1283,18 @@ async fn leaf_hashes(
             &[&from, &to],
         )
         .await?;
+    leaf_rows(&rows, start, count)
+}
+
+/// The leaf hashes in `rows` (`idx`, `leaf_hash`), which must be those of
+/// indices `start .. start + count` in order.
+fn leaf_rows(
+    rows: &[tokio_postgres::Row],
+    start: u64,
+    count: u64,
+) -> Result<Vec<Hash>, LedgerError> {
     let mut leaves = Vec::with_capacity(rows.len());
-    for (expected, row) in (start..).zip(&rows) {
+    for (expected, row) in (start..).zip(rows) {
         let index: i64 = row.try_get(0)?;
         if u64::try_from(index).ok() != Some(expected) {
             return Err(LedgerError::Corrupt(format!(
