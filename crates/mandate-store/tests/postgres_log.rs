@@ -185,6 +185,60 @@ async fn instances_on_one_database_build_one_log_without_gaps() {
     log.close().await.unwrap();
 }
 
+/// Sessions of the test's database left inside a transaction.
+async fn stray_transactions(url: &str) -> i64 {
+    raw(url)
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_expected_to_be_alone_appends_after_the_other() {
+    let url = test_postgres::shared().database();
+    let key = LogKey::generate("mandate.local/test").unwrap();
+    let a = PgStore::connect(&url)
+        .await
+        .unwrap()
+        .log(key.clone(), config())
+        .await
+        .unwrap();
+    let b = PgStore::connect(&url)
+        .await
+        .unwrap()
+        .log(key.clone(), config())
+        .await
+        .unwrap();
+    // One after another: after its first group `a` found nobody else's
+    // receipts, so each later group predicts it starts where `a`'s tree
+    // ends; `b`'s appends in between make that prediction wrong.
+    let order = [&a, &a, &a, &b, &a, &b, &b, &a, &a];
+    for (n, log) in order.iter().enumerate() {
+        let appended = log.append(receipt(n), None).await.unwrap();
+        assert_eq!(appended.index, n as u64, "append {n}");
+        // A duplicate of a receipt the other instance holds: refused alone,
+        // whatever the plan of its group.
+        let other = if std::ptr::eq(*log, &a) { &b } else { &a };
+        match other.append(receipt(n), None).await {
+            Err(LedgerError::Duplicate(id)) => assert_eq!(id, format!("decision-{n}")),
+            other => panic!("a duplicate of decision-{n} was not refused: {other:?}"),
+        }
+    }
+    let checkpoint = a.checkpoint().await.unwrap();
+    assert_eq!(checkpoint.size, order.len() as u64);
+    assert_eq!(
+        assert_one_log(&url, &key, &checkpoint).await,
+        order.len() as u64
+    );
+    assert_eq!(stray_transactions(&url).await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_key_cannot_continue_a_log() {
     let url = test_postgres::shared().database();
@@ -330,17 +384,7 @@ async fn a_decision_id_logged_by_another_instance_is_refused_alone() {
     assert_eq!(assert_one_log(&url, &key, &checkpoint).await, 4);
     // A group the unique index refused began its transaction by hand; it
     // ended, and no pooled connection waits inside it.
-    let stray: i64 = raw(&url)
-        .await
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(stray, 0, "no connection left inside a transaction");
+    assert_eq!(stray_transactions(&url).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,6 +36,7 @@
 //! was asked for) signs one under the head lock. All sign with the log's one
 //! key, which the first instance records and every later one must match.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -46,6 +47,7 @@ use mandate_ledger::{
     SignedCheckpoint, TiledTree,
 };
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use crate::journal::{
@@ -145,6 +147,7 @@ impl PgLog {
             checkpoint_interval: config.checkpoint_interval,
             max_batch: config.max_batch.max(1),
             retention: config.journal,
+            alone: AtomicBool::new(false),
         };
         let handle = tokio::spawn(writer.run(rx));
         *inner.writer.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
@@ -399,6 +402,9 @@ struct Writer {
     checkpoint_interval: Duration,
     max_batch: usize,
     retention: JournalRetention,
+    /// Whether the last group found no other instance's receipt before its
+    /// own: then the next one predicts where it starts ([`Plan::Predict`]).
+    alone: AtomicBool,
 }
 
 impl Writer {
@@ -521,39 +527,39 @@ impl Writer {
         receipts: Vec<(Receipt, Option<JournalEntry>)>,
         sign: bool,
     ) -> Result<Committed, LedgerError> {
-        // Decision ids are fresh, so a group first assumes the log holds none
-        // of them and lets the unique index say otherwise; only a group the
-        // index refused pays for a look-up under the lock.
-        if let Some(committed) = self.commit_group(&receipts, sign, Clashes::Assumed).await? {
-            return Ok(committed);
+        // Each plan falls back to a slower one that cannot fail the same way,
+        // so a group takes at most three attempts.
+        let mut plan = if !sign && self.alone.load(Ordering::Relaxed) {
+            Plan::Predict
+        } else {
+            Plan::Reserve
+        };
+        loop {
+            plan = match (self.commit_group(&receipts, sign, plan).await?, plan) {
+                (Attempt::Committed(committed), _) => return Ok(committed),
+                (Attempt::Mispredicted, Plan::Predict) => Plan::Reserve,
+                (Attempt::Clashed, Plan::Predict | Plan::Reserve) => Plan::LookUp,
+                (attempt, plan) => {
+                    return Err(LedgerError::Corrupt(format!(
+                        "a group of receipts was refused ({attempt:?}) after {plan:?}, which rules that out"
+                    )));
+                }
+            };
         }
-        self.commit_group(&receipts, sign, Clashes::LookedUp)
-            .await?
-            .ok_or_else(|| {
-                LedgerError::Corrupt(
-                    "a decision id the log did not hold under its lock was refused as a duplicate"
-                        .to_owned(),
-                )
-            })
     }
 
-    /// One attempt at [`Self::commit`]; `None` when, with
-    /// [`Clashes::Assumed`], the log turned out to hold one of the decision
-    /// ids already (nothing was committed).
+    /// One attempt at [`Self::commit`] by `plan`. Nothing is committed
+    /// unless it answers [`Attempt::Committed`].
     ///
     /// Round trips, not the flush, bound this path (docs/PERFORMANCE.md), so
     /// the transaction is begun and ended by hand, each time in one batch
-    /// with the statements around it: `BEGIN` with the reservation of the
-    /// group's indices (which takes the head's row lock) and the read of
-    /// leaves other instances committed; then, once the group is signed, its
-    /// inserts with `COMMIT`. Two round trips in all, one of them under the
-    /// lock.
+    /// with the statements around it (see [`Plan`]).
     async fn commit_group(
         &self,
         receipts: &[(Receipt, Option<JournalEntry>)],
         sign: bool,
-        clashes: Clashes,
-    ) -> Result<Option<Committed>, LedgerError> {
+        plan: Plan,
+    ) -> Result<Attempt, LedgerError> {
         let open = InTransaction::new(get(&self.inner.pool).await?);
         let client = open.client()?;
         let statements = GroupStatements::prepare(client).await?;
@@ -562,27 +568,23 @@ impl Writer {
         // With a look-up, the lock is taken first so that what the look-up
         // finds is all that can clash: no other instance appends meanwhile.
         let mut taken = std::collections::HashSet::new();
-        let begun = match clashes {
-            Clashes::Assumed => false,
-            Clashes::LookedUp => {
-                let ids: Vec<&str> = receipts
-                    .iter()
-                    .map(|(r, _)| r.decision_id.as_str())
-                    .collect();
-                let lookup: [&(dyn ToSql + Sync); 1] = [&ids];
-                let (begin, lock, stored) = tokio::join!(
-                    client.batch_execute("BEGIN"),
-                    client.query_one(&statements.lock, &[]),
-                    client.query(&statements.lookup, &lookup),
-                );
-                begin?;
-                lock?;
-                for row in stored? {
-                    taken.insert(row.try_get::<_, String>(0)?);
-                }
-                true
+        if plan == Plan::LookUp {
+            let ids: Vec<&str> = receipts
+                .iter()
+                .map(|(r, _)| r.decision_id.as_str())
+                .collect();
+            let lookup: [&(dyn ToSql + Sync); 1] = [&ids];
+            let (begin, lock, stored) = tokio::join!(
+                client.batch_execute("BEGIN"),
+                client.query_one(&statements.lock, &[]),
+                client.query(&statements.lookup, &lookup),
+            );
+            begin?;
+            lock?;
+            for row in stored? {
+                taken.insert(row.try_get::<_, String>(0)?);
             }
-        };
+        }
         let mut answers = Vec::with_capacity(receipts.len());
         let mut group = Vec::with_capacity(receipts.len());
         for (receipt, entry) in receipts {
@@ -593,25 +595,67 @@ impl Writer {
             answers.push(Ok(group.len()));
             group.push((receipt, entry.as_ref()));
         }
-
         let count = i64::try_from(group.len()).unwrap_or(i64::MAX);
         let added: u64 = group
             .iter()
             .filter_map(|(_, entry)| entry.map(JournalEntry::stored_bytes))
             .sum();
         let added = i64::try_from(added).unwrap_or(i64::MAX);
-        let from = i64::try_from(known).unwrap_or(i64::MAX);
         let reserve = async {
             let row = client
                 .query_one(&statements.reserve, &[&count, &added])
                 .await?;
-            Ok::<_, LedgerError>((row.try_get::<_, i64>(0)?, row.try_get::<_, i64>(1)?))
+            let (start, bytes) = (row.try_get::<_, i64>(0)?, row.try_get::<_, i64>(1)?);
+            let start = u64::try_from(start)
+                .map_err(|_| LedgerError::Corrupt(format!("the log's head holds size {start}")))?;
+            Ok::<_, LedgerError>((start, bytes))
         };
+
+        if plan == Plan::Predict {
+            // Signed for the indices after what this instance knows, and
+            // sent with the reservation: if another instance appended
+            // meanwhile, the index `known` is taken and the log's primary key
+            // refuses the group.
+            let sealed = seal(&self.inner.key, &group, known)?;
+            let journal = journal_of(&group);
+            let (begin, reserved, inserted, journaled, commit) = tokio::join!(
+                client.batch_execute("BEGIN"),
+                reserve,
+                insert_receipts(client, &statements.insert_receipts, &sealed),
+                insert_journal(client, &statements.insert_journal, &sealed, &journal),
+                client.batch_execute("COMMIT"),
+            );
+            commit?;
+            open.ended();
+            begin?;
+            let (start, journal_bytes) = reserved?;
+            let refused = refusal(inserted.and(journaled))?;
+            if start != known {
+                return match refused {
+                    Some(_) => Ok(Attempt::Mispredicted),
+                    None => Err(LedgerError::Corrupt(format!(
+                        "receipts signed for index {known} were committed at {start}"
+                    ))),
+                };
+            }
+            if let Some(attempt) = refused {
+                return Ok(attempt);
+            }
+            return Ok(Attempt::Committed(self.committed(
+                start,
+                sealed,
+                answers,
+                None,
+                journal_bytes,
+            )?));
+        }
+
         // The leaves read after the reservation, under the lock: every
         // receipt committed before this group, and none of its own.
+        let from = i64::try_from(known).unwrap_or(i64::MAX);
         let from: [&(dyn ToSql + Sync); 1] = [&from];
         let leaves = client.query(&statements.leaves_from, &from);
-        let (reserved, leaves) = if begun {
+        let (reserved, leaves) = if plan == Plan::LookUp {
             tokio::join!(reserve, leaves)
         } else {
             // A `BEGIN` that fails leaves the statements after it failing
@@ -623,8 +667,6 @@ impl Writer {
             (reserved, leaves)
         };
         let (start, journal_bytes) = reserved?;
-        let start = u64::try_from(start)
-            .map_err(|_| LedgerError::Corrupt(format!("the log's head holds size {start}")))?;
         let Some(behind) = start.checked_sub(known) else {
             return Err(LedgerError::Corrupt(format!(
                 "the log holds {start} receipts where this instance saw {known} committed"
@@ -633,25 +675,17 @@ impl Writer {
         // Committed, so they go into the tree whatever happens to this group.
         let leaves = leaf_rows(&leaves?, known, behind)?;
         self.inner.extend(known, &leaves)?;
+        // Predict next time only if no other instance appended since.
+        self.alone.store(behind == 0, Ordering::Relaxed);
 
-        let mut sealed = Vec::with_capacity(group.len());
-        let mut journal = Vec::new();
-        for (receipt, entry) in group {
-            let mut receipt = receipt.clone();
-            receipt.index = start + sealed.len() as u64;
-            let seal = Sealed::new(&receipt, &self.inner.key)?;
-            if let Some(entry) = entry {
-                journal.push((sealed.len(), entry));
-            }
-            sealed.push((receipt, seal));
-        }
+        let sealed = seal(&self.inner.key, &group, start)?;
+        let journal = journal_of(&group);
         let new_size = start + sealed.len() as u64;
         let checkpoint = if sign {
             self.checkpoint_in(client, &sealed, new_size).await?
         } else {
             None
         };
-
         let (inserted, journaled, commit) = tokio::join!(
             insert_receipts(client, &statements.insert_receipts, &sealed),
             insert_journal(client, &statements.insert_journal, &sealed, &journal),
@@ -662,20 +696,33 @@ impl Writer {
         // unanswered one leaves it uncertain, and the connection is closed.
         commit?;
         open.ended();
-        match inserted.and(journaled) {
-            Ok(()) => {}
-            Err(LedgerError::Postgres(e))
-                if clashes == Clashes::Assumed && is_decision_id_clash(&e) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
+        match refusal(inserted.and(journaled))? {
+            Some(Attempt::Mispredicted) => Err(LedgerError::Corrupt(format!(
+                "index {start} was taken under the log's lock"
+            ))),
+            Some(attempt) => Ok(attempt),
+            None => Ok(Attempt::Committed(self.committed(
+                start,
+                sealed,
+                answers,
+                checkpoint,
+                journal_bytes,
+            )?)),
         }
+    }
 
-        self.inner.journal_bytes.store(
-            u64::try_from(journal_bytes).unwrap_or(0),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+    /// Records a committed group and answers its receipts.
+    fn committed(
+        &self,
+        start: u64,
+        sealed: Vec<(Receipt, Sealed)>,
+        answers: Vec<Result<usize, LedgerError>>,
+        checkpoint: Option<SignedCheckpoint>,
+        journal_bytes: i64,
+    ) -> Result<Committed, LedgerError> {
+        self.inner
+            .journal_bytes
+            .store(u64::try_from(journal_bytes).unwrap_or(0), Ordering::Relaxed);
         let leaves: Vec<Hash> = sealed.iter().map(|(_, seal)| seal.leaf).collect();
         self.inner.extend(start, &leaves)?;
         if let Some(checkpoint) = &checkpoint {
@@ -695,7 +742,7 @@ impl Writer {
                 })
             })
             .collect();
-        Ok(Some((appended, checkpoint)))
+        Ok((appended, checkpoint))
     }
 
     /// Within the group's transaction: a checkpoint over the log with
@@ -745,21 +792,80 @@ impl Writer {
 /// the checkpoint signed with it, if one was asked for.
 type Committed = (Vec<Result<Appended, LedgerError>>, Option<SignedCheckpoint>);
 
-/// How a group learns whether the log holds one of its decision ids.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Clashes {
-    /// It assumes not; the unique index on `receipts.decision_id` refuses
-    /// the whole group if it does.
-    Assumed,
-    /// It looks them up under the head's lock, one round trip more.
-    LookedUp,
+/// How a group finds where it starts in the log and whether the log holds
+/// one of its decision ids already. Decision ids are fresh, so the first
+/// two plans assume none is held and let the unique index on
+/// `receipts.decision_id` say otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Alone on the log (the last group found no other instance's receipt
+    /// before its own), the instance predicts that the group starts where
+    /// its tree ends, signs it first and sends it in one batch: `BEGIN`,
+    /// the reservation, the inserts, `COMMIT`. One round trip; the log's
+    /// primary key refuses a wrong prediction.
+    Predict,
+    /// `BEGIN` with the reservation of the group's indices (which takes the
+    /// head's row lock) and the read of leaves other instances committed;
+    /// then, signed, the inserts with `COMMIT`. Two round trips, one under
+    /// the lock.
+    Reserve,
+    /// The head's lock and a look-up of the ids first, then as
+    /// [`Plan::Reserve`]: three round trips, and no clash possible.
+    LookUp,
 }
 
-/// Whether `e` is the unique index on `receipts.decision_id` refusing a
-/// decision id the log holds already.
-fn is_decision_id_clash(e: &tokio_postgres::Error) -> bool {
-    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
-        && e.as_db_error().and_then(|e| e.constraint()) == Some("receipts_decision_id_key")
+/// How one attempt at a group ended.
+#[derive(Debug)]
+enum Attempt {
+    Committed(Committed),
+    /// The log holds one of the group's decision ids: nothing committed.
+    Clashed,
+    /// Another instance appended first: nothing committed.
+    Mispredicted,
+}
+
+/// Why the group's inserts were refused, if they were: `Ok(None)` when
+/// they went in, an attempt to make again when PostgreSQL refused them for
+/// a reason another plan avoids, the error otherwise.
+fn refusal(inserted: Result<(), LedgerError>) -> Result<Option<Attempt>, LedgerError> {
+    match inserted {
+        Ok(()) => Ok(None),
+        Err(LedgerError::Postgres(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            match e.as_db_error().and_then(|e| e.constraint()) {
+                Some("receipts_decision_id_key") => Ok(Some(Attempt::Clashed)),
+                Some("receipts_pkey") => Ok(Some(Attempt::Mispredicted)),
+                _ => Err(LedgerError::Postgres(e)),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `group` signed for the indices `start ..`, in order.
+fn seal(
+    key: &LogKey,
+    group: &[(&Receipt, Option<&JournalEntry>)],
+    start: u64,
+) -> Result<Vec<(Receipt, Sealed)>, LedgerError> {
+    let mut sealed = Vec::with_capacity(group.len());
+    for (receipt, _) in group {
+        let mut receipt = (*receipt).clone();
+        receipt.index = start + sealed.len() as u64;
+        let seal = Sealed::new(&receipt, key)?;
+        sealed.push((receipt, seal));
+    }
+    Ok(sealed)
+}
+
+/// The journal entries of `group`, each with its receipt's place in it.
+fn journal_of<'a>(
+    group: &[(&Receipt, Option<&'a JournalEntry>)],
+) -> Vec<(usize, &'a JournalEntry)> {
+    group
+        .iter()
+        .enumerate()
+        .filter_map(|(at, (_, entry))| entry.map(|entry| (at, entry)))
+        .collect()
 }
 
 /// The statements of a group's transaction, prepared once per connection.
