@@ -97,6 +97,16 @@ async fn assert_one_log(url: &str, key: &LogKey, checkpoint: &SignedCheckpoint) 
         assert!(verifier.verify_entry(body.as_bytes(), signature));
         tree.push(mandate_ledger::receipt::leaf_hash(body.as_bytes()));
     }
+    let head: i64 = client
+        .query_one("SELECT size FROM log_head", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        head,
+        rows.len() as i64,
+        "the head counts exactly the stored receipts"
+    );
     let opened = SignedCheckpoint::open(&verifier, &checkpoint.note).unwrap();
     assert_eq!(opened.size, tree.len());
     assert_eq!(opened.root, tree.root(tree.len()).unwrap());
@@ -215,15 +225,22 @@ async fn an_instance_that_expected_to_be_alone_appends_after_the_other() {
         .log(key.clone(), config())
         .await
         .unwrap();
-    // One after another: after its first group `a` found nobody else's
-    // receipts, so each later group predicts it starts where `a`'s tree
-    // ends; `b`'s appends in between make that prediction wrong.
-    let order = [&a, &a, &a, &b, &a, &b, &b, &a, &a];
+    // One after another. An instance predicts where its group starts when
+    // its last group found nobody else's receipts before its own: both did
+    // at open, so `b`'s first append (2) mispredicts; `a`'s append after it
+    // (3) mispredicts, reserves, finds `b`'s receipt and stops predicting;
+    // its next (4) finds nobody new and predicts again, which `b`'s append
+    // (5) makes wrong for `a`'s last (6).
+    let order = [&a, &a, &b, &a, &a, &b, &a];
     for (n, log) in order.iter().enumerate() {
         let appended = log.append(receipt(n), None).await.unwrap();
         assert_eq!(appended.index, n as u64, "append {n}");
-        // A duplicate of a receipt the other instance holds: refused alone,
-        // whatever the plan of its group.
+    }
+    assert_eq!(a.mispredicted_groups(), 2, "a's appends 3 and 6");
+    assert_eq!(b.mispredicted_groups(), 1, "b's append 2");
+    // Duplicates of receipts the other instance appended, whatever the
+    // plan of their group: refused alone, nothing appended.
+    for (n, log) in order.iter().enumerate() {
         let other = if std::ptr::eq(*log, &a) { &b } else { &a };
         match other.append(receipt(n), None).await {
             Err(LedgerError::Duplicate(id)) => assert_eq!(id, format!("decision-{n}")),

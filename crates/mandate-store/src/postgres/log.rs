@@ -3,23 +3,29 @@
 //! # Sequencing
 //!
 //! Each instance has one writer task that takes every receipt waiting and
-//! commits them in one transaction (group commit, as the SQLite ledger
-//! does). The transaction first advances the one row of `log_head`, which
-//! holds the number of receipts committed, by the group's size, and so
-//! takes that row's lock: while it holds the lock no other instance can
-//! append, so the indices it reserved (`size`, `size + 1`, …) follow the
-//! last committed receipt of any instance, and, since the reservation
-//! commits or rolls back with the receipts, the log has one sequence with
-//! no gaps and no duplicates. The index is part of what is signed, so
-//! receipts are signed under the lock; the lock is held for the signing,
-//! one insert of the whole group and the commit. That lock is the log's
-//! bottleneck: instances take turns, each turn shares one commit among
-//! every receipt the instance has waiting.
+//! commits them together (group commit, as the SQLite ledger does). The
+//! index is part of what is signed, so a group is signed for the indices
+//! it will have, and goes in with one statement ([`APPEND`]) that advances
+//! the one row of `log_head` (the number of receipts committed) by the
+//! group's size only if the head stands where the group was signed to
+//! start, and inserts the receipts and their journal rows only if it did.
+//! One statement is one transaction even outside any other, so the head
+//! never moves without its receipts: the log has one sequence with no gaps
+//! and no duplicates, whatever fails between two statements.
 //!
-//! Decision ids are fresh, so a group does not look its ids up first: the
-//! unique index on `receipts.decision_id` refuses a group holding one the
-//! log has, and that group alone is tried again with a look-up under the
-//! lock, refusing only the receipt that clashed.
+//! Where the group starts comes from one of three plans ([`Plan`]). An
+//! instance alone on the log (its last group found no other instance's
+//! receipt before its own) predicts it: the index after its own tree, one
+//! round trip. Otherwise it takes the head's row lock first (`SELECT … FOR
+//! UPDATE`, with the read of the leaves other instances appended), signs,
+//! appends and commits: two round trips, and while it holds the lock no
+//! other instance appends. That lock is the log's bottleneck under load:
+//! instances take turns, each turn sharing one commit among every receipt
+//! the instance has waiting. Decision ids are fresh, so a group does not
+//! look its ids up first: the unique index on `receipts.decision_id`
+//! refuses a group holding one the log has, and that group alone is made
+//! again with a look-up under the lock, refusing only the receipt that
+//! clashed.
 //!
 //! An append answers only after the commit: an acknowledged receipt is in
 //! the database. A failed or uncertain commit answers an error and leaves
@@ -87,6 +93,8 @@ struct Inner {
     /// The journal's stored bytes, as of this instance's last append or
     /// pruning.
     journal_bytes: std::sync::atomic::AtomicU64,
+    /// Groups that predicted their start wrongly ([`Plan::Predict`]).
+    mispredicted: std::sync::atomic::AtomicU64,
 }
 
 impl PgLog {
@@ -140,6 +148,7 @@ impl PgLog {
             journal_bytes: std::sync::atomic::AtomicU64::new(
                 u64::try_from(journal_bytes).unwrap_or(0),
             ),
+            mispredicted: std::sync::atomic::AtomicU64::new(0),
         });
         let writer = Writer {
             inner: Arc::clone(&inner),
@@ -169,6 +178,14 @@ impl PgLog {
     /// The newest checkpoint this instance has seen.
     pub fn latest_checkpoint(&self) -> SignedCheckpoint {
         self.inner.latest()
+    }
+
+    /// Groups of receipts this instance signed for the indices after its
+    /// own tree, expecting to be alone on the log, that another instance's
+    /// appends made it sign again: a measure of how often instances append
+    /// in turn.
+    pub fn mispredicted_groups(&self) -> u64 {
+        self.inner.mispredicted.load(Ordering::Relaxed)
     }
 
     /// Appends `receipt` (the log assigns its `index`), with its decision's
@@ -565,108 +582,55 @@ impl Writer {
         let statements = GroupStatements::prepare(client).await?;
         let known = self.inner.tree().len();
 
-        // With a look-up, the lock is taken first so that what the look-up
-        // finds is all that can clash: no other instance appends meanwhile.
-        let mut taken = std::collections::HashSet::new();
-        if plan == Plan::LookUp {
-            let ids: Vec<&str> = receipts
-                .iter()
-                .map(|(r, _)| r.decision_id.as_str())
-                .collect();
-            let lookup: [&(dyn ToSql + Sync); 1] = [&ids];
-            let (begin, lock, stored) = tokio::join!(
-                client.batch_execute("BEGIN"),
-                client.query_one(&statements.lock, &[]),
-                client.query(&statements.lookup, &lookup),
-            );
-            begin?;
-            lock?;
-            for row in stored? {
-                taken.insert(row.try_get::<_, String>(0)?);
-            }
-        }
-        let mut answers = Vec::with_capacity(receipts.len());
-        let mut group = Vec::with_capacity(receipts.len());
-        for (receipt, entry) in receipts {
-            if !taken.insert(receipt.decision_id.clone()) {
-                answers.push(Err(LedgerError::Duplicate(receipt.decision_id.clone())));
-                continue;
-            }
-            answers.push(Ok(group.len()));
-            group.push((receipt, entry.as_ref()));
-        }
-        let count = i64::try_from(group.len()).unwrap_or(i64::MAX);
-        let added: u64 = group
-            .iter()
-            .filter_map(|(_, entry)| entry.map(JournalEntry::stored_bytes))
-            .sum();
-        let added = i64::try_from(added).unwrap_or(i64::MAX);
-        let reserve = async {
-            let row = client
-                .query_one(&statements.reserve, &[&count, &added])
-                .await?;
-            let (start, bytes) = (row.try_get::<_, i64>(0)?, row.try_get::<_, i64>(1)?);
-            let start = u64::try_from(start)
-                .map_err(|_| LedgerError::Corrupt(format!("the log's head holds size {start}")))?;
-            Ok::<_, LedgerError>((start, bytes))
-        };
-
         if plan == Plan::Predict {
             // Signed for the indices after what this instance knows, and
-            // sent with the reservation: if another instance appended
-            // meanwhile, the index `known` is taken and the log's primary key
-            // refuses the group.
+            // appended in one statement (its own transaction) that changes
+            // nothing unless the head stands at `known`.
+            let (answers, group) = choose(receipts, std::collections::HashSet::new());
             let sealed = seal(&self.inner.key, &group, known)?;
-            let journal = journal_of(&group);
-            let (begin, reserved, inserted, journaled, commit) = tokio::join!(
-                client.batch_execute("BEGIN"),
-                reserve,
-                insert_receipts(client, &statements.insert_receipts, &sealed),
-                insert_journal(client, &statements.insert_journal, &sealed, &journal),
-                client.batch_execute("COMMIT"),
-            );
-            commit?;
+            let journal = journal_rows(&sealed, &group);
+            let appended = append(client, &statements.append, known, &sealed, &journal).await;
+            // No transaction was begun.
             open.ended();
-            begin?;
-            let (start, journal_bytes) = reserved?;
-            let refused = refusal(inserted.and(journaled))?;
-            if start != known {
-                return match refused {
-                    Some(_) => Ok(Attempt::Mispredicted),
-                    None => Err(LedgerError::Corrupt(format!(
-                        "receipts signed for index {known} were committed at {start}"
-                    ))),
-                };
-            }
-            if let Some(attempt) = refused {
-                return Ok(attempt);
-            }
-            return Ok(Attempt::Committed(self.committed(
-                start,
-                sealed,
-                answers,
-                None,
-                journal_bytes,
-            )?));
+            return match appended {
+                Ok(Some(bytes)) => Ok(Attempt::Committed(
+                    self.committed(known, sealed, answers, None, bytes)?,
+                )),
+                Ok(None) => {
+                    self.inner.mispredicted.fetch_add(1, Ordering::Relaxed);
+                    Ok(Attempt::Mispredicted)
+                }
+                Err(e) if is_decision_id_clash(&e) => Ok(Attempt::Clashed),
+                Err(e) => Err(e),
+            };
         }
 
-        // The leaves read after the reservation, under the lock: every
-        // receipt committed before this group, and none of its own.
+        // The head's lock, and under it the leaves other instances committed
+        // since this instance last looked (and, for a look-up, which of the
+        // group's ids the log holds: with no other instance appending, all
+        // that can clash). Were `BEGIN` refused, these reads would run
+        // outside a transaction and change nothing.
+        let ids: Vec<&str> = match plan {
+            Plan::LookUp => receipts
+                .iter()
+                .map(|(r, _)| r.decision_id.as_str())
+                .collect(),
+            _ => Vec::new(),
+        };
         let from = i64::try_from(known).unwrap_or(i64::MAX);
         let from: [&(dyn ToSql + Sync); 1] = [&from];
-        let leaves = client.query(&statements.leaves_from, &from);
-        let (reserved, leaves) = if plan == Plan::LookUp {
-            tokio::join!(reserve, leaves)
-        } else {
-            // A `BEGIN` that fails leaves the statements after it failing
-            // too (the session is in an aborted transaction, or gone), so
-            // the reservation never runs outside the transaction.
-            let (begin, reserved, leaves) =
-                tokio::join!(client.batch_execute("BEGIN"), reserve, leaves);
-            begin?;
-            (reserved, leaves)
-        };
-        let (start, journal_bytes) = reserved?;
+        let ids: [&(dyn ToSql + Sync); 1] = [&ids];
+        let (begin, head, leaves, stored) = tokio::join!(
+            biased;
+            client.batch_execute("BEGIN"),
+            client.query_one(&statements.lock, &[]),
+            client.query(&statements.leaves_from, &from),
+            client.query(&statements.lookup, &ids),
+        );
+        begin?;
+        let start: i64 = head?.try_get(0)?;
+        let start = u64::try_from(start)
+            .map_err(|_| LedgerError::Corrupt(format!("the log's head holds size {start}")))?;
         let Some(behind) = start.checked_sub(known) else {
             return Err(LedgerError::Corrupt(format!(
                 "the log holds {start} receipts where this instance saw {known} committed"
@@ -677,18 +641,32 @@ impl Writer {
         self.inner.extend(known, &leaves)?;
         // Predict next time only if no other instance appended since.
         self.alone.store(behind == 0, Ordering::Relaxed);
+        let taken = stored?
+            .iter()
+            .map(|row| row.try_get::<_, String>(0))
+            .collect::<Result<_, _>>()?;
 
+        let (answers, group) = choose(receipts, taken);
         let sealed = seal(&self.inner.key, &group, start)?;
-        let journal = journal_of(&group);
+        let journal = journal_rows(&sealed, &group);
         let new_size = start + sealed.len() as u64;
-        let checkpoint = if sign {
-            self.checkpoint_in(client, &sealed, new_size).await?
-        } else {
-            None
+        let checkpoint = match sign {
+            true => self.checkpoint_for(client, &sealed, new_size).await?,
+            false => None,
         };
-        let (inserted, journaled, commit) = tokio::join!(
-            insert_receipts(client, &statements.insert_receipts, &sealed),
-            insert_journal(client, &statements.insert_journal, &sealed, &journal),
+        let (appended, recorded, commit) = tokio::join!(
+            biased;
+            append(client, &statements.append, start, &sealed, &journal),
+            async {
+                let Some(Checkpoint::Signed(signed)) = &checkpoint else {
+                    return Ok(1);
+                };
+                let size = i64::try_from(signed.size).unwrap_or(i64::MAX);
+                let root = signed.root.0.as_slice();
+                client
+                    .execute(&statements.record_checkpoint, &[&size, &root, &signed.note])
+                    .await
+            },
             client.batch_execute("COMMIT"),
         );
         // An answered `COMMIT` ends the transaction: committed if every
@@ -696,19 +674,25 @@ impl Writer {
         // unanswered one leaves it uncertain, and the connection is closed.
         commit?;
         open.ended();
-        match refusal(inserted.and(journaled))? {
-            Some(Attempt::Mispredicted) => Err(LedgerError::Corrupt(format!(
-                "index {start} was taken under the log's lock"
-            ))),
-            Some(attempt) => Ok(attempt),
-            None => Ok(Attempt::Committed(self.committed(
-                start,
-                sealed,
-                answers,
-                checkpoint,
-                journal_bytes,
-            )?)),
+        let bytes = match appended {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                return Err(LedgerError::Corrupt(format!(
+                    "the log's head moved from {start} while this instance held its lock"
+                )));
+            }
+            Err(e) if is_decision_id_clash(&e) => return Ok(Attempt::Clashed),
+            Err(e) => return Err(e),
+        };
+        if recorded? != 1 {
+            return Err(LedgerError::Corrupt(format!(
+                "the checkpoint of size {new_size} was not recorded"
+            )));
         }
+        let checkpoint = checkpoint.map(|(Checkpoint::Signed(c) | Checkpoint::Stored(c))| c);
+        Ok(Attempt::Committed(
+            self.committed(start, sealed, answers, checkpoint, bytes)?,
+        ))
     }
 
     /// Records a committed group and answers its receipts.
@@ -745,21 +729,22 @@ impl Writer {
         Ok((appended, checkpoint))
     }
 
-    /// Within the group's transaction: a checkpoint over the log with
-    /// `sealed` (its newest `new_size` receipts' last), signed and inserted
-    /// unless the newest stored one covers it already.
-    async fn checkpoint_in(
+    /// Under the head's lock: a checkpoint over the log with `sealed` (its
+    /// receipts ending at `new_size`), the newest stored one if it covers
+    /// that already, otherwise one signed now, to be recorded with the
+    /// group.
+    async fn checkpoint_for(
         &self,
         client: &Object,
         sealed: &[(Receipt, Sealed)],
         new_size: u64,
-    ) -> Result<Option<SignedCheckpoint>, LedgerError> {
+    ) -> Result<Option<Checkpoint>, LedgerError> {
         let stored = newest_checkpoint(client).await?;
         if let Some(stored) = stored.filter(|c| c.size >= new_size) {
-            return Ok(Some(SignedCheckpoint::open(
+            return Ok(Some(Checkpoint::Stored(SignedCheckpoint::open(
                 &self.inner.verifier,
                 &stored.note,
-            )?));
+            )?)));
         }
         // The root of the tree with this group, computed on a copy: the
         // shared tree only ever holds committed leaves.
@@ -774,18 +759,16 @@ impl Writer {
             )));
         }
         let signed = SignedCheckpoint::sign(&self.inner.key, new_size, tree.head())?;
-        client
-            .execute(
-                "INSERT INTO checkpoints (size, root, note) VALUES ($1, $2, $3)",
-                &[
-                    &i64::try_from(new_size).unwrap_or(i64::MAX),
-                    &signed.root.0.as_slice(),
-                    &signed.note,
-                ],
-            )
-            .await?;
-        Ok(Some(signed))
+        Ok(Some(Checkpoint::Signed(signed)))
     }
+}
+
+/// A checkpoint for a group, as [`Writer::checkpoint_for`] found it.
+enum Checkpoint {
+    /// The newest stored one, which covers the group already.
+    Stored(SignedCheckpoint),
+    /// Signed now; recorded in the group's transaction.
+    Signed(SignedCheckpoint),
 }
 
 /// What a committed group answers: each receipt's outcome, in order, and
@@ -795,22 +778,22 @@ type Committed = (Vec<Result<Appended, LedgerError>>, Option<SignedCheckpoint>);
 /// How a group finds where it starts in the log and whether the log holds
 /// one of its decision ids already. Decision ids are fresh, so the first
 /// two plans assume none is held and let the unique index on
-/// `receipts.decision_id` say otherwise.
+/// `receipts.decision_id` say otherwise. Either way the group goes in with
+/// one statement, [`APPEND`], which changes nothing unless the log's head
+/// stands where the group was signed to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Plan {
     /// Alone on the log (the last group found no other instance's receipt
     /// before its own), the instance predicts that the group starts where
-    /// its tree ends, signs it first and sends it in one batch: `BEGIN`,
-    /// the reservation, the inserts, `COMMIT`. One round trip; the log's
-    /// primary key refuses a wrong prediction.
+    /// its tree ends, signs it first and sends [`APPEND`] alone, its own
+    /// transaction: one round trip.
     Predict,
-    /// `BEGIN` with the reservation of the group's indices (which takes the
-    /// head's row lock) and the read of leaves other instances committed;
-    /// then, signed, the inserts with `COMMIT`. Two round trips, one under
-    /// the lock.
+    /// `BEGIN` with the head's row lock and the read of leaves other
+    /// instances committed; then, signed, [`APPEND`] with `COMMIT`. Two round
+    /// trips, both under the lock.
     Reserve,
-    /// The head's lock and a look-up of the ids first, then as
-    /// [`Plan::Reserve`]: three round trips, and no clash possible.
+    /// As [`Plan::Reserve`], with a look-up of the group's ids under the
+    /// lock in the first batch: no clash possible.
     LookUp,
 }
 
@@ -824,21 +807,38 @@ enum Attempt {
     Mispredicted,
 }
 
-/// Why the group's inserts were refused, if they were: `Ok(None)` when
-/// they went in, an attempt to make again when PostgreSQL refused them for
-/// a reason another plan avoids, the error otherwise.
-fn refusal(inserted: Result<(), LedgerError>) -> Result<Option<Attempt>, LedgerError> {
-    match inserted {
-        Ok(()) => Ok(None),
-        Err(LedgerError::Postgres(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-            match e.as_db_error().and_then(|e| e.constraint()) {
-                Some("receipts_decision_id_key") => Ok(Some(Attempt::Clashed)),
-                Some("receipts_pkey") => Ok(Some(Attempt::Mispredicted)),
-                _ => Err(LedgerError::Postgres(e)),
-            }
+/// Whether `e` is the unique index on `receipts.decision_id` refusing a
+/// decision id the log holds already.
+fn is_decision_id_clash(e: &LedgerError) -> bool {
+    let LedgerError::Postgres(e) = e else {
+        return false;
+    };
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+        && e.as_db_error().and_then(|e| e.constraint()) == Some("receipts_decision_id_key")
+}
+
+/// The receipts of a group that go in: each answer names its receipt's
+/// place in the group, or refuses a decision id in `taken` or repeated.
+type Chosen<'a> = (
+    Vec<Result<usize, LedgerError>>,
+    Vec<(&'a Receipt, Option<&'a JournalEntry>)>,
+);
+
+fn choose(
+    receipts: &[(Receipt, Option<JournalEntry>)],
+    mut taken: std::collections::HashSet<String>,
+) -> Chosen<'_> {
+    let mut answers = Vec::with_capacity(receipts.len());
+    let mut group = Vec::with_capacity(receipts.len());
+    for (receipt, entry) in receipts {
+        if !taken.insert(receipt.decision_id.clone()) {
+            answers.push(Err(LedgerError::Duplicate(receipt.decision_id.clone())));
+            continue;
         }
-        Err(e) => Err(e),
+        answers.push(Ok(group.len()));
+        group.push((receipt, entry.as_ref()));
     }
+    (answers, group)
 }
 
 /// `group` signed for the indices `start ..`, in order.
@@ -857,31 +857,40 @@ fn seal(
     Ok(sealed)
 }
 
-/// The journal entries of `group`, each with its receipt's place in it.
-fn journal_of<'a>(
+/// The journal rows of `group`, whose receipts are `sealed`.
+fn journal_rows<'a>(
+    sealed: &'a [(Receipt, Sealed)],
     group: &[(&Receipt, Option<&'a JournalEntry>)],
-) -> Vec<(usize, &'a JournalEntry)> {
-    group
+) -> Vec<JournalRow<'a>> {
+    sealed
         .iter()
-        .enumerate()
-        .filter_map(|(at, (_, entry))| entry.map(|entry| (at, entry)))
+        .zip(group)
+        .filter_map(|((r, _), (_, entry))| {
+            entry.map(|entry| JournalRow {
+                index: r.index,
+                time: &r.time,
+                task_id: r.task.as_ref().map(|t| t.id.as_str()),
+                tool: format!("{}/{}", r.call.server, r.call.tool),
+                decision_id: &r.decision_id,
+                entry,
+            })
+        })
         .collect()
 }
 
-/// The statements of a group's transaction, prepared once per connection.
+/// The statements of a group, prepared once per connection.
 struct GroupStatements {
     lock: tokio_postgres::Statement,
     lookup: tokio_postgres::Statement,
-    reserve: tokio_postgres::Statement,
     leaves_from: tokio_postgres::Statement,
-    insert_receipts: tokio_postgres::Statement,
-    insert_journal: tokio_postgres::Statement,
+    append: tokio_postgres::Statement,
+    record_checkpoint: tokio_postgres::Statement,
 }
 
 impl GroupStatements {
-    /// Prepared before the transaction's first batch: a statement given as
-    /// text would be prepared on first use, a round trip of its own that
-    /// would also let a later statement of the batch (`COMMIT`) overtake it.
+    /// Prepared before the group's first batch: a statement given as text
+    /// would be prepared on first use, a round trip of its own that would
+    /// also let a later statement of the batch (`COMMIT`) overtake it.
     async fn prepare(client: &Object) -> Result<Self, LedgerError> {
         Ok(Self {
             lock: client
@@ -890,17 +899,19 @@ impl GroupStatements {
             lookup: client
                 .prepare_cached("SELECT decision_id FROM receipts WHERE decision_id = ANY($1)")
                 .await?,
-            reserve: client
-                .prepare_cached(
-                    "UPDATE log_head SET size = size + $1, journal_bytes = journal_bytes + $2
-                     RETURNING size - $1, journal_bytes",
-                )
-                .await?,
             leaves_from: client
                 .prepare_cached("SELECT idx, leaf_hash FROM receipts WHERE idx >= $1 ORDER BY idx")
                 .await?,
-            insert_receipts: client.prepare_cached(INSERT_RECEIPTS).await?,
-            insert_journal: client.prepare_cached(INSERT_JOURNAL).await?,
+            append: client.prepare_cached(APPEND).await?,
+            // Only with the receipts it covers: were the group's append not
+            // sent, the checkpoint would not go in either.
+            record_checkpoint: client
+                .prepare_cached(
+                    "INSERT INTO checkpoints (size, root, note)
+                     SELECT $1::bigint, $2::bytea, $3::text
+                     WHERE (SELECT size FROM log_head) = $1::bigint",
+                )
+                .await?,
         })
     }
 }
@@ -1097,33 +1108,6 @@ pub(crate) struct JournalRow<'a> {
     pub(crate) entry: &'a JournalEntry,
 }
 
-/// Inserts the journal entries of a group of sealed receipts
-/// (`(position in sealed, entry)`) in one statement.
-async fn insert_journal(
-    tx: &impl GenericClient,
-    insert: &tokio_postgres::Statement,
-    sealed: &[(Receipt, Sealed)],
-    journal: &[(usize, &JournalEntry)],
-) -> Result<(), LedgerError> {
-    let mut rows = Vec::with_capacity(journal.len());
-    for (at, entry) in journal {
-        let Some((r, _)) = sealed.get(*at) else {
-            return Err(LedgerError::Corrupt(
-                "a journal entry lost its receipt".to_owned(),
-            ));
-        };
-        rows.push(JournalRow {
-            index: r.index,
-            time: &r.time,
-            task_id: r.task.as_ref().map(|t| t.id.as_str()),
-            tool: format!("{}/{}", r.call.server, r.call.tool),
-            decision_id: &r.decision_id,
-            entry,
-        });
-    }
-    insert_journal_rows(tx, insert, &rows).await
-}
-
 /// Inserts a group of journal rows in one statement; see [`insert_journal_rows`].
 pub(crate) const INSERT_JOURNAL: &str =
     "INSERT INTO journal (idx, time, bytes, task_id, tool, decision_id, decision,
@@ -1131,12 +1115,6 @@ pub(crate) const INSERT_JOURNAL: &str =
      SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],
                           $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
                           $11::text[], $12::text[], $13::text[])";
-
-/// Inserts a group of receipts in one statement; see [`insert_receipts`].
-const INSERT_RECEIPTS: &str =
-    "INSERT INTO receipts (idx, decision_id, leaf_hash, body, signature, time, principal, task_id, tool, decision, kind)
-     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::text[], $5::bytea[], $6::text[],
-                          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])";
 
 /// Inserts journal rows in one statement, [`INSERT_JOURNAL`] prepared.
 pub(crate) async fn insert_journal_rows(
@@ -1147,61 +1125,220 @@ pub(crate) async fn insert_journal_rows(
     if rows.is_empty() {
         return Ok(());
     }
-    let n = rows.len();
-    let (mut idx, mut time, mut bytes, mut task, mut tool, mut decision_id) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let mut outcome = Vec::with_capacity(n);
-    let (mut decision, mut version, mut policies, mut scope, mut redacted, mut request) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for row in rows {
-        let entry = row.entry;
-        idx.push(i64::try_from(row.index).unwrap_or(i64::MAX));
-        time.push(row.time);
-        bytes.push(i64::try_from(entry.stored_bytes()).unwrap_or(i64::MAX));
-        task.push(row.task_id);
-        tool.push(row.tool.as_str());
-        decision_id.push(row.decision_id);
-        decision.push(entry.decision.as_str());
-        outcome.push(entry.outcome.as_str());
-        version.push(entry.policy_version.as_str());
-        let (red, sc, pol) = entry.list_columns();
-        policies.push(pol);
-        scope.push(sc);
-        redacted.push(red);
-        request.push(entry.request.as_str());
-    }
-    tx.execute(
-        insert,
-        &[
-            &idx,
-            &time,
-            &bytes,
-            &task,
-            &tool,
-            &decision_id,
-            &decision,
-            &outcome,
-            &version,
-            &policies,
-            &scope,
-            &redacted,
-            &request,
-        ],
-    )
-    .await?;
+    tx.execute(insert, &JournalColumns::of(rows).params())
+        .await?;
     Ok(())
+}
+
+/// Journal rows as the arrays `unnest` takes, in [`INSERT_JOURNAL`]'s
+/// column order.
+struct JournalColumns<'a> {
+    idx: Vec<i64>,
+    time: Vec<&'a str>,
+    bytes: Vec<i64>,
+    task: Vec<Option<&'a str>>,
+    tool: Vec<&'a str>,
+    decision_id: Vec<&'a str>,
+    decision: Vec<&'a str>,
+    outcome: Vec<&'a str>,
+    version: Vec<&'a str>,
+    policies: Vec<String>,
+    scope: Vec<Option<String>>,
+    redacted: Vec<Option<String>>,
+    request: Vec<&'a str>,
+}
+
+impl<'a> JournalColumns<'a> {
+    fn of(rows: &'a [JournalRow<'a>]) -> Self {
+        let mut columns = Self {
+            idx: Vec::with_capacity(rows.len()),
+            time: Vec::with_capacity(rows.len()),
+            bytes: Vec::with_capacity(rows.len()),
+            task: Vec::with_capacity(rows.len()),
+            tool: Vec::with_capacity(rows.len()),
+            decision_id: Vec::with_capacity(rows.len()),
+            decision: Vec::with_capacity(rows.len()),
+            outcome: Vec::with_capacity(rows.len()),
+            version: Vec::with_capacity(rows.len()),
+            policies: Vec::with_capacity(rows.len()),
+            scope: Vec::with_capacity(rows.len()),
+            redacted: Vec::with_capacity(rows.len()),
+            request: Vec::with_capacity(rows.len()),
+        };
+        for row in rows {
+            let entry = row.entry;
+            columns
+                .idx
+                .push(i64::try_from(row.index).unwrap_or(i64::MAX));
+            columns.time.push(row.time);
+            columns
+                .bytes
+                .push(i64::try_from(entry.stored_bytes()).unwrap_or(i64::MAX));
+            columns.task.push(row.task_id);
+            columns.tool.push(row.tool.as_str());
+            columns.decision_id.push(row.decision_id);
+            columns.decision.push(entry.decision.as_str());
+            columns.outcome.push(entry.outcome.as_str());
+            columns.version.push(entry.policy_version.as_str());
+            let (redacted, scope, policies) = entry.list_columns();
+            columns.policies.push(policies);
+            columns.scope.push(scope);
+            columns.redacted.push(redacted);
+            columns.request.push(entry.request.as_str());
+        }
+        columns
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 13] {
+        [
+            &self.idx,
+            &self.time,
+            &self.bytes,
+            &self.task,
+            &self.tool,
+            &self.decision_id,
+            &self.decision,
+            &self.outcome,
+            &self.version,
+            &self.policies,
+            &self.scope,
+            &self.redacted,
+            &self.request,
+        ]
+    }
+}
+
+/// Sealed receipts as the arrays `unnest` takes, in the receipts table's
+/// column order (see [`APPEND`]).
+struct ReceiptColumns<'a> {
+    idx: Vec<i64>,
+    decision_id: Vec<&'a str>,
+    leaf: Vec<&'a [u8]>,
+    body: Vec<&'a str>,
+    signature: Vec<&'a [u8]>,
+    time: Vec<&'a str>,
+    principal: Vec<&'a str>,
+    task: Vec<Option<&'a str>>,
+    tool: Vec<String>,
+    decision: Vec<&'a str>,
+    kind: Vec<&'a str>,
+}
+
+impl<'a> ReceiptColumns<'a> {
+    fn of(sealed: &'a [(Receipt, Sealed)]) -> Self {
+        let mut columns = Self {
+            idx: Vec::with_capacity(sealed.len()),
+            decision_id: Vec::with_capacity(sealed.len()),
+            leaf: Vec::with_capacity(sealed.len()),
+            body: Vec::with_capacity(sealed.len()),
+            signature: Vec::with_capacity(sealed.len()),
+            time: Vec::with_capacity(sealed.len()),
+            principal: Vec::with_capacity(sealed.len()),
+            task: Vec::with_capacity(sealed.len()),
+            tool: Vec::with_capacity(sealed.len()),
+            decision: Vec::with_capacity(sealed.len()),
+            kind: Vec::with_capacity(sealed.len()),
+        };
+        for (r, seal) in sealed {
+            columns.idx.push(i64::try_from(r.index).unwrap_or(i64::MAX));
+            columns.decision_id.push(r.decision_id.as_str());
+            columns.leaf.push(seal.leaf.0.as_slice());
+            columns.body.push(seal.canonical.as_str());
+            columns.signature.push(seal.signature.as_slice());
+            columns.time.push(r.time.as_str());
+            columns.principal.push(r.principal.id.as_str());
+            columns.task.push(r.task.as_ref().map(|t| t.id.as_str()));
+            columns
+                .tool
+                .push(format!("{}/{}", r.call.server, r.call.tool));
+            columns.decision.push(r.decision.as_str());
+            columns.kind.push(r.kind.as_str());
+        }
+        columns
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 11] {
+        [
+            &self.idx,
+            &self.decision_id,
+            &self.leaf,
+            &self.body,
+            &self.signature,
+            &self.time,
+            &self.principal,
+            &self.task,
+            &self.tool,
+            &self.decision,
+            &self.kind,
+        ]
+    }
+}
+
+/// Appends a group in one statement, so in one transaction even outside
+/// any other: advances the head by the group's size only if it stands at
+/// `$3`, and inserts the receipts (`$4 ..`) and journal rows (`$15 ..`)
+/// only if it did. Answers the journal's byte count after the group (NULL
+/// when the head stood elsewhere and nothing changed) and the rows
+/// inserted.
+const APPEND: &str = "
+    WITH head AS (
+        UPDATE log_head SET size = size + $1, journal_bytes = journal_bytes + $2
+        WHERE size = $3
+        RETURNING journal_bytes
+    ), receipts_in AS (
+        INSERT INTO receipts (idx, decision_id, leaf_hash, body, signature, time, principal,
+                              task_id, tool, decision, kind)
+        SELECT * FROM unnest($4::bigint[], $5::text[], $6::bytea[], $7::text[], $8::bytea[],
+                             $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+                             $14::text[])
+        WHERE EXISTS (SELECT FROM head)
+        RETURNING 1
+    ), journal_in AS (
+        INSERT INTO journal (idx, time, bytes, task_id, tool, decision_id, decision,
+                             outcome, policy_version, policies, scope, redacted, request)
+        SELECT * FROM unnest($15::bigint[], $16::text[], $17::bigint[], $18::text[], $19::text[],
+                             $20::text[], $21::text[], $22::text[], $23::text[], $24::text[],
+                             $25::text[], $26::text[], $27::text[])
+        WHERE EXISTS (SELECT FROM head)
+        RETURNING 1
+    )
+    SELECT (SELECT journal_bytes FROM head),
+           (SELECT count(*) FROM receipts_in),
+           (SELECT count(*) FROM journal_in)";
+
+/// A group appended with [`APPEND`]: the head's journal bytes after it, or
+/// `None` when the head did not stand where the group was signed to start.
+async fn append(
+    client: &Object,
+    statement: &tokio_postgres::Statement,
+    start: u64,
+    sealed: &[(Receipt, Sealed)],
+    journal: &[JournalRow<'_>],
+) -> Result<Option<i64>, LedgerError> {
+    let receipts = ReceiptColumns::of(sealed);
+    let entries = JournalColumns::of(journal);
+    let count = i64::try_from(sealed.len()).unwrap_or(i64::MAX);
+    let added: u64 = journal.iter().map(|row| row.entry.stored_bytes()).sum();
+    let added = i64::try_from(added).unwrap_or(i64::MAX);
+    let start = i64::try_from(start).unwrap_or(i64::MAX);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&count, &added, &start];
+    params.extend(receipts.params());
+    params.extend(entries.params());
+    let row = client.query_one(statement, &params).await?;
+    let bytes: Option<i64> = row.try_get(0)?;
+    let (receipts_in, journal_in): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
+    let entries = i64::try_from(journal.len()).unwrap_or(i64::MAX);
+    let expected = if bytes.is_some() {
+        (count, entries)
+    } else {
+        (0, 0)
+    };
+    if (receipts_in, journal_in) != expected {
+        return Err(LedgerError::Corrupt(format!(
+            "appending {count} receipts inserted {receipts_in} (and {journal_in} journal rows)"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// The log as an export, from one snapshot; see [`super::PgStore::export`].
@@ -1253,57 +1390,6 @@ pub(crate) async fn export(
     let summary = writer.finish()?;
     tx.commit().await?;
     Ok(summary)
-}
-
-/// Inserts a group of sealed receipts in one statement, [`INSERT_RECEIPTS`]
-/// prepared.
-async fn insert_receipts(
-    tx: &impl GenericClient,
-    insert: &tokio_postgres::Statement,
-    sealed: &[(Receipt, Sealed)],
-) -> Result<(), LedgerError> {
-    let mut idx = Vec::with_capacity(sealed.len());
-    let mut decision_id = Vec::with_capacity(sealed.len());
-    let mut leaf = Vec::with_capacity(sealed.len());
-    let mut body = Vec::with_capacity(sealed.len());
-    let mut signature = Vec::with_capacity(sealed.len());
-    let mut time = Vec::with_capacity(sealed.len());
-    let mut principal = Vec::with_capacity(sealed.len());
-    let mut task = Vec::with_capacity(sealed.len());
-    let mut tool = Vec::with_capacity(sealed.len());
-    let mut decision = Vec::with_capacity(sealed.len());
-    let mut kind = Vec::with_capacity(sealed.len());
-    for (r, seal) in sealed {
-        idx.push(i64::try_from(r.index).unwrap_or(i64::MAX));
-        decision_id.push(r.decision_id.as_str());
-        leaf.push(seal.leaf.0.as_slice());
-        body.push(seal.canonical.as_str());
-        signature.push(seal.signature.as_slice());
-        time.push(r.time.as_str());
-        principal.push(r.principal.id.as_str());
-        task.push(r.task.as_ref().map(|t| t.id.as_str()));
-        tool.push(format!("{}/{}", r.call.server, r.call.tool));
-        decision.push(r.decision.as_str());
-        kind.push(r.kind.as_str());
-    }
-    tx.execute(
-        insert,
-        &[
-            &idx,
-            &decision_id,
-            &leaf,
-            &body,
-            &signature,
-            &time,
-            &principal,
-            &task,
-            &tool,
-            &decision,
-            &kind,
-        ],
-    )
-    .await?;
-    Ok(())
 }
 
 /// A connection from the pool, or why there is none.
