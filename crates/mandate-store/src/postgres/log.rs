@@ -18,7 +18,8 @@
 //! receipt before its own) predicts it: the index after its own tree, one
 //! round trip. Otherwise it takes the head's row lock first (`SELECT … FOR
 //! UPDATE`, with the read of the leaves other instances appended), signs,
-//! appends and commits: two round trips, and while it holds the lock no
+//! appends and commits: two round trips (a group that signs a checkpoint
+//! reads the newest stored one in between), and while it holds the lock no
 //! other instance appends. That lock is the log's bottleneck under load:
 //! instances take turns, each turn sharing one commit among every receipt
 //! the instance has waiting. Decision ids are fresh, so a group does not
@@ -181,9 +182,10 @@ impl PgLog {
     }
 
     /// Groups of receipts this instance signed for the indices after its
-    /// own tree, expecting to be alone on the log, that another instance's
-    /// appends made it sign again: a measure of how often instances append
-    /// in turn.
+    /// own tree, expecting to be alone on the log, that found the head
+    /// elsewhere and were signed again: another instance had appended (or
+    /// an earlier group whose answer was lost had committed). A measure of
+    /// how often instances append in turn.
     pub fn mispredicted_groups(&self) -> u64 {
         self.inner.mispredicted.load(Ordering::Relaxed)
     }
@@ -379,7 +381,7 @@ impl Inner {
     }
 
     /// Adds the committed leaves `start ..` to the tree, skipping those it
-    /// has already (another path may have read them first).
+    /// has already (a group's catch-up may have read them first).
     fn extend(&self, start: u64, leaves: &[Hash]) -> Result<(), LedgerError> {
         let mut tree = self.tree.write().unwrap_or_else(PoisonError::into_inner);
         let Some(skip) = tree.len().checked_sub(start) else {
@@ -903,8 +905,10 @@ impl GroupStatements {
                 .prepare_cached("SELECT idx, leaf_hash FROM receipts WHERE idx >= $1 ORDER BY idx")
                 .await?,
             append: client.prepare_cached(APPEND).await?,
-            // Only with the receipts it covers: were the group's append not
-            // sent, the checkpoint would not go in either.
+            // Only if the head reached the checkpoint's size: were the
+            // group's append not sent, a checkpoint over receipts the log
+            // does not have would not go in either (one over no new receipt
+            // still covers exactly what the log has).
             record_checkpoint: client
                 .prepare_cached(
                     "INSERT INTO checkpoints (size, root, note)
