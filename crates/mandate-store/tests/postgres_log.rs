@@ -14,7 +14,7 @@ use std::time::Duration;
 use mandate_core::Decision;
 use mandate_ledger::receipt::{CallRef, Principal, RECEIPT_VERSION, TaskRef};
 use mandate_ledger::{LogKey, MerkleTree, Receipt, SignedCheckpoint};
-use mandate_store::postgres::PgStore;
+use mandate_store::postgres::{PgLog, PgStore};
 use mandate_store::{LedgerConfig, LedgerError, ReceiptLog, ReceiptQuery, StateError};
 
 fn receipt(n: usize) -> Receipt {
@@ -60,6 +60,16 @@ fn config() -> LedgerConfig {
         max_batch: 64,
         ..LedgerConfig::default()
     }
+}
+
+/// One instance's log on the database at `url`, signing with `key`.
+async fn instance(url: &str, key: &LogKey) -> PgLog {
+    PgStore::connect(url)
+        .await
+        .unwrap()
+        .log(key.clone(), config())
+        .await
+        .unwrap()
 }
 
 async fn raw(url: &str) -> tokio_postgres::Client {
@@ -213,18 +223,8 @@ async fn stray_transactions(url: &str) -> i64 {
 async fn an_instance_that_expected_to_be_alone_appends_after_the_other() {
     let url = test_postgres::shared().database();
     let key = LogKey::generate("mandate.local/test").unwrap();
-    let a = PgStore::connect(&url)
-        .await
-        .unwrap()
-        .log(key.clone(), config())
-        .await
-        .unwrap();
-    let b = PgStore::connect(&url)
-        .await
-        .unwrap()
-        .log(key.clone(), config())
-        .await
-        .unwrap();
+    let a = instance(&url, &key).await;
+    let b = instance(&url, &key).await;
     // One after another. An instance predicts where its group starts when
     // its last group found nobody else's receipts before its own: both did
     // at open, so `b`'s first append (2) mispredicts; `a`'s append after it
@@ -357,18 +357,8 @@ async fn an_unreachable_database_is_unavailable_not_a_hang() {
 async fn a_decision_id_logged_by_another_instance_is_refused_alone() {
     let url = test_postgres::shared().database();
     let key = LogKey::generate("mandate.local/test").unwrap();
-    let a = PgStore::connect(&url)
-        .await
-        .unwrap()
-        .log(key.clone(), config())
-        .await
-        .unwrap();
-    let b = PgStore::connect(&url)
-        .await
-        .unwrap()
-        .log(key.clone(), config())
-        .await
-        .unwrap();
+    let a = instance(&url, &key).await;
+    let b = instance(&url, &key).await;
     a.append(receipt(0), None).await.unwrap();
     // The same decision twice more, racing fresh ones through both.
     let mut calls = Vec::new();
@@ -408,18 +398,8 @@ async fn a_decision_id_logged_by_another_instance_is_refused_alone() {
 async fn an_instance_proves_consistency_up_to_a_checkpoint_another_signed() {
     let url = test_postgres::shared().database();
     let key = LogKey::generate("mandate.local/test").unwrap();
-    let a = PgStore::connect(&url)
-        .await
-        .unwrap()
-        .log(key.clone(), config())
-        .await
-        .unwrap();
-    let b = PgStore::connect(&url)
-        .await
-        .unwrap()
-        .log(key.clone(), config())
-        .await
-        .unwrap();
+    let a = instance(&url, &key).await;
+    let b = instance(&url, &key).await;
     for n in 0..10 {
         a.append(receipt(n), None).await.unwrap();
     }
